@@ -112,6 +112,22 @@ impl RawVmxInfo {
     }
 }
 
+/// Text dump of raw capability MSRs, one `NAME (index): value` per line
+/// (`unreadable` for a read that faulted).
+pub struct RawDump<'a>(pub &'a [Option<u64>; VMX_MSR_COUNT]);
+
+impl fmt::Display for RawDump<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (msr, v) in VmxMsr::ALL.iter().zip(self.0) {
+            match v {
+                Some(v) => writeln!(f, "{} ({:#x}): {:#018x}", msr.name(), msr.index(), v)?,
+                None => writeln!(f, "{} ({:#x}): unreadable", msr.name(), msr.index())?,
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A VMX control MSR decoded: which bits must be 1 and which may be 1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct AllowedCtls {
@@ -516,28 +532,29 @@ impl fmt::Display for Report<'_> {
 pub(crate) mod tests {
     use super::*;
 
-    /// Capability MSR values dumped from Bochs 3.0, `corei7_icelake_u`
-    /// (PROCBASED2 allowed-1 0x02d77fff: SPP bit 23 set).
+    /// Capability MSR values as Bochs 3.0 (`corei7_icelake_u`) reports them,
+    /// copied from the module's `raw_msrs` debugfs file in the system test
+    /// (PROCBASED2 allowed-1 0x02d77fff: SPP, bit 23, is set).
     pub(crate) fn icelake() -> RawVmxInfo {
         let vals: &[(VmxMsr, u64)] = &[
             (VmxMsr::FeatureControl, 0x5),
-            (VmxMsr::Basic, 0x00da_1000_0000_0001),
+            (VmxMsr::Basic, 0x00d8_1000_0000_0004),
             (VmxMsr::PinbasedCtls, 0x0000_00ff_0000_0016),
             (VmxMsr::ProcbasedCtls, 0xfff9_fffe_0401_e172),
-            (VmxMsr::ExitCtls, 0x01ff_ffff_0003_6dff),
-            (VmxMsr::EntryCtls, 0x0003_ffff_0000_11ff),
-            (VmxMsr::Misc, 0x0000_0000_0000_0000),
+            (VmxMsr::ExitCtls, 0x407f_ffff_0003_6dff),
+            (VmxMsr::EntryCtls, 0x0000_ffff_0000_11ff),
+            (VmxMsr::Misc, 0x0000_0000_6004_01e0),
             (VmxMsr::Cr0Fixed0, 0x8000_0021),
             (VmxMsr::Cr0Fixed1, 0xffff_ffff),
             (VmxMsr::Cr4Fixed0, 0x2000),
-            (VmxMsr::Cr4Fixed1, 0x0037_27ff),
-            (VmxMsr::VmcsEnum, 0x2e),
+            (VmxMsr::Cr4Fixed1, 0x0077_2fff),
+            (VmxMsr::VmcsEnum, 0x50),
             (VmxMsr::ProcbasedCtls2, 0x02d7_7fff_0000_0000),
-            (VmxMsr::EptVpidCap, 0x0f01_0661_06f3_4141),
+            (VmxMsr::EptVpidCap, 0x0000_0f01_0673_4141),
             (VmxMsr::TruePinbasedCtls, 0x0000_00ff_0000_0016),
             (VmxMsr::TrueProcbasedCtls, 0xfff9_fffe_0400_6172),
-            (VmxMsr::TrueExitCtls, 0x01ff_ffff_0003_6dfb),
-            (VmxMsr::TrueEntryCtls, 0x0003_ffff_0000_11fb),
+            (VmxMsr::TrueExitCtls, 0x407f_ffff_0003_6dfb),
+            (VmxMsr::TrueEntryCtls, 0x0000_ffff_0000_11fb),
             (VmxMsr::Vmfunc, 0x1),
         ];
         let mut raw = RawVmxInfo {
@@ -553,7 +570,7 @@ pub(crate) mod tests {
     #[test]
     fn icelake_decodes_with_every_feature_pkvm_uses() {
         let c = VmxCaps::decode(&icelake()).unwrap();
-        assert_eq!(c.vmcs_revision, 1);
+        assert_eq!(c.vmcs_revision, 4);
         assert_eq!(c.vmcs_size, 0x1000);
         assert!(c.true_ctls);
         for f in [Feature::Spp, Feature::Vpid, Feature::EptAd, Feature::Vmfunc] {
@@ -695,6 +712,21 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn raw_dump_names_every_msr() {
+        extern crate std;
+        use std::string::ToString;
+        let mut raw = icelake();
+        raw.set(VmxMsr::Vmfunc, None);
+        let d = RawDump(&raw.msrs).to_string();
+        assert_eq!(d.lines().count(), VMX_MSR_COUNT);
+        assert!(
+            d.contains("IA32_VMX_BASIC (0x480): 0x00d8100000000004\n"),
+            "{d}"
+        );
+        assert!(d.contains("IA32_VMX_VMFUNC (0x491): unreadable\n"), "{d}");
+    }
+
+    #[test]
     fn adjust_controls() {
         let a = AllowedCtls::from_msr(0x0000_00ff_0000_0016);
         assert_eq!(a.adjust(1 << 0, 1 << 7), Ok(0x97));
@@ -731,7 +763,7 @@ pub(crate) mod tests {
         }
         assert!(r.contains("spp: yes\n"));
         let s = c.summary().to_string();
-        assert!(s.starts_with("VMX rev 0x1 vmcs 4096B"), "{s}");
+        assert!(s.starts_with("VMX rev 0x4 vmcs 4096B"), "{s}");
         assert!(s.contains("spp=yes"));
     }
 }

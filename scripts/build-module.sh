@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# scripts/build-module.sh: build pkvm_x86.ko out of tree, with CLIPPY=1, and
+# fail on any compiler or clippy warning.
+#
+# KDIR=/path/to/tree builds against a user's own Rust-enabled kernel;
+# otherwise the cached test kernel is set up and built first.  The module is
+# built with its objects under $PKVM_BUILD (default <repo>/build/module, via
+# Kbuild's MO=) so the source tree stays clean.  Prints the path of the .ko on stdout.
+source "$(dirname "$0")/lib.sh"
+
+if [ -z "${KDIR:-}" ]; then
+	bash "$PKVM_ROOT/scripts/setup-host.sh" >&2
+	KDIR=$(bash "$PKVM_ROOT/scripts/build-kernel.sh")
+fi
+pkvm_build_env
+[ -e "$KDIR/Makefile" ] || die "KDIR=$KDIR is not a kernel tree"
+grep -q '^CONFIG_RUST=y' "$KDIR/.config" 2>/dev/null || die "KDIR=$KDIR was not built with CONFIG_RUST=y"
+
+out=${PKVM_BUILD:-$PKVM_ROOT/build/module}
+mkdir -p "$out"
+log "building pkvm_x86.ko against $KDIR"
+set +e
+make -C "$KDIR" M="$PKVM_ROOT" MO="$out" CLIPPY=1 modules > "$out/build.log" 2>&1
+rc=$?
+set -e
+if [ $rc != 0 ]; then
+	cat "$out/build.log" >&2
+	die "module build failed"
+fi
+if grep -E -q '^(warning|error)(\[|:)|: warning:' "$out/build.log"; then
+	cat "$out/build.log" >&2
+	die "module build produced warnings (see above); the build must be warning-free"
+fi
+echo "$out/pkvm_x86.ko"

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# scripts/system-test.sh KDIR KO: every Bochs system test, two at a time.
+#
+#   caps-c1, caps-c2   corei7_icelake_u, 1 and 2 CPUs: load, debugfs, unload,
+#                      reload, KVM loads afterwards, clean dmesg
+#   novmx              p4_prescott_celeron_336 (Intel 64-bit, no VMX): the
+#                      module refuses with ENODEV and a clear message
+#   harness-negative   the caps suite on the no-VMX CPU must be judged FAIL:
+#                      proves the harness notices a failing module
+# Logs: build/runs/<name>/.  Exit status: number of failed runs (capped).
+source "$(dirname "$0")/lib.sh"
+kdir=$1 ko=$2
+bochs=$(bash "$PKVM_ROOT/scripts/setup-bochs.sh")
+runs=$PKVM_ROOT/build/runs
+initrd=$PKVM_ROOT/build/initramfs.cpio.gz
+bash "$PKVM_ROOT/scripts/mkinitramfs.sh" "$initrd" "$kdir" "$ko"
+
+boot() { # name suite model cpus
+	python3 "$PKVM_ROOT/scripts/run-bochs.py" --bochs "$bochs" --kernel "$kdir/arch/x86/boot/bzImage" \
+		--initrd "$initrd" --out "$runs/$1" --suite "$2" --model "$3" --cpus "$4" --timeout "${PKVM_BOCHS_TIMEOUT:-600}" --quiet \
+		> "$runs/$1.out" 2>&1
+}
+
+mkdir -p "$runs"
+fails=0
+check() { # name expected-status
+	local rc=0
+	wait "$3" || rc=$?
+	local verdict
+	verdict=$(tail -n 20 "$runs/$1.out" | grep '^== ' || echo "== (no verdict)")
+	if { [ "$2" = pass ] && [ $rc = 0 ]; } || { [ "$2" = fail ] && [ $rc = 1 ]; }; then
+		echo "ok   $1: $verdict"
+	else
+		echo "FAIL $1 (expected $2, exit $rc): $verdict"
+		grep -E '^\[.*(not ok|FAIL)' "$runs/$1.out" | head -20
+		tail -n 5 "$runs/$1.out"
+		fails=$((fails + 1))
+	fi
+}
+
+boot caps-c1 caps corei7_icelake_u 1 & p1=$!
+boot novmx novmx p4_prescott_celeron_336 1 & p2=$!
+check caps-c1 pass $p1
+check novmx pass $p2
+boot caps-c2 caps corei7_icelake_u 2 & p1=$!
+boot harness-negative caps p4_prescott_celeron_336 1 & p2=$!
+check caps-c2 pass $p1
+check harness-negative fail $p2
+exit $((fails > 100 ? 100 : fails))

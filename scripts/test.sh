@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# scripts/test.sh: the project's test command (`make test`, called by .ci/run).
+#
+# 1. host set-up (idempotent), 2. pure core: rustfmt, clippy -D warnings,
+# cargo test, 3. the harness's own unit tests, 4. kernel (cached) and module
+# build with CLIPPY=1 and no warnings, 5. Bochs system tests.
+# Stops at the first failing stage; prints a summary.
+source "$(dirname "$0")/lib.sh"
+cd "$PKVM_ROOT"
+t0=$SECONDS
+stage() { log "== $*"; }
+
+stage "host set-up"
+bash scripts/setup-host.sh
+stage "pure core and sources: fmt, clippy, tests"
+bash scripts/check-core.sh
+stage "harness unit tests"
+python3 scripts/test_run_bochs.py -q 2>&1 | tail -n 3
+stage "kernel (cached) and module build (CLIPPY=1, warnings are errors)"
+if [ -n "${KDIR:-}" ]; then kdir=$KDIR; else kdir=$(bash scripts/build-kernel.sh); fi
+ko=$(KDIR=$kdir bash scripts/build-module.sh)
+stage "Bochs system tests"
+bash scripts/system-test.sh "$kdir" "$ko"
+log "all tests passed in $((SECONDS - t0)) s"

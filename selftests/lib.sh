@@ -1,0 +1,35 @@
+# selftests/lib.sh: TAP helpers for the in-VM suites (busybox sh).
+#
+# A suite file defines shell functions named t_<name> and lists them, in
+# order, in $TESTS.  tap_run_suite prints "1..N", runs each test with its
+# output captured, and prints "ok K - name" or "not ok K - name" followed by
+# the test's output as "# " comment lines.  A test fails by returning
+# non-zero; `fail MSG` prints a reason and returns 1.
+
+fail() { echo "FAIL: $*"; return 1; }
+
+# expect_eq WHAT GOT WANT
+expect_eq() {
+	[ "$2" = "$3" ] || fail "$1: got '$2', want '$3'"
+}
+
+# dmesg_clean: no oops, BUG, WARN, panic or call trace in the kernel log.
+dmesg_clean() {
+	if dmesg | grep -E -q 'Oops|BUG:|WARNING:|Call Trace|general protection|Kernel panic|RIP:'; then
+		dmesg | grep -E -A20 'Oops|BUG:|WARNING:|Call Trace|general protection|Kernel panic|RIP:' | head -60
+		return 1
+	fi
+}
+
+tap_run_suite() {
+	set -- $TESTS
+	echo "1..$#"
+	n=0
+	for t in "$@"; do
+		n=$((n + 1))
+		out=$( (t_$t) 2>&1 )
+		rc=$?
+		if [ $rc = 0 ]; then echo "ok $n - $t"; else echo "not ok $n - $t (rc=$rc)"; fi
+		[ -n "$out" ] && echo "$out" | sed 's/^/# /'
+	done
+}
