@@ -28,4 +28,8 @@
 
 pub mod bitfield;
 pub mod ept;
+pub mod error;
+pub mod pgtable;
+#[cfg(test)]
+pub mod sim;
 pub mod vmx_caps;

@@ -284,7 +284,10 @@ mod tests {
                 let got = F::attrs(e);
                 assert_eq!(got.state, s);
                 assert_eq!(got.perms & PERM_W, PERM_W);
-                assert_eq!(F::state(F::with_state(e, PageState::Owned)), PageState::Owned);
+                assert_eq!(
+                    F::state(F::with_state(e, PageState::Owned)),
+                    PageState::Owned
+                );
             }
         }
         let t = F::table(0x1234_5000);
