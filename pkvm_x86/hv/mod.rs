@@ -29,7 +29,11 @@
 pub mod bitfield;
 pub mod ept;
 pub mod error;
+pub mod exit;
+pub mod hypercall;
+pub mod mem_protect;
 pub mod pgtable;
 #[cfg(test)]
 pub mod sim;
+pub mod vmcs;
 pub mod vmx_caps;
