@@ -31,9 +31,11 @@ pub mod ept;
 pub mod error;
 pub mod exit;
 pub mod hypercall;
+pub mod invariants;
 pub mod mem_protect;
 pub mod pgtable;
 #[cfg(test)]
 pub mod sim;
+pub mod vm_table;
 pub mod vmcs;
 pub mod vmx_caps;

@@ -1,0 +1,376 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The ownership invariant checker.
+//!
+//! Owns [`check`], which walks the host EPT, the hypervisor page table and
+//! every guest's shadow EPT and returns the first [`Violation`] of:
+//!
+//! 1. the host EPT is an identity map whose present entries are `OWNED`,
+//!    `SHARED_OWNED` or `SHARED_BORROWED`, and whose non-present entries are
+//!    clean owner annotations naming `HYP`, `HOST` or an existing guest;
+//! 2. every page has exactly one owner: a guest `OWNED` page is annotated
+//!    with that guest in the host EPT, a hypervisor `OWNED` page with `HYP`,
+//!    and no two parties claim the same page;
+//! 3. every `SHARED_OWNED` page has exactly one `SHARED_BORROWED`
+//!    counterpart in the right table and the other way round (host `SO` with
+//!    one guest or hypervisor `SB`; guest `SO` with a host `SB`);
+//! 4. the host maps only what it owns or legitimately borrows (a page a
+//!    guest shared back), so nothing the host does not own is writable for
+//!    it otherwise;
+//! 5. hypervisor pages (including every table page of every table) are
+//!    never mapped for the host or a guest;
+//! 6. a normal VM holds only `SHARED_BORROWED` pages, a protected VM only
+//!    `OWNED` and `SHARED_OWNED` ones.
+//!
+//! Needs no allocation: the caller passes a scratch array for the claims
+//! (one per run of pages a guest or the hypervisor maps); a too-small array
+//! is reported as [`ViolationKind::ScratchFull`].  Meant for tests and for a
+//! debug hypercall, not for hot paths.
+
+use super::ept::{OwnerId, PageState};
+use super::mem_protect::{GuestEpt, HostEpt, HypPgt, VmKind};
+use super::pgtable::{EptFormat, HypFormat, MmOps, PgTable, PteFormat, ADDR_LIMIT};
+
+/// Which table a violation or claim is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Party {
+    /// The host EPT.
+    #[default]
+    Host,
+    /// The hypervisor page table.
+    Hyp,
+    /// A guest's shadow EPT.
+    Guest(OwnerId),
+}
+
+/// What is wrong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ViolationKind {
+    /// A walk failed (corrupt table).
+    Walk,
+    /// A present host EPT entry does not map its own address.
+    HostNotIdentity,
+    /// A present entry in state `NOPAGE`.
+    PresentNoPage,
+    /// A non-present host entry with bits other than the owner id, or an
+    /// owner that is neither `HYP`, `HOST` nor an existing guest.
+    BadAnnotation,
+    /// A non-present guest or hypervisor entry that is not zero.
+    StrayEntry,
+    /// The hypervisor maps a page somewhere other than `pa + va_offset`.
+    HypNotLinear,
+    /// A mapped page whose host EPT entry is not the counterpart its state
+    /// requires.
+    NoHostCounterpart,
+    /// A host page shared, borrowed or annotated with a guest that no table
+    /// maps as the counterpart.
+    NoBorrower,
+    /// Two parties claim the same page.
+    DoubleClaim,
+    /// A VM holds a page in a state its kind does not allow.
+    WrongKind,
+    /// A table page is not owned by the hypervisor in the host EPT.
+    TableNotHypOwned,
+    /// The scratch array is too small for the claims.
+    ScratchFull,
+}
+
+/// The first broken invariant found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// What is wrong.
+    pub kind: ViolationKind,
+    /// In which table.
+    pub party: Party,
+    /// The address (in that table's address space) where it was found.
+    pub addr: u64,
+}
+
+/// A run of host-physical pages mapped by a guest or the hypervisor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Claim {
+    /// First host-physical address.
+    pub hpa: u64,
+    /// Length in bytes.
+    pub len: u64,
+    /// Who maps it.
+    pub party: Party,
+}
+
+type Check<T = ()> = core::result::Result<T, Violation>;
+
+fn violation(kind: ViolationKind, party: Party, addr: u64) -> Violation {
+    Violation { kind, party, addr }
+}
+
+struct Claims<'s> {
+    buf: &'s mut [Claim],
+    n: usize,
+}
+
+impl Claims<'_> {
+    fn push(&mut self, c: Claim) -> Check {
+        if let Some(last) = self.n.checked_sub(1).and_then(|i| self.buf.get_mut(i)) {
+            if last.party == c.party && last.hpa + last.len == c.hpa {
+                last.len += c.len;
+                return Ok(());
+            }
+        }
+        let slot = self.buf.get_mut(self.n).ok_or(violation(
+            ViolationKind::ScratchFull,
+            c.party,
+            c.hpa,
+        ))?;
+        *slot = c;
+        self.n += 1;
+        Ok(())
+    }
+
+    fn sorted(&mut self) -> &[Claim] {
+        let claims = self.buf.get_mut(..self.n).unwrap_or_default();
+        claims.sort_unstable_by_key(|c| c.hpa);
+        claims
+    }
+}
+
+fn walk_err(party: Party) -> impl Fn(super::error::Error) -> Violation {
+    move |_| violation(ViolationKind::Walk, party, 0)
+}
+
+/// Checks the host entries over `[hpa, hpa + len)` with `ok(entry)`.
+fn host_is<M: MmOps>(
+    host: &HostEpt,
+    mm: &mut M,
+    party: Party,
+    hpa: u64,
+    len: u64,
+    ok: impl Fn(u64) -> bool,
+) -> Check {
+    let mut bad = None;
+    host.pgt()
+        .for_each_leaf(mm, hpa, len, |_, ctx, e| {
+            if bad.is_none() && !ok(e) {
+                bad = Some(ctx.lo());
+            }
+            Ok(())
+        })
+        .map_err(walk_err(party))?;
+    match bad {
+        Some(_) => Err(violation(ViolationKind::NoHostCounterpart, party, hpa)),
+        None => Ok(()),
+    }
+}
+
+fn present_in<F: PteFormat>(e: u64, s: PageState) -> bool {
+    F::is_present(e) && F::state(e) == s
+}
+
+/// Every table page of `t` (root included) must be a zero (= `HYP`-owned)
+/// entry of the host EPT.
+fn tables_owned_by_hyp<F: PteFormat, M: MmOps>(
+    t: &PgTable<F>,
+    host: &HostEpt,
+    mm: &mut M,
+    party: Party,
+) -> Check {
+    let mut bad = None;
+    let root = host.pgt().lookup(mm, t.root()).map_err(walk_err(party))?;
+    if root.entry != 0 {
+        bad = Some(t.root());
+    }
+    t.for_each_table(mm, 0, ADDR_LIMIT, |mm, _, e| {
+        let pa = F::addr(e);
+        if bad.is_none() && host.pgt().lookup(mm, pa)?.entry != 0 {
+            bad = Some(pa);
+        }
+        Ok(())
+    })
+    .map_err(walk_err(party))?;
+    match bad {
+        Some(pa) => Err(violation(ViolationKind::TableNotHypOwned, party, pa)),
+        None => Ok(()),
+    }
+}
+
+/// Checks every invariant listed in the module docs; returns the first
+/// violation.  `guests` must yield every guest that exists.
+pub fn check<'g, M: MmOps, I>(
+    host: &HostEpt,
+    hyp: &HypPgt,
+    guests: I,
+    mm: &mut M,
+    scratch: &mut [Claim],
+) -> Check
+where
+    I: Iterator<Item = &'g GuestEpt> + Clone,
+{
+    let mut claims = Claims { buf: scratch, n: 0 };
+
+    // 1. The host EPT on its own.
+    let mut bad = None;
+    host.pgt()
+        .for_each_leaf(mm, 0, ADDR_LIMIT, |_, ctx, e| {
+            if bad.is_some() || e == 0 {
+                return Ok(());
+            }
+            let kind = if EptFormat::is_present(e) {
+                if EptFormat::addr(e) != ctx.addr {
+                    Some(ViolationKind::HostNotIdentity)
+                } else if EptFormat::state(e) == PageState::NoPage {
+                    Some(ViolationKind::PresentNoPage)
+                } else {
+                    None
+                }
+            } else {
+                let owner = EptFormat::owner(e).unwrap_or(OwnerId::HYP);
+                let known = owner == OwnerId::HOST || guests.clone().any(|g| g.id() == owner);
+                if !known || EptFormat::annotation(owner) != e {
+                    Some(ViolationKind::BadAnnotation)
+                } else {
+                    None
+                }
+            };
+            bad = kind.map(|k| violation(k, Party::Host, ctx.lo()));
+            Ok(())
+        })
+        .map_err(walk_err(Party::Host))?;
+    if let Some(v) = bad {
+        return Err(v);
+    }
+
+    // 2. Guests and the hypervisor, each page against the host EPT.
+    for g in guests.clone() {
+        let party = Party::Guest(g.id());
+        let ann = EptFormat::annotation(g.id());
+        let mut bad: Option<Check> = None;
+        g.pgt()
+            .for_each_leaf(mm, 0, ADDR_LIMIT, |mm, ctx, e| {
+                if bad.is_some() || e == 0 {
+                    return Ok(());
+                }
+                let lo = ctx.lo();
+                if !EptFormat::is_present(e) {
+                    bad = Some(Err(violation(ViolationKind::StrayEntry, party, lo)));
+                    return Ok(());
+                }
+                let hpa = EptFormat::addr(e) + (lo - ctx.addr);
+                let len = ctx.hi() - lo;
+                let state = EptFormat::state(e);
+                let kind_ok = match g.kind() {
+                    VmKind::Normal => state == PageState::SharedBorrowed,
+                    VmKind::Protected => {
+                        state == PageState::Owned || state == PageState::SharedOwned
+                    }
+                };
+                let r = if state == PageState::NoPage {
+                    Err(violation(ViolationKind::PresentNoPage, party, lo))
+                } else if !kind_ok {
+                    Err(violation(ViolationKind::WrongKind, party, lo))
+                } else {
+                    host_is(host, mm, party, hpa, len, |h| match state {
+                        PageState::Owned => h == ann,
+                        PageState::SharedOwned => {
+                            present_in::<EptFormat>(h, PageState::SharedBorrowed)
+                        }
+                        _ => present_in::<EptFormat>(h, PageState::SharedOwned),
+                    })
+                    .map_err(|v| Violation { addr: lo, ..v })
+                    .and_then(|()| claims.push(Claim { hpa, len, party }))
+                };
+                if r.is_err() {
+                    bad = Some(r);
+                }
+                Ok(())
+            })
+            .map_err(walk_err(party))?;
+        if let Some(r) = bad {
+            r?;
+        }
+    }
+    let mut bad: Option<Check> = None;
+    let party = Party::Hyp;
+    hyp.pgt()
+        .for_each_leaf(mm, 0, ADDR_LIMIT, |mm, ctx, e| {
+            if bad.is_some() || e == 0 {
+                return Ok(());
+            }
+            let lo = ctx.lo();
+            if !HypFormat::is_present(e) {
+                bad = Some(Err(violation(ViolationKind::StrayEntry, party, lo)));
+                return Ok(());
+            }
+            let hpa = HypFormat::addr(e) + (lo - ctx.addr);
+            let len = ctx.hi() - lo;
+            let state = HypFormat::state(e);
+            let r = match hyp.va(hpa, len) {
+                Ok(va) if va == lo => match state {
+                    PageState::Owned => host_is(host, mm, party, hpa, len, |h| h == 0),
+                    PageState::SharedBorrowed => host_is(host, mm, party, hpa, len, |h| {
+                        present_in::<EptFormat>(h, PageState::SharedOwned)
+                    }),
+                    _ => Err(violation(ViolationKind::NoHostCounterpart, party, lo)),
+                }
+                .map_err(|v| Violation { addr: lo, ..v })
+                .and_then(|()| claims.push(Claim { hpa, len, party })),
+                _ => Err(violation(ViolationKind::HypNotLinear, party, lo)),
+            };
+            if r.is_err() {
+                bad = Some(r);
+            }
+            Ok(())
+        })
+        .map_err(walk_err(party))?;
+    if let Some(r) = bad {
+        r?;
+    }
+
+    // 3. No page claimed twice.
+    let sorted = claims.sorted();
+    for w in sorted.windows(2) {
+        if let [a, b] = w {
+            if a.hpa + a.len > b.hpa {
+                return Err(violation(ViolationKind::DoubleClaim, b.party, b.hpa));
+            }
+        }
+    }
+
+    // 4. Every host page that is shared, borrowed or given to a guest has
+    //    its counterpart claim.
+    let mut bad = None;
+    host.pgt()
+        .for_each_leaf(mm, 0, ADDR_LIMIT, |_, ctx, e| {
+            let needs_claim = if EptFormat::is_present(e) {
+                EptFormat::state(e) != PageState::Owned
+            } else {
+                EptFormat::owner(e).is_some_and(OwnerId::is_guest)
+            };
+            if bad.is_some() || !needs_claim {
+                return Ok(());
+            }
+            let (lo, hi) = (ctx.lo(), ctx.hi());
+            let first = sorted.partition_point(|c| c.hpa + c.len <= lo);
+            let mut covered = lo;
+            for c in sorted.get(first..).unwrap_or_default() {
+                if c.hpa > covered || covered >= hi {
+                    break;
+                }
+                covered = c.hpa + c.len;
+            }
+            if covered < hi {
+                bad = Some(violation(ViolationKind::NoBorrower, Party::Host, covered));
+            }
+            Ok(())
+        })
+        .map_err(walk_err(Party::Host))?;
+    if let Some(v) = bad {
+        return Err(v);
+    }
+
+    // 5. Table pages belong to the hypervisor.
+    tables_owned_by_hyp(host.pgt(), host, mm, Party::Host)?;
+    tables_owned_by_hyp(hyp.pgt(), host, mm, Party::Hyp)?;
+    for g in guests {
+        tables_owned_by_hyp(g.pgt(), host, mm, Party::Guest(g.id()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,789 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Page ownership: the page-state transitions between the host, the
+//! hypervisor and guests.
+//!
+//! Owns the three kinds of tables that record who may touch which page and
+//! every change of ownership between them:
+//!
+//! * [`HostEpt`]: the host's EPT, identity mapped (gpa == hpa).  A present
+//!   entry gives the host access and carries its page state (`OWNED`,
+//!   `SHARED_OWNED` or `SHARED_BORROWED`); a non-present entry records the
+//!   owner in bits 31:12 (seed 000).  The owner `HYP` (0) is the all-zero
+//!   entry, so everything the host EPT does not map, from the hypervisor's
+//!   own memory to holes in the physical address space, belongs to the
+//!   hypervisor and costs no table pages.
+//! * [`HypPgt`]: the hypervisor's own page table (IA-32e format), mapping
+//!   `pa + va_offset` to `pa` for pages donated to or shared with it.
+//! * [`GuestEpt`]: a guest's shadow EPT, mapping guest gpa to hpa.  Guests
+//!   never carry owner annotations: a non-present guest entry is zero.
+//!
+//! # Transitions
+//!
+//! Each transition is a *check* that reads the tables and returns a
+//! [`Plan`] (or an [`Error`], changing nothing), then an *apply* that cannot
+//! fail: the check counts the table pages the apply will need in every
+//! table involved, and the public entry points reserve them in a
+//! [`PageCache`] before applying (an allocation failure there is an
+//! `ENOMEM` with nothing changed).  Multi-page ranges are all or nothing.
+//!
+//! | function | initiator | completer |
+//! |---|---|---|
+//! | [`host_donate_hyp`] | host `OWNED -> NOPAGE(HYP)` | hyp `NOPAGE -> OWNED` |
+//! | [`hyp_donate_host`] | hyp `OWNED -> NOPAGE` | host `NOPAGE(HYP) -> OWNED` |
+//! | [`host_share_hyp`] | host `OWNED -> SHARED_OWNED` | hyp `NOPAGE -> SHARED_BORROWED` |
+//! | [`host_unshare_hyp`] | host `SHARED_OWNED -> OWNED` | hyp `SHARED_BORROWED -> NOPAGE` |
+//! | [`host_share_guest`] (normal VM) | host `OWNED -> SHARED_OWNED` | guest `NOPAGE -> SHARED_BORROWED` |
+//! | [`host_unshare_guest`] | host `SHARED_OWNED -> OWNED` | guest `SHARED_BORROWED -> NOPAGE` |
+//! | [`host_donate_guest`] (protected VM) | host `OWNED -> NOPAGE(guest)` | guest `NOPAGE -> OWNED` |
+//! | [`guest_share_host`] (protected VM) | guest `OWNED -> SHARED_OWNED` | host `NOPAGE(guest) -> SHARED_BORROWED` |
+//! | [`guest_unshare_host`] | guest `SHARED_OWNED -> OWNED` | host `SHARED_BORROWED -> NOPAGE(guest)` |
+//! | [`guest_reclaim`] (dying VM) | guest `OWNED`, `SHARED_OWNED` or `SHARED_BORROWED -> NOPAGE` | host `NOPAGE(guest)`, `SHARED_BORROWED` or `SHARED_OWNED -> OWNED`, pages the guest owned zeroed first |
+//!
+//! A page not in the required state in either table gives [`Error::Perm`];
+//! a bad range (empty, unaligned, overflowing, beyond 48 bits) or bad
+//! permissions give [`Error::Inval`]; a share to a protected VM, a donation
+//! to a normal VM, any new mapping into a dying VM, or a reclaim from a VM
+//! that is not dying give [`Error::Perm`].
+//!
+//! # Locking
+//!
+//! The pure core takes `&mut` to every table it changes; the caller holds
+//! the locks, always in this order:
+//!
+//! 1. the host EPT lock,
+//! 2. the guest's lock (its shadow EPT; one guest at a time),
+//! 3. the hypervisor page-table lock.
+//!
+//! A transition takes only the locks of the tables it names, in that order.
+//! The table-page allocator behind [`MmOps`] has its own lock, innermost.
+
+use super::ept::{OwnerId, PageState, PAGE_SIZE};
+pub use super::error::{Error, Result};
+use super::pgtable::{
+    check_range, Attrs, EptFormat, Fill, HypFormat, MmOps, PageCache, PgTable, PteFormat, WalkCtx,
+    ADDR_LIMIT, PERM_R, PERM_RWX, PERM_W,
+};
+
+/// Attributes of a page the host owns or shares: RWX, write-back.
+pub const HOST_OWNED: Attrs = Attrs::wb(PERM_RWX, PageState::Owned);
+/// Attributes of a page a guest shares back with the host.
+pub const HOST_BORROWED: Attrs = Attrs::wb(PERM_RWX, PageState::SharedBorrowed);
+/// Attributes of a page donated to the hypervisor: RW, no execute.
+pub const HYP_OWNED: Attrs = Attrs::wb(PERM_R | PERM_W, PageState::Owned);
+/// Attributes of a page the host shares with the hypervisor.
+pub const HYP_BORROWED: Attrs = Attrs::wb(PERM_R | PERM_W, PageState::SharedBorrowed);
+
+/// The host's identity-mapped EPT, the ownership map of all memory.
+#[derive(Debug)]
+pub struct HostEpt {
+    pgt: PgTable<EptFormat>,
+    internal_errors: u64,
+}
+
+impl HostEpt {
+    /// An empty host EPT: everything owned by the hypervisor until
+    /// [`HostEpt::map_memory`] gives it to the host.
+    pub fn new<M: MmOps>(mm: &mut M, max_block_level: u32) -> Result<Self> {
+        Ok(Self {
+            pgt: PgTable::new(mm, max_block_level)?,
+            internal_errors: 0,
+        })
+    }
+
+    /// The underlying table (root for the EPT pointer, walks, statistics).
+    pub const fn pgt(&self) -> &PgTable<EptFormat> {
+        &self.pgt
+    }
+
+    /// Gives `[pa, pa + size)` to the host, identity mapped `OWNED` with
+    /// memory type `attrs.memtype` and permissions `attrs.perms` (boot-time
+    /// set-up of RAM and MMIO).  Only ranges the hypervisor owns (zero
+    /// entries) can be given; anything else is [`Error::Perm`].
+    pub fn map_memory<M: MmOps>(&mut self, mm: &mut M, pa: u64, size: u64, attrs: Attrs) -> Result {
+        check_range(pa, size)?;
+        all_leaves(&self.pgt, mm, pa, size, |_, e| e == 0)?;
+        let attrs = Attrs {
+            state: PageState::Owned,
+            ..attrs
+        };
+        self.pgt.map(mm, pa, size, pa, attrs)
+    }
+
+    /// How often an apply step failed although its check passed (a corrupt
+    /// table or an inconsistent [`MmOps`]).  Always 0; the module should
+    /// warn if it is not.
+    pub const fn internal_errors(&self) -> u64 {
+        self.internal_errors
+    }
+
+    /// Frees every table page.
+    pub fn destroy<M: MmOps>(self, mm: &mut M) -> Result {
+        self.pgt.destroy(mm)
+    }
+}
+
+/// The hypervisor's own page table: `pa + va_offset -> pa` for the pages it
+/// owns or borrows.
+#[derive(Debug)]
+pub struct HypPgt {
+    pgt: PgTable<HypFormat>,
+    va_offset: u64,
+}
+
+impl HypPgt {
+    /// An empty hypervisor page table placing `pa` at `pa + va_offset`
+    /// (canonical upper-half offsets are fine: addresses are reduced to
+    /// their low 48 bits, the sign extension being implied).
+    pub fn new<M: MmOps>(mm: &mut M, max_block_level: u32, va_offset: u64) -> Result<Self> {
+        Ok(Self {
+            pgt: PgTable::new(mm, max_block_level)?,
+            va_offset,
+        })
+    }
+
+    /// The underlying table (root for CR3, walks, statistics).
+    pub const fn pgt(&self) -> &PgTable<HypFormat> {
+        &self.pgt
+    }
+
+    /// The 48-bit table address of `[pa, pa + size)`, or `Inval` if the
+    /// range would wrap around the top of the 48-bit space.
+    pub fn va(&self, pa: u64, size: u64) -> Result<u64> {
+        let va = pa.wrapping_add(self.va_offset) & (ADDR_LIMIT - 1);
+        check_range(va, size)?;
+        Ok(va)
+    }
+
+    /// Frees every table page.
+    pub fn destroy<M: MmOps>(self, mm: &mut M) -> Result {
+        self.pgt.destroy(mm)
+    }
+}
+
+/// Which page-state rules a VM follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum VmKind {
+    /// A normal VM: the host shares its pages with it.
+    Normal,
+    /// A protected VM: the host donates its pages, the guest may share some
+    /// back.
+    Protected,
+}
+
+/// A guest's shadow EPT and the facts about the guest the transitions need.
+#[derive(Debug)]
+pub struct GuestEpt {
+    id: OwnerId,
+    kind: VmKind,
+    dying: bool,
+    pgt: PgTable<EptFormat>,
+}
+
+impl GuestEpt {
+    /// An empty shadow EPT for guest `id` (which must be a guest id, not
+    /// `HYP` or `HOST`, else `Inval`).
+    pub fn new<M: MmOps>(
+        mm: &mut M,
+        id: OwnerId,
+        kind: VmKind,
+        max_block_level: u32,
+    ) -> Result<Self> {
+        if !id.is_guest() {
+            return Err(Error::Inval);
+        }
+        Ok(Self {
+            id,
+            kind,
+            dying: false,
+            pgt: PgTable::new(mm, max_block_level)?,
+        })
+    }
+
+    /// The guest's owner id (its handle).
+    pub const fn id(&self) -> OwnerId {
+        self.id
+    }
+
+    /// Normal or protected.
+    pub const fn kind(&self) -> VmKind {
+        self.kind
+    }
+
+    /// Whether teardown has started: no new pages, reclaim allowed.
+    pub const fn is_dying(&self) -> bool {
+        self.dying
+    }
+
+    /// Starts teardown (irreversible).
+    pub fn set_dying(&mut self) {
+        self.dying = true;
+    }
+
+    /// The underlying table (root for the EPT pointer, walks).
+    pub const fn pgt(&self) -> &PgTable<EptFormat> {
+        &self.pgt
+    }
+
+    /// Frees every table page.  Pages still mapped are not reclaimed: call
+    /// [`guest_reclaim`] over the whole space first.
+    pub fn destroy<M: MmOps>(self, mm: &mut M) -> Result {
+        self.pgt.destroy(mm)
+    }
+}
+
+/// The result of a transition's check: what its apply step needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub struct Plan {
+    /// Table pages the apply step allocates, over all tables involved.
+    pub pages: usize,
+}
+
+/// A contiguous piece of a guest's address space with one translation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Run {
+    /// First guest-physical address.
+    pub gpa: u64,
+    /// Host-physical address of `gpa` (0 when not mapped).
+    pub hpa: u64,
+    /// Length in bytes.
+    pub len: u64,
+    /// Guest page state (`NoPage` when not mapped).
+    pub state: PageState,
+}
+
+/// Calls `f` for maximal runs of `[gpa, gpa + size)` in `guest` that are
+/// contiguous in host-physical memory and in one page state.
+pub fn guest_runs<M: MmOps>(
+    guest: &GuestEpt,
+    mm: &mut M,
+    gpa: u64,
+    size: u64,
+    mut f: impl FnMut(&mut M, Run) -> Result,
+) -> Result {
+    let mut pending: Option<Run> = None;
+    guest.pgt.for_each_leaf(mm, gpa, size, |mm, ctx, e| {
+        let lo = ctx.lo();
+        let present = EptFormat::is_present(e);
+        let run = Run {
+            gpa: lo,
+            hpa: if present {
+                EptFormat::addr(e) + (lo - ctx.addr)
+            } else {
+                0
+            },
+            len: ctx.hi() - lo,
+            state: EptFormat::state(e),
+        };
+        match pending.as_mut() {
+            Some(p)
+                if p.state == run.state
+                    && p.gpa + p.len == run.gpa
+                    && (!present || p.hpa + p.len == run.hpa) =>
+            {
+                p.len += run.len;
+            }
+            _ => {
+                if let Some(p) = pending.replace(run) {
+                    f(mm, p)?;
+                }
+            }
+        }
+        Ok(())
+    })?;
+    match pending {
+        Some(p) => f(mm, p),
+        None => Ok(()),
+    }
+}
+
+/// Checks that `pred(ctx, entry)` holds for every leaf of `t` in the range;
+/// `Perm` otherwise.
+fn all_leaves<F: PteFormat, M: MmOps>(
+    t: &PgTable<F>,
+    mm: &mut M,
+    addr: u64,
+    size: u64,
+    pred: impl Fn(&WalkCtx, u64) -> bool,
+) -> Result {
+    t.for_each_leaf(mm, addr, size, |_, ctx, e| {
+        if pred(ctx, e) {
+            Ok(())
+        } else {
+            Err(Error::Perm)
+        }
+    })
+}
+
+fn is_state<F: PteFormat>(e: u64, s: PageState) -> bool {
+    F::is_present(e) && F::state(e) == s
+}
+
+/// Leaf predicate: present in state `s` and mapping `addr` to
+/// `addr + (pa - start)` (identity for the host EPT when `pa == start`).
+fn maps_as<F: PteFormat>(ctx: &WalkCtx, e: u64, s: PageState, start: u64, pa: u64) -> bool {
+    is_state::<F>(e, s) && F::addr(e).wrapping_sub(ctx.addr) == pa.wrapping_sub(start)
+}
+
+fn pages_to_size(nr_pages: u64) -> Result<u64> {
+    match nr_pages.checked_mul(PAGE_SIZE) {
+        Some(s) if s != 0 => Ok(s),
+        _ => Err(Error::Inval),
+    }
+}
+
+fn check_guest_perms(perms: u8) -> Result {
+    // Write without read is an EPT misconfiguration; no access at all is
+    // not a mapping.
+    if perms == 0 || perms & !PERM_RWX != 0 || (perms & PERM_W != 0 && perms & PERM_R == 0) {
+        return Err(Error::Inval);
+    }
+    Ok(())
+}
+
+/// Reserves `plan.pages`, runs `apply`, gives back what is left.
+fn run_plan<M: MmOps>(
+    host: &mut HostEpt,
+    mm: &mut M,
+    plan: Plan,
+    apply: impl FnOnce(&mut HostEpt, &mut M, &mut PageCache) -> Result,
+) -> Result {
+    let mut cache = PageCache::new();
+    cache.topup(mm, plan.pages)?;
+    if apply(host, mm, &mut cache).is_err() {
+        host.internal_errors += 1;
+    }
+    cache.release(mm);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// host <-> hyp
+
+/// Donates `nr_pages` host pages at `pa` to the hypervisor (shadow VM and
+/// vCPU structures, page-table pools).
+///
+/// host `OWNED -> NOPAGE(HYP)` / hyp `NOPAGE -> OWNED`.
+pub fn host_donate_hyp<M: MmOps>(
+    host: &mut HostEpt,
+    hyp: &mut HypPgt,
+    mm: &mut M,
+    pa: u64,
+    nr_pages: u64,
+) -> Result {
+    let size = pages_to_size(nr_pages)?;
+    check_range(pa, size)?;
+    let va = hyp.va(pa, size)?;
+    all_leaves(&host.pgt, mm, pa, size, |c, e| {
+        maps_as::<EptFormat>(c, e, PageState::Owned, pa, pa)
+    })?;
+    all_leaves(&hyp.pgt, mm, va, size, |_, e| e == 0)?;
+    let hyp_fill = Fill::Map {
+        pa,
+        attrs: HYP_OWNED,
+    };
+    let pages = host.pgt.pages_needed(mm, pa, size, Fill::Set(0))?
+        + hyp.pgt.pages_needed(mm, va, size, hyp_fill)?;
+    run_plan(host, mm, Plan { pages }, |host, mm, cache| {
+        host.pgt.apply(mm, cache, pa, size, Fill::Set(0))?;
+        hyp.pgt.apply(mm, cache, va, size, hyp_fill)
+    })
+}
+
+/// Gives `nr_pages` hypervisor pages at `pa` back to the host.  The caller
+/// zeroes them first if they held anything the host must not see.
+///
+/// hyp `OWNED -> NOPAGE` / host `NOPAGE(HYP) -> OWNED`.
+pub fn hyp_donate_host<M: MmOps>(
+    host: &mut HostEpt,
+    hyp: &mut HypPgt,
+    mm: &mut M,
+    pa: u64,
+    nr_pages: u64,
+) -> Result {
+    let size = pages_to_size(nr_pages)?;
+    check_range(pa, size)?;
+    let va = hyp.va(pa, size)?;
+    all_leaves(&hyp.pgt, mm, va, size, |c, e| {
+        maps_as::<HypFormat>(c, e, PageState::Owned, va, pa)
+    })?;
+    all_leaves(&host.pgt, mm, pa, size, |_, e| e == 0)?;
+    let host_fill = Fill::Map {
+        pa,
+        attrs: HOST_OWNED,
+    };
+    let pages = host.pgt.pages_needed(mm, pa, size, host_fill)?
+        + hyp.pgt.pages_needed(mm, va, size, Fill::Set(0))?;
+    run_plan(host, mm, Plan { pages }, |host, mm, cache| {
+        host.pgt.apply(mm, cache, pa, size, host_fill)?;
+        hyp.pgt.apply(mm, cache, va, size, Fill::Set(0))
+    })
+}
+
+/// Shares `nr_pages` host pages at `pa` with the hypervisor (e.g. a vCPU's
+/// run structure the host keeps writing).
+///
+/// host `OWNED -> SHARED_OWNED` / hyp `NOPAGE -> SHARED_BORROWED`.
+pub fn host_share_hyp<M: MmOps>(
+    host: &mut HostEpt,
+    hyp: &mut HypPgt,
+    mm: &mut M,
+    pa: u64,
+    nr_pages: u64,
+) -> Result {
+    let size = pages_to_size(nr_pages)?;
+    check_range(pa, size)?;
+    let va = hyp.va(pa, size)?;
+    all_leaves(&host.pgt, mm, pa, size, |c, e| {
+        maps_as::<EptFormat>(c, e, PageState::Owned, pa, pa)
+    })?;
+    all_leaves(&hyp.pgt, mm, va, size, |_, e| e == 0)?;
+    let host_fill = Fill::State(PageState::SharedOwned);
+    let hyp_fill = Fill::Map {
+        pa,
+        attrs: HYP_BORROWED,
+    };
+    let pages = host.pgt.pages_needed(mm, pa, size, host_fill)?
+        + hyp.pgt.pages_needed(mm, va, size, hyp_fill)?;
+    run_plan(host, mm, Plan { pages }, |host, mm, cache| {
+        host.pgt.apply(mm, cache, pa, size, host_fill)?;
+        hyp.pgt.apply(mm, cache, va, size, hyp_fill)
+    })
+}
+
+/// Ends a [`host_share_hyp`].
+///
+/// host `SHARED_OWNED -> OWNED` / hyp `SHARED_BORROWED -> NOPAGE`.
+pub fn host_unshare_hyp<M: MmOps>(
+    host: &mut HostEpt,
+    hyp: &mut HypPgt,
+    mm: &mut M,
+    pa: u64,
+    nr_pages: u64,
+) -> Result {
+    let size = pages_to_size(nr_pages)?;
+    check_range(pa, size)?;
+    let va = hyp.va(pa, size)?;
+    all_leaves(&host.pgt, mm, pa, size, |c, e| {
+        maps_as::<EptFormat>(c, e, PageState::SharedOwned, pa, pa)
+    })?;
+    all_leaves(&hyp.pgt, mm, va, size, |c, e| {
+        maps_as::<HypFormat>(c, e, PageState::SharedBorrowed, va, pa)
+    })?;
+    let host_fill = Fill::State(PageState::Owned);
+    let pages = host.pgt.pages_needed(mm, pa, size, host_fill)?
+        + hyp.pgt.pages_needed(mm, va, size, Fill::Set(0))?;
+    run_plan(host, mm, Plan { pages }, |host, mm, cache| {
+        host.pgt.apply(mm, cache, pa, size, host_fill)?;
+        hyp.pgt.apply(mm, cache, va, size, Fill::Set(0))
+    })
+}
+
+// ---------------------------------------------------------------------------
+// host -> guest
+
+/// Shares `nr_pages` host pages at `hpa` with the normal VM `guest` at
+/// `gpa`, mapped with EPT permissions `perms` (`PERM_*`).
+///
+/// host `OWNED -> SHARED_OWNED` / guest `NOPAGE -> SHARED_BORROWED`.
+#[allow(clippy::too_many_arguments)]
+pub fn host_share_guest<M: MmOps>(
+    host: &mut HostEpt,
+    guest: &mut GuestEpt,
+    mm: &mut M,
+    hpa: u64,
+    gpa: u64,
+    nr_pages: u64,
+    perms: u8,
+) -> Result {
+    let size = pages_to_size(nr_pages)?;
+    check_range(hpa, size)?;
+    check_range(gpa, size)?;
+    check_guest_perms(perms)?;
+    if guest.kind != VmKind::Normal || guest.dying {
+        return Err(Error::Perm);
+    }
+    all_leaves(&host.pgt, mm, hpa, size, |c, e| {
+        maps_as::<EptFormat>(c, e, PageState::Owned, hpa, hpa)
+    })?;
+    all_leaves(&guest.pgt, mm, gpa, size, |_, e| e == 0)?;
+    let host_fill = Fill::State(PageState::SharedOwned);
+    let guest_fill = Fill::Map {
+        pa: hpa,
+        attrs: Attrs::wb(perms, PageState::SharedBorrowed),
+    };
+    let pages = host.pgt.pages_needed(mm, hpa, size, host_fill)?
+        + guest.pgt.pages_needed(mm, gpa, size, guest_fill)?;
+    run_plan(host, mm, Plan { pages }, |host, mm, cache| {
+        host.pgt.apply(mm, cache, hpa, size, host_fill)?;
+        guest.pgt.apply(mm, cache, gpa, size, guest_fill)
+    })
+}
+
+/// Ends a [`host_share_guest`]: `gpa` must map `hpa` for all `nr_pages`.
+///
+/// host `SHARED_OWNED -> OWNED` / guest `SHARED_BORROWED -> NOPAGE`.
+pub fn host_unshare_guest<M: MmOps>(
+    host: &mut HostEpt,
+    guest: &mut GuestEpt,
+    mm: &mut M,
+    hpa: u64,
+    gpa: u64,
+    nr_pages: u64,
+) -> Result {
+    let size = pages_to_size(nr_pages)?;
+    check_range(hpa, size)?;
+    check_range(gpa, size)?;
+    all_leaves(&host.pgt, mm, hpa, size, |c, e| {
+        maps_as::<EptFormat>(c, e, PageState::SharedOwned, hpa, hpa)
+    })?;
+    all_leaves(&guest.pgt, mm, gpa, size, |c, e| {
+        maps_as::<EptFormat>(c, e, PageState::SharedBorrowed, gpa, hpa)
+    })?;
+    let host_fill = Fill::State(PageState::Owned);
+    let pages = host.pgt.pages_needed(mm, hpa, size, host_fill)?
+        + guest.pgt.pages_needed(mm, gpa, size, Fill::Set(0))?;
+    run_plan(host, mm, Plan { pages }, |host, mm, cache| {
+        host.pgt.apply(mm, cache, hpa, size, host_fill)?;
+        guest.pgt.apply(mm, cache, gpa, size, Fill::Set(0))
+    })
+}
+
+/// Donates `nr_pages` host pages at `hpa` to the protected VM `guest` at
+/// `gpa`, mapped with EPT permissions `perms`.
+///
+/// host `OWNED -> NOPAGE(guest)` / guest `NOPAGE -> OWNED`.
+#[allow(clippy::too_many_arguments)]
+pub fn host_donate_guest<M: MmOps>(
+    host: &mut HostEpt,
+    guest: &mut GuestEpt,
+    mm: &mut M,
+    hpa: u64,
+    gpa: u64,
+    nr_pages: u64,
+    perms: u8,
+) -> Result {
+    let size = pages_to_size(nr_pages)?;
+    check_range(hpa, size)?;
+    check_range(gpa, size)?;
+    check_guest_perms(perms)?;
+    if guest.kind != VmKind::Protected || guest.dying {
+        return Err(Error::Perm);
+    }
+    all_leaves(&host.pgt, mm, hpa, size, |c, e| {
+        maps_as::<EptFormat>(c, e, PageState::Owned, hpa, hpa)
+    })?;
+    all_leaves(&guest.pgt, mm, gpa, size, |_, e| e == 0)?;
+    let host_fill = Fill::Set(EptFormat::annotation(guest.id));
+    let guest_fill = Fill::Map {
+        pa: hpa,
+        attrs: Attrs::wb(perms, PageState::Owned),
+    };
+    let pages = host.pgt.pages_needed(mm, hpa, size, host_fill)?
+        + guest.pgt.pages_needed(mm, gpa, size, guest_fill)?;
+    run_plan(host, mm, Plan { pages }, |host, mm, cache| {
+        host.pgt.apply(mm, cache, hpa, size, host_fill)?;
+        guest.pgt.apply(mm, cache, gpa, size, guest_fill)
+    })
+}
+
+// ---------------------------------------------------------------------------
+// guest -> host
+
+/// Host-side fill for a guest run in the guest-initiated transitions.
+type HostFillFn = fn(&Run, OwnerId) -> Fill;
+
+/// Checks every run of `[gpa, gpa + size)` with `guest_ok` and the host
+/// pages behind it with `host_ok`, counting the pages the host side needs.
+#[allow(clippy::too_many_arguments)]
+fn check_runs<M: MmOps>(
+    host: &HostEpt,
+    guest: &GuestEpt,
+    mm: &mut M,
+    gpa: u64,
+    size: u64,
+    guest_ok: impl Fn(PageState) -> bool,
+    host_ok: impl Fn(&Run, &WalkCtx, u64) -> bool,
+    host_fill: HostFillFn,
+) -> Result<usize> {
+    let mut pages = 0;
+    guest_runs(guest, mm, gpa, size, |mm, run| {
+        if !guest_ok(run.state) {
+            return Err(Error::Perm);
+        }
+        if run.state == PageState::NoPage {
+            return Ok(());
+        }
+        check_range(run.hpa, run.len)?;
+        all_leaves(&host.pgt, mm, run.hpa, run.len, |c, e| host_ok(&run, c, e))?;
+        pages += host
+            .pgt
+            .pages_needed(mm, run.hpa, run.len, host_fill(&run, guest.id))?;
+        Ok(())
+    })?;
+    Ok(pages)
+}
+
+/// Applies `host_fill` to the host pages behind every run of the range.
+#[allow(clippy::too_many_arguments)]
+fn apply_runs<M: MmOps>(
+    host: &mut HostEpt,
+    guest: &GuestEpt,
+    mm: &mut M,
+    cache: &mut PageCache,
+    gpa: u64,
+    size: u64,
+    zero_owned: bool,
+    host_fill: HostFillFn,
+) -> Result {
+    let owner = guest.id;
+    guest_runs(guest, mm, gpa, size, |mm, run| {
+        if run.state == PageState::NoPage {
+            return Ok(());
+        }
+        if zero_owned && run.state != PageState::SharedBorrowed {
+            let mut pa = run.hpa;
+            while pa < run.hpa + run.len {
+                mm.zero_page(pa);
+                pa += PAGE_SIZE;
+            }
+        }
+        host.pgt
+            .apply(mm, cache, run.hpa, run.len, host_fill(&run, owner))
+    })
+}
+
+fn host_borrowed_fill(run: &Run, _owner: OwnerId) -> Fill {
+    Fill::Map {
+        pa: run.hpa,
+        attrs: HOST_BORROWED,
+    }
+}
+
+/// Shares `nr_pages` pages the protected VM `guest` owns at `gpa` back
+/// with the host (virtio buffers).  The host maps them at their hpa.
+///
+/// guest `OWNED -> SHARED_OWNED` / host `NOPAGE(guest) -> SHARED_BORROWED`.
+pub fn guest_share_host<M: MmOps>(
+    host: &mut HostEpt,
+    guest: &mut GuestEpt,
+    mm: &mut M,
+    gpa: u64,
+    nr_pages: u64,
+) -> Result {
+    let size = pages_to_size(nr_pages)?;
+    check_range(gpa, size)?;
+    if guest.kind != VmKind::Protected || guest.dying {
+        return Err(Error::Perm);
+    }
+    let ann = EptFormat::annotation(guest.id);
+    let guest_fill = Fill::State(PageState::SharedOwned);
+    let pages = check_runs(
+        host,
+        guest,
+        mm,
+        gpa,
+        size,
+        |s| s == PageState::Owned,
+        |_, _, e| e == ann,
+        host_borrowed_fill,
+    )? + guest.pgt.pages_needed(mm, gpa, size, guest_fill)?;
+    run_plan(host, mm, Plan { pages }, |host, mm, cache| {
+        apply_runs(host, guest, mm, cache, gpa, size, false, host_borrowed_fill)?;
+        guest.pgt.apply(mm, cache, gpa, size, guest_fill)
+    })
+}
+
+/// Ends a [`guest_share_host`].
+///
+/// guest `SHARED_OWNED -> OWNED` / host `SHARED_BORROWED -> NOPAGE(guest)`.
+pub fn guest_unshare_host<M: MmOps>(
+    host: &mut HostEpt,
+    guest: &mut GuestEpt,
+    mm: &mut M,
+    gpa: u64,
+    nr_pages: u64,
+) -> Result {
+    let size = pages_to_size(nr_pages)?;
+    check_range(gpa, size)?;
+    let guest_fill = Fill::State(PageState::Owned);
+    let pages = check_runs(
+        host,
+        guest,
+        mm,
+        gpa,
+        size,
+        |s| s == PageState::SharedOwned,
+        |run, c, e| maps_as::<EptFormat>(c, e, PageState::SharedBorrowed, run.hpa, run.hpa),
+        host_owner_fill,
+    )? + guest.pgt.pages_needed(mm, gpa, size, guest_fill)?;
+    run_plan(host, mm, Plan { pages }, |host, mm, cache| {
+        apply_runs(host, guest, mm, cache, gpa, size, false, host_owner_fill)?;
+        guest.pgt.apply(mm, cache, gpa, size, guest_fill)
+    })
+}
+
+fn host_owner_fill(_run: &Run, owner: OwnerId) -> Fill {
+    Fill::Set(EptFormat::annotation(owner))
+}
+
+fn host_reclaim_fill(run: &Run, _owner: OwnerId) -> Fill {
+    if run.state == PageState::SharedBorrowed {
+        // A normal VM's shared page: the host keeps its memory type.
+        Fill::State(PageState::Owned)
+    } else {
+        Fill::Map {
+            pa: run.hpa,
+            attrs: HOST_OWNED,
+        }
+    }
+}
+
+/// Returns every page mapped in `[gpa, gpa + size)` of the dying `guest` to
+/// the host, zeroing the pages the guest owned; unmapped parts of the range
+/// are skipped.  Teardown calls it over the whole address space.
+///
+/// guest `OWNED -> NOPAGE` / host `NOPAGE(guest) -> OWNED` (zeroed);
+/// guest `SHARED_OWNED -> NOPAGE` / host `SHARED_BORROWED -> OWNED` (zeroed);
+/// guest `SHARED_BORROWED -> NOPAGE` / host `SHARED_OWNED -> OWNED`.
+pub fn guest_reclaim<M: MmOps>(
+    host: &mut HostEpt,
+    guest: &mut GuestEpt,
+    mm: &mut M,
+    gpa: u64,
+    size: u64,
+) -> Result {
+    check_range(gpa, size)?;
+    if !guest.dying {
+        return Err(Error::Perm);
+    }
+    let ann = EptFormat::annotation(guest.id);
+    let pages = check_runs(
+        host,
+        guest,
+        mm,
+        gpa,
+        size,
+        |_| true,
+        |run, c, e| match run.state {
+            PageState::NoPage => false,
+            PageState::Owned => e == ann,
+            PageState::SharedOwned => {
+                maps_as::<EptFormat>(c, e, PageState::SharedBorrowed, run.hpa, run.hpa)
+            }
+            PageState::SharedBorrowed => {
+                maps_as::<EptFormat>(c, e, PageState::SharedOwned, run.hpa, run.hpa)
+            }
+        },
+        host_reclaim_fill,
+    )? + guest.pgt.pages_needed(mm, gpa, size, Fill::Set(0))?;
+    run_plan(host, mm, Plan { pages }, |host, mm, cache| {
+        apply_runs(host, guest, mm, cache, gpa, size, true, host_reclaim_fill)?;
+        guest.pgt.apply(mm, cache, gpa, size, Fill::Set(0))
+    })
+}
+
+#[cfg(test)]
+#[path = "mem_protect_tests.rs"]
+mod tests;
