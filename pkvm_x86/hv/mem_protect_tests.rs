@@ -1,3 +1,912 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Tests of the page-state transitions.
+//! Tests of the page-state transitions: a reference model, exhaustive
+//! single- and two-page state spaces, random operation sequences with
+//! allocation failures, and large ranges.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::vec::Vec;
+
+use super::*;
+use crate::hv::invariants::{self, Claim};
+use crate::hv::pgtable::tests::Rng;
+use crate::hv::pgtable::PERM_X;
+use crate::hv::sim::Arena;
+use crate::hv::vm_table::VmTable;
+
+pub(crate) const K4: u64 = 4096;
+pub(crate) const M2: u64 = 2 << 20;
+pub(crate) const G1: u64 = 1 << 30;
+/// Host RAM: [0, RAM).
+pub(crate) const RAM: u64 = 4 * G1;
+/// Where the hypervisor maps `pa` (an upper-half offset).
+pub(crate) const HYP_OFFSET: u64 = 0xffff_8000_0000_0000;
+
+/// One page as the reference model sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Pg {
+    /// host OWNED.
+    Host,
+    /// host NOPAGE(HYP), hyp OWNED.
+    Hyp,
+    /// host SHARED_OWNED, hyp SHARED_BORROWED.
+    HypShared,
+    /// host SHARED_OWNED, guest SHARED_BORROWED at gpa.
+    Shared(u32, u64),
+    /// host NOPAGE(guest), guest OWNED at gpa.
+    Owned(u32, u64),
+    /// host SHARED_BORROWED, guest SHARED_OWNED at gpa.
+    Back(u32, u64),
+}
+
+/// A transition with its arguments (guests by handle).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Op {
+    DonateHyp(u64, u64),
+    HypDonateHost(u64, u64),
+    ShareHyp(u64, u64),
+    UnshareHyp(u64, u64),
+    ShareGuest(u32, u64, u64, u64),
+    UnshareGuest(u32, u64, u64, u64),
+    DonateGuest(u32, u64, u64, u64),
+    GuestShare(u32, u64, u64),
+    GuestUnshare(u32, u64, u64),
+    Reclaim(u32, u64, u64),
+}
+
+/// The reference model: what every page is, what every guest maps.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Model {
+    pages: BTreeMap<u64, Pg>,
+    gmap: BTreeMap<(u32, u64), u64>,
+    guests: BTreeMap<u32, (VmKind, bool)>,
+}
+
+fn range_ok(addr: u64, n: u64) -> bool {
+    n != 0
+        && addr & (K4 - 1) == 0
+        && n.checked_mul(K4)
+            .and_then(|s| addr.checked_add(s))
+            .is_some_and(|e| e <= ADDR_LIMIT)
+}
+
+impl Model {
+    pub(crate) fn pg(&self, p: u64) -> Pg {
+        self.pages.get(&p).copied().unwrap_or(Pg::Host)
+    }
+
+    fn set(&mut self, p: u64, v: Pg) {
+        assert!(p < RAM);
+        if v == Pg::Host {
+            self.pages.remove(&p);
+        } else {
+            self.pages.insert(p, v);
+        }
+    }
+
+    pub(crate) fn add_guest(&mut self, h: u32, kind: VmKind) {
+        self.guests.insert(h, (kind, false));
+    }
+
+    fn all(&self, pa: u64, n: u64, f: impl Fn(u64, Pg) -> bool) -> bool {
+        (0..n).all(|i| pa + i * K4 < RAM && f(i, self.pg(pa + i * K4)))
+    }
+
+    fn gpa_free(&self, h: u32, gpa: u64, n: u64) -> bool {
+        (0..n).all(|i| !self.gmap.contains_key(&(h, gpa + i * K4)))
+    }
+
+    fn guest_is(&self, h: u32, kind: VmKind) -> bool {
+        self.guests.get(&h) == Some(&(kind, false))
+    }
+
+    /// Applies `op` if it is allowed; the error the implementation must give
+    /// otherwise.
+    pub(crate) fn apply(&mut self, op: Op) -> Result {
+        use Op::*;
+        let (ranges, perm_ok): (Vec<(u64, u64)>, bool) = match op {
+            DonateHyp(pa, n) | HypDonateHost(pa, n) | ShareHyp(pa, n) | UnshareHyp(pa, n) => {
+                (std::vec![(pa, n)], true)
+            }
+            ShareGuest(h, hpa, gpa, n) => (
+                std::vec![(hpa, n), (gpa, n)],
+                self.guest_is(h, VmKind::Normal),
+            ),
+            DonateGuest(h, hpa, gpa, n) => (
+                std::vec![(hpa, n), (gpa, n)],
+                self.guest_is(h, VmKind::Protected),
+            ),
+            UnshareGuest(_, hpa, gpa, n) => (std::vec![(hpa, n), (gpa, n)], true),
+            GuestShare(h, gpa, n) => (std::vec![(gpa, n)], self.guest_is(h, VmKind::Protected)),
+            GuestUnshare(_, gpa, n) => (std::vec![(gpa, n)], true),
+            Reclaim(h, gpa, size) => (
+                std::vec![(gpa, size / K4)],
+                self.guests.get(&h).is_some_and(|g| g.1),
+            ),
+        };
+        if let Reclaim(_, _, size) = op {
+            if size % K4 != 0 {
+                return Err(Error::Inval);
+            }
+        }
+        if !ranges.iter().all(|&(a, n)| range_ok(a, n)) {
+            return Err(Error::Inval);
+        }
+        if !perm_ok {
+            return Err(Error::Perm);
+        }
+        let ok = match op {
+            DonateHyp(pa, n) | ShareHyp(pa, n) => self.all(pa, n, |_, p| p == Pg::Host),
+            HypDonateHost(pa, n) => self.all(pa, n, |_, p| p == Pg::Hyp),
+            UnshareHyp(pa, n) => self.all(pa, n, |_, p| p == Pg::HypShared),
+            ShareGuest(h, hpa, gpa, n) | DonateGuest(h, hpa, gpa, n) => {
+                self.all(hpa, n, |_, p| p == Pg::Host) && self.gpa_free(h, gpa, n)
+            }
+            UnshareGuest(h, hpa, gpa, n) => {
+                self.all(hpa, n, |i, p| p == Pg::Shared(h, gpa + i * K4))
+            }
+            GuestShare(h, gpa, n) => (0..n).all(|i| {
+                let g = gpa + i * K4;
+                self.gmap
+                    .get(&(h, g))
+                    .is_some_and(|&p| self.pg(p) == Pg::Owned(h, g))
+            }),
+            GuestUnshare(h, gpa, n) => (0..n).all(|i| {
+                let g = gpa + i * K4;
+                self.gmap
+                    .get(&(h, g))
+                    .is_some_and(|&p| self.pg(p) == Pg::Back(h, g))
+            }),
+            Reclaim(..) => true,
+        };
+        if !ok {
+            return Err(Error::Perm);
+        }
+        match op {
+            DonateHyp(pa, n) => (0..n).for_each(|i| self.set(pa + i * K4, Pg::Hyp)),
+            ShareHyp(pa, n) => (0..n).for_each(|i| self.set(pa + i * K4, Pg::HypShared)),
+            HypDonateHost(pa, n) | UnshareHyp(pa, n) => {
+                (0..n).for_each(|i| self.set(pa + i * K4, Pg::Host))
+            }
+            ShareGuest(h, hpa, gpa, n) | DonateGuest(h, hpa, gpa, n) => {
+                for i in 0..n {
+                    let (p, g) = (hpa + i * K4, gpa + i * K4);
+                    let v = if matches!(op, ShareGuest(..)) {
+                        Pg::Shared(h, g)
+                    } else {
+                        Pg::Owned(h, g)
+                    };
+                    self.set(p, v);
+                    self.gmap.insert((h, g), p);
+                }
+            }
+            UnshareGuest(h, hpa, gpa, n) => {
+                for i in 0..n {
+                    self.set(hpa + i * K4, Pg::Host);
+                    self.gmap.remove(&(h, gpa + i * K4));
+                }
+            }
+            GuestShare(h, gpa, n) | GuestUnshare(h, gpa, n) => {
+                for i in 0..n {
+                    let g = gpa + i * K4;
+                    let p = self.gmap[&(h, g)];
+                    let v = if matches!(op, GuestShare(..)) {
+                        Pg::Back(h, g)
+                    } else {
+                        Pg::Owned(h, g)
+                    };
+                    self.set(p, v);
+                }
+            }
+            Reclaim(h, gpa, size) => {
+                let keys: Vec<(u32, u64)> = self
+                    .gmap
+                    .range((h, gpa)..(h, gpa + size))
+                    .map(|(k, _)| *k)
+                    .collect();
+                for k in keys {
+                    let p = self.gmap.remove(&k).unwrap();
+                    self.set(p, Pg::Host);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks guest `h` dying.
+    pub(crate) fn set_dying(&mut self, h: u32) {
+        if let Some(g) = self.guests.get_mut(&h) {
+            g.1 = true;
+        }
+    }
+
+    /// Forgets guest `h`, which must hold nothing.
+    pub(crate) fn remove_guest(&mut self, h: u32) {
+        assert!(!self.gmap.keys().any(|k| k.0 == h));
+        self.guests.remove(&h);
+    }
+}
+
+/// Host, hypervisor, guests and memory.
+pub(crate) struct World {
+    pub(crate) mm: Arena,
+    pub(crate) host: HostEpt,
+    pub(crate) hyp: HypPgt,
+    pub(crate) vms: VmTable<4>,
+}
+
+impl World {
+    pub(crate) fn new() -> Self {
+        let mut mm = Arena::new(1 << 16);
+        let mut host = HostEpt::new(&mut mm, 3).unwrap();
+        host.map_memory(&mut mm, 0, RAM, HOST_OWNED).unwrap();
+        let hyp = HypPgt::new(&mut mm, 2, HYP_OFFSET).unwrap();
+        Self {
+            mm,
+            host,
+            hyp,
+            vms: VmTable::new(),
+        }
+    }
+
+    pub(crate) fn create(&mut self, host_vm: u64, kind: VmKind) -> u32 {
+        let h = self
+            .vms
+            .create(
+                &mut self.host,
+                &mut self.hyp,
+                &mut self.mm,
+                host_vm,
+                kind,
+                0,
+                0,
+                3,
+            )
+            .unwrap();
+        h.raw()
+    }
+
+    pub(crate) fn guest(&mut self, h: u32) -> &mut GuestEpt {
+        self.vms.get_mut(h).unwrap().guest_mut()
+    }
+
+    pub(crate) fn run(&mut self, op: Op) -> Result {
+        use Op::*;
+        let (host, hyp, mm) = (&mut self.host, &mut self.hyp, &mut self.mm);
+        fn guest(vms: &mut VmTable<4>, h: u32) -> &mut GuestEpt {
+            vms.get_mut(h).unwrap().guest_mut()
+        }
+        let rwx = PERM_RWX;
+        match op {
+            DonateHyp(pa, n) => host_donate_hyp(host, hyp, mm, pa, n),
+            HypDonateHost(pa, n) => hyp_donate_host(host, hyp, mm, pa, n),
+            ShareHyp(pa, n) => host_share_hyp(host, hyp, mm, pa, n),
+            UnshareHyp(pa, n) => host_unshare_hyp(host, hyp, mm, pa, n),
+            ShareGuest(h, hpa, gpa, n) => {
+                host_share_guest(host, guest(&mut self.vms, h), mm, hpa, gpa, n, rwx)
+            }
+            UnshareGuest(h, hpa, gpa, n) => {
+                host_unshare_guest(host, guest(&mut self.vms, h), mm, hpa, gpa, n)
+            }
+            DonateGuest(h, hpa, gpa, n) => {
+                host_donate_guest(host, guest(&mut self.vms, h), mm, hpa, gpa, n, rwx)
+            }
+            GuestShare(h, gpa, n) => guest_share_host(host, guest(&mut self.vms, h), mm, gpa, n),
+            GuestUnshare(h, gpa, n) => {
+                guest_unshare_host(host, guest(&mut self.vms, h), mm, gpa, n)
+            }
+            Reclaim(h, gpa, size) => guest_reclaim(host, guest(&mut self.vms, h), mm, gpa, size),
+        }
+    }
+
+    pub(crate) fn check_invariants(&mut self) {
+        let mut scratch = std::vec![Claim::default(); 1 << 14];
+        let r = invariants::check(
+            &self.host,
+            &self.hyp,
+            self.vms.guests(),
+            &mut self.mm,
+            &mut scratch,
+        );
+        assert_eq!(r, Ok(()), "invariant violated");
+        assert!(self.mm.errors.is_empty(), "{:?}", self.mm.errors);
+        assert_eq!(self.host.internal_errors(), 0);
+    }
+
+    /// Compares every page in `pages` and the totals against the model.
+    pub(crate) fn compare(&mut self, m: &Model, pages: impl Iterator<Item = u64>) {
+        for p in pages {
+            let want = m.pg(p);
+            let h = self.host.pgt().lookup(&mut self.mm, p).unwrap();
+            let hs = EptFormat::state(h.entry);
+            let host_ok = match want {
+                Pg::Host => hs == PageState::Owned,
+                Pg::Hyp => h.entry == 0,
+                Pg::HypShared | Pg::Shared(..) => hs == PageState::SharedOwned,
+                Pg::Owned(g, _) => h.entry == EptFormat::annotation(OwnerId::new(g).unwrap()),
+                Pg::Back(..) => hs == PageState::SharedBorrowed,
+            };
+            assert!(
+                host_ok,
+                "page {p:#x}: model {want:?}, host {:?}",
+                EptEntry(h.entry)
+            );
+            if EptFormat::is_present(h.entry) {
+                let base = p & !(crate::hv::ept::level_size(h.level) - 1);
+                assert_eq!(EptFormat::addr(h.entry) + (p - base), p, "identity");
+            }
+            let va = self.hyp.va(p, K4).unwrap();
+            let y = self.hyp.pgt().lookup(&mut self.mm, va).unwrap();
+            let want_hyp = match want {
+                Pg::Hyp => Some(PageState::Owned),
+                Pg::HypShared => Some(PageState::SharedBorrowed),
+                _ => None,
+            };
+            match want_hyp {
+                Some(s) => assert_eq!(HypFormat::state(y.entry), s, "hyp {p:#x}"),
+                None => assert_eq!(y.entry, 0, "hyp maps {p:#x}, model {want:?}"),
+            }
+            let gw = match want {
+                Pg::Shared(g, a) => Some((g, a, PageState::SharedBorrowed)),
+                Pg::Owned(g, a) => Some((g, a, PageState::Owned)),
+                Pg::Back(g, a) => Some((g, a, PageState::SharedOwned)),
+                _ => None,
+            };
+            if let Some((g, gpa, s)) = gw {
+                let vm = self.vms.get(g).unwrap();
+                let l = vm.guest().pgt().lookup(&mut self.mm, gpa).unwrap();
+                let base = gpa & !(crate::hv::ept::level_size(l.level) - 1);
+                assert_eq!(EptFormat::state(l.entry), s, "guest {g:#x} gpa {gpa:#x}");
+                assert_eq!(EptFormat::addr(l.entry) + (gpa - base), p);
+            }
+        }
+        // Nothing mapped beyond what the model knows.
+        for &h in m.guests.keys() {
+            let vm = self.vms.get(h).unwrap();
+            let mut bytes = 0;
+            vm.guest()
+                .pgt()
+                .for_each_leaf(&mut self.mm, 0, ADDR_LIMIT, |_, c, e| {
+                    if EptFormat::is_present(e) {
+                        bytes += c.hi() - c.lo();
+                    }
+                    Ok(())
+                })
+                .unwrap();
+            let n = m.gmap.keys().filter(|k| k.0 == h).count() as u64;
+            assert_eq!(bytes, n * K4, "guest {h:#x} maps more than the model");
+        }
+        let mut hyp_bytes = 0;
+        self.hyp
+            .pgt()
+            .for_each_leaf(&mut self.mm, 0, ADDR_LIMIT, |_, c, e| {
+                if e != 0 {
+                    hyp_bytes += c.hi() - c.lo();
+                }
+                Ok(())
+            })
+            .unwrap();
+        let n = m
+            .pages
+            .values()
+            .filter(|p| matches!(p, Pg::Hyp | Pg::HypShared))
+            .count() as u64;
+        assert_eq!(hyp_bytes, n * K4, "hyp maps more than the model");
+    }
+
+    pub(crate) fn destroy(mut self) {
+        let handles: Vec<u32> = self.vms.iter().map(|v| v.handle().raw()).collect();
+        for h in handles {
+            self.vms
+                .teardown(&mut self.host, &mut self.hyp, &mut self.mm, h)
+                .unwrap();
+        }
+        self.host.destroy(&mut self.mm).unwrap();
+        self.hyp.destroy(&mut self.mm).unwrap();
+        assert_eq!(self.mm.live(), 0, "table pages leaked");
+        assert!(self.mm.errors.is_empty(), "{:?}", self.mm.errors);
+    }
+}
+
+use crate::hv::ept::EptEntry;
+
+// ---------------------------------------------------------------------------
+// Exhaustive: every transition from every state of one page.
+
+/// Ways to put page P into each state, and the guest handles involved.
+const N: u32 = 0x1000; // normal VM
+const A: u32 = 0x1001; // protected VM
+const B: u32 = 0x1002; // protected VM
+const P: u64 = 3 * M2 + 5 * K4;
+const GP: u64 = 7 * K4;
+
+fn world3() -> (World, Model) {
+    let mut w = World::new();
+    let mut m = Model::default();
+    assert_eq!(w.create(100, VmKind::Normal), N);
+    assert_eq!(w.create(101, VmKind::Protected), A);
+    assert_eq!(w.create(102, VmKind::Protected), B);
+    m.add_guest(N, VmKind::Normal);
+    m.add_guest(A, VmKind::Protected);
+    m.add_guest(B, VmKind::Protected);
+    (w, m)
+}
+
+/// Paths from the initial state to every state of page `p` at guest gpa `g`.
+fn paths(p: u64, g: u64) -> Vec<(&'static str, Vec<Op>)> {
+    use Op::*;
+    std::vec![
+        ("host OWNED", std::vec![]),
+        ("hyp OWNED", std::vec![DonateHyp(p, 1)]),
+        ("shared with hyp", std::vec![ShareHyp(p, 1)]),
+        ("shared with N", std::vec![ShareGuest(N, p, g, 1)]),
+        ("owned by A", std::vec![DonateGuest(A, p, g, 1)]),
+        (
+            "A shared back",
+            std::vec![DonateGuest(A, p, g, 1), GuestShare(A, g, 1)]
+        ),
+        ("owned by B", std::vec![DonateGuest(B, p, g, 1)]),
+        (
+            "B shared back",
+            std::vec![DonateGuest(B, p, g, 1), GuestShare(B, g, 1)]
+        ),
+    ]
+}
+
+fn all_ops(p: u64, g: u64) -> Vec<Op> {
+    use Op::*;
+    let mut v = std::vec![
+        DonateHyp(p, 1),
+        HypDonateHost(p, 1),
+        ShareHyp(p, 1),
+        UnshareHyp(p, 1)
+    ];
+    for h in [N, A, B] {
+        v.extend([
+            ShareGuest(h, p, g, 1),
+            UnshareGuest(h, p, g, 1),
+            DonateGuest(h, p, g, 1),
+            GuestShare(h, g, 1),
+            GuestUnshare(h, g, 1),
+            Reclaim(h, g, K4),
+        ]);
+    }
+    v
+}
+
+/// The transition table of the module docs, written out for one page:
+/// (state, op) -> new state; everything else is EPERM.
+fn spec(state: &str, op: Op) -> core::result::Result<&'static str, Error> {
+    use Op::*;
+    Ok(match (state, op) {
+        ("host OWNED", DonateHyp(..)) => "hyp OWNED",
+        ("hyp OWNED", HypDonateHost(..)) => "host OWNED",
+        ("host OWNED", ShareHyp(..)) => "shared with hyp",
+        ("shared with hyp", UnshareHyp(..)) => "host OWNED",
+        ("host OWNED", ShareGuest(N, ..)) => "shared with N",
+        ("shared with N", UnshareGuest(N, ..)) => "host OWNED",
+        ("host OWNED", DonateGuest(A, ..)) => "owned by A",
+        ("host OWNED", DonateGuest(B, ..)) => "owned by B",
+        ("owned by A", GuestShare(A, ..)) => "A shared back",
+        ("A shared back", GuestUnshare(A, ..)) => "owned by A",
+        ("owned by B", GuestShare(B, ..)) => "B shared back",
+        ("B shared back", GuestUnshare(B, ..)) => "owned by B",
+        _ => return Err(Error::Perm),
+    })
+}
+
+#[test]
+fn every_transition_from_every_single_page_state() {
+    let ps = paths(P, GP);
+    let mut tried = 0;
+    for (name, path) in &ps {
+        for op in all_ops(P, GP) {
+            let (mut w, mut m) = world3();
+            for &o in path {
+                w.run(o).unwrap();
+                m.apply(o).unwrap();
+            }
+            w.mm.dirty.insert(P);
+            let before = m.clone();
+            let r = w.run(op);
+            let mr = m.apply(op);
+            assert_eq!(r, mr, "{name} + {op:?}: implementation vs model");
+            // The spec table agrees with the model, state by state.
+            match spec(name, op) {
+                Ok(to) => {
+                    let (_, p2) = ps.iter().find(|(n, _)| *n == to).unwrap();
+                    let (mut w2, mut m2) = world3();
+                    for &o in p2 {
+                        w2.run(o).unwrap();
+                        m2.apply(o).unwrap();
+                    }
+                    assert_eq!(m.pages, m2.pages, "{name} + {op:?} -> {to}");
+                    assert_eq!(m.gmap, m2.gmap, "{name} + {op:?} -> {to}");
+                    w2.destroy();
+                }
+                Err(e) => {
+                    assert_eq!(r, Err(e), "{name} + {op:?} must fail");
+                    assert_eq!(m, before);
+                }
+            }
+            w.compare(&m, [P, P - K4, P + K4].into_iter());
+            w.check_invariants();
+            tried += 1;
+            w.destroy();
+        }
+    }
+    assert_eq!(tried, 8 * 22);
+}
+
+#[test]
+fn reclaim_from_every_state_of_a_dying_guest() {
+    for (name, path) in paths(P, GP) {
+        for h in [N, A, B] {
+            let (mut w, mut m) = world3();
+            for &o in &path {
+                w.run(o).unwrap();
+                m.apply(o).unwrap();
+            }
+            w.mm.dirty.insert(P);
+            w.guest(h).set_dying();
+            m.set_dying(h);
+            let was = m.pg(P);
+            // No new pages for a dying guest.
+            let r = w.run(Op::DonateGuest(h, P + K4, GP + K4, 1));
+            assert_eq!(r, Err(Error::Perm), "{name}: donate to dying {h:#x}");
+            let r = w.run(Op::ShareGuest(h, P + K4, GP + K4, 1));
+            assert_eq!(r, Err(Error::Perm), "{name}: share to dying {h:#x}");
+            assert_eq!(w.run(Op::Reclaim(h, 0, ADDR_LIMIT)), Ok(()), "{name}");
+            m.apply(Op::Reclaim(h, 0, ADDR_LIMIT)).unwrap();
+            w.compare(&m, [P].into_iter());
+            let zeroed = w.mm.zeroed.get(&P).copied().unwrap_or(0);
+            match was {
+                Pg::Owned(g, _) | Pg::Back(g, _) if g == h => {
+                    assert_eq!(m.pg(P), Pg::Host);
+                    assert_eq!(zeroed, 1, "{name}: a page the guest owned is zeroed");
+                    assert!(!w.mm.dirty.contains(&P));
+                }
+                Pg::Shared(g, _) if g == h => {
+                    assert_eq!(m.pg(P), Pg::Host);
+                    assert_eq!(zeroed, 0, "{name}: the host's own page is not zeroed");
+                }
+                other => assert_eq!(m.pg(P), other),
+            }
+            w.check_invariants();
+            w.destroy();
+        }
+    }
+}
+
+/// Two pages, every pair of states, every op on the first page: the guest
+/// address may already be taken by the other page.
+#[test]
+fn every_transition_with_a_second_page_in_every_state() {
+    let q = P + M2;
+    let mut combos = 0;
+    for (_, pp) in paths(P, GP) {
+        for (_, qp) in paths(q, GP) {
+            let (mut w0, mut m0) = world3();
+            let path: Vec<Op> = pp.iter().chain(qp.iter()).copied().collect();
+            let mut ok = true;
+            for &o in &path {
+                let r = m0.apply(o);
+                assert_eq!(w0.run(o), r);
+                ok &= r.is_ok();
+            }
+            w0.destroy();
+            if !ok {
+                continue;
+            }
+            combos += 1;
+            for op in all_ops(P, GP) {
+                let (mut w, mut m) = world3();
+                for &o in &path {
+                    w.run(o).unwrap();
+                    m.apply(o).unwrap();
+                }
+                assert_eq!(w.run(op), m.apply(op), "{path:?} + {op:?}");
+                w.compare(&m, [P, q].into_iter());
+                w.check_invariants();
+                w.destroy();
+            }
+        }
+    }
+    assert!(combos > 40, "{combos}");
+}
+
+#[test]
+fn bad_arguments_are_einval() {
+    use Op::*;
+    let (mut w, mut m) = world3();
+    for (pa, n) in [(1, 1), (0, 0), (ADDR_LIMIT - K4, 2), (0, u64::MAX / 2)] {
+        for op in [
+            DonateHyp(pa, n),
+            HypDonateHost(pa, n),
+            ShareHyp(pa, n),
+            UnshareHyp(pa, n),
+            ShareGuest(N, pa, 0, n),
+            ShareGuest(N, 0, pa, n),
+            DonateGuest(A, pa, 0, n),
+            UnshareGuest(N, pa, 0, n),
+            GuestShare(A, pa, n),
+            GuestUnshare(A, pa, n),
+        ] {
+            assert_eq!(w.run(op), Err(Error::Inval), "{op:?}");
+            assert_eq!(m.apply(op), Err(Error::Inval), "{op:?}");
+        }
+    }
+    w.guest(A).set_dying();
+    assert_eq!(w.run(Reclaim(A, 0, 3)), Err(Error::Inval));
+    for perms in [0, PERM_W, PERM_W | PERM_X, 8] {
+        let n = w.vms.get_mut(N).unwrap().guest_mut();
+        let r = host_share_guest(&mut w.host, n, &mut w.mm, 0, 0, 1, perms);
+        assert_eq!(r, Err(Error::Inval), "perms {perms}");
+    }
+    assert_eq!(Error::Inval.errno(), 22);
+    w.compare(&m, [0, K4].into_iter());
+    w.check_invariants();
+    w.destroy();
+}
+
+// ---------------------------------------------------------------------------
+// Allocation failures.
+
+/// Multi-page operations under a failure injected at every allocation:
+/// nothing changes and nothing leaks until the operation succeeds.
+#[test]
+fn allocation_failure_at_every_point_changes_nothing() {
+    use Op::*;
+    let base = G1 - M2 - 3 * K4;
+    let setups: Vec<Op> = std::vec![
+        DonateGuest(A, base + 8 * M2, 5 * M2 + K4, 3),
+        ShareHyp(base + 12 * M2, 2),
+        DonateGuest(B, base + 4 * M2, 0x4000_0000, 512 + 7),
+    ];
+    let ops: Vec<Op> = std::vec![
+        DonateHyp(base, 512 + 6),
+        ShareHyp(base + K4, 1030),
+        ShareGuest(N, base, G1 + M2 - K4, 1030),
+        DonateGuest(A, base, 3 * M2 - 2 * K4, 600),
+        GuestShare(B, 0x4000_0000 + K4, 512),
+        DonateGuest(A, base + 16 * M2, 8 * M2, 512),
+    ];
+    for op in ops {
+        let mut n = 1;
+        loop {
+            let (mut w, mut m) = world3();
+            for &o in &setups {
+                w.run(o).unwrap();
+                m.apply(o).unwrap();
+            }
+            let window = base..base + 20 * M2;
+            let live = w.mm.live();
+            w.mm.fail_nth(Some(n));
+            let r = w.run(op);
+            let injected = w.mm.failed_allocs > 0;
+            w.mm.fail_nth(None);
+            if injected {
+                assert_eq!(r, Err(Error::NoMem), "{op:?} fail at {n}");
+                assert_eq!(w.mm.live(), live, "{op:?} fail at {n}: leak");
+            } else {
+                assert_eq!(r, m.apply(op), "{op:?}");
+            }
+            w.compare(&m, window.step_by(K4 as usize));
+            w.check_invariants();
+            w.destroy();
+            if !injected {
+                break;
+            }
+            n += 1;
+        }
+        assert!(n > 1, "{op:?} allocates");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Model-based: long random sequences.
+
+#[test]
+fn random_operations_match_the_model() {
+    use Op::*;
+    let mut rng = Rng(0x9a9e_5a7e);
+    let (mut w, mut m) = world3();
+    // Window of host pages straddling the 1 GiB boundary (and 2 MiB ones).
+    let wbase = G1 - 4 * M2;
+    let wpages = 8 * M2 / K4;
+    let window: Vec<u64> = (0..wpages).map(|i| wbase + i * K4).collect();
+    let handles = [N, A, B];
+    let mut live: BTreeSet<u32> = handles.iter().copied().collect();
+    let mut next_vm = 200;
+    let steps = 3000;
+    let mut oks = 0;
+    let mut nomems = 0;
+    for step in 0..steps {
+        let first = rng.below(wpages);
+        let n = match rng.below(5) {
+            0 | 1 => 1,
+            2 => 1 + rng.below(16),
+            3 => 512,
+            _ => 1 + rng.below(1100),
+        }
+        .min(wpages - first);
+        let hpa = wbase + first * K4;
+        // Guest addresses: sometimes congruent with hpa modulo 1 GiB (large
+        // pages possible), sometimes not, sometimes colliding.
+        let gpa = match rng.below(3) {
+            0 => hpa % G1 + G1,
+            1 => hpa % (64 * M2) + K4 * rng.below(3),
+            _ => K4 * rng.below(4096),
+        };
+        let hs: Vec<u32> = live.iter().copied().collect();
+        let h = hs[rng.below(hs.len() as u64) as usize];
+        // Guests' own pages for guest-initiated ops: pick a mapped gpa.
+        let mapped: Vec<u64> = m.gmap.range((h, 0)..(h + 1, 0)).map(|(k, _)| k.1).collect();
+        let ggpa = if mapped.is_empty() {
+            gpa
+        } else {
+            mapped[rng.below(mapped.len() as u64) as usize]
+        };
+        let op = match rng.below(14) {
+            0 => DonateHyp(hpa, n),
+            1 => HypDonateHost(hpa, n),
+            2 => ShareHyp(hpa, n),
+            3 => UnshareHyp(hpa, n),
+            4 | 5 => ShareGuest(h, hpa, gpa, n),
+            6 => UnshareGuest(h, hpa, gpa, n),
+            7 => {
+                // Unshare something that is shared, usually.
+                match m.pg(hpa) {
+                    Pg::Shared(g, a) => UnshareGuest(g, hpa, a, 1 + rng.below(n)),
+                    _ => UnshareGuest(h, hpa, gpa, n),
+                }
+            }
+            8 | 9 => DonateGuest(h, hpa, gpa, n),
+            10 => GuestShare(h, ggpa, 1 + rng.below(600)),
+            11 => GuestUnshare(h, ggpa, 1 + rng.below(600)),
+            12 => {
+                if rng.below(8) == 0 {
+                    // Kill a guest, reclaim part, tear down, start another.
+                    w.guest(h).set_dying();
+                    m.set_dying(h);
+                    Reclaim(h, ggpa, K4 * (1 + rng.below(1024)))
+                } else {
+                    Reclaim(h, ggpa, K4)
+                }
+            }
+            _ => match m.pg(hpa) {
+                Pg::Owned(g, a) | Pg::Back(g, a) => GuestShare(g, a, 1 + rng.below(4)),
+                Pg::HypShared => UnshareHyp(hpa, 1),
+                Pg::Hyp => HypDonateHost(hpa, 1 + rng.below(n)),
+                _ => DonateGuest(h, hpa, gpa, n),
+            },
+        };
+        let inject = rng.below(6) == 0;
+        if inject {
+            w.mm.fail_nth(Some(1 + rng.below(2)));
+        }
+        let before = m.clone();
+        let live_pages = w.mm.live();
+        let r = w.run(op);
+        let injected = w.mm.failed_allocs > 0;
+        w.mm.fail_nth(None);
+        w.mm.failed_allocs = 0;
+        if injected && r == Err(Error::NoMem) {
+            nomems += 1;
+            assert_eq!(w.mm.live(), live_pages, "step {step}: leak on ENOMEM");
+        } else {
+            let mr = m.apply(op);
+            assert_eq!(r, mr, "step {step}: {op:?}");
+            if r.is_ok() {
+                oks += 1;
+                for p in &window {
+                    let (was, now) = (before.pg(*p), m.pg(*p));
+                    if matches!(now, Pg::Owned(..)) && !matches!(was, Pg::Owned(..) | Pg::Back(..))
+                    {
+                        w.mm.dirty.insert(*p);
+                    }
+                    if matches!(was, Pg::Owned(..) | Pg::Back(..)) && now == Pg::Host {
+                        assert!(!w.mm.dirty.contains(p), "step {step}: {p:#x} not zeroed");
+                    }
+                }
+            }
+        }
+        if m.guests.get(&h).is_some_and(|g| g.1) && rng.below(2) == 0 {
+            w.vms
+                .teardown(&mut w.host, &mut w.hyp, &mut w.mm, h)
+                .unwrap();
+            m.apply(Reclaim(h, 0, ADDR_LIMIT)).unwrap();
+            m.remove_guest(h);
+            live.remove(&h);
+            let kind = if next_vm % 2 == 0 {
+                VmKind::Normal
+            } else {
+                VmKind::Protected
+            };
+            let nh = w.create(next_vm, kind);
+            next_vm += 1;
+            assert!(!live.contains(&nh) && nh >= crate::hv::vm_table::HANDLE_OFFSET);
+            live.insert(nh);
+            m.add_guest(nh, kind);
+        }
+        if step % 25 == 0 || step == steps - 1 {
+            w.compare(&m, window.iter().copied());
+        } else {
+            w.compare(
+                &m,
+                window.iter().copied().skip(first as usize).take(n as usize),
+            );
+        }
+        w.check_invariants();
+    }
+    assert!(oks > steps / 8, "too few successful operations: {oks}");
+    std::println!("model: {steps} steps, {oks} ok, {nomems} ENOMEM injected");
+    assert!(nomems >= 5, "too few injected failures: {nomems}");
+    w.destroy();
+}
+
+// ---------------------------------------------------------------------------
+// Large ranges.
+
+#[test]
+fn gigabyte_ranges_use_large_pages_and_round_trip() {
+    use Op::*;
+    let (mut w, mut m) = world3();
+    let host_tables = w.host.pgt().table_pages(&mut w.mm).unwrap();
+    // 1 GiB donated to a protected VM at a 1 GiB-aligned gpa: one annotation
+    // in the host, one leaf in the guest.
+    w.run(DonateGuest(A, G1, 4 * G1, G1 / K4)).unwrap();
+    m.apply(DonateGuest(A, G1, 4 * G1, G1 / K4)).unwrap();
+    assert_eq!(w.host.pgt().table_pages(&mut w.mm).unwrap(), host_tables);
+    let l = w
+        .vms
+        .get(A)
+        .unwrap()
+        .guest()
+        .pgt()
+        .lookup(&mut w.mm, 4 * G1 + 5 * K4)
+        .unwrap();
+    assert_eq!(l.level, 3);
+    // Share 2 MiB of it back, across... then unshare, reclaim all.
+    w.run(GuestShare(A, 4 * G1 + M2, M2 / K4)).unwrap();
+    m.apply(GuestShare(A, 4 * G1 + M2, M2 / K4)).unwrap();
+    assert_eq!(w.host.pgt().lookup(&mut w.mm, G1 + M2).unwrap().level, 2);
+    w.check_invariants();
+    w.run(GuestUnshare(A, 4 * G1 + M2, M2 / K4)).unwrap();
+    m.apply(GuestUnshare(A, 4 * G1 + M2, M2 / K4)).unwrap();
+    // 1 GiB shared with the normal VM straddling a 1 GiB boundary.
+    let s = 2 * G1 + G1 / 2;
+    w.run(ShareGuest(N, s, s, G1 / K4)).unwrap();
+    m.apply(ShareGuest(N, s, s, G1 / K4)).unwrap();
+    w.check_invariants();
+    w.compare(&m, (0..64).map(|i| s - 32 * M2 + i * M2 + K4 * i));
+    w.run(UnshareGuest(N, s, s, G1 / K4)).unwrap();
+    m.apply(UnshareGuest(N, s, s, G1 / K4)).unwrap();
+    w.guest(A).set_dying();
+    m.set_dying(A);
+    w.run(Reclaim(A, 0, ADDR_LIMIT)).unwrap();
+    m.apply(Reclaim(A, 0, ADDR_LIMIT)).unwrap();
+    assert_eq!(
+        w.mm.zeroed.len() as u64,
+        G1 / K4,
+        "every owned page zeroed once"
+    );
+    w.compare(&m, (0..64).map(|i| G1 + i * 16 * M2));
+    w.check_invariants();
+    // The host EPT is back to large pages where it was split.
+    assert_eq!(
+        w.host.pgt().lookup(&mut w.mm, G1 + 5 * M2).unwrap().level,
+        3
+    );
+    w.destroy();
+}
+
+#[test]
+fn map_memory_only_takes_hypervisor_ranges() {
+    let mut w = World::new();
+    let r = w.host.map_memory(&mut w.mm, G1, K4, HOST_OWNED);
+    assert_eq!(r, Err(Error::Perm));
+    w.host.map_memory(&mut w.mm, RAM, M2, HOST_OWNED).unwrap();
+    w.check_invariants();
+    w.destroy();
+}

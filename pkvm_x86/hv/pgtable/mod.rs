@@ -839,4 +839,4 @@ impl<F: PteFormat> PgTable<F> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
