@@ -33,7 +33,10 @@ pub mod exit;
 pub mod hypercall;
 pub mod invariants;
 pub mod mem_protect;
+pub mod msr_bitmap;
+pub mod mtrr;
 pub mod pgtable;
+pub mod segment;
 #[cfg(test)]
 pub mod sim;
 pub mod vm_table;
