@@ -374,3 +374,7 @@ where
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "invariants_tests.rs"]
+mod tests;

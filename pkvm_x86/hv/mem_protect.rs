@@ -110,6 +110,12 @@ impl HostEpt {
         self.pgt.map(mm, pa, size, pa, attrs)
     }
 
+    /// Raw mutable access, for tests that corrupt the table on purpose.
+    #[cfg(test)]
+    pub(crate) fn pgt_mut(&mut self) -> &mut PgTable<EptFormat> {
+        &mut self.pgt
+    }
+
     /// How often an apply step failed although its check passed (a corrupt
     /// table or an inconsistent [`MmOps`]).  Always 0; the module should
     /// warn if it is not.
@@ -223,6 +229,12 @@ impl GuestEpt {
     /// The underlying table (root for the EPT pointer, walks).
     pub const fn pgt(&self) -> &PgTable<EptFormat> {
         &self.pgt
+    }
+
+    /// Raw mutable access, for tests that corrupt the table on purpose.
+    #[cfg(test)]
+    pub(crate) fn pgt_mut(&mut self) -> &mut PgTable<EptFormat> {
+        &mut self.pgt
     }
 
     /// Frees every table page.  Pages still mapped are not reclaimed: call
@@ -786,4 +798,4 @@ pub fn guest_reclaim<M: MmOps>(
 
 #[cfg(test)]
 #[path = "mem_protect_tests.rs"]
-mod tests;
+pub(crate) mod tests;

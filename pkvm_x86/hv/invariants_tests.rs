@@ -1,0 +1,182 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Tests that the invariant checker finds each kind of broken ownership.
+
+use std::vec::Vec;
+
+use super::*;
+use crate::hv::mem_protect::tests::{Op, World, G1, K4, M2};
+use crate::hv::mem_protect::{VmKind, HOST_OWNED};
+use crate::hv::pgtable::{Attrs, Fill, PERM_RWX};
+use crate::hv::sim::ARENA_BASE;
+
+const P: u64 = 5 * M2 + 3 * K4;
+
+fn world() -> (World, u32, u32) {
+    let mut w = World::new();
+    let n = w.create(1, VmKind::Normal);
+    let a = w.create(2, VmKind::Protected);
+    (w, n, a)
+}
+
+fn run_check(w: &mut World, scratch: usize) -> Check {
+    let mut s: Vec<Claim> = std::vec![Claim::default(); scratch];
+    check(&w.host, &w.hyp, w.vms.guests(), &mut w.mm, &mut s)
+}
+
+fn expect(w: &mut World, kind: ViolationKind) -> Violation {
+    let r = run_check(w, 1024);
+    match r {
+        Err(v) if v.kind == kind => v,
+        other => panic!("expected {kind:?}, got {other:?}"),
+    }
+}
+
+fn owner(h: u32) -> OwnerId {
+    OwnerId::new(h).unwrap()
+}
+
+#[test]
+fn a_healthy_system_passes() {
+    let (mut w, n, a) = world();
+    w.run(Op::ShareGuest(n, P, 0, 3)).unwrap();
+    w.run(Op::DonateGuest(a, P + M2, G1, 600)).unwrap();
+    w.run(Op::GuestShare(a, G1 + K4, 5)).unwrap();
+    w.run(Op::DonateHyp(P + 4 * M2, 2)).unwrap();
+    w.run(Op::ShareHyp(P + 6 * M2, 2)).unwrap();
+    assert_eq!(run_check(&mut w, 1024), Ok(()));
+    w.destroy();
+}
+
+#[test]
+fn host_mapping_a_guest_page_is_caught() {
+    let (mut w, _, a) = world();
+    w.run(Op::DonateGuest(a, P, 0, 1)).unwrap();
+    w.host
+        .pgt_mut()
+        .map(&mut w.mm, P, K4, P, HOST_OWNED)
+        .unwrap();
+    let v = expect(&mut w, ViolationKind::NoHostCounterpart);
+    assert_eq!(v.party, Party::Guest(owner(a)));
+    w.host
+        .pgt_mut()
+        .annotate(&mut w.mm, P, K4, owner(a))
+        .unwrap();
+    w.destroy();
+}
+
+#[test]
+fn guest_mapping_a_hyp_page_is_caught() {
+    let (mut w, n, _) = world();
+    w.run(Op::DonateHyp(P, 1)).unwrap();
+    let attrs = Attrs::wb(PERM_RWX, PageState::SharedBorrowed);
+    let g = w.vms.get_mut(n).unwrap().guest_mut().pgt_mut();
+    g.map(&mut w.mm, 0, K4, P, attrs).unwrap();
+    let v = expect(&mut w, ViolationKind::NoHostCounterpart);
+    assert_eq!((v.party, v.addr), (Party::Guest(owner(n)), 0));
+    let g = w.vms.get_mut(n).unwrap().guest_mut().pgt_mut();
+    g.unmap(&mut w.mm, 0, K4).unwrap();
+    w.destroy();
+}
+
+#[test]
+fn shared_without_borrower_and_double_borrow_are_caught() {
+    let (mut w, n, _) = world();
+    w.host
+        .pgt_mut()
+        .set_state(&mut w.mm, P, K4, PageState::SharedOwned)
+        .unwrap();
+    let v = expect(&mut w, ViolationKind::NoBorrower);
+    assert_eq!(v.addr, P);
+    w.host
+        .pgt_mut()
+        .set_state(&mut w.mm, P, K4, PageState::Owned)
+        .unwrap();
+    // The same host page borrowed twice by one guest.
+    w.run(Op::ShareGuest(n, P, 0, 1)).unwrap();
+    let attrs = Attrs::wb(PERM_RWX, PageState::SharedBorrowed);
+    let g = w.vms.get_mut(n).unwrap().guest_mut().pgt_mut();
+    g.map(&mut w.mm, 9 * K4, K4, P, attrs).unwrap();
+    expect(&mut w, ViolationKind::DoubleClaim);
+    let g = w.vms.get_mut(n).unwrap().guest_mut().pgt_mut();
+    g.unmap(&mut w.mm, 9 * K4, K4).unwrap();
+    assert_eq!(run_check(&mut w, 1024), Ok(()));
+    w.destroy();
+}
+
+#[test]
+fn host_table_damage_is_caught() {
+    let (mut w, n, _) = world();
+    // Not an identity mapping.
+    let h = w.host.pgt_mut();
+    h.map(&mut w.mm, P, K4, P + K4, HOST_OWNED).unwrap();
+    expect(&mut w, ViolationKind::HostNotIdentity);
+    w.host
+        .pgt_mut()
+        .map(&mut w.mm, P, K4, P, HOST_OWNED)
+        .unwrap();
+    // Present but NOPAGE.
+    w.host
+        .pgt_mut()
+        .set_state(&mut w.mm, P, K4, PageState::NoPage)
+        .unwrap();
+    expect(&mut w, ViolationKind::PresentNoPage);
+    w.host
+        .pgt_mut()
+        .set_state(&mut w.mm, P, K4, PageState::Owned)
+        .unwrap();
+    // An owner that does not exist.
+    w.host
+        .pgt_mut()
+        .annotate(&mut w.mm, P, K4, owner(0x7777))
+        .unwrap();
+    expect(&mut w, ViolationKind::BadAnnotation);
+    // A normal VM owning a page.
+    w.host
+        .pgt_mut()
+        .annotate(&mut w.mm, P, K4, owner(n))
+        .unwrap();
+    let attrs = Attrs::wb(PERM_RWX, PageState::Owned);
+    let g = w.vms.get_mut(n).unwrap().guest_mut().pgt_mut();
+    g.map(&mut w.mm, 0, K4, P, attrs).unwrap();
+    expect(&mut w, ViolationKind::WrongKind);
+    let g = w.vms.get_mut(n).unwrap().guest_mut().pgt_mut();
+    g.unmap(&mut w.mm, 0, K4).unwrap();
+    w.host
+        .pgt_mut()
+        .map(&mut w.mm, P, K4, P, HOST_OWNED)
+        .unwrap();
+    assert_eq!(run_check(&mut w, 1024), Ok(()));
+    // Table pages given to the host.
+    w.host
+        .pgt_mut()
+        .set(
+            &mut w.mm,
+            ARENA_BASE,
+            G1,
+            Fill::Map {
+                pa: ARENA_BASE,
+                attrs: HOST_OWNED,
+            },
+        )
+        .unwrap();
+    expect(&mut w, ViolationKind::TableNotHypOwned);
+    w.host.pgt_mut().unmap(&mut w.mm, ARENA_BASE, G1).unwrap();
+    w.destroy();
+}
+
+#[test]
+fn a_small_scratch_is_reported_not_overrun() {
+    let (mut w, _, a) = world();
+    for i in 0..4 {
+        // Discontiguous runs: one claim each.
+        w.run(Op::DonateGuest(a, P + 2 * i * K4, i * K4, 1))
+            .unwrap();
+    }
+    assert_eq!(run_check(&mut w, 4), Ok(()));
+    assert_eq!(
+        run_check(&mut w, 3).map_err(|v| v.kind),
+        Err(ViolationKind::ScratchFull)
+    );
+    w.destroy();
+}
