@@ -23,10 +23,11 @@ pub(crate) struct CpuCaps {
 }
 
 /// Holds CPU hotplug off while alive.
-struct CpusReadGuard;
+pub(crate) struct CpusReadGuard;
 
 impl CpusReadGuard {
-    fn new() -> Self {
+    /// Takes the CPU hotplug read lock.
+    pub(crate) fn new() -> Self {
         // SAFETY: `cpus_read_lock` may sleep; `probe` runs in module init
         // (process context).  The guard's drop releases it exactly once.
         unsafe { bindings::cpus_read_lock() };
@@ -41,24 +42,23 @@ impl Drop for CpusReadGuard {
     }
 }
 
+/// The online CPUs, in order.  Callers hold a [`CpusReadGuard`] so that
+/// the set stays what it was when they act on it.
+pub(crate) fn online_cpus() -> impl Iterator<Item = u32> {
+    // SAFETY: `__cpu_online_mask` is a static cpumask that lives forever.
+    let online = unsafe { Cpumask::from_raw(&raw const bindings::__cpu_online_mask) };
+    (0..kernel::cpu::nr_cpu_ids())
+        .filter(move |&cpu| kernel::cpu::CpuId::from_u32(cpu).is_some_and(|id| online.test(id)))
+}
+
 /// Reads and decodes the capabilities of every online CPU.  Fails with the
 /// errno of the first problem found, after logging it.
 pub(crate) fn probe() -> Result<CpuCaps> {
     // CPUID.1:ECX is the same on every CPU of a system; it gates the MSR reads.
     let ecx = cpuid(1, 0).ecx;
     let _hotplug = CpusReadGuard::new();
-    // SAFETY: `__cpu_online_mask` is a static cpumask that lives forever;
-    // with hotplug held off it does not change while we read it.
-    let online = unsafe { Cpumask::from_raw(&raw const bindings::__cpu_online_mask) };
-
     let mut first: Option<CpuCaps> = None;
-    for cpu in 0..kernel::cpu::nr_cpu_ids() {
-        let Some(id) = kernel::cpu::CpuId::from_u32(cpu) else {
-            continue;
-        };
-        if !online.test(id) {
-            continue;
-        }
+    for cpu in online_cpus() {
         let raw = RawVmxInfo::read_with(ecx, |index| msr::read_on_cpu(cpu, index));
         let caps = VmxCaps::decode(&raw).map_err(|e| {
             pr_err!("{}\n", format_args!("cpu{cpu}: {e}; not loading"));

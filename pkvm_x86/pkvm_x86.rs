@@ -16,7 +16,10 @@ use kernel::{debugfs, prelude::*};
 
 pub mod arch;
 mod cpu_caps;
+mod deprivilege;
 pub mod hv;
+pub mod hyp;
+mod pool;
 
 use hv::vmx_caps::{VmxCaps, VMX_MSR_COUNT};
 
@@ -26,12 +29,20 @@ module! {
     authors: ["pkvm-x86 developers"],
     description: "Protected KVM for Intel VT-x",
     license: "GPL",
+    params: {
+        pool_mb: u32 {
+            default: 4,
+            description: "MiB of memory the hypervisor takes at load (rounded up to 2 MiB)",
+        },
+    },
 }
 
 /// Raw capability MSRs as read, for the `raw_msrs` debugfs file.
 struct RawMsrs([Option<u64>; VMX_MSR_COUNT]);
 
 struct PkvmX86 {
+    /// Re-privileges every CPU when dropped (module unload).
+    _hyp: deprivilege::Hypervisor,
     _caps: Pin<KBox<debugfs::File<VmxCaps>>>,
     _raw: Pin<KBox<debugfs::File<RawMsrs>>>,
     _cpus: Pin<KBox<debugfs::File<u32>>>,
@@ -44,6 +55,21 @@ impl kernel::Module for PkvmX86 {
         pr_info!(
             "{}\n",
             format_args!("{} CPUs: {}", found.cpus, found.caps.summary())
+        );
+
+        let pool_mb = *module_parameters::pool_mb.value();
+        if !(1..=1024).contains(&pool_mb) {
+            pr_err!("pool_mb={} out of range 1..1024\n", pool_mb);
+            return Err(EINVAL);
+        }
+        let hyp = deprivilege::Hypervisor::start(&found.caps, pool_mb as usize * 1024 * 1024)?;
+        let (used, total) = hyp.pool_usage();
+        pr_info!(
+            "{}\n",
+            format_args!(
+                "deprivileged {} CPUs; hypervisor pool {used}/{total} pages used",
+                hyp.cpus()
+            )
         );
 
         let dir = debugfs::Dir::new(c"pkvm_x86");
@@ -61,6 +87,7 @@ impl kernel::Module for PkvmX86 {
         )?;
         let cpus = KBox::pin_init(dir.read_only_file(c"cpus_checked", found.cpus), GFP_KERNEL)?;
         Ok(PkvmX86 {
+            _hyp: hyp,
             _caps: caps,
             _raw: raw,
             _cpus: cpus,

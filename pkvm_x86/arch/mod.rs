@@ -6,5 +6,7 @@
 //! Every item documents what it touches; `unsafe` items carry a `# Safety`
 //! section.  Nothing here decides policy: the pure core (`crate::hv`) does.
 
+pub mod cpu;
 pub mod cpuid;
 pub mod msr;
+pub mod vmx;

@@ -1,0 +1,671 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Deprivileging the running kernel: per-CPU VMXON, a VMCS whose guest
+//! state is the CPU's current state, VMLAUNCH in place; and the reverse on
+//! unload.
+//!
+//! Owns the host-side bring-up and teardown: the hypervisor's memory (a
+//! [`Pool`]), the shared structures (host EPT, MSR bitmap, root-mode IDT)
+//! and, per CPU, the VMXON region, the VMCS, the root-mode stack, GDT, TSS
+//! and [`HypCpu`].  What runs in root mode afterwards is in `crate::hyp`.
+//!
+//! Bring-up runs on each CPU through `smp_call_function_single`, with
+//! interrupts off.  A failure on any CPU tears down every CPU already
+//! deprivileged and fails the load.  See Documentation/deprivilege.rst.
+
+use core::ffi::c_void;
+
+use kernel::{bindings, prelude::*};
+
+use crate::arch::{cpu, vmx};
+use crate::hv::ept::{EptEntry, Eptp, MemType, PageState};
+use crate::hv::exit::CR4_VMXE;
+use crate::hv::hypercall::{self, nr};
+use crate::hv::msr_bitmap::{MsrBitmap, HOST_POLICY, MSR_BITMAP_SIZE};
+use crate::hv::segment::{self, DescriptorTables, SegmentState};
+use crate::hv::vmcs::*;
+use crate::hv::vmx_caps::{ctl, Feature, VmxCaps};
+use crate::hyp::entry;
+use crate::hyp::percpu::HypCpu;
+use crate::pool::{Pool, PoolPage};
+
+extern "C" {
+    fn pkvm_helper_va(pa: u64) -> *mut c_void;
+    fn pkvm_helper_reload_host_tr();
+}
+
+const STACK_PAGES: usize = 4;
+const HOST_CS: u16 = 0x08;
+const HOST_SS: u16 = 0x10;
+const HOST_TR: u16 = 0x18;
+const TSS_OFFSET: usize = 0x800;
+const TSS_LIMIT: u64 = 0x67;
+/// VPID used for the host on every CPU (0 is reserved for root mode).
+const HOST_VPID: u64 = 1;
+
+/// Everything one CPU's hypervisor needs, in pool memory.
+struct CpuSlot {
+    cpu: u32,
+    vmxon: PoolPage,
+    vmcs: PoolPage,
+    hyp: PoolPage,
+    stack_top: u64,
+    gdt: PoolPage,
+    launched: bool,
+}
+
+/// Shared, read-only-after-setup structures.
+#[derive(Clone, Copy)]
+struct Shared {
+    eptp: u64,
+    msr_bitmap_pa: u64,
+    idt_va: u64,
+    host_cr3: u64,
+    vpid: bool,
+    pin: u32,
+    proc1: u32,
+    proc2: u32,
+    exit: u32,
+    entry: u32,
+    cr0_fixed: (u64, u64),
+    cr4_fixed: (u64, u64),
+}
+
+/// The running hypervisor.  Dropping it re-privileges every CPU and gives
+/// the pool back.
+pub(crate) struct Hypervisor {
+    slots: KVec<CpuSlot>,
+    // Declared last: freed after every CPU has left VMX operation.
+    pool: Pool,
+}
+
+// SAFETY: the raw pool addresses inside are only dereferenced by the CPU
+// that owns them, or with every CPU out of VMX operation.
+unsafe impl Send for Hypervisor {}
+// SAFETY: shared references give no access to the pool.
+unsafe impl Sync for Hypervisor {}
+
+/// Arguments of the per-CPU launch callback.
+struct LaunchArgs {
+    slot: *const CpuSlot,
+    shared: Shared,
+    /// 0 on success, else a negative errno.
+    result: i32,
+    /// Where it failed, for the log.
+    stage: &'static str,
+    /// VM-instruction error, when a VMX instruction failed.
+    vm_error: u64,
+}
+
+impl Hypervisor {
+    /// Deprivileges every online CPU.
+    pub(crate) fn start(caps: &VmxCaps, pool_bytes: usize) -> Result<Self> {
+        let mut pool = Pool::new(pool_bytes)?;
+        let shared = Self::build_shared(caps, &mut pool)?;
+        let mut hv = Hypervisor {
+            slots: KVec::new(),
+            pool,
+        };
+        let _hotplug = crate::cpu_caps::CpusReadGuard::new();
+        for cpu in crate::cpu_caps::online_cpus() {
+            let slot = hv.new_slot(cpu, caps)?;
+            hv.slots.push(slot, GFP_KERNEL)?;
+        }
+        for i in 0..hv.slots.len() {
+            let slot: *mut CpuSlot = &mut hv.slots[i];
+            // SAFETY: `slot` points into `hv.slots`, not resized meanwhile.
+            let cpu = unsafe { (*slot).cpu };
+            let mut args = LaunchArgs {
+                slot,
+                shared,
+                result: 0,
+                stage: "",
+                vm_error: 0,
+            };
+            // SAFETY: the callback runs on `cpu` and returns before this
+            // call does (wait = 1); `args` outlives it.
+            let rc = unsafe {
+                bindings::smp_call_function_single(
+                    cpu as i32,
+                    Some(launch_on_this_cpu),
+                    (&raw mut args).cast(),
+                    1,
+                )
+            };
+            if rc != 0 || args.result != 0 {
+                pr_err!(
+                    "{}\n",
+                    format_args!(
+                        "cpu{cpu}: deprivileging failed at {} (errno {}, VM-instruction error {} = {})",
+                        args.stage,
+                        if rc != 0 { rc } else { args.result },
+                        args.vm_error,
+                        instruction_error_name(args.vm_error)
+                    )
+                );
+                // `hv` drops here and re-privileges the CPUs done so far.
+                return Err(Error::from_errno(if rc != 0 { rc } else { args.result }));
+            }
+            // SAFETY: as above; the launch callback has returned.
+            unsafe { (*slot).launched = true };
+        }
+        Ok(hv)
+    }
+
+    /// Number of deprivileged CPUs.
+    pub(crate) fn cpus(&self) -> usize {
+        self.slots.iter().filter(|s| s.launched).count()
+    }
+
+    /// Pages of the pool in use / in total.
+    pub(crate) fn pool_usage(&self) -> (usize, usize) {
+        (self.pool.used_pages(), self.pool.total_pages())
+    }
+
+    fn build_shared(caps: &VmxCaps, pool: &mut Pool) -> Result<Shared> {
+        // Host EPT: identity map of the first 512 GiB with 1 GiB pages,
+        // the host owning everything.
+        let pml4 = pool.alloc(1)?;
+        let pdpt = pool.alloc(1)?;
+        // SAFETY: fresh, zeroed, exclusively owned pool pages.
+        unsafe {
+            let pml4e = pml4.ptr().cast::<u64>();
+            let pdpte = pdpt.ptr().cast::<u64>();
+            *pml4e = EptEntry::table(pdpt.pa).0;
+            for i in 0..512u64 {
+                *pdpte.add(i as usize) =
+                    EptEntry::leaf(i << 30, EptEntry::RWX, MemType::Wb, true, PageState::Owned).0;
+            }
+        }
+
+        let bitmap = pool.alloc(1)?;
+        // SAFETY: a fresh pool page of exactly MSR_BITMAP_SIZE bytes.
+        let page = unsafe { &mut *bitmap.ptr().cast::<[u8; MSR_BITMAP_SIZE]>() };
+        let mut b = MsrBitmap::new(page);
+        b.clear_all();
+        for rule in HOST_POLICY {
+            b.apply(rule);
+        }
+
+        let idt = pool.alloc(1)?;
+        // SAFETY: `pkvm_root_idt_stubs` is an immutable table in .rodata.
+        let stubs = unsafe { &entry::pkvm_root_idt_stubs };
+        for (v, &handler) in stubs.iter().enumerate() {
+            let gate_lo = (handler & 0xffff)
+                | (u64::from(HOST_CS) << 16)
+                | (0x8e00u64 << 32)
+                | ((handler >> 16) & 0xffff) << 48;
+            let gate_hi = handler >> 32;
+            // SAFETY: 32 gates of 16 bytes fit in the page.
+            unsafe {
+                let g = idt.ptr().cast::<u64>().add(2 * v);
+                *g = gate_lo;
+                *g.add(1) = gate_hi;
+            }
+        }
+
+        let vpid = caps.has(Feature::Vpid);
+        let err = |_| Error::from_errno(-(bindings::EOPNOTSUPP as i32));
+        Ok(Shared {
+            eptp: Eptp::new_4level(pml4.pa, false).0,
+            msr_bitmap_pa: bitmap.pa,
+            idt_va: idt.va as u64,
+            host_cr3: Self::build_root_page_table(pool)?,
+            vpid,
+            pin: caps.pinbased.adjust(0, 0).map_err(err)?,
+            proc1: caps
+                .procbased
+                .adjust(ctl::PROC_MSR_BITMAPS | ctl::PROC_SECONDARY_CONTROLS, 0)
+                .map_err(err)?,
+            proc2: caps
+                .procbased2
+                .adjust(
+                    ctl::PROC2_EPT | if vpid { ctl::PROC2_VPID } else { 0 },
+                    // Instructions that #UD in non-root mode unless enabled.
+                    ctl::PROC2_RDTSCP
+                        | ctl::PROC2_INVPCID
+                        | ctl::PROC2_XSAVES
+                        | PROC2_USER_WAIT_PAUSE,
+                )
+                .map_err(err)?,
+            exit: caps
+                .exit
+                .adjust(
+                    ctl::EXIT_HOST_ADDR_SPACE_SIZE
+                        | ctl::EXIT_SAVE_EFER
+                        | ctl::EXIT_LOAD_EFER
+                        | ctl::EXIT_SAVE_PAT
+                        | ctl::EXIT_LOAD_PAT
+                        | EXIT_SAVE_DEBUG_CONTROLS,
+                    0,
+                )
+                .map_err(err)?,
+            entry: caps
+                .entry
+                .adjust(
+                    ctl::ENTRY_IA32E_GUEST
+                        | ctl::ENTRY_LOAD_EFER
+                        | ctl::ENTRY_LOAD_PAT
+                        | ENTRY_LOAD_DEBUG_CONTROLS,
+                    0,
+                )
+                .map_err(err)?,
+            cr0_fixed: caps.cr0_fixed,
+            cr4_fixed: caps.cr4_fixed,
+        })
+    }
+
+    /// The root-mode CR3: a top-level table of the pool whose kernel half
+    /// (entries 256..511) is the kernel's, which x86-64 Linux allocates at
+    /// boot and never frees; the user half is empty.
+    fn build_root_page_table(pool: &mut Pool) -> Result<u64> {
+        let top = pool.alloc(1)?;
+        let cr3 = cpu::read_cr3() & crate::hv::ept::PFN_MASK;
+        // SAFETY: CR3 points at the current top-level table, mapped in the
+        // direct map; `top` is a fresh pool page.
+        unsafe {
+            let cur = pkvm_helper_va(cr3).cast::<u64>();
+            core::ptr::copy_nonoverlapping(cur.add(256), top.ptr().cast::<u64>().add(256), 256);
+        }
+        Ok(top.pa)
+    }
+
+    fn new_slot(&mut self, cpu: u32, caps: &VmxCaps) -> Result<CpuSlot> {
+        let vmxon = self.pool.alloc(1)?;
+        let vmcs = self.pool.alloc(1)?;
+        // SAFETY: fresh pool pages; the revision identifier goes in the
+        // first 31 bits of both regions.
+        unsafe {
+            *vmxon.ptr().cast::<u32>() = caps.vmcs_revision;
+            *vmcs.ptr().cast::<u32>() = caps.vmcs_revision;
+        }
+        let hyp = self.pool.alloc(1)?;
+        // SAFETY: a fresh pool page, large enough (checked at compile time
+        // in `percpu`), exclusively ours.
+        unsafe {
+            hyp.ptr().cast::<HypCpu>().write(HypCpu::new(
+                hyp.va as u64,
+                cpu,
+                caps.cr4_fixed.0,
+                caps.cr4_fixed.1,
+            ))
+        };
+        let stack = self.pool.alloc(STACK_PAGES)?;
+        let stack_top = stack.va as u64 + (STACK_PAGES * 4096) as u64;
+        // The entry finds the HypCpu just above the saved registers.
+        // SAFETY: the slot is inside the stack allocation.
+        unsafe { *((stack_top - 16) as *mut u64) = hyp.va as u64 };
+        let gdt = self.pool.alloc(1)?;
+        Ok(CpuSlot {
+            cpu,
+            vmxon,
+            vmcs,
+            hyp,
+            stack_top,
+            gdt,
+            launched: false,
+        })
+    }
+}
+
+impl Drop for Hypervisor {
+    fn drop(&mut self) {
+        for slot in self.slots.iter_mut().filter(|s| s.launched) {
+            let mut ok: i32 = -1;
+            // SAFETY: the callback runs on `slot.cpu` and returns before
+            // this call does; `ok` outlives it.
+            let rc = unsafe {
+                bindings::smp_call_function_single(
+                    slot.cpu as i32,
+                    Some(teardown_this_cpu),
+                    (&raw mut ok).cast(),
+                    1,
+                )
+            };
+            if rc != 0 || ok != 0 {
+                // The CPU is gone or refused: its pages must not go back to
+                // the host.  Leak the pool rather than hand out memory a CPU
+                // may still use.
+                pr_err!(
+                    "{}\n",
+                    format_args!(
+                        "cpu{}: teardown failed (rc {rc}, result {ok}); leaking the pool",
+                        slot.cpu
+                    )
+                );
+                let pool = core::mem::replace(&mut self.pool, Pool::empty());
+                core::mem::forget(pool);
+                continue;
+            }
+            slot.launched = false;
+        }
+    }
+}
+
+/// Secondary control bit 26: enable user wait and pause (UMWAIT/TPAUSE).
+const PROC2_USER_WAIT_PAUSE: u32 = 1 << 26;
+/// VM-exit control bit 2: save debug controls.
+const EXIT_SAVE_DEBUG_CONTROLS: u32 = 1 << 2;
+/// VM-entry control bit 2: load debug controls.
+const ENTRY_LOAD_DEBUG_CONTROLS: u32 = 1 << 2;
+
+/// Runs on the CPU being torn down, interrupts off.
+///
+/// # Safety
+///
+/// `info` points at an `i32` the caller keeps alive; the CPU runs
+/// deprivileged under this hypervisor.
+unsafe extern "C" fn teardown_this_cpu(info: *mut c_void) {
+    // SAFETY: the caller passes a pointer to an i32 it keeps alive.
+    let ok = unsafe { &mut *info.cast::<i32>() };
+    // SAFETY: this CPU runs deprivileged under pkvm (the slot says it was
+    // launched); TEARDOWN_CPU returns here in root mode.
+    let r = unsafe { vmx::vmcall(nr::TEARDOWN_CPU, 0, 0, 0, 0) };
+    *ok = match hypercall::decode(r) {
+        Ok(_) => {
+            // SAFETY: interrupts are off; we are back in root mode with the
+            // hypervisor's TSS still in TR.
+            unsafe { pkvm_helper_reload_host_tr() };
+            0
+        }
+        Err(e) => -(e as i32),
+    };
+}
+
+fn fail(args: &mut LaunchArgs, stage: &'static str, errno: u32, e: Option<vmx::VmFail>) {
+    args.stage = stage;
+    args.result = -(errno as i32);
+    if let Some(vmx::VmFail::Valid(n)) = e {
+        args.vm_error = n;
+    }
+}
+
+/// Runs on the CPU being deprivileged, interrupts off.
+///
+/// # Safety
+///
+/// `info` points at a [`LaunchArgs`] the caller keeps alive, whose slot is
+/// the calling CPU's and is not used elsewhere during the call.
+unsafe extern "C" fn launch_on_this_cpu(info: *mut c_void) {
+    // SAFETY: the caller passes a LaunchArgs it keeps alive, whose slot
+    // pointer is valid and not used elsewhere during the call.
+    let args = unsafe { &mut *info.cast::<LaunchArgs>() };
+    // SAFETY: as above.
+    let slot = unsafe { &*args.slot };
+    let sh = args.shared;
+
+    let cr4 = cpu::read_cr4();
+    if cr4 & CR4_VMXE != 0 {
+        return fail(
+            args,
+            "CR4.VMXE already set: VMX in use (kvm_intel loaded?)",
+            bindings::EBUSY,
+            None,
+        );
+    }
+    let cr0 = cpu::read_cr0();
+    let vmx_cr4 = cr4 | CR4_VMXE;
+    if cr0 & sh.cr0_fixed.0 != sh.cr0_fixed.0
+        || cr0 & !sh.cr0_fixed.1 != 0
+        || vmx_cr4 & sh.cr4_fixed.0 != sh.cr4_fixed.0
+        || vmx_cr4 & !sh.cr4_fixed.1 != 0
+    {
+        return fail(
+            args,
+            "CR0/CR4 not allowed in VMX operation",
+            bindings::EOPNOTSUPP,
+            None,
+        );
+    }
+    // SAFETY: setting VMXE is required for VMXON; undone on every failure
+    // path below.  Interrupts are off, nothing else touches CR4 meanwhile.
+    unsafe { cpu::write_cr4(vmx_cr4) };
+    // SAFETY: the VMXON region is a zeroed pool page with the revision id.
+    if let Err(e) = unsafe { vmx::vmxon(slot.vmxon.pa) } {
+        // SAFETY: restores the value read above.
+        unsafe { cpu::write_cr4(cr4) };
+        return fail(args, "VMXON", bindings::EIO, Some(e));
+    }
+    // SAFETY: in VMX root operation now; the VMCS region is ours.
+    let r = unsafe { vmx::vmclear(slot.vmcs.pa).and_then(|()| vmx::vmptrld(slot.vmcs.pa)) };
+    let r = r.and_then(|()| {
+        // SAFETY: the current VMCS is this CPU's fresh one.
+        unsafe { write_vmcs(slot, &sh, cr0, cr4) }
+    });
+    if let Err(e) = r {
+        // SAFETY: undo VMXON and VMXE.
+        unsafe {
+            let _ = vmx::vmclear(slot.vmcs.pa);
+            let _ = vmx::vmxoff();
+            cpu::write_cr4(cr4);
+        }
+        return fail(args, "VMCS set-up", bindings::EIO, Some(e));
+    }
+    // SAFETY: the VMCS describes this CPU; interrupts are off.
+    if let Err(e) = unsafe { vmx::vmlaunch_in_place() } {
+        // SAFETY: undo VMXON and VMXE.
+        unsafe {
+            let _ = vmx::vmclear(slot.vmcs.pa);
+            let _ = vmx::vmxoff();
+            cpu::write_cr4(cr4);
+        }
+        return fail(args, "VMLAUNCH", bindings::EIO, Some(e));
+    }
+    // Now in VMX non-root operation.
+    args.result = 0;
+}
+
+/// Reads the segment state the CPU uses for `sel`, from the live GDT.
+fn segment_of(tables: &DescriptorTables<'_>, sel: u16, system: bool) -> SegmentState {
+    let r = if system {
+        tables.system_segment(sel)
+    } else {
+        tables.segment(sel)
+    };
+    r.unwrap_or(SegmentState::unusable(sel))
+}
+
+/// Writes every control, host-state and guest-state field except guest
+/// RSP/RIP (set by the launch itself).
+///
+/// # Safety
+///
+/// VMX root operation with `slot.vmcs` current, on `slot.cpu`, interrupts off.
+unsafe fn write_vmcs(slot: &CpuSlot, sh: &Shared, cr0: u64, cr4: u64) -> Result<(), vmx::VmFail> {
+    // SAFETY: guaranteed by the caller.
+    let w = |f, v| unsafe { vmx::vmwrite(f, v) };
+
+    // Controls.
+    w(PIN_BASED_VM_EXEC_CONTROL, u64::from(sh.pin))?;
+    w(CPU_BASED_VM_EXEC_CONTROL, u64::from(sh.proc1))?;
+    w(SECONDARY_VM_EXEC_CONTROL, u64::from(sh.proc2))?;
+    w(VM_EXIT_CONTROLS, u64::from(sh.exit))?;
+    w(VM_ENTRY_CONTROLS, u64::from(sh.entry))?;
+    w(EXCEPTION_BITMAP, 0)?;
+    w(PAGE_FAULT_ERROR_CODE_MASK, 0)?;
+    w(PAGE_FAULT_ERROR_CODE_MATCH, 0)?;
+    w(CR3_TARGET_COUNT, 0)?;
+    w(VM_EXIT_MSR_STORE_COUNT, 0)?;
+    w(VM_EXIT_MSR_LOAD_COUNT, 0)?;
+    w(VM_ENTRY_MSR_LOAD_COUNT, 0)?;
+    w(VM_ENTRY_INTR_INFO, 0)?;
+    w(CR0_GUEST_HOST_MASK, 0)?;
+    w(CR0_READ_SHADOW, cr0)?;
+    w(CR4_GUEST_HOST_MASK, CR4_VMXE)?;
+    w(CR4_READ_SHADOW, cr4)?;
+    w(MSR_BITMAP, sh.msr_bitmap_pa)?;
+    w(EPT_POINTER, sh.eptp)?;
+    w(VMCS_LINK_POINTER, NO_LINK)?;
+    w(TSC_OFFSET, 0)?;
+    if sh.vpid {
+        w(VIRTUAL_PROCESSOR_ID, HOST_VPID)?;
+    }
+    if sh.proc2 & ctl::PROC2_XSAVES != 0 {
+        w(XSS_EXIT_BITMAP, 0)?;
+    }
+
+    // Guest state: the CPU as it is now.
+    let gdtr = cpu::sgdt();
+    let idtr = cpu::sidt();
+    let gdt_entries = (usize::from(gdtr.limit) + 1) / 8;
+    // SAFETY: the GDT is mapped (the CPU uses it) and GDTR's limit bounds it.
+    let gdt_image = unsafe { core::slice::from_raw_parts(gdtr.base as *const u64, gdt_entries) };
+    let tables = DescriptorTables::from_gdtr(gdt_image, gdtr.limit);
+    // SAFETY: these MSRs exist on every CPU with VMX and long mode.
+    let (efer, pat, debugctl, fs_base, gs_base, se_cs, se_esp, se_eip) = unsafe {
+        (
+            cpu::rdmsr(cpu::msr::EFER),
+            cpu::rdmsr(cpu::msr::PAT),
+            cpu::rdmsr(cpu::msr::DEBUGCTL),
+            cpu::rdmsr(cpu::msr::FS_BASE),
+            cpu::rdmsr(cpu::msr::GS_BASE),
+            cpu::rdmsr(cpu::msr::SYSENTER_CS),
+            cpu::rdmsr(cpu::msr::SYSENTER_ESP),
+            cpu::rdmsr(cpu::msr::SYSENTER_EIP),
+        )
+    };
+    let segs = [
+        (
+            GUEST_ES_SELECTOR,
+            GUEST_ES_BASE,
+            GUEST_ES_LIMIT,
+            GUEST_ES_AR_BYTES,
+            segment_of(&tables, cpu::es(), false),
+        ),
+        (
+            GUEST_CS_SELECTOR,
+            GUEST_CS_BASE,
+            GUEST_CS_LIMIT,
+            GUEST_CS_AR_BYTES,
+            segment_of(&tables, cpu::cs(), false),
+        ),
+        (
+            GUEST_SS_SELECTOR,
+            GUEST_SS_BASE,
+            GUEST_SS_LIMIT,
+            GUEST_SS_AR_BYTES,
+            segment_of(&tables, cpu::ss(), false),
+        ),
+        (
+            GUEST_DS_SELECTOR,
+            GUEST_DS_BASE,
+            GUEST_DS_LIMIT,
+            GUEST_DS_AR_BYTES,
+            segment_of(&tables, cpu::ds(), false),
+        ),
+        (
+            GUEST_FS_SELECTOR,
+            GUEST_FS_BASE,
+            GUEST_FS_LIMIT,
+            GUEST_FS_AR_BYTES,
+            segment_of(&tables, cpu::fs(), false).with_base(fs_base),
+        ),
+        (
+            GUEST_GS_SELECTOR,
+            GUEST_GS_BASE,
+            GUEST_GS_LIMIT,
+            GUEST_GS_AR_BYTES,
+            segment_of(&tables, cpu::gs(), false).with_base(gs_base),
+        ),
+        (
+            GUEST_LDTR_SELECTOR,
+            GUEST_LDTR_BASE,
+            GUEST_LDTR_LIMIT,
+            GUEST_LDTR_AR_BYTES,
+            segment_of(&tables, cpu::ldtr(), true),
+        ),
+        (
+            GUEST_TR_SELECTOR,
+            GUEST_TR_BASE,
+            GUEST_TR_LIMIT,
+            GUEST_TR_AR_BYTES,
+            segment::tr_for_vm_entry(segment_of(&tables, cpu::tr(), true))
+                .unwrap_or(SegmentState::unusable(0)),
+        ),
+    ];
+    for (sel, base, limit, ar, s) in segs {
+        w(sel, u64::from(s.selector))?;
+        w(base, s.base)?;
+        w(limit, u64::from(s.limit))?;
+        w(ar, u64::from(s.access_rights.0))?;
+    }
+    w(GUEST_GDTR_BASE, gdtr.base)?;
+    w(GUEST_GDTR_LIMIT, u64::from(gdtr.limit))?;
+    w(GUEST_IDTR_BASE, idtr.base)?;
+    w(GUEST_IDTR_LIMIT, u64::from(idtr.limit))?;
+    w(GUEST_CR0, cr0)?;
+    w(GUEST_CR3, cpu::read_cr3())?;
+    w(GUEST_CR4, cr4 | CR4_VMXE)?;
+    w(GUEST_DR7, cpu::read_dr7())?;
+    w(GUEST_IA32_EFER, efer)?;
+    w(GUEST_IA32_PAT, pat)?;
+    w(GUEST_IA32_DEBUGCTL, debugctl)?;
+    w(GUEST_SYSENTER_CS, se_cs)?;
+    w(GUEST_SYSENTER_ESP, se_esp)?;
+    w(GUEST_SYSENTER_EIP, se_eip)?;
+    w(GUEST_RFLAGS, cpu::read_rflags() & !vmx::LAUNCH_RFLAGS_CLEAR)?;
+    w(GUEST_INTERRUPTIBILITY_INFO, 0)?;
+    w(GUEST_ACTIVITY_STATE, 0)?;
+    w(GUEST_PENDING_DBG_EXCEPTIONS, 0)?;
+
+    // Host state: the hypervisor's own GDT, TSS, IDT and stack.
+    let tr = segs[7].4;
+    build_root_gdt_tss(slot, tr.base);
+    let tss_va = slot.gdt.va as u64 + TSS_OFFSET as u64;
+    w(HOST_CR0, cr0)?;
+    w(HOST_CR3, sh.host_cr3)?;
+    w(HOST_CR4, cr4 | CR4_VMXE)?;
+    w(HOST_CS_SELECTOR, u64::from(HOST_CS))?;
+    w(HOST_SS_SELECTOR, u64::from(HOST_SS))?;
+    w(HOST_DS_SELECTOR, 0)?;
+    w(HOST_ES_SELECTOR, 0)?;
+    w(HOST_FS_SELECTOR, 0)?;
+    w(HOST_GS_SELECTOR, 0)?;
+    w(HOST_TR_SELECTOR, u64::from(HOST_TR))?;
+    w(HOST_FS_BASE, 0)?;
+    w(HOST_GS_BASE, slot.hyp.va as u64)?;
+    w(HOST_TR_BASE, tss_va)?;
+    w(HOST_GDTR_BASE, slot.gdt.va as u64)?;
+    w(HOST_IDTR_BASE, sh.idt_va)?;
+    w(HOST_IA32_SYSENTER_CS, se_cs)?;
+    w(HOST_SYSENTER_ESP, se_esp)?;
+    w(HOST_SYSENTER_EIP, se_eip)?;
+    w(HOST_IA32_EFER, efer)?;
+    w(HOST_IA32_PAT, pat)?;
+    w(HOST_RSP, slot.stack_top - 16)?;
+    w(HOST_RIP, entry::pkvm_vmexit_entry as *const () as u64)?;
+    Ok(())
+}
+
+/// Fills the root-mode GDT (null, 64-bit code, data, busy TSS) and TSS of
+/// `slot`.  The TSS copies the host TSS's interrupt stacks, so that an NMI
+/// in the instant between TEARDOWN_CPU's IDT switch and the host's TR
+/// reload still lands on a valid stack.
+fn build_root_gdt_tss(slot: &CpuSlot, host_tss_base: u64) {
+    let tss = slot.gdt.va as u64 + TSS_OFFSET as u64;
+    let gdt = slot.gdt.ptr().cast::<u64>();
+    let tss_lo = TSS_LIMIT
+        | (tss & 0xff_ffff) << 16
+        | 0xbu64 << 40 // busy 64-bit TSS
+        | 1u64 << 47 // present
+        | ((tss >> 24) & 0xff) << 56;
+    // SAFETY: the GDT page is this slot's own pool page; the TSS lives at
+    // TSS_OFFSET in the same page; the host TSS is mapped (TR uses it) and
+    // IST1-7 sit at bytes 36..92 of a 64-bit TSS.
+    unsafe {
+        *gdt = 0;
+        *gdt.add(1) = 0x00af_9b00_0000_ffff;
+        *gdt.add(2) = 0x00cf_9300_0000_ffff;
+        *gdt.add(3) = tss_lo;
+        *gdt.add(4) = tss >> 32;
+        if host_tss_base != 0 {
+            core::ptr::copy_nonoverlapping(
+                (host_tss_base + 36) as *const u8,
+                (tss + 36) as *mut u8,
+                56,
+            );
+        }
+        // I/O map base beyond the limit: no I/O bitmap.
+        *((tss + 102) as *mut u16) = 104;
+    }
+}

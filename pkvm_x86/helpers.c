@@ -1,0 +1,62 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Host-side C helpers for pkvm_x86: thin wrappers around kernel inline
+ * functions and macros that Rust cannot reach through bindings.  Nothing
+ * here runs in VMX root mode.
+ */
+#include <linux/mm.h>
+#include <linux/module.h>
+#include <linux/smp.h>
+#include <asm/desc.h>
+#include <asm/io.h>
+
+#include "helpers.h"
+
+/* Physical address of a direct-map (kmalloc / page allocator) address. */
+u64 pkvm_helper_pa(const void *virt)
+{
+	return virt_to_phys((void *)virt);
+}
+
+/* Direct-map address of physical address @pa. */
+void *pkvm_helper_va(u64 pa)
+{
+	return phys_to_virt(pa);
+}
+
+
+/*
+ * After a CPU leaves VMX operation through TEARDOWN_CPU its task register
+ * still caches the hypervisor's TSS.  Reload the host's own: LTR needs the
+ * writable GDT (it sets the busy bit) and an available descriptor, then
+ * the GDTR the host had (the read-only fixmap alias) goes back.
+ * Runs with interrupts off on the CPU concerned.
+ */
+void pkvm_helper_reload_host_tr(void)
+{
+	struct desc_struct *gdt = get_cpu_gdt_rw(smp_processor_id());
+	struct desc_ptr old, rw = {
+		.address = (unsigned long)gdt,
+		.size = GDT_SIZE - 1,
+	};
+	tss_desc tss;
+
+	memcpy(&tss, &gdt[GDT_ENTRY_TSS], sizeof(tss));
+	tss.type = DESC_TSS;	/* available, as LTR wants it */
+	write_gdt_entry(gdt, GDT_ENTRY_TSS, &tss, DESC_TSS);
+	native_store_gdt(&old);
+	native_load_gdt(&rw);
+	asm volatile("ltr %w0" : : "q" (GDT_ENTRY_TSS * 8));
+	native_load_gdt(&old);
+}
+
+/* Start and size of one memory region (MOD_TEXT, MOD_RODATA, ...) of @mod. */
+void *pkvm_helper_module_region(struct module *mod, int type, unsigned int *size)
+{
+	if (type < 0 || type >= MOD_MEM_NUM_TYPES) {
+		*size = 0;
+		return NULL;
+	}
+	*size = mod->mem[type].size;
+	return mod->mem[type].base;
+}

@@ -1,0 +1,18 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Prototypes of pkvm_x86's C helpers (helpers.c); the Rust side declares
+ * the same functions in `extern "C"` blocks next to their users.
+ */
+#ifndef PKVM_X86_HELPERS_H
+#define PKVM_X86_HELPERS_H
+
+#include <linux/types.h>
+
+struct module;
+
+u64 pkvm_helper_pa(const void *virt);
+void *pkvm_helper_va(u64 pa);
+void pkvm_helper_reload_host_tr(void);
+void *pkvm_helper_module_region(struct module *mod, int type, unsigned int *size);
+
+#endif

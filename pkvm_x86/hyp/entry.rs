@@ -1,0 +1,227 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Root-mode entry points in assembly: the VM-exit entry, the exception
+//! handlers of the hypervisor's own IDT, and fault-tolerant MSR / XSETBV
+//! accessors.
+//!
+//! VM exit: HOST_RSP points at the top of the per-CPU hypervisor stack,
+//! where the address of the CPU's [`HypCpu`] is stored.  The entry reserves
+//! an IRET frame, saves the 15 general-purpose registers as a
+//! [`GuestRegs`], and calls [`super::exit_handler::handle_exit`].  A zero
+//! return resumes the guest (VMRESUME); a non-zero return means the
+//! handler left VMX operation (CPU teardown) and filled the IRET frame with
+//! the host's RIP/CS/RFLAGS/RSP/SS: the entry restores the registers and
+//! IRETQs into the host, now in root mode.
+//!
+//! Root-mode exceptions: NMI and #MC set a pending flag in the per-CPU
+//! state (through GS, which is HOST_GS_BASE = the `HypCpu`) and return; the
+//! exit handler delivers them to the host before the next VM entry.  #GP
+//! raised by the `*_safe` accessors below skips the faulting instruction
+//! and makes the accessor return an error.  Any other exception is a hypervisor bug: it is
+//! recorded (vector, RIP, count) and the CPU halts, so nothing runs on
+//! corrupted state.
+
+use super::percpu::{
+    HypCpu, OFF_EXPECT_FAULT, OFF_FATAL_COUNT, OFF_FATAL_RIP, OFF_FATAL_VECTOR, OFF_FAULTED,
+    OFF_MC_PENDING, OFF_NMI_PENDING,
+};
+
+/// Guest general-purpose registers as saved by the VM-exit entry, followed
+/// by the IRET frame used when the CPU leaves VMX operation.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct GuestRegs {
+    /// RAX, RCX, RDX, RBX, RBP, RSI, RDI, R8-R15 (RSP is in the VMCS).
+    pub gpr: [u64; 15],
+    /// RIP, CS, RFLAGS, RSP, SS for the final IRETQ of a teardown.
+    pub iret: [u64; 5],
+}
+
+/// Index into [`GuestRegs::gpr`] for the hardware register number `n`
+/// (0 = RAX ... 15 = R15); `None` for RSP (4), which lives in the VMCS.
+pub const fn gpr_slot(n: u8) -> Option<usize> {
+    match n {
+        0..=3 => Some(n as usize),
+        5..=15 => Some(n as usize - 1),
+        _ => None,
+    }
+}
+
+/// Size of the frame the entry pushes below HOST_RSP.
+pub const FRAME_SIZE: usize = core::mem::size_of::<GuestRegs>();
+const _: () = assert!(FRAME_SIZE == 160);
+const _: () = assert!(core::mem::size_of::<HypCpu>() % 8 == 0);
+
+/// Indices of registers in [`GuestRegs::gpr`].
+pub mod reg {
+    /// RAX.
+    pub const RAX: usize = 0;
+    /// RCX.
+    pub const RCX: usize = 1;
+    /// RDX.
+    pub const RDX: usize = 2;
+    /// RBX.
+    pub const RBX: usize = 3;
+    /// RSI.
+    pub const RSI: usize = 5;
+}
+
+extern "C" {
+    /// VM-exit entry point (HOST_RIP).
+    pub fn pkvm_vmexit_entry();
+    /// Addresses of the 32 exception handlers of the root-mode IDT.
+    pub static pkvm_root_idt_stubs: [u64; 32];
+    /// RDMSR `msr` into `*out`; returns 0, or 1 if it raised #GP.
+    pub fn pkvm_rdmsr_safe(msr: u32, out: *mut u64) -> u32;
+    /// WRMSR `value` to `msr`; returns 0, or 1 if it raised #GP.
+    pub fn pkvm_wrmsr_safe(msr: u32, value: u64) -> u32;
+    /// XSETBV `value` to XCR `xcr`; returns 0, or 1 if it raised #GP.
+    pub fn pkvm_xsetbv_safe(xcr: u32, value: u64) -> u32;
+}
+
+core::arch::global_asm!(
+    ".pushsection .text",
+    ".balign 16",
+    ".global pkvm_vmexit_entry",
+    "pkvm_vmexit_entry:",
+    "endbr64",
+    "sub rsp, 40",
+    "push r15", "push r14", "push r13", "push r12", "push r11", "push r10", "push r9", "push r8",
+    "push rdi", "push rsi", "push rbp", "push rbx", "push rdx", "push rcx", "push rax",
+    "mov rdi, rsp",
+    "mov rsi, [rsp + {frame}]",
+    "call {handler}",
+    "test rax, rax",
+    "jnz 2f",
+    "pop rax", "pop rcx", "pop rdx", "pop rbx", "pop rbp", "pop rsi", "pop rdi",
+    "pop r8", "pop r9", "pop r10", "pop r11", "pop r12", "pop r13", "pop r14", "pop r15",
+    "add rsp, 40",
+    "vmresume",
+    // VMRESUME failed: nothing sane to return to.  Record and halt.
+    "mov dword ptr gs:[{fatal_vector}], 0x100",
+    "lock inc dword ptr gs:[{fatal_count}]",
+    "3: cli",
+    "hlt",
+    "jmp 3b",
+    "2:",
+    "pop rax", "pop rcx", "pop rdx", "pop rbx", "pop rbp", "pop rsi", "pop rdi",
+    "pop r8", "pop r9", "pop r10", "pop r11", "pop r12", "pop r13", "pop r14", "pop r15",
+    "iretq",
+
+    // Exceptions without an error code: record vector and RIP, halt.
+    ".irp v, 0,1,3,4,5,6,7,9,15,16,19,20,22,23,24,25,26,27,28,31",
+    "pkvm_root_vec_\\v:",
+    "endbr64",
+    "mov dword ptr gs:[{fatal_vector}], \\v",
+    "jmp pkvm_root_fatal_noerr",
+    ".endr",
+    // Exceptions with an error code.
+    ".irp v, 8,10,11,12,14,17,21,29,30",
+    "pkvm_root_vec_\\v:",
+    "endbr64",
+    "mov dword ptr gs:[{fatal_vector}], \\v",
+    "jmp pkvm_root_fatal_err",
+    ".endr",
+    "pkvm_root_fatal_err:",
+    "add rsp, 8",
+    "pkvm_root_fatal_noerr:",
+    "push rax",
+    "mov rax, [rsp + 8]",
+    "mov gs:[{fatal_rip}], rax",
+    "pop rax",
+    "lock inc dword ptr gs:[{fatal_count}]",
+    "4: cli",
+    "hlt",
+    "jmp 4b",
+
+    // NMI and #MC: remember, deliver to the host later.
+    "pkvm_root_vec_2:",
+    "endbr64",
+    "mov dword ptr gs:[{nmi}], 1",
+    "iretq",
+    "pkvm_root_vec_18:",
+    "endbr64",
+    "mov dword ptr gs:[{mc}], 1",
+    "iretq",
+
+    // #GP: an expected fault of a *_safe accessor skips the instruction
+    // and reports; anything else is fatal.
+    "pkvm_root_vec_13:",
+    "endbr64",
+    "cmp dword ptr gs:[{expect}], 0",
+    "je 6f",
+    "push rax",
+    "mov eax, dword ptr gs:[{expect}]",
+    "add [rsp + 16], rax",
+    "mov dword ptr gs:[{expect}], 0",
+    "mov dword ptr gs:[{faulted}], 1",
+    "pop rax",
+    "add rsp, 8",
+    "iretq",
+    "6:",
+    "mov dword ptr gs:[{fatal_vector}], 13",
+    "jmp pkvm_root_fatal_err",
+
+    // The accessors: arm the fault expectation with the instruction's
+    // length (RDMSR, WRMSR: 2 bytes; XSETBV: 3), run it, disarm, report.
+    ".global pkvm_rdmsr_safe",
+    "pkvm_rdmsr_safe:",
+    "endbr64",
+    "mov ecx, edi",
+    "mov dword ptr gs:[{faulted}], 0",
+    "mov dword ptr gs:[{expect}], 2",
+    "rdmsr",
+    "mov dword ptr gs:[{expect}], 0",
+    "shl rdx, 32",
+    "or rax, rdx",
+    "mov [rsi], rax",
+    "mov eax, dword ptr gs:[{faulted}]",
+    "ret",
+
+    ".global pkvm_wrmsr_safe",
+    "pkvm_wrmsr_safe:",
+    "endbr64",
+    "mov ecx, edi",
+    "mov rax, rsi",
+    "mov rdx, rsi",
+    "shr rdx, 32",
+    "mov dword ptr gs:[{faulted}], 0",
+    "mov dword ptr gs:[{expect}], 2",
+    "wrmsr",
+    "mov dword ptr gs:[{expect}], 0",
+    "mov eax, dword ptr gs:[{faulted}]",
+    "ret",
+
+    ".global pkvm_xsetbv_safe",
+    "pkvm_xsetbv_safe:",
+    "endbr64",
+    "mov ecx, edi",
+    "mov rax, rsi",
+    "mov rdx, rsi",
+    "shr rdx, 32",
+    "mov dword ptr gs:[{faulted}], 0",
+    "mov dword ptr gs:[{expect}], 3",
+    "xsetbv",
+    "mov dword ptr gs:[{expect}], 0",
+    "mov eax, dword ptr gs:[{faulted}]",
+    "ret",
+    ".popsection",
+
+    ".pushsection .rodata",
+    ".balign 8",
+    ".global pkvm_root_idt_stubs",
+    "pkvm_root_idt_stubs:",
+    ".irp v, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31",
+    ".quad pkvm_root_vec_\\v",
+    ".endr",
+    ".popsection",
+    frame = const FRAME_SIZE,
+    handler = sym super::exit_handler::handle_exit,
+    fatal_vector = const OFF_FATAL_VECTOR,
+    fatal_count = const OFF_FATAL_COUNT,
+    fatal_rip = const OFF_FATAL_RIP,
+    nmi = const OFF_NMI_PENDING,
+    mc = const OFF_MC_PENDING,
+    expect = const OFF_EXPECT_FAULT,
+    faulted = const OFF_FAULTED,
+);

@@ -1,0 +1,345 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The VM-exit handler of the deprivileged host.
+//!
+//! Called from [`super::entry`] with the guest registers and the per-CPU
+//! state.  Every exit ends in one of: the instruction is emulated and
+//! skipped; a fault is injected into the host (#UD for VMX instructions and
+//! VMCALL from user mode, #GP for refused MSR or CR writes, #PF for host
+//! accesses to hypervisor memory); the CPU leaves VMX operation (TEARDOWN_CPU
+//! hypercall).  Nothing here panics: an exit it does not expect is counted
+//! in `HypCpu::unexpected` and answered with #UD, which the host's own
+//! fault handling reports.
+
+use core::arch::asm;
+
+use super::entry::{self, gpr_slot, reg, GuestRegs};
+use super::percpu::HypCpu;
+use crate::arch::{cpu, cpuid::cpuid, vmx};
+use crate::hv::exit::{
+    self, cpuid_filter, entry_intr_info, reason, vector, CrAccess, EptViolation, EventType,
+    ExitReason,
+};
+use crate::hv::hypercall::{self, errno, nr};
+use crate::hv::msr_bitmap::HOST_POLICY;
+use crate::hv::vmcs::*;
+
+/// Reads a VMCS field of the current VMCS; 0 if it cannot be read (which
+/// would be a hypervisor bug, counted through the result checks upstream).
+fn rd(f: Field) -> u64 {
+    // SAFETY: the exit handler runs in VMX root operation with the host's
+    // VMCS current (the CPU just exited from it).
+    unsafe { vmx::vmread(f) }.unwrap_or(0)
+}
+
+fn wr(f: Field, v: u64) {
+    // SAFETY: as for `rd`; callers only write guest-state and entry-control
+    // fields with values derived from the architectural rules in `hv`.
+    let _ = unsafe { vmx::vmwrite(f, v) };
+}
+
+fn skip_instruction() {
+    let len = rd(VM_EXIT_INSTRUCTION_LEN);
+    wr(GUEST_RIP, rd(GUEST_RIP).wrapping_add(len));
+    // The instruction retired: STI / MOV-SS blocking ends with it.
+    let intr = rd(GUEST_INTERRUPTIBILITY_INFO);
+    if intr & 3 != 0 {
+        wr(GUEST_INTERRUPTIBILITY_INFO, intr & !3);
+    }
+}
+
+fn inject(vec: u8, ty: EventType, error_code: Option<u32>) {
+    wr(
+        VM_ENTRY_INTR_INFO,
+        u64::from(entry_intr_info(vec, ty, error_code.is_some())),
+    );
+    if let Some(e) = error_code {
+        wr(VM_ENTRY_EXCEPTION_ERROR_CODE, u64::from(e));
+    }
+}
+
+fn inject_ud() {
+    inject(vector::UD, EventType::HardwareException, None);
+}
+
+fn inject_gp0() {
+    inject(vector::GP, EventType::HardwareException, Some(0));
+}
+
+fn guest_cpl() -> u64 {
+    (rd(GUEST_SS_AR_BYTES) >> 5) & 3
+}
+
+fn get_gpr(regs: &GuestRegs, n: u8) -> u64 {
+    match gpr_slot(n) {
+        Some(i) => regs.gpr.get(i).copied().unwrap_or(0),
+        None => rd(GUEST_RSP),
+    }
+}
+
+/// MSRs the host may not write: those the interception policy names
+/// (IA32_FEATURE_CONTROL and the VMX capability MSRs).
+fn msr_write_refused(msr: u32) -> bool {
+    HOST_POLICY
+        .iter()
+        .any(|r| r.access.write() && (r.first..=r.last).contains(&msr))
+}
+
+/// Entry point from assembly.  Returns 0 to resume the guest, 1 when the
+/// CPU has left VMX operation and `regs.iret` holds the host's frame.
+///
+/// # Safety
+///
+/// Only [`entry::pkvm_vmexit_entry`] calls this, in VMX root operation,
+/// with `regs` pointing at the saved frame and `cpu` at this CPU's
+/// `HypCpu`, both valid and exclusively owned by this CPU for the call.
+pub(super) unsafe extern "C" fn handle_exit(regs: *mut GuestRegs, cpu: *mut HypCpu) -> u64 {
+    // SAFETY: guaranteed by the caller (see above).
+    let (regs, cpu) = unsafe { (&mut *regs, &mut *cpu) };
+    let why = ExitReason::from_raw(rd(VM_EXIT_REASON));
+    cpu.stats.record(why.basic);
+
+    match why.basic {
+        reason::CPUID => {
+            let leaf = regs.gpr[reg::RAX] as u32;
+            let r = cpuid(leaf, regs.gpr[reg::RCX] as u32);
+            let out = cpuid_filter(leaf, [r.eax, r.ebx, r.ecx, r.edx]);
+            regs.gpr[reg::RAX] = u64::from(out[0]);
+            regs.gpr[reg::RBX] = u64::from(out[1]);
+            regs.gpr[reg::RCX] = u64::from(out[2]);
+            regs.gpr[reg::RDX] = u64::from(out[3]);
+            skip_instruction();
+        }
+        reason::VMCALL => {
+            if guest_cpl() != 0 {
+                inject_ud();
+            } else {
+                return hypercall_dispatch(regs, cpu);
+            }
+        }
+        reason::CR_ACCESS => match CrAccess::decode(rd(EXIT_QUALIFICATION)) {
+            CrAccess::MovTo { cr: 4, gpr } => {
+                let val = get_gpr(regs, gpr);
+                match exit::cr4_write(val, cpu.cr4_fixed0, cpu.cr4_fixed1) {
+                    Some((real, shadow)) => {
+                        wr(GUEST_CR4, real);
+                        wr(CR4_READ_SHADOW, shadow);
+                        skip_instruction();
+                    }
+                    None => inject_gp0(),
+                }
+            }
+            _ => unexpected(cpu, why.basic),
+        },
+        reason::RDMSR => {
+            let msr = regs.gpr[reg::RCX] as u32;
+            let mut v = 0u64;
+            // SAFETY: the accessor recovers from #GP through the root-mode
+            // IDT's fixup and writes only `v`.
+            if unsafe { entry::pkvm_rdmsr_safe(msr, &mut v) } == 0 {
+                regs.gpr[reg::RAX] = v & 0xffff_ffff;
+                regs.gpr[reg::RDX] = v >> 32;
+                skip_instruction();
+            } else {
+                inject_gp0();
+            }
+        }
+        reason::WRMSR => {
+            let msr = regs.gpr[reg::RCX] as u32;
+            let v = (regs.gpr[reg::RDX] << 32) | (regs.gpr[reg::RAX] & 0xffff_ffff);
+            // SAFETY: as for RDMSR.  Only MSRs outside the bitmap's range
+            // and the refused ones exit; the host could write the former
+            // natively, so writing them on its behalf grants nothing new.
+            if msr_write_refused(msr) || unsafe { entry::pkvm_wrmsr_safe(msr, v) } != 0 {
+                inject_gp0();
+            } else {
+                skip_instruction();
+            }
+        }
+        reason::XSETBV => {
+            let v = (regs.gpr[reg::RDX] << 32) | (regs.gpr[reg::RAX] & 0xffff_ffff);
+            // SAFETY: XSETBV with the host's operands; a #GP is recovered.
+            if unsafe { entry::pkvm_xsetbv_safe(regs.gpr[reg::RCX] as u32, v) } == 0 {
+                skip_instruction();
+            } else {
+                inject_gp0();
+            }
+        }
+        reason::INVD => {
+            // Never drop dirty lines: write back instead.
+            // SAFETY: WBINVD only affects caches.
+            unsafe { asm!("wbinvd", options(nostack, preserves_flags)) };
+            skip_instruction();
+        }
+        19..=27 | reason::INVEPT | reason::INVVPID | reason::VMFUNC | reason::GETSEC => {
+            // VMX (and SMX) instructions: the host sees a CPU without VMX
+            // until nested VMX exists.
+            inject_ud();
+        }
+        reason::EPT_VIOLATION => host_touched_protected_memory(),
+        reason::NMI_WINDOW => {}
+        _ => unexpected(cpu, why.basic),
+    }
+    deliver_pending(cpu);
+    0
+}
+
+fn unexpected(cpu: &mut HypCpu, basic: u16) {
+    cpu.unexpected = cpu.unexpected.wrapping_add(1);
+    cpu.last_unexpected = u64::from(basic);
+    inject_ud();
+}
+
+/// The host accessed a page it does not own (hypervisor memory, or a page
+/// donated to a guest): inject a page fault at the linear address it used.
+/// See Documentation/deprivilege.rst for what the host observes.
+fn host_touched_protected_memory() {
+    let v = EptViolation::decode(rd(EXIT_QUALIFICATION));
+    let cpl3 = guest_cpl() == 3;
+    let addr = if v.linear_valid {
+        rd(GUEST_LINEAR_ADDRESS)
+    } else {
+        rd(GUEST_PHYSICAL_ADDRESS)
+    };
+    // SAFETY: CR2 is not part of the VMCS; the host reads the fault address
+    // from the real CR2, which nothing in root mode depends on.
+    unsafe { asm!("mov cr2, {a}", a = in(reg) addr, options(nostack, preserves_flags)) };
+    inject(
+        vector::PF,
+        EventType::HardwareException,
+        Some(v.host_pf_error_code(cpl3)),
+    );
+}
+
+/// Delivers an NMI or machine check that arrived while in root mode, if
+/// no other event is being injected and the host is not blocking NMIs.
+fn deliver_pending(cpu: &mut HypCpu) {
+    if rd(VM_ENTRY_INTR_INFO) & (1 << 31) != 0 {
+        return;
+    }
+    // Re-deliver an event whose delivery the exit interrupted.
+    let idt = rd(IDT_VECTORING_INFO);
+    if idt & (1 << 31) != 0 {
+        wr(VM_ENTRY_INTR_INFO, idt & !(1 << 12));
+        if idt & (1 << 11) != 0 {
+            wr(VM_ENTRY_EXCEPTION_ERROR_CODE, rd(IDT_VECTORING_ERROR_CODE));
+        }
+        wr(VM_ENTRY_INSTRUCTION_LEN, rd(VM_EXIT_INSTRUCTION_LEN));
+        return;
+    }
+    if cpu.mc_pending != 0 {
+        cpu.mc_pending = 0;
+        inject(vector::MC, EventType::HardwareException, None);
+    } else if cpu.nmi_pending != 0 && rd(GUEST_INTERRUPTIBILITY_INFO) & (1 << 3) == 0 {
+        cpu.nmi_pending = 0;
+        inject(vector::NMI, EventType::Nmi, None);
+    }
+}
+
+fn hypercall_dispatch(regs: &mut GuestRegs, cpu: &mut HypCpu) -> u64 {
+    let call = regs.gpr[reg::RAX];
+    let a0 = regs.gpr[reg::RBX];
+    skip_instruction();
+    let ret = match call {
+        nr::VERSION => hypercall::ABI_VERSION,
+        nr::EXIT_COUNT => {
+            if a0 == u64::MAX {
+                cpu.stats.total()
+            } else {
+                cpu.stats.get(a0)
+            }
+        }
+        nr::EXIT_COUNT_RESET => {
+            cpu.stats = exit::ExitStats::new();
+            0
+        }
+        nr::TEARDOWN_CPU => {
+            regs.gpr[reg::RAX] = 0;
+            // SAFETY: this is the TEARDOWN_CPU contract: the host asked to
+            // leave VMX operation on this CPU, in its own context.
+            return unsafe { teardown(regs, cpu) };
+        }
+        _ => hypercall::err(errno::ENOSYS),
+    };
+    regs.gpr[reg::RAX] = ret;
+    deliver_pending(cpu);
+    0
+}
+
+/// Leaves VMX operation and prepares `regs.iret` so that the entry's IRETQ
+/// lands in the host right after its VMCALL, in root mode, with the
+/// host's control registers, descriptor tables, segments and MSRs.  The
+/// task register still refers to the hypervisor's TSS: the host reloads
+/// its own right after the hypercall returns (see `crate::deprivilege`).
+///
+/// # Safety
+///
+/// Called from the exit handler for TEARDOWN_CPU only.
+unsafe fn teardown(regs: &mut GuestRegs, cpu: &mut HypCpu) -> u64 {
+    let g = |f| rd(f);
+    let (rip, rsp, rflags) = (g(GUEST_RIP), g(GUEST_RSP), g(GUEST_RFLAGS));
+    let (cr0, cr3, cr4_shadow) = (g(GUEST_CR0), g(GUEST_CR3), g(CR4_READ_SHADOW));
+    let cr4_real = g(GUEST_CR4);
+    let gdt = cpu::DescriptorTablePointer {
+        limit: g(GUEST_GDTR_LIMIT) as u16,
+        base: g(GUEST_GDTR_BASE),
+    };
+    let idt = cpu::DescriptorTablePointer {
+        limit: g(GUEST_IDTR_LIMIT) as u16,
+        base: g(GUEST_IDTR_BASE),
+    };
+    let (cs, ss) = (g(GUEST_CS_SELECTOR), g(GUEST_SS_SELECTOR));
+    let (ds, es) = (g(GUEST_DS_SELECTOR), g(GUEST_ES_SELECTOR));
+    let (fs, gs) = (g(GUEST_FS_SELECTOR), g(GUEST_GS_SELECTOR));
+    let (fs_base, gs_base) = (g(GUEST_FS_BASE), g(GUEST_GS_BASE));
+    let pat = g(GUEST_IA32_PAT);
+    let efer = g(GUEST_IA32_EFER);
+    let debugctl = g(GUEST_IA32_DEBUGCTL);
+    let (se_cs, se_esp, se_eip) = (
+        g(GUEST_SYSENTER_CS),
+        g(GUEST_SYSENTER_ESP),
+        g(GUEST_SYSENTER_EIP),
+    );
+    let dr7 = g(GUEST_DR7);
+    let vmcs_pa = {
+        let mut pa = 0u64;
+        // SAFETY: VMPTRST stores the current-VMCS pointer into `pa`.
+        unsafe { asm!("vmptrst [{p}]", p = in(reg) &mut pa, options(nostack, preserves_flags)) };
+        pa
+    };
+
+    // SAFETY: leaving VMX operation on the host's request; the VMCS is
+    // cleared first so its state is written back to memory.
+    unsafe {
+        let _ = vmx::vmclear(vmcs_pa);
+        let _ = vmx::vmxoff();
+    }
+    cpu.torn_down = 1;
+
+    // SAFETY: everything below restores the host's own values, captured by
+    // the VMCS at this exit, onto the CPU that is now in plain root mode.
+    unsafe {
+        asm!("mov cr0, {v}", v = in(reg) cr0, options(nostack, preserves_flags));
+        // CR4: VMXE as the host believes it to be, everything else as it was.
+        let cr4 = (cr4_real & !exit::CR4_VMXE) | (cr4_shadow & exit::CR4_VMXE);
+        cpu::write_cr4(cr4);
+        asm!("mov cr3, {v}", v = in(reg) cr3, options(nostack, preserves_flags));
+        asm!("lgdt [{p}]", p = in(reg) &gdt, options(nostack, preserves_flags));
+        asm!("lidt [{p}]", p = in(reg) &idt, options(nostack, preserves_flags));
+        asm!("mov ds, {v:x}", "mov es, {v2:x}", v = in(reg) ds, v2 = in(reg) es, options(nostack, preserves_flags));
+        asm!("mov fs, {v:x}", v = in(reg) fs, options(nostack, preserves_flags));
+        // Loading GS clobbers the GS base this code relies on no more.
+        asm!("mov gs, {v:x}", v = in(reg) gs, options(nostack, preserves_flags));
+        cpu::wrmsr(cpu::msr::FS_BASE, fs_base);
+        cpu::wrmsr(cpu::msr::GS_BASE, gs_base);
+        cpu::wrmsr(cpu::msr::PAT, pat);
+        cpu::wrmsr(cpu::msr::EFER, efer);
+        cpu::wrmsr(cpu::msr::DEBUGCTL, debugctl);
+        cpu::wrmsr(cpu::msr::SYSENTER_CS, se_cs);
+        cpu::wrmsr(cpu::msr::SYSENTER_ESP, se_esp);
+        cpu::wrmsr(cpu::msr::SYSENTER_EIP, se_eip);
+        asm!("mov dr7, {v}", v = in(reg) dr7, options(nostack, preserves_flags));
+    }
+    regs.iret = [rip, cs, rflags, rsp, ss];
+    1
+}
