@@ -75,6 +75,10 @@ struct Shared {
 /// the pool back.
 pub(crate) struct Hypervisor {
     slots: KVec<CpuSlot>,
+    /// Nanoseconds each CPU's launch callback took (guest clock), by slot.
+    launch_ns: KVec<u64>,
+    /// Nanoseconds from the start of `start` to the last CPU launched.
+    total_ns: u64,
     // Declared last: freed after every CPU has left VMX operation.
     pool: Pool,
 }
@@ -100,10 +104,14 @@ struct LaunchArgs {
 impl Hypervisor {
     /// Deprivileges every online CPU.
     pub(crate) fn start(caps: &VmxCaps, pool_bytes: usize) -> Result<Self> {
+        // SAFETY: ktime_get has no preconditions.
+        let t0 = unsafe { bindings::ktime_get() };
         let mut pool = Pool::new(pool_bytes)?;
         let shared = Self::build_shared(caps, &mut pool)?;
         let mut hv = Hypervisor {
             slots: KVec::new(),
+            launch_ns: KVec::new(),
+            total_ns: 0,
             pool,
         };
         let _hotplug = crate::cpu_caps::CpusReadGuard::new();
@@ -122,6 +130,8 @@ impl Hypervisor {
                 stage: "",
                 vm_error: 0,
             };
+            // SAFETY: ktime_get has no preconditions.
+            let t = unsafe { bindings::ktime_get() };
             // SAFETY: the callback runs on `cpu` and returns before this
             // call does (wait = 1); `args` outlives it.
             let rc = unsafe {
@@ -148,6 +158,11 @@ impl Hypervisor {
             }
             // SAFETY: as above; the launch callback has returned.
             unsafe { (*slot).launched = true };
+            // SAFETY: ktime_get has no preconditions.
+            let now = unsafe { bindings::ktime_get() };
+            hv.launch_ns
+                .push(now.saturating_sub(t) as u64, GFP_KERNEL)?;
+            hv.total_ns = now.saturating_sub(t0) as u64;
         }
         Ok(hv)
     }
@@ -155,6 +170,23 @@ impl Hypervisor {
     /// Number of deprivileged CPUs.
     pub(crate) fn cpus(&self) -> usize {
         self.slots.iter().filter(|s| s.launched).count()
+    }
+
+    /// The deprivileged CPUs.
+    pub(crate) fn launched_cpus(&self) -> Result<KVec<u32>> {
+        let mut v = KVec::new();
+        for s in self.slots.iter().filter(|s| s.launched) {
+            v.push(s.cpu, GFP_KERNEL)?;
+        }
+        Ok(v)
+    }
+
+    /// Time to deprivilege all CPUs, and the slowest single CPU, in ns.
+    pub(crate) fn launch_times(&self) -> (u64, u64) {
+        (
+            self.total_ns,
+            self.launch_ns.iter().copied().max().unwrap_or(0),
+        )
     }
 
     /// Pages of the pool in use / in total.
@@ -668,4 +700,43 @@ fn build_root_gdt_tss(slot: &CpuSlot, host_tss_base: u64) {
         // I/O map base beyond the limit: no I/O bitmap.
         *((tss + 102) as *mut u16) = 104;
     }
+}
+
+/// VM-exit counters of one CPU: index `r` is basic reason `r`, the last
+/// slot the total.
+pub(crate) type ExitCounts = [u64; crate::hv::exit::reason::MAX as usize + 2];
+
+/// Runs on a deprivileged CPU: fetches its exit counters by hypercall.
+///
+/// # Safety
+///
+/// `info` points at an [`ExitCounts`] the caller keeps alive; the CPU runs
+/// deprivileged under this hypervisor.
+unsafe extern "C" fn exit_counts_this_cpu(info: *mut c_void) {
+    // SAFETY: guaranteed by the caller.
+    let out = unsafe { &mut *info.cast::<ExitCounts>() };
+    let last = out.len() - 1;
+    for (r, slot) in out.iter_mut().enumerate() {
+        let arg = if r == last { u64::MAX } else { r as u64 };
+        // SAFETY: EXIT_COUNT only reads hypervisor counters.
+        *slot = unsafe { vmx::vmcall(nr::EXIT_COUNT, arg, 0, 0, 0) };
+    }
+}
+
+/// The exit counters of deprivileged CPU `cpu`.
+pub(crate) fn exit_counts(cpu: u32) -> Result<ExitCounts> {
+    let mut out: ExitCounts = [0; crate::hv::exit::reason::MAX as usize + 2];
+    // SAFETY: the callback runs on `cpu` before this returns; `out` lives.
+    let rc = unsafe {
+        bindings::smp_call_function_single(
+            cpu as i32,
+            Some(exit_counts_this_cpu),
+            (&raw mut out).cast(),
+            1,
+        )
+    };
+    if rc != 0 {
+        return Err(Error::from_errno(rc));
+    }
+    Ok(out)
 }

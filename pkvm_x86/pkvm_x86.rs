@@ -40,13 +40,45 @@ module! {
 /// Raw capability MSRs as read, for the `raw_msrs` debugfs file.
 struct RawMsrs([Option<u64>; VMX_MSR_COUNT]);
 
+/// What the `status` debugfs file shows.
+struct Status {
+    cpus: u32,
+    pool_used: usize,
+    pool_total: usize,
+    launch_total_ns: u64,
+    launch_max_cpu_ns: u64,
+}
+
+// Fields drop in declaration order: the debugfs files (whose readers may
+// issue hypercalls) go first, the hypervisor last.
 struct PkvmX86 {
-    /// Re-privileges every CPU when dropped (module unload).
-    _hyp: deprivilege::Hypervisor,
     _caps: Pin<KBox<debugfs::File<VmxCaps>>>,
     _raw: Pin<KBox<debugfs::File<RawMsrs>>>,
     _cpus: Pin<KBox<debugfs::File<u32>>>,
+    _status: Pin<KBox<debugfs::File<Status>>>,
+    _exits: Pin<KBox<debugfs::File<KVec<u32>>>>,
     _dir: debugfs::Dir,
+    /// Re-privileges every CPU when dropped (module unload).
+    _hyp: deprivilege::Hypervisor,
+}
+
+/// Prints the exit counters of `cpus`, summed, as `reason count` lines.
+fn write_exits(cpus: &KVec<u32>, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut sum: deprivilege::ExitCounts = [0; hv::exit::reason::MAX as usize + 2];
+    for &cpu in cpus.iter() {
+        let c = deprivilege::exit_counts(cpu).map_err(|_| core::fmt::Error)?;
+        writeln!(f, "cpu{cpu}_total {}", c[c.len() - 1])?;
+        for (s, v) in sum.iter_mut().zip(c.iter()) {
+            *s = s.wrapping_add(*v);
+        }
+    }
+    let last = sum.len() - 1;
+    for (r, &n) in sum.iter().enumerate().take(last) {
+        if n != 0 {
+            writeln!(f, "{} {n}", hv::exit::reason_name(r as u16))?;
+        }
+    }
+    writeln!(f, "total {}", sum[last])
 }
 
 impl kernel::Module for PkvmX86 {
@@ -64,13 +96,23 @@ impl kernel::Module for PkvmX86 {
         }
         let hyp = deprivilege::Hypervisor::start(&found.caps, pool_mb as usize * 1024 * 1024)?;
         let (used, total) = hyp.pool_usage();
+        let (all_ns, max_ns) = hyp.launch_times();
         pr_info!(
             "{}\n",
             format_args!(
-                "deprivileged {} CPUs; hypervisor pool {used}/{total} pages used",
-                hyp.cpus()
+                "deprivileged {} CPUs in {} us (slowest CPU {} us); hypervisor pool {used}/{total} pages used",
+                hyp.cpus(),
+                all_ns / 1000,
+                max_ns / 1000
             )
         );
+        let status = Status {
+            cpus: hyp.cpus() as u32,
+            pool_used: used,
+            pool_total: total,
+            launch_total_ns: all_ns,
+            launch_max_cpu_ns: max_ns,
+        };
 
         let dir = debugfs::Dir::new(c"pkvm_x86");
         let caps = KBox::pin_init(
@@ -86,12 +128,28 @@ impl kernel::Module for PkvmX86 {
             GFP_KERNEL,
         )?;
         let cpus = KBox::pin_init(dir.read_only_file(c"cpus_checked", found.cpus), GFP_KERNEL)?;
+        let status = KBox::pin_init(
+            dir.read_callback_file(c"status", status, &|s: &Status, f| {
+                writeln!(f, "deprivileged_cpus: {}", s.cpus)?;
+                writeln!(f, "pool_pages_used: {}", s.pool_used)?;
+                writeln!(f, "pool_pages_total: {}", s.pool_total)?;
+                writeln!(f, "deprivilege_all_ns: {}", s.launch_total_ns)?;
+                writeln!(f, "deprivilege_slowest_cpu_ns: {}", s.launch_max_cpu_ns)
+            }),
+            GFP_KERNEL,
+        )?;
+        let exits = KBox::pin_init(
+            dir.read_callback_file(c"exits", hyp.launched_cpus()?, &write_exits),
+            GFP_KERNEL,
+        )?;
         Ok(PkvmX86 {
-            _hyp: hyp,
             _caps: caps,
             _raw: raw,
             _cpus: cpus,
+            _status: status,
+            _exits: exits,
             _dir: dir,
+            _hyp: hyp,
         })
     }
 }

@@ -3,6 +3,10 @@
 #
 #   caps-c1, caps-c2   corei7_icelake_u, 1 and 2 CPUs: load, debugfs, unload,
 #                      reload, KVM loads afterwards, clean dmesg
+#   depriv-c1, -c2     the host runs deprivileged: signature leaf, workload,
+#                      timers, exit counters, protected MSRs, kvm_intel
+#                      refused while loaded and working after, 20 load/unload
+#                      cycles without leaks, benchmarks (BENCH lines)
 #   novmx              p4_prescott_celeron_336 (Intel 64-bit, no VMX): the
 #                      module refuses with ENODEV and a clear message
 #   harness-negative   the caps suite on the no-VMX CPU must be judged FAIL:
@@ -46,4 +50,10 @@ boot caps-c2 caps corei7_icelake_u 2 & p1=$!
 boot harness-negative caps p4_prescott_celeron_336 1 & p2=$!
 check caps-c2 pass $p1
 check harness-negative fail $p2
+boot depriv-c1 deprivilege corei7_icelake_u 1 & p1=$!
+boot depriv-c2 deprivilege corei7_icelake_u 2 & p2=$!
+check depriv-c1 pass $p1
+check depriv-c2 pass $p2
+echo "benchmarks (guest clock inside Bochs):"
+grep -h '# BENCH' "$runs"/depriv-c1.out "$runs"/depriv-c2.out | sed 's/^\[[^]]*\] # /  /' | grep -v exits_by_reason
 exit $((fails > 100 ? 100 : fails))

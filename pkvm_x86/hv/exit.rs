@@ -332,11 +332,22 @@ pub mod cpuid {
 }
 
 /// The CPUID result the host sees for `leaf`, given what the CPU returned.
-/// Only the hypervisor range is changed: leaf 0x4000_0000 carries the
-/// signature and the highest hypervisor leaf, 0x4000_0001 the ABI version,
-/// the rest of 0x4000_00xx reads as zero.
+///
+/// * Leaf 1: ECX.VMX (bit 5) reads as 0.  VMX belongs to pkvm; until nested
+///   VMX exists the host must not try to use it, and KVM checks exactly
+///   this bit before anything else, so `kvm_intel` fails to load with
+///   "VMX not supported" instead of faulting on VMXON.
+/// * Leaf 0x4000_0000 carries the signature and the highest hypervisor
+///   leaf, 0x4000_0001 the ABI version, the rest of 0x4000_00xx reads as 0.
+/// * Everything else is the CPU's own answer.
 pub const fn cpuid_filter(leaf: u32, native: [u32; 4]) -> [u32; 4] {
     match leaf {
+        1 => [
+            native[0],
+            native[1],
+            native[2] & !super::vmx_caps::CPUID_1_ECX_VMX,
+            native[3],
+        ],
         cpuid::HV_BASE => [
             cpuid::HV_MAX,
             cpuid::SIGNATURE[0],
@@ -463,7 +474,10 @@ mod tests {
     fn cr4_write_keeps_vmxe_real_and_shadows_the_host_value() {
         let (fixed0, fixed1) = (0x2000, 0x0077_2fff);
         let host = 0x0036_06f0; // a typical Linux CR4 without VMXE
-        assert_eq!(cr4_write(host, fixed0, fixed1), Some((host | CR4_VMXE, host)));
+        assert_eq!(
+            cr4_write(host, fixed0, fixed1),
+            Some((host | CR4_VMXE, host))
+        );
         assert_eq!(
             cr4_write(host | CR4_VMXE, fixed0, fixed1),
             Some((host | CR4_VMXE, host | CR4_VMXE))
@@ -484,7 +498,12 @@ mod tests {
         assert_eq!(&sig, b"pkvm-x86\0\0\0\0");
         assert_eq!(cpuid_filter(0x4000_0001, native), [1, 0, 0, 0]);
         assert_eq!(cpuid_filter(0x4000_0042, native), [0; 4]);
-        assert_eq!(cpuid_filter(1, native), native, "other leaves untouched");
+        assert_eq!(cpuid_filter(7, native), native, "other leaves untouched");
+        assert_eq!(
+            cpuid_filter(1, [0x806c1, 0x800, 0xffba_2223, 0x1f8b_fbff]),
+            [0x806c1, 0x800, 0xffba_2203, 0x1f8b_fbff],
+            "leaf 1 hides VMX and nothing else"
+        );
         assert_eq!(cpuid_filter(0x4000_0100, native), native);
     }
 

@@ -1,0 +1,143 @@
+# selftests/suite-deprivilege.sh: the host keeps running, deprivileged,
+# after insmod; the hypervisor answers what it must; unload gives root mode
+# back; load/unload cycles leak nothing; KVM works again afterwards.
+
+DBG=/sys/kernel/debug/pkvm_x86
+TESTS="native_before insmod_deprivileges signature_leaf workload timers_and_interrupts \
+exit_counters protected_msr_write kvm_refused_while_loaded rmmod_reprivileges kvm_after \
+load_unload_20 bench dmesg_clean"
+
+ncpu() { grep -c ^processor /proc/cpuinfo; }
+memfree_kb() { sed -n 's/^MemFree: *\([0-9]*\) kB/\1/p' /proc/meminfo; }
+
+t_native_before() {
+	sig=$(/bin/cpuid -s)
+	echo "signature before insmod: $sig"
+	[ "$sig" != pkvm-x86 ] || fail "signature present before pkvm is loaded"
+	/bin/workload 8 2 > /tmp/native.txt || fail "native workload failed"
+	cat /tmp/native.txt
+}
+
+t_insmod_deprivileges() {
+	insmod /lib/modules/pkvm_x86.ko || fail "insmod failed"
+	line=$(dmesg | grep 'pkvm_x86: deprivileged' | tail -1)
+	echo "$line"
+	echo "$line" | grep -q "deprivileged $(ncpu) CPUs" || fail "not every CPU deprivileged"
+	cat $DBG/status
+	expect_eq "deprivileged_cpus" "$(sed -n 's/^deprivileged_cpus: //p' $DBG/status)" "$(ncpu)"
+}
+
+t_signature_leaf() {
+	ecx=$(/bin/cpuid 1 | cut -d' ' -f3)
+	[ $((0x$ecx & 0x20)) = 0 ] || fail "CPUID.1:ECX.VMX still visible to the host"
+	for c in $(seq 0 $(($(ncpu) - 1))); do
+		sig=$(taskset -c $c /bin/cpuid -s 2>/dev/null || /bin/cpuid -s)
+		expect_eq "cpu$c signature" "$sig" "pkvm-x86" || return 1
+	done
+	leaf1=$(/bin/cpuid 0x40000001)
+	expect_eq "ABI version leaf" "${leaf1%% *}" "00000001"
+}
+
+t_workload() {
+	for i in 1 2 3; do
+		/bin/workload 8 2 || fail "workload run $i failed"
+	done
+	# Shell, pipes, forks.
+	n=$(seq 1 2000 | while read x; do echo $((x * 2)); done | awk '{s += $1} END {print s}')
+	expect_eq "shell arithmetic" "$n" "4002000"
+}
+
+t_timers_and_interrupts() {
+	a=$(cut -d' ' -f1 /proc/uptime)
+	i1=$(awk '/timer|LOC/ {s += $2} END {print s}' /proc/interrupts)
+	sleep 1
+	b=$(cut -d' ' -f1 /proc/uptime)
+	i2=$(awk '/timer|LOC/ {s += $2} END {print s}' /proc/interrupts)
+	echo "uptime $a -> $b, timer interrupts $i1 -> $i2"
+	[ "$(echo "$a $b" | awk '{print ($2 - $1 >= 0.9)}')" = 1 ] || fail "sleep 1 did not take a second"
+	[ "$i2" -gt "$i1" ] || fail "no timer interrupts while deprivileged"
+}
+
+t_exit_counters() {
+	before=$(sed -n 's/^cpuid //p' $DBG/exits)
+	for i in 1 2 3 4 5; do /bin/cpuid 0 > /dev/null; done
+	after=$(sed -n 's/^cpuid //p' $DBG/exits)
+	cat $DBG/exits
+	[ $((after - ${before:-0})) -ge 5 ] || fail "cpuid exits not counted ($before -> $after)"
+}
+
+t_protected_msr_write() {
+	# IA32_FEATURE_CONTROL is locked, so a write #GPs natively too; the
+	# hypervisor must keep it that way, and the machine must stay up.
+	out=$(/bin/wrmsr 0x3a 0x5); rc=$?
+	echo "wrmsr IA32_FEATURE_CONTROL: $out"
+	[ $rc = 1 ] || fail "write to IA32_FEATURE_CONTROL was not refused"
+	out=$(/bin/wrmsr 0x480 0); rc=$?
+	echo "wrmsr IA32_VMX_BASIC: $out"
+	[ $rc = 1 ] || fail "write to IA32_VMX_BASIC was not refused"
+	expect_eq "IA32_VMX_BASIC still readable" "$(/bin/rdmsr 0x480 >/dev/null && echo ok)" ok
+}
+
+t_kvm_refused_while_loaded() {
+	insmod /lib/modules/irqbypass.ko 2>/dev/null
+	insmod /lib/modules/kvm.ko || fail "insmod kvm"
+	if insmod /lib/modules/kvm-intel.ko 2>/tmp/kvm.err; then
+		cat /tmp/kvm.err
+		rmmod kvm_intel
+		fail "kvm-intel loaded although VMX belongs to pkvm"
+	fi
+	cat /tmp/kvm.err
+	dmesg | grep -i -E 'kvm' | tail -3
+	dmesg | tail -3 | grep -q 'VMX not supported' || fail "no clear message from kvm_intel"
+	rmmod kvm
+	grep -q '^pkvm_x86 ' /proc/modules || fail "pkvm went away"
+	/bin/workload 4 1 >/dev/null || fail "host broken after the kvm-intel attempt"
+}
+
+t_rmmod_reprivileges() {
+	rmmod pkvm_x86 || fail "rmmod failed"
+	sig=$(/bin/cpuid -s)
+	[ "$sig" != pkvm-x86 ] || fail "still deprivileged after rmmod (signature $sig)"
+	/bin/workload 4 1 >/dev/null || fail "workload after rmmod"
+}
+
+t_kvm_after() {
+	insmod /lib/modules/kvm.ko || fail "insmod kvm"
+	insmod /lib/modules/kvm-intel.ko || fail "insmod kvm-intel after pkvm unload"
+	[ -c /dev/kvm ] || fail "/dev/kvm missing"
+	rmmod kvm_intel && rmmod kvm || fail "rmmod kvm"
+}
+
+t_load_unload_20() {
+	sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null
+	before=$(memfree_kb)
+	for i in $(seq 1 20); do
+		insmod /lib/modules/pkvm_x86.ko || fail "insmod #$i" || return 1
+		[ "$(/bin/cpuid -s)" = pkvm-x86 ] || fail "not deprivileged after insmod #$i" || return 1
+		rmmod pkvm_x86 || fail "rmmod #$i" || return 1
+	done
+	sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null
+	after=$(memfree_kb)
+	echo "MemFree before ${before} kB, after ${after} kB"
+	# The pool alone is 4 MiB per load: a leak would show as 80 MiB.
+	[ $((before - after)) -lt 2048 ] || fail "free memory dropped by $((before - after)) kB"
+}
+
+t_bench() {
+	native=$(/bin/workload 8 4 | sed 's/.*ns=\([0-9]*\).*/\1/')
+	insmod /lib/modules/pkvm_x86.ko || fail "insmod"
+	sed -n 's/^\(deprivilege_[a-z_]*\): \(.*\)/BENCH \1_ns_guest_clock \2/p' $DBG/status | sed 's/_ns_ns/_ns/'
+	t0=$(sed -n 's/^total //p' $DBG/exits)
+	deprived=$(/bin/workload 8 4 | sed 's/.*ns=\([0-9]*\).*/\1/')
+	t1=$(sed -n 's/^total //p' $DBG/exits)
+	echo "BENCH workload_native_ns $native"
+	echo "BENCH workload_deprivileged_ns $deprived"
+	echo "BENCH workload_ratio $(echo "$deprived $native" | awk '{printf "%.3f", $1 / $2}')"
+	echo "BENCH workload_exits $((t1 - t0))"
+	sed 's/^/BENCH exits_by_reason /' $DBG/exits
+	rmmod pkvm_x86 || fail "rmmod"
+}
+
+t_dmesg_clean() {
+	dmesg_clean
+}
