@@ -18,9 +18,10 @@ use core::ffi::c_void;
 use kernel::{bindings, prelude::*};
 
 use crate::arch::{cpu, vmx};
-use crate::hv::ept::{EptEntry, Eptp, MemType, PageState};
+use crate::hv::ept::Eptp;
 use crate::hv::exit::CR4_VMXE;
 use crate::hv::hypercall::{self, nr};
+use crate::hv::mem_protect::HostEpt;
 use crate::hv::msr_bitmap::{MsrBitmap, HOST_POLICY, MSR_BITMAP_SIZE};
 use crate::hv::segment::{self, DescriptorTables, SegmentState};
 use crate::hv::vmcs::*;
@@ -74,6 +75,12 @@ struct Shared {
 /// The running hypervisor.  Dropping it re-privileges every CPU and gives
 /// the pool back.
 pub(crate) struct Hypervisor {
+    /// The host EPT (its tables live in the pool, which the host cannot
+    /// read once a CPU is deprivileged).
+    _ept: HostEpt,
+    /// Figures taken before the launch, while the host could still read
+    /// the pool.
+    stats: SetupStats,
     slots: KVec<CpuSlot>,
     /// Nanoseconds each CPU's launch callback took (guest clock), by slot.
     launch_ns: KVec<u64>,
@@ -89,6 +96,13 @@ unsafe impl Send for Hypervisor {}
 // SAFETY: shared references give no access to the pool.
 unsafe impl Sync for Hypervisor {}
 
+/// Set-up figures for the log and debugfs.
+#[derive(Clone, Copy, Default)]
+struct SetupStats {
+    pool: (usize, usize),
+    ept_tables: usize,
+}
+
 /// Arguments of the per-CPU launch callback.
 struct LaunchArgs {
     slot: *const CpuSlot,
@@ -103,12 +117,18 @@ struct LaunchArgs {
 
 impl Hypervisor {
     /// Deprivileges every online CPU.
-    pub(crate) fn start(caps: &VmxCaps, pool_bytes: usize) -> Result<Self> {
+    pub(crate) fn start(
+        caps: &VmxCaps,
+        pool_bytes: usize,
+        module: *mut bindings::module,
+    ) -> Result<Self> {
         // SAFETY: ktime_get has no preconditions.
         let t0 = unsafe { bindings::ktime_get() };
         let mut pool = Pool::new(pool_bytes)?;
-        let shared = Self::build_shared(caps, &mut pool)?;
+        let (shared, ept) = Self::build_shared(caps, &mut pool, module)?;
         let mut hv = Hypervisor {
+            _ept: ept,
+            stats: SetupStats::default(),
             slots: KVec::new(),
             launch_ns: KVec::new(),
             total_ns: 0,
@@ -119,6 +139,10 @@ impl Hypervisor {
             let slot = hv.new_slot(cpu, caps)?;
             hv.slots.push(slot, GFP_KERNEL)?;
         }
+        // Last look at the pool from the host side: after the first launch
+        // it is out of the host's reach.
+        hv.stats.pool = hv.pool.usage();
+        hv.stats.ept_tables = hv._ept.pgt().table_pages(hv.pool.mm()).unwrap_or(0);
         for i in 0..hv.slots.len() {
             let slot: *mut CpuSlot = &mut hv.slots[i];
             // SAFETY: `slot` points into `hv.slots`, not resized meanwhile.
@@ -189,26 +213,22 @@ impl Hypervisor {
         )
     }
 
-    /// Pages of the pool in use / in total.
+    /// Pages of the pool in use / in total, when the CPUs were launched.
     pub(crate) fn pool_usage(&self) -> (usize, usize) {
-        (self.pool.used_pages(), self.pool.total_pages())
+        self.stats.pool
     }
 
-    fn build_shared(caps: &VmxCaps, pool: &mut Pool) -> Result<Shared> {
-        // Host EPT: identity map of the first 512 GiB with 1 GiB pages,
-        // the host owning everything.
-        let pml4 = pool.alloc(1)?;
-        let pdpt = pool.alloc(1)?;
-        // SAFETY: fresh, zeroed, exclusively owned pool pages.
-        unsafe {
-            let pml4e = pml4.ptr().cast::<u64>();
-            let pdpte = pdpt.ptr().cast::<u64>();
-            *pml4e = EptEntry::table(pdpt.pa).0;
-            for i in 0..512u64 {
-                *pdpte.add(i as usize) =
-                    EptEntry::leaf(i << 30, EptEntry::RWX, MemType::Wb, true, PageState::Owned).0;
-            }
-        }
+    /// Number of table pages of the host EPT, when the CPUs were launched.
+    pub(crate) fn ept_table_pages(&self) -> usize {
+        self.stats.ept_tables
+    }
+
+    fn build_shared(
+        caps: &VmxCaps,
+        pool: &mut Pool,
+        module: *mut bindings::module,
+    ) -> Result<(Shared, HostEpt)> {
+        let ept = crate::host_ept::build(pool.mm(), module)?;
 
         let bitmap = pool.alloc(1)?;
         // SAFETY: a fresh pool page of exactly MSR_BITMAP_SIZE bytes.
@@ -238,8 +258,8 @@ impl Hypervisor {
 
         let vpid = caps.has(Feature::Vpid);
         let err = |_| Error::from_errno(-(bindings::EOPNOTSUPP as i32));
-        Ok(Shared {
-            eptp: Eptp::new_4level(pml4.pa, false).0,
+        let shared = Shared {
+            eptp: Eptp::new_4level(ept.pgt().root(), false).0,
             msr_bitmap_pa: bitmap.pa,
             idt_va: idt.va as u64,
             host_cr3: Self::build_root_page_table(pool)?,
@@ -284,7 +304,8 @@ impl Hypervisor {
                 .map_err(err)?,
             cr0_fixed: caps.cr0_fixed,
             cr4_fixed: caps.cr4_fixed,
-        })
+        };
+        Ok((shared, ept))
     }
 
     /// The root-mode CR3: a top-level table of the pool whose kernel half

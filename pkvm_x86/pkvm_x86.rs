@@ -17,6 +17,7 @@ use kernel::{debugfs, prelude::*};
 pub mod arch;
 mod cpu_caps;
 mod deprivilege;
+mod host_ept;
 pub mod hv;
 pub mod hyp;
 mod pool;
@@ -82,7 +83,7 @@ fn write_exits(cpus: &KVec<u32>, f: &mut core::fmt::Formatter<'_>) -> core::fmt:
 }
 
 impl kernel::Module for PkvmX86 {
-    fn init(_module: &'static ThisModule) -> Result<Self> {
+    fn init(module: &'static ThisModule) -> Result<Self> {
         let found = cpu_caps::probe()?;
         pr_info!(
             "{}\n",
@@ -94,16 +95,21 @@ impl kernel::Module for PkvmX86 {
             pr_err!("pool_mb={} out of range 1..1024\n", pool_mb);
             return Err(EINVAL);
         }
-        let hyp = deprivilege::Hypervisor::start(&found.caps, pool_mb as usize * 1024 * 1024)?;
+        let hyp = deprivilege::Hypervisor::start(
+            &found.caps,
+            pool_mb as usize * 1024 * 1024,
+            module.as_ptr(),
+        )?;
         let (used, total) = hyp.pool_usage();
         let (all_ns, max_ns) = hyp.launch_times();
         pr_info!(
             "{}\n",
             format_args!(
-                "deprivileged {} CPUs in {} us (slowest CPU {} us); hypervisor pool {used}/{total} pages used",
+                "deprivileged {} CPUs in {} us (slowest CPU {} us); hypervisor pool {used}/{total} pages used, host EPT {} table pages",
                 hyp.cpus(),
                 all_ns / 1000,
-                max_ns / 1000
+                max_ns / 1000,
+                hyp.ept_table_pages()
             )
         );
         let status = Status {

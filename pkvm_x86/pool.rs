@@ -1,24 +1,25 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! The hypervisor's memory pool: physically contiguous 2 MiB chunks taken
-//! from the host's page allocator at load, handed out as zeroed pages for
-//! VMXON/VMCS regions, stacks, descriptor tables, page tables and per-CPU
-//! state, and given back to the host when the module unloads.
+//! from the host's page allocator at load, managed by [`HypMm`] (which lives
+//! inside the pool), and given back to the host, zeroed, when the module
+//! unloads.
 //!
 //! Chunks are 2 MiB-aligned (order-9 allocations), so the host EPT can
 //! unmap each one with a single 2 MiB entry.
 
 use kernel::{bindings, prelude::*};
 
+use crate::hyp::mm::{Chunk, HypMm, MAX_CHUNKS};
+
 /// Bytes in one chunk.
 pub(crate) const CHUNK: usize = 2 << 20;
-const PAGE: usize = 4096;
 
 extern "C" {
     fn pkvm_helper_pa(virt: *const core::ffi::c_void) -> u64;
 }
 
-/// A page handed out by the pool.
+/// A run of pages handed out by the pool.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct PoolPage {
     /// Kernel (direct-map) virtual address.
@@ -34,21 +35,21 @@ impl PoolPage {
     }
 }
 
-/// The pool.  Pages are never returned individually: the whole pool goes
-/// back at once when the hypervisor is gone.
+/// The pool.
 pub(crate) struct Pool {
     chunks: KVec<usize>,
-    used_pages: usize,
+    mm: *mut HypMm,
 }
 
 impl Pool {
     /// Takes `bytes` (rounded up to whole chunks) from the host.
     pub(crate) fn new(bytes: usize) -> Result<Self> {
-        let n = bytes.div_ceil(CHUNK).max(1);
+        let n = bytes.div_ceil(CHUNK).clamp(1, MAX_CHUNKS);
         let mut pool = Pool {
             chunks: KVec::with_capacity(n, GFP_KERNEL)?,
-            used_pages: 0,
+            mm: core::ptr::null_mut(),
         };
+        let mut descs = KVec::with_capacity(n, GFP_KERNEL)?;
         for _ in 0..n {
             // SAFETY: plain page-allocator call; the result is checked.
             let va = unsafe { bindings::alloc_pages_exact_noprof(CHUNK, bindings::GFP_KERNEL) };
@@ -58,45 +59,48 @@ impl Pool {
             // SAFETY: `va` is a fresh allocation of CHUNK bytes.
             unsafe { core::ptr::write_bytes(va.cast::<u8>(), 0, CHUNK) };
             pool.chunks.push(va as usize, GFP_KERNEL)?;
+            // SAFETY: `va` is a live direct-map allocation.
+            let pa = unsafe { pkvm_helper_pa(va) };
+            descs.push(Chunk { pa, va: va as u64 }, GFP_KERNEL)?;
         }
+        // SAFETY: the chunks are zeroed, exclusively ours, 2 MiB aligned
+        // (order-9 allocations) and live until `pool` drops.
+        pool.mm = unsafe { HypMm::init(&descs) }.map_err(|_| EINVAL)?;
         Ok(pool)
+    }
+
+    /// The allocator inside the pool.
+    pub(crate) fn mm(&mut self) -> &mut HypMm {
+        // SAFETY: `mm` was set by `new` and points into a live chunk; the
+        // `&mut self` borrow makes the access exclusive on the host side.
+        unsafe { &mut *self.mm }
+    }
+
+    /// `n` physically contiguous zeroed pages.
+    pub(crate) fn alloc(&mut self, n: usize) -> Result<PoolPage> {
+        let mm = self.mm();
+        let pa = mm.alloc_contig(n).ok_or(ENOMEM)?;
+        Ok(PoolPage {
+            va: mm.va(pa) as usize,
+            pa,
+        })
     }
 
     /// A pool with no memory (what is left after leaking one).
     pub(crate) fn empty() -> Self {
         Pool {
             chunks: KVec::new(),
-            used_pages: 0,
+            mm: core::ptr::null_mut(),
         }
     }
 
-    /// Total pages in the pool.
-    pub(crate) fn total_pages(&self) -> usize {
-        self.chunks.len() * (CHUNK / PAGE)
-    }
-
-    /// Pages handed out.
-    pub(crate) fn used_pages(&self) -> usize {
-        self.used_pages
-    }
-
-    /// `n` physically contiguous zeroed pages.
-    pub(crate) fn alloc(&mut self, n: usize) -> Result<PoolPage> {
-        let per_chunk = CHUNK / PAGE;
-        if n == 0 || n > per_chunk {
-            return Err(EINVAL);
+    /// Pages in use / in total.
+    pub(crate) fn usage(&mut self) -> (usize, usize) {
+        if self.mm.is_null() {
+            return (0, 0);
         }
-        let mut idx = self.used_pages;
-        // Do not straddle chunks: they are not contiguous with each other.
-        if idx % per_chunk + n > per_chunk {
-            idx = (idx / per_chunk + 1) * per_chunk;
-        }
-        let chunk = *self.chunks.get(idx / per_chunk).ok_or(ENOMEM)?;
-        let va = chunk + (idx % per_chunk) * PAGE;
-        self.used_pages = idx + n;
-        // SAFETY: `va` is inside a live chunk.
-        let pa = unsafe { pkvm_helper_pa(va as *const core::ffi::c_void) };
-        Ok(PoolPage { va, pa })
+        let mm = self.mm();
+        (mm.used_pages(), mm.total_pages())
     }
 }
 

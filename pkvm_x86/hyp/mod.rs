@@ -10,4 +10,5 @@
 
 pub mod entry;
 pub mod exit_handler;
+pub mod mm;
 pub mod percpu;

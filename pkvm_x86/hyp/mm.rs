@@ -1,0 +1,225 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The hypervisor's page allocator: hands out and takes back 4 KiB pages
+//! of the pool, and implements the page-table engine's [`MmOps`] over them.
+//!
+//! It lives inside the pool (the first page of the first chunk), is built
+//! by the host before any CPU is deprivileged, and from then on is used by
+//! both sides under the rules of its owner (host-side set-up, root-mode
+//! page-state changes later).  It never calls into the kernel: addresses
+//! are translated with the direct-map offset recorded at set-up.
+//!
+//! Single pages come from a free list, then from a bump pointer; runs of
+//! contiguous pages (stacks) only from the bump pointer.  Every page has a
+//! 16-bit use count for table pages.
+
+use crate::hv::pgtable::{MmOps, Table};
+
+/// Most chunks a pool can have (2 MiB each: 1 GiB).
+pub const MAX_CHUNKS: usize = 512;
+const PAGE: u64 = 4096;
+const PAGES_PER_CHUNK: usize = 512;
+
+/// One physically contiguous, 2 MiB-aligned chunk.
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C)]
+pub struct Chunk {
+    /// Physical address.
+    pub pa: u64,
+    /// Direct-map virtual address.
+    pub va: u64,
+}
+
+/// The allocator state.
+#[repr(C)]
+pub struct HypMm {
+    chunks: [Chunk; MAX_CHUNKS],
+    nr_chunks: usize,
+    /// Next never-used page, as a global page index.
+    bump: usize,
+    /// Physical address of the first page on the free list (0: empty).
+    free_head: u64,
+    /// Pages handed out and not freed.
+    used: usize,
+    /// Direct-map address of the `u16` use counts, one per pool page.
+    counts: u64,
+    /// `va - pa` of the direct map, for pages outside the pool.
+    direct_map_offset: u64,
+}
+
+/// Why the allocator could not be set up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MmInitError {
+    /// No chunk, too many, or a chunk not 2 MiB aligned.
+    BadChunks,
+}
+
+impl HypMm {
+    /// Builds the allocator in the first page of `chunks[0]` and returns it.
+    ///
+    /// # Safety
+    ///
+    /// Every chunk must be a zeroed, 2 MiB, exclusively owned allocation,
+    /// mapped at `va` in the direct map, and outlive the returned reference.
+    pub unsafe fn init(chunks: &[Chunk]) -> Result<&'static mut HypMm, MmInitError> {
+        let first = chunks.first().ok_or(MmInitError::BadChunks)?;
+        if chunks.len() > MAX_CHUNKS || chunks.iter().any(|c| c.pa % (2 << 20) != 0) {
+            return Err(MmInitError::BadChunks);
+        }
+        const _: () = assert!(core::mem::size_of::<HypMm>() <= 4 * 4096);
+        let header_pages = core::mem::size_of::<HypMm>().div_ceil(PAGE as usize);
+        let total = chunks.len() * PAGES_PER_CHUNK;
+        let count_pages = (total * 2).div_ceil(PAGE as usize);
+        // SAFETY: the first chunk is exclusively ours and large enough for
+        // the header; `HypMm` is plain data for which zero is a valid value.
+        let mm = unsafe { &mut *(first.va as *mut HypMm) };
+        mm.nr_chunks = chunks.len();
+        for (dst, src) in mm.chunks.iter_mut().zip(chunks) {
+            *dst = *src;
+        }
+        mm.direct_map_offset = first.va.wrapping_sub(first.pa);
+        mm.counts = first.va + (header_pages as u64) * PAGE;
+        // INVARIANT: the header and the count array occupy the first pages
+        // of chunk 0 and are never handed out.
+        mm.bump = header_pages + count_pages;
+        mm.free_head = 0;
+        mm.used = 0;
+        Ok(mm)
+    }
+
+    /// Pages in the pool.
+    pub fn total_pages(&self) -> usize {
+        self.nr_chunks * PAGES_PER_CHUNK
+    }
+
+    /// Pages handed out (including the allocator's own).
+    pub fn used_pages(&self) -> usize {
+        self.used + self.reserved_pages()
+    }
+
+    fn reserved_pages(&self) -> usize {
+        let header = core::mem::size_of::<HypMm>().div_ceil(PAGE as usize);
+        header + (self.total_pages() * 2).div_ceil(PAGE as usize)
+    }
+
+    /// The chunks, for mapping them out of the host's reach.
+    pub fn chunks(&self) -> &[Chunk] {
+        self.chunks.get(..self.nr_chunks).unwrap_or(&[])
+    }
+
+    /// Global page index of `pa`, if it is a pool page.
+    fn index(&self, pa: u64) -> Option<usize> {
+        self.chunks().iter().enumerate().find_map(|(i, c)| {
+            (pa >= c.pa && pa < c.pa + (2 << 20))
+                .then(|| i * PAGES_PER_CHUNK + ((pa - c.pa) / PAGE) as usize)
+        })
+    }
+
+    /// Direct-map address of any physical address.
+    pub fn va(&self, pa: u64) -> u64 {
+        pa.wrapping_add(self.direct_map_offset)
+    }
+
+    fn page_of_index(&self, i: usize) -> Option<u64> {
+        self.chunks()
+            .get(i / PAGES_PER_CHUNK)
+            .map(|c| c.pa + ((i % PAGES_PER_CHUNK) as u64) * PAGE)
+    }
+
+    fn count(&self, pa: u64) -> Option<*mut u16> {
+        let i = self.index(pa)?;
+        Some((self.counts as *mut u16).wrapping_add(i))
+    }
+
+    /// `n` contiguous zeroed pages from the bump pointer; their physical
+    /// address.  Runs never straddle chunks.
+    pub fn alloc_contig(&mut self, n: usize) -> Option<u64> {
+        if n == 0 || n > PAGES_PER_CHUNK {
+            return None;
+        }
+        let mut i = self.bump;
+        if i % PAGES_PER_CHUNK + n > PAGES_PER_CHUNK {
+            i = (i / PAGES_PER_CHUNK + 1) * PAGES_PER_CHUNK;
+        }
+        if i + n > self.total_pages() {
+            return None;
+        }
+        let pa = self.page_of_index(i)?;
+        self.bump = i + n;
+        self.used += n;
+        // SAFETY: the pages are pool pages no one else holds.
+        unsafe { core::ptr::write_bytes(self.va(pa) as *mut u8, 0, n * PAGE as usize) };
+        Some(pa)
+    }
+}
+
+impl MmOps for HypMm {
+    fn zalloc_page(&mut self) -> Option<u64> {
+        if self.free_head == 0 {
+            return self.alloc_contig(1);
+        }
+        let pa = self.free_head;
+        // SAFETY: a free page stores the next free page's address in its
+        // first word; it is a pool page no one else holds.
+        unsafe {
+            let p = self.va(pa) as *mut u64;
+            self.free_head = *p;
+            core::ptr::write_bytes(p.cast::<u8>(), 0, PAGE as usize);
+        }
+        if let Some(c) = self.count(pa) {
+            // SAFETY: `c` points into the count array.
+            unsafe { *c = 0 };
+        }
+        self.used += 1;
+        Some(pa)
+    }
+
+    fn free_page(&mut self, pa: u64) {
+        if self.index(pa).is_none() {
+            return;
+        }
+        // SAFETY: the caller gives back a page it owned; it becomes a free
+        // list node.
+        unsafe { *(self.va(pa) as *mut u64) = self.free_head };
+        self.free_head = pa;
+        self.used = self.used.saturating_sub(1);
+    }
+
+    fn table(&self, pa: u64) -> Option<&Table> {
+        self.index(pa)?;
+        // SAFETY: pool pages are mapped and 4 KiB; table pages are only
+        // written through `table_mut` by the holder of `&mut self`.
+        Some(unsafe { &*(self.va(pa) as *const Table) })
+    }
+
+    fn table_mut(&mut self, pa: u64) -> Option<&mut Table> {
+        self.index(pa)?;
+        // SAFETY: as above, with exclusive access through `&mut self`.
+        Some(unsafe { &mut *(self.va(pa) as *mut Table) })
+    }
+
+    fn get_page(&mut self, pa: u64) {
+        if let Some(c) = self.count(pa) {
+            // SAFETY: `c` points into the count array.
+            unsafe { *c = (*c).saturating_add(1) };
+        }
+    }
+
+    fn put_page(&mut self, pa: u64) {
+        if let Some(c) = self.count(pa) {
+            // SAFETY: `c` points into the count array.
+            unsafe { *c = (*c).saturating_sub(1) };
+        }
+    }
+
+    fn page_count(&self, pa: u64) -> u32 {
+        // SAFETY: `c` points into the count array.
+        self.count(pa).map_or(0, |c| u32::from(unsafe { *c }))
+    }
+
+    fn zero_page(&mut self, pa: u64) {
+        // SAFETY: a data page the page-state code is handing back; it is
+        // mapped in the direct map.
+        unsafe { core::ptr::write_bytes(self.va(pa) as *mut u8, 0, PAGE as usize) };
+    }
+}
