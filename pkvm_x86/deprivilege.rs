@@ -21,12 +21,14 @@ use crate::arch::{cpu, vmx};
 use crate::hv::ept::Eptp;
 use crate::hv::exit::CR4_VMXE;
 use crate::hv::hypercall::{self, nr};
-use crate::hv::mem_protect::HostEpt;
+use crate::hv::mem_protect::HypPgt;
 use crate::hv::msr_bitmap::{MsrBitmap, HOST_POLICY, MSR_BITMAP_SIZE};
 use crate::hv::segment::{self, DescriptorTables, SegmentState};
 use crate::hv::vmcs::*;
 use crate::hv::vmx_caps::{ctl, Feature, VmxCaps};
 use crate::hyp::entry;
+use crate::hyp::global::HypGlobal;
+use crate::hyp::mm::HypMm;
 use crate::hyp::percpu::HypCpu;
 use crate::pool::{Pool, PoolPage};
 
@@ -75,9 +77,9 @@ struct Shared {
 /// The running hypervisor.  Dropping it re-privileges every CPU and gives
 /// the pool back.
 pub(crate) struct Hypervisor {
-    /// The host EPT (its tables live in the pool, which the host cannot
-    /// read once a CPU is deprivileged).
-    _ept: HostEpt,
+    /// The hypervisor-wide state, in the pool (which the host cannot read
+    /// once a CPU is deprivileged).
+    global: *mut HypGlobal,
     /// Figures taken before the launch, while the host could still read
     /// the pool.
     stats: SetupStats,
@@ -121,13 +123,14 @@ impl Hypervisor {
         caps: &VmxCaps,
         pool_bytes: usize,
         module: *mut bindings::module,
+        debug: bool,
     ) -> Result<Self> {
         // SAFETY: ktime_get has no preconditions.
         let t0 = unsafe { bindings::ktime_get() };
         let mut pool = Pool::new(pool_bytes)?;
-        let (shared, ept) = Self::build_shared(caps, &mut pool, module)?;
+        let (shared, global) = Self::build_shared(caps, &mut pool, module, debug)?;
         let mut hv = Hypervisor {
-            _ept: ept,
+            global,
             stats: SetupStats::default(),
             slots: KVec::new(),
             launch_ns: KVec::new(),
@@ -136,13 +139,14 @@ impl Hypervisor {
         };
         let _hotplug = crate::cpu_caps::CpusReadGuard::new();
         for cpu in crate::cpu_caps::online_cpus() {
-            let slot = hv.new_slot(cpu, caps)?;
+            let slot = hv.new_slot(cpu, caps, global)?;
             hv.slots.push(slot, GFP_KERNEL)?;
         }
         // Last look at the pool from the host side: after the first launch
         // it is out of the host's reach.
         hv.stats.pool = hv.pool.usage();
-        hv.stats.ept_tables = hv._ept.pgt().table_pages(hv.pool.mm()).unwrap_or(0);
+        // SAFETY: no CPU is deprivileged yet; the state is ours alone.
+        hv.stats.ept_tables = unsafe { (*hv.global).host_ept_table_pages() };
         for i in 0..hv.slots.len() {
             let slot: *mut CpuSlot = &mut hv.slots[i];
             // SAFETY: `slot` points into `hv.slots`, not resized meanwhile.
@@ -213,6 +217,11 @@ impl Hypervisor {
         )
     }
 
+    /// Physical address of the pool's first page.
+    pub(crate) fn pool_first_pa(&self) -> u64 {
+        self.pool.first_pa()
+    }
+
     /// Pages of the pool in use / in total, when the CPUs were launched.
     pub(crate) fn pool_usage(&self) -> (usize, usize) {
         self.stats.pool
@@ -227,8 +236,19 @@ impl Hypervisor {
         caps: &VmxCaps,
         pool: &mut Pool,
         module: *mut bindings::module,
-    ) -> Result<(Shared, HostEpt)> {
+        debug: bool,
+    ) -> Result<(Shared, *mut HypGlobal)> {
         let ept = crate::host_ept::build(pool.mm(), module)?;
+        let eptp = Eptp::new_4level(ept.pgt().root(), false).0;
+        let direct_map = pool.mm().va(0);
+        let hyp_pgt =
+            HypPgt::new(pool.mm(), 3, direct_map).map_err(|e| Error::from_errno(-e.errno()))?;
+        let mm: *mut HypMm = pool.mm();
+        let global_pages = core::mem::size_of::<HypGlobal>().div_ceil(4096);
+        let g = pool.alloc(global_pages)?;
+        let global = g.ptr().cast::<HypGlobal>();
+        // SAFETY: fresh pool pages large enough for a HypGlobal, ours alone.
+        unsafe { HypGlobal::init_in_place(global, mm, ept, hyp_pgt, eptp, debug) };
 
         let bitmap = pool.alloc(1)?;
         // SAFETY: a fresh pool page of exactly MSR_BITMAP_SIZE bytes.
@@ -259,7 +279,7 @@ impl Hypervisor {
         let vpid = caps.has(Feature::Vpid);
         let err = |_| Error::from_errno(-(bindings::EOPNOTSUPP as i32));
         let shared = Shared {
-            eptp: Eptp::new_4level(ept.pgt().root(), false).0,
+            eptp,
             msr_bitmap_pa: bitmap.pa,
             idt_va: idt.va as u64,
             host_cr3: Self::build_root_page_table(pool)?,
@@ -305,7 +325,7 @@ impl Hypervisor {
             cr0_fixed: caps.cr0_fixed,
             cr4_fixed: caps.cr4_fixed,
         };
-        Ok((shared, ept))
+        Ok((shared, global))
     }
 
     /// The root-mode CR3: a top-level table of the pool whose kernel half
@@ -323,7 +343,7 @@ impl Hypervisor {
         Ok(top.pa)
     }
 
-    fn new_slot(&mut self, cpu: u32, caps: &VmxCaps) -> Result<CpuSlot> {
+    fn new_slot(&mut self, cpu: u32, caps: &VmxCaps, global: *mut HypGlobal) -> Result<CpuSlot> {
         let vmxon = self.pool.alloc(1)?;
         let vmcs = self.pool.alloc(1)?;
         // SAFETY: fresh pool pages; the revision identifier goes in the
@@ -341,6 +361,7 @@ impl Hypervisor {
                 cpu,
                 caps.cr4_fixed.0,
                 caps.cr4_fixed.1,
+                global,
             ))
         };
         let stack = self.pool.alloc(STACK_PAGES)?;

@@ -7,6 +7,7 @@
 #include <linux/mm.h>
 #include <linux/module.h>
 #include <linux/smp.h>
+#include <linux/uaccess.h>
 #include <asm/desc.h>
 #include <asm/io.h>
 
@@ -59,4 +60,19 @@ void *pkvm_helper_module_region(struct module *mod, int type, unsigned int *size
 	}
 	*size = mod->mem[type].size;
 	return mod->mem[type].base;
+}
+
+/*
+ * Writes @v to kernel address @dst, surviving a fault (debug interface:
+ * "can the host write this page?").  Returns 0 or -EFAULT.
+ */
+int pkvm_helper_write_nofault(void *dst, u64 v)
+{
+	pagefault_disable();
+	__put_kernel_nofault(dst, &v, u64, fault);
+	pagefault_enable();
+	return 0;
+fault:
+	pagefault_enable();
+	return -EFAULT;
 }

@@ -15,4 +15,6 @@ void *pkvm_helper_va(u64 pa);
 void pkvm_helper_reload_host_tr(void);
 void *pkvm_helper_module_region(struct module *mod, int type, unsigned int *size);
 
+int pkvm_helper_write_nofault(void *dst, u64 v);
+
 #endif

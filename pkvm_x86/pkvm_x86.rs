@@ -12,10 +12,11 @@
 //! Layout: `hv` is the pure core (also built by Cargo for tests), `arch` the
 //! only home of CPU instructions, the other modules are host-side glue.
 
-use kernel::{debugfs, prelude::*};
+use kernel::{debugfs, new_mutex, prelude::*, sync::Mutex};
 
 pub mod arch;
 mod cpu_caps;
+mod debug_iface;
 mod deprivilege;
 mod host_ept;
 pub mod hv;
@@ -35,11 +36,18 @@ module! {
             default: 4,
             description: "MiB of memory the hypervisor takes at load (rounded up to 2 MiB)",
         },
+        debug: u32 {
+            default: 0,
+            description: "1 enables the debug interface (debugfs pkvm_x86/debug/, debug hypercalls); root only, for tests",
+        },
     },
 }
 
 /// Raw capability MSRs as read, for the `raw_msrs` debugfs file.
 struct RawMsrs([Option<u64>; VMX_MSR_COUNT]);
+
+/// The debug interface's `ctl` file.
+type DebugCtl = Pin<KBox<debugfs::File<Mutex<debug_iface::DebugState>>>>;
 
 /// What the `status` debugfs file shows.
 struct Status {
@@ -58,6 +66,7 @@ struct PkvmX86 {
     _cpus: Pin<KBox<debugfs::File<u32>>>,
     _status: Pin<KBox<debugfs::File<Status>>>,
     _exits: Pin<KBox<debugfs::File<KVec<u32>>>>,
+    _debug: Option<(debugfs::Dir, DebugCtl)>,
     _dir: debugfs::Dir,
     /// Re-privileges every CPU when dropped (module unload).
     _hyp: deprivilege::Hypervisor,
@@ -99,6 +108,7 @@ impl kernel::Module for PkvmX86 {
             &found.caps,
             pool_mb as usize * 1024 * 1024,
             module.as_ptr(),
+            *module_parameters::debug.value() != 0,
         )?;
         let (used, total) = hyp.pool_usage();
         let (all_ns, max_ns) = hyp.launch_times();
@@ -148,7 +158,25 @@ impl kernel::Module for PkvmX86 {
             dir.read_callback_file(c"exits", hyp.launched_cpus()?, &write_exits),
             GFP_KERNEL,
         )?;
+        let debug = if *module_parameters::debug.value() != 0 {
+            let sub = dir.subdir(c"debug");
+            let state = debug_iface::DebugState::new(hyp.launched_cpus()?, hyp.pool_first_pa());
+            let ctl = KBox::pin_init(
+                sub.read_write_callback_file(
+                    c"ctl",
+                    new_mutex!(state),
+                    &debug_iface::read_ctl,
+                    &debug_iface::write_ctl,
+                ),
+                GFP_KERNEL,
+            )?;
+            pr_warn!("debug interface enabled (debugfs pkvm_x86/debug/ctl); not for production\n");
+            Some((sub, ctl))
+        } else {
+            None
+        };
         Ok(PkvmX86 {
+            _debug: debug,
             _caps: caps,
             _raw: raw,
             _cpus: cpus,

@@ -17,6 +17,17 @@ pub(crate) const CHUNK: usize = 2 << 20;
 
 extern "C" {
     fn pkvm_helper_pa(virt: *const core::ffi::c_void) -> u64;
+    fn pkvm_helper_va(pa: u64) -> *mut core::ffi::c_void;
+}
+
+/// The direct-map address of physical address `pa`.
+///
+/// # Safety
+///
+/// `pa` must be RAM covered by the direct map.
+pub(crate) unsafe fn direct_map(pa: u64) -> usize {
+    // SAFETY: guaranteed by the caller.
+    unsafe { pkvm_helper_va(pa) as usize }
 }
 
 /// A run of pages handed out by the pool.
@@ -84,6 +95,16 @@ impl Pool {
             va: mm.va(pa) as usize,
             pa,
         })
+    }
+
+    /// Physical address of the first chunk (read from host memory only).
+    pub(crate) fn first_pa(&self) -> u64 {
+        self.chunks
+            .first()
+            // SAFETY: a live direct-map allocation.
+            .map_or(0, |&va| unsafe {
+                pkvm_helper_pa(va as *const core::ffi::c_void)
+            })
     }
 
     /// A pool with no memory (what is left after leaking one).

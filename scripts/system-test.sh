@@ -7,6 +7,10 @@
 #                      timers, exit counters, protected MSRs, kvm_intel
 #                      refused while loaded and working after, 20 load/unload
 #                      cycles without leaks, benchmarks (BENCH lines)
+#   pagestate-c1, -c2  debug=1: host EPT memory types, the pool out of reach,
+#                      donate/share to the hypervisor and to test VMs driven
+#                      from user space, access checked after every step,
+#                      reclaim zeroes, invariant checker, unload gives back
 #   novmx              p4_prescott_celeron_336 (Intel 64-bit, no VMX): the
 #                      module refuses with ENODEV and a clear message
 #   harness-negative   the caps suite on the no-VMX CPU must be judged FAIL:
@@ -54,6 +58,10 @@ boot depriv-c1 deprivilege corei7_icelake_u 1 & p1=$!
 boot depriv-c2 deprivilege corei7_icelake_u 2 & p2=$!
 check depriv-c1 pass $p1
 check depriv-c2 pass $p2
+boot pagestate-c1 pagestate corei7_icelake_u 1 & p1=$!
+boot pagestate-c2 pagestate corei7_icelake_u 2 & p2=$!
+check pagestate-c1 pass $p1
+check pagestate-c2 pass $p2
 echo "benchmarks (guest clock inside Bochs):"
 grep -h '# BENCH' "$runs"/depriv-c1.out "$runs"/depriv-c2.out | sed 's/^\[[^]]*\] # /  /' | grep -v exits_by_reason
 exit $((fails > 100 ? 100 : fails))

@@ -220,3 +220,28 @@ pub unsafe fn vmcall(nr: u64, a0: u64, a1: u64, a2: u64, a3: u64) -> u64 {
     }
     ret
 }
+
+/// Like [`vmcall`], returning RAX, RBX and RCX (calls that return more
+/// than one value use RBX and RCX).
+///
+/// # Safety
+///
+/// As for [`vmcall`].
+pub unsafe fn vmcall3(nr: u64, a0: u64, a1: u64, a2: u64, a3: u64) -> (u64, u64, u64) {
+    let (ret, b, c): (u64, u64, u64);
+    // SAFETY: guaranteed by the caller.  RBX is reserved by LLVM, so it is
+    // swapped in and out around the instruction.
+    unsafe {
+        asm!(
+            "xchg {b}, rbx",
+            "vmcall",
+            "xchg {b}, rbx",
+            b = inout(reg) a0 => b,
+            inout("rax") nr => ret,
+            inout("rcx") a1 => c,
+            in("rdx") a2,
+            in("rsi") a3,
+        );
+    }
+    (ret, b, c)
+}

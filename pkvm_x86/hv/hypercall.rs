@@ -21,6 +21,61 @@ pub mod nr {
     pub const EXIT_COUNT: u64 = 2;
     /// Zeroes this CPU's exit counters; returns 0.
     pub const EXIT_COUNT_RESET: u64 = 3;
+    /// Invalidates this CPU's EPT-derived translations of the host EPT
+    /// (INVEPT single-context); returns 0.
+    pub const FLUSH_HOST_EPT: u64 = 4;
+
+    /// Donates RCX pages at PFN RBX to the hypervisor.
+    /// host OWNED -> NOPAGE(hyp) / hyp NOPAGE -> OWNED.
+    pub const HOST_DONATE_HYP: u64 = 0x10;
+    /// Gives RCX hypervisor pages at PFN RBX back to the host.
+    /// hyp OWNED -> NOPAGE / host NOPAGE(hyp) -> OWNED.
+    pub const HYP_DONATE_HOST: u64 = 0x11;
+    /// Shares RCX host pages at PFN RBX with the hypervisor.
+    /// host OWNED -> SHARED_OWNED / hyp NOPAGE -> SHARED_BORROWED.
+    pub const HOST_SHARE_HYP: u64 = 0x12;
+    /// Ends a [`HOST_SHARE_HYP`] share.
+    pub const HOST_UNSHARE_HYP: u64 = 0x13;
+
+    /// Registers a shadow VM for host VM id RBX, kind RCX (0 normal, 1
+    /// protected), with RSI metadata pages at PFN RDX donated to the
+    /// hypervisor; returns the VM handle.
+    pub const VM_CREATE: u64 = 0x20;
+    /// Tears down VM RBX: reclaims (zeroing) what it owned, unshares what
+    /// it borrowed, returns its metadata pages.
+    pub const VM_TEARDOWN: u64 = 0x21;
+    /// Shares RSI host pages at PFN RCX with VM RBX at guest frame RDX (RWX).
+    /// host OWNED -> SHARED_OWNED / guest NOPAGE -> SHARED_BORROWED.
+    pub const HOST_SHARE_GUEST: u64 = 0x22;
+    /// Ends a [`HOST_SHARE_GUEST`] share (same arguments).
+    pub const HOST_UNSHARE_GUEST: u64 = 0x23;
+    /// Donates RSI host pages at PFN RCX to protected VM RBX at guest frame
+    /// RDX.  host OWNED -> NOPAGE(guest) / guest NOPAGE -> OWNED.
+    pub const HOST_DONATE_GUEST: u64 = 0x24;
+
+    /// Debug only (module parameter `debug`): the host EPT leaf for
+    /// physical address RBX in RAX, its level in RBX.
+    pub const DEBUG_HOST_EPT_LOOKUP: u64 = 0x40;
+    /// Debug only: on behalf of VM RBX, shares RDX of its pages at guest
+    /// frame RCX back with the host (what its own VMCALL will do).
+    pub const DEBUG_GUEST_SHARE_HOST: u64 = 0x41;
+    /// Debug only: on behalf of VM RBX, ends a guest -> host share.
+    pub const DEBUG_GUEST_UNSHARE_HOST: u64 = 0x42;
+    /// Debug only: runs the ownership invariant checker; 0 or -EFAULT with
+    /// the violation kind in RBX and its address in RCX.
+    pub const DEBUG_CHECK_INVARIANTS: u64 = 0x43;
+}
+
+/// Largest page frame number a hypercall accepts (52-bit addresses).
+pub const MAX_PFN: u64 = (1 << 40) - 1;
+
+/// Physical address of frame `pfn`, if it is a valid frame number.
+pub const fn pfn_to_pa(pfn: u64) -> Option<u64> {
+    if pfn > MAX_PFN {
+        None
+    } else {
+        Some(pfn << 12)
+    }
 }
 
 /// Version returned by [`nr::VERSION`].
@@ -34,6 +89,8 @@ pub mod errno {
     pub const ENOMEM: i64 = 12;
     /// Busy.
     pub const EBUSY: i64 = 16;
+    /// Bad address.
+    pub const EFAULT: i64 = 14;
     /// Invalid argument.
     pub const EINVAL: i64 = 22;
     /// No such call.
@@ -58,6 +115,15 @@ pub const fn decode(rax: u64) -> Result<u64, i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pfn_bounds() {
+        assert_eq!(pfn_to_pa(0), Some(0));
+        assert_eq!(pfn_to_pa(0x1234), Some(0x123_4000));
+        assert_eq!(pfn_to_pa(MAX_PFN), Some(MAX_PFN << 12));
+        assert_eq!(pfn_to_pa(MAX_PFN + 1), None);
+        assert_eq!(pfn_to_pa(u64::MAX), None);
+    }
 
     #[test]
     fn errno_roundtrip() {

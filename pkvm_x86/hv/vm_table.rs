@@ -106,6 +106,29 @@ impl<const N: usize> VmTable<N> {
         }
     }
 
+    /// Initialises an empty table at `this` in place.  The table is large
+    /// (`N` slots): built by value it would pass through the stack, which in
+    /// the kernel and in root mode is only a few KiB.
+    ///
+    /// # Safety
+    ///
+    /// `this` must be valid for writes of a `Self` and suitably aligned; any
+    /// previous value is overwritten without being dropped.
+    pub unsafe fn init_in_place(this: *mut Self) {
+        #[allow(clippy::let_unit_value)]
+        let () = Self::HANDLES_FIT;
+        // SAFETY: the caller guarantees `this` is valid for writes; every
+        // field is written exactly once through raw pointers.
+        unsafe {
+            let slots = core::ptr::addr_of_mut!((*this).slots).cast::<Option<ShadowVm>>();
+            for i in 0..N {
+                slots.add(i).write(None);
+            }
+            core::ptr::addr_of_mut!((*this).nr).write(0);
+            core::ptr::addr_of_mut!((*this).next).write(0);
+        }
+    }
+
     /// Number of VMs.
     pub const fn len(&self) -> usize {
         self.nr
@@ -276,3 +299,21 @@ impl<const N: usize> VmTable<N> {
 #[cfg(test)]
 #[path = "vm_table_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+mod in_place_tests {
+    use super::*;
+
+    #[test]
+    fn init_in_place_gives_an_empty_table() {
+        extern crate std;
+        let mut t = std::boxed::Box::new(core::mem::MaybeUninit::<VmTable<8>>::uninit());
+        // SAFETY: the box is valid for writes of a VmTable<8>.
+        let t = unsafe {
+            VmTable::<8>::init_in_place(t.as_mut_ptr());
+            t.assume_init_ref()
+        };
+        assert!(t.is_empty());
+        assert_eq!(t.iter().count(), 0);
+    }
+}

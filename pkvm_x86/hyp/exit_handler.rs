@@ -253,13 +253,41 @@ fn hypercall_dispatch(regs: &mut GuestRegs, cpu: &mut HypCpu) -> u64 {
             cpu.stats = exit::ExitStats::new();
             0
         }
+        nr::FLUSH_HOST_EPT => {
+            // SAFETY: root mode; `global` was set up before launch.
+            let eptp = unsafe { (*cpu.global).host_eptp };
+            // SAFETY: root mode; INVEPT single-context is a required feature.
+            let _ = unsafe { vmx::invept(vmx::InveptType::SingleContext, eptp) };
+            0
+        }
         nr::TEARDOWN_CPU => {
             regs.gpr[reg::RAX] = 0;
             // SAFETY: this is the TEARDOWN_CPU contract: the host asked to
             // leave VMX operation on this CPU, in its own context.
             return unsafe { teardown(regs, cpu) };
         }
-        _ => hypercall::err(errno::ENOSYS),
+        _ => {
+            let args = [
+                regs.gpr[reg::RBX],
+                regs.gpr[reg::RCX],
+                regs.gpr[reg::RDX],
+                regs.gpr[reg::RSI],
+            ];
+            // SAFETY: `global` points at the hypervisor-wide state in the
+            // pool; its own lock serialises the CPUs that use it.
+            match unsafe { (*cpu.global).hypercall(call, args) } {
+                Some(r) => {
+                    if let Some(v) = r.rbx {
+                        regs.gpr[reg::RBX] = v;
+                    }
+                    if let Some(v) = r.rcx {
+                        regs.gpr[reg::RCX] = v;
+                    }
+                    r.rax
+                }
+                None => hypercall::err(errno::ENOSYS),
+            }
+        }
     };
     regs.gpr[reg::RAX] = ret;
     deliver_pending(cpu);

@@ -10,5 +10,6 @@
 
 pub mod entry;
 pub mod exit_handler;
+pub mod global;
 pub mod mm;
 pub mod percpu;

@@ -8,6 +8,7 @@
 //! through the GS base (HOST_GS_BASE), so the first fields have fixed
 //! offsets that the assembly in [`super::entry`] uses.
 
+use super::global::HypGlobal;
 use crate::hv::exit::ExitStats;
 
 /// Per-CPU hypervisor state.
@@ -46,6 +47,8 @@ pub struct HypCpu {
     pub last_unexpected: u64,
     /// Exit counters by reason.
     pub stats: ExitStats,
+    /// The hypervisor-wide state (in the pool).
+    pub global: *mut HypGlobal,
 }
 
 /// `fatal_vector` value when no unexpected exception happened.
@@ -71,7 +74,13 @@ const _: () = assert!(core::mem::size_of::<HypCpu>() <= 4096);
 
 impl HypCpu {
     /// Initial state for CPU `cpu` placed at address `at`.
-    pub const fn new(at: u64, cpu: u32, cr4_fixed0: u64, cr4_fixed1: u64) -> Self {
+    pub const fn new(
+        at: u64,
+        cpu: u32,
+        cr4_fixed0: u64,
+        cr4_fixed1: u64,
+        global: *mut HypGlobal,
+    ) -> Self {
         Self {
             self_ptr: at,
             nmi_pending: 0,
@@ -88,6 +97,7 @@ impl HypCpu {
             unexpected: 0,
             last_unexpected: 0,
             stats: ExitStats::new(),
+            global,
         }
     }
 }

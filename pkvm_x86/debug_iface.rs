@@ -1,0 +1,348 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The debug interface (module parameter `debug=1`, root only through
+//! debugfs): `/sys/kernel/debug/pkvm_x86/debug/ctl` takes one command per
+//! write and shows the result of the last one on read.  It drives the
+//! page-state hypercalls on test pages the module allocates, and checks
+//! from the host's side what the host can then read or write.
+//!
+//! Commands (I is a test-page index, G a guest frame number):
+//!
+//! ```text
+//! alloc N              allocate N test pages (filled with a pattern)
+//! read I | write I     touch page I with a fault-tolerant accessor
+//! probe_pool           read the first hypervisor pool page the same way
+//! lookup I | lookup_pa PA   host EPT leaf of page I / of address PA
+//! donate_hyp I | undonate_hyp I | share_hyp I | unshare_hyp I
+//! vm_create normal|protected     register a test VM (one metadata page)
+//! share_guest I G | unshare_guest I G | donate_guest I G
+//! guest_share_host G | guest_unshare_host G   (as the test VM would)
+//! vm_teardown          tear the test VM down
+//! check                run the ownership invariant checker
+//! ```
+//!
+//! Results read back as one line: `ok ...` or `err <errno> ...`.  After
+//! every transition each CPU flushes its host-EPT translations.
+
+use core::ffi::c_void;
+use core::fmt::Write;
+
+use kernel::{bindings, prelude::*, sync::Mutex, uaccess::UserSliceReader};
+
+use crate::arch::vmx;
+use crate::hv::ept::EptEntry;
+use crate::hv::hypercall::{decode, nr};
+
+extern "C" {
+    fn pkvm_helper_pa(virt: *const c_void) -> u64;
+    fn pkvm_helper_write_nofault(dst: *mut c_void, v: u64) -> i32;
+}
+
+const PAGE: usize = 4096;
+const MAX_TEST_PAGES: usize = 64;
+
+/// A page the debug interface owns.
+struct TestPage {
+    va: usize,
+    pa: u64,
+}
+
+/// State behind the `ctl` file.
+pub(crate) struct DebugState {
+    pages: KVec<TestPage>,
+    meta: Option<TestPage>,
+    vm: Option<u64>,
+    cpus: KVec<u32>,
+    pool_pa: u64,
+    out: KVec<u8>,
+}
+
+/// A `fmt::Write` sink into a `KVec<u8>`.
+struct Out<'a>(&'a mut KVec<u8>);
+
+impl Write for Out<'_> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        self.0
+            .extend_from_slice(s.as_bytes(), GFP_KERNEL)
+            .map_err(|_| core::fmt::Error)
+    }
+}
+
+fn hc(call: u64, a0: u64, a1: u64, a2: u64, a3: u64) -> (Result<u64, i64>, u64, u64) {
+    // SAFETY: every online CPU runs deprivileged while the module is
+    // loaded; these calls only change page states.
+    let (rax, rbx, rcx) = unsafe { vmx::vmcall3(call, a0, a1, a2, a3) };
+    (decode(rax), rbx, rcx)
+}
+
+/// Runs FLUSH_HOST_EPT on one CPU.
+///
+/// # Safety
+///
+/// The CPU runs deprivileged under pkvm.
+unsafe extern "C" fn flush_this_cpu(_info: *mut c_void) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { vmx::vmcall(nr::FLUSH_HOST_EPT, 0, 0, 0, 0) };
+}
+
+impl DebugState {
+    pub(crate) fn new(cpus: KVec<u32>, pool_pa: u64) -> Self {
+        Self {
+            pages: KVec::new(),
+            meta: None,
+            vm: None,
+            cpus,
+            pool_pa,
+            out: KVec::new(),
+        }
+    }
+
+    fn flush_all(&self) {
+        for &cpu in self.cpus.iter() {
+            // SAFETY: `cpu` was deprivileged at load and stays so.
+            unsafe {
+                bindings::smp_call_function_single(
+                    cpu as i32,
+                    Some(flush_this_cpu),
+                    core::ptr::null_mut(),
+                    1,
+                )
+            };
+        }
+    }
+
+    fn page(&self, i: &str) -> Result<&TestPage> {
+        let i: usize = i.parse().map_err(|_| EINVAL)?;
+        self.pages.get(i).ok_or(EINVAL)
+    }
+
+    fn alloc_page() -> Result<TestPage> {
+        // SAFETY: plain page-allocator call; the result is checked.
+        let va = unsafe { bindings::alloc_pages_exact_noprof(PAGE, bindings::GFP_KERNEL) };
+        if va.is_null() {
+            return Err(ENOMEM);
+        }
+        // SAFETY: `va` is a fresh direct-map page.
+        let pa = unsafe { pkvm_helper_pa(va) };
+        Ok(TestPage {
+            va: va as usize,
+            pa,
+        })
+    }
+
+    fn transition(&mut self, w: &mut Out<'_>, call: u64, args: [u64; 4]) -> Result {
+        let (r, _, _) = hc(call, args[0], args[1], args[2], args[3]);
+        self.flush_all();
+        match r {
+            Ok(v) => writeln!(w, "ok {v}").map_err(|_| ENOMEM),
+            Err(e) => writeln!(w, "err {e}").map_err(|_| ENOMEM),
+        }
+    }
+
+    fn run(&mut self, line: &str) -> Result {
+        let mut out = KVec::new();
+        let mut w = Out(&mut out);
+        let mut words = line.split_whitespace();
+        let cmd = words.next().ok_or(EINVAL)?;
+        let arg1 = words.next().unwrap_or("");
+        let arg2 = words.next().unwrap_or("");
+        let gfn = |s: &str| s.parse::<u64>().map_err(|_| EINVAL);
+        let fmt_err = |_| ENOMEM;
+        match cmd {
+            "alloc" => {
+                let n: usize = arg1.parse().map_err(|_| EINVAL)?;
+                if n == 0 || self.pages.len() + n > MAX_TEST_PAGES {
+                    return Err(EINVAL);
+                }
+                write!(w, "ok").map_err(fmt_err)?;
+                for _ in 0..n {
+                    let p = Self::alloc_page()?;
+                    let idx = self.pages.len();
+                    // SAFETY: a fresh page we own.
+                    unsafe { core::ptr::write_bytes(p.va as *mut u8, 0xa0 + idx as u8, PAGE) };
+                    write!(w, " {idx}:{:#x}", p.pa).map_err(fmt_err)?;
+                    self.pages.push(p, GFP_KERNEL)?;
+                }
+                writeln!(w).map_err(fmt_err)?;
+            }
+            "read" | "write" | "probe_pool" => {
+                let va = if cmd == "probe_pool" {
+                    // SAFETY: direct-map address of a physical address.
+                    unsafe { crate::pool::direct_map(self.pool_pa) }
+                } else {
+                    self.page(arg1)?.va
+                };
+                let mut v: u64 = 0;
+                // SAFETY: the nofault accessors survive any fault; `v` is a
+                // live local of the size copied.
+                let rc = unsafe {
+                    if cmd == "write" {
+                        v = 0x5a5a_5a5a_5a5a_5a5a;
+                        i64::from(pkvm_helper_write_nofault(va as *mut c_void, v))
+                    } else {
+                        bindings::copy_from_kernel_nofault(
+                            (&raw mut v).cast(),
+                            va as *const c_void,
+                            8,
+                        ) as i64
+                    }
+                };
+                if rc == 0 {
+                    writeln!(w, "ok {v:#018x}").map_err(fmt_err)?;
+                } else {
+                    writeln!(w, "fault {rc}").map_err(fmt_err)?;
+                }
+            }
+            "lookup" | "lookup_pa" => {
+                let pa = if cmd == "lookup" {
+                    self.page(arg1)?.pa
+                } else {
+                    u64::from_str_radix(arg1.trim_start_matches("0x"), 16).map_err(|_| EINVAL)?
+                };
+                let (r, level, _) = hc(nr::DEBUG_HOST_EPT_LOOKUP, pa, 0, 0, 0);
+                match r {
+                    Ok(e) => writeln!(w, "ok level={level} {:?}", EptEntry(e)).map_err(fmt_err)?,
+                    Err(e) => writeln!(w, "err {e}").map_err(fmt_err)?,
+                }
+            }
+            "donate_hyp" | "undonate_hyp" | "share_hyp" | "unshare_hyp" => {
+                let pfn = self.page(arg1)?.pa >> 12;
+                let call = match cmd {
+                    "donate_hyp" => nr::HOST_DONATE_HYP,
+                    "undonate_hyp" => nr::HYP_DONATE_HOST,
+                    "share_hyp" => nr::HOST_SHARE_HYP,
+                    _ => nr::HOST_UNSHARE_HYP,
+                };
+                self.transition(&mut w, call, [pfn, 1, 0, 0])?;
+            }
+            "vm_create" => {
+                if self.vm.is_some() {
+                    return Err(EBUSY);
+                }
+                let kind = match arg1 {
+                    "normal" => 0,
+                    "protected" => 1,
+                    _ => return Err(EINVAL),
+                };
+                let meta = match self.meta.take() {
+                    Some(m) => m,
+                    None => Self::alloc_page()?,
+                };
+                let (r, _, _) = hc(nr::VM_CREATE, 0x7e57, kind, meta.pa >> 12, 1);
+                self.flush_all();
+                self.meta = Some(meta);
+                match r {
+                    Ok(h) => {
+                        self.vm = Some(h);
+                        writeln!(w, "ok handle={h:#x}").map_err(fmt_err)?;
+                    }
+                    Err(e) => writeln!(w, "err {e}").map_err(fmt_err)?,
+                }
+            }
+            "vm_teardown" => {
+                let h = self.vm.ok_or(ENOENT)?;
+                let (r, _, _) = hc(nr::VM_TEARDOWN, h, 0, 0, 0);
+                self.flush_all();
+                match r {
+                    Ok(_) => {
+                        self.vm = None;
+                        writeln!(w, "ok").map_err(fmt_err)?;
+                    }
+                    Err(e) => writeln!(w, "err {e}").map_err(fmt_err)?,
+                }
+            }
+            "share_guest" | "unshare_guest" | "donate_guest" => {
+                let h = self.vm.ok_or(ENOENT)?;
+                let pfn = self.page(arg1)?.pa >> 12;
+                let call = match cmd {
+                    "share_guest" => nr::HOST_SHARE_GUEST,
+                    "unshare_guest" => nr::HOST_UNSHARE_GUEST,
+                    _ => nr::HOST_DONATE_GUEST,
+                };
+                self.transition(&mut w, call, [h, pfn, gfn(arg2)?, 1])?;
+            }
+            "guest_share_host" | "guest_unshare_host" => {
+                let h = self.vm.ok_or(ENOENT)?;
+                let call = if cmd == "guest_share_host" {
+                    nr::DEBUG_GUEST_SHARE_HOST
+                } else {
+                    nr::DEBUG_GUEST_UNSHARE_HOST
+                };
+                self.transition(&mut w, call, [h, gfn(arg1)?, 1, 0])?;
+            }
+            "check" => {
+                let (r, kind, addr) = hc(nr::DEBUG_CHECK_INVARIANTS, 0, 0, 0, 0);
+                match r {
+                    Ok(_) => writeln!(w, "ok invariants hold").map_err(fmt_err)?,
+                    Err(e) => writeln!(w, "err {e} violation kind {kind} at {addr:#x}")
+                        .map_err(fmt_err)?,
+                }
+            }
+            _ => return Err(EINVAL),
+        }
+        self.out = out;
+        Ok(())
+    }
+}
+
+impl Drop for DebugState {
+    fn drop(&mut self) {
+        // The debugfs files drop before the hypervisor (see PkvmX86), so
+        // hypercalls still work here: give back what can be given back,
+        // then free.
+        if let Some(h) = self.vm.take() {
+            let _ = hc(nr::VM_TEARDOWN, h, 0, 0, 0);
+        }
+        for (i, p) in self.pages.iter().enumerate() {
+            // Whatever state it is in, try to bring it home; a page the
+            // host cannot get back is leaked rather than freed.
+            let pfn = p.pa >> 12;
+            let _ = hc(nr::HYP_DONATE_HOST, pfn, 1, 0, 0);
+            let _ = hc(nr::HOST_UNSHARE_HYP, pfn, 1, 0, 0);
+            self.flush_all();
+            let mut v = 0u64;
+            // SAFETY: fault-tolerant read of a page we allocated.
+            let readable = unsafe {
+                bindings::copy_from_kernel_nofault((&raw mut v).cast(), p.va as *const c_void, 8)
+            } == 0;
+            if readable {
+                // SAFETY: our page, readable again, no longer used.
+                unsafe { bindings::free_pages_exact(p.va as *mut c_void, PAGE) };
+            } else {
+                pr_warn!("debug: test page {} still not the host's; leaking it\n", i);
+            }
+        }
+        if let Some(m) = self.meta.take() {
+            let mut v = 0u64;
+            // SAFETY: as above.
+            let readable = unsafe {
+                bindings::copy_from_kernel_nofault((&raw mut v).cast(), m.va as *const c_void, 8)
+            } == 0;
+            if readable {
+                // SAFETY: as above.
+                unsafe { bindings::free_pages_exact(m.va as *mut c_void, PAGE) };
+            }
+        }
+    }
+}
+
+/// Parses and runs one command written to `ctl`.
+pub(crate) fn write_ctl(state: &Mutex<DebugState>, reader: &mut UserSliceReader) -> Result {
+    let mut buf = [0u8; 96];
+    let n = reader.len();
+    if n == 0 || n > buf.len() {
+        return Err(EINVAL);
+    }
+    reader.read_slice(&mut buf[..n])?;
+    let line = core::str::from_utf8(&buf[..n]).map_err(|_| EINVAL)?;
+    state.lock().run(line.trim())
+}
+
+/// Shows the result of the last command.
+pub(crate) fn read_ctl(
+    state: &Mutex<DebugState>,
+    f: &mut core::fmt::Formatter<'_>,
+) -> core::fmt::Result {
+    let s = state.lock();
+    f.write_str(core::str::from_utf8(&s.out).unwrap_or("?\n"))
+}

@@ -1,0 +1,116 @@
+# selftests/suite-pagestate.sh: the page-state machine on the running
+# hypervisor, driven from user space through the debug interface
+# (pkvm_x86 debug=1).  The host must lose access to what it gives away and
+# get it back (zeroed where a guest owned it) when it is returned.
+
+DBG=/sys/kernel/debug/pkvm_x86
+CTL=$DBG/debug/ctl
+TESTS="insmod_debug host_ept_types pool_unreachable donate_hyp_and_back double_donate_refused \
+share_hyp protected_vm normal_vm bad_commands rmmod_gives_back dmesg_clean"
+
+ctl() { echo "$*" > $CTL || { echo "write '$*' failed"; return 1; }; cat $CTL; }
+# expect_ctl PATTERN CMD...: run CMD, check the reply matches PATTERN
+expect_ctl() {
+	pat=$1; shift
+	r=$(ctl "$@") || return 1
+	echo "$* -> $r"
+	echo "$r" | grep -q -E "$pat" || fail "'$*' answered '$r', want /$pat/"
+}
+
+t_insmod_debug() {
+	insmod /lib/modules/pkvm_x86.ko debug=1 || fail "insmod debug=1"
+	[ -w $CTL ] || fail "no debug interface"
+	expect_ctl '^ok 0:0x[0-9a-f]+ 1:0x[0-9a-f]+ 2:0x[0-9a-f]+ 3:0x[0-9a-f]+' alloc 4
+	expect_ctl '^ok invariants hold' check
+}
+
+t_host_ept_types() {
+	expect_ctl '^ok level=[0-9] .*rwx.* mt=6 .*Owned' lookup 0
+	expect_ctl '^ok level=[0-9] ' lookup_pa 0xfee00000
+	expect_ctl '^ok level=3 .*rwx.*Owned' lookup_pa 0x8000000000
+}
+
+t_pool_unreachable() {
+	expect_ctl '^fault -14' probe_pool
+}
+
+t_donate_hyp_and_back() {
+	expect_ctl '^ok 0xa0a0a0a0a0a0a0a0' read 0
+	expect_ctl '^ok 0$' donate_hyp 0
+	expect_ctl '^fault -14' read 0
+	expect_ctl '^fault -14' write 0
+	expect_ctl 'EptEntry\(0x0000000000000000' lookup 0
+	expect_ctl '^ok invariants hold' check
+	expect_ctl '^ok 0$' undonate_hyp 0
+	expect_ctl '^ok 0xa0a0a0a0a0a0a0a0' read 0
+	expect_ctl '^ok ' write 0
+	expect_ctl '^ok invariants hold' check
+}
+
+t_double_donate_refused() {
+	expect_ctl '^ok 0$' donate_hyp 1
+	expect_ctl '^err 1$' donate_hyp 1
+	expect_ctl '^ok 0$' undonate_hyp 1
+	expect_ctl '^err 1$' undonate_hyp 1
+	expect_ctl '^ok 0xa1a1a1a1a1a1a1a1' read 1
+}
+
+t_share_hyp() {
+	expect_ctl '^ok 0$' share_hyp 1
+	expect_ctl '^ok 0xa1a1a1a1a1a1a1a1' read 1
+	expect_ctl 'SharedOwned' lookup 1
+	expect_ctl '^err 1$' donate_hyp 1
+	expect_ctl '^ok invariants hold' check
+	expect_ctl '^ok 0$' unshare_hyp 1
+	expect_ctl 'rwx.*Owned' lookup 1
+}
+
+t_protected_vm() {
+	expect_ctl '^ok handle=0x' vm_create protected
+	expect_ctl '^ok 0$' donate_guest 2 16
+	expect_ctl '^fault -14' read 2
+	expect_ctl '^ok invariants hold' check
+	# A protected VM's page shared back (virtio): the host can read it.
+	expect_ctl '^ok 0$' guest_share_host 16
+	expect_ctl '^ok 0xa2a2a2a2a2a2a2a2' read 2
+	expect_ctl 'SharedBorrowed' lookup 2
+	expect_ctl '^ok 0$' guest_unshare_host 16
+	expect_ctl '^fault -14' read 2
+	expect_ctl '^ok invariants hold' check
+	# Teardown reclaims it, zeroed.
+	expect_ctl '^ok' vm_teardown
+	expect_ctl '^ok 0x0000000000000000' read 2
+	expect_ctl '^ok invariants hold' check
+}
+
+t_normal_vm() {
+	expect_ctl '^ok handle=0x' vm_create normal
+	expect_ctl '^ok 0$' share_guest 3 32
+	expect_ctl '^ok 0xa3a3a3a3a3a3a3a3' read 3
+	expect_ctl 'SharedOwned' lookup 3
+	expect_ctl '^err ' donate_guest 0 33
+	expect_ctl '^err 1$' donate_hyp 3
+	expect_ctl '^ok invariants hold' check
+	expect_ctl '^ok' vm_teardown
+	expect_ctl '^ok 0xa3a3a3a3a3a3a3a3' read 3
+	expect_ctl 'rwx.*Owned' lookup 3
+}
+
+t_bad_commands() {
+	if echo "donate_hyp 99" > $CTL 2>/dev/null; then fail "bad index accepted"; fi
+	if echo "frobnicate" > $CTL 2>/dev/null; then fail "unknown command accepted"; fi
+	expect_ctl '^err ' lookup_pa 0xffffffffffffffff
+	expect_ctl '^ok invariants hold' check
+}
+
+t_rmmod_gives_back() {
+	# Leave a page donated: unload must still give everything back.
+	expect_ctl '^ok 0$' donate_hyp 0
+	rmmod pkvm_x86 || fail "rmmod"
+	dmesg | grep 'pkvm_x86' | tail -3
+	if dmesg | grep -q 'leaking'; then fail "pages leaked on unload"; fi
+}
+
+t_dmesg_clean() {
+	dmesg_clean
+}
