@@ -52,7 +52,6 @@ pub(crate) struct DebugState {
     pages: KVec<TestPage>,
     meta: Option<TestPage>,
     vm: Option<u64>,
-    cpus: KVec<u32>,
     pool_pa: u64,
     out: KVec<u8>,
 }
@@ -86,20 +85,21 @@ unsafe extern "C" fn flush_this_cpu(_info: *mut c_void) {
 }
 
 impl DebugState {
-    pub(crate) fn new(cpus: KVec<u32>, pool_pa: u64) -> Self {
+    pub(crate) fn new(pool_pa: u64) -> Self {
         Self {
             pages: KVec::new(),
             meta: None,
             vm: None,
-            cpus,
             pool_pa,
             out: KVec::new(),
         }
     }
 
     fn flush_all(&self) {
-        for &cpu in self.cpus.iter() {
-            // SAFETY: `cpu` was deprivileged at load and stays so.
+        let _hotplug = crate::cpu_caps::CpusReadGuard::new();
+        for cpu in crate::cpu_caps::online_cpus() {
+            // SAFETY: with hotplug held off every online CPU runs
+            // deprivileged.
             unsafe {
                 bindings::smp_call_function_single(
                     cpu as i32,

@@ -14,8 +14,9 @@
 //! deprivileged and fails the load.  See Documentation/deprivilege.rst.
 
 use core::ffi::c_void;
+use core::sync::atomic::{AtomicPtr, Ordering};
 
-use kernel::{bindings, prelude::*};
+use kernel::{bindings, cpumask::Cpumask, prelude::*};
 
 use crate::arch::{cpu, vmx};
 use crate::hv::ept::Eptp;
@@ -48,7 +49,6 @@ const HOST_VPID: u64 = 1;
 
 /// Everything one CPU's hypervisor needs, in pool memory.
 struct CpuSlot {
-    cpu: u32,
     vmxon: PoolPage,
     vmcs: PoolPage,
     hyp: PoolPage,
@@ -74,6 +74,22 @@ struct Shared {
     cr4_fixed: (u64, u64),
 }
 
+/// Per-CPU launch state, reached from the CPU-hotplug callbacks.
+struct CpuState {
+    shared: Shared,
+    /// Indexed by CPU number; `Some` for every possible CPU.
+    slots: KVec<Option<CpuSlot>>,
+    /// Nanoseconds the last launch of each CPU took.
+    launch_ns: KVec<u64>,
+    /// A CPU could not leave VMX operation: the pool must not go back.
+    teardown_failed: bool,
+}
+
+/// The hotplug callbacks' view of the running hypervisor.  Set before the
+/// callbacks are registered, cleared after they are removed; the hotplug
+/// core serialises the callbacks with each other.
+static CPU_STATE: AtomicPtr<CpuState> = AtomicPtr::new(core::ptr::null_mut());
+
 /// The running hypervisor.  Dropping it re-privileges every CPU and gives
 /// the pool back.
 pub(crate) struct Hypervisor {
@@ -83,10 +99,10 @@ pub(crate) struct Hypervisor {
     /// Figures taken before the launch, while the host could still read
     /// the pool.
     stats: SetupStats,
-    slots: KVec<CpuSlot>,
-    /// Nanoseconds each CPU's launch callback took (guest clock), by slot.
-    launch_ns: KVec<u64>,
-    /// Nanoseconds from the start of `start` to the last CPU launched.
+    cpus: KBox<CpuState>,
+    /// The dynamic CPU-hotplug state the callbacks are registered under.
+    hp_state: Option<i32>,
+    /// Nanoseconds from the start of `start` to every CPU launched.
     total_ns: u64,
     // Declared last: freed after every CPU has left VMX operation.
     pool: Pool,
@@ -117,103 +133,201 @@ struct LaunchArgs {
     vm_error: u64,
 }
 
+/// The possible CPUs.
+fn possible_cpus() -> impl Iterator<Item = u32> {
+    // SAFETY: `__cpu_possible_mask` is a static cpumask, fixed after boot.
+    let possible = unsafe { Cpumask::from_raw(&raw const bindings::__cpu_possible_mask) };
+    (0..kernel::cpu::nr_cpu_ids())
+        .filter(move |&cpu| kernel::cpu::CpuId::from_u32(cpu).is_some_and(|id| possible.test(id)))
+}
+
+/// CPU-hotplug startup callback: deprivileges `cpu` (every online CPU at
+/// registration, then each CPU that comes online).  Runs on `cpu`.
+///
+/// # Safety
+///
+/// Called by the hotplug core only, while `CPU_STATE` is set.
+unsafe extern "C" fn cpu_online(cpu: core::ffi::c_uint) -> core::ffi::c_int {
+    // SAFETY: set before registration, cleared after removal; the hotplug
+    // core serialises callbacks, so this is the only user.
+    let Some(st) = (unsafe { CPU_STATE.load(Ordering::Acquire).as_mut() }) else {
+        return -(bindings::ENODEV as i32);
+    };
+    let Some(Some(slot)) = st.slots.get_mut(cpu as usize) else {
+        return -(bindings::ENODEV as i32);
+    };
+    if slot.launched {
+        return 0;
+    }
+    let mut args = LaunchArgs {
+        slot,
+        shared: st.shared,
+        result: 0,
+        stage: "",
+        vm_error: 0,
+    };
+    // SAFETY: ktime_get has no preconditions.
+    let t = unsafe { bindings::ktime_get() };
+    // SAFETY: the function runs on `cpu` (this CPU) with interrupts off
+    // and returns before this call does; `args` outlives it.
+    let rc = unsafe {
+        bindings::smp_call_function_single(
+            cpu as i32,
+            Some(launch_on_this_cpu),
+            (&raw mut args).cast(),
+            1,
+        )
+    };
+    let err = if rc != 0 { rc } else { args.result };
+    if err != 0 {
+        pr_err!(
+            "{}\n",
+            format_args!(
+                "cpu{cpu}: deprivileging failed at {} (errno {err}, VM-instruction error {} = {})",
+                args.stage,
+                args.vm_error,
+                instruction_error_name(args.vm_error)
+            )
+        );
+        return err;
+    }
+    slot.launched = true;
+    // SAFETY: ktime_get has no preconditions.
+    let ns = unsafe { bindings::ktime_get() }.saturating_sub(t) as u64;
+    if let Some(l) = st.launch_ns.get_mut(cpu as usize) {
+        *l = ns;
+    }
+    0
+}
+
+/// CPU-hotplug teardown callback: gives root mode back to `cpu` before it
+/// goes offline (and on unload).  Runs on `cpu`.
+///
+/// # Safety
+///
+/// Called by the hotplug core only, while `CPU_STATE` is set.
+unsafe extern "C" fn cpu_offline(cpu: core::ffi::c_uint) -> core::ffi::c_int {
+    // SAFETY: as in `cpu_online`.
+    let Some(st) = (unsafe { CPU_STATE.load(Ordering::Acquire).as_mut() }) else {
+        return 0;
+    };
+    let Some(Some(slot)) = st.slots.get_mut(cpu as usize) else {
+        return 0;
+    };
+    if !slot.launched {
+        return 0;
+    }
+    let mut ok: i32 = -1;
+    // SAFETY: runs on `cpu` (this CPU) with interrupts off before this
+    // returns; `ok` outlives it.
+    let rc = unsafe {
+        bindings::smp_call_function_single(
+            cpu as i32,
+            Some(teardown_this_cpu),
+            (&raw mut ok).cast(),
+            1,
+        )
+    };
+    if rc != 0 || ok != 0 {
+        pr_err!(
+            "{}\n",
+            format_args!("cpu{cpu}: teardown failed (rc {rc}, result {ok})")
+        );
+        st.teardown_failed = true;
+        return if rc != 0 { rc } else { ok };
+    }
+    slot.launched = false;
+    0
+}
+
 impl Hypervisor {
-    /// Deprivileges every online CPU.
+    /// Deprivileges every online CPU, and every CPU that comes online
+    /// later, until dropped.
     pub(crate) fn start(
         caps: &VmxCaps,
         pool_bytes: usize,
         module: *mut bindings::module,
         debug: bool,
     ) -> Result<Self> {
+        if !CPU_STATE.load(Ordering::Acquire).is_null() {
+            return Err(EBUSY);
+        }
         // SAFETY: ktime_get has no preconditions.
         let t0 = unsafe { bindings::ktime_get() };
         let mut pool = Pool::new(pool_bytes)?;
         let (shared, global) = Self::build_shared(caps, &mut pool, module, debug)?;
+        let mut cpus = KBox::new(
+            CpuState {
+                shared,
+                slots: KVec::new(),
+                launch_ns: KVec::new(),
+                teardown_failed: false,
+            },
+            GFP_KERNEL,
+        )?;
+        // Every possible CPU gets its pages now: once a CPU runs
+        // deprivileged, the host cannot write the pool any more.
+        for cpu in 0..kernel::cpu::nr_cpu_ids() {
+            let slot = if possible_cpus().any(|c| c == cpu) {
+                Some(Self::new_slot(&mut pool, cpu, caps, global)?)
+            } else {
+                None
+            };
+            cpus.slots.push(slot, GFP_KERNEL)?;
+            cpus.launch_ns.push(0, GFP_KERNEL)?;
+        }
         let mut hv = Hypervisor {
             global,
             stats: SetupStats::default(),
-            slots: KVec::new(),
-            launch_ns: KVec::new(),
+            cpus,
+            hp_state: None,
             total_ns: 0,
             pool,
         };
-        let _hotplug = crate::cpu_caps::CpusReadGuard::new();
-        for cpu in crate::cpu_caps::online_cpus() {
-            let slot = hv.new_slot(cpu, caps, global)?;
-            hv.slots.push(slot, GFP_KERNEL)?;
-        }
-        // Last look at the pool from the host side: after the first launch
-        // it is out of the host's reach.
+        // Last look at the pool from the host side.
         hv.stats.pool = hv.pool.usage();
         // SAFETY: no CPU is deprivileged yet; the state is ours alone.
         hv.stats.ept_tables = unsafe { (*hv.global).host_ept_table_pages() };
-        for i in 0..hv.slots.len() {
-            let slot: *mut CpuSlot = &mut hv.slots[i];
-            // SAFETY: `slot` points into `hv.slots`, not resized meanwhile.
-            let cpu = unsafe { (*slot).cpu };
-            let mut args = LaunchArgs {
-                slot,
-                shared,
-                result: 0,
-                stage: "",
-                vm_error: 0,
-            };
-            // SAFETY: ktime_get has no preconditions.
-            let t = unsafe { bindings::ktime_get() };
-            // SAFETY: the callback runs on `cpu` and returns before this
-            // call does (wait = 1); `args` outlives it.
-            let rc = unsafe {
-                bindings::smp_call_function_single(
-                    cpu as i32,
-                    Some(launch_on_this_cpu),
-                    (&raw mut args).cast(),
-                    1,
-                )
-            };
-            if rc != 0 || args.result != 0 {
-                pr_err!(
-                    "{}\n",
-                    format_args!(
-                        "cpu{cpu}: deprivileging failed at {} (errno {}, VM-instruction error {} = {})",
-                        args.stage,
-                        if rc != 0 { rc } else { args.result },
-                        args.vm_error,
-                        instruction_error_name(args.vm_error)
-                    )
-                );
-                // `hv` drops here and re-privileges the CPUs done so far.
-                return Err(Error::from_errno(if rc != 0 { rc } else { args.result }));
-            }
-            // SAFETY: as above; the launch callback has returned.
-            unsafe { (*slot).launched = true };
-            // SAFETY: ktime_get has no preconditions.
-            let now = unsafe { bindings::ktime_get() };
-            hv.launch_ns
-                .push(now.saturating_sub(t) as u64, GFP_KERNEL)?;
-            hv.total_ns = now.saturating_sub(t0) as u64;
+
+        CPU_STATE.store(&raw mut *hv.cpus, Ordering::Release);
+        // SAFETY: the callbacks and the name are static; registration calls
+        // `cpu_online` on every online CPU and, if one fails, `cpu_offline`
+        // on those already done, before returning the error.
+        let rc = unsafe {
+            bindings::__cpuhp_setup_state(
+                bindings::cpuhp_state_CPUHP_AP_ONLINE_DYN,
+                c"pkvm_x86:online".as_char_ptr(),
+                true,
+                Some(cpu_online),
+                Some(cpu_offline),
+                false,
+            )
+        };
+        if rc < 0 {
+            CPU_STATE.store(core::ptr::null_mut(), Ordering::Release);
+            return Err(Error::from_errno(rc));
         }
+        hv.hp_state = Some(rc);
+        // SAFETY: ktime_get has no preconditions.
+        hv.total_ns = unsafe { bindings::ktime_get() }.saturating_sub(t0) as u64;
         Ok(hv)
     }
 
     /// Number of deprivileged CPUs.
     pub(crate) fn cpus(&self) -> usize {
-        self.slots.iter().filter(|s| s.launched).count()
-    }
-
-    /// The deprivileged CPUs.
-    pub(crate) fn launched_cpus(&self) -> Result<KVec<u32>> {
-        let mut v = KVec::new();
-        for s in self.slots.iter().filter(|s| s.launched) {
-            v.push(s.cpu, GFP_KERNEL)?;
-        }
-        Ok(v)
+        self.cpus
+            .slots
+            .iter()
+            .flatten()
+            .filter(|s| s.launched)
+            .count()
     }
 
     /// Time to deprivilege all CPUs, and the slowest single CPU, in ns.
     pub(crate) fn launch_times(&self) -> (u64, u64) {
         (
             self.total_ns,
-            self.launch_ns.iter().copied().max().unwrap_or(0),
+            self.cpus.launch_ns.iter().copied().max().unwrap_or(0),
         )
     }
 
@@ -343,16 +457,21 @@ impl Hypervisor {
         Ok(top.pa)
     }
 
-    fn new_slot(&mut self, cpu: u32, caps: &VmxCaps, global: *mut HypGlobal) -> Result<CpuSlot> {
-        let vmxon = self.pool.alloc(1)?;
-        let vmcs = self.pool.alloc(1)?;
+    fn new_slot(
+        pool: &mut Pool,
+        cpu: u32,
+        caps: &VmxCaps,
+        global: *mut HypGlobal,
+    ) -> Result<CpuSlot> {
+        let vmxon = pool.alloc(1)?;
+        let vmcs = pool.alloc(1)?;
         // SAFETY: fresh pool pages; the revision identifier goes in the
         // first 31 bits of both regions.
         unsafe {
             *vmxon.ptr().cast::<u32>() = caps.vmcs_revision;
             *vmcs.ptr().cast::<u32>() = caps.vmcs_revision;
         }
-        let hyp = self.pool.alloc(1)?;
+        let hyp = pool.alloc(1)?;
         // SAFETY: a fresh pool page, large enough (checked at compile time
         // in `percpu`), exclusively ours.
         unsafe {
@@ -364,14 +483,16 @@ impl Hypervisor {
                 global,
             ))
         };
-        let stack = self.pool.alloc(STACK_PAGES)?;
+        let stack = pool.alloc(STACK_PAGES)?;
         let stack_top = stack.va as u64 + (STACK_PAGES * 4096) as u64;
         // The entry finds the HypCpu just above the saved registers.
         // SAFETY: the slot is inside the stack allocation.
         unsafe { *((stack_top - 16) as *mut u64) = hyp.va as u64 };
-        let gdt = self.pool.alloc(1)?;
+        let gdt = pool.alloc(1)?;
+        let ist = pool.alloc(1)?;
+        let slot_gdt = gdt;
+        build_root_gdt_tss(&slot_gdt, ist.va as u64 + 4096);
         Ok(CpuSlot {
-            cpu,
             vmxon,
             vmcs,
             hyp,
@@ -384,34 +505,16 @@ impl Hypervisor {
 
 impl Drop for Hypervisor {
     fn drop(&mut self) {
-        for slot in self.slots.iter_mut().filter(|s| s.launched) {
-            let mut ok: i32 = -1;
-            // SAFETY: the callback runs on `slot.cpu` and returns before
-            // this call does; `ok` outlives it.
-            let rc = unsafe {
-                bindings::smp_call_function_single(
-                    slot.cpu as i32,
-                    Some(teardown_this_cpu),
-                    (&raw mut ok).cast(),
-                    1,
-                )
-            };
-            if rc != 0 || ok != 0 {
-                // The CPU is gone or refused: its pages must not go back to
-                // the host.  Leak the pool rather than hand out memory a CPU
-                // may still use.
-                pr_err!(
-                    "{}\n",
-                    format_args!(
-                        "cpu{}: teardown failed (rc {rc}, result {ok}); leaking the pool",
-                        slot.cpu
-                    )
-                );
-                let pool = core::mem::replace(&mut self.pool, Pool::empty());
-                core::mem::forget(pool);
-                continue;
-            }
-            slot.launched = false;
+        if let Some(state) = self.hp_state.take() {
+            // SAFETY: removes the state registered in `start`; calls
+            // `cpu_offline` on every online CPU first.
+            unsafe { bindings::__cpuhp_remove_state(state, true) };
+        }
+        CPU_STATE.store(core::ptr::null_mut(), Ordering::Release);
+        if self.cpus.teardown_failed || self.cpus() != 0 {
+            // A CPU may still use the pool: it must not go back to the host.
+            pr_err!("a CPU is still deprivileged; leaking the hypervisor pool\n");
+            core::mem::forget(core::mem::replace(&mut self.pool, Pool::empty()));
         }
     }
 }
@@ -683,8 +786,6 @@ unsafe fn write_vmcs(slot: &CpuSlot, sh: &Shared, cr0: u64, cr4: u64) -> Result<
     w(GUEST_PENDING_DBG_EXCEPTIONS, 0)?;
 
     // Host state: the hypervisor's own GDT, TSS, IDT and stack.
-    let tr = segs[7].4;
-    build_root_gdt_tss(slot, tr.base);
     let tss_va = slot.gdt.va as u64 + TSS_OFFSET as u64;
     w(HOST_CR0, cr0)?;
     w(HOST_CR3, sh.host_cr3)?;
@@ -711,35 +812,32 @@ unsafe fn write_vmcs(slot: &CpuSlot, sh: &Shared, cr0: u64, cr4: u64) -> Result<
     Ok(())
 }
 
-/// Fills the root-mode GDT (null, 64-bit code, data, busy TSS) and TSS of
-/// `slot`.  The TSS copies the host TSS's interrupt stacks, so that an NMI
-/// in the instant between TEARDOWN_CPU's IDT switch and the host's TR
-/// reload still lands on a valid stack.
-fn build_root_gdt_tss(slot: &CpuSlot, host_tss_base: u64) {
-    let tss = slot.gdt.va as u64 + TSS_OFFSET as u64;
-    let gdt = slot.gdt.ptr().cast::<u64>();
+/// Fills the root-mode GDT (null, 64-bit code, data, busy TSS) and TSS in
+/// the page `gdt`.  The TSS's interrupt stacks (IST1-7) all point at
+/// `ist_top`, a page of the pool: root mode never uses them (its IDT gates
+/// have IST 0), but in the instant between TEARDOWN_CPU loading the host's
+/// IDT and the host reloading its own TR, an NMI would take the host's
+/// gate with this TSS, and must find a valid stack.
+fn build_root_gdt_tss(gdt: &PoolPage, ist_top: u64) {
+    let tss = gdt.va as u64 + TSS_OFFSET as u64;
+    let g = gdt.ptr().cast::<u64>();
     let tss_lo = TSS_LIMIT
         | (tss & 0xff_ffff) << 16
         | 0xbu64 << 40 // busy 64-bit TSS
         | 1u64 << 47 // present
         | ((tss >> 24) & 0xff) << 56;
-    // SAFETY: the GDT page is this slot's own pool page; the TSS lives at
-    // TSS_OFFSET in the same page; the host TSS is mapped (TR uses it) and
-    // IST1-7 sit at bytes 36..92 of a 64-bit TSS.
+    // SAFETY: the GDT page is a fresh pool page, ours alone; the TSS lives
+    // at TSS_OFFSET in the same page; IST1-7 sit at bytes 36..92 of a
+    // 64-bit TSS, the I/O map base at 102.
     unsafe {
-        *gdt = 0;
-        *gdt.add(1) = 0x00af_9b00_0000_ffff;
-        *gdt.add(2) = 0x00cf_9300_0000_ffff;
-        *gdt.add(3) = tss_lo;
-        *gdt.add(4) = tss >> 32;
-        if host_tss_base != 0 {
-            core::ptr::copy_nonoverlapping(
-                (host_tss_base + 36) as *const u8,
-                (tss + 36) as *mut u8,
-                56,
-            );
+        *g = 0;
+        *g.add(1) = 0x00af_9b00_0000_ffff;
+        *g.add(2) = 0x00cf_9300_0000_ffff;
+        *g.add(3) = tss_lo;
+        *g.add(4) = tss >> 32;
+        for i in 0..7u64 {
+            ((tss + 36 + 8 * i) as *mut u64).write_unaligned(ist_top);
         }
-        // I/O map base beyond the limit: no I/O bitmap.
         *((tss + 102) as *mut u16) = 104;
     }
 }

@@ -65,17 +65,21 @@ struct PkvmX86 {
     _raw: Pin<KBox<debugfs::File<RawMsrs>>>,
     _cpus: Pin<KBox<debugfs::File<u32>>>,
     _status: Pin<KBox<debugfs::File<Status>>>,
-    _exits: Pin<KBox<debugfs::File<KVec<u32>>>>,
+    _exits: Pin<KBox<debugfs::File<()>>>,
     _debug: Option<(debugfs::Dir, DebugCtl)>,
     _dir: debugfs::Dir,
     /// Re-privileges every CPU when dropped (module unload).
     _hyp: deprivilege::Hypervisor,
 }
 
-/// Prints the exit counters of `cpus`, summed, as `reason count` lines.
-fn write_exits(cpus: &KVec<u32>, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+/// Prints the exit counters of every online (hence deprivileged) CPU,
+/// summed, as `reason count` lines.
+fn write_exits(_: &(), f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
     let mut sum: deprivilege::ExitCounts = [0; hv::exit::reason::MAX as usize + 2];
-    for &cpu in cpus.iter() {
+    // With hotplug held off, every online CPU has been through the
+    // hypervisor's online callback.
+    let _hotplug = cpu_caps::CpusReadGuard::new();
+    for cpu in cpu_caps::online_cpus() {
         let c = deprivilege::exit_counts(cpu).map_err(|_| core::fmt::Error)?;
         writeln!(f, "cpu{cpu}_total {}", c[c.len() - 1])?;
         for (s, v) in sum.iter_mut().zip(c.iter()) {
@@ -155,12 +159,12 @@ impl kernel::Module for PkvmX86 {
             GFP_KERNEL,
         )?;
         let exits = KBox::pin_init(
-            dir.read_callback_file(c"exits", hyp.launched_cpus()?, &write_exits),
+            dir.read_callback_file(c"exits", (), &write_exits),
             GFP_KERNEL,
         )?;
         let debug = if *module_parameters::debug.value() != 0 {
             let sub = dir.subdir(c"debug");
-            let state = debug_iface::DebugState::new(hyp.launched_cpus()?, hyp.pool_first_pa());
+            let state = debug_iface::DebugState::new(hyp.pool_first_pa());
             let ctl = KBox::pin_init(
                 sub.read_write_callback_file(
                     c"ctl",

@@ -5,7 +5,7 @@
 DBG=/sys/kernel/debug/pkvm_x86
 TESTS="native_before insmod_deprivileges signature_leaf workload timers_and_interrupts \
 exit_counters protected_msr_write kvm_refused_while_loaded rmmod_reprivileges kvm_after \
-load_unload_20 bench dmesg_clean"
+cpu_hotplug load_unload_20 bench dmesg_clean"
 
 ncpu() { grep -c ^processor /proc/cpuinfo; }
 memfree_kb() { sed -n 's/^MemFree: *\([0-9]*\) kB/\1/p' /proc/meminfo; }
@@ -106,6 +106,30 @@ t_kvm_after() {
 	insmod /lib/modules/kvm-intel.ko || fail "insmod kvm-intel after pkvm unload"
 	[ -c /dev/kvm ] || fail "/dev/kvm missing"
 	rmmod kvm_intel && rmmod kvm || fail "rmmod kvm"
+}
+
+# A CPU taken offline leaves VMX operation; brought back, it is
+# deprivileged again (on 1 CPU there is nothing to take offline).
+t_cpu_hotplug() {
+	last=$(($(ncpu) - 1))
+	[ $last -ge 1 ] || { echo "one CPU: skipped"; return 0; }
+	insmod /lib/modules/pkvm_x86.ko || fail "insmod"
+	f=/sys/devices/system/cpu/cpu$last/online
+	echo 0 > $f || fail "offline cpu$last"
+	grep -q "^processor.*: $last\$" /proc/cpuinfo && fail "cpu$last still listed"
+	/bin/workload 2 1 >/dev/null || fail "host broken with cpu$last offline"
+	echo 1 > $f || fail "online cpu$last"
+	sig=$(taskset -c $last /bin/cpuid -s) || fail "taskset"
+	expect_eq "cpu$last signature after re-onlining" "$sig" "pkvm-x86" || return 1
+	grep "^cpu${last}_total" $DBG/exits || fail "no counters from cpu$last"
+	echo 0 > $f && echo 1 > $f || fail "second offline/online"
+	rmmod pkvm_x86 || fail "rmmod"
+	sig=$(taskset -c $last /bin/cpuid -s)
+	[ "$sig" != pkvm-x86 ] || fail "cpu$last still deprivileged after rmmod"
+	# Offline while unloaded, online after: the module must not care.
+	echo 0 > $f && insmod /lib/modules/pkvm_x86.ko && echo 1 > $f || fail "online after load"
+	expect_eq "late cpu$last" "$(taskset -c $last /bin/cpuid -s)" "pkvm-x86" || return 1
+	rmmod pkvm_x86 || fail "final rmmod"
 }
 
 t_load_unload_20() {
