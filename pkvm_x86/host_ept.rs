@@ -13,18 +13,23 @@
 //! * The module's text is mapped read + execute and its read-only data
 //!   read-only: the host can run the module's host-side code but cannot
 //!   change what root mode executes or reads.
+//!
+//! The layout itself (sorting and checking the holes, runs of one memory
+//! type, page sizes) is decided by the pure core, `hv::host_ept_map`, and
+//! tested there; this file gathers its inputs from the kernel and the CPU.
+//! A module page inside a pool chunk cannot happen: an overlap means the
+//! list is wrong, and the core refuses it (`EINVAL`) rather than guess.
 
 use kernel::{bindings, prelude::*};
 
 use crate::arch::{cpuid::cpuid, msr};
-use crate::hv::ept::{MemType, PageState};
+use crate::hv::host_ept_map::{build_identity, Hole};
 use crate::hv::mem_protect::HostEpt;
 use crate::hv::mtrr::{Mtrrs, RawMtrrs};
-use crate::hv::pgtable::{Attrs, PERM_R, PERM_RWX, PERM_X};
+use crate::hv::pgtable::{PERM_R, PERM_X};
 use crate::hyp::mm::HypMm;
 
 const PAGE: u64 = 4096;
-const SIZES: [u64; 3] = [1 << 30, 2 << 20, PAGE];
 
 extern "C" {
     /// `m` is a `struct module *`, passed opaquely.
@@ -33,15 +38,6 @@ extern "C" {
         ty: i32,
         size: *mut u32,
     ) -> *mut core::ffi::c_void;
-}
-
-/// A range the host EPT treats specially.
-#[derive(Clone, Copy)]
-struct Hole {
-    pa: u64,
-    size: u64,
-    /// `None`: not mapped (hypervisor-owned); `Some(p)`: mapped with `p`.
-    perms: Option<u8>,
 }
 
 /// Physical address bits the CPU implements.
@@ -67,64 +63,11 @@ fn module_pages(module: *mut bindings::module, holes: &mut KVec<Hole>) -> Result
             // SAFETY: `va` is inside a live vmalloc'ed module region.
             let pfn = unsafe { bindings::vmalloc_to_pfn(va as *const core::ffi::c_void) };
             holes.push(
-                Hole {
-                    pa: (pfn as u64) << 12,
-                    size: PAGE,
-                    perms: Some(perms),
-                },
+                Hole::restricted((pfn as u64) << 12, PAGE, perms),
                 GFP_KERNEL,
             )?;
             va += PAGE;
         }
-    }
-    Ok(())
-}
-
-/// Maps `[start, end)` for the host with `perms`, in runs of uniform MTRR
-/// type, using the largest aligned blocks that fit.
-fn map_typed(
-    ept: &mut HostEpt,
-    mm: &mut HypMm,
-    mtrrs: &Mtrrs,
-    start: u64,
-    end: u64,
-    perms: u8,
-) -> Result {
-    let mut a = start;
-    while a < end {
-        let run_start = a;
-        let mut run_type: Option<MemType> = None;
-        while a < end {
-            let Some((size, ty)) = SIZES.iter().find_map(|&s| {
-                (a % s == 0 && a + s <= end)
-                    .then(|| mtrrs.uniform_type(a, s).map(|t| (s, t)))
-                    .flatten()
-            }) else {
-                // Not even a 4 KiB page has one type: MTRRs are broken;
-                // the safe choice is uncached.
-                break;
-            };
-            match run_type {
-                None => run_type = Some(ty),
-                Some(t) if t != ty => break,
-                Some(_) => {}
-            }
-            a += size;
-        }
-        let ty = match run_type {
-            Some(t) => t,
-            None => {
-                a = (a + PAGE).min(end);
-                MemType::Uc
-            }
-        };
-        let attrs = Attrs {
-            perms,
-            memtype: ty,
-            state: PageState::Owned,
-        };
-        ept.map_memory(mm, run_start, a - run_start, attrs)
-            .map_err(|e| Error::from_errno(-(e.errno())))?;
     }
     Ok(())
 }
@@ -146,32 +89,17 @@ pub(crate) fn build(mm: &mut HypMm, module: *mut bindings::module) -> Result<Hos
 
     let mut holes = KVec::new();
     for c in mm.chunks() {
-        holes.push(
-            Hole {
-                pa: c.pa,
-                size: crate::pool::CHUNK as u64,
-                perms: None,
-            },
-            GFP_KERNEL,
-        )?;
+        holes.push(Hole::hyp(c.pa, crate::pool::CHUNK as u64), GFP_KERNEL)?;
     }
     module_pages(module, &mut holes)?;
-    holes.sort_unstable_by_key(|h| h.pa);
 
     let mut ept = HostEpt::new(mm, 3).map_err(|e| Error::from_errno(-(e.errno())))?;
-    let mut a = 0u64;
-    for h in holes.iter() {
-        if h.pa < a {
-            // A module page inside a pool chunk cannot happen; an
-            // overlap means the list is wrong: refuse rather than guess.
-            return Err(EINVAL);
+    if let Err(e) = build_identity(&mut ept, mm, &mtrrs, &mut holes, limit) {
+        pr_err!("host EPT: identity map failed: {}\n", e.name());
+        if let Err(d) = ept.destroy(mm) {
+            pr_warn!("host EPT: freeing the partial table failed: {}\n", d.name());
         }
-        map_typed(&mut ept, mm, &mtrrs, a, h.pa, PERM_RWX)?;
-        if let Some(p) = h.perms {
-            map_typed(&mut ept, mm, &mtrrs, h.pa, h.pa + h.size, p)?;
-        }
-        a = h.pa + h.size;
+        return Err(Error::from_errno(-(e.errno())));
     }
-    map_typed(&mut ept, mm, &mtrrs, a, limit, PERM_RWX)?;
     Ok(ept)
 }
