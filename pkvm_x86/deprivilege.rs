@@ -22,7 +22,6 @@ use crate::arch::{cpu, vmx};
 use crate::hv::ept::Eptp;
 use crate::hv::exit::CR4_VMXE;
 use crate::hv::hypercall::{self, nr};
-use crate::hv::mem_protect::HypPgt;
 use crate::hv::msr_bitmap::{MsrBitmap, HOST_POLICY, MSR_BITMAP_SIZE};
 use crate::hv::segment::{self, DescriptorTables, SegmentState};
 use crate::hv::vmcs::*;
@@ -34,7 +33,6 @@ use crate::hyp::percpu::HypCpu;
 use crate::pool::{Pool, PoolPage};
 
 extern "C" {
-    fn pkvm_helper_va(pa: u64) -> *mut c_void;
     fn pkvm_helper_reload_host_tr();
 }
 
@@ -44,6 +42,8 @@ const HOST_SS: u16 = 0x10;
 const HOST_TR: u16 = 0x18;
 const TSS_OFFSET: usize = 0x800;
 const TSS_LIMIT: u64 = 0x67;
+/// CR4.LA57: 5-level paging (root mode's page table has 4 levels).
+const CR4_LA57: u64 = 1 << 12;
 /// VPID used for the host on every CPU (0 is reserved for root mode).
 const HOST_VPID: u64 = 1;
 
@@ -354,9 +354,8 @@ impl Hypervisor {
     ) -> Result<(Shared, *mut HypGlobal)> {
         let ept = crate::host_ept::build(pool.mm(), module)?;
         let eptp = Eptp::new_4level(ept.pgt().root(), false).0;
-        let direct_map = pool.mm().va(0);
-        let hyp_pgt =
-            HypPgt::new(pool.mm(), 3, direct_map).map_err(|e| Error::from_errno(-e.errno()))?;
+        let hyp_pgt = crate::hyp_pgt::build(pool, module)?;
+        let host_cr3 = hyp_pgt.pgt().root();
         let mm: *mut HypMm = pool.mm();
         let global_pages = core::mem::size_of::<HypGlobal>().div_ceil(4096);
         let g = pool.alloc(global_pages)?;
@@ -396,7 +395,7 @@ impl Hypervisor {
             eptp,
             msr_bitmap_pa: bitmap.pa,
             idt_va: idt.va as u64,
-            host_cr3: Self::build_root_page_table(pool)?,
+            host_cr3,
             vpid,
             pin: caps.pinbased.adjust(0, 0).map_err(err)?,
             proc1: caps
@@ -440,21 +439,6 @@ impl Hypervisor {
             cr4_fixed: caps.cr4_fixed,
         };
         Ok((shared, global))
-    }
-
-    /// The root-mode CR3: a top-level table of the pool whose kernel half
-    /// (entries 256..511) is the kernel's, which x86-64 Linux allocates at
-    /// boot and never frees; the user half is empty.
-    fn build_root_page_table(pool: &mut Pool) -> Result<u64> {
-        let top = pool.alloc(1)?;
-        let cr3 = cpu::read_cr3() & crate::hv::ept::PFN_MASK;
-        // SAFETY: CR3 points at the current top-level table, mapped in the
-        // direct map; `top` is a fresh pool page.
-        unsafe {
-            let cur = pkvm_helper_va(cr3).cast::<u64>();
-            core::ptr::copy_nonoverlapping(cur.add(256), top.ptr().cast::<u64>().add(256), 256);
-        }
-        Ok(top.pa)
     }
 
     fn new_slot(
@@ -572,6 +556,14 @@ unsafe extern "C" fn launch_on_this_cpu(info: *mut c_void) {
     let sh = args.shared;
 
     let cr4 = cpu::read_cr4();
+    if cr4 & CR4_LA57 != 0 {
+        return fail(
+            args,
+            "5-level paging is not supported yet",
+            bindings::EOPNOTSUPP,
+            None,
+        );
+    }
     if cr4 & CR4_VMXE != 0 {
         return fail(
             args,

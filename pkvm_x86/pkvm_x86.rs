@@ -21,6 +21,7 @@ mod deprivilege;
 mod host_ept;
 pub mod hv;
 pub mod hyp;
+mod hyp_pgt;
 mod pool;
 
 use hv::vmx_caps::{VmxCaps, VMX_MSR_COUNT};

@@ -71,6 +71,18 @@ pub unsafe fn write_cr4(v: u64) {
     unsafe { asm!("mov cr4, {v}", v = in(reg) v, options(nostack, preserves_flags)) };
 }
 
+/// Invalidates the TLB entries for linear address `va` on this CPU.
+///
+/// # Safety
+///
+/// None beyond running at CPL 0; provided as `unsafe` because callers use
+/// it to make a page-table change visible, which they must have made safely.
+#[inline]
+pub unsafe fn invlpg(va: u64) {
+    // SAFETY: INVLPG only drops cached translations.
+    unsafe { asm!("invlpg [{a}]", a = in(reg) va, options(nostack, preserves_flags)) };
+}
+
 /// RFLAGS.
 #[inline]
 pub fn read_rflags() -> u64 {

@@ -289,8 +289,11 @@ where
     }
     let mut bad: Option<Check> = None;
     let party = Party::Hyp;
+    // Only the linear window carries ownership; the hypervisor's code,
+    // read-only data and scratch slot live outside it (`map_fixed`).
+    let (win, win_len) = hyp.linear_window();
     hyp.pgt()
-        .for_each_leaf(mm, 0, ADDR_LIMIT, |mm, ctx, e| {
+        .for_each_leaf(mm, win, win_len, |mm, ctx, e| {
             if bad.is_some() || e == 0 {
                 return Ok(());
             }

@@ -129,8 +129,13 @@ impl HostEpt {
     }
 }
 
+/// Size of the hypervisor page table's linear window: physical addresses
+/// up to 2^46 (64 TiB).
+pub const LINEAR_WINDOW: u64 = 1 << 46;
+
 /// The hypervisor's own page table: `pa + va_offset -> pa` for the pages it
-/// owns or borrows.
+/// owns or borrows, inside a linear window; outside it, fixed mappings
+/// (code, read-only data, a scratch slot) that carry no ownership.
 #[derive(Debug)]
 pub struct HypPgt {
     pgt: PgTable<HypFormat>,
@@ -159,6 +164,49 @@ impl HypPgt {
         let va = pa.wrapping_add(self.va_offset) & (ADDR_LIMIT - 1);
         check_range(va, size)?;
         Ok(va)
+    }
+
+    /// The linear window `[start, start + len)` (48-bit table addresses)
+    /// where `pa` lives at `pa + va_offset`: the only part of the table that
+    /// records ownership.
+    pub fn linear_window(&self) -> (u64, u64) {
+        let lin = self.va_offset & (ADDR_LIMIT - 1);
+        (lin, LINEAR_WINDOW.min(ADDR_LIMIT - lin))
+    }
+
+    /// Maps hypervisor memory it owns from the start (its pool) at its
+    /// linear address, read-write, `OWNED`.  Only unmapped ranges can be
+    /// mapped ([`Error::Perm`] otherwise).
+    pub fn map_owned<M: MmOps>(&mut self, mm: &mut M, pa: u64, size: u64) -> Result {
+        let va = self.va(pa, size)?;
+        all_leaves(&self.pgt, mm, va, size, |_, e| e == 0)?;
+        let attrs = Attrs::wb(PERM_R | PERM_W, PageState::Owned);
+        self.pgt.map(mm, va, size, pa, attrs)
+    }
+
+    /// Maps `[pa, pa + size)` at `va` with `perms`, outside the linear
+    /// region (the hypervisor's code and read-only data, a scratch slot).
+    /// These mappings carry no ownership: the state is `SHARED_BORROWED`,
+    /// and the caller must keep them out of `[va_offset, va_offset +
+    /// 2^46)`, where [`Error::Inval`] is returned.  Only unmapped ranges can
+    /// be mapped ([`Error::Perm`] otherwise).
+    pub fn map_fixed<M: MmOps>(
+        &mut self,
+        mm: &mut M,
+        va: u64,
+        pa: u64,
+        size: u64,
+        perms: u8,
+    ) -> Result {
+        let va = va & (ADDR_LIMIT - 1);
+        check_range(va, size)?;
+        let (lin, len) = self.linear_window();
+        if va < lin + len && va + size > lin {
+            return Err(Error::Inval);
+        }
+        all_leaves(&self.pgt, mm, va, size, |_, e| e == 0)?;
+        let attrs = Attrs::wb(perms, PageState::SharedBorrowed);
+        self.pgt.map(mm, va, size, pa, attrs)
     }
 
     /// Frees every table page.

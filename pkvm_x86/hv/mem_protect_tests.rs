@@ -910,3 +910,60 @@ fn map_memory_only_takes_hypervisor_ranges() {
     w.check_invariants();
     w.destroy();
 }
+
+mod hyp_fixed_mappings {
+    use crate::hv::ept::PageState;
+    use crate::hv::error::Error;
+    use crate::hv::invariants::check;
+    use crate::hv::mem_protect::*;
+    use crate::hv::pgtable::{Attrs, PERM_R, PERM_RWX, PERM_X};
+    use crate::hv::sim::Arena;
+
+    const OFFSET: u64 = 0xffff_8880_0000_0000;
+
+    #[test]
+    fn owned_pool_and_fixed_code_keep_the_invariants() {
+        let mut mm = Arena::new(64);
+        let mut host = HostEpt::new(&mut mm, 3).unwrap();
+        let mut hyp = HypPgt::new(&mut mm, 3, OFFSET).unwrap();
+        // The host owns everything but a 2 MiB pool at 8 MiB.
+        let attrs = Attrs::wb(PERM_RWX, PageState::Owned);
+        host.map_memory(&mut mm, 0, 8 << 20, attrs).unwrap();
+        host.map_memory(&mut mm, 10 << 20, 1 << 30, attrs).unwrap();
+        hyp.map_owned(&mut mm, 8 << 20, 2 << 20).unwrap();
+        // Code of the host kernel image and of the module, outside the window.
+        hyp.map_fixed(
+            &mut mm,
+            0xffff_ffff_8000_0000,
+            0x100_0000,
+            2 << 20,
+            PERM_R | PERM_X,
+        )
+        .unwrap();
+        hyp.map_fixed(&mut mm, 0xffff_ffff_a000_0000, 0x4000, 0x1000, PERM_R)
+            .unwrap();
+        let mut claims = [Default::default(); 16];
+        assert_eq!(
+            check(&host, &hyp, core::iter::empty(), &mut mm, &mut claims),
+            Ok(())
+        );
+        // Inside the linear window is refused, as is a second mapping.
+        assert_eq!(
+            hyp.map_fixed(&mut mm, OFFSET + 0x1000, 0x1000, 0x1000, PERM_R),
+            Err(Error::Inval)
+        );
+        assert_eq!(
+            hyp.map_fixed(&mut mm, 0xffff_ffff_a000_0000, 0x5000, 0x1000, PERM_R),
+            Err(Error::Perm)
+        );
+        // The pool cannot be mapped twice, nor handed out by a donation.
+        assert_eq!(hyp.map_owned(&mut mm, 8 << 20, 0x1000), Err(Error::Perm));
+        assert!(host_donate_hyp(&mut host, &mut hyp, &mut mm, 8 << 20, 1).is_err());
+        // A page the host owned stays donatable next to the fixed mappings.
+        host_donate_hyp(&mut host, &mut hyp, &mut mm, 0x20_0000, 1).unwrap();
+        assert_eq!(
+            check(&host, &hyp, core::iter::empty(), &mut mm, &mut claims),
+            Ok(())
+        );
+    }
+}

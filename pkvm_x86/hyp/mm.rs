@@ -43,8 +43,15 @@ pub struct HypMm {
     used: usize,
     /// Direct-map address of the `u16` use counts, one per pool page.
     counts: u64,
-    /// `va - pa` of the direct map, for pages outside the pool.
+    /// `va - pa` of the direct map (host side, before launch; in root
+    /// mode only the pool is mapped there).
     direct_map_offset: u64,
+    /// Root mode's window on any other page: a virtual address whose
+    /// last-level entry `scratch_pte` (itself in the pool) is pointed at a
+    /// page for the time of one access, then back at `scratch_idle`.
+    scratch_va: u64,
+    scratch_pte: u64,
+    scratch_idle: u64,
 }
 
 /// Why the allocator could not be set up.
@@ -84,7 +91,22 @@ impl HypMm {
         mm.bump = header_pages + count_pages;
         mm.free_head = 0;
         mm.used = 0;
+        mm.scratch_va = 0;
         Ok(mm)
+    }
+
+    /// Installs the scratch slot: `va` is mapped by the last-level entry at
+    /// direct-map address `pte`, whose current value is its idle value.
+    ///
+    /// # Safety
+    ///
+    /// `pte` must be that entry, in a pool page, and stay so for the
+    /// hypervisor's lifetime; `va` must be mapped only through it.
+    pub unsafe fn set_scratch(&mut self, va: u64, pte: u64) {
+        // SAFETY: guaranteed by the caller.
+        self.scratch_idle = unsafe { *(pte as *const u64) };
+        self.scratch_va = va;
+        self.scratch_pte = pte;
     }
 
     /// Pages in the pool.
@@ -218,8 +240,25 @@ impl MmOps for HypMm {
     }
 
     fn zero_page(&mut self, pa: u64) {
-        // SAFETY: a data page the page-state code is handing back; it is
-        // mapped in the direct map.
-        unsafe { core::ptr::write_bytes(self.va(pa) as *mut u8, 0, PAGE as usize) };
+        if self.scratch_va == 0 {
+            // Host side, before launch: the direct map covers everything.
+            // SAFETY: a data page the page-state code is handing back.
+            unsafe { core::ptr::write_bytes(self.va(pa) as *mut u8, 0, PAGE as usize) };
+            return;
+        }
+        // Root mode: only the pool is in the linear map; reach the page
+        // through the scratch slot (present, writable, not executable).
+        const P_RW_NX: u64 = 1 | 2 | (1 << 63);
+        let pte = self.scratch_pte as *mut u64;
+        // SAFETY: `set_scratch`'s contract: the entry maps `scratch_va`
+        // only; callers hold the hypervisor lock, so no other CPU uses the
+        // slot; the page is one the page-state code is handing back.
+        unsafe {
+            pte.write_volatile((pa & crate::hv::ept::PFN_MASK) | P_RW_NX);
+            crate::arch::cpu::invlpg(self.scratch_va);
+            core::ptr::write_bytes(self.scratch_va as *mut u8, 0, PAGE as usize);
+            pte.write_volatile(self.scratch_idle);
+            crate::arch::cpu::invlpg(self.scratch_va);
+        }
     }
 }

@@ -1,0 +1,157 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Builds root mode's own page table at load (host side, before any CPU is
+//! deprivileged), in pool memory, with the page-table engine's
+//! [`HypPgt`]:
+//!
+//! * the pool, at its direct-map address, read-write, `OWNED` by the
+//!   hypervisor (its linear window; donations add to it later);
+//! * the module's text (read + execute) and read-only data (read), at the
+//!   module's addresses;
+//! * the kernel image as the kernel maps it (text executable, the rest
+//!   read-only, nothing writable), because root-mode code is linked against
+//!   the kernel's `core` (see Documentation/deprivilege.rst, Limitations);
+//! * a scratch slot through which root mode reaches any other page for the
+//!   time of one access (zeroing a page a guest gives back).
+//!
+//! Nothing else is mapped: the host's own page tables, its data, its
+//! stacks are out of root mode's sight, so the host cannot redirect
+//! root-mode execution by editing its page tables.
+
+use core::ffi::c_void;
+
+use kernel::{bindings, prelude::*};
+
+use crate::hv::ept::{index, PFN_MASK};
+use crate::hv::mem_protect::HypPgt;
+use crate::hv::pgtable::{MmOps, PERM_R, PERM_W, PERM_X};
+use crate::hyp::mm::HypMm;
+use crate::pool::{Pool, CHUNK};
+
+/// Where the kernel image is mapped (`__START_KERNEL_map`).
+const KERNEL_IMAGE_VA: u64 = 0xffff_ffff_8000_0000;
+
+/// Root mode's scratch slot; outside the linear window, the kernel image
+/// and the module area.
+const SCRATCH_VA: u64 = 0xffff_f000_0000_0000;
+const PAGE: u64 = 4096;
+
+extern "C" {
+    fn pkvm_helper_kernel_leaf(va: u64, pa: *mut u64, size: *mut u64, exec: *mut i32) -> i32;
+    fn pkvm_helper_module_region(m: *mut c_void, ty: i32, size: *mut u32) -> *mut c_void;
+    fn pkvm_helper_modules_vaddr() -> u64;
+}
+
+fn err(e: crate::hv::error::Error) -> Error {
+    Error::from_errno(-e.errno())
+}
+
+/// The module's pages of region `ty`, mapped with `perms`.
+fn map_module_region(
+    pgt: &mut HypPgt,
+    mm: &mut HypMm,
+    module: *mut bindings::module,
+    ty: i32,
+    perms: u8,
+) -> Result {
+    let mut size = 0u32;
+    // SAFETY: `module` is this module, alive while it is loaded.
+    let base = unsafe { pkvm_helper_module_region(module.cast(), ty, &mut size) } as u64;
+    let mut va = base & !(PAGE - 1);
+    while va < base + u64::from(size) {
+        // SAFETY: `va` is inside a live vmalloc'ed module region.
+        let pfn = unsafe { bindings::vmalloc_to_pfn(va as *const c_void) } as u64;
+        pgt.map_fixed(mm, va, pfn << 12, PAGE, perms).map_err(err)?;
+        va += PAGE;
+    }
+    Ok(())
+}
+
+/// The kernel image mapping (up to the module area), read-only,
+/// executable where the kernel's is.
+fn map_kernel_image(pgt: &mut HypPgt, mm: &mut HypMm) -> Result {
+    // SAFETY: returns a constant of the kernel's layout.
+    let end = unsafe { pkvm_helper_modules_vaddr() };
+    let mut va = KERNEL_IMAGE_VA;
+    while va < end {
+        let (mut pa, mut size, mut exec) = (0u64, 0u64, 0i32);
+        // SAFETY: a read-only walk of the kernel's own page tables.
+        let rc = unsafe { pkvm_helper_kernel_leaf(va, &mut pa, &mut size, &mut exec) };
+        if size == 0 || !size.is_power_of_two() {
+            return Err(EINVAL);
+        }
+        let off = va & (size - 1);
+        let len = (size - off).min(end - va);
+        if rc == 0 {
+            let perms = if exec != 0 { PERM_R | PERM_X } else { PERM_R };
+            pgt.map_fixed(mm, va, pa + off, len, perms).map_err(err)?;
+        }
+        va += len;
+    }
+    Ok(())
+}
+
+/// Direct-map address of the last-level entry mapping `va` in the table
+/// rooted at `root`, if `va` is mapped by a 4 KiB page.
+fn leaf_entry(mm: &HypMm, root: u64, va: u64) -> Option<u64> {
+    let mut table = root;
+    for level in (2..=4).rev() {
+        let e = *mm.table(table)?.get(index(va, level))?;
+        if e & 1 == 0 || e & (1 << 7) != 0 {
+            return None;
+        }
+        table = e & PFN_MASK;
+    }
+    mm.table(table)?;
+    Some(mm.va(table) + 8 * index(va, 1) as u64)
+}
+
+/// Builds root mode's page table; returns it (its root goes in HOST_CR3).
+pub(crate) fn build(pool: &mut Pool, module: *mut bindings::module) -> Result<HypPgt> {
+    build_inner(pool, module).inspect_err(|e| {
+        pr_err!("building the hypervisor page table failed: {:?}\n", e);
+    })
+}
+
+fn build_inner(pool: &mut Pool, module: *mut bindings::module) -> Result<HypPgt> {
+    let scratch = pool.alloc(1)?;
+    let mm = pool.mm();
+    let mut pgt = HypPgt::new(mm, 3, mm.va(0)).map_err(err)?;
+    let mut chunks = [0u64; crate::hyp::mm::MAX_CHUNKS];
+    let n = mm.chunks().len();
+    for (dst, c) in chunks.iter_mut().zip(mm.chunks()) {
+        *dst = c.pa;
+    }
+    for &pa in chunks.iter().take(n) {
+        pgt.map_owned(mm, pa, CHUNK as u64).map_err(err)?;
+    }
+    map_module_region(
+        &mut pgt,
+        mm,
+        module,
+        bindings::mod_mem_type_MOD_TEXT,
+        PERM_R | PERM_X,
+    )?;
+    map_module_region(
+        &mut pgt,
+        mm,
+        module,
+        bindings::mod_mem_type_MOD_RODATA,
+        PERM_R,
+    )?;
+    map_module_region(
+        &mut pgt,
+        mm,
+        module,
+        bindings::mod_mem_type_MOD_RO_AFTER_INIT,
+        PERM_R,
+    )?;
+    map_kernel_image(&mut pgt, mm)?;
+    pgt.map_fixed(mm, SCRATCH_VA, scratch.pa, PAGE, PERM_R | PERM_W)
+        .map_err(err)?;
+    let pte = leaf_entry(mm, pgt.pgt().root(), SCRATCH_VA).ok_or(EINVAL)?;
+    // SAFETY: `pte` is the pool entry that alone maps SCRATCH_VA, for as
+    // long as the table lives.
+    unsafe { mm.set_scratch(SCRATCH_VA, pte) };
+    Ok(pgt)
+}
