@@ -21,11 +21,12 @@ use kernel::{bindings, cpumask::Cpumask, prelude::*};
 use crate::arch::{cpu, vmx};
 use crate::hv::ept::Eptp;
 use crate::hv::exit::CR4_VMXE;
+use crate::hv::host_controls::host_controls;
 use crate::hv::hypercall::{self, nr};
 use crate::hv::msr_bitmap::{MsrBitmap, HOST_POLICY, MSR_BITMAP_SIZE};
 use crate::hv::segment::{self, DescriptorTables, SegmentState};
 use crate::hv::vmcs::*;
-use crate::hv::vmx_caps::{ctl, Feature, VmxCaps};
+use crate::hv::vmx_caps::{ctl, VmxCaps};
 use crate::hyp::entry;
 use crate::hyp::global::HypGlobal;
 use crate::hyp::mm::HypMm;
@@ -389,52 +390,21 @@ impl Hypervisor {
             }
         }
 
-        let vpid = caps.has(Feature::Vpid);
-        let err = |_| Error::from_errno(-(bindings::EOPNOTSUPP as i32));
+        let controls = host_controls(caps).map_err(|e| {
+            pr_err!("{}\n", format_args!("VMX controls not available: {e:?}"));
+            Error::from_errno(-(bindings::EOPNOTSUPP as i32))
+        })?;
         let shared = Shared {
             eptp,
             msr_bitmap_pa: bitmap.pa,
             idt_va: idt.va as u64,
             host_cr3,
-            vpid,
-            pin: caps.pinbased.adjust(0, 0).map_err(err)?,
-            proc1: caps
-                .procbased
-                .adjust(ctl::PROC_MSR_BITMAPS | ctl::PROC_SECONDARY_CONTROLS, 0)
-                .map_err(err)?,
-            proc2: caps
-                .procbased2
-                .adjust(
-                    ctl::PROC2_EPT | if vpid { ctl::PROC2_VPID } else { 0 },
-                    // Instructions that #UD in non-root mode unless enabled.
-                    ctl::PROC2_RDTSCP
-                        | ctl::PROC2_INVPCID
-                        | ctl::PROC2_XSAVES
-                        | PROC2_USER_WAIT_PAUSE,
-                )
-                .map_err(err)?,
-            exit: caps
-                .exit
-                .adjust(
-                    ctl::EXIT_HOST_ADDR_SPACE_SIZE
-                        | ctl::EXIT_SAVE_EFER
-                        | ctl::EXIT_LOAD_EFER
-                        | ctl::EXIT_SAVE_PAT
-                        | ctl::EXIT_LOAD_PAT
-                        | EXIT_SAVE_DEBUG_CONTROLS,
-                    0,
-                )
-                .map_err(err)?,
-            entry: caps
-                .entry
-                .adjust(
-                    ctl::ENTRY_IA32E_GUEST
-                        | ctl::ENTRY_LOAD_EFER
-                        | ctl::ENTRY_LOAD_PAT
-                        | ENTRY_LOAD_DEBUG_CONTROLS,
-                    0,
-                )
-                .map_err(err)?,
+            vpid: controls.vpid,
+            pin: controls.pin,
+            proc1: controls.proc1,
+            proc2: controls.proc2,
+            exit: controls.exit,
+            entry: controls.entry,
             cr0_fixed: caps.cr0_fixed,
             cr4_fixed: caps.cr4_fixed,
         };
@@ -502,13 +472,6 @@ impl Drop for Hypervisor {
         }
     }
 }
-
-/// Secondary control bit 26: enable user wait and pause (UMWAIT/TPAUSE).
-const PROC2_USER_WAIT_PAUSE: u32 = 1 << 26;
-/// VM-exit control bit 2: save debug controls.
-const EXIT_SAVE_DEBUG_CONTROLS: u32 = 1 << 2;
-/// VM-entry control bit 2: load debug controls.
-const ENTRY_LOAD_DEBUG_CONTROLS: u32 = 1 << 2;
 
 /// Runs on the CPU being torn down, interrupts off.
 ///
