@@ -93,13 +93,13 @@ pub(crate) fn build(mm: &mut HypMm, module: *mut bindings::module) -> Result<Hos
     }
     module_pages(module, &mut holes)?;
 
-    let mut ept = HostEpt::new(mm, 3).map_err(|e| Error::from_errno(-(e.errno())))?;
+    let mut ept = HostEpt::new(mm, 3)?;
     if let Err(e) = build_identity(&mut ept, mm, &mtrrs, &mut holes, limit) {
         pr_err!("host EPT: identity map failed: {}\n", e.name());
         if let Err(d) = ept.destroy(mm) {
             pr_warn!("host EPT: freeing the partial table failed: {}\n", d.name());
         }
-        return Err(Error::from_errno(-(e.errno())));
+        return Err(e.into());
     }
     Ok(ept)
 }

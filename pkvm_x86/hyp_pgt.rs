@@ -42,10 +42,6 @@ extern "C" {
     fn pkvm_helper_modules_vaddr() -> u64;
 }
 
-fn err(e: crate::hv::error::Error) -> Error {
-    Error::from_errno(-e.errno())
-}
-
 /// The module's pages of region `ty`, mapped with `perms`.
 fn map_module_region(
     pgt: &mut HypPgt,
@@ -61,7 +57,7 @@ fn map_module_region(
     while va < base + u64::from(size) {
         // SAFETY: `va` is inside a live vmalloc'ed module region.
         let pfn = unsafe { bindings::vmalloc_to_pfn(va as *const c_void) } as u64;
-        pgt.map_fixed(mm, va, pfn << 12, PAGE, perms).map_err(err)?;
+        pgt.map_fixed(mm, va, pfn << 12, PAGE, perms)?;
         va += PAGE;
     }
     Ok(())
@@ -84,7 +80,7 @@ fn map_kernel_image(pgt: &mut HypPgt, mm: &mut HypMm) -> Result {
         let len = (size - off).min(end - va);
         if rc == 0 {
             let perms = if exec != 0 { PERM_R | PERM_X } else { PERM_R };
-            pgt.map_fixed(mm, va, pa + off, len, perms).map_err(err)?;
+            pgt.map_fixed(mm, va, pa + off, len, perms)?;
         }
         va += len;
     }
@@ -116,14 +112,14 @@ pub(crate) fn build(pool: &mut Pool, module: *mut bindings::module) -> Result<Hy
 fn build_inner(pool: &mut Pool, module: *mut bindings::module) -> Result<HypPgt> {
     let scratch = pool.alloc(1)?;
     let mm = pool.mm();
-    let mut pgt = HypPgt::new(mm, 3, mm.va(0)).map_err(err)?;
+    let mut pgt = HypPgt::new(mm, 3, mm.va(0))?;
     let mut chunks = [0u64; crate::hyp::mm::MAX_CHUNKS];
     let n = mm.chunks().len();
     for (dst, c) in chunks.iter_mut().zip(mm.chunks()) {
         *dst = c.pa;
     }
     for &pa in chunks.iter().take(n) {
-        pgt.map_owned(mm, pa, CHUNK as u64).map_err(err)?;
+        pgt.map_owned(mm, pa, CHUNK as u64)?;
     }
     map_module_region(
         &mut pgt,
@@ -147,8 +143,7 @@ fn build_inner(pool: &mut Pool, module: *mut bindings::module) -> Result<HypPgt>
         PERM_R,
     )?;
     map_kernel_image(&mut pgt, mm)?;
-    pgt.map_fixed(mm, SCRATCH_VA, scratch.pa, PAGE, PERM_R | PERM_W)
-        .map_err(err)?;
+    pgt.map_fixed(mm, SCRATCH_VA, scratch.pa, PAGE, PERM_R | PERM_W)?;
     let pte = leaf_entry(mm, pgt.pgt().root(), SCRATCH_VA).ok_or(EINVAL)?;
     // SAFETY: `pte` is the pool entry that alone maps SCRATCH_VA, for as
     // long as the table lives.

@@ -44,6 +44,14 @@ module! {
     },
 }
 
+/// The pure core's errors carry their errno; `?` turns them into kernel
+/// errors in the host-side glue.
+impl From<hv::error::Error> for Error {
+    fn from(e: hv::error::Error) -> Self {
+        Error::from_errno(-e.errno())
+    }
+}
+
 /// Raw capability MSRs as read, for the `raw_msrs` debugfs file.
 struct RawMsrs([Option<u64>; VMX_MSR_COUNT]);
 

@@ -80,6 +80,11 @@ extern "C" {
 }
 
 core::arch::global_asm!(
+    // Restores the registers saved as a GuestRegs, in reverse push order.
+    ".macro pkvm_pop_gprs",
+    "pop rax", "pop rcx", "pop rdx", "pop rbx", "pop rbp", "pop rsi", "pop rdi",
+    "pop r8", "pop r9", "pop r10", "pop r11", "pop r12", "pop r13", "pop r14", "pop r15",
+    ".endm",
     ".pushsection .text",
     ".balign 16",
     ".global pkvm_vmexit_entry",
@@ -93,8 +98,7 @@ core::arch::global_asm!(
     "call {handler}",
     "test rax, rax",
     "jnz 2f",
-    "pop rax", "pop rcx", "pop rdx", "pop rbx", "pop rbp", "pop rsi", "pop rdi",
-    "pop r8", "pop r9", "pop r10", "pop r11", "pop r12", "pop r13", "pop r14", "pop r15",
+    "pkvm_pop_gprs",
     "add rsp, 40",
     "vmresume",
     // VMRESUME failed: nothing sane to return to.  Record and halt.
@@ -104,8 +108,7 @@ core::arch::global_asm!(
     "hlt",
     "jmp 3b",
     "2:",
-    "pop rax", "pop rcx", "pop rdx", "pop rbx", "pop rbp", "pop rsi", "pop rdi",
-    "pop r8", "pop r9", "pop r10", "pop r11", "pop r12", "pop r13", "pop r14", "pop r15",
+    "pkvm_pop_gprs",
     "iretq",
 
     // Exceptions without an error code: record vector and RIP, halt.
