@@ -19,6 +19,8 @@
 //! guest_share_host G | guest_unshare_host G   (as the test VM would)
 //! vm_teardown          tear the test VM down
 //! check                run the ownership invariant checker
+//! nmi_test CPU N       send N NMIs to CPU one at a time; report how many
+//!                      the host saw and how many hit root mode
 //! ```
 //!
 //! Results read back as one line: `ok ...` or `err <errno> ...`.  After
@@ -36,6 +38,34 @@ use crate::hv::hypercall::{decode, nr};
 extern "C" {
     fn pkvm_helper_pa(virt: *const c_void) -> u64;
     fn pkvm_helper_write_nofault(dst: *mut c_void, v: u64) -> i32;
+    fn pkvm_helper_nmi_test(cpu: i32, n: i32) -> i32;
+}
+
+/// Runs NMIS_IN_ROOT on one CPU.
+///
+/// # Safety
+///
+/// `info` points at a live `u64`; the CPU runs deprivileged under pkvm.
+unsafe extern "C" fn nmis_in_root_this_cpu(info: *mut c_void) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { *info.cast::<u64>() = vmx::vmcall(nr::NMIS_IN_ROOT, 0, 0, 0, 0) };
+}
+
+fn nmis_in_root(cpu: u32) -> Result<u64> {
+    let mut n = 0u64;
+    // SAFETY: runs on `cpu` before this returns; `n` lives.
+    let rc = unsafe {
+        bindings::smp_call_function_single(
+            cpu as i32,
+            Some(nmis_in_root_this_cpu),
+            (&raw mut n).cast(),
+            1,
+        )
+    };
+    if rc != 0 {
+        return Err(Error::from_errno(rc));
+    }
+    Ok(n)
 }
 
 const PAGE: usize = 4096;
@@ -269,6 +299,21 @@ impl DebugState {
                     nr::DEBUG_GUEST_UNSHARE_HOST
                 };
                 self.transition(&mut w, call, [h, gfn(arg1)?, 1, 0])?;
+            }
+            "nmi_test" => {
+                let cpu: u32 = arg1.parse().map_err(|_| EINVAL)?;
+                let n: i32 = arg2.parse().map_err(|_| EINVAL)?;
+                if !(1..=10_000).contains(&n) {
+                    return Err(EINVAL);
+                }
+                let before = nmis_in_root(cpu)?;
+                // SAFETY: process context; the helper checks its arguments.
+                let seen = unsafe { pkvm_helper_nmi_test(cpu as i32, n) };
+                if seen < 0 {
+                    return Err(Error::from_errno(seen));
+                }
+                let in_root = nmis_in_root(cpu)?.wrapping_sub(before);
+                writeln!(w, "ok sent={n} seen={seen} in_root={in_root}").map_err(fmt_err)?;
             }
             "check" => {
                 let (r, kind, addr) = hc(nr::DEBUG_CHECK_INVARIANTS, 0, 0, 0, 0);

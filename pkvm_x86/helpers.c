@@ -10,6 +10,9 @@
 #include <linux/uaccess.h>
 #include <asm/desc.h>
 #include <asm/io.h>
+#include <asm/apic.h>
+#include <asm/nmi.h>
+#include <linux/delay.h>
 #include <asm/pgtable.h>
 
 #include "helpers.h"
@@ -134,4 +137,46 @@ int pkvm_helper_kernel_leaf(unsigned long va, u64 *pa, u64 *size, int *exec)
 unsigned long pkvm_helper_modules_vaddr(void)
 {
 	return MODULES_VADDR;
+}
+
+/* Debug interface: NMI delivery test (see debug_iface.rs, "nmi_test"). */
+static atomic_t pkvm_nmi_seen;
+static int pkvm_nmi_target = -1;
+
+static int pkvm_nmi_handler(unsigned int type, struct pt_regs *regs)
+{
+	if (smp_processor_id() != READ_ONCE(pkvm_nmi_target))
+		return NMI_DONE;
+	atomic_inc(&pkvm_nmi_seen);
+	return NMI_HANDLED;
+}
+
+/*
+ * Sends @n NMIs to @cpu one at a time, each time waiting up to 100 ms for
+ * the host's NMI handler on @cpu to see it.  Returns how many were seen,
+ * or a negative errno.  Must not run on @cpu.
+ */
+int pkvm_helper_nmi_test(int cpu, int n)
+{
+	int i, seen = 0, ret;
+
+	if (cpu == raw_smp_processor_id() || !cpu_online(cpu))
+		return -EINVAL;
+	atomic_set(&pkvm_nmi_seen, 0);
+	WRITE_ONCE(pkvm_nmi_target, cpu);
+	ret = register_nmi_handler(NMI_LOCAL, pkvm_nmi_handler, 0, "pkvm_nmi_test");
+	if (ret)
+		return ret;
+	for (i = 0; i < n; i++) {
+		int before = atomic_read(&pkvm_nmi_seen), t;
+
+		__apic_send_IPI_mask(cpumask_of(cpu), NMI_VECTOR);
+		for (t = 0; t < 100000 && atomic_read(&pkvm_nmi_seen) == before; t++)
+			udelay(1);
+		if (atomic_read(&pkvm_nmi_seen) > before)
+			seen++;
+	}
+	unregister_nmi_handler(NMI_LOCAL, "pkvm_nmi_test");
+	WRITE_ONCE(pkvm_nmi_target, -1);
+	return seen;
 }

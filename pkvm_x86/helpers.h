@@ -21,4 +21,6 @@ int pkvm_helper_kernel_leaf(unsigned long va, u64 *pa, u64 *size, int *exec);
 
 unsigned long pkvm_helper_modules_vaddr(void);
 
+int pkvm_helper_nmi_test(int cpu, int n);
+
 #endif

@@ -6,7 +6,7 @@
 DBG=/sys/kernel/debug/pkvm_x86
 CTL=$DBG/debug/ctl
 TESTS="insmod_debug host_ept_types pool_unreachable donate_hyp_and_back double_donate_refused \
-share_hyp protected_vm normal_vm bad_commands rmmod_gives_back dmesg_clean"
+share_hyp protected_vm normal_vm bad_commands nmis_not_lost rmmod_gives_back dmesg_clean"
 
 ctl() { echo "$*" > $CTL || { echo "write '$*' failed"; return 1; }; cat $CTL; }
 # expect_ctl PATTERN CMD...: run CMD, check the reply matches PATTERN
@@ -101,6 +101,21 @@ t_bad_commands() {
 	if echo "frobnicate" > $CTL 2>/dev/null; then fail "unknown command accepted"; fi
 	expect_ctl '^err ' lookup_pa 0xffffffffffffffff
 	expect_ctl '^ok invariants hold' check
+}
+
+# NMIs sent one at a time to a CPU busy taking VM exits: every one must
+# reach the host, including those that arrive while the CPU is in root
+# mode (the hypervisor re-injects them).  Needs two CPUs.
+t_nmis_not_lost() {
+	[ "$(grep -c ^processor /proc/cpuinfo)" -ge 2 ] || { echo "one CPU: skipped"; return 0; }
+	taskset -c 1 /bin/cpuid -loop 100000000 &
+	busy=$!
+	r=$(taskset -c 0 sh -c "echo nmi_test 1 200 > $CTL && cat $CTL")
+	kill $busy
+	echo "nmi_test 1 200 -> $r"
+	echo "$r" | grep -q '^ok sent=200 seen=200 ' || fail "NMIs lost: $r"
+	in_root=$(echo "$r" | sed -n 's/.*in_root=\([0-9]*\).*/\1/p')
+	[ "${in_root:-0}" -ge 1 ] || fail "no NMI hit root mode; the test did not exercise it"
 }
 
 t_rmmod_gives_back() {

@@ -21,6 +21,9 @@ pub mod nr {
     pub const EXIT_COUNT: u64 = 2;
     /// Zeroes this CPU's exit counters; returns 0.
     pub const EXIT_COUNT_RESET: u64 = 3;
+    /// Returns how many NMIs arrived while this CPU was in root mode (each
+    /// was delivered to the host before the next VM entry).
+    pub const NMIS_IN_ROOT: u64 = 5;
     /// Invalidates this CPU's EPT-derived translations of the host EPT
     /// (INVEPT single-context); returns 0.
     pub const FLUSH_HOST_EPT: u64 = 4;

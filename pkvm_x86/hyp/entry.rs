@@ -23,7 +23,7 @@
 
 use super::percpu::{
     HypCpu, OFF_EXPECT_FAULT, OFF_FATAL_COUNT, OFF_FATAL_RIP, OFF_FATAL_VECTOR, OFF_FAULTED,
-    OFF_MC_PENDING, OFF_NMI_PENDING,
+    OFF_MC_PENDING, OFF_NMIS_IN_ROOT, OFF_NMI_PENDING,
 };
 
 /// Guest general-purpose registers as saved by the VM-exit entry, followed
@@ -141,6 +141,7 @@ core::arch::global_asm!(
     "pkvm_root_vec_2:",
     "endbr64",
     "mov dword ptr gs:[{nmi}], 1",
+    "lock inc qword ptr gs:[{nmi_count}]",
     "iretq",
     "pkvm_root_vec_18:",
     "endbr64",
@@ -224,6 +225,7 @@ core::arch::global_asm!(
     fatal_count = const OFF_FATAL_COUNT,
     fatal_rip = const OFF_FATAL_RIP,
     nmi = const OFF_NMI_PENDING,
+    nmi_count = const OFF_NMIS_IN_ROOT,
     mc = const OFF_MC_PENDING,
     expect = const OFF_EXPECT_FAULT,
     faulted = const OFF_FAULTED,

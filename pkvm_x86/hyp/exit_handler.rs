@@ -249,6 +249,7 @@ fn hypercall_dispatch(regs: &mut GuestRegs, cpu: &mut HypCpu) -> u64 {
                 cpu.stats.get(a0)
             }
         }
+        nr::NMIS_IN_ROOT => cpu.nmis_in_root,
         nr::EXIT_COUNT_RESET => {
             cpu.stats = exit::ExitStats::new();
             0

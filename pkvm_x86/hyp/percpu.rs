@@ -21,6 +21,9 @@ pub struct HypCpu {
     pub nmi_pending: u32,
     /// Set by the root-mode machine-check handler; delivered like NMIs.
     pub mc_pending: u32,
+    /// NMIs that arrived while this CPU was in root mode (all delivered
+    /// to the host).
+    pub nmis_in_root: u64,
     /// Vector of the last unexpected exception taken in root mode
     /// (`NO_FAULT` if none).
     pub fatal_vector: u32,
@@ -56,6 +59,8 @@ pub const NO_FAULT: u32 = u32::MAX;
 
 /// Offset of `nmi_pending` (used by the NMI handler through GS).
 pub const OFF_NMI_PENDING: usize = core::mem::offset_of!(HypCpu, nmi_pending);
+/// Offset of `nmis_in_root`.
+pub const OFF_NMIS_IN_ROOT: usize = core::mem::offset_of!(HypCpu, nmis_in_root);
 /// Offset of `mc_pending`.
 pub const OFF_MC_PENDING: usize = core::mem::offset_of!(HypCpu, mc_pending);
 /// Offset of `fatal_vector`.
@@ -85,6 +90,7 @@ impl HypCpu {
             self_ptr: at,
             nmi_pending: 0,
             mc_pending: 0,
+            nmis_in_root: 0,
             fatal_vector: NO_FAULT,
             fatal_count: 0,
             fatal_rip: 0,

@@ -4,6 +4,7 @@
  *   cpuid LEAF [SUBLEAF]   prints "eax ebx ecx edx" in hex
  *   cpuid -s               prints the hypervisor signature of leaf
  *                          0x40000000 (EBX ECX EDX as text) or "none"
+ *   cpuid -loop N          executes CPUID N times (a VM-exit generator)
  */
 #include <cpuid.h>
 #include <stdio.h>
@@ -22,6 +23,13 @@ int main(int argc, char **argv)
 		memcpy(sig + 4, &c, 4);
 		memcpy(sig + 8, &d, 4);
 		printf("%s\n", sig[0] ? sig : "none");
+		return 0;
+	}
+	if (argc == 3 && !strcmp(argv[1], "-loop")) {
+		unsigned long n = strtoul(argv[2], NULL, 0);
+
+		while (n--)
+			__cpuid_count(0, 0, a, b, c, d);
 		return 0;
 	}
 	if (argc < 2) {
