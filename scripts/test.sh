@@ -3,7 +3,8 @@
 #
 # 1. host set-up (idempotent), 2. pure core: rustfmt, clippy -D warnings,
 # cargo test, 3. the harness's own unit tests, 4. kernel (cached) and module
-# build with CLIPPY=1 and no warnings, 5. Bochs system tests.
+# build with CLIPPY=1 and no warnings, 5. Bochs system tests (they print the
+# deprivilege benchmarks), 6. the page-table engine benchmark.
 # Stops at the first failing stage; prints a summary.
 source "$(dirname "$0")/lib.sh"
 cd "$PKVM_ROOT"
@@ -21,4 +22,6 @@ if [ -n "${KDIR:-}" ]; then kdir=$KDIR; else kdir=$(bash scripts/build-kernel.sh
 ko=$(KDIR=$kdir bash scripts/build-module.sh)
 stage "Bochs system tests"
 bash scripts/system-test.sh "$kdir" "$ko"
+stage "page-table engine benchmark (host build; numbers, not assertions)"
+cargo run --quiet --release --example pgtable_bench
 log "all tests passed in $((SECONDS - t0)) s"
