@@ -13,7 +13,6 @@
 #include <asm/apic.h>
 #include <asm/nmi.h>
 #include <linux/delay.h>
-#include <asm/pgtable.h>
 
 #include "helpers.h"
 
@@ -79,64 +78,6 @@ int pkvm_helper_write_nofault(void *dst, u64 v)
 fault:
 	pagefault_enable();
 	return -EFAULT;
-}
-
-/*
- * How the kernel maps @va in its own (kernel-half) page tables: the
- * physical address and size of the leaf (4 KiB, 2 MiB or 1 GiB) and
- * whether it is executable.  Returns 0, or -ENOENT if @va is not mapped,
- * with @size the size of the unmapped block at that level.
- * Used to give the hypervisor a read-only copy of the kernel image
- * mapping.
- */
-int pkvm_helper_kernel_leaf(unsigned long va, u64 *pa, u64 *size, int *exec)
-{
-	pgd_t *pgd = pgd_offset_pgd((pgd_t *)__va(read_cr3_pa()), va);
-	p4d_t *p4d;
-	pud_t *pud;
-	pmd_t *pmd;
-	pte_t *pte;
-
-	*size = P4D_SIZE;
-	if (pgd_none(*pgd))
-		return -ENOENT;
-	p4d = p4d_offset(pgd, va);
-	if (p4d_none(*p4d))
-		return -ENOENT;
-	pud = pud_offset(p4d, va);
-	*size = PUD_SIZE;
-	if (pud_none(*pud) || !pud_present(*pud))
-		return -ENOENT;
-	if (pud_leaf(*pud)) {
-		*pa = pud_pfn(*pud) << PAGE_SHIFT;
-		*size = PUD_SIZE;
-		*exec = !(pud_flags(*pud) & _PAGE_NX);
-		return 0;
-	}
-	pmd = pmd_offset(pud, va);
-	*size = PMD_SIZE;
-	if (pmd_none(*pmd) || !pmd_present(*pmd))
-		return -ENOENT;
-	if (pmd_leaf(*pmd)) {
-		*pa = pmd_pfn(*pmd) << PAGE_SHIFT;
-		*size = PMD_SIZE;
-		*exec = !(pmd_flags(*pmd) & _PAGE_NX);
-		return 0;
-	}
-	pte = pte_offset_kernel(pmd, va);
-	*size = PAGE_SIZE;
-	if (!pte_present(*pte))
-		return -ENOENT;
-	*pa = pte_pfn(*pte) << PAGE_SHIFT;
-	*size = PAGE_SIZE;
-	*exec = !(pte_flags(*pte) & _PAGE_NX);
-	return 0;
-}
-
-/* Start of the module area: the kernel image mapping ends below it. */
-unsigned long pkvm_helper_modules_vaddr(void)
-{
-	return MODULES_VADDR;
 }
 
 /* Debug interface: NMI delivery test (see debug_iface.rs, "nmi_test"). */

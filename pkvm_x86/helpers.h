@@ -17,10 +17,6 @@ void *pkvm_helper_module_region(struct module *mod, int type, unsigned int *size
 
 int pkvm_helper_write_nofault(void *dst, u64 v);
 
-int pkvm_helper_kernel_leaf(unsigned long va, u64 *pa, u64 *size, int *exec);
-
-unsigned long pkvm_helper_modules_vaddr(void);
-
 int pkvm_helper_nmi_test(int cpu, int n);
 
 #endif

@@ -8,15 +8,13 @@
 //!   hypervisor (its linear window; donations add to it later);
 //! * the module's text (read + execute) and read-only data (read), at the
 //!   module's addresses;
-//! * the kernel image as the kernel maps it (text executable, the rest
-//!   read-only, nothing writable), because root-mode code is linked against
-//!   the kernel's `core` (see Documentation/deprivilege.rst, Limitations);
 //! * a scratch slot through which root mode reaches any other page for the
 //!   time of one access (zeroing a page a guest gives back).
 //!
-//! Nothing else is mapped: the host's own page tables, its data, its
-//! stacks are out of root mode's sight, so the host cannot redirect
-//! root-mode execution by editing its page tables.
+//! Nothing else is mapped: not the kernel (root-mode code calls none of it;
+//! scripts/audit-root-calls.py checks that at build time), not the host's
+//! page tables, data or stacks, so the host cannot redirect root-mode
+//! execution by editing its page tables or its code.
 
 use core::ffi::c_void;
 
@@ -28,18 +26,13 @@ use crate::hv::pgtable::{MmOps, PERM_R, PERM_W, PERM_X};
 use crate::hyp::mm::HypMm;
 use crate::pool::{Pool, CHUNK};
 
-/// Where the kernel image is mapped (`__START_KERNEL_map`).
-const KERNEL_IMAGE_VA: u64 = 0xffff_ffff_8000_0000;
-
 /// Root mode's scratch slot; outside the linear window, the kernel image
 /// and the module area.
 const SCRATCH_VA: u64 = 0xffff_f000_0000_0000;
 const PAGE: u64 = 4096;
 
 extern "C" {
-    fn pkvm_helper_kernel_leaf(va: u64, pa: *mut u64, size: *mut u64, exec: *mut i32) -> i32;
     fn pkvm_helper_module_region(m: *mut c_void, ty: i32, size: *mut u32) -> *mut c_void;
-    fn pkvm_helper_modules_vaddr() -> u64;
 }
 
 /// The module's pages of region `ty`, mapped with `perms`.
@@ -59,30 +52,6 @@ fn map_module_region(
         let pfn = unsafe { bindings::vmalloc_to_pfn(va as *const c_void) } as u64;
         pgt.map_fixed(mm, va, pfn << 12, PAGE, perms)?;
         va += PAGE;
-    }
-    Ok(())
-}
-
-/// The kernel image mapping (up to the module area), read-only,
-/// executable where the kernel's is.
-fn map_kernel_image(pgt: &mut HypPgt, mm: &mut HypMm) -> Result {
-    // SAFETY: returns a constant of the kernel's layout.
-    let end = unsafe { pkvm_helper_modules_vaddr() };
-    let mut va = KERNEL_IMAGE_VA;
-    while va < end {
-        let (mut pa, mut size, mut exec) = (0u64, 0u64, 0i32);
-        // SAFETY: a read-only walk of the kernel's own page tables.
-        let rc = unsafe { pkvm_helper_kernel_leaf(va, &mut pa, &mut size, &mut exec) };
-        if size == 0 || !size.is_power_of_two() {
-            return Err(EINVAL);
-        }
-        let off = va & (size - 1);
-        let len = (size - off).min(end - va);
-        if rc == 0 {
-            let perms = if exec != 0 { PERM_R | PERM_X } else { PERM_R };
-            pgt.map_fixed(mm, va, pa + off, len, perms)?;
-        }
-        va += len;
     }
     Ok(())
 }
@@ -142,7 +111,6 @@ fn build_inner(pool: &mut Pool, module: *mut bindings::module) -> Result<HypPgt>
         bindings::mod_mem_type_MOD_RO_AFTER_INIT,
         PERM_R,
     )?;
-    map_kernel_image(&mut pgt, mm)?;
     pgt.map_fixed(mm, SCRATCH_VA, scratch.pa, PAGE, PERM_R | PERM_W)?;
     let pte = leaf_entry(mm, pgt.pgt().root(), SCRATCH_VA).ok_or(EINVAL)?;
     // SAFETY: `pte` is the pool entry that alone maps SCRATCH_VA, for as

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # scripts/build-module.sh: build pkvm_x86.ko out of tree, with CLIPPY=1, and
-# fail on any compiler or clippy warning.
+# fail on any compiler or clippy warning, or if root-mode code can reach the
+# kernel (scripts/audit-root-calls.py).
 #
 # KDIR=/path/to/tree builds against a user's own Rust-enabled kernel;
 # otherwise the cached test kernel is set up and built first.  The module is
@@ -30,5 +31,11 @@ fi
 if grep -E -q '^(warning|error)(\[|:)|: warning:' "$out/build.log"; then
 	cat "$out/build.log" >&2
 	die "module build produced warnings (see above); the build must be warning-free"
+fi
+# Root mode must not run kernel code or touch the module's writable data
+# (it maps neither): audit the Rust object's call graph from the root-mode
+# entry points.
+if ! python3 "$PKVM_ROOT/scripts/audit-root-calls.py" "$out/pkvm_x86/pkvm_x86.o" --strict -v >&2; then
+	die "root-mode code reaches the kernel, writable data or an indirect call (above)"
 fi
 echo "$out/pkvm_x86.ko"

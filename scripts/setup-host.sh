@@ -8,7 +8,7 @@
 #   - libclang $PKVM_LIBCLANG_VERSION from the PyPI wheel into $PKVM_TOOLS/libclang.
 source "$(dirname "$0")/lib.sh"
 
-APT_PKGS=(flex bison libelf-dev libssl-dev bc cpio xz-utils make gcc python3 python3-pip
+APT_PKGS=(flex bison libelf-dev libssl-dev bc cpio xz-utils make gcc binutils python3 python3-pip
 	busybox-static syslinux syslinux-common mtools dosfstools kmod
 	libsdl2-2.0-0 libltdl7 libgtk-3-0 libglib2.0-0 libpango-1.0-0 libpulse0 libasound2 libsamplerate0 libreadline8)
 

@@ -166,7 +166,7 @@ pub fn sort_and_check_holes(holes: &mut [Hole], limit: u64) -> Result {
     if limit & (PAGE_SIZE - 1) != 0 || limit > ADDR_LIMIT {
         return Err(Error::Inval);
     }
-    holes.sort_unstable_by_key(|h| h.pa);
+    super::sort::sort_by_key(holes, |h| h.pa);
     let mut prev_end = 0u64;
     for h in holes.iter() {
         if !h.valid(limit) || h.pa < prev_end {

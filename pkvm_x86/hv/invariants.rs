@@ -126,9 +126,11 @@ impl Claims<'_> {
         Ok(())
     }
 
+    /// The claims, sorted by address (with the core's panic-free sort:
+    /// root mode runs this for the debug hypercall).
     fn sorted(&mut self) -> &[Claim] {
         let claims = self.buf.get_mut(..self.n).unwrap_or_default();
-        claims.sort_unstable_by_key(|c| c.hpa);
+        super::sort::sort_by_key(claims, |c| c.hpa);
         claims
     }
 }
@@ -351,7 +353,10 @@ where
                 return Ok(());
             }
             let (lo, hi) = (ctx.lo(), ctx.hi());
-            let first = sorted.partition_point(|c| c.hpa + c.len <= lo);
+            let first = sorted
+                .iter()
+                .position(|c| c.hpa + c.len > lo)
+                .unwrap_or(sorted.len());
             let mut covered = lo;
             for c in sorted.get(first..).unwrap_or_default() {
                 if c.hpa > covered || covered >= hi {

@@ -651,11 +651,10 @@ pub fn host_donate_guest<M: MmOps>(
 // ---------------------------------------------------------------------------
 // guest -> host
 
-/// Host-side fill for a guest run in the guest-initiated transitions.
-type HostFillFn = fn(&Run, OwnerId) -> Fill;
-
 /// Checks every run of `[gpa, gpa + size)` with `guest_ok` and the host
 /// pages behind it with `host_ok`, counting the pages the host side needs.
+/// `host_fill` gives the host-side fill for a run (static dispatch: root
+/// mode makes no indirect calls).
 #[allow(clippy::too_many_arguments)]
 fn check_runs<M: MmOps>(
     host: &HostEpt,
@@ -665,7 +664,7 @@ fn check_runs<M: MmOps>(
     size: u64,
     guest_ok: impl Fn(PageState) -> bool,
     host_ok: impl Fn(&Run, &WalkCtx, u64) -> bool,
-    host_fill: HostFillFn,
+    host_fill: impl Fn(&Run, OwnerId) -> Fill,
 ) -> Result<usize> {
     let mut pages = 0;
     guest_runs(guest, mm, gpa, size, |mm, run| {
@@ -695,7 +694,7 @@ fn apply_runs<M: MmOps>(
     gpa: u64,
     size: u64,
     zero_owned: bool,
-    host_fill: HostFillFn,
+    host_fill: impl Fn(&Run, OwnerId) -> Fill,
 ) -> Result {
     let owner = guest.id;
     guest_runs(guest, mm, gpa, size, |mm, run| {

@@ -41,6 +41,7 @@ pub mod pgtable;
 pub mod segment;
 #[cfg(test)]
 pub mod sim;
+pub mod sort;
 pub mod vm_table;
 pub mod vmcs;
 pub mod vmx_caps;

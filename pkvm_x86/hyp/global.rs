@@ -171,13 +171,15 @@ impl HypGlobal {
             | nr::HOST_SHARE_HYP
             | nr::HOST_UNSHARE_HYP => {
                 let Some(p) = pa(a[0]) else { return einval() };
-                let f = match call {
-                    nr::HOST_DONATE_HYP => mp::host_donate_hyp,
-                    nr::HYP_DONATE_HOST => mp::hyp_donate_host,
-                    nr::HOST_SHARE_HYP => mp::host_share_hyp,
-                    _ => mp::host_unshare_hyp,
+                // Direct calls, not a function pointer: root-mode code
+                // makes no indirect calls (scripts/audit-root-calls.py).
+                let r = match call {
+                    nr::HOST_DONATE_HYP => mp::host_donate_hyp(host, hyp, mm, p, a[1]),
+                    nr::HYP_DONATE_HOST => mp::hyp_donate_host(host, hyp, mm, p, a[1]),
+                    nr::HOST_SHARE_HYP => mp::host_share_hyp(host, hyp, mm, p, a[1]),
+                    _ => mp::host_unshare_hyp(host, hyp, mm, p, a[1]),
                 };
-                HcResult::from(f(host, hyp, mm, p, a[1]), true)
+                HcResult::from(r, true)
             }
             nr::VM_CREATE => {
                 let kind = match a[1] {

@@ -11,5 +11,6 @@
 pub mod entry;
 pub mod exit_handler;
 pub mod global;
+pub mod mem_intrinsics;
 pub mod mm;
 pub mod percpu;
