@@ -84,6 +84,8 @@ struct CpuState {
     launch_ns: KVec<u64>,
     /// A CPU could not leave VMX operation: the pool must not go back.
     teardown_failed: bool,
+    /// Tests: refuse to deprivilege this CPU (module parameter).
+    fail_cpu: Option<u32>,
 }
 
 /// The hotplug callbacks' view of the running hypervisor.  Set before the
@@ -159,6 +161,13 @@ unsafe extern "C" fn cpu_online(cpu: core::ffi::c_uint) -> core::ffi::c_int {
     };
     if slot.launched {
         return 0;
+    }
+    if st.fail_cpu == Some(cpu) {
+        pr_err!(
+            "cpu{}: deprivileging failed: injected failure (test_fail_cpu)\n",
+            cpu
+        );
+        return -(bindings::EIO as i32);
     }
     let mut args = LaunchArgs {
         slot,
@@ -249,6 +258,7 @@ impl Hypervisor {
         pool_bytes: usize,
         module: *mut bindings::module,
         debug: bool,
+        fail_cpu: Option<u32>,
     ) -> Result<Self> {
         if !CPU_STATE.load(Ordering::Acquire).is_null() {
             return Err(EBUSY);
@@ -263,6 +273,7 @@ impl Hypervisor {
                 slots: KVec::new(),
                 launch_ns: KVec::new(),
                 teardown_failed: false,
+                fail_cpu,
             },
             GFP_KERNEL,
         )?;

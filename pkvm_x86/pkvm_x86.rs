@@ -37,6 +37,10 @@ module! {
             default: 4,
             description: "MiB of memory the hypervisor takes at load (rounded up to 2 MiB)",
         },
+        test_fail_cpu: i32 {
+            default: -1,
+            description: "Tests only: make deprivileging fail on this CPU, to exercise the roll-back",
+        },
         debug: u32 {
             default: 0,
             description: "1 enables the debug interface (debugfs pkvm_x86/debug/, debug hypercalls); root only, for tests",
@@ -122,6 +126,7 @@ impl kernel::Module for PkvmX86 {
             pool_mb as usize * 1024 * 1024,
             module.as_ptr(),
             *module_parameters::debug.value() != 0,
+            u32::try_from(*module_parameters::test_fail_cpu.value()).ok(),
         )?;
         let (used, total) = hyp.pool_usage();
         let (all_ns, max_ns) = hyp.launch_times();

@@ -4,9 +4,11 @@
 # order, in $TESTS.  tap_run_suite prints "1..N", runs each test with its
 # output captured, and prints "ok K - name" or "not ok K - name" followed by
 # the test's output as "# " comment lines.  A test fails by returning
-# non-zero; `fail MSG` prints a reason and returns 1.
+# non-zero, or by calling `fail MSG` anywhere (which prints the reason and
+# marks the test failed even if later commands succeed).
 
-fail() { echo "FAIL: $*"; return 1; }
+TAP_FAIL_MARK=/tmp/.pkvm-tap-failed
+fail() { echo "FAIL: $*"; : > "$TAP_FAIL_MARK"; return 1; }
 
 # expect_eq WHAT GOT WANT
 expect_eq() {
@@ -27,8 +29,10 @@ tap_run_suite() {
 	n=0
 	for t in "$@"; do
 		n=$((n + 1))
+		rm -f "$TAP_FAIL_MARK"
 		out=$( (t_$t) 2>&1 )
 		rc=$?
+		[ -e "$TAP_FAIL_MARK" ] && [ $rc = 0 ] && rc=1
 		if [ $rc = 0 ]; then echo "ok $n - $t"; else echo "not ok $n - $t (rc=$rc)"; fi
 		[ -n "$out" ] && echo "$out" | sed 's/^/# /'
 	done

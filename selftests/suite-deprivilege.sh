@@ -5,7 +5,7 @@
 DBG=/sys/kernel/debug/pkvm_x86
 TESTS="native_before insmod_deprivileges signature_leaf workload timers_and_interrupts \
 exit_counters protected_msr_write kvm_refused_while_loaded rmmod_reprivileges kvm_after \
-cpu_hotplug load_unload_20 bench dmesg_clean"
+cpu_hotplug failure_rolls_back load_unload_20 bench dmesg_clean"
 
 ncpu() { grep -c ^processor /proc/cpuinfo; }
 memfree_kb() { sed -n 's/^MemFree: *\([0-9]*\) kB/\1/p' /proc/meminfo; }
@@ -130,6 +130,34 @@ t_cpu_hotplug() {
 	echo 0 > $f && insmod /lib/modules/pkvm_x86.ko && echo 1 > $f || fail "online after load"
 	expect_eq "late cpu$last" "$(taskset -c $last /bin/cpuid -s)" "pkvm-x86" || return 1
 	rmmod pkvm_x86 || fail "final rmmod"
+}
+
+# Deprivileging fails on the last CPU (injected): the load fails with EIO,
+# every CPU already done is given back, nothing leaks, and a normal load
+# works afterwards.
+t_failure_rolls_back() {
+	last=$(($(ncpu) - 1))
+	sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null
+	before=$(memfree_kb)
+	if out=$(insmod /lib/modules/pkvm_x86.ko test_fail_cpu=$last 2>&1); then
+		rmmod pkvm_x86
+		fail "load succeeded despite the injected failure"
+	fi
+	echo "$out"
+	echo "$out" | grep -q 'Input/output error' || fail "expected EIO: $out"
+	dmesg | grep -q "cpu$last: deprivileging failed: injected failure" || fail "no message"
+	grep -q '^pkvm_x86 ' /proc/modules && fail "module left loaded"
+	for c in $(seq 0 $last); do
+		sig=$(taskset -c $c /bin/cpuid -s)
+		[ "$sig" != pkvm-x86 ] || fail "cpu$c still deprivileged after the failed load" || return 1
+	done
+	sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null
+	after=$(memfree_kb)
+	echo "MemFree before ${before} kB, after ${after} kB"
+	[ $((before - after)) -lt 2048 ] || fail "the failed load leaked $((before - after)) kB"
+	insmod /lib/modules/pkvm_x86.ko || fail "normal load after the failed one"
+	expect_eq "signature" "$(/bin/cpuid -s)" "pkvm-x86" || return 1
+	rmmod pkvm_x86 || fail "rmmod"
 }
 
 t_load_unload_20() {

@@ -178,10 +178,30 @@ pub(super) unsafe extern "C" fn handle_exit(regs: *mut GuestRegs, cpu: *mut HypC
         }
         reason::EPT_VIOLATION => host_touched_protected_memory(),
         reason::NMI_WINDOW => {}
+        reason::TRIPLE_FAULT
+        | reason::ENTRY_FAIL_GUEST_STATE
+        | reason::ENTRY_FAIL_MSR_LOADING
+        | reason::ENTRY_FAIL_MCE => host_is_dead(cpu, why.basic),
         _ => unexpected(cpu, why.basic),
     }
     deliver_pending(cpu);
     0
+}
+
+/// The host cannot continue on this CPU: it triple-faulted (natively the
+/// CPU would reset) or its state cannot be entered.  Record why, where
+/// the other CPUs' tools can see it (the exit counters and
+/// `last_unexpected`), and park this CPU in root mode.  The other CPUs
+/// keep running; nothing is injected into a host that cannot take it.
+fn host_is_dead(cpu: &mut HypCpu, basic: u16) -> ! {
+    cpu.unexpected = cpu.unexpected.wrapping_add(1);
+    cpu.last_unexpected = u64::from(basic);
+    cpu.fatal_rip = rd(GUEST_RIP);
+    loop {
+        // SAFETY: parking the CPU: interrupts off, HLT until an NMI, which
+        // the root-mode handler records and returns from.
+        unsafe { asm!("cli", "hlt", options(nostack, nomem)) };
+    }
 }
 
 fn unexpected(cpu: &mut HypCpu, basic: u16) {
