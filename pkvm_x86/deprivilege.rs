@@ -21,10 +21,10 @@ use kernel::{bindings, cpumask::Cpumask, prelude::*};
 use crate::arch::{cpu, vmx};
 use crate::hv::ept::Eptp;
 use crate::hv::exit::CR4_VMXE;
+use crate::hv::guest_state::{guest_state, CpuSnapshot, GuestStateError, Selectors, GUEST_FIELDS};
 use crate::hv::host_controls::host_controls;
 use crate::hv::hypercall::{self, nr};
 use crate::hv::msr_bitmap::{MsrBitmap, HOST_POLICY, MSR_BITMAP_SIZE};
-use crate::hv::segment::{self, DescriptorTables, SegmentState};
 use crate::hv::vmcs::*;
 use crate::hv::vmx_caps::{ctl, VmxCaps};
 use crate::hyp::entry;
@@ -43,8 +43,6 @@ const HOST_SS: u16 = 0x10;
 const HOST_TR: u16 = 0x18;
 const TSS_OFFSET: usize = 0x800;
 const TSS_LIMIT: u64 = 0x67;
-/// CR4.LA57: 5-level paging (root mode's page table has 4 levels).
-const CR4_LA57: u64 = 1 << 12;
 /// VPID used for the host on every CPU (0 is reserved for root mode).
 const HOST_VPID: u64 = 1;
 
@@ -530,14 +528,6 @@ unsafe extern "C" fn launch_on_this_cpu(info: *mut c_void) {
     let sh = args.shared;
 
     let cr4 = cpu::read_cr4();
-    if cr4 & CR4_LA57 != 0 {
-        return fail(
-            args,
-            "5-level paging is not supported yet",
-            bindings::EOPNOTSUPP,
-            None,
-        );
-    }
     if cr4 & CR4_VMXE != 0 {
         return fail(
             args,
@@ -548,18 +538,62 @@ unsafe extern "C" fn launch_on_this_cpu(info: *mut c_void) {
     }
     let cr0 = cpu::read_cr0();
     let vmx_cr4 = cr4 | CR4_VMXE;
-    if cr0 & sh.cr0_fixed.0 != sh.cr0_fixed.0
-        || cr0 & !sh.cr0_fixed.1 != 0
-        || vmx_cr4 & sh.cr4_fixed.0 != sh.cr4_fixed.0
-        || vmx_cr4 & !sh.cr4_fixed.1 != 0
-    {
-        return fail(
-            args,
-            "CR0/CR4 not allowed in VMX operation",
-            bindings::EOPNOTSUPP,
-            None,
-        );
-    }
+    // The guest state is decided before VMX is touched: a CPU that cannot
+    // be described as a VMX guest is refused with nothing to undo.
+    let guest = {
+        let gdtr = cpu::sgdt();
+        let gdt_entries = (usize::from(gdtr.limit) + 1) / 8;
+        // SAFETY: the GDT is mapped (the CPU uses it) and GDTR's limit
+        // bounds it.
+        let gdt = unsafe { core::slice::from_raw_parts(gdtr.base as *const u64, gdt_entries) };
+        let idtr = cpu::sidt();
+        // SAFETY: these MSRs exist on every CPU with VMX and long mode.
+        let msr = |m| unsafe { cpu::rdmsr(m) };
+        let snap = CpuSnapshot {
+            cr0,
+            cr3: cpu::read_cr3(),
+            cr4,
+            dr7: cpu::read_dr7(),
+            rflags: cpu::read_rflags(),
+            efer: msr(cpu::msr::EFER),
+            pat: msr(cpu::msr::PAT),
+            debugctl: msr(cpu::msr::DEBUGCTL),
+            sysenter: [
+                msr(cpu::msr::SYSENTER_CS),
+                msr(cpu::msr::SYSENTER_ESP),
+                msr(cpu::msr::SYSENTER_EIP),
+            ],
+            fs_base: msr(cpu::msr::FS_BASE),
+            gs_base: msr(cpu::msr::GS_BASE),
+            sel: Selectors {
+                es: cpu::es(),
+                cs: cpu::cs(),
+                ss: cpu::ss(),
+                ds: cpu::ds(),
+                fs: cpu::fs(),
+                gs: cpu::gs(),
+                ldtr: cpu::ldtr(),
+                tr: cpu::tr(),
+            },
+            gdtr: (gdtr.base, gdtr.limit),
+            idtr: (idtr.base, idtr.limit),
+            gdt,
+        };
+        match guest_state(&snap, sh.cr0_fixed, sh.cr4_fixed) {
+            Ok(g) => g,
+            Err(e) => {
+                let stage = match e {
+                    GuestStateError::Cr0Fixed => "CR0 not allowed in VMX operation",
+                    GuestStateError::Cr4Fixed => "CR4 not allowed in VMX operation",
+                    GuestStateError::La57 => "5-level paging is not supported yet",
+                    GuestStateError::NotLongMode => "not in long mode",
+                    GuestStateError::Cs(_) => "CS is not a 64-bit code segment",
+                    GuestStateError::Tr(_) => "TR is not a usable 64-bit TSS",
+                };
+                return fail(args, stage, bindings::EOPNOTSUPP, None);
+            }
+        }
+    };
     // SAFETY: setting VMXE is required for VMXON; undone on every failure
     // path below.  Interrupts are off, nothing else touches CR4 meanwhile.
     unsafe { cpu::write_cr4(vmx_cr4) };
@@ -573,7 +607,7 @@ unsafe extern "C" fn launch_on_this_cpu(info: *mut c_void) {
     let r = unsafe { vmx::vmclear(slot.vmcs.pa).and_then(|()| vmx::vmptrld(slot.vmcs.pa)) };
     let r = r.and_then(|()| {
         // SAFETY: the current VMCS is this CPU's fresh one.
-        unsafe { write_vmcs(slot, &sh, cr0, cr4) }
+        unsafe { write_vmcs(slot, &sh, &guest, cr0, cr4) }
     });
     if let Err(e) = r {
         // SAFETY: undo VMXON and VMXE.
@@ -598,23 +632,19 @@ unsafe extern "C" fn launch_on_this_cpu(info: *mut c_void) {
     args.result = 0;
 }
 
-/// Reads the segment state the CPU uses for `sel`, from the live GDT.
-fn segment_of(tables: &DescriptorTables<'_>, sel: u16, system: bool) -> SegmentState {
-    let r = if system {
-        tables.system_segment(sel)
-    } else {
-        tables.segment(sel)
-    };
-    r.unwrap_or(SegmentState::unusable(sel))
-}
-
 /// Writes every control, host-state and guest-state field except guest
 /// RSP/RIP (set by the launch itself).
 ///
 /// # Safety
 ///
 /// VMX root operation with `slot.vmcs` current, on `slot.cpu`, interrupts off.
-unsafe fn write_vmcs(slot: &CpuSlot, sh: &Shared, cr0: u64, cr4: u64) -> Result<(), vmx::VmFail> {
+unsafe fn write_vmcs(
+    slot: &CpuSlot,
+    sh: &Shared,
+    guest: &[(Field, u64); GUEST_FIELDS],
+    cr0: u64,
+    cr4: u64,
+) -> Result<(), vmx::VmFail> {
     // SAFETY: guaranteed by the caller.
     let w = |f, v| unsafe { vmx::vmwrite(f, v) };
 
@@ -638,7 +668,6 @@ unsafe fn write_vmcs(slot: &CpuSlot, sh: &Shared, cr0: u64, cr4: u64) -> Result<
     w(CR4_READ_SHADOW, cr4)?;
     w(MSR_BITMAP, sh.msr_bitmap_pa)?;
     w(EPT_POINTER, sh.eptp)?;
-    w(VMCS_LINK_POINTER, NO_LINK)?;
     w(TSC_OFFSET, 0)?;
     if sh.vpid {
         w(VIRTUAL_PROCESSOR_ID, HOST_VPID)?;
@@ -647,109 +676,20 @@ unsafe fn write_vmcs(slot: &CpuSlot, sh: &Shared, cr0: u64, cr4: u64) -> Result<
         w(XSS_EXIT_BITMAP, 0)?;
     }
 
-    // Guest state: the CPU as it is now.
-    let gdtr = cpu::sgdt();
-    let idtr = cpu::sidt();
-    let gdt_entries = (usize::from(gdtr.limit) + 1) / 8;
-    // SAFETY: the GDT is mapped (the CPU uses it) and GDTR's limit bounds it.
-    let gdt_image = unsafe { core::slice::from_raw_parts(gdtr.base as *const u64, gdt_entries) };
-    let tables = DescriptorTables::from_gdtr(gdt_image, gdtr.limit);
+    // Guest state: the CPU as it is now (computed by `hv::guest_state`).
+    for &(field, value) in guest.iter() {
+        w(field, value)?;
+    }
     // SAFETY: these MSRs exist on every CPU with VMX and long mode.
-    let (efer, pat, debugctl, fs_base, gs_base, se_cs, se_esp, se_eip) = unsafe {
+    let (efer, pat, se_cs, se_esp, se_eip) = unsafe {
         (
             cpu::rdmsr(cpu::msr::EFER),
             cpu::rdmsr(cpu::msr::PAT),
-            cpu::rdmsr(cpu::msr::DEBUGCTL),
-            cpu::rdmsr(cpu::msr::FS_BASE),
-            cpu::rdmsr(cpu::msr::GS_BASE),
             cpu::rdmsr(cpu::msr::SYSENTER_CS),
             cpu::rdmsr(cpu::msr::SYSENTER_ESP),
             cpu::rdmsr(cpu::msr::SYSENTER_EIP),
         )
     };
-    let segs = [
-        (
-            GUEST_ES_SELECTOR,
-            GUEST_ES_BASE,
-            GUEST_ES_LIMIT,
-            GUEST_ES_AR_BYTES,
-            segment_of(&tables, cpu::es(), false),
-        ),
-        (
-            GUEST_CS_SELECTOR,
-            GUEST_CS_BASE,
-            GUEST_CS_LIMIT,
-            GUEST_CS_AR_BYTES,
-            segment_of(&tables, cpu::cs(), false),
-        ),
-        (
-            GUEST_SS_SELECTOR,
-            GUEST_SS_BASE,
-            GUEST_SS_LIMIT,
-            GUEST_SS_AR_BYTES,
-            segment_of(&tables, cpu::ss(), false),
-        ),
-        (
-            GUEST_DS_SELECTOR,
-            GUEST_DS_BASE,
-            GUEST_DS_LIMIT,
-            GUEST_DS_AR_BYTES,
-            segment_of(&tables, cpu::ds(), false),
-        ),
-        (
-            GUEST_FS_SELECTOR,
-            GUEST_FS_BASE,
-            GUEST_FS_LIMIT,
-            GUEST_FS_AR_BYTES,
-            segment_of(&tables, cpu::fs(), false).with_base(fs_base),
-        ),
-        (
-            GUEST_GS_SELECTOR,
-            GUEST_GS_BASE,
-            GUEST_GS_LIMIT,
-            GUEST_GS_AR_BYTES,
-            segment_of(&tables, cpu::gs(), false).with_base(gs_base),
-        ),
-        (
-            GUEST_LDTR_SELECTOR,
-            GUEST_LDTR_BASE,
-            GUEST_LDTR_LIMIT,
-            GUEST_LDTR_AR_BYTES,
-            segment_of(&tables, cpu::ldtr(), true),
-        ),
-        (
-            GUEST_TR_SELECTOR,
-            GUEST_TR_BASE,
-            GUEST_TR_LIMIT,
-            GUEST_TR_AR_BYTES,
-            segment::tr_for_vm_entry(segment_of(&tables, cpu::tr(), true))
-                .unwrap_or(SegmentState::unusable(0)),
-        ),
-    ];
-    for (sel, base, limit, ar, s) in segs {
-        w(sel, u64::from(s.selector))?;
-        w(base, s.base)?;
-        w(limit, u64::from(s.limit))?;
-        w(ar, u64::from(s.access_rights.0))?;
-    }
-    w(GUEST_GDTR_BASE, gdtr.base)?;
-    w(GUEST_GDTR_LIMIT, u64::from(gdtr.limit))?;
-    w(GUEST_IDTR_BASE, idtr.base)?;
-    w(GUEST_IDTR_LIMIT, u64::from(idtr.limit))?;
-    w(GUEST_CR0, cr0)?;
-    w(GUEST_CR3, cpu::read_cr3())?;
-    w(GUEST_CR4, cr4 | CR4_VMXE)?;
-    w(GUEST_DR7, cpu::read_dr7())?;
-    w(GUEST_IA32_EFER, efer)?;
-    w(GUEST_IA32_PAT, pat)?;
-    w(GUEST_IA32_DEBUGCTL, debugctl)?;
-    w(GUEST_SYSENTER_CS, se_cs)?;
-    w(GUEST_SYSENTER_ESP, se_esp)?;
-    w(GUEST_SYSENTER_EIP, se_eip)?;
-    w(GUEST_RFLAGS, cpu::read_rflags() & !vmx::LAUNCH_RFLAGS_CLEAR)?;
-    w(GUEST_INTERRUPTIBILITY_INFO, 0)?;
-    w(GUEST_ACTIVITY_STATE, 0)?;
-    w(GUEST_PENDING_DBG_EXCEPTIONS, 0)?;
 
     // Host state: the hypervisor's own GDT, TSS, IDT and stack.
     let tss_va = slot.gdt.va as u64 + TSS_OFFSET as u64;

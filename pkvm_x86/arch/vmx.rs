@@ -138,7 +138,8 @@ pub unsafe fn vmwrite(field: Field, value: u64) -> Result<(), VmFail> {
 ///
 /// Every other guest-state, host-state and control field of the current
 /// VMCS must already describe the running CPU (see `crate::deprivilege`),
-/// with CF and ZF clear in GUEST_RFLAGS; interrupts must be disabled.
+/// with CF and ZF clear in GUEST_RFLAGS (`hv::guest_state` clears them);
+/// interrupts must be disabled.
 pub unsafe fn vmlaunch_in_place() -> Result<(), VmFail> {
     let rflags: u64;
     // SAFETY: see above; on success the CPU continues after VMLAUNCH with
@@ -163,10 +164,6 @@ pub unsafe fn vmlaunch_in_place() -> Result<(), VmFail> {
     }
     check(rflags)
 }
-
-/// RFLAGS bits a successful VM entry into [`vmlaunch_in_place`] must not
-/// have set (they signal VMfail).
-pub const LAUNCH_RFLAGS_CLEAR: u64 = RFLAGS_CF | RFLAGS_ZF;
 
 /// INVEPT type.
 #[derive(Clone, Copy, Debug)]

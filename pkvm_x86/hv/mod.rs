@@ -30,6 +30,7 @@ pub mod bitfield;
 pub mod ept;
 pub mod error;
 pub mod exit;
+pub mod guest_state;
 pub mod host_controls;
 pub mod host_ept_map;
 pub mod hypercall;
