@@ -42,6 +42,8 @@ t_workload() {
 	for i in 1 2 3; do
 		/bin/workload 8 2 || fail "workload run $i failed"
 	done
+	# Memory-heavy: 128 MiB written and verified (a quarter of the VM).
+	/bin/workload 128 1 || fail "128 MiB workload failed"
 	# Shell, pipes, forks.
 	n=$(seq 1 2000 | while read x; do echo $((x * 2)); done | awk '{s += $1} END {print s}')
 	expect_eq "shell arithmetic" "$n" "4002000"

@@ -421,6 +421,40 @@ fn run_plan<M: MmOps>(
 // ---------------------------------------------------------------------------
 // host <-> hyp
 
+/// One table's side of a two-table transition: the range starting at
+/// `addr`, what every leaf there must be (`expect`), and what it becomes.
+struct Side<P> {
+    addr: u64,
+    expect: P,
+    fill: Fill,
+}
+
+/// The shape of every host <-> hypervisor and host -> guest transition:
+/// check both sides completely, reserve the table pages both need, then
+/// apply both (host first), which cannot fail halfway.
+fn transition<M: MmOps, F: PteFormat>(
+    host: &mut HostEpt,
+    other: &mut PgTable<F>,
+    mm: &mut M,
+    size: u64,
+    h: Side<impl Fn(&WalkCtx, u64) -> bool>,
+    o: Side<impl Fn(&WalkCtx, u64) -> bool>,
+) -> Result {
+    all_leaves(&host.pgt, mm, h.addr, size, h.expect)?;
+    all_leaves(other, mm, o.addr, size, o.expect)?;
+    let pages = host.pgt.pages_needed(mm, h.addr, size, h.fill)?
+        + other.pages_needed(mm, o.addr, size, o.fill)?;
+    run_plan(host, mm, Plan { pages }, |host, mm, cache| {
+        host.pgt.apply(mm, cache, h.addr, size, h.fill)?;
+        other.apply(mm, cache, o.addr, size, o.fill)
+    })
+}
+
+/// `expect` for a leaf that must be empty.
+fn empty(_: &WalkCtx, e: u64) -> bool {
+    e == 0
+}
+
 /// Donates `nr_pages` host pages at `pa` to the hypervisor (shadow VM and
 /// vCPU structures, page-table pools).
 ///
@@ -435,20 +469,20 @@ pub fn host_donate_hyp<M: MmOps>(
     let size = pages_to_size(nr_pages)?;
     check_range(pa, size)?;
     let va = hyp.va(pa, size)?;
-    all_leaves(&host.pgt, mm, pa, size, |c, e| {
-        maps_as::<EptFormat>(c, e, PageState::Owned, pa, pa)
-    })?;
-    all_leaves(&hyp.pgt, mm, va, size, |_, e| e == 0)?;
-    let hyp_fill = Fill::Map {
-        pa,
-        attrs: HYP_OWNED,
+    let h = Side {
+        addr: pa,
+        expect: |c: &WalkCtx, e| maps_as::<EptFormat>(c, e, PageState::Owned, pa, pa),
+        fill: Fill::Set(0),
     };
-    let pages = host.pgt.pages_needed(mm, pa, size, Fill::Set(0))?
-        + hyp.pgt.pages_needed(mm, va, size, hyp_fill)?;
-    run_plan(host, mm, Plan { pages }, |host, mm, cache| {
-        host.pgt.apply(mm, cache, pa, size, Fill::Set(0))?;
-        hyp.pgt.apply(mm, cache, va, size, hyp_fill)
-    })
+    let o = Side {
+        addr: va,
+        expect: empty,
+        fill: Fill::Map {
+            pa,
+            attrs: HYP_OWNED,
+        },
+    };
+    transition(host, &mut hyp.pgt, mm, size, h, o)
 }
 
 /// Gives `nr_pages` hypervisor pages at `pa` back to the host.  The caller
@@ -465,20 +499,20 @@ pub fn hyp_donate_host<M: MmOps>(
     let size = pages_to_size(nr_pages)?;
     check_range(pa, size)?;
     let va = hyp.va(pa, size)?;
-    all_leaves(&hyp.pgt, mm, va, size, |c, e| {
-        maps_as::<HypFormat>(c, e, PageState::Owned, va, pa)
-    })?;
-    all_leaves(&host.pgt, mm, pa, size, |_, e| e == 0)?;
-    let host_fill = Fill::Map {
-        pa,
-        attrs: HOST_OWNED,
+    let h = Side {
+        addr: pa,
+        expect: empty,
+        fill: Fill::Map {
+            pa,
+            attrs: HOST_OWNED,
+        },
     };
-    let pages = host.pgt.pages_needed(mm, pa, size, host_fill)?
-        + hyp.pgt.pages_needed(mm, va, size, Fill::Set(0))?;
-    run_plan(host, mm, Plan { pages }, |host, mm, cache| {
-        host.pgt.apply(mm, cache, pa, size, host_fill)?;
-        hyp.pgt.apply(mm, cache, va, size, Fill::Set(0))
-    })
+    let o = Side {
+        addr: va,
+        expect: |c: &WalkCtx, e| maps_as::<HypFormat>(c, e, PageState::Owned, va, pa),
+        fill: Fill::Set(0),
+    };
+    transition(host, &mut hyp.pgt, mm, size, h, o)
 }
 
 /// Shares `nr_pages` host pages at `pa` with the hypervisor (e.g. a vCPU's
@@ -495,21 +529,20 @@ pub fn host_share_hyp<M: MmOps>(
     let size = pages_to_size(nr_pages)?;
     check_range(pa, size)?;
     let va = hyp.va(pa, size)?;
-    all_leaves(&host.pgt, mm, pa, size, |c, e| {
-        maps_as::<EptFormat>(c, e, PageState::Owned, pa, pa)
-    })?;
-    all_leaves(&hyp.pgt, mm, va, size, |_, e| e == 0)?;
-    let host_fill = Fill::State(PageState::SharedOwned);
-    let hyp_fill = Fill::Map {
-        pa,
-        attrs: HYP_BORROWED,
+    let h = Side {
+        addr: pa,
+        expect: |c: &WalkCtx, e| maps_as::<EptFormat>(c, e, PageState::Owned, pa, pa),
+        fill: Fill::State(PageState::SharedOwned),
     };
-    let pages = host.pgt.pages_needed(mm, pa, size, host_fill)?
-        + hyp.pgt.pages_needed(mm, va, size, hyp_fill)?;
-    run_plan(host, mm, Plan { pages }, |host, mm, cache| {
-        host.pgt.apply(mm, cache, pa, size, host_fill)?;
-        hyp.pgt.apply(mm, cache, va, size, hyp_fill)
-    })
+    let o = Side {
+        addr: va,
+        expect: empty,
+        fill: Fill::Map {
+            pa,
+            attrs: HYP_BORROWED,
+        },
+    };
+    transition(host, &mut hyp.pgt, mm, size, h, o)
 }
 
 /// Ends a [`host_share_hyp`].
@@ -525,19 +558,17 @@ pub fn host_unshare_hyp<M: MmOps>(
     let size = pages_to_size(nr_pages)?;
     check_range(pa, size)?;
     let va = hyp.va(pa, size)?;
-    all_leaves(&host.pgt, mm, pa, size, |c, e| {
-        maps_as::<EptFormat>(c, e, PageState::SharedOwned, pa, pa)
-    })?;
-    all_leaves(&hyp.pgt, mm, va, size, |c, e| {
-        maps_as::<HypFormat>(c, e, PageState::SharedBorrowed, va, pa)
-    })?;
-    let host_fill = Fill::State(PageState::Owned);
-    let pages = host.pgt.pages_needed(mm, pa, size, host_fill)?
-        + hyp.pgt.pages_needed(mm, va, size, Fill::Set(0))?;
-    run_plan(host, mm, Plan { pages }, |host, mm, cache| {
-        host.pgt.apply(mm, cache, pa, size, host_fill)?;
-        hyp.pgt.apply(mm, cache, va, size, Fill::Set(0))
-    })
+    let h = Side {
+        addr: pa,
+        expect: |c: &WalkCtx, e| maps_as::<EptFormat>(c, e, PageState::SharedOwned, pa, pa),
+        fill: Fill::State(PageState::Owned),
+    };
+    let o = Side {
+        addr: va,
+        expect: |c: &WalkCtx, e| maps_as::<HypFormat>(c, e, PageState::SharedBorrowed, va, pa),
+        fill: Fill::Set(0),
+    };
+    transition(host, &mut hyp.pgt, mm, size, h, o)
 }
 
 // ---------------------------------------------------------------------------
@@ -564,21 +595,20 @@ pub fn host_share_guest<M: MmOps>(
     if guest.kind != VmKind::Normal || guest.dying {
         return Err(Error::Perm);
     }
-    all_leaves(&host.pgt, mm, hpa, size, |c, e| {
-        maps_as::<EptFormat>(c, e, PageState::Owned, hpa, hpa)
-    })?;
-    all_leaves(&guest.pgt, mm, gpa, size, |_, e| e == 0)?;
-    let host_fill = Fill::State(PageState::SharedOwned);
-    let guest_fill = Fill::Map {
-        pa: hpa,
-        attrs: Attrs::wb(perms, PageState::SharedBorrowed),
+    let h = Side {
+        addr: hpa,
+        expect: |c: &WalkCtx, e| maps_as::<EptFormat>(c, e, PageState::Owned, hpa, hpa),
+        fill: Fill::State(PageState::SharedOwned),
     };
-    let pages = host.pgt.pages_needed(mm, hpa, size, host_fill)?
-        + guest.pgt.pages_needed(mm, gpa, size, guest_fill)?;
-    run_plan(host, mm, Plan { pages }, |host, mm, cache| {
-        host.pgt.apply(mm, cache, hpa, size, host_fill)?;
-        guest.pgt.apply(mm, cache, gpa, size, guest_fill)
-    })
+    let o = Side {
+        addr: gpa,
+        expect: empty,
+        fill: Fill::Map {
+            pa: hpa,
+            attrs: Attrs::wb(perms, PageState::SharedBorrowed),
+        },
+    };
+    transition(host, &mut guest.pgt, mm, size, h, o)
 }
 
 /// Ends a [`host_share_guest`]: `gpa` must map `hpa` for all `nr_pages`.
@@ -595,19 +625,17 @@ pub fn host_unshare_guest<M: MmOps>(
     let size = pages_to_size(nr_pages)?;
     check_range(hpa, size)?;
     check_range(gpa, size)?;
-    all_leaves(&host.pgt, mm, hpa, size, |c, e| {
-        maps_as::<EptFormat>(c, e, PageState::SharedOwned, hpa, hpa)
-    })?;
-    all_leaves(&guest.pgt, mm, gpa, size, |c, e| {
-        maps_as::<EptFormat>(c, e, PageState::SharedBorrowed, gpa, hpa)
-    })?;
-    let host_fill = Fill::State(PageState::Owned);
-    let pages = host.pgt.pages_needed(mm, hpa, size, host_fill)?
-        + guest.pgt.pages_needed(mm, gpa, size, Fill::Set(0))?;
-    run_plan(host, mm, Plan { pages }, |host, mm, cache| {
-        host.pgt.apply(mm, cache, hpa, size, host_fill)?;
-        guest.pgt.apply(mm, cache, gpa, size, Fill::Set(0))
-    })
+    let h = Side {
+        addr: hpa,
+        expect: |c: &WalkCtx, e| maps_as::<EptFormat>(c, e, PageState::SharedOwned, hpa, hpa),
+        fill: Fill::State(PageState::Owned),
+    };
+    let o = Side {
+        addr: gpa,
+        expect: |c: &WalkCtx, e| maps_as::<EptFormat>(c, e, PageState::SharedBorrowed, gpa, hpa),
+        fill: Fill::Set(0),
+    };
+    transition(host, &mut guest.pgt, mm, size, h, o)
 }
 
 /// Donates `nr_pages` host pages at `hpa` to the protected VM `guest` at
@@ -631,21 +659,20 @@ pub fn host_donate_guest<M: MmOps>(
     if guest.kind != VmKind::Protected || guest.dying {
         return Err(Error::Perm);
     }
-    all_leaves(&host.pgt, mm, hpa, size, |c, e| {
-        maps_as::<EptFormat>(c, e, PageState::Owned, hpa, hpa)
-    })?;
-    all_leaves(&guest.pgt, mm, gpa, size, |_, e| e == 0)?;
-    let host_fill = Fill::Set(EptFormat::annotation(guest.id));
-    let guest_fill = Fill::Map {
-        pa: hpa,
-        attrs: Attrs::wb(perms, PageState::Owned),
+    let h = Side {
+        addr: hpa,
+        expect: |c: &WalkCtx, e| maps_as::<EptFormat>(c, e, PageState::Owned, hpa, hpa),
+        fill: Fill::Set(EptFormat::annotation(guest.id)),
     };
-    let pages = host.pgt.pages_needed(mm, hpa, size, host_fill)?
-        + guest.pgt.pages_needed(mm, gpa, size, guest_fill)?;
-    run_plan(host, mm, Plan { pages }, |host, mm, cache| {
-        host.pgt.apply(mm, cache, hpa, size, host_fill)?;
-        guest.pgt.apply(mm, cache, gpa, size, guest_fill)
-    })
+    let o = Side {
+        addr: gpa,
+        expect: empty,
+        fill: Fill::Map {
+            pa: hpa,
+            attrs: Attrs::wb(perms, PageState::Owned),
+        },
+    };
+    transition(host, &mut guest.pgt, mm, size, h, o)
 }
 
 // ---------------------------------------------------------------------------
