@@ -21,6 +21,8 @@
 //! check                run the ownership invariant checker
 //! nmi_test CPU N       send N NMIs to CPU one at a time; report how many
 //!                      the host saw and how many hit root mode
+//! fuzz N SEED          N hypercalls with hostile arguments on a scratch
+//!                      arena, clean-up, then the invariant checker
 //! ```
 //!
 //! Results read back as one line: `ok ...` or `err <errno> ...`.  After
@@ -158,6 +160,137 @@ impl DebugState {
             va: va as usize,
             pa,
         })
+    }
+
+    /// `n` hypercalls with arguments a malicious host might pass: every
+    /// page-state and debug call (and unknown numbers); frame numbers in a
+    /// 32-page arena allocated for the run, in the hypervisor's pool,
+    /// beyond RAM, or absurd; counts that stay inside the arena or
+    /// overflow; random handles, kinds and guest frames.  Never ranges
+    /// covering the host's own live memory: giving that away would only
+    /// hurt the host, which it may.  Afterwards every VM the run created
+    /// is torn down and every arena page brought home and freed.
+    /// Returns (calls that succeeded, calls refused, arena pages that
+    /// could not be brought home).
+    fn fuzz(&mut self, n: u32, seed: u64) -> Result<(u32, u32, u32)> {
+        const ARENA: usize = 32;
+        const CALLS: [u64; 18] = [
+            nr::VERSION,
+            nr::EXIT_COUNT,
+            nr::NMIS_IN_ROOT,
+            nr::FLUSH_HOST_EPT,
+            nr::HOST_DONATE_HYP,
+            nr::HYP_DONATE_HOST,
+            nr::HOST_SHARE_HYP,
+            nr::HOST_UNSHARE_HYP,
+            nr::VM_CREATE,
+            nr::VM_TEARDOWN,
+            nr::HOST_SHARE_GUEST,
+            nr::HOST_UNSHARE_GUEST,
+            nr::HOST_DONATE_GUEST,
+            nr::DEBUG_HOST_EPT_LOOKUP,
+            nr::DEBUG_GUEST_SHARE_HOST,
+            nr::DEBUG_GUEST_UNSHARE_HOST,
+            0x7777,
+            u64::MAX,
+        ];
+        // SAFETY: plain page-allocator call; the result is checked.
+        let arena = unsafe { bindings::alloc_pages_exact_noprof(ARENA * PAGE, bindings::GFP_KERNEL) };
+        if arena.is_null() {
+            return Err(ENOMEM);
+        }
+        // SAFETY: a fresh direct-map allocation.
+        let base = unsafe { pkvm_helper_pa(arena) } >> 12;
+        let half = (ARENA / 2) as u64;
+        let mut x = seed | 1;
+        let mut rnd = move || {
+            // xorshift64
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let pool = self.pool_pa >> 12;
+        let own_vm = self.vm;
+        let (mut ok, mut refused) = (0, 0);
+        for _ in 0..n {
+            let call = CALLS
+                .get((rnd() as usize).checked_rem(CALLS.len()).unwrap_or(0))
+                .copied()
+                .unwrap_or(nr::VERSION);
+            // A frame (first half of the arena, so a count up to `half`
+            // stays inside it), a count, or anything else.
+            let frame = |r: u64| match r % 10 {
+                0..=6 => base + (r >> 8) % half,
+                7 => pool + (r >> 8) % 1024,
+                8 => (0x80_0000_0000u64 >> 12) + (r >> 8) % 4096,
+                _ => r >> 8,
+            };
+            let count = |r: u64| match r % 10 {
+                0..=7 => 1 + (r >> 8) % 4,
+                8 => 0,
+                _ => u64::MAX - (r >> 8) % 16,
+            };
+            let handle = |r: u64| {
+                if r % 10 < 8 {
+                    0x1000 + (r >> 8) % 4
+                } else {
+                    r >> 8
+                }
+            };
+            let a = match call {
+                nr::HOST_DONATE_HYP | nr::HYP_DONATE_HOST | nr::HOST_SHARE_HYP | nr::HOST_UNSHARE_HYP => {
+                    [frame(rnd()), count(rnd()), rnd(), rnd()]
+                }
+                nr::VM_CREATE => [rnd(), rnd() % 3, frame(rnd()), count(rnd())],
+                nr::HOST_SHARE_GUEST | nr::HOST_UNSHARE_GUEST | nr::HOST_DONATE_GUEST => {
+                    [handle(rnd()), frame(rnd()), rnd() % 64, count(rnd())]
+                }
+                nr::DEBUG_GUEST_SHARE_HOST | nr::DEBUG_GUEST_UNSHARE_HOST => {
+                    [handle(rnd()), rnd() % 64, count(rnd()), rnd()]
+                }
+                _ => [rnd(), rnd(), rnd(), rnd()],
+            };
+            if call == nr::VM_TEARDOWN && Some(a[0]) == own_vm {
+                continue;
+            }
+            let (r, _, _) = hc(call, a[0], a[1], a[2], a[3]);
+            match r {
+                Ok(_) => ok += 1,
+                Err(_) => refused += 1,
+            }
+        }
+        // Clean up: every VM but the interface's own, then the arena.
+        for h in 0x1000..0x1000 + 255u64 {
+            if Some(h) != own_vm {
+                let _ = hc(nr::VM_TEARDOWN, h, 0, 0, 0);
+            }
+        }
+        let mut stuck = 0;
+        for i in 0..ARENA as u64 {
+            let _ = hc(nr::HYP_DONATE_HOST, base + i, 1, 0, 0);
+            let _ = hc(nr::HOST_UNSHARE_HYP, base + i, 1, 0, 0);
+        }
+        self.flush_all();
+        for i in 0..ARENA {
+            let mut v = 0u64;
+            // SAFETY: fault-tolerant read of an arena page.
+            let rc = unsafe {
+                bindings::copy_from_kernel_nofault(
+                    (&raw mut v).cast(),
+                    arena.cast::<u8>().add(i * PAGE).cast(),
+                    8,
+                )
+            };
+            if rc != 0 {
+                stuck += 1;
+            }
+        }
+        if stuck == 0 {
+            // SAFETY: the whole arena is the host's again and unused.
+            unsafe { bindings::free_pages_exact(arena, ARENA * PAGE) };
+        }
+        Ok((ok, refused, stuck))
     }
 
     fn transition(&mut self, w: &mut Out<'_>, call: u64, args: [u64; 4]) -> Result {
@@ -314,6 +447,29 @@ impl DebugState {
                 }
                 let in_root = nmis_in_root(cpu)?.wrapping_sub(before);
                 writeln!(w, "ok sent={n} seen={seen} in_root={in_root}").map_err(fmt_err)?;
+            }
+            "fuzz" => {
+                let n: u32 = arg1.parse().map_err(|_| EINVAL)?;
+                let seed: u64 = arg2.parse().map_err(|_| EINVAL)?;
+                if !(1..=100_000).contains(&n) {
+                    return Err(EINVAL);
+                }
+                let (ok, errs, stuck) = self.fuzz(n, seed)?;
+                let (r, kind, addr) = hc(nr::DEBUG_CHECK_INVARIANTS, 0, 0, 0, 0);
+                match r {
+                    Ok(_) if stuck == 0 => writeln!(
+                        w,
+                        "ok calls={n} succeeded={ok} refused={errs} invariants hold, arena back"
+                    )
+                    .map_err(fmt_err)?,
+                    Ok(_) => writeln!(w, "err stuck={stuck}: arena pages not brought home")
+                        .map_err(fmt_err)?,
+                    Err(e) => writeln!(
+                        w,
+                        "err {e} after {n} calls: violation kind {kind} at {addr:#x}"
+                    )
+                    .map_err(fmt_err)?,
+                }
             }
             "check" => {
                 let (r, kind, addr) = hc(nr::DEBUG_CHECK_INVARIANTS, 0, 0, 0, 0);

@@ -6,7 +6,7 @@
 DBG=/sys/kernel/debug/pkvm_x86
 CTL=$DBG/debug/ctl
 TESTS="insmod_debug host_ept_types pool_unreachable donate_hyp_and_back double_donate_refused \
-share_hyp protected_vm normal_vm bad_commands nmis_not_lost rmmod_gives_back dmesg_clean"
+share_hyp protected_vm normal_vm bad_commands nmis_not_lost hostile_hypercalls rmmod_gives_back dmesg_clean"
 
 ctl() { echo "$*" > $CTL || { echo "write '$*' failed"; return 1; }; cat $CTL; }
 # expect_ctl PATTERN CMD...: run CMD, check the reply matches PATTERN
@@ -116,6 +116,17 @@ t_nmis_not_lost() {
 	echo "$r" | grep -q '^ok sent=200 seen=200 ' || fail "NMIs lost: $r"
 	in_root=$(echo "$r" | sed -n 's/.*in_root=\([0-9]*\).*/\1/p')
 	[ "${in_root:-0}" -ge 1 ] || fail "no NMI hit root mode; the test did not exercise it"
+}
+
+# Thousands of hypercalls with hostile arguments (test pages, the pool,
+# memory beyond RAM, absurd values): the host stays up, the ownership
+# invariants hold, and the test pages can all be brought home.
+t_hostile_hypercalls() {
+	for seed in 1 2 3; do
+		expect_ctl '^ok calls=2000 .* invariants hold, arena back' fuzz 2000 $seed || return 1
+	done
+	expect_ctl '^fault -14' probe_pool
+	/bin/workload 4 1 > /dev/null || fail "host broken after the fuzzing"
 }
 
 t_rmmod_gives_back() {

@@ -129,6 +129,44 @@ impl<const N: usize> VmTable<N> {
         }
     }
 
+    /// Whether `[pa, pa + size)` overlaps the metadata pages of any VM:
+    /// such pages are in use by the hypervisor and must not go back to the
+    /// host while the VM exists.
+    pub fn uses_pages(&self, pa: u64, size: u64) -> bool {
+        let end = pa.saturating_add(size);
+        self.iter().any(|vm| {
+            let (m, n) = vm.meta();
+            let m_end = m.saturating_add(n.saturating_mul(PAGE_SIZE));
+            n != 0 && pa < m_end && m < end
+        })
+    }
+
+    /// The host asks for hypervisor pages back (the HYP_DONATE_HOST
+    /// hypercall): allowed only for pages the hypervisor does not use —
+    /// not in `pinned` (the hypervisor's own memory: its pool, whose pages
+    /// are `OWNED` in its table like donated ones) and not a VM's metadata
+    /// ([`Error::Busy`] otherwise) — then `hyp_donate_host`.
+    pub fn return_to_host<M: MmOps>(
+        &self,
+        host: &mut HostEpt,
+        hyp: &mut HypPgt,
+        mm: &mut M,
+        pa: u64,
+        nr_pages: u64,
+        pinned: &[(u64, u64)],
+    ) -> Result {
+        let size = nr_pages.saturating_mul(PAGE_SIZE);
+        let end = pa.saturating_add(size);
+        if self.uses_pages(pa, size)
+            || pinned
+                .iter()
+                .any(|&(p, len)| pa < p.saturating_add(len) && p < end)
+        {
+            return Err(Error::Busy);
+        }
+        hyp_donate_host(host, hyp, mm, pa, nr_pages)
+    }
+
     /// Number of VMs.
     pub const fn len(&self) -> usize {
         self.nr

@@ -195,3 +195,266 @@ fn failed_create_changes_nothing() {
     w.run(Op::HypDonateHost(META + K4, 1)).unwrap();
     w.destroy();
 }
+
+/// The debug interface's `fuzz` command, replayed on the simulated
+/// machine: hostile arguments to every host-initiated transition and to
+/// VM creation and teardown, then a full clean-up.  Must terminate quickly,
+/// keep the invariants, and give every page back.
+#[test]
+fn hostile_sequences_terminate_and_clean_up() {
+    use crate::hv::invariants::{check, Claim};
+    use crate::hv::mem_protect::{
+        host_donate_guest, host_donate_hyp, host_share_guest, host_share_hyp, host_unshare_guest,
+        host_unshare_hyp,
+    };
+    use crate::hv::pgtable::PERM_RWX;
+    use crate::hv::sim::Arena;
+    for seed in 1..=3u64 {
+        let mut mm = Arena::new(1 << 16);
+        let mut host = HostEpt::new(&mut mm, 3).unwrap();
+        host.map_memory(&mut mm, 0, 4 << 30, crate::hv::mem_protect::HOST_OWNED)
+            .unwrap();
+        let mut hyp = HypPgt::new(&mut mm, 3, 0xffff_8880_0000_0000).unwrap();
+        let mut vms: VmTable = VmTable::new();
+        // The hypervisor's own memory, owned from the start (as the module's
+        // pool): must never be handed to the host.
+        hyp.map_owned(&mut mm, 0x40_0000, 0x10_0000).unwrap();
+        host.pgt_mut().unmap(&mut mm, 0x40_0000, 0x10_0000).unwrap();
+        let pinned = [(0x40_0000u64, 0x10_0000u64)];
+        let base = 0x50_0000u64 >> 12; // a 32-page arena
+        let pool = 0x40_0000u64 >> 12; // the pinned hypervisor memory
+        let mut x = seed | 1;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let frame = |r: u64| match r % 10 {
+            0..=6 => base + (r >> 8) % 16,
+            7 => pool + (r >> 8) % 256,
+            8 => (0x80_0000_0000u64 >> 12) + (r >> 8) % 4096,
+            _ => r >> 8,
+        };
+        let count = |r: u64| match r % 10 {
+            0..=7 => 1 + (r >> 8) % 4,
+            8 => 0,
+            _ => u64::MAX - (r >> 8) % 16,
+        };
+        let handle = |r: u64| {
+            if r % 10 < 8 {
+                0x1000 + (r >> 8) % 4
+            } else {
+                r >> 8
+            }
+        };
+        let start = std::time::Instant::now();
+        let mut succeeded = 0;
+        for _ in 0..2000 {
+            let h32 = |r: u64| u32::try_from(handle(r)).unwrap_or(u32::MAX);
+            match rnd() % 9 {
+                0 => {
+                    succeeded += u32::from(
+                        host_donate_hyp(
+                            &mut host,
+                            &mut hyp,
+                            &mut mm,
+                            frame(rnd()) << 12,
+                            count(rnd()),
+                        )
+                        .is_ok(),
+                    )
+                }
+                1 => {
+                    succeeded += u32::from(
+                        vms.return_to_host(
+                            &mut host,
+                            &mut hyp,
+                            &mut mm,
+                            frame(rnd()) << 12,
+                            count(rnd()),
+                            &pinned,
+                        )
+                        .is_ok(),
+                    )
+                }
+                2 => {
+                    succeeded += u32::from(
+                        host_share_hyp(
+                            &mut host,
+                            &mut hyp,
+                            &mut mm,
+                            frame(rnd()) << 12,
+                            count(rnd()),
+                        )
+                        .is_ok(),
+                    )
+                }
+                3 => {
+                    succeeded += u32::from(
+                        host_unshare_hyp(
+                            &mut host,
+                            &mut hyp,
+                            &mut mm,
+                            frame(rnd()) << 12,
+                            count(rnd()),
+                        )
+                        .is_ok(),
+                    )
+                }
+                4 => {
+                    let kind = if rnd() % 2 == 0 {
+                        VmKind::Normal
+                    } else {
+                        VmKind::Protected
+                    };
+                    succeeded += u32::from(
+                        vms.create(
+                            &mut host,
+                            &mut hyp,
+                            &mut mm,
+                            rnd(),
+                            kind,
+                            frame(rnd()) << 12,
+                            count(rnd()),
+                            3,
+                        )
+                        .is_ok(),
+                    );
+                }
+                5 => {
+                    succeeded += u32::from(
+                        vms.teardown(&mut host, &mut hyp, &mut mm, h32(rnd()))
+                            .is_ok(),
+                    )
+                }
+                _ => {
+                    let (h, hpa, gpa, n) = (
+                        h32(rnd()),
+                        frame(rnd()) << 12,
+                        (rnd() % 64) << 12,
+                        count(rnd()),
+                    );
+                    if let Ok(vm) = vms.get_mut(h) {
+                        let g = vm.guest_mut();
+                        let r = match rnd() % 3 {
+                            0 => host_share_guest(&mut host, g, &mut mm, hpa, gpa, n, PERM_RWX),
+                            1 => host_unshare_guest(&mut host, g, &mut mm, hpa, gpa, n),
+                            _ => host_donate_guest(&mut host, g, &mut mm, hpa, gpa, n, PERM_RWX),
+                        };
+                        succeeded += u32::from(r.is_ok());
+                    }
+                }
+            }
+        }
+        // Not all rejected: the sequence reaches states worth checking.
+        assert!(
+            succeeded >= 50,
+            "seed {seed}: only {succeeded} operations went through"
+        );
+        let mut claims = [Claim::default(); 256];
+        assert_eq!(
+            check(&host, &hyp, vms.guests(), &mut mm, &mut claims),
+            Ok(()),
+            "seed {seed}"
+        );
+        for h in HANDLE_OFFSET..HANDLE_OFFSET + MAX_VMS as u32 {
+            let r = vms.teardown(&mut host, &mut hyp, &mut mm, h);
+            assert!(
+                matches!(r, Ok(()) | Err(Error::NoEnt)),
+                "seed {seed}: teardown of {h:#x}: {r:?} ({:?})",
+                vms.get(h).map(|vm| (vm.meta(), vm.guest().kind()))
+            );
+        }
+        assert!(vms.is_empty(), "seed {seed}: VMs left");
+        for i in 0..16u64 {
+            let _ = vms.return_to_host(&mut host, &mut hyp, &mut mm, (base + i) << 12, 1, &pinned);
+            let _ = host_unshare_hyp(&mut host, &mut hyp, &mut mm, (base + i) << 12, 1);
+        }
+        assert_eq!(
+            check(&host, &hyp, vms.guests(), &mut mm, &mut claims),
+            Ok(()),
+            "seed {seed}"
+        );
+        assert!(
+            start.elapsed().as_secs() < 20,
+            "seed {seed}: took {:?}",
+            start.elapsed()
+        );
+    }
+}
+
+/// HYP_DONATE_HOST must not hand out the hypervisor's own memory (its
+/// pool: `OWNED` in its table like donated pages) nor a live VM's
+/// metadata; pages the host donated and the hypervisor does not use come
+/// back.
+#[test]
+fn return_to_host_refuses_what_the_hypervisor_uses() {
+    let mut w = World::new();
+    let pool = 0x40_0000u64;
+    w.hyp.map_owned(&mut w.mm, pool, M2).unwrap();
+    w.host.pgt_mut().unmap(&mut w.mm, pool, M2).unwrap();
+    let pinned = [(pool, M2)];
+    // Without the pin the pool page would go: that is the attack.
+    let mut w2 = World::new();
+    w2.hyp.map_owned(&mut w2.mm, pool, M2).unwrap();
+    w2.host.pgt_mut().unmap(&mut w2.mm, pool, M2).unwrap();
+    assert_eq!(
+        w2.vms
+            .return_to_host(&mut w2.host, &mut w2.hyp, &mut w2.mm, pool, 1, &[]),
+        Ok(())
+    );
+    // With it, refused, for any overlap.
+    for (pa, n) in [
+        (pool, 1),
+        (pool + M2 - K4, 1),
+        (pool - K4, 2),
+        (pool + 5 * K4, 3),
+    ] {
+        assert_eq!(
+            w.vms
+                .return_to_host(&mut w.host, &mut w.hyp, &mut w.mm, pa, n, &pinned),
+            Err(Error::Busy),
+            "{pa:#x} x{n}"
+        );
+    }
+    // A VM's metadata is in use too.
+    host_donate_hyp(&mut w.host, &mut w.hyp, &mut w.mm, META, 1).unwrap();
+    hyp_donate_host(&mut w.host, &mut w.hyp, &mut w.mm, META, 1).unwrap();
+    let h = w
+        .vms
+        .create(
+            &mut w.host,
+            &mut w.hyp,
+            &mut w.mm,
+            1,
+            VmKind::Protected,
+            META,
+            2,
+            3,
+        )
+        .unwrap();
+    assert_eq!(
+        w.vms
+            .return_to_host(&mut w.host, &mut w.hyp, &mut w.mm, META + K4, 1, &pinned),
+        Err(Error::Busy)
+    );
+    // A page donated on its own comes back.
+    let spare = 20 * M2;
+    host_donate_hyp(&mut w.host, &mut w.hyp, &mut w.mm, spare, 1).unwrap();
+    assert_eq!(
+        w.vms
+            .return_to_host(&mut w.host, &mut w.hyp, &mut w.mm, spare, 1, &pinned),
+        Ok(())
+    );
+    // After teardown the metadata has already gone back with it.
+    w.vms
+        .teardown(&mut w.host, &mut w.hyp, &mut w.mm, h.raw())
+        .unwrap();
+    assert_eq!(
+        w.vms
+            .return_to_host(&mut w.host, &mut w.hyp, &mut w.mm, META, 1, &pinned),
+        Err(Error::Perm),
+        "no longer the hypervisor's"
+    );
+}

@@ -16,7 +16,7 @@
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
-use super::mm::HypMm;
+use super::mm::{HypMm, MAX_CHUNKS};
 use crate::arch::vmx;
 use crate::hv::error::Error;
 use crate::hv::hypercall::{self, errno, nr, pfn_to_pa};
@@ -39,6 +39,10 @@ pub struct HypGlobal {
     host: HostEpt,
     hyp: HypPgt,
     vms: VmTable,
+    /// The pool's chunks (physical base, size): hypervisor memory that is
+    /// `OWNED` in its table but never goes back to the host while loaded.
+    pinned: [(u64, u64); MAX_CHUNKS],
+    nr_pinned: usize,
     claims: [Claim; CLAIMS],
 }
 
@@ -105,6 +109,17 @@ impl HypGlobal {
             addr_of_mut!((*this).host).write(host);
             addr_of_mut!((*this).hyp).write(hyp);
             VmTable::init_in_place(addr_of_mut!((*this).vms));
+            let pinned = addr_of_mut!((*this).pinned).cast::<(u64, u64)>();
+            let mut n = 0;
+            // SAFETY (of the dereference): `mm` is the live allocator.
+            for (i, c) in (*mm).chunks().iter().enumerate().take(MAX_CHUNKS) {
+                pinned.add(i).write((c.pa, 2 << 20));
+                n = i + 1;
+            }
+            for i in n..MAX_CHUNKS {
+                pinned.add(i).write((0, 0));
+            }
+            addr_of_mut!((*this).nr_pinned).write(n);
             let claims = addr_of_mut!((*this).claims).cast::<Claim>();
             for i in 0..CLAIMS {
                 claims.add(i).write(Claim::default());
@@ -163,7 +178,14 @@ impl HypGlobal {
         // SAFETY: `mm` points at the allocator in the pool, set up before
         // the hypervisor started; the lock makes this the only user.
         let mm = unsafe { &mut *self.mm };
-        let Self { host, hyp, vms, .. } = self;
+        let Self {
+            host,
+            hyp,
+            vms,
+            pinned,
+            nr_pinned,
+            ..
+        } = self;
         let pa = |pfn| pfn_to_pa(pfn);
         match call {
             nr::HOST_DONATE_HYP
@@ -175,7 +197,10 @@ impl HypGlobal {
                 // makes no indirect calls (scripts/audit-root-calls.py).
                 let r = match call {
                     nr::HOST_DONATE_HYP => mp::host_donate_hyp(host, hyp, mm, p, a[1]),
-                    nr::HYP_DONATE_HOST => mp::hyp_donate_host(host, hyp, mm, p, a[1]),
+                    nr::HYP_DONATE_HOST => {
+                        let pinned = pinned.get(..*nr_pinned).unwrap_or(&[]);
+                        vms.return_to_host(host, hyp, mm, p, a[1], pinned)
+                    }
                     nr::HOST_SHARE_HYP => mp::host_share_hyp(host, hyp, mm, p, a[1]),
                     _ => mp::host_unshare_hyp(host, hyp, mm, p, a[1]),
                 };
