@@ -195,7 +195,8 @@ impl DebugState {
             u64::MAX,
         ];
         // SAFETY: plain page-allocator call; the result is checked.
-        let arena = unsafe { bindings::alloc_pages_exact_noprof(ARENA * PAGE, bindings::GFP_KERNEL) };
+        let arena =
+            unsafe { bindings::alloc_pages_exact_noprof(ARENA * PAGE, bindings::GFP_KERNEL) };
         if arena.is_null() {
             return Err(ENOMEM);
         }
@@ -239,9 +240,10 @@ impl DebugState {
                 }
             };
             let a = match call {
-                nr::HOST_DONATE_HYP | nr::HYP_DONATE_HOST | nr::HOST_SHARE_HYP | nr::HOST_UNSHARE_HYP => {
-                    [frame(rnd()), count(rnd()), rnd(), rnd()]
-                }
+                nr::HOST_DONATE_HYP
+                | nr::HYP_DONATE_HOST
+                | nr::HOST_SHARE_HYP
+                | nr::HOST_UNSHARE_HYP => [frame(rnd()), count(rnd()), rnd(), rnd()],
                 nr::VM_CREATE => [rnd(), rnd() % 3, frame(rnd()), count(rnd())],
                 nr::HOST_SHARE_GUEST | nr::HOST_UNSHARE_GUEST | nr::HOST_DONATE_GUEST => {
                     [handle(rnd()), frame(rnd()), rnd() % 64, count(rnd())]
