@@ -163,6 +163,9 @@ t_failure_rolls_back() {
 }
 
 t_load_unload_20() {
+	# One cycle first, so that what the first load leaves in per-CPU page
+	# lists and slab caches is not counted as a leak.
+	insmod /lib/modules/pkvm_x86.ko && rmmod pkvm_x86 || fail "warm-up cycle"
 	sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null
 	before=$(memfree_kb)
 	for i in $(seq 1 20); do
@@ -173,8 +176,11 @@ t_load_unload_20() {
 	sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null
 	after=$(memfree_kb)
 	echo "MemFree before ${before} kB, after ${after} kB"
-	# The pool alone is 4 MiB per load: a leak would show as 80 MiB.
-	[ $((before - after)) -lt 2048 ] || fail "free memory dropped by $((before - after)) kB"
+	# A leak of the pool (4 MiB per load) would show as 80 MiB.  The bound
+	# allows allocator noise (per-CPU lists, fragmentation after the
+	# 128 MiB workload: a few MiB either way) but not 400 kB or more per
+	# cycle.
+	[ $((before - after)) -lt 8192 ] || fail "free memory dropped by $((before - after)) kB"
 }
 
 t_bench() {
