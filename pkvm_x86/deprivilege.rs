@@ -18,6 +18,7 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 
 use kernel::{bindings, cpumask::Cpumask, prelude::*};
 
+use crate::arch::root_entry as entry;
 use crate::arch::{cpu, vmx};
 use crate::hv::ept::Eptp;
 use crate::hv::exit::CR4_VMXE;
@@ -27,7 +28,6 @@ use crate::hv::hypercall::{self, nr};
 use crate::hv::msr_bitmap::{MsrBitmap, HOST_POLICY, MSR_BITMAP_SIZE};
 use crate::hv::vmcs::*;
 use crate::hv::vmx_caps::{ctl, VmxCaps};
-use crate::hyp::entry;
 use crate::hyp::global::HypGlobal;
 use crate::hyp::mm::HypMm;
 use crate::hyp::percpu::HypCpu;

@@ -71,6 +71,85 @@ pub unsafe fn write_cr4(v: u64) {
     unsafe { asm!("mov cr4, {v}", v = in(reg) v, options(nostack, preserves_flags)) };
 }
 
+macro_rules! write_reg {
+    ($(#[$m:meta])* $name:ident, $insn:literal) => {
+        $(#[$m])*
+        ///
+        /// # Safety
+        ///
+        /// The value must be valid for the register and for what the code
+        /// running afterwards relies on (teardown restores the host's own
+        /// values; nothing else writes these).
+        #[inline]
+        pub unsafe fn $name(v: u64) {
+            // SAFETY: guaranteed by the caller.
+            unsafe { asm!($insn, v = in(reg) v, options(nostack, preserves_flags)) };
+        }
+    };
+}
+
+write_reg!(/// Writes CR0.
+    write_cr0, "mov cr0, {v}");
+write_reg!(/// Writes CR2 (the page-fault address the host will read).
+    write_cr2, "mov cr2, {v}");
+write_reg!(/// Writes CR3.
+    write_cr3, "mov cr3, {v}");
+write_reg!(/// Writes DR7.
+    write_dr7, "mov dr7, {v}");
+
+/// Loads GDTR.
+///
+/// # Safety
+///
+/// `d` must describe a GDT valid for the code that runs afterwards.
+#[inline]
+pub unsafe fn lgdt(d: &DescriptorTablePointer) {
+    // SAFETY: guaranteed by the caller; LGDT reads 10 bytes from `d`.
+    unsafe { asm!("lgdt [{p}]", p = in(reg) d, options(nostack, preserves_flags)) };
+}
+
+/// Loads IDTR.
+///
+/// # Safety
+///
+/// `d` must describe an IDT valid for the code that runs afterwards.
+#[inline]
+pub unsafe fn lidt(d: &DescriptorTablePointer) {
+    // SAFETY: guaranteed by the caller; LIDT reads 10 bytes from `d`.
+    unsafe { asm!("lidt [{p}]", p = in(reg) d, options(nostack, preserves_flags)) };
+}
+
+/// Loads DS, ES, FS and GS with the given selectors (FS/GS bases are
+/// reset by the loads; callers write the base MSRs afterwards).
+///
+/// # Safety
+///
+/// The selectors must be null or valid in the current GDT.
+#[inline]
+pub unsafe fn load_data_segments(ds: u16, es: u16, fs: u16, gs: u16) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        asm!("mov ds, {ds:x}", "mov es, {es:x}", "mov fs, {fs:x}", "mov gs, {gs:x}",
+             ds = in(reg) ds, es = in(reg) es, fs = in(reg) fs, gs = in(reg) gs,
+             options(nostack, preserves_flags));
+    }
+}
+
+/// Writes back and invalidates the caches (WBINVD).
+pub fn wbinvd() {
+    // SAFETY: WBINVD only affects caches; CPL 0.
+    unsafe { asm!("wbinvd", options(nostack, preserves_flags)) };
+}
+
+/// Parks this CPU for good: interrupts off, HLT forever (an NMI wakes it,
+/// its handler returns, it halts again).
+pub fn park() -> ! {
+    loop {
+        // SAFETY: CLI and HLT at CPL 0 touch no memory.
+        unsafe { asm!("cli", "hlt", options(nostack, nomem)) };
+    }
+}
+
 /// Invalidates the TLB entries for linear address `va` on this CPU.
 ///
 /// # Safety

@@ -165,6 +165,18 @@ pub unsafe fn vmlaunch_in_place() -> Result<(), VmFail> {
     check(rflags)
 }
 
+/// The physical address of the current VMCS (VMPTRST).
+///
+/// # Safety
+///
+/// Must be in VMX root operation.
+pub unsafe fn vmptrst() -> u64 {
+    let mut pa = 0u64;
+    // SAFETY: guaranteed by the caller; VMPTRST stores 8 bytes into `pa`.
+    unsafe { asm!("vmptrst [{p}]", p = in(reg) &mut pa, options(nostack, preserves_flags)) };
+    pa
+}
+
 /// INVEPT type.
 #[derive(Clone, Copy, Debug)]
 #[repr(u64)]

@@ -2,7 +2,7 @@
 
 //! The VM-exit handler of the deprivileged host.
 //!
-//! Called from [`super::entry`] with the guest registers and the per-CPU
+//! Called from [`crate::arch::root_entry`] with the guest registers and the per-CPU
 //! state.  Every exit ends in one of: the instruction is emulated and
 //! skipped; a fault is injected into the host (#UD for VMX instructions and
 //! VMCALL from user mode, #GP for refused MSR or CR writes, #PF for host
@@ -11,10 +11,8 @@
 //! in `HypCpu::unexpected` and answered with #UD, which the host's own
 //! fault handling reports.
 
-use core::arch::asm;
-
-use super::entry::{self, gpr_slot, reg, GuestRegs};
 use super::percpu::HypCpu;
+use crate::arch::root_entry::{self as entry, gpr_slot, reg, GuestRegs};
 use crate::arch::{cpu, cpuid::cpuid, vmx};
 use crate::hv::exit::{
     self, cpuid_filter, entry_intr_info, reason, vector, CrAccess, EptViolation, EventType,
@@ -93,7 +91,7 @@ fn msr_write_refused(msr: u32) -> bool {
 /// Only [`entry::pkvm_vmexit_entry`] calls this, in VMX root operation,
 /// with `regs` pointing at the saved frame and `cpu` at this CPU's
 /// `HypCpu`, both valid and exclusively owned by this CPU for the call.
-pub(super) unsafe extern "C" fn handle_exit(regs: *mut GuestRegs, cpu: *mut HypCpu) -> u64 {
+pub(crate) unsafe extern "C" fn handle_exit(regs: *mut GuestRegs, cpu: *mut HypCpu) -> u64 {
     // SAFETY: guaranteed by the caller (see above).
     let (regs, cpu) = unsafe { (&mut *regs, &mut *cpu) };
     let why = ExitReason::from_raw(rd(VM_EXIT_REASON));
@@ -167,8 +165,7 @@ pub(super) unsafe extern "C" fn handle_exit(regs: *mut GuestRegs, cpu: *mut HypC
         }
         reason::INVD => {
             // Never drop dirty lines: write back instead.
-            // SAFETY: WBINVD only affects caches.
-            unsafe { asm!("wbinvd", options(nostack, preserves_flags)) };
+            cpu::wbinvd();
             skip_instruction();
         }
         19..=27 | reason::INVEPT | reason::INVVPID | reason::VMFUNC | reason::GETSEC => {
@@ -197,11 +194,7 @@ fn host_is_dead(cpu: &mut HypCpu, basic: u16) -> ! {
     cpu.unexpected = cpu.unexpected.wrapping_add(1);
     cpu.last_unexpected = u64::from(basic);
     cpu.fatal_rip = rd(GUEST_RIP);
-    loop {
-        // SAFETY: parking the CPU: interrupts off, HLT until an NMI, which
-        // the root-mode handler records and returns from.
-        unsafe { asm!("cli", "hlt", options(nostack, nomem)) };
-    }
+    cpu::park()
 }
 
 fn unexpected(cpu: &mut HypCpu, basic: u16) {
@@ -223,7 +216,7 @@ fn host_touched_protected_memory() {
     };
     // SAFETY: CR2 is not part of the VMCS; the host reads the fault address
     // from the real CR2, which nothing in root mode depends on.
-    unsafe { asm!("mov cr2, {a}", a = in(reg) addr, options(nostack, preserves_flags)) };
+    unsafe { cpu::write_cr2(addr) };
     inject(
         vector::PF,
         EventType::HardwareException,
@@ -350,12 +343,8 @@ unsafe fn teardown(regs: &mut GuestRegs, cpu: &mut HypCpu) -> u64 {
         g(GUEST_SYSENTER_EIP),
     );
     let dr7 = g(GUEST_DR7);
-    let vmcs_pa = {
-        let mut pa = 0u64;
-        // SAFETY: VMPTRST stores the current-VMCS pointer into `pa`.
-        unsafe { asm!("vmptrst [{p}]", p = in(reg) &mut pa, options(nostack, preserves_flags)) };
-        pa
-    };
+    // SAFETY: root mode, with the host's VMCS current.
+    let vmcs_pa = unsafe { vmx::vmptrst() };
 
     // SAFETY: leaving VMX operation on the host's request; the VMCS is
     // cleared first so its state is written back to memory.
@@ -368,17 +357,16 @@ unsafe fn teardown(regs: &mut GuestRegs, cpu: &mut HypCpu) -> u64 {
     // SAFETY: everything below restores the host's own values, captured by
     // the VMCS at this exit, onto the CPU that is now in plain root mode.
     unsafe {
-        asm!("mov cr0, {v}", v = in(reg) cr0, options(nostack, preserves_flags));
+        cpu::write_cr0(cr0);
         // CR4: VMXE as the host believes it to be, everything else as it was.
         let cr4 = (cr4_real & !exit::CR4_VMXE) | (cr4_shadow & exit::CR4_VMXE);
         cpu::write_cr4(cr4);
-        asm!("mov cr3, {v}", v = in(reg) cr3, options(nostack, preserves_flags));
-        asm!("lgdt [{p}]", p = in(reg) &gdt, options(nostack, preserves_flags));
-        asm!("lidt [{p}]", p = in(reg) &idt, options(nostack, preserves_flags));
-        asm!("mov ds, {v:x}", "mov es, {v2:x}", v = in(reg) ds, v2 = in(reg) es, options(nostack, preserves_flags));
-        asm!("mov fs, {v:x}", v = in(reg) fs, options(nostack, preserves_flags));
-        // Loading GS clobbers the GS base this code relies on no more.
-        asm!("mov gs, {v:x}", v = in(reg) gs, options(nostack, preserves_flags));
+        cpu::write_cr3(cr3);
+        cpu::lgdt(&gdt);
+        cpu::lidt(&idt);
+        // Loading GS clobbers the GS base root mode used; nothing below
+        // needs it.
+        cpu::load_data_segments(ds as u16, es as u16, fs as u16, gs as u16);
         cpu::wrmsr(cpu::msr::FS_BASE, fs_base);
         cpu::wrmsr(cpu::msr::GS_BASE, gs_base);
         cpu::wrmsr(cpu::msr::PAT, pat);
@@ -387,7 +375,7 @@ unsafe fn teardown(regs: &mut GuestRegs, cpu: &mut HypCpu) -> u64 {
         cpu::wrmsr(cpu::msr::SYSENTER_CS, se_cs);
         cpu::wrmsr(cpu::msr::SYSENTER_ESP, se_esp);
         cpu::wrmsr(cpu::msr::SYSENTER_EIP, se_eip);
-        asm!("mov dr7, {v}", v = in(reg) dr7, options(nostack, preserves_flags));
+        cpu::write_dr7(dr7);
     }
     regs.iret = [rip, cs, rflags, rsp, ss];
     1

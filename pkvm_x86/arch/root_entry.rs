@@ -2,12 +2,13 @@
 
 //! Root-mode entry points in assembly: the VM-exit entry, the exception
 //! handlers of the hypervisor's own IDT, and fault-tolerant MSR / XSETBV
-//! accessors.
+//! accessors.  They call into `crate::hyp` (the exit handler) and use the
+//! fixed offsets of `crate::hyp::percpu::HypCpu`.
 //!
 //! VM exit: HOST_RSP points at the top of the per-CPU hypervisor stack,
 //! where the address of the CPU's [`HypCpu`] is stored.  The entry reserves
 //! an IRET frame, saves the 15 general-purpose registers as a
-//! [`GuestRegs`], and calls [`super::exit_handler::handle_exit`].  A zero
+//! [`GuestRegs`], and calls [`crate::hyp::exit_handler::handle_exit`].  A zero
 //! return resumes the guest (VMRESUME); a non-zero return means the
 //! handler left VMX operation (CPU teardown) and filled the IRET frame with
 //! the host's RIP/CS/RFLAGS/RSP/SS: the entry restores the registers and
@@ -21,7 +22,7 @@
 //! recorded (vector, RIP, count) and the CPU halts, so nothing runs on
 //! corrupted state.
 
-use super::percpu::{
+use crate::hyp::percpu::{
     HypCpu, OFF_EXPECT_FAULT, OFF_FATAL_COUNT, OFF_FATAL_RIP, OFF_FATAL_VECTOR, OFF_FAULTED,
     OFF_MC_PENDING, OFF_NMIS_IN_ROOT, OFF_NMI_PENDING,
 };
@@ -220,7 +221,7 @@ core::arch::global_asm!(
     ".endr",
     ".popsection",
     frame = const FRAME_SIZE,
-    handler = sym super::exit_handler::handle_exit,
+    handler = sym crate::hyp::exit_handler::handle_exit,
     fatal_vector = const OFF_FATAL_VECTOR,
     fatal_count = const OFF_FATAL_COUNT,
     fatal_rip = const OFF_FATAL_RIP,
