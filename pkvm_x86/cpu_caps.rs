@@ -42,13 +42,24 @@ impl Drop for CpusReadGuard {
     }
 }
 
+/// Whether `cpu` is in the kernel's static cpumask `mask`.
+fn in_mask(mask: &'static Cpumask, cpu: u32) -> bool {
+    kernel::cpu::CpuId::from_u32(cpu).is_some_and(|id| mask.test(id))
+}
+
 /// The online CPUs, in order.  Callers hold a [`CpusReadGuard`] so that
 /// the set stays what it was when they act on it.
 pub(crate) fn online_cpus() -> impl Iterator<Item = u32> {
     // SAFETY: `__cpu_online_mask` is a static cpumask that lives forever.
     let online = unsafe { Cpumask::from_raw(&raw const bindings::__cpu_online_mask) };
-    (0..kernel::cpu::nr_cpu_ids())
-        .filter(move |&cpu| kernel::cpu::CpuId::from_u32(cpu).is_some_and(|id| online.test(id)))
+    (0..kernel::cpu::nr_cpu_ids()).filter(move |&cpu| in_mask(online, cpu))
+}
+
+/// Whether `cpu` is possible (can ever come online).
+pub(crate) fn is_possible(cpu: u32) -> bool {
+    // SAFETY: `__cpu_possible_mask` is a static cpumask, fixed after boot.
+    let possible = unsafe { Cpumask::from_raw(&raw const bindings::__cpu_possible_mask) };
+    in_mask(possible, cpu)
 }
 
 /// Reads and decodes the capabilities of every online CPU.  Fails with the

@@ -9,14 +9,17 @@
 //! and, per CPU, the VMXON region, the VMCS, the root-mode stack, GDT, TSS
 //! and [`HypCpu`].  What runs in root mode afterwards is in `crate::hyp`.
 //!
-//! Bring-up runs on each CPU through `smp_call_function_single`, with
-//! interrupts off.  A failure on any CPU tears down every CPU already
-//! deprivileged and fails the load.  See Documentation/deprivilege.rst.
+//! Bring-up runs through a dynamic CPU-hotplug state: its online callback
+//! deprivileges each online CPU at load and each CPU that comes online
+//! later, on that CPU with interrupts off; its offline callback gives root
+//! mode back before a CPU goes down and at unload.  A failure on any CPU
+//! tears down every CPU already deprivileged and fails the load.  See
+//! Documentation/deprivilege.rst.
 
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicPtr, Ordering};
 
-use kernel::{bindings, cpumask::Cpumask, prelude::*};
+use kernel::{bindings, prelude::*};
 
 use crate::arch::root_entry as entry;
 use crate::arch::{cpu, vmx};
@@ -94,9 +97,6 @@ static CPU_STATE: AtomicPtr<CpuState> = AtomicPtr::new(core::ptr::null_mut());
 /// The running hypervisor.  Dropping it re-privileges every CPU and gives
 /// the pool back.
 pub(crate) struct Hypervisor {
-    /// The hypervisor-wide state, in the pool (which the host cannot read
-    /// once a CPU is deprivileged).
-    global: *mut HypGlobal,
     /// Figures taken before the launch, while the host could still read
     /// the pool.
     stats: SetupStats,
@@ -132,14 +132,6 @@ struct LaunchArgs {
     stage: &'static str,
     /// VM-instruction error, when a VMX instruction failed.
     vm_error: u64,
-}
-
-/// The possible CPUs.
-fn possible_cpus() -> impl Iterator<Item = u32> {
-    // SAFETY: `__cpu_possible_mask` is a static cpumask, fixed after boot.
-    let possible = unsafe { Cpumask::from_raw(&raw const bindings::__cpu_possible_mask) };
-    (0..kernel::cpu::nr_cpu_ids())
-        .filter(move |&cpu| kernel::cpu::CpuId::from_u32(cpu).is_some_and(|id| possible.test(id)))
 }
 
 /// CPU-hotplug startup callback: deprivileges `cpu` (every online CPU at
@@ -278,7 +270,7 @@ impl Hypervisor {
         // Every possible CPU gets its pages now: once a CPU runs
         // deprivileged, the host cannot write the pool any more.
         for cpu in 0..kernel::cpu::nr_cpu_ids() {
-            let slot = if possible_cpus().any(|c| c == cpu) {
+            let slot = if crate::cpu_caps::is_possible(cpu) {
                 Some(Self::new_slot(&mut pool, cpu, caps, global)?)
             } else {
                 None
@@ -286,18 +278,20 @@ impl Hypervisor {
             cpus.slots.push(slot, GFP_KERNEL)?;
             cpus.launch_ns.push(0, GFP_KERNEL)?;
         }
+        // Last look at the pool from the host side: once a CPU runs
+        // deprivileged the pool is out of the host's reach.
+        let stats = SetupStats {
+            pool: pool.usage(),
+            // SAFETY: no CPU is deprivileged yet; the state is ours alone.
+            ept_tables: unsafe { (*global).host_ept_table_pages() },
+        };
         let mut hv = Hypervisor {
-            global,
-            stats: SetupStats::default(),
+            stats,
             cpus,
             hp_state: None,
             total_ns: 0,
             pool,
         };
-        // Last look at the pool from the host side.
-        hv.stats.pool = hv.pool.usage();
-        // SAFETY: no CPU is deprivileged yet; the state is ours alone.
-        hv.stats.ept_tables = unsafe { (*hv.global).host_ept_table_pages() };
 
         CPU_STATE.store(&raw mut *hv.cpus, Ordering::Release);
         // SAFETY: the callbacks and the name are static; registration calls
