@@ -113,6 +113,14 @@ def main():
             elif d in syms and d not in parent:
                 parent[d] = n
                 todo.append(d)
+    # The walk must actually see root mode: the exit handler and the
+    # page-state code behind it.  A rename that loses the roots would
+    # otherwise make the audit pass vacuously.
+    must_reach = ("exit_handler11handle_exit", "HypGlobal9hypercall")
+    missing = [m for m in must_reach if not any(m in n for n in seen)]
+    if missing or "pkvm_vmexit_entry" not in roots:
+        print(f"audit-root-calls: root-mode code not found (missing {missing}); update the roots")
+        return 1
     indirect = sorted(n for n in seen if n in indirect_in)
     print(f"root-mode code: {len(roots)} entry points, {len(seen)} functions reachable, "
           f"{len(reached_undef)} kernel symbols or writable data referenced, "
