@@ -15,8 +15,9 @@ stage "host set-up"
 bash scripts/setup-host.sh
 stage "pure core and sources: fmt, clippy, tests"
 bash scripts/check-core.sh
-stage "harness unit tests"
+stage "harness and audit unit tests"
 python3 scripts/test_run_bochs.py -q 2>&1 | tail -n 3
+python3 scripts/test_audit_root_calls.py -q 2>&1 | tail -n 3
 stage "kernel (cached) and module build (CLIPPY=1, warnings are errors)"
 if [ -n "${KDIR:-}" ]; then kdir=$KDIR; else kdir=$(bash scripts/build-kernel.sh); fi
 ko=$(KDIR=$kdir bash scripts/build-module.sh)
