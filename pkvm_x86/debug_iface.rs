@@ -35,6 +35,7 @@ use kernel::{bindings, prelude::*, sync::Mutex, uaccess::UserSliceReader};
 
 use crate::arch::vmx;
 use crate::hv::ept::EptEntry;
+use crate::hv::hostile::Hostile;
 use crate::hv::hypercall::{decode, nr};
 
 extern "C" {
@@ -202,56 +203,24 @@ impl DebugState {
         }
         // SAFETY: a fresh direct-map allocation.
         let base = unsafe { pkvm_helper_pa(arena) } >> 12;
-        let half = (ARENA / 2) as u64;
-        let mut x = seed | 1;
-        let mut rnd = move || {
-            // xorshift64
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
-        let pool = self.pool_pa >> 12;
+        let mut g = Hostile::new(seed, base, ARENA as u64, self.pool_pa >> 12, 1024);
         let own_vm = self.vm;
         let (mut ok, mut refused) = (0, 0);
         for _ in 0..n {
-            let call = CALLS
-                .get((rnd() as usize).checked_rem(CALLS.len()).unwrap_or(0))
-                .copied()
-                .unwrap_or(nr::VERSION);
-            // A frame (first half of the arena, so a count up to `half`
-            // stays inside it), a count, or anything else.
-            let frame = |r: u64| match r % 10 {
-                0..=6 => base + (r >> 8) % half,
-                7 => pool + (r >> 8) % 1024,
-                8 => (0x80_0000_0000u64 >> 12) + (r >> 8) % 4096,
-                _ => r >> 8,
-            };
-            let count = |r: u64| match r % 10 {
-                0..=7 => 1 + (r >> 8) % 4,
-                8 => 0,
-                _ => u64::MAX - (r >> 8) % 16,
-            };
-            let handle = |r: u64| {
-                if r % 10 < 8 {
-                    0x1000 + (r >> 8) % 4
-                } else {
-                    r >> 8
-                }
-            };
+            let call = g.pick(&CALLS).unwrap_or(nr::VERSION);
             let a = match call {
                 nr::HOST_DONATE_HYP
                 | nr::HYP_DONATE_HOST
                 | nr::HOST_SHARE_HYP
-                | nr::HOST_UNSHARE_HYP => [frame(rnd()), count(rnd()), rnd(), rnd()],
-                nr::VM_CREATE => [rnd(), rnd() % 3, frame(rnd()), count(rnd())],
+                | nr::HOST_UNSHARE_HYP => [g.frame(), g.count(), g.raw(), g.raw()],
+                nr::VM_CREATE => [g.raw(), g.raw() % 3, g.frame(), g.count()],
                 nr::HOST_SHARE_GUEST | nr::HOST_UNSHARE_GUEST | nr::HOST_DONATE_GUEST => {
-                    [handle(rnd()), frame(rnd()), rnd() % 64, count(rnd())]
+                    [g.handle(), g.frame(), g.gfn(), g.count()]
                 }
                 nr::DEBUG_GUEST_SHARE_HOST | nr::DEBUG_GUEST_UNSHARE_HOST => {
-                    [handle(rnd()), rnd() % 64, count(rnd()), rnd()]
+                    [g.handle(), g.gfn(), g.count(), g.raw()]
                 }
-                _ => [rnd(), rnd(), rnd(), rnd()],
+                _ => [g.raw(), g.raw(), g.raw(), g.raw()],
             };
             if call == nr::VM_TEARDOWN && Some(a[0]) == own_vm {
                 continue;

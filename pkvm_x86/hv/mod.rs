@@ -33,6 +33,7 @@ pub mod exit;
 pub mod guest_state;
 pub mod host_controls;
 pub mod host_ept_map;
+pub mod hostile;
 pub mod hypercall;
 pub mod invariants;
 pub mod mem_protect;

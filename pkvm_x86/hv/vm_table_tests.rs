@@ -202,6 +202,7 @@ fn failed_create_changes_nothing() {
 /// keep the invariants, and give every page back.
 #[test]
 fn hostile_sequences_terminate_and_clean_up() {
+    use crate::hv::hostile::Hostile;
     use crate::hv::invariants::{check, Claim};
     use crate::hv::mem_protect::{
         host_donate_guest, host_donate_hyp, host_share_guest, host_share_hyp, host_unshare_guest,
@@ -221,131 +222,38 @@ fn hostile_sequences_terminate_and_clean_up() {
         hyp.map_owned(&mut mm, 0x40_0000, 0x10_0000).unwrap();
         host.pgt_mut().unmap(&mut mm, 0x40_0000, 0x10_0000).unwrap();
         let pinned = [(0x40_0000u64, 0x10_0000u64)];
-        let base = 0x50_0000u64 >> 12; // a 32-page arena
-        let pool = 0x40_0000u64 >> 12; // the pinned hypervisor memory
-        let mut x = seed | 1;
-        let mut rnd = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
-        let frame = |r: u64| match r % 10 {
-            0..=6 => base + (r >> 8) % 16,
-            7 => pool + (r >> 8) % 256,
-            8 => (0x80_0000_0000u64 >> 12) + (r >> 8) % 4096,
-            _ => r >> 8,
-        };
-        let count = |r: u64| match r % 10 {
-            0..=7 => 1 + (r >> 8) % 4,
-            8 => 0,
-            _ => u64::MAX - (r >> 8) % 16,
-        };
-        let handle = |r: u64| {
-            if r % 10 < 8 {
-                0x1000 + (r >> 8) % 4
-            } else {
-                r >> 8
-            }
-        };
+        // A 32-page arena at 5 MiB; the pinned memory above.
+        let mut g = Hostile::new(seed, 0x50_0000 >> 12, 32, 0x40_0000 >> 12, 256);
         let start = std::time::Instant::now();
         let mut succeeded = 0;
         for _ in 0..2000 {
-            let h32 = |r: u64| u32::try_from(handle(r)).unwrap_or(u32::MAX);
-            match rnd() % 9 {
-                0 => {
-                    succeeded += u32::from(
-                        host_donate_hyp(
-                            &mut host,
-                            &mut hyp,
-                            &mut mm,
-                            frame(rnd()) << 12,
-                            count(rnd()),
-                        )
-                        .is_ok(),
-                    )
-                }
-                1 => {
-                    succeeded += u32::from(
-                        vms.return_to_host(
-                            &mut host,
-                            &mut hyp,
-                            &mut mm,
-                            frame(rnd()) << 12,
-                            count(rnd()),
-                            &pinned,
-                        )
-                        .is_ok(),
-                    )
-                }
-                2 => {
-                    succeeded += u32::from(
-                        host_share_hyp(
-                            &mut host,
-                            &mut hyp,
-                            &mut mm,
-                            frame(rnd()) << 12,
-                            count(rnd()),
-                        )
-                        .is_ok(),
-                    )
-                }
-                3 => {
-                    succeeded += u32::from(
-                        host_unshare_hyp(
-                            &mut host,
-                            &mut hyp,
-                            &mut mm,
-                            frame(rnd()) << 12,
-                            count(rnd()),
-                        )
-                        .is_ok(),
-                    )
-                }
+            let (pa, n) = (g.frame() << 12, g.count());
+            let h = u32::try_from(g.handle()).unwrap_or(u32::MAX);
+            let (hm, hy, m) = (&mut host, &mut hyp, &mut mm);
+            let r = match g.raw() % 9 {
+                0 => host_donate_hyp(hm, hy, m, pa, n),
+                1 => vms.return_to_host(hm, hy, m, pa, n, &pinned),
+                2 => host_share_hyp(hm, hy, m, pa, n),
+                3 => host_unshare_hyp(hm, hy, m, pa, n),
                 4 => {
-                    let kind = if rnd() % 2 == 0 {
-                        VmKind::Normal
-                    } else {
-                        VmKind::Protected
-                    };
-                    succeeded += u32::from(
-                        vms.create(
-                            &mut host,
-                            &mut hyp,
-                            &mut mm,
-                            rnd(),
-                            kind,
-                            frame(rnd()) << 12,
-                            count(rnd()),
-                            3,
-                        )
-                        .is_ok(),
-                    );
+                    let kind = [VmKind::Normal, VmKind::Protected][(g.raw() % 2) as usize];
+                    vms.create(hm, hy, m, g.raw(), kind, pa, n, 3).map(drop)
                 }
-                5 => {
-                    succeeded += u32::from(
-                        vms.teardown(&mut host, &mut hyp, &mut mm, h32(rnd()))
-                            .is_ok(),
-                    )
-                }
+                5 => vms.teardown(hm, hy, m, h),
                 _ => {
-                    let (h, hpa, gpa, n) = (
-                        h32(rnd()),
-                        frame(rnd()) << 12,
-                        (rnd() % 64) << 12,
-                        count(rnd()),
-                    );
-                    if let Ok(vm) = vms.get_mut(h) {
-                        let g = vm.guest_mut();
-                        let r = match rnd() % 3 {
-                            0 => host_share_guest(&mut host, g, &mut mm, hpa, gpa, n, PERM_RWX),
-                            1 => host_unshare_guest(&mut host, g, &mut mm, hpa, gpa, n),
-                            _ => host_donate_guest(&mut host, g, &mut mm, hpa, gpa, n, PERM_RWX),
-                        };
-                        succeeded += u32::from(r.is_ok());
-                    }
+                    let gpa = g.gfn() << 12;
+                    let op = g.raw() % 3;
+                    vms.get_mut(h).and_then(|vm| {
+                        let gu = vm.guest_mut();
+                        match op {
+                            0 => host_share_guest(hm, gu, m, pa, gpa, n, PERM_RWX),
+                            1 => host_unshare_guest(hm, gu, m, pa, gpa, n),
+                            _ => host_donate_guest(hm, gu, m, pa, gpa, n, PERM_RWX),
+                        }
+                    })
                 }
-            }
+            };
+            succeeded += u32::from(r.is_ok());
         }
         // Not all rejected: the sequence reaches states worth checking.
         assert!(
@@ -367,15 +275,24 @@ fn hostile_sequences_terminate_and_clean_up() {
             );
         }
         assert!(vms.is_empty(), "seed {seed}: VMs left");
-        for i in 0..16u64 {
-            let _ = vms.return_to_host(&mut host, &mut hyp, &mut mm, (base + i) << 12, 1, &pinned);
-            let _ = host_unshare_hyp(&mut host, &mut hyp, &mut mm, (base + i) << 12, 1);
+        for i in 0..32u64 {
+            let pa = 0x50_0000 + (i << 12);
+            let _ = vms.return_to_host(&mut host, &mut hyp, &mut mm, pa, 1, &pinned);
+            let _ = host_unshare_hyp(&mut host, &mut hyp, &mut mm, pa, 1);
         }
         assert_eq!(
             check(&host, &hyp, vms.guests(), &mut mm, &mut claims),
             Ok(()),
             "seed {seed}"
         );
+        // The pinned memory is still the hypervisor's, every page of it.
+        for pa in (0x40_0000..0x50_0000).step_by(4096) {
+            let leaf = host.pgt().lookup(&mut mm, pa).unwrap();
+            assert_eq!(
+                leaf.entry, 0,
+                "seed {seed}: pinned page {pa:#x} went to the host"
+            );
+        }
         assert!(
             start.elapsed().as_secs() < 20,
             "seed {seed}: took {:?}",

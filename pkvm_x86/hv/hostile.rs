@@ -1,0 +1,147 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Hostile hypercall arguments: what a malicious host might pass to the
+//! page-state calls, drawn from a seeded generator.
+//!
+//! Shared by the debug interface's `fuzz` command (which throws them at the
+//! running hypervisor) and the pure-core test that replays the same kind of
+//! sequence on the simulated machine, so both exercise one distribution:
+//! frames mostly in a scratch arena (in its first half, so that a small
+//! count stays inside it), some in memory the hypervisor pins (its pool),
+//! some beyond RAM, some absurd; counts mostly small, sometimes zero or
+//! overflowing; handles mostly live ones.  Never frames of the host's own
+//! live memory: giving that away would only hurt the host, which it may.
+
+/// A frame beyond any RAM of the test machines (512 GiB).
+pub const BEYOND_RAM_PFN: u64 = 0x80_0000_0000 >> 12;
+
+/// The generator.
+#[derive(Clone, Debug)]
+pub struct Hostile {
+    x: u64,
+    arena: u64,
+    arena_half: u64,
+    pinned: u64,
+    pinned_frames: u64,
+}
+
+impl Hostile {
+    /// A generator seeded with `seed`, drawing arena frames from
+    /// `arena_pfn..arena_pfn + arena_frames / 2` and pinned ones from
+    /// `pinned_pfn..pinned_pfn + pinned_frames`.
+    pub const fn new(
+        seed: u64,
+        arena_pfn: u64,
+        arena_frames: u64,
+        pinned_pfn: u64,
+        pinned_frames: u64,
+    ) -> Self {
+        let half = arena_frames / 2;
+        Self {
+            x: seed | 1,
+            arena: arena_pfn,
+            arena_half: if half == 0 { 1 } else { half },
+            pinned: pinned_pfn,
+            pinned_frames: if pinned_frames == 0 { 1 } else { pinned_frames },
+        }
+    }
+
+    /// The next raw 64-bit value (xorshift64).
+    pub fn raw(&mut self) -> u64 {
+        self.x ^= self.x << 13;
+        self.x ^= self.x >> 7;
+        self.x ^= self.x << 17;
+        self.x
+    }
+
+    /// One of `xs`, or `None` if it is empty.
+    pub fn pick<T: Copy>(&mut self, xs: &[T]) -> Option<T> {
+        let n = xs.len() as u64;
+        let i = self.raw().checked_rem(n)?;
+        xs.get(i as usize).copied()
+    }
+
+    /// A frame number.
+    pub fn frame(&mut self) -> u64 {
+        let r = self.raw();
+        match r % 10 {
+            // `checked_rem`: no division-by-zero path (the sizes are never
+            // zero, but the compiler cannot know).
+            0..=6 => self.arena + (r >> 8).checked_rem(self.arena_half).unwrap_or(0),
+            7 => self.pinned + (r >> 8).checked_rem(self.pinned_frames).unwrap_or(0),
+            8 => BEYOND_RAM_PFN + (r >> 8) % 4096,
+            _ => r >> 8,
+        }
+    }
+
+    /// A page count: 1 to 4 mostly (staying inside the arena from any
+    /// frame of its first half when the arena has at least 8 pages), else
+    /// 0 or close to `u64::MAX`.
+    pub fn count(&mut self) -> u64 {
+        let r = self.raw();
+        match r % 10 {
+            0..=7 => 1 + (r >> 8) % 4,
+            8 => 0,
+            _ => u64::MAX - (r >> 8) % 16,
+        }
+    }
+
+    /// A VM handle: one of the first four mostly, else anything.
+    pub fn handle(&mut self) -> u64 {
+        let r = self.raw();
+        if r % 10 < 8 {
+            0x1000 + (r >> 8) % 4
+        } else {
+            r >> 8
+        }
+    }
+
+    /// A small guest frame number.
+    pub fn gfn(&mut self) -> u64 {
+        self.raw() % 64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deterministic_and_within_the_promised_ranges() {
+        let mut a = Hostile::new(7, 0x500, 32, 0x400, 256);
+        let mut b = a.clone();
+        let (mut arena, mut pinned, mut beyond, mut small) = (0, 0, 0, 0);
+        for _ in 0..10_000 {
+            let f = a.frame();
+            assert_eq!(f, b.frame(), "same seed, same sequence");
+            if (0x500..0x510).contains(&f) {
+                arena += 1;
+            }
+            if (0x400..0x500).contains(&f) {
+                pinned += 1;
+            }
+            if (BEYOND_RAM_PFN..BEYOND_RAM_PFN + 4096).contains(&f) {
+                beyond += 1;
+            }
+            assert!(
+                !(0x510..0x520).contains(&f),
+                "second half of the arena is headroom"
+            );
+            let c = a.count();
+            b.count();
+            if (1..=4).contains(&c) {
+                small += 1;
+            } else {
+                assert!(c == 0 || c > u64::MAX - 16, "{c}");
+            }
+        }
+        // Roughly the documented mix.
+        assert!(
+            arena > 6000 && pinned > 700 && beyond > 700,
+            "{arena} {pinned} {beyond}"
+        );
+        assert!(small > 7000, "{small}");
+        assert_eq!(a.pick::<u8>(&[]), None);
+        assert!(matches!(a.pick(&[1, 2, 3]), Some(1..=3)));
+    }
+}
