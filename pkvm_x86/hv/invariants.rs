@@ -29,7 +29,7 @@
 
 use super::ept::{OwnerId, PageState};
 use super::mem_protect::{GuestEpt, HostEpt, HypPgt, VmKind};
-use super::pgtable::{EptFormat, HypFormat, MmOps, PgTable, PteFormat, ADDR_LIMIT};
+use super::pgtable::{EptFormat, MmOps, PgTable, PteFormat, ADDR_LIMIT};
 
 /// Which table a violation or claim is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -194,6 +194,43 @@ fn tables_owned_by_hyp<F: PteFormat, M: MmOps>(
     }
 }
 
+/// Calls `f(mm, address, host-physical address, length, state)` for every
+/// present leaf of `t` in `[addr, addr + size)`; a non-zero entry that is
+/// not present is a stray-entry violation.  Returns the first violation.
+fn each_mapping<F: PteFormat, M: MmOps>(
+    t: &PgTable<F>,
+    mm: &mut M,
+    addr: u64,
+    size: u64,
+    party: Party,
+    mut f: impl FnMut(&mut M, u64, u64, u64, PageState) -> Check,
+) -> Check {
+    let mut bad: Option<Violation> = None;
+    t.for_each_leaf(mm, addr, size, |mm, ctx, e| {
+        if bad.is_some() || e == 0 {
+            return Ok(());
+        }
+        let lo = ctx.lo();
+        let r = if F::is_present(e) {
+            f(
+                mm,
+                lo,
+                F::addr(e) + (lo - ctx.addr),
+                ctx.hi() - lo,
+                F::state(e),
+            )
+        } else {
+            Err(violation(ViolationKind::StrayEntry, party, lo))
+        };
+        if let Err(v) = r {
+            bad = Some(v);
+        }
+        Ok(())
+    })
+    .map_err(walk_err(party))?;
+    bad.map_or(Ok(()), Err)
+}
+
 /// Checks every invariant listed in the module docs; returns the first
 /// violation.  `guests` must yield every guest that exists.
 pub fn check<'g, M: MmOps, I>(
@@ -244,27 +281,20 @@ where
     for g in guests.clone() {
         let party = Party::Guest(g.id());
         let ann = EptFormat::annotation(g.id());
-        let mut bad: Option<Check> = None;
-        g.pgt()
-            .for_each_leaf(mm, 0, ADDR_LIMIT, |mm, ctx, e| {
-                if bad.is_some() || e == 0 {
-                    return Ok(());
-                }
-                let lo = ctx.lo();
-                if !EptFormat::is_present(e) {
-                    bad = Some(Err(violation(ViolationKind::StrayEntry, party, lo)));
-                    return Ok(());
-                }
-                let hpa = EptFormat::addr(e) + (lo - ctx.addr);
-                let len = ctx.hi() - lo;
-                let state = EptFormat::state(e);
+        each_mapping(
+            g.pgt(),
+            mm,
+            0,
+            ADDR_LIMIT,
+            party,
+            |mm, lo, hpa, len, state| {
                 let kind_ok = match g.kind() {
                     VmKind::Normal => state == PageState::SharedBorrowed,
                     VmKind::Protected => {
                         state == PageState::Owned || state == PageState::SharedOwned
                     }
                 };
-                let r = if state == PageState::NoPage {
+                if state == PageState::NoPage {
                     Err(violation(ViolationKind::PresentNoPage, party, lo))
                 } else if !kind_ok {
                     Err(violation(ViolationKind::WrongKind, party, lo))
@@ -278,56 +308,33 @@ where
                     })
                     .map_err(|v| Violation { addr: lo, ..v })
                     .and_then(|()| claims.push(Claim { hpa, len, party }))
-                };
-                if r.is_err() {
-                    bad = Some(r);
                 }
-                Ok(())
-            })
-            .map_err(walk_err(party))?;
-        if let Some(r) = bad {
-            r?;
-        }
+            },
+        )?;
     }
-    let mut bad: Option<Check> = None;
     let party = Party::Hyp;
     // Only the linear window carries ownership; the hypervisor's code,
     // read-only data and scratch slot live outside it (`map_fixed`).
     let (win, win_len) = hyp.linear_window();
-    hyp.pgt()
-        .for_each_leaf(mm, win, win_len, |mm, ctx, e| {
-            if bad.is_some() || e == 0 {
-                return Ok(());
+    each_mapping(
+        hyp.pgt(),
+        mm,
+        win,
+        win_len,
+        party,
+        |mm, lo, hpa, len, state| match hyp.va(hpa, len) {
+            Ok(va) if va == lo => match state {
+                PageState::Owned => host_is(host, mm, party, hpa, len, |h| h == 0),
+                PageState::SharedBorrowed => host_is(host, mm, party, hpa, len, |h| {
+                    present_in::<EptFormat>(h, PageState::SharedOwned)
+                }),
+                _ => Err(violation(ViolationKind::NoHostCounterpart, party, lo)),
             }
-            let lo = ctx.lo();
-            if !HypFormat::is_present(e) {
-                bad = Some(Err(violation(ViolationKind::StrayEntry, party, lo)));
-                return Ok(());
-            }
-            let hpa = HypFormat::addr(e) + (lo - ctx.addr);
-            let len = ctx.hi() - lo;
-            let state = HypFormat::state(e);
-            let r = match hyp.va(hpa, len) {
-                Ok(va) if va == lo => match state {
-                    PageState::Owned => host_is(host, mm, party, hpa, len, |h| h == 0),
-                    PageState::SharedBorrowed => host_is(host, mm, party, hpa, len, |h| {
-                        present_in::<EptFormat>(h, PageState::SharedOwned)
-                    }),
-                    _ => Err(violation(ViolationKind::NoHostCounterpart, party, lo)),
-                }
-                .map_err(|v| Violation { addr: lo, ..v })
-                .and_then(|()| claims.push(Claim { hpa, len, party })),
-                _ => Err(violation(ViolationKind::HypNotLinear, party, lo)),
-            };
-            if r.is_err() {
-                bad = Some(r);
-            }
-            Ok(())
-        })
-        .map_err(walk_err(party))?;
-    if let Some(r) = bad {
-        r?;
-    }
+            .map_err(|v| Violation { addr: lo, ..v })
+            .and_then(|()| claims.push(Claim { hpa, len, party })),
+            _ => Err(violation(ViolationKind::HypNotLinear, party, lo)),
+        },
+    )?;
 
     // 3. No page claimed twice.
     let sorted = claims.sorted();
