@@ -15,16 +15,13 @@
 use kernel::{debugfs, new_mutex, prelude::*, sync::Mutex};
 
 pub mod arch;
-mod cpu_caps;
-mod debug_iface;
-mod deprivilege;
-mod host_ept;
+mod host;
 pub mod hv;
 pub mod hyp;
-mod hyp_pgt;
-mod pool;
 
-use hv::vmx_caps::{VmxCaps, VMX_MSR_COUNT};
+use host::{cpu_caps, debug_iface, hyp_client, hypervisor};
+
+use hv::vmx::caps::{VmxCaps, VMX_MSR_COUNT};
 
 module! {
     type: PkvmX86,
@@ -82,18 +79,18 @@ struct PkvmX86 {
     _debug: Option<(debugfs::Dir, DebugCtl)>,
     _dir: debugfs::Dir,
     /// Re-privileges every CPU when dropped (module unload).
-    _hyp: deprivilege::Hypervisor,
+    _hyp: hypervisor::Hypervisor,
 }
 
 /// Prints the exit counters of every online (hence deprivileged) CPU,
 /// summed, as `reason count` lines.
 fn write_exits(_: &(), f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-    let mut sum: deprivilege::ExitCounts = [0; hv::exit::reason::MAX as usize + 2];
+    let mut sum: hyp_client::ExitCounts = [0; hv::vmx::exit::reason::MAX as usize + 2];
     // With hotplug held off, every online CPU has been through the
     // hypervisor's online callback.
     let _hotplug = cpu_caps::CpusReadGuard::new();
     for cpu in cpu_caps::online_cpus() {
-        let c = deprivilege::exit_counts(cpu).map_err(|_| core::fmt::Error)?;
+        let c = hyp_client::exit_counts(cpu).map_err(|_| core::fmt::Error)?;
         writeln!(f, "cpu{cpu}_total {}", c[c.len() - 1])?;
         for (s, v) in sum.iter_mut().zip(c.iter()) {
             *s = s.wrapping_add(*v);
@@ -102,7 +99,7 @@ fn write_exits(_: &(), f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
     let last = sum.len() - 1;
     for (r, &n) in sum.iter().enumerate().take(last) {
         if n != 0 {
-            writeln!(f, "{} {n}", hv::exit::reason_name(r as u16))?;
+            writeln!(f, "{} {n}", hv::vmx::exit::reason_name(r as u16))?;
         }
     }
     writeln!(f, "total {}", sum[last])
@@ -121,7 +118,7 @@ impl kernel::Module for PkvmX86 {
             pr_err!("pool_mb={} out of range 1..1024\n", pool_mb);
             return Err(EINVAL);
         }
-        let hyp = deprivilege::Hypervisor::start(
+        let hyp = hypervisor::Hypervisor::start(
             &found.caps,
             pool_mb as usize * 1024 * 1024,
             module.as_ptr(),
@@ -157,7 +154,7 @@ impl kernel::Module for PkvmX86 {
         )?;
         let raw = KBox::pin_init(
             dir.read_callback_file(c"raw_msrs", RawMsrs(found.raw.msrs), &|r: &RawMsrs, f| {
-                write!(f, "{}", hv::vmx_caps::RawDump(&r.0))
+                write!(f, "{}", hv::vmx::caps::RawDump(&r.0))
             }),
             GFP_KERNEL,
         )?;

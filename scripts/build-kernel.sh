@@ -26,7 +26,7 @@ if [ -z "$ver" ]; then
 		sed -n 's/^  Candidate: //p')
 	if [ -z "$ver" ] || [ "$ver" = "(none)" ]; then
 		die "linux-source-$PKVM_KERNEL_SERIES is in none of the suites of $PKVM_APT/sources.list.
-  Debian no longer carries it there.  Either add a suite that does (snapshot.debian.org is
+  Debian no longer carries it there.  Either add a suite that does (a snapshot archive is
   not reachable from CI), or build your own Rust-enabled kernel and pass KDIR=/path/to/tree."
 	fi
 fi

@@ -41,15 +41,39 @@ pkvm_apt_opts() {
 	     "-o Dir::State::status=$PKVM_APT/status -o APT::Get::List-Cleanup=0 -o APT::Sandbox::User=root"
 }
 
+# The Debian archive this machine's own apt configuration uses (the first
+# main-archive URI, not a security or updates-only one), from deb822
+# /etc/apt/sources.list.d/*.sources or one-line sources.list files.  The
+# repository names no mirror of its own.
+pkvm_debian_mirror() {
+	local f uri=
+	for f in /etc/apt/sources.list.d/*.sources; do
+		[ -r "$f" ] || continue
+		uri=$(awk 'tolower($1) == "uris:" { for (i = 2; i <= NF; i++) if ($i !~ /security/) { print $i; exit } }' "$f")
+		[ -n "$uri" ] && break
+	done
+	if [ -z "$uri" ]; then
+		for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+			[ -r "$f" ] || continue
+			uri=$(awk '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { if ($i !~ /security/) print $i; break } }' "$f" | head -n 1)
+			[ -n "$uri" ] && break
+		done
+	fi
+	[ -n "$uri" ] || die "no Debian mirror found in /etc/apt/sources.list or /etc/apt/sources.list.d/ (needed to fetch linux-source and Bochs)"
+	echo "${uri%/}"
+}
+
 pkvm_apt_update() {
 	local stamp=$PKVM_APT/updated
 	mkdir -p "$PKVM_APT/lists/partial" "$PKVM_APT/cache/archives/partial"
 	[ -e "$PKVM_APT/status" ] || cp /var/lib/dpkg/status "$PKVM_APT/status"
+	local mirror
+	mirror=$(pkvm_debian_mirror)
 	cat > "$PKVM_APT/sources.list.new" <<EOS
-deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main
-deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie-backports main
-deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian sid main
-deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm-backports main
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror trixie main
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror trixie-backports main
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror sid main
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror bookworm-backports main
 EOS
 	mv "$PKVM_APT/sources.list.new" "$PKVM_APT/sources.list"
 	# Refresh at most once a day: indexes change, the pins above do not.

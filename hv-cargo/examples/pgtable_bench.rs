@@ -9,15 +9,16 @@
 
 use std::time::Instant;
 
-use pkvm_x86_hv::hv::ept::OwnerId;
-use pkvm_x86_hv::hv::mem_protect::{
+/// `sim.rs` names the core as `crate::hv`, as in the library.
+pub use pkvm_x86_hv::hv;
+use pkvm_x86_hv::hv::mm::ept::OwnerId;
+use pkvm_x86_hv::hv::mm::mem_protect::{
     host_donate_hyp, host_share_guest, host_unshare_guest, hyp_donate_host, GuestEpt, HostEpt,
     HypPgt, VmKind, HOST_OWNED,
 };
-pub use pkvm_x86_hv::hv::pgtable;
-use pkvm_x86_hv::hv::pgtable::PERM_RWX;
+use pkvm_x86_hv::hv::mm::pgtable::PERM_RWX;
 
-#[path = "../../pkvm_x86/hv/sim.rs"]
+#[path = "../../pkvm_x86/hv/mm/sim.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod sim;
 

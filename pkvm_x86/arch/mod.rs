@@ -13,5 +13,4 @@ pub mod cpu;
 pub mod cpuid;
 pub mod mem;
 pub mod msr;
-pub mod root_entry;
 pub mod vmx;

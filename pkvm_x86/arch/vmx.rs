@@ -9,7 +9,7 @@
 
 use core::arch::asm;
 
-use crate::hv::vmcs::{self, Field};
+use crate::hv::vmx::vmcs::{self, Field};
 
 /// Why a VMX instruction failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,8 +137,8 @@ pub unsafe fn vmwrite(field: Field, value: u64) -> Result<(), VmFail> {
 /// # Safety
 ///
 /// Every other guest-state, host-state and control field of the current
-/// VMCS must already describe the running CPU (see `crate::deprivilege`),
-/// with CF and ZF clear in GUEST_RFLAGS (`hv::guest_state` clears them);
+/// VMCS must already describe the running CPU (see `crate::host::launch`),
+/// with CF and ZF clear in GUEST_RFLAGS (`hv::vmx::guest_state` clears them);
 /// interrupts must be disabled.
 pub unsafe fn vmlaunch_in_place() -> Result<(), VmFail> {
     let rflags: u64;

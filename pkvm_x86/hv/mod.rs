@@ -27,23 +27,8 @@
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 pub mod bitfield;
-pub mod ept;
 pub mod error;
-pub mod exit;
-pub mod guest_state;
-pub mod host_controls;
-pub mod host_ept_map;
-pub mod hostile;
 pub mod hypercall;
-pub mod invariants;
-pub mod mem_protect;
-pub mod msr_bitmap;
-pub mod mtrr;
-pub mod pgtable;
-pub mod segment;
-#[cfg(test)]
-pub mod sim;
+pub mod mm;
 pub mod sort;
-pub mod vm_table;
-pub mod vmcs;
-pub mod vmx_caps;
+pub mod vmx;

@@ -25,7 +25,7 @@ pub fn sort_by_key<T, K: Ord>(s: &mut [T], key: impl Fn(&T) -> K) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hv::pgtable::tests::Rng;
+    use crate::hv::mm::pgtable::tests::Rng;
     extern crate std;
 
     #[test]

@@ -2,7 +2,7 @@
 
 //! The VM-exit handler of the deprivileged host.
 //!
-//! Called from [`crate::arch::root_entry`] with the guest registers and the per-CPU
+//! Called from [`crate::hyp::entry`] with the guest registers and the per-CPU
 //! state.  Every exit ends in one of: the instruction is emulated and
 //! skipped; a fault is injected into the host (#UD for VMX instructions and
 //! VMCALL from user mode, #GP for refused MSR or CR writes, #PF for host
@@ -12,15 +12,15 @@
 //! fault handling reports.
 
 use super::percpu::HypCpu;
-use crate::arch::root_entry::{self as entry, gpr_slot, reg, GuestRegs};
 use crate::arch::{cpu, cpuid::cpuid, vmx};
-use crate::hv::exit::{
+use crate::hv::hypercall::{self, errno, nr};
+use crate::hv::vmx::exit::{
     self, cpuid_filter, entry_intr_info, reason, vector, CrAccess, EptViolation, EventType,
     ExitReason,
 };
-use crate::hv::hypercall::{self, errno, nr};
-use crate::hv::msr_bitmap::HOST_POLICY;
-use crate::hv::vmcs::*;
+use crate::hv::vmx::msr_bitmap::HOST_POLICY;
+use crate::hv::vmx::vmcs::*;
+use crate::hyp::entry::{self as entry, gpr_slot, reg, GuestRegs};
 
 /// Reads a VMCS field of the current VMCS; 0 if it cannot be read (which
 /// would be a hypervisor bug, counted through the result checks upstream).
@@ -312,7 +312,7 @@ fn hypercall_dispatch(regs: &mut GuestRegs, cpu: &mut HypCpu) -> u64 {
 /// lands in the host right after its VMCALL, in root mode, with the
 /// host's control registers, descriptor tables, segments and MSRs.  The
 /// task register still refers to the hypervisor's TSS: the host reloads
-/// its own right after the hypercall returns (see `crate::deprivilege`).
+/// its own right after the hypercall returns (see `crate::host::launch`).
 ///
 /// # Safety
 ///

@@ -20,10 +20,10 @@ use super::mm::{HypMm, MAX_CHUNKS};
 use crate::arch::vmx;
 use crate::hv::error::Error;
 use crate::hv::hypercall::{self, errno, nr, pfn_to_pa};
-use crate::hv::invariants::{self, Claim};
-use crate::hv::mem_protect::{self as mp, HostEpt, HypPgt, VmKind};
-use crate::hv::pgtable::PERM_RWX;
-use crate::hv::vm_table::VmTable;
+use crate::hv::mm::invariants::{self, Claim};
+use crate::hv::mm::mem_protect::{self as mp, HostEpt, HypPgt, VmKind};
+use crate::hv::mm::pgtable::PERM_RWX;
+use crate::hv::mm::vm_table::VmTable;
 
 /// Claims the invariant checker may record (its scratch space).
 const CLAIMS: usize = 256;

@@ -13,7 +13,7 @@
 //! contiguous pages (stacks) only from the bump pointer.  Every page has a
 //! 16-bit use count for table pages.
 
-use crate::hv::pgtable::{MmOps, Table};
+use crate::hv::mm::pgtable::{MmOps, Table};
 
 /// Most chunks a pool can have (2 MiB each: 1 GiB).
 pub const MAX_CHUNKS: usize = 512;
@@ -254,7 +254,7 @@ impl MmOps for HypMm {
         // only; callers hold the hypervisor lock, so no other CPU uses the
         // slot; the page is one the page-state code is handing back.
         unsafe {
-            pte.write_volatile((pa & crate::hv::ept::PFN_MASK) | P_RW_NX);
+            pte.write_volatile((pa & crate::hv::mm::ept::PFN_MASK) | P_RW_NX);
             crate::arch::cpu::invlpg(self.scratch_va);
             core::ptr::write_bytes(self.scratch_va as *mut u8, 0, PAGE as usize);
             pte.write_volatile(self.scratch_idle);

@@ -6,10 +6,10 @@
 //! handler (its address sits just above the saved registers on the
 //! per-CPU hypervisor stack), and the root-mode exception handlers reach it
 //! through the GS base (HOST_GS_BASE), so the first fields have fixed
-//! offsets that the assembly in [`crate::arch::root_entry`] uses.
+//! offsets that the assembly in [`crate::hyp::entry`] uses.
 
 use super::global::HypGlobal;
-use crate::hv::exit::ExitStats;
+use crate::hv::vmx::exit::ExitStats;
 
 /// Per-CPU hypervisor state.
 #[repr(C)]

@@ -8,6 +8,8 @@
 //! errno; other registers are preserved.  VMCALL at CPL 3 gets #UD, as on
 //! a CPU without a hypervisor.  Documentation/hypercalls.rst lists the calls.
 
+pub mod hostile;
+
 /// Hypercall numbers.
 pub mod nr {
     /// Returns the ABI version ([`super::ABI_VERSION`]).

@@ -41,8 +41,8 @@ use core::marker::PhantomData;
 
 pub use format::{Attrs, EptFormat, HypFormat, PteFormat, PERM_R, PERM_RWX, PERM_W, PERM_X};
 
-use super::ept::{index, level_size, OwnerId, PageState, ENTRIES_PER_TABLE, PAGE_SIZE};
-use super::error::{Error, Result};
+use crate::hv::error::{Error, Result};
+use crate::hv::mm::ept::{index, level_size, OwnerId, PageState, ENTRIES_PER_TABLE, PAGE_SIZE};
 
 /// One 4 KiB paging structure.
 pub type Table = [u64; ENTRIES_PER_TABLE];

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::vec::Vec;
 
 use super::*;
-use crate::hv::ept::MemType;
-use crate::hv::sim::Arena;
+use crate::hv::mm::ept::MemType;
+use crate::hv::mm::sim::Arena;
 
 const K4: u64 = 4096;
 const M2: u64 = 2 << 20;

@@ -8,11 +8,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::vec::Vec;
 
 use super::*;
-use crate::hv::invariants::{self, Claim};
-use crate::hv::pgtable::tests::Rng;
-use crate::hv::pgtable::PERM_X;
-use crate::hv::sim::Arena;
-use crate::hv::vm_table::VmTable;
+use crate::hv::mm::invariants::{self, Claim};
+use crate::hv::mm::pgtable::tests::Rng;
+use crate::hv::mm::pgtable::PERM_X;
+use crate::hv::mm::sim::Arena;
+use crate::hv::mm::vm_table::VmTable;
 
 pub(crate) const K4: u64 = 4096;
 pub(crate) const M2: u64 = 2 << 20;
@@ -332,7 +332,7 @@ impl World {
                 EptEntry(h.entry)
             );
             if EptFormat::is_present(h.entry) {
-                let base = p & !(crate::hv::ept::level_size(h.level) - 1);
+                let base = p & !(crate::hv::mm::ept::level_size(h.level) - 1);
                 assert_eq!(EptFormat::addr(h.entry) + (p - base), p, "identity");
             }
             let va = self.hyp.va(p, K4).unwrap();
@@ -355,7 +355,7 @@ impl World {
             if let Some((g, gpa, s)) = gw {
                 let vm = self.vms.get(g).unwrap();
                 let l = vm.guest().pgt().lookup(&mut self.mm, gpa).unwrap();
-                let base = gpa & !(crate::hv::ept::level_size(l.level) - 1);
+                let base = gpa & !(crate::hv::mm::ept::level_size(l.level) - 1);
                 assert_eq!(EptFormat::state(l.entry), s, "guest {g:#x} gpa {gpa:#x}");
                 assert_eq!(EptFormat::addr(l.entry) + (gpa - base), p);
             }
@@ -408,7 +408,7 @@ impl World {
     }
 }
 
-use crate::hv::ept::EptEntry;
+use crate::hv::mm::ept::EptEntry;
 
 // ---------------------------------------------------------------------------
 // Exhaustive: every transition from every state of one page.
@@ -825,7 +825,7 @@ fn random_operations_match_the_model() {
             };
             let nh = w.create(next_vm, kind);
             next_vm += 1;
-            assert!(!live.contains(&nh) && nh >= crate::hv::vm_table::HANDLE_OFFSET);
+            assert!(!live.contains(&nh) && nh >= crate::hv::mm::vm_table::HANDLE_OFFSET);
             live.insert(nh);
             m.add_guest(nh, kind);
         }
@@ -912,12 +912,12 @@ fn map_memory_only_takes_hypervisor_ranges() {
 }
 
 mod hyp_fixed_mappings {
-    use crate::hv::ept::PageState;
     use crate::hv::error::Error;
-    use crate::hv::invariants::check;
-    use crate::hv::mem_protect::*;
-    use crate::hv::pgtable::{Attrs, PERM_R, PERM_RWX, PERM_X};
-    use crate::hv::sim::Arena;
+    use crate::hv::mm::ept::PageState;
+    use crate::hv::mm::invariants::check;
+    use crate::hv::mm::mem_protect::*;
+    use crate::hv::mm::pgtable::{Attrs, PERM_R, PERM_RWX, PERM_X};
+    use crate::hv::mm::sim::Arena;
 
     const OFFSET: u64 = 0xffff_8880_0000_0000;
 

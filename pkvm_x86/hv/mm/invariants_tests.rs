@@ -5,10 +5,10 @@
 use std::vec::Vec;
 
 use super::*;
-use crate::hv::mem_protect::tests::{Op, World, G1, K4, M2};
-use crate::hv::mem_protect::{VmKind, HOST_OWNED};
-use crate::hv::pgtable::{Attrs, Fill, PERM_RWX};
-use crate::hv::sim::ARENA_BASE;
+use crate::hv::mm::mem_protect::tests::{Op, World, G1, K4, M2};
+use crate::hv::mm::mem_protect::{VmKind, HOST_OWNED};
+use crate::hv::mm::pgtable::{Attrs, Fill, PERM_RWX};
+use crate::hv::mm::sim::ARENA_BASE;
 
 const P: u64 = 5 * M2 + 3 * K4;
 

@@ -16,7 +16,7 @@
 use std::collections::{HashMap, HashSet};
 use std::vec::Vec;
 
-use super::pgtable::{MmOps, Table};
+use crate::hv::mm::pgtable::{MmOps, Table};
 
 /// Default physical base of the arena: far above the simulated RAM.
 pub const ARENA_BASE: u64 = 1 << 40;

@@ -12,7 +12,7 @@
 
 use core::fmt;
 
-use super::bitfield::get;
+use crate::hv::bitfield::get;
 
 /// CPUID.1:ECX bit 5: VMX supported.
 pub const CPUID_1_ECX_VMX: u32 = 1 << 5;

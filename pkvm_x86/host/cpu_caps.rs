@@ -5,12 +5,12 @@
 //! Owns the host-side part of capability discovery: which CPUs are asked
 //! (all online ones, with CPU hotplug held off), and the rule that they must
 //! all agree.  Decoding and the policy of what is required live in
-//! `crate::hv::vmx_caps`.
+//! `crate::hv::vmx::caps`.
 
 use kernel::{bindings, cpumask::Cpumask, prelude::*};
 
 use crate::arch::{cpuid::cpuid, msr};
-use crate::hv::vmx_caps::{RawVmxInfo, VmxCaps};
+use crate::hv::vmx::caps::{RawVmxInfo, VmxCaps};
 
 /// Capabilities common to every online CPU, and what CPU 0... reported raw.
 pub(crate) struct CpuCaps {

@@ -20,11 +20,11 @@ use core::ffi::c_void;
 
 use kernel::{bindings, prelude::*};
 
-use crate::hv::ept::{index, PFN_MASK};
-use crate::hv::mem_protect::HypPgt;
-use crate::hv::pgtable::{MmOps, PERM_R, PERM_W, PERM_X};
+use crate::host::pool::{Pool, CHUNK};
+use crate::hv::mm::ept::{index, PFN_MASK};
+use crate::hv::mm::mem_protect::HypPgt;
+use crate::hv::mm::pgtable::{MmOps, PERM_R, PERM_W, PERM_X};
 use crate::hyp::mm::HypMm;
-use crate::pool::{Pool, CHUNK};
 
 /// Root mode's scratch slot; outside the linear window, the kernel image
 /// and the module area.

@@ -18,12 +18,12 @@
 //!
 //! Locking: the table has its own lock, taken before the host EPT lock.
 
-use super::ept::{OwnerId, PAGE_SIZE};
-use super::error::{Error, Result};
-use super::mem_protect::{
+use crate::hv::error::{Error, Result};
+use crate::hv::mm::ept::{OwnerId, PAGE_SIZE};
+use crate::hv::mm::mem_protect::{
     guest_reclaim, host_donate_hyp, hyp_donate_host, GuestEpt, HostEpt, HypPgt, VmKind,
 };
-use super::pgtable::{MmOps, ADDR_LIMIT};
+use crate::hv::mm::pgtable::{MmOps, ADDR_LIMIT};
 
 /// Handles start here (seed 001), well clear of the `HYP` and `HOST` ids.
 pub const HANDLE_OFFSET: u32 = 0x1000;

@@ -10,7 +10,7 @@
 //! debug controls keeps root mode's and the host's values apart.  No
 //! interrupt, exception, HLT or I/O exiting; tertiary controls never.
 
-use super::vmx_caps::{ctl, Feature, VmxCaps};
+use crate::hv::vmx::caps::{ctl, Feature, VmxCaps};
 
 /// Secondary control bit 26: enable user wait and pause (UMWAIT/TPAUSE).
 pub const PROC2_USER_WAIT_PAUSE: u32 = 1 << 26;
@@ -103,8 +103,8 @@ pub fn host_controls(caps: &VmxCaps) -> Result<HostControls, ControlsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hv::vmx_caps::tests::icelake;
-    use crate::hv::vmx_caps::{AllowedCtls, VmxMsr};
+    use crate::hv::vmx::caps::tests::icelake;
+    use crate::hv::vmx::caps::{AllowedCtls, VmxMsr};
 
     fn caps() -> VmxCaps {
         VmxCaps::decode(&icelake()).unwrap()

@@ -27,9 +27,9 @@
 //! is reported as [`ViolationKind::ScratchFull`].  Meant for tests and for a
 //! debug hypercall, not for hot paths.
 
-use super::ept::{OwnerId, PageState};
-use super::mem_protect::{GuestEpt, HostEpt, HypPgt, VmKind};
-use super::pgtable::{EptFormat, MmOps, PgTable, PteFormat, ADDR_LIMIT};
+use crate::hv::mm::ept::{OwnerId, PageState};
+use crate::hv::mm::mem_protect::{GuestEpt, HostEpt, HypPgt, VmKind};
+use crate::hv::mm::pgtable::{EptFormat, MmOps, PgTable, PteFormat, ADDR_LIMIT};
 
 /// Which table a violation or claim is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -130,12 +130,12 @@ impl Claims<'_> {
     /// root mode runs this for the debug hypercall).
     fn sorted(&mut self) -> &[Claim] {
         let claims = self.buf.get_mut(..self.n).unwrap_or_default();
-        super::sort::sort_by_key(claims, |c| c.hpa);
+        crate::hv::sort::sort_by_key(claims, |c| c.hpa);
         claims
     }
 }
 
-fn walk_err(party: Party) -> impl Fn(super::error::Error) -> Violation {
+fn walk_err(party: Party) -> impl Fn(crate::hv::error::Error) -> Violation {
     move |_| violation(ViolationKind::Walk, party, 0)
 }
 

@@ -29,7 +29,7 @@
 //! `(pa & mask) == (base & mask)` over bits `MAXPHYADDR-1:12`; address bits
 //! at or above `MAXPHYADDR` are ignored, as no physical address has them.
 
-use super::ept::MemType;
+use crate::hv::mm::ept::MemType;
 
 /// `IA32_MTRRCAP` (read-only capabilities).
 pub const MSR_MTRRCAP: u32 = 0xfe;

@@ -35,7 +35,7 @@
 //! `SHARED_OWNED 10`, `SHARED_BORROWED 11`.  Owner ids: 0 the hypervisor,
 //! 1 the host, anything else a guest handle.
 
-use super::bitfield::{self, bit_fields};
+use crate::hv::bitfield::{self, bit_fields};
 
 /// Bits that architecture gives meaning to only when HLAT / paging-write /
 /// guest-paging verification are enabled: 57 (verify guest paging) and 58

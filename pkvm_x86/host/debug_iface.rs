@@ -34,9 +34,9 @@ use core::fmt::Write;
 use kernel::{bindings, prelude::*, sync::Mutex, uaccess::UserSliceReader};
 
 use crate::arch::vmx;
-use crate::hv::ept::EptEntry;
-use crate::hv::hostile::Hostile;
+use crate::hv::hypercall::hostile::Hostile;
 use crate::hv::hypercall::{decode, nr};
+use crate::hv::mm::ept::EptEntry;
 
 extern "C" {
     fn pkvm_helper_pa(virt: *const c_void) -> u64;
@@ -129,8 +129,8 @@ impl DebugState {
     }
 
     fn flush_all(&self) {
-        let _hotplug = crate::cpu_caps::CpusReadGuard::new();
-        for cpu in crate::cpu_caps::online_cpus() {
+        let _hotplug = crate::host::cpu_caps::CpusReadGuard::new();
+        for cpu in crate::host::cpu_caps::online_cpus() {
             // SAFETY: with hotplug held off every online CPU runs
             // deprivileged.
             unsafe {
@@ -302,7 +302,7 @@ impl DebugState {
             "read" | "write" | "probe_pool" => {
                 let va = if cmd == "probe_pool" {
                     // SAFETY: direct-map address of a physical address.
-                    unsafe { crate::pool::direct_map(self.pool_pa) }
+                    unsafe { crate::host::pool::direct_map(self.pool_pa) }
                 } else {
                     self.page(arg1)?.va
                 };

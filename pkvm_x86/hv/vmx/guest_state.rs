@@ -7,17 +7,17 @@
 //!
 //! Owns what is decidable off-CPU: control registers with the VMX fixed
 //! bits (CR4.VMXE forced on), segment registers decoded from the live GDT
-//! (`super::segment`: null selectors unusable, FS/GS bases from their
+//! (`crate::hv::vmx::segment`: null selectors unusable, FS/GS bases from their
 //! MSRs, TR a busy 64-bit TSS, CS a 64-bit code segment), descriptor
 //! tables, the MSRs the VM-entry controls load, and the non-register
 //! state (active, no blocking, no pending debug exceptions, no link
 //! VMCS).  Reading the registers and writing the fields is the caller's
-//! (`crate::deprivilege`); guest RSP and RIP are written by the launch
+//! (`crate::host::launch`); guest RSP and RIP are written by the launch
 //! itself.
 
-use super::exit::CR4_VMXE;
-use super::segment::{self, DescriptorTables, SegmentError, SegmentState};
-use super::vmcs::{self, Field};
+use crate::hv::vmx::exit::CR4_VMXE;
+use crate::hv::vmx::segment::{self, DescriptorTables, SegmentError, SegmentState};
+use crate::hv::vmx::vmcs::{self, Field};
 
 /// CR4.LA57 (5-level paging): pkvm's own page table has 4 levels.
 pub const CR4_LA57: u64 = 1 << 12;
@@ -270,7 +270,7 @@ mod tests {
     fn a_running_linux_cpu() {
         let gdt = linux_gdt(0xffff_fe00_0000_3000, 11);
         let f = guest_state(&snapshot(&gdt), FIXED0, FIXED4).unwrap();
-        use crate::hv::vmcs::*;
+        use crate::hv::vmx::vmcs::*;
         // CR4 gets VMXE; CR0/CR3 as they are.
         assert_eq!(get(&f, GUEST_CR4), 0x0077_06b0 | CR4_VMXE);
         assert_eq!(get(&f, GUEST_CR0), 0x8005_0033);
@@ -316,7 +316,7 @@ mod tests {
     fn an_available_tss_is_entered_busy() {
         let gdt = linux_gdt(0x1000, 9);
         let f = guest_state(&snapshot(&gdt), FIXED0, FIXED4).unwrap();
-        assert_eq!(get(&f, crate::hv::vmcs::GUEST_TR_AR_BYTES) & 0xf, 11);
+        assert_eq!(get(&f, crate::hv::vmx::vmcs::GUEST_TR_AR_BYTES) & 0xf, 11);
     }
 
     #[test]
@@ -376,7 +376,7 @@ mod tests {
         s.sel.ds = 0x2b;
         s.sel.es = 0x2b;
         let f = guest_state(&s, FIXED0, FIXED4).unwrap();
-        use crate::hv::vmcs::*;
+        use crate::hv::vmx::vmcs::*;
         assert_eq!(get(&f, GUEST_DS_AR_BYTES), 0xc0f3);
         assert_eq!(get(&f, GUEST_DS_SELECTOR), 0x2b);
     }

@@ -9,7 +9,7 @@
 //! page table).  The engine never looks at entry bits itself: it only asks
 //! the format.
 
-use crate::hv::ept::{EptEntry, MemType, OwnerId, PageState, PFN_MASK};
+use crate::hv::mm::ept::{EptEntry, MemType, OwnerId, PageState, PFN_MASK};
 
 /// Read permission bit of [`Attrs::perms`].
 pub const PERM_R: u8 = 1;
@@ -89,7 +89,7 @@ pub trait PteFormat {
     /// same attributes, a non-present entry is copied unchanged.
     fn split_child(e: u64, level: u32, i: u64) -> u64 {
         if Self::is_present(e) {
-            let child = crate::hv::ept::level_size(level - 1);
+            let child = crate::hv::mm::ept::level_size(level - 1);
             Self::leaf(Self::addr(e) + i * child, Self::attrs(e), level - 1)
         } else {
             e

@@ -21,7 +21,7 @@
 //! for those.  The page is only consulted when the primary processor-based
 //! control "use MSR bitmaps" (bit 28) is set.
 
-use super::error::Error;
+use crate::hv::error::Error;
 
 /// Size of the MSR-bitmap page.
 pub const MSR_BITMAP_SIZE: usize = 4096;

@@ -345,7 +345,7 @@ pub const fn cpuid_filter(leaf: u32, native: [u32; 4]) -> [u32; 4] {
         1 => [
             native[0],
             native[1],
-            native[2] & !super::vmx_caps::CPUID_1_ECX_VMX,
+            native[2] & !crate::hv::vmx::caps::CPUID_1_ECX_VMX,
             native[3],
         ],
         cpuid::HV_BASE => [

@@ -3,9 +3,9 @@
 //! Tests of the shadow-VM table.
 
 use super::*;
-use crate::hv::ept::PageState;
-use crate::hv::mem_protect::tests::{Op, World, G1, K4, M2};
-use crate::hv::pgtable::{EptFormat, PteFormat};
+use crate::hv::mm::ept::PageState;
+use crate::hv::mm::mem_protect::tests::{Op, World, G1, K4, M2};
+use crate::hv::mm::pgtable::{EptFormat, PteFormat};
 
 const META: u64 = 9 * M2;
 
@@ -202,18 +202,18 @@ fn failed_create_changes_nothing() {
 /// keep the invariants, and give every page back.
 #[test]
 fn hostile_sequences_terminate_and_clean_up() {
-    use crate::hv::hostile::Hostile;
-    use crate::hv::invariants::{check, Claim};
-    use crate::hv::mem_protect::{
+    use crate::hv::hypercall::hostile::Hostile;
+    use crate::hv::mm::invariants::{check, Claim};
+    use crate::hv::mm::mem_protect::{
         host_donate_guest, host_donate_hyp, host_share_guest, host_share_hyp, host_unshare_guest,
         host_unshare_hyp,
     };
-    use crate::hv::pgtable::PERM_RWX;
-    use crate::hv::sim::Arena;
+    use crate::hv::mm::pgtable::PERM_RWX;
+    use crate::hv::mm::sim::Arena;
     for seed in 1..=3u64 {
         let mut mm = Arena::new(1 << 16);
         let mut host = HostEpt::new(&mut mm, 3).unwrap();
-        host.map_memory(&mut mm, 0, 4 << 30, crate::hv::mem_protect::HOST_OWNED)
+        host.map_memory(&mut mm, 0, 4 << 30, crate::hv::mm::mem_protect::HOST_OWNED)
             .unwrap();
         let mut hyp = HypPgt::new(&mut mm, 3, 0xffff_8880_0000_0000).unwrap();
         let mut vms: VmTable = VmTable::new();

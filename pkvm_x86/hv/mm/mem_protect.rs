@@ -58,9 +58,9 @@
 //! A transition takes only the locks of the tables it names, in that order.
 //! The table-page allocator behind [`MmOps`] has its own lock, innermost.
 
-use super::ept::{OwnerId, PageState, PAGE_SIZE};
-pub use super::error::{Error, Result};
-use super::pgtable::{
+pub use crate::hv::error::{Error, Result};
+use crate::hv::mm::ept::{OwnerId, PageState, PAGE_SIZE};
+use crate::hv::mm::pgtable::{
     check_range, Attrs, EptFormat, Fill, HypFormat, MmOps, PageCache, PgTable, PteFormat, WalkCtx,
     ADDR_LIMIT, PERM_R, PERM_RWX, PERM_W,
 };

@@ -28,11 +28,11 @@
 //! * A 4 KiB page that has no single type (inconsistent MTRRs) is mapped
 //!   uncached, the type that is never wrong for MMIO.
 
-use super::ept::{MemType, PageState, PAGE_SIZE};
-use super::error::{Error, Result};
-use super::mem_protect::HostEpt;
-use super::mtrr::Mtrrs;
-use super::pgtable::{Attrs, MmOps, ADDR_LIMIT, PERM_R, PERM_RWX};
+use crate::hv::error::{Error, Result};
+use crate::hv::mm::ept::{MemType, PageState, PAGE_SIZE};
+use crate::hv::mm::mem_protect::HostEpt;
+use crate::hv::mm::mtrr::Mtrrs;
+use crate::hv::mm::pgtable::{Attrs, MmOps, ADDR_LIMIT, PERM_R, PERM_RWX};
 
 /// Block sizes tried when cutting a range into runs of one memory type,
 /// largest first: 1 GiB, 2 MiB, 4 KiB (the EPT's page sizes).
@@ -166,7 +166,7 @@ pub fn sort_and_check_holes(holes: &mut [Hole], limit: u64) -> Result {
     if limit & (PAGE_SIZE - 1) != 0 || limit > ADDR_LIMIT {
         return Err(Error::Inval);
     }
-    super::sort::sort_by_key(holes, |h| h.pa);
+    crate::hv::sort::sort_by_key(holes, |h| h.pa);
     let mut prev_end = 0u64;
     for h in holes.iter() {
         if !h.valid(limit) || h.pa < prev_end {
@@ -212,13 +212,13 @@ mod tests {
     use std::vec::Vec;
 
     use super::*;
-    use crate::hv::ept::OwnerId;
-    use crate::hv::mtrr::{
+    use crate::hv::mm::ept::OwnerId;
+    use crate::hv::mm::mtrr::{
         RawMtrrs, VarMtrrPair, DEF_TYPE_E, DEF_TYPE_FE, MTRRCAP_FIX, MTRRCAP_WC, PHYSMASK_VALID,
     };
-    use crate::hv::pgtable::tests::Rng;
-    use crate::hv::pgtable::{EptFormat, PteFormat, PERM_W, PERM_X};
-    use crate::hv::sim::Arena;
+    use crate::hv::mm::pgtable::tests::Rng;
+    use crate::hv::mm::pgtable::{EptFormat, PteFormat, PERM_W, PERM_X};
+    use crate::hv::mm::sim::Arena;
 
     const K4: u64 = 4096;
     const M2: u64 = 2 << 20;

@@ -4,7 +4,7 @@
 //! address space (up to MAXPHYADDR) that gives the host everything except
 //! the hypervisor's memory.
 //!
-//! * Memory types come from the MTRRs (`hv::mtrr`), so the combination
+//! * Memory types come from the MTRRs (`hv::mm::mtrr`), so the combination
 //!   with the host's PAT is what it was natively: RAM write-back, MMIO as
 //!   the firmware typed it.  Large pages (1 GiB, 2 MiB) are used wherever
 //!   the range and its memory type allow.
@@ -15,7 +15,7 @@
 //!   change what root mode executes or reads.
 //!
 //! The layout itself (sorting and checking the holes, runs of one memory
-//! type, page sizes) is decided by the pure core, `hv::host_ept_map`, and
+//! type, page sizes) is decided by the pure core, `hv::mm::host_ept_map`, and
 //! tested there; this file gathers its inputs from the kernel and the CPU.
 //! A module page inside a pool chunk cannot happen: an overlap means the
 //! list is wrong, and the core refuses it (`EINVAL`) rather than guess.
@@ -23,10 +23,10 @@
 use kernel::{bindings, prelude::*};
 
 use crate::arch::{cpuid::cpuid, msr};
-use crate::hv::host_ept_map::{build_identity, Hole};
-use crate::hv::mem_protect::HostEpt;
-use crate::hv::mtrr::{Mtrrs, RawMtrrs};
-use crate::hv::pgtable::{PERM_R, PERM_X};
+use crate::hv::mm::host_ept_map::{build_identity, Hole};
+use crate::hv::mm::mem_protect::HostEpt;
+use crate::hv::mm::mtrr::{Mtrrs, RawMtrrs};
+use crate::hv::mm::pgtable::{PERM_R, PERM_X};
 use crate::hyp::mm::HypMm;
 
 const PAGE: u64 = 4096;
@@ -89,7 +89,7 @@ pub(crate) fn build(mm: &mut HypMm, module: *mut bindings::module) -> Result<Hos
 
     let mut holes = KVec::new();
     for c in mm.chunks() {
-        holes.push(Hole::hyp(c.pa, crate::pool::CHUNK as u64), GFP_KERNEL)?;
+        holes.push(Hole::hyp(c.pa, crate::host::pool::CHUNK as u64), GFP_KERNEL)?;
     }
     module_pages(module, &mut holes)?;
 

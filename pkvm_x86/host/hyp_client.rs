@@ -1,0 +1,51 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Host-side calls into the running hypervisor that must run on a given
+//! CPU (the hypercall reaches that CPU's root mode): an IPI carries the
+//! VMCALL there and brings the answer back.
+
+use core::ffi::c_void;
+
+use kernel::{bindings, prelude::*};
+
+use crate::arch::vmx;
+use crate::hv::hypercall::nr;
+
+/// VM-exit counters of one CPU: index `r` is basic reason `r`, the last
+/// slot the total.
+pub(crate) type ExitCounts = [u64; crate::hv::vmx::exit::reason::MAX as usize + 2];
+
+/// Runs on a deprivileged CPU: fetches its exit counters by hypercall.
+///
+/// # Safety
+///
+/// `info` points at an [`ExitCounts`] the caller keeps alive; the CPU runs
+/// deprivileged under this hypervisor.
+unsafe extern "C" fn exit_counts_this_cpu(info: *mut c_void) {
+    // SAFETY: guaranteed by the caller.
+    let out = unsafe { &mut *info.cast::<ExitCounts>() };
+    let last = out.len() - 1;
+    for (r, slot) in out.iter_mut().enumerate() {
+        let arg = if r == last { u64::MAX } else { r as u64 };
+        // SAFETY: EXIT_COUNT only reads hypervisor counters.
+        *slot = unsafe { vmx::vmcall(nr::EXIT_COUNT, arg, 0, 0, 0) };
+    }
+}
+
+/// The exit counters of deprivileged CPU `cpu`.
+pub(crate) fn exit_counts(cpu: u32) -> Result<ExitCounts> {
+    let mut out: ExitCounts = [0; crate::hv::vmx::exit::reason::MAX as usize + 2];
+    // SAFETY: the callback runs on `cpu` before this returns; `out` lives.
+    let rc = unsafe {
+        bindings::smp_call_function_single(
+            cpu as i32,
+            Some(exit_counts_this_cpu),
+            (&raw mut out).cast(),
+            1,
+        )
+    };
+    if rc != 0 {
+        return Err(Error::from_errno(rc));
+    }
+    Ok(out)
+}

@@ -1,0 +1,356 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The running hypervisor, host side: [`Hypervisor`] takes the pool, builds
+//! the shared structures (host EPT, root page table, MSR bitmap, root IDT),
+//! prepares every possible CPU, and registers the CPU-hotplug state whose
+//! callbacks deprivilege each CPU; dropping it gives root mode back.
+//!
+//! Bring-up runs through a dynamic CPU-hotplug state: its online callback
+//! deprivileges each online CPU at load and each CPU that comes online
+//! later, on that CPU with interrupts off; its offline callback gives root
+//! mode back before a CPU goes down and at unload.  A failure on any CPU
+//! tears down every CPU already deprivileged and fails the load.  See
+//! Documentation/deprivilege.rst.
+
+use core::sync::atomic::{AtomicPtr, Ordering};
+
+use kernel::{bindings, prelude::*};
+
+use super::cpu_setup::CpuSlot;
+use super::launch::{launch_on_this_cpu, teardown_this_cpu, LaunchArgs, Shared};
+use super::pool::Pool;
+use crate::hv::mm::ept::Eptp;
+use crate::hv::vmx::caps::VmxCaps;
+use crate::hv::vmx::host_controls::host_controls;
+use crate::hv::vmx::msr_bitmap::{MsrBitmap, HOST_POLICY, MSR_BITMAP_SIZE};
+use crate::hv::vmx::vmcs::instruction_error_name;
+use crate::hyp::global::HypGlobal;
+use crate::hyp::mm::HypMm;
+
+/// Per-CPU launch state, reached from the CPU-hotplug callbacks.
+struct CpuState {
+    shared: Shared,
+    /// Indexed by CPU number; `Some` for every possible CPU.
+    slots: KVec<Option<CpuSlot>>,
+    /// Nanoseconds the last launch of each CPU took.
+    launch_ns: KVec<u64>,
+    /// A CPU could not leave VMX operation: the pool must not go back.
+    teardown_failed: bool,
+    /// Tests: refuse to deprivilege this CPU (module parameter).
+    fail_cpu: Option<u32>,
+}
+
+/// The hotplug callbacks' view of the running hypervisor.  Set before the
+/// callbacks are registered, cleared after they are removed; the hotplug
+/// core serialises the callbacks with each other.
+static CPU_STATE: AtomicPtr<CpuState> = AtomicPtr::new(core::ptr::null_mut());
+
+/// The running hypervisor.  Dropping it re-privileges every CPU and gives
+/// the pool back.
+pub(crate) struct Hypervisor {
+    /// Figures taken before the launch, while the host could still read
+    /// the pool.
+    stats: SetupStats,
+    cpus: KBox<CpuState>,
+    /// The dynamic CPU-hotplug state the callbacks are registered under.
+    hp_state: Option<i32>,
+    /// Nanoseconds from the start of `start` to every CPU launched.
+    total_ns: u64,
+    // Declared last: freed after every CPU has left VMX operation.
+    pool: Pool,
+}
+
+// SAFETY: the raw pool addresses inside are only dereferenced by the CPU
+// that owns them, or with every CPU out of VMX operation.
+unsafe impl Send for Hypervisor {}
+// SAFETY: shared references give no access to the pool.
+unsafe impl Sync for Hypervisor {}
+
+/// Set-up figures for the log and debugfs.
+#[derive(Clone, Copy, Default)]
+struct SetupStats {
+    pool: (usize, usize),
+    ept_tables: usize,
+}
+
+/// CPU-hotplug startup callback: deprivileges `cpu` (every online CPU at
+/// registration, then each CPU that comes online).  Runs on `cpu`.
+///
+/// # Safety
+///
+/// Called by the hotplug core only, while `CPU_STATE` is set.
+unsafe extern "C" fn cpu_online(cpu: core::ffi::c_uint) -> core::ffi::c_int {
+    // SAFETY: set before registration, cleared after removal; the hotplug
+    // core serialises callbacks, so this is the only user.
+    let Some(st) = (unsafe { CPU_STATE.load(Ordering::Acquire).as_mut() }) else {
+        return -(bindings::ENODEV as i32);
+    };
+    let Some(Some(slot)) = st.slots.get_mut(cpu as usize) else {
+        return -(bindings::ENODEV as i32);
+    };
+    if slot.launched {
+        return 0;
+    }
+    if st.fail_cpu == Some(cpu) {
+        pr_err!(
+            "cpu{}: deprivileging failed: injected failure (test_fail_cpu)\n",
+            cpu
+        );
+        return -(bindings::EIO as i32);
+    }
+    let mut args = LaunchArgs {
+        slot,
+        shared: st.shared,
+        result: 0,
+        stage: "",
+        vm_error: 0,
+    };
+    // SAFETY: ktime_get has no preconditions.
+    let t = unsafe { bindings::ktime_get() };
+    // SAFETY: the function runs on `cpu` (this CPU) with interrupts off
+    // and returns before this call does; `args` outlives it.
+    let rc = unsafe {
+        bindings::smp_call_function_single(
+            cpu as i32,
+            Some(launch_on_this_cpu),
+            (&raw mut args).cast(),
+            1,
+        )
+    };
+    let err = if rc != 0 { rc } else { args.result };
+    if err != 0 {
+        pr_err!(
+            "{}\n",
+            format_args!(
+                "cpu{cpu}: deprivileging failed at {} (errno {err}, VM-instruction error {} = {})",
+                args.stage,
+                args.vm_error,
+                instruction_error_name(args.vm_error)
+            )
+        );
+        return err;
+    }
+    slot.launched = true;
+    // SAFETY: ktime_get has no preconditions.
+    let ns = unsafe { bindings::ktime_get() }.saturating_sub(t) as u64;
+    if let Some(l) = st.launch_ns.get_mut(cpu as usize) {
+        *l = ns;
+    }
+    0
+}
+
+/// CPU-hotplug teardown callback: gives root mode back to `cpu` before it
+/// goes offline (and on unload).  Runs on `cpu`.
+///
+/// # Safety
+///
+/// Called by the hotplug core only, while `CPU_STATE` is set.
+unsafe extern "C" fn cpu_offline(cpu: core::ffi::c_uint) -> core::ffi::c_int {
+    // SAFETY: as in `cpu_online`.
+    let Some(st) = (unsafe { CPU_STATE.load(Ordering::Acquire).as_mut() }) else {
+        return 0;
+    };
+    let Some(Some(slot)) = st.slots.get_mut(cpu as usize) else {
+        return 0;
+    };
+    if !slot.launched {
+        return 0;
+    }
+    let mut ok: i32 = -1;
+    // SAFETY: runs on `cpu` (this CPU) with interrupts off before this
+    // returns; `ok` outlives it.
+    let rc = unsafe {
+        bindings::smp_call_function_single(
+            cpu as i32,
+            Some(teardown_this_cpu),
+            (&raw mut ok).cast(),
+            1,
+        )
+    };
+    if rc != 0 || ok != 0 {
+        pr_err!(
+            "{}\n",
+            format_args!("cpu{cpu}: teardown failed (rc {rc}, result {ok})")
+        );
+        st.teardown_failed = true;
+        return if rc != 0 { rc } else { ok };
+    }
+    slot.launched = false;
+    0
+}
+
+impl Hypervisor {
+    /// Deprivileges every online CPU, and every CPU that comes online
+    /// later, until dropped.
+    pub(crate) fn start(
+        caps: &VmxCaps,
+        pool_bytes: usize,
+        module: *mut bindings::module,
+        debug: bool,
+        fail_cpu: Option<u32>,
+    ) -> Result<Self> {
+        if !CPU_STATE.load(Ordering::Acquire).is_null() {
+            return Err(EBUSY);
+        }
+        // SAFETY: ktime_get has no preconditions.
+        let t0 = unsafe { bindings::ktime_get() };
+        let mut pool = Pool::new(pool_bytes)?;
+        let (shared, global) = Self::build_shared(caps, &mut pool, module, debug)?;
+        let mut cpus = KBox::new(
+            CpuState {
+                shared,
+                slots: KVec::new(),
+                launch_ns: KVec::new(),
+                teardown_failed: false,
+                fail_cpu,
+            },
+            GFP_KERNEL,
+        )?;
+        // Every possible CPU gets its pages now: once a CPU runs
+        // deprivileged, the host cannot write the pool any more.
+        for cpu in 0..kernel::cpu::nr_cpu_ids() {
+            let slot = if crate::host::cpu_caps::is_possible(cpu) {
+                Some(super::cpu_setup::new_slot(&mut pool, cpu, caps, global)?)
+            } else {
+                None
+            };
+            cpus.slots.push(slot, GFP_KERNEL)?;
+            cpus.launch_ns.push(0, GFP_KERNEL)?;
+        }
+        // Last look at the pool from the host side: once a CPU runs
+        // deprivileged the pool is out of the host's reach.
+        let stats = SetupStats {
+            pool: pool.usage(),
+            // SAFETY: no CPU is deprivileged yet; the state is ours alone.
+            ept_tables: unsafe { (*global).host_ept_table_pages() },
+        };
+        let mut hv = Hypervisor {
+            stats,
+            cpus,
+            hp_state: None,
+            total_ns: 0,
+            pool,
+        };
+
+        CPU_STATE.store(&raw mut *hv.cpus, Ordering::Release);
+        // SAFETY: the callbacks and the name are static; registration calls
+        // `cpu_online` on every online CPU and, if one fails, `cpu_offline`
+        // on those already done, before returning the error.
+        let rc = unsafe {
+            bindings::__cpuhp_setup_state(
+                bindings::cpuhp_state_CPUHP_AP_ONLINE_DYN,
+                c"pkvm_x86:online".as_char_ptr(),
+                true,
+                Some(cpu_online),
+                Some(cpu_offline),
+                false,
+            )
+        };
+        if rc < 0 {
+            CPU_STATE.store(core::ptr::null_mut(), Ordering::Release);
+            return Err(Error::from_errno(rc));
+        }
+        hv.hp_state = Some(rc);
+        // SAFETY: ktime_get has no preconditions.
+        hv.total_ns = unsafe { bindings::ktime_get() }.saturating_sub(t0) as u64;
+        Ok(hv)
+    }
+
+    /// Number of deprivileged CPUs.
+    pub(crate) fn cpus(&self) -> usize {
+        self.cpus
+            .slots
+            .iter()
+            .flatten()
+            .filter(|s| s.launched)
+            .count()
+    }
+
+    /// Time to deprivilege all CPUs, and the slowest single CPU, in ns.
+    pub(crate) fn launch_times(&self) -> (u64, u64) {
+        (
+            self.total_ns,
+            self.cpus.launch_ns.iter().copied().max().unwrap_or(0),
+        )
+    }
+
+    /// Physical address of the pool's first page.
+    pub(crate) fn pool_first_pa(&self) -> u64 {
+        self.pool.first_pa()
+    }
+
+    /// Pages of the pool in use / in total, when the CPUs were launched.
+    pub(crate) fn pool_usage(&self) -> (usize, usize) {
+        self.stats.pool
+    }
+
+    /// Number of table pages of the host EPT, when the CPUs were launched.
+    pub(crate) fn ept_table_pages(&self) -> usize {
+        self.stats.ept_tables
+    }
+
+    fn build_shared(
+        caps: &VmxCaps,
+        pool: &mut Pool,
+        module: *mut bindings::module,
+        debug: bool,
+    ) -> Result<(Shared, *mut HypGlobal)> {
+        let ept = crate::host::host_ept::build(pool.mm(), module)?;
+        let eptp = Eptp::new_4level(ept.pgt().root(), false).0;
+        let hyp_pgt = crate::host::hyp_pgt::build(pool, module)?;
+        let host_cr3 = hyp_pgt.pgt().root();
+        let mm: *mut HypMm = pool.mm();
+        let global_pages = core::mem::size_of::<HypGlobal>().div_ceil(4096);
+        let g = pool.alloc(global_pages)?;
+        let global = g.ptr().cast::<HypGlobal>();
+        // SAFETY: fresh pool pages large enough for a HypGlobal, ours alone.
+        unsafe { HypGlobal::init_in_place(global, mm, ept, hyp_pgt, eptp, debug) };
+
+        let bitmap = pool.alloc(1)?;
+        // SAFETY: a fresh pool page of exactly MSR_BITMAP_SIZE bytes.
+        let page = unsafe { &mut *bitmap.ptr().cast::<[u8; MSR_BITMAP_SIZE]>() };
+        let mut b = MsrBitmap::new(page);
+        b.clear_all();
+        for rule in HOST_POLICY {
+            b.apply(rule);
+        }
+
+        let idt = super::cpu_setup::build_root_idt(pool)?;
+
+        let controls = host_controls(caps).map_err(|e| {
+            pr_err!("{}\n", format_args!("VMX controls not available: {e:?}"));
+            Error::from_errno(-(bindings::EOPNOTSUPP as i32))
+        })?;
+        let shared = Shared {
+            eptp,
+            msr_bitmap_pa: bitmap.pa,
+            idt_va: idt.va as u64,
+            host_cr3,
+            vpid: controls.vpid,
+            pin: controls.pin,
+            proc1: controls.proc1,
+            proc2: controls.proc2,
+            exit: controls.exit,
+            entry: controls.entry,
+            cr0_fixed: caps.cr0_fixed,
+            cr4_fixed: caps.cr4_fixed,
+        };
+        Ok((shared, global))
+    }
+}
+
+impl Drop for Hypervisor {
+    fn drop(&mut self) {
+        if let Some(state) = self.hp_state.take() {
+            // SAFETY: removes the state registered in `start`; calls
+            // `cpu_offline` on every online CPU first.
+            unsafe { bindings::__cpuhp_remove_state(state, true) };
+        }
+        CPU_STATE.store(core::ptr::null_mut(), Ordering::Release);
+        if self.cpus.teardown_failed || self.cpus() != 0 {
+            // A CPU may still use the pool: it must not go back to the host.
+            pr_err!("a CPU is still deprivileged; leaking the hypervisor pool\n");
+            core::mem::forget(core::mem::replace(&mut self.pool, Pool::empty()));
+        }
+    }
+}

@@ -1,0 +1,29 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Memory ownership: who may touch which physical page, and the tables
+//! that enforce it.
+//!
+//! * [`ept`]: the EPT entry format and the page states kept in its ignored
+//!   bits (NOPAGE / OWNED / SHARED_OWNED / SHARED_BORROWED, owner ids).
+//! * [`pgtable`]: the generic 4-level page-table engine (one walker with
+//!   visitors over [`pgtable::MmOps`]) and its entry formats (EPT, x86).
+//! * [`mem_protect`]: the page-state transitions between host, hypervisor
+//!   and guests, each a check followed by an infallible apply.
+//! * [`vm_table`]: the shadow-VM handle table and VM teardown.
+//! * [`invariants`]: the ownership invariant checker.
+//! * [`host_ept_map`] and [`mtrr`]: the identity host EPT's layout and
+//!   memory types.
+//!
+//! Future home of the shadow EPT (`mm::shadow_ept`): the per-guest table
+//! built from the host KVM's EPT through the transitions of `mem_protect`
+//! (see Documentation/architecture.rst).
+
+pub mod ept;
+pub mod host_ept_map;
+pub mod invariants;
+pub mod mem_protect;
+pub mod mtrr;
+pub mod pgtable;
+#[cfg(test)]
+pub mod sim;
+pub mod vm_table;
