@@ -9,16 +9,12 @@ use kernel::prelude::*;
 
 use super::pool::{Pool, PoolPage};
 use crate::hv::vmx::caps::VmxCaps;
+use crate::hv::vmx::root_tables;
 use crate::hyp::entry;
 use crate::hyp::global::HypGlobal;
 use crate::hyp::percpu::HypCpu;
 
 pub(crate) const STACK_PAGES: usize = 4;
-pub(crate) const HOST_CS: u16 = 0x08;
-pub(crate) const HOST_SS: u16 = 0x10;
-pub(crate) const HOST_TR: u16 = 0x18;
-pub(crate) const TSS_OFFSET: usize = 0x800;
-pub(crate) const TSS_LIMIT: u64 = 0x67;
 
 /// Everything one CPU's hypervisor needs, in pool memory.
 pub(crate) struct CpuSlot {
@@ -75,54 +71,31 @@ pub(crate) fn new_slot(
     })
 }
 
-/// The root-mode IDT, shared by every CPU: 32 interrupt gates to the
-/// exception stubs of [`entry`].
+/// The root-mode IDT, shared by every CPU: an interrupt gate per
+/// exception vector to the stubs of [`entry`].
 pub(crate) fn build_root_idt(pool: &mut Pool) -> Result<PoolPage> {
     let idt = pool.alloc(1)?;
     // SAFETY: `pkvm_root_idt_stubs` is an immutable table in .rodata.
     let stubs = unsafe { &entry::pkvm_root_idt_stubs };
-    for (v, &handler) in stubs.iter().enumerate() {
-        let gate_lo = (handler & 0xffff)
-            | (u64::from(HOST_CS) << 16)
-            | (0x8e00u64 << 32)
-            | ((handler >> 16) & 0xffff) << 48;
-        let gate_hi = handler >> 32;
-        // SAFETY: 32 gates of 16 bytes fit in the page.
-        unsafe {
-            let g = idt.ptr().cast::<u64>().add(2 * v);
-            *g = gate_lo;
-            *g.add(1) = gate_hi;
-        }
+    let gates = idt.ptr().cast::<[u64; 2]>();
+    for (v, &handler) in stubs.iter().enumerate().take(root_tables::IDT_VECTORS) {
+        // SAFETY: 32 gates of 16 bytes fit in the fresh page, ours alone.
+        unsafe { gates.add(v).write(root_tables::idt_gate(handler)) };
     }
     Ok(idt)
 }
 
-/// Fills the root-mode GDT (null, 64-bit code, data, busy TSS) and TSS in
-/// the page `gdt`.  The TSS's interrupt stacks (IST1-7) all point at
-/// `ist_top`, a page of the pool: root mode never uses them (its IDT gates
-/// have IST 0), but in the instant between TEARDOWN_CPU loading the host's
-/// IDT and the host reloading its own TR, an NMI would take the host's
-/// gate with this TSS, and must find a valid stack.
+/// Fills the root-mode GDT and, at [`root_tables::TSS_OFFSET`] of the same
+/// page, the TSS (layout and reasons: [`root_tables`]).  `ist_top` is the
+/// top of the page the TSS's interrupt stacks use.
 pub(crate) fn build_root_gdt_tss(gdt: &PoolPage, ist_top: u64) {
-    let tss = gdt.va as u64 + TSS_OFFSET as u64;
-    let g = gdt.ptr().cast::<u64>();
-    let tss_lo = TSS_LIMIT
-        | (tss & 0xff_ffff) << 16
-        | 0xbu64 << 40 // busy 64-bit TSS
-        | 1u64 << 47 // present
-        | ((tss >> 24) & 0xff) << 56;
-    // SAFETY: the GDT page is a fresh pool page, ours alone; the TSS lives
-    // at TSS_OFFSET in the same page; IST1-7 sit at bytes 36..92 of a
-    // 64-bit TSS, the I/O map base at 102.
+    let tss_va = gdt.va as u64 + root_tables::TSS_OFFSET as u64;
+    // SAFETY: the GDT page is a fresh pool page, ours alone; the GDT's
+    // entries and the TSS, at TSS_OFFSET, both fit in it without overlap.
     unsafe {
-        *g = 0;
-        *g.add(1) = 0x00af_9b00_0000_ffff;
-        *g.add(2) = 0x00cf_9300_0000_ffff;
-        *g.add(3) = tss_lo;
-        *g.add(4) = tss >> 32;
-        for i in 0..7u64 {
-            ((tss + 36 + 8 * i) as *mut u64).write_unaligned(ist_top);
-        }
-        *((tss + 102) as *mut u16) = 104;
+        gdt.ptr()
+            .cast::<[u64; root_tables::GDT_ENTRIES]>()
+            .write(root_tables::gdt(tss_va));
+        (tss_va as *mut root_tables::Tss64).write_unaligned(root_tables::tss(ist_top));
     }
 }

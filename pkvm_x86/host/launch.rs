@@ -8,7 +8,7 @@ use core::ffi::c_void;
 
 use kernel::{bindings, prelude::*};
 
-use super::cpu_setup::{CpuSlot, HOST_CS, HOST_SS, HOST_TR, TSS_OFFSET};
+use super::cpu_setup::CpuSlot;
 use crate::arch::{cpu, vmx};
 use crate::hv::hypercall::{self, nr};
 use crate::hv::vmx::caps::ctl;
@@ -16,6 +16,7 @@ use crate::hv::vmx::exit::CR4_VMXE;
 use crate::hv::vmx::guest_state::{
     guest_state, CpuSnapshot, GuestStateError, Selectors, GUEST_FIELDS,
 };
+use crate::hv::vmx::root_tables::{HOST_CS, HOST_SS, HOST_TR, TSS_OFFSET};
 use crate::hv::vmx::vmcs::*;
 use crate::hyp::entry;
 

@@ -11,6 +11,7 @@
 //! * [`segment`]: segment and system descriptors.
 //! * [`msr_bitmap`]: the MSR-bitmap page format.
 //! * [`host_controls`]: the VM-execution controls of the host's VMCS.
+//! * [`root_tables`]: root mode's GDT, TSS and IDT layout.
 //!
 //! Future home of nested VMX (`vmx::nested`): vmcs12 and its merge into
 //! vmcs02, the emulated VMX instructions and exit reflection, as pure
@@ -21,5 +22,6 @@ pub mod exit;
 pub mod guest_state;
 pub mod host_controls;
 pub mod msr_bitmap;
+pub mod root_tables;
 pub mod segment;
 pub mod vmcs;

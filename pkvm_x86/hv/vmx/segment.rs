@@ -160,6 +160,55 @@ impl Descriptor {
     }
 }
 
+impl Descriptor {
+    /// Encodes a code or data descriptor (S=1) from its base, raw 20-bit
+    /// limit and the access-rights bits (type, DPL, P, AVL, L, D/B, G);
+    /// the inverse of [`Descriptor::base`], [`Descriptor::raw_limit`] and
+    /// [`Descriptor::access_rights`].
+    pub const fn code_or_data(base: u32, raw_limit: u32, ar: AccessRights) -> Self {
+        Self::encode(base as u64, raw_limit, ar.0 | AccessRights::S)
+    }
+
+    /// The low half of a 16-byte system descriptor (S=0; TSS or LDT).
+    const fn system_low(base: u64, raw_limit: u32, ar: AccessRights) -> Self {
+        Self::encode(base, raw_limit, ar.0 & !AccessRights::S)
+    }
+
+    const fn encode(base: u64, raw_limit: u32, ar: u32) -> Self {
+        let limit = raw_limit as u64 & 0xf_ffff;
+        Self(
+            (limit & 0xffff)
+                | (base & 0xff_ffff) << 16
+                | ((ar & AccessRights::DESCRIPTOR_BITS) as u64) << 40
+                | (limit >> 16) << 48
+                | ((base >> 24) & 0xff) << 56,
+        )
+    }
+}
+
+/// Encodes a 16-byte system descriptor (IA-32e mode TSS or LDT): the low
+/// quadword as for any descriptor, the high quadword with base bits 63:32.
+/// The inverse of [`DescriptorTables::system_segment`].
+pub const fn system_descriptor(base: u64, raw_limit: u32, seg_type: u8) -> [u64; 2] {
+    let ar = AccessRights(AccessRights::P | (seg_type as u32 & 0xf));
+    [Descriptor::system_low(base, raw_limit, ar).0, base >> 32]
+}
+
+/// Encodes a 16-byte IA-32e interrupt gate (type 14, present, DPL 0, IST
+/// 0) to `handler` through code selector `cs` (SDM Vol. 3A, "64-Bit Mode
+/// IDT").  Interrupts stay disabled in the handler.
+pub const fn interrupt_gate(handler: u64, cs: u16) -> [u64; 2] {
+    const TYPE_INTERRUPT_GATE: u64 = 0xe;
+    const P: u64 = 1 << 15;
+    [
+        (handler & 0xffff)
+            | (cs as u64) << 16
+            | (TYPE_INTERRUPT_GATE << 8 | P) << 32
+            | ((handler >> 16) & 0xffff) << 48,
+        handler >> 32,
+    ]
+}
+
 /// The 64-bit base of a 16-byte system descriptor (TSS or LDT in IA-32e
 /// mode): bits 31:0 from the low quadword, bits 63:32 from bits 31:0 of the
 /// high quadword.
@@ -178,6 +227,16 @@ impl AccessRights {
     pub const DESCRIPTOR_BITS: u32 = 0xf0ff;
     /// Reserved bits (11:8 and 31:17); VM entry requires them clear.
     pub const RESERVED: u32 = 0xfffe_0f00;
+    /// Bit 4: S, code or data (1) / system (0).
+    pub const S: u32 = 1 << 4;
+    /// Bit 7: present.
+    pub const P: u32 = 1 << 7;
+    /// Bit 13: L, 64-bit code.
+    pub const L: u32 = 1 << 13;
+    /// Bit 14: D/B, default operation size / big.
+    pub const DB: u32 = 1 << 14;
+    /// Bit 15: G, limit in 4 KiB units.
+    pub const G: u32 = 1 << 15;
 
     /// An unusable segment with DPL `dpl` (the selector's RPL: for SS this
     /// keeps CPL = SS.DPL, which VM entry checks even for an unusable SS).
