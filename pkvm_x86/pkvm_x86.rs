@@ -2,15 +2,21 @@
 
 //! pkvm_x86: a protected KVM for Intel VT-x.
 //!
-//! Crate root for Kbuild.  Today the module checks that every CPU can run
+//! Crate root for Kbuild.  At load the module checks that every CPU can run
 //! pkvm (VMX on and configured, EPT with 4-level walks and 2M/1G pages,
-//! INVEPT, unrestricted guest, VMCS shadowing, ...), logs a one-line
-//! summary and exposes the decoded capabilities read-only in debugfs at
-//! `/sys/kernel/debug/pkvm_x86/`.  It refuses to load, with a message and an
-//! errno, on a CPU that cannot.  It does not deprivilege the host yet.
+//! INVEPT, unrestricted guest, VMCS shadowing, ...), takes a pool of memory
+//! for the hypervisor, builds the host EPT and root mode's own page table,
+//! and deprivileges every CPU (and every CPU brought online later): the
+//! running kernel continues in VMX non-root mode under the hypervisor, which
+//! owns root mode and decides which pages the host may touch.  Unload gives
+//! every CPU root mode back.  Status and decoded capabilities are in debugfs
+//! at `/sys/kernel/debug/pkvm_x86/`; with `debug=1` a debug interface drives
+//! the page-state hypercalls from user space (tests only).
 //!
-//! Layout: `hv` is the pure core (also built by Cargo for tests), `arch` the
-//! only home of CPU instructions, the other modules are host-side glue.
+//! Layout (Documentation/architecture.rst): `hv` is the pure core (also
+//! built by Cargo for tests), `arch` the leaves that execute CPU
+//! instructions, `hyp` the code that runs in VMX root mode, `host` the
+//! host-side glue that uses `kernel::`.
 
 use kernel::{debugfs, new_mutex, prelude::*, sync::Mutex};
 

@@ -1,12 +1,16 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Model-specific register access.
+//! Model-specific register access from the host side, before the launch.
 //!
 //! Capability discovery reads MSRs that may not exist on a given CPU model,
 //! so reads go through the kernel's exception-table-protected
 //! `rdmsrq_safe_on_cpu()` (arch/x86/lib/msr-smp.c, exported): a missing MSR
-//! gives `None` instead of an unhandled #GP.  Root-mode code (later) will
-//! use raw RDMSR/WRMSR on MSRs it knows exist.
+//! gives `None` instead of an unhandled #GP.  Root mode never calls this
+//! (it calls no kernel code): it uses raw RDMSR/WRMSR on MSRs it knows
+//! exist ([`super::cpu::rdmsr`], [`super::cpu::wrmsr`]) and, on MSRs the
+//! host names, the fault-tolerant accessors of `crate::hyp::entry`
+//! (`pkvm_rdmsr_safe`, `pkvm_wrmsr_safe`), which recover from #GP through
+//! root mode's own IDT.
 
 use kernel::ffi::{c_int, c_uint};
 
