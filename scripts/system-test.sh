@@ -24,7 +24,8 @@ kdir=$1 ko=$2
 bochs=$(bash "$PKVM_ROOT/scripts/setup-bochs.sh")
 runs=$PKVM_ROOT/build/runs
 initrd=$PKVM_ROOT/build/initramfs.cpio.gz
-bash "$PKVM_ROOT/scripts/mkinitramfs.sh" "$initrd" "$kdir" "$ko"
+mapfile -t test_modules < <(bash "$PKVM_ROOT/scripts/build-selftest-modules.sh" "$kdir")
+bash "$PKVM_ROOT/scripts/mkinitramfs.sh" "$initrd" "$kdir" "$ko" "${test_modules[@]}"
 
 exec 9> "${TMPDIR:-/tmp}/pkvm-x86-bochs.lock"
 if ! flock -n 9; then

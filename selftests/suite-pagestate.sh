@@ -5,7 +5,7 @@
 
 DBG=/sys/kernel/debug/pkvm_x86
 CTL=$DBG/debug/ctl
-TESTS="insmod_debug host_ept_types pool_unreachable donate_hyp_and_back double_donate_refused \
+TESTS="insmod_debug host_ept_types pool_unreachable donate_hyp_and_back hostile_alias double_donate_refused \
 share_hyp protected_vm normal_vm bad_commands nmis_not_lost hostile_hypercalls rmmod_gives_back dmesg_clean"
 
 ctl() { echo "$*" > $CTL || { echo "write '$*' failed"; return 1; }; cat $CTL; }
@@ -45,6 +45,38 @@ t_donate_hyp_and_back() {
 	expect_ctl '^ok 0xa0a0a0a0a0a0a0a0' read 0
 	expect_ctl '^ok ' write 0
 	expect_ctl '^ok invariants hold' check
+}
+
+# The hostile host (selftests/hostile) does not use pkvm's debug interface:
+# it maps the frame of a donated page with a fresh vmap() alias of its own
+# and donates through its own VMCALL.  The protection is the host EPT's,
+# not the absence of a kernel mapping.
+H=/sys/kernel/debug/pkvm_hostile/ctl
+hostile() { echo "$*" > $H || { echo "hostile '$*' refused"; return 1; }; cat $H; }
+expect_hostile() {
+	pat=$1; shift
+	r=$(hostile "$@") || return 1
+	echo "hostile $* -> $r"
+	echo "$r" | grep -q -E "$pat" || fail "hostile '$*' answered '$r', want /$pat/"
+}
+
+t_hostile_alias() {
+	insmod /lib/modules/pkvm_hostile.ko || fail "insmod pkvm_hostile"
+	pa=$(ctl alloc 1 | sed -n 's/.* 4:\(0x[0-9a-f]*\).*/\1/p')
+	[ -n "$pa" ] || { fail "no test page 4"; return; }
+	pfn=$(printf '0x%x' $((pa >> 12)))
+	expect_hostile '^ok 0xa4a4a4a4a4a4a4a4' read $pfn 8
+	# HOST_DONATE_HYP (0x10) from CPU 0, by the hostile module itself.
+	expect_hostile '^ok rax=0x0 ' vmcall 0 0x10 $pfn 1
+	expect_hostile '^fault' read $pfn 8
+	expect_hostile '^fault' write $pfn 8 0x1234
+	expect_ctl '^ok invariants hold' check
+	# HYP_DONATE_HOST (0x11): the page comes back, contents intact.
+	expect_hostile '^ok rax=0x0 ' vmcall 0 0x11 $pfn 1
+	expect_hostile '^ok 0xa4a4a4a4a4a4a4a4' read $pfn 8
+	expect_hostile '^ok' write $pfn 8 0x1234
+	expect_hostile '^ok 0x1234$' read $pfn 8
+	rmmod pkvm_hostile || fail "rmmod pkvm_hostile"
 }
 
 t_double_donate_refused() {

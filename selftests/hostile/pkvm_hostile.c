@@ -1,0 +1,208 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * pkvm_hostile: the hostile host, as a kernel module of its own.
+ *
+ * After pkvm_x86 is loaded the host kernel is untrusted.  The system tests
+ * load this module to play that host: it issues hypercalls with arguments
+ * of its choosing on the CPU of its choosing, and touches physical pages
+ * through mappings it makes itself (not through pkvm's debug interface),
+ * so a test can perform an attack and check that the hypervisor refuses
+ * it.  Nothing here is part of pkvm; it is never loaded outside tests.
+ *
+ * Interface: /sys/kernel/debug/pkvm_hostile/ctl, one command per write,
+ * the result of the last command on read ("ok ..." or "err ..."):
+ *
+ *   vmcall CPU NR [A0 [A1 [A2 [A3]]]]   VMCALL on CPU with RAX=NR, RBX=A0,
+ *                                       RCX=A1, RDX=A2, RSI=A3; prints
+ *                                       "ok rax=.. rbx=.. rcx=.."
+ *   pfn VA                  the page frame of kernel address VA (direct
+ *                           map, vmalloc or module memory)
+ *   read PFN OFF            8 bytes at OFF of frame PFN, through a fresh
+ *                           vmap() alias; "ok 0x..." or "fault"
+ *   write PFN OFF VALUE     8 bytes written the same way; "ok" or "fault"
+ *
+ * Numbers are parsed with base 0 (0x... for hex).
+ */
+#include <linux/debugfs.h>
+#include <linux/io.h>
+#include <linux/mm.h>
+#include <linux/module.h>
+#include <linux/mutex.h>
+#include <linux/smp.h>
+#include <linux/uaccess.h>
+#include <linux/vmalloc.h>
+
+static DEFINE_MUTEX(lock);
+static char result[160];
+static struct dentry *dir;
+
+struct vmcall_args {
+	u64 nr, a[4];
+	u64 rax, rbx, rcx;
+};
+
+static void do_vmcall(void *p)
+{
+	struct vmcall_args *v = p;
+	u64 rax = v->nr, rbx = v->a[0], rcx = v->a[1];
+
+	asm volatile("vmcall"
+		     : "+a"(rax), "+b"(rbx), "+c"(rcx)
+		     : "d"(v->a[2]), "S"(v->a[3])
+		     : "memory");
+	v->rax = rax;
+	v->rbx = rbx;
+	v->rcx = rcx;
+}
+
+/* A fresh kernel alias of frame @pfn (read-write, cached), or NULL. */
+static void *alias(unsigned long pfn)
+{
+	struct page *page;
+
+	if (!pfn_valid(pfn))
+		return NULL;
+	page = pfn_to_page(pfn);
+	return vmap(&page, 1, VM_MAP, PAGE_KERNEL);
+}
+
+/* One 8-byte access at kernel address @p that survives a fault: 0 or -EFAULT. */
+static long access_nofault(bool write, void *p, u64 *v)
+{
+	pagefault_disable();
+	if (write)
+		__put_kernel_nofault(p, v, u64, fault);
+	else
+		__get_kernel_nofault(v, p, u64, fault);
+	pagefault_enable();
+	return 0;
+fault:
+	pagefault_enable();
+	return -EFAULT;
+}
+
+static int cmd_read_write(bool write, u64 pfn, u64 off, u64 val)
+{
+	void *va;
+	u64 got = 0;
+	long rc;
+
+	if (off > PAGE_SIZE - 8)
+		return -EINVAL;
+	va = alias(pfn);
+	if (!va) {
+		snprintf(result, sizeof(result), "err no-page\n");
+		return 0;
+	}
+	rc = access_nofault(write, va + off, write ? &val : &got);
+	vunmap(va);
+	if (rc)
+		snprintf(result, sizeof(result), "fault\n");
+	else if (write)
+		snprintf(result, sizeof(result), "ok\n");
+	else
+		snprintf(result, sizeof(result), "ok 0x%llx\n", got);
+	return 0;
+}
+
+static int run(char *line)
+{
+	char *argv[7];
+	u64 n[6] = { 0 };
+	int argc = 0, i;
+	char *tok;
+
+	while ((tok = strsep(&line, " \t\n")) && argc < 7) {
+		if (*tok)
+			argv[argc++] = tok;
+	}
+	if (argc == 0)
+		return -EINVAL;
+	for (i = 1; i < argc; i++)
+		if (kstrtou64(argv[i], 0, &n[i - 1]))
+			return -EINVAL;
+
+	if (!strcmp(argv[0], "vmcall") && argc >= 3) {
+		struct vmcall_args v = { .nr = n[1] };
+		int rc;
+
+		for (i = 0; i < 4; i++)
+			v.a[i] = n[2 + i];
+		rc = smp_call_function_single(n[0], do_vmcall, &v, 1);
+		if (rc)
+			return rc;
+		snprintf(result, sizeof(result), "ok rax=0x%llx rbx=0x%llx rcx=0x%llx\n",
+			 v.rax, v.rbx, v.rcx);
+		return 0;
+	}
+	if (!strcmp(argv[0], "pfn") && argc == 2) {
+		unsigned long va = n[0];
+		unsigned long pfn;
+
+		if (is_vmalloc_or_module_addr((void *)va))
+			pfn = vmalloc_to_pfn((void *)va);
+		else if (virt_addr_valid((void *)va))
+			pfn = PHYS_PFN(__pa(va));
+		else
+			return -EINVAL;
+		snprintf(result, sizeof(result), "ok 0x%lx\n", pfn);
+		return 0;
+	}
+	if (!strcmp(argv[0], "read") && argc == 3)
+		return cmd_read_write(false, n[0], n[1], 0);
+	if (!strcmp(argv[0], "write") && argc == 4)
+		return cmd_read_write(true, n[0], n[1], n[2]);
+	return -EINVAL;
+}
+
+static ssize_t ctl_write(struct file *f, const char __user *ubuf, size_t len, loff_t *off)
+{
+	char buf[160];
+	int rc;
+
+	if (len >= sizeof(buf))
+		return -EINVAL;
+	if (copy_from_user(buf, ubuf, len))
+		return -EFAULT;
+	buf[len] = 0;
+	mutex_lock(&lock);
+	snprintf(result, sizeof(result), "err\n");
+	rc = run(buf);
+	if (rc)
+		snprintf(result, sizeof(result), "err %d\n", rc);
+	mutex_unlock(&lock);
+	return rc ? rc : len;
+}
+
+static ssize_t ctl_read(struct file *f, char __user *ubuf, size_t len, loff_t *off)
+{
+	ssize_t r;
+
+	mutex_lock(&lock);
+	r = simple_read_from_buffer(ubuf, len, off, result, strlen(result));
+	mutex_unlock(&lock);
+	return r;
+}
+
+static const struct file_operations ctl_fops = {
+	.owner = THIS_MODULE,
+	.read = ctl_read,
+	.write = ctl_write,
+};
+
+static int __init hostile_init(void)
+{
+	dir = debugfs_create_dir("pkvm_hostile", NULL);
+	debugfs_create_file("ctl", 0600, dir, NULL, &ctl_fops);
+	return 0;
+}
+
+static void __exit hostile_exit(void)
+{
+	debugfs_remove(dir);
+}
+
+module_init(hostile_init);
+module_exit(hostile_exit);
+MODULE_LICENSE("GPL");
+MODULE_DESCRIPTION("pkvm-x86 tests: the hostile host");
