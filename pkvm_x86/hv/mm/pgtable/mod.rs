@@ -1025,3 +1025,6 @@ impl<F: PteFormat, A: InputAddr> PgTable<F, A> {
 
 #[cfg(test)]
 pub(crate) mod tests;
+
+#[cfg(test)]
+mod publish_tests;
