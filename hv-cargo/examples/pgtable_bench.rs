@@ -11,6 +11,7 @@ use std::time::Instant;
 
 /// `sim.rs` names the core as `crate::hv`, as in the library.
 pub use pkvm_x86_hv::hv;
+use pkvm_x86_hv::hv::mm::addr::{Gpa, Hpa};
 use pkvm_x86_hv::hv::mm::ept::OwnerId;
 use pkvm_x86_hv::hv::mm::mem_protect::{
     host_donate_hyp, host_share_guest, host_unshare_guest, hyp_donate_host, GuestEpt, HostEpt,
@@ -38,7 +39,7 @@ struct Setup {
 fn setup() -> Setup {
     let mut mm = Arena::new(1 << 20);
     let mut host = HostEpt::new(&mut mm, 3).expect("host EPT");
-    host.map_memory(&mut mm, 0, 8 * G1, HOST_OWNED)
+    host.map_memory(&mut mm, Hpa::ZERO, 8 * G1, HOST_OWNED)
         .expect("host memory");
     let hyp = HypPgt::new(&mut mm, 2, 0xffff_8000_0000_0000).expect("hyp");
     let id = OwnerId::new(0x1000).expect("id");
@@ -94,8 +95,8 @@ fn main() {
         200_000,
         4,
         |s, i| {
-            let hpa = G1 + (i % 512) * K4;
-            let gpa = (i % 512) * K4;
+            let hpa = Hpa::new(G1 + (i % 512) * K4).expect("hpa");
+            let gpa = Gpa::new((i % 512) * K4).expect("gpa");
             host_share_guest(&mut s.host, &mut s.guest, &mut s.mm, hpa, gpa, 1, PERM_RWX)
                 .expect("share");
             host_unshare_guest(&mut s.host, &mut s.guest, &mut s.mm, hpa, gpa, 1).expect("unshare");
@@ -108,15 +109,15 @@ fn main() {
         200_000,
         4,
         |s, i| {
-            let pa = 2 * G1 + (i % 512) * K4;
+            let pa = Hpa::new(2 * G1 + (i % 512) * K4).expect("pa");
             host_donate_hyp(&mut s.host, &mut s.hyp, &mut s.mm, pa, 1).expect("donate");
             hyp_donate_host(&mut s.host, &mut s.hyp, &mut s.mm, pa, 1).expect("return");
         },
     );
 
     bench("2M aligned share + unshare", &mut s, 20_000, 4, |s, i| {
-        let hpa = 3 * G1 + (i % 64) * M2;
-        let gpa = G1 + (i % 64) * M2;
+        let hpa = Hpa::new(3 * G1 + (i % 64) * M2).expect("hpa");
+        let gpa = Gpa::new(G1 + (i % 64) * M2).expect("gpa");
         host_share_guest(
             &mut s.host,
             &mut s.guest,
@@ -136,8 +137,8 @@ fn main() {
         2_000,
         2 * 512 + 2,
         |s, i| {
-            let hpa = 3 * G1 + (i % 64) * M2;
-            let gpa = 2 * G1 + K4 + (i % 64) * M2;
+            let hpa = Hpa::new(3 * G1 + (i % 64) * M2).expect("hpa");
+            let gpa = Gpa::new(2 * G1 + K4 + (i % 64) * M2).expect("gpa");
             host_share_guest(
                 &mut s.host,
                 &mut s.guest,
@@ -154,7 +155,7 @@ fn main() {
     );
 
     bench("2M host->hyp donate + return", &mut s, 20_000, 4, |s, i| {
-        let pa = 4 * G1 + (i % 64) * M2;
+        let pa = Hpa::new(4 * G1 + (i % 64) * M2).expect("pa");
         host_donate_hyp(&mut s.host, &mut s.hyp, &mut s.mm, pa, 512).expect("donate");
         hyp_donate_host(&mut s.host, &mut s.hyp, &mut s.mm, pa, 512).expect("return");
     });
@@ -164,8 +165,8 @@ fn main() {
             &mut s.host,
             &mut s.guest,
             &mut s.mm,
-            5 * G1,
-            4 * G1,
+            Hpa::new(5 * G1).expect("hpa"),
+            Gpa::new(4 * G1).expect("gpa"),
             G1 / K4,
             PERM_RWX,
         )
@@ -174,8 +175,8 @@ fn main() {
             &mut s.host,
             &mut s.guest,
             &mut s.mm,
-            5 * G1,
-            4 * G1,
+            Hpa::new(5 * G1).expect("hpa"),
+            Gpa::new(4 * G1).expect("gpa"),
             G1 / K4,
         )
         .expect("unshare");
@@ -187,8 +188,22 @@ fn main() {
         2_000,
         2 + 2 * 512,
         |s, _| {
-            host_donate_hyp(&mut s.host, &mut s.hyp, &mut s.mm, 6 * G1, G1 / K4).expect("donate");
-            hyp_donate_host(&mut s.host, &mut s.hyp, &mut s.mm, 6 * G1, G1 / K4).expect("return");
+            host_donate_hyp(
+                &mut s.host,
+                &mut s.hyp,
+                &mut s.mm,
+                Hpa::new(6 * G1).expect("pa"),
+                G1 / K4,
+            )
+            .expect("donate");
+            hyp_donate_host(
+                &mut s.host,
+                &mut s.hyp,
+                &mut s.mm,
+                Hpa::new(6 * G1).expect("pa"),
+                G1 / K4,
+            )
+            .expect("return");
         },
     );
 
@@ -198,8 +213,8 @@ fn main() {
         100_000,
         4,
         |s, i| {
-            let hpa = 7 * G1 + 5 * M2 + (i % 512) * K4;
-            let gpa = 6 * G1 + (i % 512) * K4;
+            let hpa = Hpa::new(7 * G1 + 5 * M2 + (i % 512) * K4).expect("hpa");
+            let gpa = Gpa::new(6 * G1 + (i % 512) * K4).expect("gpa");
             host_share_guest(&mut s.host, &mut s.guest, &mut s.mm, hpa, gpa, 1, PERM_RWX)
                 .expect("share");
             host_unshare_guest(&mut s.host, &mut s.guest, &mut s.mm, hpa, gpa, 1).expect("unshare");

@@ -21,9 +21,9 @@ use core::ffi::c_void;
 use kernel::{bindings, prelude::*};
 
 use crate::host::pool::{Pool, CHUNK};
-use crate::hv::mm::ept::{index, PFN_MASK};
+use crate::hv::mm::addr::{Hpa, HypVa, Pfn};
 use crate::hv::mm::mem_protect::HypPgt;
-use crate::hv::mm::pgtable::{MmOps, PERM_R, PERM_W, PERM_X};
+use crate::hv::mm::pgtable::{HypFormat, PteFormat, PERM_R, PERM_W, PERM_X};
 use crate::hyp::mm::HypMm;
 
 /// Root mode's scratch slot; outside the linear window, the kernel image
@@ -50,25 +50,21 @@ fn map_module_region(
     while va < base + u64::from(size) {
         // SAFETY: `va` is inside a live vmalloc'ed module region.
         let pfn = unsafe { bindings::vmalloc_to_pfn(va as *const c_void) } as u64;
-        pgt.map_fixed(mm, va, pfn << 12, PAGE, perms)?;
+        let pa = Pfn::new(pfn).ok_or(EINVAL)?.hpa();
+        pgt.map_fixed(mm, HypVa::new(va).ok_or(EINVAL)?, pa, PAGE, perms)?;
         va += PAGE;
     }
     Ok(())
 }
 
-/// Direct-map address of the last-level entry mapping `va` in the table
-/// rooted at `root`, if `va` is mapped by a 4 KiB page.
-fn leaf_entry(mm: &HypMm, root: u64, va: u64) -> Option<u64> {
-    let mut table = root;
-    for level in (2..=4).rev() {
-        let e = *mm.table(table)?.get(index(va, level))?;
-        if e & 1 == 0 || e & (1 << 7) != 0 {
-            return None;
-        }
-        table = e & PFN_MASK;
+/// Direct-map address of the last-level entry mapping `va` in `pgt`, if
+/// `va` is mapped by a present 4 KiB page (found by the engine's lookup).
+fn leaf_entry(pgt: &HypPgt, mm: &mut HypMm, va: HypVa) -> Option<u64> {
+    let leaf = pgt.pgt().lookup(mm, va).ok()?;
+    if leaf.level != 1 || !HypFormat::is_present(leaf.entry) {
+        return None;
     }
-    mm.table(table)?;
-    Some(mm.va(table) + 8 * index(va, 1) as u64)
+    Some(mm.va(leaf.table.raw()) + 8 * leaf.index as u64)
 }
 
 /// Builds root mode's page table; returns it (its root goes in HOST_CR3).
@@ -82,10 +78,10 @@ fn build_inner(pool: &mut Pool, module: *mut bindings::module) -> Result<HypPgt>
     let scratch = pool.alloc(1)?;
     let mm = pool.mm();
     let mut pgt = HypPgt::new(mm, 3, mm.va(0))?;
-    let mut chunks = [0u64; crate::hyp::mm::MAX_CHUNKS];
+    let mut chunks = [Hpa::ZERO; crate::hyp::mm::MAX_CHUNKS];
     let n = mm.chunks().len();
     for (dst, c) in chunks.iter_mut().zip(mm.chunks()) {
-        *dst = c.pa;
+        *dst = Hpa::new(c.pa).ok_or(EINVAL)?;
     }
     for &pa in chunks.iter().take(n) {
         pgt.map_owned(mm, pa, CHUNK as u64)?;
@@ -111,8 +107,10 @@ fn build_inner(pool: &mut Pool, module: *mut bindings::module) -> Result<HypPgt>
         bindings::mod_mem_type_MOD_RO_AFTER_INIT,
         PERM_R,
     )?;
-    pgt.map_fixed(mm, SCRATCH_VA, scratch.pa, PAGE, PERM_R | PERM_W)?;
-    let pte = leaf_entry(mm, pgt.pgt().root(), SCRATCH_VA).ok_or(EINVAL)?;
+    let scratch_va = HypVa::new(SCRATCH_VA).ok_or(EINVAL)?;
+    let scratch_pa = Hpa::new(scratch.pa).ok_or(EINVAL)?;
+    pgt.map_fixed(mm, scratch_va, scratch_pa, PAGE, PERM_R | PERM_W)?;
+    let pte = leaf_entry(&pgt, mm, scratch_va).ok_or(EINVAL)?;
     // SAFETY: `pte` is the pool entry that alone maps SCRATCH_VA, for as
     // long as the table lives.
     unsafe { mm.set_scratch(SCRATCH_VA, pte) };

@@ -296,9 +296,9 @@ impl Hypervisor {
         debug: bool,
     ) -> Result<(Shared, *mut HypGlobal)> {
         let ept = crate::host::host_ept::build(pool.mm(), module)?;
-        let eptp = Eptp::new_4level(ept.pgt().root(), false).0;
+        let eptp = Eptp::new_4level(ept.pgt().root().raw(), false).0;
         let hyp_pgt = crate::host::hyp_pgt::build(pool, module)?;
-        let host_cr3 = hyp_pgt.pgt().root();
+        let host_cr3 = hyp_pgt.pgt().root().raw();
         let mm: *mut HypMm = pool.mm();
         let global_pages = core::mem::size_of::<HypGlobal>().div_ceil(4096);
         let g = pool.alloc(global_pages)?;

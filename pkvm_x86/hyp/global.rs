@@ -21,7 +21,7 @@ use crate::arch::vmx;
 use crate::hv::error::Error;
 use crate::hv::hypercall::{self, errno, nr, pfn_to_pa};
 use crate::hv::mm::invariants::{self, Claim};
-use crate::hv::mm::mem_protect::{self as mp, HostEpt, HypPgt, VmKind};
+use crate::hv::mm::mem_protect::{self as mp, Gpa, HostEpt, Hpa, HypPgt, VmKind};
 use crate::hv::mm::pgtable::PERM_RWX;
 use crate::hv::mm::vm_table::VmTable;
 
@@ -186,7 +186,8 @@ impl HypGlobal {
             nr_pinned,
             ..
         } = self;
-        let pa = |pfn| pfn_to_pa(pfn);
+        let pa = |pfn| pfn_to_pa(pfn).and_then(Hpa::new);
+        let gpa_of = |gfn| pfn_to_pa(gfn).and_then(Gpa::new);
         match call {
             nr::HOST_DONATE_HYP
             | nr::HYP_DONATE_HOST
@@ -230,7 +231,7 @@ impl HypGlobal {
                 HcResult::from(vms.teardown(host, hyp, mm, h), true)
             }
             nr::HOST_SHARE_GUEST | nr::HOST_UNSHARE_GUEST | nr::HOST_DONATE_GUEST => {
-                let (Ok(h), Some(hpa), Some(gpa)) = (u32::try_from(a[0]), pa(a[1]), pa(a[2]))
+                let (Ok(h), Some(hpa), Some(gpa)) = (u32::try_from(a[0]), pa(a[1]), gpa_of(a[2]))
                 else {
                     return einval();
                 };
@@ -249,7 +250,7 @@ impl HypGlobal {
                 HcResult::from(r, true)
             }
             nr::DEBUG_GUEST_SHARE_HOST | nr::DEBUG_GUEST_UNSHARE_HOST => {
-                let (Ok(h), Some(gpa)) = (u32::try_from(a[0]), pa(a[1])) else {
+                let (Ok(h), Some(gpa)) = (u32::try_from(a[0]), gpa_of(a[1])) else {
                     return einval();
                 };
                 let vm = match vms.get_mut(h) {
@@ -264,7 +265,10 @@ impl HypGlobal {
                 };
                 HcResult::from(r, true)
             }
-            nr::DEBUG_HOST_EPT_LOOKUP => match host.pgt().lookup(mm, a[0]) {
+            nr::DEBUG_HOST_EPT_LOOKUP => match Hpa::new(a[0])
+                .ok_or(crate::hv::error::Error::Inval)
+                .and_then(|p| host.pgt().lookup(mm, p))
+            {
                 Ok(leaf) => HcResult {
                     rbx: Some(u64::from(leaf.level)),
                     ..HcResult::val(leaf.entry)

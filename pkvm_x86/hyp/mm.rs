@@ -12,8 +12,29 @@
 //! Single pages come from a free list, then from a bump pointer; runs of
 //! contiguous pages (stacks) only from the bump pointer.  Every page has a
 //! 16-bit use count for table pages.
+//!
+//! It also implements the engine's TLB-invalidation hook
+//! ([`MmOps::invalidate`]) for this CPU: INVEPT single-context for an EPT,
+//! INVLPG (or a CR3 reload for large ranges) for the hypervisor's own
+//! table.  Before launch (no table is in use by any CPU yet) the hook does
+//! nothing.  The cross-CPU shootdown (issue 8) is to extend it.
 
-use crate::hv::mm::pgtable::{MmOps, Table};
+use core::sync::atomic::AtomicU64;
+
+use crate::hv::mm::addr::{Hpa, HypVa, TableKind};
+use crate::hv::mm::ept::Eptp;
+use crate::hv::mm::pgtable::{store, Attrs, HypFormat, MmOps, PteFormat, Table, PERM_R, PERM_W};
+
+/// Attributes of the scratch slot while it maps a page: read-write, not
+/// executable, the same as `hyp_pgt` gives it when it is set up.
+const SCRATCH_ATTRS: Attrs = Attrs::wb(
+    PERM_R | PERM_W,
+    crate::hv::mm::ept::PageState::SharedBorrowed,
+);
+
+/// Above this many bytes the hypervisor-table invalidation reloads CR3
+/// instead of one INVLPG per 4 KiB page.
+const INVLPG_MAX: u64 = 2 << 20;
 
 /// Most chunks a pool can have (2 MiB each: 1 GiB).
 pub const MAX_CHUNKS: usize = 512;
@@ -49,6 +70,8 @@ pub struct HypMm {
     /// Root mode's window on any other page: a virtual address whose
     /// last-level entry `scratch_pte` (itself in the pool) is pointed at a
     /// page for the time of one access, then back at `scratch_idle`.
+    /// Non-zero also means the tables are live (root mode from now on):
+    /// `invalidate` flushes only then.
     scratch_va: u64,
     scratch_pte: u64,
     scratch_idle: u64,
@@ -104,7 +127,8 @@ impl HypMm {
     /// hypervisor's lifetime; `va` must be mapped only through it.
     pub unsafe fn set_scratch(&mut self, va: u64, pte: u64) {
         // SAFETY: guaranteed by the caller.
-        self.scratch_idle = unsafe { *(pte as *const u64) };
+        self.scratch_idle =
+            unsafe { (*(pte as *const AtomicU64)).load(core::sync::atomic::Ordering::Relaxed) };
         self.scratch_va = va;
         self.scratch_pte = pte;
     }
@@ -175,90 +199,135 @@ impl HypMm {
     }
 }
 
+impl HypMm {
+    /// The scratch slot's entry, written only through [`store`].
+    fn scratch_slot(&self) -> &AtomicU64 {
+        // SAFETY: `set_scratch`'s contract: `scratch_pte` is an 8-byte
+        // aligned entry in a pool page that lives as long as the allocator;
+        // entries are only accessed atomically.
+        unsafe { &*(self.scratch_pte as *const AtomicU64) }
+    }
+}
+
 impl MmOps for HypMm {
-    fn zalloc_page(&mut self) -> Option<u64> {
-        if self.free_head == 0 {
-            return self.alloc_contig(1);
-        }
-        let pa = self.free_head;
-        // SAFETY: a free page stores the next free page's address in its
-        // first word; it is a pool page no one else holds.
-        unsafe {
-            let p = self.va(pa) as *mut u64;
-            self.free_head = *p;
-            core::ptr::write_bytes(p.cast::<u8>(), 0, PAGE as usize);
-        }
-        if let Some(c) = self.count(pa) {
-            // SAFETY: `c` points into the count array.
-            unsafe { *c = 0 };
-        }
-        self.used += 1;
-        Some(pa)
+    fn zalloc_page(&mut self) -> Option<Hpa> {
+        let pa = if self.free_head == 0 {
+            self.alloc_contig(1)?
+        } else {
+            let pa = self.free_head;
+            // SAFETY: a free page stores the next free page's address in its
+            // first word; it is a pool page no one else holds.
+            unsafe {
+                let p = self.va(pa) as *mut u64;
+                self.free_head = *p;
+                core::ptr::write_bytes(p.cast::<u8>(), 0, PAGE as usize);
+            }
+            if let Some(c) = self.count(pa) {
+                // SAFETY: `c` points into the count array.
+                unsafe { *c = 0 };
+            }
+            self.used += 1;
+            pa
+        };
+        Hpa::new(pa)
     }
 
-    fn free_page(&mut self, pa: u64) {
+    fn free_page(&mut self, pa: Hpa) {
+        let pa = pa.raw();
         if self.index(pa).is_none() {
             return;
         }
-        // SAFETY: the caller gives back a page it owned; it becomes a free
-        // list node.
+        // SAFETY: the caller gives back a page it owned (a table page is
+        // unlinked and invalidated first); it becomes a free list node.
         unsafe { *(self.va(pa) as *mut u64) = self.free_head };
         self.free_head = pa;
         self.used = self.used.saturating_sub(1);
     }
 
-    fn table(&self, pa: u64) -> Option<&Table> {
+    fn table(&self, pa: Hpa) -> Option<&Table> {
+        let pa = pa.raw();
         self.index(pa)?;
-        // SAFETY: pool pages are mapped and 4 KiB; table pages are only
-        // written through `table_mut` by the holder of `&mut self`.
+        // SAFETY: pool pages are mapped, 4 KiB and 8-byte aligned; table
+        // entries are only accessed atomically (written through `store` by
+        // the holder of `&mut self`, read by the CPU's page walks).
         Some(unsafe { &*(self.va(pa) as *const Table) })
     }
 
-    fn table_mut(&mut self, pa: u64) -> Option<&mut Table> {
-        self.index(pa)?;
-        // SAFETY: as above, with exclusive access through `&mut self`.
-        Some(unsafe { &mut *(self.va(pa) as *mut Table) })
-    }
-
-    fn get_page(&mut self, pa: u64) {
-        if let Some(c) = self.count(pa) {
+    fn get_page(&mut self, pa: Hpa) {
+        if let Some(c) = self.count(pa.raw()) {
             // SAFETY: `c` points into the count array.
             unsafe { *c = (*c).saturating_add(1) };
         }
     }
 
-    fn put_page(&mut self, pa: u64) {
-        if let Some(c) = self.count(pa) {
+    fn put_page(&mut self, pa: Hpa) {
+        if let Some(c) = self.count(pa.raw()) {
             // SAFETY: `c` points into the count array.
             unsafe { *c = (*c).saturating_sub(1) };
         }
     }
 
-    fn page_count(&self, pa: u64) -> u32 {
+    fn page_count(&self, pa: Hpa) -> u32 {
         // SAFETY: `c` points into the count array.
-        self.count(pa).map_or(0, |c| u32::from(unsafe { *c }))
+        self.count(pa.raw()).map_or(0, |c| u32::from(unsafe { *c }))
     }
 
-    fn zero_page(&mut self, pa: u64) {
+    fn zero_page(&mut self, pa: Hpa) {
         if self.scratch_va == 0 {
             // Host side, before launch: the direct map covers everything.
             // SAFETY: a data page the page-state code is handing back.
-            unsafe { core::ptr::write_bytes(self.va(pa) as *mut u8, 0, PAGE as usize) };
+            unsafe { core::ptr::write_bytes(self.va(pa.raw()) as *mut u8, 0, PAGE as usize) };
             return;
         }
         // Root mode: only the pool is in the linear map; reach the page
-        // through the scratch slot (present, writable, not executable).
-        const P_RW_NX: u64 = 1 | 2 | (1 << 63);
-        let pte = self.scratch_pte as *mut u64;
+        // through the scratch slot, break-before-make both ways (the slot
+        // is not present while the CPU may still hold the old translation).
+        let slot = self.scratch_slot();
+        let map = HypFormat::leaf(pa.page_down(), SCRATCH_ATTRS, 1);
+        store(slot, 0);
         // SAFETY: `set_scratch`'s contract: the entry maps `scratch_va`
         // only; callers hold the hypervisor lock, so no other CPU uses the
         // slot; the page is one the page-state code is handing back.
         unsafe {
-            pte.write_volatile((pa & crate::hv::mm::ept::PFN_MASK) | P_RW_NX);
             crate::arch::cpu::invlpg(self.scratch_va);
+            store(slot, map);
             core::ptr::write_bytes(self.scratch_va as *mut u8, 0, PAGE as usize);
-            pte.write_volatile(self.scratch_idle);
+            store(slot, 0);
             crate::arch::cpu::invlpg(self.scratch_va);
+            store(slot, self.scratch_idle);
+        }
+    }
+
+    fn invalidate(&mut self, kind: TableKind, root: Hpa, addr: u64, size: u64) {
+        if self.scratch_va == 0 {
+            // Before launch: no CPU uses these tables yet.
+            return;
+        }
+        match kind {
+            TableKind::HostEpt | TableKind::GuestEpt => {
+                // Same EPTP as the one the host runs on (hypervisor.rs).
+                let eptp = Eptp::new_4level(root.raw(), false).0;
+                // SAFETY: root mode; INVEPT single-context is a required
+                // feature.  A failure leaves stale entries only for an EPTP
+                // no CPU uses.
+                let _ = unsafe {
+                    crate::arch::vmx::invept(crate::arch::vmx::InveptType::SingleContext, eptp)
+                };
+            }
+            TableKind::Hyp if size > INVLPG_MAX => {
+                // SAFETY: reloading CR3 with its own value only flushes
+                // this CPU's non-global translations.
+                unsafe { crate::arch::cpu::write_cr3(crate::arch::cpu::read_cr3()) };
+            }
+            TableKind::Hyp => {
+                let mut off = 0;
+                while off < size {
+                    let va = HypVa::from_low_bits(addr.wrapping_add(off));
+                    // SAFETY: INVLPG only drops translations.
+                    unsafe { crate::arch::cpu::invlpg(va.raw()) };
+                    off += PAGE;
+                }
+            }
         }
     }
 }

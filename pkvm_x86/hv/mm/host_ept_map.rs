@@ -29,6 +29,7 @@
 //!   uncached, the type that is never wrong for MMIO.
 
 use crate::hv::error::{Error, Result};
+use crate::hv::mm::addr::Hpa;
 use crate::hv::mm::ept::{MemType, PageState, PAGE_SIZE};
 use crate::hv::mm::mem_protect::HostEpt;
 use crate::hv::mm::mtrr::Mtrrs;
@@ -153,7 +154,8 @@ pub fn map_typed<M: MmOps, T: MemTypes>(
             memtype,
             state: PageState::Owned,
         };
-        ept.map_memory(mm, run_start, a - run_start, attrs)?;
+        let pa = Hpa::new(run_start).ok_or(Error::Inval)?;
+        ept.map_memory(mm, pa, a - run_start, attrs)?;
     }
     Ok(())
 }
@@ -212,6 +214,7 @@ mod tests {
     use std::vec::Vec;
 
     use super::*;
+    use crate::hv::mm::addr::lit;
     use crate::hv::mm::ept::OwnerId;
     use crate::hv::mm::mtrr::{
         RawMtrrs, VarMtrrPair, DEF_TYPE_E, DEF_TYPE_FE, MTRRCAP_FIX, MTRRCAP_WC, PHYSMASK_VALID,
@@ -394,9 +397,14 @@ mod tests {
     fn leaves(ept: &HostEpt, mm: &mut Arena) -> Vec<Lf> {
         let mut out = Vec::new();
         ept.pgt()
-            .for_each_leaf(mm, 0, ADDR_LIMIT, |_, ctx, e| {
+            .for_each_leaf(mm, lit::hpa(0), ADDR_LIMIT, |_, ctx, e| {
                 if EptFormat::is_present(e) {
-                    assert_eq!(EptFormat::addr(e), ctx.addr, "identity at {:#x}", ctx.addr);
+                    assert_eq!(
+                        EptFormat::addr(e),
+                        lit::hpa(ctx.addr),
+                        "identity at {:#x}",
+                        ctx.addr
+                    );
                     let a = EptFormat::attrs(e);
                     assert_eq!(a.state, PageState::Owned, "state at {:#x}", ctx.addr);
                     out.push(Lf {
@@ -441,7 +449,7 @@ mod tests {
     }
 
     fn lookup(ept: &HostEpt, mm: &mut Arena, pa: u64) -> (u64, u32) {
-        let l = ept.pgt().lookup(mm, pa).unwrap();
+        let l = ept.pgt().lookup(mm, lit::hpa(pa)).unwrap();
         (l.entry, l.level)
     }
 

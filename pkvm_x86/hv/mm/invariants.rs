@@ -27,6 +27,7 @@
 //! is reported as [`ViolationKind::ScratchFull`].  Meant for tests and for a
 //! debug hypercall, not for hot paths.
 
+use crate::hv::mm::addr::{Hpa, InputAddr};
 use crate::hv::mm::ept::{OwnerId, PageState};
 use crate::hv::mm::mem_protect::{GuestEpt, HostEpt, HypPgt, VmKind};
 use crate::hv::mm::pgtable::{EptFormat, MmOps, PgTable, PteFormat, ADDR_LIMIT};
@@ -82,7 +83,9 @@ pub struct Violation {
     pub kind: ViolationKind,
     /// In which table.
     pub party: Party,
-    /// The address (in that table's address space) where it was found.
+    /// The address where it was found, as a number: in the table's own
+    /// input space (`Hpa` for the host EPT, `Gpa` for a guest, the 48-bit
+    /// `HypVa` bits for the hypervisor), or an `Hpa` for table pages.
     pub addr: u64,
 }
 
@@ -90,7 +93,7 @@ pub struct Violation {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Claim {
     /// First host-physical address.
-    pub hpa: u64,
+    pub hpa: Hpa,
     /// Length in bytes.
     pub len: u64,
     /// Who maps it.
@@ -111,7 +114,7 @@ struct Claims<'s> {
 impl Claims<'_> {
     fn push(&mut self, c: Claim) -> Check {
         if let Some(last) = self.n.checked_sub(1).and_then(|i| self.buf.get_mut(i)) {
-            if last.party == c.party && last.hpa + last.len == c.hpa {
+            if last.party == c.party && last.hpa.raw() + last.len == c.hpa.raw() {
                 last.len += c.len;
                 return Ok(());
             }
@@ -119,7 +122,7 @@ impl Claims<'_> {
         let slot = self.buf.get_mut(self.n).ok_or(violation(
             ViolationKind::ScratchFull,
             c.party,
-            c.hpa,
+            c.hpa.raw(),
         ))?;
         *slot = c;
         self.n += 1;
@@ -144,7 +147,7 @@ fn host_is<M: MmOps>(
     host: &HostEpt,
     mm: &mut M,
     party: Party,
-    hpa: u64,
+    hpa: Hpa,
     len: u64,
     ok: impl Fn(u64) -> bool,
 ) -> Check {
@@ -158,7 +161,11 @@ fn host_is<M: MmOps>(
         })
         .map_err(walk_err(party))?;
     match bad {
-        Some(_) => Err(violation(ViolationKind::NoHostCounterpart, party, hpa)),
+        Some(_) => Err(violation(
+            ViolationKind::NoHostCounterpart,
+            party,
+            hpa.raw(),
+        )),
         None => Ok(()),
     }
 }
@@ -169,8 +176,8 @@ fn present_in<F: PteFormat>(e: u64, s: PageState) -> bool {
 
 /// Every table page of `t` (root included) must be a zero (= `HYP`-owned)
 /// entry of the host EPT.
-fn tables_owned_by_hyp<F: PteFormat, M: MmOps>(
-    t: &PgTable<F>,
+fn tables_owned_by_hyp<F: PteFormat, A: InputAddr, M: MmOps>(
+    t: &PgTable<F, A>,
     host: &HostEpt,
     mm: &mut M,
     party: Party,
@@ -180,7 +187,7 @@ fn tables_owned_by_hyp<F: PteFormat, M: MmOps>(
     if root.entry != 0 {
         bad = Some(t.root());
     }
-    t.for_each_table(mm, 0, ADDR_LIMIT, |mm, _, e| {
+    t.for_each_table(mm, A::from_table_bits(0), ADDR_LIMIT, |mm, _, e| {
         let pa = F::addr(e);
         if bad.is_none() && host.pgt().lookup(mm, pa)?.entry != 0 {
             bad = Some(pa);
@@ -189,21 +196,22 @@ fn tables_owned_by_hyp<F: PteFormat, M: MmOps>(
     })
     .map_err(walk_err(party))?;
     match bad {
-        Some(pa) => Err(violation(ViolationKind::TableNotHypOwned, party, pa)),
+        Some(pa) => Err(violation(ViolationKind::TableNotHypOwned, party, pa.raw())),
         None => Ok(()),
     }
 }
 
-/// Calls `f(mm, address, host-physical address, length, state)` for every
-/// present leaf of `t` in `[addr, addr + size)`; a non-zero entry that is
-/// not present is a stray-entry violation.  Returns the first violation.
-fn each_mapping<F: PteFormat, M: MmOps>(
-    t: &PgTable<F>,
+/// Calls `f(mm, address (table bits), host-physical address, length,
+/// state)` for every present leaf of `t` in `[addr, addr + size)`; a
+/// non-zero entry that is not present is a stray-entry violation.  Returns
+/// the first violation.
+fn each_mapping<F: PteFormat, A: InputAddr, M: MmOps>(
+    t: &PgTable<F, A>,
     mm: &mut M,
-    addr: u64,
+    addr: A,
     size: u64,
     party: Party,
-    mut f: impl FnMut(&mut M, u64, u64, u64, PageState) -> Check,
+    mut f: impl FnMut(&mut M, u64, Hpa, u64, PageState) -> Check,
 ) -> Check {
     let mut bad: Option<Violation> = None;
     t.for_each_leaf(mm, addr, size, |mm, ctx, e| {
@@ -215,7 +223,7 @@ fn each_mapping<F: PteFormat, M: MmOps>(
             f(
                 mm,
                 lo,
-                F::addr(e) + (lo - ctx.addr),
+                F::addr(e).wrapping_add(lo - ctx.addr),
                 ctx.hi() - lo,
                 F::state(e),
             )
@@ -248,12 +256,12 @@ where
     // 1. The host EPT on its own.
     let mut bad = None;
     host.pgt()
-        .for_each_leaf(mm, 0, ADDR_LIMIT, |_, ctx, e| {
+        .for_each_leaf(mm, Hpa::ZERO, ADDR_LIMIT, |_, ctx, e| {
             if bad.is_some() || e == 0 {
                 return Ok(());
             }
             let kind = if EptFormat::is_present(e) {
-                if EptFormat::addr(e) != ctx.addr {
+                if EptFormat::addr(e) != Hpa::from_table_bits(ctx.addr) {
                     Some(ViolationKind::HostNotIdentity)
                 } else if EptFormat::state(e) == PageState::NoPage {
                     Some(ViolationKind::PresentNoPage)
@@ -284,7 +292,7 @@ where
         each_mapping(
             g.pgt(),
             mm,
-            0,
+            InputAddr::from_table_bits(0),
             ADDR_LIMIT,
             party,
             |mm, lo, hpa, len, state| {
@@ -323,7 +331,7 @@ where
         win_len,
         party,
         |mm, lo, hpa, len, state| match hyp.va(hpa, len) {
-            Ok(va) if va == lo => match state {
+            Ok(va) if va.table_bits() == lo => match state {
                 PageState::Owned => host_is(host, mm, party, hpa, len, |h| h == 0),
                 PageState::SharedBorrowed => host_is(host, mm, party, hpa, len, |h| {
                     present_in::<EptFormat>(h, PageState::SharedOwned)
@@ -340,8 +348,8 @@ where
     let sorted = claims.sorted();
     for w in sorted.windows(2) {
         if let [a, b] = w {
-            if a.hpa + a.len > b.hpa {
-                return Err(violation(ViolationKind::DoubleClaim, b.party, b.hpa));
+            if a.hpa.raw() + a.len > b.hpa.raw() {
+                return Err(violation(ViolationKind::DoubleClaim, b.party, b.hpa.raw()));
             }
         }
     }
@@ -350,7 +358,7 @@ where
     //    its counterpart claim.
     let mut bad = None;
     host.pgt()
-        .for_each_leaf(mm, 0, ADDR_LIMIT, |_, ctx, e| {
+        .for_each_leaf(mm, Hpa::ZERO, ADDR_LIMIT, |_, ctx, e| {
             let needs_claim = if EptFormat::is_present(e) {
                 EptFormat::state(e) != PageState::Owned
             } else {
@@ -362,14 +370,14 @@ where
             let (lo, hi) = (ctx.lo(), ctx.hi());
             let first = sorted
                 .iter()
-                .position(|c| c.hpa + c.len > lo)
+                .position(|c| c.hpa.raw() + c.len > lo)
                 .unwrap_or(sorted.len());
             let mut covered = lo;
             for c in sorted.get(first..).unwrap_or_default() {
-                if c.hpa > covered || covered >= hi {
+                if c.hpa.raw() > covered || covered >= hi {
                     break;
                 }
-                covered = c.hpa + c.len;
+                covered = c.hpa.raw() + c.len;
             }
             if covered < hi {
                 bad = Some(violation(ViolationKind::NoBorrower, Party::Host, covered));

@@ -5,6 +5,7 @@
 use std::vec::Vec;
 
 use super::*;
+use crate::hv::mm::addr::lit;
 use crate::hv::mm::mem_protect::tests::{Op, World, G1, K4, M2};
 use crate::hv::mm::mem_protect::{VmKind, HOST_OWNED};
 use crate::hv::mm::pgtable::{Attrs, Fill, PERM_RWX};
@@ -54,13 +55,13 @@ fn host_mapping_a_guest_page_is_caught() {
     w.run(Op::DonateGuest(a, P, 0, 1)).unwrap();
     w.host
         .pgt_mut()
-        .map(&mut w.mm, P, K4, P, HOST_OWNED)
+        .map(&mut w.mm, lit::hpa(P), K4, lit::hpa(P), HOST_OWNED)
         .unwrap();
     let v = expect(&mut w, ViolationKind::NoHostCounterpart);
     assert_eq!(v.party, Party::Guest(owner(a)));
     w.host
         .pgt_mut()
-        .annotate(&mut w.mm, P, K4, owner(a))
+        .annotate(&mut w.mm, lit::hpa(P), K4, owner(a))
         .unwrap();
     w.destroy();
 }
@@ -71,11 +72,12 @@ fn guest_mapping_a_hyp_page_is_caught() {
     w.run(Op::DonateHyp(P, 1)).unwrap();
     let attrs = Attrs::wb(PERM_RWX, PageState::SharedBorrowed);
     let g = w.vms.get_mut(n).unwrap().guest_mut().pgt_mut();
-    g.map(&mut w.mm, 0, K4, P, attrs).unwrap();
+    g.map(&mut w.mm, lit::gpa(0), K4, lit::hpa(P), attrs)
+        .unwrap();
     let v = expect(&mut w, ViolationKind::NoHostCounterpart);
     assert_eq!((v.party, v.addr), (Party::Guest(owner(n)), 0));
     let g = w.vms.get_mut(n).unwrap().guest_mut().pgt_mut();
-    g.unmap(&mut w.mm, 0, K4).unwrap();
+    g.unmap(&mut w.mm, lit::gpa(0), K4).unwrap();
     w.destroy();
 }
 
@@ -84,22 +86,23 @@ fn shared_without_borrower_and_double_borrow_are_caught() {
     let (mut w, n, _) = world();
     w.host
         .pgt_mut()
-        .set_state(&mut w.mm, P, K4, PageState::SharedOwned)
+        .set_state(&mut w.mm, lit::hpa(P), K4, PageState::SharedOwned)
         .unwrap();
     let v = expect(&mut w, ViolationKind::NoBorrower);
     assert_eq!(v.addr, P);
     w.host
         .pgt_mut()
-        .set_state(&mut w.mm, P, K4, PageState::Owned)
+        .set_state(&mut w.mm, lit::hpa(P), K4, PageState::Owned)
         .unwrap();
     // The same host page borrowed twice by one guest.
     w.run(Op::ShareGuest(n, P, 0, 1)).unwrap();
     let attrs = Attrs::wb(PERM_RWX, PageState::SharedBorrowed);
     let g = w.vms.get_mut(n).unwrap().guest_mut().pgt_mut();
-    g.map(&mut w.mm, 9 * K4, K4, P, attrs).unwrap();
+    g.map(&mut w.mm, lit::gpa(9 * K4), K4, lit::hpa(P), attrs)
+        .unwrap();
     expect(&mut w, ViolationKind::DoubleClaim);
     let g = w.vms.get_mut(n).unwrap().guest_mut().pgt_mut();
-    g.unmap(&mut w.mm, 9 * K4, K4).unwrap();
+    g.unmap(&mut w.mm, lit::gpa(9 * K4), K4).unwrap();
     assert_eq!(run_check(&mut w, 1024), Ok(()));
     w.destroy();
 }
@@ -109,42 +112,44 @@ fn host_table_damage_is_caught() {
     let (mut w, n, _) = world();
     // Not an identity mapping.
     let h = w.host.pgt_mut();
-    h.map(&mut w.mm, P, K4, P + K4, HOST_OWNED).unwrap();
+    h.map(&mut w.mm, lit::hpa(P), K4, lit::hpa(P + K4), HOST_OWNED)
+        .unwrap();
     expect(&mut w, ViolationKind::HostNotIdentity);
     w.host
         .pgt_mut()
-        .map(&mut w.mm, P, K4, P, HOST_OWNED)
+        .map(&mut w.mm, lit::hpa(P), K4, lit::hpa(P), HOST_OWNED)
         .unwrap();
     // Present but NOPAGE.
     w.host
         .pgt_mut()
-        .set_state(&mut w.mm, P, K4, PageState::NoPage)
+        .set_state(&mut w.mm, lit::hpa(P), K4, PageState::NoPage)
         .unwrap();
     expect(&mut w, ViolationKind::PresentNoPage);
     w.host
         .pgt_mut()
-        .set_state(&mut w.mm, P, K4, PageState::Owned)
+        .set_state(&mut w.mm, lit::hpa(P), K4, PageState::Owned)
         .unwrap();
     // An owner that does not exist.
     w.host
         .pgt_mut()
-        .annotate(&mut w.mm, P, K4, owner(0x7777))
+        .annotate(&mut w.mm, lit::hpa(P), K4, owner(0x7777))
         .unwrap();
     expect(&mut w, ViolationKind::BadAnnotation);
     // A normal VM owning a page.
     w.host
         .pgt_mut()
-        .annotate(&mut w.mm, P, K4, owner(n))
+        .annotate(&mut w.mm, lit::hpa(P), K4, owner(n))
         .unwrap();
     let attrs = Attrs::wb(PERM_RWX, PageState::Owned);
     let g = w.vms.get_mut(n).unwrap().guest_mut().pgt_mut();
-    g.map(&mut w.mm, 0, K4, P, attrs).unwrap();
+    g.map(&mut w.mm, lit::gpa(0), K4, lit::hpa(P), attrs)
+        .unwrap();
     expect(&mut w, ViolationKind::WrongKind);
     let g = w.vms.get_mut(n).unwrap().guest_mut().pgt_mut();
-    g.unmap(&mut w.mm, 0, K4).unwrap();
+    g.unmap(&mut w.mm, lit::gpa(0), K4).unwrap();
     w.host
         .pgt_mut()
-        .map(&mut w.mm, P, K4, P, HOST_OWNED)
+        .map(&mut w.mm, lit::hpa(P), K4, lit::hpa(P), HOST_OWNED)
         .unwrap();
     assert_eq!(run_check(&mut w, 1024), Ok(()));
     // Table pages given to the host.
@@ -152,16 +157,19 @@ fn host_table_damage_is_caught() {
         .pgt_mut()
         .set(
             &mut w.mm,
-            ARENA_BASE,
+            lit::hpa(ARENA_BASE),
             G1,
             Fill::Map {
-                pa: ARENA_BASE,
+                pa: lit::hpa(ARENA_BASE),
                 attrs: HOST_OWNED,
             },
         )
         .unwrap();
     expect(&mut w, ViolationKind::TableNotHypOwned);
-    w.host.pgt_mut().unmap(&mut w.mm, ARENA_BASE, G1).unwrap();
+    w.host
+        .pgt_mut()
+        .unmap(&mut w.mm, lit::hpa(ARENA_BASE), G1)
+        .unwrap();
     w.destroy();
 }
 

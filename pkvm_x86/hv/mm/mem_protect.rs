@@ -18,6 +18,11 @@
 //! * [`GuestEpt`]: a guest's shadow EPT, mapping guest gpa to hpa.  Guests
 //!   never carry owner annotations: a non-present guest entry is zero.
 //!
+//! Addresses are typed (`hv::mm::addr`): the host EPT's input and every
+//! table's output are [`Hpa`]s, a shadow EPT's input a [`Gpa`], the
+//! hypervisor table's input a [`HypVa`].  The only way from a `Gpa` to an
+//! `Hpa` is a walk of the guest's table ([`guest_runs`]).
+//!
 //! # Transitions
 //!
 //! Each transition is a *check* that reads the tables and returns a
@@ -59,6 +64,7 @@
 //! The table-page allocator behind [`MmOps`] has its own lock, innermost.
 
 pub use crate::hv::error::{Error, Result};
+pub use crate::hv::mm::addr::{Gpa, Hpa, HypVa, InputAddr};
 use crate::hv::mm::ept::{OwnerId, PageState, PAGE_SIZE};
 use crate::hv::mm::pgtable::{
     check_range, Attrs, EptFormat, Fill, HypFormat, MmOps, PageCache, PgTable, PteFormat, WalkCtx,
@@ -77,7 +83,7 @@ pub const HYP_BORROWED: Attrs = Attrs::wb(PERM_R | PERM_W, PageState::SharedBorr
 /// The host's identity-mapped EPT, the ownership map of all memory.
 #[derive(Debug)]
 pub struct HostEpt {
-    pgt: PgTable<EptFormat>,
+    pgt: PgTable<EptFormat, Hpa>,
     internal_errors: u64,
 }
 
@@ -92,7 +98,7 @@ impl HostEpt {
     }
 
     /// The underlying table (root for the EPT pointer, walks, statistics).
-    pub const fn pgt(&self) -> &PgTable<EptFormat> {
+    pub const fn pgt(&self) -> &PgTable<EptFormat, Hpa> {
         &self.pgt
     }
 
@@ -100,8 +106,8 @@ impl HostEpt {
     /// memory type `attrs.memtype` and permissions `attrs.perms` (boot-time
     /// set-up of RAM and MMIO).  Only ranges the hypervisor owns (zero
     /// entries) can be given; anything else is [`Error::Perm`].
-    pub fn map_memory<M: MmOps>(&mut self, mm: &mut M, pa: u64, size: u64, attrs: Attrs) -> Result {
-        check_range(pa, size)?;
+    pub fn map_memory<M: MmOps>(&mut self, mm: &mut M, pa: Hpa, size: u64, attrs: Attrs) -> Result {
+        check_range(pa.raw(), size)?;
         all_leaves(&self.pgt, mm, pa, size, |_, e| e == 0)?;
         let attrs = Attrs {
             state: PageState::Owned,
@@ -112,7 +118,7 @@ impl HostEpt {
 
     /// Raw mutable access, for tests that corrupt the table on purpose.
     #[cfg(test)]
-    pub(crate) fn pgt_mut(&mut self) -> &mut PgTable<EptFormat> {
+    pub(crate) fn pgt_mut(&mut self) -> &mut PgTable<EptFormat, Hpa> {
         &mut self.pgt
     }
 
@@ -138,7 +144,7 @@ pub const LINEAR_WINDOW: u64 = 1 << 46;
 /// (code, read-only data, a scratch slot) that carry no ownership.
 #[derive(Debug)]
 pub struct HypPgt {
-    pgt: PgTable<HypFormat>,
+    pgt: PgTable<HypFormat, HypVa>,
     va_offset: u64,
 }
 
@@ -154,30 +160,32 @@ impl HypPgt {
     }
 
     /// The underlying table (root for CR3, walks, statistics).
-    pub const fn pgt(&self) -> &PgTable<HypFormat> {
+    pub const fn pgt(&self) -> &PgTable<HypFormat, HypVa> {
         &self.pgt
     }
 
-    /// The 48-bit table address of `[pa, pa + size)`, or `Inval` if the
-    /// range would wrap around the top of the 48-bit space.
-    pub fn va(&self, pa: u64, size: u64) -> Result<u64> {
-        let va = pa.wrapping_add(self.va_offset) & (ADDR_LIMIT - 1);
+    /// The linear address of `[pa, pa + size)`, or `Inval` if the range
+    /// would wrap around the top of the 48-bit space.
+    pub fn va(&self, pa: Hpa, size: u64) -> Result<HypVa> {
+        let va = pa.raw().wrapping_add(self.va_offset) & (ADDR_LIMIT - 1);
         check_range(va, size)?;
-        Ok(va)
+        Ok(HypVa::from_low_bits(va))
     }
 
-    /// The linear window `[start, start + len)` (48-bit table addresses)
-    /// where `pa` lives at `pa + va_offset`: the only part of the table that
-    /// records ownership.
-    pub fn linear_window(&self) -> (u64, u64) {
+    /// The linear window `[start, start + len)` where `pa` lives at
+    /// `pa + va_offset`: the only part of the table that records ownership.
+    pub fn linear_window(&self) -> (HypVa, u64) {
         let lin = self.va_offset & (ADDR_LIMIT - 1);
-        (lin, LINEAR_WINDOW.min(ADDR_LIMIT - lin))
+        (
+            HypVa::from_low_bits(lin),
+            LINEAR_WINDOW.min(ADDR_LIMIT - lin),
+        )
     }
 
     /// Maps hypervisor memory it owns from the start (its pool) at its
     /// linear address, read-write, `OWNED`.  Only unmapped ranges can be
     /// mapped ([`Error::Perm`] otherwise).
-    pub fn map_owned<M: MmOps>(&mut self, mm: &mut M, pa: u64, size: u64) -> Result {
+    pub fn map_owned<M: MmOps>(&mut self, mm: &mut M, pa: Hpa, size: u64) -> Result {
         let va = self.va(pa, size)?;
         all_leaves(&self.pgt, mm, va, size, |_, e| e == 0)?;
         let attrs = Attrs::wb(PERM_R | PERM_W, PageState::Owned);
@@ -193,15 +201,16 @@ impl HypPgt {
     pub fn map_fixed<M: MmOps>(
         &mut self,
         mm: &mut M,
-        va: u64,
-        pa: u64,
+        va: HypVa,
+        pa: Hpa,
         size: u64,
         perms: u8,
     ) -> Result {
-        let va = va & (ADDR_LIMIT - 1);
-        check_range(va, size)?;
+        let bits = va.table_bits();
+        check_range(bits, size)?;
         let (lin, len) = self.linear_window();
-        if va < lin + len && va + size > lin {
+        let lin = lin.table_bits();
+        if bits < lin + len && bits + size > lin {
             return Err(Error::Inval);
         }
         all_leaves(&self.pgt, mm, va, size, |_, e| e == 0)?;
@@ -231,7 +240,7 @@ pub struct GuestEpt {
     id: OwnerId,
     kind: VmKind,
     dying: bool,
-    pgt: PgTable<EptFormat>,
+    pgt: PgTable<EptFormat, Gpa>,
 }
 
 impl GuestEpt {
@@ -275,13 +284,13 @@ impl GuestEpt {
     }
 
     /// The underlying table (root for the EPT pointer, walks).
-    pub const fn pgt(&self) -> &PgTable<EptFormat> {
+    pub const fn pgt(&self) -> &PgTable<EptFormat, Gpa> {
         &self.pgt
     }
 
     /// Raw mutable access, for tests that corrupt the table on purpose.
     #[cfg(test)]
-    pub(crate) fn pgt_mut(&mut self) -> &mut PgTable<EptFormat> {
+    pub(crate) fn pgt_mut(&mut self) -> &mut PgTable<EptFormat, Gpa> {
         &mut self.pgt
     }
 
@@ -304,9 +313,9 @@ pub struct Plan {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Run {
     /// First guest-physical address.
-    pub gpa: u64,
+    pub gpa: Gpa,
     /// Host-physical address of `gpa` (0 when not mapped).
-    pub hpa: u64,
+    pub hpa: Hpa,
     /// Length in bytes.
     pub len: u64,
     /// Guest page state (`NoPage` when not mapped).
@@ -318,7 +327,7 @@ pub struct Run {
 pub fn guest_runs<M: MmOps>(
     guest: &GuestEpt,
     mm: &mut M,
-    gpa: u64,
+    gpa: Gpa,
     size: u64,
     mut f: impl FnMut(&mut M, Run) -> Result,
 ) -> Result {
@@ -327,11 +336,11 @@ pub fn guest_runs<M: MmOps>(
         let lo = ctx.lo();
         let present = EptFormat::is_present(e);
         let run = Run {
-            gpa: lo,
+            gpa: Gpa::from_table_bits(lo),
             hpa: if present {
-                EptFormat::addr(e) + (lo - ctx.addr)
+                EptFormat::addr(e).wrapping_add(lo - ctx.addr)
             } else {
-                0
+                Hpa::ZERO
             },
             len: ctx.hi() - lo,
             state: EptFormat::state(e),
@@ -339,8 +348,8 @@ pub fn guest_runs<M: MmOps>(
         match pending.as_mut() {
             Some(p)
                 if p.state == run.state
-                    && p.gpa + p.len == run.gpa
-                    && (!present || p.hpa + p.len == run.hpa) =>
+                    && p.gpa.raw() + p.len == run.gpa.raw()
+                    && (!present || p.hpa.raw() + p.len == run.hpa.raw()) =>
             {
                 p.len += run.len;
             }
@@ -360,10 +369,10 @@ pub fn guest_runs<M: MmOps>(
 
 /// Checks that `pred(ctx, entry)` holds for every leaf of `t` in the range;
 /// `Perm` otherwise.
-fn all_leaves<F: PteFormat, M: MmOps>(
-    t: &PgTable<F>,
+fn all_leaves<F: PteFormat, A: InputAddr, M: MmOps>(
+    t: &PgTable<F, A>,
     mm: &mut M,
-    addr: u64,
+    addr: A,
     size: u64,
     pred: impl Fn(&WalkCtx, u64) -> bool,
 ) -> Result {
@@ -381,9 +390,16 @@ fn is_state<F: PteFormat>(e: u64, s: PageState) -> bool {
 }
 
 /// Leaf predicate: present in state `s` and mapping `addr` to
-/// `addr + (pa - start)` (identity for the host EPT when `pa == start`).
-fn maps_as<F: PteFormat>(ctx: &WalkCtx, e: u64, s: PageState, start: u64, pa: u64) -> bool {
-    is_state::<F>(e, s) && F::addr(e).wrapping_sub(ctx.addr) == pa.wrapping_sub(start)
+/// `pa + (addr - start)` (identity for the host EPT when `pa == start`).
+fn maps_as<F: PteFormat, A: InputAddr>(
+    ctx: &WalkCtx,
+    e: u64,
+    s: PageState,
+    start: A,
+    pa: Hpa,
+) -> bool {
+    is_state::<F>(e, s)
+        && F::addr(e).raw().wrapping_sub(ctx.addr) == pa.raw().wrapping_sub(start.table_bits())
 }
 
 fn pages_to_size(nr_pages: u64) -> Result<u64> {
@@ -423,8 +439,8 @@ fn run_plan<M: MmOps>(
 
 /// One table's side of a two-table transition: the range starting at
 /// `addr`, what every leaf there must be (`expect`), and what it becomes.
-struct Side<P> {
-    addr: u64,
+struct Side<A, P> {
+    addr: A,
     expect: P,
     fill: Fill,
 }
@@ -432,13 +448,13 @@ struct Side<P> {
 /// The shape of every host <-> hypervisor and host -> guest transition:
 /// check both sides completely, reserve the table pages both need, then
 /// apply both (host first), which cannot fail halfway.
-fn transition<M: MmOps, F: PteFormat>(
+fn transition<M: MmOps, F: PteFormat, A: InputAddr>(
     host: &mut HostEpt,
-    other: &mut PgTable<F>,
+    other: &mut PgTable<F, A>,
     mm: &mut M,
     size: u64,
-    h: Side<impl Fn(&WalkCtx, u64) -> bool>,
-    o: Side<impl Fn(&WalkCtx, u64) -> bool>,
+    h: Side<Hpa, impl Fn(&WalkCtx, u64) -> bool>,
+    o: Side<A, impl Fn(&WalkCtx, u64) -> bool>,
 ) -> Result {
     all_leaves(&host.pgt, mm, h.addr, size, h.expect)?;
     all_leaves(other, mm, o.addr, size, o.expect)?;
@@ -463,15 +479,15 @@ pub fn host_donate_hyp<M: MmOps>(
     host: &mut HostEpt,
     hyp: &mut HypPgt,
     mm: &mut M,
-    pa: u64,
+    pa: Hpa,
     nr_pages: u64,
 ) -> Result {
     let size = pages_to_size(nr_pages)?;
-    check_range(pa, size)?;
+    check_range(pa.raw(), size)?;
     let va = hyp.va(pa, size)?;
     let h = Side {
         addr: pa,
-        expect: |c: &WalkCtx, e| maps_as::<EptFormat>(c, e, PageState::Owned, pa, pa),
+        expect: |c: &WalkCtx, e| maps_as::<EptFormat, _>(c, e, PageState::Owned, pa, pa),
         fill: Fill::Set(0),
     };
     let o = Side {
@@ -493,11 +509,11 @@ pub fn hyp_donate_host<M: MmOps>(
     host: &mut HostEpt,
     hyp: &mut HypPgt,
     mm: &mut M,
-    pa: u64,
+    pa: Hpa,
     nr_pages: u64,
 ) -> Result {
     let size = pages_to_size(nr_pages)?;
-    check_range(pa, size)?;
+    check_range(pa.raw(), size)?;
     let va = hyp.va(pa, size)?;
     let h = Side {
         addr: pa,
@@ -509,7 +525,7 @@ pub fn hyp_donate_host<M: MmOps>(
     };
     let o = Side {
         addr: va,
-        expect: |c: &WalkCtx, e| maps_as::<HypFormat>(c, e, PageState::Owned, va, pa),
+        expect: |c: &WalkCtx, e| maps_as::<HypFormat, _>(c, e, PageState::Owned, va, pa),
         fill: Fill::Set(0),
     };
     transition(host, &mut hyp.pgt, mm, size, h, o)
@@ -523,15 +539,15 @@ pub fn host_share_hyp<M: MmOps>(
     host: &mut HostEpt,
     hyp: &mut HypPgt,
     mm: &mut M,
-    pa: u64,
+    pa: Hpa,
     nr_pages: u64,
 ) -> Result {
     let size = pages_to_size(nr_pages)?;
-    check_range(pa, size)?;
+    check_range(pa.raw(), size)?;
     let va = hyp.va(pa, size)?;
     let h = Side {
         addr: pa,
-        expect: |c: &WalkCtx, e| maps_as::<EptFormat>(c, e, PageState::Owned, pa, pa),
+        expect: |c: &WalkCtx, e| maps_as::<EptFormat, _>(c, e, PageState::Owned, pa, pa),
         fill: Fill::State(PageState::SharedOwned),
     };
     let o = Side {
@@ -552,20 +568,20 @@ pub fn host_unshare_hyp<M: MmOps>(
     host: &mut HostEpt,
     hyp: &mut HypPgt,
     mm: &mut M,
-    pa: u64,
+    pa: Hpa,
     nr_pages: u64,
 ) -> Result {
     let size = pages_to_size(nr_pages)?;
-    check_range(pa, size)?;
+    check_range(pa.raw(), size)?;
     let va = hyp.va(pa, size)?;
     let h = Side {
         addr: pa,
-        expect: |c: &WalkCtx, e| maps_as::<EptFormat>(c, e, PageState::SharedOwned, pa, pa),
+        expect: |c: &WalkCtx, e| maps_as::<EptFormat, _>(c, e, PageState::SharedOwned, pa, pa),
         fill: Fill::State(PageState::Owned),
     };
     let o = Side {
         addr: va,
-        expect: |c: &WalkCtx, e| maps_as::<HypFormat>(c, e, PageState::SharedBorrowed, va, pa),
+        expect: |c: &WalkCtx, e| maps_as::<HypFormat, _>(c, e, PageState::SharedBorrowed, va, pa),
         fill: Fill::Set(0),
     };
     transition(host, &mut hyp.pgt, mm, size, h, o)
@@ -583,21 +599,21 @@ pub fn host_share_guest<M: MmOps>(
     host: &mut HostEpt,
     guest: &mut GuestEpt,
     mm: &mut M,
-    hpa: u64,
-    gpa: u64,
+    hpa: Hpa,
+    gpa: Gpa,
     nr_pages: u64,
     perms: u8,
 ) -> Result {
     let size = pages_to_size(nr_pages)?;
-    check_range(hpa, size)?;
-    check_range(gpa, size)?;
+    check_range(hpa.raw(), size)?;
+    check_range(gpa.raw(), size)?;
     check_guest_perms(perms)?;
     if guest.kind != VmKind::Normal || guest.dying {
         return Err(Error::Perm);
     }
     let h = Side {
         addr: hpa,
-        expect: |c: &WalkCtx, e| maps_as::<EptFormat>(c, e, PageState::Owned, hpa, hpa),
+        expect: |c: &WalkCtx, e| maps_as::<EptFormat, _>(c, e, PageState::Owned, hpa, hpa),
         fill: Fill::State(PageState::SharedOwned),
     };
     let o = Side {
@@ -618,21 +634,21 @@ pub fn host_unshare_guest<M: MmOps>(
     host: &mut HostEpt,
     guest: &mut GuestEpt,
     mm: &mut M,
-    hpa: u64,
-    gpa: u64,
+    hpa: Hpa,
+    gpa: Gpa,
     nr_pages: u64,
 ) -> Result {
     let size = pages_to_size(nr_pages)?;
-    check_range(hpa, size)?;
-    check_range(gpa, size)?;
+    check_range(hpa.raw(), size)?;
+    check_range(gpa.raw(), size)?;
     let h = Side {
         addr: hpa,
-        expect: |c: &WalkCtx, e| maps_as::<EptFormat>(c, e, PageState::SharedOwned, hpa, hpa),
+        expect: |c: &WalkCtx, e| maps_as::<EptFormat, _>(c, e, PageState::SharedOwned, hpa, hpa),
         fill: Fill::State(PageState::Owned),
     };
     let o = Side {
         addr: gpa,
-        expect: |c: &WalkCtx, e| maps_as::<EptFormat>(c, e, PageState::SharedBorrowed, gpa, hpa),
+        expect: |c: &WalkCtx, e| maps_as::<EptFormat, _>(c, e, PageState::SharedBorrowed, gpa, hpa),
         fill: Fill::Set(0),
     };
     transition(host, &mut guest.pgt, mm, size, h, o)
@@ -647,21 +663,21 @@ pub fn host_donate_guest<M: MmOps>(
     host: &mut HostEpt,
     guest: &mut GuestEpt,
     mm: &mut M,
-    hpa: u64,
-    gpa: u64,
+    hpa: Hpa,
+    gpa: Gpa,
     nr_pages: u64,
     perms: u8,
 ) -> Result {
     let size = pages_to_size(nr_pages)?;
-    check_range(hpa, size)?;
-    check_range(gpa, size)?;
+    check_range(hpa.raw(), size)?;
+    check_range(gpa.raw(), size)?;
     check_guest_perms(perms)?;
     if guest.kind != VmKind::Protected || guest.dying {
         return Err(Error::Perm);
     }
     let h = Side {
         addr: hpa,
-        expect: |c: &WalkCtx, e| maps_as::<EptFormat>(c, e, PageState::Owned, hpa, hpa),
+        expect: |c: &WalkCtx, e| maps_as::<EptFormat, _>(c, e, PageState::Owned, hpa, hpa),
         fill: Fill::Set(EptFormat::annotation(guest.id)),
     };
     let o = Side {
@@ -687,7 +703,7 @@ fn check_runs<M: MmOps>(
     host: &HostEpt,
     guest: &GuestEpt,
     mm: &mut M,
-    gpa: u64,
+    gpa: Gpa,
     size: u64,
     guest_ok: impl Fn(PageState) -> bool,
     host_ok: impl Fn(&Run, &WalkCtx, u64) -> bool,
@@ -701,7 +717,7 @@ fn check_runs<M: MmOps>(
         if run.state == PageState::NoPage {
             return Ok(());
         }
-        check_range(run.hpa, run.len)?;
+        check_range(run.hpa.raw(), run.len)?;
         all_leaves(&host.pgt, mm, run.hpa, run.len, |c, e| host_ok(&run, c, e))?;
         pages += host
             .pgt
@@ -718,7 +734,7 @@ fn apply_runs<M: MmOps>(
     guest: &GuestEpt,
     mm: &mut M,
     cache: &mut PageCache,
-    gpa: u64,
+    gpa: Gpa,
     size: u64,
     zero_owned: bool,
     host_fill: impl Fn(&Run, OwnerId) -> Fill,
@@ -729,10 +745,10 @@ fn apply_runs<M: MmOps>(
             return Ok(());
         }
         if zero_owned && run.state != PageState::SharedBorrowed {
-            let mut pa = run.hpa;
-            while pa < run.hpa + run.len {
-                mm.zero_page(pa);
-                pa += PAGE_SIZE;
+            let mut off = 0;
+            while off < run.len {
+                mm.zero_page(run.hpa.wrapping_add(off));
+                off += PAGE_SIZE;
             }
         }
         host.pgt
@@ -755,11 +771,11 @@ pub fn guest_share_host<M: MmOps>(
     host: &mut HostEpt,
     guest: &mut GuestEpt,
     mm: &mut M,
-    gpa: u64,
+    gpa: Gpa,
     nr_pages: u64,
 ) -> Result {
     let size = pages_to_size(nr_pages)?;
-    check_range(gpa, size)?;
+    check_range(gpa.raw(), size)?;
     if guest.kind != VmKind::Protected || guest.dying {
         return Err(Error::Perm);
     }
@@ -788,11 +804,11 @@ pub fn guest_unshare_host<M: MmOps>(
     host: &mut HostEpt,
     guest: &mut GuestEpt,
     mm: &mut M,
-    gpa: u64,
+    gpa: Gpa,
     nr_pages: u64,
 ) -> Result {
     let size = pages_to_size(nr_pages)?;
-    check_range(gpa, size)?;
+    check_range(gpa.raw(), size)?;
     let guest_fill = Fill::State(PageState::Owned);
     let pages = check_runs(
         host,
@@ -801,7 +817,7 @@ pub fn guest_unshare_host<M: MmOps>(
         gpa,
         size,
         |s| s == PageState::SharedOwned,
-        |run, c, e| maps_as::<EptFormat>(c, e, PageState::SharedBorrowed, run.hpa, run.hpa),
+        |run, c, e| maps_as::<EptFormat, _>(c, e, PageState::SharedBorrowed, run.hpa, run.hpa),
         host_owner_fill,
     )? + guest.pgt.pages_needed(mm, gpa, size, guest_fill)?;
     run_plan(host, mm, Plan { pages }, |host, mm, cache| {
@@ -837,10 +853,10 @@ pub fn guest_reclaim<M: MmOps>(
     host: &mut HostEpt,
     guest: &mut GuestEpt,
     mm: &mut M,
-    gpa: u64,
+    gpa: Gpa,
     size: u64,
 ) -> Result {
-    check_range(gpa, size)?;
+    check_range(gpa.raw(), size)?;
     if !guest.dying {
         return Err(Error::Perm);
     }
@@ -856,10 +872,10 @@ pub fn guest_reclaim<M: MmOps>(
             PageState::NoPage => false,
             PageState::Owned => e == ann,
             PageState::SharedOwned => {
-                maps_as::<EptFormat>(c, e, PageState::SharedBorrowed, run.hpa, run.hpa)
+                maps_as::<EptFormat, _>(c, e, PageState::SharedBorrowed, run.hpa, run.hpa)
             }
             PageState::SharedBorrowed => {
-                maps_as::<EptFormat>(c, e, PageState::SharedOwned, run.hpa, run.hpa)
+                maps_as::<EptFormat, _>(c, e, PageState::SharedOwned, run.hpa, run.hpa)
             }
         },
         host_reclaim_fill,

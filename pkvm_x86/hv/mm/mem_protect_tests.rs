@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::vec::Vec;
 
 use super::*;
+use crate::hv::mm::addr::lit;
 use crate::hv::mm::invariants::{self, Claim};
 use crate::hv::mm::pgtable::tests::Rng;
 use crate::hv::mm::pgtable::PERM_X;
@@ -60,6 +61,17 @@ pub(crate) struct Model {
     pages: BTreeMap<u64, Pg>,
     gmap: BTreeMap<(u32, u64), u64>,
     guests: BTreeMap<u32, (VmKind, bool)>,
+}
+
+/// A host-physical address from a test's number (`Inval` if it cannot be
+/// one, as the hypercall layer answers).
+pub(crate) fn hp(a: u64) -> Result<Hpa> {
+    Hpa::new(a).ok_or(Error::Inval)
+}
+
+/// A guest-physical address from a test's number.
+pub(crate) fn gp(a: u64) -> Result<Gpa> {
+    Gpa::new(a).ok_or(Error::Inval)
 }
 
 fn range_ok(addr: u64, n: u64) -> bool {
@@ -239,7 +251,8 @@ impl World {
     pub(crate) fn new() -> Self {
         let mut mm = Arena::new(1 << 16);
         let mut host = HostEpt::new(&mut mm, 3).unwrap();
-        host.map_memory(&mut mm, 0, RAM, HOST_OWNED).unwrap();
+        host.map_memory(&mut mm, Hpa::ZERO, RAM, HOST_OWNED)
+            .unwrap();
         let hyp = HypPgt::new(&mut mm, 2, HYP_OFFSET).unwrap();
         Self {
             mm,
@@ -258,7 +271,7 @@ impl World {
                 &mut self.mm,
                 host_vm,
                 kind,
-                0,
+                lit::hpa(0),
                 0,
                 3,
             )
@@ -278,24 +291,31 @@ impl World {
         }
         let rwx = PERM_RWX;
         match op {
-            DonateHyp(pa, n) => host_donate_hyp(host, hyp, mm, pa, n),
-            HypDonateHost(pa, n) => hyp_donate_host(host, hyp, mm, pa, n),
-            ShareHyp(pa, n) => host_share_hyp(host, hyp, mm, pa, n),
-            UnshareHyp(pa, n) => host_unshare_hyp(host, hyp, mm, pa, n),
+            DonateHyp(pa, n) => host_donate_hyp(host, hyp, mm, hp(pa)?, n),
+            HypDonateHost(pa, n) => hyp_donate_host(host, hyp, mm, hp(pa)?, n),
+            ShareHyp(pa, n) => host_share_hyp(host, hyp, mm, hp(pa)?, n),
+            UnshareHyp(pa, n) => host_unshare_hyp(host, hyp, mm, hp(pa)?, n),
             ShareGuest(h, hpa, gpa, n) => {
-                host_share_guest(host, guest(&mut self.vms, h), mm, hpa, gpa, n, rwx)
+                let g = guest(&mut self.vms, h);
+                host_share_guest(host, g, mm, hp(hpa)?, gp(gpa)?, n, rwx)
             }
             UnshareGuest(h, hpa, gpa, n) => {
-                host_unshare_guest(host, guest(&mut self.vms, h), mm, hpa, gpa, n)
+                let g = guest(&mut self.vms, h);
+                host_unshare_guest(host, g, mm, hp(hpa)?, gp(gpa)?, n)
             }
             DonateGuest(h, hpa, gpa, n) => {
-                host_donate_guest(host, guest(&mut self.vms, h), mm, hpa, gpa, n, rwx)
+                let g = guest(&mut self.vms, h);
+                host_donate_guest(host, g, mm, hp(hpa)?, gp(gpa)?, n, rwx)
             }
-            GuestShare(h, gpa, n) => guest_share_host(host, guest(&mut self.vms, h), mm, gpa, n),
+            GuestShare(h, gpa, n) => {
+                guest_share_host(host, guest(&mut self.vms, h), mm, gp(gpa)?, n)
+            }
             GuestUnshare(h, gpa, n) => {
-                guest_unshare_host(host, guest(&mut self.vms, h), mm, gpa, n)
+                guest_unshare_host(host, guest(&mut self.vms, h), mm, gp(gpa)?, n)
             }
-            Reclaim(h, gpa, size) => guest_reclaim(host, guest(&mut self.vms, h), mm, gpa, size),
+            Reclaim(h, gpa, size) => {
+                guest_reclaim(host, guest(&mut self.vms, h), mm, gp(gpa)?, size)
+            }
         }
     }
 
@@ -317,7 +337,7 @@ impl World {
     pub(crate) fn compare(&mut self, m: &Model, pages: impl Iterator<Item = u64>) {
         for p in pages {
             let want = m.pg(p);
-            let h = self.host.pgt().lookup(&mut self.mm, p).unwrap();
+            let h = self.host.pgt().lookup(&mut self.mm, lit::hpa(p)).unwrap();
             let hs = EptFormat::state(h.entry);
             let host_ok = match want {
                 Pg::Host => hs == PageState::Owned,
@@ -333,9 +353,13 @@ impl World {
             );
             if EptFormat::is_present(h.entry) {
                 let base = p & !(crate::hv::mm::ept::level_size(h.level) - 1);
-                assert_eq!(EptFormat::addr(h.entry) + (p - base), p, "identity");
+                assert_eq!(
+                    EptFormat::addr(h.entry).wrapping_add(p - base),
+                    lit::hpa(p),
+                    "identity"
+                );
             }
-            let va = self.hyp.va(p, K4).unwrap();
+            let va = self.hyp.va(lit::hpa(p), K4).unwrap();
             let y = self.hyp.pgt().lookup(&mut self.mm, va).unwrap();
             let want_hyp = match want {
                 Pg::Hyp => Some(PageState::Owned),
@@ -354,10 +378,17 @@ impl World {
             };
             if let Some((g, gpa, s)) = gw {
                 let vm = self.vms.get(g).unwrap();
-                let l = vm.guest().pgt().lookup(&mut self.mm, gpa).unwrap();
+                let l = vm
+                    .guest()
+                    .pgt()
+                    .lookup(&mut self.mm, Gpa::new(gpa).unwrap())
+                    .unwrap();
                 let base = gpa & !(crate::hv::mm::ept::level_size(l.level) - 1);
                 assert_eq!(EptFormat::state(l.entry), s, "guest {g:#x} gpa {gpa:#x}");
-                assert_eq!(EptFormat::addr(l.entry) + (gpa - base), p);
+                assert_eq!(
+                    EptFormat::addr(l.entry).wrapping_add(gpa - base),
+                    lit::hpa(p)
+                );
             }
         }
         // Nothing mapped beyond what the model knows.
@@ -366,7 +397,7 @@ impl World {
             let mut bytes = 0;
             vm.guest()
                 .pgt()
-                .for_each_leaf(&mut self.mm, 0, ADDR_LIMIT, |_, c, e| {
+                .for_each_leaf(&mut self.mm, lit::gpa(0), ADDR_LIMIT, |_, c, e| {
                     if EptFormat::is_present(e) {
                         bytes += c.hi() - c.lo();
                     }
@@ -379,7 +410,7 @@ impl World {
         let mut hyp_bytes = 0;
         self.hyp
             .pgt()
-            .for_each_leaf(&mut self.mm, 0, ADDR_LIMIT, |_, c, e| {
+            .for_each_leaf(&mut self.mm, lit::hva(0), ADDR_LIMIT, |_, c, e| {
                 if e != 0 {
                     hyp_bytes += c.hi() - c.lo();
                 }
@@ -506,7 +537,7 @@ fn every_transition_from_every_single_page_state() {
                 w.run(o).unwrap();
                 m.apply(o).unwrap();
             }
-            w.mm.dirty.insert(P);
+            w.mm.dirty.insert(lit::hpa(P));
             let before = m.clone();
             let r = w.run(op);
             let mr = m.apply(op);
@@ -547,7 +578,7 @@ fn reclaim_from_every_state_of_a_dying_guest() {
                 w.run(o).unwrap();
                 m.apply(o).unwrap();
             }
-            w.mm.dirty.insert(P);
+            w.mm.dirty.insert(lit::hpa(P));
             w.guest(h).set_dying();
             m.set_dying(h);
             let was = m.pg(P);
@@ -559,12 +590,12 @@ fn reclaim_from_every_state_of_a_dying_guest() {
             assert_eq!(w.run(Op::Reclaim(h, 0, ADDR_LIMIT)), Ok(()), "{name}");
             m.apply(Op::Reclaim(h, 0, ADDR_LIMIT)).unwrap();
             w.compare(&m, [P].into_iter());
-            let zeroed = w.mm.zeroed.get(&P).copied().unwrap_or(0);
+            let zeroed = w.mm.zeroed.get(&lit::hpa(P)).copied().unwrap_or(0);
             match was {
                 Pg::Owned(g, _) | Pg::Back(g, _) if g == h => {
                     assert_eq!(m.pg(P), Pg::Host);
                     assert_eq!(zeroed, 1, "{name}: a page the guest owned is zeroed");
-                    assert!(!w.mm.dirty.contains(&P));
+                    assert!(!w.mm.dirty.contains(&lit::hpa(P)));
                 }
                 Pg::Shared(g, _) if g == h => {
                     assert_eq!(m.pg(P), Pg::Host);
@@ -640,7 +671,15 @@ fn bad_arguments_are_einval() {
     assert_eq!(w.run(Reclaim(A, 0, 3)), Err(Error::Inval));
     for perms in [0, PERM_W, PERM_W | PERM_X, 8] {
         let n = w.vms.get_mut(N).unwrap().guest_mut();
-        let r = host_share_guest(&mut w.host, n, &mut w.mm, 0, 0, 1, perms);
+        let r = host_share_guest(
+            &mut w.host,
+            n,
+            &mut w.mm,
+            lit::hpa(0),
+            lit::gpa(0),
+            1,
+            perms,
+        );
         assert_eq!(r, Err(Error::Inval), "perms {perms}");
     }
     assert_eq!(Error::Inval.errno(), 22);
@@ -803,10 +842,13 @@ fn random_operations_match_the_model() {
                     let (was, now) = (before.pg(*p), m.pg(*p));
                     if matches!(now, Pg::Owned(..)) && !matches!(was, Pg::Owned(..) | Pg::Back(..))
                     {
-                        w.mm.dirty.insert(*p);
+                        w.mm.dirty.insert(lit::hpa(*p));
                     }
                     if matches!(was, Pg::Owned(..) | Pg::Back(..)) && now == Pg::Host {
-                        assert!(!w.mm.dirty.contains(p), "step {step}: {p:#x} not zeroed");
+                        assert!(
+                            !w.mm.dirty.contains(&lit::hpa(*p)),
+                            "step {step}: {p:#x} not zeroed"
+                        );
                     }
                 }
             }
@@ -864,13 +906,20 @@ fn gigabyte_ranges_use_large_pages_and_round_trip() {
         .unwrap()
         .guest()
         .pgt()
-        .lookup(&mut w.mm, 4 * G1 + 5 * K4)
+        .lookup(&mut w.mm, lit::gpa(4 * G1 + 5 * K4))
         .unwrap();
     assert_eq!(l.level, 3);
     // Share 2 MiB of it back, across... then unshare, reclaim all.
     w.run(GuestShare(A, 4 * G1 + M2, M2 / K4)).unwrap();
     m.apply(GuestShare(A, 4 * G1 + M2, M2 / K4)).unwrap();
-    assert_eq!(w.host.pgt().lookup(&mut w.mm, G1 + M2).unwrap().level, 2);
+    assert_eq!(
+        w.host
+            .pgt()
+            .lookup(&mut w.mm, lit::hpa(G1 + M2))
+            .unwrap()
+            .level,
+        2
+    );
     w.check_invariants();
     w.run(GuestUnshare(A, 4 * G1 + M2, M2 / K4)).unwrap();
     m.apply(GuestUnshare(A, 4 * G1 + M2, M2 / K4)).unwrap();
@@ -895,7 +944,11 @@ fn gigabyte_ranges_use_large_pages_and_round_trip() {
     w.check_invariants();
     // The host EPT is back to large pages where it was split.
     assert_eq!(
-        w.host.pgt().lookup(&mut w.mm, G1 + 5 * M2).unwrap().level,
+        w.host
+            .pgt()
+            .lookup(&mut w.mm, lit::hpa(G1 + 5 * M2))
+            .unwrap()
+            .level,
         3
     );
     w.destroy();
@@ -904,15 +957,18 @@ fn gigabyte_ranges_use_large_pages_and_round_trip() {
 #[test]
 fn map_memory_only_takes_hypervisor_ranges() {
     let mut w = World::new();
-    let r = w.host.map_memory(&mut w.mm, G1, K4, HOST_OWNED);
+    let r = w.host.map_memory(&mut w.mm, lit::hpa(G1), K4, HOST_OWNED);
     assert_eq!(r, Err(Error::Perm));
-    w.host.map_memory(&mut w.mm, RAM, M2, HOST_OWNED).unwrap();
+    w.host
+        .map_memory(&mut w.mm, lit::hpa(RAM), M2, HOST_OWNED)
+        .unwrap();
     w.check_invariants();
     w.destroy();
 }
 
 mod hyp_fixed_mappings {
     use crate::hv::error::Error;
+    use crate::hv::mm::addr::lit;
     use crate::hv::mm::ept::PageState;
     use crate::hv::mm::invariants::check;
     use crate::hv::mm::mem_protect::*;
@@ -928,20 +984,28 @@ mod hyp_fixed_mappings {
         let mut hyp = HypPgt::new(&mut mm, 3, OFFSET).unwrap();
         // The host owns everything but a 2 MiB pool at 8 MiB.
         let attrs = Attrs::wb(PERM_RWX, PageState::Owned);
-        host.map_memory(&mut mm, 0, 8 << 20, attrs).unwrap();
-        host.map_memory(&mut mm, 10 << 20, 1 << 30, attrs).unwrap();
-        hyp.map_owned(&mut mm, 8 << 20, 2 << 20).unwrap();
+        host.map_memory(&mut mm, lit::hpa(0), 8 << 20, attrs)
+            .unwrap();
+        host.map_memory(&mut mm, lit::hpa(10 << 20), 1 << 30, attrs)
+            .unwrap();
+        hyp.map_owned(&mut mm, lit::hpa(8 << 20), 2 << 20).unwrap();
         // Code of the host kernel image and of the module, outside the window.
         hyp.map_fixed(
             &mut mm,
-            0xffff_ffff_8000_0000,
-            0x100_0000,
+            lit::hva(0xffff_ffff_8000_0000),
+            lit::hpa(0x100_0000),
             2 << 20,
             PERM_R | PERM_X,
         )
         .unwrap();
-        hyp.map_fixed(&mut mm, 0xffff_ffff_a000_0000, 0x4000, 0x1000, PERM_R)
-            .unwrap();
+        hyp.map_fixed(
+            &mut mm,
+            lit::hva(0xffff_ffff_a000_0000),
+            lit::hpa(0x4000),
+            0x1000,
+            PERM_R,
+        )
+        .unwrap();
         let mut claims = [Default::default(); 16];
         assert_eq!(
             check(&host, &hyp, core::iter::empty(), &mut mm, &mut claims),
@@ -949,18 +1013,33 @@ mod hyp_fixed_mappings {
         );
         // Inside the linear window is refused, as is a second mapping.
         assert_eq!(
-            hyp.map_fixed(&mut mm, OFFSET + 0x1000, 0x1000, 0x1000, PERM_R),
+            hyp.map_fixed(
+                &mut mm,
+                lit::hva(OFFSET + 0x1000),
+                lit::hpa(0x1000),
+                0x1000,
+                PERM_R
+            ),
             Err(Error::Inval)
         );
         assert_eq!(
-            hyp.map_fixed(&mut mm, 0xffff_ffff_a000_0000, 0x5000, 0x1000, PERM_R),
+            hyp.map_fixed(
+                &mut mm,
+                lit::hva(0xffff_ffff_a000_0000),
+                lit::hpa(0x5000),
+                0x1000,
+                PERM_R
+            ),
             Err(Error::Perm)
         );
         // The pool cannot be mapped twice, nor handed out by a donation.
-        assert_eq!(hyp.map_owned(&mut mm, 8 << 20, 0x1000), Err(Error::Perm));
-        assert!(host_donate_hyp(&mut host, &mut hyp, &mut mm, 8 << 20, 1).is_err());
+        assert_eq!(
+            hyp.map_owned(&mut mm, lit::hpa(8 << 20), 0x1000),
+            Err(Error::Perm)
+        );
+        assert!(host_donate_hyp(&mut host, &mut hyp, &mut mm, lit::hpa(8 << 20), 1).is_err());
         // A page the host owned stays donatable next to the fixed mappings.
-        host_donate_hyp(&mut host, &mut hyp, &mut mm, 0x20_0000, 1).unwrap();
+        host_donate_hyp(&mut host, &mut hyp, &mut mm, lit::hpa(0x20_0000), 1).unwrap();
         assert_eq!(
             check(&host, &hyp, core::iter::empty(), &mut mm, &mut claims),
             Ok(())

@@ -3,6 +3,8 @@
 //! Memory ownership: who may touch which physical page, and the tables
 //! that enforce it.
 //!
+//! * [`addr`]: typed addresses (`Hpa`, `Gpa`, `HypVa`, `Pfn`), so that
+//!   address spaces cannot be mixed up.
 //! * [`ept`]: the EPT entry format and the page states kept in its ignored
 //!   bits (NOPAGE / OWNED / SHARED_OWNED / SHARED_BORROWED, owner ids).
 //! * [`pgtable`]: the generic 4-level page-table engine (one walker with
@@ -18,6 +20,7 @@
 //! built from the host KVM's EPT through the transitions of `mem_protect`
 //! (see Documentation/architecture.rst).
 
+pub mod addr;
 pub mod ept;
 pub mod host_ept_map;
 pub mod invariants;

@@ -19,6 +19,7 @@
 //! Locking: the table has its own lock, taken before the host EPT lock.
 
 use crate::hv::error::{Error, Result};
+use crate::hv::mm::addr::{Gpa, Hpa};
 use crate::hv::mm::ept::{OwnerId, PAGE_SIZE};
 use crate::hv::mm::mem_protect::{
     guest_reclaim, host_donate_hyp, hyp_donate_host, GuestEpt, HostEpt, HypPgt, VmKind,
@@ -36,7 +37,7 @@ pub const MAX_VMS: usize = 255;
 pub struct ShadowVm {
     host_vm: u64,
     guest: GuestEpt,
-    meta_pa: u64,
+    meta_pa: Hpa,
     meta_pages: u64,
     users: u32,
 }
@@ -64,7 +65,7 @@ impl ShadowVm {
     }
 
     /// The metadata pages donated at creation: `(pa, nr_pages)`.
-    pub const fn meta(&self) -> (u64, u64) {
+    pub const fn meta(&self) -> (Hpa, u64) {
         (self.meta_pa, self.meta_pages)
     }
 
@@ -132,10 +133,12 @@ impl<const N: usize> VmTable<N> {
     /// Whether `[pa, pa + size)` overlaps the metadata pages of any VM:
     /// such pages are in use by the hypervisor and must not go back to the
     /// host while the VM exists.
-    pub fn uses_pages(&self, pa: u64, size: u64) -> bool {
+    pub fn uses_pages(&self, pa: Hpa, size: u64) -> bool {
+        let pa = pa.raw();
         let end = pa.saturating_add(size);
         self.iter().any(|vm| {
             let (m, n) = vm.meta();
+            let m = m.raw();
             let m_end = m.saturating_add(n.saturating_mul(PAGE_SIZE));
             n != 0 && pa < m_end && m < end
         })
@@ -144,23 +147,24 @@ impl<const N: usize> VmTable<N> {
     /// The host asks for hypervisor pages back (the HYP_DONATE_HOST
     /// hypercall): allowed only for pages the hypervisor does not use —
     /// not in `pinned` (the hypervisor's own memory: its pool, whose pages
-    /// are `OWNED` in its table like donated ones) and not a VM's metadata
+    /// are `OWNED` in its table like donated ones; host-physical start and
+    /// length) and not a VM's metadata
     /// ([`Error::Busy`] otherwise) — then `hyp_donate_host`.
     pub fn return_to_host<M: MmOps>(
         &self,
         host: &mut HostEpt,
         hyp: &mut HypPgt,
         mm: &mut M,
-        pa: u64,
+        pa: Hpa,
         nr_pages: u64,
         pinned: &[(u64, u64)],
     ) -> Result {
         let size = nr_pages.saturating_mul(PAGE_SIZE);
-        let end = pa.saturating_add(size);
+        let end = pa.raw().saturating_add(size);
         if self.uses_pages(pa, size)
             || pinned
                 .iter()
-                .any(|&(p, len)| pa < p.saturating_add(len) && p < end)
+                .any(|&(p, len)| pa.raw() < p.saturating_add(len) && p < end)
         {
             return Err(Error::Busy);
         }
@@ -258,7 +262,7 @@ impl<const N: usize> VmTable<N> {
         mm: &mut M,
         host_vm: u64,
         kind: VmKind,
-        meta_pa: u64,
+        meta_pa: Hpa,
         meta_pages: u64,
         max_block_level: u32,
     ) -> Result<OwnerId> {
@@ -313,12 +317,12 @@ impl<const N: usize> VmTable<N> {
             return Err(Error::Busy);
         }
         vm.guest.set_dying();
-        guest_reclaim(host, &mut vm.guest, mm, 0, ADDR_LIMIT)?;
+        guest_reclaim(host, &mut vm.guest, mm, Gpa::ZERO, ADDR_LIMIT)?;
         if vm.meta_pages != 0 {
             let mut pa = vm.meta_pa;
             for _ in 0..vm.meta_pages {
                 mm.zero_page(pa);
-                pa += PAGE_SIZE;
+                pa = pa.wrapping_add(PAGE_SIZE);
             }
             hyp_donate_host(host, hyp, mm, vm.meta_pa, vm.meta_pages)?;
             vm.meta_pages = 0;

@@ -3,6 +3,7 @@
 //! Tests of the shadow-VM table.
 
 use super::*;
+use crate::hv::mm::addr::lit;
 use crate::hv::mm::ept::PageState;
 use crate::hv::mm::mem_protect::tests::{Op, World, G1, K4, M2};
 use crate::hv::mm::pgtable::{EptFormat, PteFormat};
@@ -22,7 +23,7 @@ fn handles_start_at_the_offset_and_are_bounded() {
                 &mut w.mm,
                 vm,
                 VmKind::Normal,
-                0,
+                lit::hpa(0),
                 0,
                 3,
             )
@@ -37,7 +38,7 @@ fn handles_start_at_the_offset_and_are_bounded() {
         &mut w.mm,
         7,
         VmKind::Normal,
-        0,
+        lit::hpa(0),
         0,
         3,
     );
@@ -48,7 +49,7 @@ fn handles_start_at_the_offset_and_are_bounded() {
         &mut w.mm,
         1,
         VmKind::Protected,
-        0,
+        lit::hpa(0),
         0,
         3,
     );
@@ -72,7 +73,7 @@ fn handles_start_at_the_offset_and_are_bounded() {
             &mut w.mm,
             1,
             VmKind::Normal,
-            0,
+            lit::hpa(0),
             0,
             3,
         )
@@ -96,13 +97,20 @@ fn create_takes_metadata_pages_and_teardown_returns_everything() {
             &mut w.mm,
             42,
             VmKind::Protected,
-            META,
+            lit::hpa(META),
             3,
             3,
         )
         .unwrap()
         .raw();
-    assert_eq!(w.host.pgt().lookup(&mut w.mm, META).unwrap().entry, 0);
+    assert_eq!(
+        w.host
+            .pgt()
+            .lookup(&mut w.mm, lit::hpa(META))
+            .unwrap()
+            .entry,
+        0
+    );
     w.run(Op::DonateGuest(h, G1, 0, 700)).unwrap();
     // The rest of the metadata's 2 MiB goes to the hypervisor too: the host
     // page table there empties and is freed, so giving the metadata back
@@ -141,11 +149,11 @@ fn create_takes_metadata_pages_and_teardown_returns_everything() {
     assert!(w.mm.live() < live, "shadow EPT freed");
     w.run(Op::HypDonateHost(META + 3 * K4, 509)).unwrap();
     for p in [META, META + 2 * K4, G1, G1 + 5 * K4, G1 + 699 * K4] {
-        let e = w.host.pgt().lookup(&mut w.mm, p).unwrap().entry;
+        let e = w.host.pgt().lookup(&mut w.mm, lit::hpa(p)).unwrap().entry;
         assert_eq!(EptFormat::state(e), PageState::Owned, "{p:#x} back to host");
         // Guest pages are zeroed exactly once; the metadata once per
         // teardown attempt (harmless).
-        let z = w.mm.zeroed.get(&p).copied().unwrap_or(0);
+        let z = w.mm.zeroed.get(&lit::hpa(p)).copied().unwrap_or(0);
         assert!(
             z == 1 || (p < G1 && u64::from(z) == tries),
             "{p:#x} zeroed {z} times"
@@ -166,7 +174,7 @@ fn failed_create_changes_nothing() {
         &mut w.mm,
         1,
         VmKind::Normal,
-        META,
+        lit::hpa(META),
         2,
         3,
     );
@@ -179,7 +187,7 @@ fn failed_create_changes_nothing() {
         &mut w.mm,
         1,
         VmKind::Normal,
-        META,
+        lit::hpa(META),
         1,
         3,
     );
@@ -188,7 +196,13 @@ fn failed_create_changes_nothing() {
     assert!(w.vms.is_empty());
     assert_eq!(w.mm.live(), live);
     assert_eq!(
-        EptFormat::state(w.host.pgt().lookup(&mut w.mm, META).unwrap().entry),
+        EptFormat::state(
+            w.host
+                .pgt()
+                .lookup(&mut w.mm, lit::hpa(META))
+                .unwrap()
+                .entry
+        ),
         PageState::Owned
     );
     w.check_invariants();
@@ -203,6 +217,7 @@ fn failed_create_changes_nothing() {
 #[test]
 fn hostile_sequences_terminate_and_clean_up() {
     use crate::hv::hypercall::hostile::Hostile;
+    use crate::hv::mm::addr::lit;
     use crate::hv::mm::invariants::{check, Claim};
     use crate::hv::mm::mem_protect::{
         host_donate_guest, host_donate_hyp, host_share_guest, host_share_hyp, host_unshare_guest,
@@ -213,14 +228,22 @@ fn hostile_sequences_terminate_and_clean_up() {
     for seed in 1..=3u64 {
         let mut mm = Arena::new(1 << 16);
         let mut host = HostEpt::new(&mut mm, 3).unwrap();
-        host.map_memory(&mut mm, 0, 4 << 30, crate::hv::mm::mem_protect::HOST_OWNED)
-            .unwrap();
+        host.map_memory(
+            &mut mm,
+            lit::hpa(0),
+            4 << 30,
+            crate::hv::mm::mem_protect::HOST_OWNED,
+        )
+        .unwrap();
         let mut hyp = HypPgt::new(&mut mm, 3, 0xffff_8880_0000_0000).unwrap();
         let mut vms: VmTable = VmTable::new();
         // The hypervisor's own memory, owned from the start (as the module's
         // pool): must never be handed to the host.
-        hyp.map_owned(&mut mm, 0x40_0000, 0x10_0000).unwrap();
-        host.pgt_mut().unmap(&mut mm, 0x40_0000, 0x10_0000).unwrap();
+        hyp.map_owned(&mut mm, lit::hpa(0x40_0000), 0x10_0000)
+            .unwrap();
+        host.pgt_mut()
+            .unmap(&mut mm, lit::hpa(0x40_0000), 0x10_0000)
+            .unwrap();
         let pinned = [(0x40_0000u64, 0x10_0000u64)];
         // A 32-page arena at 5 MiB; the pinned memory above.
         let mut g = Hostile::new(seed, 0x50_0000 >> 12, 32, 0x40_0000 >> 12, 256);
@@ -228,6 +251,10 @@ fn hostile_sequences_terminate_and_clean_up() {
         let mut succeeded = 0;
         for _ in 0..2000 {
             let (pa, n) = (g.frame() << 12, g.count());
+            // As the hypercall layer does: a frame beyond any address is EINVAL.
+            let Some(pa) = crate::hv::mm::addr::Hpa::new(pa) else {
+                continue;
+            };
             let h = u32::try_from(g.handle()).unwrap_or(u32::MAX);
             let (hm, hy, m) = (&mut host, &mut hyp, &mut mm);
             let r = match g.raw() % 9 {
@@ -241,10 +268,11 @@ fn hostile_sequences_terminate_and_clean_up() {
                 }
                 5 => vms.teardown(hm, hy, m, h),
                 _ => {
-                    let gpa = g.gfn() << 12;
+                    let gpa = crate::hv::mm::addr::Gpa::new(g.gfn() << 12);
                     let op = g.raw() % 3;
                     vms.get_mut(h).and_then(|vm| {
                         let gu = vm.guest_mut();
+                        let gpa = gpa.ok_or(Error::Inval)?;
                         match op {
                             0 => host_share_guest(hm, gu, m, pa, gpa, n, PERM_RWX),
                             1 => host_unshare_guest(hm, gu, m, pa, gpa, n),
@@ -277,8 +305,8 @@ fn hostile_sequences_terminate_and_clean_up() {
         assert!(vms.is_empty(), "seed {seed}: VMs left");
         for i in 0..32u64 {
             let pa = 0x50_0000 + (i << 12);
-            let _ = vms.return_to_host(&mut host, &mut hyp, &mut mm, pa, 1, &pinned);
-            let _ = host_unshare_hyp(&mut host, &mut hyp, &mut mm, pa, 1);
+            let _ = vms.return_to_host(&mut host, &mut hyp, &mut mm, lit::hpa(pa), 1, &pinned);
+            let _ = host_unshare_hyp(&mut host, &mut hyp, &mut mm, lit::hpa(pa), 1);
         }
         assert_eq!(
             check(&host, &hyp, vms.guests(), &mut mm, &mut claims),
@@ -287,7 +315,7 @@ fn hostile_sequences_terminate_and_clean_up() {
         );
         // The pinned memory is still the hypervisor's, every page of it.
         for pa in (0x40_0000..0x50_0000).step_by(4096) {
-            let leaf = host.pgt().lookup(&mut mm, pa).unwrap();
+            let leaf = host.pgt().lookup(&mut mm, lit::hpa(pa)).unwrap();
             assert_eq!(
                 leaf.entry, 0,
                 "seed {seed}: pinned page {pa:#x} went to the host"
@@ -309,16 +337,28 @@ fn hostile_sequences_terminate_and_clean_up() {
 fn return_to_host_refuses_what_the_hypervisor_uses() {
     let mut w = World::new();
     let pool = 0x40_0000u64;
-    w.hyp.map_owned(&mut w.mm, pool, M2).unwrap();
-    w.host.pgt_mut().unmap(&mut w.mm, pool, M2).unwrap();
+    w.hyp.map_owned(&mut w.mm, lit::hpa(pool), M2).unwrap();
+    w.host
+        .pgt_mut()
+        .unmap(&mut w.mm, lit::hpa(pool), M2)
+        .unwrap();
     let pinned = [(pool, M2)];
     // Without the pin the pool page would go: that is the attack.
     let mut w2 = World::new();
-    w2.hyp.map_owned(&mut w2.mm, pool, M2).unwrap();
-    w2.host.pgt_mut().unmap(&mut w2.mm, pool, M2).unwrap();
+    w2.hyp.map_owned(&mut w2.mm, lit::hpa(pool), M2).unwrap();
+    w2.host
+        .pgt_mut()
+        .unmap(&mut w2.mm, lit::hpa(pool), M2)
+        .unwrap();
     assert_eq!(
-        w2.vms
-            .return_to_host(&mut w2.host, &mut w2.hyp, &mut w2.mm, pool, 1, &[]),
+        w2.vms.return_to_host(
+            &mut w2.host,
+            &mut w2.hyp,
+            &mut w2.mm,
+            lit::hpa(pool),
+            1,
+            &[]
+        ),
         Ok(())
     );
     // With it, refused, for any overlap.
@@ -330,14 +370,14 @@ fn return_to_host_refuses_what_the_hypervisor_uses() {
     ] {
         assert_eq!(
             w.vms
-                .return_to_host(&mut w.host, &mut w.hyp, &mut w.mm, pa, n, &pinned),
+                .return_to_host(&mut w.host, &mut w.hyp, &mut w.mm, lit::hpa(pa), n, &pinned),
             Err(Error::Busy),
             "{pa:#x} x{n}"
         );
     }
     // A VM's metadata is in use too.
-    host_donate_hyp(&mut w.host, &mut w.hyp, &mut w.mm, META, 1).unwrap();
-    hyp_donate_host(&mut w.host, &mut w.hyp, &mut w.mm, META, 1).unwrap();
+    host_donate_hyp(&mut w.host, &mut w.hyp, &mut w.mm, lit::hpa(META), 1).unwrap();
+    hyp_donate_host(&mut w.host, &mut w.hyp, &mut w.mm, lit::hpa(META), 1).unwrap();
     let h = w
         .vms
         .create(
@@ -346,22 +386,34 @@ fn return_to_host_refuses_what_the_hypervisor_uses() {
             &mut w.mm,
             1,
             VmKind::Protected,
-            META,
+            lit::hpa(META),
             2,
             3,
         )
         .unwrap();
     assert_eq!(
-        w.vms
-            .return_to_host(&mut w.host, &mut w.hyp, &mut w.mm, META + K4, 1, &pinned),
+        w.vms.return_to_host(
+            &mut w.host,
+            &mut w.hyp,
+            &mut w.mm,
+            lit::hpa(META + K4),
+            1,
+            &pinned
+        ),
         Err(Error::Busy)
     );
     // A page donated on its own comes back.
     let spare = 20 * M2;
-    host_donate_hyp(&mut w.host, &mut w.hyp, &mut w.mm, spare, 1).unwrap();
+    host_donate_hyp(&mut w.host, &mut w.hyp, &mut w.mm, lit::hpa(spare), 1).unwrap();
     assert_eq!(
-        w.vms
-            .return_to_host(&mut w.host, &mut w.hyp, &mut w.mm, spare, 1, &pinned),
+        w.vms.return_to_host(
+            &mut w.host,
+            &mut w.hyp,
+            &mut w.mm,
+            lit::hpa(spare),
+            1,
+            &pinned
+        ),
         Ok(())
     );
     // After teardown the metadata has already gone back with it.
@@ -369,8 +421,14 @@ fn return_to_host_refuses_what_the_hypervisor_uses() {
         .teardown(&mut w.host, &mut w.hyp, &mut w.mm, h.raw())
         .unwrap();
     assert_eq!(
-        w.vms
-            .return_to_host(&mut w.host, &mut w.hyp, &mut w.mm, META, 1, &pinned),
+        w.vms.return_to_host(
+            &mut w.host,
+            &mut w.hyp,
+            &mut w.mm,
+            lit::hpa(META),
+            1,
+            &pinned
+        ),
         Err(Error::Perm),
         "no longer the hypervisor's"
     );

@@ -9,6 +9,7 @@
 //! page table).  The engine never looks at entry bits itself: it only asks
 //! the format.
 
+use crate::hv::mm::addr::Hpa;
 use crate::hv::mm::ept::{EptEntry, MemType, OwnerId, PageState, PFN_MASK};
 
 /// Read permission bit of [`Attrs::perms`].
@@ -59,14 +60,14 @@ pub trait PteFormat {
     fn is_table(e: u64, level: u32) -> bool;
 
     /// A table entry pointing to the table page at `pa`.
-    fn table(pa: u64) -> u64;
+    fn table(pa: Hpa) -> u64;
 
     /// A present leaf at `level` mapping `pa` with `attrs` (a large page
     /// when `level > 1`).
-    fn leaf(pa: u64, attrs: Attrs, level: u32) -> u64;
+    fn leaf(pa: Hpa, attrs: Attrs, level: u32) -> u64;
 
-    /// Physical address a present entry (table or leaf) points to.
-    fn addr(e: u64) -> u64;
+    /// Host-physical address a present entry (table or leaf) points to.
+    fn addr(e: u64) -> Hpa;
 
     /// Attributes of a present leaf.
     fn attrs(e: u64) -> Attrs;
@@ -84,17 +85,39 @@ pub trait PteFormat {
     /// The owner recorded in a non-present entry, `None` if `e` is present.
     fn owner(e: u64) -> Option<OwnerId>;
 
+    /// Whether replacing the present entry `old` at `level` by the present
+    /// entry `new` changes what the hardware may have cached: a table
+    /// becomes a leaf or the other way round (a page-size change), the
+    /// output address moves, or a leaf's memory type changes.  Such a change
+    /// must go break-before-make (see `pgtable`); a change of permissions or
+    /// of software bits need not.
+    fn changes_translation(old: u64, new: u64, level: u32) -> bool {
+        let table = Self::is_table(old, level);
+        table != Self::is_table(new, level)
+            || Self::addr(old) != Self::addr(new)
+            || (!table && Self::attrs(old).memtype != Self::attrs(new).memtype)
+    }
+
     /// Entry `i` (0..512) of the table that replaces leaf `e` at `level` when
     /// it is split: a present large page becomes 512 smaller pages with the
     /// same attributes, a non-present entry is copied unchanged.
     fn split_child(e: u64, level: u32, i: u64) -> u64 {
         if Self::is_present(e) {
             let child = crate::hv::mm::ept::level_size(level - 1);
-            Self::leaf(Self::addr(e) + i * child, Self::attrs(e), level - 1)
+            Self::leaf(
+                Self::addr(e).wrapping_add(i * child),
+                Self::attrs(e),
+                level - 1,
+            )
         } else {
             e
         }
     }
+}
+
+/// The address in bits 51:12 of an entry (always below 2^52).
+fn hpa_bits(bits: u64) -> Hpa {
+    Hpa::new(bits & PFN_MASK).unwrap_or(Hpa::ZERO)
 }
 
 /// Intel EPT entries (host EPT and guest shadow EPTs); see `ept.rs`.
@@ -116,13 +139,13 @@ impl PteFormat for EptFormat {
         level > 1 && Self::is_present(e) && EptEntry(e).large() == 0
     }
 
-    fn table(pa: u64) -> u64 {
-        EptEntry::table(pa).0
+    fn table(pa: Hpa) -> u64 {
+        EptEntry::table(pa.raw()).0
     }
 
-    fn leaf(pa: u64, attrs: Attrs, level: u32) -> u64 {
+    fn leaf(pa: Hpa, attrs: Attrs, level: u32) -> u64 {
         EptEntry::leaf(
-            pa,
+            pa.raw(),
             u64::from(attrs.perms),
             attrs.memtype,
             level > 1,
@@ -131,8 +154,8 @@ impl PteFormat for EptFormat {
         .0
     }
 
-    fn addr(e: u64) -> u64 {
-        EptEntry(e).addr()
+    fn addr(e: u64) -> Hpa {
+        hpa_bits(EptEntry(e).addr())
     }
 
     fn attrs(e: u64) -> Attrs {
@@ -199,12 +222,12 @@ impl PteFormat for HypFormat {
         level > 1 && Self::is_present(e) && e & Self::PS == 0
     }
 
-    fn table(pa: u64) -> u64 {
-        (pa & PFN_MASK) | Self::P | Self::RW
+    fn table(pa: Hpa) -> u64 {
+        (pa.raw() & PFN_MASK) | Self::P | Self::RW
     }
 
-    fn leaf(pa: u64, attrs: Attrs, level: u32) -> u64 {
-        let mut e = (pa & PFN_MASK) | Self::P;
+    fn leaf(pa: Hpa, attrs: Attrs, level: u32) -> u64 {
+        let mut e = (pa.raw() & PFN_MASK) | Self::P;
         if attrs.perms & PERM_W != 0 {
             e |= Self::RW;
         }
@@ -220,8 +243,8 @@ impl PteFormat for HypFormat {
         e | ((attrs.state as u64) << Self::STATE_SHIFT)
     }
 
-    fn addr(e: u64) -> u64 {
-        e & PFN_MASK
+    fn addr(e: u64) -> Hpa {
+        hpa_bits(e & PFN_MASK)
     }
 
     fn attrs(e: u64) -> Attrs {
@@ -273,14 +296,18 @@ impl PteFormat for HypFormat {
 mod tests {
     use super::*;
 
+    fn hpa(a: u64) -> Hpa {
+        Hpa::new(a).unwrap()
+    }
+
     fn roundtrip<F: PteFormat>() {
         for s in PageState::ALL {
             for level in 1..=3 {
                 let a = Attrs::wb(PERM_R | PERM_W, s);
-                let e = F::leaf(0x4000_0000, a, level);
+                let e = F::leaf(hpa(0x4000_0000), a, level);
                 assert!(F::is_present(e));
                 assert!(!F::is_table(e, level), "{} leaf at {level}", F::NAME);
-                assert_eq!(F::addr(e), 0x4000_0000);
+                assert_eq!(F::addr(e), hpa(0x4000_0000));
                 let got = F::attrs(e);
                 assert_eq!(got.state, s);
                 assert_eq!(got.perms & PERM_W, PERM_W);
@@ -290,9 +317,9 @@ mod tests {
                 );
             }
         }
-        let t = F::table(0x1234_5000);
+        let t = F::table(hpa(0x1234_5000));
         assert!(F::is_table(t, 2) && F::is_table(t, 4) && !F::is_table(t, 1));
-        assert_eq!(F::addr(t), 0x1234_5000);
+        assert_eq!(F::addr(t), hpa(0x1234_5000));
         assert_eq!(F::annotation(OwnerId::HYP), 0, "HYP is the empty entry");
         let g = OwnerId::new(0x1001).unwrap();
         assert_eq!(F::owner(F::annotation(g)), Some(g));
@@ -303,14 +330,14 @@ mod tests {
     #[test]
     fn ept_format_roundtrips() {
         roundtrip::<EptFormat>();
-        let e = EptFormat::leaf(0x20_0000, Attrs::wb(PERM_RWX, PageState::Owned), 2);
+        let e = EptFormat::leaf(hpa(0x20_0000), Attrs::wb(PERM_RWX, PageState::Owned), 2);
         assert_eq!(e, 0x0100_0000_0020_00b7);
     }
 
     #[test]
     fn hyp_format_roundtrips() {
         roundtrip::<HypFormat>();
-        let ro = HypFormat::leaf(0x1000, Attrs::wb(PERM_R, PageState::Owned), 1);
+        let ro = HypFormat::leaf(hpa(0x1000), Attrs::wb(PERM_R, PageState::Owned), 1);
         assert_eq!(ro, 0x8010_0000_0000_1001);
         assert_eq!(HypFormat::attrs(ro).perms, PERM_R);
     }
@@ -318,9 +345,9 @@ mod tests {
     #[test]
     fn split_child_steps_addresses() {
         let a = Attrs::wb(PERM_RWX, PageState::SharedOwned);
-        let big = EptFormat::leaf(0x4000_0000, a, 3);
+        let big = EptFormat::leaf(hpa(0x4000_0000), a, 3);
         let c = EptFormat::split_child(big, 3, 5);
-        assert_eq!(EptFormat::addr(c), 0x4000_0000 + 5 * (2 << 20));
+        assert_eq!(EptFormat::addr(c), hpa(0x4000_0000 + 5 * (2 << 20)));
         assert_eq!(EptFormat::attrs(c), a);
         assert!(!EptFormat::is_table(c, 2));
         let ann = EptFormat::annotation(OwnerId::new(7).unwrap());

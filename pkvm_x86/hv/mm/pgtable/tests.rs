@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use std::vec::Vec;
 
 use super::*;
+use crate::hv::mm::addr::lit;
+use crate::hv::mm::addr::Gpa;
 use crate::hv::mm::ept::MemType;
 use crate::hv::mm::sim::Arena;
 
@@ -18,9 +20,12 @@ fn rwx(state: PageState) -> Attrs {
 }
 
 /// Every non-zero leaf as (lo, hi, level, entry).
-fn dump<F: PteFormat>(t: &PgTable<F>, mm: &mut Arena) -> Vec<(u64, u64, u32, u64)> {
+fn dump<F: PteFormat, A: InputAddr>(
+    t: &PgTable<F, A>,
+    mm: &mut Arena,
+) -> Vec<(u64, u64, u32, u64)> {
     let mut v = Vec::new();
-    t.for_each_leaf(mm, 0, ADDR_LIMIT, |_, ctx, e| {
+    t.for_each_leaf(mm, A::from_table_bits(0), ADDR_LIMIT, |_, ctx, e| {
         if e != 0 {
             v.push((ctx.lo(), ctx.hi(), ctx.level, e));
         }
@@ -37,11 +42,11 @@ enum Page {
     Raw(u64),
 }
 
-fn page_of<F: PteFormat>(t: &PgTable<F>, mm: &mut Arena, addr: u64) -> Page {
-    let l = t.lookup(mm, addr).unwrap();
+fn page_of<F: PteFormat, A: InputAddr>(t: &PgTable<F, A>, mm: &mut Arena, addr: u64) -> Page {
+    let l = t.lookup(mm, A::from_table_bits(addr)).unwrap();
     if F::is_present(l.entry) {
         let base = addr & !(level_size(l.level) - 1);
-        Page::Mapped(F::addr(l.entry) + (addr - base), F::attrs(l.entry))
+        Page::Mapped(F::addr(l.entry).raw() + (addr - base), F::attrs(l.entry))
     } else {
         Page::Raw(l.entry)
     }
@@ -54,15 +59,29 @@ fn leaves_at(d: &[(u64, u64, u32, u64)], level: u32) -> usize {
 #[test]
 fn aligned_gigabyte_is_one_leaf() {
     let mut mm = Arena::new(64);
-    let mut t = PgTable::<EptFormat>::new(&mut mm, 3).unwrap();
-    t.map(&mut mm, G1, G1, G1, rwx(PageState::Owned)).unwrap();
+    let mut t = PgTable::<EptFormat, Gpa>::new(&mut mm, 3).unwrap();
+    t.map(
+        &mut mm,
+        lit::gpa(G1),
+        G1,
+        lit::hpa(G1),
+        rwx(PageState::Owned),
+    )
+    .unwrap();
     let d = dump(&t, &mut mm);
     assert_eq!(d.len(), 1);
     assert_eq!(d[0].2, 3);
     assert_eq!(t.table_pages(&mut mm).unwrap(), 2, "PML4 + PDPT");
     // Without 1 GiB pages: 512 2 MiB leaves in one PD.
-    let mut t2 = PgTable::<EptFormat>::new(&mut mm, 2).unwrap();
-    t2.map(&mut mm, G1, G1, G1, rwx(PageState::Owned)).unwrap();
+    let mut t2 = PgTable::<EptFormat, Gpa>::new(&mut mm, 2).unwrap();
+    t2.map(
+        &mut mm,
+        lit::gpa(G1),
+        G1,
+        lit::hpa(G1),
+        rwx(PageState::Owned),
+    )
+    .unwrap();
     let d = dump(&t2, &mut mm);
     assert_eq!(leaves_at(&d, 2), 512);
     assert_eq!(t2.table_pages(&mut mm).unwrap(), 3);
@@ -75,12 +94,18 @@ fn aligned_gigabyte_is_one_leaf() {
 #[test]
 fn unaligned_ranges_use_the_largest_pages_that_fit() {
     let mut mm = Arena::new(64);
-    let mut t = PgTable::<EptFormat>::new(&mut mm, 3).unwrap();
+    let mut t = PgTable::<EptFormat, Gpa>::new(&mut mm, 3).unwrap();
     // [1 GiB - 4 KiB, 2 GiB + 2 MiB + 4 KiB): 4K, 1G, 2M, 4K.
     let start = G1 - K4;
     let size = K4 + G1 + M2 + K4;
-    t.map(&mut mm, start, size, start, rwx(PageState::Owned))
-        .unwrap();
+    t.map(
+        &mut mm,
+        lit::gpa(start),
+        size,
+        lit::hpa(start),
+        rwx(PageState::Owned),
+    )
+    .unwrap();
     let d = dump(&t, &mut mm);
     assert_eq!(
         (leaves_at(&d, 1), leaves_at(&d, 2), leaves_at(&d, 3)),
@@ -88,9 +113,15 @@ fn unaligned_ranges_use_the_largest_pages_that_fit() {
     );
     // A mapping whose pa is not aligned like its address cannot use large
     // pages at all.
-    let mut g = PgTable::<EptFormat>::new(&mut mm, 3).unwrap();
-    g.map(&mut mm, 0, M2, K4 * 3, rwx(PageState::Owned))
-        .unwrap();
+    let mut g = PgTable::<EptFormat, Gpa>::new(&mut mm, 3).unwrap();
+    g.map(
+        &mut mm,
+        lit::gpa(0),
+        M2,
+        lit::hpa(K4 * 3),
+        rwx(PageState::Owned),
+    )
+    .unwrap();
     let d = dump(&g, &mut mm);
     assert_eq!(leaves_at(&d, 1), 512);
     assert_eq!(
@@ -106,16 +137,21 @@ fn unaligned_ranges_use_the_largest_pages_that_fit() {
 #[test]
 fn changing_one_page_splits_down_and_keeps_the_rest() {
     let mut mm = Arena::new(64);
-    let mut t = PgTable::<EptFormat>::new(&mut mm, 3).unwrap();
+    let mut t = PgTable::<EptFormat, Gpa>::new(&mut mm, 3).unwrap();
     let a = rwx(PageState::Owned);
-    t.map(&mut mm, 0, G1, 0, a).unwrap();
+    t.map(&mut mm, lit::gpa(0), G1, lit::hpa(0), a).unwrap();
     let victim = 5 * M2 + 7 * K4;
     let need = t
-        .pages_needed(&mm, victim, K4, Fill::State(PageState::SharedOwned))
+        .pages_needed(
+            &mut mm,
+            lit::gpa(victim),
+            K4,
+            Fill::State(PageState::SharedOwned),
+        )
         .unwrap();
     assert_eq!(need, 2, "a PD and a PT");
     let before = mm.allocs;
-    t.set_state(&mut mm, victim, K4, PageState::SharedOwned)
+    t.set_state(&mut mm, lit::gpa(victim), K4, PageState::SharedOwned)
         .unwrap();
     assert_eq!(mm.allocs - before, 2);
     let d = dump(&t, &mut mm);
@@ -130,12 +166,19 @@ fn changing_one_page_splits_down_and_keeps_the_rest() {
     }
     // Same state again: no allocation, no split.
     let before = mm.allocs;
-    t.set_state(&mut mm, 6 * M2 + K4, K4, PageState::Owned)
+    t.set_state(&mut mm, lit::gpa(6 * M2 + K4), K4, PageState::Owned)
         .unwrap();
-    t.map(&mut mm, 100 * M2 + K4, K4, 100 * M2 + K4, a).unwrap();
+    t.map(
+        &mut mm,
+        lit::gpa(100 * M2 + K4),
+        K4,
+        lit::hpa(100 * M2 + K4),
+        a,
+    )
+    .unwrap();
     assert_eq!(mm.allocs, before, "no needless split");
     // Mapping the whole 1 GiB again frees both tables.
-    t.map(&mut mm, 0, G1, 0, a).unwrap();
+    t.map(&mut mm, lit::gpa(0), G1, lit::hpa(0), a).unwrap();
     assert_eq!(t.table_pages(&mut mm).unwrap(), 2);
     t.destroy(&mut mm).unwrap();
     assert_eq!(mm.live(), 0);
@@ -145,16 +188,16 @@ fn changing_one_page_splits_down_and_keeps_the_rest() {
 #[test]
 fn annotations_live_at_any_level_and_split_like_leaves() {
     let mut mm = Arena::new(64);
-    let mut t = PgTable::<EptFormat>::new(&mut mm, 3).unwrap();
+    let mut t = PgTable::<EptFormat, Gpa>::new(&mut mm, 3).unwrap();
     let g = OwnerId::new(0x1005).unwrap();
-    t.annotate(&mut mm, 0, 1 << 39, g).unwrap();
+    t.annotate(&mut mm, lit::gpa(0), 1 << 39, g).unwrap();
     assert_eq!(t.table_pages(&mut mm).unwrap(), 1, "one PML4 entry");
-    assert_eq!(t.lookup(&mut mm, 123 * G1).unwrap().level, 4);
+    assert_eq!(t.lookup(&mut mm, lit::gpa(123 * G1)).unwrap().level, 4);
     t.map(
         &mut mm,
-        3 * G1 + M2,
+        lit::gpa(3 * G1 + M2),
         K4,
-        3 * G1 + M2,
+        lit::hpa(3 * G1 + M2),
         rwx(PageState::SharedBorrowed),
     )
     .unwrap();
@@ -165,9 +208,10 @@ fn annotations_live_at_any_level_and_split_like_leaves() {
     assert_eq!(t.table_pages(&mut mm).unwrap(), 4);
     // Annotating with the same owner changes nothing.
     let before = mm.allocs;
-    t.annotate(&mut mm, 7 * G1, M2, g).unwrap();
+    t.annotate(&mut mm, lit::gpa(7 * G1), M2, g).unwrap();
     assert_eq!(mm.allocs, before);
-    t.annotate(&mut mm, 0, 1 << 39, OwnerId::HYP).unwrap();
+    t.annotate(&mut mm, lit::gpa(0), 1 << 39, OwnerId::HYP)
+        .unwrap();
     assert_eq!(t.table_pages(&mut mm).unwrap(), 1);
     assert!(dump(&t, &mut mm).is_empty());
     t.destroy(&mut mm).unwrap();
@@ -178,13 +222,19 @@ fn annotations_live_at_any_level_and_split_like_leaves() {
 #[test]
 fn empty_tables_are_freed() {
     let mut mm = Arena::new(64);
-    let mut t = PgTable::<EptFormat>::new(&mut mm, 2).unwrap();
-    t.map(&mut mm, 5 * G1 + K4, 3 * K4, 0x1000, rwx(PageState::Owned))
-        .unwrap();
+    let mut t = PgTable::<EptFormat, Gpa>::new(&mut mm, 2).unwrap();
+    t.map(
+        &mut mm,
+        lit::gpa(5 * G1 + K4),
+        3 * K4,
+        lit::hpa(0x1000),
+        rwx(PageState::Owned),
+    )
+    .unwrap();
     assert_eq!(t.table_pages(&mut mm).unwrap(), 4);
-    t.unmap(&mut mm, 5 * G1 + 2 * K4, K4).unwrap();
+    t.unmap(&mut mm, lit::gpa(5 * G1 + 2 * K4), K4).unwrap();
     assert_eq!(t.table_pages(&mut mm).unwrap(), 4);
-    t.unmap(&mut mm, 5 * G1, 4 * K4).unwrap();
+    t.unmap(&mut mm, lit::gpa(5 * G1), 4 * K4).unwrap();
     assert_eq!(t.table_pages(&mut mm).unwrap(), 1);
     assert_eq!(mm.live(), 1);
     t.destroy(&mut mm).unwrap();
@@ -194,7 +244,7 @@ fn empty_tables_are_freed() {
 #[test]
 fn bad_ranges_are_einval() {
     let mut mm = Arena::new(16);
-    let mut t = PgTable::<EptFormat>::new(&mut mm, 3).unwrap();
+    let mut t = PgTable::<EptFormat, Gpa>::new(&mut mm, 3).unwrap();
     let a = rwx(PageState::Owned);
     for (addr, size) in [
         (0, 0),
@@ -205,18 +255,40 @@ fn bad_ranges_are_einval() {
         (!(K4 - 1), K4),
         (K4, !(K4 - 1)),
     ] {
-        assert_eq!(t.map(&mut mm, addr, size, 0, a), Err(Error::Inval));
+        // An address no table can translate cannot even be a `Gpa`.
+        let Some(addr) = Gpa::new(addr) else {
+            assert!(addr >= PA_LIMIT);
+            continue;
+        };
+        assert_eq!(
+            t.map(&mut mm, addr, size, lit::hpa(0), a),
+            Err(Error::Inval)
+        );
         assert_eq!(t.unmap(&mut mm, addr, size), Err(Error::Inval));
         assert_eq!(
             t.annotate(&mut mm, addr, size, OwnerId::HOST),
             Err(Error::Inval)
         );
     }
-    assert_eq!(t.map(&mut mm, 0, K4, 12, a), Err(Error::Inval));
-    assert_eq!(t.map(&mut mm, 0, K4, PA_LIMIT, a), Err(Error::Inval));
+    assert_eq!(
+        t.map(&mut mm, lit::gpa(0), K4, lit::hpa(12), a),
+        Err(Error::Inval)
+    );
+    assert_eq!(Hpa::new(PA_LIMIT), None);
+    let top = lit::hpa(PA_LIMIT - K4);
+    assert_eq!(
+        t.map(&mut mm, lit::gpa(0), 2 * K4, top, a),
+        Err(Error::Inval)
+    );
     let bad = Attrs { perms: 8, ..a };
-    assert_eq!(t.map(&mut mm, 0, K4, 0, bad), Err(Error::Inval));
-    assert_eq!(t.set(&mut mm, 0, K4, Fill::Set(7)), Err(Error::Inval));
+    assert_eq!(
+        t.map(&mut mm, lit::gpa(0), K4, lit::hpa(0), bad),
+        Err(Error::Inval)
+    );
+    assert_eq!(
+        t.set(&mut mm, lit::gpa(0), K4, Fill::Set(7)),
+        Err(Error::Inval)
+    );
     assert_eq!(t.table_pages(&mut mm).unwrap(), 1);
     t.destroy(&mut mm).unwrap();
     assert!(mm.errors.is_empty(), "{:?}", mm.errors);
@@ -238,7 +310,7 @@ fn allocation_failure_at_every_point_is_all_or_nothing() {
             M2 + K4,
             M2,
             Fill::Map {
-                pa: 0x7000,
+                pa: lit::hpa(0x7000),
                 attrs: a,
             },
         ),
@@ -248,14 +320,14 @@ fn allocation_failure_at_every_point_is_all_or_nothing() {
         let mut n = 1;
         loop {
             let mut mm = Arena::new(256);
-            let mut t = PgTable::<EptFormat>::new(&mut mm, 3).unwrap();
-            t.map(&mut mm, 0, 4 * G1, 0, a).unwrap();
-            t.set_state(&mut mm, G1, K4, PageState::SharedBorrowed)
+            let mut t = PgTable::<EptFormat, Gpa>::new(&mut mm, 3).unwrap();
+            t.map(&mut mm, lit::gpa(0), 4 * G1, lit::hpa(0), a).unwrap();
+            t.set_state(&mut mm, lit::gpa(G1), K4, PageState::SharedBorrowed)
                 .unwrap();
             let before = dump(&t, &mut mm);
             let live = mm.live();
             mm.fail_nth(Some(n));
-            let r = t.set(&mut mm, addr, size, fill);
+            let r = t.set(&mut mm, lit::gpa(addr), size, fill);
             let injected = mm.failed_allocs > 0;
             mm.fail_nth(None);
             if injected {
@@ -266,14 +338,14 @@ fn allocation_failure_at_every_point_is_all_or_nothing() {
                 r.unwrap();
                 let mut probe = addr;
                 while probe < addr + size {
-                    let l = t.lookup(&mut mm, probe).unwrap();
+                    let l = t.lookup(&mut mm, lit::gpa(probe)).unwrap();
                     match fill {
                         Fill::State(s) => assert_eq!(EptFormat::state(l.entry), s),
                         Fill::Set(v) => assert_eq!(l.entry, v),
                         Fill::Map { pa, .. } => {
                             assert_eq!(
                                 page_of(&t, &mut mm, probe),
-                                Page::Mapped(pa + probe - addr, a)
+                                Page::Mapped(pa.raw() + probe - addr, a)
                             )
                         }
                     }
@@ -317,8 +389,8 @@ fn random_modifications_match_a_page_model() {
     for fmt_hyp in [false, true] {
         let mut rng = Rng(0x5eed + u64::from(fmt_hyp));
         let mut mm = Arena::new(4096);
-        let mut t = PgTable::<EptFormat>::new(&mut mm, 3).unwrap();
-        let mut h = PgTable::<HypFormat>::new(&mut mm, 3).unwrap();
+        let mut t = PgTable::<EptFormat, Gpa>::new(&mut mm, 3).unwrap();
+        let mut h = PgTable::<HypFormat, Gpa>::new(&mut mm, 3).unwrap();
         // Window: 8 MiB on each side of 1 GiB, in pages.
         let wbase = G1 - 4 * M2;
         let wpages = 8 * M2 / K4;
@@ -352,19 +424,19 @@ fn random_modifications_match_a_page_model() {
                     };
                     let perms = [PERM_R, PERM_R | PERM_W, PERM_RWX][rng.below(3) as usize];
                     Fill::Map {
-                        pa,
+                        pa: lit::hpa(pa),
                         attrs: Attrs::wb(perms, state),
                     }
                 }
             };
             let before = mm.allocs;
             let need = if fmt_hyp {
-                let need = h.pages_needed(&mm, addr, size, fill).unwrap();
-                h.set(&mut mm, addr, size, fill).unwrap();
+                let need = h.pages_needed(&mut mm, lit::gpa(addr), size, fill).unwrap();
+                h.set(&mut mm, lit::gpa(addr), size, fill).unwrap();
                 need
             } else {
-                let need = t.pages_needed(&mm, addr, size, fill).unwrap();
-                t.set(&mut mm, addr, size, fill).unwrap();
+                let need = t.pages_needed(&mut mm, lit::gpa(addr), size, fill).unwrap();
+                t.set(&mut mm, lit::gpa(addr), size, fill).unwrap();
                 need
             };
             assert_eq!(
@@ -377,7 +449,7 @@ fn random_modifications_match_a_page_model() {
                 let p = model.get_mut(&a).unwrap();
                 *p = match fill {
                     Fill::Set(v) => Page::Raw(v),
-                    Fill::Map { pa, attrs } => Page::Mapped(pa + i * K4, attrs),
+                    Fill::Map { pa, attrs } => Page::Mapped(pa.raw() + i * K4, attrs),
                     Fill::State(s) => match *p {
                         Page::Mapped(pa, at) => Page::Mapped(pa, Attrs { state: s, ..at }),
                         raw => raw,
@@ -396,8 +468,8 @@ fn random_modifications_match_a_page_model() {
             }
         }
         // Clearing the window frees every table.
-        t.unmap(&mut mm, wbase, wpages * K4).unwrap();
-        h.unmap(&mut mm, wbase, wpages * K4).unwrap();
+        t.unmap(&mut mm, lit::gpa(wbase), wpages * K4).unwrap();
+        h.unmap(&mut mm, lit::gpa(wbase), wpages * K4).unwrap();
         assert_eq!(t.table_pages(&mut mm).unwrap(), 1);
         assert_eq!(h.table_pages(&mut mm).unwrap(), 1);
         t.destroy(&mut mm).unwrap();
@@ -418,7 +490,7 @@ fn page_cache_threads_through_pages() {
     assert_eq!(c.len(), 5, "a failed top-up gives back what it took");
     assert_eq!(mm.live(), 5);
     let p = c.pop(&mut mm).unwrap();
-    assert!(mm.table(p).unwrap().iter().all(|&e| e == 0));
+    assert!(mm.table(p).unwrap().iter().all(|e| load(e) == 0));
     mm.free_page(p);
     c.release(&mut mm);
     assert!(c.is_empty());
@@ -429,14 +501,14 @@ fn page_cache_threads_through_pages() {
 #[test]
 fn memtype_is_kept_through_splits() {
     let mut mm = Arena::new(16);
-    let mut t = PgTable::<EptFormat>::new(&mut mm, 2).unwrap();
+    let mut t = PgTable::<EptFormat, Gpa>::new(&mut mm, 2).unwrap();
     let uc = Attrs {
         perms: PERM_R | PERM_W,
         memtype: MemType::Uc,
         state: PageState::Owned,
     };
-    t.map(&mut mm, 0, M2, 0, uc).unwrap();
-    t.set_state(&mut mm, K4, K4, PageState::SharedOwned)
+    t.map(&mut mm, lit::gpa(0), M2, lit::hpa(0), uc).unwrap();
+    t.set_state(&mut mm, lit::gpa(K4), K4, PageState::SharedOwned)
         .unwrap();
     assert_eq!(page_of(&t, &mut mm, 2 * K4), Page::Mapped(2 * K4, uc));
     t.destroy(&mut mm).unwrap();
