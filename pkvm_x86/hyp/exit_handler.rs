@@ -15,12 +15,11 @@ use core::sync::atomic::Ordering::Relaxed;
 
 use super::percpu::{CpuLocal, HypCpu};
 use crate::arch::{cpu, cpuid::cpuid, vmx};
+use crate::hv::host_policy::{self as policy, cpuid_filter, msr_write_refused, Action};
 use crate::hv::hypercall::{self, call::Call, call::Reply};
 use crate::hv::vmx::exit::{
-    self, cpuid_filter, entry_intr_info, reason, vector, CrAccess, EptViolation, EventType,
-    ExitReason,
+    self, entry_intr_info, vector, CrAccess, EptViolation, EventType, ExitReason,
 };
-use crate::hv::vmx::msr_bitmap::HOST_POLICY;
 use crate::hv::vmx::vmcs::*;
 use crate::hyp::entry::{self as entry, gpr_slot, reg, GuestRegs};
 
@@ -77,14 +76,6 @@ fn get_gpr(regs: &GuestRegs, n: u8) -> u64 {
     }
 }
 
-/// MSRs the host may not write: those the interception policy names
-/// (IA32_FEATURE_CONTROL and the VMX capability MSRs).
-fn msr_write_refused(msr: u32) -> bool {
-    HOST_POLICY
-        .iter()
-        .any(|r| r.access.write() && (r.first..=r.last).contains(&msr))
-}
-
 /// Entry point from assembly.  Returns 0 to resume the guest, 1 when the
 /// CPU has left VMX operation and `regs.iret` holds the host's frame.
 ///
@@ -104,8 +95,9 @@ pub(crate) unsafe extern "C" fn handle_exit(regs: *mut GuestRegs, cpu: *const Hy
     let why = ExitReason::from_raw(rd(VM_EXIT_REASON));
     local.stats.record(why.basic);
 
-    match why.basic {
-        reason::CPUID => {
+    // What to do is the host policy's decision; how, this handler's.
+    match policy::on_exit(why.basic) {
+        Action::Cpuid => {
             let leaf = regs.gpr[reg::RAX] as u32;
             let r = cpuid(leaf, regs.gpr[reg::RCX] as u32);
             let out = cpuid_filter(leaf, [r.eax, r.ebx, r.ecx, r.edx]);
@@ -115,17 +107,17 @@ pub(crate) unsafe extern "C" fn handle_exit(regs: *mut GuestRegs, cpu: *const Hy
             regs.gpr[reg::RDX] = u64::from(out[3]);
             skip_instruction();
         }
-        reason::VMCALL => {
+        Action::Hypercall => {
             if guest_cpl() != 0 {
                 inject_ud();
             } else {
                 return hypercall_dispatch(regs, cpu, local);
             }
         }
-        reason::CR_ACCESS => match CrAccess::decode(rd(EXIT_QUALIFICATION)) {
+        Action::ControlRegister => match CrAccess::decode(rd(EXIT_QUALIFICATION)) {
             CrAccess::MovTo { cr: 4, gpr } => {
                 let val = get_gpr(regs, gpr);
-                match exit::cr4_write(val, cpu.cr4_fixed0, cpu.cr4_fixed1) {
+                match policy::cr4_write(val, cpu.cr4_fixed0, cpu.cr4_fixed1) {
                     Some((real, shadow)) => {
                         wr(GUEST_CR4, real);
                         wr(CR4_READ_SHADOW, shadow);
@@ -136,7 +128,7 @@ pub(crate) unsafe extern "C" fn handle_exit(regs: *mut GuestRegs, cpu: *const Hy
             }
             _ => unexpected(local, why.basic),
         },
-        reason::RDMSR => {
+        Action::Rdmsr => {
             let msr = regs.gpr[reg::RCX] as u32;
             let mut v = 0u64;
             // SAFETY: the accessor recovers from #GP through the root-mode
@@ -149,7 +141,7 @@ pub(crate) unsafe extern "C" fn handle_exit(regs: *mut GuestRegs, cpu: *const Hy
                 inject_gp0();
             }
         }
-        reason::WRMSR => {
+        Action::Wrmsr => {
             let msr = regs.gpr[reg::RCX] as u32;
             let v = (regs.gpr[reg::RDX] << 32) | (regs.gpr[reg::RAX] & 0xffff_ffff);
             // SAFETY: as for RDMSR.  Only MSRs outside the bitmap's range
@@ -161,7 +153,7 @@ pub(crate) unsafe extern "C" fn handle_exit(regs: *mut GuestRegs, cpu: *const Hy
                 skip_instruction();
             }
         }
-        reason::XSETBV => {
+        Action::Xsetbv => {
             let v = (regs.gpr[reg::RDX] << 32) | (regs.gpr[reg::RAX] & 0xffff_ffff);
             // SAFETY: XSETBV with the host's operands; a #GP is recovered.
             if unsafe { entry::pkvm_xsetbv_safe(regs.gpr[reg::RCX] as u32, v) } == 0 {
@@ -170,23 +162,15 @@ pub(crate) unsafe extern "C" fn handle_exit(regs: *mut GuestRegs, cpu: *const Hy
                 inject_gp0();
             }
         }
-        reason::INVD => {
-            // Never drop dirty lines: write back instead.
+        Action::InvdAsWbinvd => {
             cpu::wbinvd();
             skip_instruction();
         }
-        19..=27 | reason::INVEPT | reason::INVVPID | reason::VMFUNC | reason::GETSEC => {
-            // VMX (and SMX) instructions: the host sees a CPU without VMX
-            // until nested VMX exists.
-            inject_ud();
-        }
-        reason::EPT_VIOLATION => host_touched_protected_memory(),
-        reason::NMI_WINDOW => {}
-        reason::TRIPLE_FAULT
-        | reason::ENTRY_FAIL_GUEST_STATE
-        | reason::ENTRY_FAIL_MSR_LOADING
-        | reason::ENTRY_FAIL_MCE => host_is_dead(cpu, local, why.basic),
-        _ => unexpected(local, why.basic),
+        Action::Undefined => inject_ud(),
+        Action::ProtectedMemory => host_touched_protected_memory(),
+        Action::Nothing => {}
+        Action::HostDead => host_is_dead(cpu, local, why.basic),
+        Action::Unexpected => unexpected(local, why.basic),
     }
     deliver_pending(cpu);
     0
