@@ -34,8 +34,9 @@ pub enum Action {
     /// VMCALL: a hypercall (at CPL 0; #UD from user mode, as on a CPU
     /// without a hypervisor).
     Hypercall,
-    /// MOV to/from a control register the host does not own
-    /// ([`CR4_GUEST_HOST_MASK`]): MOV to CR4 goes through [`cr4_write`].
+    /// Control-register access: only a MOV to CR4 that differs from the
+    /// read shadow in a bit the host does not own ([`CR4_GUEST_HOST_MASK`])
+    /// exits; it is checked by [`cr4_write`].  Any other kind is unexpected.
     ControlRegister,
     /// RDMSR of an MSR outside the bitmap's ranges (those inside never exit
     /// on reads, see [`MSR_INTERCEPTS`]): performed for the host, #GP if the
@@ -47,14 +48,16 @@ pub enum Action {
     /// XSETBV (always exits in VMX non-root): performed, #GP if the CPU
     /// refuses it.
     Xsetbv,
-    /// INVD (always exits): run as WBINVD.  Dropping dirty lines would
-    /// lose writes of root mode and of other owners' pages; writing them
-    /// back is what INVD's caller (firmware-like code) can live with.
+    /// INVD (always exits): run as WBINVD.  Invalidating without writing
+    /// back could discard dirty lines of memory the host does not own
+    /// (root mode's, a guest's); WBINVD invalidates too, after the write
+    /// back, so the host loses nothing it could rely on.
     InvdAsWbinvd,
     /// Refused with #UD, as on a CPU without the feature: the VMX
     /// instructions (VMCLEAR..=VMXON, INVEPT, INVVPID, VMFUNC), since the
-    /// host sees a CPU without VMX until nested VMX exists, and GETSEC
-    /// (SMX), which would let the host measure-launch over pkvm.
+    /// host sees a CPU without VMX until nested VMX exists (CPUID hides it,
+    /// see [`cpuid_filter`]), and GETSEC (SMX), which pkvm does not
+    /// emulate.
     Undefined,
     /// EPT violation: the host touched memory it does not own; a #PF is
     /// injected.

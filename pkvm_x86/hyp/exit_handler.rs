@@ -8,7 +8,7 @@
 //! VMCALL from user mode, #GP for refused MSR or CR writes, #PF for host
 //! accesses to hypervisor memory); the CPU leaves VMX operation (TEARDOWN_CPU
 //! hypercall).  Nothing here panics: an exit it does not expect is counted
-//! in `HypCpu::unexpected` and answered with #UD, which the host's own
+//! in `CpuLocal::unexpected` and answered with #UD, which the host's own
 //! fault handling reports.
 
 use core::sync::atomic::Ordering::Relaxed;
