@@ -142,7 +142,6 @@ impl Hostile {
             | nr::HOST_SHARE_HYP
             | nr::HOST_UNSHARE_HYP => [self.frame(), self.count(), self.raw(), self.raw()],
             nr::VM_CREATE => [self.raw(), self.raw() % 3, self.frame(), self.count()],
-            nr::VM_TEARDOWN => [self.handle(), self.raw(), self.raw(), self.raw()],
             nr::HOST_SHARE_GUEST | nr::HOST_UNSHARE_GUEST | nr::HOST_DONATE_GUEST => {
                 [self.handle(), self.frame(), self.gfn(), self.count()]
             }

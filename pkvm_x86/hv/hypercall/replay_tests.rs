@@ -122,7 +122,7 @@ fn hostile_calls_through_the_parser_keep_the_invariants() {
         // transitions go through to reach states worth checking.
         assert!(parsed > 2000 && einval > 50 && enosys > 100, "seed {seed}");
         assert!(
-            succeeded >= 50,
+            succeeded >= 30,
             "seed {seed}: only {succeeded} went through"
         );
         let mut claims = [Claim::default(); 256];
@@ -158,6 +158,19 @@ fn hostile_calls_through_the_parser_keep_the_invariants() {
             assert!(
                 e.is_present(false) && e.state() == PageState::Owned,
                 "seed {seed}: arena page {pa:#x} stuck: {e:?}"
+            );
+        }
+        // Nothing else changed hands: every other host page of the first
+        // 64 MiB (and a page of every 2 MiB above) is the host's.
+        let others = (0..64u64 << 20)
+            .step_by(4096)
+            .chain((64u64 << 20..4 << 30).step_by(2 << 20));
+        for pa in others.filter(|pa| !(POOL..ARENA_PA + (32 << 12)).contains(pa)) {
+            let leaf = host.pgt().lookup(&mut mm, pa).unwrap();
+            let e = EptEntry(leaf.entry);
+            assert!(
+                e.is_present(false) && e.state() == PageState::Owned,
+                "seed {seed}: host page {pa:#x} changed: {e:?}"
             );
         }
         for pa in (POOL..POOL + POOL_SIZE).step_by(4096) {
