@@ -65,7 +65,8 @@ struct RawMsrs([Option<u64>; VMX_MSR_COUNT]);
 /// The debug interface's `ctl` file.
 type DebugCtl = Pin<KBox<debugfs::File<Mutex<debug_iface::DebugState>>>>;
 
-/// What the `status` debugfs file shows.
+/// What the `status` debugfs file shows (fixed at load; the file adds the
+/// live `internal_errors:` line).
 struct Status {
     cpus: u32,
     pool_used: usize,
@@ -109,6 +110,23 @@ fn write_exits(_: &(), f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         }
     }
     writeln!(f, "total {}", sum[last])
+}
+
+/// Warns in the kernel log if the hypervisor counted internal errors
+/// (hypervisor bugs caught by a page-state apply step); returns the count.
+fn check_internal_errors() -> Result<u64> {
+    let n = hyp_client::internal_errors()?;
+    if n != 0 {
+        pr_warn!("hypervisor internal errors: {} (a hypervisor bug; see INTERNAL_ERRORS in Documentation/hypercalls.rst)\n", n);
+    }
+    Ok(n)
+}
+
+/// The `internal_errors:` line of the status file, asked of the hypervisor
+/// at each read (live, unlike the load-time lines above it).
+fn write_internal_errors(f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let n = check_internal_errors().map_err(|_| core::fmt::Error)?;
+    writeln!(f, "internal_errors: {n}")
 }
 
 impl kernel::Module for PkvmX86 {
@@ -171,7 +189,8 @@ impl kernel::Module for PkvmX86 {
                 writeln!(f, "pool_pages_used: {}", s.pool_used)?;
                 writeln!(f, "pool_pages_total: {}", s.pool_total)?;
                 writeln!(f, "deprivilege_all_ns: {}", s.launch_total_ns)?;
-                writeln!(f, "deprivilege_slowest_cpu_ns: {}", s.launch_max_cpu_ns)
+                writeln!(f, "deprivilege_slowest_cpu_ns: {}", s.launch_max_cpu_ns)?;
+                write_internal_errors(f)
             }),
             GFP_KERNEL,
         )?;
@@ -211,6 +230,10 @@ impl kernel::Module for PkvmX86 {
 
 impl Drop for PkvmX86 {
     fn drop(&mut self) {
+        // Still deprivileged here: the hypervisor field drops after this.
+        if check_internal_errors().is_err() {
+            pr_warn!("could not read the hypervisor's internal-error count at unload\n");
+        }
         pr_info!("unloaded\n");
     }
 }

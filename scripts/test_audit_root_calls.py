@@ -13,9 +13,9 @@ AUDIT = os.path.join(HERE, "audit-root-calls.py")
 # Names the audit insists on reaching (as in the Rust object's mangling).
 PRELUDE = r"""
 void x_exit_handler11handle_exit(void);
-void y_HypGlobal9hypercall(void);
+void y_PageStates15host_donate_hyp(void);
 void pkvm_vmexit_entry(void) { x_exit_handler11handle_exit(); }
-void y_HypGlobal9hypercall(void) { }
+void y_PageStates15host_donate_hyp(void) { }
 """
 
 
@@ -31,30 +31,30 @@ def audit(c_body):
 
 class Audit(unittest.TestCase):
     def test_clean_root_code_passes(self):
-        rc, out = audit("void x_exit_handler11handle_exit(void) { y_HypGlobal9hypercall(); }\n")
+        rc, out = audit("void x_exit_handler11handle_exit(void) { y_PageStates15host_donate_hyp(); }\n")
         self.assertEqual(rc, 0, out)
         self.assertIn("0 kernel symbols", out)
 
     def test_kernel_call_fails(self):
         rc, out = audit("void printk(const char *);\n"
-                        "void x_exit_handler11handle_exit(void) { y_HypGlobal9hypercall(); printk(\"x\"); }\n")
+                        "void x_exit_handler11handle_exit(void) { y_PageStates15host_donate_hyp(); printk(\"x\"); }\n")
         self.assertEqual(rc, 1, out)
         self.assertIn("printk", out)
 
     def test_writable_data_fails(self):
         rc, out = audit("int counter;\n"
-                        "void x_exit_handler11handle_exit(void) { y_HypGlobal9hypercall(); counter++; }\n")
+                        "void x_exit_handler11handle_exit(void) { y_PageStates15host_donate_hyp(); counter++; }\n")
         self.assertEqual(rc, 1, out)
 
     def test_indirect_call_fails(self):
         rc, out = audit("void (*volatile hook)(void);\n"
-                        "void x_exit_handler11handle_exit(void) { y_HypGlobal9hypercall(); hook(); }\n")
+                        "void x_exit_handler11handle_exit(void) { y_PageStates15host_donate_hyp(); hook(); }\n")
         self.assertEqual(rc, 1, out)
 
     def test_unreachable_kernel_call_is_fine(self):
         rc, out = audit("void printk(const char *);\n"
                         "void host_side(void) { printk(\"x\"); }\n"
-                        "void x_exit_handler11handle_exit(void) { y_HypGlobal9hypercall(); }\n")
+                        "void x_exit_handler11handle_exit(void) { y_PageStates15host_donate_hyp(); }\n")
         self.assertEqual(rc, 0, out)
 
     def test_missing_roots_fail(self):

@@ -23,6 +23,21 @@ dmesg_clean() {
 	fi
 }
 
+# no_internal_errors: the hypervisor counted no internal error (a page-state
+# apply step that met a state its check ruled out); read from the
+# `internal_errors:` line of the status file, which asks the hypervisor.
+no_internal_errors() {
+	n=$(sed -n 's/^internal_errors: //p' /sys/kernel/debug/pkvm_x86/status)
+	[ "$n" = 0 ] || fail "hypervisor internal_errors: '$n', want 0"
+}
+
+# pkvm_rmmod: unloads pkvm_x86 after checking no_internal_errors; returns
+# rmmod's status (a non-zero count fails the test through `fail`).
+pkvm_rmmod() {
+	no_internal_errors
+	rmmod pkvm_x86
+}
+
 tap_run_suite() {
 	set -- $TESTS
 	echo "1..$#"

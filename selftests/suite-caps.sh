@@ -48,7 +48,7 @@ t_cpus_checked() {
 }
 
 t_rmmod() {
-	rmmod pkvm_x86 || fail "rmmod failed"
+	pkvm_rmmod || fail "rmmod failed"
 	if grep -q '^pkvm_x86 ' /proc/modules; then fail "still loaded"; fi
 	if [ -e $DBG ]; then fail "$DBG left behind"; fi
 	dmesg | tail -3 | grep -q 'pkvm_x86: unloaded' || fail "no unload message"
@@ -58,7 +58,7 @@ t_reload_cycle() {
 	for i in 1 2 3; do
 		insmod /lib/modules/pkvm_x86.ko || fail "insmod #$i"
 		cat $DBG/cpus_checked >/dev/null || fail "debugfs after insmod #$i"
-		rmmod pkvm_x86 || fail "rmmod #$i"
+		pkvm_rmmod || fail "rmmod #$i"
 	done
 }
 

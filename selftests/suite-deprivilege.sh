@@ -97,7 +97,7 @@ t_kvm_refused_while_loaded() {
 }
 
 t_rmmod_reprivileges() {
-	rmmod pkvm_x86 || fail "rmmod failed"
+	pkvm_rmmod || fail "rmmod failed"
 	sig=$(/bin/cpuid -s)
 	[ "$sig" != pkvm-x86 ] || fail "still deprivileged after rmmod (signature $sig)"
 	/bin/workload 4 1 >/dev/null || fail "workload after rmmod"
@@ -125,13 +125,13 @@ t_cpu_hotplug() {
 	expect_eq "cpu$last signature after re-onlining" "$sig" "pkvm-x86" || return 1
 	grep "^cpu${last}_total" $DBG/exits || fail "no counters from cpu$last"
 	echo 0 > $f && echo 1 > $f || fail "second offline/online"
-	rmmod pkvm_x86 || fail "rmmod"
+	pkvm_rmmod || fail "rmmod"
 	sig=$(taskset -c $last /bin/cpuid -s)
 	[ "$sig" != pkvm-x86 ] || fail "cpu$last still deprivileged after rmmod"
 	# Offline while unloaded, online after: the module must not care.
 	echo 0 > $f && insmod /lib/modules/pkvm_x86.ko && echo 1 > $f || fail "online after load"
 	expect_eq "late cpu$last" "$(taskset -c $last /bin/cpuid -s)" "pkvm-x86" || return 1
-	rmmod pkvm_x86 || fail "final rmmod"
+	pkvm_rmmod || fail "final rmmod"
 }
 
 # Deprivileging fails on the last CPU (injected): the load fails with EIO,
@@ -142,7 +142,7 @@ t_failure_rolls_back() {
 	sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null
 	before=$(memfree_kb)
 	if out=$(insmod /lib/modules/pkvm_x86.ko test_fail_cpu=$last 2>&1); then
-		rmmod pkvm_x86
+		pkvm_rmmod
 		fail "load succeeded despite the injected failure"
 	fi
 	echo "$out"
@@ -159,19 +159,19 @@ t_failure_rolls_back() {
 	[ $((before - after)) -lt 2048 ] || fail "the failed load leaked $((before - after)) kB"
 	insmod /lib/modules/pkvm_x86.ko || fail "normal load after the failed one"
 	expect_eq "signature" "$(/bin/cpuid -s)" "pkvm-x86" || return 1
-	rmmod pkvm_x86 || fail "rmmod"
+	pkvm_rmmod || fail "rmmod"
 }
 
 t_load_unload_20() {
 	# One cycle first, so that what the first load leaves in per-CPU page
 	# lists and slab caches is not counted as a leak.
-	insmod /lib/modules/pkvm_x86.ko && rmmod pkvm_x86 || fail "warm-up cycle"
+	insmod /lib/modules/pkvm_x86.ko && pkvm_rmmod || fail "warm-up cycle"
 	sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null
 	before=$(memfree_kb)
 	for i in $(seq 1 20); do
 		insmod /lib/modules/pkvm_x86.ko || fail "insmod #$i" || return 1
 		[ "$(/bin/cpuid -s)" = pkvm-x86 ] || fail "not deprivileged after insmod #$i" || return 1
-		rmmod pkvm_x86 || fail "rmmod #$i" || return 1
+		pkvm_rmmod || fail "rmmod #$i" || return 1
 	done
 	sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null
 	after=$(memfree_kb)
@@ -199,7 +199,7 @@ t_bench() {
 	awk -v n=$ncpus 'NR == FNR { b[$1] = $2; next }
 		$1 !~ /^cpu[0-9]+_total$/ { d = $2 - b[$1]; if ($1 == "vmcall" || $1 == "total") d -= 81 * n;
 		               if (d > 0) print "BENCH workload_exits_" $1, d }' /tmp/exits.before /tmp/exits.after
-	rmmod pkvm_x86 || fail "rmmod"
+	pkvm_rmmod || fail "rmmod"
 }
 
 t_dmesg_clean() {

@@ -164,7 +164,7 @@ t_hostile_hypercalls() {
 t_rmmod_gives_back() {
 	# Leave a page donated: unload must still give everything back.
 	expect_ctl '^ok 0$' donate_hyp 0
-	rmmod pkvm_x86 || fail "rmmod"
+	pkvm_rmmod || fail "rmmod"
 	dmesg | grep 'pkvm_x86' | tail -3
 	if dmesg | grep -q 'leaking'; then fail "pages leaked on unload"; fi
 }

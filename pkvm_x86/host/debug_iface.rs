@@ -175,26 +175,6 @@ impl DebugState {
     /// could not be brought home).
     fn fuzz(&mut self, n: u32, seed: u64) -> Result<(u32, u32, u32)> {
         const ARENA: usize = 32;
-        const CALLS: [u64; 18] = [
-            nr::VERSION,
-            nr::EXIT_COUNT,
-            nr::NMIS_IN_ROOT,
-            nr::FLUSH_HOST_EPT,
-            nr::HOST_DONATE_HYP,
-            nr::HYP_DONATE_HOST,
-            nr::HOST_SHARE_HYP,
-            nr::HOST_UNSHARE_HYP,
-            nr::VM_CREATE,
-            nr::VM_TEARDOWN,
-            nr::HOST_SHARE_GUEST,
-            nr::HOST_UNSHARE_GUEST,
-            nr::HOST_DONATE_GUEST,
-            nr::DEBUG_HOST_EPT_LOOKUP,
-            nr::DEBUG_GUEST_SHARE_HOST,
-            nr::DEBUG_GUEST_UNSHARE_HOST,
-            0x7777,
-            u64::MAX,
-        ];
         // SAFETY: plain page-allocator call; the result is checked.
         let arena =
             unsafe { bindings::alloc_pages_exact_noprof(ARENA * PAGE, bindings::GFP_KERNEL) };
@@ -207,21 +187,7 @@ impl DebugState {
         let own_vm = self.vm;
         let (mut ok, mut refused) = (0, 0);
         for _ in 0..n {
-            let call = g.pick(&CALLS).unwrap_or(nr::VERSION);
-            let a = match call {
-                nr::HOST_DONATE_HYP
-                | nr::HYP_DONATE_HOST
-                | nr::HOST_SHARE_HYP
-                | nr::HOST_UNSHARE_HYP => [g.frame(), g.count(), g.raw(), g.raw()],
-                nr::VM_CREATE => [g.raw(), g.raw() % 3, g.frame(), g.count()],
-                nr::HOST_SHARE_GUEST | nr::HOST_UNSHARE_GUEST | nr::HOST_DONATE_GUEST => {
-                    [g.handle(), g.frame(), g.gfn(), g.count()]
-                }
-                nr::DEBUG_GUEST_SHARE_HOST | nr::DEBUG_GUEST_UNSHARE_HOST => {
-                    [g.handle(), g.gfn(), g.count(), g.raw()]
-                }
-                _ => [g.raw(), g.raw(), g.raw(), g.raw()],
-            };
+            let (call, a) = g.call();
             if call == nr::VM_TEARDOWN && Some(a[0]) == own_vm {
                 continue;
             }

@@ -1,15 +1,17 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Host-side calls into the running hypervisor that must run on a given
-//! CPU (the hypercall reaches that CPU's root mode): an IPI carries the
-//! VMCALL there and brings the answer back.
+//! Host-side calls into the running hypervisor: per-CPU ones, which must
+//! run on a given CPU (the hypercall reaches that CPU's root mode; an IPI
+//! carries the VMCALL there and brings the answer back), and
+//! hypervisor-wide ones, which any deprivileged CPU may make.
 
 use core::ffi::c_void;
 
 use kernel::{bindings, prelude::*};
 
 use crate::arch::vmx;
-use crate::hv::hypercall::nr;
+use crate::host::cpu_caps::CpusReadGuard;
+use crate::hv::hypercall::{self, nr};
 
 /// VM-exit counters of one CPU: index `r` is basic reason `r`, the last
 /// slot the total.
@@ -48,4 +50,17 @@ pub(crate) fn exit_counts(cpu: u32) -> Result<ExitCounts> {
         return Err(Error::from_errno(rc));
     }
     Ok(out)
+}
+
+/// The hypervisor's count of internal errors: page-state apply steps that
+/// met a state their check had ruled out (see `nr::INTERNAL_ERRORS`).
+/// Anything but 0 is a hypervisor bug.
+pub(crate) fn internal_errors() -> Result<u64> {
+    // With hotplug held off, every online CPU (so whichever this task runs
+    // on) has been through the hypervisor's online callback.
+    let _hotplug = CpusReadGuard::new();
+    // SAFETY: INTERNAL_ERRORS only reads a hypervisor counter; this CPU is
+    // deprivileged (above), so VMCALL reaches the hypervisor.
+    let r = unsafe { vmx::vmcall(nr::INTERNAL_ERRORS, 0, 0, 0, 0) };
+    hypercall::decode(r).map_err(|e| Error::from_errno(-(e as i32)))
 }

@@ -19,10 +19,10 @@ use kernel::{bindings, prelude::*};
 use super::cpu_setup::CpuSlot;
 use super::launch::{launch_on_this_cpu, teardown_this_cpu, LaunchArgs, Shared};
 use super::pool::Pool;
+use crate::hv::host_policy::{host_controls, MSR_INTERCEPTS};
 use crate::hv::mm::ept::Eptp;
 use crate::hv::vmx::caps::VmxCaps;
-use crate::hv::vmx::host_controls::host_controls;
-use crate::hv::vmx::msr_bitmap::{MsrBitmap, HOST_POLICY, MSR_BITMAP_SIZE};
+use crate::hv::vmx::msr_bitmap::{MsrBitmap, MSR_BITMAP_SIZE};
 use crate::hv::vmx::vmcs::instruction_error_name;
 use crate::hyp::global::HypGlobal;
 use crate::hyp::mm::HypMm;
@@ -311,7 +311,7 @@ impl Hypervisor {
         let page = unsafe { &mut *bitmap.ptr().cast::<[u8; MSR_BITMAP_SIZE]>() };
         let mut b = MsrBitmap::new(page);
         b.clear_all();
-        for rule in HOST_POLICY {
+        for rule in MSR_INTERCEPTS {
             b.apply(rule);
         }
 

@@ -10,6 +10,7 @@ use kernel::{bindings, prelude::*};
 
 use super::cpu_setup::CpuSlot;
 use crate::arch::{cpu, vmx};
+use crate::hv::host_policy;
 use crate::hv::hypercall::{self, nr};
 use crate::hv::vmx::caps::ctl;
 use crate::hv::vmx::exit::CR4_VMXE;
@@ -236,9 +237,9 @@ unsafe fn write_vmcs(
     w(VM_EXIT_MSR_LOAD_COUNT, 0)?;
     w(VM_ENTRY_MSR_LOAD_COUNT, 0)?;
     w(VM_ENTRY_INTR_INFO, 0)?;
-    w(CR0_GUEST_HOST_MASK, 0)?;
+    w(CR0_GUEST_HOST_MASK, host_policy::CR0_GUEST_HOST_MASK)?;
     w(CR0_READ_SHADOW, cr0)?;
-    w(CR4_GUEST_HOST_MASK, CR4_VMXE)?;
+    w(CR4_GUEST_HOST_MASK, host_policy::CR4_GUEST_HOST_MASK)?;
     w(CR4_READ_SHADOW, cr4)?;
     w(MSR_BITMAP, sh.msr_bitmap_pa)?;
     w(EPT_POINTER, sh.eptp)?;

@@ -28,6 +28,7 @@
 
 pub mod bitfield;
 pub mod error;
+pub mod host_policy;
 pub mod hypercall;
 pub mod mm;
 pub mod sort;

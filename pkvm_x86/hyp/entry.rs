@@ -15,7 +15,9 @@
 //! IRETQs into the host, now in root mode.
 //!
 //! Root-mode exceptions: NMI and #MC set a pending flag in the per-CPU
-//! state (through GS, which is HOST_GS_BASE = the `HypCpu`) and return; the
+//! state (through GS, which is HOST_GS_BASE = the `HypCpu`; every field
+//! written here is an atomic on the Rust side, and each store below is a
+//! single aligned `mov` or a `lock` read-modify-write) and return; the
 //! exit handler delivers them to the host before the next VM entry.  #GP
 //! raised by the `*_safe` accessors below skips the faulting instruction
 //! and makes the accessor return an error.  Any other exception is a hypervisor bug: it is

@@ -8,17 +8,18 @@
 //! VMCALL from user mode, #GP for refused MSR or CR writes, #PF for host
 //! accesses to hypervisor memory); the CPU leaves VMX operation (TEARDOWN_CPU
 //! hypercall).  Nothing here panics: an exit it does not expect is counted
-//! in `HypCpu::unexpected` and answered with #UD, which the host's own
+//! in `CpuLocal::unexpected` and answered with #UD, which the host's own
 //! fault handling reports.
 
-use super::percpu::HypCpu;
+use core::sync::atomic::Ordering::Relaxed;
+
+use super::percpu::{CpuLocal, HypCpu};
 use crate::arch::{cpu, cpuid::cpuid, vmx};
-use crate::hv::hypercall::{self, errno, nr};
+use crate::hv::host_policy::{self as policy, cpuid_filter, msr_write_refused, Action};
+use crate::hv::hypercall::{self, call::Call, call::Reply};
 use crate::hv::vmx::exit::{
-    self, cpuid_filter, entry_intr_info, reason, vector, CrAccess, EptViolation, EventType,
-    ExitReason,
+    self, entry_intr_info, vector, CrAccess, EptViolation, EventType, ExitReason,
 };
-use crate::hv::vmx::msr_bitmap::HOST_POLICY;
 use crate::hv::vmx::vmcs::*;
 use crate::hyp::entry::{self as entry, gpr_slot, reg, GuestRegs};
 
@@ -75,30 +76,28 @@ fn get_gpr(regs: &GuestRegs, n: u8) -> u64 {
     }
 }
 
-/// MSRs the host may not write: those the interception policy names
-/// (IA32_FEATURE_CONTROL and the VMX capability MSRs).
-fn msr_write_refused(msr: u32) -> bool {
-    HOST_POLICY
-        .iter()
-        .any(|r| r.access.write() && (r.first..=r.last).contains(&msr))
-}
-
 /// Entry point from assembly.  Returns 0 to resume the guest, 1 when the
 /// CPU has left VMX operation and `regs.iret` holds the host's frame.
 ///
 /// # Safety
 ///
 /// Only [`entry::pkvm_vmexit_entry`] calls this, in VMX root operation,
-/// with `regs` pointing at the saved frame and `cpu` at this CPU's
-/// `HypCpu`, both valid and exclusively owned by this CPU for the call.
-pub(crate) unsafe extern "C" fn handle_exit(regs: *mut GuestRegs, cpu: *mut HypCpu) -> u64 {
-    // SAFETY: guaranteed by the caller (see above).
-    let (regs, cpu) = unsafe { (&mut *regs, &mut *cpu) };
+/// with `regs` pointing at the saved frame (exclusively this call's) and
+/// `cpu` at this CPU's `HypCpu`, both valid for the call.
+pub(crate) unsafe extern "C" fn handle_exit(regs: *mut GuestRegs, cpu: *const HypCpu) -> u64 {
+    // SAFETY: guaranteed by the caller (see above).  `cpu` is shared: the
+    // root-mode NMI / #MC / #GP stubs may write its atomic fields at any
+    // time; what only this handler touches is `local`, exclusive for the
+    // exit because exits on a CPU do not nest (see `crate::hyp::percpu`).
+    let (regs, cpu) = unsafe { (&mut *regs, &*cpu) };
+    // SAFETY: this is the exit handler of this CPU, called once per exit.
+    let local = unsafe { cpu.local() };
     let why = ExitReason::from_raw(rd(VM_EXIT_REASON));
-    cpu.stats.record(why.basic);
+    local.stats.record(why.basic);
 
-    match why.basic {
-        reason::CPUID => {
+    // What to do is the host policy's decision; how, this handler's.
+    match policy::on_exit(why.basic) {
+        Action::Cpuid => {
             let leaf = regs.gpr[reg::RAX] as u32;
             let r = cpuid(leaf, regs.gpr[reg::RCX] as u32);
             let out = cpuid_filter(leaf, [r.eax, r.ebx, r.ecx, r.edx]);
@@ -108,17 +107,17 @@ pub(crate) unsafe extern "C" fn handle_exit(regs: *mut GuestRegs, cpu: *mut HypC
             regs.gpr[reg::RDX] = u64::from(out[3]);
             skip_instruction();
         }
-        reason::VMCALL => {
+        Action::Hypercall => {
             if guest_cpl() != 0 {
                 inject_ud();
             } else {
-                return hypercall_dispatch(regs, cpu);
+                return hypercall_dispatch(regs, cpu, local);
             }
         }
-        reason::CR_ACCESS => match CrAccess::decode(rd(EXIT_QUALIFICATION)) {
+        Action::ControlRegister => match CrAccess::decode(rd(EXIT_QUALIFICATION)) {
             CrAccess::MovTo { cr: 4, gpr } => {
                 let val = get_gpr(regs, gpr);
-                match exit::cr4_write(val, cpu.cr4_fixed0, cpu.cr4_fixed1) {
+                match policy::cr4_write(val, cpu.cr4_fixed0, cpu.cr4_fixed1) {
                     Some((real, shadow)) => {
                         wr(GUEST_CR4, real);
                         wr(CR4_READ_SHADOW, shadow);
@@ -127,9 +126,9 @@ pub(crate) unsafe extern "C" fn handle_exit(regs: *mut GuestRegs, cpu: *mut HypC
                     None => inject_gp0(),
                 }
             }
-            _ => unexpected(cpu, why.basic),
+            _ => unexpected(local, why.basic),
         },
-        reason::RDMSR => {
+        Action::Rdmsr => {
             let msr = regs.gpr[reg::RCX] as u32;
             let mut v = 0u64;
             // SAFETY: the accessor recovers from #GP through the root-mode
@@ -142,7 +141,7 @@ pub(crate) unsafe extern "C" fn handle_exit(regs: *mut GuestRegs, cpu: *mut HypC
                 inject_gp0();
             }
         }
-        reason::WRMSR => {
+        Action::Wrmsr => {
             let msr = regs.gpr[reg::RCX] as u32;
             let v = (regs.gpr[reg::RDX] << 32) | (regs.gpr[reg::RAX] & 0xffff_ffff);
             // SAFETY: as for RDMSR.  Only MSRs outside the bitmap's range
@@ -154,7 +153,7 @@ pub(crate) unsafe extern "C" fn handle_exit(regs: *mut GuestRegs, cpu: *mut HypC
                 skip_instruction();
             }
         }
-        reason::XSETBV => {
+        Action::Xsetbv => {
             let v = (regs.gpr[reg::RDX] << 32) | (regs.gpr[reg::RAX] & 0xffff_ffff);
             // SAFETY: XSETBV with the host's operands; a #GP is recovered.
             if unsafe { entry::pkvm_xsetbv_safe(regs.gpr[reg::RCX] as u32, v) } == 0 {
@@ -163,23 +162,15 @@ pub(crate) unsafe extern "C" fn handle_exit(regs: *mut GuestRegs, cpu: *mut HypC
                 inject_gp0();
             }
         }
-        reason::INVD => {
-            // Never drop dirty lines: write back instead.
+        Action::InvdAsWbinvd => {
             cpu::wbinvd();
             skip_instruction();
         }
-        19..=27 | reason::INVEPT | reason::INVVPID | reason::VMFUNC | reason::GETSEC => {
-            // VMX (and SMX) instructions: the host sees a CPU without VMX
-            // until nested VMX exists.
-            inject_ud();
-        }
-        reason::EPT_VIOLATION => host_touched_protected_memory(),
-        reason::NMI_WINDOW => {}
-        reason::TRIPLE_FAULT
-        | reason::ENTRY_FAIL_GUEST_STATE
-        | reason::ENTRY_FAIL_MSR_LOADING
-        | reason::ENTRY_FAIL_MCE => host_is_dead(cpu, why.basic),
-        _ => unexpected(cpu, why.basic),
+        Action::Undefined => inject_ud(),
+        Action::ProtectedMemory => host_touched_protected_memory(),
+        Action::Nothing => {}
+        Action::HostDead => host_is_dead(cpu, local, why.basic),
+        Action::Unexpected => unexpected(local, why.basic),
     }
     deliver_pending(cpu);
     0
@@ -190,16 +181,16 @@ pub(crate) unsafe extern "C" fn handle_exit(regs: *mut GuestRegs, cpu: *mut HypC
 /// the other CPUs' tools can see it (the exit counters and
 /// `last_unexpected`), and park this CPU in root mode.  The other CPUs
 /// keep running; nothing is injected into a host that cannot take it.
-fn host_is_dead(cpu: &mut HypCpu, basic: u16) -> ! {
-    cpu.unexpected = cpu.unexpected.wrapping_add(1);
-    cpu.last_unexpected = u64::from(basic);
-    cpu.fatal_rip = rd(GUEST_RIP);
+fn host_is_dead(cpu: &HypCpu, local: &mut CpuLocal, basic: u16) -> ! {
+    local.unexpected = local.unexpected.wrapping_add(1);
+    local.last_unexpected = u64::from(basic);
+    cpu.fatal_rip.store(rd(GUEST_RIP), Relaxed);
     cpu::park()
 }
 
-fn unexpected(cpu: &mut HypCpu, basic: u16) {
-    cpu.unexpected = cpu.unexpected.wrapping_add(1);
-    cpu.last_unexpected = u64::from(basic);
+fn unexpected(local: &mut CpuLocal, basic: u16) {
+    local.unexpected = local.unexpected.wrapping_add(1);
+    local.last_unexpected = u64::from(basic);
     inject_ud();
 }
 
@@ -226,7 +217,7 @@ fn host_touched_protected_memory() {
 
 /// Delivers an NMI or machine check that arrived while in root mode, if
 /// no other event is being injected and the host is not blocking NMIs.
-fn deliver_pending(cpu: &mut HypCpu) {
+fn deliver_pending(cpu: &HypCpu) {
     if rd(VM_ENTRY_INTR_INFO) & (1 << 31) != 0 {
         return;
     }
@@ -240,70 +231,115 @@ fn deliver_pending(cpu: &mut HypCpu) {
         wr(VM_ENTRY_INSTRUCTION_LEN, rd(VM_EXIT_INSTRUCTION_LEN));
         return;
     }
-    if cpu.mc_pending != 0 {
-        cpu.mc_pending = 0;
+    // Atomic accesses: the root-mode stubs set these flags asynchronously.
+    // A flag set again after being cleared here stays pending for the
+    // next exit (two NMIs in root mode collapse into one, as NMIs do).
+    if cpu.mc_pending.swap(0, Relaxed) != 0 {
         inject(vector::MC, EventType::HardwareException, None);
-    } else if cpu.nmi_pending != 0 && rd(GUEST_INTERRUPTIBILITY_INFO) & (1 << 3) == 0 {
-        cpu.nmi_pending = 0;
+    } else if cpu.nmi_pending.load(Relaxed) != 0 && rd(GUEST_INTERRUPTIBILITY_INFO) & (1 << 3) == 0
+    {
+        cpu.nmi_pending.store(0, Relaxed);
         inject(vector::NMI, EventType::Nmi, None);
     }
 }
 
-fn hypercall_dispatch(regs: &mut GuestRegs, cpu: &mut HypCpu) -> u64 {
-    let call = regs.gpr[reg::RAX];
-    let a0 = regs.gpr[reg::RBX];
+/// Runs the host's VMCALL: parses RAX (number) and RBX, RCX, RDX, RSI
+/// (arguments) once, in the pure core, and dispatches the result with one
+/// exhaustive `match`.  Returns what [`handle_exit`] returns.
+fn hypercall_dispatch(regs: &mut GuestRegs, cpu: &HypCpu, local: &mut CpuLocal) -> u64 {
+    let args = [
+        regs.gpr[reg::RBX],
+        regs.gpr[reg::RCX],
+        regs.gpr[reg::RDX],
+        regs.gpr[reg::RSI],
+    ];
     skip_instruction();
-    let ret = match call {
-        nr::VERSION => hypercall::ABI_VERSION,
-        nr::EXIT_COUNT => {
-            if a0 == u64::MAX {
-                cpu.stats.total()
-            } else {
-                cpu.stats.get(a0)
-            }
-        }
-        nr::NMIS_IN_ROOT => cpu.nmis_in_root,
-        nr::EXIT_COUNT_RESET => {
-            cpu.stats = exit::ExitStats::new();
-            0
-        }
-        nr::FLUSH_HOST_EPT => {
-            // SAFETY: root mode; `global` was set up before launch.
-            let eptp = unsafe { (*cpu.global).host_eptp };
-            // SAFETY: root mode; INVEPT single-context is a required feature.
-            let _ = unsafe { vmx::invept(vmx::InveptType::SingleContext, eptp) };
-            0
-        }
-        nr::TEARDOWN_CPU => {
+    // SAFETY: `global` points at the hypervisor-wide state in the pool, set
+    // up before launch and never freed while a CPU runs root mode; its
+    // mutable part is behind its lock.
+    let global = unsafe { &*cpu.global };
+    let r = match Call::parse(regs.gpr[reg::RAX], args, global.debug) {
+        Err(e) => Reply::errno(e),
+        Ok(Call::Version) => Reply::val(hypercall::ABI_VERSION),
+        Ok(Call::TeardownCpu) => {
             regs.gpr[reg::RAX] = 0;
             // SAFETY: this is the TEARDOWN_CPU contract: the host asked to
             // leave VMX operation on this CPU, in its own context.
-            return unsafe { teardown(regs, cpu) };
+            return unsafe { teardown(regs, local) };
         }
-        _ => {
-            let args = [
-                regs.gpr[reg::RBX],
-                regs.gpr[reg::RCX],
-                regs.gpr[reg::RDX],
-                regs.gpr[reg::RSI],
-            ];
-            // SAFETY: `global` points at the hypervisor-wide state in the
-            // pool; its own lock serialises the CPUs that use it.
-            match unsafe { (*cpu.global).hypercall(call, args) } {
-                Some(r) => {
-                    if let Some(v) = r.rbx {
-                        regs.gpr[reg::RBX] = v;
-                    }
-                    if let Some(v) = r.rcx {
-                        regs.gpr[reg::RCX] = v;
-                    }
-                    r.rax
-                }
-                None => hypercall::err(errno::ENOSYS),
-            }
+        Ok(Call::ExitCount { reason }) => Reply::val(match reason {
+            None => local.stats.total(),
+            Some(r) => local.stats.get(r),
+        }),
+        Ok(Call::ExitCountReset) => {
+            local.stats = exit::ExitStats::new();
+            Reply::val(0)
         }
+        Ok(Call::FlushHostEpt) => Reply {
+            flush: true,
+            ..Reply::val(0)
+        },
+        Ok(Call::NmisInRoot) => Reply::val(cpu.nmis_in_root.load(Relaxed)),
+        Ok(Call::InternalErrors) => Reply::val(global.page_states().internal_errors()),
+        Ok(Call::HostDonateHyp { hpa, pages }) => global.page_states().host_donate_hyp(hpa, pages),
+        Ok(Call::HypDonateHost { hpa, pages }) => global.page_states().hyp_donate_host(hpa, pages),
+        Ok(Call::HostShareHyp { hpa, pages }) => global.page_states().host_share_hyp(hpa, pages),
+        Ok(Call::HostUnshareHyp { hpa, pages }) => {
+            global.page_states().host_unshare_hyp(hpa, pages)
+        }
+        Ok(Call::VmCreate {
+            host_vm_id,
+            kind,
+            hpa,
+            pages,
+        }) => global.page_states().vm_create(host_vm_id, kind, hpa, pages),
+        Ok(Call::VmTeardown { handle }) => global.page_states().vm_teardown(handle),
+        Ok(Call::HostShareGuest {
+            handle,
+            hpa,
+            gpa,
+            pages,
+        }) => global
+            .page_states()
+            .host_share_guest(handle, hpa, gpa, pages),
+        Ok(Call::HostUnshareGuest {
+            handle,
+            hpa,
+            gpa,
+            pages,
+        }) => global
+            .page_states()
+            .host_unshare_guest(handle, hpa, gpa, pages),
+        Ok(Call::HostDonateGuest {
+            handle,
+            hpa,
+            gpa,
+            pages,
+        }) => global
+            .page_states()
+            .host_donate_guest(handle, hpa, gpa, pages),
+        Ok(Call::DebugHostEptLookup { hpa }) => global.page_states().host_ept_lookup(hpa),
+        Ok(Call::DebugGuestShareHost { handle, gpa, pages }) => {
+            global.page_states().guest_share_host(handle, gpa, pages)
+        }
+        Ok(Call::DebugGuestUnshareHost { handle, gpa, pages }) => {
+            global.page_states().guest_unshare_host(handle, gpa, pages)
+        }
+        Ok(Call::DebugCheckInvariants) => global.page_states().check_invariants(),
     };
-    regs.gpr[reg::RAX] = ret;
+    // The lock guard of the page-state arms dropped at the end of its
+    // statement: the flush runs unlocked.
+    if r.flush {
+        // SAFETY: root mode; INVEPT single-context is a required feature.
+        let _ = unsafe { vmx::invept(vmx::InveptType::SingleContext, global.host_eptp) };
+    }
+    if let Some(v) = r.rbx {
+        regs.gpr[reg::RBX] = v;
+    }
+    if let Some(v) = r.rcx {
+        regs.gpr[reg::RCX] = v;
+    }
+    regs.gpr[reg::RAX] = r.rax;
     deliver_pending(cpu);
     0
 }
@@ -317,7 +353,7 @@ fn hypercall_dispatch(regs: &mut GuestRegs, cpu: &mut HypCpu) -> u64 {
 /// # Safety
 ///
 /// Called from the exit handler for TEARDOWN_CPU only.
-unsafe fn teardown(regs: &mut GuestRegs, cpu: &mut HypCpu) -> u64 {
+unsafe fn teardown(regs: &mut GuestRegs, cpu: &mut CpuLocal) -> u64 {
     let g = |f| rd(f);
     let (rip, rsp, rflags) = (g(GUEST_RIP), g(GUEST_RSP), g(GUEST_RFLAGS));
     let (cr0, cr3, cr4_shadow) = (g(GUEST_CR0), g(GUEST_CR3), g(CR4_READ_SHADOW));

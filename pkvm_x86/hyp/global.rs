@@ -4,9 +4,13 @@
 //! page-table bookkeeping, the shadow-VM table, and the page-state
 //! hypercalls that change them.
 //!
-//! One lock covers all of it (the pure core's lock order — VM table, host
-//! EPT, guest, hyp page table — is trivially respected by a single lock);
-//! it is a spinlock taken only in root mode, where interrupts are off.
+//! One lock covers all of it: [`HypGlobal::page_states`] returns the guard
+//! of a [`SpinLock`] that owns [`PageStates`] (the pure core's lock order —
+//! VM table, host EPT, guest, hyp page table — is trivially respected by a
+//! single lock; `crate::hyp::lock` documents it for when it is split).
+//! It is taken only in root mode, where interrupts are off.  Each
+//! page-state hypercall is one method of [`PageStates`], called by the exit
+//! handler's dispatch with the call's validated arguments.
 //!
 //! After a change to the host EPT the calling CPU invalidates its own
 //! EPT-derived translations.  Other CPUs are flushed by the host asking
@@ -14,27 +18,35 @@
 //! host that skips that step can keep a stale translation on another CPU
 //! for a page it gave away.  Documentation/hypercalls.rst says so.
 
-use core::sync::atomic::{AtomicU32, Ordering};
-
+use super::lock::{SpinLock, SpinLockGuard};
 use super::mm::{HypMm, MAX_CHUNKS};
-use crate::arch::vmx;
 use crate::hv::error::Error;
-use crate::hv::hypercall::{self, errno, nr, pfn_to_pa};
+use crate::hv::hypercall::call::Reply;
+use crate::hv::hypercall::errno;
+use crate::hv::mm::addr::{Gpa, Hpa};
 use crate::hv::mm::invariants::{self, Claim};
-use crate::hv::mm::mem_protect::{self as mp, Gpa, HostEpt, Hpa, HypPgt, VmKind};
+use crate::hv::mm::mem_protect::{self as mp, HostEpt, HypPgt, VmKind};
 use crate::hv::mm::pgtable::PERM_RWX;
 use crate::hv::mm::vm_table::VmTable;
 
 /// Claims the invariant checker may record (its scratch space).
 const CLAIMS: usize = 256;
 
-/// The state.
+/// The hypervisor-wide state: settings fixed at load and the page-state
+/// structures behind their lock.
 pub struct HypGlobal {
-    lock: AtomicU32,
     /// Debug hypercalls allowed (module parameter `debug`).
     pub debug: bool,
     /// EPT pointer of the host EPT (for INVEPT).
     pub host_eptp: u64,
+    /// The page-state structures, under the hypervisor lock.
+    states: SpinLock<PageStates>,
+}
+
+/// Everything the page-state hypercalls read and change; reached only
+/// through the hypervisor lock ([`HypGlobal::page_states`]).
+pub struct PageStates {
+    /// The hypervisor's page allocator (in the pool).
     mm: *mut HypMm,
     host: HostEpt,
     hyp: HypPgt,
@@ -46,41 +58,10 @@ pub struct HypGlobal {
     claims: [Claim; CLAIMS],
 }
 
-/// The result of a hypercall: RAX, and optionally RBX / RCX.
-pub struct HcResult {
-    /// Value for RAX.
-    pub rax: u64,
-    /// Value for RBX, if the call returns one.
-    pub rbx: Option<u64>,
-    /// Value for RCX, if the call returns one.
-    pub rcx: Option<u64>,
-    /// The host EPT changed: flush this CPU's translations.
-    pub flush: bool,
-}
-
-impl HcResult {
-    fn val(rax: u64) -> Self {
-        Self {
-            rax,
-            rbx: None,
-            rcx: None,
-            flush: false,
-        }
-    }
-    fn from(r: Result<(), Error>, flush: bool) -> Self {
-        match r {
-            Ok(()) => Self {
-                flush,
-                ..Self::val(0)
-            },
-            Err(e) => Self::val(hypercall::err(i64::from(e.errno()))),
-        }
-    }
-}
-
-fn einval() -> HcResult {
-    HcResult::val(hypercall::err(errno::EINVAL))
-}
+// SAFETY: `mm` points at the hypervisor's allocator in the pool, which
+// lives as long as the hypervisor; it is used only by the holder of the
+// lock that owns this state.
+unsafe impl Send for PageStates {}
 
 impl HypGlobal {
     /// Builds the state at `this`, in place (it is tens of KiB: too large
@@ -102,14 +83,14 @@ impl HypGlobal {
         // SAFETY: the caller guarantees `this` is valid for writes; every
         // field is written once through raw pointers.
         unsafe {
-            addr_of_mut!((*this).lock).write(AtomicU32::new(0));
             addr_of_mut!((*this).debug).write(debug);
             addr_of_mut!((*this).host_eptp).write(host_eptp);
-            addr_of_mut!((*this).mm).write(mm);
-            addr_of_mut!((*this).host).write(host);
-            addr_of_mut!((*this).hyp).write(hyp);
-            VmTable::init_in_place(addr_of_mut!((*this).vms));
-            let pinned = addr_of_mut!((*this).pinned).cast::<(u64, u64)>();
+            let st = SpinLock::init_in_place(addr_of_mut!((*this).states));
+            addr_of_mut!((*st).mm).write(mm);
+            addr_of_mut!((*st).host).write(host);
+            addr_of_mut!((*st).hyp).write(hyp);
+            VmTable::init_in_place(addr_of_mut!((*st).vms));
+            let pinned = addr_of_mut!((*st).pinned).cast::<(u64, u64)>();
             let mut n = 0;
             // SAFETY (of the dereference): `mm` is the live allocator.
             for (i, c) in (*mm).chunks().iter().enumerate().take(MAX_CHUNKS) {
@@ -119,8 +100,8 @@ impl HypGlobal {
             for i in n..MAX_CHUNKS {
                 pinned.add(i).write((0, 0));
             }
-            addr_of_mut!((*this).nr_pinned).write(n);
-            let claims = addr_of_mut!((*this).claims).cast::<Claim>();
+            addr_of_mut!((*st).nr_pinned).write(n);
+            let claims = addr_of_mut!((*st).claims).cast::<Claim>();
             for i in 0..CLAIMS {
                 claims.add(i).write(Claim::default());
             }
@@ -129,54 +110,50 @@ impl HypGlobal {
 
     /// Table pages of the host EPT (host side, before launch).
     pub fn host_ept_table_pages(&mut self) -> usize {
-        // SAFETY: as in `locked_call`; called before any CPU runs root mode.
-        let mm = unsafe { &mut *self.mm };
-        self.host.pgt().table_pages(mm).unwrap_or(0)
+        let st = self.states.get_mut();
+        // SAFETY: `mm` is the live allocator; the exclusive borrow of the
+        // lock means no CPU runs root mode on this state yet.
+        let mm = unsafe { &mut *st.mm };
+        st.host.pgt().table_pages(mm).unwrap_or(0)
     }
 
-    fn lock(&self) {
-        while self
-            .lock
-            .compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            core::hint::spin_loop();
-        }
+    /// Takes the hypervisor lock: the page-state structures, until the
+    /// guard drops.
+    pub fn page_states(&self) -> SpinLockGuard<'_, PageStates> {
+        self.states.lock()
     }
+}
 
-    fn unlock(&self) {
-        self.lock.store(0, Ordering::Release);
-    }
+/// `Reply::from` for a page-state change: the host EPT may have changed.
+fn changed(r: Result<(), Error>) -> Reply {
+    Reply::from(r, true)
+}
 
-    /// Handles a page-state or debug hypercall `call` with arguments
-    /// `a` (RBX, RCX, RDX, RSI).  `None` if `call` is not one of them.
-    pub fn hypercall(&mut self, call: u64, a: [u64; 4]) -> Option<HcResult> {
-        let debug_only = matches!(
-            call,
-            nr::DEBUG_HOST_EPT_LOOKUP
-                | nr::DEBUG_GUEST_SHARE_HOST
-                | nr::DEBUG_GUEST_UNSHARE_HOST
-                | nr::DEBUG_CHECK_INVARIANTS
-        );
-        if !matches!(call, 0x10..=0x13 | 0x20..=0x24) && !debug_only {
-            return None;
-        }
-        if debug_only && !self.debug {
-            return Some(HcResult::val(hypercall::err(errno::EPERM)));
-        }
-        self.lock();
-        let r = self.locked_call(call, a);
-        self.unlock();
-        if r.flush {
-            // SAFETY: root mode; INVEPT single-context is a required feature.
-            let _ = unsafe { vmx::invept(vmx::InveptType::SingleContext, self.host_eptp) };
-        }
-        Some(r)
-    }
-
-    fn locked_call(&mut self, call: u64, a: [u64; 4]) -> HcResult {
+impl PageStates {
+    /// The allocator and the tables, borrowed apart.
+    fn parts(&mut self) -> (&mut HypMm, &mut HostEpt, &mut HypPgt, &mut VmTable) {
         // SAFETY: `mm` points at the allocator in the pool, set up before
-        // the hypervisor started; the lock makes this the only user.
+        // the hypervisor started; the lock (held by whoever has `&mut
+        // self`) makes this the only user.
+        let mm = unsafe { &mut *self.mm };
+        (mm, &mut self.host, &mut self.hyp, &mut self.vms)
+    }
+
+    /// Times an apply step met a state its check had ruled out.
+    pub fn internal_errors(&self) -> u64 {
+        self.host.internal_errors()
+    }
+
+    /// HOST_DONATE_HYP.
+    pub fn host_donate_hyp(&mut self, hpa: Hpa, pages: u64) -> Reply {
+        let (mm, host, hyp, _) = self.parts();
+        changed(mp::host_donate_hyp(host, hyp, mm, hpa, pages))
+    }
+
+    /// HYP_DONATE_HOST: never the pinned pool chunks nor a live VM's
+    /// metadata.
+    pub fn hyp_donate_host(&mut self, hpa: Hpa, pages: u64) -> Reply {
+        // SAFETY: as in `parts` (borrowed apart from `pinned` here).
         let mm = unsafe { &mut *self.mm };
         let Self {
             host,
@@ -186,106 +163,139 @@ impl HypGlobal {
             nr_pinned,
             ..
         } = self;
-        let pa = |pfn| pfn_to_pa(pfn).and_then(Hpa::new);
-        let gpa_of = |gfn| pfn_to_pa(gfn).and_then(Gpa::new);
-        match call {
-            nr::HOST_DONATE_HYP
-            | nr::HYP_DONATE_HOST
-            | nr::HOST_SHARE_HYP
-            | nr::HOST_UNSHARE_HYP => {
-                let Some(p) = pa(a[0]) else { return einval() };
-                // Direct calls, not a function pointer: root-mode code
-                // makes no indirect calls (scripts/audit-root-calls.py).
-                let r = match call {
-                    nr::HOST_DONATE_HYP => mp::host_donate_hyp(host, hyp, mm, p, a[1]),
-                    nr::HYP_DONATE_HOST => {
-                        let pinned = pinned.get(..*nr_pinned).unwrap_or(&[]);
-                        vms.return_to_host(host, hyp, mm, p, a[1], pinned)
-                    }
-                    nr::HOST_SHARE_HYP => mp::host_share_hyp(host, hyp, mm, p, a[1]),
-                    _ => mp::host_unshare_hyp(host, hyp, mm, p, a[1]),
-                };
-                HcResult::from(r, true)
-            }
-            nr::VM_CREATE => {
-                let kind = match a[1] {
-                    0 => VmKind::Normal,
-                    1 => VmKind::Protected,
-                    _ => return einval(),
-                };
-                let Some(meta) = pa(a[2]) else {
-                    return einval();
-                };
-                match vms.create(host, hyp, mm, a[0], kind, meta, a[3], 3) {
-                    Ok(h) => HcResult {
-                        flush: true,
-                        ..HcResult::val(u64::from(h.raw()))
-                    },
-                    Err(e) => HcResult::from(Err(e), false),
-                }
-            }
-            nr::VM_TEARDOWN => {
-                let Ok(h) = u32::try_from(a[0]) else {
-                    return einval();
-                };
-                HcResult::from(vms.teardown(host, hyp, mm, h), true)
-            }
-            nr::HOST_SHARE_GUEST | nr::HOST_UNSHARE_GUEST | nr::HOST_DONATE_GUEST => {
-                let (Ok(h), Some(hpa), Some(gpa)) = (u32::try_from(a[0]), pa(a[1]), gpa_of(a[2]))
-                else {
-                    return einval();
-                };
-                let vm = match vms.get_mut(h) {
-                    Ok(vm) => vm,
-                    Err(e) => return HcResult::from(Err(e), false),
-                };
-                let g = vm.guest_mut();
-                let r = match call {
-                    nr::HOST_SHARE_GUEST => {
-                        mp::host_share_guest(host, g, mm, hpa, gpa, a[3], PERM_RWX)
-                    }
-                    nr::HOST_UNSHARE_GUEST => mp::host_unshare_guest(host, g, mm, hpa, gpa, a[3]),
-                    _ => mp::host_donate_guest(host, g, mm, hpa, gpa, a[3], PERM_RWX),
-                };
-                HcResult::from(r, true)
-            }
-            nr::DEBUG_GUEST_SHARE_HOST | nr::DEBUG_GUEST_UNSHARE_HOST => {
-                let (Ok(h), Some(gpa)) = (u32::try_from(a[0]), gpa_of(a[1])) else {
-                    return einval();
-                };
-                let vm = match vms.get_mut(h) {
-                    Ok(vm) => vm,
-                    Err(e) => return HcResult::from(Err(e), false),
-                };
-                let g = vm.guest_mut();
-                let r = if call == nr::DEBUG_GUEST_SHARE_HOST {
-                    mp::guest_share_host(host, g, mm, gpa, a[2])
-                } else {
-                    mp::guest_unshare_host(host, g, mm, gpa, a[2])
-                };
-                HcResult::from(r, true)
-            }
-            nr::DEBUG_HOST_EPT_LOOKUP => match Hpa::new(a[0])
-                .ok_or(crate::hv::error::Error::Inval)
-                .and_then(|p| host.pgt().lookup(mm, p))
-            {
-                Ok(leaf) => HcResult {
-                    rbx: Some(u64::from(leaf.level)),
-                    ..HcResult::val(leaf.entry)
-                },
-                Err(e) => HcResult::from(Err(e), false),
+        let pinned = pinned.get(..*nr_pinned).unwrap_or(&[]);
+        changed(vms.return_to_host(host, hyp, mm, hpa, pages, pinned))
+    }
+
+    /// HOST_SHARE_HYP.
+    pub fn host_share_hyp(&mut self, hpa: Hpa, pages: u64) -> Reply {
+        let (mm, host, hyp, _) = self.parts();
+        changed(mp::host_share_hyp(host, hyp, mm, hpa, pages))
+    }
+
+    /// HOST_UNSHARE_HYP.
+    pub fn host_unshare_hyp(&mut self, hpa: Hpa, pages: u64) -> Reply {
+        let (mm, host, hyp, _) = self.parts();
+        changed(mp::host_unshare_hyp(host, hyp, mm, hpa, pages))
+    }
+
+    /// VM_CREATE: the handle in RAX.
+    pub fn vm_create(&mut self, host_vm_id: u64, kind: VmKind, hpa: Hpa, pages: u64) -> Reply {
+        let (mm, host, hyp, vms) = self.parts();
+        match vms.create(host, hyp, mm, host_vm_id, kind, hpa, pages, 3) {
+            Ok(h) => Reply {
+                flush: true,
+                ..Reply::val(u64::from(h.raw()))
             },
-            nr::DEBUG_CHECK_INVARIANTS => {
-                match invariants::check(host, hyp, vms.guests(), mm, &mut self.claims) {
-                    Ok(()) => HcResult::val(0),
-                    Err(v) => HcResult {
-                        rbx: Some(v.kind as u64),
-                        rcx: Some(v.addr),
-                        ..HcResult::val(hypercall::err(errno::EFAULT))
-                    },
-                }
-            }
-            _ => HcResult::val(hypercall::err(errno::ENOSYS)),
+            Err(e) => Reply::from(Err(e), false),
+        }
+    }
+
+    /// VM_TEARDOWN.
+    pub fn vm_teardown(&mut self, handle: u32) -> Reply {
+        let (mm, host, hyp, vms) = self.parts();
+        changed(vms.teardown(host, hyp, mm, handle))
+    }
+
+    /// HOST_SHARE_GUEST.
+    pub fn host_share_guest(&mut self, handle: u32, hpa: Hpa, gpa: Gpa, pages: u64) -> Reply {
+        let (mm, host, _, vms) = self.parts();
+        match vms.get_mut(handle) {
+            Ok(vm) => changed(mp::host_share_guest(
+                host,
+                vm.guest_mut(),
+                mm,
+                hpa,
+                gpa,
+                pages,
+                PERM_RWX,
+            )),
+            Err(e) => Reply::from(Err(e), false),
+        }
+    }
+
+    /// HOST_UNSHARE_GUEST.
+    pub fn host_unshare_guest(&mut self, handle: u32, hpa: Hpa, gpa: Gpa, pages: u64) -> Reply {
+        let (mm, host, _, vms) = self.parts();
+        match vms.get_mut(handle) {
+            Ok(vm) => changed(mp::host_unshare_guest(
+                host,
+                vm.guest_mut(),
+                mm,
+                hpa,
+                gpa,
+                pages,
+            )),
+            Err(e) => Reply::from(Err(e), false),
+        }
+    }
+
+    /// HOST_DONATE_GUEST.
+    pub fn host_donate_guest(&mut self, handle: u32, hpa: Hpa, gpa: Gpa, pages: u64) -> Reply {
+        let (mm, host, _, vms) = self.parts();
+        match vms.get_mut(handle) {
+            Ok(vm) => changed(mp::host_donate_guest(
+                host,
+                vm.guest_mut(),
+                mm,
+                hpa,
+                gpa,
+                pages,
+                PERM_RWX,
+            )),
+            Err(e) => Reply::from(Err(e), false),
+        }
+    }
+
+    /// DEBUG_GUEST_SHARE_HOST.
+    pub fn guest_share_host(&mut self, handle: u32, gpa: Gpa, pages: u64) -> Reply {
+        let (mm, host, _, vms) = self.parts();
+        match vms.get_mut(handle) {
+            Ok(vm) => changed(mp::guest_share_host(host, vm.guest_mut(), mm, gpa, pages)),
+            Err(e) => Reply::from(Err(e), false),
+        }
+    }
+
+    /// DEBUG_GUEST_UNSHARE_HOST.
+    pub fn guest_unshare_host(&mut self, handle: u32, gpa: Gpa, pages: u64) -> Reply {
+        let (mm, host, _, vms) = self.parts();
+        match vms.get_mut(handle) {
+            Ok(vm) => changed(mp::guest_unshare_host(host, vm.guest_mut(), mm, gpa, pages)),
+            Err(e) => Reply::from(Err(e), false),
+        }
+    }
+
+    /// DEBUG_HOST_EPT_LOOKUP: the leaf entry in RAX, its level in RBX.
+    pub fn host_ept_lookup(&mut self, hpa: Hpa) -> Reply {
+        let (mm, host, _, _) = self.parts();
+        match host.pgt().lookup(mm, hpa) {
+            Ok(leaf) => Reply {
+                rbx: Some(u64::from(leaf.level)),
+                ..Reply::val(leaf.entry)
+            },
+            Err(e) => Reply::from(Err(e), false),
+        }
+    }
+
+    /// DEBUG_CHECK_INVARIANTS: 0, or -EFAULT with the violation's kind in
+    /// RBX and address in RCX.
+    pub fn check_invariants(&mut self) -> Reply {
+        // SAFETY: as in `parts` (borrowed apart from `claims` here).
+        let mm = unsafe { &mut *self.mm };
+        let Self {
+            host,
+            hyp,
+            vms,
+            claims,
+            ..
+        } = self;
+        match invariants::check(host, hyp, vms.guests(), mm, claims) {
+            Ok(()) => Reply::val(0),
+            Err(v) => Reply {
+                rbx: Some(v.kind as u64),
+                rcx: Some(v.addr),
+                ..Reply::errno(errno::EFAULT)
+            },
         }
     }
 }

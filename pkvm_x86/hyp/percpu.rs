@@ -6,7 +6,30 @@
 //! handler (its address sits just above the saved registers on the
 //! per-CPU hypervisor stack), and the root-mode exception handlers reach it
 //! through the GS base (HOST_GS_BASE), so the first fields have fixed
-//! offsets that the assembly in [`crate::hyp::entry`] uses.
+//! offsets that the assembly in [`crate::hyp::entry`] uses (asserted
+//! below).
+//!
+//! # Why the exit handler's accesses are sound
+//!
+//! The root-mode NMI, #MC and #GP stubs write some fields at any
+//! instruction boundary of the exit handler, on the same CPU: `nmi_pending`,
+//! `mc_pending`, `nmis_in_root`, `fatal_*`, `expect_fault`, `faulted`.
+//! Those are atomics: the stubs use single aligned `mov` stores or `lock`
+//! read-modify-writes, which are atomic accesses of the same size, and
+//! the Rust side reads and clears them with atomic operations, so no
+//! Rust reference ever asserts they are unchanging.  The exit handler
+//! therefore holds only a shared `&HypCpu`.
+//!
+//! What only the exit handler touches (counters, teardown flag) lives in
+//! [`CpuLocal`], inside an [`UnsafeCell`]: [`HypCpu::local`] hands out the
+//! one `&mut CpuLocal` of an exit.  That is exclusive because exits on one
+//! CPU do not nest (root mode runs with interrupts off and the stubs never
+//! touch `CpuLocal`), and no other CPU, and not the host (the page is
+//! hypervisor memory), reaches this CPU's page.  The remaining fields are
+//! written once by the host before launch and only read afterwards.
+
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicU32, AtomicU64};
 
 use super::global::HypGlobal;
 use crate::hv::vmx::exit::ExitStats;
@@ -18,40 +41,48 @@ pub struct HypCpu {
     pub self_ptr: u64,
     /// Set by the root-mode NMI handler; the exit handler delivers the NMI
     /// to the host before the next VM entry.
-    pub nmi_pending: u32,
+    pub nmi_pending: AtomicU32,
     /// Set by the root-mode machine-check handler; delivered like NMIs.
-    pub mc_pending: u32,
+    pub mc_pending: AtomicU32,
     /// NMIs that arrived while this CPU was in root mode (all delivered
     /// to the host).
-    pub nmis_in_root: u64,
+    pub nmis_in_root: AtomicU64,
     /// Vector of the last unexpected exception taken in root mode
     /// (`NO_FAULT` if none).
-    pub fatal_vector: u32,
+    pub fatal_vector: AtomicU32,
     /// Number of unexpected root-mode exceptions.
-    pub fatal_count: u32,
-    /// RIP of the last unexpected root-mode exception.
-    pub fatal_rip: u64,
+    pub fatal_count: AtomicU32,
+    /// RIP of the last unexpected root-mode exception (or of the host when
+    /// the exit handler gave up on it).
+    pub fatal_rip: AtomicU64,
     /// Length of the instruction a `*_safe` accessor is about to run; the
     /// #GP handler skips it and sets `faulted` instead of halting.
-    pub expect_fault: u32,
+    pub expect_fault: AtomicU32,
     /// Set by the #GP handler when an expected fault happened.
-    pub faulted: u32,
+    pub faulted: AtomicU32,
     /// Logical CPU number (the host's numbering).
     pub cpu: u32,
-    /// Set once the CPU has left VMX operation through TEARDOWN_CPU.
-    pub torn_down: u32,
     /// CR4 bits that must be 1 in VMX operation.
     pub cr4_fixed0: u64,
     /// CR4 bits that may be 1 in VMX operation.
     pub cr4_fixed1: u64,
+    /// The hypervisor-wide state (in the pool).
+    pub global: *mut HypGlobal,
+    /// State only this CPU's exit handler touches; see [`HypCpu::local`].
+    local: UnsafeCell<CpuLocal>,
+}
+
+/// The part of a CPU's hypervisor state that only its exit handler reads
+/// and writes (never the exception stubs).
+pub struct CpuLocal {
+    /// Set once the CPU has left VMX operation through TEARDOWN_CPU.
+    pub torn_down: u32,
     /// Exits the handler did not expect (reason recorded in `last_unexpected`).
     pub unexpected: u64,
     /// Basic reason of the last unexpected exit.
     pub last_unexpected: u64,
     /// Exit counters by reason.
     pub stats: ExitStats,
-    /// The hypervisor-wide state (in the pool).
-    pub global: *mut HypGlobal,
 }
 
 /// `fatal_vector` value when no unexpected exception happened.
@@ -75,6 +106,21 @@ pub const OFF_EXPECT_FAULT: usize = core::mem::offset_of!(HypCpu, expect_fault);
 /// Offset of `faulted`.
 pub const OFF_FAULTED: usize = core::mem::offset_of!(HypCpu, faulted);
 
+// The layout the assembly relies on: the offsets it was written for, and
+// atomics of exactly the size and alignment of the `dword` / `qword`
+// operands the stubs use.
+const _: () = assert!(OFF_NMI_PENDING == 8);
+const _: () = assert!(OFF_MC_PENDING == 12);
+const _: () = assert!(OFF_NMIS_IN_ROOT == 16);
+const _: () = assert!(OFF_FATAL_VECTOR == 24);
+const _: () = assert!(OFF_FATAL_COUNT == 28);
+const _: () = assert!(OFF_FATAL_RIP == 32);
+const _: () = assert!(OFF_EXPECT_FAULT == 40);
+const _: () = assert!(OFF_FAULTED == 44);
+const _: () = assert!(core::mem::size_of::<AtomicU32>() == 4);
+const _: () = assert!(core::mem::align_of::<AtomicU32>() == 4);
+const _: () = assert!(core::mem::size_of::<AtomicU64>() == 8);
+const _: () = assert!(core::mem::align_of::<AtomicU64>() == 8);
 const _: () = assert!(core::mem::size_of::<HypCpu>() <= 4096);
 
 impl HypCpu {
@@ -88,22 +134,37 @@ impl HypCpu {
     ) -> Self {
         Self {
             self_ptr: at,
-            nmi_pending: 0,
-            mc_pending: 0,
-            nmis_in_root: 0,
-            fatal_vector: NO_FAULT,
-            fatal_count: 0,
-            fatal_rip: 0,
-            expect_fault: 0,
-            faulted: 0,
+            nmi_pending: AtomicU32::new(0),
+            mc_pending: AtomicU32::new(0),
+            nmis_in_root: AtomicU64::new(0),
+            fatal_vector: AtomicU32::new(NO_FAULT),
+            fatal_count: AtomicU32::new(0),
+            fatal_rip: AtomicU64::new(0),
+            expect_fault: AtomicU32::new(0),
+            faulted: AtomicU32::new(0),
             cpu,
-            torn_down: 0,
             cr4_fixed0,
             cr4_fixed1,
-            unexpected: 0,
-            last_unexpected: 0,
-            stats: ExitStats::new(),
             global,
+            local: UnsafeCell::new(CpuLocal {
+                torn_down: 0,
+                unexpected: 0,
+                last_unexpected: 0,
+                stats: ExitStats::new(),
+            }),
         }
+    }
+
+    /// The state only this CPU's exit handler uses.
+    ///
+    /// # Safety
+    ///
+    /// Only the exit handler running on this CPU calls this, once per
+    /// exit, and drops the reference before returning to the guest (see
+    /// the module docs: exits do not nest and nothing else touches it).
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn local(&self) -> &mut CpuLocal {
+        // SAFETY: exclusive by the caller's contract.
+        unsafe { &mut *self.local.get() }
     }
 }

@@ -11,6 +11,36 @@
 //! some beyond RAM, some absurd; counts mostly small, sometimes zero or
 //! overflowing; handles mostly live ones.  Never frames of the host's own
 //! live memory: giving that away would only hurt the host, which it may.
+//! [`Hostile::call`] picks a call of [`FUZZ_CALLS`] and the arguments that
+//! call takes, in the registers [`super::call::Call::parse`] reads.
+
+use super::nr;
+
+/// The calls the fuzz throws: every per-CPU query, every page-state call,
+/// the debug calls that change state, and two unknown numbers.  Never
+/// TEARDOWN_CPU (it would leave VMX operation) nor the invariant check (the
+/// caller runs it once at the end).
+pub const FUZZ_CALLS: [u64; 19] = [
+    nr::VERSION,
+    nr::EXIT_COUNT,
+    nr::NMIS_IN_ROOT,
+    nr::FLUSH_HOST_EPT,
+    nr::INTERNAL_ERRORS,
+    nr::HOST_DONATE_HYP,
+    nr::HYP_DONATE_HOST,
+    nr::HOST_SHARE_HYP,
+    nr::HOST_UNSHARE_HYP,
+    nr::VM_CREATE,
+    nr::VM_TEARDOWN,
+    nr::HOST_SHARE_GUEST,
+    nr::HOST_UNSHARE_GUEST,
+    nr::HOST_DONATE_GUEST,
+    nr::DEBUG_HOST_EPT_LOOKUP,
+    nr::DEBUG_GUEST_SHARE_HOST,
+    nr::DEBUG_GUEST_UNSHARE_HOST,
+    0x7777,
+    u64::MAX,
+];
 
 /// A frame beyond any RAM of the test machines (512 GiB).
 pub const BEYOND_RAM_PFN: u64 = 0x80_0000_0000 >> 12;
@@ -99,6 +129,33 @@ impl Hostile {
     /// A small guest frame number.
     pub fn gfn(&mut self) -> u64 {
         self.raw() % 64
+    }
+
+    /// Hostile arguments (RBX, RCX, RDX, RSI) for call `call`, shaped like
+    /// the arguments it takes: frames, counts, handles and guest frames
+    /// where it expects them (kinds 0..=2, one of them invalid), anything
+    /// elsewhere.
+    pub fn args(&mut self, call: u64) -> [u64; 4] {
+        match call {
+            nr::HOST_DONATE_HYP
+            | nr::HYP_DONATE_HOST
+            | nr::HOST_SHARE_HYP
+            | nr::HOST_UNSHARE_HYP => [self.frame(), self.count(), self.raw(), self.raw()],
+            nr::VM_CREATE => [self.raw(), self.raw() % 3, self.frame(), self.count()],
+            nr::HOST_SHARE_GUEST | nr::HOST_UNSHARE_GUEST | nr::HOST_DONATE_GUEST => {
+                [self.handle(), self.frame(), self.gfn(), self.count()]
+            }
+            nr::DEBUG_GUEST_SHARE_HOST | nr::DEBUG_GUEST_UNSHARE_HOST => {
+                [self.handle(), self.gfn(), self.count(), self.raw()]
+            }
+            _ => [self.raw(), self.raw(), self.raw(), self.raw()],
+        }
+    }
+
+    /// A call of [`FUZZ_CALLS`] and hostile arguments for it.
+    pub fn call(&mut self) -> (u64, [u64; 4]) {
+        let call = self.pick(&FUZZ_CALLS).unwrap_or(nr::VERSION);
+        (call, self.args(call))
     }
 }
 

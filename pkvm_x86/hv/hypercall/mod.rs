@@ -7,8 +7,14 @@
 //! hypercalls).  On return RAX holds a non-negative result or a negated
 //! errno; other registers are preserved.  VMCALL at CPL 3 gets #UD, as on
 //! a CPU without a hypervisor.  Documentation/hypercalls.rst lists the calls.
+//!
+//! [`call`] parses a number and its arguments into one validated value;
+//! [`hostile`] draws the arguments a malicious host might pass.
 
+pub mod call;
 pub mod hostile;
+#[cfg(test)]
+mod replay_tests;
 
 /// Hypercall numbers.
 pub mod nr {
@@ -29,6 +35,10 @@ pub mod nr {
     /// Invalidates this CPU's EPT-derived translations of the host EPT
     /// (INVEPT single-context); returns 0.
     pub const FLUSH_HOST_EPT: u64 = 4;
+    /// Returns how many times a page-state transition hit, in its apply
+    /// step, a state its check had ruled out (a hypervisor bug; the
+    /// operation stopped there).  Hypervisor-wide; should stay 0.
+    pub const INTERNAL_ERRORS: u64 = 6;
 
     /// Donates RCX pages at PFN RBX to the hypervisor.
     /// host OWNED -> NOPAGE(hyp) / hyp NOPAGE -> OWNED.

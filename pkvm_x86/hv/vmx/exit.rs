@@ -1,12 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! VM exits: reason numbers, decoding of exit information, per-reason
-//! counters, event-injection encoding, and the pure decisions the root-mode
-//! exit handler makes (CPUID results, control-register writes).
+//! counters, event-injection encoding.
 //!
-//! Owns everything about an exit that can be decided from numbers alone.
-//! The handler in `crate::hyp` reads the VMCS, calls in here, and writes
-//! back what this file computed.
+//! Owns the decoding of an exit.  What the host is allowed to do on an
+//! exit (CPUID answers, CR4 writes, MSRs, refused instructions) is
+//! `crate::hv::host_policy`.
 
 /// Basic exit reasons (SDM Vol. 3D, appendix C).
 pub mod reason {
@@ -296,69 +295,9 @@ impl CrAccess {
     }
 }
 
-/// CR4.VMXE.
-pub const CR4_VMXE: u64 = 1 << 13;
-
-/// Outcome of a host write to CR4 under pkvm's CR4 guest/host mask (which
-/// covers VMXE only): the value for GUEST_CR4 and for the CR4 read shadow,
-/// or `None` to inject #GP (a bit the CPU does not allow in VMX operation).
-///
-/// The host keeps believing it controls CR4.VMXE (the shadow holds what it
-/// wrote); the real CR4 keeps VMXE set, as VMX non-root operation requires.
-pub const fn cr4_write(new: u64, fixed0: u64, fixed1: u64) -> Option<(u64, u64)> {
-    let real = new | CR4_VMXE;
-    // Bits that must be 1 (other than VMXE, which we force) and bits that
-    // may not be 1.
-    if (real & fixed0) != fixed0 || (real & !fixed1) != 0 {
-        return None;
-    }
-    Some((real, new))
-}
-
-/// Hypervisor CPUID leaves (0x4000_0000 and up).
-pub mod cpuid {
-    /// Base of the hypervisor range.
-    pub const HV_BASE: u32 = 0x4000_0000;
-    /// Last hypervisor leaf pkvm answers.
-    pub const HV_MAX: u32 = 0x4000_0001;
-    /// Signature in EBX, ECX, EDX of leaf 0x4000_0000: "pkvm-x86\0\0\0\0".
-    pub const SIGNATURE: [u32; 3] = [
-        u32::from_le_bytes(*b"pkvm"),
-        u32::from_le_bytes(*b"-x86"),
-        0,
-    ];
-    /// Leaf 0x4000_0001 EAX: hypercall ABI version.
-    pub const ABI_VERSION: u32 = 1;
-}
-
-/// The CPUID result the host sees for `leaf`, given what the CPU returned.
-///
-/// * Leaf 1: ECX.VMX (bit 5) reads as 0.  VMX belongs to pkvm; until nested
-///   VMX exists the host must not try to use it, and KVM checks exactly
-///   this bit before anything else, so `kvm_intel` fails to load with
-///   "VMX not supported" instead of faulting on VMXON.
-/// * Leaf 0x4000_0000 carries the signature and the highest hypervisor
-///   leaf, 0x4000_0001 the ABI version, the rest of 0x4000_00xx reads as 0.
-/// * Everything else is the CPU's own answer.
-pub const fn cpuid_filter(leaf: u32, native: [u32; 4]) -> [u32; 4] {
-    match leaf {
-        1 => [
-            native[0],
-            native[1],
-            native[2] & !crate::hv::vmx::caps::CPUID_1_ECX_VMX,
-            native[3],
-        ],
-        cpuid::HV_BASE => [
-            cpuid::HV_MAX,
-            cpuid::SIGNATURE[0],
-            cpuid::SIGNATURE[1],
-            cpuid::SIGNATURE[2],
-        ],
-        0x4000_0001 => [cpuid::ABI_VERSION, 0, 0, 0],
-        0x4000_0002..=0x4000_00ff => [0; 4],
-        _ => native,
-    }
-}
+/// CR4.VMXE, re-exported from its home in the host policy for the users
+/// that still import it from here.
+pub use crate::hv::host_policy::CR4_VMXE;
 
 /// EPT-violation exit qualification, decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -468,43 +407,6 @@ mod tests {
         assert_eq!(CrAccess::decode(0x314), CrAccess::MovFrom { cr: 4, gpr: 3 });
         assert_eq!(CrAccess::decode(0x20), CrAccess::Clts);
         assert_eq!(CrAccess::decode(0x0001_0030), CrAccess::Lmsw(1));
-    }
-
-    #[test]
-    fn cr4_write_keeps_vmxe_real_and_shadows_the_host_value() {
-        let (fixed0, fixed1) = (0x2000, 0x0077_2fff);
-        let host = 0x0036_06f0; // a typical Linux CR4 without VMXE
-        assert_eq!(
-            cr4_write(host, fixed0, fixed1),
-            Some((host | CR4_VMXE, host))
-        );
-        assert_eq!(
-            cr4_write(host | CR4_VMXE, fixed0, fixed1),
-            Some((host | CR4_VMXE, host | CR4_VMXE))
-        );
-        // A bit outside FIXED1 cannot be set.
-        assert_eq!(cr4_write(host | (1 << 30), fixed0, fixed1), None);
-    }
-
-    #[test]
-    fn cpuid_signature_leaf() {
-        let native = [1, 2, 3, 4];
-        let s = cpuid_filter(0x4000_0000, native);
-        assert_eq!(s[0], 0x4000_0001);
-        let mut sig = [0u8; 12];
-        sig[..4].copy_from_slice(&s[1].to_le_bytes());
-        sig[4..8].copy_from_slice(&s[2].to_le_bytes());
-        sig[8..].copy_from_slice(&s[3].to_le_bytes());
-        assert_eq!(&sig, b"pkvm-x86\0\0\0\0");
-        assert_eq!(cpuid_filter(0x4000_0001, native), [1, 0, 0, 0]);
-        assert_eq!(cpuid_filter(0x4000_0042, native), [0; 4]);
-        assert_eq!(cpuid_filter(7, native), native, "other leaves untouched");
-        assert_eq!(
-            cpuid_filter(1, [0x806c1, 0x800, 0xffba_2223, 0x1f8b_fbff]),
-            [0x806c1, 0x800, 0xffba_2203, 0x1f8b_fbff],
-            "leaf 1 hides VMX and nothing else"
-        );
-        assert_eq!(cpuid_filter(0x4000_0100, native), native);
     }
 
     #[test]

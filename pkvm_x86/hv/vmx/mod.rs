@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! The VMX architecture as numbers: capabilities, VMCS fields, exits,
-//! guest state, segment descriptors, MSR bitmaps, and the controls of the
-//! host's VMCS.
+//! guest state, segment descriptors, MSR bitmaps.  (What the host's VMCS
+//! enables and intercepts is policy: `crate::hv::host_policy`.)
 //!
 //! * [`caps`]: the VMX capability MSRs decoded, the features pkvm needs.
 //! * [`vmcs`]: VMCS field encodings.
@@ -10,7 +10,6 @@
 //! * [`guest_state`]: the running CPU described as a VMX guest.
 //! * [`segment`]: segment and system descriptors.
 //! * [`msr_bitmap`]: the MSR-bitmap page format.
-//! * [`host_controls`]: the VM-execution controls of the host's VMCS.
 //! * [`root_tables`]: root mode's GDT, TSS and IDT layout.
 //!
 //! Future home of nested VMX (`vmx::nested`): vmcs12 and its merge into
@@ -20,7 +19,6 @@
 pub mod caps;
 pub mod exit;
 pub mod guest_state;
-pub mod host_controls;
 pub mod msr_bitmap;
 pub mod root_tables;
 pub mod segment;

@@ -4,9 +4,9 @@
 //! Vol. 3C, "MSR-Bitmap Address" and "Instructions That Cause VM Exits
 //! Conditionally").
 //!
-//! Owns the layout of the 4 KiB MSR-bitmap page, its editing through
-//! [`MsrBitmap`], and [`HOST_POLICY`], the interception policy of the
-//! deprivileged host:
+//! Owns the layout of the 4 KiB MSR-bitmap page and its editing through
+//! [`MsrBitmap`] (the host's interception policy, the rules written into
+//! it, is `crate::hv::host_policy::MSR_INTERCEPTS`):
 //!
 //! ```text
 //!  bytes    0..1024  read  bitmap, low  MSRs 0x00000000..=0x00001fff
@@ -41,14 +41,6 @@ pub const READ_HIGH_OFFSET: usize = 1024;
 pub const WRITE_LOW_OFFSET: usize = 2048;
 /// Byte offset of the write bitmap for high MSRs.
 pub const WRITE_HIGH_OFFSET: usize = 3072;
-
-/// `IA32_FEATURE_CONTROL`.
-pub const MSR_IA32_FEATURE_CONTROL: u32 = 0x3a;
-/// `IA32_VMX_BASIC`, the first VMX capability MSR.
-pub const MSR_IA32_VMX_BASIC: u32 = 0x480;
-/// The last VMX capability MSR pkvm knows: `IA32_VMX_EXIT_CTLS2` (0x493).
-/// 0x492 is `IA32_VMX_PROCBASED_CTLS3`.
-pub const MSR_IA32_VMX_CAP_LAST: u32 = 0x493;
 
 /// Which accesses to intercept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -104,27 +96,6 @@ impl MsrRule {
         }
     }
 }
-
-/// The deprivileged host's policy: exit on WRMSR to `IA32_FEATURE_CONTROL`
-/// and to every VMX capability MSR, 0x480 (`IA32_VMX_BASIC`) ..= 0x493
-/// (`IA32_VMX_EXIT_CTLS2`); nothing else exits.
-///
-/// * `IA32_FEATURE_CONTROL` is locked by firmware or by the module before
-///   VMXON; the exit handler must inject #GP, as the CPU would for a write
-///   to a locked register, so the host cannot learn that it is
-///   deprivileged by a write that silently succeeds or fails differently.
-/// * The capability MSRs are read-only and a write must #GP; intercepting
-///   keeps that architectural once the hyp virtualises them.  0x493 is
-///   included although older SDMs end the block at 0x492: a write to it
-///   #GPs too, so intercepting costs nothing on CPUs without it.
-/// * **Reads pass through**, including of the capability MSRs: until nested
-///   VMX exists the host sees the real CPU's capabilities.  When nested VMX
-///   lands, reads of 0x480..=0x493 (and of `IA32_FEATURE_CONTROL`) must be
-///   intercepted to report what the hyp emulates.
-pub const HOST_POLICY: &[MsrRule] = &[
-    MsrRule::one(MSR_IA32_FEATURE_CONTROL, Access::Write),
-    MsrRule::range(MSR_IA32_VMX_BASIC, MSR_IA32_VMX_CAP_LAST, Access::Write),
-];
 
 /// Where the bit for `msr` lives: `(byte offset in the page, bit in byte)`,
 /// or `None` for an MSR outside both bitmap ranges (always exits).
@@ -246,7 +217,8 @@ impl<'a> MsrBitmap<'a> {
 }
 
 /// Fills `page` with exactly `policy`: clears it, then applies every rule.
-/// For the deprivileged host pass [`HOST_POLICY`].
+/// For the deprivileged host pass
+/// [`crate::hv::host_policy::MSR_INTERCEPTS`].
 pub fn build_host_bitmap<'a>(
     page: &'a mut [u8; MSR_BITMAP_SIZE],
     policy: &[MsrRule],
@@ -262,6 +234,7 @@ pub fn build_host_bitmap<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hv::host_policy::MSR_INTERCEPTS;
     use std::boxed::Box;
 
     fn page() -> Box<[u8; MSR_BITMAP_SIZE]> {
@@ -392,54 +365,21 @@ mod tests {
     }
 
     #[test]
-    fn host_policy_bitmap() {
-        let mut p = page();
-        let bm = build_host_bitmap(&mut p, HOST_POLICY);
-        // Writes to FEATURE_CONTROL and the capability MSRs exit...
-        assert!(bm.is_intercepted(0x3a, true));
-        for msr in 0x480..=0x493 {
-            assert!(bm.is_intercepted(msr, true), "{msr:#x}");
-            // ...reads pass through to the real CPU.
-            assert!(!bm.is_intercepted(msr, false), "{msr:#x}");
-        }
-        assert!(!bm.is_intercepted(0x3a, false));
-        // Nothing else in range.
-        for msr in [
-            0x10,
-            0x1b,
-            0x39,
-            0x3b,
-            0x47f,
-            0x494,
-            0x1fff,
-            0xc000_0080,
-            0xc000_0100,
-        ] {
-            assert!(!bm.is_intercepted(msr, false), "{msr:#x}");
-            assert!(!bm.is_intercepted(msr, true), "{msr:#x}");
-        }
-        assert_eq!(set_bits(bm.page()).len(), 1 + 20);
-        // Exact bytes: 0x3a write, 0x480..=0x493 write.
-        let p = bm.page();
-        assert_eq!(p[2048 + 7], 1 << 2);
-        assert_eq!(p[2048 + 0x90], 0xff);
-        assert_eq!(p[2048 + 0x91], 0xff);
-        assert_eq!(p[2048 + 0x92], 0x0f);
-    }
-
-    #[test]
     fn build_is_idempotent_and_clears_old_state() {
         let mut a = page();
         let mut b = Box::new([0u8; MSR_BITMAP_SIZE]);
-        build_host_bitmap(&mut a, HOST_POLICY);
-        build_host_bitmap(&mut b, HOST_POLICY);
+        build_host_bitmap(&mut a, MSR_INTERCEPTS);
+        build_host_bitmap(&mut b, MSR_INTERCEPTS);
         assert_eq!(a, b);
         let first = *a;
-        build_host_bitmap(&mut a, HOST_POLICY);
+        build_host_bitmap(&mut a, MSR_INTERCEPTS);
         assert_eq!(*a, first);
         // A policy listed twice gives the same page.
-        let twice: std::vec::Vec<MsrRule> =
-            HOST_POLICY.iter().chain(HOST_POLICY).copied().collect();
+        let twice: std::vec::Vec<MsrRule> = MSR_INTERCEPTS
+            .iter()
+            .chain(MSR_INTERCEPTS)
+            .copied()
+            .collect();
         build_host_bitmap(&mut b, &twice);
         assert_eq!(*b, first);
     }
