@@ -6,7 +6,8 @@
 //! pkvm (VMX on and configured, EPT with 4-level walks and 2M/1G pages,
 //! INVEPT, unrestricted guest, VMCS shadowing, ...), logs a one-line
 //! summary and exposes the decoded capabilities read-only in debugfs at
-//! `/sys/kernel/debug/pkvm_x86/`.  It refuses to load, with a message and an
+//! `/sys/kernel/debug/pkvm_x86/` (`vmcs_fields`: which fields of the VMCS
+//! table the CPU has).  It refuses to load, with a message and an
 //! errno, on a CPU that cannot.  It does not deprivilege the host yet.
 //!
 //! Layout: `hv` is the pure core (also built by Cargo for tests), `arch` the
@@ -76,6 +77,7 @@ struct PkvmX86 {
     _cpus: Pin<KBox<debugfs::File<u32>>>,
     _status: Pin<KBox<debugfs::File<Status>>>,
     _exits: Pin<KBox<debugfs::File<()>>>,
+    _vmcs_fields: Pin<KBox<debugfs::File<()>>>,
     _debug: Option<(debugfs::Dir, DebugCtl)>,
     _dir: debugfs::Dir,
     /// Re-privileges every CPU when dropped (module unload).
@@ -103,6 +105,29 @@ fn write_exits(_: &(), f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         }
     }
     writeln!(f, "total {}", sum[last])
+}
+
+/// Prints every field of the VMCS table with what VMREAD of it did at the
+/// first launch: `name encoding ok|unsupported|failed|unprobed used|-`
+/// (`used`: pkvm reads or writes the field).
+fn write_vmcs_fields(_: &(), f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    use host::launch::{field_probe, PROBE_FAILED, PROBE_OK, PROBE_UNSUPPORTED};
+    use hv::vmx::vmcs::{Marks, FIELDS};
+    for (i, row) in FIELDS.iter().enumerate() {
+        let probe = match field_probe(i) {
+            PROBE_OK => "ok",
+            PROBE_UNSUPPORTED => "unsupported",
+            PROBE_FAILED => "failed",
+            _ => "unprobed",
+        };
+        let used = if row.marks.has(Marks::USED) {
+            "used"
+        } else {
+            "-"
+        };
+        writeln!(f, "{} {:#06x} {probe} {used}", row.name, row.encoding)?;
+    }
+    Ok(())
 }
 
 impl kernel::Module for PkvmX86 {
@@ -173,6 +198,10 @@ impl kernel::Module for PkvmX86 {
             dir.read_callback_file(c"exits", (), &write_exits),
             GFP_KERNEL,
         )?;
+        let vmcs_fields = KBox::pin_init(
+            dir.read_callback_file(c"vmcs_fields", (), &write_vmcs_fields),
+            GFP_KERNEL,
+        )?;
         let debug = if *module_parameters::debug.value() != 0 {
             let sub = dir.subdir(c"debug");
             let state = debug_iface::DebugState::new(hyp.pool_first_pa());
@@ -197,6 +226,7 @@ impl kernel::Module for PkvmX86 {
             _cpus: cpus,
             _status: status,
             _exits: exits,
+            _vmcs_fields: vmcs_fields,
             _dir: dir,
             _hyp: hyp,
         })
