@@ -31,7 +31,33 @@ t_insmod_deprivileges() {
 # the feature each belongs to.  Every other field of pkvm's table must be
 # readable, so a row of the table with a wrong encoding fails this test.
 VMCS_UNSUPPORTED="
-PLACEHOLDER            # filled in from the first run
+HLAT_PREFIX_SIZE            # HLAT (hypervisor-managed linear-address translation)
+HLAT_POINTER                # HLAT
+LAST_PID_POINTER_INDEX      # IPI virtualization
+PID_POINTER_TABLE           # IPI virtualization
+TERTIARY_VM_EXEC_CONTROL    # tertiary controls (IPI virtualization, HLAT)
+GUEST_UINV                  # user interrupts
+ENCLS_EXITING_BITMAP        # SGX
+ENCLV_EXITING_BITMAP        # SGX (ENCLV)
+LOW_PASID_DIRECTORY         # PASID translation (ENQCMD)
+HIGH_PASID_DIRECTORY        # PASID translation (ENQCMD)
+SHARED_EPT_POINTER          # TDX (SEAM)
+PCONFIG_EXITING_BITMAP      # PCONFIG
+SECONDARY_VM_EXIT_CONTROLS  # secondary VM-exit controls
+SPEC_CTRL_MASK              # IA32_SPEC_CTRL virtualization
+SPEC_CTRL_SHADOW            # IA32_SPEC_CTRL virtualization
+NOTIFY_WINDOW               # instruction timeout (notify VM exits)
+GUEST_IA32_BNDCFGS          # MPX (not on Ice Lake)
+GUEST_IA32_RTIT_CTL         # Intel PT in VMX
+GUEST_IA32_LBR_CTL          # architectural LBRs
+GUEST_IA32_PKRS             # PKS
+HOST_IA32_PKRS              # PKS
+GUEST_S_CET                 # CET
+GUEST_SSP                   # CET
+GUEST_INTR_SSP_TABLE        # CET
+HOST_S_CET                  # CET
+HOST_SSP                    # CET
+HOST_INTR_SSP_TABLE         # CET
 "
 
 # The first launch VMREADs every field of the table (debugfs vmcs_fields):
