@@ -10,7 +10,8 @@
 //! running kernel continues in VMX non-root mode under the hypervisor, which
 //! owns root mode and decides which pages the host may touch.  Unload gives
 //! every CPU root mode back.  Status and decoded capabilities are in debugfs
-//! at `/sys/kernel/debug/pkvm_x86/`; with `debug=1` a debug interface drives
+//! at `/sys/kernel/debug/pkvm_x86/` (`vmcs_fields`: which fields of the
+//! VMCS table the CPU has); with `debug=1` a debug interface drives
 //! the page-state hypercalls from user space (tests only).
 //!
 //! Layout (Documentation/architecture.rst): `hv` is the pure core (also
@@ -83,6 +84,7 @@ struct PkvmX86 {
     _cpus: Pin<KBox<debugfs::File<u32>>>,
     _status: Pin<KBox<debugfs::File<Status>>>,
     _exits: Pin<KBox<debugfs::File<()>>>,
+    _vmcs_fields: Pin<KBox<debugfs::File<()>>>,
     _debug: Option<(debugfs::Dir, DebugCtl)>,
     _dir: debugfs::Dir,
     /// Re-privileges every CPU when dropped (module unload).
@@ -127,6 +129,29 @@ fn check_internal_errors() -> Result<u64> {
 fn write_internal_errors(f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
     let n = check_internal_errors().map_err(|_| core::fmt::Error)?;
     writeln!(f, "internal_errors: {n}")
+}
+
+/// Prints every field of the VMCS table with what VMREAD of it did at the
+/// first launch: `name encoding ok|unsupported|failed|unprobed used|-`
+/// (`used`: pkvm reads or writes the field).
+fn write_vmcs_fields(_: &(), f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    use host::launch::{field_probe, PROBE_FAILED, PROBE_OK, PROBE_UNSUPPORTED};
+    use hv::vmx::vmcs::{Marks, FIELDS};
+    for (i, row) in FIELDS.iter().enumerate() {
+        let probe = match field_probe(i) {
+            PROBE_OK => "ok",
+            PROBE_UNSUPPORTED => "unsupported",
+            PROBE_FAILED => "failed",
+            _ => "unprobed",
+        };
+        let used = if row.marks.has(Marks::USED) {
+            "used"
+        } else {
+            "-"
+        };
+        writeln!(f, "{} {:#06x} {probe} {used}", row.name, row.encoding)?;
+    }
+    Ok(())
 }
 
 impl kernel::Module for PkvmX86 {
@@ -198,6 +223,10 @@ impl kernel::Module for PkvmX86 {
             dir.read_callback_file(c"exits", (), &write_exits),
             GFP_KERNEL,
         )?;
+        let vmcs_fields = KBox::pin_init(
+            dir.read_callback_file(c"vmcs_fields", (), &write_vmcs_fields),
+            GFP_KERNEL,
+        )?;
         let debug = if *module_parameters::debug.value() != 0 {
             let sub = dir.subdir(c"debug");
             let state = debug_iface::DebugState::new(hyp.pool_first_pa());
@@ -222,6 +251,7 @@ impl kernel::Module for PkvmX86 {
             _cpus: cpus,
             _status: status,
             _exits: exits,
+            _vmcs_fields: vmcs_fields,
             _dir: dir,
             _hyp: hyp,
         })

@@ -3,7 +3,7 @@
 # back; load/unload cycles leak nothing; KVM works again afterwards.
 
 DBG=/sys/kernel/debug/pkvm_x86
-TESTS="native_before insmod_deprivileges signature_leaf workload timers_and_interrupts \
+TESTS="native_before insmod_deprivileges vmcs_fields signature_leaf workload timers_and_interrupts \
 exit_counters protected_msr_write kvm_refused_while_loaded rmmod_reprivileges kvm_after \
 cpu_hotplug failure_rolls_back load_unload_20 bench dmesg_clean"
 
@@ -25,6 +25,54 @@ t_insmod_deprivileges() {
 	echo "$line" | grep -q "deprivileged $(ncpu) CPUs" || fail "not every CPU deprivileged"
 	cat $DBG/status
 	expect_eq "deprivileged_cpus" "$(sed -n 's/^deprivileged_cpus: //p' $DBG/status)" "$(ncpu)"
+}
+
+# VMCS fields the emulated CPU (Bochs corei7_icelake_u) does not have, with
+# the feature each belongs to.  Every other field of pkvm's table must be
+# readable, so a row of the table with a wrong encoding fails this test.
+VMCS_UNSUPPORTED="
+HLAT_PREFIX_SIZE            # HLAT (hypervisor-managed linear-address translation)
+HLAT_POINTER                # HLAT
+LAST_PID_POINTER_INDEX      # IPI virtualization
+PID_POINTER_TABLE           # IPI virtualization
+TERTIARY_VM_EXEC_CONTROL    # tertiary controls (IPI virtualization, HLAT)
+GUEST_UINV                  # user interrupts
+ENCLS_EXITING_BITMAP        # SGX
+ENCLV_EXITING_BITMAP        # SGX (ENCLV)
+LOW_PASID_DIRECTORY         # PASID translation (ENQCMD)
+HIGH_PASID_DIRECTORY        # PASID translation (ENQCMD)
+SHARED_EPT_POINTER          # TDX (SEAM)
+PCONFIG_EXITING_BITMAP      # PCONFIG
+SECONDARY_VM_EXIT_CONTROLS  # secondary VM-exit controls
+SPEC_CTRL_MASK              # IA32_SPEC_CTRL virtualization
+SPEC_CTRL_SHADOW            # IA32_SPEC_CTRL virtualization
+NOTIFY_WINDOW               # instruction timeout (notify VM exits)
+GUEST_IA32_BNDCFGS          # MPX (not on Ice Lake)
+GUEST_IA32_RTIT_CTL         # Intel PT in VMX
+GUEST_IA32_LBR_CTL          # architectural LBRs
+GUEST_IA32_PKRS             # PKS
+HOST_IA32_PKRS              # PKS
+GUEST_S_CET                 # CET
+GUEST_SSP                   # CET
+GUEST_INTR_SSP_TABLE        # CET
+HOST_S_CET                  # CET
+HOST_SSP                    # CET
+HOST_INTR_SSP_TABLE         # CET
+"
+
+# The first launch VMREADs every field of the table (debugfs vmcs_fields):
+# the fields pkvm uses are all readable, and the unsupported ones are
+# exactly those listed above.
+t_vmcs_fields() {
+	f=$DBG/vmcs_fields
+	[ -r $f ] || fail "no $f" || return 1
+	echo "$(wc -l < $f) fields, $(grep -c ' ok ' $f) readable; not readable:"
+	grep -v ' ok ' $f
+	bad=$(awk '$4 == "used" && $3 != "ok" {print $1}' $f)
+	[ -z "$bad" ] || fail "fields pkvm uses are not readable:" $bad
+	got=$(awk '$3 != "ok" {print $1 ":" $3}' $f | sort | tr '\n' ' ')
+	want=$(echo "$VMCS_UNSUPPORTED" | sed 's/#.*//' | awk 'NF {print $1 ":unsupported"}' | sort | tr '\n' ' ')
+	expect_eq "fields the emulated CPU lacks" "$got" "$want"
 }
 
 t_signature_leaf() {

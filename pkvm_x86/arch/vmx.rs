@@ -5,11 +5,14 @@
 //!
 //! Each wrapper reports VMfailInvalid / VMfailValid (with the
 //! VM-instruction error number) as a [`VmFail`] value instead of leaving
-//! the flags to the caller.
+//! the flags to the caller.  [`CurrentVmcs`] is the CPU's current VMCS as
+//! a [`VmcsAccess`], the hardware side of the VMCS model of
+//! `crate::hv::vmx::vmcs`.
 
 use core::arch::asm;
+use core::marker::PhantomData;
 
-use crate::hv::vmx::vmcs::{self, Field};
+use crate::hv::vmx::vmcs::{self, VmcsAccess, VmcsError};
 
 /// Why a VMX instruction failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,7 +33,7 @@ fn check(rflags: u64) -> Result<(), VmFail> {
         // SAFETY: ZF=1 means VMfailValid, so there is a current VMCS and
         // the VM-instruction error field is readable.
         Err(VmFail::Valid(
-            unsafe { vmread(vmcs::VM_INSTRUCTION_ERROR) }.unwrap_or(0),
+            unsafe { vmread(vmcs::VM_INSTRUCTION_ERROR.encoding()) }.unwrap_or(0),
         ))
     } else {
         Ok(())
@@ -91,12 +94,22 @@ pub unsafe fn vmptrld(pa: u64) -> Result<(), VmFail> {
     check(rflags)
 }
 
-/// Reads `field` of the current VMCS.
+impl From<VmcsError> for VmFail {
+    fn from(e: VmcsError) -> Self {
+        match e.instruction_error() {
+            Some(n) => VmFail::Valid(u64::from(n)),
+            None => VmFail::Invalid,
+        }
+    }
+}
+
+/// Reads the field with encoding `field` of the current VMCS (for the
+/// VM-instruction error; everything else goes through [`CurrentVmcs`]).
 ///
 /// # Safety
 ///
 /// Must be in VMX root operation with a current VMCS.
-pub unsafe fn vmread(field: Field) -> Result<u64, VmFail> {
+unsafe fn vmread(field: u32) -> Result<u64, VmFail> {
     let (v, rflags): (u64, u64);
     // SAFETY: guaranteed by the caller; VMREAD only writes its destination.
     unsafe {
@@ -110,20 +123,71 @@ pub unsafe fn vmread(field: Field) -> Result<u64, VmFail> {
     Ok(v)
 }
 
-/// Writes `value` to `field` of the current VMCS.
+/// The current VMCS of this CPU, read and written with VMREAD/VMWRITE.
+/// Errors are the hardware's: VMfailValid with VM-instruction error 12
+/// (unsupported component) or 13 (read-only component), as the in-memory
+/// VMCS of the pure core reports them.
 ///
-/// # Safety
-///
-/// Must be in VMX root operation with a current VMCS; the value must keep
-/// the VMCS consistent with what the caller relies on.
-pub unsafe fn vmwrite(field: Field, value: u64) -> Result<(), VmFail> {
-    let rflags: u64;
-    // SAFETY: guaranteed by the caller.
-    unsafe {
-        asm!("vmwrite {f}, {v}", "pushfq", "pop {r}",
-             f = in(reg) u64::from(field), v = in(reg) value, r = lateout(reg) rflags);
+/// Not `Send`: it stands for "this CPU, now".
+pub struct CurrentVmcs {
+    _this_cpu: PhantomData<*const ()>,
+}
+
+impl CurrentVmcs {
+    /// The current VMCS.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must be in VMX root operation with a current VMCS for as
+    /// long as the value is used, on this CPU only; writes through it must
+    /// keep that VMCS consistent with what its users rely on.
+    pub unsafe fn new() -> Self {
+        Self {
+            _this_cpu: PhantomData,
+        }
     }
-    check(rflags)
+
+    fn fail(rflags: u64) -> VmcsError {
+        if rflags & RFLAGS_CF != 0 {
+            return VmcsError::NoCurrentVmcs;
+        }
+        // SAFETY: ZF=1 (VMfailValid) means there is a current VMCS, whose
+        // VM-instruction error field always exists.
+        match unsafe { vmread(vmcs::VM_INSTRUCTION_ERROR.encoding()) } {
+            Ok(n) => VmcsError::from_instruction_error(n as u32),
+            Err(_) => VmcsError::NoCurrentVmcs,
+        }
+    }
+}
+
+impl VmcsAccess for CurrentVmcs {
+    fn read_raw(&self, encoding: u32) -> Result<u64, VmcsError> {
+        let (v, rflags): (u64, u64);
+        // SAFETY: the constructor's contract: VMX root operation with a
+        // current VMCS; VMREAD only writes its destination register.
+        unsafe {
+            asm!("vmread {v}, {f}", "pushfq", "pop {r}",
+                 v = lateout(reg) v, f = in(reg) u64::from(encoding), r = lateout(reg) rflags);
+        }
+        if rflags & (RFLAGS_CF | RFLAGS_ZF) != 0 {
+            return Err(Self::fail(rflags));
+        }
+        Ok(v)
+    }
+
+    fn write_raw(&mut self, encoding: u32, value: u64) -> Result<(), VmcsError> {
+        let rflags: u64;
+        // SAFETY: the constructor's contract: VMX root operation with a
+        // current VMCS, and the caller keeps it consistent.
+        unsafe {
+            asm!("vmwrite {f}, {v}", "pushfq", "pop {r}",
+                 f = in(reg) u64::from(encoding), v = in(reg) value, r = lateout(reg) rflags);
+        }
+        if rflags & (RFLAGS_CF | RFLAGS_ZF) != 0 {
+            return Err(Self::fail(rflags));
+        }
+        Ok(())
+    }
 }
 
 /// Launches the current VMCS so that execution continues right here, in
@@ -155,8 +219,8 @@ pub unsafe fn vmlaunch_in_place() -> Result<(), VmFail> {
             "2:",
             "pushfq",
             "pop {fl}",
-            rsp_field = const vmcs::GUEST_RSP,
-            rip_field = const vmcs::GUEST_RIP,
+            rsp_field = const vmcs::GUEST_RSP.encoding(),
+            rip_field = const vmcs::GUEST_RIP.encoding(),
             t = out(reg) _,
             u = out(reg) _,
             fl = out(reg) rflags,

@@ -5,28 +5,65 @@
 //! interrupts off); and the TEARDOWN_CPU hypercall that reverses it.
 
 use core::ffi::c_void;
+use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use kernel::{bindings, prelude::*};
 
 use super::cpu_setup::CpuSlot;
 use crate::arch::{cpu, vmx};
-use crate::hv::host_policy;
 use crate::hv::hypercall::{self, nr};
-use crate::hv::vmx::caps::ctl;
 use crate::hv::vmx::exit::CR4_VMXE;
 use crate::hv::vmx::guest_state::{
-    guest_state, CpuSnapshot, GuestStateError, Selectors, GUEST_FIELDS,
+    guest_state, CpuSnapshot, GuestState, GuestStateError, Selectors,
 };
+use crate::hv::vmx::host_vmcs::{write_controls_and_host_state, HostVmcs};
 use crate::hv::vmx::root_tables::{HOST_CS, HOST_SS, HOST_TR, TSS_OFFSET};
-use crate::hv::vmx::vmcs::*;
+use crate::hv::vmx::vmcs::{VmcsAccess, VmcsError, FIELDS, FIELD_COUNT};
 use crate::hyp::entry;
 
 extern "C" {
     fn pkvm_helper_reload_host_tr();
 }
 
-/// VPID used for the host on every CPU (0 is reserved for root mode).
-const HOST_VPID: u64 = 1;
+/// What the first launch found out about each field of the VMCS table
+/// (by table position), for the `vmcs_fields` debugfs file: one of the
+/// `PROBE_*` values.
+static FIELD_PROBE: [AtomicU8; FIELD_COUNT] = [const { AtomicU8::new(PROBE_NOT_RUN) }; FIELD_COUNT];
+/// Whether [`FIELD_PROBE`] has been filled.
+static FIELD_PROBE_DONE: AtomicBool = AtomicBool::new(false);
+
+/// The field was not probed (no CPU launched yet).
+pub(crate) const PROBE_NOT_RUN: u8 = 0;
+/// VMREAD of the field succeeded.
+pub(crate) const PROBE_OK: u8 = 1;
+/// VMREAD failed with VM-instruction error 12: the CPU does not have it.
+pub(crate) const PROBE_UNSUPPORTED: u8 = 2;
+/// VMREAD failed otherwise.
+pub(crate) const PROBE_FAILED: u8 = 3;
+
+/// What VMREAD of table row `i` did at the first launch (`PROBE_*`).
+pub(crate) fn field_probe(i: usize) -> u8 {
+    FIELD_PROBE
+        .get(i)
+        .map_or(PROBE_NOT_RUN, |p| p.load(Ordering::Relaxed))
+}
+
+/// VMREADs every field of the table from `vmcs` and records whether the
+/// CPU has it, once per module load (the CPUs are identical).
+fn probe_fields(vmcs: &impl VmcsAccess) {
+    if FIELD_PROBE_DONE.load(Ordering::Acquire) {
+        return;
+    }
+    for (f, p) in FIELDS.iter().zip(FIELD_PROBE.iter()) {
+        let r = match vmcs.read_raw(f.encoding) {
+            Ok(_) => PROBE_OK,
+            Err(VmcsError::Unsupported) => PROBE_UNSUPPORTED,
+            Err(_) => PROBE_FAILED,
+        };
+        p.store(r, Ordering::Relaxed);
+    }
+    FIELD_PROBE_DONE.store(true, Ordering::Release);
+}
 
 /// Shared, read-only-after-setup structures.
 #[derive(Clone, Copy)]
@@ -181,8 +218,15 @@ pub(crate) unsafe extern "C" fn launch_on_this_cpu(info: *mut c_void) {
     // SAFETY: in VMX root operation now; the VMCS region is ours.
     let r = unsafe { vmx::vmclear(slot.vmcs.pa).and_then(|()| vmx::vmptrld(slot.vmcs.pa)) };
     let r = r.and_then(|()| {
-        // SAFETY: the current VMCS is this CPU's fresh one.
-        unsafe { write_vmcs(slot, &sh, &guest, cr0, cr4) }
+        // SAFETY: in VMX root operation with this CPU's fresh VMCS current,
+        // used on this CPU only, until VMLAUNCH or the roll-back below.
+        let mut vmcs = unsafe { vmx::CurrentVmcs::new() };
+        write_vmcs(&mut vmcs, slot, &sh, &guest, cr0, cr4).map_err(vmx::VmFail::from)?;
+        // Before VMLAUNCH: a VMREAD that fails only sets the
+        // VM-instruction error field, which nothing reads before the
+        // launch.
+        probe_fields(&vmcs);
+        Ok(())
     });
     if let Err(e) = r {
         // SAFETY: undo VMXON and VMXE.
@@ -208,53 +252,16 @@ pub(crate) unsafe extern "C" fn launch_on_this_cpu(info: *mut c_void) {
 }
 
 /// Writes every control, host-state and guest-state field except guest
-/// RSP/RIP (set by the launch itself).
-///
-/// # Safety
-///
-/// VMX root operation with `slot.vmcs` current, on `slot.cpu`, interrupts off.
-unsafe fn write_vmcs(
+/// RSP/RIP (set by the launch itself) into `vmcs`, the current VMCS of
+/// `slot.cpu`.
+fn write_vmcs(
+    vmcs: &mut vmx::CurrentVmcs,
     slot: &CpuSlot,
     sh: &Shared,
-    guest: &[(Field, u64); GUEST_FIELDS],
+    guest: &GuestState,
     cr0: u64,
     cr4: u64,
-) -> Result<(), vmx::VmFail> {
-    // SAFETY: guaranteed by the caller.
-    let w = |f, v| unsafe { vmx::vmwrite(f, v) };
-
-    // Controls.
-    w(PIN_BASED_VM_EXEC_CONTROL, u64::from(sh.pin))?;
-    w(CPU_BASED_VM_EXEC_CONTROL, u64::from(sh.proc1))?;
-    w(SECONDARY_VM_EXEC_CONTROL, u64::from(sh.proc2))?;
-    w(VM_EXIT_CONTROLS, u64::from(sh.exit))?;
-    w(VM_ENTRY_CONTROLS, u64::from(sh.entry))?;
-    w(EXCEPTION_BITMAP, 0)?;
-    w(PAGE_FAULT_ERROR_CODE_MASK, 0)?;
-    w(PAGE_FAULT_ERROR_CODE_MATCH, 0)?;
-    w(CR3_TARGET_COUNT, 0)?;
-    w(VM_EXIT_MSR_STORE_COUNT, 0)?;
-    w(VM_EXIT_MSR_LOAD_COUNT, 0)?;
-    w(VM_ENTRY_MSR_LOAD_COUNT, 0)?;
-    w(VM_ENTRY_INTR_INFO, 0)?;
-    w(CR0_GUEST_HOST_MASK, host_policy::CR0_GUEST_HOST_MASK)?;
-    w(CR0_READ_SHADOW, cr0)?;
-    w(CR4_GUEST_HOST_MASK, host_policy::CR4_GUEST_HOST_MASK)?;
-    w(CR4_READ_SHADOW, cr4)?;
-    w(MSR_BITMAP, sh.msr_bitmap_pa)?;
-    w(EPT_POINTER, sh.eptp)?;
-    w(TSC_OFFSET, 0)?;
-    if sh.vpid {
-        w(VIRTUAL_PROCESSOR_ID, HOST_VPID)?;
-    }
-    if sh.proc2 & ctl::PROC2_XSAVES != 0 {
-        w(XSS_EXIT_BITMAP, 0)?;
-    }
-
-    // Guest state: the CPU as it is now (computed by `hv::vmx::guest_state`).
-    for &(field, value) in guest.iter() {
-        w(field, value)?;
-    }
+) -> Result<(), VmcsError> {
     // SAFETY: these MSRs exist on every CPU with VMX and long mode.
     let (efer, pat, se_cs, se_esp, se_eip) = unsafe {
         (
@@ -265,30 +272,35 @@ unsafe fn write_vmcs(
             cpu::rdmsr(cpu::msr::SYSENTER_EIP),
         )
     };
-
     // Host state: the hypervisor's own GDT, TSS, IDT and stack.
-    let tss_va = slot.gdt.va as u64 + TSS_OFFSET as u64;
-    w(HOST_CR0, cr0)?;
-    w(HOST_CR3, sh.host_cr3)?;
-    w(HOST_CR4, cr4 | CR4_VMXE)?;
-    w(HOST_CS_SELECTOR, u64::from(HOST_CS))?;
-    w(HOST_SS_SELECTOR, u64::from(HOST_SS))?;
-    w(HOST_DS_SELECTOR, 0)?;
-    w(HOST_ES_SELECTOR, 0)?;
-    w(HOST_FS_SELECTOR, 0)?;
-    w(HOST_GS_SELECTOR, 0)?;
-    w(HOST_TR_SELECTOR, u64::from(HOST_TR))?;
-    w(HOST_FS_BASE, 0)?;
-    w(HOST_GS_BASE, slot.hyp.va as u64)?;
-    w(HOST_TR_BASE, tss_va)?;
-    w(HOST_GDTR_BASE, slot.gdt.va as u64)?;
-    w(HOST_IDTR_BASE, sh.idt_va)?;
-    w(HOST_IA32_SYSENTER_CS, se_cs)?;
-    w(HOST_SYSENTER_ESP, se_esp)?;
-    w(HOST_SYSENTER_EIP, se_eip)?;
-    w(HOST_IA32_EFER, efer)?;
-    w(HOST_IA32_PAT, pat)?;
-    w(HOST_RSP, slot.stack_top - 16)?;
-    w(HOST_RIP, entry::pkvm_vmexit_entry as *const () as u64)?;
-    Ok(())
+    let host = HostVmcs {
+        pin: sh.pin,
+        proc1: sh.proc1,
+        proc2: sh.proc2,
+        exit: sh.exit,
+        entry: sh.entry,
+        vpid: sh.vpid,
+        msr_bitmap_pa: sh.msr_bitmap_pa,
+        eptp: sh.eptp,
+        cr0,
+        cr4,
+        host_cr3: sh.host_cr3,
+        cs: HOST_CS,
+        ss: HOST_SS,
+        tr: HOST_TR,
+        gs_base: slot.hyp.va as u64,
+        tr_base: slot.gdt.va as u64 + TSS_OFFSET as u64,
+        gdtr_base: slot.gdt.va as u64,
+        idtr_base: sh.idt_va,
+        sysenter_cs: se_cs as u32,
+        sysenter_esp: se_esp,
+        sysenter_eip: se_eip,
+        efer,
+        pat,
+        rsp: slot.stack_top - 16,
+        rip: entry::pkvm_vmexit_entry as *const () as u64,
+    };
+    write_controls_and_host_state(vmcs, &host)?;
+    // Guest state: the CPU as it is now (computed by `hv::vmx::guest_state`).
+    guest.write(vmcs)
 }

@@ -16,44 +16,49 @@ use core::sync::atomic::Ordering::Relaxed;
 use super::percpu::{CpuLocal, HypCpu};
 use crate::arch::{cpu, cpuid::cpuid, vmx};
 use crate::hv::host_policy::{self as policy, cpuid_filter, msr_write_refused, Action};
-use crate::hv::hypercall::{self, call::Call, call::Reply};
-use crate::hv::vmx::exit::{
-    self, entry_intr_info, vector, CrAccess, EptViolation, EventType, ExitReason,
-};
+use crate::hv::hypercall::{self, call::Call, call::Reply, errno};
+use crate::hv::vmx::event::{Interruptibility, InterruptionInfo};
+use crate::hv::vmx::exit::{self, vector, CrAccess, EptViolation, EventType, ExitReason};
+use crate::hv::vmx::guest_state::HostCpuState;
 use crate::hv::vmx::vmcs::*;
 use crate::hyp::entry::{self as entry, gpr_slot, reg, GuestRegs};
 
-/// Reads a VMCS field of the current VMCS; 0 if it cannot be read (which
-/// would be a hypervisor bug, counted through the result checks upstream).
-fn rd(f: Field) -> u64 {
+/// The host's VMCS, current on this CPU while the exit handler runs.
+fn vmcs() -> vmx::CurrentVmcs {
     // SAFETY: the exit handler runs in VMX root operation with the host's
-    // VMCS current (the CPU just exited from it).
-    unsafe { vmx::vmread(f) }.unwrap_or(0)
+    // VMCS current (the CPU just exited from it); callers only write
+    // guest-state and entry-control fields with values derived from the
+    // architectural rules in `hv`.
+    unsafe { vmx::CurrentVmcs::new() }
 }
 
-fn wr(f: Field, v: u64) {
-    // SAFETY: as for `rd`; callers only write guest-state and entry-control
-    // fields with values derived from the architectural rules in `hv`.
-    let _ = unsafe { vmx::vmwrite(f, v) };
+/// Reads a field of the current VMCS; 0 if it cannot be read (which would
+/// be a hypervisor bug: every field pkvm uses is checked readable by the
+/// system tests).
+fn rd<T: FieldValue>(f: Field<T>) -> T {
+    vmcs().read(f).unwrap_or_default()
+}
+
+/// Writes a field of the current VMCS (see [`rd`] for failures).
+fn wr<T: FieldValue>(f: Field<T>, v: T) {
+    let _ = vmcs().write(f, v);
 }
 
 fn skip_instruction() {
-    let len = rd(VM_EXIT_INSTRUCTION_LEN);
+    let len = u64::from(rd(VM_EXIT_INSTRUCTION_LEN));
     wr(GUEST_RIP, rd(GUEST_RIP).wrapping_add(len));
     // The instruction retired: STI / MOV-SS blocking ends with it.
-    let intr = rd(GUEST_INTERRUPTIBILITY_INFO);
-    if intr & 3 != 0 {
-        wr(GUEST_INTERRUPTIBILITY_INFO, intr & !3);
+    let intr = Interruptibility(rd(GUEST_INTERRUPTIBILITY_INFO));
+    if intr.sti() || intr.mov_ss() {
+        wr(GUEST_INTERRUPTIBILITY_INFO, intr.after_instruction().0);
     }
 }
 
 fn inject(vec: u8, ty: EventType, error_code: Option<u32>) {
-    wr(
-        VM_ENTRY_INTR_INFO,
-        u64::from(entry_intr_info(vec, ty, error_code.is_some())),
-    );
+    let info = InterruptionInfo::event(vec, ty, error_code.is_some());
+    wr(VM_ENTRY_INTR_INFO, info.0);
     if let Some(e) = error_code {
-        wr(VM_ENTRY_EXCEPTION_ERROR_CODE, u64::from(e));
+        wr(VM_ENTRY_EXCEPTION_ERROR_CODE, e);
     }
 }
 
@@ -66,7 +71,7 @@ fn inject_gp0() {
 }
 
 fn guest_cpl() -> u64 {
-    (rd(GUEST_SS_AR_BYTES) >> 5) & 3
+    u64::from((rd(GUEST_SS_AR_BYTES) >> 5) & 3)
 }
 
 fn get_gpr(regs: &GuestRegs, n: u8) -> u64 {
@@ -218,14 +223,14 @@ fn host_touched_protected_memory() {
 /// Delivers an NMI or machine check that arrived while in root mode, if
 /// no other event is being injected and the host is not blocking NMIs.
 fn deliver_pending(cpu: &HypCpu) {
-    if rd(VM_ENTRY_INTR_INFO) & (1 << 31) != 0 {
+    if InterruptionInfo(rd(VM_ENTRY_INTR_INFO)).is_valid() {
         return;
     }
     // Re-deliver an event whose delivery the exit interrupted.
-    let idt = rd(IDT_VECTORING_INFO);
-    if idt & (1 << 31) != 0 {
-        wr(VM_ENTRY_INTR_INFO, idt & !(1 << 12));
-        if idt & (1 << 11) != 0 {
+    let idt = InterruptionInfo(rd(IDT_VECTORING_INFO));
+    if idt.is_valid() {
+        wr(VM_ENTRY_INTR_INFO, idt.for_entry().0);
+        if idt.has_error_code() {
             wr(VM_ENTRY_EXCEPTION_ERROR_CODE, rd(IDT_VECTORING_ERROR_CODE));
         }
         wr(VM_ENTRY_INSTRUCTION_LEN, rd(VM_EXIT_INSTRUCTION_LEN));
@@ -236,7 +241,8 @@ fn deliver_pending(cpu: &HypCpu) {
     // next exit (two NMIs in root mode collapse into one, as NMIs do).
     if cpu.mc_pending.swap(0, Relaxed) != 0 {
         inject(vector::MC, EventType::HardwareException, None);
-    } else if cpu.nmi_pending.load(Relaxed) != 0 && rd(GUEST_INTERRUPTIBILITY_INFO) & (1 << 3) == 0
+    } else if cpu.nmi_pending.load(Relaxed) != 0
+        && !Interruptibility(rd(GUEST_INTERRUPTIBILITY_INFO)).nmi()
     {
         cpu.nmi_pending.store(0, Relaxed);
         inject(vector::NMI, EventType::Nmi, None);
@@ -354,31 +360,15 @@ fn hypercall_dispatch(regs: &mut GuestRegs, cpu: &HypCpu, local: &mut CpuLocal) 
 ///
 /// Called from the exit handler for TEARDOWN_CPU only.
 unsafe fn teardown(regs: &mut GuestRegs, cpu: &mut CpuLocal) -> u64 {
-    let g = |f| rd(f);
-    let (rip, rsp, rflags) = (g(GUEST_RIP), g(GUEST_RSP), g(GUEST_RFLAGS));
-    let (cr0, cr3, cr4_shadow) = (g(GUEST_CR0), g(GUEST_CR3), g(CR4_READ_SHADOW));
-    let cr4_real = g(GUEST_CR4);
-    let gdt = cpu::DescriptorTablePointer {
-        limit: g(GUEST_GDTR_LIMIT) as u16,
-        base: g(GUEST_GDTR_BASE),
+    let h = match HostCpuState::read(&vmcs()) {
+        Ok(h) => h,
+        Err(_) => {
+            // Cannot happen with the host's VMCS current; refuse rather
+            // than load zeros into the CPU.
+            regs.gpr[reg::RAX] = hypercall::err(errno::EFAULT);
+            return 0;
+        }
     };
-    let idt = cpu::DescriptorTablePointer {
-        limit: g(GUEST_IDTR_LIMIT) as u16,
-        base: g(GUEST_IDTR_BASE),
-    };
-    let (cs, ss) = (g(GUEST_CS_SELECTOR), g(GUEST_SS_SELECTOR));
-    let (ds, es) = (g(GUEST_DS_SELECTOR), g(GUEST_ES_SELECTOR));
-    let (fs, gs) = (g(GUEST_FS_SELECTOR), g(GUEST_GS_SELECTOR));
-    let (fs_base, gs_base) = (g(GUEST_FS_BASE), g(GUEST_GS_BASE));
-    let pat = g(GUEST_IA32_PAT);
-    let efer = g(GUEST_IA32_EFER);
-    let debugctl = g(GUEST_IA32_DEBUGCTL);
-    let (se_cs, se_esp, se_eip) = (
-        g(GUEST_SYSENTER_CS),
-        g(GUEST_SYSENTER_ESP),
-        g(GUEST_SYSENTER_EIP),
-    );
-    let dr7 = g(GUEST_DR7);
     // SAFETY: root mode, with the host's VMCS current.
     let vmcs_pa = unsafe { vmx::vmptrst() };
 
@@ -390,29 +380,43 @@ unsafe fn teardown(regs: &mut GuestRegs, cpu: &mut CpuLocal) -> u64 {
     }
     cpu.torn_down = 1;
 
+    let gdt = cpu::DescriptorTablePointer {
+        limit: h.gdtr.1,
+        base: h.gdtr.0,
+    };
+    let idt = cpu::DescriptorTablePointer {
+        limit: h.idtr.1,
+        base: h.idtr.0,
+    };
     // SAFETY: everything below restores the host's own values, captured by
     // the VMCS at this exit, onto the CPU that is now in plain root mode.
     unsafe {
-        cpu::write_cr0(cr0);
-        // CR4: VMXE as the host believes it to be, everything else as it was.
-        let cr4 = (cr4_real & !exit::CR4_VMXE) | (cr4_shadow & exit::CR4_VMXE);
-        cpu::write_cr4(cr4);
-        cpu::write_cr3(cr3);
+        cpu::write_cr0(h.cr0);
+        // CR4: VMXE as the host believes it to be, everything else as it
+        // was (computed by `HostCpuState::read`).
+        cpu::write_cr4(h.cr4);
+        cpu::write_cr3(h.cr3);
         cpu::lgdt(&gdt);
         cpu::lidt(&idt);
         // Loading GS clobbers the GS base root mode used; nothing below
         // needs it.
-        cpu::load_data_segments(ds as u16, es as u16, fs as u16, gs as u16);
-        cpu::wrmsr(cpu::msr::FS_BASE, fs_base);
-        cpu::wrmsr(cpu::msr::GS_BASE, gs_base);
-        cpu::wrmsr(cpu::msr::PAT, pat);
-        cpu::wrmsr(cpu::msr::EFER, efer);
-        cpu::wrmsr(cpu::msr::DEBUGCTL, debugctl);
-        cpu::wrmsr(cpu::msr::SYSENTER_CS, se_cs);
-        cpu::wrmsr(cpu::msr::SYSENTER_ESP, se_esp);
-        cpu::wrmsr(cpu::msr::SYSENTER_EIP, se_eip);
-        cpu::write_dr7(dr7);
+        cpu::load_data_segments(h.sel.ds, h.sel.es, h.sel.fs, h.sel.gs);
+        cpu::wrmsr(cpu::msr::FS_BASE, h.fs_base);
+        cpu::wrmsr(cpu::msr::GS_BASE, h.gs_base);
+        cpu::wrmsr(cpu::msr::PAT, h.pat);
+        cpu::wrmsr(cpu::msr::EFER, h.efer);
+        cpu::wrmsr(cpu::msr::DEBUGCTL, h.debugctl);
+        cpu::wrmsr(cpu::msr::SYSENTER_CS, u64::from(h.sysenter_cs));
+        cpu::wrmsr(cpu::msr::SYSENTER_ESP, h.sysenter_esp);
+        cpu::wrmsr(cpu::msr::SYSENTER_EIP, h.sysenter_eip);
+        cpu::write_dr7(h.dr7);
     }
-    regs.iret = [rip, cs, rflags, rsp, ss];
+    regs.iret = [
+        h.rip,
+        u64::from(h.sel.cs),
+        h.rflags,
+        h.rsp,
+        u64::from(h.sel.ss),
+    ];
     1
 }

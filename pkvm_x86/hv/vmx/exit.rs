@@ -163,7 +163,7 @@ pub struct ExitReason {
 
 impl ExitReason {
     /// Decodes the VM_EXIT_REASON field.
-    pub const fn from_raw(v: u64) -> Self {
+    pub const fn from_raw(v: u32) -> Self {
         Self {
             basic: v as u16,
             entry_failure: v & (1 << 31) != 0,
@@ -220,19 +220,8 @@ impl ExitStats {
     }
 }
 
-/// Event types for VM-entry interruption information (bits 10:8).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum EventType {
-    /// External interrupt.
-    ExternalInterrupt = 0,
-    /// Non-maskable interrupt.
-    Nmi = 2,
-    /// Hardware exception.
-    HardwareException = 3,
-    /// Software exception (INT3, INTO).
-    SoftwareException = 6,
-}
+/// Event types of interruption information (see [`crate::hv::vmx::event`]).
+pub use crate::hv::vmx::event::EventType;
 
 /// Exception vectors pkvm injects.
 pub mod vector {
@@ -246,11 +235,6 @@ pub mod vector {
     pub const MC: u8 = 18;
     /// NMI.
     pub const NMI: u8 = 2;
-}
-
-/// Encodes a VM-entry interruption-information value (valid bit set).
-pub const fn entry_intr_info(vector: u8, ty: EventType, error_code: bool) -> u32 {
-    vector as u32 | ((ty as u32) << 8) | ((error_code as u32) << 11) | (1 << 31)
 }
 
 /// Whether hardware exception `vector` pushes an error code.
@@ -387,15 +371,7 @@ mod tests {
     }
 
     #[test]
-    fn intr_info_encoding() {
-        assert_eq!(
-            entry_intr_info(vector::GP, EventType::HardwareException, true),
-            0x8000_0b0d
-        );
-        assert_eq!(
-            entry_intr_info(vector::NMI, EventType::Nmi, false),
-            0x8000_0202
-        );
+    fn exception_error_codes() {
         assert!(exception_has_error_code(vector::PF));
         assert!(!exception_has_error_code(vector::UD));
     }

@@ -5,7 +5,9 @@
 //! enables and intercepts is policy: `crate::hv::host_policy`.)
 //!
 //! * [`caps`]: the VMX capability MSRs decoded, the features pkvm needs.
-//! * [`vmcs`]: VMCS field encodings.
+//! * [`vmcs`]: the VMCS model: the field table, typed access, an in-memory VMCS.
+//! * [`event`]: interruption information and interruptibility state.
+//! * [`host_vmcs`]: the controls and host state the launch writes.
 //! * [`exit`]: exit reasons, exit information, event injection.
 //! * [`guest_state`]: the running CPU described as a VMX guest.
 //! * [`segment`]: segment and system descriptors.
@@ -17,8 +19,10 @@
 //! functions over the VMCS model (see Documentation/architecture.rst).
 
 pub mod caps;
+pub mod event;
 pub mod exit;
 pub mod guest_state;
+pub mod host_vmcs;
 pub mod msr_bitmap;
 pub mod root_tables;
 pub mod segment;
