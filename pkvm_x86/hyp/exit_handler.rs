@@ -17,6 +17,7 @@ use super::percpu::{CpuLocal, HypCpu};
 use crate::arch::{cpu, cpuid::cpuid, vmx};
 use crate::hv::host_policy::{self as policy, cpuid_filter, msr_write_refused, Action};
 use crate::hv::hypercall::{self, call::Call, call::Reply, errno};
+use crate::hv::mm::addr::Hpa;
 use crate::hv::vmx::event::{Interruptibility, InterruptionInfo};
 use crate::hv::vmx::exit::{self, vector, CrAccess, EptViolation, EventType, ExitReason};
 use crate::hv::vmx::guest_state::HostCpuState;
@@ -172,7 +173,7 @@ pub(crate) unsafe extern "C" fn handle_exit(regs: *mut GuestRegs, cpu: *const Hy
             skip_instruction();
         }
         Action::Undefined => inject_ud(),
-        Action::ProtectedMemory => host_touched_protected_memory(),
+        Action::ProtectedMemory => host_touched_protected_memory(cpu),
         Action::Nothing => {}
         Action::HostDead => host_is_dead(cpu, local, why.basic),
         Action::Unexpected => unexpected(local, why.basic),
@@ -199,11 +200,28 @@ fn unexpected(local: &mut CpuLocal, basic: u16) {
     inject_ud();
 }
 
-/// The host accessed a page it does not own (hypervisor memory, or a page
-/// donated to a guest): inject a page fault at the linear address it used.
-/// See Documentation/deprivilege.rst for what the host observes.
-fn host_touched_protected_memory() {
+/// An EPT violation of the host.  If the host EPT as it is now allows the
+/// access, this CPU used a translation cached before another CPU changed
+/// the table: flush this CPU's translations and let the host retry (no
+/// fault: nothing was refused).  Otherwise the host accessed a page it
+/// does not own (hypervisor memory, or a page donated to a guest): inject
+/// a page fault at the linear address it used.  See
+/// Documentation/deprivilege.rst for what the host observes.
+fn host_touched_protected_memory(cpu: &HypCpu) {
     let v = EptViolation::decode(rd(EXIT_QUALIFICATION));
+    // SAFETY: `global` points at the hypervisor-wide state in the pool, set
+    // up before the launch and alive while any CPU runs under it.
+    let global = unsafe { &*cpu.global };
+    if let Some(gpa) = Hpa::new(rd(GUEST_PHYSICAL_ADDRESS)) {
+        if global
+            .page_states()
+            .host_may_access(gpa, v.read, v.write, v.fetch)
+        {
+            // SAFETY: root mode; INVEPT single-context is a required feature.
+            let _ = unsafe { vmx::invept(vmx::InveptType::SingleContext, global.host_eptp) };
+            return;
+        }
+    }
     let cpl3 = guest_cpl() == 3;
     let addr = if v.linear_valid {
         rd(GUEST_LINEAR_ADDRESS)

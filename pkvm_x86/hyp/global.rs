@@ -24,6 +24,7 @@ use crate::hv::error::Error;
 use crate::hv::hypercall::call::Reply;
 use crate::hv::hypercall::errno;
 use crate::hv::mm::addr::{Gpa, Hpa};
+use crate::hv::mm::ept::EptEntry;
 use crate::hv::mm::invariants::{self, Claim};
 use crate::hv::mm::mem_protect::{self as mp, HostEpt, HypPgt, VmKind};
 use crate::hv::mm::pgtable::PERM_RWX;
@@ -263,6 +264,21 @@ impl PageStates {
             Ok(vm) => changed(mp::guest_unshare_host(host, vm.guest_mut(), mm, gpa, pages)),
             Err(e) => Reply::from(Err(e), false),
         }
+    }
+
+    /// Whether the host EPT, as it is now, lets the host make the access
+    /// an EPT violation reported at `hpa` (`read`, `write`, `fetch` from
+    /// the exit qualification).  When it does, the violation came from a
+    /// translation this CPU cached before the table changed (another CPU
+    /// changed it, or freed and reused a table page), not from the host
+    /// touching memory it does not own.
+    pub fn host_may_access(&mut self, hpa: Hpa, read: bool, write: bool, fetch: bool) -> bool {
+        let (mm, host, _, _) = self.parts();
+        let Ok(leaf) = host.pgt().lookup(mm, hpa) else {
+            return false;
+        };
+        let e = EptEntry(leaf.entry);
+        (!read || e.read() != 0) && (!write || e.write() != 0) && (!fetch || e.exec() != 0)
     }
 
     /// DEBUG_HOST_EPT_LOOKUP: the leaf entry in RAX, its level in RBX.
