@@ -183,7 +183,12 @@ impl DebugState {
         }
         // SAFETY: a fresh direct-map allocation.
         let base = unsafe { pkvm_helper_pa(arena) } >> 12;
-        let mut g = Hostile::new(seed, base, ARENA as u64, self.pool_pa >> 12, 1024);
+        // The pinned frames drawn are those of the pool's first chunk only:
+        // the chunks are separate allocations, so the frames after the
+        // first chunk can be the host's own (its kernel text, once), and
+        // a host that donates those kills itself.
+        let chunk_frames = (crate::host::pool::CHUNK / PAGE) as u64;
+        let mut g = Hostile::new(seed, base, ARENA as u64, self.pool_pa >> 12, chunk_frames);
         let own_vm = self.vm;
         let (mut ok, mut refused) = (0, 0);
         for _ in 0..n {
