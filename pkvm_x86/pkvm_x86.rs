@@ -19,14 +19,18 @@
 //! instructions, `hyp` the code that runs in VMX root mode, `host` the
 //! host-side glue that uses `kernel::`.
 
-use kernel::{debugfs, new_mutex, prelude::*, sync::Mutex};
+use kernel::{debugfs, prelude::*};
+#[cfg(pkvm_debug)]
+use kernel::{new_mutex, sync::Mutex};
 
 pub mod arch;
 mod host;
 pub mod hv;
 pub mod hyp;
 
-use host::{cpu_caps, debug_iface, hyp_client, hypervisor};
+#[cfg(pkvm_debug)]
+use host::debug_iface;
+use host::{cpu_caps, hyp_client, hypervisor};
 
 use hv::vmx::caps::{VmxCaps, VMX_MSR_COUNT};
 
@@ -47,7 +51,7 @@ module! {
         },
         debug: u32 {
             default: 0,
-            description: "1 enables the debug interface (debugfs pkvm_x86/debug/, debug hypercalls); root only, for tests",
+            description: "1 enables the debug interface (debugfs pkvm_x86/debug/, debug hypercalls); debug builds only (PKVM_DEBUG=1), root only, for tests",
         },
     },
 }
@@ -63,8 +67,16 @@ impl From<hv::error::Error> for Error {
 /// Raw capability MSRs as read, for the `raw_msrs` debugfs file.
 struct RawMsrs([Option<u64>; VMX_MSR_COUNT]);
 
-/// The debug interface's `ctl` file.
-type DebugCtl = Pin<KBox<debugfs::File<Mutex<debug_iface::DebugState>>>>;
+/// The debug interface's directory and `ctl` file (debug builds only: a
+/// production build compiles none of the debug interface, and this type
+/// has no values).
+#[cfg(pkvm_debug)]
+type DebugFiles = (
+    debugfs::Dir,
+    Pin<KBox<debugfs::File<Mutex<debug_iface::DebugState>>>>,
+);
+#[cfg(not(pkvm_debug))]
+type DebugFiles = core::convert::Infallible;
 
 /// What the `status` debugfs file shows (fixed at load; the file adds the
 /// live `internal_errors:` line).
@@ -85,7 +97,7 @@ struct PkvmX86 {
     _status: Pin<KBox<debugfs::File<Status>>>,
     _exits: Pin<KBox<debugfs::File<()>>>,
     _vmcs_fields: Pin<KBox<debugfs::File<()>>>,
-    _debug: Option<(debugfs::Dir, DebugCtl)>,
+    _debug: Option<DebugFiles>,
     _dir: debugfs::Dir,
     /// Re-privileges every CPU when dropped (module unload).
     _hyp: hypervisor::Hypervisor,
@@ -162,6 +174,14 @@ impl kernel::Module for PkvmX86 {
             format_args!("{} CPUs: {}", found.cpus, found.caps.summary())
         );
 
+        let debug = *module_parameters::debug.value() != 0;
+        if debug && !cfg!(pkvm_debug) {
+            pr_err!(
+                "debug=1: this build has no debug interface (build the module with PKVM_DEBUG=1)\n"
+            );
+            return Err(EINVAL);
+        }
+
         let pool_mb = *module_parameters::pool_mb.value();
         if !(1..=1024).contains(&pool_mb) {
             pr_err!("pool_mb={} out of range 1..1024\n", pool_mb);
@@ -171,7 +191,7 @@ impl kernel::Module for PkvmX86 {
             &found.caps,
             pool_mb as usize * 1024 * 1024,
             module.as_ptr(),
-            *module_parameters::debug.value() != 0,
+            debug,
             u32::try_from(*module_parameters::test_fail_cpu.value()).ok(),
         )?;
         let (used, total) = hyp.pool_usage();
@@ -227,7 +247,8 @@ impl kernel::Module for PkvmX86 {
             dir.read_callback_file(c"vmcs_fields", (), &write_vmcs_fields),
             GFP_KERNEL,
         )?;
-        let debug = if *module_parameters::debug.value() != 0 {
+        #[cfg(pkvm_debug)]
+        let debug_files = if debug {
             let sub = dir.subdir(c"debug");
             let state = debug_iface::DebugState::new(hyp.pool_first_pa());
             let ctl = KBox::pin_init(
@@ -244,8 +265,10 @@ impl kernel::Module for PkvmX86 {
         } else {
             None
         };
+        #[cfg(not(pkvm_debug))]
+        let debug_files = None;
         Ok(PkvmX86 {
-            _debug: debug,
+            _debug: debug_files,
             _caps: caps,
             _raw: raw,
             _cpus: cpus,

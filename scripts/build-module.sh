@@ -7,6 +7,10 @@
 # otherwise the cached test kernel is set up and built first.  The module is
 # built with its objects under $PKVM_BUILD (default <repo>/build/module, via
 # Kbuild's MO=) so the source tree stays clean.  Prints the path of the .ko on stdout.
+#
+# PKVM_DEBUG=1 builds the debug variant instead (debug interface, debug
+# hypercalls, invariant checker; see Kbuild), under build/module-debug: the
+# system tests load both.  Both variants get the same checks.
 source "$(dirname "$0")/lib.sh"
 
 if [ -z "${KDIR:-}" ]; then
@@ -17,11 +21,13 @@ pkvm_build_env
 [ -e "$KDIR/Makefile" ] || die "KDIR=$KDIR is not a kernel tree"
 grep -q '^CONFIG_RUST=y' "$KDIR/.config" 2>/dev/null || die "KDIR=$KDIR was not built with CONFIG_RUST=y"
 
-out=${PKVM_BUILD:-$PKVM_ROOT/build/module}
+debug=${PKVM_DEBUG:-0}
+if [ "$debug" = 1 ]; then variant=module-debug; else variant=module; fi
+out=${PKVM_BUILD:-$PKVM_ROOT/build/$variant}
 mkdir -p "$out"
-log "building pkvm_x86.ko against $KDIR"
+log "building pkvm_x86.ko ($variant) against $KDIR"
 set +e
-make -C "$KDIR" M="$PKVM_ROOT" MO="$out" CLIPPY=1 modules > "$out/build.log" 2>&1
+make -C "$KDIR" M="$PKVM_ROOT" MO="$out" CLIPPY=1 PKVM_DEBUG="$debug" modules > "$out/build.log" 2>&1
 rc=$?
 set -e
 if [ $rc != 0 ]; then

@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# scripts/system-test.sh KDIR KO: every Bochs system test, two at a time.
+# scripts/system-test.sh KDIR KO KO_DEBUG: every Bochs system test, two at
+# a time.  KO is the production build (/lib/modules/pkvm_x86.ko in the VM),
+# KO_DEBUG the debug build (/lib/modules/pkvm_x86-debug.ko; the pagestate
+# suite drives its debug interface).
 #
 #   caps-c1, caps-c2   corei7_icelake_u, 1 and 2 CPUs: load, debugfs, unload,
 #                      reload, KVM loads afterwards, clean dmesg
@@ -7,7 +10,7 @@
 #                      timers, exit counters, protected MSRs, kvm_intel
 #                      refused while loaded and working after, 20 load/unload
 #                      cycles without leaks, benchmarks (BENCH lines)
-#   pagestate-c1, -c2  debug=1: host EPT memory types, the pool out of reach,
+#   pagestate-c1, -c2  the debug build with debug=1: host EPT memory types, the pool out of reach,
 #                      donate/share to the hypervisor and to test VMs driven
 #                      from user space, access checked after every step,
 #                      reclaim zeroes, invariant checker, unload gives back
@@ -20,12 +23,13 @@
 # uses up to two emulated machines, and the machine has two cores.
 # Logs: build/runs/<name>/.  Exit status: number of failed runs (capped).
 source "$(dirname "$0")/lib.sh"
-kdir=$1 ko=$2
+kdir=$1 ko=$2 ko_debug=${3:-}
+[ -f "$ko_debug" ] || die "usage: system-test.sh KDIR KO KO_DEBUG (the debug build: PKVM_DEBUG=1 scripts/build-module.sh)"
 bochs=$(bash "$PKVM_ROOT/scripts/setup-bochs.sh")
 runs=$PKVM_ROOT/build/runs
 initrd=$PKVM_ROOT/build/initramfs.cpio.gz
 mapfile -t test_modules < <(bash "$PKVM_ROOT/scripts/build-selftest-modules.sh" "$kdir")
-bash "$PKVM_ROOT/scripts/mkinitramfs.sh" "$initrd" "$kdir" "$ko" "${test_modules[@]}"
+bash "$PKVM_ROOT/scripts/mkinitramfs.sh" "$initrd" "$kdir" "$ko" "pkvm_x86-debug.ko=$ko_debug" "${test_modules[@]}"
 
 exec 9> "${TMPDIR:-/tmp}/pkvm-x86-bochs.lock"
 if ! flock -n 9; then

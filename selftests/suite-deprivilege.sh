@@ -5,7 +5,7 @@
 DBG=/sys/kernel/debug/pkvm_x86
 TESTS="native_before insmod_deprivileges vmcs_fields signature_leaf workload timers_and_interrupts \
 exit_counters protected_msr_write kvm_refused_while_loaded rmmod_reprivileges kvm_after \
-cpu_hotplug failure_rolls_back load_unload_20 bench dmesg_clean"
+no_debug_code cpu_hotplug failure_rolls_back load_unload_20 bench dmesg_clean"
 
 ncpu() { grep -c ^processor /proc/cpuinfo; }
 memfree_kb() { sed -n 's/^MemFree: *\([0-9]*\) kB/\1/p' /proc/meminfo; }
@@ -156,6 +156,29 @@ t_kvm_after() {
 	insmod /lib/modules/kvm-intel.ko || fail "insmod kvm-intel after pkvm unload"
 	[ -c /dev/kvm ] || fail "/dev/kvm missing"
 	rmmod kvm_intel && rmmod kvm || fail "rmmod kvm"
+}
+
+# The production build has no debug code: debug=1 refuses to load, there
+# is no debug interface, and the hostile host's debug hypercalls find no
+# such call (ENOSYS; a build with the debug code would answer EPERM).
+t_no_debug_code() {
+	if insmod /lib/modules/pkvm_x86.ko debug=1 2>/dev/null; then
+		pkvm_rmmod
+		fail "the production build loaded with debug=1"
+	fi
+	dmesg | grep -q 'this build has no debug interface' || fail "no message for debug=1"
+	insmod /lib/modules/pkvm_x86.ko || fail "insmod"
+	[ -e $DBG/debug ] && fail "debug interface present in the production build"
+	insmod /lib/modules/pkvm_hostile.ko || fail "insmod pkvm_hostile"
+	H=/sys/kernel/debug/pkvm_hostile/ctl
+	for nr in 0x40 0x41 0x42 0x43; do
+		echo "vmcall 0 $nr 0 0 0 0" > $H || fail "hostile vmcall $nr"
+		r=$(cat $H)
+		echo "debug hypercall $nr -> $r"
+		case "$r" in "ok rax=0xffffffffffffffda "*) ;; *) fail "call $nr: want -ENOSYS, got '$r'" ;; esac
+	done
+	rmmod pkvm_hostile || fail "rmmod pkvm_hostile"
+	pkvm_rmmod || fail "rmmod"
 }
 
 # A CPU taken offline leaves VMX operation; brought back, it is

@@ -18,7 +18,7 @@ expect_ctl() {
 }
 
 t_insmod_debug() {
-	insmod /lib/modules/pkvm_x86.ko debug=1 || fail "insmod debug=1"
+	insmod /lib/modules/pkvm_x86-debug.ko debug=1 || fail "insmod debug=1"
 	[ -w $CTL ] || fail "no debug interface"
 	expect_ctl '^ok 0:0x[0-9a-f]+ 1:0x[0-9a-f]+ 2:0x[0-9a-f]+ 3:0x[0-9a-f]+' alloc 4
 	expect_ctl '^ok invariants hold' check

@@ -275,6 +275,7 @@ impl Hypervisor {
     }
 
     /// Physical address of the pool's first page.
+    #[cfg(pkvm_debug)]
     pub(crate) fn pool_first_pa(&self) -> u64 {
         self.pool.first_pa()
     }

@@ -12,10 +12,12 @@
 //! * [`launch`]: deprivileging one CPU in place and giving it back.
 //! * [`hypervisor`]: the running hypervisor and its CPU-hotplug state.
 //! * [`hyp_client`]: hypercalls that must run on a given CPU.
-//! * [`debug_iface`]: the debug interface (`debug=1`) for the tests.
+//! * `debug_iface`: the debug interface (`debug=1`) for the tests; compiled
+//!   into debug builds only (`PKVM_DEBUG=1`).
 
 pub(crate) mod cpu_caps;
 pub(crate) mod cpu_setup;
+#[cfg(pkvm_debug)]
 pub(crate) mod debug_iface;
 pub(crate) mod host_ept;
 pub(crate) mod hyp_client;

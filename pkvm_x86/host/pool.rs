@@ -17,6 +17,7 @@ pub(crate) const CHUNK: usize = 2 << 20;
 
 extern "C" {
     fn pkvm_helper_pa(virt: *const core::ffi::c_void) -> u64;
+    #[cfg(pkvm_debug)]
     fn pkvm_helper_va(pa: u64) -> *mut core::ffi::c_void;
 }
 
@@ -25,6 +26,7 @@ extern "C" {
 /// # Safety
 ///
 /// `pa` must be RAM covered by the direct map.
+#[cfg(pkvm_debug)]
 pub(crate) unsafe fn direct_map(pa: u64) -> usize {
     // SAFETY: guaranteed by the caller.
     unsafe { pkvm_helper_va(pa) as usize }
@@ -46,7 +48,10 @@ impl PoolPage {
     }
 }
 
-/// The pool.
+/// The hypervisor's memory: 2 MiB chunks taken from the kernel's page
+/// allocator at load, with the page allocator ([`HypMm`]) built in the
+/// first one.  Dropping it gives the chunks back (only once no CPU runs
+/// under the hypervisor).
 pub(crate) struct Pool {
     chunks: KVec<usize>,
     mm: *mut HypMm,
@@ -98,6 +103,7 @@ impl Pool {
     }
 
     /// Physical address of the first chunk (read from host memory only).
+    #[cfg(pkvm_debug)]
     pub(crate) fn first_pa(&self) -> u64 {
         self.chunks
             .first()

@@ -16,7 +16,8 @@ use core::sync::atomic::Ordering::Relaxed;
 use super::percpu::{CpuLocal, HypCpu};
 use crate::arch::{cpu, cpuid::cpuid, vmx};
 use crate::hv::host_policy::{self as policy, cpuid_filter, msr_write_refused, Action};
-use crate::hv::hypercall::{self, call::Call, call::Reply, errno};
+use crate::hv::hypercall::call::{Call, DebugCalls, Reply};
+use crate::hv::hypercall::{self, errno};
 use crate::hv::mm::addr::Hpa;
 use crate::hv::vmx::event::{Interruptibility, InterruptionInfo};
 use crate::hv::vmx::exit::{self, vector, CrAccess, EptViolation, EventType, ExitReason};
@@ -282,7 +283,12 @@ fn hypercall_dispatch(regs: &mut GuestRegs, cpu: &HypCpu, local: &mut CpuLocal) 
     // up before launch and never freed while a CPU runs root mode; its
     // mutable part is behind its lock.
     let global = unsafe { &*cpu.global };
-    let r = match Call::parse(regs.gpr[reg::RAX], args, global.debug) {
+    let debug = match (cfg!(pkvm_debug), global.debug) {
+        (false, _) => DebugCalls::NotBuilt,
+        (true, false) => DebugCalls::Off,
+        (true, true) => DebugCalls::On,
+    };
+    let r = match Call::parse(regs.gpr[reg::RAX], args, debug) {
         Err(e) => Reply::errno(e),
         Ok(Call::Version) => Reply::val(hypercall::ABI_VERSION),
         Ok(Call::TeardownCpu) => {
@@ -342,14 +348,27 @@ fn hypercall_dispatch(regs: &mut GuestRegs, cpu: &HypCpu, local: &mut CpuLocal) 
         }) => global
             .page_states()
             .host_donate_guest(handle, hpa, gpa, pages),
+        #[cfg(pkvm_debug)]
         Ok(Call::DebugHostEptLookup { hpa }) => global.page_states().host_ept_lookup(hpa),
+        #[cfg(pkvm_debug)]
         Ok(Call::DebugGuestShareHost { handle, gpa, pages }) => {
             global.page_states().guest_share_host(handle, gpa, pages)
         }
+        #[cfg(pkvm_debug)]
         Ok(Call::DebugGuestUnshareHost { handle, gpa, pages }) => {
             global.page_states().guest_unshare_host(handle, gpa, pages)
         }
+        #[cfg(pkvm_debug)]
         Ok(Call::DebugCheckInvariants) => global.page_states().check_invariants(),
+        // A production build parses no debug call (`DebugCalls::NotBuilt`);
+        // the arm only keeps the match exhaustive.
+        #[cfg(not(pkvm_debug))]
+        Ok(
+            Call::DebugHostEptLookup { .. }
+            | Call::DebugGuestShareHost { .. }
+            | Call::DebugGuestUnshareHost { .. }
+            | Call::DebugCheckInvariants,
+        ) => Reply::errno(errno::ENOSYS),
     };
     // The lock guard of the page-state arms dropped at the end of its
     // statement: the flush runs unlocked.

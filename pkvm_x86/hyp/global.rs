@@ -22,15 +22,18 @@ use super::lock::{SpinLock, SpinLockGuard};
 use super::mm::{HypMm, MAX_CHUNKS};
 use crate::hv::error::Error;
 use crate::hv::hypercall::call::Reply;
+#[cfg(pkvm_debug)]
 use crate::hv::hypercall::errno;
 use crate::hv::mm::addr::{Gpa, Hpa};
 use crate::hv::mm::ept::EptEntry;
+#[cfg(pkvm_debug)]
 use crate::hv::mm::invariants::{self, Claim};
 use crate::hv::mm::mem_protect::{self as mp, HostEpt, HypPgt, VmKind};
 use crate::hv::mm::pgtable::PERM_RWX;
 use crate::hv::mm::vm_table::VmTable;
 
 /// Claims the invariant checker may record (its scratch space).
+#[cfg(pkvm_debug)]
 const CLAIMS: usize = 256;
 
 /// The hypervisor-wide state: settings fixed at load and the page-state
@@ -56,6 +59,8 @@ pub struct PageStates {
     /// `OWNED` in its table but never goes back to the host while loaded.
     pinned: [(u64, u64); MAX_CHUNKS],
     nr_pinned: usize,
+    /// The invariant checker's scratch space (debug builds only).
+    #[cfg(pkvm_debug)]
     claims: [Claim; CLAIMS],
 }
 
@@ -102,9 +107,12 @@ impl HypGlobal {
                 pinned.add(i).write((0, 0));
             }
             addr_of_mut!((*st).nr_pinned).write(n);
-            let claims = addr_of_mut!((*st).claims).cast::<Claim>();
-            for i in 0..CLAIMS {
-                claims.add(i).write(Claim::default());
+            #[cfg(pkvm_debug)]
+            {
+                let claims = addr_of_mut!((*st).claims).cast::<Claim>();
+                for i in 0..CLAIMS {
+                    claims.add(i).write(Claim::default());
+                }
             }
         }
     }
@@ -249,6 +257,7 @@ impl PageStates {
     }
 
     /// DEBUG_GUEST_SHARE_HOST.
+    #[cfg(pkvm_debug)]
     pub fn guest_share_host(&mut self, handle: u32, gpa: Gpa, pages: u64) -> Reply {
         let (mm, host, _, vms) = self.parts();
         match vms.get_mut(handle) {
@@ -258,6 +267,7 @@ impl PageStates {
     }
 
     /// DEBUG_GUEST_UNSHARE_HOST.
+    #[cfg(pkvm_debug)]
     pub fn guest_unshare_host(&mut self, handle: u32, gpa: Gpa, pages: u64) -> Reply {
         let (mm, host, _, vms) = self.parts();
         match vms.get_mut(handle) {
@@ -282,6 +292,7 @@ impl PageStates {
     }
 
     /// DEBUG_HOST_EPT_LOOKUP: the leaf entry in RAX, its level in RBX.
+    #[cfg(pkvm_debug)]
     pub fn host_ept_lookup(&mut self, hpa: Hpa) -> Reply {
         let (mm, host, _, _) = self.parts();
         match host.pgt().lookup(mm, hpa) {
@@ -295,6 +306,7 @@ impl PageStates {
 
     /// DEBUG_CHECK_INVARIANTS: 0, or -EFAULT with the violation's kind in
     /// RBX and address in RCX.
+    #[cfg(pkvm_debug)]
     pub fn check_invariants(&mut self) -> Reply {
         // SAFETY: as in `parts` (borrowed apart from `claims` here).
         let mm = unsafe { &mut *self.mm };

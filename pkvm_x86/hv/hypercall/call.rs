@@ -175,13 +175,29 @@ pub const fn is_debug_only(call: u64) -> bool {
     )
 }
 
+/// Whether the debug-only calls exist in this build and are enabled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DebugCalls {
+    /// A production build: the calls do not exist (`ENOSYS`), their code
+    /// is not compiled in.
+    NotBuilt,
+    /// A debug build loaded without `debug=1`: refused (`EPERM`).
+    Off,
+    /// A debug build loaded with `debug=1`: parsed like any other call.
+    On,
+}
+
 impl Call {
     /// Parses call `call` with arguments `a` (RBX, RCX, RDX, RSI); `debug`
-    /// says whether the debug-only calls are allowed.  The error is the
-    /// (positive) errno for RAX.
-    pub fn parse(call: u64, a: [u64; 4], debug: bool) -> Result<Self, i64> {
-        if is_debug_only(call) && !debug {
-            return Err(errno::EPERM);
+    /// says whether the debug-only calls exist and are allowed.  The error
+    /// is the (positive) errno for RAX.
+    pub fn parse(call: u64, a: [u64; 4], debug: DebugCalls) -> Result<Self, i64> {
+        if is_debug_only(call) {
+            match debug {
+                DebugCalls::NotBuilt => return Err(errno::ENOSYS),
+                DebugCalls::Off => return Err(errno::EPERM),
+                DebugCalls::On => {}
+            }
         }
         let [a0, a1, a2, a3] = a;
         Ok(match call {
@@ -316,7 +332,7 @@ mod tests {
     const BAD_PFN: u64 = MAX_PFN + 1;
 
     fn p(call: u64, a: [u64; 4]) -> Result<Call, i64> {
-        Call::parse(call, a, true)
+        Call::parse(call, a, DebugCalls::On)
     }
 
     #[test]
@@ -477,8 +493,16 @@ mod tests {
         ] {
             assert!(is_debug_only(n));
             // EPERM first, whatever the arguments.
-            assert_eq!(Call::parse(n, [0; 4], false), Err(errno::EPERM));
-            assert_eq!(Call::parse(n, [u64::MAX; 4], false), Err(errno::EPERM));
+            assert_eq!(Call::parse(n, [0; 4], DebugCalls::Off), Err(errno::EPERM));
+            assert_eq!(
+                Call::parse(n, [u64::MAX; 4], DebugCalls::Off),
+                Err(errno::EPERM)
+            );
+            // A production build does not have them at all.
+            assert_eq!(
+                Call::parse(n, [0; 4], DebugCalls::NotBuilt),
+                Err(errno::ENOSYS)
+            );
         }
         // The lookup takes a byte address, unconverted.
         assert_eq!(
@@ -510,7 +534,7 @@ mod tests {
         // Not debug-only: allowed either way.
         for n in [nr::VERSION, nr::HOST_DONATE_HYP, nr::INTERNAL_ERRORS] {
             assert!(!is_debug_only(n));
-            assert!(Call::parse(n, [1, 1, 1, 1], false).is_ok());
+            assert!(Call::parse(n, [1, 1, 1, 1], DebugCalls::NotBuilt).is_ok());
         }
     }
 
@@ -545,7 +569,10 @@ mod tests {
         for n in (0..0x100u64).chain([0x7777, 1 << 32, u64::MAX]) {
             if !known.contains(&n) {
                 assert_eq!(p(n, [0x1000, 0, 1, 1]), Err(errno::ENOSYS), "{n:#x}");
-                assert_eq!(Call::parse(n, [0; 4], false), Err(errno::ENOSYS));
+                assert_eq!(
+                    Call::parse(n, [0; 4], DebugCalls::NotBuilt),
+                    Err(errno::ENOSYS)
+                );
             }
         }
     }

@@ -45,7 +45,9 @@ pub const FUZZ_CALLS: [u64; 19] = [
 /// A frame beyond any RAM of the test machines (512 GiB).
 pub const BEYOND_RAM_PFN: u64 = 0x80_0000_0000 >> 12;
 
-/// The generator.
+/// A deterministic generator of hostile hypercalls: a seeded xorshift64
+/// stream shaped into call numbers, frames, counts, handles and guest
+/// frames (mostly plausible, sometimes pinned or out of range).
 #[derive(Clone, Debug)]
 pub struct Hostile {
     x: u64,

@@ -12,6 +12,8 @@
 //! [`hostile`] draws the arguments a malicious host might pass.
 
 pub mod call;
+// Test-only and debug-build-only: the fuzzers' generator.
+#[cfg(any(test, pkvm_debug))]
 pub mod hostile;
 #[cfg(test)]
 mod replay_tests;

@@ -8,7 +8,7 @@
 //! ownership invariants, never give the pinned memory to the host, never
 //! count an internal error, and leave nothing behind after the clean-up.
 
-use super::call::Call;
+use super::call::{Call, DebugCalls};
 use super::hostile::Hostile;
 use super::{errno, nr};
 use crate::hv::error::Error;
@@ -105,7 +105,7 @@ fn hostile_calls_through_the_parser_keep_the_invariants() {
         let (mut parsed, mut einval, mut enosys, mut succeeded) = (0, 0, 0, 0);
         for _ in 0..3000 {
             let (n, a) = g.call();
-            match Call::parse(n, a, true) {
+            match Call::parse(n, a, DebugCalls::On) {
                 Ok(c) => {
                     parsed += 1;
                     let r = run(c, &mut host, &mut hyp, &mut vms, &mut mm, &pinned);
@@ -134,7 +134,7 @@ fn hostile_calls_through_the_parser_keep_the_invariants() {
         assert_eq!(host.internal_errors(), 0, "seed {seed}");
         // Clean up the way the fuzz does, through parsed calls.
         for h in HANDLE_OFFSET..HANDLE_OFFSET + MAX_VMS as u32 {
-            let c = Call::parse(nr::VM_TEARDOWN, [u64::from(h), 0, 0, 0], false).unwrap();
+            let c = Call::parse(nr::VM_TEARDOWN, [u64::from(h), 0, 0, 0], DebugCalls::Off).unwrap();
             let r = run(c, &mut host, &mut hyp, &mut vms, &mut mm, &pinned);
             assert!(
                 matches!(r, Some(Ok(()) | Err(Error::NoEnt))),
@@ -144,7 +144,7 @@ fn hostile_calls_through_the_parser_keep_the_invariants() {
         assert!(vms.is_empty());
         for pfn in (ARENA_PA >> 12)..(ARENA_PA >> 12) + 32 {
             for n in [nr::HYP_DONATE_HOST, nr::HOST_UNSHARE_HYP] {
-                let c = Call::parse(n, [pfn, 1, 0, 0], false).unwrap();
+                let c = Call::parse(n, [pfn, 1, 0, 0], DebugCalls::Off).unwrap();
                 let _ = run(c, &mut host, &mut hyp, &mut vms, &mut mm, &pinned);
             }
         }

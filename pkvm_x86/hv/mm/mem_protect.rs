@@ -53,15 +53,15 @@
 //!
 //! # Locking
 //!
-//! The pure core takes `&mut` to every table it changes; the caller holds
-//! the locks, always in this order:
-//!
-//! 1. the host EPT lock,
-//! 2. the guest's lock (its shadow EPT; one guest at a time),
-//! 3. the hypervisor page-table lock.
-//!
-//! A transition takes only the locks of the tables it names, in that order.
-//! The table-page allocator behind [`MmOps`] has its own lock, innermost.
+//! The pure core takes no lock: every transition takes `&mut` to each table
+//! it changes, so the borrow checker proves the caller holds them
+//! exclusively.  In the running hypervisor one spinlock
+//! (`crate::hyp::lock::SpinLock`, held by `crate::hyp::global::HypGlobal`)
+//! covers all of them today.  When it is split into per-table and per-VM
+//! locks, they are taken in this order, never the reverse: the VM table,
+//! the host EPT, a guest's table (one guest at a time), the hypervisor's
+//! page table, and the table-page allocator behind [`MmOps`] innermost
+//! (Documentation/page-states.rst, "lock order").
 
 pub use crate::hv::error::{Error, Result};
 pub use crate::hv::mm::addr::{Gpa, Hpa, HypVa, InputAddr};

@@ -23,6 +23,8 @@
 pub mod addr;
 pub mod ept;
 pub mod host_ept_map;
+// Test-only and debug-build-only: the checker behind DEBUG_CHECK_INVARIANTS.
+#[cfg(any(test, pkvm_debug))]
 pub mod invariants;
 pub mod mem_protect;
 pub mod mtrr;

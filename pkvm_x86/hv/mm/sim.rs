@@ -31,7 +31,7 @@ pub enum Event {
     Store {
         /// The table page.
         table: Hpa,
-        /// The entry.
+        /// The index of the entry in that table page.
         idx: usize,
         /// The value stored.
         v: u64,
