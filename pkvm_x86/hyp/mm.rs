@@ -244,6 +244,16 @@ impl MmOps for HypMm {
         self.used = self.used.saturating_sub(1);
     }
 
+    fn free_unlinked(&mut self, pa: Hpa) {
+        // Its entries need no clearing: `zalloc_page` zeroes a page before
+        // handing it out again.  Only the use count is reset.
+        if let Some(c) = self.count(pa.raw()) {
+            // SAFETY: `c` points into the count array.
+            unsafe { *c = 0 };
+        }
+        self.free_page(pa);
+    }
+
     fn table(&self, pa: Hpa) -> Option<&Table> {
         let pa = pa.raw();
         self.index(pa)?;

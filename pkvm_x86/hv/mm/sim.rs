@@ -22,7 +22,7 @@ use std::vec::Vec;
 use core::sync::atomic::AtomicU64;
 
 use crate::hv::mm::addr::{Hpa, TableKind};
-use crate::hv::mm::pgtable::{load, store, MmOps, Table};
+use crate::hv::mm::pgtable::{load, MmOps, Table};
 
 /// One recorded table operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -218,9 +218,9 @@ impl MmOps for Arena {
         };
         self.used[i] = true;
         self.counts[i] = 0;
-        for e in self.pages[i].iter() {
-            store(e, 0);
-        }
+        // A whole-array assignment (a memset), not 512 entry stores: the
+        // page is not reachable from any table yet.
+        self.pages[i] = empty_table();
         self.allocs += 1;
         Some(self.page_pa(i))
     }
@@ -241,6 +241,24 @@ impl MmOps for Arena {
                 self.counts[i]
             ));
         }
+        self.used[i] = false;
+        self.free_list.push(i);
+        self.frees += 1;
+    }
+
+    fn free_unlinked(&mut self, pa: Hpa) {
+        let Some(i) = self.slot(pa) else {
+            self.errors
+                .push(std::format!("free of foreign page {pa:?}"));
+            return;
+        };
+        if !self.used[i] {
+            self.errors.push(std::format!("double free of {pa:?}"));
+            return;
+        }
+        // Whatever it held is dropped with it (the caller unlinked it);
+        // `zalloc_page` zeroes it before it is used again.
+        self.counts[i] = 0;
         self.used[i] = false;
         self.free_list.push(i);
         self.frees += 1;
