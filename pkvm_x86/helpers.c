@@ -4,7 +4,9 @@
  * functions and macros that Rust cannot reach through bindings.  Nothing
  * here runs in VMX root mode.
  */
+#include <linux/ioport.h>
 #include <linux/mm.h>
+#include <linux/pfn.h>
 #include <linux/module.h>
 #include <linux/smp.h>
 #include <linux/uaccess.h>
@@ -63,6 +65,61 @@ void *pkvm_helper_module_region(struct module *mod, int type, unsigned int *size
 	}
 	*size = mod->mem[type].size;
 	return mod->mem[type].base;
+}
+
+struct pkvm_ram_walk {
+	u64 *ranges;	/* pairs: start, end (bytes) */
+	unsigned int max, n;
+};
+
+static int pkvm_ram_range(struct resource *res, void *arg)
+{
+	struct pkvm_ram_walk *w = arg;
+	/* Whole pages only, as walk_system_ram_range() rounds. */
+	u64 start = PFN_UP(res->start), end = PFN_DOWN(res->end + 1);
+
+	if (end <= start)
+		return 0;
+	if (w->n >= w->max)
+		return -ENOSPC;
+	w->ranges[2 * w->n] = start << PAGE_SHIFT;
+	w->ranges[2 * w->n + 1] = end << PAGE_SHIFT;
+	w->n++;
+	return 0;
+}
+
+/*
+ * The RAM ranges (busy "System RAM" resources of the iomem tree) below
+ * 2^52, in ascending order, as pairs start, end in @ranges (room for @max
+ * pairs).  walk_system_ram_range() is not exported; this walks the same
+ * resources through walk_iomem_res_desc(), as walk_system_ram_res() does.
+ * Returns how many, or -ENOSPC if there are more than @max.
+ */
+int pkvm_helper_ram_ranges(u64 *ranges, unsigned int max)
+{
+	struct pkvm_ram_walk w = { .ranges = ranges, .max = max, .n = 0 };
+	int ret = walk_iomem_res_desc(IORES_DESC_NONE,
+				      IORESOURCE_SYSTEM_RAM | IORESOURCE_BUSY,
+				      0, (1ULL << 52) - 1, &w, pkvm_ram_range);
+
+	/* -EINVAL: no System RAM at all, which is no machine we run on. */
+	if (ret < 0)
+		return ret;
+	return w.n;
+}
+
+/*
+ * Frame of the first page of this module's memory region @type (MOD_TEXT,
+ * ...), or 0 if the region is empty (debug interface: frames for the fuzz).
+ */
+u64 pkvm_helper_module_first_pfn(int type)
+{
+	unsigned int size;
+	void *base = pkvm_helper_module_region(THIS_MODULE, type, &size);
+
+	if (!base || !size)
+		return 0;
+	return vmalloc_to_pfn(base);
 }
 
 /*

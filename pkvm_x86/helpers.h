@@ -15,6 +15,9 @@ void *pkvm_helper_va(u64 pa);
 void pkvm_helper_reload_host_tr(void);
 void *pkvm_helper_module_region(struct module *mod, int type, unsigned int *size);
 
+int pkvm_helper_ram_ranges(u64 *ranges, unsigned int max);
+u64 pkvm_helper_module_first_pfn(int type);
+
 int pkvm_helper_write_nofault(void *dst, u64 v);
 
 int pkvm_helper_nmi_test(int cpu, int n);

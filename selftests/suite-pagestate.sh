@@ -5,7 +5,7 @@
 
 DBG=/sys/kernel/debug/pkvm_x86
 CTL=$DBG/debug/ctl
-TESTS="insmod_debug host_ept_types pool_unreachable donate_hyp_and_back hostile_alias double_donate_refused \
+TESTS="insmod_debug host_ept_types pool_unreachable donate_hyp_and_back hostile_alias module_image_pinned mmio_refused double_donate_refused \
 share_hyp protected_vm normal_vm bad_commands nmis_not_lost hostile_hypercalls rmmod_gives_back dmesg_clean"
 
 ctl() { echo "$*" > $CTL || { echo "write '$*' failed"; return 1; }; cat $CTL; }
@@ -76,6 +76,120 @@ t_hostile_alias() {
 	expect_hostile '^ok 0xa4a4a4a4a4a4a4a4' read $pfn 8
 	expect_hostile '^ok' write $pfn 8 0x1234
 	expect_hostile '^ok 0x1234$' read $pfn 8
+	rmmod pkvm_hostile || fail "rmmod pkvm_hostile"
+}
+
+# Hypercall results as the hostile module prints them: -EPERM, -EINVAL.
+EPERM='^ok rax=0xffffffffffffffff '
+EINVAL='^ok rax=0xffffffffffffffea '
+
+hostile_pfn() { hostile pfn $1 | sed -n 's/^ok \(0x[0-9a-f]*\)$/\1/p'; }
+
+# attack_image NAME PFN: the exact attack of issue 8 item 1 on a page of the
+# module image root mode maps: donate it to the hypervisor and take it back
+# (which would leave it host-OWNED RWX), then write it through a fresh
+# vmap() alias.  Every step is refused, the page stays readable and
+# unchanged, root mode keeps working.
+attack_image() {
+	name=$1; pfn=$2
+	[ -n "$pfn" ] || { fail "$name: no frame"; return 1; }
+	before=$(hostile read $pfn 0)
+	echo "$name: frame $pfn, first word: $before"
+	case "$before" in "ok 0x"*) ;; *) fail "$name: the host cannot read it"; return 1 ;; esac
+	expect_hostile "$EPERM" vmcall 0 0x10 $pfn 1	# HOST_DONATE_HYP
+	expect_hostile "$EPERM" vmcall 0 0x11 $pfn 1	# HYP_DONATE_HOST
+	expect_hostile "$EPERM" vmcall 0 0x12 $pfn 1	# HOST_SHARE_HYP
+	expect_hostile "$EPERM" vmcall 1 0x10 $pfn 1	# from the other CPU too
+	expect_hostile '^fault' write $pfn 0 0xcccccccccccccccc
+	after=$(hostile read $pfn 0)
+	[ "$after" = "$before" ] || fail "$name: changed: '$before' -> '$after'"
+	expect_ctl '^ok level=1 .*r-.*NoPage Pinned' lookup_pa $(printf '0x%x' $((pfn << 12)))
+	expect_ctl '^ok invariants hold' check
+}
+
+t_module_image_pinned() {
+	insmod /lib/modules/pkvm_hostile.ko || fail "insmod pkvm_hostile"
+	va=$(grep ' pkvm_vmexit_entry' /proc/kallsyms | head -1 | cut -d' ' -f1)
+	[ -n "$va" ] || { fail "pkvm_vmexit_entry not in kallsyms"; return 1; }
+	text=$(hostile_pfn 0x$va)
+	attack_image text "$text"
+	ro=$(cat /sys/module/pkvm_x86/sections/.rodata 2>/dev/null)
+	[ -n "$ro" ] || ro=0x$(grep ' [rR] .*\[pkvm_x86\]' /proc/kallsyms | head -1 | cut -d' ' -f1)
+	attack_image rodata "$(hostile_pfn $ro)"
+	rai=$(cat /sys/module/pkvm_x86/sections/.data..ro_after_init 2>/dev/null)
+	if [ -n "$rai" ]; then
+		attack_image ro_after_init "$(hostile_pfn $rai)"
+	else
+		echo "this build has no ro_after_init data: nothing mapped to attack"
+	fi
+	# A text page for a protected VM (teardown would zero it) and for a
+	# normal VM (an RWX guest mapping of hypervisor code).
+	h=$(ctl vm_create protected | sed -n 's/^ok handle=\(0x[0-9a-f]*\).*/\1/p')
+	[ -n "$h" ] || fail "vm_create protected"
+	expect_hostile "$EPERM" vmcall 0 0x24 $h $text 0x40 1	# HOST_DONATE_GUEST
+	expect_ctl '^ok' vm_teardown
+	h=$(ctl vm_create normal | sed -n 's/^ok handle=\(0x[0-9a-f]*\).*/\1/p')
+	[ -n "$h" ] || fail "vm_create normal"
+	expect_hostile "$EPERM" vmcall 0 0x22 $h $text 0x40 1	# HOST_SHARE_GUEST
+	expect_ctl '^ok' vm_teardown
+	expect_ctl '^ok invariants hold' check
+	/bin/workload 2 1 > /dev/null || fail "host broken after the attacks"
+	rmmod pkvm_hostile || fail "rmmod pkvm_hostile"
+}
+
+# A memory BAR of a PCI device: the first non-empty memory resource.  The
+# Bochs i440fx machine has none (its PCI functions have I/O BARs only, the
+# VGA is ISA); then the first frame of the host bridge's PCI memory window
+# in /proc/iomem, where the firmware places BARs, stands in for one.
+pci_bar_pfn() {
+	for f in /sys/bus/pci/devices/*/resource; do
+		[ -r "$f" ] || continue
+		while read start end flags; do
+			[ $((start)) -ne 0 ] || continue
+			[ $((flags & 0x200)) -ne 0 ] || continue
+			echo "PCI memory BAR of ${f%/resource}: $start" >&2
+			printf '0x%x\n' $((start >> 12))
+			return 0
+		done < $f
+	done
+	w=$(grep -m1 ': PCI Bus 0000:00' /proc/iomem | sed -n 's/^ *\([0-9a-f]*\)-.*/\1/p')
+	if [ -n "$w" ] && [ $((0x$w)) -ge $((0x100000)) ]; then
+		echo "no PCI memory BAR; PCI memory window at 0x$w" >&2
+		printf '0x%x\n' $((0x$w >> 12))
+		return 0
+	fi
+	# No window listed either: 0xe0000000, where the Bochs BIOS puts the
+	# BARs of the i440fx machine.
+	echo "no PCI memory BAR or window listed; using 0xe0000000" >&2
+	echo 0xe0000
+}
+
+# Issue 8 item 6: only RAM changes hands.  The local APIC page, the I/O
+# APIC page, the VGA window and a PCI BAR frame are EINVAL for every
+# page-state call that takes a host frame.
+t_mmio_refused() {
+	insmod /lib/modules/pkvm_hostile.ko || fail "insmod pkvm_hostile"
+	head -20 /proc/iomem
+	ls /sys/bus/pci/devices/
+	bar=$(pci_bar_pfn)
+	[ -n "$bar" ] || { fail "no PCI memory BAR or window found"; return 1; }
+	echo "PCI frame: $bar"
+	for pfn in 0xfee00 0xfec00 0xa0 $bar; do
+		for nr in 0x10 0x11 0x12 0x13; do
+			expect_hostile "$EINVAL" vmcall 0 $nr $pfn 1
+		done
+	done
+	h=$(ctl vm_create protected | sed -n 's/^ok handle=\(0x[0-9a-f]*\).*/\1/p')
+	[ -n "$h" ] || fail "vm_create protected"
+	expect_hostile "$EINVAL" vmcall 0 0x24 $h 0xfee00 0x40 1	# HOST_DONATE_GUEST
+	expect_hostile "$EINVAL" vmcall 0 0x24 $h $bar 0x41 1
+	expect_ctl '^ok' vm_teardown
+	h=$(ctl vm_create normal | sed -n 's/^ok handle=\(0x[0-9a-f]*\).*/\1/p')
+	[ -n "$h" ] || fail "vm_create normal"
+	expect_hostile "$EINVAL" vmcall 0 0x22 $h 0xfee00 0x40 1	# HOST_SHARE_GUEST
+	expect_hostile "$EINVAL" vmcall 0 0x22 $h $bar 0x41 1
+	expect_ctl '^ok' vm_teardown
+	expect_ctl '^ok invariants hold' check
 	rmmod pkvm_hostile || fail "rmmod pkvm_hostile"
 }
 
@@ -151,7 +265,7 @@ t_nmis_not_lost() {
 }
 
 # Thousands of hypercalls with hostile arguments (test pages, the pool,
-# memory beyond RAM, absurd values): the host stays up, the ownership
+# the module image, MMIO, memory beyond RAM, absurd values): the host stays up, the ownership
 # invariants hold, and the test pages can all be brought home.
 t_hostile_hypercalls() {
 	for seed in 1 2 3; do

@@ -38,7 +38,8 @@ struct Setup {
 
 fn setup() -> Setup {
     let mut mm = Arena::new(1 << 20);
-    let mut host = HostEpt::new(&mut mm, 3).expect("host EPT");
+    let mut host =
+        HostEpt::new(&mut mm, 3, pkvm_x86_hv::hv::mm::ram::RamMap::all()).expect("host EPT");
     host.map_memory(&mut mm, Hpa::ZERO, 8 * G1, HOST_OWNED)
         .expect("host memory");
     let hyp = HypPgt::new(&mut mm, 2, 0xffff_8000_0000_0000).expect("hyp");

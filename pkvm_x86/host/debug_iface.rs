@@ -188,7 +188,8 @@ impl DebugState {
         // first chunk can be the host's own (its kernel text, once), and
         // a host that donates those kills itself.
         let chunk_frames = (crate::host::pool::CHUNK / PAGE) as u64;
-        let mut g = Hostile::new(seed, base, ARENA as u64, self.pool_pa >> 12, chunk_frames);
+        let mut g = Hostile::new(seed, base, ARENA as u64, self.pool_pa >> 12, chunk_frames)
+            .with_image(&crate::host::host_ept::image_frames());
         let own_vm = self.vm;
         let (mut ok, mut refused) = (0, 0);
         for _ in 0..n {

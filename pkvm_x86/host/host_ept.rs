@@ -10,9 +10,18 @@
 //!   the range and its memory type allow.
 //! * The pool's chunks are left out: their entries stay zero, which the
 //!   page-state encoding reads as NOPAGE owned by the hypervisor.
-//! * The module's text is mapped read + execute and its read-only data
-//!   read-only: the host can run the module's host-side code but cannot
-//!   change what root mode executes or reads.
+//! * The module image root mode maps (`hyp_pgt.rs`: text, rodata,
+//!   ro_after_init) is mapped `PINNED` (`hv::mm::ept::PINNED`): text read +
+//!   execute, rodata and ro_after_init read-only.  The host can run the
+//!   module's host-side code but cannot change what root mode executes or
+//!   reads, and no page-state transition accepts these pages (EPERM), so
+//!   the host cannot get them back writable by donating and reclaiming
+//!   them.  ro_after_init is already final here: the kernel writes it only
+//!   while loading the module, before `init` runs.
+//! * The RAM ranges the kernel reports (`walk_system_ram_range()`) become
+//!   the host EPT's RAM map (`hv::mm::ram`): only those pages can ever be
+//!   donated or shared (MMIO, e.g. a device BAR or the local APIC page, is
+//!   EINVAL).
 //!
 //! The layout itself (sorting and checking the holes, runs of one memory
 //! type, page sizes) is decided by the pure core, `hv::mm::host_ept_map`, and
@@ -27,6 +36,7 @@ use crate::hv::mm::host_ept_map::{build_identity, Hole};
 use crate::hv::mm::mem_protect::HostEpt;
 use crate::hv::mm::mtrr::{Mtrrs, RawMtrrs};
 use crate::hv::mm::pgtable::{PERM_R, PERM_X};
+use crate::hv::mm::ram::{RamMap, RAM_RANGES_MAX};
 use crate::hyp::mm::HypMm;
 
 const PAGE: u64 = 4096;
@@ -38,6 +48,56 @@ extern "C" {
         ty: i32,
         size: *mut u32,
     ) -> *mut core::ffi::c_void;
+    fn pkvm_helper_ram_ranges(ranges: *mut u64, max: u32) -> i32;
+    fn pkvm_helper_module_first_pfn(ty: i32) -> u64;
+}
+
+/// The module-image regions root mode maps, with the permissions both root
+/// mode (`hyp_pgt.rs`) and the host (here, `PINNED`) have on them: one
+/// list, so that every page root mode maps from the image is pinned.
+pub(crate) const IMAGE_REGIONS: [(bindings::mod_mem_type, u8); 3] = [
+    (bindings::mod_mem_type_MOD_TEXT, PERM_R | PERM_X),
+    (bindings::mod_mem_type_MOD_RODATA, PERM_R),
+    (bindings::mod_mem_type_MOD_RO_AFTER_INIT, PERM_R),
+];
+
+/// The first frame of each module-image region (0 for an empty one), for
+/// the debug interface's fuzz, which throws them at the page-state calls.
+#[cfg_attr(not(pkvm_debug), allow(dead_code))]
+pub(crate) fn image_frames() -> [u64; 3] {
+    // SAFETY: plain helper call on this module, which is loaded.
+    IMAGE_REGIONS.map(|(ty, _)| unsafe { pkvm_helper_module_first_pfn(ty) })
+}
+
+/// The RAM ranges the kernel reports, as the host EPT's RAM map.
+fn ram_map() -> Result<RamMap> {
+    let mut buf = KVec::<u64>::with_capacity(2 * RAM_RANGES_MAX, GFP_KERNEL)?;
+    buf.resize(2 * RAM_RANGES_MAX, 0, GFP_KERNEL)?;
+    // SAFETY: `buf` has room for `RAM_RANGES_MAX` pairs.
+    let n = unsafe { pkvm_helper_ram_ranges(buf.as_mut_ptr(), RAM_RANGES_MAX as u32) };
+    let n = usize::try_from(n).map_err(|_| {
+        pr_err!(
+            "RAM map: more than {} RAM ranges or none ({})\n",
+            RAM_RANGES_MAX,
+            n
+        );
+        EINVAL
+    })?;
+    let mut ram = RamMap::empty();
+    for pair in buf.chunks_exact(2).take(n) {
+        if let [start, end] = *pair {
+            ram.add(start, end).map_err(|e| {
+                pr_err!(
+                    "RAM map: bad range {:#x}..{:#x}: {}\n",
+                    start,
+                    end,
+                    e.name()
+                );
+                EINVAL
+            })?;
+        }
+    }
+    Ok(ram)
 }
 
 /// Physical address bits the CPU implements.
@@ -50,11 +110,7 @@ pub(crate) fn maxphyaddr() -> u8 {
 }
 
 fn module_pages(module: *mut bindings::module, holes: &mut KVec<Hole>) -> Result {
-    let regions = [
-        (bindings::mod_mem_type_MOD_TEXT, PERM_R | PERM_X),
-        (bindings::mod_mem_type_MOD_RODATA, PERM_R),
-    ];
-    for (ty, perms) in regions {
+    for (ty, perms) in IMAGE_REGIONS {
         let mut size = 0u32;
         // SAFETY: `module` is this module, alive while it is loaded.
         let base = unsafe { pkvm_helper_module_region(module.cast(), ty, &mut size) } as u64;
@@ -93,7 +149,7 @@ pub(crate) fn build(mm: &mut HypMm, module: *mut bindings::module) -> Result<Hos
     }
     module_pages(module, &mut holes)?;
 
-    let mut ept = HostEpt::new(mm, 3)?;
+    let mut ept = HostEpt::new(mm, 3, ram_map()?)?;
     if let Err(e) = build_identity(&mut ept, mm, &mtrrs, &mut holes, limit) {
         pr_err!("host EPT: identity map failed: {}\n", e.name());
         if let Err(d) = ept.destroy(mm) {

@@ -6,8 +6,10 @@
 //!
 //! * the pool, at its direct-map address, read-write, `OWNED` by the
 //!   hypervisor (its linear window; donations add to it later);
-//! * the module's text (read + execute) and read-only data (read), at the
-//!   module's addresses;
+//! * the module's text (read + execute), read-only data and ro_after_init
+//!   data (read), at the module's addresses: the regions of
+//!   `host_ept::IMAGE_REGIONS`, which the host EPT pins, so the host can
+//!   neither write them nor move them through a page-state call;
 //! * a scratch slot through which root mode reaches any other page for the
 //!   time of one access (zeroing a page a guest gives back).
 //!
@@ -23,7 +25,7 @@ use kernel::{bindings, prelude::*};
 use crate::host::pool::{Pool, CHUNK};
 use crate::hv::mm::addr::{Hpa, HypVa, Pfn};
 use crate::hv::mm::mem_protect::HypPgt;
-use crate::hv::mm::pgtable::{HypFormat, PteFormat, PERM_R, PERM_W, PERM_X};
+use crate::hv::mm::pgtable::{HypFormat, PteFormat, PERM_R, PERM_W};
 use crate::hyp::mm::HypMm;
 
 /// Root mode's scratch slot; outside the linear window, the kernel image
@@ -86,27 +88,10 @@ fn build_inner(pool: &mut Pool, module: *mut bindings::module) -> Result<HypPgt>
     for &pa in chunks.iter().take(n) {
         pgt.map_owned(mm, pa, CHUNK as u64)?;
     }
-    map_module_region(
-        &mut pgt,
-        mm,
-        module,
-        bindings::mod_mem_type_MOD_TEXT,
-        PERM_R | PERM_X,
-    )?;
-    map_module_region(
-        &mut pgt,
-        mm,
-        module,
-        bindings::mod_mem_type_MOD_RODATA,
-        PERM_R,
-    )?;
-    map_module_region(
-        &mut pgt,
-        mm,
-        module,
-        bindings::mod_mem_type_MOD_RO_AFTER_INIT,
-        PERM_R,
-    )?;
+    // The same regions the host EPT pins (`host_ept::IMAGE_REGIONS`).
+    for (ty, perms) in crate::host::host_ept::IMAGE_REGIONS {
+        map_module_region(&mut pgt, mm, module, ty, perms)?;
+    }
     let scratch_va = HypVa::new(SCRATCH_VA).ok_or(EINVAL)?;
     let scratch_pa = Hpa::new(scratch.pa).ok_or(EINVAL)?;
     pgt.map_fixed(mm, scratch_va, scratch_pa, PAGE, PERM_R | PERM_W)?;

@@ -8,7 +8,10 @@
 //! sequence on the simulated machine, so both exercise one distribution:
 //! frames mostly in a scratch arena (in its first half, so that a small
 //! count stays inside it), some in memory the hypervisor pins (its pool),
-//! some beyond RAM, some absurd; counts mostly small, sometimes zero or
+//! some of the module image root mode maps (text, rodata, ro_after_init,
+//! given by [`Hostile::with_image`]), some MMIO (the local APIC, the I/O
+//! APIC, the legacy VGA window: [`MMIO_PFNS`]), some beyond RAM, some
+//! absurd; counts mostly small, sometimes zero or
 //! overflowing; handles mostly live ones.  Never frames of the host's own
 //! live memory: giving that away would only hurt the host, which it may.
 //! [`Hostile::call`] picks a call of [`FUZZ_CALLS`] and the arguments that
@@ -42,6 +45,14 @@ pub const FUZZ_CALLS: [u64; 19] = [
     u64::MAX,
 ];
 
+/// MMIO frames of every PC: the local APIC (0xfee00000), the I/O APIC
+/// (0xfec00000) and the legacy VGA window (0xa0000).  None is RAM, so no
+/// page-state call may accept them.
+pub const MMIO_PFNS: [u64; 3] = [0xfee00, 0xfec00, 0xa0];
+
+/// Most module-image frames [`Hostile::with_image`] keeps.
+pub const IMAGE_FRAMES: usize = 4;
+
 /// A frame beyond any RAM of the test machines (512 GiB).
 pub const BEYOND_RAM_PFN: u64 = 0x80_0000_0000 >> 12;
 
@@ -55,6 +66,8 @@ pub struct Hostile {
     arena_half: u64,
     pinned: u64,
     pinned_frames: u64,
+    image: [u64; IMAGE_FRAMES],
+    image_n: usize,
 }
 
 impl Hostile {
@@ -75,7 +88,22 @@ impl Hostile {
             arena_half: if half == 0 { 1 } else { half },
             pinned: pinned_pfn,
             pinned_frames: if pinned_frames == 0 { 1 } else { pinned_frames },
+            image: [0; IMAGE_FRAMES],
+            image_n: 0,
         }
+    }
+
+    /// The same generator, also drawing the module-image frames `frames`
+    /// (the first [`IMAGE_FRAMES`]; zeros, i.e. empty regions, are skipped).
+    #[must_use]
+    pub fn with_image(mut self, frames: &[u64]) -> Self {
+        for &f in frames.iter().filter(|&&f| f != 0) {
+            if let Some(slot) = self.image.get_mut(self.image_n) {
+                *slot = f;
+                self.image_n += 1;
+            }
+        }
+        self
     }
 
     /// The next raw 64-bit value (xorshift64).
@@ -93,17 +121,32 @@ impl Hostile {
         xs.get(i as usize).copied()
     }
 
-    /// A frame number.
+    /// A frame number: 60% arena, 10% pool, 10% module image (pool when
+    /// there is none), 5% MMIO, 10% beyond RAM, 5% absurd.
     pub fn frame(&mut self) -> u64 {
         let r = self.raw();
-        match r % 10 {
+        match r % 20 {
             // `checked_rem`: no division-by-zero path (the sizes are never
             // zero, but the compiler cannot know).
-            0..=6 => self.arena + (r >> 8).checked_rem(self.arena_half).unwrap_or(0),
-            7 => self.pinned + (r >> 8).checked_rem(self.pinned_frames).unwrap_or(0),
-            8 => BEYOND_RAM_PFN + (r >> 8) % 4096,
+            0..=11 => self.arena + (r >> 8).checked_rem(self.arena_half).unwrap_or(0),
+            12 | 13 => self.pinned + (r >> 8).checked_rem(self.pinned_frames).unwrap_or(0),
+            14 | 15 => {
+                let image = self.image.get(..self.image_n).unwrap_or_default();
+                match self.pick_at(image, r >> 8) {
+                    Some(f) => f,
+                    None => self.pinned + (r >> 8).checked_rem(self.pinned_frames).unwrap_or(0),
+                }
+            }
+            16 => self.pick_at(&MMIO_PFNS, r >> 8).unwrap_or(MMIO_PFNS[0]),
+            17 | 18 => BEYOND_RAM_PFN + (r >> 8) % 4096,
             _ => r >> 8,
         }
+    }
+
+    /// `xs[i % len]`, or `None` if `xs` is empty.
+    fn pick_at(&self, xs: &[u64], i: u64) -> Option<u64> {
+        let i = i.checked_rem(xs.len() as u64)?;
+        xs.get(i as usize).copied()
     }
 
     /// A page count: 1 to 4 mostly (staying inside the arena from any
@@ -167,9 +210,10 @@ mod tests {
 
     #[test]
     fn deterministic_and_within_the_promised_ranges() {
-        let mut a = Hostile::new(7, 0x500, 32, 0x400, 256);
+        let mut a = Hostile::new(7, 0x500, 32, 0x400, 256).with_image(&[0x900, 0, 0x903, 0x907]);
         let mut b = a.clone();
         let (mut arena, mut pinned, mut beyond, mut small) = (0, 0, 0, 0);
+        let (mut image, mut mmio) = (0, 0);
         for _ in 0..10_000 {
             let f = a.frame();
             assert_eq!(f, b.frame(), "same seed, same sequence");
@@ -181,6 +225,13 @@ mod tests {
             }
             if (BEYOND_RAM_PFN..BEYOND_RAM_PFN + 4096).contains(&f) {
                 beyond += 1;
+            }
+            if [0x900, 0x903, 0x907].contains(&f) {
+                image += 1;
+            }
+            assert_ne!(f, 0, "an empty region is never drawn");
+            if MMIO_PFNS.contains(&f) {
+                mmio += 1;
             }
             assert!(
                 !(0x510..0x520).contains(&f),
@@ -196,9 +247,15 @@ mod tests {
         }
         // Roughly the documented mix.
         assert!(
-            arena > 6000 && pinned > 700 && beyond > 700,
-            "{arena} {pinned} {beyond}"
+            arena > 5500 && pinned > 800 && beyond > 800 && image > 800 && mmio > 400,
+            "{arena} {pinned} {beyond} {image} {mmio}"
         );
+        // Without image frames, that share goes to the pool.
+        let mut c = Hostile::new(7, 0x500, 32, 0x400, 256);
+        let pool = (0..10_000)
+            .filter(|_| (0x400..0x500).contains(&c.frame()))
+            .count();
+        assert!(pool > 1700, "{pool}");
         assert!(small > 7000, "{small}");
         assert_eq!(a.pick::<u8>(&[]), None);
         assert!(matches!(a.pick(&[1, 2, 3]), Some(1..=3)));

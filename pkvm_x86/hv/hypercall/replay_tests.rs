@@ -13,16 +13,21 @@ use super::hostile::Hostile;
 use super::{errno, nr};
 use crate::hv::error::Error;
 use crate::hv::mm::addr::lit::hpa as h;
-use crate::hv::mm::ept::{EptEntry, PageState};
+use crate::hv::mm::ept::{EptEntry, MemType, PageState, PINNED};
 use crate::hv::mm::invariants::{check, Claim};
 use crate::hv::mm::mem_protect::{self as mp, HostEpt, HypPgt, HOST_OWNED};
-use crate::hv::mm::pgtable::PERM_RWX;
+use crate::hv::mm::pgtable::{Attrs, PERM_R, PERM_RWX, PERM_X};
 use crate::hv::mm::sim::Arena;
 use crate::hv::mm::vm_table::{VmTable, HANDLE_OFFSET, MAX_VMS};
 
 const POOL: u64 = 0x40_0000;
 const POOL_SIZE: u64 = 0x10_0000;
 const ARENA_PA: u64 = 0x50_0000;
+/// The module image: three PINNED pages (read + execute).
+const IMAGE_PA: u64 = 0x60_0000;
+/// RAM of the simulated PC: below the VGA window and up to 3 GiB; the rest
+/// of the first 4 GiB is MMIO (the APICs at 0xfec00000 and 0xfee00000).
+const RAM_RANGES: [(u64, u64); 2] = [(0, 0xa_0000), (0x10_0000, 0xc000_0000)];
 
 /// Runs one parsed page-state call; `None` for calls that are not page
 /// state (per-CPU queries), which the replay skips.
@@ -94,16 +99,28 @@ fn run(
 fn hostile_calls_through_the_parser_keep_the_invariants() {
     for seed in 1..=3u64 {
         let mut mm = Arena::new(1 << 16);
-        let mut host = HostEpt::new(&mut mm, 3).unwrap();
-        host.map_memory(&mut mm, h(0), 4 << 30, HOST_OWNED).unwrap();
+        let mut ram = crate::hv::mm::ram::RamMap::empty();
+        for (s, e) in RAM_RANGES {
+            ram.add(s, e).unwrap();
+        }
+        let mut host = HostEpt::new(&mut mm, 3, ram).unwrap();
+        let image = Attrs::wb(PERM_R | PERM_X, PINNED);
+        host.map_memory(&mut mm, h(0), IMAGE_PA, HOST_OWNED)
+            .unwrap();
+        host.map_memory(&mut mm, h(IMAGE_PA), 3 << 12, image)
+            .unwrap();
+        let rest = IMAGE_PA + (3 << 12);
+        host.map_memory(&mut mm, h(rest), (4 << 30) - rest, HOST_OWNED)
+            .unwrap();
         let mut hyp = HypPgt::new(&mut mm, 3, 0xffff_8880_0000_0000).unwrap();
         let mut vms: VmTable = VmTable::new();
         hyp.map_owned(&mut mm, h(POOL), POOL_SIZE).unwrap();
         host.pgt_mut().unmap(&mut mm, h(POOL), POOL_SIZE).unwrap();
         let pinned = [(POOL, POOL_SIZE)];
-        let mut g = Hostile::new(seed, ARENA_PA >> 12, 32, POOL >> 12, POOL_SIZE >> 12);
+        let mut g = Hostile::new(seed, ARENA_PA >> 12, 32, POOL >> 12, POOL_SIZE >> 12)
+            .with_image(&[IMAGE_PA >> 12, (IMAGE_PA >> 12) + 1, (IMAGE_PA >> 12) + 2]);
         let (mut parsed, mut einval, mut enosys, mut succeeded) = (0, 0, 0, 0);
-        for _ in 0..3000 {
+        for _ in 0..4000 {
             let (n, a) = g.call();
             match Call::parse(n, a, DebugCalls::On) {
                 Ok(c) => {
@@ -166,6 +183,16 @@ fn hostile_calls_through_the_parser_keep_the_invariants() {
         let others = (0..64u64 << 20)
             .step_by(4096)
             .chain((64u64 << 20..4 << 30).step_by(2 << 20));
+        let image_pages = IMAGE_PA..IMAGE_PA + (3 << 12);
+        for pa in image_pages.clone().step_by(4096) {
+            let leaf = host.pgt().lookup(&mut mm, h(pa)).unwrap();
+            assert_eq!(
+                leaf.entry,
+                EptEntry::leaf(pa, u64::from(PERM_R | PERM_X), MemType::Wb, false, PINNED).0,
+                "seed {seed}: module image page {pa:#x} changed"
+            );
+        }
+        let others = others.filter(|pa| !image_pages.contains(pa));
         for pa in others.filter(|pa| !(POOL..ARENA_PA + (32 << 12)).contains(pa)) {
             let leaf = host.pgt().lookup(&mut mm, h(pa)).unwrap();
             let e = EptEntry(leaf.entry);

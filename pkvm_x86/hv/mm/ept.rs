@@ -34,6 +34,20 @@
 //! Page states (seed 000, bits 57:56): `NOPAGE 00`, `OWNED 01`,
 //! `SHARED_OWNED 10`, `SHARED_BORROWED 11`.  Owner ids: 0 the hypervisor,
 //! 1 the host, anything else a guest handle.
+//!
+//! # PINNED: a present host entry in state `NOPAGE`
+//!
+//! The module image that root mode maps (text, rodata, ro_after_init) is
+//! mapped for the host read-only (text read + execute) and must never
+//! change hands.  Its host EPT entries are *present* with state bits `00`
+//! ([`PINNED`]): a combination no transition produces or accepts, since
+//! every transition wants a present host entry to be `OWNED`,
+//! `SHARED_OWNED` or `SHARED_BORROWED` and a non-present one to carry an
+//! owner.  So the module image is a state of its own without a new bit,
+//! and a new transition cannot accept it by forgetting to test a flag.
+//! Only the host EPT has pinned entries (the invariant checker,
+//! `invariants.rs`, reports a present `NOPAGE` entry anywhere else, and a
+//! writable pinned one).
 
 use crate::hv::bitfield::{self, bit_fields};
 
@@ -112,6 +126,11 @@ impl PageState {
         }
     }
 }
+
+/// The state of a pinned host EPT entry (present, state bits `00`): the
+/// module image, readable (text also executable) by the host and accepted
+/// by no transition.  See the module docs.
+pub const PINNED: PageState = PageState::NoPage;
 
 /// Owner of a page, as recorded in bits 31:12 of a non-present host EPT entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -245,6 +264,9 @@ impl core::fmt::Debug for EptEntry {
             if self.large() != 0 { "large " } else { "" },
             self.state(),
         )?;
+        if self.is_present(false) && self.state() == PINNED {
+            f.write_str(" Pinned")?;
+        }
         if !self.is_present(false) {
             write!(f, " owner={}", self.owner_bits())?;
         }

@@ -18,8 +18,10 @@
 //! * A hole with `perms: None` (the hypervisor's memory) is left alone: its
 //!   entries stay zero, which the page-state encoding reads as `NOPAGE`
 //!   owned by the hypervisor, and it costs no table pages of its own.
-//! * A hole with `perms: Some(p)` (the module's text and read-only data) is
-//!   mapped `OWNED` with exactly the permissions `p`.
+//! * A hole with `perms: Some(p)` (the module image root mode maps: text,
+//!   rodata, ro_after_init) is mapped [`PINNED`] with exactly the
+//!   permissions `p` (never write): readable by the host, accepted by no
+//!   page-state transition.
 //! * Each mapped range is cut into maximal runs of one memory type (largest
 //!   naturally aligned 1 GiB / 2 MiB / 4 KiB blocks first), and each run is
 //!   mapped with one [`HostEpt::map_memory`] call, so the page-table engine
@@ -30,10 +32,10 @@
 
 use crate::hv::error::{Error, Result};
 use crate::hv::mm::addr::Hpa;
-use crate::hv::mm::ept::{MemType, PageState, PAGE_SIZE};
+use crate::hv::mm::ept::{MemType, PageState, PAGE_SIZE, PINNED};
 use crate::hv::mm::mem_protect::HostEpt;
 use crate::hv::mm::mtrr::Mtrrs;
-use crate::hv::mm::pgtable::{Attrs, MmOps, ADDR_LIMIT, PERM_R, PERM_RWX};
+use crate::hv::mm::pgtable::{Attrs, MmOps, ADDR_LIMIT, PERM_R, PERM_RWX, PERM_W};
 
 /// Block sizes tried when cutting a range into runs of one memory type,
 /// largest first: 1 GiB, 2 MiB, 4 KiB (the EPT's page sizes).
@@ -60,8 +62,9 @@ pub struct Hole {
     /// Size in bytes (a non-zero multiple of 4 KiB).
     pub size: u64,
     /// `None`: left unmapped (owned by the hypervisor); `Some(p)`: mapped
-    /// for the host with permissions `p` (`PERM_*` bits; `PERM_R` must be
-    /// among them, as EPT forbids write or execute without read here).
+    /// for the host [`PINNED`] with permissions `p` (`PERM_*` bits;
+    /// `PERM_R` must be among them, as EPT forbids write or execute without
+    /// read here, and `PERM_W` must not: a pinned page is read-only).
     pub perms: Option<u8>,
 }
 
@@ -75,7 +78,8 @@ impl Hole {
         }
     }
 
-    /// A range mapped for the host with permissions `perms` only.
+    /// A range of the module image, mapped for the host [`PINNED`] with
+    /// permissions `perms` only.
     pub const fn restricted(pa: u64, size: u64, perms: u8) -> Self {
         Self {
             pa,
@@ -91,7 +95,7 @@ impl Hole {
         let inside = self.pa.checked_add(self.size).is_some_and(|e| e <= limit);
         let perms_ok = self
             .perms
-            .is_none_or(|p| p & !PERM_RWX == 0 && p & PERM_R != 0);
+            .is_none_or(|p| p & !PERM_RWX == 0 && p & PERM_R != 0 && p & PERM_W == 0);
         aligned && self.size != 0 && inside && perms_ok
     }
 }
@@ -107,7 +111,8 @@ fn largest_block<T: MemTypes>(types: &T, a: u64, end: u64) -> Option<(u64, MemTy
     })
 }
 
-/// Maps `[start, end)` for the host, identity, `OWNED`, with permissions
+/// Maps `[start, end)` for the host, identity, in page state `state`
+/// (`OWNED`, or [`PINNED`] for the module image), with permissions
 /// `perms`, in maximal runs of one memory type (see the module docs).
 ///
 /// `start` and `end` must be 4 KiB aligned with `start <= end <=`
@@ -122,6 +127,7 @@ pub fn map_typed<M: MmOps, T: MemTypes>(
     start: u64,
     end: u64,
     perms: u8,
+    state: PageState,
 ) -> Result {
     if (start | end) & (PAGE_SIZE - 1) != 0 || start > end || end > ADDR_LIMIT {
         return Err(Error::Inval);
@@ -152,7 +158,7 @@ pub fn map_typed<M: MmOps, T: MemTypes>(
         let attrs = Attrs {
             perms,
             memtype,
-            state: PageState::Owned,
+            state,
         };
         let pa = Hpa::new(run_start).ok_or(Error::Inval)?;
         ept.map_memory(mm, pa, a - run_start, attrs)?;
@@ -199,13 +205,13 @@ pub fn build_identity<M: MmOps, T: MemTypes>(
     sort_and_check_holes(holes, limit)?;
     let mut a = 0u64;
     for h in holes.iter() {
-        map_typed(ept, mm, types, a, h.pa, PERM_RWX)?;
+        map_typed(ept, mm, types, a, h.pa, PERM_RWX, PageState::Owned)?;
         if let Some(p) = h.perms {
-            map_typed(ept, mm, types, h.pa, h.pa + h.size, p)?;
+            map_typed(ept, mm, types, h.pa, h.pa + h.size, p, PINNED)?;
         }
         a = h.pa + h.size;
     }
-    map_typed(ept, mm, types, a, limit, PERM_RWX)
+    map_typed(ept, mm, types, a, limit, PERM_RWX, PageState::Owned)
 }
 
 #[cfg(test)]
@@ -392,7 +398,7 @@ mod tests {
     }
 
     /// Every present leaf, in address order; checks on the way that each
-    /// is an identity `OWNED` mapping and that every non-present entry is
+    /// is an identity `OWNED` (RWX) or `PINNED` (restricted) mapping and that every non-present entry is
     /// zero (`NOPAGE`, owner `HYP`).
     fn leaves(ept: &HostEpt, mm: &mut Arena) -> Vec<Lf> {
         let mut out = Vec::new();
@@ -406,7 +412,14 @@ mod tests {
                         ctx.addr
                     );
                     let a = EptFormat::attrs(e);
-                    assert_eq!(a.state, PageState::Owned, "state at {:#x}", ctx.addr);
+                    // RWX is the host's own memory, anything less a
+                    // restricted hole: the module image, PINNED.
+                    let want = if a.perms == RWX {
+                        PageState::Owned
+                    } else {
+                        PINNED
+                    };
+                    assert_eq!(a.state, want, "state at {:#x}", ctx.addr);
                     out.push(Lf {
                         addr: ctx.addr,
                         size: ctx.size(),
@@ -442,7 +455,7 @@ mod tests {
 
     fn build<T: MemTypes>(types: &T, holes: &[Hole], limit: u64) -> (HostEpt, Arena) {
         let mut mm = Arena::new(1 << 16);
-        let mut ept = HostEpt::new(&mut mm, 3).unwrap();
+        let mut ept = HostEpt::new(&mut mm, 3, crate::hv::mm::ram::RamMap::all()).unwrap();
         let mut hs = holes.to_vec();
         build_identity(&mut ept, &mut mm, types, &mut hs, limit).unwrap();
         (ept, mm)
@@ -651,7 +664,7 @@ mod tests {
             Hole::restricted(t + 4 * K4, K4, R),
         ];
         let mut mm = Arena::new(1 << 16);
-        let mut ept = HostEpt::new(&mut mm, 3).unwrap();
+        let mut ept = HostEpt::new(&mut mm, 3, crate::hv::mm::ram::RamMap::all()).unwrap();
         build_identity(&mut ept, &mut mm, &m, &mut holes, limit).unwrap();
         assert!(holes.windows(2).all(|w| w[0].pa < w[1].pa), "sorted");
 
@@ -835,7 +848,7 @@ mod tests {
         for types in &layouts {
             for (i, &s) in edges.iter().enumerate() {
                 for &e in &edges[i + 1..] {
-                    for perms in [None, Some(R), Some(RX), Some(RW)] {
+                    for perms in [None, Some(R), Some(RX)] {
                         let holes = [Hole {
                             pa: s,
                             size: e - s,
@@ -886,11 +899,11 @@ mod tests {
     }
 
     /// Every combination of permissions a restricted hole may have is
-    /// mapped exactly, including as a large page.
+    /// mapped exactly and PINNED, including as a large page.
     #[test]
     fn restricted_holes_get_exactly_their_permissions() {
         let types = Layout::uniform(WB);
-        let all = [R, RW, RX, RWX];
+        let all = [R, RX];
         let holes: Vec<Hole> = all
             .iter()
             .enumerate()
@@ -907,7 +920,11 @@ mod tests {
         for h in &holes {
             let level = if h.size == M2 { 2 } else { 1 };
             assert_at(&ept, &mut mm, h.pa, level, h.perms.unwrap(), WB);
+            let (entry, _) = lookup(&ept, &mut mm, h.pa);
+            assert_eq!(EptFormat::state(entry), PINNED, "{h:?}");
         }
+        let (entry, _) = lookup(&ept, &mut mm, G1);
+        assert_eq!(EptFormat::state(entry), PageState::Owned, "RAM is OWNED");
         ept.destroy(&mut mm).unwrap();
     }
 
@@ -938,12 +955,14 @@ mod tests {
             (&[Hole::restricted(M2, K4, PERM_W)], limit),
             (&[Hole::restricted(M2, K4, PERM_X)], limit),
             (&[Hole::restricted(M2, K4, RWX | 8)], limit),
+            (&[Hole::restricted(M2, K4, RW)], limit),
+            (&[Hole::restricted(M2, K4, RWX)], limit),
             (&[], limit + 1),
             (&[], ADDR_LIMIT + G1),
         ];
         for &(holes, limit) in bad {
             let mut mm = Arena::new(64);
-            let mut ept = HostEpt::new(&mut mm, 3).unwrap();
+            let mut ept = HostEpt::new(&mut mm, 3, crate::hv::mm::ram::RamMap::all()).unwrap();
             let mut hs = holes.to_vec();
             let r = build_identity(&mut ept, &mut mm, &types, &mut hs, limit);
             assert_eq!(r, Err(Error::Inval), "{holes:?} limit {limit:#x}");
@@ -1042,7 +1061,7 @@ mod tests {
 
         for n in 1..=tables + 2 {
             let mut mm = Arena::new(1 << 16);
-            let mut ept = HostEpt::new(&mut mm, 3).unwrap();
+            let mut ept = HostEpt::new(&mut mm, 3, crate::hv::mm::ram::RamMap::all()).unwrap();
             let mut hs = holes.to_vec();
             mm.fail_nth(Some(n));
             let r = build_identity(&mut ept, &mut mm, &m, &mut hs, limit);
@@ -1070,15 +1089,23 @@ mod tests {
     fn map_typed_argument_checks() {
         let types = Layout::uniform(WB);
         let mut mm = Arena::new(64);
-        let mut ept = HostEpt::new(&mut mm, 3).unwrap();
+        let mut ept = HostEpt::new(&mut mm, 3, crate::hv::mm::ram::RamMap::all()).unwrap();
         for (s, e) in [(1, K4), (0, K4 + 1), (2 * K4, K4), (0, ADDR_LIMIT + K4)] {
-            let r = map_typed(&mut ept, &mut mm, &types, s, e, RWX);
+            let r = map_typed(&mut ept, &mut mm, &types, s, e, RWX, PageState::Owned);
             assert_eq!(r, Err(Error::Inval), "{s:#x}..{e:#x}");
         }
-        map_typed(&mut ept, &mut mm, &types, K4, K4, RWX).unwrap();
+        map_typed(&mut ept, &mut mm, &types, K4, K4, RWX, PageState::Owned).unwrap();
         assert_eq!(mm.allocs, 1);
-        map_typed(&mut ept, &mut mm, &types, 0, M2, RWX).unwrap();
-        let r = map_typed(&mut ept, &mut mm, &types, M2 - K4, M2 + K4, RWX);
+        map_typed(&mut ept, &mut mm, &types, 0, M2, RWX, PageState::Owned).unwrap();
+        let r = map_typed(
+            &mut ept,
+            &mut mm,
+            &types,
+            M2 - K4,
+            M2 + K4,
+            RWX,
+            PageState::Owned,
+        );
         assert_eq!(r, Err(Error::Perm));
         ept.destroy(&mut mm).unwrap();
         assert_eq!(mm.live(), 0);
@@ -1126,8 +1153,7 @@ mod tests {
                 let pa = rand_addr(&mut rng, limit);
                 let end =
                     (pa + [K4, M2, G1][rng.below(3) as usize] * (1 + rng.below(3))).min(limit);
-                let perms =
-                    [None, None, Some(R), Some(RX), Some(RW), Some(RWX)][rng.below(6) as usize];
+                let perms = [None, None, Some(R), Some(RX)][rng.below(4) as usize];
                 let h = Hole {
                     pa,
                     size: end - pa,

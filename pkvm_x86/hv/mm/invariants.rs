@@ -6,8 +6,10 @@
 //! every guest's shadow EPT and returns the first [`Violation`] of:
 //!
 //! 1. the host EPT is an identity map whose present entries are `OWNED`,
-//!    `SHARED_OWNED` or `SHARED_BORROWED`, and whose non-present entries are
-//!    clean owner annotations naming `HYP`, `HOST` or an existing guest;
+//!    `SHARED_OWNED`, `SHARED_BORROWED` or `PINNED` (present `NOPAGE`: the
+//!    module image) and never writable when `PINNED`, and whose non-present
+//!    entries are clean owner annotations naming `HYP`, `HOST` or an
+//!    existing guest;
 //! 2. every page has exactly one owner: a guest `OWNED` page is annotated
 //!    with that guest in the host EPT, a hypervisor `OWNED` page with `HYP`,
 //!    and no two parties claim the same page;
@@ -20,7 +22,14 @@
 //! 5. hypervisor pages (including every table page of every table) are
 //!    never mapped for the host or a guest;
 //! 6. a normal VM holds only `SHARED_BORROWED` pages, a protected VM only
-//!    `OWNED` and `SHARED_OWNED` ones.
+//!    `OWNED` and `SHARED_OWNED` ones;
+//! 7. only RAM changes hands: every page a guest or the hypervisor's linear
+//!    window maps is inside the host EPT's RAM map (never MMIO);
+//! 8. the hypervisor's fixed mappings outside its linear window (its code,
+//!    read-only data, scratch slot) map only pages the host can neither
+//!    write nor give away: `PINNED` or hypervisor-owned (zero) in the host
+//!    EPT.  A pinned page is never claimed by a guest or by the linear
+//!    window (a claim needs another host state, 2.).
 //!
 //! Needs no allocation: the caller passes a scratch array for the claims
 //! (one per run of pages a guest or the hypervisor maps); a too-small array
@@ -28,9 +37,9 @@
 //! debug hypercall, not for hot paths.
 
 use crate::hv::mm::addr::{Hpa, InputAddr};
-use crate::hv::mm::ept::{OwnerId, PageState};
+use crate::hv::mm::ept::{OwnerId, PageState, PINNED};
 use crate::hv::mm::mem_protect::{GuestEpt, HostEpt, HypPgt, VmKind};
-use crate::hv::mm::pgtable::{EptFormat, MmOps, PgTable, PteFormat, ADDR_LIMIT};
+use crate::hv::mm::pgtable::{EptFormat, MmOps, PgTable, PteFormat, ADDR_LIMIT, PERM_W};
 
 /// Which table a violation or claim is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -51,8 +60,17 @@ pub enum ViolationKind {
     Walk,
     /// A present host EPT entry does not map its own address.
     HostNotIdentity,
-    /// A present entry in state `NOPAGE`.
+    /// A present entry in state `NOPAGE` outside the host EPT (where it
+    /// means `PINNED`).
     PresentNoPage,
+    /// A `PINNED` host entry that lets the host write.
+    PinnedWritable,
+    /// A guest or the hypervisor's linear window maps a page that is not
+    /// RAM.
+    NotRam,
+    /// A fixed hypervisor mapping (outside the linear window) of a page the
+    /// host owns, shares or could give away.
+    FixedNotPinned,
     /// A non-present host entry with bits other than the owner id, or an
     /// owner that is neither `HYP`, `HOST` nor an existing guest.
     BadAnnotation,
@@ -239,6 +257,31 @@ fn each_mapping<F: PteFormat, A: InputAddr, M: MmOps>(
     bad.map_or(Ok(()), Err)
 }
 
+/// Every mapping of the hypervisor table in `[start, end)` (outside its
+/// linear window) must be of a page the host can neither write nor give
+/// away: hypervisor-owned (zero) or `PINNED` read-only in the host EPT.
+fn fixed_pinned<M: MmOps>(host: &HostEpt, hyp: &HypPgt, mm: &mut M, start: u64, end: u64) -> Check {
+    if start >= end {
+        return Ok(());
+    }
+    let party = Party::Hyp;
+    each_mapping(
+        hyp.pgt(),
+        mm,
+        InputAddr::from_table_bits(start),
+        end - start,
+        party,
+        |mm, lo, hpa, len, _| {
+            host_is(host, mm, party, hpa, len, |h| {
+                h == 0
+                    || (present_in::<EptFormat>(h, PINNED)
+                        && EptFormat::attrs(h).perms & PERM_W == 0)
+            })
+            .map_err(|_| violation(ViolationKind::FixedNotPinned, party, lo))
+        },
+    )
+}
+
 /// Checks every invariant listed in the module docs; returns the first
 /// violation.  `guests` must yield every guest that exists.
 pub fn check<'g, M: MmOps, I>(
@@ -263,8 +306,8 @@ where
             let kind = if EptFormat::is_present(e) {
                 if EptFormat::addr(e) != Hpa::from_table_bits(ctx.addr) {
                     Some(ViolationKind::HostNotIdentity)
-                } else if EptFormat::state(e) == PageState::NoPage {
-                    Some(ViolationKind::PresentNoPage)
+                } else if EptFormat::state(e) == PINNED && EptFormat::attrs(e).perms & PERM_W != 0 {
+                    Some(ViolationKind::PinnedWritable)
                 } else {
                     None
                 }
@@ -344,8 +387,21 @@ where
         },
     )?;
 
-    // 3. No page claimed twice.
+    // Fixed mappings outside the linear window: pinned or hypervisor pages.
+    // (Two calls, not a loop over an array: root mode runs this, and the
+    // array iterator would call into `core` outside the module.)
+    let (lo_win, hi_win) = (win.table_bits(), win.table_bits() + win_len);
+    fixed_pinned(host, hyp, mm, 0, lo_win)?;
+    fixed_pinned(host, hyp, mm, hi_win, ADDR_LIMIT)?;
+
+    // 3. No page claimed twice, and every claim is RAM.
     let sorted = claims.sorted();
+    if let Some(c) = sorted
+        .iter()
+        .find(|c| !host.ram().contains(c.hpa.raw(), c.len))
+    {
+        return Err(violation(ViolationKind::NotRam, c.party, c.hpa.raw()));
+    }
     for w in sorted.windows(2) {
         if let [a, b] = w {
             if a.hpa.raw() + a.len > b.hpa.raw() {
@@ -360,7 +416,7 @@ where
     host.pgt()
         .for_each_leaf(mm, Hpa::ZERO, ADDR_LIMIT, |_, ctx, e| {
             let needs_claim = if EptFormat::is_present(e) {
-                EptFormat::state(e) != PageState::Owned
+                EptFormat::state(e) != PageState::Owned && EptFormat::state(e) != PINNED
             } else {
                 EptFormat::owner(e).is_some_and(OwnerId::is_guest)
             };

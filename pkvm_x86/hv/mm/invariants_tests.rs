@@ -8,7 +8,7 @@ use super::*;
 use crate::hv::mm::addr::lit;
 use crate::hv::mm::mem_protect::tests::{Op, World, G1, K4, M2};
 use crate::hv::mm::mem_protect::{VmKind, HOST_OWNED};
-use crate::hv::mm::pgtable::{Attrs, Fill, PERM_RWX};
+use crate::hv::mm::pgtable::{Attrs, Fill, PERM_R, PERM_RWX, PERM_X};
 use crate::hv::mm::sim::ARENA_BASE;
 
 const P: u64 = 5 * M2 + 3 * K4;
@@ -119,12 +119,28 @@ fn host_table_damage_is_caught() {
         .pgt_mut()
         .map(&mut w.mm, lit::hpa(P), K4, lit::hpa(P), HOST_OWNED)
         .unwrap();
-    // Present but NOPAGE.
+    // Present but NOPAGE, i.e. PINNED, and writable: the module image
+    // must never be writable for the host.
     w.host
         .pgt_mut()
         .set_state(&mut w.mm, lit::hpa(P), K4, PageState::NoPage)
         .unwrap();
-    expect(&mut w, ViolationKind::PresentNoPage);
+    expect(&mut w, ViolationKind::PinnedWritable);
+    // Read-only, it is a legitimate pinned page.
+    let ro = Attrs::wb(PERM_R | PERM_X, PageState::NoPage);
+    w.host
+        .pgt_mut()
+        .map(&mut w.mm, lit::hpa(P), K4, lit::hpa(P), ro)
+        .unwrap();
+    assert_eq!(run_check(&mut w, 1024), Ok(()));
+    w.host
+        .pgt_mut()
+        .map(&mut w.mm, lit::hpa(P), K4, lit::hpa(P), HOST_OWNED)
+        .unwrap();
+    w.host
+        .pgt_mut()
+        .set_state(&mut w.mm, lit::hpa(P), K4, PageState::NoPage)
+        .unwrap();
     w.host
         .pgt_mut()
         .set_state(&mut w.mm, lit::hpa(P), K4, PageState::Owned)

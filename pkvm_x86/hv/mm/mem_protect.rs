@@ -47,9 +47,16 @@
 //!
 //! A page not in the required state in either table gives [`Error::Perm`];
 //! a bad range (empty, unaligned, overflowing, beyond 48 bits) or bad
-//! permissions give [`Error::Inval`]; a share to a protected VM, a donation
+//! permissions give [`Error::Inval`]; so does a host-physical range the
+//! host passes that is not all RAM ([`RamMap`], checked before any table
+//! is read: only RAM ever changes hands, never MMIO); a share to a protected VM, a donation
 //! to a normal VM, any new mapping into a dying VM, or a reclaim from a VM
 //! that is not dying give [`Error::Perm`].
+//!
+//! The module image that root mode maps (text, rodata, ro_after_init) is
+//! [`crate::hv::mm::ept::PINNED`] in the host EPT (present, state
+//! `NOPAGE`): no transition accepts that state, so every transition on it
+//! gives [`Error::Perm`].
 //!
 //! # Locking
 //!
@@ -65,11 +72,12 @@
 
 pub use crate::hv::error::{Error, Result};
 pub use crate::hv::mm::addr::{Gpa, Hpa, HypVa, InputAddr};
-use crate::hv::mm::ept::{OwnerId, PageState, PAGE_SIZE};
+use crate::hv::mm::ept::{OwnerId, PageState, PAGE_SIZE, PINNED};
 use crate::hv::mm::pgtable::{
     check_range, Attrs, EptFormat, Fill, HypFormat, MmOps, PageCache, PgTable, PteFormat, WalkCtx,
     ADDR_LIMIT, PERM_R, PERM_RWX, PERM_W,
 };
+use crate::hv::mm::ram::RamMap;
 
 /// Attributes of a page the host owns or shares: RWX, write-back.
 pub const HOST_OWNED: Attrs = Attrs::wb(PERM_RWX, PageState::Owned);
@@ -84,17 +92,25 @@ pub const HYP_BORROWED: Attrs = Attrs::wb(PERM_R | PERM_W, PageState::SharedBorr
 #[derive(Debug)]
 pub struct HostEpt {
     pgt: PgTable<EptFormat, Hpa>,
+    ram: RamMap,
     internal_errors: u64,
 }
 
 impl HostEpt {
     /// An empty host EPT: everything owned by the hypervisor until
-    /// [`HostEpt::map_memory`] gives it to the host.
-    pub fn new<M: MmOps>(mm: &mut M, max_block_level: u32) -> Result<Self> {
+    /// [`HostEpt::map_memory`] gives it to the host.  `ram` is the RAM
+    /// recorded at load: only pages inside it can ever change hands.
+    pub fn new<M: MmOps>(mm: &mut M, max_block_level: u32, ram: RamMap) -> Result<Self> {
         Ok(Self {
             pgt: PgTable::new(mm, max_block_level)?,
+            ram,
             internal_errors: 0,
         })
+    }
+
+    /// The RAM map the transitions check host ranges against.
+    pub const fn ram(&self) -> &RamMap {
+        &self.ram
     }
 
     /// The underlying table (root for the EPT pointer, walks, statistics).
@@ -102,18 +118,25 @@ impl HostEpt {
         &self.pgt
     }
 
-    /// Gives `[pa, pa + size)` to the host, identity mapped `OWNED` with
-    /// memory type `attrs.memtype` and permissions `attrs.perms` (boot-time
-    /// set-up of RAM and MMIO).  Only ranges the hypervisor owns (zero
-    /// entries) can be given; anything else is [`Error::Perm`].
+    /// Gives `[pa, pa + size)` to the host, identity mapped with memory
+    /// type `attrs.memtype` and permissions `attrs.perms` (boot-time set-up
+    /// of RAM and MMIO): `OWNED`, or [`PINNED`] when `attrs.state` is
+    /// `NOPAGE` (the module image; then write permission is
+    /// [`Error::Inval`]: a pinned page is never writable for the host).
+    /// Only ranges the hypervisor owns (zero entries) can be given;
+    /// anything else is [`Error::Perm`].
     pub fn map_memory<M: MmOps>(&mut self, mm: &mut M, pa: Hpa, size: u64, attrs: Attrs) -> Result {
         check_range(pa.raw(), size)?;
-        all_leaves(&self.pgt, mm, pa, size, |_, e| e == 0)?;
-        let attrs = Attrs {
-            state: PageState::Owned,
-            ..attrs
+        let state = if attrs.state == PINNED {
+            if attrs.perms & PERM_W != 0 || attrs.perms & PERM_R == 0 {
+                return Err(Error::Inval);
+            }
+            PINNED
+        } else {
+            PageState::Owned
         };
-        self.pgt.map(mm, pa, size, pa, attrs)
+        all_leaves(&self.pgt, mm, pa, size, |_, e| e == 0)?;
+        self.pgt.map(mm, pa, size, pa, Attrs { state, ..attrs })
     }
 
     /// Raw mutable access, for tests that corrupt the table on purpose.
@@ -484,6 +507,7 @@ pub fn host_donate_hyp<M: MmOps>(
 ) -> Result {
     let size = pages_to_size(nr_pages)?;
     check_range(pa.raw(), size)?;
+    host.ram.check(pa.raw(), size)?;
     let va = hyp.va(pa, size)?;
     let h = Side {
         addr: pa,
@@ -514,6 +538,7 @@ pub fn hyp_donate_host<M: MmOps>(
 ) -> Result {
     let size = pages_to_size(nr_pages)?;
     check_range(pa.raw(), size)?;
+    host.ram.check(pa.raw(), size)?;
     let va = hyp.va(pa, size)?;
     let h = Side {
         addr: pa,
@@ -544,6 +569,7 @@ pub fn host_share_hyp<M: MmOps>(
 ) -> Result {
     let size = pages_to_size(nr_pages)?;
     check_range(pa.raw(), size)?;
+    host.ram.check(pa.raw(), size)?;
     let va = hyp.va(pa, size)?;
     let h = Side {
         addr: pa,
@@ -573,6 +599,7 @@ pub fn host_unshare_hyp<M: MmOps>(
 ) -> Result {
     let size = pages_to_size(nr_pages)?;
     check_range(pa.raw(), size)?;
+    host.ram.check(pa.raw(), size)?;
     let va = hyp.va(pa, size)?;
     let h = Side {
         addr: pa,
@@ -607,6 +634,7 @@ pub fn host_share_guest<M: MmOps>(
     let size = pages_to_size(nr_pages)?;
     check_range(hpa.raw(), size)?;
     check_range(gpa.raw(), size)?;
+    host.ram.check(hpa.raw(), size)?;
     check_guest_perms(perms)?;
     if guest.kind != VmKind::Normal || guest.dying {
         return Err(Error::Perm);
@@ -641,6 +669,7 @@ pub fn host_unshare_guest<M: MmOps>(
     let size = pages_to_size(nr_pages)?;
     check_range(hpa.raw(), size)?;
     check_range(gpa.raw(), size)?;
+    host.ram.check(hpa.raw(), size)?;
     let h = Side {
         addr: hpa,
         expect: |c: &WalkCtx, e| maps_as::<EptFormat, _>(c, e, PageState::SharedOwned, hpa, hpa),
@@ -671,6 +700,7 @@ pub fn host_donate_guest<M: MmOps>(
     let size = pages_to_size(nr_pages)?;
     check_range(hpa.raw(), size)?;
     check_range(gpa.raw(), size)?;
+    host.ram.check(hpa.raw(), size)?;
     check_guest_perms(perms)?;
     if guest.kind != VmKind::Protected || guest.dying {
         return Err(Error::Perm);

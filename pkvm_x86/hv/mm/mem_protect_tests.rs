@@ -34,6 +34,8 @@ pub(crate) enum Pg {
     HypShared,
     /// host SHARED_OWNED, guest SHARED_BORROWED at gpa.
     Shared(u32, u64),
+    /// host PINNED (module image): no transition accepts it.
+    Pinned,
     /// host NOPAGE(guest), guest OWNED at gpa.
     Owned(u32, u64),
     /// host SHARED_BORROWED, guest SHARED_OWNED at gpa.
@@ -61,6 +63,10 @@ pub(crate) struct Model {
     pages: BTreeMap<u64, Pg>,
     gmap: BTreeMap<(u32, u64), u64>,
     guests: BTreeMap<u32, (VmKind, bool)>,
+    /// Ranges `[start, end)` that are not RAM (MMIO) although the host
+    /// maps them; `ram_limited`: RAM ends at [`RAM`] (else everything is).
+    mmio: Vec<(u64, u64)>,
+    ram_limited: bool,
 }
 
 /// A host-physical address from a test's number (`Inval` if it cannot be
@@ -89,6 +95,7 @@ impl Model {
 
     fn set(&mut self, p: u64, v: Pg) {
         assert!(p < RAM);
+        assert!(self.pg(p) != Pg::Pinned, "{p:#x} is pinned");
         if v == Pg::Host {
             self.pages.remove(&p);
         } else {
@@ -98,6 +105,14 @@ impl Model {
 
     pub(crate) fn add_guest(&mut self, h: u32, kind: VmKind) {
         self.guests.insert(h, (kind, false));
+    }
+
+    /// Whether every page of `n` at `pa` is RAM (the host EPT's RAM map).
+    fn is_ram(&self, pa: u64, n: u64) -> bool {
+        (0..n).all(|i| {
+            let p = pa + i * K4;
+            (!self.ram_limited || p < RAM) && !self.mmio.iter().any(|&(s, e)| s <= p && p < e)
+        })
     }
 
     fn all(&self, pa: u64, n: u64, f: impl Fn(u64, Pg) -> bool) -> bool {
@@ -143,6 +158,22 @@ impl Model {
         }
         if !ranges.iter().all(|&(a, n)| range_ok(a, n)) {
             return Err(Error::Inval);
+        }
+        // Only RAM changes hands: the host's physical range is checked
+        // before the VM's kind and before any state.
+        match op {
+            DonateHyp(pa, n)
+            | HypDonateHost(pa, n)
+            | ShareHyp(pa, n)
+            | UnshareHyp(pa, n)
+            | ShareGuest(_, pa, _, n)
+            | UnshareGuest(_, pa, _, n)
+            | DonateGuest(_, pa, _, n)
+                if !self.is_ram(pa, n) =>
+            {
+                return Err(Error::Inval)
+            }
+            _ => {}
         }
         if !perm_ok {
             return Err(Error::Perm);
@@ -250,9 +281,64 @@ pub(crate) struct World {
 impl World {
     pub(crate) fn new() -> Self {
         let mut mm = Arena::new(1 << 16);
-        let mut host = HostEpt::new(&mut mm, 3).unwrap();
+        let mut host = HostEpt::new(&mut mm, 3, crate::hv::mm::ram::RamMap::all()).unwrap();
         host.map_memory(&mut mm, Hpa::ZERO, RAM, HOST_OWNED)
             .unwrap();
+        let hyp = HypPgt::new(&mut mm, 2, HYP_OFFSET).unwrap();
+        Self {
+            mm,
+            host,
+            hyp,
+            vms: VmTable::new(),
+        }
+    }
+
+    /// A world whose host RAM is `[0, RAM)` minus the `mmio` ranges (still
+    /// mapped for the host, uncached, as the host EPT maps MMIO) and whose
+    /// `pinned` pages are the module image (PINNED, read + execute), as the
+    /// module builds it; `model` learns the same.
+    pub(crate) fn with_image(pinned: &[u64], mmio: &[(u64, u64)], model: &mut Model) -> Self {
+        let mut ram = crate::hv::mm::ram::RamMap::empty();
+        let mut a = 0;
+        for &(s, e) in mmio {
+            if s > a {
+                ram.add(a, s).unwrap();
+            }
+            a = e;
+        }
+        ram.add(a, RAM).unwrap();
+        let mut mm = Arena::new(1 << 16);
+        let mut host = HostEpt::new(&mut mm, 3, ram).unwrap();
+        let mut bounds: Vec<(u64, u64, Attrs)> = Vec::new();
+        for &p in pinned {
+            bounds.push((
+                p,
+                p + K4,
+                Attrs::wb(PERM_R | PERM_X, crate::hv::mm::ept::PINNED),
+            ));
+            model.pages.insert(p, Pg::Pinned);
+        }
+        for &(s, e) in mmio {
+            let uc = Attrs {
+                memtype: crate::hv::mm::ept::MemType::Uc,
+                ..HOST_OWNED
+            };
+            bounds.push((s, e, uc));
+        }
+        bounds.sort_by_key(|b| b.0);
+        let mut a = 0;
+        for (s, e, attrs) in bounds {
+            if s > a {
+                host.map_memory(&mut mm, lit::hpa(a), s - a, HOST_OWNED)
+                    .unwrap();
+            }
+            host.map_memory(&mut mm, lit::hpa(s), e - s, attrs).unwrap();
+            a = e;
+        }
+        host.map_memory(&mut mm, lit::hpa(a), RAM - a, HOST_OWNED)
+            .unwrap();
+        model.mmio = mmio.to_vec();
+        model.ram_limited = true;
         let hyp = HypPgt::new(&mut mm, 2, HYP_OFFSET).unwrap();
         Self {
             mm,
@@ -345,6 +431,11 @@ impl World {
                 Pg::HypShared | Pg::Shared(..) => hs == PageState::SharedOwned,
                 Pg::Owned(g, _) => h.entry == EptFormat::annotation(OwnerId::new(g).unwrap()),
                 Pg::Back(..) => hs == PageState::SharedBorrowed,
+                Pg::Pinned => {
+                    EptFormat::is_present(h.entry)
+                        && hs == crate::hv::mm::ept::PINNED
+                        && EptFormat::attrs(h.entry).perms & PERM_W == 0
+                }
             };
             assert!(
                 host_ok,
@@ -452,8 +543,10 @@ const P: u64 = 3 * M2 + 5 * K4;
 const GP: u64 = 7 * K4;
 
 fn world3() -> (World, Model) {
-    let mut w = World::new();
-    let mut m = Model::default();
+    world3_in(World::new(), Model::default())
+}
+
+fn world3_in(mut w: World, mut m: Model) -> (World, Model) {
     assert_eq!(w.create(100, VmKind::Normal), N);
     assert_eq!(w.create(101, VmKind::Protected), A);
     assert_eq!(w.create(102, VmKind::Protected), B);
@@ -747,9 +840,54 @@ fn allocation_failure_at_every_point_changes_nothing() {
 
 #[test]
 fn random_operations_match_the_model() {
+    let (w, m) = world3();
+    random_operations(w, m, 0x9a9e_5a7e);
+}
+
+/// Module image pages (PINNED) and MMIO (not RAM) in the random window:
+/// every transition on them fails (EPERM, EINVAL) exactly where the model
+/// says, and nothing else changes.
+#[test]
+fn random_operations_with_the_module_image_and_mmio_match_the_model() {
+    let pinned: Vec<u64> = (0..4)
+        .map(|i| G1 - 2 * M2 + i * K4)
+        .chain([G1 + M2 + 7 * K4, G1 + 3 * M2])
+        .collect();
+    let mmio = [
+        (G1 - 3 * M2, G1 - 3 * M2 + 8 * K4),
+        (G1 + 2 * M2, G1 + 2 * M2 + K4),
+    ];
+    let mut m = Model::default();
+    let w = World::with_image(&pinned, &mmio, &mut m);
+    let (mut w, m) = world3_in(w, m);
+    // Single pages first: every host-range op on each is refused.
+    for &p in &pinned {
+        for op in all_ops(p, GP) {
+            let r = w.run(op);
+            if matches!(r, Ok(())) {
+                panic!("{op:?} on pinned {p:#x} succeeded");
+            }
+        }
+    }
+    for &(s, _) in &mmio {
+        for op in all_ops(s, GP) {
+            let has_hpa = !matches!(
+                op,
+                Op::GuestShare(..) | Op::GuestUnshare(..) | Op::Reclaim(..)
+            );
+            let r = w.run(op);
+            if has_hpa {
+                assert_eq!(r, Err(Error::Inval), "{op:?} on MMIO {s:#x}");
+            }
+        }
+    }
+    w.check_invariants();
+    random_operations(w, m, 0x1a6e_0001);
+}
+
+fn random_operations(mut w: World, mut m: Model, seed: u64) {
     use Op::*;
-    let mut rng = Rng(0x9a9e_5a7e);
-    let (mut w, mut m) = world3();
+    let mut rng = Rng(seed);
     // Window of host pages straddling the 1 GiB boundary (and 2 MiB ones).
     let wbase = G1 - 4 * M2;
     let wpages = 8 * M2 / K4;
@@ -969,7 +1107,7 @@ fn map_memory_only_takes_hypervisor_ranges() {
 mod hyp_fixed_mappings {
     use crate::hv::error::Error;
     use crate::hv::mm::addr::lit;
-    use crate::hv::mm::ept::PageState;
+    use crate::hv::mm::ept::{PageState, PINNED};
     use crate::hv::mm::invariants::check;
     use crate::hv::mm::mem_protect::*;
     use crate::hv::mm::pgtable::{Attrs, PERM_R, PERM_RWX, PERM_X};
@@ -980,14 +1118,34 @@ mod hyp_fixed_mappings {
     #[test]
     fn owned_pool_and_fixed_code_keep_the_invariants() {
         let mut mm = Arena::new(64);
-        let mut host = HostEpt::new(&mut mm, 3).unwrap();
+        let mut host = HostEpt::new(&mut mm, 3, crate::hv::mm::ram::RamMap::all()).unwrap();
         let mut hyp = HypPgt::new(&mut mm, 3, OFFSET).unwrap();
-        // The host owns everything but a 2 MiB pool at 8 MiB.
+        // The host owns everything but a 2 MiB pool at 8 MiB and the
+        // module image: code at 16 MiB (2 MiB, R+X) and a rodata page at
+        // 0x4000 (R), both PINNED.
         let attrs = Attrs::wb(PERM_RWX, PageState::Owned);
-        host.map_memory(&mut mm, lit::hpa(0), 8 << 20, attrs)
-            .unwrap();
-        host.map_memory(&mut mm, lit::hpa(10 << 20), 1 << 30, attrs)
-            .unwrap();
+        let rx = Attrs::wb(PERM_R | PERM_X, PINNED);
+        let r = Attrs::wb(PERM_R, PINNED);
+        for (pa, size, a) in [
+            (0, 0x4000, attrs),
+            (0x4000, 0x1000, r),
+            (0x5000, (8 << 20) - 0x5000, attrs),
+            (10 << 20, 6 << 20, attrs),
+            (16 << 20, 2 << 20, rx),
+            (18 << 20, (1 << 30) - (8 << 20), attrs),
+        ] {
+            host.map_memory(&mut mm, lit::hpa(pa), size, a).unwrap();
+        }
+        // A pinned page is never writable for the host.
+        assert_eq!(
+            host.map_memory(
+                &mut mm,
+                lit::hpa(1 << 40),
+                0x1000,
+                Attrs::wb(PERM_RWX, PINNED)
+            ),
+            Err(Error::Inval)
+        );
         hyp.map_owned(&mut mm, lit::hpa(8 << 20), 2 << 20).unwrap();
         // Code of the host kernel image and of the module, outside the window.
         hyp.map_fixed(
@@ -1043,6 +1201,46 @@ mod hyp_fixed_mappings {
         assert_eq!(
             check(&host, &hyp, core::iter::empty(), &mut mm, &mut claims),
             Ok(())
+        );
+        // The module image changes hands through no transition: EPERM.
+        for pa in [0x4000, 16 << 20, (18 << 20) - 0x1000] {
+            let pa = lit::hpa(pa);
+            assert_eq!(
+                host_donate_hyp(&mut host, &mut hyp, &mut mm, pa, 1),
+                Err(Error::Perm)
+            );
+            assert_eq!(
+                hyp_donate_host(&mut host, &mut hyp, &mut mm, pa, 1),
+                Err(Error::Perm)
+            );
+            assert_eq!(
+                host_share_hyp(&mut host, &mut hyp, &mut mm, pa, 1),
+                Err(Error::Perm)
+            );
+        }
+        // A range that straddles the image is refused whole.
+        assert_eq!(
+            host_donate_hyp(&mut host, &mut hyp, &mut mm, lit::hpa(0x3000), 2),
+            Err(Error::Perm)
+        );
+        assert_eq!(
+            check(&host, &hyp, core::iter::empty(), &mut mm, &mut claims),
+            Ok(())
+        );
+        // Root mode mapping a page the host owns outside its window is
+        // caught.
+        hyp.map_fixed(
+            &mut mm,
+            lit::hva(0xffff_ffff_c000_0000),
+            lit::hpa(0x6000),
+            0x1000,
+            PERM_R | PERM_X,
+        )
+        .unwrap();
+        let v = check(&host, &hyp, core::iter::empty(), &mut mm, &mut claims);
+        assert_eq!(
+            v.map_err(|v| v.kind),
+            Err(crate::hv::mm::invariants::ViolationKind::FixedNotPinned)
         );
     }
 }

@@ -15,6 +15,7 @@
 //! * [`invariants`]: the ownership invariant checker.
 //! * [`host_ept_map`] and [`mtrr`]: the identity host EPT's layout and
 //!   memory types.
+//! * [`ram`]: the RAM ranges recorded at load; only RAM changes hands.
 //!
 //! Future home of the shadow EPT (`mm::shadow_ept`): the per-guest table
 //! built from the host KVM's EPT through the transitions of `mem_protect`
@@ -29,6 +30,7 @@ pub mod invariants;
 pub mod mem_protect;
 pub mod mtrr;
 pub mod pgtable;
+pub mod ram;
 #[cfg(test)]
 pub mod sim;
 pub mod vm_table;

@@ -227,7 +227,7 @@ fn hostile_sequences_terminate_and_clean_up() {
     use crate::hv::mm::sim::Arena;
     for seed in 1..=3u64 {
         let mut mm = Arena::new(1 << 16);
-        let mut host = HostEpt::new(&mut mm, 3).unwrap();
+        let mut host = HostEpt::new(&mut mm, 3, crate::hv::mm::ram::RamMap::all()).unwrap();
         host.map_memory(
             &mut mm,
             lit::hpa(0),
