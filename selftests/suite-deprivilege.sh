@@ -5,7 +5,7 @@
 DBG=/sys/kernel/debug/pkvm_x86
 TESTS="native_before insmod_deprivileges vmcs_fields signature_leaf workload timers_and_interrupts \
 exit_counters protected_msr_write kvm_refused_while_loaded rmmod_reprivileges kvm_after \
-no_debug_code cpu_hotplug failure_rolls_back load_unload_20 bench dmesg_clean"
+no_debug_code cpu_hotplug teardown_alone_refused failure_rolls_back load_unload_20 bench dmesg_clean"
 
 ncpu() { grep -c ^processor /proc/cpuinfo; }
 memfree_kb() { sed -n 's/^MemFree: *\([0-9]*\) kB/\1/p' /proc/meminfo; }
@@ -181,28 +181,80 @@ t_no_debug_code() {
 	pkvm_rmmod || fail "rmmod"
 }
 
-# A CPU taken offline leaves VMX operation; brought back, it is
-# deprivileged again (on 1 CPU there is nothing to take offline).
+# No CPU leaves VMX operation alone: while pkvm is loaded, taking a CPU
+# offline is refused (it stays online and deprivileged); after unload
+# offline/online works; a CPU offline at load and onlined afterwards is
+# deprivileged then (on 1 CPU there is nothing to take offline).
 t_cpu_hotplug() {
 	last=$(($(ncpu) - 1))
 	[ $last -ge 1 ] || { echo "one CPU: skipped"; return 0; }
 	insmod /lib/modules/pkvm_x86.ko || fail "insmod"
 	f=/sys/devices/system/cpu/cpu$last/online
-	echo 0 > $f || fail "offline cpu$last"
-	grep -q "^processor.*: $last\$" /proc/cpuinfo && fail "cpu$last still listed"
-	/bin/workload 2 1 >/dev/null || fail "host broken with cpu$last offline"
-	echo 1 > $f || fail "online cpu$last"
-	sig=$(taskset -c $last /bin/cpuid -s) || fail "taskset"
-	expect_eq "cpu$last signature after re-onlining" "$sig" "pkvm-x86" || return 1
-	grep "^cpu${last}_total" $DBG/exits || fail "no counters from cpu$last"
-	echo 0 > $f && echo 1 > $f || fail "second offline/online"
+	if echo 0 > $f 2>/tmp/offline.err; then
+		echo 1 > $f
+		fail "cpu$last went offline while pkvm is loaded"
+	fi
+	echo "offline cpu$last: $(cat /tmp/offline.err)"
+	expect_eq "cpu$last online" "$(cat $f)" 1
+	expect_eq "cpu$last signature" "$(taskset -c $last /bin/cpuid -s)" "pkvm-x86" || return 1
+	dmesg | grep -q "cpu$last: pkvm_x86 is loaded: refusing to take it offline" || fail "no message"
+	/bin/workload 2 1 >/dev/null || fail "host broken after the refused offline"
 	pkvm_rmmod || fail "rmmod"
 	sig=$(taskset -c $last /bin/cpuid -s)
 	[ "$sig" != pkvm-x86 ] || fail "cpu$last still deprivileged after rmmod"
+	echo 0 > $f && echo 1 > $f || fail "offline/online after unload"
 	# Offline while unloaded, online after: the module must not care.
 	echo 0 > $f && insmod /lib/modules/pkvm_x86.ko && echo 1 > $f || fail "online after load"
 	expect_eq "late cpu$last" "$(taskset -c $last /bin/cpuid -s)" "pkvm-x86" || return 1
 	pkvm_rmmod || fail "final rmmod"
+	expect_eq "cpu$last after the final rmmod" "$(taskset -c $last /bin/cpuid -s | grep -c pkvm-x86)" 0
+}
+
+# The hostile host asks one CPU of two to leave VMX operation (TEARDOWN_CPU,
+# 1) with a VM alive: refused, and BEGIN_TEARDOWN (7) too; that CPU stays
+# deprivileged and still cannot read the hypervisor's pool.  With no VM,
+# BEGIN_TEARDOWN succeeds but one CPU alone still cannot leave: the
+# rendezvous gives up (EBUSY) and the CPU stays under the hypervisor.
+# Unload then tears every CPU down together.
+EPERM_RAX=0xffffffffffffffff
+EBUSY_RAX=0xfffffffffffffff0
+t_teardown_alone_refused() {
+	[ "$(ncpu)" -ge 2 ] || { echo "one CPU: skipped"; return 0; }
+	insmod /lib/modules/pkvm_x86-debug.ko debug=1 || fail "insmod debug=1" || return 1
+	insmod /lib/modules/pkvm_hostile.ko || fail "insmod pkvm_hostile" || return 1
+	H=/sys/kernel/debug/pkvm_hostile/ctl
+	C=$DBG/debug/ctl
+	echo pool_pa > $C && pool=$(cat $C | sed -n 's/^ok //p')
+	[ -n "$pool" ] || fail "no pool address" || return 1
+	ppfn=$(printf '0x%x' $((pool >> 12)))
+	echo "alloc 0x3e7a3e7a3e7a3e7a" > $H && meta=$(sed -n 's/^ok //p' $H)
+	echo "vmcall 0 0x20 0x7e57 0 $meta 1" > $H; r=$(cat $H); echo "VM_CREATE -> $r"
+	handle=$(echo "$r" | sed -n 's/^ok rax=\(0x[0-9a-f]*\) .*/\1/p')
+	case "$handle" in 0x[0-9a-f]*) [ $((handle)) -gt 0 ] ;; *) false ;; esac || fail "VM_CREATE failed: $r" || return 1
+	echo "vmcall 1 1" > $H; r=$(cat $H); echo "TEARDOWN_CPU on cpu1 with a VM -> $r"
+	case "$r" in "ok rax=$EPERM_RAX "*) ;; *) fail "TEARDOWN_CPU not refused with EPERM: $r" ;; esac
+	echo "vmcall 1 7" > $H; r=$(cat $H); echo "BEGIN_TEARDOWN with a VM -> $r"
+	case "$r" in "ok rax=$EBUSY_RAX "*) ;; *) fail "BEGIN_TEARDOWN not refused with EBUSY: $r" ;; esac
+	expect_eq "cpu1 signature" "$(taskset -c 1 /bin/cpuid -s)" "pkvm-x86"
+	r=$(taskset -c 1 sh -c "echo read $ppfn 0 > $H; cat $H"); echo "cpu1 reads the pool -> $r"
+	expect_eq "pool read from cpu1" "$r" "fault"
+	echo "vmcall 0 0x21 $handle" > $H; r=$(cat $H); echo "VM_TEARDOWN -> $r"
+	case "$r" in "ok rax=0x0 "*) ;; *) fail "VM_TEARDOWN: $r" ;; esac
+	# No VM: teardown may begin, but cpu1 alone cannot leave.
+	echo "vmcall 0 7" > $H; r=$(cat $H); echo "BEGIN_TEARDOWN -> $r"
+	case "$r" in "ok rax=0x0 "*) ;; *) fail "BEGIN_TEARDOWN: $r" ;; esac
+	echo "vmcall 0 0x10 $meta 1" > $H; r=$(cat $H); echo "HOST_DONATE_HYP after BEGIN_TEARDOWN -> $r"
+	case "$r" in "ok rax=$EBUSY_RAX "*) ;; *) fail "page-state call not refused after BEGIN_TEARDOWN: $r" ;; esac
+	echo "vmcall 1 1" > $H; r=$(cat $H); echo "TEARDOWN_CPU on cpu1 alone -> $r"
+	case "$r" in "ok rax=$EBUSY_RAX "*) ;; *) fail "lone TEARDOWN_CPU not refused with EBUSY: $r" ;; esac
+	expect_eq "cpu1 signature after" "$(taskset -c 1 /bin/cpuid -s)" "pkvm-x86"
+	r=$(taskset -c 1 sh -c "echo read $ppfn 0 > $H; cat $H"); echo "cpu1 reads the pool -> $r"
+	expect_eq "pool read from cpu1 after" "$r" "fault"
+	rmmod pkvm_hostile || fail "rmmod pkvm_hostile"
+	pkvm_rmmod || fail "rmmod"
+	for c in 0 1; do
+		[ "$(taskset -c $c /bin/cpuid -s)" != pkvm-x86 ] || fail "cpu$c still deprivileged after rmmod"
+	done
 }
 
 # Deprivileging fails on the last CPU (injected): the load fails with EIO,

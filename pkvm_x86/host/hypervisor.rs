@@ -7,17 +7,22 @@
 //!
 //! Bring-up runs through a dynamic CPU-hotplug state: its online callback
 //! deprivileges each online CPU at load and each CPU that comes online
-//! later, on that CPU with interrupts off; its offline callback gives root
-//! mode back before a CPU goes down and at unload.  A failure on any CPU
-//! tears down every CPU already deprivileged and fails the load.  See
+//! later, on that CPU with interrupts off.  Its offline callback refuses
+//! (`EBUSY`) to let a deprivileged CPU go offline: no CPU leaves VMX
+//! operation alone.  Root mode goes back to the host only in one
+//! coordinated teardown of every CPU ([`Hypervisor::teardown_all`]):
+//! BEGIN_TEARDOWN (refused while a VM exists), then TEARDOWN_CPU on every
+//! deprivileged CPU at once; root mode scrubs its memory before any CPU
+//! returns.  A failure on any CPU at load tears down every CPU already
+//! deprivileged that way and fails the load.  See
 //! Documentation/deprivilege.rst.
 
-use core::sync::atomic::{AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicI32, AtomicPtr, Ordering};
 
 use kernel::{bindings, prelude::*};
 
 use super::cpu_setup::CpuSlot;
-use super::launch::{launch_on_this_cpu, teardown_this_cpu, LaunchArgs, Shared};
+use super::launch::{launch_on_this_cpu, teardown_this_cpu, LaunchArgs, Shared, TeardownArgs};
 use super::pool::Pool;
 use crate::hv::host_policy::{host_controls, MSR_INTERCEPTS};
 use crate::hv::mm::ept::Eptp;
@@ -38,6 +43,9 @@ struct CpuState {
     teardown_failed: bool,
     /// Tests: refuse to deprivilege this CPU (module parameter).
     fail_cpu: Option<u32>,
+    /// The hotplug state is being registered or removed: the offline
+    /// callback does nothing (the coordinated teardown follows).
+    bulk: bool,
 }
 
 /// The hotplug callbacks' view of the running hypervisor.  Set before the
@@ -153,30 +161,18 @@ unsafe extern "C" fn cpu_offline(cpu: core::ffi::c_uint) -> core::ffi::c_int {
     let Some(Some(slot)) = st.slots.get_mut(cpu as usize) else {
         return 0;
     };
-    if !slot.launched {
+    if !slot.launched || st.bulk {
         return 0;
     }
-    let mut ok: i32 = -1;
-    // SAFETY: runs on `cpu` (this CPU) with interrupts off before this
-    // returns; `ok` outlives it.
-    let rc = unsafe {
-        bindings::smp_call_function_single(
-            cpu as i32,
-            Some(teardown_this_cpu),
-            (&raw mut ok).cast(),
-            1,
-        )
-    };
-    if rc != 0 || ok != 0 {
-        pr_err!(
-            "{}\n",
-            format_args!("cpu{cpu}: teardown failed (rc {rc}, result {ok})")
-        );
-        st.teardown_failed = true;
-        return if rc != 0 { rc } else { ok };
-    }
-    slot.launched = false;
-    0
+    // No CPU leaves VMX operation alone (it would run without an EPT
+    // beside CPUs still under the hypervisor): the offline is refused and
+    // the CPU stays online, deprivileged.  Documentation/deprivilege.rst,
+    // "CPU hotplug".
+    pr_info!(
+        "cpu{}: pkvm_x86 is loaded: refusing to take it offline (unload first)\n",
+        cpu
+    );
+    -(bindings::EBUSY as i32)
 }
 
 impl Hypervisor {
@@ -203,6 +199,7 @@ impl Hypervisor {
                 launch_ns: KVec::new(),
                 teardown_failed: false,
                 fail_cpu,
+                bulk: true,
             },
             GFP_KERNEL,
         )?;
@@ -246,8 +243,12 @@ impl Hypervisor {
                 false,
             )
         };
+        hv.cpus.bulk = false;
         if rc < 0 {
             CPU_STATE.store(core::ptr::null_mut(), Ordering::Release);
+            // The CPUs already deprivileged leave together (the pool is
+            // kept, by `drop`, if they cannot).
+            hv.teardown_all();
             return Err(Error::from_errno(rc));
         }
         hv.hp_state = Some(rc);
@@ -340,14 +341,85 @@ impl Hypervisor {
     }
 }
 
+impl Hypervisor {
+    /// The coordinated teardown: BEGIN_TEARDOWN, then TEARDOWN_CPU on every
+    /// deprivileged CPU at once (they meet in root mode, the last to come
+    /// scrubs the hypervisor's memory, all leave together).  Marks what
+    /// failed in `teardown_failed`; CPUs that could not leave stay
+    /// deprivileged (and the pool is then never given back).
+    fn teardown_all(&mut self) {
+        if self.cpus() == 0 {
+            return;
+        }
+        // No CPU comes or goes meanwhile.
+        let _hotplug = crate::host::cpu_caps::CpusReadGuard::new();
+        let mut launched = KVec::new();
+        let mut results = KVec::new();
+        for s in self.cpus.slots.iter() {
+            let l = s.as_ref().is_some_and(|s| s.launched);
+            if launched.push(l, GFP_KERNEL).is_err()
+                || results.push(AtomicI32::new(-1), GFP_KERNEL).is_err()
+            {
+                pr_err!("teardown: out of memory; CPUs stay deprivileged\n");
+                self.cpus.teardown_failed = true;
+                return;
+            }
+        }
+        let Some(first) = launched.iter().position(|&l| l) else {
+            return;
+        };
+        if let Err(e) = super::hyp_client::begin_teardown(first as u32) {
+            pr_err!(
+                "{}\n",
+                format_args!(
+                    "teardown refused ({e:?}): a VM still exists; every CPU stays deprivileged"
+                )
+            );
+            self.cpus.teardown_failed = true;
+            return;
+        }
+        let mut args = TeardownArgs {
+            launched: &launched,
+            results: &results,
+        };
+        // SAFETY: runs `teardown_this_cpu` on every online CPU at once
+        // (each deprivileged CPU is online: offlining them is refused) and
+        // waits for all; `args` outlives the call.
+        unsafe {
+            bindings::on_each_cpu_cond_mask(
+                None,
+                Some(teardown_this_cpu),
+                (&raw mut args).cast(),
+                true,
+                &raw const bindings::__cpu_online_mask,
+            )
+        };
+        let st = &mut *self.cpus;
+        for (cpu, (slot, r)) in st.slots.iter_mut().zip(results.iter()).enumerate() {
+            let Some(slot) = slot.as_mut().filter(|s| s.launched) else {
+                continue;
+            };
+            let r = r.load(Ordering::Acquire);
+            if r == 0 {
+                slot.launched = false;
+            } else {
+                pr_err!("{}\n", format_args!("cpu{cpu}: teardown failed ({r})"));
+                st.teardown_failed = true;
+            }
+        }
+    }
+}
+
 impl Drop for Hypervisor {
     fn drop(&mut self) {
         if let Some(state) = self.hp_state.take() {
-            // SAFETY: removes the state registered in `start`; calls
-            // `cpu_offline` on every online CPU first.
+            self.cpus.bulk = true;
+            // SAFETY: removes the state registered in `start`; its
+            // `cpu_offline` calls do nothing (`bulk`).
             unsafe { bindings::__cpuhp_remove_state(state, true) };
         }
         CPU_STATE.store(core::ptr::null_mut(), Ordering::Release);
+        self.teardown_all();
         if self.cpus.teardown_failed || self.cpus() != 0 {
             // A CPU may still use the pool: it must not go back to the host.
             pr_err!("a CPU is still deprivileged; leaking the hypervisor pool\n");

@@ -13,6 +13,7 @@
 
 use core::sync::atomic::Ordering::Relaxed;
 
+use super::global::KeepRanges;
 use super::percpu::{CpuLocal, HypCpu};
 use crate::arch::{cpu, cpuid::cpuid, vmx};
 use crate::hv::host_policy::{self as policy, cpuid_filter, msr_write_refused, Action};
@@ -22,6 +23,7 @@ use crate::hv::mm::addr::Hpa;
 use crate::hv::vmx::event::{Interruptibility, InterruptionInfo};
 use crate::hv::vmx::exit::{self, vector, CrAccess, EptViolation, EventType, ExitReason};
 use crate::hv::vmx::guest_state::HostCpuState;
+use crate::hv::vmx::root_tables;
 use crate::hv::vmx::vmcs::*;
 use crate::hyp::entry::{self as entry, gpr_slot, reg, GuestRegs};
 
@@ -101,6 +103,14 @@ pub(crate) unsafe extern "C" fn handle_exit(regs: *mut GuestRegs, cpu: *const Hy
     let local = unsafe { cpu.local() };
     let why = ExitReason::from_raw(rd(VM_EXIT_REASON));
     local.stats.record(why.basic);
+    if !local.counted {
+        // First exit of this CPU: from now on the teardown rendezvous
+        // waits for it too.
+        local.counted = true;
+        // SAFETY: `global` points at the hypervisor-wide state in the
+        // pool, alive while any CPU runs under it.
+        unsafe { &*cpu.global }.note_cpu();
+    }
 
     // What to do is the host policy's decision; how, this handler's.
     match policy::on_exit(why.basic) {
@@ -292,11 +302,12 @@ fn hypercall_dispatch(regs: &mut GuestRegs, cpu: &HypCpu, local: &mut CpuLocal) 
         Err(e) => Reply::errno(e),
         Ok(Call::Version) => Reply::val(hypercall::ABI_VERSION),
         Ok(Call::TeardownCpu) => {
-            regs.gpr[reg::RAX] = 0;
             // SAFETY: this is the TEARDOWN_CPU contract: the host asked to
-            // leave VMX operation on this CPU, in its own context.
-            return unsafe { teardown(regs, local) };
+            // leave VMX operation on this CPU, in its own context; it
+            // leaves only together with every other CPU.
+            return unsafe { teardown(regs, cpu, local) };
         }
+        Ok(Call::BeginTeardown) => global.begin_teardown(),
         Ok(Call::ExitCount { reason }) => Reply::val(match reason {
             None => local.stats.total(),
             Some(r) => local.stats.get(r),
@@ -311,52 +322,47 @@ fn hypercall_dispatch(regs: &mut GuestRegs, cpu: &HypCpu, local: &mut CpuLocal) 
         },
         Ok(Call::NmisInRoot) => Reply::val(cpu.nmis_in_root.load(Relaxed)),
         Ok(Call::InternalErrors) => Reply::val(global.page_states().internal_errors()),
-        Ok(Call::HostDonateHyp { hpa, pages }) => global.page_states().host_donate_hyp(hpa, pages),
-        Ok(Call::HypDonateHost { hpa, pages }) => global.page_states().hyp_donate_host(hpa, pages),
-        Ok(Call::HostShareHyp { hpa, pages }) => global.page_states().host_share_hyp(hpa, pages),
+        Ok(Call::HostDonateHyp { hpa, pages }) => global.change(|s| s.host_donate_hyp(hpa, pages)),
+        Ok(Call::HypDonateHost { hpa, pages }) => global.change(|s| s.hyp_donate_host(hpa, pages)),
+        Ok(Call::HostShareHyp { hpa, pages }) => global.change(|s| s.host_share_hyp(hpa, pages)),
         Ok(Call::HostUnshareHyp { hpa, pages }) => {
-            global.page_states().host_unshare_hyp(hpa, pages)
+            global.change(|s| s.host_unshare_hyp(hpa, pages))
         }
         Ok(Call::VmCreate {
             host_vm_id,
             kind,
             hpa,
             pages,
-        }) => global.page_states().vm_create(host_vm_id, kind, hpa, pages),
+        }) => global.change(|s| s.vm_create(host_vm_id, kind, hpa, pages)),
+        // VM_TEARDOWN stays allowed: it only gives back.
         Ok(Call::VmTeardown { handle }) => global.page_states().vm_teardown(handle),
         Ok(Call::HostShareGuest {
             handle,
             hpa,
             gpa,
             pages,
-        }) => global
-            .page_states()
-            .host_share_guest(handle, hpa, gpa, pages),
+        }) => global.change(|s| s.host_share_guest(handle, hpa, gpa, pages)),
         Ok(Call::HostUnshareGuest {
             handle,
             hpa,
             gpa,
             pages,
-        }) => global
-            .page_states()
-            .host_unshare_guest(handle, hpa, gpa, pages),
+        }) => global.change(|s| s.host_unshare_guest(handle, hpa, gpa, pages)),
         Ok(Call::HostDonateGuest {
             handle,
             hpa,
             gpa,
             pages,
-        }) => global
-            .page_states()
-            .host_donate_guest(handle, hpa, gpa, pages),
+        }) => global.change(|s| s.host_donate_guest(handle, hpa, gpa, pages)),
         #[cfg(pkvm_debug)]
         Ok(Call::DebugHostEptLookup { hpa }) => global.page_states().host_ept_lookup(hpa),
         #[cfg(pkvm_debug)]
         Ok(Call::DebugGuestShareHost { handle, gpa, pages }) => {
-            global.page_states().guest_share_host(handle, gpa, pages)
+            global.change(|s| s.guest_share_host(handle, gpa, pages))
         }
         #[cfg(pkvm_debug)]
         Ok(Call::DebugGuestUnshareHost { handle, gpa, pages }) => {
-            global.page_states().guest_unshare_host(handle, gpa, pages)
+            global.change(|s| s.guest_unshare_host(handle, gpa, pages))
         }
         #[cfg(pkvm_debug)]
         Ok(Call::DebugCheckInvariants) => global.page_states().check_invariants(),
@@ -387,35 +393,74 @@ fn hypercall_dispatch(regs: &mut GuestRegs, cpu: &HypCpu, local: &mut CpuLocal) 
     0
 }
 
-/// Leaves VMX operation and prepares `regs.iret` so that the entry's IRETQ
-/// lands in the host right after its VMCALL, in root mode, with the
-/// host's control registers, descriptor tables, segments and MSRs.  The
-/// task register still refers to the hypervisor's TSS: the host reloads
-/// its own right after the hypercall returns (see `crate::host::launch`).
+/// The ranges this CPU stands on in root mode until it is back in the
+/// host, read from its own VMCS host state: the stack below HOST_RSP, the
+/// per-CPU page (GS base), the GDT page (with the TSS), the interrupt
+/// stack page the TSS names, and the shared root IDT.
+fn keep_ranges() -> KeepRanges {
+    let stack_top = rd(HOST_RSP).wrapping_add(16);
+    let stack_pages = crate::host::cpu_setup::STACK_PAGES as u64;
+    let tr = rd(HOST_TR_BASE);
+    // SAFETY: HOST_TR_BASE is this CPU's TSS in its GDT page, mapped in
+    // root mode; the TSS may be unaligned (it is written unaligned).
+    let ist =
+        unsafe { core::ptr::addr_of!((*(tr as *const root_tables::Tss64)).ist).read_unaligned() };
+    [
+        (stack_top.wrapping_sub(stack_pages * 4096), stack_pages),
+        (rd(HOST_GS_BASE), 1),
+        (rd(HOST_GDTR_BASE), 1),
+        (ist[0].wrapping_sub(4096), 1),
+        (rd(HOST_IDTR_BASE), 1),
+    ]
+}
+
+/// TEARDOWN_CPU: joins the rendezvous of every CPU under the hypervisor
+/// (refused before BEGIN_TEARDOWN, or if the others do not come); when all
+/// are there, leaves VMX operation, lets the last CPU to arrive scrub the
+/// hypervisor's memory (`HypGlobal::teardown_left_vmx`), and prepares
+/// `regs.iret` so that the entry's IRETQ lands in the host right after
+/// its VMCALL, in root mode, with the host's control registers,
+/// descriptor tables, segments and MSRs.  The task register still refers
+/// to the hypervisor's TSS: the host reloads its own right after the
+/// hypercall returns (see `crate::host::launch`).  Returns what
+/// [`handle_exit`] returns.
 ///
 /// # Safety
 ///
 /// Called from the exit handler for TEARDOWN_CPU only.
-unsafe fn teardown(regs: &mut GuestRegs, cpu: &mut CpuLocal) -> u64 {
+unsafe fn teardown(regs: &mut GuestRegs, hcpu: &HypCpu, cpu: &mut CpuLocal) -> u64 {
+    let refuse = |regs: &mut GuestRegs, e| {
+        regs.gpr[reg::RAX] = hypercall::err(e);
+        deliver_pending(hcpu);
+        0
+    };
     let h = match HostCpuState::read(&vmcs()) {
         Ok(h) => h,
-        Err(_) => {
-            // Cannot happen with the host's VMCS current; refuse rather
-            // than load zeros into the CPU.
-            regs.gpr[reg::RAX] = hypercall::err(errno::EFAULT);
-            return 0;
-        }
+        // Cannot happen with the host's VMCS current; refuse rather
+        // than load zeros into the CPU.
+        Err(_) => return refuse(regs, errno::EFAULT),
     };
+    // SAFETY: `global` points at the hypervisor-wide state in the pool,
+    // alive while any CPU runs under it (and until every CPU has left).
+    let global = unsafe { &*hcpu.global };
+    let closer = match global.teardown_arrive(hcpu.cpu, &keep_ranges()) {
+        Ok(c) => c,
+        Err(e) => return refuse(regs, e),
+    };
+    regs.gpr[reg::RAX] = 0;
     // SAFETY: root mode, with the host's VMCS current.
     let vmcs_pa = unsafe { vmx::vmptrst() };
 
-    // SAFETY: leaving VMX operation on the host's request; the VMCS is
-    // cleared first so its state is written back to memory.
+    // SAFETY: leaving VMX operation with every other CPU (the rendezvous
+    // closed); the VMCS is cleared first so its state is written back.
     unsafe {
         let _ = vmx::vmclear(vmcs_pa);
         let _ = vmx::vmxoff();
     }
     cpu.torn_down = 1;
+    // Still on the hypervisor's page table, stack and descriptor tables:
+    // wait for the scrub (or do it) before anything of the host runs.
+    global.teardown_left_vmx(closer);
 
     let gdt = cpu::DescriptorTablePointer {
         limit: h.gdtr.1,

@@ -20,6 +20,11 @@
  *   read PFN OFF            8 bytes at OFF of frame PFN, through a fresh
  *                           vmap() alias; "ok 0x..." or "fault"
  *   write PFN OFF VALUE     8 bytes written the same way; "ok" or "fault"
+ *   alloc VALUE             a fresh page filled with VALUE (every 8 bytes),
+ *                           never freed (it may end up the hypervisor's or
+ *                           a guest's); "ok PFN"
+ *   scan PFN N VALUE        how many aligned 8-byte words of frames
+ *                           PFN..PFN+N-1 equal VALUE; "ok COUNT FAULTS"
  *
  * Numbers are parsed with base 0 (0x... for hex).
  */
@@ -105,6 +110,46 @@ static int cmd_read_write(bool write, u64 pfn, u64 off, u64 val)
 	return 0;
 }
 
+static int cmd_alloc(u64 val)
+{
+	u64 *p = (u64 *)__get_free_page(GFP_KERNEL);
+	unsigned int i;
+
+	if (!p)
+		return -ENOMEM;
+	for (i = 0; i < PAGE_SIZE / 8; i++)
+		p[i] = val;
+	snprintf(result, sizeof(result), "ok 0x%lx\n", PHYS_PFN(__pa(p)));
+	return 0;
+}
+
+static int cmd_scan(u64 pfn, u64 n, u64 val)
+{
+	u64 hits = 0, faults = 0, i, off, got;
+	void *va;
+
+	if (n > 1 << 18)
+		return -EINVAL;
+	for (i = 0; i < n; i++) {
+		va = alias(pfn + i);
+		if (!va) {
+			faults++;
+			continue;
+		}
+		for (off = 0; off < PAGE_SIZE; off += 8) {
+			if (access_nofault(false, va + off, &got)) {
+				faults++;
+				break;
+			}
+			hits += got == val;
+		}
+		vunmap(va);
+		cond_resched();
+	}
+	snprintf(result, sizeof(result), "ok %llu %llu\n", hits, faults);
+	return 0;
+}
+
 static int run(char *line)
 {
 	char *argv[7];
@@ -152,6 +197,10 @@ static int run(char *line)
 		return cmd_read_write(false, n[0], n[1], 0);
 	if (!strcmp(argv[0], "write") && argc == 4)
 		return cmd_read_write(true, n[0], n[1], n[2]);
+	if (!strcmp(argv[0], "alloc") && argc == 2)
+		return cmd_alloc(n[0]);
+	if (!strcmp(argv[0], "scan") && argc == 4)
+		return cmd_scan(n[0], n[1], n[2]);
 	return -EINVAL;
 }
 
