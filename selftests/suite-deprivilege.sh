@@ -181,33 +181,55 @@ t_no_debug_code() {
 	pkvm_rmmod || fail "rmmod"
 }
 
-# No CPU leaves VMX operation alone: while pkvm is loaded, taking a CPU
-# offline is refused (it stays online and deprivileged); after unload
-# offline/online works; a CPU offline at load and onlined afterwards is
-# deprivileged then (on 1 CPU there is nothing to take offline).
+# No CPU leaves VMX operation while pkvm is loaded: a CPU taken offline is
+# parked in non-root operation (the host's INIT puts it in wait-for-SIPI),
+# and the host's normal online path (INIT, SIPI) restarts it there: it is
+# not launched again (launch count unchanged), the INIT and SIPI exit
+# counts go up, and it answers the hypervisor's CPUID leaf at once.
+# Unloading with a CPU parked brings it online for the teardown and
+# offline again.  A present CPU offline at load refuses the load.
+launch_no() { dmesg | sed -n "s/.*pkvm_x86: cpu$1: deprivileged (launch \([0-9]*\)).*/\1/p" | tail -1; }
+exit_count() { n=$(sed -n "s/^$1 //p" $DBG/exits); echo ${n:-0}; }
 t_cpu_hotplug() {
 	last=$(($(ncpu) - 1))
 	[ $last -ge 1 ] || { echo "one CPU: skipped"; return 0; }
-	insmod /lib/modules/pkvm_x86.ko || fail "insmod"
+	insmod /lib/modules/pkvm_x86.ko || fail "insmod" || return 1
 	f=/sys/devices/system/cpu/cpu$last/online
-	if echo 0 > $f 2>/tmp/offline.err; then
-		echo 1 > $f
-		fail "cpu$last went offline while pkvm is loaded"
-	fi
-	echo "offline cpu$last: $(cat /tmp/offline.err)"
-	expect_eq "cpu$last online" "$(cat $f)" 1
-	expect_eq "cpu$last signature" "$(taskset -c $last /bin/cpuid -s)" "pkvm-x86" || return 1
-	dmesg | grep -q "cpu$last: pkvm_x86 is loaded: refusing to take it offline" || fail "no message"
-	/bin/workload 2 1 >/dev/null || fail "host broken after the refused offline"
+	expect_eq "cpu$last launches at load" "$(launch_no $last)" 1
+	for i in 1 2 3; do
+		init0=$(exit_count init) sipi0=$(exit_count sipi)
+		echo 0 > $f || fail "offline cpu$last (cycle $i)" || return 1
+		grep -q "^processor.*: $last\$" /proc/cpuinfo && fail "cpu$last still listed"
+		dmesg | grep -q "cpu$last: going offline; parked in VMX non-root" || fail "no parking message"
+		/bin/workload 2 1 >/dev/null || fail "host broken with cpu$last parked"
+		echo 1 > $f || fail "online cpu$last (cycle $i)" || return 1
+		sig=$(taskset -c $last /bin/cpuid -s)
+		expect_eq "cpu$last signature right after online (cycle $i)" "$sig" "pkvm-x86" || return 1
+		init1=$(exit_count init) sipi1=$(exit_count sipi)
+		echo "cycle $i: init exits $init0 -> $init1, sipi exits $sipi0 -> $sipi1"
+		[ $init1 -gt $init0 ] || fail "no INIT exit counted (cycle $i)"
+		[ $sipi1 -gt $sipi0 ] || fail "no SIPI exit counted (cycle $i)"
+		expect_eq "cpu$last launches after cycle $i" "$(launch_no $last)" 1
+	done
+	/bin/workload 2 1 >/dev/null || fail "host broken after the cycles"
 	pkvm_rmmod || fail "rmmod"
 	sig=$(taskset -c $last /bin/cpuid -s)
 	[ "$sig" != pkvm-x86 ] || fail "cpu$last still deprivileged after rmmod"
-	echo 0 > $f && echo 1 > $f || fail "offline/online after unload"
-	# Offline while unloaded, online after: the module must not care.
-	echo 0 > $f && insmod /lib/modules/pkvm_x86.ko && echo 1 > $f || fail "online after load"
-	expect_eq "late cpu$last" "$(taskset -c $last /bin/cpuid -s)" "pkvm-x86" || return 1
-	pkvm_rmmod || fail "final rmmod"
-	expect_eq "cpu$last after the final rmmod" "$(taskset -c $last /bin/cpuid -s | grep -c pkvm-x86)" 0
+	# Unload with cpu$last parked.
+	insmod /lib/modules/pkvm_x86.ko && echo 0 > $f || fail "insmod, offline"
+	pkvm_rmmod || fail "rmmod with cpu$last parked"
+	expect_eq "cpu$last offline again after rmmod" "$(cat $f)" 0
+	echo 1 > $f || fail "online after unload"
+	[ "$(taskset -c $last /bin/cpuid -s)" != pkvm-x86 ] || fail "cpu$last deprivileged after unload"
+	# A present CPU offline at load: refused.
+	echo 0 > $f || fail "offline before load"
+	if insmod /lib/modules/pkvm_x86.ko 2>/tmp/insmod.err; then
+		pkvm_rmmod
+		fail "loaded with cpu$last offline"
+	fi
+	cat /tmp/insmod.err
+	dmesg | grep -q "cpu$last: present but offline" || fail "no message for the offline CPU"
+	echo 1 > $f || fail "online after the refused load"
 }
 
 # The hostile host asks one CPU of two to leave VMX operation (TEARDOWN_CPU,

@@ -39,6 +39,8 @@ struct CpuState {
     slots: KVec<Option<CpuSlot>>,
     /// Nanoseconds the last launch of each CPU took.
     launch_ns: KVec<u64>,
+    /// How many times each CPU was launched (VMLAUNCH in place).
+    launches: KVec<u32>,
     /// A CPU could not leave VMX operation: the pool must not go back.
     teardown_failed: bool,
     /// Tests: refuse to deprivilege this CPU (module parameter).
@@ -79,6 +81,21 @@ unsafe impl Sync for Hypervisor {}
 struct SetupStats {
     pool: (usize, usize),
     ept_tables: usize,
+}
+
+/// A CPU that is present but not online, if any.
+fn offline_present_cpu() -> Option<u32> {
+    // SAFETY: static cpumasks that live forever.
+    let (present, online) = unsafe {
+        (
+            kernel::cpumask::Cpumask::from_raw(&raw const bindings::__cpu_present_mask),
+            kernel::cpumask::Cpumask::from_raw(&raw const bindings::__cpu_online_mask),
+        )
+    };
+    let _hotplug = crate::host::cpu_caps::CpusReadGuard::new();
+    (0..kernel::cpu::nr_cpu_ids()).find(|&c| {
+        kernel::cpu::CpuId::from_u32(c).is_some_and(|id| present.test(id) && !online.test(id))
+    })
 }
 
 /// CPU-hotplug startup callback: deprivileges `cpu` (every online CPU at
@@ -139,6 +156,12 @@ unsafe extern "C" fn cpu_online(cpu: core::ffi::c_uint) -> core::ffi::c_int {
         return err;
     }
     slot.launched = true;
+    let n = st.launches.get_mut(cpu as usize).map_or(0, |n| {
+        *n += 1;
+        *n
+    });
+    // Tests count these: parking and restarting a CPU is not a launch.
+    pr_info!("{}\n", format_args!("cpu{cpu}: deprivileged (launch {n})"));
     // SAFETY: ktime_get has no preconditions.
     let ns = unsafe { bindings::ktime_get() }.saturating_sub(t) as u64;
     if let Some(l) = st.launch_ns.get_mut(cpu as usize) {
@@ -164,15 +187,16 @@ unsafe extern "C" fn cpu_offline(cpu: core::ffi::c_uint) -> core::ffi::c_int {
     if !slot.launched || st.bulk {
         return 0;
     }
-    // No CPU leaves VMX operation alone (it would run without an EPT
-    // beside CPUs still under the hypervisor): the offline is refused and
-    // the CPU stays online, deprivileged.  Documentation/deprivilege.rst,
-    // "CPU hotplug".
+    // The CPU does not leave VMX operation: it dies in non-root operation
+    // (the kernel's play_dead), the host's INIT parks it in the
+    // wait-for-SIPI state, and the SIPI that brings it back starts the
+    // host's trampoline in non-root operation (`crate::hyp::exit_handler`).
+    // It stays `launched`; `cpu_online` has nothing to do for it.
     pr_info!(
-        "cpu{}: pkvm_x86 is loaded: refusing to take it offline (unload first)\n",
+        "cpu{}: going offline; parked in VMX non-root operation\n",
         cpu
     );
-    -(bindings::EBUSY as i32)
+    0
 }
 
 impl Hypervisor {
@@ -188,6 +212,22 @@ impl Hypervisor {
         if !CPU_STATE.load(Ordering::Acquire).is_null() {
             return Err(EBUSY);
         }
+        // An offline CPU is parked in non-root operation by INIT/SIPI
+        // emulation, which needs the wait-for-SIPI activity state.
+        if caps.misc & (1 << 8) == 0 {
+            pr_err!("the CPU has no wait-for-SIPI activity state (IA32_VMX_MISC bit 8)\n");
+            return Err(Error::from_errno(-(bindings::EOPNOTSUPP as i32)));
+        }
+        // A present CPU that is offline now would be started later by the
+        // host in full privilege (INIT/SIPI reach it outside VMX): it
+        // cannot be brought under the hypervisor from a loaded module.
+        if let Some(cpu) = offline_present_cpu() {
+            pr_err!(
+                "cpu{}: present but offline; online every CPU before loading pkvm_x86\n",
+                cpu
+            );
+            return Err(EBUSY);
+        }
         // SAFETY: ktime_get has no preconditions.
         let t0 = unsafe { bindings::ktime_get() };
         let mut pool = Pool::new(pool_bytes)?;
@@ -197,6 +237,7 @@ impl Hypervisor {
                 shared,
                 slots: KVec::new(),
                 launch_ns: KVec::new(),
+                launches: KVec::new(),
                 teardown_failed: false,
                 fail_cpu,
                 bulk: true,
@@ -213,6 +254,7 @@ impl Hypervisor {
             };
             cpus.slots.push(slot, GFP_KERNEL)?;
             cpus.launch_ns.push(0, GFP_KERNEL)?;
+            cpus.launches.push(0, GFP_KERNEL)?;
         }
         // Last look at the pool from the host side: once a CPU runs
         // deprivileged the pool is out of the host's reach.
@@ -342,6 +384,32 @@ impl Hypervisor {
 }
 
 impl Hypervisor {
+    /// Brings every parked CPU (deprivileged, offline) online; returns
+    /// those it brought up.
+    fn online_parked(&mut self) -> KVec<u32> {
+        let mut up = KVec::new();
+        // SAFETY: `__cpu_online_mask` is a static cpumask that lives forever.
+        let online =
+            unsafe { kernel::cpumask::Cpumask::from_raw(&raw const bindings::__cpu_online_mask) };
+        for (cpu, slot) in self.cpus.slots.iter().enumerate() {
+            let cpu = cpu as u32;
+            if !slot.as_ref().is_some_and(|s| s.launched) {
+                continue;
+            }
+            if kernel::cpu::CpuId::from_u32(cpu).is_some_and(|id| online.test(id)) {
+                continue;
+            }
+            // SAFETY: process context, no hotplug lock held.
+            let rc = unsafe { bindings::add_cpu(cpu) };
+            if rc == 0 {
+                let _ = up.push(cpu, GFP_KERNEL);
+            } else {
+                pr_err!("cpu{}: parked, could not bring it online ({})\n", cpu, rc);
+            }
+        }
+        up
+    }
+
     /// The coordinated teardown: BEGIN_TEARDOWN, then TEARDOWN_CPU on every
     /// deprivileged CPU at once (they meet in root mode, the last to come
     /// scrubs the hypervisor's memory, all leave together).  Marks what
@@ -419,7 +487,18 @@ impl Drop for Hypervisor {
             unsafe { bindings::__cpuhp_remove_state(state, true) };
         }
         CPU_STATE.store(core::ptr::null_mut(), Ordering::Release);
+        // Parked (offline) CPUs are under the hypervisor too: bring them
+        // online (INIT/SIPI, emulated) so that they join the teardown,
+        // then give them back offline, natively.
+        let parked = self.online_parked();
         self.teardown_all();
+        for cpu in parked.iter().copied() {
+            // SAFETY: process context (module exit), no hotplug lock held.
+            let rc = unsafe { bindings::remove_cpu(cpu) };
+            if rc != 0 {
+                pr_warn!("cpu{}: could not take it offline again ({})\n", cpu, rc);
+            }
+        }
         if self.cpus.teardown_failed || self.cpus() != 0 {
             // A CPU may still use the pool: it must not go back to the host.
             pr_err!("a CPU is still deprivileged; leaking the hypervisor pool\n");

@@ -114,6 +114,15 @@ pub(crate) unsafe extern "C" fn handle_exit(regs: *mut GuestRegs, cpu: *const Hy
 
     // What to do is the host policy's decision; how, this handler's.
     match policy::on_exit(why.basic) {
+        Action::Init => {
+            park_for_sipi();
+            // No event may be pending into the wait-for-SIPI state.
+            return 0;
+        }
+        Action::Sipi => {
+            start_at_sipi(cpu, rd(EXIT_QUALIFICATION) as u8);
+            return 0;
+        }
         Action::Cpuid => {
             let leaf = regs.gpr[reg::RAX] as u32;
             let r = cpuid(leaf, regs.gpr[reg::RCX] as u32);
@@ -203,6 +212,95 @@ fn host_is_dead(cpu: &HypCpu, local: &mut CpuLocal, basic: u16) -> ! {
     local.last_unexpected = u64::from(basic);
     cpu.fatal_rip.store(rd(GUEST_RIP), Relaxed);
     cpu::park()
+}
+
+/// Guest activity state: active.
+const ACTIVITY_ACTIVE: u32 = 0;
+/// Guest activity state: wait-for-SIPI (IA32_VMX_MISC bit 8 says the CPU
+/// supports it; the load checks).
+const ACTIVITY_WAIT_FOR_SIPI: u32 = 3;
+
+/// INIT: natively the CPU resets and waits for a SIPI.  Here it stays in
+/// VMX non-root operation, in the wait-for-SIPI activity state, until the
+/// SIPI exit ([`start_at_sipi`]); the host's state it had stays in the
+/// VMCS untouched (valid for the entry) and is replaced at the SIPI.
+/// An offline CPU is parked this way: it never leaves VMX operation.
+fn park_for_sipi() {
+    wr(VM_ENTRY_INTR_INFO, 0);
+    wr(GUEST_INTERRUPTIBILITY_INFO, 0);
+    wr(GUEST_PENDING_DBG_EXCEPTIONS, 0);
+    wr(GUEST_ACTIVITY_STATE, ACTIVITY_WAIT_FOR_SIPI);
+}
+
+/// SIPI with `vector`: the CPU starts as after INIT-SIPI natively, in real
+/// mode at `vector << 12` (CS = `vector << 8`, IP = 0), still in VMX
+/// non-root operation under the host EPT (unrestricted guest allows CR0.PE
+/// = PG = 0).  The state is the SDM's INIT state, except CR0.NE (required
+/// in VMX operation; CR0 reads show it) and CR4.VMXE (required, hidden by
+/// the CR4 read shadow).
+fn start_at_sipi(cpu: &HypCpu, vector: u8) {
+    let cs = u16::from(vector) << 8;
+    // Real-mode segments: present, accessed, read/write data; CS code.
+    const DATA_AR: u32 = 0x93;
+    const CODE_AR: u32 = 0x9b;
+    wr(GUEST_CS_SELECTOR, cs);
+    wr(GUEST_CS_BASE, u64::from(cs) << 4);
+    wr(GUEST_CS_LIMIT, 0xffff);
+    wr(GUEST_CS_AR_BYTES, CODE_AR);
+    // Written one by one: an array loop would call into `core` (audit).
+    let data = |sel: Field<u16>, base: Field<u64>, limit: Field<u32>, ar: Field<u32>| {
+        wr(sel, 0);
+        wr(base, 0);
+        wr(limit, 0xffff);
+        wr(ar, DATA_AR);
+    };
+    data(GUEST_DS_SELECTOR, GUEST_DS_BASE, GUEST_DS_LIMIT, GUEST_DS_AR_BYTES);
+    data(GUEST_ES_SELECTOR, GUEST_ES_BASE, GUEST_ES_LIMIT, GUEST_ES_AR_BYTES);
+    data(GUEST_FS_SELECTOR, GUEST_FS_BASE, GUEST_FS_LIMIT, GUEST_FS_AR_BYTES);
+    data(GUEST_GS_SELECTOR, GUEST_GS_BASE, GUEST_GS_LIMIT, GUEST_GS_AR_BYTES);
+    data(GUEST_SS_SELECTOR, GUEST_SS_BASE, GUEST_SS_LIMIT, GUEST_SS_AR_BYTES);
+    // LDTR unusable; TR a (busy 32-bit) TSS at 0, as VM entry requires.
+    wr(GUEST_LDTR_SELECTOR, 0);
+    wr(GUEST_LDTR_BASE, 0);
+    wr(GUEST_LDTR_LIMIT, 0xffff);
+    wr(GUEST_LDTR_AR_BYTES, 1 << 16);
+    wr(GUEST_TR_SELECTOR, 0);
+    wr(GUEST_TR_BASE, 0);
+    wr(GUEST_TR_LIMIT, 0xffff);
+    wr(GUEST_TR_AR_BYTES, 0x8b);
+    wr(GUEST_GDTR_BASE, 0);
+    wr(GUEST_GDTR_LIMIT, 0xffff);
+    wr(GUEST_IDTR_BASE, 0);
+    wr(GUEST_IDTR_LIMIT, 0xffff);
+    // CR0: CD | NW | ET as after INIT, plus NE.
+    wr(GUEST_CR0, 0x6000_0030);
+    wr(GUEST_CR3, 0);
+    wr(GUEST_CR4, cpu.cr4_fixed0);
+    wr(CR4_READ_SHADOW, 0);
+    wr(GUEST_DR7, 0x400);
+    wr(GUEST_RFLAGS, 0x2);
+    wr(GUEST_RIP, 0);
+    wr(GUEST_RSP, 0);
+    wr(GUEST_IA32_EFER, 0);
+    wr(GUEST_IA32_PAT, 0x0007_0406_0007_0406);
+    wr(GUEST_IA32_DEBUGCTL, 0);
+    wr(GUEST_SYSENTER_CS, 0);
+    wr(GUEST_SYSENTER_ESP, 0);
+    wr(GUEST_SYSENTER_EIP, 0);
+    wr(
+        VM_ENTRY_CONTROLS,
+        rd(VM_ENTRY_CONTROLS) & !crate::hv::vmx::caps::ctl::ENTRY_IA32E_GUEST,
+    );
+    wr(VM_ENTRY_INTR_INFO, 0);
+    wr(GUEST_INTERRUPTIBILITY_INFO, 0);
+    wr(GUEST_PENDING_DBG_EXCEPTIONS, 0);
+    wr(GUEST_ACTIVITY_STATE, ACTIVITY_ACTIVE);
+    // SAFETY: `global` points at the hypervisor-wide state in the pool,
+    // alive while any CPU runs under it.
+    let global = unsafe { &*cpu.global };
+    // The CPU starts afresh: drop what it cached of the host EPT.
+    // SAFETY: root mode; INVEPT single-context is a required feature.
+    let _ = unsafe { vmx::invept(vmx::InveptType::SingleContext, global.host_eptp) };
 }
 
 fn unexpected(local: &mut CpuLocal, basic: u16) {
