@@ -5,7 +5,7 @@
 DBG=/sys/kernel/debug/pkvm_x86
 TESTS="native_before insmod_deprivileges vmcs_fields signature_leaf workload timers_and_interrupts \
 exit_counters protected_msr_write kvm_refused_while_loaded rmmod_reprivileges kvm_after \
-no_debug_code cpu_hotplug teardown_alone_refused failure_rolls_back load_unload_20 bench dmesg_clean"
+no_debug_code cpu_hotplug hostile_trampoline teardown_alone_refused failure_rolls_back load_unload_20 bench dmesg_clean"
 
 ncpu() { grep -c ^processor /proc/cpuinfo; }
 memfree_kb() { sed -n 's/^MemFree: *\([0-9]*\) kB/\1/p' /proc/meminfo; }
@@ -230,6 +230,34 @@ t_cpu_hotplug() {
 	cat /tmp/insmod.err
 	dmesg | grep -q "cpu$last: present but offline" || fail "no message for the offline CPU"
 	echo 1 > $f || fail "online after the refused load"
+}
+
+# The hostile host starts an offline CPU itself, by INIT + SIPI on a
+# trampoline of its own (selftests/hostile "sipi"), which tries to write
+# the hypervisor's pool by physical address.  The CPU is parked in non-root
+# operation, so the trampoline runs there: it runs, the write faults
+# (EPT), its own fault handler runs, the write never completes.  The
+# host's normal online path still works afterwards, without a new launch.
+t_hostile_trampoline() {
+	last=$(($(ncpu) - 1))
+	[ $last -ge 1 ] || { echo "one CPU: skipped"; return 0; }
+	apicid=$(awk -v c=$last '$1 == "processor" {p = $3} $1 == "apicid" && p == c {print $3}' /proc/cpuinfo)
+	[ -n "$apicid" ] || fail "no APIC id for cpu$last" || return 1
+	insmod /lib/modules/pkvm_x86-debug.ko debug=1 || fail "insmod debug=1" || return 1
+	insmod /lib/modules/pkvm_hostile.ko || fail "insmod pkvm_hostile" || return 1
+	H=/sys/kernel/debug/pkvm_hostile/ctl
+	echo pool_pa > $DBG/debug/ctl && pool=$(sed -n 's/^ok //p' $DBG/debug/ctl)
+	[ -n "$pool" ] || fail "no pool address" || return 1
+	f=/sys/devices/system/cpu/cpu$last/online
+	echo 0 > $f || fail "offline cpu$last" || return 1
+	echo "sipi $apicid 0x70 $pool" > $H || fail "hostile sipi refused"
+	r=$(cat $H); echo "hostile trampoline on cpu$last (APIC id $apicid), target $pool -> $r"
+	expect_eq "trampoline outcome" "$r" "ok ran=1 faulted=1 done=0"
+	echo 1 > $f || fail "online cpu$last after the hostile trampoline" || return 1
+	expect_eq "cpu$last signature after online" "$(taskset -c $last /bin/cpuid -s)" "pkvm-x86"
+	expect_eq "cpu$last launches" "$(launch_no $last)" 1
+	rmmod pkvm_hostile || fail "rmmod pkvm_hostile"
+	pkvm_rmmod || fail "rmmod"
 }
 
 # The hostile host asks one CPU of two to leave VMX operation (TEARDOWN_CPU,

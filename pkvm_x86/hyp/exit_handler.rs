@@ -199,7 +199,26 @@ pub(crate) unsafe extern "C" fn handle_exit(regs: *mut GuestRegs, cpu: *const Hy
         Action::Unexpected => unexpected(local, why.basic),
     }
     deliver_pending(cpu);
+    real_mode_event();
     0
+}
+
+/// In real mode (a CPU started by SIPI runs its trampoline there)
+/// exceptions push no error code, and VM entry refuses an injected event
+/// with one while CR0.PE = 0 (unrestricted guest): the entry would fail
+/// and leave the CPU halted in root mode.  Drop the error code there, as
+/// the CPU itself would.  (A #PF for protected memory touched by a
+/// trampoline then reaches the trampoline's own IVT.)
+fn real_mode_event() {
+    /// Deliver-error-code bit of the VM-entry interruption information.
+    const DELIVER_ERROR_CODE: u32 = 1 << 11;
+    if rd(GUEST_CR0) & 1 != 0 {
+        return;
+    }
+    let info = rd(VM_ENTRY_INTR_INFO);
+    if InterruptionInfo(info).is_valid() && info & DELIVER_ERROR_CODE != 0 {
+        wr(VM_ENTRY_INTR_INFO, info & !DELIVER_ERROR_CODE);
+    }
 }
 
 /// The host cannot continue on this CPU: it triple-faulted (natively the
@@ -254,11 +273,36 @@ fn start_at_sipi(cpu: &HypCpu, vector: u8) {
         wr(limit, 0xffff);
         wr(ar, DATA_AR);
     };
-    data(GUEST_DS_SELECTOR, GUEST_DS_BASE, GUEST_DS_LIMIT, GUEST_DS_AR_BYTES);
-    data(GUEST_ES_SELECTOR, GUEST_ES_BASE, GUEST_ES_LIMIT, GUEST_ES_AR_BYTES);
-    data(GUEST_FS_SELECTOR, GUEST_FS_BASE, GUEST_FS_LIMIT, GUEST_FS_AR_BYTES);
-    data(GUEST_GS_SELECTOR, GUEST_GS_BASE, GUEST_GS_LIMIT, GUEST_GS_AR_BYTES);
-    data(GUEST_SS_SELECTOR, GUEST_SS_BASE, GUEST_SS_LIMIT, GUEST_SS_AR_BYTES);
+    data(
+        GUEST_DS_SELECTOR,
+        GUEST_DS_BASE,
+        GUEST_DS_LIMIT,
+        GUEST_DS_AR_BYTES,
+    );
+    data(
+        GUEST_ES_SELECTOR,
+        GUEST_ES_BASE,
+        GUEST_ES_LIMIT,
+        GUEST_ES_AR_BYTES,
+    );
+    data(
+        GUEST_FS_SELECTOR,
+        GUEST_FS_BASE,
+        GUEST_FS_LIMIT,
+        GUEST_FS_AR_BYTES,
+    );
+    data(
+        GUEST_GS_SELECTOR,
+        GUEST_GS_BASE,
+        GUEST_GS_LIMIT,
+        GUEST_GS_AR_BYTES,
+    );
+    data(
+        GUEST_SS_SELECTOR,
+        GUEST_SS_BASE,
+        GUEST_SS_LIMIT,
+        GUEST_SS_AR_BYTES,
+    );
     // LDTR unusable; TR a (busy 32-bit) TSS at 0, as VM entry requires.
     wr(GUEST_LDTR_SELECTOR, 0);
     wr(GUEST_LDTR_BASE, 0);
