@@ -5,7 +5,7 @@
 DBG=/sys/kernel/debug/pkvm_x86
 TESTS="native_before insmod_deprivileges vmcs_fields signature_leaf workload timers_and_interrupts \
 exit_counters protected_msr_write kvm_refused_while_loaded rmmod_reprivileges kvm_after \
-no_debug_code cpu_hotplug failure_rolls_back load_unload_20 bench dmesg_clean"
+no_debug_code cpu_hotplug hostile_trampoline teardown_alone_refused failure_rolls_back load_unload_20 bench dmesg_clean"
 
 ncpu() { grep -c ^processor /proc/cpuinfo; }
 memfree_kb() { sed -n 's/^MemFree: *\([0-9]*\) kB/\1/p' /proc/meminfo; }
@@ -181,28 +181,130 @@ t_no_debug_code() {
 	pkvm_rmmod || fail "rmmod"
 }
 
-# A CPU taken offline leaves VMX operation; brought back, it is
-# deprivileged again (on 1 CPU there is nothing to take offline).
+# No CPU leaves VMX operation while pkvm is loaded: a CPU taken offline is
+# parked in non-root operation (the host's INIT puts it in wait-for-SIPI),
+# and the host's normal online path (INIT, SIPI) restarts it there: it is
+# not launched again (launch count unchanged), the INIT and SIPI exit
+# counts go up, and it answers the hypervisor's CPUID leaf at once.
+# Unloading with a CPU parked brings it online for the teardown and
+# offline again.  A present CPU offline at load refuses the load.
+launch_no() { dmesg | sed -n "s/.*pkvm_x86: cpu$1: deprivileged (launch \([0-9]*\)).*/\1/p" | tail -1; }
+exit_count() { n=$(sed -n "s/^$1 //p" $DBG/exits); echo ${n:-0}; }
 t_cpu_hotplug() {
 	last=$(($(ncpu) - 1))
 	[ $last -ge 1 ] || { echo "one CPU: skipped"; return 0; }
-	insmod /lib/modules/pkvm_x86.ko || fail "insmod"
+	insmod /lib/modules/pkvm_x86.ko || fail "insmod" || return 1
 	f=/sys/devices/system/cpu/cpu$last/online
-	echo 0 > $f || fail "offline cpu$last"
-	grep -q "^processor.*: $last\$" /proc/cpuinfo && fail "cpu$last still listed"
-	/bin/workload 2 1 >/dev/null || fail "host broken with cpu$last offline"
-	echo 1 > $f || fail "online cpu$last"
-	sig=$(taskset -c $last /bin/cpuid -s) || fail "taskset"
-	expect_eq "cpu$last signature after re-onlining" "$sig" "pkvm-x86" || return 1
-	grep "^cpu${last}_total" $DBG/exits || fail "no counters from cpu$last"
-	echo 0 > $f && echo 1 > $f || fail "second offline/online"
+	expect_eq "cpu$last launches at load" "$(launch_no $last)" 1
+	for i in 1 2 3; do
+		init0=$(exit_count init) sipi0=$(exit_count sipi)
+		echo 0 > $f || fail "offline cpu$last (cycle $i)" || return 1
+		grep -q "^processor.*: $last\$" /proc/cpuinfo && fail "cpu$last still listed"
+		dmesg | grep -q "cpu$last: going offline; parked in VMX non-root" || fail "no parking message"
+		/bin/workload 2 1 >/dev/null || fail "host broken with cpu$last parked"
+		echo 1 > $f || fail "online cpu$last (cycle $i)" || return 1
+		sig=$(taskset -c $last /bin/cpuid -s)
+		expect_eq "cpu$last signature right after online (cycle $i)" "$sig" "pkvm-x86" || return 1
+		init1=$(exit_count init) sipi1=$(exit_count sipi)
+		echo "cycle $i: init exits $init0 -> $init1, sipi exits $sipi0 -> $sipi1"
+		[ $init1 -gt $init0 ] || fail "no INIT exit counted (cycle $i)"
+		[ $sipi1 -gt $sipi0 ] || fail "no SIPI exit counted (cycle $i)"
+		expect_eq "cpu$last launches after cycle $i" "$(launch_no $last)" 1
+	done
+	/bin/workload 2 1 >/dev/null || fail "host broken after the cycles"
 	pkvm_rmmod || fail "rmmod"
 	sig=$(taskset -c $last /bin/cpuid -s)
 	[ "$sig" != pkvm-x86 ] || fail "cpu$last still deprivileged after rmmod"
-	# Offline while unloaded, online after: the module must not care.
-	echo 0 > $f && insmod /lib/modules/pkvm_x86.ko && echo 1 > $f || fail "online after load"
-	expect_eq "late cpu$last" "$(taskset -c $last /bin/cpuid -s)" "pkvm-x86" || return 1
-	pkvm_rmmod || fail "final rmmod"
+	# Unload with cpu$last parked.
+	insmod /lib/modules/pkvm_x86.ko && echo 0 > $f || fail "insmod, offline"
+	pkvm_rmmod || fail "rmmod with cpu$last parked"
+	expect_eq "cpu$last offline again after rmmod" "$(cat $f)" 0
+	echo 1 > $f || fail "online after unload"
+	[ "$(taskset -c $last /bin/cpuid -s)" != pkvm-x86 ] || fail "cpu$last deprivileged after unload"
+	# A present CPU offline at load: refused.
+	echo 0 > $f || fail "offline before load"
+	if insmod /lib/modules/pkvm_x86.ko 2>/tmp/insmod.err; then
+		pkvm_rmmod
+		fail "loaded with cpu$last offline"
+	fi
+	cat /tmp/insmod.err
+	dmesg | grep -q "cpu$last: present but offline" || fail "no message for the offline CPU"
+	echo 1 > $f || fail "online after the refused load"
+}
+
+# The hostile host starts an offline CPU itself, by INIT + SIPI on a
+# trampoline of its own (selftests/hostile "sipi"), which tries to write
+# the hypervisor's pool by physical address.  The CPU is parked in non-root
+# operation, so the trampoline runs there: it runs, the write faults
+# (EPT), its own fault handler runs, the write never completes.  The
+# host's normal online path still works afterwards, without a new launch.
+t_hostile_trampoline() {
+	last=$(($(ncpu) - 1))
+	[ $last -ge 1 ] || { echo "one CPU: skipped"; return 0; }
+	apicid=$(awk -v c=$last '$1 == "processor" {p = $3} $1 == "apicid" && p == c {print $3}' /proc/cpuinfo)
+	[ -n "$apicid" ] || fail "no APIC id for cpu$last" || return 1
+	insmod /lib/modules/pkvm_x86-debug.ko debug=1 || fail "insmod debug=1" || return 1
+	insmod /lib/modules/pkvm_hostile.ko || fail "insmod pkvm_hostile" || return 1
+	H=/sys/kernel/debug/pkvm_hostile/ctl
+	echo pool_pa > $DBG/debug/ctl && pool=$(sed -n 's/^ok //p' $DBG/debug/ctl)
+	[ -n "$pool" ] || fail "no pool address" || return 1
+	f=/sys/devices/system/cpu/cpu$last/online
+	echo 0 > $f || fail "offline cpu$last" || return 1
+	echo "sipi $apicid 0x70 $pool" > $H || fail "hostile sipi refused"
+	r=$(cat $H); echo "hostile trampoline on cpu$last (APIC id $apicid), target $pool -> $r"
+	expect_eq "trampoline outcome" "$r" "ok ran=1 faulted=1 done=0"
+	echo 1 > $f || fail "online cpu$last after the hostile trampoline" || return 1
+	expect_eq "cpu$last signature after online" "$(taskset -c $last /bin/cpuid -s)" "pkvm-x86"
+	expect_eq "cpu$last launches" "$(launch_no $last)" 1
+	rmmod pkvm_hostile || fail "rmmod pkvm_hostile"
+	pkvm_rmmod || fail "rmmod"
+}
+
+# The hostile host asks one CPU of two to leave VMX operation (TEARDOWN_CPU,
+# 1) with a VM alive: refused, and BEGIN_TEARDOWN (7) too; that CPU stays
+# deprivileged and still cannot read the hypervisor's pool.  With no VM,
+# BEGIN_TEARDOWN succeeds but one CPU alone still cannot leave: the
+# rendezvous gives up (EBUSY) and the CPU stays under the hypervisor.
+# Unload then tears every CPU down together.
+EPERM_RAX=0xffffffffffffffff
+EBUSY_RAX=0xfffffffffffffff0
+t_teardown_alone_refused() {
+	[ "$(ncpu)" -ge 2 ] || { echo "one CPU: skipped"; return 0; }
+	insmod /lib/modules/pkvm_x86-debug.ko debug=1 || fail "insmod debug=1" || return 1
+	insmod /lib/modules/pkvm_hostile.ko || fail "insmod pkvm_hostile" || return 1
+	H=/sys/kernel/debug/pkvm_hostile/ctl
+	C=$DBG/debug/ctl
+	echo pool_pa > $C && pool=$(cat $C | sed -n 's/^ok //p')
+	[ -n "$pool" ] || fail "no pool address" || return 1
+	ppfn=$(printf '0x%x' $((pool >> 12)))
+	echo "alloc 0x3e7a3e7a3e7a3e7a" > $H && meta=$(sed -n 's/^ok //p' $H)
+	echo "vmcall 0 0x20 0x7e57 0 $meta 1" > $H; r=$(cat $H); echo "VM_CREATE -> $r"
+	handle=$(echo "$r" | sed -n 's/^ok rax=\(0x[0-9a-f]*\) .*/\1/p')
+	case "$handle" in 0x[0-9a-f]*) [ $((handle)) -gt 0 ] ;; *) false ;; esac || fail "VM_CREATE failed: $r" || return 1
+	echo "vmcall 1 1" > $H; r=$(cat $H); echo "TEARDOWN_CPU on cpu1 with a VM -> $r"
+	case "$r" in "ok rax=$EPERM_RAX "*) ;; *) fail "TEARDOWN_CPU not refused with EPERM: $r" ;; esac
+	echo "vmcall 1 7" > $H; r=$(cat $H); echo "BEGIN_TEARDOWN with a VM -> $r"
+	case "$r" in "ok rax=$EBUSY_RAX "*) ;; *) fail "BEGIN_TEARDOWN not refused with EBUSY: $r" ;; esac
+	expect_eq "cpu1 signature" "$(taskset -c 1 /bin/cpuid -s)" "pkvm-x86"
+	r=$(taskset -c 1 sh -c "echo read $ppfn 0 > $H; cat $H"); echo "cpu1 reads the pool -> $r"
+	expect_eq "pool read from cpu1" "$r" "fault"
+	echo "vmcall 0 0x21 $handle" > $H; r=$(cat $H); echo "VM_TEARDOWN -> $r"
+	case "$r" in "ok rax=0x0 "*) ;; *) fail "VM_TEARDOWN: $r" ;; esac
+	# No VM: teardown may begin, but cpu1 alone cannot leave.
+	echo "vmcall 0 7" > $H; r=$(cat $H); echo "BEGIN_TEARDOWN -> $r"
+	case "$r" in "ok rax=0x0 "*) ;; *) fail "BEGIN_TEARDOWN: $r" ;; esac
+	echo "vmcall 0 0x10 $meta 1" > $H; r=$(cat $H); echo "HOST_DONATE_HYP after BEGIN_TEARDOWN -> $r"
+	case "$r" in "ok rax=$EBUSY_RAX "*) ;; *) fail "page-state call not refused after BEGIN_TEARDOWN: $r" ;; esac
+	echo "vmcall 1 1" > $H; r=$(cat $H); echo "TEARDOWN_CPU on cpu1 alone -> $r"
+	case "$r" in "ok rax=$EBUSY_RAX "*) ;; *) fail "lone TEARDOWN_CPU not refused with EBUSY: $r" ;; esac
+	expect_eq "cpu1 signature after" "$(taskset -c 1 /bin/cpuid -s)" "pkvm-x86"
+	r=$(taskset -c 1 sh -c "echo read $ppfn 0 > $H; cat $H"); echo "cpu1 reads the pool -> $r"
+	expect_eq "pool read from cpu1 after" "$r" "fault"
+	rmmod pkvm_hostile || fail "rmmod pkvm_hostile"
+	pkvm_rmmod || fail "rmmod"
+	for c in 0 1; do
+		[ "$(taskset -c $c /bin/cpuid -s)" != pkvm-x86 ] || fail "cpu$c still deprivileged after rmmod"
+	done
 }
 
 # Deprivileging fails on the last CPU (injected): the load fails with EIO,

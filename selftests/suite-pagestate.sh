@@ -6,7 +6,7 @@
 DBG=/sys/kernel/debug/pkvm_x86
 CTL=$DBG/debug/ctl
 TESTS="insmod_debug host_ept_types pool_unreachable donate_hyp_and_back hostile_alias module_image_pinned mmio_refused double_donate_refused \
-share_hyp protected_vm normal_vm bad_commands nmis_not_lost hostile_hypercalls rmmod_gives_back dmesg_clean"
+share_hyp protected_vm normal_vm bad_commands nmis_not_lost hostile_hypercalls rmmod_gives_back rmmod_scrubs dmesg_clean"
 
 ctl() { echo "$*" > $CTL || { echo "write '$*' failed"; return 1; }; cat $CTL; }
 # expect_ctl PATTERN CMD...: run CMD, check the reply matches PATTERN
@@ -281,6 +281,36 @@ t_rmmod_gives_back() {
 	pkvm_rmmod || fail "rmmod"
 	dmesg | grep 'pkvm_x86' | tail -3
 	if dmesg | grep -q 'leaking'; then fail "pages leaked on unload"; fi
+}
+
+# Unload scrubs: the hostile host fills a page with a pattern and leaves it
+# donated to the hypervisor, fills a VM's metadata page with another and
+# creates (then tears down) a VM whose host id is a third pattern, which
+# the hypervisor records in its pool.  After rmmod none of the patterns is
+# left: not in the donated page, not in the metadata page, not in the
+# pool's first chunk.
+t_rmmod_scrubs() {
+	insmod /lib/modules/pkvm_x86-debug.ko debug=1 || fail "insmod debug=1" || return 1
+	insmod /lib/modules/pkvm_hostile.ko || fail "insmod pkvm_hostile" || return 1
+	pool=$(ctl pool_pa | sed -n 's/^ok //p')
+	ppfn=$(printf '0x%x' $((pool >> 12)))
+	D=0xd0d0d0d0d0d0d0d0 M=0x3e7a3e7a3e7a3e7a V=0x5ca1ab1e5ca1ab1e
+	d=$(hostile alloc $D | sed -n 's/^ok //p')
+	m=$(hostile alloc $M | sed -n 's/^ok //p')
+	expect_hostile '^ok rax=0x0 ' vmcall 0 0x10 $d 1
+	r=$(hostile vmcall 0 0x20 $V 1 $m 1); echo "VM_CREATE -> $r"
+	h=$(echo "$r" | sed -n 's/^ok rax=\(0x[0-9a-f]*\) .*/\1/p')
+	[ -n "$h" ] && [ $((h)) -gt 0 ] || fail "VM_CREATE: $r" || return 1
+	expect_hostile '^fault' read $d 0
+	expect_hostile '^ok rax=0x0 ' vmcall 0 0x21 $h
+	rmmod pkvm_hostile
+	pkvm_rmmod || fail "rmmod"
+	insmod /lib/modules/pkvm_hostile.ko || fail "insmod pkvm_hostile" || return 1
+	expect_hostile '^ok 0 0$' scan $d 1 $D
+	expect_hostile '^ok 512 0$' scan $d 1 0
+	expect_hostile '^ok 0 0$' scan $m 1 $M
+	expect_hostile '^ok 0 0$' scan $ppfn 512 $V
+	rmmod pkvm_hostile
 }
 
 t_dmesg_clean() {

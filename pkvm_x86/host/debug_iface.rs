@@ -12,6 +12,7 @@
 //! alloc N              allocate N test pages (filled with a pattern)
 //! read I | write I     touch page I with a fault-tolerant accessor
 //! probe_pool           read the first hypervisor pool page the same way
+//! pool_pa              physical address of the pool's first chunk (2 MiB)
 //! lookup I | lookup_pa PA   host EPT leaf of page I / of address PA
 //! donate_hyp I | undonate_hyp I | share_hyp I | unshare_hyp I
 //! vm_create normal|protected     register a test VM (one metadata page)
@@ -414,6 +415,7 @@ impl DebugState {
                     .map_err(fmt_err)?,
                 }
             }
+            "pool_pa" => writeln!(w, "ok {:#x}", self.pool_pa).map_err(fmt_err)?,
             "check" => {
                 let (r, kind, addr) = hc(nr::DEBUG_CHECK_INVARIANTS, 0, 0, 0, 0);
                 match r {

@@ -64,3 +64,37 @@ pub(crate) fn internal_errors() -> Result<u64> {
     let r = unsafe { vmx::vmcall(nr::INTERNAL_ERRORS, 0, 0, 0, 0) };
     hypercall::decode(r).map_err(|e| Error::from_errno(-(e as i32)))
 }
+
+/// Runs on a deprivileged CPU: BEGIN_TEARDOWN; the answer in `info`.
+///
+/// # Safety
+///
+/// `info` points at a `u64` the caller keeps alive; the CPU runs
+/// deprivileged under this hypervisor.
+unsafe extern "C" fn begin_teardown_this_cpu(info: *mut c_void) {
+    // SAFETY: guaranteed by the caller.
+    let out = unsafe { &mut *info.cast::<u64>() };
+    // SAFETY: BEGIN_TEARDOWN only freezes the page states.
+    *out = unsafe { vmx::vmcall(nr::BEGIN_TEARDOWN, 0, 0, 0, 0) };
+}
+
+/// BEGIN_TEARDOWN, made on deprivileged CPU `cpu`: `EBUSY` while a VM
+/// exists.
+pub(crate) fn begin_teardown(cpu: u32) -> Result {
+    let mut r = 0u64;
+    // SAFETY: the callback runs on `cpu` before this returns; `r` lives.
+    let rc = unsafe {
+        bindings::smp_call_function_single(
+            cpu as i32,
+            Some(begin_teardown_this_cpu),
+            (&raw mut r).cast(),
+            1,
+        )
+    };
+    if rc != 0 {
+        return Err(Error::from_errno(rc));
+    }
+    hypercall::decode(r)
+        .map(drop)
+        .map_err(|e| Error::from_errno(-(e as i32)))
+}

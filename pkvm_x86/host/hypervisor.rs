@@ -7,17 +7,22 @@
 //!
 //! Bring-up runs through a dynamic CPU-hotplug state: its online callback
 //! deprivileges each online CPU at load and each CPU that comes online
-//! later, on that CPU with interrupts off; its offline callback gives root
-//! mode back before a CPU goes down and at unload.  A failure on any CPU
-//! tears down every CPU already deprivileged and fails the load.  See
+//! later, on that CPU with interrupts off.  Its offline callback refuses
+//! (`EBUSY`) to let a deprivileged CPU go offline: no CPU leaves VMX
+//! operation alone.  Root mode goes back to the host only in one
+//! coordinated teardown of every CPU ([`Hypervisor::teardown_all`]):
+//! BEGIN_TEARDOWN (refused while a VM exists), then TEARDOWN_CPU on every
+//! deprivileged CPU at once; root mode scrubs its memory before any CPU
+//! returns.  A failure on any CPU at load tears down every CPU already
+//! deprivileged that way and fails the load.  See
 //! Documentation/deprivilege.rst.
 
-use core::sync::atomic::{AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicI32, AtomicPtr, Ordering};
 
 use kernel::{bindings, prelude::*};
 
 use super::cpu_setup::CpuSlot;
-use super::launch::{launch_on_this_cpu, teardown_this_cpu, LaunchArgs, Shared};
+use super::launch::{launch_on_this_cpu, teardown_this_cpu, LaunchArgs, Shared, TeardownArgs};
 use super::pool::Pool;
 use crate::hv::host_policy::{host_controls, MSR_INTERCEPTS};
 use crate::hv::mm::ept::Eptp;
@@ -34,10 +39,15 @@ struct CpuState {
     slots: KVec<Option<CpuSlot>>,
     /// Nanoseconds the last launch of each CPU took.
     launch_ns: KVec<u64>,
+    /// How many times each CPU was launched (VMLAUNCH in place).
+    launches: KVec<u32>,
     /// A CPU could not leave VMX operation: the pool must not go back.
     teardown_failed: bool,
     /// Tests: refuse to deprivilege this CPU (module parameter).
     fail_cpu: Option<u32>,
+    /// The hotplug state is being registered or removed: the offline
+    /// callback does nothing (the coordinated teardown follows).
+    bulk: bool,
 }
 
 /// The hotplug callbacks' view of the running hypervisor.  Set before the
@@ -71,6 +81,21 @@ unsafe impl Sync for Hypervisor {}
 struct SetupStats {
     pool: (usize, usize),
     ept_tables: usize,
+}
+
+/// A CPU that is present but not online, if any.
+fn offline_present_cpu() -> Option<u32> {
+    // SAFETY: static cpumasks that live forever.
+    let (present, online) = unsafe {
+        (
+            kernel::cpumask::Cpumask::from_raw(&raw const bindings::__cpu_present_mask),
+            kernel::cpumask::Cpumask::from_raw(&raw const bindings::__cpu_online_mask),
+        )
+    };
+    let _hotplug = crate::host::cpu_caps::CpusReadGuard::new();
+    (0..kernel::cpu::nr_cpu_ids()).find(|&c| {
+        kernel::cpu::CpuId::from_u32(c).is_some_and(|id| present.test(id) && !online.test(id))
+    })
 }
 
 /// CPU-hotplug startup callback: deprivileges `cpu` (every online CPU at
@@ -131,6 +156,12 @@ unsafe extern "C" fn cpu_online(cpu: core::ffi::c_uint) -> core::ffi::c_int {
         return err;
     }
     slot.launched = true;
+    let n = st.launches.get_mut(cpu as usize).map_or(0, |n| {
+        *n += 1;
+        *n
+    });
+    // Tests count these: parking and restarting a CPU is not a launch.
+    pr_info!("{}\n", format_args!("cpu{cpu}: deprivileged (launch {n})"));
     // SAFETY: ktime_get has no preconditions.
     let ns = unsafe { bindings::ktime_get() }.saturating_sub(t) as u64;
     if let Some(l) = st.launch_ns.get_mut(cpu as usize) {
@@ -153,29 +184,18 @@ unsafe extern "C" fn cpu_offline(cpu: core::ffi::c_uint) -> core::ffi::c_int {
     let Some(Some(slot)) = st.slots.get_mut(cpu as usize) else {
         return 0;
     };
-    if !slot.launched {
+    if !slot.launched || st.bulk {
         return 0;
     }
-    let mut ok: i32 = -1;
-    // SAFETY: runs on `cpu` (this CPU) with interrupts off before this
-    // returns; `ok` outlives it.
-    let rc = unsafe {
-        bindings::smp_call_function_single(
-            cpu as i32,
-            Some(teardown_this_cpu),
-            (&raw mut ok).cast(),
-            1,
-        )
-    };
-    if rc != 0 || ok != 0 {
-        pr_err!(
-            "{}\n",
-            format_args!("cpu{cpu}: teardown failed (rc {rc}, result {ok})")
-        );
-        st.teardown_failed = true;
-        return if rc != 0 { rc } else { ok };
-    }
-    slot.launched = false;
+    // The CPU does not leave VMX operation: it dies in non-root operation
+    // (the kernel's play_dead), the host's INIT parks it in the
+    // wait-for-SIPI state, and the SIPI that brings it back starts the
+    // host's trampoline in non-root operation (`crate::hyp::exit_handler`).
+    // It stays `launched`; `cpu_online` has nothing to do for it.
+    pr_info!(
+        "cpu{}: going offline; parked in VMX non-root operation\n",
+        cpu
+    );
     0
 }
 
@@ -192,6 +212,22 @@ impl Hypervisor {
         if !CPU_STATE.load(Ordering::Acquire).is_null() {
             return Err(EBUSY);
         }
+        // An offline CPU is parked in non-root operation by INIT/SIPI
+        // emulation, which needs the wait-for-SIPI activity state.
+        if caps.misc & (1 << 8) == 0 {
+            pr_err!("the CPU has no wait-for-SIPI activity state (IA32_VMX_MISC bit 8)\n");
+            return Err(Error::from_errno(-(bindings::EOPNOTSUPP as i32)));
+        }
+        // A present CPU that is offline now would be started later by the
+        // host in full privilege (INIT/SIPI reach it outside VMX): it
+        // cannot be brought under the hypervisor from a loaded module.
+        if let Some(cpu) = offline_present_cpu() {
+            pr_err!(
+                "cpu{}: present but offline; online every CPU before loading pkvm_x86\n",
+                cpu
+            );
+            return Err(EBUSY);
+        }
         // SAFETY: ktime_get has no preconditions.
         let t0 = unsafe { bindings::ktime_get() };
         let mut pool = Pool::new(pool_bytes)?;
@@ -201,8 +237,10 @@ impl Hypervisor {
                 shared,
                 slots: KVec::new(),
                 launch_ns: KVec::new(),
+                launches: KVec::new(),
                 teardown_failed: false,
                 fail_cpu,
+                bulk: true,
             },
             GFP_KERNEL,
         )?;
@@ -216,6 +254,7 @@ impl Hypervisor {
             };
             cpus.slots.push(slot, GFP_KERNEL)?;
             cpus.launch_ns.push(0, GFP_KERNEL)?;
+            cpus.launches.push(0, GFP_KERNEL)?;
         }
         // Last look at the pool from the host side: once a CPU runs
         // deprivileged the pool is out of the host's reach.
@@ -246,8 +285,12 @@ impl Hypervisor {
                 false,
             )
         };
+        hv.cpus.bulk = false;
         if rc < 0 {
             CPU_STATE.store(core::ptr::null_mut(), Ordering::Release);
+            // The CPUs already deprivileged leave together (the pool is
+            // kept, by `drop`, if they cannot).
+            hv.teardown_all();
             return Err(Error::from_errno(rc));
         }
         hv.hp_state = Some(rc);
@@ -340,14 +383,122 @@ impl Hypervisor {
     }
 }
 
+impl Hypervisor {
+    /// Brings every parked CPU (deprivileged, offline) online; returns
+    /// those it brought up.
+    fn online_parked(&mut self) -> KVec<u32> {
+        let mut up = KVec::new();
+        // SAFETY: `__cpu_online_mask` is a static cpumask that lives forever.
+        let online =
+            unsafe { kernel::cpumask::Cpumask::from_raw(&raw const bindings::__cpu_online_mask) };
+        for (cpu, slot) in self.cpus.slots.iter().enumerate() {
+            let cpu = cpu as u32;
+            if !slot.as_ref().is_some_and(|s| s.launched) {
+                continue;
+            }
+            if kernel::cpu::CpuId::from_u32(cpu).is_some_and(|id| online.test(id)) {
+                continue;
+            }
+            // SAFETY: process context, no hotplug lock held.
+            let rc = unsafe { bindings::add_cpu(cpu) };
+            if rc == 0 {
+                let _ = up.push(cpu, GFP_KERNEL);
+            } else {
+                pr_err!("cpu{}: parked, could not bring it online ({})\n", cpu, rc);
+            }
+        }
+        up
+    }
+
+    /// The coordinated teardown: BEGIN_TEARDOWN, then TEARDOWN_CPU on every
+    /// deprivileged CPU at once (they meet in root mode, the last to come
+    /// scrubs the hypervisor's memory, all leave together).  Marks what
+    /// failed in `teardown_failed`; CPUs that could not leave stay
+    /// deprivileged (and the pool is then never given back).
+    fn teardown_all(&mut self) {
+        if self.cpus() == 0 {
+            return;
+        }
+        // No CPU comes or goes meanwhile.
+        let _hotplug = crate::host::cpu_caps::CpusReadGuard::new();
+        let mut launched = KVec::new();
+        let mut results = KVec::new();
+        for s in self.cpus.slots.iter() {
+            let l = s.as_ref().is_some_and(|s| s.launched);
+            if launched.push(l, GFP_KERNEL).is_err()
+                || results.push(AtomicI32::new(-1), GFP_KERNEL).is_err()
+            {
+                pr_err!("teardown: out of memory; CPUs stay deprivileged\n");
+                self.cpus.teardown_failed = true;
+                return;
+            }
+        }
+        let Some(first) = launched.iter().position(|&l| l) else {
+            return;
+        };
+        if let Err(e) = super::hyp_client::begin_teardown(first as u32) {
+            pr_err!(
+                "{}\n",
+                format_args!(
+                    "teardown refused ({e:?}): a VM still exists; every CPU stays deprivileged"
+                )
+            );
+            self.cpus.teardown_failed = true;
+            return;
+        }
+        let mut args = TeardownArgs {
+            launched: &launched,
+            results: &results,
+        };
+        // SAFETY: runs `teardown_this_cpu` on every online CPU at once
+        // (each deprivileged CPU is online: offlining them is refused) and
+        // waits for all; `args` outlives the call.
+        unsafe {
+            bindings::on_each_cpu_cond_mask(
+                None,
+                Some(teardown_this_cpu),
+                (&raw mut args).cast(),
+                true,
+                &raw const bindings::__cpu_online_mask,
+            )
+        };
+        let st = &mut *self.cpus;
+        for (cpu, (slot, r)) in st.slots.iter_mut().zip(results.iter()).enumerate() {
+            let Some(slot) = slot.as_mut().filter(|s| s.launched) else {
+                continue;
+            };
+            let r = r.load(Ordering::Acquire);
+            if r == 0 {
+                slot.launched = false;
+            } else {
+                pr_err!("{}\n", format_args!("cpu{cpu}: teardown failed ({r})"));
+                st.teardown_failed = true;
+            }
+        }
+    }
+}
+
 impl Drop for Hypervisor {
     fn drop(&mut self) {
         if let Some(state) = self.hp_state.take() {
-            // SAFETY: removes the state registered in `start`; calls
-            // `cpu_offline` on every online CPU first.
+            self.cpus.bulk = true;
+            // SAFETY: removes the state registered in `start`; its
+            // `cpu_offline` calls do nothing (`bulk`).
             unsafe { bindings::__cpuhp_remove_state(state, true) };
         }
         CPU_STATE.store(core::ptr::null_mut(), Ordering::Release);
+        // Parked (offline) CPUs are under the hypervisor too: bring them
+        // online (INIT/SIPI, emulated) so that they join the teardown,
+        // then give them back offline, natively.
+        let parked = self.online_parked();
+        self.teardown_all();
+        for cpu in parked.iter().copied() {
+            // SAFETY: process context (module exit), no hotplug lock held.
+            let rc = unsafe { bindings::remove_cpu(cpu) };
+            if rc != 0 {
+                pr_warn!("cpu{}: could not take it offline again ({})\n", cpu, rc);
+            }
+        }
         if self.cpus.teardown_failed || self.cpus() != 0 {
             // A CPU may still use the pool: it must not go back to the host.
             pr_err!("a CPU is still deprivileged; leaking the hypervisor pool\n");

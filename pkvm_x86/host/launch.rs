@@ -5,7 +5,7 @@
 //! interrupts off); and the TEARDOWN_CPU hypercall that reverses it.
 
 use core::ffi::c_void;
-use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, Ordering};
 
 use kernel::{bindings, prelude::*};
 
@@ -94,19 +94,35 @@ pub(crate) struct LaunchArgs {
     pub(crate) vm_error: u64,
 }
 
-/// Runs on the CPU being torn down, interrupts off.
+/// What [`teardown_this_cpu`] needs on every CPU at once: which CPUs are
+/// deprivileged, and where each one's result goes (0 or a negative errno),
+/// both indexed by CPU number.
+pub(crate) struct TeardownArgs<'a> {
+    pub(crate) launched: &'a [bool],
+    pub(crate) results: &'a [AtomicI32],
+}
+
+/// Runs on every online CPU at once (one `on_each_cpu` call), interrupts
+/// off: each deprivileged CPU makes the TEARDOWN_CPU hypercall, which
+/// returns only when all of them have made it (a rendezvous in root
+/// mode) or with an error.
 ///
 /// # Safety
 ///
-/// `info` points at an `i32` the caller keeps alive; the CPU runs
-/// deprivileged under this hypervisor.
+/// `info` points at a [`TeardownArgs`] the caller keeps alive until every
+/// CPU has run this; BEGIN_TEARDOWN has succeeded.
 pub(crate) unsafe extern "C" fn teardown_this_cpu(info: *mut c_void) {
-    // SAFETY: the caller passes a pointer to an i32 it keeps alive.
-    let ok = unsafe { &mut *info.cast::<i32>() };
+    // SAFETY: the caller passes a TeardownArgs it keeps alive.
+    let args = unsafe { &*info.cast::<TeardownArgs<'_>>() };
+    let cpu = kernel::cpu::CpuId::current().as_u32() as usize;
+    if !args.launched.get(cpu).copied().unwrap_or(false) {
+        return;
+    }
     // SAFETY: this CPU runs deprivileged under pkvm (the slot says it was
-    // launched); TEARDOWN_CPU returns here in root mode.
+    // launched); TEARDOWN_CPU returns here in root mode, or with an error
+    // still deprivileged.
     let r = unsafe { vmx::vmcall(nr::TEARDOWN_CPU, 0, 0, 0, 0) };
-    *ok = match hypercall::decode(r) {
+    let rc = match hypercall::decode(r) {
         Ok(_) => {
             // SAFETY: interrupts are off; we are back in root mode with the
             // hypervisor's TSS still in TR.
@@ -115,6 +131,9 @@ pub(crate) unsafe extern "C" fn teardown_this_cpu(info: *mut c_void) {
         }
         Err(e) => -(e as i32),
     };
+    if let Some(slot) = args.results.get(cpu) {
+        slot.store(rc, Ordering::Release);
+    }
 }
 
 fn fail(args: &mut LaunchArgs, stage: &'static str, errno: u32, e: Option<vmx::VmFail>) {
@@ -247,7 +266,11 @@ pub(crate) unsafe extern "C" fn launch_on_this_cpu(info: *mut c_void) {
         }
         return fail(args, "VMLAUNCH", bindings::EIO, Some(e));
     }
-    // Now in VMX non-root operation.
+    // Now in VMX non-root operation.  One VM exit at once: root mode
+    // counts a CPU among those the teardown rendezvous waits for at its
+    // first exit (`HypGlobal::note_cpu`).
+    // SAFETY: VERSION only returns a constant.
+    let _ = unsafe { vmx::vmcall(nr::VERSION, 0, 0, 0, 0) };
     args.result = 0;
 }
 

@@ -29,6 +29,14 @@ use crate::hv::vmx::msr_bitmap::{Access, MsrRule};
 /// What root mode does for an exit of the deprivileged host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
+    /// INIT signal (always an exit in VMX non-root operation): the CPU
+    /// waits for a SIPI, parked in non-root operation (wait-for-SIPI
+    /// activity state).
+    Init,
+    /// SIPI (an exit only in the wait-for-SIPI state): the CPU starts in
+    /// real mode at the vector's page, in non-root operation (unrestricted
+    /// guest).
+    Sipi,
     /// CPUID: run it and answer through [`cpuid_filter`].
     Cpuid,
     /// VMCALL: a hypercall (at CPL 0; #UD from user mode, as on a CPU
@@ -90,6 +98,8 @@ pub const fn on_exit(basic: u16) -> Action {
         | reason::GETSEC => Action::Undefined,
         reason::EPT_VIOLATION => Action::ProtectedMemory,
         reason::NMI_WINDOW => Action::Nothing,
+        reason::INIT => Action::Init,
+        reason::SIPI => Action::Sipi,
         reason::TRIPLE_FAULT
         | reason::ENTRY_FAIL_GUEST_STATE
         | reason::ENTRY_FAIL_MSR_LOADING
@@ -153,9 +163,10 @@ pub const fn cpuid_filter(leaf: u32, native: [u32; 4]) -> [u32; 4] {
 pub const CR4_VMXE: u64 = 1 << 13;
 
 /// CR0 bits the host does not own: none.  Every CR0 write of the host goes
-/// straight to the CPU (unrestricted guest is off, so the CPU itself keeps
-/// PE/PG within VMX's fixed bits: a write that breaks them is a VM-entry
-/// failure the host could cause natively with a triple fault anyway).
+/// straight to the CPU.  Unrestricted guest is on (for SIPI), so the host
+/// may clear PE and PG as natively; it still runs under the host EPT, and
+/// the CPU keeps the other fixed bits (a write that breaks them is a
+/// VM-entry failure the host could cause natively with a triple fault).
 pub const CR0_GUEST_HOST_MASK: u64 = 0;
 
 /// CR4 bits the host does not own: VMXE only.  VMX non-root operation needs
@@ -282,7 +293,9 @@ pub fn host_controls(caps: &VmxCaps) -> Result<HostControls, ControlsError> {
     let proc2 = caps
         .procbased2
         .adjust(
-            ctl::PROC2_EPT | if vpid { ctl::PROC2_VPID } else { 0 },
+            // Unrestricted guest: a CPU started by SIPI runs its real-mode
+            // trampoline in non-root operation (see `Action::Sipi`).
+            ctl::PROC2_EPT | ctl::PROC2_UNRESTRICTED_GUEST | if vpid { ctl::PROC2_VPID } else { 0 },
             // Instructions that raise #UD in non-root mode unless enabled.
             ctl::PROC2_RDTSCP | ctl::PROC2_INVPCID | ctl::PROC2_XSAVES | PROC2_USER_WAIT_PAUSE,
         )
@@ -478,11 +491,13 @@ mod tests {
             | 1 << 30;
         assert_eq!(c.proc1 & no_exit, 0, "{:#x}", c.proc1);
         assert_eq!(c.proc1, 0x9400_6172);
-        // EPT, VPID, and the instruction enables; not unrestricted guest,
-        // VMCS shadowing, SPP, PML, MBEC or #VE (nothing uses them yet).
+        // EPT, VPID, unrestricted guest (SIPI), and the instruction
+        // enables; not VMCS shadowing, SPP, PML, MBEC or #VE (nothing uses
+        // them yet).
         assert!(c.vpid);
         for bit in [
             ctl::PROC2_EPT,
+            ctl::PROC2_UNRESTRICTED_GUEST,
             ctl::PROC2_VPID,
             ctl::PROC2_RDTSCP,
             ctl::PROC2_INVPCID,
@@ -491,7 +506,6 @@ mod tests {
             assert_ne!(c.proc2 & bit, 0, "{bit:#x}");
         }
         for bit in [
-            ctl::PROC2_UNRESTRICTED_GUEST,
             ctl::PROC2_VMCS_SHADOWING,
             ctl::PROC2_SPP,
             ctl::PROC2_PML,

@@ -13,6 +13,7 @@
 
 use core::sync::atomic::Ordering::Relaxed;
 
+use super::global::KeepRanges;
 use super::percpu::{CpuLocal, HypCpu};
 use crate::arch::{cpu, cpuid::cpuid, vmx};
 use crate::hv::host_policy::{self as policy, cpuid_filter, msr_write_refused, Action};
@@ -22,6 +23,7 @@ use crate::hv::mm::addr::Hpa;
 use crate::hv::vmx::event::{Interruptibility, InterruptionInfo};
 use crate::hv::vmx::exit::{self, vector, CrAccess, EptViolation, EventType, ExitReason};
 use crate::hv::vmx::guest_state::HostCpuState;
+use crate::hv::vmx::root_tables;
 use crate::hv::vmx::vmcs::*;
 use crate::hyp::entry::{self as entry, gpr_slot, reg, GuestRegs};
 
@@ -101,9 +103,26 @@ pub(crate) unsafe extern "C" fn handle_exit(regs: *mut GuestRegs, cpu: *const Hy
     let local = unsafe { cpu.local() };
     let why = ExitReason::from_raw(rd(VM_EXIT_REASON));
     local.stats.record(why.basic);
+    if !local.counted {
+        // First exit of this CPU: from now on the teardown rendezvous
+        // waits for it too.
+        local.counted = true;
+        // SAFETY: `global` points at the hypervisor-wide state in the
+        // pool, alive while any CPU runs under it.
+        unsafe { &*cpu.global }.note_cpu();
+    }
 
     // What to do is the host policy's decision; how, this handler's.
     match policy::on_exit(why.basic) {
+        Action::Init => {
+            park_for_sipi();
+            // No event may be pending into the wait-for-SIPI state.
+            return 0;
+        }
+        Action::Sipi => {
+            start_at_sipi(cpu, rd(EXIT_QUALIFICATION) as u8);
+            return 0;
+        }
         Action::Cpuid => {
             let leaf = regs.gpr[reg::RAX] as u32;
             let r = cpuid(leaf, regs.gpr[reg::RCX] as u32);
@@ -180,7 +199,26 @@ pub(crate) unsafe extern "C" fn handle_exit(regs: *mut GuestRegs, cpu: *const Hy
         Action::Unexpected => unexpected(local, why.basic),
     }
     deliver_pending(cpu);
+    real_mode_event();
     0
+}
+
+/// In real mode (a CPU started by SIPI runs its trampoline there)
+/// exceptions push no error code, and VM entry refuses an injected event
+/// with one while CR0.PE = 0 (unrestricted guest): the entry would fail
+/// and leave the CPU halted in root mode.  Drop the error code there, as
+/// the CPU itself would.  (A #PF for protected memory touched by a
+/// trampoline then reaches the trampoline's own IVT.)
+fn real_mode_event() {
+    /// Deliver-error-code bit of the VM-entry interruption information.
+    const DELIVER_ERROR_CODE: u32 = 1 << 11;
+    if rd(GUEST_CR0) & 1 != 0 {
+        return;
+    }
+    let info = rd(VM_ENTRY_INTR_INFO);
+    if InterruptionInfo(info).is_valid() && info & DELIVER_ERROR_CODE != 0 {
+        wr(VM_ENTRY_INTR_INFO, info & !DELIVER_ERROR_CODE);
+    }
 }
 
 /// The host cannot continue on this CPU: it triple-faulted (natively the
@@ -193,6 +231,120 @@ fn host_is_dead(cpu: &HypCpu, local: &mut CpuLocal, basic: u16) -> ! {
     local.last_unexpected = u64::from(basic);
     cpu.fatal_rip.store(rd(GUEST_RIP), Relaxed);
     cpu::park()
+}
+
+/// Guest activity state: active.
+const ACTIVITY_ACTIVE: u32 = 0;
+/// Guest activity state: wait-for-SIPI (IA32_VMX_MISC bit 8 says the CPU
+/// supports it; the load checks).
+const ACTIVITY_WAIT_FOR_SIPI: u32 = 3;
+
+/// INIT: natively the CPU resets and waits for a SIPI.  Here it stays in
+/// VMX non-root operation, in the wait-for-SIPI activity state, until the
+/// SIPI exit ([`start_at_sipi`]); the host's state it had stays in the
+/// VMCS untouched (valid for the entry) and is replaced at the SIPI.
+/// An offline CPU is parked this way: it never leaves VMX operation.
+fn park_for_sipi() {
+    wr(VM_ENTRY_INTR_INFO, 0);
+    wr(GUEST_INTERRUPTIBILITY_INFO, 0);
+    wr(GUEST_PENDING_DBG_EXCEPTIONS, 0);
+    wr(GUEST_ACTIVITY_STATE, ACTIVITY_WAIT_FOR_SIPI);
+}
+
+/// SIPI with `vector`: the CPU starts as after INIT-SIPI natively, in real
+/// mode at `vector << 12` (CS = `vector << 8`, IP = 0), still in VMX
+/// non-root operation under the host EPT (unrestricted guest allows CR0.PE
+/// = PG = 0).  The state is the SDM's INIT state, except CR0.NE (required
+/// in VMX operation; CR0 reads show it) and CR4.VMXE (required, hidden by
+/// the CR4 read shadow).
+fn start_at_sipi(cpu: &HypCpu, vector: u8) {
+    let cs = u16::from(vector) << 8;
+    // Real-mode segments: present, accessed, read/write data; CS code.
+    const DATA_AR: u32 = 0x93;
+    const CODE_AR: u32 = 0x9b;
+    wr(GUEST_CS_SELECTOR, cs);
+    wr(GUEST_CS_BASE, u64::from(cs) << 4);
+    wr(GUEST_CS_LIMIT, 0xffff);
+    wr(GUEST_CS_AR_BYTES, CODE_AR);
+    // Written one by one: an array loop would call into `core` (audit).
+    let data = |sel: Field<u16>, base: Field<u64>, limit: Field<u32>, ar: Field<u32>| {
+        wr(sel, 0);
+        wr(base, 0);
+        wr(limit, 0xffff);
+        wr(ar, DATA_AR);
+    };
+    data(
+        GUEST_DS_SELECTOR,
+        GUEST_DS_BASE,
+        GUEST_DS_LIMIT,
+        GUEST_DS_AR_BYTES,
+    );
+    data(
+        GUEST_ES_SELECTOR,
+        GUEST_ES_BASE,
+        GUEST_ES_LIMIT,
+        GUEST_ES_AR_BYTES,
+    );
+    data(
+        GUEST_FS_SELECTOR,
+        GUEST_FS_BASE,
+        GUEST_FS_LIMIT,
+        GUEST_FS_AR_BYTES,
+    );
+    data(
+        GUEST_GS_SELECTOR,
+        GUEST_GS_BASE,
+        GUEST_GS_LIMIT,
+        GUEST_GS_AR_BYTES,
+    );
+    data(
+        GUEST_SS_SELECTOR,
+        GUEST_SS_BASE,
+        GUEST_SS_LIMIT,
+        GUEST_SS_AR_BYTES,
+    );
+    // LDTR unusable; TR a (busy 32-bit) TSS at 0, as VM entry requires.
+    wr(GUEST_LDTR_SELECTOR, 0);
+    wr(GUEST_LDTR_BASE, 0);
+    wr(GUEST_LDTR_LIMIT, 0xffff);
+    wr(GUEST_LDTR_AR_BYTES, 1 << 16);
+    wr(GUEST_TR_SELECTOR, 0);
+    wr(GUEST_TR_BASE, 0);
+    wr(GUEST_TR_LIMIT, 0xffff);
+    wr(GUEST_TR_AR_BYTES, 0x8b);
+    wr(GUEST_GDTR_BASE, 0);
+    wr(GUEST_GDTR_LIMIT, 0xffff);
+    wr(GUEST_IDTR_BASE, 0);
+    wr(GUEST_IDTR_LIMIT, 0xffff);
+    // CR0: CD | NW | ET as after INIT, plus NE.
+    wr(GUEST_CR0, 0x6000_0030);
+    wr(GUEST_CR3, 0);
+    wr(GUEST_CR4, cpu.cr4_fixed0);
+    wr(CR4_READ_SHADOW, 0);
+    wr(GUEST_DR7, 0x400);
+    wr(GUEST_RFLAGS, 0x2);
+    wr(GUEST_RIP, 0);
+    wr(GUEST_RSP, 0);
+    wr(GUEST_IA32_EFER, 0);
+    wr(GUEST_IA32_PAT, 0x0007_0406_0007_0406);
+    wr(GUEST_IA32_DEBUGCTL, 0);
+    wr(GUEST_SYSENTER_CS, 0);
+    wr(GUEST_SYSENTER_ESP, 0);
+    wr(GUEST_SYSENTER_EIP, 0);
+    wr(
+        VM_ENTRY_CONTROLS,
+        rd(VM_ENTRY_CONTROLS) & !crate::hv::vmx::caps::ctl::ENTRY_IA32E_GUEST,
+    );
+    wr(VM_ENTRY_INTR_INFO, 0);
+    wr(GUEST_INTERRUPTIBILITY_INFO, 0);
+    wr(GUEST_PENDING_DBG_EXCEPTIONS, 0);
+    wr(GUEST_ACTIVITY_STATE, ACTIVITY_ACTIVE);
+    // SAFETY: `global` points at the hypervisor-wide state in the pool,
+    // alive while any CPU runs under it.
+    let global = unsafe { &*cpu.global };
+    // The CPU starts afresh: drop what it cached of the host EPT.
+    // SAFETY: root mode; INVEPT single-context is a required feature.
+    let _ = unsafe { vmx::invept(vmx::InveptType::SingleContext, global.host_eptp) };
 }
 
 fn unexpected(local: &mut CpuLocal, basic: u16) {
@@ -292,11 +444,12 @@ fn hypercall_dispatch(regs: &mut GuestRegs, cpu: &HypCpu, local: &mut CpuLocal) 
         Err(e) => Reply::errno(e),
         Ok(Call::Version) => Reply::val(hypercall::ABI_VERSION),
         Ok(Call::TeardownCpu) => {
-            regs.gpr[reg::RAX] = 0;
             // SAFETY: this is the TEARDOWN_CPU contract: the host asked to
-            // leave VMX operation on this CPU, in its own context.
-            return unsafe { teardown(regs, local) };
+            // leave VMX operation on this CPU, in its own context; it
+            // leaves only together with every other CPU.
+            return unsafe { teardown(regs, cpu, local) };
         }
+        Ok(Call::BeginTeardown) => global.begin_teardown(),
         Ok(Call::ExitCount { reason }) => Reply::val(match reason {
             None => local.stats.total(),
             Some(r) => local.stats.get(r),
@@ -311,52 +464,47 @@ fn hypercall_dispatch(regs: &mut GuestRegs, cpu: &HypCpu, local: &mut CpuLocal) 
         },
         Ok(Call::NmisInRoot) => Reply::val(cpu.nmis_in_root.load(Relaxed)),
         Ok(Call::InternalErrors) => Reply::val(global.page_states().internal_errors()),
-        Ok(Call::HostDonateHyp { hpa, pages }) => global.page_states().host_donate_hyp(hpa, pages),
-        Ok(Call::HypDonateHost { hpa, pages }) => global.page_states().hyp_donate_host(hpa, pages),
-        Ok(Call::HostShareHyp { hpa, pages }) => global.page_states().host_share_hyp(hpa, pages),
+        Ok(Call::HostDonateHyp { hpa, pages }) => global.change(|s| s.host_donate_hyp(hpa, pages)),
+        Ok(Call::HypDonateHost { hpa, pages }) => global.change(|s| s.hyp_donate_host(hpa, pages)),
+        Ok(Call::HostShareHyp { hpa, pages }) => global.change(|s| s.host_share_hyp(hpa, pages)),
         Ok(Call::HostUnshareHyp { hpa, pages }) => {
-            global.page_states().host_unshare_hyp(hpa, pages)
+            global.change(|s| s.host_unshare_hyp(hpa, pages))
         }
         Ok(Call::VmCreate {
             host_vm_id,
             kind,
             hpa,
             pages,
-        }) => global.page_states().vm_create(host_vm_id, kind, hpa, pages),
+        }) => global.change(|s| s.vm_create(host_vm_id, kind, hpa, pages)),
+        // VM_TEARDOWN stays allowed: it only gives back.
         Ok(Call::VmTeardown { handle }) => global.page_states().vm_teardown(handle),
         Ok(Call::HostShareGuest {
             handle,
             hpa,
             gpa,
             pages,
-        }) => global
-            .page_states()
-            .host_share_guest(handle, hpa, gpa, pages),
+        }) => global.change(|s| s.host_share_guest(handle, hpa, gpa, pages)),
         Ok(Call::HostUnshareGuest {
             handle,
             hpa,
             gpa,
             pages,
-        }) => global
-            .page_states()
-            .host_unshare_guest(handle, hpa, gpa, pages),
+        }) => global.change(|s| s.host_unshare_guest(handle, hpa, gpa, pages)),
         Ok(Call::HostDonateGuest {
             handle,
             hpa,
             gpa,
             pages,
-        }) => global
-            .page_states()
-            .host_donate_guest(handle, hpa, gpa, pages),
+        }) => global.change(|s| s.host_donate_guest(handle, hpa, gpa, pages)),
         #[cfg(pkvm_debug)]
         Ok(Call::DebugHostEptLookup { hpa }) => global.page_states().host_ept_lookup(hpa),
         #[cfg(pkvm_debug)]
         Ok(Call::DebugGuestShareHost { handle, gpa, pages }) => {
-            global.page_states().guest_share_host(handle, gpa, pages)
+            global.change(|s| s.guest_share_host(handle, gpa, pages))
         }
         #[cfg(pkvm_debug)]
         Ok(Call::DebugGuestUnshareHost { handle, gpa, pages }) => {
-            global.page_states().guest_unshare_host(handle, gpa, pages)
+            global.change(|s| s.guest_unshare_host(handle, gpa, pages))
         }
         #[cfg(pkvm_debug)]
         Ok(Call::DebugCheckInvariants) => global.page_states().check_invariants(),
@@ -387,35 +535,74 @@ fn hypercall_dispatch(regs: &mut GuestRegs, cpu: &HypCpu, local: &mut CpuLocal) 
     0
 }
 
-/// Leaves VMX operation and prepares `regs.iret` so that the entry's IRETQ
-/// lands in the host right after its VMCALL, in root mode, with the
-/// host's control registers, descriptor tables, segments and MSRs.  The
-/// task register still refers to the hypervisor's TSS: the host reloads
-/// its own right after the hypercall returns (see `crate::host::launch`).
+/// The ranges this CPU stands on in root mode until it is back in the
+/// host, read from its own VMCS host state: the stack below HOST_RSP, the
+/// per-CPU page (GS base), the GDT page (with the TSS), the interrupt
+/// stack page the TSS names, and the shared root IDT.
+fn keep_ranges() -> KeepRanges {
+    let stack_top = rd(HOST_RSP).wrapping_add(16);
+    let stack_pages = crate::host::cpu_setup::STACK_PAGES as u64;
+    let tr = rd(HOST_TR_BASE);
+    // SAFETY: HOST_TR_BASE is this CPU's TSS in its GDT page, mapped in
+    // root mode; the TSS may be unaligned (it is written unaligned).
+    let ist =
+        unsafe { core::ptr::addr_of!((*(tr as *const root_tables::Tss64)).ist).read_unaligned() };
+    [
+        (stack_top.wrapping_sub(stack_pages * 4096), stack_pages),
+        (rd(HOST_GS_BASE), 1),
+        (rd(HOST_GDTR_BASE), 1),
+        (ist[0].wrapping_sub(4096), 1),
+        (rd(HOST_IDTR_BASE), 1),
+    ]
+}
+
+/// TEARDOWN_CPU: joins the rendezvous of every CPU under the hypervisor
+/// (refused before BEGIN_TEARDOWN, or if the others do not come); when all
+/// are there, leaves VMX operation, lets the last CPU to arrive scrub the
+/// hypervisor's memory (`HypGlobal::teardown_left_vmx`), and prepares
+/// `regs.iret` so that the entry's IRETQ lands in the host right after
+/// its VMCALL, in root mode, with the host's control registers,
+/// descriptor tables, segments and MSRs.  The task register still refers
+/// to the hypervisor's TSS: the host reloads its own right after the
+/// hypercall returns (see `crate::host::launch`).  Returns what
+/// [`handle_exit`] returns.
 ///
 /// # Safety
 ///
 /// Called from the exit handler for TEARDOWN_CPU only.
-unsafe fn teardown(regs: &mut GuestRegs, cpu: &mut CpuLocal) -> u64 {
+unsafe fn teardown(regs: &mut GuestRegs, hcpu: &HypCpu, cpu: &mut CpuLocal) -> u64 {
+    let refuse = |regs: &mut GuestRegs, e| {
+        regs.gpr[reg::RAX] = hypercall::err(e);
+        deliver_pending(hcpu);
+        0
+    };
     let h = match HostCpuState::read(&vmcs()) {
         Ok(h) => h,
-        Err(_) => {
-            // Cannot happen with the host's VMCS current; refuse rather
-            // than load zeros into the CPU.
-            regs.gpr[reg::RAX] = hypercall::err(errno::EFAULT);
-            return 0;
-        }
+        // Cannot happen with the host's VMCS current; refuse rather
+        // than load zeros into the CPU.
+        Err(_) => return refuse(regs, errno::EFAULT),
     };
+    // SAFETY: `global` points at the hypervisor-wide state in the pool,
+    // alive while any CPU runs under it (and until every CPU has left).
+    let global = unsafe { &*hcpu.global };
+    let closer = match global.teardown_arrive(hcpu.cpu, &keep_ranges()) {
+        Ok(c) => c,
+        Err(e) => return refuse(regs, e),
+    };
+    regs.gpr[reg::RAX] = 0;
     // SAFETY: root mode, with the host's VMCS current.
     let vmcs_pa = unsafe { vmx::vmptrst() };
 
-    // SAFETY: leaving VMX operation on the host's request; the VMCS is
-    // cleared first so its state is written back to memory.
+    // SAFETY: leaving VMX operation with every other CPU (the rendezvous
+    // closed); the VMCS is cleared first so its state is written back.
     unsafe {
         let _ = vmx::vmclear(vmcs_pa);
         let _ = vmx::vmxoff();
     }
     cpu.torn_down = 1;
+    // Still on the hypervisor's page table, stack and descriptor tables:
+    // wait for the scrub (or do it) before anything of the host runs.
+    global.teardown_left_vmx(closer);
 
     let gdt = cpu::DescriptorTablePointer {
         limit: h.gdtr.1,

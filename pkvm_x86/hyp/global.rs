@@ -17,19 +17,27 @@
 //! each of them (FLUSH_HOST_EPT); until root mode can send its own IPIs, a
 //! host that skips that step can keep a stale translation on another CPU
 //! for a page it gave away.  Documentation/hypercalls.rst says so.
+//!
+//! It also owns the coordinated teardown ([`Teardown`]): BEGIN_TEARDOWN
+//! freezes the page states (refused while a VM exists), TEARDOWN_CPU is a
+//! rendezvous of every CPU under the hypervisor, and the last CPU to
+//! arrive scrubs the pool and every page donated to the hypervisor
+//! ([`PageStates::scrub`]) before any CPU returns to the host.  See
+//! Documentation/deprivilege.rst, "Unloading".
+
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::lock::{SpinLock, SpinLockGuard};
 use super::mm::{HypMm, MAX_CHUNKS};
 use crate::hv::error::Error;
 use crate::hv::hypercall::call::Reply;
-#[cfg(pkvm_debug)]
 use crate::hv::hypercall::errno;
 use crate::hv::mm::addr::{Gpa, Hpa};
-use crate::hv::mm::ept::EptEntry;
+use crate::hv::mm::ept::{EptEntry, PageState};
 #[cfg(pkvm_debug)]
 use crate::hv::mm::invariants::{self, Claim};
 use crate::hv::mm::mem_protect::{self as mp, HostEpt, HypPgt, VmKind};
-use crate::hv::mm::pgtable::PERM_RWX;
+use crate::hv::mm::pgtable::{HypFormat, MmOps, PteFormat, ADDR_LIMIT, PERM_RWX};
 use crate::hv::mm::vm_table::VmTable;
 
 /// Claims the invariant checker may record (its scratch space).
@@ -45,6 +53,50 @@ pub struct HypGlobal {
     pub host_eptp: u64,
     /// The page-state structures, under the hypervisor lock.
     states: SpinLock<PageStates>,
+    /// The coordinated teardown of every CPU.
+    teardown: Teardown,
+}
+
+/// Most CPUs the teardown rendezvous records (by the host's CPU number,
+/// fixed at load).  A CPU numbered beyond it cannot leave VMX operation:
+/// TEARDOWN_CPU answers `EINVAL` there, and unload leaves every CPU
+/// deprivileged (documented limitation).
+pub const MAX_TEARDOWN_CPUS: usize = 256;
+
+/// Ranges (hypervisor virtual address, pages) of one CPU that the scrub
+/// must not zero: what that CPU still stands on until it has returned to
+/// the host (its root-mode stack, per-CPU page, GDT + TSS page, interrupt
+/// stack, and the shared root IDT).
+pub type KeepRanges = [(u64, u64); KEEP_PER_CPU];
+
+/// Ranges in [`KeepRanges`].
+pub const KEEP_PER_CPU: usize = 5;
+
+/// How many bounded waits (`pause` iterations) a CPU that called
+/// TEARDOWN_CPU waits for the others before giving up with `EBUSY`.
+const RENDEZVOUS_SPINS: u64 = 1 << 25;
+
+/// Bit of [`Teardown::rendezvous`]: every CPU has arrived; nobody may
+/// withdraw any more.
+const CLOSED: u64 = 1 << 63;
+
+/// The coordinated teardown, in root mode only.  All-zero is its initial
+/// state (nothing begun, no CPU seen).
+pub struct Teardown {
+    /// CPUs that have taken at least one VM exit: the CPUs under the
+    /// hypervisor, as root mode knows them (see `note_cpu`).
+    cpus: AtomicU32,
+    /// Arrived CPUs (low bits) and [`CLOSED`].
+    rendezvous: AtomicU64,
+    /// CPUs that have left VMX operation after the rendezvous closed.
+    off: AtomicU32,
+    /// Set by the closing CPU when the scrub is done: the others may
+    /// return to the host.
+    scrubbed: AtomicU32,
+    /// Each arrived CPU's [`KeepRanges`], by CPU number (flattened).
+    keep: [AtomicU64; MAX_TEARDOWN_CPUS * KEEP_PER_CPU * 2],
+    /// Which CPUs' `keep` entries are valid (they arrived).
+    arrived: [AtomicU32; MAX_TEARDOWN_CPUS],
 }
 
 /// Everything the page-state hypercalls read and change; reached only
@@ -62,7 +114,19 @@ pub struct PageStates {
     /// The invariant checker's scratch space (debug builds only).
     #[cfg(pkvm_debug)]
     claims: [Claim; CLAIMS],
+    /// BEGIN_TEARDOWN succeeded: every page-state change is refused.
+    frozen: bool,
+    /// Scratch for the scrub: the hypervisor page table's table pages.
+    tables: [u64; MAX_TABLES],
+    /// The scrub found more than [`MAX_TABLES`] table pages and left the
+    /// pool alone (donated pages were still zeroed).
+    scrub_incomplete: bool,
 }
+
+/// Most table pages of the hypervisor's own page table the scrub can
+/// keep track of; beyond it the scrub leaves the pool alone (it cannot
+/// tell which pages it must not zero) and counts an internal error.
+const MAX_TABLES: usize = 1024;
 
 // SAFETY: `mm` points at the hypervisor's allocator in the pool, which
 // lives as long as the hypervisor; it is used only by the holder of the
@@ -107,6 +171,12 @@ impl HypGlobal {
                 pinned.add(i).write((0, 0));
             }
             addr_of_mut!((*st).nr_pinned).write(n);
+            addr_of_mut!((*st).frozen).write(false);
+            addr_of_mut!((*st).tables).write([0; MAX_TABLES]);
+            addr_of_mut!((*st).scrub_incomplete).write(false);
+            // INVARIANT: all-zero is `Teardown`'s initial state (atomics
+            // are valid at any bit pattern of their size).
+            addr_of_mut!((*this).teardown).write_bytes(0, 1);
             #[cfg(pkvm_debug)]
             {
                 let claims = addr_of_mut!((*st).claims).cast::<Claim>();
@@ -131,6 +201,161 @@ impl HypGlobal {
     pub fn page_states(&self) -> SpinLockGuard<'_, PageStates> {
         self.states.lock()
     }
+
+    /// Runs page-state change `f` under the lock, unless BEGIN_TEARDOWN
+    /// has frozen the page states (`EBUSY`).
+    pub fn change(&self, f: impl FnOnce(&mut PageStates) -> Reply) -> Reply {
+        let mut st = self.states.lock();
+        if st.frozen {
+            return Reply::errno(errno::EBUSY);
+        }
+        f(&mut st)
+    }
+
+    /// Called on a CPU's first VM exit: it is under the hypervisor and
+    /// must take part in the teardown rendezvous.
+    pub fn note_cpu(&self) {
+        self.teardown.cpus.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// BEGIN_TEARDOWN: freezes the page states, unless a VM exists
+    /// (`EBUSY`).  With no VM no page is guest-owned: VM_TEARDOWN reclaims
+    /// every page of a VM before its slot goes.
+    pub fn begin_teardown(&self) -> Reply {
+        let mut st = self.states.lock();
+        if !st.vms.is_empty() {
+            return Reply::errno(errno::EBUSY);
+        }
+        st.frozen = true;
+        Reply::val(0)
+    }
+
+    /// TEARDOWN_CPU, first half, on CPU `cpu` whose scrub exceptions are
+    /// `keep`: waits until every CPU under the hypervisor has arrived.
+    /// `Ok(true)` on the CPU that closed the rendezvous (it will scrub),
+    /// `Ok(false)` on the others; `Err(errno)` if teardown has not begun
+    /// (`EPERM`), `cpu` is beyond [`MAX_TEARDOWN_CPUS`] (`EINVAL`), the
+    /// rendezvous is already closed, or the others did not come in time
+    /// (`EBUSY`; this CPU withdrew and stays deprivileged).
+    pub fn teardown_arrive(&self, cpu: u32, keep: &KeepRanges) -> Result<bool, i64> {
+        if !self.states.lock().frozen {
+            return Err(errno::EPERM);
+        }
+        let t = &self.teardown;
+        let idx = cpu as usize;
+        let Some(flag) = t.arrived.get(idx) else {
+            return Err(errno::EINVAL);
+        };
+        if flag.load(Ordering::Acquire) != 0 {
+            return Err(errno::EBUSY);
+        }
+        for (i, (va, pages)) in keep.iter().enumerate() {
+            let at = (idx * KEEP_PER_CPU + i) * 2;
+            if let (Some(a), Some(b)) = (t.keep.get(at), t.keep.get(at + 1)) {
+                a.store(*va, Ordering::Relaxed);
+                b.store(*pages, Ordering::Relaxed);
+            }
+        }
+        flag.store(1, Ordering::Release);
+        // Arrive.
+        let mut w = t.rendezvous.load(Ordering::Acquire);
+        loop {
+            if w & CLOSED != 0 {
+                flag.store(0, Ordering::Release);
+                return Err(errno::EBUSY);
+            }
+            match t
+                .rendezvous
+                .compare_exchange(w, w + 1, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => break,
+                Err(now) => w = now,
+            }
+        }
+        // Close when everyone is here; else wait (bounded) for the closer.
+        let mut spins = 0u64;
+        loop {
+            let w = t.rendezvous.load(Ordering::Acquire);
+            if w & CLOSED != 0 {
+                return Ok(false);
+            }
+            if w >= u64::from(t.cpus.load(Ordering::Acquire)) {
+                if t.rendezvous
+                    .compare_exchange(w, w | CLOSED, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    return Ok(true);
+                }
+                continue;
+            }
+            spins += 1;
+            if spins >= RENDEZVOUS_SPINS
+                && t.rendezvous
+                    .compare_exchange(w, w - 1, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+            {
+                flag.store(0, Ordering::Release);
+                return Err(errno::EBUSY);
+            }
+            core::hint::spin_loop();
+        }
+    }
+
+    /// TEARDOWN_CPU, second half, after this CPU left VMX operation: the
+    /// closer waits until every arrived CPU is out of VMX operation, then
+    /// scrubs; the others wait for the scrub to finish.
+    pub fn teardown_left_vmx(&self, closer: bool) {
+        let t = &self.teardown;
+        t.off.fetch_add(1, Ordering::AcqRel);
+        if !closer {
+            while t.scrubbed.load(Ordering::Acquire) == 0 {
+                core::hint::spin_loop();
+            }
+            return;
+        }
+        let n = t.rendezvous.load(Ordering::Acquire) & !CLOSED;
+        while u64::from(t.off.load(Ordering::Acquire)) < n {
+            core::hint::spin_loop();
+        }
+        let mut keep = KeepList { t, global: self };
+        self.states.lock().scrub(&mut keep);
+        t.scrubbed.store(1, Ordering::Release);
+    }
+}
+
+/// What the scrub must not zero: every arrived CPU's [`KeepRanges`] and
+/// the `HypGlobal` itself (the rendezvous state the other CPUs poll).
+struct KeepList<'a> {
+    t: &'a Teardown,
+    global: &'a HypGlobal,
+}
+
+impl KeepList<'_> {
+    /// Whether hypervisor virtual address `va` (of a pool page) is kept.
+    fn has_va(&self, va: u64) -> bool {
+        let g = core::ptr::from_ref::<HypGlobal>(self.global) as u64;
+        let g_end = g + core::mem::size_of::<HypGlobal>() as u64;
+        if va + 4096 > g && va < g_end {
+            return true;
+        }
+        for (cpu, flag) in self.t.arrived.iter().enumerate() {
+            if flag.load(Ordering::Acquire) == 0 {
+                continue;
+            }
+            for i in 0..KEEP_PER_CPU {
+                let at = (cpu * KEEP_PER_CPU + i) * 2;
+                let (Some(a), Some(b)) = (self.t.keep.get(at), self.t.keep.get(at + 1)) else {
+                    continue;
+                };
+                let start = a.load(Ordering::Relaxed) & !0xfff;
+                let end = start.saturating_add(b.load(Ordering::Relaxed).saturating_mul(4096));
+                if va >= start && va < end {
+                    return true;
+                }
+            }
+        }
+        false
+    }
 }
 
 /// `Reply::from` for a page-state change: the host EPT may have changed.
@@ -146,6 +371,104 @@ impl PageStates {
         // self`) makes this the only user.
         let mm = unsafe { &mut *self.mm };
         (mm, &mut self.host, &mut self.hyp, &mut self.vms)
+    }
+
+    /// The scrub of the last CPU to leave (all CPUs are out of VMX
+    /// operation, in root mode, waiting): zeroes every page donated to
+    /// the hypervisor (`OWNED` in its linear window, outside the pool) and
+    /// every pool page except what root mode still stands on: the
+    /// hypervisor page table's table pages, the allocator's header and use
+    /// counts, the `HypGlobal` (whose VM table is zeroed and rebuilt
+    /// empty), and each CPU's [`KeepRanges`].  None of those holds guest
+    /// data; Documentation/deprivilege.rst lists what they hold.
+    fn scrub(&mut self, keep: &mut KeepList<'_>) {
+        // SAFETY: as in `parts`.
+        let mm = unsafe { &mut *self.mm };
+        let pinned = self.pinned;
+        let nr_pinned = self.nr_pinned;
+        let in_pool = |pa: u64| {
+            pinned
+                .iter()
+                .take(nr_pinned)
+                .any(|&(b, l)| pa >= b && pa < b + l)
+        };
+        // 1. Pages donated to the hypervisor (outside the pool).
+        let (win, len) = self.hyp.linear_window();
+        let _ = self.hyp.pgt().for_each_leaf(mm, win, len, |mm, ctx, e| {
+            if HypFormat::state(e) == PageState::Owned {
+                let pa = HypFormat::addr(e).raw();
+                let size = 4096u64 << (9 * ctx.level.saturating_sub(1));
+                let mut p = pa;
+                while p < pa + size {
+                    if !in_pool(p) {
+                        if let Some(h) = Hpa::new(p) {
+                            mm.zero_page(h);
+                        }
+                    }
+                    p += 4096;
+                }
+            }
+            Ok(())
+        });
+        // 2. The hypervisor page table's own pages: kept.
+        let mut n = 0usize;
+        let mut overflow = false;
+        let root = self.hyp.pgt().root().raw();
+        let tables = &mut self.tables;
+        if let Some(t) = tables.get_mut(0) {
+            *t = root;
+            n = 1;
+        }
+        let all = crate::hv::mm::addr::HypVa::from_low_bits(0);
+        let _ = self
+            .hyp
+            .pgt()
+            .for_each_table(mm, all, ADDR_LIMIT, |_, _, e| {
+                match tables.get_mut(n) {
+                    Some(t) => {
+                        *t = HypFormat::addr(e).raw();
+                        n += 1;
+                    }
+                    None => overflow = true,
+                }
+                Ok(())
+            });
+        if overflow {
+            self.scrub_incomplete = true;
+            return;
+        }
+        let tables = self.tables.get(..n).unwrap_or(&[]);
+        // 3. The VM table (in the kept `HypGlobal`): empty, but zeroed
+        // so that no stale VM record survives in its slots.
+        // SAFETY: no VM exists (BEGIN_TEARDOWN checked it under this
+        // lock), so the table owns nothing; it is rebuilt at once.
+        unsafe {
+            let vms = core::ptr::addr_of_mut!(self.vms);
+            vms.write_bytes(0, 1);
+            VmTable::init_in_place(vms);
+        }
+        // 4. The pool.  The allocator's header and use counts start at
+        // the allocator's own address (see `crate::hyp::mm`).
+        let chunks = mm.chunks();
+        let total = chunks.len() * 512;
+        let mm_va = self.mm as u64;
+        let mm_end = mm_va
+            + (core::mem::size_of::<HypMm>().div_ceil(4096) + (total * 2).div_ceil(4096)) as u64
+                * 4096;
+        for ci in 0..chunks.len() {
+            let Some(c) = mm.chunks().get(ci).copied() else {
+                continue;
+            };
+            for pg in 0..512u64 {
+                let (pa, va) = (c.pa + pg * 4096, c.va + pg * 4096);
+                if (va >= mm_va && va < mm_end) || tables.contains(&pa) || keep.has_va(va) {
+                    continue;
+                }
+                if let Some(h) = Hpa::new(pa) {
+                    mm.zero_page(h);
+                }
+            }
+        }
     }
 
     /// Times an apply step met a state its check had ruled out.

@@ -77,6 +77,9 @@ pub struct HypCpu {
 pub struct CpuLocal {
     /// Set once the CPU has left VMX operation through TEARDOWN_CPU.
     pub torn_down: u32,
+    /// Set at the CPU's first VM exit, when it is counted among the CPUs
+    /// the teardown rendezvous waits for (`HypGlobal::note_cpu`).
+    pub counted: bool,
     /// Exits the handler did not expect (reason recorded in `last_unexpected`).
     pub unexpected: u64,
     /// Basic reason of the last unexpected exit.
@@ -148,6 +151,7 @@ impl HypCpu {
             global,
             local: UnsafeCell::new(CpuLocal {
                 torn_down: 0,
+                counted: false,
                 unexpected: 0,
                 last_unexpected: 0,
                 stats: ExitStats::new(),

@@ -20,10 +20,26 @@
  *   read PFN OFF            8 bytes at OFF of frame PFN, through a fresh
  *                           vmap() alias; "ok 0x..." or "fault"
  *   write PFN OFF VALUE     8 bytes written the same way; "ok" or "fault"
+ *   alloc VALUE             a fresh page filled with VALUE (every 8 bytes),
+ *                           never freed (it may end up the hypervisor's or
+ *                           a guest's); "ok PFN"
+ *   scan PFN N VALUE        how many aligned 8-byte words of frames
+ *                           PFN..PFN+N-1 equal VALUE; "ok COUNT FAULTS"
+ *   sipi APICID PAGE TARGET  starts the (offline) CPU with APIC id APICID
+ *                           by INIT + SIPI on a trampoline of this module
+ *                           written into low page PAGE (< 0x100, also the
+ *                           SIPI vector): in real mode it marks that it
+ *                           ran, installs its own IVT, goes "unreal" (flat
+ *                           FS) and writes 0x0badc0de at physical address
+ *                           TARGET, then marks the write done; its fault
+ *                           handler marks a fault instead.  Both halt.
+ *                           "ok ran=R faulted=F done=D" after 200 ms
  *
  * Numbers are parsed with base 0 (0x... for hex).
  */
 #include <linux/debugfs.h>
+#include <linux/delay.h>
+#include <asm/apic.h>
 #include <linux/io.h>
 #include <linux/mm.h>
 #include <linux/module.h>
@@ -105,6 +121,132 @@ static int cmd_read_write(bool write, u64 pfn, u64 off, u64 val)
 	return 0;
 }
 
+static int cmd_alloc(u64 val)
+{
+	u64 *p = (u64 *)__get_free_page(GFP_KERNEL);
+	unsigned int i;
+
+	if (!p)
+		return -ENOMEM;
+	for (i = 0; i < PAGE_SIZE / 8; i++)
+		p[i] = val;
+	snprintf(result, sizeof(result), "ok 0x%lx\n", PHYS_PFN(__pa(p)));
+	return 0;
+}
+
+static int cmd_scan(u64 pfn, u64 n, u64 val)
+{
+	u64 hits = 0, faults = 0, i, off, got;
+	void *va;
+
+	if (n > 1 << 18)
+		return -EINVAL;
+	for (i = 0; i < n; i++) {
+		va = alias(pfn + i);
+		if (!va) {
+			faults++;
+			continue;
+		}
+		for (off = 0; off < PAGE_SIZE; off += 8) {
+			if (access_nofault(false, va + off, &got)) {
+				faults++;
+				break;
+			}
+			hits += got == val;
+		}
+		vunmap(va);
+		cond_resched();
+	}
+	snprintf(result, sizeof(result), "ok %llu %llu\n", hits, faults);
+	return 0;
+}
+
+/* The trampoline of "sipi": offsets inside its page. */
+#define T_FLAGS 0x800	/* ran, faulted, done: one byte each */
+#define T_GDTR 0x900
+#define T_GDT 0x908
+#define T_IDTR 0x920
+#define T_IVT 0xc00
+#define T_HANDLER 0x100
+
+static const u8 tramp_code[] = {
+	0xfa,				/* cli */
+	0x8c, 0xc8,			/* mov ax, cs */
+	0x8e, 0xd8,			/* mov ds, ax */
+	0xc6, 0x06, 0x00, 0x08, 0x01,	/* mov byte [0x800], 1 */
+	0x0f, 0x01, 0x1e, 0x20, 0x09,	/* lidt [0x920] */
+	0x0f, 0x01, 0x16, 0x00, 0x09,	/* lgdt [0x900] */
+	0x0f, 0x20, 0xc0,		/* mov eax, cr0 */
+	0x0c, 0x01,			/* or al, 1 */
+	0x0f, 0x22, 0xc0,		/* mov cr0, eax */
+	0xbb, 0x08, 0x00,		/* mov bx, 8 */
+	0x8e, 0xe3,			/* mov fs, bx (flat, 4 GiB) */
+	0x24, 0xfe,			/* and al, 0xfe */
+	0x0f, 0x22, 0xc0,		/* mov cr0, eax (back to real mode) */
+	0x66, 0xbe, 0, 0, 0, 0,		/* mov esi, TARGET (patched) */
+	0x64, 0x67, 0x66, 0xc7, 0x06,	/* mov dword fs:[esi], */
+	0xde, 0xc0, 0xad, 0x0b,		/*   0x0badc0de */
+	0xc6, 0x06, 0x02, 0x08, 0x01,	/* mov byte [0x802], 1 */
+	0xf4,				/* 1: hlt */
+	0xeb, 0xfd,			/* jmp 1b */
+};
+#define T_TARGET_AT 40
+
+static const u8 tramp_handler[] = {
+	0x8c, 0xc8,			/* mov ax, cs */
+	0x8e, 0xd8,			/* mov ds, ax */
+	0xc6, 0x06, 0x01, 0x08, 0x01,	/* mov byte [0x801], 1 */
+	0xf4,				/* 1: hlt */
+	0xeb, 0xfd,			/* jmp 1b */
+};
+
+static void send_icr(u32 low, u32 apicid)
+{
+	apic->icr_write(low, apicid);
+	if (apic->wait_icr_idle)
+		apic->wait_icr_idle();
+}
+
+static int cmd_sipi(u64 apicid, u64 pfn, u64 target)
+{
+	u8 *p;
+	u32 base = pfn << 12, i;
+	u64 gdt_flat = 0x00cf92000000ffffULL;
+
+	if (pfn == 0 || pfn >= 0x100 || target >> 32)
+		return -EINVAL;
+	p = alias(pfn);
+	if (!p)
+		return -EINVAL;
+	memset(p, 0, PAGE_SIZE);
+	memcpy(p, tramp_code, sizeof(tramp_code));
+	memcpy(p + T_TARGET_AT, &target, 4);
+	memcpy(p + T_HANDLER, tramp_handler, sizeof(tramp_handler));
+	/* GDTR: limit 15, base; GDT: null, flat data. */
+	*(u16 *)(p + T_GDTR) = 15;
+	*(u32 *)(p + T_GDTR + 2) = base + T_GDT;
+	memcpy(p + T_GDT + 8, &gdt_flat, 8);
+	/* IVT: every vector to the handler. */
+	*(u16 *)(p + T_IDTR) = 0x3ff;
+	*(u32 *)(p + T_IDTR + 2) = base + T_IVT;
+	for (i = 0; i < 256; i++) {
+		*(u16 *)(p + T_IVT + 4 * i) = T_HANDLER;
+		*(u16 *)(p + T_IVT + 4 * i + 2) = pfn << 8;
+	}
+	wbinvd();
+	send_icr(APIC_INT_LEVELTRIG | APIC_INT_ASSERT | APIC_DM_INIT, apicid);
+	send_icr(APIC_INT_LEVELTRIG | APIC_DM_INIT, apicid);
+	msleep(10);
+	send_icr(APIC_DM_STARTUP | pfn, apicid);
+	udelay(300);
+	send_icr(APIC_DM_STARTUP | pfn, apicid);
+	msleep(200);
+	snprintf(result, sizeof(result), "ok ran=%u faulted=%u done=%u\n",
+		 READ_ONCE(p[T_FLAGS]), READ_ONCE(p[T_FLAGS + 1]), READ_ONCE(p[T_FLAGS + 2]));
+	vunmap(p);
+	return 0;
+}
+
 static int run(char *line)
 {
 	char *argv[7];
@@ -152,6 +294,12 @@ static int run(char *line)
 		return cmd_read_write(false, n[0], n[1], 0);
 	if (!strcmp(argv[0], "write") && argc == 4)
 		return cmd_read_write(true, n[0], n[1], n[2]);
+	if (!strcmp(argv[0], "alloc") && argc == 2)
+		return cmd_alloc(n[0]);
+	if (!strcmp(argv[0], "scan") && argc == 4)
+		return cmd_scan(n[0], n[1], n[2]);
+	if (!strcmp(argv[0], "sipi") && argc == 4)
+		return cmd_sipi(n[0], n[1], n[2]);
 	return -EINVAL;
 }
 

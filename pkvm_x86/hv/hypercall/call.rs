@@ -43,6 +43,8 @@ pub enum Call {
     NmisInRoot,
     /// [`nr::INTERNAL_ERRORS`].
     InternalErrors,
+    /// [`nr::BEGIN_TEARDOWN`].
+    BeginTeardown,
     /// [`nr::HOST_DONATE_HYP`].
     HostDonateHyp {
         /// First host page.
@@ -210,6 +212,7 @@ impl Call {
             nr::FLUSH_HOST_EPT => Self::FlushHostEpt,
             nr::NMIS_IN_ROOT => Self::NmisInRoot,
             nr::INTERNAL_ERRORS => Self::InternalErrors,
+            nr::BEGIN_TEARDOWN => Self::BeginTeardown,
             nr::HOST_DONATE_HYP => Self::HostDonateHyp {
                 hpa: pa(a0)?,
                 pages: a1,
@@ -344,6 +347,7 @@ mod tests {
             assert_eq!(p(nr::FLUSH_HOST_EPT, junk), Ok(Call::FlushHostEpt));
             assert_eq!(p(nr::NMIS_IN_ROOT, junk), Ok(Call::NmisInRoot));
             assert_eq!(p(nr::INTERNAL_ERRORS, junk), Ok(Call::InternalErrors));
+            assert_eq!(p(nr::BEGIN_TEARDOWN, junk), Ok(Call::BeginTeardown));
             assert_eq!(
                 p(nr::DEBUG_CHECK_INVARIANTS, junk),
                 Ok(Call::DebugCheckInvariants)
@@ -548,6 +552,7 @@ mod tests {
             nr::FLUSH_HOST_EPT,
             nr::NMIS_IN_ROOT,
             nr::INTERNAL_ERRORS,
+            nr::BEGIN_TEARDOWN,
             nr::HOST_DONATE_HYP,
             nr::HYP_DONATE_HOST,
             nr::HOST_SHARE_HYP,

@@ -21,8 +21,9 @@ use super::nr;
 
 /// The calls the fuzz throws: every per-CPU query, every page-state call,
 /// the debug calls that change state, and two unknown numbers.  Never
-/// TEARDOWN_CPU (it would leave VMX operation) nor the invariant check (the
-/// caller runs it once at the end).
+/// TEARDOWN_CPU or BEGIN_TEARDOWN (the latter would freeze every page
+/// state until unload) nor the invariant check (the caller runs it once
+/// at the end).
 pub const FUZZ_CALLS: [u64; 19] = [
     nr::VERSION,
     nr::EXIT_COUNT,

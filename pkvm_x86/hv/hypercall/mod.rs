@@ -22,8 +22,14 @@ mod replay_tests;
 pub mod nr {
     /// Returns the ABI version ([`super::ABI_VERSION`]).
     pub const VERSION: u64 = 0;
-    /// Leaves VMX operation on the calling CPU and returns to the host in
-    /// root mode.  Used by module unload and CPU offlining.
+    /// Leaves VMX operation on the calling CPU as part of the coordinated
+    /// teardown of every CPU (module unload): refused (`EPERM`) unless
+    /// [`BEGIN_TEARDOWN`] succeeded.  The calling CPU waits in root mode
+    /// for every other CPU under the hypervisor to make the same call; the
+    /// last one to arrive scrubs the hypervisor's memory and everything
+    /// donated to it, then all leave together.  If the others do not come
+    /// within a bounded wait, the call fails with `EBUSY` and the CPU stays
+    /// deprivileged.
     pub const TEARDOWN_CPU: u64 = 1;
     /// Returns the number of VM exits with basic reason RBX on this CPU
     /// (reasons above the counted range share one counter); RBX = u64::MAX
@@ -41,6 +47,11 @@ pub mod nr {
     /// step, a state its check had ruled out (a hypervisor bug; the
     /// operation stopped there).  Hypervisor-wide; should stay 0.
     pub const INTERNAL_ERRORS: u64 = 6;
+    /// Starts the coordinated teardown: refused (`EBUSY`) while any VM
+    /// exists (so while any page is guest-owned); afterwards every
+    /// page-state call is refused (`EBUSY`) and [`TEARDOWN_CPU`] allowed.
+    /// Irreversible; repeating it answers 0.
+    pub const BEGIN_TEARDOWN: u64 = 7;
 
     /// Donates RCX pages at PFN RBX to the hypervisor.
     /// host OWNED -> NOPAGE(hyp) / hyp NOPAGE -> OWNED.
