@@ -18,5 +18,7 @@ void *pkvm_helper_module_region(struct module *mod, int type, unsigned int *size
 int pkvm_helper_write_nofault(void *dst, u64 v);
 
 int pkvm_helper_nmi_test(int cpu, int n);
+/* RDMSR that survives #GP (0, or -EIO with *val = 0). */
+int pkvm_helper_rdmsr_safe(u32 msr, u64 *val);
 
 #endif
