@@ -209,7 +209,13 @@ pub(crate) unsafe extern "C" fn handle_exit(regs: *mut GuestRegs, cpu: *const Hy
         }
         Action::Undefined => inject_ud(cpu, local),
         Action::ProtectedMemory => host_touched_protected_memory(cpu, local),
-        Action::Nothing => {}
+        Action::Nothing => {
+            // An interrupt window with nothing left to deliver: stop
+            // asking (an injected interrupt already turned it off).
+            if why.basic == policy::INTERRUPT_WINDOW && local.pending_irq.is_none() {
+                interrupt_window(false);
+            }
+        }
         Action::HostDead => host_is_dead(cpu, local, why.basic),
         Action::Unexpected => unexpected(cpu, local, why.basic),
     }
