@@ -290,7 +290,10 @@ fn wrmsr(local: &mut CpuLocal, m: u32, v: u64) -> bool {
         MsrWrite::Ignore => true,
         MsrWrite::PerfGlobalCtrl => {
             let a = cpuid(0xa, 0);
-            if policy::perf_global_ctrl_valid(v, a.eax, a.edx) {
+            // A CPU without the MSR (Bochs reports a PMU it does not
+            // implement) #GPs the write natively: so does pkvm.  Reading
+            // it in root mode changes nothing.
+            if rdmsr_safe(m).is_some() && policy::perf_global_ctrl_valid(v, a.eax, a.edx) {
                 // Loaded by the next VM entry; root mode keeps 0.
                 wr(GUEST_IA32_PERF_GLOBAL_CTRL, v);
                 true
