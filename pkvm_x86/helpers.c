@@ -13,6 +13,7 @@
 #include <asm/desc.h>
 #include <asm/io.h>
 #include <asm/apic.h>
+#include <asm/msr.h>
 #include <asm/nmi.h>
 #include <linux/delay.h>
 
@@ -177,4 +178,14 @@ int pkvm_helper_nmi_test(int cpu, int n)
 	unregister_nmi_handler(NMI_LOCAL, "pkvm_nmi_test");
 	WRITE_ONCE(pkvm_nmi_target, -1);
 	return seen;
+}
+
+/* RDMSR of @msr with the kernel's #GP fixup: 0, or -EIO and *val = 0. */
+int pkvm_helper_rdmsr_safe(u32 msr, u64 *val)
+{
+	int rc = rdmsrq_safe(msr, val);
+
+	if (rc)
+		*val = 0;
+	return rc ? -EIO : 0;
 }

@@ -21,5 +21,7 @@ u64 pkvm_helper_module_first_pfn(int type);
 int pkvm_helper_write_nofault(void *dst, u64 v);
 
 int pkvm_helper_nmi_test(int cpu, int n);
+/* RDMSR that survives #GP (0, or -EIO with *val = 0). */
+int pkvm_helper_rdmsr_safe(u32 msr, u64 *val);
 
 #endif

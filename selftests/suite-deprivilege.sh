@@ -4,8 +4,9 @@
 
 DBG=/sys/kernel/debug/pkvm_x86
 TESTS="native_before insmod_deprivileges vmcs_fields signature_leaf workload timers_and_interrupts \
-exit_counters protected_msr_write kvm_refused_while_loaded rmmod_reprivileges kvm_after \
-no_debug_code cpu_hotplug hostile_trampoline teardown_alone_refused failure_rolls_back load_unload_20 bench dmesg_clean"
+exit_counters protected_msr_write msr_default_deny kvm_refused_while_loaded rmmod_reprivileges kvm_after \
+no_debug_code cr4_rules_as_bare_cpu mtrr_shadowed cpu_hotplug hostile_trampoline teardown_alone_refused \
+failure_rolls_back load_unload_20 bench dmesg_clean"
 
 ncpu() { grep -c ^processor /proc/cpuinfo; }
 memfree_kb() { sed -n 's/^MemFree: *\([0-9]*\) kB/\1/p' /proc/meminfo; }
@@ -128,6 +129,51 @@ t_protected_msr_write() {
 	expect_eq "IA32_VMX_BASIC still readable" "$(/bin/rdmsr 0x480 >/dev/null && echo ok)" ok
 }
 
+H=/sys/kernel/debug/pkvm_hostile/ctl
+wrmsr_exits() { sed -n 's/^wrmsr //p' $DBG/exits; }
+
+# hostile_msr EXPECT CMD...: runs a hostile wrmsr/rdmsr on CPU 0, checks
+# its result starts with EXPECT and, for a write, that the write exited
+# (the WRMSR exit counter grew): the hypervisor saw it and decided, which
+# is what matters where Bochs would refuse the write natively anyway.
+hostile_msr() {
+	want=$1; shift
+	before=$(wrmsr_exits)
+	echo "$*" > $H || fail "hostile '$*'"
+	r=$(cat $H)
+	after=$(wrmsr_exits)
+	echo "$* -> $r (wrmsr exits ${before:-0} -> ${after:-0})"
+	case "$r" in "$want"*) ;; *) fail "'$*': want '$want', got '$r'" ;; esac
+	if [ "$1" = wrmsr ] && [ "${after:-0}" -le "${before:-0}" ]; then
+		fail "'$*' did not exit to the hypervisor"
+	fi
+}
+
+# MSR writes are default-deny (host_policy::msr_write): each refused
+# write #GPs after an exit; the APIC page cannot move; the microcode
+# trigger is dropped.  Intel PT, arch LBR, SMM_MONITOR_CTL and the XSS
+# bits do not exist on Bochs (they #GP natively too): for them the test
+# checks the interception policy only (the exit).
+t_msr_default_deny() {
+	insmod /lib/modules/pkvm_hostile.ko || fail "insmod pkvm_hostile" || return 1
+	hostile_msr gp wrmsr 0 0x570 1            # RTIT_CTL.TraceEn
+	hostile_msr gp wrmsr 0 0xda0 0x100        # XSS: PT state
+	hostile_msr gp wrmsr 0 0xda0 0x8000       # XSS: arch LBR state
+	hostile_msr gp wrmsr 0 0x9b 1             # SMM_MONITOR_CTL
+	hostile_msr gp wrmsr 0 0x14ce 1           # LBR_CTL
+	hostile_msr gp wrmsr 0 0x1234 0           # an MSR no rule names
+	hostile_msr ok wrmsr 0 0x79 0             # microcode trigger: ignored
+	echo "rdmsr 0 0x1b" > $H; apic=$(cat $H | sed -n 's/^ok //p')
+	[ -n "$apic" ] || fail "cannot read IA32_APIC_BASE" || { rmmod pkvm_hostile; return 1; }
+	hostile_msr gp wrmsr 0 0x1b $(printf '0x%x' $((apic ^ 0x10000000)))   # move the APIC page
+	hostile_msr ok wrmsr 0 0x1b $apic         # same page: allowed
+	echo "rdmsr 0 0x1a0" > $H; misc=$(cat $H | sed -n 's/^ok //p')
+	[ -n "$misc" ] || fail "cannot read IA32_MISC_ENABLE"
+	[ -n "$misc" ] && hostile_msr gp wrmsr 0 0x1a0 $(printf '0x%x' $((misc | (1 << 34))))  # XD disable
+	rmmod pkvm_hostile || fail "rmmod pkvm_hostile"
+	/bin/workload 4 1 >/dev/null || fail "host broken after the refused writes"
+}
+
 t_kvm_refused_while_loaded() {
 	insmod /lib/modules/irqbypass.ko 2>/dev/null
 	insmod /lib/modules/kvm.ko || fail "insmod kvm"
@@ -190,6 +236,63 @@ t_no_debug_code() {
 # offline again.  A present CPU offline at load refuses the load.
 launch_no() { dmesg | sed -n "s/.*pkvm_x86: cpu$1: deprivileged (launch \([0-9]*\)).*/\1/p" | tail -1; }
 exit_count() { n=$(sed -n "s/^$1 //p" $DBG/exits); echo ${n:-0}; }
+# The CR4 checks are the bare CPU's: the same MOV-to-CR4 sequence, each
+# value toggling CR4.VMXE (so the write exits and the hypervisor, not the
+# hardware, checks it) plus one more bit, gives the same ok/#GP answer on
+# bare Bochs and under pkvm, on every CPU.  Clearing PAE in long mode used
+# to fail the next VM entry and park the CPU.
+CR4_BITS="0 1 2 3 5 8 11 12 14 15 19 22 24 25 26 27 28 29 30 31 32 40 63"
+cr4_sequence() {
+	for cpu in $(seq 0 $(($(ncpu) - 1))); do
+		for b in none $CR4_BITS; do
+			x=0x2000
+			[ $b = none ] || x=$(printf '0x%x' $((0x2000 | (1 << b))))
+			echo "cr4 $cpu $x" > $H || { echo "cpu$cpu/$b:err"; continue; }
+			echo "cpu$cpu/$b:$(cut -d' ' -f1 $H)"
+		done
+	done
+}
+
+t_cr4_rules_as_bare_cpu() {
+	insmod /lib/modules/pkvm_hostile.ko || fail "insmod pkvm_hostile" || return 1
+	bare=$(cr4_sequence | tr '\n' ' ')
+	echo "bare:  $bare"
+	insmod /lib/modules/pkvm_x86.ko || fail "insmod" || { rmmod pkvm_hostile; return 1; }
+	pkvm=$(cr4_sequence | tr '\n' ' ')
+	echo "pkvm:  $pkvm"
+	expect_eq "CR4 answers under pkvm" "$pkvm" "$bare"
+	echo "$bare" | grep -q 'cpu0/5:gp' || fail "clearing PAE in long mode did not #GP on bare Bochs"
+	echo "$bare" | grep -q 'cpu0/none:ok' || fail "toggling VMXE alone failed on bare Bochs"
+	rmmod pkvm_hostile || fail "rmmod pkvm_hostile"
+	pkvm_rmmod || fail "rmmod"
+}
+
+# MTRR writes land in a per-CPU shadow that reads return; the real MTRRs,
+# which also give root mode its memory types, never change.  A variable
+# MTRR pair that is not in use (mask valid bit clear) is the victim.
+t_mtrr_shadowed() {
+	insmod /lib/modules/pkvm_hostile.ko || fail "insmod pkvm_hostile" || return 1
+	base=""
+	for m in 0x20e 0x20c 0x20a 0x208 0x206 0x204 0x202 0x200; do
+		echo "rdmsr 0 $((m + 1))" > $H; mask=$(cat $H | sed -n 's/^ok //p')
+		[ -n "$mask" ] && [ $((mask & 0x800)) = 0 ] && { base=$m; break; }
+	done
+	[ -n "$base" ] || fail "no unused variable MTRR" || { rmmod pkvm_hostile; return 1; }
+	echo "rdmsr 0 $base" > $H; orig=$(cat $H | sed -n 's/^ok //p')
+	new=$(printf '0x%x' $((orig ^ 0x10000)))
+	insmod /lib/modules/pkvm_x86.ko || fail "insmod" || { rmmod pkvm_hostile; return 1; }
+	hostile_msr ok wrmsr 0 $base $new
+	hostile_msr "ok $new" rdmsr 0 $base
+	pkvm_rmmod || fail "rmmod"
+	echo "rdmsr 0 $base" > $H; real=$(cat $H | sed -n 's/^ok //p')
+	echo "MTRR $base: before $orig, host wrote $new, real after unload $real"
+	expect_eq "real MTRR unchanged" "$real" "$orig"
+	[ "$real" = "$orig" ] || { echo "wrmsr 0 $base $orig" > $H; }
+	rmmod pkvm_hostile || fail "rmmod pkvm_hostile"
+}
+
+# A CPU taken offline leaves VMX operation; brought back, it is
+# deprivileged again (on 1 CPU there is nothing to take offline).
 t_cpu_hotplug() {
 	last=$(($(ncpu) - 1))
 	[ $last -ge 1 ] || { echo "one CPU: skipped"; return 0; }

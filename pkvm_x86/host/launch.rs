@@ -11,6 +11,7 @@ use kernel::{bindings, prelude::*};
 
 use super::cpu_setup::CpuSlot;
 use crate::arch::{cpu, vmx};
+use crate::hv::host_policy;
 use crate::hv::hypercall::{self, nr};
 use crate::hv::vmx::exit::CR4_VMXE;
 use crate::hv::vmx::guest_state::{
@@ -18,11 +19,14 @@ use crate::hv::vmx::guest_state::{
 };
 use crate::hv::vmx::host_vmcs::{write_controls_and_host_state, HostVmcs};
 use crate::hv::vmx::root_tables::{HOST_CS, HOST_SS, HOST_TR, TSS_OFFSET};
-use crate::hv::vmx::vmcs::{VmcsAccess, VmcsError, FIELDS, FIELD_COUNT};
+use crate::hv::vmx::vmcs::{
+    VmcsAccess, VmcsError, FIELDS, FIELD_COUNT, GUEST_IA32_PERF_GLOBAL_CTRL,
+};
 use crate::hyp::entry;
 
 extern "C" {
     fn pkvm_helper_reload_host_tr();
+    fn pkvm_helper_rdmsr_safe(msr: u32, val: *mut u64) -> i32;
 }
 
 /// What the first launch found out about each field of the VMCS table
@@ -324,6 +328,16 @@ fn write_vmcs(
         rip: entry::pkvm_vmexit_entry as *const () as u64,
     };
     write_controls_and_host_state(vmcs, &host)?;
+    if sh.entry & host_policy::ENTRY_LOAD_PERF_GLOBAL_CTRL != 0 {
+        // The host's counters keep running across the launch: the entry
+        // loads its current IA32_PERF_GLOBAL_CTRL (0 if the CPU has no such
+        // MSR), root mode runs with 0 (`host_vmcs`), and host writes
+        // update this field (`host_policy::msr_write`).
+        let mut pgc = 0u64;
+        // SAFETY: a RDMSR with the kernel's #GP fixup into a local.
+        let _ = unsafe { pkvm_helper_rdmsr_safe(host_policy::msr::PERF_GLOBAL_CTRL, &mut pgc) };
+        vmcs.write(GUEST_IA32_PERF_GLOBAL_CTRL, pgc)?;
+    }
     // Guest state: the CPU as it is now (computed by `hv::vmx::guest_state`).
     guest.write(vmcs)
 }

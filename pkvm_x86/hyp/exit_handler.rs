@@ -16,11 +16,13 @@ use core::sync::atomic::Ordering::Relaxed;
 use super::global::KeepRanges;
 use super::percpu::{CpuLocal, HypCpu};
 use crate::arch::{cpu, cpuid::cpuid, vmx};
-use crate::hv::host_policy::{self as policy, cpuid_filter, msr_write_refused, Action};
+use crate::hv::host_policy::{
+    self as policy, cpuid_filter, msr, Action, Cr4Cpuid, Cr4Env, MsrContext, MsrRead, MsrWrite,
+};
 use crate::hv::hypercall::call::{Call, DebugCalls, Reply};
 use crate::hv::hypercall::{self, errno};
 use crate::hv::mm::addr::Hpa;
-use crate::hv::vmx::event::{Interruptibility, InterruptionInfo};
+use crate::hv::vmx::event::{self as event, Interruptibility, InterruptionInfo, Merged};
 use crate::hv::vmx::exit::{self, vector, CrAccess, EptViolation, EventType, ExitReason};
 use crate::hv::vmx::guest_state::HostCpuState;
 use crate::hv::vmx::root_tables;
@@ -66,12 +68,50 @@ fn inject(vec: u8, ty: EventType, error_code: Option<u32>) {
     }
 }
 
-fn inject_ud() {
-    inject(vector::UD, EventType::HardwareException, None);
+/// Injects hardware exception `vec` into the host, merged with the event
+/// whose delivery this exit interrupted, if any (IDT-vectoring
+/// information), by [`event::merge`]: a #PF during #PF delivery becomes a
+/// #DF, an interrupted NMI or external interrupt is kept and delivered
+/// after the exception, a fault during #DF delivery is a triple fault
+/// (the host's CPU is dead, as natively).
+fn inject_exception(cpu: &HypCpu, local: &mut CpuLocal, vec: u8, error_code: Option<u32>) {
+    let prior = InterruptionInfo(rd(IDT_VECTORING_INFO));
+    match event::merge(prior, vec, error_code) {
+        Merged::Inject(v, e) => inject(v, EventType::HardwareException, e),
+        Merged::InjectThenNmi(v, e) => {
+            inject(v, EventType::HardwareException, e);
+            // Delivered by `deliver_pending` at a later entry.
+            cpu.nmi_pending.store(1, Relaxed);
+        }
+        Merged::InjectThenInterrupt(v, e, irq) => {
+            inject(v, EventType::HardwareException, e);
+            local.pending_irq = Some(irq);
+        }
+        Merged::TripleFault => host_is_dead(cpu, local, exit::reason::TRIPLE_FAULT),
+    }
 }
 
-fn inject_gp0() {
-    inject(vector::GP, EventType::HardwareException, Some(0));
+fn inject_ud(cpu: &HypCpu, local: &mut CpuLocal) {
+    inject_exception(cpu, local, vector::UD, None);
+}
+
+fn inject_gp0(cpu: &HypCpu, local: &mut CpuLocal) {
+    inject_exception(cpu, local, vector::GP, Some(0));
+}
+
+/// Reads MSR `m` on this CPU, `None` if the CPU refuses it.
+fn rdmsr_safe(m: u32) -> Option<u64> {
+    let mut v = 0u64;
+    // SAFETY: the accessor recovers from #GP through the root-mode IDT's
+    // fixup and writes only `v`.
+    (unsafe { entry::pkvm_rdmsr_safe(m, &mut v) } == 0).then_some(v)
+}
+
+/// Writes MSR `m` on this CPU; `false` if the CPU refused it.
+fn wrmsr_safe(m: u32, v: u64) -> bool {
+    // SAFETY: as for `rdmsr_safe`; only values `host_policy::msr_write`
+    // allowed reach this.
+    unsafe { entry::pkvm_wrmsr_safe(m, v) == 0 }
 }
 
 fn guest_cpl() -> u64 {
@@ -135,48 +175,42 @@ pub(crate) unsafe extern "C" fn handle_exit(regs: *mut GuestRegs, cpu: *const Hy
         }
         Action::Hypercall => {
             if guest_cpl() != 0 {
-                inject_ud();
+                inject_ud(cpu, local);
             } else {
                 return hypercall_dispatch(regs, cpu, local);
             }
         }
         Action::ControlRegister => match CrAccess::decode(rd(EXIT_QUALIFICATION)) {
-            CrAccess::MovTo { cr: 4, gpr } => {
-                let val = get_gpr(regs, gpr);
-                match policy::cr4_write(val, cpu.cr4_fixed0, cpu.cr4_fixed1) {
-                    Some((real, shadow)) => {
-                        wr(GUEST_CR4, real);
-                        wr(CR4_READ_SHADOW, shadow);
-                        skip_instruction();
-                    }
-                    None => inject_gp0(),
-                }
-            }
-            _ => unexpected(local, why.basic),
+            CrAccess::MovTo { cr: 4, gpr } => mov_to_cr4(cpu, local, get_gpr(regs, gpr)),
+            _ => unexpected(cpu, local, why.basic),
         },
         Action::Rdmsr => {
-            let msr = regs.gpr[reg::RCX] as u32;
-            let mut v = 0u64;
-            // SAFETY: the accessor recovers from #GP through the root-mode
-            // IDT's fixup and writes only `v`.
-            if unsafe { entry::pkvm_rdmsr_safe(msr, &mut v) } == 0 {
-                regs.gpr[reg::RAX] = v & 0xffff_ffff;
-                regs.gpr[reg::RDX] = v >> 32;
-                skip_instruction();
-            } else {
-                inject_gp0();
+            let m = regs.gpr[reg::RCX] as u32;
+            let v = match policy::msr_read(m) {
+                MsrRead::Perform => rdmsr_safe(m),
+                MsrRead::Shadow(slot) => local.mtrr.get(slot).or_else(|| {
+                    // First access: the shadow starts as the CPU's value.
+                    let v = rdmsr_safe(m)?;
+                    local.mtrr.set(slot, v);
+                    Some(v)
+                }),
+            };
+            match v {
+                Some(v) => {
+                    regs.gpr[reg::RAX] = v & 0xffff_ffff;
+                    regs.gpr[reg::RDX] = v >> 32;
+                    skip_instruction();
+                }
+                None => inject_gp0(cpu, local),
             }
         }
         Action::Wrmsr => {
-            let msr = regs.gpr[reg::RCX] as u32;
+            let m = regs.gpr[reg::RCX] as u32;
             let v = (regs.gpr[reg::RDX] << 32) | (regs.gpr[reg::RAX] & 0xffff_ffff);
-            // SAFETY: as for RDMSR.  Only MSRs outside the bitmap's range
-            // and the refused ones exit; the host could write the former
-            // natively, so writing them on its behalf grants nothing new.
-            if msr_write_refused(msr) || unsafe { entry::pkvm_wrmsr_safe(msr, v) } != 0 {
-                inject_gp0();
-            } else {
+            if wrmsr(local, m, v) {
                 skip_instruction();
+            } else {
+                inject_gp0(cpu, local);
             }
         }
         Action::Xsetbv => {
@@ -185,20 +219,26 @@ pub(crate) unsafe extern "C" fn handle_exit(regs: *mut GuestRegs, cpu: *const Hy
             if unsafe { entry::pkvm_xsetbv_safe(regs.gpr[reg::RCX] as u32, v) } == 0 {
                 skip_instruction();
             } else {
-                inject_gp0();
+                inject_gp0(cpu, local);
             }
         }
         Action::InvdAsWbinvd => {
             cpu::wbinvd();
             skip_instruction();
         }
-        Action::Undefined => inject_ud(),
-        Action::ProtectedMemory => host_touched_protected_memory(cpu),
-        Action::Nothing => {}
+        Action::Undefined => inject_ud(cpu, local),
+        Action::ProtectedMemory => host_touched_protected_memory(cpu, local),
+        Action::Nothing => {
+            // An interrupt window with nothing left to deliver: stop
+            // asking (an injected interrupt already turned it off).
+            if why.basic == policy::INTERRUPT_WINDOW && local.pending_irq.is_none() {
+                interrupt_window(false);
+            }
+        }
         Action::HostDead => host_is_dead(cpu, local, why.basic),
-        Action::Unexpected => unexpected(local, why.basic),
+        Action::Unexpected => unexpected(cpu, local, why.basic),
     }
-    deliver_pending(cpu);
+    deliver_pending(cpu, local);
     real_mode_event();
     0
 }
@@ -218,6 +258,87 @@ fn real_mode_event() {
     let info = rd(VM_ENTRY_INTR_INFO);
     if InterruptionInfo(info).is_valid() && info & DELIVER_ERROR_CODE != 0 {
         wr(VM_ENTRY_INTR_INFO, info & !DELIVER_ERROR_CODE);
+    }
+}
+
+/// A host MOV to CR4 that exited (it changes VMXE against the read
+/// shadow): checked by `host_policy::cr4_write` against every
+/// architectural rule, with this CPU's CPUID and the host's CR0, CR3 and
+/// EFER.LMA; #GP if the CPU would refuse it, else GUEST_CR4 and the
+/// shadow are updated and, if the change invalidates translations, the
+/// host's are flushed as the real MOV would have.
+fn mov_to_cr4(cpu: &HypCpu, local: &mut CpuLocal, val: u64) {
+    let l1 = cpuid(1, 0);
+    let l7 = cpuid(7, 0);
+    let l7_1 = if l7.eax >= 1 { cpuid(7, 1).eax } else { 0 };
+    let supported = policy::cr4_supported(Cr4Cpuid {
+        l1_ecx: l1.ecx,
+        l1_edx: l1.edx,
+        l7_ebx: l7.ebx,
+        l7_ecx: l7.ecx,
+        l7_edx: l7.edx,
+        l7_1_eax: l7_1,
+    });
+    let env = Cr4Env {
+        real: rd(GUEST_CR4),
+        cr0: rd(GUEST_CR0),
+        cr3: rd(GUEST_CR3),
+        lma: rd(GUEST_IA32_EFER) & (1 << 10) != 0,
+        supported,
+        fixed0: cpu.cr4_fixed0,
+        fixed1: cpu.cr4_fixed1,
+    };
+    match policy::cr4_write(val, env) {
+        Some(w) => {
+            wr(GUEST_CR4, w.real);
+            wr(CR4_READ_SHADOW, w.shadow);
+            if w.flush {
+                // SAFETY: `global` is the hypervisor-wide state, alive
+                // while any CPU runs under it; root mode, INVEPT
+                // single-context is a required feature.  It drops every
+                // cached translation of the host (all VPIDs, global ones
+                // included).
+                let _ =
+                    unsafe { vmx::invept(vmx::InveptType::SingleContext, (*cpu.global).host_eptp) };
+            }
+            skip_instruction();
+        }
+        None => inject_gp0(cpu, local),
+    }
+}
+
+/// A host WRMSR that exited, as `host_policy::msr_write` decides; `false`
+/// to inject #GP.
+fn wrmsr(local: &mut CpuLocal, m: u32, v: u64) -> bool {
+    let current = match m {
+        msr::APIC_BASE | msr::MISC_ENABLE => rdmsr_safe(m),
+        _ => None,
+    };
+    let ctx = MsrContext {
+        current,
+        perf_global_switched: rd(VM_ENTRY_CONTROLS) & policy::ENTRY_LOAD_PERF_GLOBAL_CTRL != 0,
+    };
+    match policy::msr_write(m, v, ctx) {
+        MsrWrite::Perform => wrmsr_safe(m, v),
+        MsrWrite::Refuse => false,
+        MsrWrite::Shadow(slot) => {
+            local.mtrr.set(slot, v);
+            true
+        }
+        MsrWrite::Ignore => true,
+        MsrWrite::PerfGlobalCtrl => {
+            let a = cpuid(0xa, 0);
+            // A CPU without the MSR (Bochs reports a PMU it does not
+            // implement) #GPs the write natively: so does pkvm.  Reading
+            // it in root mode changes nothing.
+            if rdmsr_safe(m).is_some() && policy::perf_global_ctrl_valid(v, a.eax, a.edx) {
+                // Loaded by the next VM entry; root mode keeps 0.
+                wr(GUEST_IA32_PERF_GLOBAL_CTRL, v);
+                true
+            } else {
+                false
+            }
+        }
     }
 }
 
@@ -347,10 +468,10 @@ fn start_at_sipi(cpu: &HypCpu, vector: u8) {
     let _ = unsafe { vmx::invept(vmx::InveptType::SingleContext, global.host_eptp) };
 }
 
-fn unexpected(local: &mut CpuLocal, basic: u16) {
+fn unexpected(cpu: &HypCpu, local: &mut CpuLocal, basic: u16) {
     local.unexpected = local.unexpected.wrapping_add(1);
     local.last_unexpected = u64::from(basic);
-    inject_ud();
+    inject_ud(cpu, local);
 }
 
 /// An EPT violation of the host.  If the host EPT as it is now allows the
@@ -358,9 +479,11 @@ fn unexpected(local: &mut CpuLocal, basic: u16) {
 /// the table: flush this CPU's translations and let the host retry (no
 /// fault: nothing was refused).  Otherwise the host accessed a page it
 /// does not own (hypervisor memory, or a page donated to a guest): inject
-/// a page fault at the linear address it used.  See
-/// Documentation/deprivilege.rst for what the host observes.
-fn host_touched_protected_memory(cpu: &HypCpu) {
+/// a page fault at the linear address it used, merged with the event whose
+/// delivery caused the access, if any ([`inject_exception`]: a #PF while
+/// delivering a #PF is a #DF; an interrupted interrupt or NMI is kept).
+/// See Documentation/deprivilege.rst for what the host observes.
+fn host_touched_protected_memory(cpu: &HypCpu, local: &mut CpuLocal) {
     let v = EptViolation::decode(rd(EXIT_QUALIFICATION));
     // SAFETY: `global` points at the hypervisor-wide state in the pool, set
     // up before the launch and alive while any CPU runs under it.
@@ -384,17 +507,19 @@ fn host_touched_protected_memory(cpu: &HypCpu) {
     // SAFETY: CR2 is not part of the VMCS; the host reads the fault address
     // from the real CR2, which nothing in root mode depends on.
     unsafe { cpu::write_cr2(addr) };
-    inject(
-        vector::PF,
-        EventType::HardwareException,
-        Some(v.host_pf_error_code(cpl3)),
-    );
+    inject_exception(cpu, local, vector::PF, Some(v.host_pf_error_code(cpl3)));
 }
 
 /// Delivers an NMI or machine check that arrived while in root mode, if
-/// no other event is being injected and the host is not blocking NMIs.
-fn deliver_pending(cpu: &HypCpu) {
+/// no other event is being injected and the host is not blocking NMIs;
+/// else an external interrupt set aside by [`inject_exception`], once the
+/// host can take it (RFLAGS.IF set, no STI or MOV-SS blocking), with
+/// interrupt-window exiting on while it waits.
+fn deliver_pending(cpu: &HypCpu, local: &mut CpuLocal) {
     if InterruptionInfo(rd(VM_ENTRY_INTR_INFO)).is_valid() {
+        if local.pending_irq.is_some() {
+            interrupt_window(true);
+        }
         return;
     }
     // Re-deliver an event whose delivery the exit interrupted.
@@ -405,6 +530,9 @@ fn deliver_pending(cpu: &HypCpu) {
             wr(VM_ENTRY_EXCEPTION_ERROR_CODE, rd(IDT_VECTORING_ERROR_CODE));
         }
         wr(VM_ENTRY_INSTRUCTION_LEN, rd(VM_EXIT_INSTRUCTION_LEN));
+        if local.pending_irq.is_some() {
+            interrupt_window(true);
+        }
         return;
     }
     // Atomic accesses: the root-mode stubs set these flags asynchronously.
@@ -417,6 +545,28 @@ fn deliver_pending(cpu: &HypCpu) {
     {
         cpu.nmi_pending.store(0, Relaxed);
         inject(vector::NMI, EventType::Nmi, None);
+    } else if let Some(irq) = local.pending_irq {
+        let intr = Interruptibility(rd(GUEST_INTERRUPTIBILITY_INFO));
+        if rd(GUEST_RFLAGS) & (1 << 9) != 0 && !intr.sti() && !intr.mov_ss() {
+            local.pending_irq = None;
+            interrupt_window(false);
+            inject(irq, EventType::ExternalInterrupt, None);
+        } else {
+            interrupt_window(true);
+        }
+    }
+}
+
+/// Turns interrupt-window exiting on or off.
+fn interrupt_window(on: bool) {
+    let p = rd(CPU_BASED_VM_EXEC_CONTROL);
+    let want = if on {
+        p | policy::PROC_INTERRUPT_WINDOW
+    } else {
+        p & !policy::PROC_INTERRUPT_WINDOW
+    };
+    if want != p {
+        wr(CPU_BASED_VM_EXEC_CONTROL, want);
     }
 }
 
@@ -531,7 +681,7 @@ fn hypercall_dispatch(regs: &mut GuestRegs, cpu: &HypCpu, local: &mut CpuLocal) 
         regs.gpr[reg::RCX] = v;
     }
     regs.gpr[reg::RAX] = r.rax;
-    deliver_pending(cpu);
+    deliver_pending(cpu, local);
     0
 }
 
@@ -571,27 +721,31 @@ fn keep_ranges() -> KeepRanges {
 ///
 /// Called from the exit handler for TEARDOWN_CPU only.
 unsafe fn teardown(regs: &mut GuestRegs, hcpu: &HypCpu, cpu: &mut CpuLocal) -> u64 {
-    let refuse = |regs: &mut GuestRegs, e| {
+    let refuse = |regs: &mut GuestRegs, cpu: &mut CpuLocal, e| {
         regs.gpr[reg::RAX] = hypercall::err(e);
-        deliver_pending(hcpu);
+        deliver_pending(hcpu, cpu);
         0
     };
     let h = match HostCpuState::read(&vmcs()) {
         Ok(h) => h,
         // Cannot happen with the host's VMCS current; refuse rather
         // than load zeros into the CPU.
-        Err(_) => return refuse(regs, errno::EFAULT),
+        Err(_) => return refuse(regs, cpu, errno::EFAULT),
     };
     // SAFETY: `global` points at the hypervisor-wide state in the pool,
     // alive while any CPU runs under it (and until every CPU has left).
     let global = unsafe { &*hcpu.global };
     let closer = match global.teardown_arrive(hcpu.cpu, &keep_ranges()) {
         Ok(c) => c,
-        Err(e) => return refuse(regs, e),
+        Err(e) => return refuse(regs, cpu, e),
     };
     regs.gpr[reg::RAX] = 0;
     // SAFETY: root mode, with the host's VMCS current.
     let vmcs_pa = unsafe { vmx::vmptrst() };
+    // Root mode runs with IA32_PERF_GLOBAL_CTRL 0 when the VMCS switches
+    // it: the host's value goes back on the CPU below.
+    let perf_global = (rd(VM_ENTRY_CONTROLS) & policy::ENTRY_LOAD_PERF_GLOBAL_CTRL != 0)
+        .then(|| rd(GUEST_IA32_PERF_GLOBAL_CTRL));
 
     // SAFETY: leaving VMX operation with every other CPU (the rendezvous
     // closed); the VMCS is cleared first so its state is written back.
@@ -603,6 +757,10 @@ unsafe fn teardown(regs: &mut GuestRegs, hcpu: &HypCpu, cpu: &mut CpuLocal) -> u
     // Still on the hypervisor's page table, stack and descriptor tables:
     // wait for the scrub (or do it) before anything of the host runs.
     global.teardown_left_vmx(closer);
+    if let Some(v) = perf_global {
+        // Still on root mode's IDT and GS: a #GP is recovered.
+        let _ = wrmsr_safe(policy::msr::PERF_GLOBAL_CTRL, v);
+    }
 
     let gdt = cpu::DescriptorTablePointer {
         limit: h.gdtr.1,

@@ -32,6 +32,7 @@ use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU32, AtomicU64};
 
 use super::global::HypGlobal;
+use crate::hv::host_policy::MtrrShadow;
 use crate::hv::vmx::exit::ExitStats;
 
 /// Per-CPU hypervisor state.
@@ -86,6 +87,12 @@ pub struct CpuLocal {
     pub last_unexpected: u64,
     /// Exit counters by reason.
     pub stats: ExitStats,
+    /// The host's MTRRs as it wrote them (see `host_policy::MtrrShadow`).
+    pub mtrr: MtrrShadow,
+    /// An external interrupt whose delivery an exit interrupted and that
+    /// was set aside for an exception injected first; delivered when the
+    /// host can take it (see `exit_handler::deliver_pending`).
+    pub pending_irq: Option<u8>,
 }
 
 /// `fatal_vector` value when no unexpected exception happened.
@@ -155,6 +162,8 @@ impl HypCpu {
                 unexpected: 0,
                 last_unexpected: 0,
                 stats: ExitStats::new(),
+                mtrr: MtrrShadow::new(),
+                pending_irq: None,
             }),
         }
     }

@@ -34,6 +34,11 @@
  *                           TARGET, then marks the write done; its fault
  *                           handler marks a fault instead.  Both halt.
  *                           "ok ran=R faulted=F done=D" after 200 ms
+ *   wrmsr CPU MSR VALUE     WRMSR on CPU; "ok", or "gp" if it faulted
+ *   rdmsr CPU MSR           RDMSR on CPU; "ok 0x...", or "gp"
+ *   cr4 CPU XOR             MOV to CR4 of (CR4 ^ XOR) on CPU, with a fault
+ *                           fixup; "ok|gp old=0x.. now=0x.." (a write that
+ *                           succeeded is undone at once)
  *
  * Numbers are parsed with base 0 (0x... for hex).
  */
@@ -47,6 +52,8 @@
 #include <linux/smp.h>
 #include <linux/uaccess.h>
 #include <linux/vmalloc.h>
+#include <asm/asm.h>
+#include <asm/msr.h>
 
 static DEFINE_MUTEX(lock);
 static char result[160];
@@ -247,6 +254,55 @@ static int cmd_sipi(u64 apicid, u64 pfn, u64 target)
 	return 0;
 }
 
+struct msr_args {
+	u32 msr;
+	bool write;
+	u64 val;
+	int rc;
+};
+
+/* RDMSR / WRMSR on the target CPU; a #GP is reported, not an oops. */
+static void do_msr(void *p)
+{
+	struct msr_args *m = p;
+
+	if (m->write)
+		m->rc = wrmsrq_safe(m->msr, m->val);
+	else
+		m->rc = rdmsrq_safe(m->msr, &m->val);
+}
+
+struct cr4_args {
+	unsigned long xor, old, now;
+	int rc;
+};
+
+/*
+ * MOV to CR4 of (CR4 ^ xor) on the target CPU, with an exception fixup so
+ * a #GP is reported (rc -EFAULT).  Bypasses the kernel's CR4 shadow and
+ * pinning on purpose: this is the hostile host.  A write that succeeds is
+ * undone at once (the CPU goes back to its old CR4).
+ */
+static void do_cr4(void *p)
+{
+	struct cr4_args *c = p;
+	unsigned long val;
+	int rc = 0;
+
+	asm volatile("mov %%cr4, %0" : "=r"(c->old));
+	val = c->old ^ c->xor;
+	asm volatile("1: mov %1, %%cr4\n"
+		     "2:\n"
+		     _ASM_EXTABLE_TYPE_REG(1b, 2b, EX_TYPE_EFAULT_REG, %0)
+		     : "+r"(rc)
+		     : "r"(val)
+		     : "memory");
+	asm volatile("mov %%cr4, %0" : "=r"(c->now));
+	if (!rc)
+		asm volatile("mov %0, %%cr4" : : "r"(c->old) : "memory");
+	c->rc = rc;
+}
+
 static int run(char *line)
 {
 	char *argv[7];
@@ -288,6 +344,30 @@ static int run(char *line)
 		else
 			return -EINVAL;
 		snprintf(result, sizeof(result), "ok 0x%lx\n", pfn);
+		return 0;
+	}
+	if ((!strcmp(argv[0], "wrmsr") && argc == 4) || (!strcmp(argv[0], "rdmsr") && argc == 3)) {
+		struct msr_args m = { .msr = n[1], .write = argc == 4, .val = n[2] };
+		int rc = smp_call_function_single(n[0], do_msr, &m, 1);
+
+		if (rc)
+			return rc;
+		if (m.rc)
+			snprintf(result, sizeof(result), "gp\n");
+		else if (m.write)
+			snprintf(result, sizeof(result), "ok\n");
+		else
+			snprintf(result, sizeof(result), "ok 0x%llx\n", m.val);
+		return 0;
+	}
+	if (!strcmp(argv[0], "cr4") && argc == 3) {
+		struct cr4_args c = { .xor = n[1] };
+		int rc = smp_call_function_single(n[0], do_cr4, &c, 1);
+
+		if (rc)
+			return rc;
+		snprintf(result, sizeof(result), "%s old=0x%lx now=0x%lx\n",
+			 c.rc ? "gp" : "ok", c.old, c.now);
 		return 0;
 	}
 	if (!strcmp(argv[0], "read") && argc == 3)

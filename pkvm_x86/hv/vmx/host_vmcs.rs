@@ -12,7 +12,7 @@
 
 use crate::hv::host_policy;
 use crate::hv::vmx::caps::ctl;
-use crate::hv::vmx::exit::CR4_VMXE;
+
 use crate::hv::vmx::vmcs::*;
 
 /// VPID used for the host on every CPU (0 is reserved for root mode).
@@ -41,7 +41,8 @@ pub struct HostVmcs {
     /// The CPU's CR0 (host CR0 and the CR0 read shadow).
     pub cr0: u64,
     /// The CPU's CR4 before VMXON, without VMXE (the CR4 read shadow; host
-    /// CR4 is this with VMXE).
+    /// CR4 is built from it by `host_policy::host_cr4`: an allow-list, not
+    /// a copy).
     pub cr4: u64,
     /// CR3 of the hypervisor's page table.
     pub host_cr3: u64,
@@ -108,12 +109,19 @@ pub fn write_controls_and_host_state(
         v.write(VIRTUAL_PROCESSOR_ID, HOST_VPID)?;
     }
     if h.proc2 & ctl::PROC2_XSAVES != 0 {
-        v.write(XSS_EXIT_BITMAP, 0)?;
+        // XSAVES/XRSTORS of the components whose MSRs must not follow the
+        // host's choice into root mode exit (see `host_policy::XSS_REFUSED`).
+        v.write(XSS_EXIT_BITMAP, host_policy::XSS_EXIT_BITMAP)?;
     }
 
     v.write(HOST_CR0, h.cr0)?;
     v.write(HOST_CR3, h.host_cr3)?;
-    v.write(HOST_CR4, h.cr4 | CR4_VMXE)?;
+    v.write(HOST_CR4, host_policy::host_cr4(h.cr4))?;
+    if h.exit & host_policy::EXIT_LOAD_PERF_GLOBAL_CTRL != 0 {
+        // No performance counter runs in root mode (no PEBS record is
+        // written through root mode's CR3).
+        v.write(HOST_IA32_PERF_GLOBAL_CTRL, 0)?;
+    }
     v.write(HOST_CS_SELECTOR, h.cs)?;
     v.write(HOST_SS_SELECTOR, h.ss)?;
     v.write(HOST_DS_SELECTOR, 0)?;
@@ -139,6 +147,7 @@ pub fn write_controls_and_host_state(
 mod tests {
     extern crate std;
     use super::*;
+    use crate::hv::vmx::exit::CR4_VMXE;
     use crate::hv::vmx::vmcs::fields::{marked, Group, Marks, FIELDS};
     use std::collections::BTreeSet;
 
@@ -219,7 +228,18 @@ mod tests {
         let h = sample(true, ctl::PROC2_XSAVES);
         let mut v = MemVmcs::new();
         write_controls_and_host_state(&mut v, &h).unwrap();
-        assert_eq!(v.read(HOST_CR4), Ok(h.cr4 | CR4_VMXE));
+        // 0x0077_06b0 has PKE (22), FSGSBASE (16), PCIDE (17), DE (3),
+        // which root mode does not keep.
+        assert_eq!(v.read(HOST_CR4), Ok(0x0034_06a0 | CR4_VMXE));
+        assert_eq!(v.read(XSS_EXIT_BITMAP), Ok(host_policy::XSS_EXIT_BITMAP));
+        assert!(!v.was_written(HOST_IA32_PERF_GLOBAL_CTRL.encoding()));
+        let perf = HostVmcs {
+            exit: h.exit | host_policy::EXIT_LOAD_PERF_GLOBAL_CTRL,
+            ..h
+        };
+        let mut v2 = MemVmcs::new();
+        write_controls_and_host_state(&mut v2, &perf).unwrap();
+        assert_eq!(v2.read(HOST_IA32_PERF_GLOBAL_CTRL), Ok(0));
         assert_eq!(v.read(CR4_READ_SHADOW), Ok(h.cr4));
         assert_eq!(v.read(CR4_GUEST_HOST_MASK), Ok(CR4_VMXE));
         assert_eq!(v.read(CR0_READ_SHADOW), Ok(h.cr0));

@@ -263,7 +263,7 @@ vmcs_fields! {
     GUEST_IA32_DEBUGCTL: W64 RW Guest = 0x2802 [USED LAUNCH CARRY], "Guest IA32_DEBUGCTL.";
     GUEST_IA32_PAT: W64 RW Guest = 0x2804 [USED LAUNCH CARRY], "Guest IA32_PAT.";
     GUEST_IA32_EFER: W64 RW Guest = 0x2806 [USED LAUNCH CARRY], "Guest IA32_EFER.";
-    GUEST_IA32_PERF_GLOBAL_CTRL: W64 RW Guest = 0x2808 [], "Guest IA32_PERF_GLOBAL_CTRL.";
+    GUEST_IA32_PERF_GLOBAL_CTRL: W64 RW Guest = 0x2808 [USED], "Guest IA32_PERF_GLOBAL_CTRL.";
     GUEST_PDPTE0: W64 RW Guest = 0x280a [], "Guest PDPTE0 (PAE paging with EPT).";
     GUEST_PDPTE1: W64 RW Guest = 0x280c [], "Guest PDPTE1.";
     GUEST_PDPTE2: W64 RW Guest = 0x280e [], "Guest PDPTE2.";
@@ -275,7 +275,7 @@ vmcs_fields! {
     // 64-bit host-state fields.
     HOST_IA32_PAT: W64 RW Host = 0x2c00 [USED LAUNCH], "Host IA32_PAT.";
     HOST_IA32_EFER: W64 RW Host = 0x2c02 [USED LAUNCH], "Host IA32_EFER.";
-    HOST_IA32_PERF_GLOBAL_CTRL: W64 RW Host = 0x2c04 [], "Host IA32_PERF_GLOBAL_CTRL.";
+    HOST_IA32_PERF_GLOBAL_CTRL: W64 RW Host = 0x2c04 [USED], "Host IA32_PERF_GLOBAL_CTRL.";
     HOST_IA32_PKRS: W64 RW Host = 0x2c06 [], "Host IA32_PKRS.";
     // 32-bit control fields.
     PIN_BASED_VM_EXEC_CONTROL: W32 RW Control = 0x4000 [USED LAUNCH], "Pin-based VM-execution controls.";
