@@ -370,12 +370,7 @@ impl Hypervisor {
             msr_bitmap_pa: bitmap.pa,
             idt_va: idt.va as u64,
             host_cr3,
-            vpid: controls.vpid,
-            pin: controls.pin,
-            proc1: controls.proc1,
-            proc2: controls.proc2,
-            exit: controls.exit,
-            entry: controls.entry,
+            controls,
             cr0_fixed: caps.cr0_fixed,
             cr4_fixed: caps.cr4_fixed,
         };

@@ -11,7 +11,7 @@ use kernel::{bindings, prelude::*};
 
 use super::cpu_setup::CpuSlot;
 use crate::arch::{cpu, vmx};
-use crate::hv::host_policy;
+use crate::hv::host_policy::{self, HostControls};
 use crate::hv::hypercall::{self, nr};
 use crate::hv::vmx::exit::CR4_VMXE;
 use crate::hv::vmx::guest_state::{
@@ -76,12 +76,7 @@ pub(crate) struct Shared {
     pub(crate) msr_bitmap_pa: u64,
     pub(crate) idt_va: u64,
     pub(crate) host_cr3: u64,
-    pub(crate) vpid: bool,
-    pub(crate) pin: u32,
-    pub(crate) proc1: u32,
-    pub(crate) proc2: u32,
-    pub(crate) exit: u32,
-    pub(crate) entry: u32,
+    pub(crate) controls: HostControls,
     pub(crate) cr0_fixed: (u64, u64),
     pub(crate) cr4_fixed: (u64, u64),
 }
@@ -301,12 +296,7 @@ fn write_vmcs(
     };
     // Host state: the hypervisor's own GDT, TSS, IDT and stack.
     let host = HostVmcs {
-        pin: sh.pin,
-        proc1: sh.proc1,
-        proc2: sh.proc2,
-        exit: sh.exit,
-        entry: sh.entry,
-        vpid: sh.vpid,
+        controls: sh.controls,
         msr_bitmap_pa: sh.msr_bitmap_pa,
         eptp: sh.eptp,
         cr0,
@@ -328,7 +318,7 @@ fn write_vmcs(
         rip: entry::pkvm_vmexit_entry as *const () as u64,
     };
     write_controls_and_host_state(vmcs, &host)?;
-    if sh.entry & host_policy::ENTRY_LOAD_PERF_GLOBAL_CTRL != 0 {
+    if sh.controls.entry & host_policy::ENTRY_LOAD_PERF_GLOBAL_CTRL != 0 {
         // The host's counters keep running across the launch: the entry
         // loads its current IA32_PERF_GLOBAL_CTRL (0 if the CPU has no such
         // MSR), root mode runs with 0 (`host_vmcs`), and host writes

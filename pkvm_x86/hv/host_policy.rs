@@ -975,7 +975,7 @@ pub const ENTRY_LOAD_PERF_GLOBAL_CTRL: u32 = 1 << 13;
 pub const EXIT_CLEAR_LBR_CTL: u32 = 1 << 26;
 
 /// The five control fields, ready to write.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HostControls {
     /// Pin-based controls.
     pub pin: u32,

@@ -10,7 +10,7 @@
 //! hypervisor's structures, the MSRs read off the CPU) are the caller's.
 //! The guest state is `guest_state`'s.
 
-use crate::hv::host_policy;
+use crate::hv::host_policy::{self, HostControls};
 use crate::hv::vmx::caps::ctl;
 
 use crate::hv::vmx::vmcs::*;
@@ -22,18 +22,10 @@ pub const HOST_VPID: u16 = 1;
 /// area.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct HostVmcs {
-    /// Pin-based VM-execution controls.
-    pub pin: u32,
-    /// Primary processor-based VM-execution controls.
-    pub proc1: u32,
-    /// Secondary processor-based VM-execution controls.
-    pub proc2: u32,
-    /// VM-exit controls.
-    pub exit: u32,
-    /// VM-entry controls.
-    pub entry: u32,
-    /// Tag the host's translations with [`HOST_VPID`].
-    pub vpid: bool,
+    /// The VM-execution, VM-exit and VM-entry controls, and whether the
+    /// host's translations are tagged with [`HOST_VPID`]
+    /// (`host_policy::host_controls`).
+    pub controls: HostControls,
     /// Physical address of the MSR bitmap.
     pub msr_bitmap_pa: u64,
     /// The host EPT's EPTP.
@@ -85,11 +77,11 @@ pub fn write_controls_and_host_state(
     v: &mut impl VmcsAccess,
     h: &HostVmcs,
 ) -> Result<(), VmcsError> {
-    v.write(PIN_BASED_VM_EXEC_CONTROL, h.pin)?;
-    v.write(CPU_BASED_VM_EXEC_CONTROL, h.proc1)?;
-    v.write(SECONDARY_VM_EXEC_CONTROL, h.proc2)?;
-    v.write(VM_EXIT_CONTROLS, h.exit)?;
-    v.write(VM_ENTRY_CONTROLS, h.entry)?;
+    v.write(PIN_BASED_VM_EXEC_CONTROL, h.controls.pin)?;
+    v.write(CPU_BASED_VM_EXEC_CONTROL, h.controls.proc1)?;
+    v.write(SECONDARY_VM_EXEC_CONTROL, h.controls.proc2)?;
+    v.write(VM_EXIT_CONTROLS, h.controls.exit)?;
+    v.write(VM_ENTRY_CONTROLS, h.controls.entry)?;
     v.write(EXCEPTION_BITMAP, 0)?;
     v.write(PAGE_FAULT_ERROR_CODE_MASK, 0)?;
     v.write(PAGE_FAULT_ERROR_CODE_MATCH, 0)?;
@@ -105,10 +97,10 @@ pub fn write_controls_and_host_state(
     v.write(MSR_BITMAP, h.msr_bitmap_pa)?;
     v.write(EPT_POINTER, h.eptp)?;
     v.write(TSC_OFFSET, 0)?;
-    if h.vpid {
+    if h.controls.vpid {
         v.write(VIRTUAL_PROCESSOR_ID, HOST_VPID)?;
     }
-    if h.proc2 & ctl::PROC2_XSAVES != 0 {
+    if h.controls.proc2 & ctl::PROC2_XSAVES != 0 {
         // XSAVES/XRSTORS of the components whose MSRs must not follow the
         // host's choice into root mode exit (see `host_policy::XSS_REFUSED`).
         v.write(XSS_EXIT_BITMAP, host_policy::XSS_EXIT_BITMAP)?;
@@ -117,7 +109,7 @@ pub fn write_controls_and_host_state(
     v.write(HOST_CR0, h.cr0)?;
     v.write(HOST_CR3, h.host_cr3)?;
     v.write(HOST_CR4, host_policy::host_cr4(h.cr4))?;
-    if h.exit & host_policy::EXIT_LOAD_PERF_GLOBAL_CTRL != 0 {
+    if h.controls.exit & host_policy::EXIT_LOAD_PERF_GLOBAL_CTRL != 0 {
         // No performance counter runs in root mode (no PEBS record is
         // written through root mode's CR3).
         v.write(HOST_IA32_PERF_GLOBAL_CTRL, 0)?;
@@ -153,12 +145,15 @@ mod tests {
 
     fn sample(vpid: bool, proc2: u32) -> HostVmcs {
         HostVmcs {
-            pin: 0x16,
-            proc1: 0x9400_6172,
-            proc2,
-            exit: 0x003f_efff,
-            entry: 0x0000_d3ff,
-            vpid,
+            controls: HostControls {
+                pin: 0x16,
+                proc1: 0x9400_6172,
+                proc2,
+                exit: 0x003f_efff,
+                entry: 0x0000_d3ff,
+                vpid,
+                perf_global_switched: false,
+            },
             msr_bitmap_pa: 0x1_2345_6000,
             eptp: 0x1_0000_005e,
             cr0: 0x8005_0033,
@@ -234,7 +229,10 @@ mod tests {
         assert_eq!(v.read(XSS_EXIT_BITMAP), Ok(host_policy::XSS_EXIT_BITMAP));
         assert!(!v.was_written(HOST_IA32_PERF_GLOBAL_CTRL.encoding()));
         let perf = HostVmcs {
-            exit: h.exit | host_policy::EXIT_LOAD_PERF_GLOBAL_CTRL,
+            controls: HostControls {
+                exit: h.controls.exit | host_policy::EXIT_LOAD_PERF_GLOBAL_CTRL,
+                ..h.controls
+            },
             ..h
         };
         let mut v2 = MemVmcs::new();
@@ -250,7 +248,7 @@ mod tests {
         assert_eq!(v.read(HOST_RIP), Ok(h.rip));
         assert_eq!(v.read(HOST_RSP), Ok(h.rsp));
         assert_eq!(v.read(EPT_POINTER), Ok(h.eptp));
-        assert_eq!(v.read(CPU_BASED_VM_EXEC_CONTROL), Ok(h.proc1));
+        assert_eq!(v.read(CPU_BASED_VM_EXEC_CONTROL), Ok(h.controls.proc1));
         assert_eq!(v.read(VM_ENTRY_INTR_INFO), Ok(0));
         // Raw reads see the widths: a 16-bit selector is 16 bits wide.
         assert_eq!(v.read_raw(HOST_CS_SELECTOR.encoding()), Ok(0x10));
