@@ -73,6 +73,15 @@ pub enum Action {
     /// EPT violation: the host touched memory it does not own; a #PF is
     /// injected.
     ProtectedMemory,
+    /// An NMI arrived while the host ran (NMI exiting; the exception
+    /// bitmap is empty, so basic reason 0 is only ever an NMI): a
+    /// shootdown NMI of the hypervisor ends in root mode, any other is
+    /// re-injected into the host as a virtual NMI.  NMI exiting with
+    /// virtual NMIs is what lets a shootdown reach a CPU whatever the host
+    /// does: without it the NMI lands in the host's IDT, and without
+    /// virtual NMIs a host that stays in its NMI handler keeps physical
+    /// NMIs blocked and would stall every shootdown.
+    Nmi,
     /// NMI or interrupt window: nothing to do (pending NMIs, and an
     /// external interrupt whose delivery an exit interrupted, are
     /// delivered on the way back).
@@ -90,6 +99,13 @@ pub enum Action {
 pub const INTERRUPT_WINDOW: u16 = 7;
 /// Primary processor-based control bit 2: interrupt-window exiting.
 pub const PROC_INTERRUPT_WINDOW: u32 = 1 << 2;
+/// Primary processor-based control bit 22: NMI-window exiting (enabled
+/// only while an NMI for the host waits for the host to unblock NMIs).
+pub const PROC_NMI_WINDOW: u32 = 1 << 22;
+/// Pin-based control bit 3: NMI exiting.
+pub const PIN_NMI_EXITING: u32 = 1 << 3;
+/// Pin-based control bit 5: virtual NMIs.
+pub const PIN_VIRTUAL_NMIS: u32 = 1 << 5;
 
 /// The action for basic exit reason `basic`.
 pub const fn on_exit(basic: u16) -> Action {
@@ -107,6 +123,7 @@ pub const fn on_exit(basic: u16) -> Action {
         | reason::VMFUNC
         | reason::GETSEC => Action::Undefined,
         reason::EPT_VIOLATION => Action::ProtectedMemory,
+        reason::EXCEPTION_NMI => Action::Nmi,
         reason::NMI_WINDOW | INTERRUPT_WINDOW => Action::Nothing,
         reason::INIT => Action::Init,
         reason::SIPI => Action::Sipi,
@@ -1016,7 +1033,9 @@ pub enum ControlsError {
 /// debug controls switched on exit and entry; 64-bit host), the
 /// instruction enables that would otherwise make RDTSCP, INVPCID,
 /// XSAVES/XRSTORS, UMWAIT/TPAUSE raise #UD in the host, and nothing that
-/// makes the host exit more: no interrupt, NMI, HLT, I/O, CR3/CR8, MOV-DR,
+/// makes the host exit more than it must: NMI exiting with virtual NMIs (the
+/// cross-CPU shootdown, see [`Action::Nmi`]), but no interrupt, HLT, I/O,
+/// CR3/CR8, MOV-DR,
 /// RDTSC, PAUSE or MONITOR/MWAIT exiting, no preemption timer, never
 /// tertiary controls.  Bits the CPU forces to 1 stay 1 (`adjust`).
 ///
@@ -1038,7 +1057,12 @@ pub fn host_controls(caps: &VmxCaps) -> Result<HostControls, ControlsError> {
     } else {
         0
     };
-    let pin = caps.pinbased.adjust(0, 0).map_err(ControlsError::Pin)?;
+    // NMI exiting with virtual NMIs: the cross-CPU shootdown (see
+    // `Action::Nmi`).
+    let pin = caps
+        .pinbased
+        .adjust(PIN_NMI_EXITING | PIN_VIRTUAL_NMIS, 0)
+        .map_err(ControlsError::Pin)?;
     let proc1 = caps
         .procbased
         .adjust(ctl::PROC_MSR_BITMAPS | ctl::PROC_SECONDARY_CONTROLS, 0)
@@ -1114,13 +1138,14 @@ mod tests {
         }
         assert_eq!(on_exit(reason::EPT_VIOLATION), Action::ProtectedMemory);
         assert_eq!(on_exit(reason::NMI_WINDOW), Action::Nothing);
+        assert_eq!(on_exit(reason::EXCEPTION_NMI), Action::Nmi);
         for r in [2, 33, 34, 41] {
             assert_eq!(on_exit(r), Action::HostDead, "{r}");
         }
-        // Not enabled, hence unexpected: exceptions, interrupts, HLT,
+        // Not enabled, hence unexpected: interrupts, HLT,
         // WBINVD, EPT misconfiguration, I/O, RDTSC, ...
         assert_eq!(on_exit(7), Action::Nothing);
-        for r in [0, 1, 12, 16, 30, 49, 54, reason::MAX, u16::MAX] {
+        for r in [1, 12, 16, 30, 49, 54, reason::MAX, u16::MAX] {
             assert_eq!(on_exit(r), Action::Unexpected, "{r}");
         }
     }
@@ -1547,10 +1572,11 @@ mod tests {
     #[test]
     fn icelake_host_controls() {
         let c = host_controls(&caps()).unwrap();
-        // Nothing but the CPU's must-be-one bits in the pin controls: no
-        // external-interrupt or NMI exiting, no preemption timer.
-        assert_eq!(c.pin, 0x16);
-        assert_eq!(c.pin & (1 << 0 | 1 << 3 | 1 << 6), 0);
+        // The CPU's must-be-one bits plus NMI exiting and virtual NMIs in
+        // the pin controls: no external-interrupt exiting, no preemption
+        // timer.
+        assert_eq!(c.pin, 0x16 | PIN_NMI_EXITING | PIN_VIRTUAL_NMIS);
+        assert_eq!(c.pin & (1 << 0 | 1 << 6), 0);
         // MSR bitmaps and secondary controls; no HLT, INVLPG, RDTSC, CR3,
         // CR8, MOV-DR, unconditional I/O, MONITOR/MWAIT, PAUSE exiting, no
         // interrupt/NMI windows, never tertiary controls.

@@ -14,7 +14,10 @@
 //! the host's RIP/CS/RFLAGS/RSP/SS: the entry restores the registers and
 //! IRETQs into the host, now in root mode.
 //!
-//! Root-mode exceptions: NMI and #MC set a pending flag in the per-CPU
+//! Root-mode exceptions: an NMI first answers a pending cross-CPU
+//! shootdown (INVEPT of the host EPT and the acknowledgement in
+//! `HypCpu::flushed_gen`, see `crate::hyp::global`); then, unless a
+//! sender flagged it as a shootdown NMI, it and #MC set a pending flag in the per-CPU
 //! state (through GS, which is HOST_GS_BASE = the `HypCpu`; every field
 //! written here is an atomic on the Rust side, and each store below is a
 //! single aligned `mov` or a `lock` read-modify-write) and return; the
@@ -24,9 +27,11 @@
 //! recorded (vector, RIP, count) and the CPU halts, so nothing runs on
 //! corrupted state.
 
+use crate::hyp::global::HypGlobal;
 use crate::hyp::percpu::{
     HypCpu, OFF_EXPECT_FAULT, OFF_FATAL_COUNT, OFF_FATAL_RIP, OFF_FATAL_VECTOR, OFF_FAULTED,
-    OFF_MC_PENDING, OFF_NMIS_IN_ROOT, OFF_NMI_PENDING,
+    OFF_FLUSHED_GEN, OFF_GLOBAL, OFF_MC_PENDING, OFF_NMIS_IN_ROOT, OFF_NMI_PENDING,
+    OFF_SHOOTDOWN_NMI,
 };
 
 /// Guest general-purpose registers as saved by the VM-exit entry, followed
@@ -140,11 +145,38 @@ core::arch::global_asm!(
     "hlt",
     "jmp 4b",
 
-    // NMI and #MC: remember, deliver to the host later.
+    // NMI: first the shootdown (without any lock: the sender may be
+    // waiting for this CPU while this CPU waits for the lock or for its
+    // own shootdown).  If the flush generation moved past this CPU's,
+    // INVEPT the host EPT and acknowledge the generation read before the
+    // INVEPT.  Then, if a sender flagged this NMI as its own, it ends here;
+    // otherwise it is the host's: remember it, deliver it later.
     "pkvm_root_vec_2:",
     "endbr64",
+    "push rax",
+    "push rcx",
+    "mov rax, gs:[{global}]",
+    "mov rcx, [rax + {gen}]",
+    "cmp rcx, gs:[{flushed}]",
+    "jbe 7f",
+    "push rcx",
+    "push 0",
+    "push qword ptr [rax + {eptp}]",
+    "mov ecx, 1",
+    "invept rcx, [rsp]",
+    "add rsp, 16",
+    "pop rcx",
+    "mov gs:[{flushed}], rcx",
+    "7:",
+    "xor eax, eax",
+    "xchg eax, dword ptr gs:[{shootdown}]",
+    "test eax, eax",
+    "jnz 8f",
     "mov dword ptr gs:[{nmi}], 1",
     "lock inc qword ptr gs:[{nmi_count}]",
+    "8:",
+    "pop rcx",
+    "pop rax",
     "iretq",
     "pkvm_root_vec_18:",
     "endbr64",
@@ -232,4 +264,9 @@ core::arch::global_asm!(
     mc = const OFF_MC_PENDING,
     expect = const OFF_EXPECT_FAULT,
     faulted = const OFF_FAULTED,
+    global = const OFF_GLOBAL,
+    gen = const core::mem::offset_of!(HypGlobal, flush_gen),
+    eptp = const core::mem::offset_of!(HypGlobal, host_eptp),
+    flushed = const OFF_FLUSHED_GEN,
+    shootdown = const OFF_SHOOTDOWN_NMI,
 );

@@ -11,7 +11,7 @@
 //! in `CpuLocal::unexpected` and answered with #UD, which the host's own
 //! fault handling reports.
 
-use core::sync::atomic::Ordering::Relaxed;
+use core::sync::atomic::Ordering::{Relaxed, SeqCst};
 
 use super::global::KeepRanges;
 use super::percpu::{CpuLocal, HypCpu};
@@ -139,27 +139,74 @@ pub(crate) unsafe extern "C" fn handle_exit(regs: *mut GuestRegs, cpu: *const Hy
     // time; what only this handler touches is `local`, exclusive for the
     // exit because exits on a CPU do not nest (see `crate::hyp::percpu`).
     let (regs, cpu) = unsafe { (&mut *regs, &*cpu) };
+    let r = exit(regs, cpu);
+    if r == 0 {
+        // The generation check before every VM entry: covers the CPUs a
+        // shootdown NMI could not reach (wait-for-SIPI, `parked`) and
+        // NMI exits.
+        // SAFETY: `global` points at the hypervisor-wide state in the
+        // pool, alive while any CPU runs under it.
+        unsafe { &*cpu.global }.flush_if_behind(cpu, invept_host);
+    }
+    r
+}
+
+/// INVEPT single-context of the host EPT on this CPU.
+fn invept_host() {
+    // SAFETY: root mode (only the exit handler calls this); `global` is
+    // the hypervisor-wide state, alive while any CPU runs under it; INVEPT
+    // single-context is a required feature.
+    let _ = unsafe {
+        vmx::invept(
+            vmx::InveptType::SingleContext,
+            (*current_global()).host_eptp,
+        )
+    };
+}
+
+/// The hypervisor-wide state, through this CPU's `HypCpu` at GS:0.
+fn current_global() -> *const super::global::HypGlobal {
+    let me: u64;
+    // SAFETY: in root mode GS base is this CPU's `HypCpu`, whose first
+    // field is its own address; reading it has no side effect.
+    unsafe { core::arch::asm!("mov {}, gs:[0]", out(reg) me, options(nostack, readonly)) };
+    // SAFETY: `me` is this CPU's `HypCpu` (above), alive while it runs
+    // root mode.
+    unsafe { (*(me as *const HypCpu)).global }
+}
+
+/// The body of [`handle_exit`].
+fn exit(regs: &mut GuestRegs, cpu: &HypCpu) -> u64 {
     // SAFETY: this is the exit handler of this CPU, called once per exit.
     let local = unsafe { cpu.local() };
     let why = ExitReason::from_raw(rd(VM_EXIT_REASON));
     local.stats.record(why.basic);
     if !local.counted {
         // First exit of this CPU: from now on the teardown rendezvous
-        // waits for it too.
+        // waits for it too, and shootdowns reach it (at its APIC ID).
         local.counted = true;
+        cpu.apic_id.store(apic_id(), Relaxed);
         // SAFETY: `global` points at the hypervisor-wide state in the
         // pool, alive while any CPU runs under it.
-        unsafe { &*cpu.global }.note_cpu();
+        let global = unsafe { &*cpu.global };
+        global.register_cpu(cpu);
+        global.note_cpu();
     }
 
     // What to do is the host policy's decision; how, this handler's.
     match policy::on_exit(why.basic) {
         Action::Init => {
+            // Wait-for-SIPI blocks NMIs: shootdowns stop waiting for this
+            // CPU, which flushes before its entries instead (set before
+            // the generation check `handle_exit` runs next).
+            cpu.parked.store(1, SeqCst);
             park_for_sipi();
             // No event may be pending into the wait-for-SIPI state.
             return 0;
         }
         Action::Sipi => {
+            // Cleared before the generation check that precedes the entry.
+            cpu.parked.store(0, SeqCst);
             start_at_sipi(cpu, rd(EXIT_QUALIFICATION) as u8);
             return 0;
         }
@@ -228,12 +275,14 @@ pub(crate) unsafe extern "C" fn handle_exit(regs: *mut GuestRegs, cpu: *const Hy
         }
         Action::Undefined => inject_ud(cpu, local),
         Action::ProtectedMemory => host_touched_protected_memory(cpu, local),
+        Action::Nmi => host_nmi(cpu, local),
         Action::Nothing => {
             // An interrupt window with nothing left to deliver: stop
             // asking (an injected interrupt already turned it off).
             if why.basic == policy::INTERRUPT_WINDOW && local.pending_irq.is_none() {
                 interrupt_window(false);
             }
+            // The NMI window: `deliver_pending` injects and turns it off.
         }
         Action::HostDead => host_is_dead(cpu, local, why.basic),
         Action::Unexpected => unexpected(cpu, local, why.basic),
@@ -488,6 +537,7 @@ fn host_touched_protected_memory(cpu: &HypCpu, local: &mut CpuLocal) {
     // SAFETY: `global` points at the hypervisor-wide state in the pool, set
     // up before the launch and alive while any CPU runs under it.
     let global = unsafe { &*cpu.global };
+    reblock_nmi_after_iret(rd(EXIT_QUALIFICATION) & NMI_UNBLOCKED_BY_IRET != 0);
     if let Some(gpa) = Hpa::new(rd(GUEST_PHYSICAL_ADDRESS)) {
         if global
             .page_states()
@@ -510,12 +560,128 @@ fn host_touched_protected_memory(cpu: &HypCpu, local: &mut CpuLocal) {
     inject_exception(cpu, local, vector::PF, Some(v.host_pf_error_code(cpl3)));
 }
 
+/// Bit 12 of the EPT-violation exit qualification (as bit 12 of the exit
+/// interruption information of an NMI exit, `nmi_unblocking`): the exit
+/// happened while an IRET unblocked virtual NMIs.  If the IRET is to run again (or faulted), the
+/// blocking must be restored before the entry.
+const NMI_UNBLOCKED_BY_IRET: u64 = 1 << 12;
+
+/// Restores the host's virtual-NMI blocking that an IRET interrupted by
+/// this exit had lifted (`bit12`), unless an event delivery was
+/// interrupted instead (then the bit is undefined).
+fn reblock_nmi_after_iret(bit12: bool) {
+    if bit12 && !InterruptionInfo(rd(IDT_VECTORING_INFO)).is_valid() {
+        let intr = rd(GUEST_INTERRUPTIBILITY_INFO);
+        wr(GUEST_INTERRUPTIBILITY_INFO, intr | INTR_BLOCKING_NMI);
+    }
+}
+
+/// Blocking-by-NMI bit of the guest interruptibility state (virtual-NMI
+/// blocking with virtual NMIs on).
+const INTR_BLOCKING_NMI: u32 = 1 << 3;
+
+/// An NMI exit.  If a shootdown sender flagged this CPU, the NMI is the
+/// hypervisor's: the generation check before the entry flushes and
+/// acknowledges, the host sees nothing.  Otherwise it is the host's (a
+/// perf counter, an NMI IPI of its own, ...): re-injected as a virtual NMI
+/// by `deliver_pending`, at once or, while the host blocks NMIs, through
+/// NMI-window exiting.  A host NMI that arrives while a shootdown NMI is
+/// pending merges with it, as two NMIs merge natively (documented).
+fn host_nmi(cpu: &HypCpu, local: &mut CpuLocal) {
+    let info = rd(VM_EXIT_INTR_INFO);
+    if InterruptionInfo(info).event_type() != EventType::Nmi {
+        // The exception bitmap is empty: no exception exits.
+        unexpected(cpu, local, exit::reason::EXCEPTION_NMI);
+        return;
+    }
+    reblock_nmi_after_iret(InterruptionInfo(info).nmi_unblocking());
+    if cpu.shootdown_nmi.swap(0, SeqCst) == 0 {
+        cpu.nmi_pending.store(1, Relaxed);
+    }
+}
+
+/// Sends an NMI to the CPU with local APIC ID `id`, from root mode:
+/// through the ICR MSR if the host runs this CPU's APIC in x2APIC mode,
+/// else through the xAPIC page at the base IA32_APIC_BASE names, mapped
+/// for the send in the allocator's scratch slot (under the hypervisor lock,
+/// its one user; root mode's page table maps no MMIO for good).  ICR_HI,
+/// which the host may have set up for its own next IPI, is restored after
+/// the send.
+fn send_nmi(id: u32) {
+    /// ICR: NMI delivery mode, level assert, physical destination.
+    const ICR_NMI: u32 = 4 << 8 | 1 << 14;
+    /// IA32_APIC_BASE: x2APIC mode and global enable.
+    const X2APIC_ENABLED: u64 = 3 << 10;
+    /// x2APIC ICR MSR.
+    const X2APIC_ICR: u32 = 0x830;
+    let Some(base) = rdmsr_safe(policy::msr::APIC_BASE) else {
+        return;
+    };
+    if base & X2APIC_ENABLED == X2APIC_ENABLED {
+        let _ = wrmsr_safe(X2APIC_ICR, u64::from(id) << 32 | u64::from(ICR_NMI));
+        return;
+    }
+    /// IA32_APIC_BASE: global enable.
+    const APIC_ENABLED: u64 = 1 << 11;
+    /// The architectural base of the xAPIC page, the only one written: a
+    /// base the host moved could name RAM (a hypervisor or guest page)
+    /// once the APIC is off, so a moved APIC gets no shootdown NMI (the
+    /// sender keeps waiting: the host only hurts its own availability).
+    const XAPIC_PA: u64 = 0xfee0_0000;
+    if base & APIC_ENABLED == 0 || base & !0xfff & ((1 << 52) - 1) != XAPIC_PA {
+        return;
+    }
+    let Some(apic) = Hpa::new(XAPIC_PA) else {
+        return;
+    };
+    // SAFETY: `global` is this CPU's hypervisor-wide state (root mode).
+    let global = unsafe { &*current_global() };
+    global.page_states().with_scratch(apic, |va| {
+        let icr_lo = (va + 0x300) as *mut u32;
+        let icr_hi = (va + 0x310) as *mut u32;
+        // SAFETY: `va` maps the xAPIC page for this closure (the APIC is
+        // enabled at its reset base: the CPU routes the page to it); 32-bit
+        // aligned register accesses, as the APIC needs.
+        unsafe {
+            let mut spins = 0;
+            // Wait (bounded) for a send of the host's still in progress.
+            while icr_lo.read_volatile() & (1 << 12) != 0 && spins < 1000 {
+                spins += 1;
+                core::hint::spin_loop();
+            }
+            let saved = icr_hi.read_volatile();
+            icr_hi.write_volatile((id & 0xff) << 24);
+            icr_lo.write_volatile(ICR_NMI);
+            icr_hi.write_volatile(saved);
+        }
+    });
+}
+
+/// This CPU's local APIC ID, from CPUID (which the host cannot change in
+/// root mode): leaf 0xB's x2APIC ID where it exists, else the initial
+/// APIC ID of leaf 1.
+fn apic_id() -> u32 {
+    if cpuid(0, 0).eax >= 0xb && cpuid(0xb, 0).ebx != 0 {
+        cpuid(0xb, 0).edx
+    } else {
+        cpuid(1, 0).ebx >> 24
+    }
+}
+
 /// Delivers an NMI or machine check that arrived while in root mode, if
 /// no other event is being injected and the host is not blocking NMIs;
 /// else an external interrupt set aside by [`inject_exception`], once the
 /// host can take it (RFLAGS.IF set, no STI or MOV-SS blocking), with
 /// interrupt-window exiting on while it waits.
 fn deliver_pending(cpu: &HypCpu, local: &mut CpuLocal) {
+    deliver_events(cpu, local);
+    // An NMI for the host still waiting (the host blocks NMIs, or another
+    // event goes first): exit as soon as it can take it.
+    nmi_window(cpu.nmi_pending.load(Relaxed) != 0);
+}
+
+/// The body of [`deliver_pending`].
+fn deliver_events(cpu: &HypCpu, local: &mut CpuLocal) {
     if InterruptionInfo(rd(VM_ENTRY_INTR_INFO)).is_valid() {
         if local.pending_irq.is_some() {
             interrupt_window(true);
@@ -557,6 +723,19 @@ fn deliver_pending(cpu: &HypCpu, local: &mut CpuLocal) {
     }
 }
 
+/// Turns NMI-window exiting on or off.
+fn nmi_window(on: bool) {
+    let p = rd(CPU_BASED_VM_EXEC_CONTROL);
+    let want = if on {
+        p | policy::PROC_NMI_WINDOW
+    } else {
+        p & !policy::PROC_NMI_WINDOW
+    };
+    if want != p {
+        wr(CPU_BASED_VM_EXEC_CONTROL, want);
+    }
+}
+
 /// Turns interrupt-window exiting on or off.
 fn interrupt_window(on: bool) {
     let p = rd(CPU_BASED_VM_EXEC_CONTROL);
@@ -590,7 +769,11 @@ fn hypercall_dispatch(regs: &mut GuestRegs, cpu: &HypCpu, local: &mut CpuLocal) 
         (true, false) => DebugCalls::Off,
         (true, true) => DebugCalls::On,
     };
-    let r = match Call::parse(regs.gpr[reg::RAX], args, debug) {
+    let parsed = Call::parse(regs.gpr[reg::RAX], args, debug);
+    // FLUSH_HOST_EPT flushes this CPU only (no longer needed for safety);
+    // every other flushing call took access away: all CPUs.
+    let everywhere = !matches!(parsed, Ok(Call::FlushHostEpt));
+    let r = match parsed {
         Err(e) => Reply::errno(e),
         Ok(Call::Version) => Reply::val(hypercall::ABI_VERSION),
         Ok(Call::TeardownCpu) => {
@@ -658,6 +841,8 @@ fn hypercall_dispatch(regs: &mut GuestRegs, cpu: &HypCpu, local: &mut CpuLocal) 
         }
         #[cfg(pkvm_debug)]
         Ok(Call::DebugCheckInvariants) => global.page_states().check_invariants(),
+        #[cfg(pkvm_debug)]
+        Ok(Call::DebugFillPage { hpa, value }) => global.page_states().fill_page(hpa, value),
         // A production build parses no debug call (`DebugCalls::NotBuilt`);
         // the arm only keeps the match exhaustive.
         #[cfg(not(pkvm_debug))]
@@ -665,14 +850,17 @@ fn hypercall_dispatch(regs: &mut GuestRegs, cpu: &HypCpu, local: &mut CpuLocal) 
             Call::DebugHostEptLookup { .. }
             | Call::DebugGuestShareHost { .. }
             | Call::DebugGuestUnshareHost { .. }
-            | Call::DebugCheckInvariants,
+            | Call::DebugCheckInvariants
+            | Call::DebugFillPage { .. },
         ) => Reply::errno(errno::ENOSYS),
     };
     // The lock guard of the page-state arms dropped at the end of its
-    // statement: the flush runs unlocked.
-    if r.flush {
-        // SAFETY: root mode; INVEPT single-context is a required feature.
-        let _ = unsafe { vmx::invept(vmx::InveptType::SingleContext, global.host_eptp) };
+    // statement: the flush runs unlocked.  A call that took pages away
+    // from the host returns only once no CPU can still reach them.
+    if r.flush && everywhere {
+        global.shootdown(cpu, invept_host, send_nmi);
+    } else if r.flush {
+        invept_host();
     }
     if let Some(v) = r.rbx {
         regs.gpr[reg::RBX] = v;
@@ -754,6 +942,8 @@ unsafe fn teardown(regs: &mut GuestRegs, hcpu: &HypCpu, cpu: &mut CpuLocal) -> u
         let _ = vmx::vmxoff();
     }
     cpu.torn_down = 1;
+    // Out of VMX operation: shootdowns no longer wait for this CPU.
+    hcpu.parked.store(1, SeqCst);
     // Still on the hypervisor's page table, stack and descriptor tables:
     // wait for the scrub (or do it) before anything of the host runs.
     global.teardown_left_vmx(closer);

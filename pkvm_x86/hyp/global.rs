@@ -12,11 +12,19 @@
 //! page-state hypercall is one method of [`PageStates`], called by the exit
 //! handler's dispatch with the call's validated arguments.
 //!
-//! After a change to the host EPT the calling CPU invalidates its own
-//! EPT-derived translations.  Other CPUs are flushed by the host asking
-//! each of them (FLUSH_HOST_EPT); until root mode can send its own IPIs, a
-//! host that skips that step can keep a stale translation on another CPU
-//! for a page it gave away.  Documentation/hypercalls.rst says so.
+//! After a change to the host EPT that takes access away, the calling CPU
+//! shoots down every CPU's EPT-derived translations before the hypercall
+//! returns ([`HypGlobal::shootdown`]): it raises the flush generation
+//! [`HypGlobal::flush_gen`], invalidates its own, sends an NMI to every
+//! other CPU under the hypervisor that has not acknowledged the new
+//! generation yet, and waits until each has (`HypCpu::flushed_gen`) or
+//! cannot run the host (`HypCpu::parked`).  A target acknowledges in its
+//! root-mode NMI stub (`crate::hyp::entry`: INVEPT, then the
+//! acknowledgement, without the lock, so a target spinning on the lock or
+//! waiting for its own shootdown still answers) or before its next VM entry
+//! (the NMI exit in non-root mode, and the generation check every entry
+//! runs).  Nothing of this trusts the host.  Documentation/deprivilege.rst,
+//! "Cross-CPU shootdown".
 //!
 //! It also owns the coordinated teardown ([`Teardown`]): BEGIN_TEARDOWN
 //! freezes the page states (refused while a VM exists), TEARDOWN_CPU is a
@@ -29,6 +37,7 @@ use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::lock::{SpinLock, SpinLockGuard};
 use super::mm::{HypMm, MAX_CHUNKS};
+use super::percpu::HypCpu;
 use crate::hv::error::Error;
 use crate::hv::hypercall::call::Reply;
 use crate::hv::hypercall::errno;
@@ -51,6 +60,12 @@ pub struct HypGlobal {
     pub debug: bool,
     /// EPT pointer of the host EPT (for INVEPT).
     pub host_eptp: u64,
+    /// Flush generation: raised by every shootdown; a CPU whose
+    /// `flushed_gen` is below it may hold stale host-EPT translations.
+    pub flush_gen: AtomicU64,
+    /// Every CPU under the hypervisor, by the host's CPU number: the
+    /// address of its `HypCpu`, recorded at its first VM exit (0: none).
+    cpus: [AtomicU64; MAX_TEARDOWN_CPUS],
     /// The page-state structures, under the hypervisor lock.
     states: SpinLock<PageStates>,
     /// The coordinated teardown of every CPU.
@@ -71,6 +86,10 @@ pub type KeepRanges = [(u64, u64); KEEP_PER_CPU];
 
 /// Ranges in [`KeepRanges`].
 pub const KEEP_PER_CPU: usize = 5;
+
+/// Polling rounds of a shootdown between two NMIs to a CPU that has not
+/// acknowledged yet.
+const RESEND_SPINS: u64 = 1 << 16;
 
 /// How many bounded waits (`pause` iterations) a CPU that called
 /// TEARDOWN_CPU waits for the others before giving up with `EBUSY`.
@@ -155,6 +174,9 @@ impl HypGlobal {
         unsafe {
             addr_of_mut!((*this).debug).write(debug);
             addr_of_mut!((*this).host_eptp).write(host_eptp);
+            addr_of_mut!((*this).flush_gen).write(AtomicU64::new(0));
+            // INVARIANT: all-zero is "no CPU registered".
+            addr_of_mut!((*this).cpus).write_bytes(0, 1);
             let st = SpinLock::init_in_place(addr_of_mut!((*this).states));
             addr_of_mut!((*st).mm).write(mm);
             addr_of_mut!((*st).host).write(host);
@@ -216,6 +238,73 @@ impl HypGlobal {
     /// must take part in the teardown rendezvous.
     pub fn note_cpu(&self) {
         self.teardown.cpus.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Records `cpu` (at its first VM exit) among the CPUs shootdowns
+    /// reach.  A CPU numbered beyond [`MAX_TEARDOWN_CPUS`] is not recorded
+    /// (it cannot be torn down either; documented limitation).
+    pub fn register_cpu(&self, cpu: &HypCpu) {
+        if let Some(slot) = self.cpus.get(cpu.cpu as usize) {
+            slot.store(core::ptr::from_ref(cpu) as u64, Ordering::SeqCst);
+        }
+    }
+
+    /// Cross-CPU shootdown, from CPU `me` in root mode, after a change that
+    /// took access away from the host (no lock held): returns once every
+    /// other recorded CPU has invalidated its host-EPT translations or
+    /// cannot run the host.  `invalidate` flushes this CPU; `send_nmi(id)`
+    /// sends an NMI to the CPU with local APIC ID `id`.  A target that
+    /// never answers (the host disabled its APIC) keeps this CPU here: the
+    /// host only hurts its own availability.
+    pub fn shootdown(&self, me: &HypCpu, invalidate: impl Fn(), send_nmi: impl Fn(u32)) {
+        let gen = self
+            .flush_gen
+            .fetch_add(1, Ordering::SeqCst)
+            .wrapping_add(1);
+        invalidate();
+        me.flushed_gen.fetch_max(gen, Ordering::SeqCst);
+        let mut spins: u64 = 0;
+        loop {
+            let mut behind = false;
+            for slot in &self.cpus {
+                let p = slot.load(Ordering::SeqCst);
+                if p == 0 || p == core::ptr::from_ref(me) as u64 {
+                    continue;
+                }
+                // SAFETY: recorded `HypCpu`s are per-CPU pages of the pool,
+                // alive while the hypervisor runs; only their atomics are
+                // touched here.
+                let other = unsafe { &*(p as *const HypCpu) };
+                if other.flushed_gen.load(Ordering::SeqCst) >= gen
+                    || other.parked.load(Ordering::SeqCst) != 0
+                {
+                    continue;
+                }
+                behind = true;
+                // First round, then again now and then in case the NMI
+                // merged with one already pending there.
+                if spins % RESEND_SPINS == 0 {
+                    other.shootdown_nmi.store(1, Ordering::SeqCst);
+                    send_nmi(other.apic_id.load(Ordering::SeqCst));
+                }
+            }
+            if !behind {
+                return;
+            }
+            spins = spins.wrapping_add(1);
+            core::hint::spin_loop();
+        }
+    }
+
+    /// The generation check every VM entry of CPU `cpu` runs: if a
+    /// shootdown happened since this CPU last flushed, flush (with
+    /// `invalidate`) and acknowledge.
+    pub fn flush_if_behind(&self, cpu: &HypCpu, invalidate: impl Fn()) {
+        let gen = self.flush_gen.load(Ordering::SeqCst);
+        if cpu.flushed_gen.load(Ordering::SeqCst) < gen {
+            invalidate();
+            cpu.flushed_gen.fetch_max(gen, Ordering::SeqCst);
+        }
     }
 
     /// BEGIN_TEARDOWN: freezes the page states, unless a VM exists
@@ -625,6 +714,28 @@ impl PageStates {
             },
             Err(e) => Reply::from(Err(e), false),
         }
+    }
+
+    /// Runs `f` with page `pa` mapped at the address it is given (the
+    /// allocator's scratch slot, `HypMm::with_scratch`).
+    pub fn with_scratch(&mut self, pa: Hpa, f: impl FnOnce(u64)) {
+        // SAFETY: as in `parts`: the live allocator, under the lock.
+        let mm = unsafe { &mut *self.mm };
+        mm.with_scratch(pa, f);
+    }
+
+    /// DEBUG_FILL_PAGE: fills `hpa` with `value` from root mode, if the
+    /// host EPT gives the host no access to it (`EPERM` otherwise: the
+    /// call never writes the host's own memory).
+    #[cfg(pkvm_debug)]
+    pub fn fill_page(&mut self, hpa: Hpa, value: u64) -> Reply {
+        if self.host_may_access(hpa, true, false, false) {
+            return Reply::errno(errno::EPERM);
+        }
+        // SAFETY: as in `parts`: the live allocator, under the lock.
+        let mm = unsafe { &mut *self.mm };
+        mm.fill_page(hpa, value);
+        Reply::val(0)
     }
 
     /// DEBUG_CHECK_INVARIANTS: 0, or -EFAULT with the violation's kind in

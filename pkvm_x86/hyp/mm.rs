@@ -17,7 +17,9 @@
 //! ([`MmOps::invalidate`]) for this CPU: INVEPT single-context for an EPT,
 //! INVLPG (or a CR3 reload for large ranges) for the hypervisor's own
 //! table.  Before launch (no table is in use by any CPU yet) the hook does
-//! nothing.  The cross-CPU shootdown (issue 8) is to extend it.
+//! nothing.  Other CPUs are flushed by the cross-CPU shootdown that the
+//! exit handler runs after a page-state call took access away
+//! (`crate::hyp::global`, `HypGlobal::shootdown`), outside the lock.
 
 use core::sync::atomic::AtomicU64;
 
@@ -200,6 +202,45 @@ impl HypMm {
 }
 
 impl HypMm {
+    /// Fills page `pa` with the 64-bit `value` through the scratch slot
+    /// (root mode, under the hypervisor lock; DEBUG_FILL_PAGE).
+    #[cfg(pkvm_debug)]
+    pub fn fill_page(&mut self, pa: Hpa, value: u64) {
+        self.with_scratch(pa, |va| {
+            let p = va as *mut u64;
+            for i in 0..(PAGE as usize / 8) {
+                // SAFETY: `va` maps the whole page `pa` for this closure.
+                unsafe { p.add(i).write_volatile(value) };
+            }
+        });
+    }
+
+    /// Runs `f` with page `pa` mapped read-write at the address it is
+    /// given, through the scratch slot, break-before-make both ways.  Root
+    /// mode only, under the hypervisor lock (the one user of the slot);
+    /// does nothing before launch.  Used for the xAPIC page by the
+    /// cross-CPU shootdown (not in root mode's page table: the host's MMIO
+    /// is never mapped for good) and by DEBUG_FILL_PAGE.
+    pub fn with_scratch(&mut self, pa: Hpa, f: impl FnOnce(u64)) {
+        if self.scratch_va == 0 {
+            return;
+        }
+        let slot = self.scratch_slot();
+        let map = HypFormat::leaf(pa.page_down(), SCRATCH_ATTRS, 1);
+        store(slot, 0);
+        // SAFETY: as in `zero_page`: the slot maps only `scratch_va` and
+        // the caller holds the hypervisor lock.
+        unsafe {
+            crate::arch::cpu::invlpg(self.scratch_va);
+            store(slot, map);
+        }
+        f(self.scratch_va);
+        store(slot, 0);
+        // SAFETY: as above.
+        unsafe { crate::arch::cpu::invlpg(self.scratch_va) };
+        store(slot, self.scratch_idle);
+    }
+
     /// The scratch slot's entry, written only through [`store`].
     fn scratch_slot(&self) -> &AtomicU64 {
         // SAFETY: `set_scratch`'s contract: `scratch_pte` is an 8-byte

@@ -13,7 +13,10 @@
 //!
 //! The root-mode NMI, #MC and #GP stubs write some fields at any
 //! instruction boundary of the exit handler, on the same CPU: `nmi_pending`,
-//! `mc_pending`, `nmis_in_root`, `fatal_*`, `expect_fault`, `faulted`.
+//! `mc_pending`, `nmis_in_root`, `fatal_*`, `expect_fault`, `faulted`,
+//! `flushed_gen`, `shootdown_nmi`.  Other CPUs write `shootdown_nmi` and
+//! read `flushed_gen`, `parked` and `apic_id` (the cross-CPU shootdown,
+//! `crate::hyp::global`).
 //! Those are atomics: the stubs use single aligned `mov` stores or `lock`
 //! read-modify-writes, which are atomic accesses of the same size, and
 //! the Rust side reads and clears them with atomic operations, so no
@@ -61,6 +64,23 @@ pub struct HypCpu {
     pub expect_fault: AtomicU32,
     /// Set by the #GP handler when an expected fault happened.
     pub faulted: AtomicU32,
+    /// The last flush generation (`HypGlobal::flush_gen`) for which this
+    /// CPU has invalidated its host-EPT translations: its acknowledgement
+    /// of a shootdown.  Raised by the root-mode NMI stub (plain store of a
+    /// generation it read before its INVEPT) and by the exit handler before
+    /// every VM entry (`fetch_max`), never lowered.
+    pub flushed_gen: AtomicU64,
+    /// Set by a CPU that sends this CPU a shootdown NMI, taken (swapped to
+    /// 0) by whichever NMI path sees the next NMI: that NMI is the
+    /// hypervisor's and is not forwarded to the host.
+    pub shootdown_nmi: AtomicU32,
+    /// This CPU cannot take NMIs (wait-for-SIPI, or it left VMX operation):
+    /// shootdowns do not wait for it; it runs the generation check before
+    /// its next VM entry.
+    pub parked: AtomicU32,
+    /// Local APIC ID of this CPU (from CPUID at its first exit), the
+    /// destination of shootdown NMIs.
+    pub apic_id: AtomicU32,
     /// Logical CPU number (the host's numbering).
     pub cpu: u32,
     /// CR4 bits that must be 1 in VMX operation.
@@ -115,6 +135,12 @@ pub const OFF_FATAL_RIP: usize = core::mem::offset_of!(HypCpu, fatal_rip);
 pub const OFF_EXPECT_FAULT: usize = core::mem::offset_of!(HypCpu, expect_fault);
 /// Offset of `faulted`.
 pub const OFF_FAULTED: usize = core::mem::offset_of!(HypCpu, faulted);
+/// Offset of `flushed_gen`.
+pub const OFF_FLUSHED_GEN: usize = core::mem::offset_of!(HypCpu, flushed_gen);
+/// Offset of `shootdown_nmi`.
+pub const OFF_SHOOTDOWN_NMI: usize = core::mem::offset_of!(HypCpu, shootdown_nmi);
+/// Offset of `global`.
+pub const OFF_GLOBAL: usize = core::mem::offset_of!(HypCpu, global);
 
 // The layout the assembly relies on: the offsets it was written for, and
 // atomics of exactly the size and alignment of the `dword` / `qword`
@@ -127,6 +153,9 @@ const _: () = assert!(OFF_FATAL_COUNT == 28);
 const _: () = assert!(OFF_FATAL_RIP == 32);
 const _: () = assert!(OFF_EXPECT_FAULT == 40);
 const _: () = assert!(OFF_FAULTED == 44);
+const _: () = assert!(OFF_FLUSHED_GEN == 48);
+const _: () = assert!(OFF_SHOOTDOWN_NMI == 56);
+const _: () = assert!(OFF_GLOBAL % 8 == 0);
 const _: () = assert!(core::mem::size_of::<AtomicU32>() == 4);
 const _: () = assert!(core::mem::align_of::<AtomicU32>() == 4);
 const _: () = assert!(core::mem::size_of::<AtomicU64>() == 8);
@@ -152,6 +181,10 @@ impl HypCpu {
             fatal_rip: AtomicU64::new(0),
             expect_fault: AtomicU32::new(0),
             faulted: AtomicU32::new(0),
+            flushed_gen: AtomicU64::new(0),
+            shootdown_nmi: AtomicU32::new(0),
+            parked: AtomicU32::new(0),
+            apic_id: AtomicU32::new(0),
             cpu,
             cr4_fixed0,
             cr4_fixed1,

@@ -40,12 +40,28 @@
  *                           fixup; "ok|gp old=0x.. now=0x.." (a write that
  *                           succeeded is undone at once)
  *
+ *   stale PFN RCPU WCPU PATTERN
+ *                           the stale-translation race: a kthread bound to
+ *                           RCPU reads frame PFN through its own vmap alias
+ *                           in a tight loop; once it runs, WCPU donates the
+ *                           frame to the hypervisor (HOST_DONATE_HYP), marks
+ *                           the donation returned, and has root mode fill
+ *                           it with PATTERN (DEBUG_FILL_PAGE, debug build);
+ *                           50 ms later the reader stops and the frame is
+ *                           given back (HYP_DONATE_HOST).  "ok donate=RC
+ *                           fill=RC back=RC reads=N new=N late=N faults=N":
+ *                           new = reads that saw PATTERN, late = reads that
+ *                           succeeded although they began after the
+ *                           donation had returned
+ *
  * Numbers are parsed with base 0 (0x... for hex).
  */
 #include <linux/debugfs.h>
 #include <linux/delay.h>
 #include <asm/apic.h>
 #include <linux/io.h>
+#include <linux/kthread.h>
+#include <linux/completion.h>
 #include <linux/mm.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
@@ -303,6 +319,103 @@ static void do_cr4(void *p)
 	c->rc = rc;
 }
 
+/* The reader side of "stale". */
+struct stale_state {
+	void *va;
+	u64 pattern;
+	atomic_t donated;
+	u64 reads, new_seen, late, faults;
+	bool running;
+	struct completion started;
+};
+
+static int stale_reader(void *p)
+{
+	struct stale_state *s = p;
+	u64 v, n = 0;
+
+	while (!kthread_should_stop()) {
+		int donated = atomic_read(&s->donated);
+
+		/* The flag is read before the access it qualifies. */
+		smp_rmb();
+		if (access_nofault(false, s->va, &v)) {
+			s->faults++;
+		} else {
+			s->reads++;
+			if (v == s->pattern)
+				s->new_seen++;
+			if (donated)
+				s->late++;
+		}
+		if (++n == 1000) {
+			s->running = true;
+			complete(&s->started);
+		}
+		if (!(n & 1023))
+			cond_resched();
+	}
+	return 0;
+}
+
+static u64 vmcall_on(u64 cpu, u64 nr, u64 a0, u64 a1)
+{
+	struct vmcall_args v = { .nr = nr, .a = { a0, a1 } };
+
+	if (smp_call_function_single(cpu, do_vmcall, &v, 1))
+		return (u64)-1;
+	return v.rax;
+}
+
+static int cmd_stale(u64 pfn, u64 rcpu, u64 wcpu, u64 pattern)
+{
+	struct stale_state *s;
+	struct task_struct *t;
+	u64 donate = 0, fill = 0, back = 0;
+
+	if (rcpu >= nr_cpu_ids || !cpu_online(rcpu) || wcpu >= nr_cpu_ids || !cpu_online(wcpu))
+		return -EINVAL;
+	s = kzalloc(sizeof(*s), GFP_KERNEL);
+	if (!s)
+		return -ENOMEM;
+	s->va = alias(pfn);
+	if (!s->va) {
+		kfree(s);
+		return -EINVAL;
+	}
+	s->pattern = pattern;
+	init_completion(&s->started);
+	t = kthread_create(stale_reader, s, "pkvm_stale/%llu", rcpu);
+	if (IS_ERR(t)) {
+		vunmap(s->va);
+		kfree(s);
+		return PTR_ERR(t);
+	}
+	kthread_bind(t, rcpu);
+	get_task_struct(t);
+	wake_up_process(t);
+	wait_for_completion_timeout(&s->started, 5 * HZ);
+	if (s->running) {
+		donate = vmcall_on(wcpu, 0x10, pfn, 1);	/* HOST_DONATE_HYP */
+		smp_wmb();
+		atomic_set(&s->donated, 1);
+		msleep(20);
+		fill = vmcall_on(wcpu, 0x44, pfn, pattern);	/* DEBUG_FILL_PAGE */
+		msleep(50);
+	}
+	kthread_stop(t);
+	put_task_struct(t);
+	if (s->running)
+		back = vmcall_on(wcpu, 0x11, pfn, 1);	/* HYP_DONATE_HOST */
+	snprintf(result, sizeof(result),
+		 "%s donate=0x%llx fill=0x%llx back=0x%llx reads=%llu new=%llu late=%llu faults=%llu\n",
+		 s->running ? "ok" : "err not-started", donate, fill, back, s->reads,
+		 s->new_seen, s->late, s->faults);
+	vunmap(s->va);
+	kfree(s);
+	return 0;
+}
+
 static int run(char *line)
 {
 	char *argv[7];
@@ -380,6 +493,8 @@ static int run(char *line)
 		return cmd_scan(n[0], n[1], n[2]);
 	if (!strcmp(argv[0], "sipi") && argc == 4)
 		return cmd_sipi(n[0], n[1], n[2]);
+	if (!strcmp(argv[0], "stale") && argc == 5)
+		return cmd_stale(n[0], n[1], n[2], n[3]);
 	return -EINVAL;
 }
 

@@ -149,6 +149,13 @@ pub enum Call {
     },
     /// [`nr::DEBUG_CHECK_INVARIANTS`] (debug only).
     DebugCheckInvariants,
+    /// [`nr::DEBUG_FILL_PAGE`] (debug only).
+    DebugFillPage {
+        /// The page to fill.
+        hpa: Hpa,
+        /// The pattern written to every 64-bit word.
+        value: u64,
+    },
 }
 
 /// Host-physical address of frame `pfn`, or `EINVAL`.
@@ -174,6 +181,7 @@ pub const fn is_debug_only(call: u64) -> bool {
             | nr::DEBUG_GUEST_SHARE_HOST
             | nr::DEBUG_GUEST_UNSHARE_HOST
             | nr::DEBUG_CHECK_INVARIANTS
+            | nr::DEBUG_FILL_PAGE
     )
 }
 
@@ -274,6 +282,10 @@ impl Call {
                 pages: a2,
             },
             nr::DEBUG_CHECK_INVARIANTS => Self::DebugCheckInvariants,
+            nr::DEBUG_FILL_PAGE => Self::DebugFillPage {
+                hpa: pa(a0)?,
+                value: a1,
+            },
             _ => return Err(errno::ENOSYS),
         })
     }
@@ -494,6 +506,7 @@ mod tests {
             nr::DEBUG_GUEST_SHARE_HOST,
             nr::DEBUG_GUEST_UNSHARE_HOST,
             nr::DEBUG_CHECK_INVARIANTS,
+            nr::DEBUG_FILL_PAGE,
         ] {
             assert!(is_debug_only(n));
             // EPERM first, whatever the arguments.
@@ -566,6 +579,7 @@ mod tests {
             nr::DEBUG_GUEST_SHARE_HOST,
             nr::DEBUG_GUEST_UNSHARE_HOST,
             nr::DEBUG_CHECK_INVARIANTS,
+            nr::DEBUG_FILL_PAGE,
         ];
         // Plausible arguments for every call: frame 1, kind 0, handle 0x1000.
         for n in known {

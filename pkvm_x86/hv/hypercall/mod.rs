@@ -92,6 +92,11 @@ pub mod nr {
     /// Debug only: runs the ownership invariant checker; 0 or -EFAULT with
     /// the violation kind in RBX and its address in RCX.
     pub const DEBUG_CHECK_INVARIANTS: u64 = 0x43;
+    /// Debug only: fills page frame RBX, which the host must not be able
+    /// to read (given to the hypervisor or a guest), with the 64-bit
+    /// pattern RCX, from root mode: what the shootdown test writes into a
+    /// page it just donated, to see whether another CPU still reads it.
+    pub const DEBUG_FILL_PAGE: u64 = 0x44;
 }
 
 /// Largest page frame number a hypercall accepts (52-bit addresses).
