@@ -22,6 +22,7 @@ use crate::hv::host_policy::{
 use crate::hv::hypercall::call::{Call, DebugCalls, Reply};
 use crate::hv::hypercall::{self, errno};
 use crate::hv::mm::addr::Hpa;
+use crate::hv::mm::ept::MemType;
 use crate::hv::vmx::event::{self as event, Interruptibility, InterruptionInfo, Merged};
 use crate::hv::vmx::exit::{self, vector, CrAccess, EptViolation, EventType, ExitReason};
 use crate::hv::vmx::guest_state::HostCpuState;
@@ -636,7 +637,8 @@ fn send_nmi(id: u32) {
     };
     // SAFETY: `global` is this CPU's hypervisor-wide state (root mode).
     let global = unsafe { &*current_global() };
-    global.page_states().with_scratch(apic, |va| {
+    // Uncacheable: APIC registers must not go through the cache.
+    global.page_states().with_scratch(apic, MemType::Uc, |va| {
         let icr_lo = (va + 0x300) as *mut u32;
         let icr_hi = (va + 0x310) as *mut u32;
         // SAFETY: `va` maps the xAPIC page for this closure (the APIC is

@@ -42,7 +42,7 @@ use crate::hv::error::Error;
 use crate::hv::hypercall::call::Reply;
 use crate::hv::hypercall::errno;
 use crate::hv::mm::addr::{Gpa, Hpa};
-use crate::hv::mm::ept::{EptEntry, PageState};
+use crate::hv::mm::ept::{EptEntry, MemType, PageState};
 #[cfg(pkvm_debug)]
 use crate::hv::mm::invariants::{self, Claim};
 use crate::hv::mm::mem_protect::{self as mp, HostEpt, HypPgt, VmKind};
@@ -716,12 +716,13 @@ impl PageStates {
         }
     }
 
-    /// Runs `f` with page `pa` mapped at the address it is given (the
-    /// allocator's scratch slot, `HypMm::with_scratch`).
-    pub fn with_scratch(&mut self, pa: Hpa, f: impl FnOnce(u64)) {
+    /// Runs `f` with page `pa` mapped at the address it is given, with
+    /// memory type `memtype` (the allocator's scratch slot,
+    /// `HypMm::with_scratch`).
+    pub fn with_scratch(&mut self, pa: Hpa, memtype: MemType, f: impl FnOnce(u64)) {
         // SAFETY: as in `parts`: the live allocator, under the lock.
         let mm = unsafe { &mut *self.mm };
-        mm.with_scratch(pa, f);
+        mm.with_scratch(pa, memtype, f);
     }
 
     /// DEBUG_FILL_PAGE: fills `hpa` with `value` from root mode, if the

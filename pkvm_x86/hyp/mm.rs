@@ -25,6 +25,7 @@ use core::sync::atomic::AtomicU64;
 
 use crate::hv::mm::addr::{Hpa, HypVa, TableKind};
 use crate::hv::mm::ept::Eptp;
+use crate::hv::mm::ept::MemType;
 use crate::hv::mm::pgtable::{store, Attrs, HypFormat, MmOps, PteFormat, Table, PERM_R, PERM_W};
 
 /// Attributes of the scratch slot while it maps a page: read-write, not
@@ -206,7 +207,7 @@ impl HypMm {
     /// (root mode, under the hypervisor lock; DEBUG_FILL_PAGE).
     #[cfg(pkvm_debug)]
     pub fn fill_page(&mut self, pa: Hpa, value: u64) {
-        self.with_scratch(pa, |va| {
+        self.with_scratch(pa, MemType::Wb, |va| {
             let p = va as *mut u64;
             for i in 0..(PAGE as usize / 8) {
                 // SAFETY: `va` maps the whole page `pa` for this closure.
@@ -220,13 +221,19 @@ impl HypMm {
     /// mode only, under the hypervisor lock (the one user of the slot);
     /// does nothing before launch.  Used for the xAPIC page by the
     /// cross-CPU shootdown (not in root mode's page table: the host's MMIO
-    /// is never mapped for good) and by DEBUG_FILL_PAGE.
-    pub fn with_scratch(&mut self, pa: Hpa, f: impl FnOnce(u64)) {
+    /// is never mapped for good) and by DEBUG_FILL_PAGE.  `memtype` is the
+    /// mapping's memory type: uncacheable for device registers (the local
+    /// APIC), write-back for RAM.
+    pub fn with_scratch(&mut self, pa: Hpa, memtype: MemType, f: impl FnOnce(u64)) {
         if self.scratch_va == 0 {
             return;
         }
         let slot = self.scratch_slot();
-        let map = HypFormat::leaf(pa.page_down(), SCRATCH_ATTRS, 1);
+        let attrs = Attrs {
+            memtype,
+            ..SCRATCH_ATTRS
+        };
+        let map = HypFormat::leaf(pa.page_down(), attrs, 1);
         store(slot, 0);
         // SAFETY: as in `zero_page`: the slot maps only `scratch_va` and
         // the caller holds the hypervisor lock.
