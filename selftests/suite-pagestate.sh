@@ -5,7 +5,7 @@
 
 DBG=/sys/kernel/debug/pkvm_x86
 CTL=$DBG/debug/ctl
-TESTS="insmod_debug host_ept_types pool_unreachable donate_hyp_and_back hostile_alias module_image_pinned mmio_refused double_donate_refused \
+TESTS="insmod_debug host_ept_types pool_unreachable stack_guards donate_hyp_and_back hostile_alias module_image_pinned mmio_refused double_donate_refused \
 share_hyp protected_vm normal_vm bad_commands nmis_not_lost hostile_hypercalls rmmod_gives_back rmmod_scrubs dmesg_clean"
 
 ctl() { echo "$*" > $CTL || { echo "write '$*' failed"; return 1; }; cat $CTL; }
@@ -32,6 +32,22 @@ t_host_ept_types() {
 
 t_pool_unreachable() {
 	expect_ctl '^fault -14' probe_pool
+}
+
+# Every CPU's root-mode stack has an unmapped guard page below it in root
+# mode's own page table (an overflow faults, on the #PF/#DF interrupt
+# stack, instead of writing the pool page below), while the stack itself
+# is mapped.  Asked of root mode on each online CPU.
+t_stack_guards() {
+	n=0
+	for d in /sys/devices/system/cpu/cpu[0-9]*; do
+		c=${d##*cpu}
+		[ -e $d/online ] && [ "$(cat $d/online)" = 0 ] && continue
+		expect_ctl '^ok guard=unmapped stack=mapped ' stack_guard $c
+		n=$((n + 1))
+	done
+	[ $n -gt 0 ] || fail "no online CPU found"
+	expect_ctl '^ok invariants hold' check
 }
 
 t_donate_hyp_and_back() {

@@ -20,6 +20,9 @@
 //! guest_share_host G | guest_unshare_host G   (as the test VM would)
 //! vm_teardown          tear the test VM down
 //! check                run the ownership invariant checker
+//! stack_guard CPU      root mode's page-table entries, on CPU, for the
+//!                      guard page below its root-mode stack and for the
+//!                      stack's lowest page (`guard=unmapped stack=mapped`)
 //! nmi_test CPU N       send N NMIs to CPU one at a time; report how many
 //!                      the host saw and how many hit root mode
 //! fuzz N SEED          N hypercalls with hostile arguments on a scratch
@@ -70,6 +73,38 @@ fn nmis_in_root(cpu: u32) -> Result<u64> {
         return Err(Error::from_errno(rc));
     }
     Ok(n)
+}
+
+/// Runs DEBUG_STACK_GUARD on one CPU.
+///
+/// # Safety
+///
+/// `info` points at a live `[u64; 2]`; the CPU runs deprivileged under pkvm.
+unsafe extern "C" fn stack_guard_this_cpu(info: *mut c_void) {
+    // SAFETY: the CPU runs deprivileged; the call only reads root mode's
+    // page table.
+    let (rax, rbx, _) = unsafe { vmx::vmcall3(nr::DEBUG_STACK_GUARD, 0, 0, 0, 0) };
+    // SAFETY: guaranteed by the caller.
+    unsafe { *info.cast::<[u64; 2]>() = [rax, rbx] };
+}
+
+/// Root mode's page-table entries for the guard page below `cpu`'s
+/// root-mode stack and for the stack's lowest page.
+fn stack_guard(cpu: u32) -> Result<(Result<u64, i64>, u64)> {
+    let mut r = [0u64; 2];
+    // SAFETY: runs on `cpu` before this returns; `r` lives.
+    let rc = unsafe {
+        bindings::smp_call_function_single(
+            cpu as i32,
+            Some(stack_guard_this_cpu),
+            (&raw mut r).cast(),
+            1,
+        )
+    };
+    if rc != 0 {
+        return Err(Error::from_errno(rc));
+    }
+    Ok((decode(r[0]), r[1]))
 }
 
 const PAGE: usize = 4096;
@@ -391,6 +426,20 @@ impl DebugState {
                 }
                 let in_root = nmis_in_root(cpu)?.wrapping_sub(before);
                 writeln!(w, "ok sent={n} seen={seen} in_root={in_root}").map_err(fmt_err)?;
+            }
+            "stack_guard" => {
+                let cpu: u32 = arg1.parse().map_err(|_| EINVAL)?;
+                let mapped = |e: u64| if e & 1 != 0 { "mapped" } else { "unmapped" };
+                match stack_guard(cpu)? {
+                    (Ok(guard), stack) => writeln!(
+                        w,
+                        "ok guard={} stack={} ({guard:#x} {stack:#x})",
+                        mapped(guard),
+                        mapped(stack)
+                    )
+                    .map_err(fmt_err)?,
+                    (Err(e), _) => writeln!(w, "err {e}").map_err(fmt_err)?,
+                }
             }
             "fuzz" => {
                 let n: u32 = arg1.parse().map_err(|_| EINVAL)?;

@@ -658,6 +658,15 @@ fn hypercall_dispatch(regs: &mut GuestRegs, cpu: &HypCpu, local: &mut CpuLocal) 
         }
         #[cfg(pkvm_debug)]
         Ok(Call::DebugCheckInvariants) => global.page_states().check_invariants(),
+        #[cfg(pkvm_debug)]
+        Ok(Call::DebugStackGuard) => {
+            // The same stack bottom `keep_ranges` computes; the guard is
+            // the page below it (`crate::host::cpu_setup`).
+            let bottom = keep_ranges()[0].0;
+            global
+                .page_states()
+                .hyp_lookup_pair(bottom.wrapping_sub(4096), bottom)
+        }
         // A production build parses no debug call (`DebugCalls::NotBuilt`);
         // the arm only keeps the match exhaustive.
         #[cfg(not(pkvm_debug))]
@@ -665,7 +674,8 @@ fn hypercall_dispatch(regs: &mut GuestRegs, cpu: &HypCpu, local: &mut CpuLocal) 
             Call::DebugHostEptLookup { .. }
             | Call::DebugGuestShareHost { .. }
             | Call::DebugGuestUnshareHost { .. }
-            | Call::DebugCheckInvariants,
+            | Call::DebugCheckInvariants
+            | Call::DebugStackGuard,
         ) => Reply::errno(errno::ENOSYS),
     };
     // The lock guard of the page-state arms dropped at the end of its

@@ -187,6 +187,15 @@ impl HypGlobal {
         }
     }
 
+    /// Makes the pool page `pa` a stack guard: unmapped in root mode's
+    /// page table, still the hypervisor's (`HypPgt::unmap_guard`).  Host
+    /// side, before any CPU is deprivileged.  The teardown scrub zeroes it
+    /// like any pool page: through the scratch slot, not the linear window.
+    pub fn unmap_stack_guard(&mut self, pa: Hpa) -> crate::hv::error::Result {
+        let (mm, _, hyp, _) = self.states.get_mut().parts();
+        hyp.unmap_guard(mm, pa)
+    }
+
     /// Table pages of the host EPT (host side, before launch).
     pub fn host_ept_table_pages(&mut self) -> usize {
         let st = self.states.get_mut();
@@ -624,6 +633,24 @@ impl PageStates {
                 ..Reply::val(leaf.entry)
             },
             Err(e) => Reply::from(Err(e), false),
+        }
+    }
+
+    /// DEBUG_STACK_GUARD: root mode's page-table leaf entries for `va`
+    /// (RAX) and `va2` (RBX), zero where nothing maps them.
+    #[cfg(pkvm_debug)]
+    pub fn hyp_lookup_pair(&mut self, va: u64, va2: u64) -> Reply {
+        let (mm, _, hyp, _) = self.parts();
+        let mut look = |va: u64| {
+            hyp.lookup(mm, crate::hv::mm::addr::HypVa::from_low_bits(va))
+                .map(|(e, _)| e)
+        };
+        match (look(va), look(va2)) {
+            (Ok(a), Ok(b)) => Reply {
+                rbx: Some(b),
+                ..Reply::val(a)
+            },
+            (Err(e), _) | (_, Err(e)) => Reply::from(Err(e), false),
         }
     }
 

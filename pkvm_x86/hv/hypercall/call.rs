@@ -149,6 +149,8 @@ pub enum Call {
     },
     /// [`nr::DEBUG_CHECK_INVARIANTS`] (debug only).
     DebugCheckInvariants,
+    /// [`nr::DEBUG_STACK_GUARD`] (debug only).
+    DebugStackGuard,
 }
 
 /// Host-physical address of frame `pfn`, or `EINVAL`.
@@ -174,6 +176,7 @@ pub const fn is_debug_only(call: u64) -> bool {
             | nr::DEBUG_GUEST_SHARE_HOST
             | nr::DEBUG_GUEST_UNSHARE_HOST
             | nr::DEBUG_CHECK_INVARIANTS
+            | nr::DEBUG_STACK_GUARD
     )
 }
 
@@ -274,6 +277,7 @@ impl Call {
                 pages: a2,
             },
             nr::DEBUG_CHECK_INVARIANTS => Self::DebugCheckInvariants,
+            nr::DEBUG_STACK_GUARD => Self::DebugStackGuard,
             _ => return Err(errno::ENOSYS),
         })
     }
@@ -352,6 +356,7 @@ mod tests {
                 p(nr::DEBUG_CHECK_INVARIANTS, junk),
                 Ok(Call::DebugCheckInvariants)
             );
+            assert_eq!(p(nr::DEBUG_STACK_GUARD, junk), Ok(Call::DebugStackGuard));
         }
     }
 
@@ -494,6 +499,7 @@ mod tests {
             nr::DEBUG_GUEST_SHARE_HOST,
             nr::DEBUG_GUEST_UNSHARE_HOST,
             nr::DEBUG_CHECK_INVARIANTS,
+            nr::DEBUG_STACK_GUARD,
         ] {
             assert!(is_debug_only(n));
             // EPERM first, whatever the arguments.
@@ -566,6 +572,7 @@ mod tests {
             nr::DEBUG_GUEST_SHARE_HOST,
             nr::DEBUG_GUEST_UNSHARE_HOST,
             nr::DEBUG_CHECK_INVARIANTS,
+            nr::DEBUG_STACK_GUARD,
         ];
         // Plausible arguments for every call: frame 1, kind 0, handle 0x1000.
         for n in known {

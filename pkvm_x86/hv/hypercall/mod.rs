@@ -92,6 +92,10 @@ pub mod nr {
     /// Debug only: runs the ownership invariant checker; 0 or -EFAULT with
     /// the violation kind in RBX and its address in RCX.
     pub const DEBUG_CHECK_INVARIANTS: u64 = 0x43;
+    /// Debug only: root mode's own page-table entries, on the calling CPU,
+    /// for the guard page below its root-mode stack (RAX, zero when
+    /// unmapped) and for the stack's lowest page (RBX).
+    pub const DEBUG_STACK_GUARD: u64 = 0x44;
 }
 
 /// Largest page frame number a hypercall accepts (52-bit addresses).

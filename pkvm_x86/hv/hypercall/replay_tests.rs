@@ -92,7 +92,8 @@ fn run(
         | Call::NmisInRoot
         | Call::InternalErrors
         | Call::BeginTeardown
-        | Call::DebugCheckInvariants => return None,
+        | Call::DebugCheckInvariants
+        | Call::DebugStackGuard => return None,
     })
 }
 
