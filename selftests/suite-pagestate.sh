@@ -5,7 +5,7 @@
 
 DBG=/sys/kernel/debug/pkvm_x86
 CTL=$DBG/debug/ctl
-TESTS="insmod_debug host_ept_types pool_unreachable stack_guards donate_hyp_and_back hostile_alias module_image_pinned mmio_refused double_donate_refused \
+TESTS="insmod_debug host_ept_types host_ept_covers_maxphyaddr pool_unreachable stack_guards donate_hyp_and_back hostile_alias module_image_pinned mmio_refused double_donate_refused \
 share_hyp protected_vm normal_vm bad_commands nmis_not_lost hostile_hypercalls rmmod_gives_back rmmod_scrubs dmesg_clean"
 
 ctl() { echo "$*" > $CTL || { echo "write '$*' failed"; return 1; }; cat $CTL; }
@@ -28,6 +28,20 @@ t_host_ept_types() {
 	expect_ctl '^ok level=[0-9] .*rwx.* mt=6 .*Owned' lookup 0
 	expect_ctl '^ok level=[0-9] ' lookup_pa 0xfee00000
 	expect_ctl '^ok level=3 .*rwx.*Owned' lookup_pa 0x8000000000
+}
+
+# The host EPT maps the whole physical address space the kernel sees
+# (MAXPHYADDR less any key-ID bits, as /proc/cpuinfo reports it, at most
+# 2^48): the last page below it is the host's.
+t_host_ept_covers_maxphyaddr() {
+	bits=$(sed -n 's/^address sizes[^0-9]*\([0-9]*\) bits physical.*/\1/p' /proc/cpuinfo | head -n 1)
+	[ -n "$bits" ] || fail "no address sizes in /proc/cpuinfo" || return 1
+	[ $bits -gt 48 ] && bits=48
+	top=$(printf '0x%x' $(( (1 << bits) - 4096 )))
+	echo "physical address bits $bits, last page $top"
+	expect_ctl '^ok level=[0-9] .*rwx.*Owned' lookup_pa $top
+	dmesg | grep -q "host EPT: identity map of \[0, $(printf '0x%x' $((1 << bits))))" ||
+		fail "the host EPT's limit is not 2^$bits: $(dmesg | grep 'identity map')"
 }
 
 t_pool_unreachable() {

@@ -166,6 +166,29 @@ pub fn map_typed<M: MmOps, T: MemTypes>(
     Ok(())
 }
 
+/// The end of the host's identity map for a CPU with `maxphyaddr`
+/// physical address bits (CPUID 0x80000008) of which `keyid_bits` (the
+/// TME/MKTME key-ID bits IA32_TME_ACTIVATE reserves, 0 without MKTME) are
+/// not address but key: `2^(maxphyaddr - keyid_bits)`, at most 2^48 (what
+/// a 4-level EPT translates, [`ADDR_LIMIT`]) and at least 2^32.
+///
+/// The key-ID bits are never mapped: an access with a key ID set would
+/// reach the same memory under another encryption key, an alias the page
+/// states do not track, so those addresses stay EPT violations.
+pub const fn identity_limit(maxphyaddr: u8, keyid_bits: u8) -> u64 {
+    let bits = maxphyaddr.saturating_sub(keyid_bits);
+    let bits = if bits < 32 {
+        32
+    } else if bits > 48 {
+        48
+    } else {
+        bits
+    };
+    1u64 << bits
+}
+
+const _: () = assert!(identity_limit(52, 0) == ADDR_LIMIT);
+
 /// Sorts `holes` by address and checks them against `limit`: every hole
 /// well formed (see [`Hole`]) and inside `[0, limit)`, no two overlapping
 /// (adjacent is fine), `limit` 4 KiB aligned and at most [`ADDR_LIMIT`].
@@ -749,11 +772,17 @@ mod tests {
     // ---- page sizes and alignment ---------------------------------------
 
     /// Uniform WB memory, no holes: only 1 GiB pages; one PDPT per
-    /// 512 GiB up to the module's largest limit (2^46).
+    /// 512 GiB up to the module's largest limit (2^48: 513 table pages).
     #[test]
     fn uniform_memory_uses_only_1g_pages() {
         let types = Layout::uniform(WB);
-        for (limit, tables) in [(4 * G1, 2), (512 * G1, 2), (513 * G1, 3), (1 << 46, 129)] {
+        for (limit, tables) in [
+            (4 * G1, 2),
+            (512 * G1, 2),
+            (513 * G1, 3),
+            (1 << 46, 129),
+            (1 << 48, 513),
+        ] {
             let (ept, mut mm) = build(&types, &[], limit);
             let want = reference(&types, &[], limit);
             assert_eq!(want.len() as u64, limit / G1);
@@ -762,6 +791,31 @@ mod tests {
             ept.destroy(&mut mm).unwrap();
             assert_eq!(mm.live(), 0);
         }
+    }
+
+    /// The identity map ends at MAXPHYADDR less the key-ID bits, within
+    /// [2^32, 2^48]; the whole 48-bit space is accepted as a limit.
+    #[test]
+    fn identity_limit_is_maxphyaddr_without_keyid_bits() {
+        for (maxphy, keyid, want) in [
+            (36, 0, 1u64 << 36),
+            (39, 0, 1 << 39),
+            (46, 0, 1 << 46),
+            (48, 0, 1 << 48),
+            (52, 0, 1 << 48),
+            (52, 6, 1 << 46),
+            (46, 6, 1 << 40),
+            (46, 15, 1 << 32),
+            (0, 0, 1 << 32),
+            (255, 255, 1 << 32),
+        ] {
+            assert_eq!(identity_limit(maxphy, keyid), want, "{maxphy} {keyid}");
+        }
+        assert_eq!(sort_and_check_holes(&mut [], identity_limit(52, 0)), Ok(()));
+        assert_eq!(
+            sort_and_check_holes(&mut [], identity_limit(52, 0) + K4),
+            Err(Error::Inval)
+        );
     }
 
     /// A limit that is not 1 GiB or 2 MiB aligned ends in smaller pages;
