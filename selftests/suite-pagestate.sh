@@ -27,19 +27,27 @@ t_insmod_debug() {
 t_host_ept_types() {
 	expect_ctl '^ok level=[0-9] .*rwx.* mt=6 .*Owned' lookup 0
 	expect_ctl '^ok level=[0-9] ' lookup_pa 0xfee00000
+	# 512 GiB: above RAM, mapped by root mode at the first access.
+	expect_ctl '^ok ' read_pa 0x8000000000
 	expect_ctl '^ok level=3 .*rwx.*Owned' lookup_pa 0x8000000000
 }
 
-# The host EPT maps the whole physical address space the kernel sees
+# The host EPT covers the whole physical address space the kernel sees
 # (MAXPHYADDR less any key-ID bits, as /proc/cpuinfo reports it, at most
-# 2^48): the last page below it is the host's.
+# 2^48).  Above RAM it is filled on demand: the last page is not mapped
+# until the host touches it, then it is the host's (1 GiB page, WB: the
+# MTRR default in Bochs) and the access succeeds.
 t_host_ept_covers_maxphyaddr() {
 	bits=$(sed -n 's/^address sizes[^0-9]*\([0-9]*\) bits physical.*/\1/p' /proc/cpuinfo | head -n 1)
 	[ -n "$bits" ] || fail "no address sizes in /proc/cpuinfo" || return 1
 	[ $bits -gt 48 ] && bits=48
 	top=$(printf '0x%x' $(( (1 << bits) - 4096 )))
 	echo "physical address bits $bits, last page $top"
+	dmesg | grep 'host EPT'
+	expect_ctl 'EptEntry\(0x0000000000000000' lookup_pa $top
+	expect_ctl '^ok ' read_pa $(printf '0x%x' $(( (1 << bits) - 8 )))
 	expect_ctl '^ok level=[0-9] .*rwx.*Owned' lookup_pa $top
+	expect_ctl '^ok invariants hold' check
 	dmesg | grep -q "host EPT: identity map of \[0, $(printf '0x%x' $((1 << bits))))" ||
 		fail "the host EPT's limit is not 2^$bits: $(dmesg | grep 'identity map')"
 }

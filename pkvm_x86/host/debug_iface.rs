@@ -14,6 +14,8 @@
 //! probe_pool           read the first hypervisor pool page the same way
 //! pool_pa              physical address of the pool's first chunk (2 MiB)
 //! lookup I | lookup_pa PA   host EPT leaf of page I / of address PA
+//! read_pa PA           read 8 bytes of physical address PA (MMIO) through
+//!                      a fresh ioremap, fault-tolerant
 //! donate_hyp I | undonate_hyp I | share_hyp I | unshare_hyp I
 //! vm_create normal|protected     register a test VM (one metadata page)
 //! share_guest I G | unshare_guest I G | donate_guest I G
@@ -328,6 +330,36 @@ impl DebugState {
                             8,
                         ) as i64
                     }
+                };
+                if rc == 0 {
+                    writeln!(w, "ok {v:#018x}").map_err(fmt_err)?;
+                } else {
+                    writeln!(w, "fault {rc}").map_err(fmt_err)?;
+                }
+            }
+            "read_pa" => {
+                // Reads 8 bytes of physical address PA (MMIO) through a
+                // fresh ioremap, with a fault-tolerant accessor: the first
+                // access to the host EPT's on-demand part maps it.
+                let pa =
+                    u64::from_str_radix(arg1.trim_start_matches("0x"), 16).map_err(|_| EINVAL)?;
+                if pa & 7 != 0 {
+                    return Err(EINVAL);
+                }
+                // SAFETY: ioremap checks the address; a null result is an
+                // error, handled below.
+                let va = unsafe { bindings::ioremap(pa, 8) };
+                if va.is_null() {
+                    return Err(ENOMEM);
+                }
+                let mut v = 0u64;
+                // SAFETY: the nofault accessor survives any fault; `v` is a
+                // live local of the size copied; `va` is unmapped once.
+                let rc = unsafe {
+                    let rc =
+                        bindings::copy_from_kernel_nofault((&raw mut v).cast(), va.cast_const(), 8);
+                    bindings::iounmap(va);
+                    rc
                 };
                 if rc == 0 {
                     writeln!(w, "ok {v:#018x}").map_err(fmt_err)?;

@@ -3,9 +3,13 @@
 //! Builds the host EPT at load: an identity map of the whole physical
 //! address space (up to MAXPHYADDR less any TME/MKTME key-ID bits, at most
 //! the 2^48 a 4-level EPT covers) that gives the host everything except
-//! the hypervisor's memory.  Mapped eagerly with 1 GiB pages where the
-//! memory types allow: 2^48 costs about 513 table pages (2 MiB), printed
-//! at load as "host EPT N table pages".
+//! the hypervisor's memory.  Large pages (1 GiB where the memory types
+//! allow) throughout.  Only `[0, eager_end)` (every RAM page, at least the
+//! low 4 GiB) is mapped at load; the rest, MMIO only, is mapped by root
+//! mode at the host's first access to each 1 GiB block
+//! (`hv::mm::host_ept_map::LazyMap`), with the memory type the MTRRs read
+//! here give it: mapping 2^48 eagerly would cost 513 table pages (2 MiB).
+//! The table pages used at load are printed as "host EPT N table pages".
 //!
 //! * Memory types come from the MTRRs (`hv::mm::mtrr`), so the combination
 //!   with the host's PAT is what it was natively: RAM write-back, MMIO as
@@ -35,7 +39,7 @@
 use kernel::{bindings, prelude::*};
 
 use crate::arch::{cpuid::cpuid, msr};
-use crate::hv::mm::host_ept_map::{build_identity, identity_limit, Hole};
+use crate::hv::mm::host_ept_map::{build_identity, eager_end, identity_limit, Hole, LazyMap};
 use crate::hv::mm::mem_protect::HostEpt;
 use crate::hv::mm::mtrr::{Mtrrs, RawMtrrs};
 use crate::hv::mm::pgtable::{PERM_R, PERM_X};
@@ -154,8 +158,12 @@ fn module_pages(module: *mut bindings::module, holes: &mut KVec<Hole>) -> Result
     Ok(())
 }
 
-/// Builds the host EPT in pool memory.
-pub(crate) fn build(mm: &mut HypMm, module: *mut bindings::module) -> Result<HostEpt> {
+/// Builds the host EPT in pool memory, and the description of its part
+/// that root mode fills on demand.
+pub(crate) fn build(
+    mm: &mut HypMm,
+    module: *mut bindings::module,
+) -> Result<(HostEpt, LazyMap<Mtrrs>)> {
     let maxphy = maxphyaddr();
     let raw = RawMtrrs::read_with(maxphy, |idx| msr::read_on_cpu(0, idx).unwrap_or(0));
     let mtrrs = Mtrrs::decode(&raw);
@@ -182,13 +190,20 @@ pub(crate) fn build(mm: &mut HypMm, module: *mut bindings::module) -> Result<Hos
     }
     module_pages(module, &mut holes)?;
 
-    let mut ept = HostEpt::new(mm, 3, ram_map()?)?;
-    if let Err(e) = build_identity(&mut ept, mm, &mtrrs, &mut holes, limit) {
+    let ram = ram_map()?;
+    let eager = eager_end(&ram, limit);
+    pr_info!(
+        "{}\n",
+        format_args!("host EPT: [0, {eager:#x}) mapped now, [{eager:#x}, {limit:#x}) on demand")
+    );
+    let lazy = LazyMap::new(eager, limit, mtrrs).map_err(|_| EINVAL)?;
+    let mut ept = HostEpt::new(mm, 3, ram)?;
+    if let Err(e) = build_identity(&mut ept, mm, &mtrrs, &mut holes, eager) {
         pr_err!("host EPT: identity map failed: {}\n", e.name());
         if let Err(d) = ept.destroy(mm) {
             pr_warn!("host EPT: freeing the partial table failed: {}\n", d.name());
         }
         return Err(e.into());
     }
-    Ok(ept)
+    Ok((ept, lazy))
 }

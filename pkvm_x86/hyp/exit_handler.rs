@@ -489,10 +489,13 @@ fn host_touched_protected_memory(cpu: &HypCpu, local: &mut CpuLocal) {
     // up before the launch and alive while any CPU runs under it.
     let global = unsafe { &*cpu.global };
     if let Some(gpa) = Hpa::new(rd(GUEST_PHYSICAL_ADDRESS)) {
-        if global
-            .page_states()
-            .host_may_access(gpa, v.read, v.write, v.fetch)
-        {
+        let mut st = global.page_states();
+        // A stale translation (the entry allows the access now), or the
+        // first access to the part of the identity map filled on demand
+        // (above RAM: MMIO such as 64-bit BARs): retry the access.
+        let retry = st.host_may_access(gpa, v.read, v.write, v.fetch) || st.map_on_demand(gpa);
+        drop(st);
+        if retry {
             // SAFETY: root mode; INVEPT single-context is a required feature.
             let _ = unsafe { vmx::invept(vmx::InveptType::SingleContext, global.host_eptp) };
             return;

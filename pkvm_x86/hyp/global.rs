@@ -34,9 +34,11 @@ use crate::hv::hypercall::call::Reply;
 use crate::hv::hypercall::errno;
 use crate::hv::mm::addr::{Gpa, Hpa};
 use crate::hv::mm::ept::{EptEntry, PageState};
+use crate::hv::mm::host_ept_map::LazyMap;
 #[cfg(pkvm_debug)]
 use crate::hv::mm::invariants::{self, Claim};
 use crate::hv::mm::mem_protect::{self as mp, HostEpt, HypPgt, VmKind};
+use crate::hv::mm::mtrr::Mtrrs;
 use crate::hv::mm::pgtable::{HypFormat, MmOps, PteFormat, ADDR_LIMIT, PERM_RWX};
 use crate::hv::mm::vm_table::VmTable;
 
@@ -105,6 +107,9 @@ pub struct PageStates {
     /// The hypervisor's page allocator (in the pool).
     mm: *mut HypMm,
     host: HostEpt,
+    /// The part of the host EPT mapped at the host's first access (above
+    /// RAM, below the identity limit), typed by the MTRRs read at load.
+    lazy: LazyMap<Mtrrs>,
     hyp: HypPgt,
     vms: VmTable,
     /// The pool's chunks (physical base, size): hypervisor memory that is
@@ -145,6 +150,7 @@ impl HypGlobal {
         this: *mut Self,
         mm: *mut HypMm,
         host: HostEpt,
+        lazy: LazyMap<Mtrrs>,
         hyp: HypPgt,
         host_eptp: u64,
         debug: bool,
@@ -158,6 +164,7 @@ impl HypGlobal {
             let st = SpinLock::init_in_place(addr_of_mut!((*this).states));
             addr_of_mut!((*st).mm).write(mm);
             addr_of_mut!((*st).host).write(host);
+            addr_of_mut!((*st).lazy).write(lazy);
             addr_of_mut!((*st).hyp).write(hyp);
             VmTable::init_in_place(addr_of_mut!((*st).vms));
             let pinned = addr_of_mut!((*st).pinned).cast::<(u64, u64)>();
@@ -621,6 +628,18 @@ impl PageStates {
         };
         let e = EptEntry(leaf.entry);
         (!read || e.read() != 0) && (!write || e.write() != 0) && (!fetch || e.exec() != 0)
+    }
+
+    /// After a host EPT violation at `hpa` that [`Self::host_may_access`]
+    /// did not explain: maps the on-demand part of the host's identity map
+    /// around `hpa` if that is where it lies and it is not mapped yet
+    /// (`LazyMap::map_on_demand`); `true`: the host should retry.  Out of
+    /// pool memory: `false` (the host takes the fault; its availability
+    /// only).
+    pub fn map_on_demand(&mut self, hpa: Hpa) -> bool {
+        // SAFETY: as in `parts` (borrowed apart from `lazy` here).
+        let mm = unsafe { &mut *self.mm };
+        matches!(self.lazy.map_on_demand(&mut self.host, mm, hpa), Ok(true))
     }
 
     /// DEBUG_HOST_EPT_LOOKUP: the leaf entry in RAX, its level in RBX.

@@ -36,6 +36,7 @@ use crate::hv::mm::ept::{MemType, PageState, PAGE_SIZE, PINNED};
 use crate::hv::mm::mem_protect::HostEpt;
 use crate::hv::mm::mtrr::Mtrrs;
 use crate::hv::mm::pgtable::{Attrs, MmOps, ADDR_LIMIT, PERM_R, PERM_RWX, PERM_W};
+use crate::hv::mm::ram::RamMap;
 
 /// Block sizes tried when cutting a range into runs of one memory type,
 /// largest first: 1 GiB, 2 MiB, 4 KiB (the EPT's page sizes).
@@ -235,6 +236,89 @@ pub fn build_identity<M: MmOps, T: MemTypes>(
         a = h.pa + h.size;
     }
     map_typed(ept, mm, types, a, limit, PERM_RWX, PageState::Owned)
+}
+
+/// Granule of the on-demand map: a 1 GiB aligned block (one PDPT entry when
+/// its memory type is uniform).
+const LAZY_BLOCK: u64 = 1 << 30;
+
+/// Where the eager map stops: past the end of RAM (rounded up to 1 GiB) and
+/// at least 4 GiB (the legacy MMIO below it: APIC, I/O APIC, PCI hole, is
+/// mapped eagerly with everything else there), at most `limit`.  Every RAM
+/// page, and therefore every page that can ever change hands (the RAM map
+/// is checked before any transition), lies below it.
+pub fn eager_end(ram: &RamMap, limit: u64) -> u64 {
+    let ram_end = ram.ranges().last().map_or(0, |r| r.end);
+    let ram_end = ram_end
+        .checked_next_multiple_of(LAZY_BLOCK)
+        .unwrap_or(ADDR_LIMIT);
+    ram_end.max(1 << 32).min(limit)
+}
+
+/// The part of the host's identity map that is filled on demand:
+/// `[start, end)`, above every RAM page ([`eager_end`]) and below the
+/// identity limit ([`identity_limit`]), mapped for the host, typed by
+/// `types`, at its first EPT violation ([`LazyMap::map_on_demand`]).
+///
+/// A zero host EPT entry normally means "the hypervisor's"; in this range
+/// it means "the host's, not mapped yet": no hypervisor or guest page can
+/// be there (only RAM changes hands, and there is none), so a host access
+/// there is never to protected memory.  This keeps large physical address
+/// spaces (2^48: 513 table pages if mapped eagerly) from costing tables
+/// for ranges the host never touches (64-bit BARs are the usual visitors).
+#[derive(Clone, Copy, Debug)]
+pub struct LazyMap<T> {
+    start: u64,
+    end: u64,
+    types: T,
+}
+
+impl<T: MemTypes> LazyMap<T> {
+    /// The range `[start, end)` (4 KiB aligned, `start <= end <=`
+    /// [`ADDR_LIMIT`], else [`Error::Inval`]) typed by `types`.
+    pub fn new(start: u64, end: u64, types: T) -> Result<Self> {
+        if (start | end) & (PAGE_SIZE - 1) != 0 || start > end || end > ADDR_LIMIT {
+            return Err(Error::Inval);
+        }
+        Ok(Self { start, end, types })
+    }
+
+    /// The range filled on demand.
+    pub const fn range(&self) -> (u64, u64) {
+        (self.start, self.end)
+    }
+
+    /// After an EPT violation of the host at `pa`: if `pa` is in the lazy
+    /// range and not mapped yet, maps the 1 GiB aligned block around it
+    /// (clipped to the range) for the host, identity, read + write +
+    /// execute, `OWNED`, in runs of one memory type exactly as
+    /// [`build_identity`] would have; `Ok(true)`: retry the access.
+    /// `Ok(false)`: not for the lazy map (a real violation).  A table-page
+    /// allocation failure is [`Error::NoMem`] (the host's access faults;
+    /// it may try again).  If an earlier attempt ran out of memory half
+    /// way, the block is partly mapped: then only what is missing at
+    /// `pa`, its 4 KiB page, is added.
+    pub fn map_on_demand<M: MmOps>(&self, ept: &mut HostEpt, mm: &mut M, pa: Hpa) -> Result<bool> {
+        let a = pa.raw() & !(PAGE_SIZE - 1);
+        if a < self.start || a >= self.end || ept.pgt().lookup(mm, pa)?.entry != 0 {
+            return Ok(false);
+        }
+        let lo = (a & !(LAZY_BLOCK - 1)).max(self.start);
+        let hi = (a | (LAZY_BLOCK - 1)).saturating_add(1).min(self.end);
+        match map_typed(ept, mm, &self.types, lo, hi, PERM_RWX, PageState::Owned) {
+            Err(Error::Perm) => {
+                let memtype = self.types.uniform_type(a, PAGE_SIZE).unwrap_or(MemType::Uc);
+                let attrs = Attrs {
+                    perms: PERM_RWX,
+                    memtype,
+                    state: PageState::Owned,
+                };
+                ept.map_memory(mm, Hpa::new(a).ok_or(Error::Inval)?, PAGE_SIZE, attrs)?;
+            }
+            r => r?,
+        }
+        Ok(true)
+    }
 }
 
 #[cfg(test)]
@@ -791,6 +875,101 @@ mod tests {
             ept.destroy(&mut mm).unwrap();
             assert_eq!(mm.live(), 0);
         }
+    }
+
+    // ---- the on-demand part ---------------------------------------------
+
+    /// MMIO above RAM with a few memory-type runs (WC, UC) in WB default.
+    fn high_mmio_layout() -> Layout {
+        Layout {
+            segs: std::vec![
+                (5 * G1 + M2, 5 * G1 + 3 * M2, MemType::Wc),
+                (8 * G1, 9 * G1, UC),
+                (600 * G1 + 5 * K4, 600 * G1 + 7 * K4, UC),
+            ],
+            default: WB,
+        }
+    }
+
+    /// Touching every block of the lazy range once gives exactly the
+    /// eager map (same leaves, types, page sizes, table pages); a second
+    /// touch, or one outside the range, maps nothing.
+    #[test]
+    fn lazy_map_fills_on_demand_like_the_eager_map() {
+        let types = high_mmio_layout();
+        let limit = 1u64 << 40;
+        let (mut ept, mut mm) = build(&types, &[], 4 * G1);
+        let lazy = LazyMap::new(4 * G1, limit, types.clone()).unwrap();
+        let mut b = 4 * G1;
+        while b < limit {
+            let pa = lit::hpa(b + 0x12_3000);
+            assert_eq!(
+                lazy.map_on_demand(&mut ept, &mut mm, pa),
+                Ok(true),
+                "{b:#x}"
+            );
+            assert_eq!(lazy.map_on_demand(&mut ept, &mut mm, pa), Ok(false));
+            b += G1;
+        }
+        for pa in [0, 4 * G1 - K4, limit, limit + G1, ADDR_LIMIT - K4] {
+            assert_eq!(
+                lazy.map_on_demand(&mut ept, &mut mm, lit::hpa(pa)),
+                Ok(false)
+            );
+        }
+        check(&ept, &mut mm, &reference(&types, &[], limit));
+        ept.destroy(&mut mm).unwrap();
+    }
+
+    /// The whole 48-bit space costs tables only where it is touched.
+    #[test]
+    fn lazy_map_costs_tables_only_where_touched() {
+        let types = Layout::uniform(WB);
+        let (mut ept, mut mm) = build(&types, &[], 4 * G1);
+        let lazy = LazyMap::new(4 * G1, ADDR_LIMIT, types).unwrap();
+        assert_eq!(ept.pgt().table_pages(&mut mm).unwrap(), 2);
+        let pa = lit::hpa((1 << 47) + 3 * G1 + 5 * K4);
+        assert_eq!(lazy.map_on_demand(&mut ept, &mut mm, pa), Ok(true));
+        assert_eq!(ept.pgt().table_pages(&mut mm).unwrap(), 3);
+        assert_at(&ept, &mut mm, pa.raw(), 3, RWX, WB);
+        assert_hyp(&ept, &mut mm, (1 << 47) + 4 * G1, 3);
+        ept.destroy(&mut mm).unwrap();
+    }
+
+    /// A block left half mapped (an earlier attempt ran out of table
+    /// pages) gets the missing page at the faulting address.
+    #[test]
+    fn lazy_map_completes_a_partly_mapped_block() {
+        let types = high_mmio_layout();
+        let (mut ept, mut mm) = build(&types, &[], 4 * G1);
+        let lazy = LazyMap::new(4 * G1, 1 << 40, types).unwrap();
+        let a = Attrs::wb(RWX, PageState::Owned);
+        ept.map_memory(&mut mm, lit::hpa(5 * G1), K4, a).unwrap();
+        let pa = lit::hpa(5 * G1 + 8 * K4);
+        assert_eq!(lazy.map_on_demand(&mut ept, &mut mm, pa), Ok(true));
+        assert_at(&ept, &mut mm, pa.raw(), 1, RWX, WB);
+        assert_eq!(lazy.map_on_demand(&mut ept, &mut mm, pa), Ok(false));
+        ept.destroy(&mut mm).unwrap();
+    }
+
+    #[test]
+    fn eager_end_covers_ram_and_the_low_4g() {
+        let mut ram = RamMap::empty();
+        assert_eq!(eager_end(&ram, 1 << 46), 4 * G1);
+        assert_eq!(eager_end(&ram, 1 << 31), 1 << 31);
+        ram.add(0, 640 << 10).unwrap();
+        ram.add(G1, 6 * G1 + K4).unwrap();
+        assert_eq!(eager_end(&ram, 1 << 46), 7 * G1);
+        assert_eq!(eager_end(&ram, 5 * G1), 5 * G1);
+        assert_eq!(
+            LazyMap::new(G1 + 1, 2 * G1, Layout::uniform(WB)).err(),
+            Some(Error::Inval)
+        );
+        assert_eq!(
+            LazyMap::new(2 * G1, G1, Layout::uniform(WB)).err(),
+            Some(Error::Inval)
+        );
+        assert!(LazyMap::new(ADDR_LIMIT, ADDR_LIMIT, Layout::uniform(WB)).is_ok());
     }
 
     /// The identity map ends at MAXPHYADDR less the key-ID bits, within
