@@ -5,8 +5,9 @@
 
 DBG=/sys/kernel/debug/pkvm_x86
 CTL=$DBG/debug/ctl
-TESTS="insmod_debug host_ept_types pool_unreachable donate_hyp_and_back hostile_alias module_image_pinned mmio_refused double_donate_refused \
-share_hyp protected_vm normal_vm bad_commands nmis_not_lost no_stale_translation hostile_hypercalls rmmod_gives_back rmmod_scrubs dmesg_clean"
+TESTS="insmod_debug host_ept_types host_ept_covers_maxphyaddr pool_unreachable stack_guards donate_hyp_and_back \
+hostile_alias module_image_pinned mmio_refused double_donate_refused share_hyp protected_vm normal_vm bad_commands \
+nmis_not_lost no_stale_translation hostile_hypercalls rmmod_gives_back rmmod_scrubs dmesg_clean"
 
 ctl() { echo "$*" > $CTL || { echo "write '$*' failed"; return 1; }; cat $CTL; }
 # expect_ctl PATTERN CMD...: run CMD, check the reply matches PATTERN
@@ -27,11 +28,49 @@ t_insmod_debug() {
 t_host_ept_types() {
 	expect_ctl '^ok level=[0-9] .*rwx.* mt=6 .*Owned' lookup 0
 	expect_ctl '^ok level=[0-9] ' lookup_pa 0xfee00000
+	# 512 GiB: above RAM, mapped by root mode at the first access.
+	expect_ctl '^ok ' read_pa 0x8000000000
 	expect_ctl '^ok level=3 .*rwx.*Owned' lookup_pa 0x8000000000
+}
+
+# The host EPT covers the whole physical address space the kernel sees
+# (MAXPHYADDR less any key-ID bits, as /proc/cpuinfo reports it, at most
+# 2^48).  Above RAM it is filled on demand: the last page is not mapped
+# until the host touches it, then it is the host's (1 GiB page, WB: the
+# MTRR default in Bochs) and the access succeeds.
+t_host_ept_covers_maxphyaddr() {
+	bits=$(sed -n 's/^address sizes[^0-9]*\([0-9]*\) bits physical.*/\1/p' /proc/cpuinfo | head -n 1)
+	[ -n "$bits" ] || fail "no address sizes in /proc/cpuinfo" || return 1
+	[ $bits -gt 48 ] && bits=48
+	top=$(printf '0x%x' $(( (1 << bits) - 4096 )))
+	echo "physical address bits $bits, last page $top"
+	dmesg | grep 'host EPT'
+	expect_ctl 'EptEntry\(0x0000000000000000' lookup_pa $top
+	expect_ctl '^ok ' read_pa $(printf '0x%x' $(( (1 << bits) - 8 )))
+	expect_ctl '^ok level=[0-9] .*rwx.*Owned' lookup_pa $top
+	expect_ctl '^ok invariants hold' check
+	dmesg | grep -q "host EPT: identity map of \[0, $(printf '0x%x' $((1 << bits))))" ||
+		fail "the host EPT's limit is not 2^$bits: $(dmesg | grep 'identity map')"
 }
 
 t_pool_unreachable() {
 	expect_ctl '^fault -14' probe_pool
+}
+
+# Every CPU's root-mode stack has an unmapped guard page below it in root
+# mode's own page table (an overflow faults, on the #PF/#DF interrupt
+# stack, instead of writing the pool page below), while the stack itself
+# is mapped.  Asked of root mode on each online CPU.
+t_stack_guards() {
+	n=0
+	for d in /sys/devices/system/cpu/cpu[0-9]*; do
+		c=${d##*cpu}
+		[ -e $d/online ] && [ "$(cat $d/online)" = 0 ] && continue
+		expect_ctl '^ok guard=unmapped stack=mapped ' stack_guard $c
+		n=$((n + 1))
+	done
+	[ $n -gt 0 ] || fail "no online CPU found"
+	expect_ctl '^ok invariants hold' check
 }
 
 t_donate_hyp_and_back() {

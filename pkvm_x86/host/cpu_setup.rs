@@ -2,18 +2,21 @@
 
 //! What each CPU's hypervisor needs, prepared in pool memory before any
 //! CPU is deprivileged: the VMXON region, the VMCS, the per-CPU state
-//! ([`HypCpu`]), the root-mode stack, GDT and TSS; and the root-mode IDT
-//! shared by all CPUs.
+//! ([`HypCpu`]), the root-mode stack (with an unmapped guard page below
+//! it), GDT and TSS; and the root-mode IDT shared by all CPUs.
 
 use kernel::prelude::*;
 
 use super::pool::{Pool, PoolPage};
+use crate::hv::mm::addr::Hpa;
 use crate::hv::vmx::caps::VmxCaps;
 use crate::hv::vmx::root_tables;
 use crate::hyp::entry;
 use crate::hyp::global::HypGlobal;
 use crate::hyp::percpu::HypCpu;
 
+/// Pages of each root-mode stack, above its unmapped guard page (the
+/// stack allocation is `STACK_PAGES + 1` pages, the guard first).
 pub(crate) const STACK_PAGES: usize = 4;
 
 /// Everything one CPU's hypervisor needs, in pool memory.
@@ -52,8 +55,17 @@ pub(crate) fn new_slot(
             global,
         ))
     };
-    let stack = pool.alloc(STACK_PAGES)?;
-    let stack_top = stack.va as u64 + (STACK_PAGES * 4096) as u64;
+    // The stack's first page is its guard: unmapped in root mode's page
+    // table, so an overflow raises #PF (taken on the interrupt stack, see
+    // `root_tables::FAULT_IST`: recorded, CPU halted) instead of writing
+    // the pool page below.  It stays the hypervisor's (the host EPT never
+    // maps pool pages) and is never used or freed while the pool lives.
+    let stack = pool.alloc(STACK_PAGES + 1)?;
+    let guard = Hpa::new(stack.pa).ok_or(EINVAL)?;
+    // SAFETY: no CPU is deprivileged yet (every slot is built before the
+    // first launch), so nothing else uses the `HypGlobal`.
+    unsafe { (*global).unmap_stack_guard(guard) }.map_err(|_| ENOMEM)?;
+    let stack_top = stack.va as u64 + ((STACK_PAGES + 1) * 4096) as u64;
     // The entry finds the HypCpu just above the saved registers.
     // SAFETY: the slot is inside the stack allocation.
     unsafe { *((stack_top - 16) as *mut u64) = hyp.va as u64 };
@@ -72,7 +84,8 @@ pub(crate) fn new_slot(
 }
 
 /// The root-mode IDT, shared by every CPU: an interrupt gate per
-/// exception vector to the stubs of [`entry`].
+/// exception vector to the stubs of [`entry`] (#DF and #PF on the
+/// per-CPU interrupt stack: [`root_tables::idt_entry`]).
 pub(crate) fn build_root_idt(pool: &mut Pool) -> Result<PoolPage> {
     let idt = pool.alloc(1)?;
     // SAFETY: `pkvm_root_idt_stubs` is an immutable table in .rodata.
@@ -80,7 +93,7 @@ pub(crate) fn build_root_idt(pool: &mut Pool) -> Result<PoolPage> {
     let gates = idt.ptr().cast::<[u64; 2]>();
     for (v, &handler) in stubs.iter().enumerate().take(root_tables::IDT_VECTORS) {
         // SAFETY: 32 gates of 16 bytes fit in the fresh page, ours alone.
-        unsafe { gates.add(v).write(root_tables::idt_gate(handler)) };
+        unsafe { gates.add(v).write(root_tables::idt_entry(v, handler)) };
     }
     Ok(idt)
 }

@@ -14,12 +14,17 @@
 //! probe_pool           read the first hypervisor pool page the same way
 //! pool_pa              physical address of the pool's first chunk (2 MiB)
 //! lookup I | lookup_pa PA   host EPT leaf of page I / of address PA
+//! read_pa PA           read 8 bytes of physical address PA (MMIO) through
+//!                      a fresh ioremap, fault-tolerant
 //! donate_hyp I | undonate_hyp I | share_hyp I | unshare_hyp I
 //! vm_create normal|protected     register a test VM (one metadata page)
 //! share_guest I G | unshare_guest I G | donate_guest I G
 //! guest_share_host G | guest_unshare_host G   (as the test VM would)
 //! vm_teardown          tear the test VM down
 //! check                run the ownership invariant checker
+//! stack_guard CPU      root mode's page-table entries, on CPU, for the
+//!                      guard page below its root-mode stack and for the
+//!                      stack's lowest page (`guard=unmapped stack=mapped`)
 //! nmi_test CPU N       send N NMIs to CPU one at a time; report how many
 //!                      the host saw and how many hit root mode
 //! fuzz N SEED          N hypercalls with hostile arguments on a scratch
@@ -70,6 +75,38 @@ fn nmis_in_root(cpu: u32) -> Result<u64> {
         return Err(Error::from_errno(rc));
     }
     Ok(n)
+}
+
+/// Runs DEBUG_STACK_GUARD on one CPU.
+///
+/// # Safety
+///
+/// `info` points at a live `[u64; 2]`; the CPU runs deprivileged under pkvm.
+unsafe extern "C" fn stack_guard_this_cpu(info: *mut c_void) {
+    // SAFETY: the CPU runs deprivileged; the call only reads root mode's
+    // page table.
+    let (rax, rbx, _) = unsafe { vmx::vmcall3(nr::DEBUG_STACK_GUARD, 0, 0, 0, 0) };
+    // SAFETY: guaranteed by the caller.
+    unsafe { *info.cast::<[u64; 2]>() = [rax, rbx] };
+}
+
+/// Root mode's page-table entries for the guard page below `cpu`'s
+/// root-mode stack and for the stack's lowest page.
+fn stack_guard(cpu: u32) -> Result<(Result<u64, i64>, u64)> {
+    let mut r = [0u64; 2];
+    // SAFETY: runs on `cpu` before this returns; `r` lives.
+    let rc = unsafe {
+        bindings::smp_call_function_single(
+            cpu as i32,
+            Some(stack_guard_this_cpu),
+            (&raw mut r).cast(),
+            1,
+        )
+    };
+    if rc != 0 {
+        return Err(Error::from_errno(rc));
+    }
+    Ok((decode(r[0]), r[1]))
 }
 
 const PAGE: usize = 4096;
@@ -300,6 +337,36 @@ impl DebugState {
                     writeln!(w, "fault {rc}").map_err(fmt_err)?;
                 }
             }
+            "read_pa" => {
+                // Reads 8 bytes of physical address PA (MMIO) through a
+                // fresh ioremap, with a fault-tolerant accessor: the first
+                // access to the host EPT's on-demand part maps it.
+                let pa =
+                    u64::from_str_radix(arg1.trim_start_matches("0x"), 16).map_err(|_| EINVAL)?;
+                if pa & 7 != 0 {
+                    return Err(EINVAL);
+                }
+                // SAFETY: ioremap checks the address; a null result is an
+                // error, handled below.
+                let va = unsafe { bindings::ioremap(pa, 8) };
+                if va.is_null() {
+                    return Err(ENOMEM);
+                }
+                let mut v = 0u64;
+                // SAFETY: the nofault accessor survives any fault; `v` is a
+                // live local of the size copied; `va` is unmapped once.
+                let rc = unsafe {
+                    let rc =
+                        bindings::copy_from_kernel_nofault((&raw mut v).cast(), va.cast_const(), 8);
+                    bindings::iounmap(va);
+                    rc
+                };
+                if rc == 0 {
+                    writeln!(w, "ok {v:#018x}").map_err(fmt_err)?;
+                } else {
+                    writeln!(w, "fault {rc}").map_err(fmt_err)?;
+                }
+            }
             "lookup" | "lookup_pa" => {
                 let pa = if cmd == "lookup" {
                     self.page(arg1)?.pa
@@ -391,6 +458,20 @@ impl DebugState {
                 }
                 let in_root = nmis_in_root(cpu)?.wrapping_sub(before);
                 writeln!(w, "ok sent={n} seen={seen} in_root={in_root}").map_err(fmt_err)?;
+            }
+            "stack_guard" => {
+                let cpu: u32 = arg1.parse().map_err(|_| EINVAL)?;
+                let mapped = |e: u64| if e & 1 != 0 { "mapped" } else { "unmapped" };
+                match stack_guard(cpu)? {
+                    (Ok(guard), stack) => writeln!(
+                        w,
+                        "ok guard={} stack={} ({guard:#x} {stack:#x})",
+                        mapped(guard),
+                        mapped(stack)
+                    )
+                    .map_err(fmt_err)?,
+                    (Err(e), _) => writeln!(w, "err {e}").map_err(fmt_err)?,
+                }
             }
             "fuzz" => {
                 let n: u32 = arg1.parse().map_err(|_| EINVAL)?;

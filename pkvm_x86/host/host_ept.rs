@@ -1,8 +1,15 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! Builds the host EPT at load: an identity map of the whole physical
-//! address space (up to MAXPHYADDR) that gives the host everything except
-//! the hypervisor's memory.
+//! address space (up to MAXPHYADDR less any TME/MKTME key-ID bits, at most
+//! the 2^48 a 4-level EPT covers) that gives the host everything except
+//! the hypervisor's memory.  Large pages (1 GiB where the memory types
+//! allow) throughout.  Only `[0, eager_end)` (every RAM page, at least the
+//! low 4 GiB) is mapped at load; the rest, MMIO only, is mapped by root
+//! mode at the host's first access to each 1 GiB block
+//! (`hv::mm::host_ept_map::LazyMap`), with the memory type the MTRRs read
+//! here give it: mapping 2^48 eagerly would cost 513 table pages (2 MiB).
+//! The table pages used at load are printed as "host EPT N table pages".
 //!
 //! * Memory types come from the MTRRs (`hv::mm::mtrr`), so the combination
 //!   with the host's PAT is what it was natively: RAM write-back, MMIO as
@@ -32,7 +39,7 @@
 use kernel::{bindings, prelude::*};
 
 use crate::arch::{cpuid::cpuid, msr};
-use crate::hv::mm::host_ept_map::{build_identity, Hole};
+use crate::hv::mm::host_ept_map::{build_identity, eager_end, identity_limit, Hole, LazyMap};
 use crate::hv::mm::mem_protect::HostEpt;
 use crate::hv::mm::mtrr::{Mtrrs, RawMtrrs};
 use crate::hv::mm::pgtable::{PERM_R, PERM_X};
@@ -100,6 +107,29 @@ fn ram_map() -> Result<RamMap> {
     Ok(ram)
 }
 
+/// CPUID.(EAX=7,ECX=0):ECX bit 13: TME (and IA32_TME_ACTIVATE) exists.
+const CPUID_7_ECX_TME: u32 = 1 << 13;
+/// IA32_TME_ACTIVATE.
+const MSR_TME_ACTIVATE: u32 = 0x982;
+
+/// Physical address bits that are TME/MKTME key-ID bits (IA32_TME_ACTIVATE
+/// locked and enabled: bits 35:32), 0 when the CPU has no TME (Bochs) or
+/// it is off.  These bits select a key, not memory; the host EPT never
+/// maps them (`host_ept_map::identity_limit`).
+fn keyid_bits() -> u8 {
+    if cpuid(0, 0).eax < 7 || cpuid(7, 0).ecx & CPUID_7_ECX_TME == 0 {
+        return 0;
+    }
+    let Some(tme) = msr::read_on_cpu(0, MSR_TME_ACTIVATE) else {
+        return 0;
+    };
+    // Bit 0: locked; bit 1: enabled (as Linux's `detect_tme` reads it).
+    if tme & 3 != 3 {
+        return 0;
+    }
+    ((tme >> 32) & 0xf) as u8
+}
+
 /// Physical address bits the CPU implements.
 pub(crate) fn maxphyaddr() -> u8 {
     if cpuid(0x8000_0000, 0).eax >= 0x8000_0008 {
@@ -128,8 +158,12 @@ fn module_pages(module: *mut bindings::module, holes: &mut KVec<Hole>) -> Result
     Ok(())
 }
 
-/// Builds the host EPT in pool memory.
-pub(crate) fn build(mm: &mut HypMm, module: *mut bindings::module) -> Result<HostEpt> {
+/// Builds the host EPT in pool memory, and the description of its part
+/// that root mode fills on demand.
+pub(crate) fn build(
+    mm: &mut HypMm,
+    module: *mut bindings::module,
+) -> Result<(HostEpt, LazyMap<Mtrrs>)> {
     let maxphy = maxphyaddr();
     let raw = RawMtrrs::read_with(maxphy, |idx| msr::read_on_cpu(0, idx).unwrap_or(0));
     let mtrrs = Mtrrs::decode(&raw);
@@ -141,7 +175,14 @@ pub(crate) fn build(mm: &mut HypMm, module: *mut bindings::module) -> Result<Hos
             );
         }
     }
-    let limit = 1u64 << maxphy.clamp(32, 46);
+    let keyid = keyid_bits();
+    let limit = identity_limit(maxphy, keyid);
+    pr_info!(
+        "{}\n",
+        format_args!(
+            "host EPT: identity map of [0, {limit:#x}) (MAXPHYADDR {maxphy}, {keyid} key-ID bits)"
+        )
+    );
 
     let mut holes = KVec::new();
     for c in mm.chunks() {
@@ -149,13 +190,20 @@ pub(crate) fn build(mm: &mut HypMm, module: *mut bindings::module) -> Result<Hos
     }
     module_pages(module, &mut holes)?;
 
-    let mut ept = HostEpt::new(mm, 3, ram_map()?)?;
-    if let Err(e) = build_identity(&mut ept, mm, &mtrrs, &mut holes, limit) {
+    let ram = ram_map()?;
+    let eager = eager_end(&ram, limit);
+    pr_info!(
+        "{}\n",
+        format_args!("host EPT: [0, {eager:#x}) mapped now, [{eager:#x}, {limit:#x}) on demand")
+    );
+    let lazy = LazyMap::new(eager, limit, mtrrs).map_err(|_| EINVAL)?;
+    let mut ept = HostEpt::new(mm, 3, ram)?;
+    if let Err(e) = build_identity(&mut ept, mm, &mtrrs, &mut holes, eager) {
         pr_err!("host EPT: identity map failed: {}\n", e.name());
         if let Err(d) = ept.destroy(mm) {
             pr_warn!("host EPT: freeing the partial table failed: {}\n", d.name());
         }
         return Err(e.into());
     }
-    Ok(ept)
+    Ok((ept, lazy))
 }

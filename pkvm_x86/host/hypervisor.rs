@@ -339,7 +339,7 @@ impl Hypervisor {
         module: *mut bindings::module,
         debug: bool,
     ) -> Result<(Shared, *mut HypGlobal)> {
-        let ept = crate::host::host_ept::build(pool.mm(), module)?;
+        let (ept, lazy) = crate::host::host_ept::build(pool.mm(), module)?;
         let eptp = Eptp::new_4level(ept.pgt().root().raw(), false).0;
         let hyp_pgt = crate::host::hyp_pgt::build(pool, module)?;
         let host_cr3 = hyp_pgt.pgt().root().raw();
@@ -348,7 +348,7 @@ impl Hypervisor {
         let g = pool.alloc(global_pages)?;
         let global = g.ptr().cast::<HypGlobal>();
         // SAFETY: fresh pool pages large enough for a HypGlobal, ours alone.
-        unsafe { HypGlobal::init_in_place(global, mm, ept, hyp_pgt, eptp, debug) };
+        unsafe { HypGlobal::init_in_place(global, mm, ept, lazy, hyp_pgt, eptp, debug) };
 
         let bitmap = pool.alloc(1)?;
         // SAFETY: a fresh pool page of exactly MSR_BITMAP_SIZE bytes.

@@ -540,10 +540,13 @@ fn host_touched_protected_memory(cpu: &HypCpu, local: &mut CpuLocal) {
     let global = unsafe { &*cpu.global };
     reblock_nmi_after_iret(rd(EXIT_QUALIFICATION) & NMI_UNBLOCKED_BY_IRET != 0);
     if let Some(gpa) = Hpa::new(rd(GUEST_PHYSICAL_ADDRESS)) {
-        if global
-            .page_states()
-            .host_may_access(gpa, v.read, v.write, v.fetch)
-        {
+        let mut st = global.page_states();
+        // A stale translation (the entry allows the access now), or the
+        // first access to the part of the identity map filled on demand
+        // (above RAM: MMIO such as 64-bit BARs): retry the access.
+        let retry = st.host_may_access(gpa, v.read, v.write, v.fetch) || st.map_on_demand(gpa);
+        drop(st);
+        if retry {
             // SAFETY: root mode; INVEPT single-context is a required feature.
             let _ = unsafe { vmx::invept(vmx::InveptType::SingleContext, global.host_eptp) };
             return;
@@ -845,6 +848,15 @@ fn hypercall_dispatch(regs: &mut GuestRegs, cpu: &HypCpu, local: &mut CpuLocal) 
         Ok(Call::DebugCheckInvariants) => global.page_states().check_invariants(),
         #[cfg(pkvm_debug)]
         Ok(Call::DebugFillPage { hpa, value }) => global.page_states().fill_page(hpa, value),
+        #[cfg(pkvm_debug)]
+        Ok(Call::DebugStackGuard) => {
+            // The same stack bottom `keep_ranges` computes; the guard is
+            // the page below it (`crate::host::cpu_setup`).
+            let bottom = keep_ranges()[0].0;
+            global
+                .page_states()
+                .hyp_lookup_pair(bottom.wrapping_sub(4096), bottom)
+        }
         // A production build parses no debug call (`DebugCalls::NotBuilt`);
         // the arm only keeps the match exhaustive.
         #[cfg(not(pkvm_debug))]
@@ -853,7 +865,8 @@ fn hypercall_dispatch(regs: &mut GuestRegs, cpu: &HypCpu, local: &mut CpuLocal) 
             | Call::DebugGuestShareHost { .. }
             | Call::DebugGuestUnshareHost { .. }
             | Call::DebugCheckInvariants
-            | Call::DebugFillPage { .. },
+            | Call::DebugFillPage { .. }
+            | Call::DebugStackGuard,
         ) => Reply::errno(errno::ENOSYS),
     };
     // The lock guard of the page-state arms dropped at the end of its

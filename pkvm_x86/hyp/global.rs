@@ -43,9 +43,11 @@ use crate::hv::hypercall::call::Reply;
 use crate::hv::hypercall::errno;
 use crate::hv::mm::addr::{Gpa, Hpa};
 use crate::hv::mm::ept::{EptEntry, MemType, PageState};
+use crate::hv::mm::host_ept_map::LazyMap;
 #[cfg(pkvm_debug)]
 use crate::hv::mm::invariants::{self, Claim};
 use crate::hv::mm::mem_protect::{self as mp, HostEpt, HypPgt, VmKind};
+use crate::hv::mm::mtrr::Mtrrs;
 use crate::hv::mm::pgtable::{HypFormat, MmOps, PteFormat, ADDR_LIMIT, PERM_RWX};
 use crate::hv::mm::vm_table::VmTable;
 
@@ -124,6 +126,9 @@ pub struct PageStates {
     /// The hypervisor's page allocator (in the pool).
     mm: *mut HypMm,
     host: HostEpt,
+    /// The part of the host EPT mapped at the host's first access (above
+    /// RAM, below the identity limit), typed by the MTRRs read at load.
+    lazy: LazyMap<Mtrrs>,
     hyp: HypPgt,
     vms: VmTable,
     /// The pool's chunks (physical base, size): hypervisor memory that is
@@ -164,6 +169,7 @@ impl HypGlobal {
         this: *mut Self,
         mm: *mut HypMm,
         host: HostEpt,
+        lazy: LazyMap<Mtrrs>,
         hyp: HypPgt,
         host_eptp: u64,
         debug: bool,
@@ -180,6 +186,7 @@ impl HypGlobal {
             let st = SpinLock::init_in_place(addr_of_mut!((*this).states));
             addr_of_mut!((*st).mm).write(mm);
             addr_of_mut!((*st).host).write(host);
+            addr_of_mut!((*st).lazy).write(lazy);
             addr_of_mut!((*st).hyp).write(hyp);
             VmTable::init_in_place(addr_of_mut!((*st).vms));
             let pinned = addr_of_mut!((*st).pinned).cast::<(u64, u64)>();
@@ -207,6 +214,15 @@ impl HypGlobal {
                 }
             }
         }
+    }
+
+    /// Makes the pool page `pa` a stack guard: unmapped in root mode's
+    /// page table, still the hypervisor's (`HypPgt::unmap_guard`).  Host
+    /// side, before any CPU is deprivileged.  The teardown scrub zeroes it
+    /// like any pool page: through the scratch slot, not the linear window.
+    pub fn unmap_stack_guard(&mut self, pa: Hpa) -> crate::hv::error::Result {
+        let (mm, _, hyp, _) = self.states.get_mut().parts();
+        hyp.unmap_guard(mm, pa)
     }
 
     /// Table pages of the host EPT (host side, before launch).
@@ -703,6 +719,18 @@ impl PageStates {
         (!read || e.read() != 0) && (!write || e.write() != 0) && (!fetch || e.exec() != 0)
     }
 
+    /// After a host EPT violation at `hpa` that [`Self::host_may_access`]
+    /// did not explain: maps the on-demand part of the host's identity map
+    /// around `hpa` if that is where it lies and it is not mapped yet
+    /// (`LazyMap::map_on_demand`); `true`: the host should retry.  Out of
+    /// pool memory: `false` (the host takes the fault; its availability
+    /// only).
+    pub fn map_on_demand(&mut self, hpa: Hpa) -> bool {
+        // SAFETY: as in `parts` (borrowed apart from `lazy` here).
+        let mm = unsafe { &mut *self.mm };
+        matches!(self.lazy.map_on_demand(&mut self.host, mm, hpa), Ok(true))
+    }
+
     /// DEBUG_HOST_EPT_LOOKUP: the leaf entry in RAX, its level in RBX.
     #[cfg(pkvm_debug)]
     pub fn host_ept_lookup(&mut self, hpa: Hpa) -> Reply {
@@ -737,6 +765,24 @@ impl PageStates {
         let mm = unsafe { &mut *self.mm };
         mm.fill_page(hpa, value);
         Reply::val(0)
+    }
+
+    /// DEBUG_STACK_GUARD: root mode's page-table leaf entries for `va`
+    /// (RAX) and `va2` (RBX), zero where nothing maps them.
+    #[cfg(pkvm_debug)]
+    pub fn hyp_lookup_pair(&mut self, va: u64, va2: u64) -> Reply {
+        let (mm, _, hyp, _) = self.parts();
+        let mut look = |va: u64| {
+            hyp.lookup(mm, crate::hv::mm::addr::HypVa::from_low_bits(va))
+                .map(|(e, _)| e)
+        };
+        match (look(va), look(va2)) {
+            (Ok(a), Ok(b)) => Reply {
+                rbx: Some(b),
+                ..Reply::val(a)
+            },
+            (Err(e), _) | (_, Err(e)) => Reply::from(Err(e), false),
+        }
     }
 
     /// DEBUG_CHECK_INVARIANTS: 0, or -EFAULT with the violation's kind in

@@ -156,6 +156,8 @@ pub enum Call {
         /// The pattern written to every 64-bit word.
         value: u64,
     },
+    /// [`nr::DEBUG_STACK_GUARD`] (debug only).
+    DebugStackGuard,
 }
 
 /// Host-physical address of frame `pfn`, or `EINVAL`.
@@ -182,6 +184,7 @@ pub const fn is_debug_only(call: u64) -> bool {
             | nr::DEBUG_GUEST_UNSHARE_HOST
             | nr::DEBUG_CHECK_INVARIANTS
             | nr::DEBUG_FILL_PAGE
+            | nr::DEBUG_STACK_GUARD
     )
 }
 
@@ -286,6 +289,7 @@ impl Call {
                 hpa: pa(a0)?,
                 value: a1,
             },
+            nr::DEBUG_STACK_GUARD => Self::DebugStackGuard,
             _ => return Err(errno::ENOSYS),
         })
     }
@@ -364,6 +368,7 @@ mod tests {
                 p(nr::DEBUG_CHECK_INVARIANTS, junk),
                 Ok(Call::DebugCheckInvariants)
             );
+            assert_eq!(p(nr::DEBUG_STACK_GUARD, junk), Ok(Call::DebugStackGuard));
         }
     }
 
@@ -507,6 +512,7 @@ mod tests {
             nr::DEBUG_GUEST_UNSHARE_HOST,
             nr::DEBUG_CHECK_INVARIANTS,
             nr::DEBUG_FILL_PAGE,
+            nr::DEBUG_STACK_GUARD,
         ] {
             assert!(is_debug_only(n));
             // EPERM first, whatever the arguments.
@@ -580,6 +586,7 @@ mod tests {
             nr::DEBUG_GUEST_UNSHARE_HOST,
             nr::DEBUG_CHECK_INVARIANTS,
             nr::DEBUG_FILL_PAGE,
+            nr::DEBUG_STACK_GUARD,
         ];
         // Plausible arguments for every call: frame 1, kind 0, handle 0x1000.
         for n in known {

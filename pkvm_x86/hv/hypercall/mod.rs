@@ -97,6 +97,10 @@ pub mod nr {
     /// pattern RCX, from root mode: what the shootdown test writes into a
     /// page it just donated, to see whether another CPU still reads it.
     pub const DEBUG_FILL_PAGE: u64 = 0x44;
+    /// Debug only: root mode's own page-table entries, on the calling CPU,
+    /// for the guard page below its root-mode stack (RAX, zero when
+    /// unmapped) and for the stack's lowest page (RBX).
+    pub const DEBUG_STACK_GUARD: u64 = 0x45;
 }
 
 /// Largest page frame number a hypercall accepts (52-bit addresses).

@@ -93,7 +93,8 @@ fn run(
         | Call::InternalErrors
         | Call::BeginTeardown
         | Call::DebugCheckInvariants
-        | Call::DebugFillPage { .. } => return None,
+        | Call::DebugFillPage { .. }
+        | Call::DebugStackGuard => return None,
     })
 }
 

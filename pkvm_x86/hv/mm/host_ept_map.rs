@@ -36,6 +36,7 @@ use crate::hv::mm::ept::{MemType, PageState, PAGE_SIZE, PINNED};
 use crate::hv::mm::mem_protect::HostEpt;
 use crate::hv::mm::mtrr::Mtrrs;
 use crate::hv::mm::pgtable::{Attrs, MmOps, ADDR_LIMIT, PERM_R, PERM_RWX, PERM_W};
+use crate::hv::mm::ram::RamMap;
 
 /// Block sizes tried when cutting a range into runs of one memory type,
 /// largest first: 1 GiB, 2 MiB, 4 KiB (the EPT's page sizes).
@@ -166,6 +167,29 @@ pub fn map_typed<M: MmOps, T: MemTypes>(
     Ok(())
 }
 
+/// The end of the host's identity map for a CPU with `maxphyaddr`
+/// physical address bits (CPUID 0x80000008) of which `keyid_bits` (the
+/// TME/MKTME key-ID bits IA32_TME_ACTIVATE reserves, 0 without MKTME) are
+/// not address but key: `2^(maxphyaddr - keyid_bits)`, at most 2^48 (what
+/// a 4-level EPT translates, [`ADDR_LIMIT`]) and at least 2^32.
+///
+/// The key-ID bits are never mapped: an access with a key ID set would
+/// reach the same memory under another encryption key, an alias the page
+/// states do not track, so those addresses stay EPT violations.
+pub const fn identity_limit(maxphyaddr: u8, keyid_bits: u8) -> u64 {
+    let bits = maxphyaddr.saturating_sub(keyid_bits);
+    let bits = if bits < 32 {
+        32
+    } else if bits > 48 {
+        48
+    } else {
+        bits
+    };
+    1u64 << bits
+}
+
+const _: () = assert!(identity_limit(52, 0) == ADDR_LIMIT);
+
 /// Sorts `holes` by address and checks them against `limit`: every hole
 /// well formed (see [`Hole`]) and inside `[0, limit)`, no two overlapping
 /// (adjacent is fine), `limit` 4 KiB aligned and at most [`ADDR_LIMIT`].
@@ -212,6 +236,89 @@ pub fn build_identity<M: MmOps, T: MemTypes>(
         a = h.pa + h.size;
     }
     map_typed(ept, mm, types, a, limit, PERM_RWX, PageState::Owned)
+}
+
+/// Granule of the on-demand map: a 1 GiB aligned block (one PDPT entry when
+/// its memory type is uniform).
+const LAZY_BLOCK: u64 = 1 << 30;
+
+/// Where the eager map stops: past the end of RAM (rounded up to 1 GiB) and
+/// at least 4 GiB (the legacy MMIO below it: APIC, I/O APIC, PCI hole, is
+/// mapped eagerly with everything else there), at most `limit`.  Every RAM
+/// page, and therefore every page that can ever change hands (the RAM map
+/// is checked before any transition), lies below it.
+pub fn eager_end(ram: &RamMap, limit: u64) -> u64 {
+    let ram_end = ram.ranges().last().map_or(0, |r| r.end);
+    let ram_end = ram_end
+        .checked_next_multiple_of(LAZY_BLOCK)
+        .unwrap_or(ADDR_LIMIT);
+    ram_end.max(1 << 32).min(limit)
+}
+
+/// The part of the host's identity map that is filled on demand:
+/// `[start, end)`, above every RAM page ([`eager_end`]) and below the
+/// identity limit ([`identity_limit`]), mapped for the host, typed by
+/// `types`, at its first EPT violation ([`LazyMap::map_on_demand`]).
+///
+/// A zero host EPT entry normally means "the hypervisor's"; in this range
+/// it means "the host's, not mapped yet": no hypervisor or guest page can
+/// be there (only RAM changes hands, and there is none), so a host access
+/// there is never to protected memory.  This keeps large physical address
+/// spaces (2^48: 513 table pages if mapped eagerly) from costing tables
+/// for ranges the host never touches (64-bit BARs are the usual visitors).
+#[derive(Clone, Copy, Debug)]
+pub struct LazyMap<T> {
+    start: u64,
+    end: u64,
+    types: T,
+}
+
+impl<T: MemTypes> LazyMap<T> {
+    /// The range `[start, end)` (4 KiB aligned, `start <= end <=`
+    /// [`ADDR_LIMIT`], else [`Error::Inval`]) typed by `types`.
+    pub fn new(start: u64, end: u64, types: T) -> Result<Self> {
+        if (start | end) & (PAGE_SIZE - 1) != 0 || start > end || end > ADDR_LIMIT {
+            return Err(Error::Inval);
+        }
+        Ok(Self { start, end, types })
+    }
+
+    /// The range filled on demand.
+    pub const fn range(&self) -> (u64, u64) {
+        (self.start, self.end)
+    }
+
+    /// After an EPT violation of the host at `pa`: if `pa` is in the lazy
+    /// range and not mapped yet, maps the 1 GiB aligned block around it
+    /// (clipped to the range) for the host, identity, read + write +
+    /// execute, `OWNED`, in runs of one memory type exactly as
+    /// [`build_identity`] would have; `Ok(true)`: retry the access.
+    /// `Ok(false)`: not for the lazy map (a real violation).  A table-page
+    /// allocation failure is [`Error::NoMem`] (the host's access faults;
+    /// it may try again).  If an earlier attempt ran out of memory half
+    /// way, the block is partly mapped: then only what is missing at
+    /// `pa`, its 4 KiB page, is added.
+    pub fn map_on_demand<M: MmOps>(&self, ept: &mut HostEpt, mm: &mut M, pa: Hpa) -> Result<bool> {
+        let a = pa.raw() & !(PAGE_SIZE - 1);
+        if a < self.start || a >= self.end || ept.pgt().lookup(mm, pa)?.entry != 0 {
+            return Ok(false);
+        }
+        let lo = (a & !(LAZY_BLOCK - 1)).max(self.start);
+        let hi = (a | (LAZY_BLOCK - 1)).saturating_add(1).min(self.end);
+        match map_typed(ept, mm, &self.types, lo, hi, PERM_RWX, PageState::Owned) {
+            Err(Error::Perm) => {
+                let memtype = self.types.uniform_type(a, PAGE_SIZE).unwrap_or(MemType::Uc);
+                let attrs = Attrs {
+                    perms: PERM_RWX,
+                    memtype,
+                    state: PageState::Owned,
+                };
+                ept.map_memory(mm, Hpa::new(a).ok_or(Error::Inval)?, PAGE_SIZE, attrs)?;
+            }
+            r => r?,
+        }
+        Ok(true)
+    }
 }
 
 #[cfg(test)]
@@ -749,11 +856,17 @@ mod tests {
     // ---- page sizes and alignment ---------------------------------------
 
     /// Uniform WB memory, no holes: only 1 GiB pages; one PDPT per
-    /// 512 GiB up to the module's largest limit (2^46).
+    /// 512 GiB up to the module's largest limit (2^48: 513 table pages).
     #[test]
     fn uniform_memory_uses_only_1g_pages() {
         let types = Layout::uniform(WB);
-        for (limit, tables) in [(4 * G1, 2), (512 * G1, 2), (513 * G1, 3), (1 << 46, 129)] {
+        for (limit, tables) in [
+            (4 * G1, 2),
+            (512 * G1, 2),
+            (513 * G1, 3),
+            (1 << 46, 129),
+            (1 << 48, 513),
+        ] {
             let (ept, mut mm) = build(&types, &[], limit);
             let want = reference(&types, &[], limit);
             assert_eq!(want.len() as u64, limit / G1);
@@ -762,6 +875,126 @@ mod tests {
             ept.destroy(&mut mm).unwrap();
             assert_eq!(mm.live(), 0);
         }
+    }
+
+    // ---- the on-demand part ---------------------------------------------
+
+    /// MMIO above RAM with a few memory-type runs (WC, UC) in WB default.
+    fn high_mmio_layout() -> Layout {
+        Layout {
+            segs: std::vec![
+                (5 * G1 + M2, 5 * G1 + 3 * M2, MemType::Wc),
+                (8 * G1, 9 * G1, UC),
+                (600 * G1 + 5 * K4, 600 * G1 + 7 * K4, UC),
+            ],
+            default: WB,
+        }
+    }
+
+    /// Touching every block of the lazy range once gives exactly the
+    /// eager map (same leaves, types, page sizes, table pages); a second
+    /// touch, or one outside the range, maps nothing.
+    #[test]
+    fn lazy_map_fills_on_demand_like_the_eager_map() {
+        let types = high_mmio_layout();
+        let limit = 1u64 << 40;
+        let (mut ept, mut mm) = build(&types, &[], 4 * G1);
+        let lazy = LazyMap::new(4 * G1, limit, types.clone()).unwrap();
+        let mut b = 4 * G1;
+        while b < limit {
+            let pa = lit::hpa(b + 0x12_3000);
+            assert_eq!(
+                lazy.map_on_demand(&mut ept, &mut mm, pa),
+                Ok(true),
+                "{b:#x}"
+            );
+            assert_eq!(lazy.map_on_demand(&mut ept, &mut mm, pa), Ok(false));
+            b += G1;
+        }
+        for pa in [0, 4 * G1 - K4, limit, limit + G1, ADDR_LIMIT - K4] {
+            assert_eq!(
+                lazy.map_on_demand(&mut ept, &mut mm, lit::hpa(pa)),
+                Ok(false)
+            );
+        }
+        check(&ept, &mut mm, &reference(&types, &[], limit));
+        ept.destroy(&mut mm).unwrap();
+    }
+
+    /// The whole 48-bit space costs tables only where it is touched.
+    #[test]
+    fn lazy_map_costs_tables_only_where_touched() {
+        let types = Layout::uniform(WB);
+        let (mut ept, mut mm) = build(&types, &[], 4 * G1);
+        let lazy = LazyMap::new(4 * G1, ADDR_LIMIT, types).unwrap();
+        assert_eq!(ept.pgt().table_pages(&mut mm).unwrap(), 2);
+        let pa = lit::hpa((1 << 47) + 3 * G1 + 5 * K4);
+        assert_eq!(lazy.map_on_demand(&mut ept, &mut mm, pa), Ok(true));
+        assert_eq!(ept.pgt().table_pages(&mut mm).unwrap(), 3);
+        assert_at(&ept, &mut mm, pa.raw(), 3, RWX, WB);
+        assert_hyp(&ept, &mut mm, (1 << 47) + 4 * G1, 3);
+        ept.destroy(&mut mm).unwrap();
+    }
+
+    /// A block left half mapped (an earlier attempt ran out of table
+    /// pages) gets the missing page at the faulting address.
+    #[test]
+    fn lazy_map_completes_a_partly_mapped_block() {
+        let types = high_mmio_layout();
+        let (mut ept, mut mm) = build(&types, &[], 4 * G1);
+        let lazy = LazyMap::new(4 * G1, 1 << 40, types).unwrap();
+        let a = Attrs::wb(RWX, PageState::Owned);
+        ept.map_memory(&mut mm, lit::hpa(5 * G1), K4, a).unwrap();
+        let pa = lit::hpa(5 * G1 + 8 * K4);
+        assert_eq!(lazy.map_on_demand(&mut ept, &mut mm, pa), Ok(true));
+        assert_at(&ept, &mut mm, pa.raw(), 1, RWX, WB);
+        assert_eq!(lazy.map_on_demand(&mut ept, &mut mm, pa), Ok(false));
+        ept.destroy(&mut mm).unwrap();
+    }
+
+    #[test]
+    fn eager_end_covers_ram_and_the_low_4g() {
+        let mut ram = RamMap::empty();
+        assert_eq!(eager_end(&ram, 1 << 46), 4 * G1);
+        assert_eq!(eager_end(&ram, 1 << 31), 1 << 31);
+        ram.add(0, 640 << 10).unwrap();
+        ram.add(G1, 6 * G1 + K4).unwrap();
+        assert_eq!(eager_end(&ram, 1 << 46), 7 * G1);
+        assert_eq!(eager_end(&ram, 5 * G1), 5 * G1);
+        assert_eq!(
+            LazyMap::new(G1 + 1, 2 * G1, Layout::uniform(WB)).err(),
+            Some(Error::Inval)
+        );
+        assert_eq!(
+            LazyMap::new(2 * G1, G1, Layout::uniform(WB)).err(),
+            Some(Error::Inval)
+        );
+        assert!(LazyMap::new(ADDR_LIMIT, ADDR_LIMIT, Layout::uniform(WB)).is_ok());
+    }
+
+    /// The identity map ends at MAXPHYADDR less the key-ID bits, within
+    /// [2^32, 2^48]; the whole 48-bit space is accepted as a limit.
+    #[test]
+    fn identity_limit_is_maxphyaddr_without_keyid_bits() {
+        for (maxphy, keyid, want) in [
+            (36, 0, 1u64 << 36),
+            (39, 0, 1 << 39),
+            (46, 0, 1 << 46),
+            (48, 0, 1 << 48),
+            (52, 0, 1 << 48),
+            (52, 6, 1 << 46),
+            (46, 6, 1 << 40),
+            (46, 15, 1 << 32),
+            (0, 0, 1 << 32),
+            (255, 255, 1 << 32),
+        ] {
+            assert_eq!(identity_limit(maxphy, keyid), want, "{maxphy} {keyid}");
+        }
+        assert_eq!(sort_and_check_holes(&mut [], identity_limit(52, 0)), Ok(()));
+        assert_eq!(
+            sort_and_check_holes(&mut [], identity_limit(52, 0) + K4),
+            Err(Error::Inval)
+        );
     }
 
     /// A limit that is not 1 GiB or 2 MiB aligned ends in smaller pages;

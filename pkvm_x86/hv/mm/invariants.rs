@@ -31,6 +31,14 @@
 //!    EPT.  A pinned page is never claimed by a guest or by the linear
 //!    window (a claim needs another host state, 2.).
 //!
+//! A hypervisor page that no table maps (zero in the host EPT, absent
+//! from the linear window) is no violation: the guard page below each
+//! root-mode stack is such a page (`HypPgt::unmap_guard`); it still
+//! counts as the hypervisor's for 2. and 4., since the host EPT's zero
+//! annotation says so.  The same holds for the zero entries of the host
+//! EPT's on-demand part above RAM (`host_ept_map::LazyMap`): read as
+//! `HYP`, they are claimed by no table, which is consistent.
+//!
 //! Needs no allocation: the caller passes a scratch array for the claims
 //! (one per run of pages a guest or the hypervisor maps); a too-small array
 //! is reported as [`ViolationKind::ScratchFull`].  Meant for tests and for a

@@ -241,6 +241,27 @@ impl HypPgt {
         self.pgt.map(mm, va, size, pa, attrs)
     }
 
+    /// Unmaps one page of the hypervisor's own memory from its linear
+    /// window, leaving it the hypervisor's (its host EPT entry stays the
+    /// zero `HYP` annotation; nothing else maps it): the guard page below
+    /// a root-mode stack, so that an overflow faults instead of writing
+    /// the neighbouring pool page.  A large page around it is split.  Only
+    /// a page mapped `OWNED` in the window can become a guard
+    /// ([`Error::Perm`] otherwise, e.g. twice).
+    pub fn unmap_guard<M: MmOps>(&mut self, mm: &mut M, pa: Hpa) -> Result {
+        let va = self.va(pa.page_down(), PAGE_SIZE)?;
+        all_leaves(&self.pgt, mm, va, PAGE_SIZE, |_, e| {
+            is_state::<HypFormat>(e, PageState::Owned)
+        })?;
+        self.pgt.unmap(mm, va, PAGE_SIZE)
+    }
+
+    /// The leaf entry mapping `va` (zero if nothing does) and its level.
+    pub fn lookup<M: MmOps>(&self, mm: &mut M, va: HypVa) -> Result<(u64, u32)> {
+        let leaf = self.pgt.lookup(mm, va)?;
+        Ok((leaf.entry, leaf.level))
+    }
+
     /// Frees every table page.
     pub fn destroy<M: MmOps>(self, mm: &mut M) -> Result {
         self.pgt.destroy(mm)

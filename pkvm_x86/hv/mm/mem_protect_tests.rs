@@ -1110,10 +1110,54 @@ mod hyp_fixed_mappings {
     use crate::hv::mm::ept::{PageState, PINNED};
     use crate::hv::mm::invariants::check;
     use crate::hv::mm::mem_protect::*;
-    use crate::hv::mm::pgtable::{Attrs, PERM_R, PERM_RWX, PERM_X};
+    use crate::hv::mm::pgtable::{Attrs, HypFormat, PteFormat, PERM_R, PERM_RWX, PERM_X};
     use crate::hv::mm::sim::Arena;
 
     const OFFSET: u64 = 0xffff_8880_0000_0000;
+
+    /// The layout `host::cpu_setup` gives a root-mode stack: a guard page
+    /// unmapped in the hypervisor's table, the stack pages above it
+    /// mapped; the invariants accept the hypervisor-owned, unmapped page.
+    #[test]
+    fn stack_guard_page_is_unmapped_and_the_stack_mapped() {
+        let mut mm = Arena::new(64);
+        let mut host = HostEpt::new(&mut mm, 3, crate::hv::mm::ram::RamMap::all()).unwrap();
+        let mut hyp = HypPgt::new(&mut mm, 3, OFFSET).unwrap();
+        let attrs = Attrs::wb(PERM_RWX, PageState::Owned);
+        host.map_memory(&mut mm, lit::hpa(0), 8 << 20, attrs)
+            .unwrap();
+        host.map_memory(&mut mm, lit::hpa(10 << 20), 6 << 20, attrs)
+            .unwrap();
+        let pool = 8u64 << 20;
+        hyp.map_owned(&mut mm, lit::hpa(pool), 2 << 20).unwrap();
+        let (guard, stack, stack_pages) = (pool + 0x3000, pool + 0x4000, 4u64);
+        hyp.unmap_guard(&mut mm, lit::hpa(guard)).unwrap();
+        let look = |hyp: &HypPgt, mm: &mut Arena, pa: u64| {
+            let va = hyp.va(lit::hpa(pa), 0x1000).unwrap();
+            hyp.lookup(mm, va).unwrap()
+        };
+        assert_eq!(look(&hyp, &mut mm, guard).0, 0, "guard page unmapped");
+        for p in 0..stack_pages {
+            let (e, level) = look(&hyp, &mut mm, stack + p * 0x1000);
+            assert!(HypFormat::is_present(e), "stack page {p} mapped");
+            assert_eq!(HypFormat::state(e), PageState::Owned);
+            assert_eq!(HypFormat::addr(e), lit::hpa(stack + p * 0x1000));
+            assert_eq!(level, 1, "the 2 MiB block was split");
+        }
+        assert!(HypFormat::is_present(look(&hyp, &mut mm, guard - 0x1000).0));
+        let mut claims = [Default::default(); 16];
+        assert_eq!(
+            check(&host, &hyp, core::iter::empty(), &mut mm, &mut claims),
+            Ok(())
+        );
+        // Twice, or a page outside the window's owned memory: refused.
+        assert_eq!(hyp.unmap_guard(&mut mm, lit::hpa(guard)), Err(Error::Perm));
+        assert_eq!(hyp.unmap_guard(&mut mm, lit::hpa(0x5000)), Err(Error::Perm));
+        // The host cannot take the guard page through a transition.
+        assert!(host_donate_hyp(&mut host, &mut hyp, &mut mm, lit::hpa(guard), 1).is_err());
+        assert!(host_share_hyp(&mut host, &mut hyp, &mut mm, lit::hpa(guard), 1).is_err());
+        assert_eq!(look(&hyp, &mut mm, guard).0, 0);
+    }
 
     #[test]
     fn owned_pool_and_fixed_code_keep_the_invariants() {

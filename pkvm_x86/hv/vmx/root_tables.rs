@@ -81,10 +81,12 @@ const _: () = assert!(core::mem::size_of::<Tss64>() == TSS_SIZE);
 
 /// Root mode's TSS: every interrupt stack at `ist_top`, no I/O bitmap.
 ///
-/// Root mode's own IDT gates use IST 0 (the current stack), so the ISTs
-/// serve one instant only: between TEARDOWN_CPU loading the host's IDT and
-/// the host reloading its own TR, an NMI takes the host's gate, which may
-/// name an IST, with this TSS; it must find a valid stack there.
+/// Root mode's own IDT runs #DF and #PF on IST [`FAULT_IST`] (a stack
+/// overflow into the guard page must not need the overflowing stack; see
+/// [`idt_entry`]), every other vector on the current stack.  The ISTs also
+/// serve one instant: between TEARDOWN_CPU loading the host's IDT and the
+/// host reloading its own TR, an NMI takes the host's gate, which may name
+/// an IST, with this TSS; it must find a valid stack there.
 pub const fn tss(ist_top: u64) -> Tss64 {
     Tss64 {
         reserved0: 0,
@@ -98,9 +100,33 @@ pub const fn tss(ist_top: u64) -> Tss64 {
 }
 
 /// The root-mode IDT entry for exception `handler`: an interrupt gate
-/// through root mode's code selector.
+/// through root mode's code selector, on the current stack.
 pub const fn idt_gate(handler: u64) -> [u64; 2] {
     interrupt_gate(handler, HOST_CS)
+}
+
+/// The interrupt stack (TSS IST index) root mode's #DF and #PF run on.
+///
+/// Each root-mode stack has an unmapped guard page below it
+/// (`crate::host::cpu_setup`): an overflow raises #PF, which the CPU could
+/// not push on the overflowing stack (that would be a #DF, then a triple
+/// fault: a machine reset).  On the per-CPU interrupt stack the CPU
+/// delivers the #PF, whose handler records vector 14 and halts
+/// (`crate::hyp::entry`); #DF takes the same stack, so any other double
+/// fault is recorded too.  The other vectors keep the current stack: NMI
+/// and #MC return to it, #GP is the `*_safe` accessors' fixup.
+pub const FAULT_IST: u8 = 1;
+
+/// The root-mode IDT entry for `vector` with `handler`: [`idt_gate`],
+/// switched to [`FAULT_IST`] for #DF (8) and #PF (14).
+pub const fn idt_entry(vector: usize, handler: u64) -> [u64; 2] {
+    let g = idt_gate(handler);
+    if vector == 8 || vector == 14 {
+        // Bits 34:32 of the gate: the IST index.
+        [g[0] | (FAULT_IST as u64) << 32, g[1]]
+    } else {
+        g
+    }
 }
 
 #[cfg(test)]
@@ -155,5 +181,22 @@ mod tests {
             | (0x8e00u64 << 32)
             | ((h >> 16) & 0xffff) << 48;
         assert_eq!(idt_gate(h), [want_lo, h >> 32]);
+    }
+
+    #[test]
+    fn double_fault_and_page_fault_take_the_interrupt_stack() {
+        let h = 0xffff_ffff_c012_3456u64;
+        for v in 0..IDT_VECTORS {
+            let g = idt_entry(v, h);
+            let ist = (g[0] >> 32) & 7;
+            let want = if v == 8 || v == 14 { 1 } else { 0 };
+            assert_eq!(ist, want, "vector {v}");
+            assert_eq!(g[0] & !(7 << 32), idt_gate(h)[0]);
+            assert_eq!(g[1], idt_gate(h)[1]);
+        }
+        // The TSS names a stack for IST1.
+        let t = tss(0x2000);
+        let ist = t.ist;
+        assert_eq!(ist[FAULT_IST as usize - 1], 0x2000);
     }
 }
