@@ -453,6 +453,17 @@ fn pages_to_size(nr_pages: u64) -> Result<u64> {
     }
 }
 
+/// The size in bytes of `nr_pages` host pages at `pa`, checked as every
+/// host-initiated transition checks its host range: a non-empty page count
+/// that does not overflow, a range the tables translate, and RAM only (the
+/// map recorded at load: MMIO never changes hands).  All `Error::Inval`.
+fn host_range(host: &HostEpt, pa: Hpa, nr_pages: u64) -> Result<u64> {
+    let size = pages_to_size(nr_pages)?;
+    check_range(pa.raw(), size)?;
+    host.ram.check(pa.raw(), size)?;
+    Ok(size)
+}
+
 fn check_guest_perms(perms: u8) -> Result {
     // Write without read is an EPT misconfiguration; no access at all is
     // not a mapping.
@@ -526,9 +537,7 @@ pub fn host_donate_hyp<M: MmOps>(
     pa: Hpa,
     nr_pages: u64,
 ) -> Result {
-    let size = pages_to_size(nr_pages)?;
-    check_range(pa.raw(), size)?;
-    host.ram.check(pa.raw(), size)?;
+    let size = host_range(host, pa, nr_pages)?;
     let va = hyp.va(pa, size)?;
     let h = Side {
         addr: pa,
@@ -557,9 +566,7 @@ pub fn hyp_donate_host<M: MmOps>(
     pa: Hpa,
     nr_pages: u64,
 ) -> Result {
-    let size = pages_to_size(nr_pages)?;
-    check_range(pa.raw(), size)?;
-    host.ram.check(pa.raw(), size)?;
+    let size = host_range(host, pa, nr_pages)?;
     let va = hyp.va(pa, size)?;
     let h = Side {
         addr: pa,
@@ -588,9 +595,7 @@ pub fn host_share_hyp<M: MmOps>(
     pa: Hpa,
     nr_pages: u64,
 ) -> Result {
-    let size = pages_to_size(nr_pages)?;
-    check_range(pa.raw(), size)?;
-    host.ram.check(pa.raw(), size)?;
+    let size = host_range(host, pa, nr_pages)?;
     let va = hyp.va(pa, size)?;
     let h = Side {
         addr: pa,
@@ -618,9 +623,7 @@ pub fn host_unshare_hyp<M: MmOps>(
     pa: Hpa,
     nr_pages: u64,
 ) -> Result {
-    let size = pages_to_size(nr_pages)?;
-    check_range(pa.raw(), size)?;
-    host.ram.check(pa.raw(), size)?;
+    let size = host_range(host, pa, nr_pages)?;
     let va = hyp.va(pa, size)?;
     let h = Side {
         addr: pa,
@@ -652,10 +655,8 @@ pub fn host_share_guest<M: MmOps>(
     nr_pages: u64,
     perms: u8,
 ) -> Result {
-    let size = pages_to_size(nr_pages)?;
-    check_range(hpa.raw(), size)?;
+    let size = host_range(host, hpa, nr_pages)?;
     check_range(gpa.raw(), size)?;
-    host.ram.check(hpa.raw(), size)?;
     check_guest_perms(perms)?;
     if guest.kind != VmKind::Normal || guest.dying {
         return Err(Error::Perm);
@@ -687,10 +688,8 @@ pub fn host_unshare_guest<M: MmOps>(
     gpa: Gpa,
     nr_pages: u64,
 ) -> Result {
-    let size = pages_to_size(nr_pages)?;
-    check_range(hpa.raw(), size)?;
+    let size = host_range(host, hpa, nr_pages)?;
     check_range(gpa.raw(), size)?;
-    host.ram.check(hpa.raw(), size)?;
     let h = Side {
         addr: hpa,
         expect: |c: &WalkCtx, e| maps_as::<EptFormat, _>(c, e, PageState::SharedOwned, hpa, hpa),
@@ -718,10 +717,8 @@ pub fn host_donate_guest<M: MmOps>(
     nr_pages: u64,
     perms: u8,
 ) -> Result {
-    let size = pages_to_size(nr_pages)?;
-    check_range(hpa.raw(), size)?;
+    let size = host_range(host, hpa, nr_pages)?;
     check_range(gpa.raw(), size)?;
-    host.ram.check(hpa.raw(), size)?;
     check_guest_perms(perms)?;
     if guest.kind != VmKind::Protected || guest.dying {
         return Err(Error::Perm);
