@@ -46,7 +46,7 @@ use crate::hv::mm::ept::{EptEntry, MemType, PageState};
 use crate::hv::mm::host_ept_map::LazyMap;
 #[cfg(pkvm_debug)]
 use crate::hv::mm::invariants::{self, Claim};
-use crate::hv::mm::mem_protect::{self as mp, HostEpt, HypPgt, VmKind};
+use crate::hv::mm::mem_protect::{self as mp, GuestEpt, HostEpt, HypPgt, VmKind};
 use crate::hv::mm::mtrr::Mtrrs;
 use crate::hv::mm::pgtable::{HypFormat, MmOps, PteFormat, ADDR_LIMIT, PERM_RWX};
 use crate::hv::mm::vm_table::VmTable;
@@ -634,74 +634,56 @@ impl PageStates {
         changed(vms.teardown(host, hyp, mm, handle))
     }
 
-    /// HOST_SHARE_GUEST.
-    pub fn host_share_guest(&mut self, handle: u32, hpa: Hpa, gpa: Gpa, pages: u64) -> Reply {
+    /// Runs transition `t` on the table of VM `handle` (the error of the
+    /// VM table's lookup if there is no such VM): the shape of every
+    /// host <-> guest call.
+    fn on_guest(
+        &mut self,
+        handle: u32,
+        t: impl FnOnce(&mut HostEpt, &mut GuestEpt, &mut HypMm) -> Result<(), Error>,
+    ) -> Reply {
         let (mm, host, _, vms) = self.parts();
         match vms.get_mut(handle) {
-            Ok(vm) => changed(mp::host_share_guest(
-                host,
-                vm.guest_mut(),
-                mm,
-                hpa,
-                gpa,
-                pages,
-                PERM_RWX,
-            )),
+            Ok(vm) => changed(t(host, vm.guest_mut(), mm)),
             Err(e) => Reply::from(Err(e), false),
         }
+    }
+
+    /// HOST_SHARE_GUEST.
+    pub fn host_share_guest(&mut self, handle: u32, hpa: Hpa, gpa: Gpa, pages: u64) -> Reply {
+        self.on_guest(handle, |host, g, mm| {
+            mp::host_share_guest(host, g, mm, hpa, gpa, pages, PERM_RWX)
+        })
     }
 
     /// HOST_UNSHARE_GUEST.
     pub fn host_unshare_guest(&mut self, handle: u32, hpa: Hpa, gpa: Gpa, pages: u64) -> Reply {
-        let (mm, host, _, vms) = self.parts();
-        match vms.get_mut(handle) {
-            Ok(vm) => changed(mp::host_unshare_guest(
-                host,
-                vm.guest_mut(),
-                mm,
-                hpa,
-                gpa,
-                pages,
-            )),
-            Err(e) => Reply::from(Err(e), false),
-        }
+        self.on_guest(handle, |host, g, mm| {
+            mp::host_unshare_guest(host, g, mm, hpa, gpa, pages)
+        })
     }
 
     /// HOST_DONATE_GUEST.
     pub fn host_donate_guest(&mut self, handle: u32, hpa: Hpa, gpa: Gpa, pages: u64) -> Reply {
-        let (mm, host, _, vms) = self.parts();
-        match vms.get_mut(handle) {
-            Ok(vm) => changed(mp::host_donate_guest(
-                host,
-                vm.guest_mut(),
-                mm,
-                hpa,
-                gpa,
-                pages,
-                PERM_RWX,
-            )),
-            Err(e) => Reply::from(Err(e), false),
-        }
+        self.on_guest(handle, |host, g, mm| {
+            mp::host_donate_guest(host, g, mm, hpa, gpa, pages, PERM_RWX)
+        })
     }
 
     /// DEBUG_GUEST_SHARE_HOST.
     #[cfg(pkvm_debug)]
     pub fn guest_share_host(&mut self, handle: u32, gpa: Gpa, pages: u64) -> Reply {
-        let (mm, host, _, vms) = self.parts();
-        match vms.get_mut(handle) {
-            Ok(vm) => changed(mp::guest_share_host(host, vm.guest_mut(), mm, gpa, pages)),
-            Err(e) => Reply::from(Err(e), false),
-        }
+        self.on_guest(handle, |host, g, mm| {
+            mp::guest_share_host(host, g, mm, gpa, pages)
+        })
     }
 
     /// DEBUG_GUEST_UNSHARE_HOST.
     #[cfg(pkvm_debug)]
     pub fn guest_unshare_host(&mut self, handle: u32, gpa: Gpa, pages: u64) -> Reply {
-        let (mm, host, _, vms) = self.parts();
-        match vms.get_mut(handle) {
-            Ok(vm) => changed(mp::guest_unshare_host(host, vm.guest_mut(), mm, gpa, pages)),
-            Err(e) => Reply::from(Err(e), false),
-        }
+        self.on_guest(handle, |host, g, mm| {
+            mp::guest_unshare_host(host, g, mm, gpa, pages)
+        })
     }
 
     /// Whether the host EPT, as it is now, lets the host make the access
