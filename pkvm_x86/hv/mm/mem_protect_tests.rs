@@ -662,6 +662,86 @@ fn every_transition_from_every_single_page_state() {
     assert_eq!(tried, 8 * 22);
 }
 
+/// The host's permissions on page `p` (0: no access).
+fn host_perms(w: &mut World, p: u64) -> u8 {
+    let e = w.host.pgt().lookup(&mut w.mm, lit::hpa(p)).unwrap().entry;
+    if EptFormat::is_present(e) {
+        EptFormat::attrs(e).perms
+    } else {
+        0
+    }
+}
+
+/// Every transition that takes access away from the host invalidates the
+/// host EPT for that page before it returns, after the last store to the
+/// page's entry (in the module: the cross-CPU shootdown, inside the
+/// transition, before anything uses the page); a transition that takes
+/// nothing away from the host and changes no translation (the page's
+/// tables exist already) invalidates nothing in the host EPT.
+#[test]
+fn access_the_host_loses_is_invalidated_before_the_transition_returns() {
+    use crate::hv::mm::addr::TableKind;
+    use crate::hv::mm::sim::Event;
+    let mut losses = 0;
+    for (name, path) in &paths(P, GP) {
+        for op in all_ops(P, GP) {
+            let (mut w, mut m) = world3();
+            // A neighbour's round trip splits the large pages around P
+            // first, so what is left to invalidate is P's own access.
+            w.run(Op::DonateHyp(P + K4, 1)).unwrap();
+            w.run(Op::HypDonateHost(P + K4, 1)).unwrap();
+            for &o in path {
+                w.run(o).unwrap();
+                m.apply(o).unwrap();
+            }
+            let before = host_perms(&mut w, P);
+            let host_root = w.host.pgt().root();
+            w.mm.record();
+            let r = w.run(op);
+            let log = w.mm.take_log();
+            let after = host_perms(&mut w, P);
+            let leaf = w.host.pgt().lookup(&mut w.mm, lit::hpa(P)).unwrap();
+            let last_store = log.iter().rposition(|e| {
+                matches!(*e, Event::Store { table, idx, .. }
+                    if table == leaf.table && idx == leaf.index)
+            });
+            let covers = |e: &Event| {
+                matches!(*e, Event::Invalidate { kind: TableKind::HostEpt, root, addr, size }
+                    if root == host_root && addr <= P && P < addr + size)
+            };
+            let host_invals = log
+                .iter()
+                .filter(|e| {
+                    matches!(
+                        e,
+                        Event::Invalidate {
+                            kind: TableKind::HostEpt,
+                            ..
+                        }
+                    )
+                })
+                .count();
+            if before & !after != 0 {
+                assert!(r.is_ok(), "{name} + {op:?}");
+                let s = last_store.expect("the entry was written");
+                assert!(
+                    log.iter().skip(s + 1).any(covers),
+                    "{name} + {op:?}: host access {before:#x} -> {after:#x} never invalidated \
+                     after the store at #{s}: {log:#x?}"
+                );
+                assert_eq!(host_invals, 1, "{name} + {op:?}: one invalidation");
+                losses += 1;
+            } else {
+                assert_eq!(host_invals, 0, "{name} + {op:?}: nothing lost, {log:#x?}");
+            }
+            w.check_invariants();
+            w.destroy();
+        }
+    }
+    // Donations to the hypervisor and to A and B, and A's and B's unshare.
+    assert_eq!(losses, 5, "the transitions that take pages from the host");
+}
+
 #[test]
 fn reclaim_from_every_state_of_a_dying_guest() {
     for (name, path) in paths(P, GP) {

@@ -36,6 +36,11 @@ pub enum Event {
         /// The value stored.
         v: u64,
     },
+    /// The data page `pa` was zeroed (`zero_page`).
+    Zero {
+        /// The page.
+        pa: Hpa,
+    },
     /// The invalidation hook ran.
     Invalidate {
         /// Kind of table.
@@ -296,6 +301,9 @@ impl MmOps for Arena {
         }
         self.dirty.remove(&pa);
         *self.zeroed.entry(pa).or_insert(0) += 1;
+        if let Some(log) = self.log.as_mut() {
+            log.push(Event::Zero { pa });
+        }
     }
 
     fn invalidate(&mut self, kind: TableKind, root: Hpa, addr: u64, size: u64) {

@@ -249,8 +249,16 @@ impl<const N: usize> VmTable<N> {
 
     /// Creates the shadow VM of host VM `host_vm`: takes the host's
     /// `meta_pages` pages at `meta_pa` (0 pages: none) for the hypervisor
-    /// through [`host_donate_hyp`], creates an empty shadow EPT, and returns
-    /// the new handle.  All or nothing.
+    /// through [`host_donate_hyp`], zeroes them (the VM's hypervisor-side
+    /// state starts from a known value, not from whatever the host left
+    /// there), creates an empty shadow EPT, and returns the new handle.
+    /// All or nothing.
+    ///
+    /// The zeroing is the first write of the hypervisor to pages that were
+    /// the host's a moment before: it comes after the donation returned,
+    /// and the donation returns only once the host's access is invalidated
+    /// ([`MmOps::invalidate`], on every CPU in the module), so no write of
+    /// the host can land in them after the hypervisor's.
     ///
     /// Errors: `Exist` if `host_vm` already has one, `NoMem` if the table is
     /// full or memory runs out, the donation's errors.
@@ -283,6 +291,11 @@ impl<const N: usize> VmTable<N> {
                 // Freeing the empty shadow EPT cannot fail.
                 let _ = guest.destroy(mm);
                 return Err(e);
+            }
+            let mut pa = meta_pa;
+            for _ in 0..meta_pages {
+                mm.zero_page(pa);
+                pa = pa.wrapping_add(PAGE_SIZE);
             }
         }
         let slot = self.slots.get_mut(idx).ok_or(Error::Inval)?;

@@ -151,11 +151,11 @@ fn create_takes_metadata_pages_and_teardown_returns_everything() {
     for p in [META, META + 2 * K4, G1, G1 + 5 * K4, G1 + 699 * K4] {
         let e = w.host.pgt().lookup(&mut w.mm, lit::hpa(p)).unwrap().entry;
         assert_eq!(EptFormat::state(e), PageState::Owned, "{p:#x} back to host");
-        // Guest pages are zeroed exactly once; the metadata once per
-        // teardown attempt (harmless).
+        // Guest pages are zeroed exactly once; the metadata at creation
+        // and once per teardown attempt (harmless).
         let z = w.mm.zeroed.get(&lit::hpa(p)).copied().unwrap_or(0);
         assert!(
-            z == 1 || (p < G1 && u64::from(z) == tries),
+            z == 1 || (p < G1 && u64::from(z) == 1 + tries),
             "{p:#x} zeroed {z} times"
         );
     }
@@ -432,4 +432,71 @@ fn return_to_host_refuses_what_the_hypervisor_uses() {
         Err(Error::Perm),
         "no longer the hypervisor's"
     );
+}
+
+/// VM_CREATE writes the metadata pages (zeroes them) only after the
+/// donation has invalidated the host's access to them: in the recorded
+/// sequence every zeroing of a metadata page comes after an invalidation
+/// of the host EPT covering that page, itself after the store that took
+/// the page from the host.  (In the module the host EPT's invalidation is
+/// the cross-CPU shootdown: no CPU of the host can write a metadata page
+/// after the hypervisor did.)
+#[test]
+fn create_zeroes_the_metadata_only_after_the_host_lost_it_everywhere() {
+    use crate::hv::mm::addr::TableKind;
+    use crate::hv::mm::sim::Event;
+    let mut w = World::new();
+    // Split the large pages around the metadata first (a neighbour's round
+    // trip), so that no break-before-make covers it by accident.
+    w.run(Op::DonateHyp(META + 3 * K4, 1)).unwrap();
+    w.run(Op::HypDonateHost(META + 3 * K4, 1)).unwrap();
+    let host_root = w.host.pgt().root();
+    for i in 0..3 {
+        w.mm.dirty.insert(lit::hpa(META + i * K4));
+    }
+    w.mm.record();
+    let h = w
+        .vms
+        .create(
+            &mut w.host,
+            &mut w.hyp,
+            &mut w.mm,
+            42,
+            VmKind::Protected,
+            lit::hpa(META),
+            3,
+            3,
+        )
+        .unwrap()
+        .raw();
+    let log = w.mm.take_log();
+    for i in 0..3 {
+        let pa = lit::hpa(META + i * K4);
+        assert!(!w.mm.dirty.contains(&pa), "metadata page {i} not zeroed");
+        let zero = log
+            .iter()
+            .position(|e| *e == Event::Zero { pa })
+            .expect("zeroed");
+        let inval = log.iter().position(|e| {
+            matches!(*e, Event::Invalidate { kind: TableKind::HostEpt, root, addr, size }
+                if root == host_root && addr <= pa.raw() && pa.raw() < addr + size)
+        });
+        let inval = inval.expect("the host EPT is invalidated for the metadata");
+        assert!(
+            inval < zero,
+            "page {i}: zeroed at #{zero} before the invalidation at #{inval}"
+        );
+        // Nothing stored into a table after that invalidation re-grants it:
+        // the page is the hypervisor's for good.
+        assert_eq!(
+            w.host.pgt().lookup(&mut w.mm, pa).unwrap().entry,
+            0,
+            "page {i}"
+        );
+    }
+    w.check_invariants();
+    w.vms
+        .teardown(&mut w.host, &mut w.hyp, &mut w.mm, h)
+        .unwrap();
+    w.destroy();
 }

@@ -98,6 +98,20 @@ pub trait PteFormat {
             || (!table && Self::attrs(old).memtype != Self::attrs(new).memtype)
     }
 
+    /// Whether replacing the present leaf `old` at `level` by `new` takes
+    /// access away: `new` is not present, or lacks a permission `old` had.
+    /// Such a change is written in place but invalidated before the walk
+    /// that made it returns (see `pgtable`, "Publication").  Tables are
+    /// not leaves: unlinking one goes break-before-make instead.
+    fn loses_access(old: u64, new: u64, level: u32) -> bool {
+        if !Self::is_present(old) || Self::is_table(old, level) {
+            return false;
+        }
+        !Self::is_present(new)
+            || Self::is_table(new, level)
+            || Self::attrs(old).perms & !Self::attrs(new).perms != 0
+    }
+
     /// Entry `i` (0..512) of the table that replaces leaf `e` at `level` when
     /// it is split: a present large page becomes 512 smaller pages with the
     /// same attributes, a non-present entry is copied unchanged.

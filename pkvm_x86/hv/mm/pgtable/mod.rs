@@ -63,8 +63,17 @@
 //!   the CPU may still walk is never reused.
 //!
 //! Permission and page-state changes of a present leaf are written in
-//! place; the caller invalidates after the change as before (the host EPT:
-//! INVEPT when the hypercall returns).
+//! place.  A change that takes access away (a present leaf made
+//! non-present, or left with fewer permissions, see
+//! [`PteFormat::loses_access`]) is invalidated before the walk returns:
+//! the walker records the range of every such entry and calls
+//! [`MmOps::invalidate`] once for it at the end (on success and on error
+//! alike), so that when `apply`/`set` returns no CPU can still use the
+//! access it lost.  Gaining access needs no invalidation (a stale
+//! "not present" only costs the CPU a spurious fault, which the owner of
+//! the table handles).  For the host EPT the module's hook is the
+//! cross-CPU shootdown, so a page taken from the host is unreachable from
+//! every CPU before the transition that took it goes on to use it.
 //!
 //! Addresses are 48-bit (4-level paging); the walker needs no `unsafe`: the
 //! memory operations hand out `&[AtomicU64; 512]` views.
@@ -143,7 +152,8 @@ pub trait MmOps {
     fn page_count(&self, pa: Hpa) -> u32;
 
     /// Zeroes the 4 KiB data page at `pa` (not a table page): used before a
-    /// page a guest owned goes back to the host.
+    /// page a guest owned goes back to the host, and on a VM's metadata
+    /// pages when the hypervisor takes them and when it gives them back.
     fn zero_page(&mut self, pa: Hpa);
 
     /// The TLB-invalidation hook of break-before-make: an entry of the
@@ -154,10 +164,15 @@ pub trait MmOps {
     /// (translations and paging-structure caches) before the engine writes
     /// the new entry or frees a table that was below it.
     ///
-    /// The module does this on the current CPU only (INVEPT single-context
-    /// for an EPT, INVLPG for the hypervisor's table).  Other CPUs are the
-    /// job of the cross-CPU shootdown (issue 8), which will extend this
-    /// hook; until then the callers' existing flushes stand.
+    /// It is also called once at the end of every walk that took access
+    /// away in place (see "Publication" above), for the range of the
+    /// entries that lost it, before the walk returns.
+    ///
+    /// When it returns, no CPU that runs on the table may still use what
+    /// it cached for the range.  The module flushes the current CPU
+    /// (INVEPT single-context for an EPT, INVLPG for the hypervisor's
+    /// table) and, for the host EPT, every other CPU too (the cross-CPU
+    /// shootdown, `crate::hyp::global`), under the lock of the table.
     fn invalidate(&mut self, kind: TableKind, root: Hpa, addr: u64, size: u64);
 
     /// Observes a store of `v` to entry `idx` of the table page `table`,
@@ -305,6 +320,9 @@ struct Walker<'m, M> {
     kind: TableKind,
     root: Hpa,
     mode: Mode,
+    /// The range `[lo, hi)` of the entries that lost access in place and
+    /// have not been invalidated yet (live walks only).
+    lost: Option<(u64, u64)>,
 }
 
 fn read_entry<F: PteFormat, M: MmOps>(mm: &M, src: Src, idx: usize) -> Result<u64> {
@@ -346,8 +364,19 @@ impl<M: MmOps> Walker<'_, M> {
             && (unlink || (F::is_present(new) && F::changes_translation(old, new, level)));
         if brk {
             store_entry(self.mm, table, ctx.index, 0)?;
-            self.mm
-                .invalidate(self.kind, self.root, ctx.addr, ctx.size());
+            let (lo, hi) = (ctx.addr, ctx.addr + ctx.size());
+            self.mm.invalidate(self.kind, self.root, lo, hi - lo);
+            // Losses written before, inside this range, are covered.
+            if self.lost.is_some_and(|(l, h)| lo <= l && h <= hi) {
+                self.lost = None;
+            }
+        } else if self.mode == Mode::Live && F::loses_access(old, new, level) {
+            // Written in place below; invalidated when the walk ends.
+            let (lo, hi) = (ctx.addr, ctx.addr + ctx.size());
+            self.lost = Some(match self.lost {
+                Some((l, h)) => (l.min(lo), h.max(hi)),
+                None => (lo, hi),
+            });
         }
         if unlink {
             free_subtree::<F, M>(self.mm, F::addr(old), level - 1, ctx.addr)?;
@@ -437,8 +466,15 @@ fn walk_mode<F: PteFormat, M: MmOps, V: Visitor<M>>(
         kind,
         root,
         mode,
+        lost: None,
     };
-    walk_table::<F, M, V>(&mut w, Src::Table(root), LEVELS, 0, start, end, v)
+    let r = walk_table::<F, M, V>(&mut w, Src::Table(root), LEVELS, 0, start, end, v);
+    // Whatever was written, also before an error: no access that was
+    // taken away survives the walk in any CPU's caches.
+    if let Some((lo, hi)) = w.lost {
+        w.mm.invalidate(kind, root, lo, hi - lo);
+    }
+    r
 }
 
 fn walk_table<F: PteFormat, M: MmOps, V: Visitor<M>>(
@@ -767,6 +803,7 @@ fn free_subtree<F: PteFormat, M: MmOps>(mm: &mut M, table: Hpa, level: u32, base
             kind: TableKind::HostEpt,
             root: table,
             mode: Mode::Unlinked,
+            lost: None,
         };
         walk_table::<F, M, _>(
             &mut w,

@@ -10,7 +10,10 @@
 //! * a table pointer is stored only when the table below it is complete
 //!   (for a split: the 512 entries equivalent to the leaf it replaces);
 //! * a table that is unlinked is not written (emptied, freed) before an
-//!   invalidation.
+//!   invalidation;
+//! * a present leaf that loses access (made non-present, or left with
+//!   fewer permissions) is invalidated before the operation returns (the
+//!   end of the log).
 
 use std::collections::{HashMap, HashSet};
 use std::format;
@@ -75,6 +78,8 @@ fn replay<F: PteFormat>(
     let mut broken: HashMap<(Hpa, usize), (u64, bool)> = HashMap::new();
     // Tables unlinked and not yet invalidated.
     let mut stale: HashSet<Hpa> = HashSet::new();
+    // Leaves that lost access and have not been invalidated since.
+    let mut lost: HashMap<(Hpa, usize), usize> = HashMap::new();
     for (n, ev) in log.iter().enumerate() {
         let (table, idx, v) = match *ev {
             Event::Invalidate { .. } => {
@@ -82,8 +87,10 @@ fn replay<F: PteFormat>(
                     b.1 = true;
                 }
                 stale.clear();
+                lost.clear();
                 continue;
             }
+            Event::Zero { .. } => continue,
             Event::Store { table, idx, v } => (table, idx, v),
         };
         if stale.contains(&table) {
@@ -100,6 +107,9 @@ fn replay<F: PteFormat>(
             }
             if F::is_present(old) && !F::is_present(v) {
                 broken.insert((table, idx), (old, false));
+            }
+            if F::loses_access(old, v, level) {
+                lost.entry((table, idx)).or_insert(n);
             }
             let mut prev = old;
             if F::is_present(v) {
@@ -133,6 +143,11 @@ fn replay<F: PteFormat>(
         if let Some(t) = mem.get_mut(&table) {
             t[idx] = v;
         }
+    }
+    if let Some(((table, idx), n)) = lost.into_iter().min_by_key(|&(_, n)| n) {
+        return Err(format!(
+            "#{n}: {table:?}[{idx}] lost access and was never invalidated"
+        ));
     }
     Ok(())
 }
@@ -247,6 +262,59 @@ fn the_hook_names_the_table_and_the_range() {
     t.destroy(&mut mm).unwrap();
 }
 
+/// Taking access away in place costs one invalidation per walk, for the
+/// range that lost it, however many entries that is; granting access and
+/// changing software bits cost none.
+#[test]
+fn access_taken_away_is_invalidated_once_per_walk() {
+    let mut mm = Arena::new(64);
+    let mut t = PgTable::<EptFormat, Hpa>::new(&mut mm, 1).unwrap();
+    let a = Attrs::wb(PERM_RWX, PageState::Owned);
+    let ro = Attrs { perms: PERM_R, ..a };
+    let base = lit::hpa(G1);
+    let n = checked(&mut t, &mut mm, |t, mm| t.map(mm, base, 64 * K4, base, ro));
+    assert_eq!(n, 0, "new mappings");
+    let n = checked(&mut t, &mut mm, |t, mm| t.map(mm, base, 64 * K4, base, a));
+    assert_eq!(n, 0, "more permissions");
+    let n = checked(&mut t, &mut mm, |t, mm| {
+        t.set_state(mm, base, 64 * K4, PageState::SharedOwned)
+    });
+    assert_eq!(n, 0, "software bits");
+    mm.record();
+    t.map(
+        &mut mm,
+        base.wrapping_add(8 * K4),
+        16 * K4,
+        base.wrapping_add(8 * K4),
+        ro,
+    )
+    .unwrap();
+    let log = mm.take_log();
+    let inv: Vec<_> = log
+        .iter()
+        .filter(|e| matches!(e, Event::Invalidate { .. }))
+        .collect();
+    assert_eq!(
+        inv,
+        [&Event::Invalidate {
+            kind: TableKind::HostEpt,
+            root: t.root(),
+            addr: G1 + 8 * K4,
+            size: 16 * K4,
+        }],
+        "write permission taken from 16 pages"
+    );
+    assert!(
+        matches!(log.last(), Some(Event::Invalidate { .. })),
+        "after the last store"
+    );
+    let n = checked(&mut t, &mut mm, |t, mm| {
+        t.annotate(mm, base, 64 * K4, crate::hv::mm::ept::OwnerId::HOST)
+    });
+    assert_eq!(n, 1, "64 pages made non-present");
+    t.destroy(&mut mm).unwrap();
+}
+
 #[test]
 fn random_changes_keep_the_publication_rules() {
     for seed in 0..4 {
@@ -330,6 +398,18 @@ fn the_replay_catches_what_it_checks() {
     // A table unlinked and written before an invalidation.
     let r = replay::<EptFormat>(&before, t.root(), &[store(t.root(), 0, 0), store(pd, 0, 0)]);
     assert!(r.is_err(), "{r:?}");
+    // Access taken away in place (read-only, then nothing) and never
+    // invalidated; then the right way.
+    // (`leaf` is the table entry for the PD; its first entry maps 2 MiB.)
+    let pd2 = EptFormat::addr(leaf);
+    assert!(EptFormat::is_present(before[&pd2][0]));
+    let ro = EptFormat::leaf(Hpa::ZERO, Attrs { perms: PERM_R, ..a }, 2);
+    for lost in [ro, 0] {
+        let r = replay::<EptFormat>(&before, t.root(), &[store(pd2, 0, lost)]);
+        assert!(r.is_err(), "{r:?}");
+        let ok = [store(pd2, 0, lost), inval];
+        assert_eq!(replay::<EptFormat>(&before, t.root(), &ok), Ok(()));
+    }
     mm.free_page(new);
     t.destroy(&mut mm).unwrap();
 }
