@@ -849,6 +849,8 @@ fn hypercall_dispatch(regs: &mut GuestRegs, cpu: &HypCpu, local: &mut CpuLocal) 
         #[cfg(pkvm_debug)]
         Ok(Call::DebugFillPage { hpa, value }) => global.page_states().fill_page(hpa, value),
         #[cfg(pkvm_debug)]
+        Ok(Call::DebugCountWords { hpa, value }) => global.page_states().count_words(hpa, value),
+        #[cfg(pkvm_debug)]
         Ok(Call::DebugStackGuard) => {
             // The same stack bottom `keep_ranges` computes; the guard is
             // the page below it (`crate::host::cpu_setup`).
@@ -866,7 +868,8 @@ fn hypercall_dispatch(regs: &mut GuestRegs, cpu: &HypCpu, local: &mut CpuLocal) 
             | Call::DebugGuestUnshareHost { .. }
             | Call::DebugCheckInvariants
             | Call::DebugFillPage { .. }
-            | Call::DebugStackGuard,
+            | Call::DebugStackGuard
+            | Call::DebugCountWords { .. },
         ) => Reply::errno(errno::ENOSYS),
     };
     // The lock guard of the page-state arms dropped at the end of its

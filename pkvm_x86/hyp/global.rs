@@ -749,6 +749,19 @@ impl PageStates {
         Reply::val(0)
     }
 
+    /// DEBUG_COUNT_WORDS: how many 64-bit words of `hpa` equal `value`,
+    /// read from root mode, if the host EPT gives the host no access to it
+    /// (`EPERM` otherwise, as for DEBUG_FILL_PAGE).
+    #[cfg(pkvm_debug)]
+    pub fn count_words(&mut self, hpa: Hpa, value: u64) -> Reply {
+        if self.host_may_access(hpa, true, false, false) {
+            return Reply::errno(errno::EPERM);
+        }
+        // SAFETY: as in `parts`: the live allocator, under the lock.
+        let mm = unsafe { &mut *self.mm };
+        Reply::val(mm.count_words(hpa, value))
+    }
+
     /// DEBUG_STACK_GUARD: root mode's page-table leaf entries for `va`
     /// (RAX) and `va2` (RBX), zero where nothing maps them.
     #[cfg(pkvm_debug)]

@@ -216,6 +216,22 @@ impl HypMm {
         });
     }
 
+    /// How many 64-bit words of page `pa` equal `value`, read through the
+    /// scratch slot (root mode, under the hypervisor lock;
+    /// DEBUG_COUNT_WORDS).
+    #[cfg(pkvm_debug)]
+    pub fn count_words(&mut self, pa: Hpa, value: u64) -> u64 {
+        let mut n = 0;
+        self.with_scratch(pa, MemType::Wb, |va| {
+            let p = va as *const u64;
+            for i in 0..(PAGE as usize / 8) {
+                // SAFETY: `va` maps the whole page `pa` for this closure.
+                n += u64::from(unsafe { p.add(i).read_volatile() } == value);
+            }
+        });
+        n
+    }
+
     /// Runs `f` with page `pa` mapped read-write at the address it is
     /// given, through the scratch slot, break-before-make both ways.  Root
     /// mode only, under the hypervisor lock (the one user of the slot);

@@ -54,6 +54,22 @@
  *                           succeeded although they began after the
  *                           donation had returned
  *
+ *   late_write PFN WCPU HCPU VALUE
+ *                           the shootdown-ordering race: a kthread bound to
+ *                           WCPU writes VALUE into the first word of frame
+ *                           PFN through its own vmap alias in a tight loop;
+ *                           once it runs, HCPU creates a VM with the frame as
+ *                           its metadata page (VM_CREATE: root mode zeroes
+ *                           it), the writer stops, and root mode counts the
+ *                           words of the frame that are VALUE and that are
+ *                           0 (DEBUG_COUNT_WORDS, debug build); then the VM
+ *                           is torn down (VM_TEARDOWN).  "ok create=H
+ *                           value=N zero=Z teardown=RC writes=W late=L
+ *                           faults=F": value = writes of the host that
+ *                           landed in hypervisor memory after root mode's
+ *                           own, late = writes that succeeded although they
+ *                           began after VM_CREATE had returned
+ *
  * Numbers are parsed with base 0 (0x... for hex).
  */
 #include <linux/debugfs.h>
@@ -358,9 +374,9 @@ static int stale_reader(void *p)
 	return 0;
 }
 
-static u64 vmcall_on(u64 cpu, u64 nr, u64 a0, u64 a1)
+static u64 vmcall_on(u64 cpu, u64 nr, u64 a0, u64 a1, u64 a2, u64 a3)
 {
-	struct vmcall_args v = { .nr = nr, .a = { a0, a1 } };
+	struct vmcall_args v = { .nr = nr, .a = { a0, a1, a2, a3 } };
 
 	if (smp_call_function_single(cpu, do_vmcall, &v, 1))
 		return (u64)-1;
@@ -396,21 +412,113 @@ static int cmd_stale(u64 pfn, u64 rcpu, u64 wcpu, u64 pattern)
 	wake_up_process(t);
 	wait_for_completion_timeout(&s->started, 5 * HZ);
 	if (s->running) {
-		donate = vmcall_on(wcpu, 0x10, pfn, 1);	/* HOST_DONATE_HYP */
+		donate = vmcall_on(wcpu, 0x10, pfn, 1, 0, 0);	/* HOST_DONATE_HYP */
 		smp_wmb();
 		atomic_set(&s->donated, 1);
 		msleep(20);
-		fill = vmcall_on(wcpu, 0x44, pfn, pattern);	/* DEBUG_FILL_PAGE */
+		fill = vmcall_on(wcpu, 0x44, pfn, pattern, 0, 0);	/* DEBUG_FILL_PAGE */
 		msleep(50);
 	}
 	kthread_stop(t);
 	put_task_struct(t);
 	if (s->running)
-		back = vmcall_on(wcpu, 0x11, pfn, 1);	/* HYP_DONATE_HOST */
+		back = vmcall_on(wcpu, 0x11, pfn, 1, 0, 0);	/* HYP_DONATE_HOST */
 	snprintf(result, sizeof(result),
 		 "%s donate=0x%llx fill=0x%llx back=0x%llx reads=%llu new=%llu late=%llu faults=%llu\n",
 		 s->running ? "ok" : "err not-started", donate, fill, back, s->reads,
 		 s->new_seen, s->late, s->faults);
+	vunmap(s->va);
+	kfree(s);
+	return 0;
+}
+
+/* The writer side of "late_write". */
+struct late_state {
+	void *va;
+	u64 value;
+	atomic_t created, stop;
+	u64 writes, late, faults;
+	bool running;
+	struct completion started;
+};
+
+static int late_writer(void *p)
+{
+	struct late_state *s = p;
+	u64 n = 0;
+
+	while (!atomic_read(&s->stop)) {
+		int created = atomic_read(&s->created);
+		u64 v = s->value;
+
+		/* The flag is read before the access it qualifies. */
+		smp_rmb();
+		if (access_nofault(true, s->va, &v)) {
+			s->faults++;
+		} else {
+			s->writes++;
+			if (created)
+				s->late++;
+		}
+		if (++n == 1000) {
+			s->running = true;
+			complete(&s->started);
+		}
+		if (!(n & 4095))
+			cond_resched();
+	}
+	while (!kthread_should_stop())
+		schedule_timeout_interruptible(1);
+	return 0;
+}
+
+static int cmd_late_write(u64 pfn, u64 wcpu, u64 hcpu, u64 value)
+{
+	struct late_state *s;
+	struct task_struct *t;
+	u64 create = 0, nval = 0, nzero = 0, down = 0;
+
+	if (wcpu >= nr_cpu_ids || !cpu_online(wcpu) || hcpu >= nr_cpu_ids || !cpu_online(hcpu))
+		return -EINVAL;
+	s = kzalloc(sizeof(*s), GFP_KERNEL);
+	if (!s)
+		return -ENOMEM;
+	s->va = alias(pfn);
+	if (!s->va) {
+		kfree(s);
+		return -EINVAL;
+	}
+	s->value = value;
+	init_completion(&s->started);
+	t = kthread_create(late_writer, s, "pkvm_late/%llu", wcpu);
+	if (IS_ERR(t)) {
+		vunmap(s->va);
+		kfree(s);
+		return PTR_ERR(t);
+	}
+	kthread_bind(t, wcpu);
+	get_task_struct(t);
+	wake_up_process(t);
+	wait_for_completion_timeout(&s->started, 5 * HZ);
+	if (s->running) {
+		/* VM_CREATE: host VM id, kind 0 (normal), metadata frame, 1 page. */
+		create = vmcall_on(hcpu, 0x20, 0x1a7e0000 + pfn, 0, pfn, 1);
+		smp_wmb();
+		atomic_set(&s->created, 1);
+		msleep(10);
+	}
+	atomic_set(&s->stop, 1);
+	kthread_stop(t);
+	put_task_struct(t);
+	if (s->running && !IS_ERR_VALUE((unsigned long)create)) {
+		nval = vmcall_on(hcpu, 0x46, pfn, value, 0, 0);	/* DEBUG_COUNT_WORDS */
+		nzero = vmcall_on(hcpu, 0x46, pfn, 0, 0, 0);
+		down = vmcall_on(hcpu, 0x21, create, 0, 0, 0);	/* VM_TEARDOWN */
+	}
+	snprintf(result, sizeof(result),
+		 "%s create=0x%llx value=0x%llx zero=0x%llx teardown=0x%llx writes=%llu late=%llu faults=%llu\n",
+		 s->running ? "ok" : "err not-started", create, nval, nzero, down, s->writes,
+		 s->late, s->faults);
 	vunmap(s->va);
 	kfree(s);
 	return 0;
@@ -495,6 +603,8 @@ static int run(char *line)
 		return cmd_sipi(n[0], n[1], n[2]);
 	if (!strcmp(argv[0], "stale") && argc == 5)
 		return cmd_stale(n[0], n[1], n[2], n[3]);
+	if (!strcmp(argv[0], "late_write") && argc == 5)
+		return cmd_late_write(n[0], n[1], n[2], n[3]);
 	return -EINVAL;
 }
 

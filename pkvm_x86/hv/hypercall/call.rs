@@ -158,6 +158,13 @@ pub enum Call {
     },
     /// [`nr::DEBUG_STACK_GUARD`] (debug only).
     DebugStackGuard,
+    /// [`nr::DEBUG_COUNT_WORDS`] (debug only).
+    DebugCountWords {
+        /// The page to look at.
+        hpa: Hpa,
+        /// The 64-bit value counted.
+        value: u64,
+    },
 }
 
 /// Host-physical address of frame `pfn`, or `EINVAL`.
@@ -185,6 +192,7 @@ pub const fn is_debug_only(call: u64) -> bool {
             | nr::DEBUG_CHECK_INVARIANTS
             | nr::DEBUG_FILL_PAGE
             | nr::DEBUG_STACK_GUARD
+            | nr::DEBUG_COUNT_WORDS
     )
 }
 
@@ -290,6 +298,10 @@ impl Call {
                 value: a1,
             },
             nr::DEBUG_STACK_GUARD => Self::DebugStackGuard,
+            nr::DEBUG_COUNT_WORDS => Self::DebugCountWords {
+                hpa: pa(a0)?,
+                value: a1,
+            },
             _ => return Err(errno::ENOSYS),
         })
     }
@@ -513,6 +525,7 @@ mod tests {
             nr::DEBUG_CHECK_INVARIANTS,
             nr::DEBUG_FILL_PAGE,
             nr::DEBUG_STACK_GUARD,
+            nr::DEBUG_COUNT_WORDS,
         ] {
             assert!(is_debug_only(n));
             // EPERM first, whatever the arguments.
@@ -554,6 +567,17 @@ mod tests {
             p(nr::DEBUG_GUEST_SHARE_HOST, [0x1000, BAD_PFN, 2, 0]),
             Err(errno::EINVAL)
         );
+        assert_eq!(
+            p(nr::DEBUG_COUNT_WORDS, [GOOD_PFN, u64::MAX, 9, 9]),
+            Ok(Call::DebugCountWords {
+                hpa: h(GOOD_PA),
+                value: u64::MAX
+            })
+        );
+        assert_eq!(
+            p(nr::DEBUG_COUNT_WORDS, [BAD_PFN, 0, 0, 0]),
+            Err(errno::EINVAL)
+        );
         // Not debug-only: allowed either way.
         for n in [nr::VERSION, nr::HOST_DONATE_HYP, nr::INTERNAL_ERRORS] {
             assert!(!is_debug_only(n));
@@ -587,6 +611,7 @@ mod tests {
             nr::DEBUG_CHECK_INVARIANTS,
             nr::DEBUG_FILL_PAGE,
             nr::DEBUG_STACK_GUARD,
+            nr::DEBUG_COUNT_WORDS,
         ];
         // Plausible arguments for every call: frame 1, kind 0, handle 0x1000.
         for n in known {

@@ -101,6 +101,11 @@ pub mod nr {
     /// for the guard page below its root-mode stack (RAX, zero when
     /// unmapped) and for the stack's lowest page (RBX).
     pub const DEBUG_STACK_GUARD: u64 = 0x45;
+    /// Debug only: how many 64-bit words of page frame RBX, which the host
+    /// must not be able to read, equal RCX, counted from root mode: what
+    /// the shootdown-ordering test looks for in a VM's metadata page (a
+    /// write of the host that landed after root mode's own).
+    pub const DEBUG_COUNT_WORDS: u64 = 0x46;
 }
 
 /// Largest page frame number a hypercall accepts (52-bit addresses).

@@ -94,7 +94,8 @@ fn run(
         | Call::BeginTeardown
         | Call::DebugCheckInvariants
         | Call::DebugFillPage { .. }
-        | Call::DebugStackGuard => return None,
+        | Call::DebugStackGuard
+        | Call::DebugCountWords { .. } => return None,
     })
 }
 
