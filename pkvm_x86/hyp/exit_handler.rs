@@ -22,7 +22,6 @@ use crate::hv::host_policy::{
 use crate::hv::hypercall::call::{Call, DebugCalls, Reply};
 use crate::hv::hypercall::{self, errno};
 use crate::hv::mm::addr::Hpa;
-use crate::hv::mm::ept::MemType;
 use crate::hv::vmx::event::{self as event, Interruptibility, InterruptionInfo, Merged};
 use crate::hv::vmx::exit::{self, vector, CrAccess, EptViolation, EventType, ExitReason};
 use crate::hv::vmx::guest_state::HostCpuState;
@@ -604,64 +603,6 @@ fn host_nmi(cpu: &HypCpu, local: &mut CpuLocal) {
     }
 }
 
-/// Sends an NMI to the CPU with local APIC ID `id`, from root mode:
-/// through the ICR MSR if the host runs this CPU's APIC in x2APIC mode,
-/// else through the xAPIC page at the base IA32_APIC_BASE names, mapped
-/// for the send in the allocator's scratch slot (under the hypervisor lock,
-/// its one user; root mode's page table maps no MMIO for good).  ICR_HI,
-/// which the host may have set up for its own next IPI, is restored after
-/// the send.
-fn send_nmi(id: u32) {
-    /// ICR: NMI delivery mode, level assert, physical destination.
-    const ICR_NMI: u32 = 4 << 8 | 1 << 14;
-    /// IA32_APIC_BASE: x2APIC mode and global enable.
-    const X2APIC_ENABLED: u64 = 3 << 10;
-    /// x2APIC ICR MSR.
-    const X2APIC_ICR: u32 = 0x830;
-    let Some(base) = rdmsr_safe(policy::msr::APIC_BASE) else {
-        return;
-    };
-    if base & X2APIC_ENABLED == X2APIC_ENABLED {
-        let _ = wrmsr_safe(X2APIC_ICR, u64::from(id) << 32 | u64::from(ICR_NMI));
-        return;
-    }
-    /// IA32_APIC_BASE: global enable.
-    const APIC_ENABLED: u64 = 1 << 11;
-    /// The architectural base of the xAPIC page, the only one written: a
-    /// base the host moved could name RAM (a hypervisor or guest page)
-    /// once the APIC is off, so a moved APIC gets no shootdown NMI (the
-    /// sender keeps waiting: the host only hurts its own availability).
-    const XAPIC_PA: u64 = 0xfee0_0000;
-    if base & APIC_ENABLED == 0 || base & !0xfff & ((1 << 52) - 1) != XAPIC_PA {
-        return;
-    }
-    let Some(apic) = Hpa::new(XAPIC_PA) else {
-        return;
-    };
-    // SAFETY: `global` is this CPU's hypervisor-wide state (root mode).
-    let global = unsafe { &*current_global() };
-    // Uncacheable: APIC registers must not go through the cache.
-    global.page_states().with_scratch(apic, MemType::Uc, |va| {
-        let icr_lo = (va + 0x300) as *mut u32;
-        let icr_hi = (va + 0x310) as *mut u32;
-        // SAFETY: `va` maps the xAPIC page for this closure (the APIC is
-        // enabled at its reset base: the CPU routes the page to it); 32-bit
-        // aligned register accesses, as the APIC needs.
-        unsafe {
-            let mut spins = 0;
-            // Wait (bounded) for a send of the host's still in progress.
-            while icr_lo.read_volatile() & (1 << 12) != 0 && spins < 1000 {
-                spins += 1;
-                core::hint::spin_loop();
-            }
-            let saved = icr_hi.read_volatile();
-            icr_hi.write_volatile((id & 0xff) << 24);
-            icr_lo.write_volatile(ICR_NMI);
-            icr_hi.write_volatile(saved);
-        }
-    });
-}
-
 /// This CPU's local APIC ID, from CPUID (which the host cannot change in
 /// root mode): leaf 0xB's x2APIC ID where it exists, else the initial
 /// APIC ID of leaf 1.
@@ -775,9 +716,9 @@ fn hypercall_dispatch(regs: &mut GuestRegs, cpu: &HypCpu, local: &mut CpuLocal) 
         (true, true) => DebugCalls::On,
     };
     let parsed = Call::parse(regs.gpr[reg::RAX], args, debug);
-    // FLUSH_HOST_EPT flushes this CPU only (no longer needed for safety);
-    // every other flushing call took access away: all CPUs.
-    let everywhere = !matches!(parsed, Ok(Call::FlushHostEpt));
+    // A page-state call that takes access from the host has shot down every
+    // CPU before its transition went on (the page-table engine's
+    // invalidation, under the lock): nothing is left to flush here.
     let r = match parsed {
         Err(e) => Reply::errno(e),
         Ok(Call::Version) => Reply::val(hypercall::ABI_VERSION),
@@ -796,10 +737,11 @@ fn hypercall_dispatch(regs: &mut GuestRegs, cpu: &HypCpu, local: &mut CpuLocal) 
             local.stats = exit::ExitStats::new();
             Reply::val(0)
         }
-        Ok(Call::FlushHostEpt) => Reply {
-            flush: true,
-            ..Reply::val(0)
-        },
+        Ok(Call::FlushHostEpt) => {
+            // This CPU only; not needed for safety any more.
+            invept_host();
+            Reply::val(0)
+        }
         Ok(Call::NmisInRoot) => Reply::val(cpu.nmis_in_root.load(Relaxed)),
         Ok(Call::InternalErrors) => Reply::val(global.page_states().internal_errors()),
         Ok(Call::HostDonateHyp { hpa, pages }) => global.change(|s| s.host_donate_hyp(hpa, pages)),
@@ -872,14 +814,6 @@ fn hypercall_dispatch(regs: &mut GuestRegs, cpu: &HypCpu, local: &mut CpuLocal) 
             | Call::DebugCountWords { .. },
         ) => Reply::errno(errno::ENOSYS),
     };
-    // The lock guard of the page-state arms dropped at the end of its
-    // statement: the flush runs unlocked.  A call that took pages away
-    // from the host returns only once no CPU can still reach them.
-    if r.flush && everywhere {
-        global.shootdown(cpu, invept_host, send_nmi);
-    } else if r.flush {
-        invept_host();
-    }
     if let Some(v) = r.rbx {
         regs.gpr[reg::RBX] = v;
     }

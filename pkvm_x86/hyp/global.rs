@@ -12,18 +12,24 @@
 //! page-state hypercall is one method of [`PageStates`], called by the exit
 //! handler's dispatch with the call's validated arguments.
 //!
-//! After a change to the host EPT that takes access away, the calling CPU
-//! shoots down every CPU's EPT-derived translations before the hypercall
-//! returns ([`HypGlobal::shootdown`]): it raises the flush generation
-//! [`HypGlobal::flush_gen`], invalidates its own, sends an NMI to every
+//! A change to the host EPT that takes access away shoots down every CPU's
+//! EPT-derived translations inside the change, under the lock: the
+//! page-table engine calls its invalidation hook before the walk that took
+//! the access returns (`MmOps::invalidate`, `crate::hyp::mm`), and for the
+//! host EPT that hook is [`shootdown_host_ept`].  So the transition goes on
+//! (VM_CREATE zeroes the metadata it took, the hypercall returns) only once
+//! no CPU can reach the pages any more.  The shootdown
+//! ([`HypGlobal::shootdown`]) raises the flush generation
+//! [`HypGlobal::flush_gen`], invalidates this CPU, sends an NMI to every
 //! other CPU under the hypervisor that has not acknowledged the new
 //! generation yet, and waits until each has (`HypCpu::flushed_gen`) or
 //! cannot run the host (`HypCpu::parked`).  A target acknowledges in its
 //! root-mode NMI stub (`crate::hyp::entry`: INVEPT, then the
-//! acknowledgement, without the lock, so a target spinning on the lock or
-//! waiting for its own shootdown still answers) or before its next VM entry
-//! (the NMI exit in non-root mode, and the generation check every entry
-//! runs).  Nothing of this trusts the host.  Documentation/deprivilege.rst,
+//! acknowledgement, without the lock, so a target spinning on the lock
+//! held by the sender still answers) or before its next VM entry (the NMI
+//! exit in non-root mode, and the generation check every entry runs).
+//! Shootdowns run only under the lock, so two never wait for each other.
+//! Nothing of this trusts the host.  Documentation/deprivilege.rst,
 //! "Cross-CPU shootdown".
 //!
 //! It also owns the coordinated teardown ([`Teardown`]): BEGIN_TEARDOWN
@@ -38,6 +44,7 @@ use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use super::lock::{SpinLock, SpinLockGuard};
 use super::mm::{HypMm, MAX_CHUNKS};
 use super::percpu::HypCpu;
+use crate::arch::vmx;
 use crate::hv::error::Error;
 use crate::hv::hypercall::call::Reply;
 use crate::hv::hypercall::errno;
@@ -265,14 +272,14 @@ impl HypGlobal {
         }
     }
 
-    /// Cross-CPU shootdown, from CPU `me` in root mode, after a change that
-    /// took access away from the host (no lock held): returns once every
-    /// other recorded CPU has invalidated its host-EPT translations or
-    /// cannot run the host.  `invalidate` flushes this CPU; `send_nmi(id)`
-    /// sends an NMI to the CPU with local APIC ID `id`.  A target that
-    /// never answers (the host disabled its APIC) keeps this CPU here: the
-    /// host only hurts its own availability.
-    pub fn shootdown(&self, me: &HypCpu, invalidate: impl Fn(), send_nmi: impl Fn(u32)) {
+    /// Cross-CPU shootdown, from CPU `me` in root mode, holding the
+    /// hypervisor lock, after a change that took access away from the host:
+    /// returns once every other recorded CPU has invalidated its host-EPT
+    /// translations or cannot run the host.  `invalidate` flushes this CPU;
+    /// `send_nmi(id)` sends an NMI to the CPU with local APIC ID `id`.  A
+    /// target that never answers (the host disabled its APIC) keeps this
+    /// CPU here, with the lock: the host only hurts its own availability.
+    pub fn shootdown(&self, me: &HypCpu, invalidate: impl Fn(), mut send_nmi: impl FnMut(u32)) {
         let gen = self
             .flush_gen
             .fetch_add(1, Ordering::SeqCst)
@@ -463,9 +470,99 @@ impl KeepList<'_> {
     }
 }
 
-/// `Reply::from` for a page-state change: the host EPT may have changed.
+/// The host EPT's invalidation hook in root mode (`HypMm::invalidate`,
+/// with the hypervisor lock held, as every change of the host EPT after
+/// the launch): the cross-CPU shootdown of [`HypGlobal::shootdown`] from
+/// the current CPU, NMIs sent through `mm`'s scratch slot where the host
+/// runs its APIC in xAPIC mode ([`send_nmi`]).
+///
+/// # Safety
+///
+/// Root mode only, after this CPU's first VM exit registered it: GS base
+/// is this CPU's `HypCpu`, whose `global` is the live hypervisor-wide
+/// state; the caller holds the hypervisor lock (`mm` is the allocator it
+/// protects).
+pub unsafe fn shootdown_host_ept(mm: &mut HypMm) {
+    // SAFETY: guaranteed by the caller (root mode, GS base = HypCpu).
+    let me = unsafe { HypCpu::current() };
+    // SAFETY: `global` is the hypervisor-wide state, alive while any CPU
+    // runs under it; only its atomics and fixed fields are read here.
+    let global = unsafe { &*me.global };
+    let eptp = global.host_eptp;
+    let invept = || {
+        // SAFETY: root mode; INVEPT single-context is a required feature.
+        let _ = unsafe { vmx::invept(vmx::InveptType::SingleContext, eptp) };
+    };
+    global.shootdown(me, invept, |id| send_nmi(mm, id));
+}
+
+/// Sends an NMI to the CPU with local APIC ID `id`, from root mode:
+/// through the ICR MSR if the host runs this CPU's APIC in x2APIC mode,
+/// else through the xAPIC page at the base IA32_APIC_BASE names, mapped
+/// for the send in the allocator's scratch slot (the caller holds the
+/// hypervisor lock, which makes it the slot's one user; root mode's page
+/// table maps no MMIO for good).  ICR_HI, which the host may have set up
+/// for its own next IPI, is restored after the send.
+fn send_nmi(mm: &mut HypMm, id: u32) {
+    /// ICR: NMI delivery mode, level assert, physical destination.
+    const ICR_NMI: u32 = 4 << 8 | 1 << 14;
+    /// IA32_APIC_BASE: x2APIC mode and global enable.
+    const X2APIC_ENABLED: u64 = 3 << 10;
+    /// x2APIC ICR MSR.
+    const X2APIC_ICR: u32 = 0x830;
+    /// IA32_APIC_BASE: global enable.
+    const APIC_ENABLED: u64 = 1 << 11;
+    /// The architectural base of the xAPIC page, the only one written: a
+    /// base the host moved could name RAM (a hypervisor or guest page)
+    /// once the APIC is off, so a moved APIC gets no shootdown NMI (the
+    /// sender keeps waiting: the host only hurts its own availability).
+    const XAPIC_PA: u64 = 0xfee0_0000;
+    let mut base = 0u64;
+    // SAFETY: the accessor recovers from #GP through the root-mode IDT's
+    // fixup and writes only `base`.
+    if unsafe { super::entry::pkvm_rdmsr_safe(crate::hv::host_policy::msr::APIC_BASE, &mut base) }
+        != 0
+    {
+        return;
+    }
+    if base & X2APIC_ENABLED == X2APIC_ENABLED {
+        // SAFETY: as above; an NMI IPI changes nothing of root mode.
+        let _ = unsafe {
+            super::entry::pkvm_wrmsr_safe(X2APIC_ICR, u64::from(id) << 32 | u64::from(ICR_NMI))
+        };
+        return;
+    }
+    if base & APIC_ENABLED == 0 || base & !0xfff & ((1 << 52) - 1) != XAPIC_PA {
+        return;
+    }
+    let Some(apic) = Hpa::new(XAPIC_PA) else {
+        return;
+    };
+    // Uncacheable: APIC registers must not go through the cache.
+    mm.with_scratch(apic, MemType::Uc, |va| {
+        let icr_lo = (va + 0x300) as *mut u32;
+        let icr_hi = (va + 0x310) as *mut u32;
+        // SAFETY: `va` maps the xAPIC page for this closure (the APIC is
+        // enabled at its reset base: the CPU routes the page to it); 32-bit
+        // aligned register accesses, as the APIC needs.
+        unsafe {
+            let mut spins = 0;
+            // Wait (bounded) for a send of the host's still in progress.
+            while icr_lo.read_volatile() & (1 << 12) != 0 && spins < 1000 {
+                spins += 1;
+                core::hint::spin_loop();
+            }
+            let saved = icr_hi.read_volatile();
+            icr_hi.write_volatile((id & 0xff) << 24);
+            icr_lo.write_volatile(ICR_NMI);
+            icr_hi.write_volatile(saved);
+        }
+    });
+}
+
+/// `Reply::from` for a page-state change.
 fn changed(r: Result<(), Error>) -> Reply {
-    Reply::from(r, true)
+    Reply::from(r)
 }
 
 impl PageStates {
@@ -620,11 +717,8 @@ impl PageStates {
     pub fn vm_create(&mut self, host_vm_id: u64, kind: VmKind, hpa: Hpa, pages: u64) -> Reply {
         let (mm, host, hyp, vms) = self.parts();
         match vms.create(host, hyp, mm, host_vm_id, kind, hpa, pages, 3) {
-            Ok(h) => Reply {
-                flush: true,
-                ..Reply::val(u64::from(h.raw()))
-            },
-            Err(e) => Reply::from(Err(e), false),
+            Ok(h) => Reply::val(u64::from(h.raw())),
+            Err(e) => Reply::from(Err(e)),
         }
     }
 
@@ -645,7 +739,7 @@ impl PageStates {
         let (mm, host, _, vms) = self.parts();
         match vms.get_mut(handle) {
             Ok(vm) => changed(t(host, vm.guest_mut(), mm)),
-            Err(e) => Reply::from(Err(e), false),
+            Err(e) => Reply::from(Err(e)),
         }
     }
 
@@ -722,17 +816,8 @@ impl PageStates {
                 rbx: Some(u64::from(leaf.level)),
                 ..Reply::val(leaf.entry)
             },
-            Err(e) => Reply::from(Err(e), false),
+            Err(e) => Reply::from(Err(e)),
         }
-    }
-
-    /// Runs `f` with page `pa` mapped at the address it is given, with
-    /// memory type `memtype` (the allocator's scratch slot,
-    /// `HypMm::with_scratch`).
-    pub fn with_scratch(&mut self, pa: Hpa, memtype: MemType, f: impl FnOnce(u64)) {
-        // SAFETY: as in `parts`: the live allocator, under the lock.
-        let mm = unsafe { &mut *self.mm };
-        mm.with_scratch(pa, memtype, f);
     }
 
     /// DEBUG_FILL_PAGE: fills `hpa` with `value` from root mode, if the
@@ -776,7 +861,7 @@ impl PageStates {
                 rbx: Some(b),
                 ..Reply::val(a)
             },
-            (Err(e), _) | (_, Err(e)) => Reply::from(Err(e), false),
+            (Err(e), _) | (_, Err(e)) => Reply::from(Err(e)),
         }
     }
 

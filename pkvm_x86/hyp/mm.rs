@@ -14,12 +14,22 @@
 //! 16-bit use count for table pages.
 //!
 //! It also implements the engine's TLB-invalidation hook
-//! ([`MmOps::invalidate`]) for this CPU: INVEPT single-context for an EPT,
-//! INVLPG (or a CR3 reload for large ranges) for the hypervisor's own
-//! table.  Before launch (no table is in use by any CPU yet) the hook does
-//! nothing.  Other CPUs are flushed by the cross-CPU shootdown that the
-//! exit handler runs after a page-state call took access away
-//! (`crate::hyp::global`, `HypGlobal::shootdown`), outside the lock.
+//! ([`MmOps::invalidate`]), which the engine calls for break-before-make
+//! and, once per walk, after taking access away: for the host EPT it is the
+//! cross-CPU shootdown (`crate::hyp::global::shootdown_host_ept`: this CPU
+//! and every other CPU under the hypervisor, before the walk returns, with
+//! the hypervisor lock held), so a transition never goes on to use a page
+//! another CPU of the host could still reach; for a guest's EPT INVEPT
+//! single-context on this CPU (no guest runs yet: the shadow EPT will
+//! extend this to the CPUs that run the guest); for the hypervisor's own
+//! table INVLPG (or a CR3 reload for large ranges) on this CPU (root mode
+//! on other CPUs reaches pages through the linear window only while they
+//! are the hypervisor's, under the lock, and through the scratch slot,
+//! which every user flushes before use).  Before the launch the hook does
+//! nothing; from `set_scratch` on the tables are live, and only root mode
+//! changes the host EPT (the host side's last change after it is to root
+//! mode's own table: the stack guards, an INVLPG that costs the host
+//! nothing).
 
 use core::sync::atomic::AtomicU64;
 
@@ -378,8 +388,14 @@ impl MmOps for HypMm {
             return;
         }
         match kind {
-            TableKind::HostEpt | TableKind::GuestEpt => {
-                // Same EPTP as the one the host runs on (hypervisor.rs).
+            TableKind::HostEpt => {
+                // SAFETY: `scratch_va` is set: root mode (the host side
+                // changes no host EPT after `set_scratch`), with the
+                // hypervisor lock held by whoever has `&mut self`.
+                unsafe { crate::hyp::global::shootdown_host_ept(self) };
+            }
+            TableKind::GuestEpt => {
+                // The EPTP format the host's uses (hypervisor.rs).
                 let eptp = Eptp::new_4level(root.raw(), false).0;
                 // SAFETY: root mode; INVEPT single-context is a required
                 // feature.  A failure leaves stale entries only for an EPTP

@@ -201,6 +201,23 @@ impl HypCpu {
         }
     }
 
+    /// This CPU's `HypCpu`, found through the GS base (HOST_GS_BASE),
+    /// whose first field is the structure's own address.
+    ///
+    /// # Safety
+    ///
+    /// Root mode only (in the host's context GS names the kernel's per-CPU
+    /// area): the caller runs on a CPU under the hypervisor.
+    pub unsafe fn current<'a>() -> &'a HypCpu {
+        let me: u64;
+        // SAFETY: in root mode GS base is this CPU's `HypCpu` (caller);
+        // reading its first field has no side effect.
+        unsafe { core::arch::asm!("mov {}, gs:[0]", out(reg) me, options(nostack, readonly)) };
+        // SAFETY: `me` is this CPU's `HypCpu`, a pool page alive while it
+        // runs root mode; only shared access (see the module docs).
+        unsafe { &*(me as *const HypCpu) }
+    }
+
     /// The state only this CPU's exit handler uses.
     ///
     /// # Safety

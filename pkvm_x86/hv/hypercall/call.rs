@@ -307,9 +307,10 @@ impl Call {
     }
 }
 
-/// What a hypercall hands back: RAX, optionally RBX / RCX, and whether the
-/// host EPT changed (the calling CPU then invalidates its EPT-derived
-/// translations before resuming the host).
+/// What a hypercall hands back: RAX, optionally RBX / RCX.  (Nothing about
+/// flushing: a page-state change that takes access from the host has
+/// invalidated it on every CPU before it returns, inside the transition;
+/// see `crate::hv::mm::pgtable`, "Publication".)
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Reply {
     /// Value for RAX: a result or a negated errno.
@@ -318,8 +319,6 @@ pub struct Reply {
     pub rbx: Option<u64>,
     /// Value for RCX, if the call returns one.
     pub rcx: Option<u64>,
-    /// The host EPT may have changed: flush this CPU's translations.
-    pub flush: bool,
 }
 
 impl Reply {
@@ -329,7 +328,6 @@ impl Reply {
             rax,
             rbx: None,
             rcx: None,
-            flush: false,
         }
     }
 
@@ -338,14 +336,10 @@ impl Reply {
         Self::val(err(e))
     }
 
-    /// The outcome of a page-state operation: 0 or its errno; `flush` says
-    /// whether the operation may have changed the host EPT.
-    pub const fn from(r: Result<(), Error>, flush: bool) -> Self {
+    /// The outcome of a page-state operation: 0 or its errno.
+    pub const fn from(r: Result<(), Error>) -> Self {
         match r {
-            Ok(()) => Self {
-                flush,
-                ..Self::val(0)
-            },
+            Ok(()) => Self::val(0),
             Err(e) => Self::errno(e.errno() as i64),
         }
     }
@@ -632,10 +626,9 @@ mod tests {
     fn replies() {
         assert_eq!(Reply::val(5).rax, 5);
         assert_eq!(Reply::errno(errno::EINVAL).rax, err(errno::EINVAL));
-        let ok = Reply::from(Ok(()), true);
-        assert_eq!((ok.rax, ok.flush), (0, true));
-        let e = Reply::from(Err(Error::NoMem), true);
+        assert_eq!(Reply::from(Ok(())), Reply::val(0));
+        let e = Reply::from(Err(Error::NoMem));
         assert_eq!(e.rax, err(errno::ENOMEM));
-        assert!(!e.flush, "a refused transition changed nothing");
+        assert_eq!((e.rbx, e.rcx), (None, None));
     }
 }
