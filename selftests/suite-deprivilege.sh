@@ -217,7 +217,7 @@ t_no_debug_code() {
 	[ -e $DBG/debug ] && fail "debug interface present in the production build"
 	insmod /lib/modules/pkvm_hostile.ko || fail "insmod pkvm_hostile"
 	H=/sys/kernel/debug/pkvm_hostile/ctl
-	for nr in 0x40 0x41 0x42 0x43; do
+	for nr in 0x40 0x41 0x42 0x43 0x44 0x45 0x46 0x47; do
 		echo "vmcall 0 $nr 0 0 0 0" > $H || fail "hostile vmcall $nr"
 		r=$(cat $H)
 		echo "debug hypercall $nr -> $r"

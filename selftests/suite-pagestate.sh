@@ -5,7 +5,7 @@
 
 DBG=/sys/kernel/debug/pkvm_x86
 CTL=$DBG/debug/ctl
-TESTS="insmod_debug host_ept_types host_ept_covers_maxphyaddr pool_unreachable stack_guards donate_hyp_and_back \
+TESTS="insmod_debug host_ept_types host_ept_covers_maxphyaddr pool_unreachable stack_guards root_stack_overflow donate_hyp_and_back \
 hostile_alias module_image_pinned mmio_refused double_donate_refused share_hyp protected_vm normal_vm bad_commands \
 nmis_not_lost no_stale_translation no_late_host_write hostile_hypercalls rmmod_gives_back rmmod_scrubs dmesg_clean"
 
@@ -71,6 +71,30 @@ t_stack_guards() {
 	done
 	[ $n -gt 0 ] || fail "no online CPU found"
 	expect_ctl '^ok invariants hold' check
+}
+
+# A root-mode stack overflow actually hits the guard page, and the #PF is
+# delivered on the interrupt stack (IST1), where the hypervisor records
+# it, instead of turning into a #DF and a triple fault on the exhausted
+# stack: DEBUG_STACK_OVERFLOW (0x47) pushes until the stack overflows and
+# reports the fault address relative to the stack's lowest mapped byte
+# (-8: the first push below it) and how far below the interrupt stack's
+# top the #PF handler ran (0x30: just the six words of its exception
+# frame).  The probe resumes afterwards: every CPU keeps working.
+t_root_stack_overflow() {
+	insmod /lib/modules/pkvm_hostile.ko || fail "insmod pkvm_hostile"
+	n=0
+	for d in /sys/devices/system/cpu/cpu[0-9]*; do
+		c=${d##*cpu}
+		[ -e $d/online ] && [ "$(cat $d/online)" = 0 ] && continue
+		expect_hostile '^ok rax=0x0 rbx=0xfffffffffffffff8 rcx=0x30$' vmcall $c 0x47
+		expect_ctl '^ok guard=unmapped stack=mapped ' stack_guard $c
+		n=$((n + 1))
+	done
+	[ $n -gt 0 ] || fail "no online CPU found"
+	expect_ctl '^ok invariants hold' check
+	/bin/workload 2 1 > /dev/null || fail "host broken after the overflows"
+	rmmod pkvm_hostile || fail "rmmod pkvm_hostile"
 }
 
 t_donate_hyp_and_back() {

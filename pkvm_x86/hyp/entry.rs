@@ -25,13 +25,26 @@
 //! raised by the `*_safe` accessors below skips the faulting instruction
 //! and makes the accessor return an error.  Any other exception is a hypervisor bug: it is
 //! recorded (vector, RIP, count) and the CPU halts, so nothing runs on
-//! corrupted state.
+//! corrupted state.  #PF and #DF run on the interrupt stack (IST1), so a
+//! root-mode stack overflow into the unmapped guard page below the stack
+//! is recorded this way too instead of triple-faulting.
+//!
+//! Debug builds only: DEBUG_STACK_OVERFLOW runs
+//! [`pkvm_stack_overflow_probe`], which pushes until the stack overflows
+//! into its guard page; while the probe is armed
+//! (`HypCpu::probe_resume_rsp`) the #PF stub records the fault address and
+//! its own RSP and resumes the probe at its saved RSP and RIP instead of
+//! halting.  A production build has neither the probe nor that branch.
 
 use crate::hyp::global::HypGlobal;
 use crate::hyp::percpu::{
     HypCpu, OFF_EXPECT_FAULT, OFF_FATAL_COUNT, OFF_FATAL_RIP, OFF_FATAL_VECTOR, OFF_FAULTED,
     OFF_FLUSHED_GEN, OFF_GLOBAL, OFF_MC_PENDING, OFF_NMIS_IN_ROOT, OFF_NMI_PENDING,
     OFF_SHOOTDOWN_NMI,
+};
+#[cfg(pkvm_debug)]
+use crate::hyp::percpu::{
+    OFF_PROBE_CR2, OFF_PROBE_RESUME_RIP, OFF_PROBE_RESUME_RSP, OFF_PROBE_STUB_RSP,
 };
 
 /// Guest general-purpose registers as saved by the VM-exit entry, followed
@@ -85,6 +98,13 @@ extern "C" {
     pub fn pkvm_wrmsr_safe(msr: u32, value: u64) -> u32;
     /// XSETBV `value` to XCR `xcr`; returns 0, or 1 if it raised #GP.
     pub fn pkvm_xsetbv_safe(xcr: u32, value: u64) -> u32;
+    /// DEBUG_STACK_OVERFLOW (debug builds): pushes until the root-mode
+    /// stack overflows into its guard page, is resumed by the #PF stub,
+    /// and returns the fault address it recorded (`HypCpu::probe_cr2`;
+    /// the stub's RSP is in `HypCpu::probe_stub_rsp`).  CR2, which the host
+    /// reads for its own page faults, is restored.
+    #[cfg(pkvm_debug)]
+    pub fn pkvm_stack_overflow_probe() -> u64;
 }
 
 core::arch::global_asm!(
@@ -126,8 +146,9 @@ core::arch::global_asm!(
     "mov dword ptr gs:[{fatal_vector}], \\v",
     "jmp pkvm_root_fatal_noerr",
     ".endr",
-    // Exceptions with an error code.
-    ".irp v, 8,10,11,12,14,17,21,29,30",
+    // Exceptions with an error code (#PF, 14, below: it has a debug-build
+    // variant).
+    ".irp v, 8,10,11,12,17,21,29,30",
     "pkvm_root_vec_\\v:",
     "endbr64",
     "mov dword ptr gs:[{fatal_vector}], \\v",
@@ -269,4 +290,76 @@ core::arch::global_asm!(
     eptp = const core::mem::offset_of!(HypGlobal, host_eptp),
     flushed = const OFF_FLUSHED_GEN,
     shootdown = const OFF_SHOOTDOWN_NMI,
+);
+
+// #PF in a production build: fatal, like every unexpected exception.
+#[cfg(not(pkvm_debug))]
+core::arch::global_asm!(
+    ".pushsection .text",
+    "pkvm_root_vec_14:",
+    "endbr64",
+    "mov dword ptr gs:[{fatal_vector}], 14",
+    "jmp pkvm_root_fatal_err",
+    ".popsection",
+    fatal_vector = const OFF_FATAL_VECTOR,
+);
+
+// #PF in a debug build: while DEBUG_STACK_OVERFLOW's probe is armed
+// (`probe_resume_rsp` non-zero), record CR2 and the RSP the stub runs on
+// (IST1), disarm, and return to the probe's resume point with its saved
+// RSP (the IRET frame's RIP and RSP rewritten; CS, RFLAGS, SS as they
+// were); otherwise fatal.  The probe: save RBP, RBX and the host's CR2
+// (in RBX), arm, push until the stack overflows into its guard page,
+// then, resumed, restore CR2 and return the fault address.
+#[cfg(pkvm_debug)]
+core::arch::global_asm!(
+    ".pushsection .text",
+    "pkvm_root_vec_14:",
+    "endbr64",
+    "cmp qword ptr gs:[{resume_rsp}], 0",
+    "je 1f",
+    "mov gs:[{stub_rsp}], rsp",
+    "push rax",
+    "mov rax, cr2",
+    "mov gs:[{cr2}], rax",
+    // After the push: [rsp] RAX, +8 error code, +16 RIP, +24 CS,
+    // +32 RFLAGS, +40 RSP, +48 SS.
+    "mov rax, gs:[{resume_rip}]",
+    "mov [rsp + 16], rax",
+    "mov rax, gs:[{resume_rsp}]",
+    "mov [rsp + 40], rax",
+    "mov qword ptr gs:[{resume_rsp}], 0",
+    "pop rax",
+    "add rsp, 8",
+    "iretq",
+    "1:",
+    "mov dword ptr gs:[{fatal_vector}], 14",
+    "jmp pkvm_root_fatal_err",
+
+    ".global pkvm_stack_overflow_probe",
+    "pkvm_stack_overflow_probe:",
+    "endbr64",
+    "push rbp",
+    "push rbx",
+    "mov rbx, cr2",
+    "lea rax, [rip + 3f]",
+    "mov gs:[{resume_rip}], rax",
+    "mov gs:[{resume_rsp}], rsp",
+    "2:",
+    "push rax",
+    "jmp 2b",
+    // Address taken above: an ENDBR, as objtool wants (IRETQ lands here).
+    "3:",
+    "endbr64",
+    "mov cr2, rbx",
+    "pop rbx",
+    "pop rbp",
+    "mov rax, gs:[{cr2}]",
+    "ret",
+    ".popsection",
+    fatal_vector = const OFF_FATAL_VECTOR,
+    resume_rsp = const OFF_PROBE_RESUME_RSP,
+    resume_rip = const OFF_PROBE_RESUME_RIP,
+    cr2 = const OFF_PROBE_CR2,
+    stub_rsp = const OFF_PROBE_STUB_RSP,
 );

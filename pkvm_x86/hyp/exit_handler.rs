@@ -793,6 +793,8 @@ fn hypercall_dispatch(regs: &mut GuestRegs, cpu: &HypCpu, local: &mut CpuLocal) 
         #[cfg(pkvm_debug)]
         Ok(Call::DebugCountWords { hpa, value }) => global.page_states().count_words(hpa, value),
         #[cfg(pkvm_debug)]
+        Ok(Call::DebugStackOverflow) => stack_overflow_probe(cpu),
+        #[cfg(pkvm_debug)]
         Ok(Call::DebugStackGuard) => {
             // The same stack bottom `keep_ranges` computes; the guard is
             // the page below it (`crate::host::cpu_setup`).
@@ -811,7 +813,8 @@ fn hypercall_dispatch(regs: &mut GuestRegs, cpu: &HypCpu, local: &mut CpuLocal) 
             | Call::DebugCheckInvariants
             | Call::DebugFillPage { .. }
             | Call::DebugStackGuard
-            | Call::DebugCountWords { .. },
+            | Call::DebugCountWords { .. }
+            | Call::DebugStackOverflow,
         ) => Reply::errno(errno::ENOSYS),
     };
     if let Some(v) = r.rbx {
@@ -823,6 +826,34 @@ fn hypercall_dispatch(regs: &mut GuestRegs, cpu: &HypCpu, local: &mut CpuLocal) 
     regs.gpr[reg::RAX] = r.rax;
     deliver_pending(cpu, local);
     0
+}
+
+/// DEBUG_STACK_OVERFLOW: overflows this CPU's root-mode stack into its
+/// guard page (`entry::pkvm_stack_overflow_probe` pushes until it faults;
+/// the #PF runs on the interrupt stack, IST1, records the fault address
+/// and resumes the probe).  Replies 0, the fault address relative to the
+/// stack's lowest mapped address (RBX; -8 when the first push below the
+/// stack faulted), and how far below the interrupt stack's top the #PF
+/// handler ran (RCX; the size of its exception frame).  Without the guard
+/// page the pushes would run on into the pool page below; without IST1
+/// the #PF could not be delivered on the exhausted stack (#DF, then a
+/// triple fault).
+#[cfg(pkvm_debug)]
+fn stack_overflow_probe(cpu: &HypCpu) -> Reply {
+    let keep = keep_ranges();
+    let bottom = keep[0].0;
+    let ist_top = keep[3].0.wrapping_add(4096);
+    // SAFETY: root mode with interrupts off; the probe writes only this
+    // CPU's own stack below the current frame, down to its guard page,
+    // and comes back through the #PF stub with its registers and the
+    // host's CR2 restored.
+    let cr2 = unsafe { entry::pkvm_stack_overflow_probe() };
+    let stub_rsp = cpu.probe_stub_rsp.load(Relaxed);
+    Reply {
+        rbx: Some(cr2.wrapping_sub(bottom)),
+        rcx: Some(ist_top.wrapping_sub(stub_rsp)),
+        ..Reply::val(0)
+    }
 }
 
 /// The ranges this CPU stands on in root mode until it is back in the

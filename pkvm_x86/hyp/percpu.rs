@@ -14,7 +14,8 @@
 //! The root-mode NMI, #MC and #GP stubs write some fields at any
 //! instruction boundary of the exit handler, on the same CPU: `nmi_pending`,
 //! `mc_pending`, `nmis_in_root`, `fatal_*`, `expect_fault`, `faulted`,
-//! `flushed_gen`, `shootdown_nmi`.  Other CPUs write `shootdown_nmi` and
+//! `flushed_gen`, `shootdown_nmi`, `probe_*` (the #PF stub of a debug
+//! build, during DEBUG_STACK_OVERFLOW).  Other CPUs write `shootdown_nmi` and
 //! read `flushed_gen`, `parked` and `apic_id` (the cross-CPU shootdown,
 //! `crate::hyp::global`).
 //! Those are atomics: the stubs use single aligned `mov` stores or `lock`
@@ -81,6 +82,16 @@ pub struct HypCpu {
     /// Local APIC ID of this CPU (from CPUID at its first exit), the
     /// destination of shootdown NMIs.
     pub apic_id: AtomicU32,
+    /// DEBUG_STACK_OVERFLOW (debug builds): non-zero while the probe runs,
+    /// the RSP at which the #PF stub resumes it (`crate::hyp::entry`);
+    /// cleared by the stub.  Zero for good in a production build.
+    pub probe_resume_rsp: AtomicU64,
+    /// Where the #PF stub resumes the probe.
+    pub probe_resume_rip: AtomicU64,
+    /// The fault address (CR2) the #PF stub saw during the probe.
+    pub probe_cr2: AtomicU64,
+    /// The RSP the #PF stub ran on during the probe (its interrupt stack).
+    pub probe_stub_rsp: AtomicU64,
     /// Logical CPU number (the host's numbering).
     pub cpu: u32,
     /// CR4 bits that must be 1 in VMX operation.
@@ -141,6 +152,14 @@ pub const OFF_FLUSHED_GEN: usize = core::mem::offset_of!(HypCpu, flushed_gen);
 pub const OFF_SHOOTDOWN_NMI: usize = core::mem::offset_of!(HypCpu, shootdown_nmi);
 /// Offset of `global`.
 pub const OFF_GLOBAL: usize = core::mem::offset_of!(HypCpu, global);
+/// Offset of `probe_resume_rsp`.
+pub const OFF_PROBE_RESUME_RSP: usize = core::mem::offset_of!(HypCpu, probe_resume_rsp);
+/// Offset of `probe_resume_rip`.
+pub const OFF_PROBE_RESUME_RIP: usize = core::mem::offset_of!(HypCpu, probe_resume_rip);
+/// Offset of `probe_cr2`.
+pub const OFF_PROBE_CR2: usize = core::mem::offset_of!(HypCpu, probe_cr2);
+/// Offset of `probe_stub_rsp`.
+pub const OFF_PROBE_STUB_RSP: usize = core::mem::offset_of!(HypCpu, probe_stub_rsp);
 
 // The layout the assembly relies on: the offsets it was written for, and
 // atomics of exactly the size and alignment of the `dword` / `qword`
@@ -156,6 +175,7 @@ const _: () = assert!(OFF_FAULTED == 44);
 const _: () = assert!(OFF_FLUSHED_GEN == 48);
 const _: () = assert!(OFF_SHOOTDOWN_NMI == 56);
 const _: () = assert!(OFF_GLOBAL % 8 == 0);
+const _: () = assert!(OFF_PROBE_RESUME_RSP % 8 == 0);
 const _: () = assert!(core::mem::size_of::<AtomicU32>() == 4);
 const _: () = assert!(core::mem::align_of::<AtomicU32>() == 4);
 const _: () = assert!(core::mem::size_of::<AtomicU64>() == 8);
@@ -185,6 +205,10 @@ impl HypCpu {
             shootdown_nmi: AtomicU32::new(0),
             parked: AtomicU32::new(0),
             apic_id: AtomicU32::new(0),
+            probe_resume_rsp: AtomicU64::new(0),
+            probe_resume_rip: AtomicU64::new(0),
+            probe_cr2: AtomicU64::new(0),
+            probe_stub_rsp: AtomicU64::new(0),
             cpu,
             cr4_fixed0,
             cr4_fixed1,

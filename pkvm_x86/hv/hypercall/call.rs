@@ -165,6 +165,8 @@ pub enum Call {
         /// The 64-bit value counted.
         value: u64,
     },
+    /// [`nr::DEBUG_STACK_OVERFLOW`] (debug only).
+    DebugStackOverflow,
 }
 
 /// Host-physical address of frame `pfn`, or `EINVAL`.
@@ -193,6 +195,7 @@ pub const fn is_debug_only(call: u64) -> bool {
             | nr::DEBUG_FILL_PAGE
             | nr::DEBUG_STACK_GUARD
             | nr::DEBUG_COUNT_WORDS
+            | nr::DEBUG_STACK_OVERFLOW
     )
 }
 
@@ -302,6 +305,7 @@ impl Call {
                 hpa: pa(a0)?,
                 value: a1,
             },
+            nr::DEBUG_STACK_OVERFLOW => Self::DebugStackOverflow,
             _ => return Err(errno::ENOSYS),
         })
     }
@@ -375,6 +379,10 @@ mod tests {
                 Ok(Call::DebugCheckInvariants)
             );
             assert_eq!(p(nr::DEBUG_STACK_GUARD, junk), Ok(Call::DebugStackGuard));
+            assert_eq!(
+                p(nr::DEBUG_STACK_OVERFLOW, junk),
+                Ok(Call::DebugStackOverflow)
+            );
         }
     }
 
@@ -520,6 +528,7 @@ mod tests {
             nr::DEBUG_FILL_PAGE,
             nr::DEBUG_STACK_GUARD,
             nr::DEBUG_COUNT_WORDS,
+            nr::DEBUG_STACK_OVERFLOW,
         ] {
             assert!(is_debug_only(n));
             // EPERM first, whatever the arguments.
@@ -606,6 +615,7 @@ mod tests {
             nr::DEBUG_FILL_PAGE,
             nr::DEBUG_STACK_GUARD,
             nr::DEBUG_COUNT_WORDS,
+            nr::DEBUG_STACK_OVERFLOW,
         ];
         // Plausible arguments for every call: frame 1, kind 0, handle 0x1000.
         for n in known {

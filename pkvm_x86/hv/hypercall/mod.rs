@@ -106,6 +106,13 @@ pub mod nr {
     /// the shootdown-ordering test looks for in a VM's metadata page (a
     /// write of the host that landed after root mode's own).
     pub const DEBUG_COUNT_WORDS: u64 = 0x46;
+    /// Debug only: overflows the calling CPU's root-mode stack into its
+    /// guard page on purpose and reports what the #PF saw: 0 in RAX, the
+    /// fault address minus the stack's lowest mapped address in RBX (-8:
+    /// the first push into the guard page), the top of the interrupt stack
+    /// minus the RSP the #PF handler ran on in RCX (the exception frame's
+    /// size: it ran on IST1).
+    pub const DEBUG_STACK_OVERFLOW: u64 = 0x47;
 }
 
 /// Largest page frame number a hypercall accepts (52-bit addresses).

@@ -95,7 +95,8 @@ fn run(
         | Call::DebugCheckInvariants
         | Call::DebugFillPage { .. }
         | Call::DebugStackGuard
-        | Call::DebugCountWords { .. } => return None,
+        | Call::DebugCountWords { .. }
+        | Call::DebugStackOverflow => return None,
     })
 }
 
