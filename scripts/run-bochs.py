@@ -12,6 +12,15 @@ ACPI, so poweroff cannot end it).
 Exit status 0 only if: the suite ran to PKVM-DONE, the TAP plan was met,
 every test said "ok", and the console shows no oops, BUG, WARNING, panic or
 call trace.  Logs stay in the run directory (--out).
+
+Expected panics (--expect-panic REGEX, repeatable): for a suite whose last
+test kills the test VM on purpose.  That test prints a line starting with
+PKVM-EXPECT-PANIC on the console right before it triggers the panic.  The
+run then passes only if: every test before it said "ok" (the plan counts
+the panicking test, which cannot report), nothing bad appeared on the
+console before the marker, every REGEX matches a line after the marker,
+the kernel panicked after the marker, and PKVM-DONE never came.  Without
+--expect-panic the marker changes nothing: a panic fails the run.
 """
 import argparse
 import json
@@ -98,6 +107,59 @@ def parse_tap(lines):
     return plan, results, begun, done
 
 
+EXPECT_PANIC_MARK = "PKVM-EXPECT-PANIC"
+
+
+def judge(lines, reason, expect_panic=()):
+    """The verdict on a run's console lines: a list of problems (empty:
+    PASS).  `reason` says why the run ended; `expect_panic` are the
+    regexes of an expected panic (see the module docs)."""
+    plan, results, begun, done = parse_tap(lines)
+    problems = []
+    failed = [r for r in results if not r[0]]
+    if not expect_panic:
+        if not begun:
+            problems.append(f"the suite never started ({reason}); see console.log and bochs.log")
+        elif not done:
+            problems.append(f"the suite did not finish ({reason})")
+        if plan is None and begun:
+            problems.append("no TAP plan")
+        elif plan is not None and len(results) != plan:
+            problems.append(f"TAP plan 1..{plan} but {len(results)} results")
+        for _, n, d in failed:
+            problems.append(f"not ok {n} - {d}")
+        bad = [l for l in lines if BAD.search(l)]
+        if bad:
+            problems.append("kernel trouble on the console: " + " | ".join(bad[:3]))
+        return problems
+    mark = next((i for i, l in enumerate(lines) if l.startswith(EXPECT_PANIC_MARK)), None)
+    if not begun:
+        problems.append(f"the suite never started ({reason}); see console.log and bochs.log")
+        return problems
+    if done:
+        problems.append("the suite finished (PKVM-DONE): the expected panic did not happen")
+    if mark is None:
+        problems.append(f"no {EXPECT_PANIC_MARK} line: the suite never triggered the expected panic")
+        mark = len(lines)
+    if plan is None:
+        problems.append("no TAP plan")
+    elif len(results) != plan - 1:
+        problems.append(f"TAP plan 1..{plan}: want {plan - 1} results before the panicking test, "
+                        f"got {len(results)}")
+    for _, n, d in failed:
+        problems.append(f"not ok {n} - {d}")
+    bad = [l for l in lines[:mark] if BAD.search(l)]
+    if bad:
+        problems.append("kernel trouble before the expected panic: " + " | ".join(bad[:3]))
+    after = lines[mark + 1:]
+    for rx in expect_panic:
+        if not any(re.search(rx, l) for l in after):
+            problems.append(f"the expected panic report /{rx}/ is not on the console")
+    if not any("Kernel panic" in l for l in after):
+        problems.append(f"no kernel panic after {EXPECT_PANIC_MARK} ({reason})")
+    return problems
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bochs", required=True, help="Bochs wrapper from scripts/setup-bochs.sh")
@@ -112,6 +174,9 @@ def main():
     ap.add_argument("--timeout", type=int, default=600, help="hard limit, seconds of wall time")
     ap.add_argument("--append", default="", help="extra kernel command-line arguments")
     ap.add_argument("--quiet", action="store_true", help="print only TAP lines and the verdict")
+    ap.add_argument("--expect-panic", action="append", default=[], metavar="REGEX",
+                    help="the suite's last test panics the VM on purpose; its report must "
+                         "match REGEX (repeatable; see the module docs)")
     a = ap.parse_args()
 
     run = os.path.abspath(a.out)
@@ -150,7 +215,8 @@ def main():
                 stamped = f"[{time.time() - t0:7.2f}] {line}"
                 console.write(stamped + "\n")
                 console.flush()
-                if not a.quiet or re.match(r"^(ok|not ok|1\.\.|PKVM-|#)", line):
+                if (not a.quiet or re.match(r"^(ok|not ok|1\.\.|PKVM-|#)", line)
+                        or (a.expect_panic and BAD.search(line))):
                     print(stamped, flush=True)
                 if stop_at is None and line.startswith("PKVM-DONE"):
                     stop_at, reason = time.time() + 1, "done"
@@ -175,27 +241,15 @@ def main():
             proc.wait()
     wall = time.time() - t0
 
-    plan, results, begun, done = parse_tap(lines)
-    problems = []
-    if not begun:
-        problems.append(f"the suite never started ({reason}); see {run}/console.log and bochs.log")
-    elif not done:
-        problems.append(f"the suite did not finish ({reason})")
-    if plan is None and begun:
-        problems.append("no TAP plan")
-    elif plan is not None and len(results) != plan:
-        problems.append(f"TAP plan 1..{plan} but {len(results)} results")
+    plan, results, _, _ = parse_tap(lines)
     failed = [r for r in results if not r[0]]
-    for _, n, d in failed:
-        problems.append(f"not ok {n} - {d}")
-    bad = [l for l in lines if BAD.search(l)]
-    if bad:
-        problems.append("kernel trouble on the console: " + " | ".join(bad[:3]))
+    problems = judge(lines, reason, a.expect_panic)
 
     verdict = "PASS" if not problems else "FAIL"
     summary = {"suite": a.suite, "model": a.model, "cpus": a.cpus, "verdict": verdict,
                "passed": sum(1 for r in results if r[0]), "failed": len(failed), "plan": plan,
-               "wall_seconds": round(wall, 1), "problems": problems, "run_dir": run}
+               "wall_seconds": round(wall, 1), "problems": problems, "run_dir": run,
+               "expect_panic": a.expect_panic}
     with open(os.path.join(run, "result.json"), "w") as f:
         json.dump(summary, f, indent=1)
     print(f"== {verdict}: suite={a.suite} model={a.model} cpus={a.cpus} "

@@ -18,6 +18,13 @@
 #                      module refuses with ENODEV and a clear message
 #   harness-negative   the caps suite on the no-VMX CPU must be judged FAIL:
 #                      proves the harness notices a failing module
+#   eventmerge-c1      corei7_icelake_u, 1 CPU, ~1 min: the hostile host's
+#                      own #UD delivery pushes onto a page it donated; the
+#                      hypervisor's #PF for it faults again and must merge
+#                      into a #DF: the VM ends in Linux's double-fault
+#                      panic, which the harness is told to expect
+#                      (--expect-panic); any other outcome (a hang, another
+#                      panic) fails
 # PKVM_ONLY="depriv-c1 pagestate-c2" runs only the named runs (development).
 # Runs of several checkouts on one machine take turns (a lock in /tmp): each
 # uses up to two emulated machines, and the machine has two cores.
@@ -39,11 +46,14 @@ fi
 
 want() { [ -z "${PKVM_ONLY:-}" ] || [[ " $PKVM_ONLY " == *" $1 "* ]]; }
 
-boot() { # name suite model cpus
+boot() { # name suite model cpus [run-bochs.py options...]
 	if ! want "$1"; then echo "== skipped (PKVM_ONLY)" > "$runs/$1.out"; return 0; fi
+	local name=$1 suite=$2 model=$3 cpus=$4
+	shift 4
 	python3 "$PKVM_ROOT/scripts/run-bochs.py" --bochs "$bochs" --kernel "$kdir/arch/x86/boot/bzImage" \
-		--initrd "$initrd" --out "$runs/$1" --suite "$2" --model "$3" --cpus "$4" --timeout "${PKVM_BOCHS_TIMEOUT:-600}" --quiet \
-		> "$runs/$1.out" 2>&1
+		--initrd "$initrd" --out "$runs/$name" --suite "$suite" --model "$model" --cpus "$cpus" \
+		--timeout "${PKVM_BOCHS_TIMEOUT:-600}" --quiet "$@" \
+		> "$runs/$name.out" 2>&1
 }
 
 mkdir -p "$runs"
@@ -70,8 +80,13 @@ check caps-c1 pass $p1
 check novmx pass $p2
 boot caps-c2 caps corei7_icelake_u 2 & p1=$!
 boot harness-negative caps p4_prescott_celeron_336 1 & p2=$!
-check caps-c2 pass $p1
 check harness-negative fail $p2
+# Ends in the expected panic; a hang (no merge) ends at the shorter timeout.
+boot eventmerge-c1 eventmerge corei7_icelake_u 1 --timeout 300 \
+	--expect-panic 'PANIC: double fault, error_code: 0x0' \
+	--expect-panic 'RIP: 0010:dfault_trigger\+' & p2=$!
+check caps-c2 pass $p1
+check eventmerge-c1 pass $p2
 boot depriv-c1 deprivilege corei7_icelake_u 1 & p1=$!
 boot depriv-c2 deprivilege corei7_icelake_u 2 & p2=$!
 check depriv-c1 pass $p1

@@ -33,5 +33,58 @@ class ParseTap(unittest.TestCase):
         self.assertFalse(rb.BAD.search("ok 9 - dmesg_clean"))
 
 
+class Judge(unittest.TestCase):
+    DF = [r"PANIC: double fault, error_code: 0x0", r"RIP: 0010:dfault_trigger"]
+    HEAD = ["boot noise", "PKVM-BEGIN suite=eventmerge", "1..3", "ok 1 - insmod", "ok 2 - donated"]
+    PANIC = ["PKVM-EXPECT-PANIC double fault on a donated stack",
+             "[   5.1] pkvm_hostile: cpu0: stack at 0x..., UD2",
+             "[   5.2] PANIC: double fault, error_code: 0x0",
+             "[   5.2] Oops: double fault: 0000 [#1] SMP",
+             "[   5.2] RIP: 0010:dfault_trigger+0x5/0x10 [pkvm_hostile]",
+             "[   5.2] Kernel panic - not syncing: Fatal exception in interrupt"]
+
+    def test_clean_run_passes(self):
+        lines = ["PKVM-BEGIN", "1..2", "ok 1 - a", "ok 2 - b", "PKVM-DONE"]
+        self.assertEqual(rb.judge(lines, "done"), [])
+
+    def test_a_panic_fails_without_expect_panic(self):
+        # The marker alone does not make a panic acceptable.
+        self.assertTrue(rb.judge(self.HEAD + self.PANIC, "kernel panic"))
+
+    def test_the_expected_panic_passes(self):
+        self.assertEqual(rb.judge(self.HEAD + self.PANIC, "kernel panic", self.DF), [])
+
+    def test_another_panic_fails(self):
+        other = [l.replace("double fault", "general protection fault") for l in self.PANIC]
+        p = rb.judge(self.HEAD + other, "kernel panic", self.DF)
+        self.assertTrue(any("PANIC: double fault" in x for x in p), p)
+
+    def test_no_panic_fails(self):
+        # A hang after the marker (the hypervisor reflecting #PF forever).
+        p = rb.judge(self.HEAD + self.PANIC[:2], "timeout after 300 s", self.DF)
+        self.assertTrue(any("no kernel panic" in x for x in p), p)
+        # The test came back and the suite finished.
+        lines = self.HEAD + self.PANIC[:2] + ["not ok 3 - double_fault", "PKVM-DONE"]
+        p = rb.judge(lines, "done", self.DF)
+        self.assertTrue(any("PKVM-DONE" in x for x in p), p)
+
+    def test_a_panic_before_the_marker_fails(self):
+        lines = self.HEAD[:4] + ["[ 3.0] BUG: unable to handle page fault"] + self.HEAD[4:] + self.PANIC
+        p = rb.judge(lines, "kernel panic", self.DF)
+        self.assertTrue(any("before the expected panic" in x for x in p), p)
+        # A report before the marker does not count for the expected one.
+        lines = self.HEAD + self.PANIC[1:] + [self.PANIC[0]]
+        self.assertTrue(rb.judge(lines, "kernel panic", self.DF))
+
+    def test_failed_or_missing_tests_before_it_fail(self):
+        lines = [l.replace("ok 2", "not ok 2") for l in self.HEAD] + self.PANIC
+        self.assertTrue(rb.judge(lines, "kernel panic", self.DF))
+        self.assertTrue(rb.judge(self.HEAD[:4] + self.PANIC, "kernel panic", self.DF))
+
+    def test_no_marker_fails(self):
+        p = rb.judge(self.HEAD + self.PANIC[1:], "kernel panic", self.DF)
+        self.assertTrue(any("PKVM-EXPECT-PANIC" in x for x in p), p)
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -70,6 +70,21 @@
  *                           own, late = writes that succeeded although they
  *                           began after VM_CREATE had returned
  *
+ *   dfault CPU              the host's own event delivery hits memory it
+ *                           gave away: donates a fresh page to the
+ *                           hypervisor (HOST_DONATE_HYP), then on CPU, with
+ *                           interrupts off, moves RSP to the top of that
+ *                           page and executes UD2.  Pushing the #UD frame
+ *                           faults in the host EPT (an EPT violation with
+ *                           IDT-vectoring information); the hypervisor
+ *                           reflects a #PF, whose delivery (on the same
+ *                           stack) faults again: merged per the SDM, that
+ *                           is a #DF, which Linux takes on its own
+ *                           interrupt stack and reports ("PANIC: double
+ *                           fault") before it panics.  Does not return
+ *                           when it works; "err donate=RC" if the page
+ *                           could not be donated
+ *
  * Numbers are parsed with base 0 (0x... for hex).
  */
 #include <linux/debugfs.h>
@@ -524,6 +539,41 @@ static int cmd_late_write(u64 pfn, u64 wcpu, u64 hcpu, u64 value)
 	return 0;
 }
 
+/*
+ * The "dfault" trigger, on the target CPU: RSP to the top of the donated
+ * page, then UD2.  Never returns (the #DF handler panics).
+ */
+static void dfault_trigger(void *top)
+{
+	local_irq_disable();
+	asm volatile("mov %0, %%rsp\n\t"
+		     "ud2"
+		     : : "r"(top) : "memory");
+	unreachable();
+}
+
+static int cmd_dfault(u64 cpu)
+{
+	unsigned long page;
+	u64 rc;
+
+	if (cpu >= nr_cpu_ids || !cpu_online(cpu))
+		return -EINVAL;
+	page = __get_free_page(GFP_KERNEL | __GFP_ZERO);
+	if (!page)
+		return -ENOMEM;
+	rc = vmcall_on(cpu, 0x10, PHYS_PFN(__pa(page)), 1, 0, 0);	/* HOST_DONATE_HYP */
+	if (rc) {
+		snprintf(result, sizeof(result), "err donate=0x%llx\n", rc);
+		return 0;
+	}
+	pr_emerg("pkvm_hostile: cpu%llu: stack at %#lx (donated frame %#lx), UD2\n", cpu,
+		 page + PAGE_SIZE, PHYS_PFN(__pa(page)));
+	smp_call_function_single(cpu, dfault_trigger, (void *)(page + PAGE_SIZE), 1);
+	snprintf(result, sizeof(result), "err still-running\n");
+	return 0;
+}
+
 static int run(char *line)
 {
 	char *argv[7];
@@ -603,6 +653,8 @@ static int run(char *line)
 		return cmd_sipi(n[0], n[1], n[2]);
 	if (!strcmp(argv[0], "stale") && argc == 5)
 		return cmd_stale(n[0], n[1], n[2], n[3]);
+	if (!strcmp(argv[0], "dfault") && argc == 2)
+		return cmd_dfault(n[0]);
 	if (!strcmp(argv[0], "late_write") && argc == 5)
 		return cmd_late_write(n[0], n[1], n[2], n[3]);
 	return -EINVAL;
