@@ -45,6 +45,9 @@ t_donated_page_unreachable() {
 # double-fault report, which the harness expects (--expect-panic).
 t_double_fault_on_donated_stack() {
 	echo "PKVM-EXPECT-PANIC double fault on a donated stack" > /dev/console
+	# The serial console drains asynchronously: let the marker out as a
+	# line of its own before the kernel's report starts.
+	sleep 2
 	echo "dfault 0" > $H
 	r=$(cat $H)
 	fail "the host came back from UD2 on a donated stack: $r"
