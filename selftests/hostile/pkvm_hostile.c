@@ -70,6 +70,16 @@
  *                           own, late = writes that succeeded although they
  *                           began after VM_CREATE had returned
  *
+ *   contend PFN RCPU WCPU N  shootdowns against a CPU busy in root mode: a
+ *                           kthread bound to RCPU reads a page this module
+ *                           donated to the hypervisor in a tight loop (every
+ *                           read an EPT violation, handled under the
+ *                           hypervisor lock), while WCPU donates frame PFN
+ *                           and takes it back N times (each donation a
+ *                           shootdown, which RCPU must acknowledge also
+ *                           while it spins on the lock the sender holds).
+ *                           "ok cycles=N errors=E faults=F" once all N are
+ *                           done (a deadlock would never come back)
  *   dfault CPU              the host's own event delivery hits memory it
  *                           gave away: donates a fresh page to the
  *                           hypervisor (HOST_DONATE_HYP), then on CPU, with
@@ -539,6 +549,98 @@ static int cmd_late_write(u64 pfn, u64 wcpu, u64 hcpu, u64 value)
 	return 0;
 }
 
+/* The reader side of "contend". */
+struct contend_state {
+	void *va;
+	atomic_t stop;
+	u64 faults, reads;
+	bool running;
+	struct completion started;
+};
+
+static int contend_reader(void *p)
+{
+	struct contend_state *s = p;
+	u64 v, n = 0;
+
+	while (!atomic_read(&s->stop)) {
+		if (access_nofault(false, s->va, &v))
+			s->faults++;
+		else
+			s->reads++;
+		if (++n == 100) {
+			s->running = true;
+			complete(&s->started);
+		}
+		if (!(n & 255))
+			cond_resched();
+	}
+	while (!kthread_should_stop())
+		schedule_timeout_interruptible(1);
+	return 0;
+}
+
+static int cmd_contend(u64 pfn, u64 rcpu, u64 wcpu, u64 n)
+{
+	struct contend_state *s;
+	struct task_struct *t;
+	unsigned long page;
+	u64 fpfn, i = 0, errors = 0, rc;
+
+	if (rcpu >= nr_cpu_ids || !cpu_online(rcpu) || wcpu >= nr_cpu_ids ||
+	    !cpu_online(wcpu) || n > 100000)
+		return -EINVAL;
+	page = __get_free_page(GFP_KERNEL | __GFP_ZERO);
+	if (!page)
+		return -ENOMEM;
+	fpfn = PHYS_PFN(__pa(page));
+	s = kzalloc(sizeof(*s), GFP_KERNEL);
+	if (!s) {
+		free_page(page);
+		return -ENOMEM;
+	}
+	s->va = alias(fpfn);
+	if (!s->va) {
+		kfree(s);
+		free_page(page);
+		return -EINVAL;
+	}
+	rc = vmcall_on(wcpu, 0x10, fpfn, 1, 0, 0);	/* HOST_DONATE_HYP */
+	if (rc) {
+		snprintf(result, sizeof(result), "err donate=0x%llx\n", rc);
+		free_page(page);
+		goto out;
+	}
+	init_completion(&s->started);
+	t = kthread_create(contend_reader, s, "pkvm_contend/%llu", rcpu);
+	if (IS_ERR(t)) {
+		snprintf(result, sizeof(result), "err kthread=%ld\n", PTR_ERR(t));
+		goto back;
+	}
+	kthread_bind(t, rcpu);
+	get_task_struct(t);
+	wake_up_process(t);
+	wait_for_completion_timeout(&s->started, 5 * HZ);
+	for (i = 0; s->running && i < n; i++) {
+		errors += vmcall_on(wcpu, 0x10, pfn, 1, 0, 0) != 0;	/* HOST_DONATE_HYP */
+		errors += vmcall_on(wcpu, 0x11, pfn, 1, 0, 0) != 0;	/* HYP_DONATE_HOST */
+	}
+	atomic_set(&s->stop, 1);
+	kthread_stop(t);
+	put_task_struct(t);
+	snprintf(result, sizeof(result), "%s cycles=%llu errors=%llu faults=%llu reads=%llu\n",
+		 s->running ? "ok" : "err not-started", s->running ? i : 0, errors, s->faults,
+		 s->reads);
+back:
+	/* HYP_DONATE_HOST; a page that does not come back is left alone. */
+	if (vmcall_on(wcpu, 0x11, fpfn, 1, 0, 0) == 0)
+		free_page(page);
+out:
+	vunmap(s->va);
+	kfree(s);
+	return 0;
+}
+
 /*
  * The "dfault" trigger, on the target CPU: RSP to the top of the donated
  * page, then UD2.  Never returns (the #DF handler panics).
@@ -653,6 +755,8 @@ static int run(char *line)
 		return cmd_sipi(n[0], n[1], n[2]);
 	if (!strcmp(argv[0], "stale") && argc == 5)
 		return cmd_stale(n[0], n[1], n[2], n[3]);
+	if (!strcmp(argv[0], "contend") && argc == 5)
+		return cmd_contend(n[0], n[1], n[2], n[3]);
 	if (!strcmp(argv[0], "dfault") && argc == 2)
 		return cmd_dfault(n[0]);
 	if (!strcmp(argv[0], "late_write") && argc == 5)
