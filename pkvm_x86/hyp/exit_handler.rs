@@ -26,6 +26,7 @@ use crate::hv::mm::ept::MemType;
 use crate::hv::vmx::event::{self as event, Interruptibility, InterruptionInfo, Merged};
 use crate::hv::vmx::exit::{self, vector, CrAccess, EptViolation, EventType, ExitReason};
 use crate::hv::vmx::guest_state::HostCpuState;
+use crate::hv::vmx::nested::{offer, operand::Fault};
 use crate::hv::vmx::root_tables;
 use crate::hv::vmx::vmcs::*;
 use crate::hyp::entry::{self as entry, gpr_slot, reg, GuestRegs};
@@ -196,6 +197,11 @@ fn exit(regs: &mut GuestRegs, cpu: &HypCpu) -> u64 {
 
     // What to do is the host policy's decision; how, this handler's.
     match policy::on_exit(why.basic) {
+        Action::Init if local.vmx.is_on() => {
+            // In VMX operation INIT is blocked: remembered, delivered by
+            // VMXOFF (see `vmx_instruction`).
+            local.init_latched = true;
+        }
         Action::Init => {
             // Wait-for-SIPI blocks NMIs: shootdowns stop waiting for this
             // CPU, which flushes before its entries instead (set before
@@ -242,6 +248,12 @@ fn exit(regs: &mut GuestRegs, cpu: &HypCpu) -> u64 {
                     local.mtrr.set(slot, v);
                     Some(v)
                 }),
+                // SAFETY: `global` points at the hypervisor-wide state in
+                // the pool, alive while any CPU runs under it.
+                MsrRead::VmxView => match offer::read_msr(&unsafe { &*cpu.global }.vmx_view, m) {
+                    Some(v) => v,
+                    None => rdmsr_safe(m),
+                },
             };
             match v {
                 Some(v) => {
@@ -274,6 +286,12 @@ fn exit(regs: &mut GuestRegs, cpu: &HypCpu) -> u64 {
             cpu::wbinvd();
             skip_instruction();
         }
+        Action::VmxInstruction => {
+            if vmx_instruction(regs, cpu, local, why.basic) {
+                // Parked by a latched INIT: nothing may be pending.
+                return 0;
+            }
+        }
         Action::Undefined => inject_ud(cpu, local),
         Action::ProtectedMemory => host_touched_protected_memory(cpu, local),
         Action::Nmi => host_nmi(cpu, local),
@@ -291,6 +309,41 @@ fn exit(regs: &mut GuestRegs, cpu: &HypCpu) -> u64 {
     deliver_pending(cpu, local);
     real_mode_event();
     0
+}
+
+/// A VMX instruction of the host, emulated by nested VMX
+/// (`crate::hyp::nested`): on success or VMfail the instruction is skipped
+/// (RFLAGS already written), a fault is injected with RIP unchanged.
+/// VMXOFF delivers an INIT latched in VMX operation (then `true`: the CPU
+/// now waits for SIPI); INVVPID flushes.
+fn vmx_instruction(regs: &mut GuestRegs, cpu: &HypCpu, local: &mut CpuLocal, basic: u16) -> bool {
+    match super::nested::vmx_instruction(regs, cpu, local, basic) {
+        super::nested::Applied::Completed { left_vmx, flush } => {
+            if flush {
+                invept_host();
+            }
+            skip_instruction();
+            if left_vmx && local.init_latched {
+                local.init_latched = false;
+                cpu.parked.store(1, SeqCst);
+                park_for_sipi();
+                return true;
+            }
+        }
+        super::nested::Applied::Fault(f) => match f {
+            Fault::Ud => inject_ud(cpu, local),
+            Fault::Gp(e) => inject_exception(cpu, local, vector::GP, Some(e)),
+            Fault::Ss(e) => inject_exception(cpu, local, vector::SS, Some(e)),
+            Fault::Pf { addr, code } => {
+                // SAFETY: CR2 is not part of the VMCS; the host reads the
+                // fault address from the real CR2, which nothing in root
+                // mode depends on.
+                unsafe { cpu::write_cr2(addr) };
+                inject_exception(cpu, local, vector::PF, Some(code));
+            }
+        },
+    }
+    false
 }
 
 /// In real mode (a CPU started by SIPI runs its trampoline there)
@@ -337,6 +390,7 @@ fn mov_to_cr4(cpu: &HypCpu, local: &mut CpuLocal, val: u64) {
         supported,
         fixed0: cpu.cr4_fixed0,
         fixed1: cpu.cr4_fixed1,
+        host_in_vmx: local.vmx.is_on(),
     };
     match policy::cr4_write(val, env) {
         Some(w) => {
@@ -802,6 +856,7 @@ fn hypercall_dispatch(regs: &mut GuestRegs, cpu: &HypCpu, local: &mut CpuLocal) 
         },
         Ok(Call::NmisInRoot) => Reply::val(cpu.nmis_in_root.load(Relaxed)),
         Ok(Call::InternalErrors) => Reply::val(global.page_states().internal_errors()),
+        Ok(Call::VmxCpus) => Reply::val(u64::from(global.vmx_cpus.load(Relaxed))),
         Ok(Call::HostDonateHyp { hpa, pages }) => global.change(|s| s.host_donate_hyp(hpa, pages)),
         Ok(Call::HypDonateHost { hpa, pages }) => global.change(|s| s.hyp_donate_host(hpa, pages)),
         Ok(Call::HostShareHyp { hpa, pages }) => global.change(|s| s.host_share_hyp(hpa, pages)),

@@ -37,6 +37,7 @@ use core::sync::atomic::{AtomicU32, AtomicU64};
 use super::global::HypGlobal;
 use crate::hv::host_policy::MtrrShadow;
 use crate::hv::vmx::exit::ExitStats;
+use crate::hv::vmx::nested::vmx_op::VmxMode;
 
 /// Per-CPU hypervisor state.
 #[repr(C)]
@@ -113,6 +114,13 @@ pub struct CpuLocal {
     /// was set aside for an exception injected first; delivered when the
     /// host can take it (see `exit_handler::deliver_pending`).
     pub pending_irq: Option<u8>,
+    /// The host CPU's VMX-operation state (nested VMX: its VMXON and
+    /// current-VMCS pointers), see `crate::hyp::nested`.
+    pub vmx: VmxMode,
+    /// An INIT arrived while the host was in VMX operation: blocked and
+    /// remembered, as the CPU does; delivered (the CPU parks waiting for
+    /// SIPI) when VMXOFF unblocks it.
+    pub init_latched: bool,
 }
 
 /// `fatal_vector` value when no unexpected exception happened.
@@ -197,6 +205,8 @@ impl HypCpu {
                 stats: ExitStats::new(),
                 mtrr: MtrrShadow::new(),
                 pending_irq: None,
+                vmx: VmxMode::Off,
+                init_latched: false,
             }),
         }
     }

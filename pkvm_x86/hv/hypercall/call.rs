@@ -45,6 +45,8 @@ pub enum Call {
     InternalErrors,
     /// [`nr::BEGIN_TEARDOWN`].
     BeginTeardown,
+    /// [`nr::VMX_CPUS`].
+    VmxCpus,
     /// [`nr::HOST_DONATE_HYP`].
     HostDonateHyp {
         /// First host page.
@@ -224,6 +226,7 @@ impl Call {
             nr::NMIS_IN_ROOT => Self::NmisInRoot,
             nr::INTERNAL_ERRORS => Self::InternalErrors,
             nr::BEGIN_TEARDOWN => Self::BeginTeardown,
+            nr::VMX_CPUS => Self::VmxCpus,
             nr::HOST_DONATE_HYP => Self::HostDonateHyp {
                 hpa: pa(a0)?,
                 pages: a1,
@@ -572,6 +575,7 @@ mod tests {
             nr::NMIS_IN_ROOT,
             nr::INTERNAL_ERRORS,
             nr::BEGIN_TEARDOWN,
+            nr::VMX_CPUS,
             nr::HOST_DONATE_HYP,
             nr::HYP_DONATE_HOST,
             nr::HOST_SHARE_HYP,

@@ -52,6 +52,10 @@ pub mod nr {
     /// page-state call is refused (`EBUSY`) and [`TEARDOWN_CPU`] allowed.
     /// Irreversible; repeating it answers 0.
     pub const BEGIN_TEARDOWN: u64 = 7;
+    /// Returns how many CPUs of the host are in VMX operation (nested VMX:
+    /// between their VMXON and VMXOFF).  Hypervisor-wide.  The host half
+    /// keeps the module from being unloaded while it is not 0.
+    pub const VMX_CPUS: u64 = 8;
 
     /// Donates RCX pages at PFN RBX to the hypervisor.
     /// host OWNED -> NOPAGE(hyp) / hyp NOPAGE -> OWNED.

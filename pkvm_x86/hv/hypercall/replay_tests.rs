@@ -92,6 +92,7 @@ fn run(
         | Call::NmisInRoot
         | Call::InternalErrors
         | Call::BeginTeardown
+        | Call::VmxCpus
         | Call::DebugCheckInvariants
         | Call::DebugFillPage { .. }
         | Call::DebugStackGuard => return None,
