@@ -1,0 +1,198 @@
+# selftests/suite-nested.sh: nested VMX for the host (Documentation/nested.rst).
+# The VMX-instruction oracle on the bare emulated CPU and under pkvm in the
+# same boot, compared; the stock kvm_intel loads under pkvm with its default
+# parameters reading as documented, /dev/kvm creates a VM and vCPUs; pkvm
+# cannot be unloaded while the host is in VMX operation, and can after
+# kvm_intel is gone; VMX regions and memory operands on memory the host
+# does not own (the pool, the module image, a donated page) fail the
+# architectural way and leak nothing.
+
+DBG=/sys/kernel/debug/pkvm_x86
+CTL=$DBG/debug/ctl
+H=/sys/kernel/debug/pkvm_hostile/ctl
+P=/sys/module/kvm_intel/parameters
+# pkvm's VMCS revision identifier: "pkvm" as a little-endian u32.
+PKVM_REV=0x6d766b70
+TESTS="oracle_bare insmod_pkvm view_msrs oracle_pkvm oracle_matches_bare kvm_intel_loads kvm_params \
+kvm_vcpus rmmod_refused_while_vmx rmmod_after_kvm hostile_regions dmesg_clean"
+
+ncpu() { grep -c ^processor /proc/cpuinfo; }
+
+# oracle OUT [PARAMS]: loads the oracle (it prints and unloads itself) and
+# writes its lines to OUT.
+oracle() {
+	out=$1
+	shift
+	n=$(dmesg | grep -c 'vmx_oracle: ')
+	insmod /lib/modules/vmx_oracle.ko "$@" 2>/dev/null
+	dmesg | sed -n 's/.*vmx_oracle: //p' | tail -n +$((n + 1)) > "$out"
+	grep -q '^done$' "$out" || { cat "$out"; fail "the oracle did not finish"; }
+}
+
+t_oracle_bare() {
+	grep -q '^pkvm_x86 \|^kvm_intel ' /proc/modules && fail "run bare: pkvm or kvm_intel loaded"
+	oracle /tmp/oracle.bare
+	cat /tmp/oracle.bare
+}
+
+t_insmod_pkvm() {
+	insmod /lib/modules/pkvm_x86.ko || fail "insmod"
+	[ "$(/bin/cpuid -s)" = pkvm-x86 ] || fail "not deprivileged"
+}
+
+# The view: VMX in CPUID leaf 1, pkvm's revision, EPT hidden, the same
+# on every CPU.
+t_view_msrs() {
+	for c in $(seq 0 $(($(ncpu) - 1))); do
+		basic=$(/bin/rdmsr -c $c 0x480)
+		p2=$(/bin/rdmsr -c $c 0x48b)
+		echo "cpu$c IA32_VMX_BASIC=$basic PROCBASED_CTLS2=$p2 FEATURE_CONTROL=$(/bin/rdmsr -c $c 0x3a)"
+		expect_eq "cpu$c revision" "$(printf '0x%x' $((basic & 0x7fffffff)))" $PKVM_REV
+		[ $(( (p2 >> 33) & 1 )) = 0 ] || fail "cpu$c: EPT offered"
+		[ $(( (p2 >> 46) & 1 )) = 0 ] || fail "cpu$c: VMCS shadowing offered"
+		[ $(( (p2 >> 37) & 1 )) = 1 ] || fail "cpu$c: VPID not offered"
+		[ "$c" = 0 ] && first=$p2
+		expect_eq "cpu$c PROCBASED_CTLS2 same as cpu0" "$p2" "$first"
+		/bin/rdmsr -c $c 0x491 >/dev/null 2>&1 && fail "cpu$c: IA32_VMX_VMFUNC readable (VM functions hidden)"
+	done
+	ecx=$(/bin/cpuid 1 | cut -d' ' -f3)
+	[ $(( (0x$ecx >> 5) & 1 )) = 1 ] || fail "CPUID.1:ECX.VMX not shown: ecx=$ecx"
+}
+
+t_oracle_pkvm() {
+	oracle /tmp/oracle.pkvm
+	cat /tmp/oracle.pkvm
+}
+
+# The emulator's own VMX is the reference.  Lines that legitimately differ:
+# the first (the CPU the oracle ran on, and the revision identifier, pkvm's
+# own by design) and INVEPT (EPT is not offered: #UD under pkvm).
+t_oracle_matches_bare() {
+	filt() { grep -v -e '^cpu=' -e '^invept_single:' "$1"; }
+	filt /tmp/oracle.bare > /tmp/o.bare
+	filt /tmp/oracle.pkvm > /tmp/o.pkvm
+	diff /tmp/o.bare /tmp/o.pkvm || fail "the oracle differs from the bare CPU"
+	expect_eq "lines compared" "$(wc -l < /tmp/o.pkvm)" "$(wc -l < /tmp/o.bare)"
+	[ "$(wc -l < /tmp/o.pkvm)" -gt 80 ] || fail "too few oracle lines"
+	grep -q "basic_revision=$PKVM_REV" /tmp/oracle.pkvm || fail "revision under pkvm"
+	grep -q '^invept_single: fault vector=6$' /tmp/oracle.pkvm || fail "INVEPT not #UD under pkvm"
+	grep -v -q '^invept_single: fault' /tmp/oracle.bare || true
+}
+
+t_kvm_intel_loads() {
+	insmod /lib/modules/irqbypass.ko 2>/dev/null
+	insmod /lib/modules/kvm.ko || fail "insmod kvm"
+	if ! insmod /lib/modules/kvm-intel.ko; then
+		dmesg | tail -20
+		fail "kvm-intel did not load under pkvm"
+		return 1
+	fi
+	[ -c /dev/kvm ] || fail "/dev/kvm missing"
+	dmesg | grep -i kvm | tail -5
+	expect_eq "vmx_cpus" "$(sed -n 's/^vmx_cpus: //p' $DBG/status)" "$(ncpu)"
+}
+
+# As Documentation/nested.rst says they read.
+t_kvm_params() {
+	for p in ept unrestricted_guest enable_apicv vpid nested enable_shadow_vmcs pml preemption_timer flexpriority; do
+		echo "$p=$(cat $P/$p)"
+	done
+	expect_eq ept "$(cat $P/ept)" N
+	expect_eq unrestricted_guest "$(cat $P/unrestricted_guest)" N
+	expect_eq enable_apicv "$(cat $P/enable_apicv)" N
+	expect_eq vpid "$(cat $P/vpid)" Y
+	expect_eq nested "$(cat $P/nested)" Y
+	expect_eq enable_shadow_vmcs "$(cat $P/enable_shadow_vmcs)" N
+	expect_eq pml "$(cat $P/pml)" N
+	expect_eq preemption_timer "$(cat $P/preemption_timer)" N
+}
+
+t_kvm_vcpus() {
+	/bin/kvm_vcpus 3 > /tmp/kvm.out 2>&1
+	rc=$?
+	cat /tmp/kvm.out
+	[ $rc = 0 ] && grep -q '^done$' /tmp/kvm.out || fail "KVM_CREATE_VM / KVM_CREATE_VCPU failed"
+	# Both CPUs run the vCPU threads in turn on 2 CPUs: VMCLEAR on migration.
+	for c in $(seq 0 $(($(ncpu) - 1))); do
+		taskset -c $c /bin/kvm_vcpus 1 > /dev/null || fail "kvm_vcpus on cpu$c"
+	done
+	/bin/workload 4 1 > /dev/null || fail "host broken after KVM use"
+}
+
+t_rmmod_refused_while_vmx() {
+	if rmmod pkvm_x86 2>/tmp/rmmod.err; then
+		fail "pkvm_x86 unloaded while kvm_intel is in VMX operation"
+		return 1
+	fi
+	cat /tmp/rmmod.err
+	grep '^pkvm_x86 ' /proc/modules
+	grep -q '^pkvm_x86 [0-9]* 1 ' /proc/modules || fail "pkvm_x86 not held (refcount)"
+	[ "$(/bin/cpuid -s)" = pkvm-x86 ] || fail "pkvm gone"
+	/bin/workload 4 1 > /dev/null || fail "workload"
+	/bin/kvm_vcpus 1 > /dev/null || fail "KVM broken after the refused rmmod"
+}
+
+t_rmmod_after_kvm() {
+	rmmod kvm_intel || fail "rmmod kvm_intel"
+	rmmod kvm || fail "rmmod kvm"
+	expect_eq "vmx_cpus after rmmod kvm_intel" "$(sed -n 's/^vmx_cpus: //p' $DBG/status)" 0
+	grep '^pkvm_x86 ' /proc/modules
+	pkvm_rmmod || fail "rmmod pkvm_x86 after kvm_intel"
+	[ "$(/bin/cpuid -s)" != pkvm-x86 ] || fail "still deprivileged"
+}
+
+# expect_line FILE STEP RESULT
+expect_line() {
+	got=$(sed -n "s/^$2: //p" "$1" | head -1)
+	case "$got" in "$3"*) ;; *) fail "$2: got '$got', want '$3...'" ;; esac
+}
+
+hostile() { echo "$*" > $H || return 1; cat $H; }
+
+# VMX regions and memory operands on memory the host does not own.  The
+# donated page holds pkvm's revision identifier in every word, so that
+# without the ownership checks VMXON and VMPTRLD would succeed on it and
+# VMWRITE would copy its contents into the vmcs12 (read back by VMREAD).
+t_hostile_regions() {
+	insmod /lib/modules/pkvm_x86-debug.ko debug=1 || fail "insmod debug" || return 1
+	insmod /lib/modules/pkvm_hostile.ko || fail "insmod hostile"
+	check() { # FILE: the common expectations
+		expect_line "$1" hostile_vmxon VMfailInvalid
+		expect_line "$1" vmxon VMsucceed
+		expect_line "$1" hostile_vmptrld "VMfailValid error=9"
+		expect_line "$1" hostile_vmclear "VMfailValid error=2"
+		expect_line "$1" vmread_rip "VMsucceed"
+		grep -q '^vmread_rip: value=0x5555$' "$1" || fail "vmcs12 changed: $(grep vmread_rip "$1")"
+	}
+	pool=$(echo pool_pa > $CTL && cat $CTL | sed -n 's/^ok //p')
+	echo "pool page $pool"
+	oracle /tmp/h.pool hostile_pa=$pool
+	cat /tmp/h.pool
+	check /tmp/h.pool
+	# The module image (pinned, read-only for the host).
+	base=$(sed -n 's/^pkvm_x86 .* \(0x[0-9a-f]*\)$/\1/p' /proc/modules)
+	pfn=$(hostile pfn $base | sed -n 's/^ok //p')
+	before=$(hostile read $pfn 8)
+	oracle /tmp/h.image hostile_pa=$((pfn << 12))
+	cat /tmp/h.image
+	check /tmp/h.image
+	expect_eq "module image word 1 after VMCLEAR" "$(hostile read $pfn 8)" "$before"
+	# A page donated to the hypervisor, full of the revision identifier.
+	rev2=0x6d766b706d766b70
+	dpfn=$(hostile alloc $rev2 | sed -n 's/^ok //p')
+	hostile vmcall 0 0x10 $dpfn 1 | grep -q 'rax=0x0 ' || fail "donate"
+	oracle /tmp/h.donated hostile_pa=$((dpfn << 12)) hostile_direct=1
+	cat /tmp/h.donated
+	check /tmp/h.donated
+	expect_line /tmp/h.donated hostile_vmwrite_src "fault vector=14"
+	expect_line /tmp/h.donated hostile_vmread_dest "fault vector=14"
+	hostile vmcall 0 0x11 $dpfn 1 | grep -q 'rax=0x0 ' || fail "give back"
+	expect_eq "donated page word 1 after VMCLEAR" "$(hostile read $dpfn 8)" "ok $rev2"
+	expect_eq "donated page word 2 after VMREAD" "$(hostile read $dpfn 0x10)" "ok $rev2"
+	rmmod pkvm_hostile
+	pkvm_rmmod || fail "rmmod"
+}
+
+t_dmesg_clean() {
+	dmesg_clean || fail "kernel log has warnings"
+}
