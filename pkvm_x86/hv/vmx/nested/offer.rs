@@ -19,13 +19,12 @@ use crate::hv::vmx::caps::{
     FEATURE_CONTROL_VMX_OUTSIDE_SMX,
 };
 
-/// The VMCS revision identifier of pkvm's VMCS format (the vmcs12 page
-/// format of `crate::hv::vmx::nested::vmcs12`): "pkvm" read as a
-/// little-endian u32, bit 31 clear.  Deliberately not the CPU's: the host's
-/// VMCS regions are never given to the CPU, and the format in them is
-/// pkvm's own.
-pub const VMCS12_REVISION: u32 = u32::from_le_bytes(*b"pkvm");
-const _: () = assert!(VMCS12_REVISION & (1 << 31) == 0);
+// The VMCS revision identifier of the view is the CPU's own, although the
+// host's VMCS regions hold pkvm's format (`super::vmcs12::layout`) and are
+// never given to the CPU: Linux (7.x, arch/x86/virt) writes the revision
+// into its VMXON regions once at boot, from the bare CPU's IA32_VMX_BASIC,
+// before pkvm is loaded; any other identifier would make every VMXON of
+// the host fail.  Documentation/nested.rst.
 
 /// VMXON and VMCS region size the view reports (IA32_VMX_BASIC 44:32).
 pub const REGION_SIZE: u64 = 4096;
@@ -158,7 +157,7 @@ pub fn offer(cpu: &RawVmxInfo) -> Option<RawVmxInfo> {
     let basic_cpu = cpu.get(VmxMsr::Basic)?;
     // Bits 54 (INS/OUTS information) and 56 (no-error-code injection) are
     // the CPU's: exits and entries of nested guests run on it.
-    let basic = u64::from(VMCS12_REVISION)
+    let basic = u64::from(c.vmcs_revision)
         | REGION_SIZE << 32
         | 6 << 50
         | (basic_cpu & (1 << 54 | 1 << 56))
@@ -230,7 +229,7 @@ mod tests {
     fn view_decodes_and_hides_what_is_not_emulated() {
         let v = view();
         let c = VmxCaps::decode_view(&v).unwrap();
-        assert_eq!(c.vmcs_revision, VMCS12_REVISION);
+        assert_eq!(c.vmcs_revision, 4, "the CPU's revision");
         assert_eq!(c.vmcs_size, 4096);
         assert!(c.true_ctls);
         for f in [
@@ -324,10 +323,7 @@ mod tests {
     fn msr_reads_answer_from_the_view() {
         let v = view();
         assert_eq!(read_msr(&v, 0x3a), Some(Some(5)));
-        assert_eq!(
-            read_msr(&v, 0x480).unwrap().unwrap() & 0x7fff_ffff,
-            u64::from(VMCS12_REVISION)
-        );
+        assert_eq!(read_msr(&v, 0x480).unwrap().unwrap() & 0x7fff_ffff, 4);
         assert_eq!(read_msr(&v, 0x491), Some(None), "VMFUNC hidden");
         assert_eq!(read_msr(&v, 0x492), Some(None), "tertiary hidden");
         assert_eq!(read_msr(&v, 0x10), None, "not a VMX MSR");

@@ -26,8 +26,8 @@ use super::host_walk::HostPhys;
 use crate::hv::vmx::vmcs::fields::{self, Access, Group, Width, FIELDS, FIELD_COUNT};
 use crate::hv::vmx::vmcs::MemVmcs;
 
-/// The layout of a VMCS region in pkvm's format (revision
-/// `super::offer::VMCS12_REVISION`).
+/// The layout of a VMCS region in pkvm's format (with the CPU's revision
+/// identifier, see `super::offer`).
 pub mod layout {
     use super::FIELD_COUNT;
     /// Bytes 3:0: the revision identifier (written by the host, as the SDM
@@ -297,7 +297,7 @@ mod tests {
     const PA: u64 = 0x4_2000;
 
     fn page_with(mem: &mut FakeMem, pa: u64, launched: bool, rip: u64) {
-        mem.set_u64(pa, u64::from(super::super::offer::VMCS12_REVISION));
+        mem.set_u64(pa, 4);
         mem.set_u64(pa + 8, if launched { layout::LAUNCHED } else { 0 });
         let i = index_of(GUEST_RIP.encoding()).unwrap() as u64;
         mem.set_u64(pa + 16 + 8 * i, rip);
@@ -324,7 +324,7 @@ mod tests {
         assert_eq!(mem.get_u64(PA + 16 + 8 * i), 0xdef);
         assert_eq!(mem.get_u64(PA + 8), 0);
         // Revision untouched.
-        assert_eq!(mem.get_u64(PA) as u32, super::super::offer::VMCS12_REVISION);
+        assert_eq!(mem.get_u64(PA), 4);
         let v = c.get(&mut mem, PA).unwrap();
         assert_eq!(v.vmcs.read(GUEST_RIP), Ok(0xdef));
         assert!(!v.launched);

@@ -29,7 +29,6 @@
 //! ([`Done::flush`]), which is what every INVVPID type may do at most.
 
 use super::host_walk::{read_linear, write_linear, HostPhys, PagingCtx};
-use super::offer::VMCS12_REVISION;
 use super::operand::{
     self, decode, is_canonical, linear_address, Fault, InstrInfo, Operand, Segment,
 };
@@ -189,6 +188,8 @@ impl From<Outcome> for Done {
 /// The offered VMX view, as the instructions need it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct View {
+    /// The VMCS revision identifier (IA32_VMX_BASIC bits 30:0).
+    pub revision: u32,
     /// IA32_VMX_CR0_FIXED0 / FIXED1.
     pub cr0_fixed: (u64, u64),
     /// IA32_VMX_CR4_FIXED0 / FIXED1.
@@ -206,6 +207,7 @@ impl View {
     pub fn from_raw(v: &RawVmxInfo) -> Self {
         let g = |m| v.get(m).unwrap_or(0);
         View {
+            revision: (g(VmxMsr::Basic) & 0x7fff_ffff) as u32,
             cr0_fixed: (g(VmxMsr::Cr0Fixed0), g(VmxMsr::Cr0Fixed1)),
             cr4_fixed: (g(VmxMsr::Cr4Fixed0), g(VmxMsr::Cr4Fixed1)),
             feature_control: g(VmxMsr::FeatureControl),
@@ -420,7 +422,7 @@ impl<R: Gprs, M: HostPhys> Machine<'_, R, M> {
             return Ok(Outcome::FailInvalid.into());
         }
         match self.revision(pa) {
-            Some(rev) if rev == VMCS12_REVISION => {}
+            Some(rev) if rev == self.view.revision => {}
             _ => return Ok(Outcome::FailInvalid.into()),
         }
         *self.mode = VmxMode::On {
@@ -475,7 +477,7 @@ impl<R: Gprs, M: HostPhys> Machine<'_, R, M> {
                 } else {
                     match self.revision(pa) {
                         None => self.vmfail(err::VMPTRLD_INVALID_ADDR),
-                        Some(rev) if rev != VMCS12_REVISION => {
+                        Some(rev) if rev != self.view.revision => {
                             self.vmfail(err::VMPTRLD_BAD_REVISION)
                         }
                         Some(_) => {

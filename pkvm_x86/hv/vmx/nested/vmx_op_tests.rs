@@ -4,7 +4,10 @@
 //! host memory with real 4-level page tables.
 
 use super::super::host_walk::tests::{ctx as paging, map4k, FakeMem};
-use super::super::offer::{offer, VMCS12_REVISION};
+use super::super::offer::offer;
+
+/// The revision identifier of the view (the CPU's: Ice Lake in Bochs).
+const VMCS12_REVISION: u32 = 4;
 use super::super::operand::Segment;
 use super::super::vmcs12::layout;
 use super::*;
@@ -267,7 +270,7 @@ fn vmxon_rules() {
     h.mem
         .set_u64(VMXON_PA, u64::from(VMCS12_REVISION) | 1 << 31);
     assert_eq!(h.with_ptr(Insn::Vmxon, VMXON_PA), Outcome::FailInvalid);
-    h.mem.set_u64(VMXON_PA, 4);
+    h.mem.set_u64(VMXON_PA, 5);
     assert_eq!(h.with_ptr(Insn::Vmxon, VMXON_PA), Outcome::FailInvalid);
     h.mem.set_u64(VMXON_PA, u64::from(VMCS12_REVISION));
     assert_eq!(h.mode, VmxMode::Off);
@@ -325,7 +328,7 @@ fn vmclear_vmptrld_vmptrst_rules() {
     assert!(h.mem.refused.iter().all(|p| *p == HYP_PA));
     assert_eq!(h.mem.pages[&HYP_PA], hyp_page);
     // Bad revision: 11; the shadow-VMCS indicator too.
-    h.mem.set_u64(VMCS2_PA, 4);
+    h.mem.set_u64(VMCS2_PA, 5);
     assert_eq!(h.with_ptr(Insn::Vmptrld, VMCS2_PA), Outcome::FailValid(11));
     h.mem
         .set_u64(VMCS2_PA, u64::from(VMCS12_REVISION) | 1 << 31);
