@@ -416,6 +416,7 @@ static void oracle(struct pages *p, u64 rev)
 static void hostile(struct pages *p)
 {
 	u64 *va = (u64 *)hostile_va;
+	struct res r;
 	u64 v;
 
 	if (hostile_direct)
