@@ -174,7 +174,8 @@ t_hostile_regions() {
 	cat /tmp/h.pool
 	check /tmp/h.pool
 	# The module image (pinned, read-only for the host).
-	base=$(sed -n 's/^pkvm_x86 .* \(0x[0-9a-f]*\)$/\1/p' /proc/modules)
+	base=$(sed -n 's/^pkvm_x86 .* \(0x[0-9a-f]*\).*$/\1/p' /proc/modules)
+	echo "module image at $base"
 	pfn=$(hostile pfn $base | sed -n 's/^ok //p')
 	before=$(hostile read $pfn 8)
 	oracle /tmp/h.image hostile_pa=$((pfn << 12))
