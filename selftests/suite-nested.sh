@@ -11,8 +11,8 @@ DBG=/sys/kernel/debug/pkvm_x86
 CTL=$DBG/debug/ctl
 H=/sys/kernel/debug/pkvm_hostile/ctl
 P=/sys/module/kvm_intel/parameters
-TESTS="oracle_bare insmod_pkvm view_msrs oracle_pkvm oracle_matches_bare kvm_intel_loads kvm_params \
-kvm_vcpus rmmod_refused_while_vmx rmmod_after_kvm hostile_regions dmesg_clean"
+TESTS="oracle_bare user_bare insmod_pkvm view_msrs oracle_pkvm oracle_matches_bare user_pkvm kvm_intel_loads \
+kvm_params kvm_vcpus user_pkvm_in_vmx rmmod_refused_while_vmx rmmod_after_kvm hostile_regions dmesg_clean"
 
 ncpu() { grep -c ^processor /proc/cpuinfo; }
 
@@ -32,6 +32,17 @@ t_oracle_bare() {
 	grep -q '^pkvm_x86 \|^kvm_intel ' /proc/modules && fail "run bare: pkvm or kvm_intel loaded"
 	oracle /tmp/oracle.bare
 	cat /tmp/oracle.bare
+}
+
+# The VMX instructions at CPL 3 (selftests/tools/vmx_user.c), bare: outside
+# VMX operation, and in it (kvm_intel loaded: every CPU executed VMXON).
+t_user_bare() {
+	/bin/vmx_user > /tmp/user.bare
+	insmod /lib/modules/irqbypass.ko 2>/dev/null
+	insmod /lib/modules/kvm.ko && insmod /lib/modules/kvm-intel.ko || fail "bare kvm_intel"
+	/bin/vmx_user > /tmp/user.bare.vmx
+	rmmod kvm_intel; rmmod kvm
+	paste /tmp/user.bare /tmp/user.bare.vmx
 }
 
 t_insmod_pkvm() {
@@ -83,6 +94,11 @@ t_oracle_matches_bare() {
 	expect_eq "revision" "$(sed -n 's/^cpu=[0-9]* //p' /tmp/oracle.pkvm)" "$(sed -n 's/^cpu=[0-9]* //p' /tmp/oracle.bare)"
 }
 
+t_user_pkvm() {
+	/bin/vmx_user > /tmp/user.pkvm
+	diff /tmp/user.bare /tmp/user.pkvm || fail "CPL 3 outside VMX operation differs from the bare CPU"
+}
+
 t_kvm_intel_loads() {
 	insmod /lib/modules/irqbypass.ko 2>/dev/null
 	insmod /lib/modules/kvm.ko || fail "insmod kvm"
@@ -121,6 +137,16 @@ t_kvm_vcpus() {
 		taskset -c $c /bin/kvm_vcpus 1 > /dev/null || fail "kvm_vcpus on cpu$c"
 	done
 	/bin/workload 4 1 > /dev/null || fail "host broken after KVM use"
+}
+
+# In VMX operation: #GP(0) at CPL 3 as on the bare CPU, except INVEPT
+# (#UD: EPT is not offered).
+t_user_pkvm_in_vmx() {
+	/bin/vmx_user > /tmp/user.pkvm.vmx
+	paste /tmp/user.bare.vmx /tmp/user.pkvm.vmx
+	diff /tmp/user.bare.vmx /tmp/user.pkvm.vmx | grep '^[<>]' | grep -v ' invept: ' && fail "CPL 3 in VMX operation differs from the bare CPU"
+	grep -q '^invept: SIGILL$' /tmp/user.pkvm.vmx || fail "INVEPT at CPL 3 under pkvm is not #UD"
+	grep -q '^vmread: SIGSEGV$' /tmp/user.pkvm.vmx || fail "VMREAD at CPL 3 in VMX operation is not #GP"
 }
 
 t_rmmod_refused_while_vmx() {
