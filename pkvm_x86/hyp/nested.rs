@@ -21,7 +21,7 @@ use crate::arch::{cpuid::cpuid, vmx};
 use crate::hv::host_policy::CR4_GUEST_HOST_MASK;
 use crate::hv::vmx::nested::host_walk::PagingCtx;
 use crate::hv::vmx::nested::operand::{Fault, InstrInfo, Segment};
-use crate::hv::vmx::nested::vmx_op::{Gprs, Insn, InsnCtx, Machine};
+use crate::hv::vmx::nested::vmx_op::{Gprs, Insn, InsnCtx, Machine, Outcome};
 use crate::hv::vmx::vmcs::*;
 
 fn vmcs() -> vmx::CurrentVmcs {
@@ -162,7 +162,6 @@ pub(crate) fn vmx_instruction(
         global.vmx_cpus.fetch_sub(1, Ordering::AcqRel);
     }
     drop(st);
-    use crate::hv::vmx::nested::vmx_op::Outcome;
     match done.outcome {
         Outcome::Fault(f) => Applied::Fault(f),
         o => {
