@@ -21,7 +21,7 @@ ncpu() { grep -c ^processor /proc/cpuinfo; }
 oracle() {
 	out=$1
 	shift
-	n=$(dmesg | grep -c 'vmx_oracle: ')
+	n=$(dmesg | grep 'vmx_oracle: ' | grep -c -v 'taints kernel')
 	insmod /lib/modules/vmx_oracle.ko "$@" || fail "insmod vmx_oracle $*"
 	rmmod vmx_oracle
 	dmesg | sed -n 's/.*vmx_oracle: //p' | grep -v 'taints kernel' | tail -n +$((n + 1)) > "$out"
