@@ -24,6 +24,7 @@ pub mod exit;
 pub mod guest_state;
 pub mod host_vmcs;
 pub mod msr_bitmap;
+pub mod nested;
 pub mod root_tables;
 pub mod segment;
 pub mod vmcs;
