@@ -58,6 +58,33 @@ const fn host(why: &'static str) -> VmFailValid {
     }
 }
 
+/// How a VMLAUNCH / VMRESUME of the host fails (SDM Vol. 3C 27.7, 27.8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryFailure {
+    /// VMfailValid: the instruction completes with RFLAGS.ZF set and the
+    /// error number in vmcs12's VM-instruction error field; nothing else
+    /// changes (the caller, the VMX-instruction emulation, does that).
+    VmFail(VmFailValid),
+    /// A VM entry that fails after the checks of 27.2: a VM exit to the
+    /// host with `reason | 0x8000_0000` and `qualification`, the host state
+    /// loaded from vmcs12 (`reflect::reflect_entry_failure`).
+    Exit {
+        /// Basic exit reason: 33 (invalid guest state), 34 (MSR loading)
+        /// or 41 (machine-check event).
+        reason: u16,
+        /// Exit qualification (33: 0 default, 2 PDPTE loading, 3 NMI
+        /// injection blocked by STI, 4 VMCS link pointer; 34: 1-based
+        /// index of the failing MSR entry).
+        qualification: u64,
+    },
+}
+
+impl From<VmFailValid> for EntryFailure {
+    fn from(v: VmFailValid) -> Self {
+        Self::VmFail(v)
+    }
+}
+
 /// What the checks need besides vmcs12 and the offer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EntryEnv {

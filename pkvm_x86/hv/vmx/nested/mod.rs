@@ -25,6 +25,7 @@
 pub mod controls;
 pub mod entry_checks;
 pub mod field_class;
+pub mod merge;
 
 #[cfg(test)]
 pub(crate) mod testutil;
