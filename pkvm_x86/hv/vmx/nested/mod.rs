@@ -26,6 +26,7 @@ pub mod controls;
 pub mod entry_checks;
 pub mod field_class;
 pub mod merge;
+pub mod msr_area;
 
 #[cfg(test)]
 pub(crate) mod testutil;
