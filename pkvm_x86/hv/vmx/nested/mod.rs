@@ -27,6 +27,7 @@ pub mod entry_checks;
 pub mod field_class;
 pub mod merge;
 pub mod msr_area;
+pub mod reflect;
 
 #[cfg(test)]
 pub(crate) mod testutil;
