@@ -21,6 +21,7 @@
 //! the bits the hypervisor owns in the guest's CR4 are restored to what
 //! the guest and its host set.
 
+use crate::hv::host_policy::{self, Cr4Env};
 use crate::hv::vmx::event::{EventType, Interruptibility, InterruptionInfo};
 use crate::hv::vmx::msr_bitmap::bit_position;
 use crate::hv::vmx::vmcs::{self as f, fields::FIELDS, MemVmcs, VmcsAccess, VmcsError};
@@ -151,8 +152,9 @@ pub enum HvExit {
     /// An MSR access the host lets through but the hypervisor's policy
     /// intercepts: handled by the policy for the guest (#GP if refused).
     MsrPolicy,
-    /// MOV to CR4 changing only bits the hypervisor owns (VMXE): the
-    /// hypervisor updates the read shadow.
+    /// MOV to CR4 changing only bits the hypervisor owns (VMXE) or no
+    /// owned bit at all: the hypervisor performs it for the guest with
+    /// [`guest_cr4_write`] (#GP into the guest if refused).
     Cr4Shadow,
     /// XSAVES/XRSTORS of components only the hypervisor's XSS-exiting
     /// bitmap names: #GP into the guest (the policy never lets XSS hold
@@ -180,7 +182,11 @@ const CR0_TS: u64 = 1 << 3;
 const CR0_PE: u64 = 1 << 0;
 
 const fn on(word: u32, bit: u32) -> Owner {
-    if word & bit != 0 {
+    host_if(word & bit != 0)
+}
+
+const fn host_if(asked: bool) -> Owner {
+    if asked {
         Owner::Host
     } else {
         Owner::Hypervisor(HvExit::Unexpected)
@@ -311,21 +317,13 @@ pub fn owner(ev: &ExitEvent, v12: &impl VmcsAccess, bm: &impl HostBitmaps) -> Ow
         r::APIC_ACCESS => on(p2, proc2::VIRT_APIC_ACCESSES),
         r::GDTR_IDTR | r::LDTR_TR => on(p2, proc2::DESC_TABLE),
         r::EPT_VIOLATION | r::EPT_MISCONFIG => hv(HvExit::HostEpt),
-        r::RDTSCP => on(
-            p1 & if p2 & proc2::RDTSCP != 0 { u32::MAX } else { 0 },
-            proc1::RDTSC,
-        ),
+        // RDTSCP exits with RDTSC exiting once RDTSCP is enabled (else #UD).
+        r::RDTSCP => host_if(p1 & proc1::RDTSC != 0 && p2 & proc2::RDTSCP != 0),
         r::WBINVD => on(p2, proc2::WBINVD),
         r::RDRAND => on(p2, proc2::RDRAND),
         r::RDSEED => on(p2, proc2::RDSEED),
-        r::INVPCID => on(
-            p1 & if p2 & proc2::INVPCID != 0 {
-                u32::MAX
-            } else {
-                0
-            },
-            proc1::INVLPG,
-        ),
+        // INVPCID exits with INVLPG exiting once INVPCID is enabled.
+        r::INVPCID => host_if(p1 & proc1::INVLPG != 0 && p2 & proc2::INVPCID != 0),
         r::XSAVES | r::XRSTORS => {
             if p2 & proc2::XSAVES != 0 && rd(v12, f::XSS_EXIT_BITMAP) & ev.xsaves_components != 0 {
                 Owner::Host
@@ -333,17 +331,28 @@ pub fn owner(ev: &ExitEvent, v12: &impl VmcsAccess, bm: &impl HostBitmaps) -> Ow
                 hv(HvExit::XssPolicy)
             }
         }
-        r::UMWAIT | r::TPAUSE => on(
-            p1 & if p2 & proc2::USER_WAIT_PAUSE != 0 {
-                u32::MAX
-            } else {
-                0
-            },
-            proc1::RDTSC,
-        ),
+        // UMWAIT/TPAUSE exit with RDTSC exiting once they are enabled.
+        r::UMWAIT | r::TPAUSE => {
+            host_if(p1 & proc1::RDTSC != 0 && p2 & proc2::USER_WAIT_PAUSE != 0)
+        }
         // Hidden features (preemption timer, APICv, VMFUNC, SGX, PML, SPP,
         // tertiary controls, notify window, ...) and reserved numbers.
         _ => hv(HvExit::Unexpected),
+    }
+}
+
+/// A guest's MOV to CR4 that [`owner`] gave the hypervisor
+/// ([`HvExit::Cr4Shadow`]): checked by the rules of the host's own CR4
+/// writes (`host_policy::cr4_write`, with `env` describing the guest: its
+/// real CR4, CR0 and CR3 from vmcs02, its EFER.LMA, the CPU's supported
+/// bits and fixed bits), `None` meaning #GP into the guest.  Otherwise
+/// `(GUEST_CR4, CR4_READ_SHADOW)` for vmcs02: VMXE stays 1 in the real
+/// CR4 and the shadow holds what the guest wrote (the bits vmcs12 owns
+/// equal its shadow on this path, or the exit would be the host's).
+pub const fn guest_cr4_write(new: u64, env: Cr4Env) -> Option<(u64, u64)> {
+    match host_policy::cr4_write(new, env) {
+        Some(w) => Some((w.real, w.shadow)),
+        None => None,
     }
 }
 
@@ -591,10 +600,7 @@ pub fn load_host_state(
     let flush = cr3 != rd(v01, f::GUEST_CR3);
     v01.write(f::GUEST_CR3, cr3)?;
     let cr4 = rd(v12, f::HOST_CR4);
-    v01.write(
-        f::GUEST_CR4,
-        cr4 | crate::hv::host_policy::CR4_GUEST_HOST_MASK,
-    )?;
+    v01.write(f::GUEST_CR4, cr4 | host_policy::CR4_GUEST_HOST_MASK)?;
     v01.write(f::CR4_READ_SHADOW, cr4)?;
     v01.write(f::GUEST_DR7, 0x400)?;
     v01.write(f::GUEST_IA32_DEBUGCTL, 0)?;
@@ -979,6 +985,48 @@ mod tests {
             Owner::Host,
             "sets PE"
         );
+    }
+
+    /// The guest clears CR4.VMXE, which only the hypervisor owns: performed
+    /// through the shadow, and the host sees it in vmcs12 at the next exit.
+    #[test]
+    fn guest_cr4_write_through_the_hypervisors_shadow() {
+        let mut v12 = vmcs12();
+        v12.write(f::CR4_GUEST_HOST_MASK, 0x20).unwrap();
+        v12.write(f::CR4_READ_SHADOW, 0x20).unwrap();
+        let mut v01 = vmcs01();
+        let mut v02 = MemVmcs::new();
+        build_vmcs02(&v12, &v01, &params(), &mut v02).unwrap();
+        let old = rd(&v12, f::GUEST_CR4);
+        let new = old & !(1 << 13);
+        let e = ExitEvent {
+            reason: 28,
+            qualification: 0x04,
+            cr_value: new,
+            ..Default::default()
+        };
+        assert_eq!(owner(&e, &v12, &bm(false)), hvx(HvExit::Cr4Shadow));
+        let env = Cr4Env {
+            real: rd(&v02, f::GUEST_CR4),
+            cr0: rd(&v02, f::GUEST_CR0),
+            cr3: rd(&v02, f::GUEST_CR3),
+            lma: true,
+            supported: env().cr4_supported,
+            fixed0: hw().cr4_fixed.0,
+            fixed1: hw().cr4_fixed.1,
+        };
+        let (real, shadow) = guest_cr4_write(new, env).unwrap();
+        assert_eq!(real, old, "VMXE stays 1 for the CPU");
+        assert_eq!(shadow, new);
+        assert_eq!(
+            guest_cr4_write(new & !0x20, env),
+            None,
+            "PAE cleared in IA-32e mode: #GP"
+        );
+        v02.write(f::GUEST_CR4, real).unwrap();
+        v02.write(f::CR4_READ_SHADOW, shadow).unwrap();
+        reflect_exit(&v02, &mut v12, &mut v01).unwrap();
+        assert_eq!(rd(&v12, f::GUEST_CR4), new);
     }
 
     #[test]
