@@ -280,8 +280,73 @@ impl Allowed {
     }
 }
 
+impl Allowed {
+    /// The 1-settings `offer` allows that the merge does not compose, per
+    /// word (pin, primary, secondary, exit, entry): all zero for an offer
+    /// that offers only what is emulated.  The entry checks refuse these
+    /// bits anyway (VMfailValid(7)); a non-zero result means the offer
+    /// promises something the host cannot use.
+    pub const fn unmergeable(offer: &VmxCaps) -> [u32; 5] {
+        let a = Self::of(offer);
+        [
+            offer.pinbased.may_be_one & !a.pin.may_be_one,
+            offer.procbased.may_be_one & !a.proc1.may_be_one,
+            offer.procbased2.may_be_one & !a.proc2.may_be_one,
+            offer.exit.may_be_one & !a.exit.may_be_one,
+            offer.entry.may_be_one & !a.entry.may_be_one,
+        ]
+    }
+}
+
 /// Whether `value` satisfies `a`: every must-be-one bit set, no bit set
 /// that may not be.
 pub const fn satisfies(value: u32, a: AllowedCtls) -> bool {
     value & a.must_be_one == a.must_be_one && value & !a.may_be_one == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::{hw, offer};
+    use super::*;
+
+    #[test]
+    fn the_fixture_offer_is_mergeable_and_the_cpu_is_not() {
+        assert_eq!(Allowed::unmergeable(&offer()), [0; 5]);
+        let [pinv, p1, p2, ex, en] = Allowed::unmergeable(&hw());
+        assert_eq!(pinv, pin::PREEMPTION_TIMER | pin::POSTED_INTR);
+        assert_eq!(p1, 0, "Bochs has no tertiary controls");
+        for b in [
+            proc2::EPT,
+            proc2::UNRESTRICTED_GUEST,
+            proc2::SHADOW_VMCS,
+            proc2::PML,
+            proc2::VMFUNC,
+            proc2::EPT_VE,
+        ] {
+            assert_ne!(p2 & b, 0, "{b:#x}");
+        }
+        assert_ne!(ex & exit::SAVE_PREEMPTION_TIMER, 0);
+        assert_eq!(en & (entry::LOAD_EFER | entry::IA32E), 0);
+        // The default1 bits stay settable, the SDM's pairs too.
+        assert_eq!(MERGEABLE_EXIT & DEFAULT1_EXIT, DEFAULT1_EXIT);
+        assert_eq!(MERGEABLE_ENTRY & DEFAULT1_ENTRY, DEFAULT1_ENTRY);
+        for (x, e) in [
+            (exit::LOAD_EFER, entry::LOAD_EFER),
+            (exit::LOAD_PAT, entry::LOAD_PAT),
+            (exit::SAVE_DEBUG, entry::LOAD_DEBUG),
+            (exit::LOAD_PERF_GLOBAL, entry::LOAD_PERF_GLOBAL),
+        ] {
+            assert!(MERGEABLE_EXIT & x != 0 && MERGEABLE_ENTRY & e != 0);
+        }
+    }
+
+    #[test]
+    fn satisfies_needs_every_must_bit_and_no_forbidden_bit() {
+        let a = AllowedCtls {
+            must_be_one: 0b0011,
+            may_be_one: 0b0111,
+        };
+        let ok: std::vec::Vec<u32> = (0..16).filter(|v| satisfies(*v, a)).collect();
+        assert_eq!(ok, [0b0011, 0b0111]);
+    }
 }

@@ -137,6 +137,21 @@ pub const fn msr_area_ok(pa: u64, count: u32, maxphyaddr: u8) -> bool {
     pa & 0xf == 0 && within_width(pa, maxphyaddr) && within_width(last, maxphyaddr)
 }
 
+/// The valid bits of IA32_PERF_GLOBAL_CTRL for a CPU whose CPUID leaf 0xA
+/// reports `eax` / `edx` (for [`EntryEnv::perf_global_valid`]): the enable
+/// bits of the EAX[15:8] general counters and the EDX[4:0] fixed ones,
+/// exactly what `host_policy::perf_global_ctrl_valid` accepts.
+pub const fn perf_global_mask(eax: u32, edx: u32) -> u64 {
+    let gp = (eax >> 8) & 0xff;
+    let fixed = edx & 0x1f;
+    let gp_mask = if gp >= 32 {
+        0xffff_ffff
+    } else {
+        (1u64 << gp) - 1
+    };
+    gp_mask | ((1u64 << fixed) - 1) << 32
+}
+
 /// IA32_EFER bits that exist on Intel 64: SCE, LME, LMA, NXE.
 pub const EFER_VALID: u64 = 1 | 1 << 8 | 1 << 10 | 1 << 11;
 /// IA32_EFER.LME.
@@ -952,6 +967,27 @@ mod tests {
         assert_eq!(check_vmcs12(&v, &offer(), &env()).unwrap_err().error, 8);
         v.write(f::VIRTUAL_PROCESSOR_ID, 0).unwrap();
         assert_eq!(check_vmcs12(&v, &offer(), &env()).unwrap_err().error, 7);
+    }
+
+    #[test]
+    fn perf_mask_agrees_with_the_host_policy() {
+        use crate::hv::host_policy::perf_global_ctrl_valid;
+        for (eax, edx) in [
+            (0x0830_0804, 0x603),
+            (0x0830_2004, 0x1f),
+            (0, 0),
+            (0xff00, 0),
+        ] {
+            let m = perf_global_mask(eax, edx);
+            for bit in 0..64 {
+                assert_eq!(
+                    m & (1 << bit) != 0,
+                    perf_global_ctrl_valid(1 << bit, eax, edx),
+                    "{eax:#x} {bit}"
+                );
+            }
+        }
+        assert_eq!(perf_global_mask(0x0830_0804, 0x603), 0x7_0000_00ff);
     }
 
     #[test]

@@ -1153,6 +1153,43 @@ mod tests {
         assert_eq!(rd(&v12, f::GUEST_LINEAR_ADDRESS), 0xffff_ffff_8100_0000);
     }
 
+    /// Acknowledge-interrupt-on-exit as vmcs12 asks: vmcs02 acknowledges
+    /// exactly when vmcs12 does, so the vector the CPU stored is the one
+    /// the host gets (and no vector when it did not ask).
+    #[test]
+    fn acknowledged_interrupt_vector_reaches_the_host() {
+        for ack in [false, true] {
+            let mut v12 = vmcs12();
+            let x = rd(&v12, f::VM_EXIT_CONTROLS) & !exit::ACK_INTR;
+            v12.write(
+                f::VM_EXIT_CONTROLS,
+                x | if ack { exit::ACK_INTR } else { 0 },
+            )
+            .unwrap();
+            let mut v01 = vmcs01();
+            let mut v02 = MemVmcs::new();
+            build_vmcs02(&v12, &v01, &params(), &mut v02).unwrap();
+            assert_eq!(rd(&v02, f::VM_EXIT_CONTROLS) & exit::ACK_INTR != 0, ack);
+            // What the CPU writes for an external interrupt under vmcs02.
+            let info = if ack {
+                InterruptionInfo::event(0x31, EventType::ExternalInterrupt, false).0
+            } else {
+                0
+            };
+            v02.set_exit_info(f::VM_EXIT_REASON, 1).unwrap();
+            v02.set_exit_info(f::VM_EXIT_INTR_INFO, info).unwrap();
+            let e = ExitEvent {
+                reason: 1,
+                intr_info: info,
+                ..Default::default()
+            };
+            assert_eq!(owner(&e, &v12, &bm(false)), Owner::Host);
+            reflect_exit(&v02, &mut v12, &mut v01).unwrap();
+            assert_eq!(rd(&v12, f::VM_EXIT_REASON), 1);
+            assert_eq!(rd(&v12, f::VM_EXIT_INTR_INFO), info);
+        }
+    }
+
     #[test]
     fn conditional_saves_and_entry_controls() {
         let mut v12 = vmcs12();
