@@ -489,6 +489,45 @@ pub fn check_host_state(
     Ok(())
 }
 
+/// The guest-state checks (27.3) whose answer depends on the **offer**
+/// rather than on the CPU: the CPU checks vmcs02 against its own
+/// capabilities, which may allow more than the host was offered.  A
+/// failure is the entry failure the CPU would report (exit reason 33,
+/// qualification 0):
+///
+/// * guest CR0 and CR4 within the offer's fixed bits (unrestricted guest
+///   is never offered, so PE and PG are required as the offer's CR0
+///   fixed-0 bits say);
+/// * the activity state: 0 (active) or one the offer's IA32_VMX_MISC bits
+///   8:6 list (1 HLT, 2 shutdown, 3 wait-for-SIPI).
+pub fn check_guest_against_offer(
+    v12: &impl VmcsAccess,
+    offer: &VmxCaps,
+) -> Result<(), EntryFailure> {
+    let fail = Err(EntryFailure::Exit {
+        reason: 33,
+        qualification: 0,
+    });
+    let cr0 = rd(v12, f::GUEST_CR0);
+    let cr4 = rd(v12, f::GUEST_CR4);
+    if cr0 & offer.cr0_fixed.0 != offer.cr0_fixed.0 || cr0 & !offer.cr0_fixed.1 != 0 {
+        return fail;
+    }
+    if cr4 & offer.cr4_fixed.0 != offer.cr4_fixed.0 || cr4 & !offer.cr4_fixed.1 != 0 {
+        return fail;
+    }
+    let act = rd(v12, f::GUEST_ACTIVITY_STATE);
+    let supported = match act {
+        0 => true,
+        1..=3 => offer.misc & (1 << (5 + act)) != 0,
+        _ => false,
+    };
+    if !supported {
+        return fail;
+    }
+    Ok(())
+}
+
 /// Every check of 27.2 in the SDM's order: controls (VMfailValid(7)), then
 /// host state (VMfailValid(8)).  Run after [`check_mov_ss`] and the
 /// launch-state checks, before any address of vmcs12 is used.
@@ -967,6 +1006,42 @@ mod tests {
         assert_eq!(check_vmcs12(&v, &offer(), &env()).unwrap_err().error, 8);
         v.write(f::VIRTUAL_PROCESSOR_ID, 0).unwrap();
         assert_eq!(check_vmcs12(&v, &offer(), &env()).unwrap_err().error, 7);
+    }
+
+    #[test]
+    fn guest_checks_that_depend_on_the_offer() {
+        let o = offer();
+        assert_eq!(check_guest_against_offer(&vmcs12(), &o), Ok(()));
+        let bad = Err(EntryFailure::Exit {
+            reason: 33,
+            qualification: 0,
+        });
+        let cases: &[(Field<u64>, u64)] = &[
+            (f::GUEST_CR0, 0x8005_0033 & !1),
+            (f::GUEST_CR0, 0x8005_0033 | 1 << 32),
+            (f::GUEST_CR4, 0x26f0 & !(1 << 13)),
+            (f::GUEST_CR4, 0x26f0 | 1 << 12),
+        ];
+        for &(fld, val) in cases {
+            let mut v = vmcs12();
+            v.write(fld, val).unwrap();
+            assert_eq!(check_guest_against_offer(&v, &o), bad, "{fld:?} {val:#x}");
+        }
+        // Activity states: as VMX_MISC bits 8:6 of the offer say.
+        for act in 0..8u32 {
+            for misc_bits in 0..8u64 {
+                let mut o = offer();
+                o.misc = (o.misc & !(7 << 6)) | misc_bits << 6;
+                let mut v = vmcs12();
+                v.write(f::GUEST_ACTIVITY_STATE, act).unwrap();
+                let ok = act == 0 || (act <= 3 && misc_bits & (1 << (act - 1)) != 0);
+                assert_eq!(
+                    check_guest_against_offer(&v, &o).is_ok(),
+                    ok,
+                    "{act} {misc_bits:#b}"
+                );
+            }
+        }
     }
 
     #[test]

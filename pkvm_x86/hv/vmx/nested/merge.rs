@@ -66,8 +66,8 @@ use crate::hv::vmx::vmcs::{self as f, fields::FIELDS, VmcsAccess, VmcsError, NO_
 
 use super::controls::{entry, exit, pin, proc1, proc2, Allowed};
 use super::entry_checks::{
-    check_vmcs12, effective_proc2, rd, within_width, EntryEnv, EntryFailure, VmFailValid, EFER_LMA,
-    EFER_LME, ERR_CONTROLS,
+    check_guest_against_offer, check_vmcs12, effective_proc2, rd, within_width, EntryEnv,
+    EntryFailure, VmFailValid, EFER_LMA, EFER_LME, ERR_CONTROLS,
 };
 use super::field_class::{class_of, Class};
 
@@ -202,7 +202,8 @@ pub fn guest_pae(v12: &impl VmcsAccess) -> bool {
 }
 
 /// Step 1 of an entry: every check of vmcs12 (VMfailValid 7 or 8, before
-/// any address is used), then the host pages and MSR areas it uses.  The
+/// any address is used; then the guest-state checks that depend on the
+/// offer, exit 33), then the host pages and MSR areas it uses.  The
 /// VMCS link pointer must be all ones or an aligned address within the
 /// width (else a guest-state failure, qualification 4).
 pub fn plan_entry(
@@ -211,6 +212,7 @@ pub fn plan_entry(
     env: &EntryEnv,
 ) -> Result<EntryPlan, EntryFailure> {
     check_vmcs12(v12, offer, env)?;
+    check_guest_against_offer(v12, offer)?;
     let p1 = rd(v12, f::CPU_BASED_VM_EXEC_CONTROL);
     let p2 = effective_proc2(v12);
     let mut plan = EntryPlan::default();
@@ -642,6 +644,24 @@ mod tests {
                 r => panic!("{fld:?} {bit:#x}: {r:?}"),
             }
         }
+    }
+
+    #[test]
+    fn guest_state_the_offer_does_not_allow_fails_as_exit_33() {
+        let mut v = vmcs12();
+        v.write(f::GUEST_ACTIVITY_STATE, 5).unwrap();
+        assert_eq!(
+            plan_entry(&v, &offer(), &env()),
+            Err(EntryFailure::Exit {
+                reason: 33,
+                qualification: 0
+            })
+        );
+        // Control failures come first.
+        v.write(f::VIRTUAL_PROCESSOR_ID, 0).unwrap();
+        assert!(
+            matches!(plan_entry(&v, &offer(), &env()), Err(EntryFailure::VmFail(e)) if e.error == 7)
+        );
     }
 
     #[test]

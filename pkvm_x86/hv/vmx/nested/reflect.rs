@@ -447,12 +447,20 @@ pub struct Reflected {
 /// 3. host state: [`load_host_state`] into vmcs01.
 ///
 /// Then the integration runs the VM-exit MSR-store and MSR-load areas
-/// (`msr_area`) and resumes the host.
+/// (`msr_area`) and resumes the host.  An exit reason with bit 31 set
+/// (vmcs02's entry failed) is handed to [`reflect_entry_failure`] with
+/// vmcs02's qualification instead.
 pub fn reflect_exit(
     v02: &impl VmcsAccess,
     v12: &mut MemVmcs,
     v01: &mut impl VmcsAccess,
 ) -> Result<Reflected, VmcsError> {
+    let raw_reason = rd(v02, f::VM_EXIT_REASON);
+    if raw_reason & (1 << 31) != 0 {
+        // vmcs02's own entry failed: the host's VMLAUNCH/VMRESUME failed.
+        let q = rd(v02, f::EXIT_QUALIFICATION);
+        return reflect_entry_failure(raw_reason as u16, q, v12, v01);
+    }
     for &e in EXIT_INFO_COPIED {
         let val = v02.read_raw(e)?;
         set_exit_info_raw(v12, e, val)?;
