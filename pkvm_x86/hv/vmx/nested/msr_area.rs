@@ -78,6 +78,10 @@ pub const fn max_entries(misc: u64) -> u32 {
     (((misc >> 25) & 7) as u32 + 1) * 512
 }
 
+/// Byte offset of the VMX-abort indicator (32 bits) in a VMCS region: the
+/// integration writes the indicator of an [`AreaFailure::Abort`] there in
+/// the host's vmcs12 page, then shuts the host CPU down (SDM 28.7).
+pub const VMX_ABORT_OFFSET: usize = 4;
 /// VMX-abort indicator: failure saving guest MSRs.
 pub const ABORT_SAVING_GUEST_MSRS: u32 = 1;
 /// VMX-abort indicator: failure loading host MSRs.
