@@ -13,10 +13,10 @@
 //! * [`segment`]: segment and system descriptors.
 //! * [`msr_bitmap`]: the MSR-bitmap page format.
 //! * [`root_tables`]: root mode's GDT, TSS and IDT layout.
-//!
 //! * [`nested`]: nested VMX for the host's KVM: the offered VMX view, the
-//!   emulated VMX instructions, the vmcs12 store (and, next, its merge into
-//!   vmcs02 and exit reflection).
+//!   emulated VMX instructions, the vmcs12 store, vmcs12 field classes,
+//!   entry checks, the vmcs12 -> vmcs02 merge, MSR areas and exit
+//!   reflection (see Documentation/nested.rst).
 
 pub mod caps;
 pub mod event;
