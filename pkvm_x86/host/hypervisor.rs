@@ -356,7 +356,9 @@ impl Hypervisor {
         let g = pool.alloc(global_pages)?;
         let global = g.ptr().cast::<HypGlobal>();
         // SAFETY: fresh pool pages large enough for a HypGlobal, ours alone.
-        unsafe { HypGlobal::init_in_place(global, mm, ept, lazy, hyp_pgt, eptp, debug, view) };
+        unsafe {
+            HypGlobal::init_in_place(global, mm, ept, lazy, hyp_pgt, eptp, debug, view, *caps)
+        };
 
         let bitmap = pool.alloc(1)?;
         // SAFETY: a fresh pool page of exactly MSR_BITMAP_SIZE bytes.
@@ -366,6 +368,8 @@ impl Hypervisor {
         for rule in MSR_INTERCEPTS {
             b.apply(rule);
         }
+        // SAFETY: no CPU is deprivileged yet; nothing else uses the state.
+        unsafe { (*global).hv_msr_bitmap_va = bitmap.va as u64 };
 
         let idt = super::cpu_setup::build_root_idt(pool)?;
 

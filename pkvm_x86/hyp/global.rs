@@ -50,7 +50,7 @@ use crate::hv::mm::mem_protect::{self as mp, GuestEpt, HostEpt, HypPgt, VmKind};
 use crate::hv::mm::mtrr::Mtrrs;
 use crate::hv::mm::pgtable::{HypFormat, MmOps, PteFormat, ADDR_LIMIT, PERM_RWX};
 use crate::hv::mm::vm_table::VmTable;
-use crate::hv::vmx::caps::RawVmxInfo;
+use crate::hv::vmx::caps::{RawVmxInfo, VmxCaps};
 use crate::hv::vmx::nested::vmcs12::Vmcs12Cache;
 use crate::hv::vmx::nested::vmx_op::View;
 
@@ -74,6 +74,15 @@ pub struct HypGlobal {
     pub vmx_view: RawVmxInfo,
     /// What the VMX instructions need of the view.
     pub vmx_params: View,
+    /// The view decoded (the controls the entry checks and the merge
+    /// allow); `None` if it does not decode (then every VM entry of the
+    /// host fails with VMfailValid(7)).
+    pub offer_caps: Option<VmxCaps>,
+    /// The CPU's own capabilities (vmcs02's must-be-one bits).
+    pub hw_caps: VmxCaps,
+    /// Hypervisor virtual address of the hypervisor's MSR bitmap (vmcs01's
+    /// policy), merged into every vmcs02's; written once before launch.
+    pub hv_msr_bitmap_va: u64,
     /// CPUs of the host in VMX operation (between its VMXON and VMXOFF):
     /// BEGIN_TEARDOWN is refused while any is (`EBUSY`); changed under the
     /// hypervisor lock.
@@ -157,6 +166,10 @@ pub struct PageStates {
     tables: [u64; MAX_TABLES],
     /// The host's VMCSs (nested VMX), shared by every CPU.
     vmcs12: Vmcs12Cache,
+    /// Host frames pinned by live vmcs02s (nested VMX, see
+    /// Documentation/page-states.rst "Pinned host frames"): every
+    /// host-initiated transition of such a frame is refused (`EBUSY`).
+    pins: PinSet,
     /// The scrub found more than [`MAX_TABLES`] table pages and left the
     /// pool alone (donated pages were still zeroed).
     scrub_incomplete: bool,
@@ -192,6 +205,7 @@ impl HypGlobal {
         host_eptp: u64,
         debug: bool,
         vmx_view: RawVmxInfo,
+        hw_caps: VmxCaps,
     ) {
         use core::ptr::addr_of_mut;
         // SAFETY: the caller guarantees `this` is valid for writes; every
@@ -201,6 +215,9 @@ impl HypGlobal {
             addr_of_mut!((*this).host_eptp).write(host_eptp);
             addr_of_mut!((*this).flush_gen).write(AtomicU64::new(0));
             addr_of_mut!((*this).vmx_params).write(View::from_raw(&vmx_view));
+            addr_of_mut!((*this).offer_caps).write(VmxCaps::decode_view(&vmx_view).ok());
+            addr_of_mut!((*this).hw_caps).write(hw_caps);
+            addr_of_mut!((*this).hv_msr_bitmap_va).write(0);
             addr_of_mut!((*this).vmx_view).write(vmx_view);
             addr_of_mut!((*this).vmx_cpus).write(AtomicU32::new(0));
             // INVARIANT: all-zero is "no CPU registered".
@@ -226,6 +243,8 @@ impl HypGlobal {
             addr_of_mut!((*st).tables).write([0; MAX_TABLES]);
             // INVARIANT: all-zero bytes are an empty cache (no entry used).
             addr_of_mut!((*st).vmcs12).write_bytes(0, 1);
+            // INVARIANT: all-zero is the empty pin set.
+            addr_of_mut!((*st).pins).write_bytes(0, 1);
             addr_of_mut!((*st).scrub_incomplete).write(false);
             // INVARIANT: all-zero is `Teardown`'s initial state (atomics
             // are valid at any bit pattern of their size).
@@ -608,6 +627,9 @@ impl PageStates {
 
     /// HOST_DONATE_HYP.
     pub fn host_donate_hyp(&mut self, hpa: Hpa, pages: u64) -> Reply {
+        if self.pins.overlaps(hpa.raw(), pages) {
+            return Reply::errno(errno::EBUSY);
+        }
         let (mm, host, hyp, _) = self.parts();
         changed(mp::host_donate_hyp(host, hyp, mm, hpa, pages))
     }
@@ -631,6 +653,9 @@ impl PageStates {
 
     /// HOST_SHARE_HYP.
     pub fn host_share_hyp(&mut self, hpa: Hpa, pages: u64) -> Reply {
+        if self.pins.overlaps(hpa.raw(), pages) {
+            return Reply::errno(errno::EBUSY);
+        }
         let (mm, host, hyp, _) = self.parts();
         changed(mp::host_share_hyp(host, hyp, mm, hpa, pages))
     }
@@ -643,6 +668,9 @@ impl PageStates {
 
     /// VM_CREATE: the handle in RAX.
     pub fn vm_create(&mut self, host_vm_id: u64, kind: VmKind, hpa: Hpa, pages: u64) -> Reply {
+        if self.pins.overlaps(hpa.raw(), pages) {
+            return Reply::errno(errno::EBUSY);
+        }
         let (mm, host, hyp, vms) = self.parts();
         match vms.create(host, hyp, mm, host_vm_id, kind, hpa, pages, 3) {
             Ok(h) => Reply {
@@ -676,6 +704,9 @@ impl PageStates {
 
     /// HOST_SHARE_GUEST.
     pub fn host_share_guest(&mut self, handle: u32, hpa: Hpa, gpa: Gpa, pages: u64) -> Reply {
+        if self.pins.overlaps(hpa.raw(), pages) {
+            return Reply::errno(errno::EBUSY);
+        }
         self.on_guest(handle, |host, g, mm| {
             mp::host_share_guest(host, g, mm, hpa, gpa, pages, PERM_RWX)
         })
@@ -690,6 +721,9 @@ impl PageStates {
 
     /// HOST_DONATE_GUEST.
     pub fn host_donate_guest(&mut self, handle: u32, hpa: Hpa, gpa: Gpa, pages: u64) -> Reply {
+        if self.pins.overlaps(hpa.raw(), pages) {
+            return Reply::errno(errno::EBUSY);
+        }
         self.on_guest(handle, |host, g, mm| {
             mp::host_donate_guest(host, g, mm, hpa, gpa, pages, PERM_RWX)
         })
@@ -736,6 +770,22 @@ impl PageStates {
         // SAFETY: as in `parts` (borrowed apart from `lazy` here).
         let mm = unsafe { &mut *self.mm };
         matches!(self.lazy.map_on_demand(&mut self.host, mm, hpa), Ok(true))
+    }
+
+    /// Pins the host frame of `pa` for a vmcs02 (see [`PinSet`]); `false`
+    /// if the set is full.
+    pub fn pin_host_frame(&mut self, pa: u64) -> bool {
+        self.pins.pin(pa)
+    }
+
+    /// Drops one pin of the host frame of `pa`.
+    pub fn unpin_host_frame(&mut self, pa: u64) {
+        self.pins.unpin(pa);
+    }
+
+    /// Frames pinned now (counted once each).
+    pub fn pinned_host_frames(&self) -> usize {
+        self.pins.frames()
     }
 
     /// Whether BEGIN_TEARDOWN froze the page states.
@@ -822,9 +872,30 @@ impl PageStates {
             hyp,
             vms,
             claims,
+            pins,
             ..
         } = self;
-        match invariants::check(host, hyp, vms.guests(), mm, claims) {
+        let r = invariants::check(host, hyp, vms.guests(), mm, claims);
+        // Nested VMX's pins: every pinned frame is still the host's own.
+        let r = r.and_then(|()| {
+            for pa in pins.iter() {
+                let owned = Hpa::new(pa)
+                    .and_then(|p| host.pgt().lookup(mm, p).ok())
+                    .map(|l| {
+                        let e = EptEntry(l.entry);
+                        e.state() == PageState::Owned && e.read() != 0 && e.write() != 0
+                    });
+                if owned != Some(true) {
+                    return Err(invariants::Violation {
+                        kind: invariants::ViolationKind::PinnedNotOwned,
+                        party: invariants::Party::Host,
+                        addr: pa,
+                    });
+                }
+            }
+            Ok(())
+        });
+        match r {
             Ok(()) => Reply::val(0),
             Err(v) => Reply {
                 rbx: Some(v.kind as u64),
@@ -832,6 +903,65 @@ impl PageStates {
                 ..Reply::errno(errno::EFAULT)
             },
         }
+    }
+}
+
+/// Most pinned host frames: a live vmcs02 pins at most
+/// [`PINS_PER_VMCS02`] (its vmcs12, I/O bitmaps A and B, virtual-APIC
+/// and APIC-access pages), and each CPU has one vmcs02.
+pub const MAX_PINS: usize = MAX_TEARDOWN_CPUS * PINS_PER_VMCS02;
+/// Pins one vmcs02 holds at most.
+pub const PINS_PER_VMCS02: usize = 5;
+
+/// The counted set of host frames pinned by live vmcs02s (nested VMX):
+/// pages the CPU reads or writes while the host's guest runs, or the
+/// vmcs12 the exit must reflect into.  A host-initiated transition (share
+/// or donate, to the hypervisor or a guest, VM creation) touching one is
+/// refused with `EBUSY`; the pin goes when the vmcs02 goes (the host's
+/// VMCLEAR, VMXOFF, another vmcs12 entered on that CPU).  Under the
+/// hypervisor lock.
+pub struct PinSet {
+    /// (frame address, count); count 0 = free slot.
+    slots: [(u64, u32); MAX_PINS],
+}
+
+impl PinSet {
+    fn pin(&mut self, pa: u64) -> bool {
+        let frame = pa & !0xfff;
+        if let Some(s) = self.slots.iter_mut().find(|s| s.1 != 0 && s.0 == frame) {
+            s.1 = s.1.saturating_add(1);
+            return true;
+        }
+        match self.slots.iter_mut().find(|s| s.1 == 0) {
+            Some(s) => {
+                *s = (frame, 1);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn unpin(&mut self, pa: u64) {
+        let frame = pa & !0xfff;
+        if let Some(s) = self.slots.iter_mut().find(|s| s.1 != 0 && s.0 == frame) {
+            s.1 -= 1;
+        }
+    }
+
+    fn overlaps(&self, pa: u64, pages: u64) -> bool {
+        let end = pa.saturating_add(pages.saturating_mul(4096));
+        self.slots
+            .iter()
+            .any(|s| s.1 != 0 && s.0 >= pa & !0xfff && s.0 < end)
+    }
+
+    fn frames(&self) -> usize {
+        self.slots.iter().filter(|s| s.1 != 0).count()
+    }
+
+    #[cfg(pkvm_debug)]
+    fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        self.slots.iter().filter(|s| s.1 != 0).map(|s| s.0)
     }
 }
 

@@ -38,6 +38,7 @@ use super::global::HypGlobal;
 use crate::hv::host_policy::MtrrShadow;
 use crate::hv::vmx::exit::ExitStats;
 use crate::hv::vmx::nested::vmx_op::VmxMode;
+use crate::hyp::nested::NestedPages;
 
 /// Per-CPU hypervisor state.
 #[repr(C)]
@@ -82,6 +83,10 @@ pub struct HypCpu {
     /// Local APIC ID of this CPU (from CPUID at its first exit), the
     /// destination of shootdown NMIs.
     pub apic_id: AtomicU32,
+    /// Set by the exit handler when the next entry must be a VMLAUNCH (a
+    /// freshly cleared vmcs02, `crate::hyp::nested`); the entry assembly
+    /// reads and clears it.
+    pub launch_next: AtomicU32,
     /// Logical CPU number (the host's numbering).
     pub cpu: u32,
     /// CR4 bits that must be 1 in VMX operation.
@@ -90,6 +95,9 @@ pub struct HypCpu {
     pub cr4_fixed1: u64,
     /// The hypervisor-wide state (in the pool).
     pub global: *mut HypGlobal,
+    /// Nested VMX's pages of this CPU (vmcs01, vmcs02, the merged MSR
+    /// bitmap, the per-CPU nested state), written once before launch.
+    pub nested: NestedPages,
     /// State only this CPU's exit handler touches; see [`HypCpu::local`].
     local: UnsafeCell<CpuLocal>,
 }
@@ -147,6 +155,8 @@ pub const OFF_FAULTED: usize = core::mem::offset_of!(HypCpu, faulted);
 pub const OFF_FLUSHED_GEN: usize = core::mem::offset_of!(HypCpu, flushed_gen);
 /// Offset of `shootdown_nmi`.
 pub const OFF_SHOOTDOWN_NMI: usize = core::mem::offset_of!(HypCpu, shootdown_nmi);
+/// Offset of `launch_next`.
+pub const OFF_LAUNCH_NEXT: usize = core::mem::offset_of!(HypCpu, launch_next);
 /// Offset of `global`.
 pub const OFF_GLOBAL: usize = core::mem::offset_of!(HypCpu, global);
 
@@ -178,6 +188,7 @@ impl HypCpu {
         cr4_fixed0: u64,
         cr4_fixed1: u64,
         global: *mut HypGlobal,
+        nested: NestedPages,
     ) -> Self {
         Self {
             self_ptr: at,
@@ -197,6 +208,8 @@ impl HypCpu {
             cr4_fixed0,
             cr4_fixed1,
             global,
+            nested,
+            launch_next: AtomicU32::new(0),
             local: UnsafeCell::new(CpuLocal {
                 torn_down: 0,
                 counted: false,

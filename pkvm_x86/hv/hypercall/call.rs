@@ -47,6 +47,13 @@ pub enum Call {
     BeginTeardown,
     /// [`nr::VMX_CPUS`].
     VmxCpus,
+    /// [`nr::NESTED_STATS`].
+    NestedStats {
+        /// Which counter.
+        which: u64,
+        /// Reset this CPU's counters after reading.
+        reset: bool,
+    },
     /// [`nr::HOST_DONATE_HYP`].
     HostDonateHyp {
         /// First host page.
@@ -227,6 +234,10 @@ impl Call {
             nr::INTERNAL_ERRORS => Self::InternalErrors,
             nr::BEGIN_TEARDOWN => Self::BeginTeardown,
             nr::VMX_CPUS => Self::VmxCpus,
+            nr::NESTED_STATS => Self::NestedStats {
+                which: a0,
+                reset: a1 == 1,
+            },
             nr::HOST_DONATE_HYP => Self::HostDonateHyp {
                 hpa: pa(a0)?,
                 pages: a1,
@@ -576,6 +587,7 @@ mod tests {
             nr::INTERNAL_ERRORS,
             nr::BEGIN_TEARDOWN,
             nr::VMX_CPUS,
+            nr::NESTED_STATS,
             nr::HOST_DONATE_HYP,
             nr::HYP_DONATE_HOST,
             nr::HOST_SHARE_HYP,

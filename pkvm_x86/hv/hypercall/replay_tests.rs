@@ -93,6 +93,7 @@ fn run(
         | Call::InternalErrors
         | Call::BeginTeardown
         | Call::VmxCpus
+        | Call::NestedStats { .. }
         | Call::DebugCheckInvariants
         | Call::DebugFillPage { .. }
         | Call::DebugStackGuard => return None,

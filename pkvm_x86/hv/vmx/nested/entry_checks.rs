@@ -450,13 +450,16 @@ pub fn check_host_state(
     if !host64 && rd(v12, f::HOST_SS_SELECTOR) == 0 {
         return Err(host("SS selector 0 with a 32-bit host"));
     }
-    for base in [
+    // By reference (root mode: no out-of-line array iterator).
+    for &base in [
         f::HOST_FS_BASE,
         f::HOST_GS_BASE,
         f::HOST_GDTR_BASE,
         f::HOST_IDTR_BASE,
         f::HOST_TR_BASE,
-    ] {
+    ]
+    .iter()
+    {
         if !canonical(rd(v12, base), lb) {
             return Err(host("base address not canonical"));
         }

@@ -484,12 +484,15 @@ pub fn build_vmcs02(
         rd(v12, f::PAGE_FAULT_ERROR_CODE_MATCH),
     )?;
     out.write(f::CR3_TARGET_COUNT, rd(v12, f::CR3_TARGET_COUNT))?;
-    for t in [
+    // By reference (root mode: no out-of-line array iterator).
+    for &t in [
         f::CR3_TARGET_VALUE0,
         f::CR3_TARGET_VALUE1,
         f::CR3_TARGET_VALUE2,
         f::CR3_TARGET_VALUE3,
-    ] {
+    ]
+    .iter()
+    {
         out.write(t, rd(v12, t))?;
     }
     let tsc01 = if l1_tsc { rd(v01, f::TSC_OFFSET) } else { 0 };

@@ -58,17 +58,15 @@ impl MsrEntry {
 
     /// The 16 bytes of the entry.
     pub fn to_bytes(self) -> [u8; 16] {
-        let mut out = [0u8; 16];
-        for (o, b) in out.iter_mut().zip(
-            self.index
-                .to_le_bytes()
-                .into_iter()
-                .chain(self.reserved.to_le_bytes())
-                .chain(self.value.to_le_bytes()),
-        ) {
-            *o = b;
-        }
-        out
+        // Spelled out: root mode may not call core's out-of-line
+        // iterators.
+        let i = self.index.to_le_bytes();
+        let r = self.reserved.to_le_bytes();
+        let v = self.value.to_le_bytes();
+        [
+            i[0], i[1], i[2], i[3], r[0], r[1], r[2], r[3], v[0], v[1], v[2], v[3], v[4], v[5],
+            v[6], v[7],
+        ]
     }
 }
 

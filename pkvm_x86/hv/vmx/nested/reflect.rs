@@ -686,7 +686,9 @@ pub fn load_host_state(
             Some(f::HOST_GS_BASE),
         ),
     ];
-    for (hsel, sel, base, limit, ar, hbase) in data {
+    // By reference: an array's by-value iterator is an out-of-line core
+    // function, which root mode may not call.
+    for &(hsel, sel, base, limit, ar, hbase) in data.iter() {
         let s = rd(v12, hsel);
         v01.write(sel, s)?;
         v01.write(base, hbase.map_or(0, |b| rd(v12, b)))?;

@@ -19,10 +19,10 @@
 //! address would (VMXON: VMfailInvalid; VMCLEAR: error 2; VMPTRLD: error
 //! 9), and nothing of that page is read or written.
 //!
-//! **Temporary**: VMLAUNCH and VMRESUME that pass every check of their own
-//! (current VMCS, MOV-SS blocking, launch state) fail with VMfailValid
-//! error 7 ("VM entry with invalid control field(s)"): running a nested
-//! guest is the next step (`super::merge` and `super::entry_checks`).
+//! VMLAUNCH and VMRESUME that pass every check of their own (current VMCS,
+//! MOV-SS blocking, launch state) hand the entry to the root-mode glue
+//! ([`Done::enter`]), which runs `super::merge` and `super::entry_checks`
+//! and enters the guest (`crate::hyp::nested`).
 //!
 //! INVEPT raises #UD (EPT is not offered); INVVPID is checked as the SDM
 //! says and performed as a flush of everything the host cached
@@ -50,8 +50,7 @@ pub mod err {
     pub const VMLAUNCH_NOT_CLEAR: u32 = 4;
     /// VMRESUME with non-launched VMCS.
     pub const VMRESUME_NOT_LAUNCHED: u32 = 5;
-    /// VM entry with invalid control field(s); also pkvm's temporary
-    /// answer to every VMLAUNCH/VMRESUME that reaches the entry.
+    /// VM entry with invalid control field(s).
     pub const ENTRY_INVALID_CONTROLS: u32 = 7;
     /// VMPTRLD with invalid physical address.
     pub const VMPTRLD_INVALID_ADDR: u32 = 9;
@@ -174,6 +173,11 @@ pub struct Done {
     pub outcome: Outcome,
     /// Invalidate the host's cached translations (INVVPID).
     pub flush: bool,
+    /// VMLAUNCH/VMRESUME passed the instruction's own checks (current
+    /// VMCS, MOV-SS blocking, launch state): the VM entry of the current
+    /// vmcs12 at this address proceeds (`crate::hyp::nested`), which
+    /// decides the outcome; `outcome` is then `Succeed` and not applied.
+    pub enter: Option<u64>,
 }
 
 impl From<Outcome> for Done {
@@ -181,6 +185,7 @@ impl From<Outcome> for Done {
         Done {
             outcome,
             flush: false,
+            enter: None,
         }
     }
 }
@@ -500,7 +505,7 @@ impl<R: Gprs, M: HostPhys> Machine<'_, R, M> {
             }
             Insn::Vmread => return self.vmread(ctx, current).map(Done::from),
             Insn::Vmwrite => return self.vmwrite(ctx, current).map(Done::from),
-            Insn::Vmlaunch | Insn::Vmresume => self.launch(insn, ctx, current),
+            Insn::Vmlaunch | Insn::Vmresume => return Ok(self.launch(insn, ctx, current)),
             Insn::Invvpid => return self.invvpid(ctx),
             Insn::Vmxon | Insn::Invept => return Err(Fault::Ud),
         };
@@ -555,22 +560,25 @@ impl<R: Gprs, M: HostPhys> Machine<'_, R, M> {
         })
     }
 
-    fn launch(&mut self, insn: Insn, ctx: &InsnCtx, current: Option<u64>) -> Outcome {
+    fn launch(&mut self, insn: Insn, ctx: &InsnCtx, current: Option<u64>) -> Done {
         let Some(pa) = current else {
-            return Outcome::FailInvalid;
+            return Outcome::FailInvalid.into();
         };
         if ctx.mov_ss_blocking {
-            return self.vmfail(err::ENTRY_MOV_SS);
+            return self.vmfail(err::ENTRY_MOV_SS).into();
         }
         let Some(v) = self.cache.get(self.mem, pa) else {
-            return Outcome::FailInvalid;
+            return Outcome::FailInvalid.into();
         };
         let launched = v.launched;
         match insn {
-            Insn::Vmlaunch if launched => self.vmfail(err::VMLAUNCH_NOT_CLEAR),
-            Insn::Vmresume if !launched => self.vmfail(err::VMRESUME_NOT_LAUNCHED),
-            // Temporary (module docs): nested guests do not run yet.
-            _ => self.vmfail(err::ENTRY_INVALID_CONTROLS),
+            Insn::Vmlaunch if launched => self.vmfail(err::VMLAUNCH_NOT_CLEAR).into(),
+            Insn::Vmresume if !launched => self.vmfail(err::VMRESUME_NOT_LAUNCHED).into(),
+            _ => Done {
+                outcome: Outcome::Succeed,
+                flush: false,
+                enter: Some(pa),
+            },
         }
     }
 
@@ -596,6 +604,7 @@ impl<R: Gprs, M: HostPhys> Machine<'_, R, M> {
         Ok(Done {
             outcome: Outcome::Succeed,
             flush: true,
+            enter: None,
         })
     }
 }

@@ -493,26 +493,19 @@ fn launch_and_resume_rules() {
         Outcome::FailInvalid
     );
     assert_eq!(h.with_ptr(Insn::Vmptrld, VMCS_PA), Outcome::Succeed);
-    // Clear VMCS: VMRESUME fails with 5; VMLAUNCH reaches the entry, which
-    // is not supported yet (7, temporary).
+    // Clear VMCS: VMRESUME fails with 5; VMLAUNCH reaches the entry.
     assert_eq!(
         h.run(Insn::Vmresume, &base_ctx()).outcome,
         Outcome::FailValid(5)
     );
-    assert_eq!(
-        h.run(Insn::Vmlaunch, &base_ctx()).outcome,
-        Outcome::FailValid(7)
-    );
+    assert_eq!(h.run(Insn::Vmlaunch, &base_ctx()).enter, Some(VMCS_PA));
     // Launched (read back from a page the host VMCLEARed after a launch).
     h.cache.get(&mut h.mem, VMCS_PA).unwrap().launched = true;
     assert_eq!(
         h.run(Insn::Vmlaunch, &base_ctx()).outcome,
         Outcome::FailValid(4)
     );
-    assert_eq!(
-        h.run(Insn::Vmresume, &base_ctx()).outcome,
-        Outcome::FailValid(7)
-    );
+    assert_eq!(h.run(Insn::Vmresume, &base_ctx()).enter, Some(VMCS_PA));
     let mut c = base_ctx();
     c.mov_ss_blocking = true;
     assert_eq!(h.run(Insn::Vmresume, &c).outcome, Outcome::FailValid(26));
