@@ -11,8 +11,14 @@ DBG=/sys/kernel/debug/pkvm_x86
 CTL=$DBG/debug/ctl
 H=/sys/kernel/debug/pkvm_hostile/ctl
 P=/sys/module/kvm_intel/parameters
-TESTS="oracle_bare user_bare insmod_pkvm view_msrs oracle_pkvm oracle_matches_bare user_pkvm kvm_intel_loads \
-kvm_params kvm_vcpus user_pkvm_in_vmx rmmod_refused_while_vmx rmmod_after_kvm hostile_regions dmesg_clean"
+TESTS="oracle_bare user_bare guest_bare insmod_pkvm view_msrs oracle_pkvm oracle_matches_bare user_pkvm kvm_intel_loads \
+kvm_params kvm_vcpus guest_pkvm guest_cpus user_pkvm_in_vmx rmmod_refused_while_vmx rmmod_after_kvm hostile_regions \
+guest_bench dmesg_clean"
+
+# kvm_intel's parameters for the bare baseline: the view pkvm offers (EPT
+# and what needs it, APICv, PML, shadow VMCS, preemption timer hidden).
+BARE_KVM="ept=0 enable_apicv=0 pml=0 enable_shadow_vmcs=0 preemption_timer=0"
+GUEST_N=20
 
 ncpu() { grep -c ^processor /proc/cpuinfo; }
 
@@ -43,6 +49,18 @@ t_user_bare() {
 	/bin/vmx_user > /tmp/user.bare.vmx
 	rmmod kvm_intel; rmmod kvm
 	paste /tmp/user.bare /tmp/user.bare.vmx
+}
+
+# The guest of selftests/tools/kvm_guest.c on bare KVM with the view's
+# parameters: the reference for the runs under pkvm.
+t_guest_bare() {
+	insmod /lib/modules/irqbypass.ko 2>/dev/null
+	insmod /lib/modules/kvm.ko && insmod /lib/modules/kvm-intel.ko $BARE_KVM || fail "bare kvm_intel $BARE_KVM"
+	/bin/kvm_guest -n $GUEST_N > /tmp/guest.bare
+	rc=$?
+	cat /tmp/guest.bare
+	rmmod kvm_intel; rmmod kvm
+	[ $rc = 0 ] || fail "the guest failed on bare KVM"
 }
 
 t_insmod_pkvm() {
@@ -139,6 +157,34 @@ t_kvm_vcpus() {
 	/bin/workload 4 1 > /dev/null || fail "host broken after KVM use"
 }
 
+# The same guest under pkvm (kvm_intel with its default parameters, the
+# view making them the bare run's): every exit and register identical.
+t_guest_pkvm() {
+	/bin/kvm_guest -n $GUEST_N > /tmp/guest.pkvm
+	rc=$?
+	cat /tmp/guest.pkvm
+	[ $rc = 0 ] || fail "the guest failed under pkvm"
+	diff /tmp/guest.bare /tmp/guest.pkvm || fail "the guest under pkvm differs from bare KVM"
+	grep -q "^summary: iterations=$GUEST_N io_exits=$GUEST_N hlt_exits=$GUEST_N ok$" /tmp/guest.pkvm ||
+		fail "summary"
+}
+
+# On every CPU, and migrating between them (VMCLEAR on the old CPU, a
+# fresh vmcs02 on the new one), and several VMs at once.
+t_guest_cpus() {
+	for c in $(seq 0 $(($(ncpu) - 1))); do
+		taskset -c $c /bin/kvm_guest -q -n $GUEST_N > /tmp/g.$c || fail "guest on cpu$c: $(cat /tmp/g.$c)"
+		cat /tmp/g.$c
+	done
+	pids=
+	for i in 1 2 3; do
+		/bin/kvm_guest -q -n 100 > /tmp/g.m$i & pids="$pids $!"
+	done
+	for p in $pids; do wait $p || fail "concurrent guest failed"; done
+	cat /tmp/g.m1 /tmp/g.m2 /tmp/g.m3
+	/bin/workload 4 1 > /dev/null || fail "host broken after running guests"
+}
+
 # In VMX operation: #GP(0) at CPL 3 as on the bare CPU, except INVEPT
 # (#UD: EPT is not offered).
 t_user_pkvm_in_vmx() {
@@ -222,6 +268,31 @@ t_hostile_regions() {
 	expect_eq "donated page word 1 after VMCLEAR" "$(hostile read $dpfn 8)" "ok $rev2"
 	expect_eq "donated page word 2 after VMREAD" "$(hostile read $dpfn 0x10)" "ok $rev2"
 	rmmod pkvm_hostile
+	pkvm_rmmod || fail "rmmod"
+}
+
+# The benchmark: hardware exits taken by the hypervisor per guest exit
+# the host sees, over the guest's CPUID / port I/O / HLT loop on cpu0
+# (debug module: the counters are read through its debug interface).
+t_guest_bench() {
+	insmod /lib/modules/pkvm_x86-debug.ko debug=1 || fail "insmod debug" || return 1
+	insmod /lib/modules/kvm.ko && insmod /lib/modules/kvm-intel.ko || fail "kvm_intel"
+	taskset -c 0 /bin/kvm_guest -q -n 10 > /dev/null || fail "warm-up guest"
+	echo nested_stats_reset 0 > $CTL
+	taskset -c 0 /bin/kvm_guest -q -n 200 || fail "bench guest"
+	echo nested_stats 0 > $CTL
+	st=$(cat $CTL)
+	echo "$st"
+	v() { echo "$st" | tr ' ' '\n' | sed -n "s/^$1=//p"; }
+	refl=$(v reflected); hv=$(v hv_exits)
+	[ "${refl:-0}" -gt 0 ] || fail "no guest exit reflected"
+	[ "$(v unexpected)" = 0 ] || fail "unexpected vmcs02 exits"
+	echo "# BENCH nested exits: hv_exits=$hv guest_exits=$refl per_guest_exit=$(awk "BEGIN{printf \"%.2f\", $hv/$refl}") floor=2 ratio=$(awk "BEGIN{printf \"%.2f\", $hv/$refl/2}") cpuid=$(v reflected_cpuid) io=$(v reflected_io) hlt=$(v reflected_hlt) vmread=$(v hv_vmread) vmwrite=$(v hv_vmwrite) vmresume=$(v hv_vmresume) launches=$(v launches)"
+	echo check > $CTL
+	expect_eq "invariants with guests" "$(cat $CTL)" "ok invariants hold"
+	rmmod kvm_intel; rmmod kvm
+	echo nested_stats 0 > $CTL
+	expect_eq "pinned frames after rmmod kvm_intel" "$(cat $CTL | tr ' ' '\n' | sed -n 's/^pinned_frames=//p')" 0
 	pkvm_rmmod || fail "rmmod"
 }
 
