@@ -290,10 +290,49 @@ t_guest_bench() {
 	echo "# BENCH nested exits: hv_exits=$hv guest_exits=$refl per_guest_exit=$(awk "BEGIN{printf \"%.2f\", $hv/$refl}") floor=2 ratio=$(awk "BEGIN{printf \"%.2f\", $hv/$refl/2}") cpuid=$(v reflected_cpuid) io=$(v reflected_io) hlt=$(v reflected_hlt) vmread=$(v hv_vmread) vmwrite=$(v hv_vmwrite) vmresume=$(v hv_vmresume) launches=$(v launches)"
 	echo check > $CTL
 	expect_eq "invariants with guests" "$(cat $CTL)" "ok invariants hold"
+	guest_hostile_slot
+
 	rmmod kvm_intel; rmmod kvm
 	echo nested_stats 0 > $CTL
 	expect_eq "pinned frames after rmmod kvm_intel" "$(cat $CTL | tr ' ' '\n' | sed -n 's/^pinned_frames=//p')" 0
 	pkvm_rmmod || fail "rmmod"
+}
+
+# A guest memory slot backed by a remap_pfn_range of a frame (the hostile
+# module's "mem" file): a page the host owns is read by the guest (the
+# control: the tool would show any page's contents), memory the host does
+# not own (a page full of the pattern donated to the hypervisor, the pool)
+# is not: the guest's access is refused by the host EPT
+# and the host sees its guest triple-fault (KVM_EXIT_SHUTDOWN); the host
+# CPU goes on.
+guest_hostile_slot() {
+	insmod /lib/modules/pkvm_hostile.ko || fail "insmod hostile"
+	pat=0x5a5a5a5a5a5a5a5a
+	dpfn=$(hostile alloc $pat | sed -n 's/^ok //p')
+	hostile map $dpfn > /dev/null
+	taskset -c 0 /bin/kvm_guest -m /sys/kernel/debug/pkvm_hostile/mem > /tmp/slot.own
+	cat /tmp/slot.own
+	expect_eq "guest reads a host page" "$(cat /tmp/slot.own)" "hostile slot: exit=io read=0x5a5a5a5a"
+	hostile vmcall 0 0x10 $dpfn 1 | grep -q 'rax=0x0 ' || fail "donate"
+	echo nested_stats 0 > $CTL
+	before=$(cat $CTL | tr ' ' '\n' | sed -n 's/^protected=//p')
+	for what in donated pool; do
+		case $what in
+		donated) pfn=$dpfn ;;
+		pool) pfn=$(( $(echo pool_pa > $CTL && cat $CTL | sed -n 's/^ok //p') >> 12 )) ;;
+		esac
+		hostile map $pfn > /dev/null
+		taskset -c 0 /bin/kvm_guest -m /sys/kernel/debug/pkvm_hostile/mem > /tmp/slot.$what
+		echo "$what (pfn $pfn): $(cat /tmp/slot.$what)"
+		expect_eq "guest on $what memory" "$(cat /tmp/slot.$what)" "hostile slot: exit=shutdown read=0x00000000"
+	done
+	echo nested_stats 0 > $CTL
+	after=$(cat $CTL | tr ' ' '\n' | sed -n 's/^protected=//p')
+	expect_eq "protected-memory touches counted" "$((after - before))" 2
+	/bin/workload 4 1 > /dev/null || fail "host CPU wedged after the hostile slots"
+	hostile vmcall 0 0x11 $dpfn 1 | grep -q 'rax=0x0 ' || fail "give back"
+	expect_eq "donated page untouched" "$(hostile read $dpfn 0)" "ok $pat"
+	rmmod pkvm_hostile
 }
 
 t_dmesg_clean() {
