@@ -49,6 +49,7 @@ use crate::hv::mm::invariants::{self, Claim};
 use crate::hv::mm::mem_protect::{self as mp, GuestEpt, HostEpt, HypPgt, VmKind};
 use crate::hv::mm::mtrr::Mtrrs;
 use crate::hv::mm::pgtable::{HypFormat, MmOps, PteFormat, ADDR_LIMIT, PERM_RWX};
+use crate::hv::mm::pin_set::PinSet;
 use crate::hv::mm::vm_table::VmTable;
 use crate::hv::vmx::caps::{RawVmxInfo, VmxCaps};
 use crate::hv::vmx::nested::vmcs12::Vmcs12Cache;
@@ -169,7 +170,7 @@ pub struct PageStates {
     /// Host frames pinned by live vmcs02s (nested VMX, see
     /// Documentation/page-states.rst "Pinned host frames"): every
     /// host-initiated transition of such a frame is refused (`EBUSY`).
-    pins: PinSet,
+    pins: PinSet<MAX_PINS>,
     /// The scrub found more than [`MAX_TABLES`] table pages and left the
     /// pool alone (donated pages were still zeroed).
     scrub_incomplete: bool,
@@ -912,58 +913,6 @@ impl PageStates {
 pub const MAX_PINS: usize = MAX_TEARDOWN_CPUS * PINS_PER_VMCS02;
 /// Pins one vmcs02 holds at most.
 pub const PINS_PER_VMCS02: usize = 5;
-
-/// The counted set of host frames pinned by live vmcs02s (nested VMX):
-/// pages the CPU reads or writes while the host's guest runs, or the
-/// vmcs12 the exit must reflect into.  A host-initiated transition (share
-/// or donate, to the hypervisor or a guest, VM creation) touching one is
-/// refused with `EBUSY`; the pin goes when the vmcs02 goes (the host's
-/// VMCLEAR, VMXOFF, another vmcs12 entered on that CPU).  Under the
-/// hypervisor lock.
-pub struct PinSet {
-    /// (frame address, count); count 0 = free slot.
-    slots: [(u64, u32); MAX_PINS],
-}
-
-impl PinSet {
-    fn pin(&mut self, pa: u64) -> bool {
-        let frame = pa & !0xfff;
-        if let Some(s) = self.slots.iter_mut().find(|s| s.1 != 0 && s.0 == frame) {
-            s.1 = s.1.saturating_add(1);
-            return true;
-        }
-        match self.slots.iter_mut().find(|s| s.1 == 0) {
-            Some(s) => {
-                *s = (frame, 1);
-                true
-            }
-            None => false,
-        }
-    }
-
-    fn unpin(&mut self, pa: u64) {
-        let frame = pa & !0xfff;
-        if let Some(s) = self.slots.iter_mut().find(|s| s.1 != 0 && s.0 == frame) {
-            s.1 -= 1;
-        }
-    }
-
-    fn overlaps(&self, pa: u64, pages: u64) -> bool {
-        let end = pa.saturating_add(pages.saturating_mul(4096));
-        self.slots
-            .iter()
-            .any(|s| s.1 != 0 && s.0 >= pa & !0xfff && s.0 < end)
-    }
-
-    fn frames(&self) -> usize {
-        self.slots.iter().filter(|s| s.1 != 0).count()
-    }
-
-    #[cfg(pkvm_debug)]
-    fn iter(&self) -> impl Iterator<Item = u64> + '_ {
-        self.slots.iter().filter(|s| s.1 != 0).map(|s| s.0)
-    }
-}
 
 /// The host's memory as nested VMX may touch it from root mode
 /// (`crate::hv::vmx::nested::host_walk::HostPhys`): only RAM pages the
