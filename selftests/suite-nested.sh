@@ -291,6 +291,7 @@ t_guest_bench() {
 	echo check > $CTL
 	expect_eq "invariants with guests" "$(cat $CTL)" "ok invariants hold"
 	guest_hostile_slot
+	guest_pinned
 
 	rmmod kvm_intel; rmmod kvm
 	echo nested_stats 0 > $CTL
@@ -332,6 +333,28 @@ guest_hostile_slot() {
 	/bin/workload 4 1 > /dev/null || fail "host CPU wedged after the hostile slots"
 	hostile vmcall 0 0x11 $dpfn 1 | grep -q 'rax=0x0 ' || fail "give back"
 	expect_eq "donated page untouched" "$(hostile read $dpfn 0)" "ok $pat"
+	rmmod pkvm_hostile
+}
+
+# The host cannot donate a frame a live vmcs02 uses: while a guest's vCPU
+# (held alive on cpu0) has run, its vmcs12 (KVM's current VMCS on cpu0)
+# is pinned: HOST_DONATE_HYP of it answers EBUSY.  (Without the pin the
+# donation succeeds and the hypervisor would reflect the next exit into a
+# page it owns.)
+guest_pinned() {
+	insmod /lib/modules/pkvm_hostile.ko || fail "insmod hostile"
+	taskset -c 0 /bin/kvm_guest -q -n 5 -s 2 > /tmp/hold.out &
+	hp=$!
+	while ! grep -q holding /tmp/hold.out; do sleep 1; done
+	cur=$(hostile vmptrst 0 | sed -n 's/^ok //p')
+	echo "KVM's current VMCS on cpu0: $cur"
+	echo nested_stats 0 > $CTL
+	pinned=$(cat $CTL | tr ' ' '\n' | sed -n 's/^pinned_frames=//p')
+	[ "${pinned:-0}" -ge 1 ] || fail "no frame pinned while a vmcs02 is live"
+	r=$(hostile vmcall 0 0x10 $((cur >> 12)) 1)
+	echo "donate vmcs12: $r"
+	case "$r" in *"rax=0xfffffffffffffff0 "*) ;; *) fail "donating the pinned vmcs12: $r, want EBUSY" ;; esac
+	wait $hp || fail "held guest"
 	rmmod pkvm_hostile
 }
 

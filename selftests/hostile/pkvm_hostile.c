@@ -54,6 +54,8 @@
  *                           succeeded although they began after the
  *                           donation had returned
  *
+ *   vmptrst CPU             VMPTRST on CPU (in VMX operation: the current
+ *                           VMCS of the host's KVM there); "ok 0x..."
  *   map PFN                 the next mmap of /sys/kernel/debug/pkvm_hostile/mem
  *                           maps frame PFN (remap_pfn_range, one page): a
  *                           process can hand it to KVM as guest memory
@@ -420,6 +422,11 @@ static int cmd_stale(u64 pfn, u64 rcpu, u64 wcpu, u64 pattern)
 	return 0;
 }
 
+static void do_vmptrst(void *p)
+{
+	asm volatile("vmptrst %0" : "=m"(*(u64 *)p) : : "memory");
+}
+
 /* The frame the next mmap of the "mem" file maps (command "map"). */
 static u64 map_pfn;
 
@@ -512,6 +519,15 @@ static int run(char *line)
 		return cmd_scan(n[0], n[1], n[2]);
 	if (!strcmp(argv[0], "sipi") && argc == 4)
 		return cmd_sipi(n[0], n[1], n[2]);
+	if (!strcmp(argv[0], "vmptrst") && argc == 2) {
+		u64 pa = 0;
+		int rc = smp_call_function_single(n[0], do_vmptrst, &pa, 1);
+
+		if (rc)
+			return rc;
+		snprintf(result, sizeof(result), "ok 0x%llx\n", pa);
+		return 0;
+	}
 	if (!strcmp(argv[0], "map") && argc == 2) {
 		map_pfn = n[0];
 		snprintf(result, sizeof(result), "ok\n");

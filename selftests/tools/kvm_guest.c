@@ -22,8 +22,10 @@
  * exit status 0 if everything matched.  The output does not depend on the
  * hypervisor below KVM, so bare and pkvm runs compare with diff.
  *
- * usage: kvm_guest [-q] [-n ITERATIONS] [-m FILE]
+ * usage: kvm_guest [-q] [-n ITERATIONS] [-s SECONDS] [-m FILE]
  *   -q       print only the summary
+ *   -s SECS  keep the VM (and its vCPU's VMCS) alive SECS seconds after
+ *            the loop, printing "holding" first
  *   -m FILE  back guest memory with a MAP_SHARED mapping of FILE (e.g. the
  *            hostile module's remap_pfn_range of a hypervisor page); then
  *            the guest reads GPA 0x3000 into the port: "read=0x..."
@@ -98,7 +100,7 @@ static const char *reason(int r)
 
 int main(int argc, char **argv)
 {
-	int quiet = 0, n = 20, opt, bad = 0, ios = 0, hlts = 0;
+	int quiet = 0, n = 20, opt, bad = 0, ios = 0, hlts = 0, hold = 0;
 	const char *file = NULL;
 	struct kvm_userspace_memory_region region;
 	struct kvm_sregs sregs;
@@ -107,11 +109,13 @@ int main(int argc, char **argv)
 	uint8_t *mem;
 	int kvm, vm, vcpu, size;
 
-	while ((opt = getopt(argc, argv, "qn:m:")) != -1) {
+	while ((opt = getopt(argc, argv, "qn:m:s:")) != -1) {
 		if (opt == 'q')
 			quiet = 1;
 		else if (opt == 'n')
 			n = atoi(optarg);
+		else if (opt == 's')
+			hold = atoi(optarg);
 		else if (opt == 'm')
 			file = optarg;
 		else
@@ -235,5 +239,10 @@ int main(int argc, char **argv)
 	}
 	printf("summary: iterations=%d io_exits=%d hlt_exits=%d %s\n", n, ios, hlts,
 	       bad ? "FAIL" : "ok");
+	if (hold) {
+		printf("holding\n");
+		fflush(stdout);
+		sleep(hold);
+	}
 	return bad ? 1 : 0;
 }
