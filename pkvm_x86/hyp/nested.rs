@@ -541,7 +541,7 @@ pub(crate) fn enter(cpu: &HypCpu, local: &mut CpuLocal, pa12: u64) -> Entered {
         pdptes,
     };
     ns.image = MemVmcs::new();
-    if merge::build_vmcs02(&v12.vmcs, &vmcs(), &params, &mut ns.image).is_err() {
+    if merge::build_vmcs02(&v12.vmcs, &Vmcs01Fields(vmcs()), &params, &mut ns.image).is_err() {
         ns.count(stat::UNEXPECTED);
         return entry_vmfail(v12, err::ENTRY_INVALID_CONTROLS, ns);
     }
@@ -605,6 +605,9 @@ pub(crate) fn enter(cpu: &HypCpu, local: &mut CpuLocal, pa12: u64) -> Entered {
     drop(st);
     if !load_vmcs(cpu.nested.vmcs02_pa) {
         ns.count(stat::UNEXPECTED);
+        // vmcs01 stays current and is resumed, never launched.
+        cpu.launch_next.store(0, Ordering::Relaxed);
+        ns.live = false;
         let _ = load_vmcs(cpu.nested.vmcs01_pa);
         let mut st = global.page_states();
         let (mut mem, cache) = st.nested_parts();
@@ -624,6 +627,21 @@ pub(crate) fn enter(cpu: &HypCpu, local: &mut CpuLocal, pa12: u64) -> Entered {
     }
     ns.in_l2 = true;
     Entered::Guest
+}
+
+/// vmcs01 as the merge reads it: a field this CPU does not implement
+/// (e.g. CET or PKRS host state) reads as 0, as it is absent from vmcs02
+/// too; writes are refused (the merge never writes vmcs01).
+struct Vmcs01Fields(vmx::CurrentVmcs);
+
+impl VmcsAccess for Vmcs01Fields {
+    fn read_raw(&self, encoding: u32) -> Result<u64, VmcsError> {
+        Ok(self.0.read_raw(encoding).unwrap_or(0))
+    }
+
+    fn write_raw(&mut self, _encoding: u32, _value: u64) -> Result<(), VmcsError> {
+        Err(VmcsError::ReadOnly)
+    }
 }
 
 fn fail_plan(v12: &mut Vmcs12, f: EntryFailure, ns: &mut NestedCpu) -> Entered {
