@@ -90,7 +90,7 @@ boot pagestate-c2 pagestate corei7_icelake_u 2 & p2=$!
 check pagestate-c1 pass $p1
 check pagestate-c2 pass $p2
 echo "benchmarks (guest clock inside Bochs):"
-for r in depriv-c1 depriv-c2; do
+for r in depriv-c1 depriv-c2 nested-c1 nested-c2; do
 	want "$r" || continue
 	grep -h '# BENCH' "$runs/$r.out" | sed "s/^\[[^]]*\] # BENCH /  $r /" || true
 done

@@ -134,8 +134,9 @@ int main(int argc, char **argv)
 		return fail("mmap");
 	memset(mem, 0xf4, MEM_SIZE);
 	memcpy(mem + CODE, file ? read_code : loop_code, file ? sizeof(read_code) : sizeof(loop_code));
+	/* With -m, slot 0 ends below GPA 0x3000, which slot 1 maps. */
 	region = (struct kvm_userspace_memory_region){
-		.slot = 0, .guest_phys_addr = 0, .memory_size = MEM_SIZE,
+		.slot = 0, .guest_phys_addr = 0, .memory_size = file ? 0x3000 : MEM_SIZE,
 		.userspace_addr = (uintptr_t)mem,
 	};
 	if (ioctl(vm, KVM_SET_USER_MEMORY_REGION, &region) < 0)
@@ -150,10 +151,6 @@ int main(int argc, char **argv)
 		p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 		if (p == MAP_FAILED)
 			return fail("mmap -m FILE");
-		/* Punch GPA 0x3000 out of slot 0: slot 0 is 0..0x3000 only. */
-		region.memory_size = 0x3000;
-		if (ioctl(vm, KVM_SET_USER_MEMORY_REGION, &region) < 0)
-			return fail("shrink slot 0");
 		region = (struct kvm_userspace_memory_region){
 			.slot = 1, .guest_phys_addr = 0x3000, .memory_size = 4096,
 			.userspace_addr = (uintptr_t)p,
