@@ -23,8 +23,9 @@ use crate::arch::{cpuid::cpuid, vmx};
 use crate::hv::host_policy::{self, MtrrShadow, CR4_GUEST_HOST_MASK};
 use crate::hv::mm::addr::Hpa;
 use crate::hv::vmx::host_vmcs::HOST_VPID;
+use crate::hv::vmx::nested::controls::proc2;
 use crate::hv::vmx::nested::entry_checks::{perf_global_mask, EntryEnv, EntryFailure};
-use crate::hv::vmx::nested::field_class::{class_of, Class};
+use crate::hv::vmx::nested::field_class::{class_of, shadow_of, Class, Shadow};
 use crate::hv::vmx::nested::host_walk::{HostPhys, PagingCtx};
 use crate::hv::vmx::nested::merge::{self, PageUse, Vmcs02Params};
 use crate::hv::vmx::nested::msr_area::{
@@ -35,7 +36,7 @@ use crate::hv::vmx::nested::operand::{Fault, InstrInfo, Segment};
 use crate::hv::vmx::nested::reflect::{self, ExitEvent, HostBitmaps, HvExit, Owner};
 use crate::hv::vmx::nested::vmcs12::Vmcs12;
 use crate::hv::vmx::nested::vmx_op::{err, Gprs, Insn, InsnCtx, Machine, Outcome, VmxMode};
-use crate::hv::vmx::vmcs::fields::{self, FIELDS};
+use crate::hv::vmx::vmcs::fields::{self, FIELDS, FIELD_COUNT};
 use crate::hv::vmx::vmcs::*;
 
 fn vmcs() -> vmx::CurrentVmcs {
@@ -157,6 +158,7 @@ pub(crate) fn vmx_instruction(
     let Some(insn) = Insn::from_exit_reason(basic) else {
         return Applied::Fault(Fault::Ud);
     };
+    shadow_before(cpu, insn);
     // SAFETY: `global` points at the hypervisor-wide state in the pool,
     // alive while any CPU runs under it.
     let global = unsafe { &*cpu.global };
@@ -182,12 +184,25 @@ pub(crate) fn vmx_instruction(
         global.vmx_cpus.fetch_sub(1, Ordering::AcqRel);
     }
     drop(st);
+    let current = match local.vmx {
+        VmxMode::On { current, .. } => current,
+        VmxMode::Off => None,
+    };
     if let Some(pa12) = done.enter {
         return match enter(cpu, local, pa12) {
             Entered::Guest => Applied::EnterGuest,
-            Entered::Host => Applied::EntryFailed,
+            Entered::Host => {
+                shadow_after(cpu, current, true);
+                Applied::EntryFailed
+            }
         };
     }
+    // vmcs12 changed behind the shadow: the VM-instruction error of a
+    // VMfailValid, or a VMWRITE the emulation performed (a field the
+    // shadow may show but not take).
+    let refresh = matches!(done.outcome, Outcome::FailValid(_))
+        || (insn == Insn::Vmwrite && done.outcome == Outcome::Succeed);
+    shadow_after(cpu, current, refresh);
     match done.outcome {
         Outcome::Fault(f) => Applied::Fault(f),
         o => {
@@ -218,6 +233,17 @@ pub struct NestedPages {
     pub bitmap02_va: u64,
     /// Hypervisor virtual address of this CPU's [`NestedCpu`].
     pub state_va: u64,
+    /// The shadow VMCS mirroring the host's current vmcs12 (VMCS
+    /// shadowing of vmcs01).
+    pub shadow_pa: u64,
+    /// The VMREAD bitmap of vmcs01 (a set bit exits).
+    pub vmread_bitmap_pa: u64,
+    /// Its hypervisor virtual address.
+    pub vmread_bitmap_va: u64,
+    /// The VMWRITE bitmap of vmcs01.
+    pub vmwrite_bitmap_pa: u64,
+    /// Its hypervisor virtual address.
+    pub vmwrite_bitmap_va: u64,
 }
 
 /// Counters of [`NestedCpu::stats`], read with the NESTED_STATS
@@ -263,6 +289,14 @@ pub struct NestedCpu {
     pins: [u64; PINS_PER_VMCS02],
     /// How many of `pins` are used.
     nr_pins: usize,
+    /// The vmcs12 the shadow VMCS mirrors and vmcs01 links (VMCS
+    /// shadowing on), if any.
+    shadowing: Option<u64>,
+    /// The shadow VMCS's fields were probed and the bitmaps built.
+    shadow_probed: bool,
+    /// Fields the shadow VMCS serves (probed on this CPU: shadowable by
+    /// `field_class::shadow_of` and implemented by the CPU).
+    shadow_ok: [bool; FIELD_COUNT],
     /// Counters ([`stat`]).
     pub stats: [u64; stat::COUNT],
     /// Reflected exits by basic reason (0..=75).
@@ -281,6 +315,9 @@ impl NestedCpu {
             vmcs12: 0,
             pins: [0; PINS_PER_VMCS02],
             nr_pins: 0,
+            shadowing: None,
+            shadow_probed: false,
+            shadow_ok: [false; FIELD_COUNT],
             stats: [0; stat::COUNT],
             reflected_by_reason: [0; 76],
         }
@@ -1047,6 +1084,13 @@ fn reflect_to_host(cpu: &HypCpu, local: &mut CpuLocal, ns: &mut NestedCpu, tripl
     if r.flush_host_tlb {
         invept_host(global);
     }
+    drop(st);
+    // The shadow VMCS shows the reflected exit.
+    let current = match local.vmx {
+        VmxMode::On { current, .. } => current,
+        VmxMode::Off => None,
+    };
+    shadow_after(cpu, current, true);
     L2Exit::ResumeHost
 }
 
@@ -1092,6 +1136,8 @@ pub(crate) fn l2_entry_failed(cpu: &HypCpu) -> bool {
             skip_host_instruction();
         }
     }
+    drop(st);
+    shadow_after(cpu, Some(pa12), true);
     true
 }
 
@@ -1120,4 +1166,196 @@ pub(crate) fn read_stat(cpu: &HypCpu, which: u64, reset: bool) -> u64 {
         ns.reflected_by_reason = [0; 76];
     }
     v
+}
+
+// ---------------------------------------------------------------------
+// VMCS shadowing: the host's VMREAD/VMWRITE served by a shadow VMCS.
+// ---------------------------------------------------------------------
+
+/// Whether the CPU can shadow VMCSs for vmcs01.
+fn shadowing_available(global: &HypGlobal) -> bool {
+    global.hw_caps.procbased2.may_be_one & proc2::SHADOW_VMCS != 0
+}
+
+/// Whether the shadow VMCS may serve the host's accesses to field `i`
+/// (`field_class::shadow_of`), for reads (`write` false) or writes.
+fn shadowable(enc: u32, write: bool) -> bool {
+    match class_of(enc).map(shadow_of) {
+        Some(Shadow::ReadWrite) => true,
+        Some(Shadow::ReadOnly) => !write,
+        _ => false,
+    }
+}
+
+/// vmcs12 -> the shadow VMCS (vmcs01 current before and after).  The
+/// first time on this CPU, also probes which fields the CPU's shadow VMCS
+/// holds and builds the VMREAD/VMWRITE bitmaps from them: a field is
+/// served by the shadow only if `shadow_of` allows it and the CPU has it.
+fn shadow_fill(cpu: &HypCpu, ns: &mut NestedCpu, v12: &MemVmcs) -> bool {
+    if !load_vmcs(cpu.nested.shadow_pa) {
+        let _ = load_vmcs(cpu.nested.vmcs01_pa);
+        return false;
+    }
+    let first = !ns.shadow_probed;
+    {
+        let mut sh = vmcs();
+        for (i, info) in FIELDS.iter().enumerate() {
+            if !shadowable(info.encoding, false) || !(first || ns.shadow_ok.get(i) == Some(&true)) {
+                continue;
+            }
+            let ok = sh
+                .write_raw(info.encoding, v12.value_at(i).unwrap_or(0))
+                .is_ok();
+            if first {
+                if let Some(s) = ns.shadow_ok.get_mut(i) {
+                    *s = ok;
+                }
+            }
+        }
+    }
+    // SAFETY: root mode; the shadow VMCS is this CPU's page: VMCLEAR
+    // writes it back to memory (the CPU reads it from there when it serves
+    // the host's VMREAD/VMWRITE) and leaves no VMCS current.
+    let _ = unsafe { vmx::vmclear(cpu.nested.shadow_pa) };
+    if !load_vmcs(cpu.nested.vmcs01_pa) {
+        return false;
+    }
+    if first {
+        // SAFETY: the bitmap pages are this CPU's pool pages, used only by
+        // its exit handler (and read by the CPU).
+        let (rd_bm, wr_bm) = unsafe {
+            (
+                &mut *(cpu.nested.vmread_bitmap_va as *mut [u8; 4096]),
+                &mut *(cpu.nested.vmwrite_bitmap_va as *mut [u8; 4096]),
+            )
+        };
+        // Volatile word stores: a plain fill may become a call to the
+        // kernel's memset, which root mode may not make.
+        for bm in [&mut *rd_bm, &mut *wr_bm].iter_mut() {
+            for w in bm.chunks_exact_mut(8) {
+                let p = w.as_mut_ptr().cast::<u64>();
+                // SAFETY: `p` points at 8 bytes of the page (chunks of 8 of
+                // a page-aligned 4096-byte array: aligned).
+                unsafe { p.write_volatile(u64::MAX) };
+            }
+        }
+        for (i, info) in FIELDS.iter().enumerate() {
+            if ns.shadow_ok.get(i) != Some(&true) {
+                continue;
+            }
+            let bit = (info.encoding & 0x7fff) as usize;
+            let clear = |bm: &mut [u8; 4096]| {
+                if let Some(b) = bm.get_mut(bit / 8) {
+                    *b &= !(1u8 << (bit % 8));
+                }
+            };
+            clear(rd_bm);
+            if shadowable(info.encoding, true) {
+                clear(wr_bm);
+            }
+        }
+        ns.shadow_probed = true;
+    }
+    true
+}
+
+/// The shadow VMCS -> vmcs12: the fields the host may have written
+/// through it (vmcs01 current before and after).
+fn shadow_drain(cpu: &HypCpu, ns: &NestedCpu, v12: &mut MemVmcs) {
+    if !load_vmcs(cpu.nested.shadow_pa) {
+        let _ = load_vmcs(cpu.nested.vmcs01_pa);
+        return;
+    }
+    {
+        let sh = vmcs();
+        for (i, info) in FIELDS.iter().enumerate() {
+            if ns.shadow_ok.get(i) == Some(&true) && shadowable(info.encoding, true) {
+                if let Ok(v) = sh.read_raw(info.encoding) {
+                    v12.load_at(i, v);
+                }
+            }
+        }
+    }
+    // SAFETY: as in `shadow_fill`.
+    let _ = unsafe { vmx::vmclear(cpu.nested.shadow_pa) };
+    let _ = load_vmcs(cpu.nested.vmcs01_pa);
+}
+
+/// Turns VMCS shadowing of vmcs01 (current) on or off.
+fn shadow_link(cpu: &HypCpu, on: bool) {
+    let mut v = vmcs();
+    let p2 = rd(SECONDARY_VM_EXEC_CONTROL);
+    if on {
+        let _ = v.write(VMREAD_BITMAP, cpu.nested.vmread_bitmap_pa);
+        let _ = v.write(VMWRITE_BITMAP, cpu.nested.vmwrite_bitmap_pa);
+        let _ = v.write(VMCS_LINK_POINTER, cpu.nested.shadow_pa);
+        let _ = v.write(SECONDARY_VM_EXEC_CONTROL, p2 | proc2::SHADOW_VMCS);
+    } else {
+        let _ = v.write(SECONDARY_VM_EXEC_CONTROL, p2 & !proc2::SHADOW_VMCS);
+        let _ = v.write(VMCS_LINK_POINTER, u64::MAX);
+    }
+}
+
+/// Before a VMX instruction of the host that uses or changes which
+/// vmcs12 is current (VMLAUNCH, VMRESUME, VMCLEAR, VMPTRLD, VMXOFF): the
+/// host's writes through the shadow go into vmcs12; all but VMLAUNCH and
+/// VMRESUME also end the shadowing (it resumes after them if a vmcs12 is
+/// current).
+fn shadow_before(cpu: &HypCpu, insn: Insn) {
+    // SAFETY: the exit handler of this CPU, the only reference.
+    let ns = unsafe { nested_state(cpu) };
+    let Some(pa) = ns.shadowing else {
+        return;
+    };
+    if !matches!(
+        insn,
+        Insn::Vmlaunch | Insn::Vmresume | Insn::Vmclear | Insn::Vmptrld | Insn::Vmxoff
+    ) {
+        return;
+    }
+    // SAFETY: `global` points at the hypervisor-wide state in the pool.
+    let global = unsafe { &*cpu.global };
+    let mut st = global.page_states();
+    let (mut mem, cache) = st.nested_parts();
+    if let Some(v12) = cache.get(&mut mem, pa) {
+        shadow_drain(cpu, ns, &mut v12.vmcs);
+    }
+    if !matches!(insn, Insn::Vmlaunch | Insn::Vmresume) {
+        shadow_link(cpu, false);
+        ns.shadowing = None;
+    }
+}
+
+/// After a VMX instruction of the host, or an exit reflected to it
+/// (`refresh`: vmcs12 changed in the hypervisor): the shadow VMCS mirrors
+/// the current vmcs12 `current` again and vmcs01 links it.
+fn shadow_after(cpu: &HypCpu, current: Option<u64>, refresh: bool) {
+    // SAFETY: `global` points at the hypervisor-wide state in the pool.
+    let global = unsafe { &*cpu.global };
+    if !shadowing_available(global) {
+        return;
+    }
+    // SAFETY: the exit handler of this CPU, the only reference.
+    let ns = unsafe { nested_state(cpu) };
+    let Some(pa) = current else {
+        if ns.shadowing.take().is_some() {
+            shadow_link(cpu, false);
+        }
+        return;
+    };
+    if ns.shadowing == Some(pa) && !refresh {
+        return;
+    }
+    let mut st = global.page_states();
+    let (mut mem, cache) = st.nested_parts();
+    let Some(v12) = cache.get(&mut mem, pa) else {
+        return;
+    };
+    if shadow_fill(cpu, ns, &v12.vmcs) {
+        shadow_link(cpu, true);
+        ns.shadowing = Some(pa);
+    } else {
+        shadow_link(cpu, false);
+        ns.shadowing = None;
+    }
 }
