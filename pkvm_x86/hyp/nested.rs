@@ -192,7 +192,7 @@ pub(crate) fn vmx_instruction(
         return match enter(cpu, local, pa12) {
             Entered::Guest => Applied::EnterGuest,
             Entered::Host => {
-                shadow_after(cpu, current, true);
+                shadow_after(cpu, current, Resync::Overwrite);
                 Applied::EntryFailed
             }
         };
@@ -200,9 +200,10 @@ pub(crate) fn vmx_instruction(
     // vmcs12 changed behind the shadow: the VM-instruction error of a
     // VMfailValid, or a VMWRITE the emulation performed (a field the
     // shadow may show but not take).
-    let refresh = matches!(done.outcome, Outcome::FailValid(_))
+    let changed = matches!(done.outcome, Outcome::FailValid(_))
         || (insn == Insn::Vmwrite && done.outcome == Outcome::Succeed);
-    shadow_after(cpu, current, refresh);
+    let how = if changed { Resync::Merge } else { Resync::Keep };
+    shadow_after(cpu, current, how);
     match done.outcome {
         Outcome::Fault(f) => Applied::Fault(f),
         o => {
@@ -1090,7 +1091,7 @@ fn reflect_to_host(cpu: &HypCpu, local: &mut CpuLocal, ns: &mut NestedCpu, tripl
         VmxMode::On { current, .. } => current,
         VmxMode::Off => None,
     };
-    shadow_after(cpu, current, true);
+    shadow_after(cpu, current, Resync::Overwrite);
     L2Exit::ResumeHost
 }
 
@@ -1137,7 +1138,7 @@ pub(crate) fn l2_entry_failed(cpu: &HypCpu) -> bool {
         }
     }
     drop(st);
-    shadow_after(cpu, Some(pa12), true);
+    shadow_after(cpu, Some(pa12), Resync::Overwrite);
     true
 }
 
@@ -1326,10 +1327,26 @@ fn shadow_before(cpu: &HypCpu, insn: Insn) {
     }
 }
 
-/// After a VMX instruction of the host, or an exit reflected to it
-/// (`refresh`: vmcs12 changed in the hypervisor): the shadow VMCS mirrors
-/// the current vmcs12 `current` again and vmcs01 links it.
-fn shadow_after(cpu: &HypCpu, current: Option<u64>, refresh: bool) {
+/// How [`shadow_after`] brings the shadow VMCS up to date.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Resync {
+    /// Nothing changed in vmcs12 behind the shadow.
+    Keep,
+    /// The hypervisor changed fields the host cannot write through the
+    /// shadow (the VM-instruction error, an emulated VMWRITE) while the
+    /// host may have written others there: shadow -> vmcs12 first, then
+    /// vmcs12 -> shadow.
+    Merge,
+    /// vmcs12 is newer than the shadow in every field (an exit reflected,
+    /// a failed entry: the shadow was drained at the VMLAUNCH/VMRESUME and
+    /// the host has not run since): vmcs12 -> shadow.
+    Overwrite,
+}
+
+/// After a VMX instruction of the host, or an exit reflected to it: the
+/// shadow VMCS mirrors the current vmcs12 `current` again (as `how`
+/// says) and vmcs01 links it.
+fn shadow_after(cpu: &HypCpu, current: Option<u64>, how: Resync) {
     // SAFETY: `global` points at the hypervisor-wide state in the pool.
     let global = unsafe { &*cpu.global };
     if !shadowing_available(global) {
@@ -1343,7 +1360,8 @@ fn shadow_after(cpu: &HypCpu, current: Option<u64>, refresh: bool) {
         }
         return;
     };
-    if ns.shadowing == Some(pa) && !refresh {
+    let linked = ns.shadowing == Some(pa);
+    if linked && how == Resync::Keep {
         return;
     }
     let mut st = global.page_states();
@@ -1351,6 +1369,9 @@ fn shadow_after(cpu: &HypCpu, current: Option<u64>, refresh: bool) {
     let Some(v12) = cache.get(&mut mem, pa) else {
         return;
     };
+    if linked && how == Resync::Merge {
+        shadow_drain(cpu, ns, &mut v12.vmcs);
+    }
     if shadow_fill(cpu, ns, &v12.vmcs) {
         shadow_link(cpu, true);
         ns.shadowing = Some(pa);
