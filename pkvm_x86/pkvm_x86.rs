@@ -99,6 +99,8 @@ struct PkvmX86 {
     _vmcs_fields: Pin<KBox<debugfs::File<()>>>,
     _debug: Option<DebugFiles>,
     _dir: debugfs::Dir,
+    /// Holds this module while the host is in VMX operation.
+    _vmx_busy: host::vmx_busy::Guard,
     /// Re-privileges every CPU when dropped (module unload).
     _hyp: hypervisor::Hypervisor,
 }
@@ -189,6 +191,7 @@ impl kernel::Module for PkvmX86 {
         }
         let hyp = hypervisor::Hypervisor::start(
             &found.caps,
+            &found.raw,
             pool_mb as usize * 1024 * 1024,
             module.as_ptr(),
             debug,
@@ -235,6 +238,7 @@ impl kernel::Module for PkvmX86 {
                 writeln!(f, "pool_pages_total: {}", s.pool_total)?;
                 writeln!(f, "deprivilege_all_ns: {}", s.launch_total_ns)?;
                 writeln!(f, "deprivilege_slowest_cpu_ns: {}", s.launch_max_cpu_ns)?;
+                writeln!(f, "vmx_cpus: {}", host::vmx_busy::vmx_cpus())?;
                 write_internal_errors(f)
             }),
             GFP_KERNEL,
@@ -276,6 +280,7 @@ impl kernel::Module for PkvmX86 {
             _exits: exits,
             _vmcs_fields: vmcs_fields,
             _dir: dir,
+            _vmx_busy: host::vmx_busy::Guard::new(module.as_ptr()),
             _hyp: hyp,
         })
     }

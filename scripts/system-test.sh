@@ -14,6 +14,11 @@
 #                      donate/share to the hypervisor and to test VMs driven
 #                      from user space, access checked after every step,
 #                      reclaim zeroes, invariant checker, unload gives back
+#   nested-c1, -c2     nested VMX: the VMX-instruction oracle bare and under
+#                      pkvm compared, the stock kvm_intel loads with its
+#                      defaults, /dev/kvm creates VMs and vCPUs, no unload
+#                      while the host is in VMX operation, VMX regions and
+#                      operands on memory the host does not own refused
 #   novmx              p4_prescott_celeron_336 (Intel 64-bit, no VMX): the
 #                      module refuses with ENODEV and a clear message
 #   harness-negative   the caps suite on the no-VMX CPU must be judged FAIL:
@@ -92,12 +97,16 @@ boot depriv-c1 deprivilege corei7_icelake_u 1 & p1=$!
 boot depriv-c2 deprivilege corei7_icelake_u 2 & p2=$!
 check depriv-c1 pass $p1
 check depriv-c2 pass $p2
+boot nested-c1 nested corei7_icelake_u 1 & p1=$!
+boot nested-c2 nested corei7_icelake_u 2 & p2=$!
+check nested-c1 pass $p1
+check nested-c2 pass $p2
 boot pagestate-c1 pagestate corei7_icelake_u 1 & p1=$!
 boot pagestate-c2 pagestate corei7_icelake_u 2 & p2=$!
 check pagestate-c1 pass $p1
 check pagestate-c2 pass $p2
 echo "benchmarks (guest clock inside Bochs):"
-for r in depriv-c1 depriv-c2; do
+for r in depriv-c1 depriv-c2 nested-c1 nested-c2; do
 	want "$r" || continue
 	grep -h '# BENCH' "$runs/$r.out" | sed "s/^\[[^]]*\] # BENCH /  $r /" || true
 done

@@ -13,6 +13,7 @@ use crate::hv::vmx::caps::VmxCaps;
 use crate::hv::vmx::root_tables;
 use crate::hyp::entry;
 use crate::hyp::global::HypGlobal;
+use crate::hyp::nested::{NestedCpu, NestedPages};
 use crate::hyp::percpu::HypCpu;
 
 /// Pages of each root-mode stack, above its unmapped guard page (the
@@ -43,6 +44,39 @@ pub(crate) fn new_slot(
         *vmxon.ptr().cast::<u32>() = caps.vmcs_revision;
         *vmcs.ptr().cast::<u32>() = caps.vmcs_revision;
     }
+    // Nested VMX (`crate::hyp::nested`): vmcs02, the merged MSR bitmap
+    // and the per-CPU nested state.
+    let vmcs02 = pool.alloc(1)?;
+    let bitmap02 = pool.alloc(1)?;
+    let nested_state = pool.alloc(1)?;
+    // VMCS shadowing of vmcs12 for the host's VMREAD/VMWRITE: the shadow
+    // VMCS (revision with the shadow-VMCS indicator, bit 31) and the
+    // VMREAD/VMWRITE bitmaps (filled at the first use, root mode).
+    let shadow = pool.alloc(1)?;
+    let vmread_bitmap = pool.alloc(1)?;
+    let vmwrite_bitmap = pool.alloc(1)?;
+    // SAFETY: fresh pool pages, ours alone; `NestedCpu` fits in a page
+    // (checked at compile time in `crate::hyp::nested`).
+    unsafe {
+        *vmcs02.ptr().cast::<u32>() = caps.vmcs_revision;
+        *shadow.ptr().cast::<u32>() = caps.vmcs_revision | 1 << 31;
+        nested_state
+            .ptr()
+            .cast::<NestedCpu>()
+            .write(NestedCpu::new());
+    }
+    let nested = NestedPages {
+        vmcs01_pa: vmcs.pa,
+        vmcs02_pa: vmcs02.pa,
+        bitmap02_pa: bitmap02.pa,
+        bitmap02_va: bitmap02.va as u64,
+        state_va: nested_state.va as u64,
+        shadow_pa: shadow.pa,
+        vmread_bitmap_pa: vmread_bitmap.pa,
+        vmread_bitmap_va: vmread_bitmap.va as u64,
+        vmwrite_bitmap_pa: vmwrite_bitmap.pa,
+        vmwrite_bitmap_va: vmwrite_bitmap.va as u64,
+    };
     let hyp = pool.alloc(1)?;
     // SAFETY: a fresh pool page, large enough (checked at compile time
     // in `percpu`), exclusively ours.
@@ -53,6 +87,7 @@ pub(crate) fn new_slot(
             caps.cr4_fixed.0,
             caps.cr4_fixed.1,
             global,
+            nested,
         ))
     };
     // The stack's first page is its guard: unmapped in root mode's page

@@ -29,6 +29,10 @@
 //!                      the host saw and how many hit root mode
 //! fuzz N SEED          N hypercalls with hostile arguments on a scratch
 //!                      arena, clean-up, then the invariant checker
+//! nested_stats CPU | nested_stats_reset CPU
+//!                      nested VMX counters of CPU (NESTED_STATS) and the
+//!                      hypervisor's exits there (EXIT_COUNT); _reset
+//!                      zeroes both after reading
 //! ```
 //!
 //! Results read back as one line: `ok ...` or `err <errno> ...`.  After
@@ -75,6 +79,58 @@ fn nmis_in_root(cpu: u32) -> Result<u64> {
         return Err(Error::from_errno(rc));
     }
     Ok(n)
+}
+
+/// What `nested_stats` reads on one CPU: (NESTED_STATS selector, value)
+/// pairs, then EXIT_COUNT of the hypervisor's own exits.
+struct NestedStatsReq {
+    /// Counters to read (NESTED_STATS selectors), their values after.
+    sel: [(u64, u64); NESTED_SEL.len()],
+    /// Hardware exits taken by the hypervisor on the CPU, by basic reason
+    /// 23 VMREAD, 24 VMRESUME, 25 VMWRITE, then the total.
+    exits: [u64; 4],
+    /// Reset the counters after reading.
+    reset: bool,
+}
+
+/// The NESTED_STATS selectors `nested_stats` prints, with their names.
+const NESTED_SEL: [(u64, &str); 13] = [
+    (0, "entries"),
+    (1, "l2_exits"),
+    (2, "reflected"),
+    (3, "kept"),
+    (4, "protected"),
+    (5, "failed_entries"),
+    (6, "launches"),
+    (7, "unexpected"),
+    (0x100 + 10, "reflected_cpuid"),
+    (0x100 + 30, "reflected_io"),
+    (0x100 + 12, "reflected_hlt"),
+    (0x100 + 2, "reflected_triple_fault"),
+    (0x200, "pinned_frames"),
+];
+
+/// Runs NESTED_STATS and EXIT_COUNT on one CPU.
+///
+/// # Safety
+///
+/// `info` points at a live `NestedStatsReq`; the CPU runs deprivileged.
+unsafe extern "C" fn nested_stats_this_cpu(info: *mut c_void) {
+    // SAFETY: guaranteed by the caller.
+    let req = unsafe { &mut *info.cast::<NestedStatsReq>() };
+    for (i, s) in req.sel.iter_mut().enumerate() {
+        let reset = req.reset && i + 1 == NESTED_SEL.len();
+        // SAFETY: NESTED_STATS only reads (and resets) counters.
+        s.1 = unsafe { vmx::vmcall(nr::NESTED_STATS, s.0, u64::from(reset), 0, 0) };
+    }
+    for (i, r) in [23u64, 24, 25, u64::MAX].iter().enumerate() {
+        // SAFETY: EXIT_COUNT only reads a counter.
+        req.exits[i] = unsafe { vmx::vmcall(nr::EXIT_COUNT, *r, 0, 0, 0) };
+    }
+    if req.reset {
+        // SAFETY: EXIT_COUNT_RESET only zeroes this CPU's counters.
+        unsafe { vmx::vmcall(nr::EXIT_COUNT_RESET, 0, 0, 0, 0) };
+    }
 }
 
 /// Runs DEBUG_STACK_GUARD on one CPU.
@@ -458,6 +514,39 @@ impl DebugState {
                 }
                 let in_root = nmis_in_root(cpu)?.wrapping_sub(before);
                 writeln!(w, "ok sent={n} seen={seen} in_root={in_root}").map_err(fmt_err)?;
+            }
+            "nested_stats" | "nested_stats_reset" => {
+                let cpu: u32 = arg1.parse().map_err(|_| EINVAL)?;
+                let mut req = NestedStatsReq {
+                    sel: [(0, 0); NESTED_SEL.len()],
+                    exits: [0; 4],
+                    reset: cmd == "nested_stats_reset",
+                };
+                for (s, (n, _)) in req.sel.iter_mut().zip(NESTED_SEL.iter()) {
+                    s.0 = *n;
+                }
+                // SAFETY: runs on `cpu` before this returns; `req` lives.
+                let rc = unsafe {
+                    bindings::smp_call_function_single(
+                        cpu as i32,
+                        Some(nested_stats_this_cpu),
+                        (&raw mut req).cast(),
+                        1,
+                    )
+                };
+                if rc != 0 {
+                    return Err(Error::from_errno(rc));
+                }
+                write!(w, "ok").map_err(fmt_err)?;
+                for ((_, v), (_, name)) in req.sel.iter().zip(NESTED_SEL.iter()) {
+                    write!(w, " {name}={v}").map_err(fmt_err)?;
+                }
+                let [vmread, vmresume, vmwrite, total] = req.exits;
+                writeln!(
+                    w,
+                    " hv_vmread={vmread} hv_vmresume={vmresume} hv_vmwrite={vmwrite} hv_exits={total}"
+                )
+                .map_err(fmt_err)?;
             }
             "stack_guard" => {
                 let cpu: u32 = arg1.parse().map_err(|_| EINVAL)?;

@@ -26,7 +26,7 @@ use super::launch::{launch_on_this_cpu, teardown_this_cpu, LaunchArgs, Shared, T
 use super::pool::Pool;
 use crate::hv::host_policy::{host_controls, MSR_INTERCEPTS};
 use crate::hv::mm::ept::Eptp;
-use crate::hv::vmx::caps::VmxCaps;
+use crate::hv::vmx::caps::{RawVmxInfo, VmxCaps};
 use crate::hv::vmx::msr_bitmap::{MsrBitmap, MSR_BITMAP_SIZE};
 use crate::hv::vmx::vmcs::instruction_error_name;
 use crate::hyp::global::HypGlobal;
@@ -204,6 +204,7 @@ impl Hypervisor {
     /// later, until dropped.
     pub(crate) fn start(
         caps: &VmxCaps,
+        raw: &RawVmxInfo,
         pool_bytes: usize,
         module: *mut bindings::module,
         debug: bool,
@@ -231,7 +232,13 @@ impl Hypervisor {
         // SAFETY: ktime_get has no preconditions.
         let t0 = unsafe { bindings::ktime_get() };
         let mut pool = Pool::new(pool_bytes)?;
-        let (shared, global) = Self::build_shared(caps, &mut pool, module, debug)?;
+        // The VMX view offered to the host (nested VMX), the same on every
+        // CPU: every CPU has the same capabilities (checked at probe).
+        let Some(view) = crate::hv::vmx::nested::offer::offer(raw) else {
+            pr_err!("cannot compute the VMX view offered to the host\n");
+            return Err(Error::from_errno(-(bindings::EOPNOTSUPP as i32)));
+        };
+        let (shared, global) = Self::build_shared(caps, view, &mut pool, module, debug)?;
         let mut cpus = KBox::new(
             CpuState {
                 shared,
@@ -335,6 +342,7 @@ impl Hypervisor {
 
     fn build_shared(
         caps: &VmxCaps,
+        view: RawVmxInfo,
         pool: &mut Pool,
         module: *mut bindings::module,
         debug: bool,
@@ -348,7 +356,9 @@ impl Hypervisor {
         let g = pool.alloc(global_pages)?;
         let global = g.ptr().cast::<HypGlobal>();
         // SAFETY: fresh pool pages large enough for a HypGlobal, ours alone.
-        unsafe { HypGlobal::init_in_place(global, mm, ept, lazy, hyp_pgt, eptp, debug) };
+        unsafe {
+            HypGlobal::init_in_place(global, mm, ept, lazy, hyp_pgt, eptp, debug, view, *caps)
+        };
 
         let bitmap = pool.alloc(1)?;
         // SAFETY: a fresh pool page of exactly MSR_BITMAP_SIZE bytes.
@@ -358,6 +368,8 @@ impl Hypervisor {
         for rule in MSR_INTERCEPTS {
             b.apply(rule);
         }
+        // SAFETY: no CPU is deprivileged yet; nothing else uses the state.
+        unsafe { (*global).hv_msr_bitmap_va = bitmap.va as u64 };
 
         let idt = super::cpu_setup::build_root_idt(pool)?;
 

@@ -64,11 +64,13 @@ pub enum Action {
     /// (root mode's, a guest's); WBINVD invalidates too, after the write
     /// back, so the host loses nothing it could rely on.
     InvdAsWbinvd,
-    /// Refused with #UD, as on a CPU without the feature: the VMX
-    /// instructions (VMCLEAR..=VMXON, INVEPT, INVVPID, VMFUNC), since the
-    /// host sees a CPU without VMX until nested VMX exists (CPUID hides it,
-    /// see [`cpuid_filter`]), and GETSEC (SMX), which pkvm does not
-    /// emulate.
+    /// A VMX instruction of the host (VMCLEAR..=VMXON, INVEPT, INVVPID):
+    /// emulated with the SDM's semantics by nested VMX
+    /// (`crate::hv::vmx::nested::vmx_op`, applied by `crate::hyp::nested`).
+    VmxInstruction,
+    /// Refused with #UD, as on a CPU without the feature: VMFUNC (VM
+    /// functions are not offered, see `crate::hv::vmx::nested::offer`) and
+    /// GETSEC (SMX), which pkvm does not emulate.
     Undefined,
     /// EPT violation: the host touched memory it does not own; a #PF is
     /// injected.
@@ -117,11 +119,10 @@ pub const fn on_exit(basic: u16) -> Action {
         reason::WRMSR => Action::Wrmsr,
         reason::XSETBV => Action::Xsetbv,
         reason::INVD => Action::InvdAsWbinvd,
-        reason::VMCLEAR..=reason::VMXON
-        | reason::INVEPT
-        | reason::INVVPID
-        | reason::VMFUNC
-        | reason::GETSEC => Action::Undefined,
+        reason::VMCLEAR..=reason::VMXON | reason::INVEPT | reason::INVVPID => {
+            Action::VmxInstruction
+        }
+        reason::VMFUNC | reason::GETSEC => Action::Undefined,
         reason::EPT_VIOLATION => Action::ProtectedMemory,
         reason::EXCEPTION_NMI => Action::Nmi,
         reason::NMI_WINDOW | INTERRUPT_WINDOW => Action::Nothing,
@@ -156,21 +157,15 @@ pub mod cpuid {
 
 /// The CPUID result the host sees for `leaf`, given what the CPU returned.
 ///
-/// * Leaf 1: ECX.VMX (bit 5) reads as 0.  VMX belongs to pkvm; until nested
-///   VMX exists the host must not try to use it, and KVM checks exactly
-///   this bit before anything else, so `kvm_intel` fails to load with
-///   "VMX not supported" instead of faulting on VMXON.
+/// * Leaf 1: the CPU's answer, ECX.VMX (bit 5) included: the host gets
+///   VMX as pkvm offers it (nested VMX, `crate::hv::vmx::nested::offer`;
+///   the capability MSRs it reads are the offered view).
 /// * Leaf 0x4000_0000 carries the signature and the highest hypervisor
 ///   leaf, 0x4000_0001 the ABI version, the rest of 0x4000_00xx reads as 0.
 /// * Everything else is the CPU's own answer.
 pub const fn cpuid_filter(leaf: u32, native: [u32; 4]) -> [u32; 4] {
     match leaf {
-        1 => [
-            native[0],
-            native[1],
-            native[2] & !CPUID_1_ECX_VMX,
-            native[3],
-        ],
+        1 => [native[0], native[1], native[2] | CPUID_1_ECX_VMX, native[3]],
         cpuid::HV_BASE => [
             cpuid::HV_MAX,
             cpuid::SIGNATURE[0],
@@ -337,6 +332,9 @@ pub struct Cr4Env {
     pub fixed0: u64,
     /// IA32_VMX_CR4_FIXED1: bits that may be 1 in VMX operation.
     pub fixed1: u64,
+    /// The host itself is in VMX operation (it executed VMXON, nested
+    /// VMX): clearing VMXE in its view is #GP, as on the CPU.
+    pub host_in_vmx: bool,
 }
 
 /// A host CR4 write pkvm performs: the values for GUEST_CR4 and the read
@@ -377,6 +375,7 @@ const CR4_FLUSH_BITS: u64 = cr4::PGE
 /// * PCIDE set while CR3[11:0] is not 0 or outside IA-32e mode;
 /// * CET set while CR0.WP is 0;
 /// * FRED or LAM_SUP set outside IA-32e mode;
+/// * VMXE cleared while the host is in VMX operation (nested VMX);
 ///
 /// and then against VMX operation's fixed bits (with VMXE forced on): a
 /// value the CPU cannot run in VMX non-root operation is refused with #GP
@@ -397,6 +396,9 @@ pub const fn cr4_write(new: u64, env: Cr4Env) -> Option<Cr4Write> {
         return None;
     }
     if !env.lma && new & (FRED | LAM_SUP) != 0 {
+        return None;
+    }
+    if env.host_in_vmx && new & VMXE == 0 {
         return None;
     }
     let real = new | VMXE;
@@ -576,16 +578,20 @@ pub const MSR_WRITE_ALLOWED: &[(u32, u32)] = &[
     (msr::FS_BASE, msr::TSC_AUX),
 ];
 
-/// MSRs whose reads exit: the MTRRs, answered from the per-CPU shadow
-/// (see [`MtrrShadow`]).  Every other read passes through: reading an MSR
-/// changes nothing root mode depends on, and the host could learn the
-/// values natively.
+/// MSRs whose reads exit: `IA32_FEATURE_CONTROL` and the VMX capability
+/// MSRs, answered from the VMX view pkvm offers (nested VMX,
+/// `crate::hv::vmx::nested::offer`), and the MTRRs, answered from the
+/// per-CPU shadow (see [`MtrrShadow`]).  Every other read passes through:
+/// reading an MSR changes nothing root mode depends on, and the host could
+/// learn the values natively.
 pub const MSR_READ_INTERCEPTED: &[(u32, u32)] = &[
+    (msr::FEATURE_CONTROL, msr::FEATURE_CONTROL),
     (msr::MTRR_PHYS_FIRST, msr::MTRR_PHYS_LAST),
     (msr::MTRR_FIX64K, msr::MTRR_FIX64K),
     (msr::MTRR_FIX16K_80000, msr::MTRR_FIX16K_A0000),
     (msr::MTRR_FIX4K_FIRST, msr::MTRR_FIX4K_LAST),
     (msr::MTRR_DEF_TYPE, msr::MTRR_DEF_TYPE),
+    (msr::VMX_BASIC, msr::VMX_CAP_LAST),
 ];
 
 /// The two ranges the MSR bitmap covers.
@@ -920,11 +926,18 @@ pub enum MsrRead {
     Perform,
     /// Read from the shadow, slot `n` of [`MtrrShadow`].
     Shadow(usize),
+    /// Answered from the offered VMX view
+    /// (`crate::hv::vmx::nested::offer::read_msr`).
+    VmxView,
 }
 
 /// The decision for a host RDMSR that exited: the MTRRs come from the
-/// shadow, everything else from the CPU.
+/// shadow, `IA32_FEATURE_CONTROL` and the VMX capability MSRs from the
+/// offered VMX view, everything else from the CPU.
 pub const fn msr_read(m: u32) -> MsrRead {
+    if let msr::FEATURE_CONTROL | msr::VMX_BASIC..=msr::VMX_CAP_LAST = m {
+        return MsrRead::VmxView;
+    }
     match mtrr_slot(m) {
         Some(s) => MsrRead::Shadow(s),
         None => MsrRead::Perform,
@@ -1133,7 +1146,10 @@ mod tests {
         assert_eq!(on_exit(reason::INVD), Action::InvdAsWbinvd);
         // VMCLEAR, VMLAUNCH, VMPTRLD, VMPTRST, VMREAD, VMRESUME, VMWRITE,
         // VMXOFF, VMXON; INVEPT, INVVPID, VMFUNC; GETSEC.
-        for r in (19..=27).chain([50, 53, 59, 11]) {
+        for r in (19..=27).chain([50, 53]) {
+            assert_eq!(on_exit(r), Action::VmxInstruction, "{r}");
+        }
+        for r in [59, 11] {
             assert_eq!(on_exit(r), Action::Undefined, "{r}");
         }
         assert_eq!(on_exit(reason::EPT_VIOLATION), Action::ProtectedMemory);
@@ -1188,7 +1204,26 @@ mod tests {
             supported: cr4_supported(icelake_cpuid()),
             fixed0: 0x2000,
             fixed1: 0x0077_2fff,
+            host_in_vmx: false,
         }
+    }
+
+    #[test]
+    fn vmxe_in_the_hosts_view_follows_vmx_operation() {
+        let e = env();
+        // Setting VMXE in the host's view: the shadow gets it.
+        let w = cr4_write(LINUX_CR4 | CR4_VMXE, e).unwrap();
+        assert_eq!(w.shadow & CR4_VMXE, CR4_VMXE);
+        // Clearing it outside VMX operation is fine; the real CR4 keeps it.
+        let w = cr4_write(LINUX_CR4 & !CR4_VMXE, e).unwrap();
+        assert_eq!((w.shadow & CR4_VMXE, w.real & CR4_VMXE), (0, CR4_VMXE));
+        // In VMX operation (the host executed VMXON): #GP, as on the CPU.
+        let inside = Cr4Env {
+            host_in_vmx: true,
+            ..e
+        };
+        assert_eq!(cr4_write(LINUX_CR4 & !CR4_VMXE, inside), None);
+        assert!(cr4_write(LINUX_CR4 | CR4_VMXE, inside).is_some());
     }
 
     #[test]
@@ -1400,8 +1435,8 @@ mod tests {
         assert_eq!(cpuid_filter(7, native), native, "other leaves untouched");
         assert_eq!(
             cpuid_filter(1, [0x806c1, 0x800, 0xffba_2223, 0x1f8b_fbff]),
-            [0x806c1, 0x800, 0xffba_2203, 0x1f8b_fbff],
-            "leaf 1 hides VMX and nothing else"
+            [0x806c1, 0x800, 0xffba_2223, 0x1f8b_fbff],
+            "leaf 1 shows VMX (nested VMX) and changes nothing else"
         );
         assert_eq!(cpuid_filter(0x4000_0100, native), native);
     }
@@ -1413,7 +1448,7 @@ mod tests {
         // Every MSR in the bitmap's ranges: writes exit unless allowed.
         for m in (0..=0x1fff).chain(0xc000_0000..=0xc000_1fff) {
             assert_eq!(bm.is_intercepted(m, true), !msr_write_allowed(m), "{m:#x}");
-            let read = mtrr_slot(m).is_some();
+            let read = mtrr_slot(m).is_some() || msr_read(m) == MsrRead::VmxView;
             assert_eq!(bm.is_intercepted(m, false), read, "{m:#x}");
         }
         // The allow-list, exactly.
@@ -1551,6 +1586,8 @@ mod tests {
                 assert!(!seen[s], "{m:#x}");
                 seen[s] = true;
                 assert_eq!(msr_read(m), MsrRead::Shadow(s));
+            } else if m == 0x3a || (0x480..=0x493).contains(&m) {
+                assert_eq!(msr_read(m), MsrRead::VmxView);
             } else {
                 assert_eq!(msr_read(m), MsrRead::Perform);
             }

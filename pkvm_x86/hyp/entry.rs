@@ -9,7 +9,13 @@
 //! where the address of the CPU's [`HypCpu`] is stored.  The entry reserves
 //! an IRET frame, saves the 15 general-purpose registers as a
 //! [`GuestRegs`], and calls [`crate::hyp::exit_handler::handle_exit`].  A zero
-//! return resumes the guest (VMRESUME); a non-zero return means the
+//! return enters the current VMCS again (VMRESUME, or VMLAUNCH when the
+//! handler set `HypCpu::launch_next` for a fresh vmcs02 of nested VMX); a
+//! failed entry saves the frame again and calls
+//! [`crate::hyp::exit_handler::handle_entry_failure`], which returns the
+//! same way (nested VMX: the host's VMLAUNCH/VMRESUME fails
+//! architecturally; the host's own VMCS failing halts the CPU, recorded).
+//! A non-zero return means the
 //! handler left VMX operation (CPU teardown) and filled the IRET frame with
 //! the host's RIP/CS/RFLAGS/RSP/SS: the entry restores the registers and
 //! IRETQs into the host, now in root mode.
@@ -39,8 +45,8 @@
 use crate::hyp::global::HypGlobal;
 use crate::hyp::percpu::{
     HypCpu, OFF_EXPECT_FAULT, OFF_FATAL_COUNT, OFF_FATAL_RIP, OFF_FATAL_VECTOR, OFF_FAULTED,
-    OFF_FLUSHED_GEN, OFF_GLOBAL, OFF_MC_PENDING, OFF_NMIS_IN_ROOT, OFF_NMI_PENDING,
-    OFF_SHOOTDOWN_NMI,
+    OFF_FLUSHED_GEN, OFF_GLOBAL, OFF_LAUNCH_NEXT, OFF_MC_PENDING, OFF_NMIS_IN_ROOT,
+    OFF_NMI_PENDING, OFF_SHOOTDOWN_NMI,
 };
 #[cfg(pkvm_debug)]
 use crate::hyp::percpu::{
@@ -124,17 +130,34 @@ core::arch::global_asm!(
     "mov rdi, rsp",
     "mov rsi, [rsp + {frame}]",
     "call {handler}",
+    "9:",
     "test rax, rax",
     "jnz 2f",
     "pkvm_pop_gprs",
     "add rsp, 40",
+    // VMLAUNCH if the handler asked for it (a fresh vmcs02), else
+    // VMRESUME of the current VMCS.  Neither changes a general-purpose
+    // register when it fails, and the flag test's RFLAGS are replaced by
+    // the guest's at a successful entry.
+    "cmp dword ptr gs:[{launch}], 0",
+    "jne 5f",
     "vmresume",
-    // VMRESUME failed: nothing sane to return to.  Record and halt.
-    "mov dword ptr gs:[{fatal_vector}], 0x100",
-    "lock inc dword ptr gs:[{fatal_count}]",
-    "3: cli",
-    "hlt",
-    "jmp 3b",
+    "jmp 10f",
+    "5:",
+    "mov dword ptr gs:[{launch}], 0",
+    "vmlaunch",
+    // The entry failed (VMfail): save the same frame again and let the
+    // handler turn it into what the host sees (a failed entry of vmcs02
+    // is the host's VMLAUNCH/VMRESUME failing); it returns like
+    // `handle_exit`.  A failed entry of the host's own VMCS halts there.
+    "10:",
+    "sub rsp, 40",
+    "push r15", "push r14", "push r13", "push r12", "push r11", "push r10", "push r9", "push r8",
+    "push rdi", "push rsi", "push rbp", "push rbx", "push rdx", "push rcx", "push rax",
+    "mov rdi, rsp",
+    "mov rsi, [rsp + {frame}]",
+    "call {entry_failed}",
+    "jmp 9b",
     "2:",
     "pkvm_pop_gprs",
     "iretq",
@@ -277,6 +300,8 @@ core::arch::global_asm!(
     ".popsection",
     frame = const FRAME_SIZE,
     handler = sym crate::hyp::exit_handler::handle_exit,
+    entry_failed = sym crate::hyp::exit_handler::handle_entry_failure,
+    launch = const OFF_LAUNCH_NEXT,
     fatal_vector = const OFF_FATAL_VECTOR,
     fatal_count = const OFF_FATAL_COUNT,
     fatal_rip = const OFF_FATAL_RIP,

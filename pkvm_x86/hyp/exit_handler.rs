@@ -25,9 +25,11 @@ use crate::hv::mm::addr::Hpa;
 use crate::hv::vmx::event::{self as event, Interruptibility, InterruptionInfo, Merged};
 use crate::hv::vmx::exit::{self, vector, CrAccess, EptViolation, EventType, ExitReason};
 use crate::hv::vmx::guest_state::HostCpuState;
+use crate::hv::vmx::nested::{offer, operand::Fault};
 use crate::hv::vmx::root_tables;
 use crate::hv::vmx::vmcs::*;
 use crate::hyp::entry::{self as entry, gpr_slot, reg, GuestRegs};
+use crate::hyp::nested::L2Exit;
 
 /// The host's VMCS, current on this CPU while the exit handler runs.
 fn vmcs() -> vmx::CurrentVmcs {
@@ -193,8 +195,28 @@ fn exit(regs: &mut GuestRegs, cpu: &HypCpu) -> u64 {
         global.note_cpu();
     }
 
+    // An exit of the host's guest (vmcs02 current): nested VMX decides.
+    if super::nested::in_l2(cpu) {
+        return match super::nested::l2_exit(regs, cpu, local) {
+            L2Exit::ResumeGuest => 0,
+            L2Exit::MsrPolicy(write) => {
+                l2_msr(regs, local, write);
+                0
+            }
+            L2Exit::ResumeHost => {
+                deliver_pending(cpu, local);
+                0
+            }
+        };
+    }
+
     // What to do is the host policy's decision; how, this handler's.
     match policy::on_exit(why.basic) {
+        Action::Init if local.vmx.is_on() => {
+            // In VMX operation INIT is blocked: remembered, delivered by
+            // VMXOFF (see `vmx_instruction`).
+            local.init_latched = true;
+        }
         Action::Init => {
             // Wait-for-SIPI blocks NMIs: shootdowns stop waiting for this
             // CPU, which flushes before its entries instead (set before
@@ -241,6 +263,12 @@ fn exit(regs: &mut GuestRegs, cpu: &HypCpu) -> u64 {
                     local.mtrr.set(slot, v);
                     Some(v)
                 }),
+                // SAFETY: `global` points at the hypervisor-wide state in
+                // the pool, alive while any CPU runs under it.
+                MsrRead::VmxView => match offer::read_msr(&unsafe { &*cpu.global }.vmx_view, m) {
+                    Some(v) => v,
+                    None => rdmsr_safe(m),
+                },
             };
             match v {
                 Some(v) => {
@@ -273,6 +301,14 @@ fn exit(regs: &mut GuestRegs, cpu: &HypCpu) -> u64 {
             cpu::wbinvd();
             skip_instruction();
         }
+        Action::VmxInstruction => match vmx_instruction(regs, cpu, local, why.basic) {
+            // Parked by a latched INIT: nothing may be pending.
+            VmxDone::Parked => return 0,
+            // vmcs02 is current: the host's events wait for its next
+            // entry (the exit reflected back to it).
+            VmxDone::EnterGuest => return 0,
+            VmxDone::Host => {}
+        },
         Action::Undefined => inject_ud(cpu, local),
         Action::ProtectedMemory => host_touched_protected_memory(cpu, local),
         Action::Nmi => host_nmi(cpu, local),
@@ -290,6 +326,123 @@ fn exit(regs: &mut GuestRegs, cpu: &HypCpu) -> u64 {
     deliver_pending(cpu, local);
     real_mode_event();
     0
+}
+
+/// How a VMX instruction of the host ended.
+enum VmxDone {
+    /// Applied to the host; it continues.
+    Host,
+    /// VMXOFF delivered a latched INIT: the CPU waits for SIPI.
+    Parked,
+    /// VMLAUNCH/VMRESUME: vmcs02 is current, enter the host's guest.
+    EnterGuest,
+}
+
+/// A VMX instruction of the host, emulated by nested VMX
+/// (`crate::hyp::nested`): on success or VMfail the instruction is skipped
+/// (RFLAGS already written), a fault is injected with RIP unchanged.
+/// VMXOFF delivers an INIT latched in VMX operation (then the CPU waits
+/// for SIPI); INVVPID flushes; VMLAUNCH/VMRESUME enter the guest or fail
+/// as already applied.
+fn vmx_instruction(
+    regs: &mut GuestRegs,
+    cpu: &HypCpu,
+    local: &mut CpuLocal,
+    basic: u16,
+) -> VmxDone {
+    match super::nested::vmx_instruction(regs, cpu, local, basic) {
+        super::nested::Applied::Completed { left_vmx, flush } => {
+            if flush {
+                invept_host();
+            }
+            skip_instruction();
+            if left_vmx && local.init_latched {
+                local.init_latched = false;
+                cpu.parked.store(1, SeqCst);
+                park_for_sipi();
+                return VmxDone::Parked;
+            }
+        }
+        super::nested::Applied::EnterGuest => return VmxDone::EnterGuest,
+        super::nested::Applied::EntryFailed => {}
+        super::nested::Applied::Fault(f) => match f {
+            Fault::Ud => inject_ud(cpu, local),
+            Fault::Gp(e) => inject_exception(cpu, local, vector::GP, Some(e)),
+            Fault::Ss(e) => inject_exception(cpu, local, vector::SS, Some(e)),
+            Fault::Pf { addr, code } => {
+                // SAFETY: CR2 is not part of the VMCS; the host reads the
+                // fault address from the real CR2, which nothing in root
+                // mode depends on.
+                unsafe { cpu::write_cr2(addr) };
+                inject_exception(cpu, local, vector::PF, Some(code));
+            }
+        },
+    }
+    VmxDone::Host
+}
+
+/// An RDMSR (`write` false) or WRMSR of the host's guest that the
+/// hypervisor's policy intercepts and the host does not (vmcs02 current):
+/// performed as the policy decides for the host itself, except that the
+/// VMX capability MSRs are not the guest's (#GP, VMX is not offered to
+/// it); #GP into the guest if refused.
+fn l2_msr(regs: &mut GuestRegs, local: &mut CpuLocal, write: bool) {
+    let m = regs.gpr[reg::RCX] as u32;
+    let ok = if write {
+        let v = (regs.gpr[reg::RDX] << 32) | (regs.gpr[reg::RAX] & 0xffff_ffff);
+        wrmsr(local, m, v)
+    } else {
+        let v = match policy::msr_read(m) {
+            MsrRead::Perform => rdmsr_safe(m),
+            MsrRead::Shadow(slot) => local.mtrr.get(slot).or_else(|| {
+                let v = rdmsr_safe(m)?;
+                local.mtrr.set(slot, v);
+                Some(v)
+            }),
+            MsrRead::VmxView => None,
+        };
+        match v {
+            Some(v) => {
+                regs.gpr[reg::RAX] = v & 0xffff_ffff;
+                regs.gpr[reg::RDX] = v >> 32;
+                true
+            }
+            None => false,
+        }
+    };
+    if ok {
+        skip_instruction();
+    } else {
+        super::nested::inject_gp_l2();
+    }
+}
+
+/// Entry point from assembly after a failed VM entry (VMfail of VMLAUNCH
+/// or VMRESUME).  A failed entry of vmcs02 becomes the host's
+/// VMLAUNCH/VMRESUME failing (`crate::hyp::nested::l2_entry_failed`) and
+/// the host resumes (0); a failed entry of the host's own VMCS leaves
+/// nothing to return to: recorded, the CPU halts.
+///
+/// # Safety
+///
+/// As [`handle_exit`].
+pub(crate) unsafe extern "C" fn handle_entry_failure(
+    regs: *mut GuestRegs,
+    cpu: *const HypCpu,
+) -> u64 {
+    // SAFETY: guaranteed by the caller (see `handle_exit`).
+    let (_regs, cpu) = unsafe { (&mut *regs, &*cpu) };
+    if super::nested::l2_entry_failed(cpu) {
+        // SAFETY: the exit handler of this CPU.
+        let local = unsafe { cpu.local() };
+        deliver_pending(cpu, local);
+        // SAFETY: `global` points at the hypervisor-wide state.
+        unsafe { &*cpu.global }.flush_if_behind(cpu, invept_host);
+        return 0;
+    }
+    cpu.fatal_vector.store(0x100, SeqCst);
+    cpu.fatal_count.fetch_add(1, SeqCst);
+    cpu::park()
 }
 
 /// In real mode (a CPU started by SIPI runs its trampoline there)
@@ -336,6 +489,7 @@ fn mov_to_cr4(cpu: &HypCpu, local: &mut CpuLocal, val: u64) {
         supported,
         fixed0: cpu.cr4_fixed0,
         fixed1: cpu.cr4_fixed1,
+        host_in_vmx: local.vmx.is_on(),
     };
     match policy::cr4_write(val, env) {
         Some(w) => {
@@ -744,6 +898,10 @@ fn hypercall_dispatch(regs: &mut GuestRegs, cpu: &HypCpu, local: &mut CpuLocal) 
         }
         Ok(Call::NmisInRoot) => Reply::val(cpu.nmis_in_root.load(Relaxed)),
         Ok(Call::InternalErrors) => Reply::val(global.page_states().internal_errors()),
+        Ok(Call::VmxCpus) => Reply::val(u64::from(global.vmx_cpus.load(Relaxed))),
+        Ok(Call::NestedStats { which, reset }) => {
+            Reply::val(super::nested::read_stat(cpu, which, reset))
+        }
         Ok(Call::HostDonateHyp { hpa, pages }) => global.change(|s| s.host_donate_hyp(hpa, pages)),
         Ok(Call::HypDonateHost { hpa, pages }) => global.change(|s| s.hyp_donate_host(hpa, pages)),
         Ok(Call::HostShareHyp { hpa, pages }) => global.change(|s| s.host_share_hyp(hpa, pages)),

@@ -56,7 +56,11 @@ use crate::hv::mm::invariants::{self, Claim};
 use crate::hv::mm::mem_protect::{self as mp, GuestEpt, HostEpt, HypPgt, VmKind};
 use crate::hv::mm::mtrr::Mtrrs;
 use crate::hv::mm::pgtable::{HypFormat, MmOps, PteFormat, ADDR_LIMIT, PERM_RWX};
+use crate::hv::mm::pin_set::PinSet;
 use crate::hv::mm::vm_table::VmTable;
+use crate::hv::vmx::caps::{RawVmxInfo, VmxCaps};
+use crate::hv::vmx::nested::vmcs12::Vmcs12Cache;
+use crate::hv::vmx::nested::vmx_op::View;
 
 /// Claims the invariant checker may record (its scratch space).
 #[cfg(pkvm_debug)]
@@ -72,6 +76,25 @@ pub struct HypGlobal {
     /// Flush generation: raised by every shootdown; a CPU whose
     /// `flushed_gen` is below it may hold stale host-EPT translations.
     pub flush_gen: AtomicU64,
+    /// The VMX view offered to the host (nested VMX,
+    /// `crate::hv::vmx::nested::offer`): the capability MSRs it reads,
+    /// the same on every CPU.  Fixed at load.
+    pub vmx_view: RawVmxInfo,
+    /// What the VMX instructions need of the view.
+    pub vmx_params: View,
+    /// The view decoded (the controls the entry checks and the merge
+    /// allow); `None` if it does not decode (then every VM entry of the
+    /// host fails with VMfailValid(7)).
+    pub offer_caps: Option<VmxCaps>,
+    /// The CPU's own capabilities (vmcs02's must-be-one bits).
+    pub hw_caps: VmxCaps,
+    /// Hypervisor virtual address of the hypervisor's MSR bitmap (vmcs01's
+    /// policy), merged into every vmcs02's; written once before launch.
+    pub hv_msr_bitmap_va: u64,
+    /// CPUs of the host in VMX operation (between its VMXON and VMXOFF):
+    /// BEGIN_TEARDOWN is refused while any is (`EBUSY`); changed under the
+    /// hypervisor lock.
+    pub vmx_cpus: AtomicU32,
     /// Every CPU under the hypervisor, by the host's CPU number: the
     /// address of its `HypCpu`, recorded at its first VM exit (0: none).
     cpus: [AtomicU64; MAX_TEARDOWN_CPUS],
@@ -149,6 +172,12 @@ pub struct PageStates {
     frozen: bool,
     /// Scratch for the scrub: the hypervisor page table's table pages.
     tables: [u64; MAX_TABLES],
+    /// The host's VMCSs (nested VMX), shared by every CPU.
+    vmcs12: Vmcs12Cache,
+    /// Host frames pinned by live vmcs02s (nested VMX, see
+    /// Documentation/page-states.rst "Pinned host frames"): every
+    /// host-initiated transition of such a frame is refused (`EBUSY`).
+    pins: PinSet<MAX_PINS>,
     /// The scrub found more than [`MAX_TABLES`] table pages and left the
     /// pool alone (donated pages were still zeroed).
     scrub_incomplete: bool,
@@ -172,6 +201,9 @@ impl HypGlobal {
     /// # Safety
     ///
     /// `this` must be valid for writes of a `HypGlobal` and aligned.
+    // One argument per part of the state it builds, all from the host's
+    // set-up: a builder struct would only rename them.
+    #[allow(clippy::too_many_arguments)]
     pub unsafe fn init_in_place(
         this: *mut Self,
         mm: *mut HypMm,
@@ -180,6 +212,8 @@ impl HypGlobal {
         hyp: HypPgt,
         host_eptp: u64,
         debug: bool,
+        vmx_view: RawVmxInfo,
+        hw_caps: VmxCaps,
     ) {
         use core::ptr::addr_of_mut;
         // SAFETY: the caller guarantees `this` is valid for writes; every
@@ -188,6 +222,12 @@ impl HypGlobal {
             addr_of_mut!((*this).debug).write(debug);
             addr_of_mut!((*this).host_eptp).write(host_eptp);
             addr_of_mut!((*this).flush_gen).write(AtomicU64::new(0));
+            addr_of_mut!((*this).vmx_params).write(View::from_raw(&vmx_view));
+            addr_of_mut!((*this).offer_caps).write(VmxCaps::decode_view(&vmx_view).ok());
+            addr_of_mut!((*this).hw_caps).write(hw_caps);
+            addr_of_mut!((*this).hv_msr_bitmap_va).write(0);
+            addr_of_mut!((*this).vmx_view).write(vmx_view);
+            addr_of_mut!((*this).vmx_cpus).write(AtomicU32::new(0));
             // INVARIANT: all-zero is "no CPU registered".
             addr_of_mut!((*this).cpus).write_bytes(0, 1);
             let st = SpinLock::init_in_place(addr_of_mut!((*this).states));
@@ -209,6 +249,10 @@ impl HypGlobal {
             addr_of_mut!((*st).nr_pinned).write(n);
             addr_of_mut!((*st).frozen).write(false);
             addr_of_mut!((*st).tables).write([0; MAX_TABLES]);
+            // INVARIANT: all-zero bytes are an empty cache (no entry used).
+            addr_of_mut!((*st).vmcs12).write_bytes(0, 1);
+            // INVARIANT: all-zero is the empty pin set.
+            addr_of_mut!((*st).pins).write_bytes(0, 1);
             addr_of_mut!((*st).scrub_incomplete).write(false);
             // INVARIANT: all-zero is `Teardown`'s initial state (atomics
             // are valid at any bit pattern of their size).
@@ -330,12 +374,13 @@ impl HypGlobal {
         }
     }
 
-    /// BEGIN_TEARDOWN: freezes the page states, unless a VM exists
-    /// (`EBUSY`).  With no VM no page is guest-owned: VM_TEARDOWN reclaims
-    /// every page of a VM before its slot goes.
+    /// BEGIN_TEARDOWN: freezes the page states, unless a VM exists or a
+    /// CPU of the host is in VMX operation (nested VMX: its VMCSs live in
+    /// the hypervisor) (`EBUSY`).  With no VM no page is guest-owned:
+    /// VM_TEARDOWN reclaims every page of a VM before its slot goes.
     pub fn begin_teardown(&self) -> Reply {
         let mut st = self.states.lock();
-        if !st.vms.is_empty() {
+        if !st.vms.is_empty() || self.vmx_cpus.load(Ordering::Acquire) != 0 {
             return Reply::errno(errno::EBUSY);
         }
         st.frozen = true;
@@ -680,6 +725,9 @@ impl PageStates {
 
     /// HOST_DONATE_HYP.
     pub fn host_donate_hyp(&mut self, hpa: Hpa, pages: u64) -> Reply {
+        if self.pins.overlaps(hpa.raw(), pages) {
+            return Reply::errno(errno::EBUSY);
+        }
         let (mm, host, hyp, _) = self.parts();
         changed(mp::host_donate_hyp(host, hyp, mm, hpa, pages))
     }
@@ -703,6 +751,9 @@ impl PageStates {
 
     /// HOST_SHARE_HYP.
     pub fn host_share_hyp(&mut self, hpa: Hpa, pages: u64) -> Reply {
+        if self.pins.overlaps(hpa.raw(), pages) {
+            return Reply::errno(errno::EBUSY);
+        }
         let (mm, host, hyp, _) = self.parts();
         changed(mp::host_share_hyp(host, hyp, mm, hpa, pages))
     }
@@ -715,6 +766,9 @@ impl PageStates {
 
     /// VM_CREATE: the handle in RAX.
     pub fn vm_create(&mut self, host_vm_id: u64, kind: VmKind, hpa: Hpa, pages: u64) -> Reply {
+        if self.pins.overlaps(hpa.raw(), pages) {
+            return Reply::errno(errno::EBUSY);
+        }
         let (mm, host, hyp, vms) = self.parts();
         match vms.create(host, hyp, mm, host_vm_id, kind, hpa, pages, 3) {
             Ok(h) => Reply::val(u64::from(h.raw())),
@@ -745,6 +799,9 @@ impl PageStates {
 
     /// HOST_SHARE_GUEST.
     pub fn host_share_guest(&mut self, handle: u32, hpa: Hpa, gpa: Gpa, pages: u64) -> Reply {
+        if self.pins.overlaps(hpa.raw(), pages) {
+            return Reply::errno(errno::EBUSY);
+        }
         self.on_guest(handle, |host, g, mm| {
             mp::host_share_guest(host, g, mm, hpa, gpa, pages, PERM_RWX)
         })
@@ -759,6 +816,9 @@ impl PageStates {
 
     /// HOST_DONATE_GUEST.
     pub fn host_donate_guest(&mut self, handle: u32, hpa: Hpa, gpa: Gpa, pages: u64) -> Reply {
+        if self.pins.overlaps(hpa.raw(), pages) {
+            return Reply::errno(errno::EBUSY);
+        }
         self.on_guest(handle, |host, g, mm| {
             mp::host_donate_guest(host, g, mm, hpa, gpa, pages, PERM_RWX)
         })
@@ -805,6 +865,41 @@ impl PageStates {
         // SAFETY: as in `parts` (borrowed apart from `lazy` here).
         let mm = unsafe { &mut *self.mm };
         matches!(self.lazy.map_on_demand(&mut self.host, mm, hpa), Ok(true))
+    }
+
+    /// Pins the host frame of `pa` for a vmcs02 (see [`PinSet`]); `false`
+    /// if the set is full.
+    pub fn pin_host_frame(&mut self, pa: u64) -> bool {
+        self.pins.pin(pa)
+    }
+
+    /// Drops one pin of the host frame of `pa`.
+    pub fn unpin_host_frame(&mut self, pa: u64) {
+        self.pins.unpin(pa);
+    }
+
+    /// Frames pinned now (counted once each).
+    pub fn pinned_host_frames(&self) -> usize {
+        self.pins.frames()
+    }
+
+    /// Whether BEGIN_TEARDOWN froze the page states.
+    pub fn frozen(&self) -> bool {
+        self.frozen
+    }
+
+    /// What nested VMX works on, borrowed apart: the host's memory as
+    /// root mode may touch it, and the vmcs12 store.
+    pub fn nested_parts(&mut self) -> (HostMemory<'_>, &mut Vmcs12Cache) {
+        // SAFETY: as in `parts`: the live allocator, under the lock.
+        let mm = unsafe { &mut *self.mm };
+        (
+            HostMemory {
+                mm,
+                host: &self.host,
+            },
+            &mut self.vmcs12,
+        )
     }
 
     /// DEBUG_HOST_EPT_LOOKUP: the leaf entry in RAX, its level in RBX.
@@ -876,9 +971,30 @@ impl PageStates {
             hyp,
             vms,
             claims,
+            pins,
             ..
         } = self;
-        match invariants::check(host, hyp, vms.guests(), mm, claims) {
+        let r = invariants::check(host, hyp, vms.guests(), mm, claims);
+        // Nested VMX's pins: every pinned frame is still the host's own.
+        let r = r.and_then(|()| {
+            for pa in pins.iter() {
+                let owned = Hpa::new(pa)
+                    .and_then(|p| host.pgt().lookup(mm, p).ok())
+                    .map(|l| {
+                        let e = EptEntry(l.entry);
+                        e.state() == PageState::Owned && e.read() != 0 && e.write() != 0
+                    });
+                if owned != Some(true) {
+                    return Err(invariants::Violation {
+                        kind: invariants::ViolationKind::PinnedNotOwned,
+                        party: invariants::Party::Host,
+                        addr: pa,
+                    });
+                }
+            }
+            Ok(())
+        });
+        match r {
             Ok(()) => Reply::val(0),
             Err(v) => Reply {
                 rbx: Some(v.kind as u64),
@@ -886,5 +1002,104 @@ impl PageStates {
                 ..Reply::errno(errno::EFAULT)
             },
         }
+    }
+}
+
+/// Most pinned host frames: a live vmcs02 pins at most
+/// [`PINS_PER_VMCS02`] (its vmcs12, I/O bitmaps A and B, virtual-APIC
+/// and APIC-access pages), and each CPU has one vmcs02.
+pub const MAX_PINS: usize = MAX_TEARDOWN_CPUS * PINS_PER_VMCS02;
+/// Pins one vmcs02 holds at most.
+pub const PINS_PER_VMCS02: usize = 5;
+
+/// The host's memory as nested VMX may touch it from root mode
+/// (`crate::hv::vmx::nested::host_walk::HostPhys`): only RAM pages the
+/// host owns exclusively at this moment (host EPT state `OWNED`, readable
+/// and writable: never hypervisor memory, the pinned module image, a page
+/// shared with or donated to anyone, nor MMIO), through the allocator's
+/// scratch slot, under the hypervisor lock (whoever holds `PageStates`).
+pub struct HostMemory<'a> {
+    mm: &'a mut HypMm,
+    host: &'a HostEpt,
+}
+
+impl HostMemory<'_> {
+    /// Whether the page of `pa` is the host's own RAM.
+    fn owns(&mut self, pa: u64) -> Option<Hpa> {
+        let page = Hpa::new(pa & !0xfff)?;
+        if !self.host.ram().contains(page.raw(), 4096) {
+            return None;
+        }
+        let leaf = self.host.pgt().lookup(self.mm, page).ok()?;
+        let e = EptEntry(leaf.entry);
+        (e.read() != 0 && e.write() != 0 && e.state() == PageState::Owned).then_some(page)
+    }
+
+    /// Runs `f` with the host page of `pa` mapped, if the host owns it and
+    /// `len` bytes from `pa` stay in the page; `f` gets the address of
+    /// `pa` in the mapping.
+    fn access(&mut self, pa: u64, len: usize, f: impl FnOnce(u64)) -> bool {
+        let off = pa & 0xfff;
+        if off as usize + len > 4096 {
+            return false;
+        }
+        let Some(page) = self.owns(pa) else {
+            return false;
+        };
+        let mut done = false;
+        self.mm.with_scratch(page, MemType::Wb, |va| {
+            f(va + off);
+            done = true;
+        });
+        done
+    }
+}
+
+impl crate::hv::vmx::nested::host_walk::HostPhys for HostMemory<'_> {
+    fn read_bytes(&mut self, pa: u64, out: &mut [u8]) -> bool {
+        let n = out.len();
+        self.access(pa, n, |va| {
+            for (i, b) in out.iter_mut().enumerate() {
+                // SAFETY: `access` maps the page and keeps `[va, va + n)`
+                // inside it; the host may change it concurrently, hence
+                // volatile byte reads.
+                *b = unsafe { ((va + i as u64) as *const u8).read_volatile() };
+            }
+        })
+    }
+
+    fn write_bytes(&mut self, pa: u64, bytes: &[u8]) -> bool {
+        self.access(pa, bytes.len(), |va| {
+            for (i, b) in bytes.iter().enumerate() {
+                // SAFETY: as in `read_bytes`; the page is the host's, which
+                // the emulated instruction writes as the CPU would.
+                unsafe { ((va + i as u64) as *mut u8).write_volatile(*b) };
+            }
+        })
+    }
+
+    fn read_words(&mut self, pa: u64, out: &mut [u64]) -> bool {
+        if pa % 8 != 0 {
+            return false;
+        }
+        let n = out.len() * 8;
+        self.access(pa, n, |va| {
+            for (i, w) in out.iter_mut().enumerate() {
+                // SAFETY: as in `read_bytes`; 8-byte aligned.
+                *w = unsafe { ((va + 8 * i as u64) as *const u64).read_volatile() };
+            }
+        })
+    }
+
+    fn write_words(&mut self, pa: u64, words: &[u64]) -> bool {
+        if pa % 8 != 0 {
+            return false;
+        }
+        self.access(pa, words.len() * 8, |va| {
+            for (i, w) in words.iter().enumerate() {
+                // SAFETY: as in `write_bytes`; 8-byte aligned.
+                unsafe { ((va + 8 * i as u64) as *mut u64).write_volatile(*w) };
+            }
+        })
     }
 }

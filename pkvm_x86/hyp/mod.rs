@@ -17,4 +17,5 @@ pub mod exit_handler;
 pub mod global;
 pub mod lock;
 pub mod mm;
+pub mod nested;
 pub mod percpu;

@@ -38,6 +38,8 @@ use core::sync::atomic::{AtomicU32, AtomicU64};
 use super::global::HypGlobal;
 use crate::hv::host_policy::MtrrShadow;
 use crate::hv::vmx::exit::ExitStats;
+use crate::hv::vmx::nested::vmx_op::VmxMode;
+use crate::hyp::nested::NestedPages;
 
 /// Per-CPU hypervisor state.
 #[repr(C)]
@@ -92,6 +94,10 @@ pub struct HypCpu {
     pub probe_cr2: AtomicU64,
     /// The RSP the #PF stub ran on during the probe (its interrupt stack).
     pub probe_stub_rsp: AtomicU64,
+    /// Set by the exit handler when the next entry must be a VMLAUNCH (a
+    /// freshly cleared vmcs02, `crate::hyp::nested`); the entry assembly
+    /// reads and clears it.
+    pub launch_next: AtomicU32,
     /// Logical CPU number (the host's numbering).
     pub cpu: u32,
     /// CR4 bits that must be 1 in VMX operation.
@@ -100,6 +106,9 @@ pub struct HypCpu {
     pub cr4_fixed1: u64,
     /// The hypervisor-wide state (in the pool).
     pub global: *mut HypGlobal,
+    /// Nested VMX's pages of this CPU (vmcs01, vmcs02, the merged MSR
+    /// bitmap, the per-CPU nested state), written once before launch.
+    pub nested: NestedPages,
     /// State only this CPU's exit handler touches; see [`HypCpu::local`].
     local: UnsafeCell<CpuLocal>,
 }
@@ -124,6 +133,13 @@ pub struct CpuLocal {
     /// was set aside for an exception injected first; delivered when the
     /// host can take it (see `exit_handler::deliver_pending`).
     pub pending_irq: Option<u8>,
+    /// The host CPU's VMX-operation state (nested VMX: its VMXON and
+    /// current-VMCS pointers), see `crate::hyp::nested`.
+    pub vmx: VmxMode,
+    /// An INIT arrived while the host was in VMX operation: blocked and
+    /// remembered, as the CPU does; delivered (the CPU parks waiting for
+    /// SIPI) when VMXOFF unblocks it.
+    pub init_latched: bool,
 }
 
 /// `fatal_vector` value when no unexpected exception happened.
@@ -150,6 +166,8 @@ pub const OFF_FAULTED: usize = core::mem::offset_of!(HypCpu, faulted);
 pub const OFF_FLUSHED_GEN: usize = core::mem::offset_of!(HypCpu, flushed_gen);
 /// Offset of `shootdown_nmi`.
 pub const OFF_SHOOTDOWN_NMI: usize = core::mem::offset_of!(HypCpu, shootdown_nmi);
+/// Offset of `launch_next`.
+pub const OFF_LAUNCH_NEXT: usize = core::mem::offset_of!(HypCpu, launch_next);
 /// Offset of `global`.
 pub const OFF_GLOBAL: usize = core::mem::offset_of!(HypCpu, global);
 /// Offset of `probe_resume_rsp`.
@@ -190,6 +208,7 @@ impl HypCpu {
         cr4_fixed0: u64,
         cr4_fixed1: u64,
         global: *mut HypGlobal,
+        nested: NestedPages,
     ) -> Self {
         Self {
             self_ptr: at,
@@ -213,6 +232,8 @@ impl HypCpu {
             cr4_fixed0,
             cr4_fixed1,
             global,
+            nested,
+            launch_next: AtomicU32::new(0),
             local: UnsafeCell::new(CpuLocal {
                 torn_down: 0,
                 counted: false,
@@ -221,6 +242,8 @@ impl HypCpu {
                 stats: ExitStats::new(),
                 mtrr: MtrrShadow::new(),
                 pending_irq: None,
+                vmx: VmxMode::Off,
+                init_latched: false,
             }),
         }
     }

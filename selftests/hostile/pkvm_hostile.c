@@ -94,6 +94,11 @@
  *                           fault") before it panics.  Does not return
  *                           when it works; "err donate=RC" if the page
  *                           could not be donated
+ *   vmptrst CPU             VMPTRST on CPU (in VMX operation: the current
+ *                           VMCS of the host's KVM there); "ok 0x..."
+ *   map PFN                 the next mmap of /sys/kernel/debug/pkvm_hostile/mem
+ *                           maps frame PFN (remap_pfn_range, one page): a
+ *                           process can hand it to KVM as guest memory
  *
  * Numbers are parsed with base 0 (0x... for hex).
  */
@@ -676,6 +681,26 @@ static int cmd_dfault(u64 cpu)
 	return 0;
 }
 
+static void do_vmptrst(void *p)
+{
+	asm volatile("vmptrst %0" : "=m"(*(u64 *)p) : : "memory");
+}
+
+/* The frame the next mmap of the "mem" file maps (command "map"). */
+static u64 map_pfn;
+
+static int mem_mmap(struct file *f, struct vm_area_struct *vma)
+{
+	if (!map_pfn || vma->vm_end - vma->vm_start != PAGE_SIZE)
+		return -EINVAL;
+	return remap_pfn_range(vma, vma->vm_start, map_pfn, PAGE_SIZE, vma->vm_page_prot);
+}
+
+static const struct file_operations mem_fops = {
+	.owner = THIS_MODULE,
+	.mmap = mem_mmap,
+};
+
 static int run(char *line)
 {
 	char *argv[7];
@@ -753,6 +778,20 @@ static int run(char *line)
 		return cmd_scan(n[0], n[1], n[2]);
 	if (!strcmp(argv[0], "sipi") && argc == 4)
 		return cmd_sipi(n[0], n[1], n[2]);
+	if (!strcmp(argv[0], "vmptrst") && argc == 2) {
+		u64 pa = 0;
+		int rc = smp_call_function_single(n[0], do_vmptrst, &pa, 1);
+
+		if (rc)
+			return rc;
+		snprintf(result, sizeof(result), "ok 0x%llx\n", pa);
+		return 0;
+	}
+	if (!strcmp(argv[0], "map") && argc == 2) {
+		map_pfn = n[0];
+		snprintf(result, sizeof(result), "ok\n");
+		return 0;
+	}
 	if (!strcmp(argv[0], "stale") && argc == 5)
 		return cmd_stale(n[0], n[1], n[2], n[3]);
 	if (!strcmp(argv[0], "contend") && argc == 5)
@@ -803,6 +842,8 @@ static int __init hostile_init(void)
 {
 	dir = debugfs_create_dir("pkvm_hostile", NULL);
 	debugfs_create_file("ctl", 0600, dir, NULL, &ctl_fops);
+	/* No debugfs proxy: it would not pass mmap through. */
+	debugfs_create_file_unsafe("mem", 0600, dir, NULL, &mem_fops);
 	return 0;
 }
 

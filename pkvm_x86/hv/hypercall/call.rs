@@ -45,6 +45,15 @@ pub enum Call {
     InternalErrors,
     /// [`nr::BEGIN_TEARDOWN`].
     BeginTeardown,
+    /// [`nr::VMX_CPUS`].
+    VmxCpus,
+    /// [`nr::NESTED_STATS`].
+    NestedStats {
+        /// Which counter.
+        which: u64,
+        /// Reset this CPU's counters after reading.
+        reset: bool,
+    },
     /// [`nr::HOST_DONATE_HYP`].
     HostDonateHyp {
         /// First host page.
@@ -235,6 +244,11 @@ impl Call {
             nr::NMIS_IN_ROOT => Self::NmisInRoot,
             nr::INTERNAL_ERRORS => Self::InternalErrors,
             nr::BEGIN_TEARDOWN => Self::BeginTeardown,
+            nr::VMX_CPUS => Self::VmxCpus,
+            nr::NESTED_STATS => Self::NestedStats {
+                which: a0,
+                reset: a1 == 1,
+            },
             nr::HOST_DONATE_HYP => Self::HostDonateHyp {
                 hpa: pa(a0)?,
                 pages: a1,
@@ -599,6 +613,8 @@ mod tests {
             nr::NMIS_IN_ROOT,
             nr::INTERNAL_ERRORS,
             nr::BEGIN_TEARDOWN,
+            nr::VMX_CPUS,
+            nr::NESTED_STATS,
             nr::HOST_DONATE_HYP,
             nr::HYP_DONATE_HOST,
             nr::HOST_SHARE_HYP,

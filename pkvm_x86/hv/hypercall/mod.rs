@@ -52,6 +52,18 @@ pub mod nr {
     /// page-state call is refused (`EBUSY`) and [`TEARDOWN_CPU`] allowed.
     /// Irreversible; repeating it answers 0.
     pub const BEGIN_TEARDOWN: u64 = 7;
+    /// Returns how many CPUs of the host are in VMX operation (nested VMX:
+    /// between their VMXON and VMXOFF).  Hypervisor-wide.  The host half
+    /// keeps the module from being unloaded while it is not 0.
+    pub const VMX_CPUS: u64 = 8;
+    /// Nested VMX counters of the calling CPU: RBX selects one
+    /// (`crate::hyp::nested::stat`: 0 entries, 1 exits of vmcs02, 2
+    /// reflected exits, 3 kept by the hypervisor, 4 protected-memory
+    /// touches, 5 failed entries, 6 vmcs02 launches, 7 unexpected; 0x100 +
+    /// n: exits of basic reason n reflected; 0x200: host frames pinned
+    /// now, hypervisor-wide), RCX = 1 resets the CPU's counters after
+    /// reading.
+    pub const NESTED_STATS: u64 = 9;
 
     /// Donates RCX pages at PFN RBX to the hypervisor.
     /// host OWNED -> NOPAGE(hyp) / hyp NOPAGE -> OWNED.

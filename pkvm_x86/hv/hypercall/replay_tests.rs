@@ -92,6 +92,8 @@ fn run(
         | Call::NmisInRoot
         | Call::InternalErrors
         | Call::BeginTeardown
+        | Call::VmxCpus
+        | Call::NestedStats { .. }
         | Call::DebugCheckInvariants
         | Call::DebugFillPage { .. }
         | Call::DebugStackGuard

@@ -100,6 +100,9 @@ pub enum ViolationKind {
     TableNotHypOwned,
     /// The scratch array is too small for the claims.
     ScratchFull,
+    /// A host frame pinned by a live vmcs02 (nested VMX) that the host no
+    /// longer owns exclusively.
+    PinnedNotOwned,
 }
 
 /// The first broken invariant found.

@@ -16,6 +16,7 @@
 //! * [`host_ept_map`] and [`mtrr`]: the identity host EPT's layout and
 //!   memory types.
 //! * [`ram`]: the RAM ranges recorded at load; only RAM changes hands.
+//! * [`pin_set`]: host frames pinned by nested VMX's live vmcs02s.
 //!
 //! Future home of the shadow EPT (`mm::shadow_ept`): the per-guest table
 //! built from the host KVM's EPT through the transitions of `mem_protect`
@@ -30,6 +31,7 @@ pub mod invariants;
 pub mod mem_protect;
 pub mod mtrr;
 pub mod pgtable;
+pub mod pin_set;
 pub mod ram;
 #[cfg(test)]
 pub mod sim;

@@ -397,6 +397,18 @@ pub fn feature_name(f: Feature) -> &'static str {
 impl VmxCaps {
     /// Decodes `raw` and checks everything pkvm requires.
     pub fn decode(raw: &RawVmxInfo) -> Result<Self, VmxError> {
+        let caps = Self::decode_view(raw)?;
+        if let Some(&(f, _, _)) = FEATURES.iter().find(|(f, _, req)| *req && !caps.has(*f)) {
+            return Err(VmxError::Missing(f));
+        }
+        Ok(caps)
+    }
+
+    /// Decodes `raw` as a VMX implementation (VMX reported, firmware
+    /// enabled it, write-back 64-bit regions), without asking for what pkvm
+    /// itself requires: used for the VMX view pkvm offers the host
+    /// (`crate::hv::vmx::nested::offer`), which hides EPT among others.
+    pub fn decode_view(raw: &RawVmxInfo) -> Result<Self, VmxError> {
         if raw.cpuid_1_ecx & CPUID_1_ECX_VMX == 0 {
             return Err(VmxError::NoVmx);
         }
@@ -434,7 +446,7 @@ impl VmxCaps {
         } else {
             0
         };
-        let caps = Self {
+        Ok(Self {
             vmcs_revision: get(basic, 0, 31) as u32,
             vmcs_size: get(basic, 32, 13) as u32,
             true_ctls,
@@ -452,11 +464,7 @@ impl VmxCaps {
             } else {
                 0
             },
-        };
-        if let Some(&(f, _, _)) = FEATURES.iter().find(|(f, _, req)| *req && !caps.has(*f)) {
-            return Err(VmxError::Missing(f));
-        }
-        Ok(caps)
+        })
     }
 
     /// A one-line summary for the kernel log.

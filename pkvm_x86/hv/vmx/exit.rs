@@ -229,6 +229,8 @@ pub mod vector {
     pub const UD: u8 = 6;
     /// General protection.
     pub const GP: u8 = 13;
+    /// #SS, stack-segment fault.
+    pub const SS: u8 = 12;
     /// Page fault.
     pub const PF: u8 = 14;
     /// Machine check.

@@ -13,10 +13,10 @@
 //! * [`segment`]: segment and system descriptors.
 //! * [`msr_bitmap`]: the MSR-bitmap page format.
 //! * [`root_tables`]: root mode's GDT, TSS and IDT layout.
-//!
-//! Future home of nested VMX (`vmx::nested`): vmcs12 and its merge into
-//! vmcs02, the emulated VMX instructions and exit reflection, as pure
-//! functions over the VMCS model (see Documentation/architecture.rst).
+//! * [`nested`]: nested VMX for the host's KVM: the offered VMX view, the
+//!   emulated VMX instructions, the vmcs12 store, vmcs12 field classes,
+//!   entry checks, the vmcs12 -> vmcs02 merge, MSR areas and exit
+//!   reflection (see Documentation/nested.rst).
 
 pub mod caps;
 pub mod event;
@@ -24,6 +24,7 @@ pub mod exit;
 pub mod guest_state;
 pub mod host_vmcs;
 pub mod msr_bitmap;
+pub mod nested;
 pub mod root_tables;
 pub mod segment;
 pub mod vmcs;

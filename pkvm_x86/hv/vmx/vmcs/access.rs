@@ -206,6 +206,19 @@ impl MemVmcs {
             .map(|(i, _)| i)
     }
 
+    /// The value of the field at table position `i` (what VMREAD
+    /// returns), `None` past the table.
+    pub fn value_at(&self, i: usize) -> Option<u64> {
+        self.values.get(i).copied()
+    }
+
+    /// Sets the field at table position `i`, whatever its access type, as
+    /// loading a VMCS from memory does (the vmcs12 store of nested VMX);
+    /// bits beyond the field's width are dropped.
+    pub fn load_at(&mut self, i: usize, raw: u64) {
+        self.store(i, raw);
+    }
+
     fn store(&mut self, i: usize, raw: u64) {
         let Some(info) = FIELDS.get(i) else { return };
         if let (Some(v), Some(w)) = (self.values.get_mut(i), self.written.get_mut(i)) {

@@ -1,0 +1,285 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! What nested VMX does with each field of a vmcs12: one [`Class`] per row
+//! of the VMCS field table ([`FIELDS`]), and whether VMCS shadowing may
+//! serve the host's VMREAD/VMWRITE of it ([`Shadow`]).
+//!
+//! The class is derived from the table's group, refined by two lists kept
+//! here (not marks in `fields.rs`, which several parts of pkvm read):
+//! [`HOST_ADDRESS_FIELDS`] (physical addresses the host supplies) and
+//! [`HIDDEN_FIELDS`] (fields of features not offered to the host).
+//!
+//! * [`Class::GuestState`]: copied vmcs12 -> vmcs02 at entry and back at a
+//!   reflected exit (with the adjustments the merge documents).
+//! * [`Class::Control`]: read by the merge and composed from an allow-list
+//!   (never copied as bits).
+//! * [`Class::HostState`]: vmcs12's host-state area: checked at entry,
+//!   loaded into the host's context at a reflected exit; never copied into
+//!   vmcs02, whose host state is the hypervisor's.
+//! * [`Class::ExitInfo`]: read-only to the host; written at reflection.
+//! * [`Class::HostAddress`]: a host-physical address the CPU or the
+//!   hypervisor would use: validated as a host-owned page, then mapped or
+//!   pinned by the integration before use.
+//! * [`Class::Hidden`]: a field of a feature that is not offered.  Its
+//!   controls are never allowed to be 1 (the entry fails with
+//!   VMfailValid(7), see `entry_checks`).  **Decision**: VMREAD and VMWRITE
+//!   of a hidden field fail with VM-instruction error 12 ("unsupported VMCS
+//!   component"), as on a CPU without the feature; the field is never
+//!   read by the merge and never written by reflection, so nothing the
+//!   host stores there (it cannot) could reach vmcs02.
+
+use crate::hv::vmx::vmcs::fields::{self as f, Group, FIELDS};
+
+/// The nested-VMX class of a vmcs12 field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    /// Guest state: copied vmcs12 <-> vmcs02.
+    GuestState,
+    /// A control composed by the merge from an allow-list.
+    Control,
+    /// vmcs12's host-state area: checked at entry, loaded at exit.
+    HostState,
+    /// Exit information: read-only to the host, written at reflection.
+    ExitInfo,
+    /// A host-supplied physical address: validated, mapped or pinned.
+    HostAddress,
+    /// A field of a feature not offered: VMREAD/VMWRITE fail with error 12.
+    Hidden,
+}
+
+/// Whether VMCS shadowing may serve the host's accesses to a field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shadow {
+    /// VMREAD and VMWRITE exit (the hypervisor emulates them).
+    Never,
+    /// VMREAD is served by the shadow VMCS; VMWRITE exits.
+    ReadOnly,
+    /// VMREAD and VMWRITE are served by the shadow VMCS.
+    ReadWrite,
+}
+
+/// Host-supplied physical addresses: the bitmaps, the MSR areas, the APIC
+/// pages and the VMCS link pointer (a guest-state field).
+pub const HOST_ADDRESS_FIELDS: &[u32] = &[
+    f::IO_BITMAP_A.encoding(),
+    f::IO_BITMAP_B.encoding(),
+    f::MSR_BITMAP.encoding(),
+    f::VM_EXIT_MSR_STORE_ADDR.encoding(),
+    f::VM_EXIT_MSR_LOAD_ADDR.encoding(),
+    f::VM_ENTRY_MSR_LOAD_ADDR.encoding(),
+    f::VIRTUAL_APIC_PAGE_ADDR.encoding(),
+    f::APIC_ACCESS_ADDR.encoding(),
+    f::VMCS_LINK_POINTER.encoding(),
+];
+
+/// Fields of features not offered to the host in this step: posted
+/// interrupts, APICv's EOI-exit bitmaps and interrupt status, EPT (and the
+/// PDPTEs, which only exist for it), #VE, VM functions, VMCS shadowing,
+/// PML, SGX, SPP, TSC scaling, tertiary controls (HLAT, IPI
+/// virtualization, PASID, shared EPT), secondary exit controls, SPEC_CTRL
+/// virtualization, the notify window, the preemption timer, SMM's
+/// dual-monitor treatment (executive VMCS, SMBASE), and the state of
+/// MPX, PT, architectural LBR, PKS, CET and user interrupts.
+pub const HIDDEN_FIELDS: &[u32] = &[
+    f::POSTED_INTR_NV.encoding(),
+    f::EPTP_INDEX.encoding(),
+    f::HLAT_PREFIX_SIZE.encoding(),
+    f::LAST_PID_POINTER_INDEX.encoding(),
+    f::GUEST_INTR_STATUS.encoding(),
+    f::GUEST_PML_INDEX.encoding(),
+    f::GUEST_UINV.encoding(),
+    f::EXECUTIVE_VMCS_POINTER.encoding(),
+    f::PML_ADDRESS.encoding(),
+    f::POSTED_INTR_DESC_ADDR.encoding(),
+    f::VM_FUNCTION_CONTROL.encoding(),
+    f::EPT_POINTER.encoding(),
+    f::EOI_EXIT_BITMAP0.encoding(),
+    f::EOI_EXIT_BITMAP1.encoding(),
+    f::EOI_EXIT_BITMAP2.encoding(),
+    f::EOI_EXIT_BITMAP3.encoding(),
+    f::EPTP_LIST_ADDRESS.encoding(),
+    f::VMREAD_BITMAP.encoding(),
+    f::VMWRITE_BITMAP.encoding(),
+    f::VE_INFORMATION_ADDRESS.encoding(),
+    f::ENCLS_EXITING_BITMAP.encoding(),
+    f::SPPT_POINTER.encoding(),
+    f::TSC_MULTIPLIER.encoding(),
+    f::TERTIARY_VM_EXEC_CONTROL.encoding(),
+    f::ENCLV_EXITING_BITMAP.encoding(),
+    f::LOW_PASID_DIRECTORY.encoding(),
+    f::HIGH_PASID_DIRECTORY.encoding(),
+    f::SHARED_EPT_POINTER.encoding(),
+    f::PCONFIG_EXITING_BITMAP.encoding(),
+    f::HLAT_POINTER.encoding(),
+    f::PID_POINTER_TABLE.encoding(),
+    f::SECONDARY_VM_EXIT_CONTROLS.encoding(),
+    f::SPEC_CTRL_MASK.encoding(),
+    f::SPEC_CTRL_SHADOW.encoding(),
+    f::GUEST_PDPTE0.encoding(),
+    f::GUEST_PDPTE1.encoding(),
+    f::GUEST_PDPTE2.encoding(),
+    f::GUEST_PDPTE3.encoding(),
+    f::GUEST_IA32_BNDCFGS.encoding(),
+    f::GUEST_IA32_RTIT_CTL.encoding(),
+    f::GUEST_IA32_LBR_CTL.encoding(),
+    f::GUEST_IA32_PKRS.encoding(),
+    f::HOST_IA32_PKRS.encoding(),
+    f::NOTIFY_WINDOW.encoding(),
+    f::GUEST_SMBASE.encoding(),
+    f::VMX_PREEMPTION_TIMER_VALUE.encoding(),
+    f::GUEST_S_CET.encoding(),
+    f::GUEST_SSP.encoding(),
+    f::GUEST_INTR_SSP_TABLE.encoding(),
+    f::HOST_S_CET.encoding(),
+    f::HOST_SSP.encoding(),
+    f::HOST_INTR_SSP_TABLE.encoding(),
+];
+
+const fn listed(list: &[u32], encoding: u32) -> bool {
+    let mut i = 0;
+    while i < list.len() {
+        if list[i] == encoding {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// The class of the field with encoding `encoding`, `None` if it is not in
+/// the table (VMREAD/VMWRITE fail with error 12 for it too).
+pub fn class_of(encoding: u32) -> Option<Class> {
+    let info = f::info(encoding)?;
+    Some(if listed(HOST_ADDRESS_FIELDS, encoding) {
+        Class::HostAddress
+    } else if listed(HIDDEN_FIELDS, encoding) {
+        Class::Hidden
+    } else {
+        match info.group {
+            Group::Control => Class::Control,
+            Group::Guest => Class::GuestState,
+            Group::Host => Class::HostState,
+            Group::ExitInfo => Class::ExitInfo,
+        }
+    })
+}
+
+/// How VMCS shadowing may serve a field of class `c`:
+///
+/// * guest state, controls and host state: read-write.  vmcs12 is read
+///   again (from the shadow VMCS) and checked in full at every VMLAUNCH /
+///   VMRESUME, so no VMWRITE of these needs to be seen when it happens.
+/// * exit information: read-only (VMWRITE fails with error 13 unless the
+///   offer's VMX_MISC bit 29 says otherwise, which the emulation decides).
+/// * host addresses: never, so the integration sees every change of a page
+///   it has validated and pinned.
+/// * hidden fields: never (VMREAD/VMWRITE must fail with error 12).
+pub const fn shadow_of(c: Class) -> Shadow {
+    match c {
+        Class::GuestState | Class::Control | Class::HostState => Shadow::ReadWrite,
+        Class::ExitInfo => Shadow::ReadOnly,
+        Class::HostAddress | Class::Hidden => Shadow::Never,
+    }
+}
+
+/// Whether the host's VMREAD/VMWRITE of `encoding` reaches a field at all
+/// (in the table and not hidden); otherwise VM-instruction error 12.
+pub fn host_accessible(encoding: u32) -> bool {
+    matches!(class_of(encoding), Some(c) if c != Class::Hidden)
+}
+
+/// The table rows of class `c`.
+pub fn fields_of(c: Class) -> impl Iterator<Item = &'static f::FieldInfo> {
+    FIELDS
+        .iter()
+        .filter(move |i| class_of(i.encoding) == Some(c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hv::vmx::vmcs::fields::{Access, Marks};
+
+    #[test]
+    fn every_row_has_exactly_one_class_following_its_group() {
+        let all = [
+            Class::GuestState,
+            Class::Control,
+            Class::HostState,
+            Class::ExitInfo,
+            Class::HostAddress,
+            Class::Hidden,
+        ];
+        for row in FIELDS {
+            let c = class_of(row.encoding).unwrap();
+            let n = all
+                .iter()
+                .filter(|k| fields_of(**k).any(|r| r.encoding == row.encoding))
+                .count();
+            assert_eq!(n, 1, "{}", row.name);
+            let ok = match row.group {
+                Group::Control => {
+                    matches!(c, Class::Control | Class::HostAddress | Class::Hidden)
+                }
+                Group::Guest => match c {
+                    Class::HostAddress => row.name == "VMCS_LINK_POINTER",
+                    Class::GuestState | Class::Hidden => true,
+                    _ => false,
+                },
+                Group::Host => matches!(c, Class::HostState | Class::Hidden),
+                Group::ExitInfo => c == Class::ExitInfo,
+            };
+            assert!(ok, "{}: {c:?} in group {:?}", row.name, row.group);
+            // Read-only exactly for exit information, shadowed read-only.
+            assert_eq!(row.access == Access::ReadOnly, c == Class::ExitInfo);
+            if c == Class::ExitInfo {
+                assert_eq!(shadow_of(c), Shadow::ReadOnly);
+            }
+        }
+        // The lists name table rows only, once each, and are disjoint.
+        for (i, e) in HOST_ADDRESS_FIELDS.iter().chain(HIDDEN_FIELDS).enumerate() {
+            assert!(f::info(*e).is_some(), "{e:#x}");
+            let rest = HOST_ADDRESS_FIELDS.iter().chain(HIDDEN_FIELDS).skip(i + 1);
+            for o in rest {
+                assert_ne!(e, o, "{e:#x} listed twice");
+            }
+        }
+        assert_eq!(fields_of(Class::HostAddress).count(), 9);
+        assert_eq!(fields_of(Class::Hidden).count(), HIDDEN_FIELDS.len());
+        assert_eq!(class_of(0x0001), None);
+        assert!(!host_accessible(0x0001));
+    }
+
+    #[test]
+    fn every_field_pkvm_uses_for_itself_is_reachable_except_ept() {
+        // Everything the launch writes is an architectural field every CPU
+        // pkvm runs on has; only the EPT pointer is hidden from the host
+        // (EPT is not offered in this step).
+        for row in FIELDS.iter().filter(|r| r.marks.has(Marks::LAUNCH)) {
+            let c = class_of(row.encoding).unwrap();
+            if row.name == "EPT_POINTER" {
+                assert_eq!(c, Class::Hidden);
+            } else {
+                assert_ne!(c, Class::Hidden, "{}", row.name);
+            }
+        }
+    }
+
+    #[test]
+    fn shadowing_never_serves_addresses_or_hidden_fields() {
+        assert_eq!(shadow_of(Class::HostAddress), Shadow::Never);
+        assert_eq!(shadow_of(Class::Hidden), Shadow::Never);
+        assert_eq!(shadow_of(Class::GuestState), Shadow::ReadWrite);
+        assert_eq!(class_of(f::MSR_BITMAP.encoding()), Some(Class::HostAddress));
+        assert_eq!(class_of(f::PML_ADDRESS.encoding()), Some(Class::Hidden));
+        assert_eq!(class_of(f::GUEST_RIP.encoding()), Some(Class::GuestState));
+        assert_eq!(class_of(f::HOST_RIP.encoding()), Some(Class::HostState));
+        assert_eq!(
+            class_of(f::VM_EXIT_REASON.encoding()),
+            Some(Class::ExitInfo)
+        );
+        assert_eq!(class_of(f::TSC_OFFSET.encoding()), Some(Class::Control));
+        assert!(!host_accessible(f::POSTED_INTR_DESC_ADDR.encoding()));
+        assert!(host_accessible(f::VIRTUAL_APIC_PAGE_ADDR.encoding()));
+    }
+}

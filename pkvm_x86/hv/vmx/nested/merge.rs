@@ -1,0 +1,1057 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! vmcs12 -> vmcs02: the plan of a VM entry of the host's guest (which
+//! host pages it needs) and vmcs02 built **from an allow-list, never by
+//! copying control bits**.
+//!
+//! An entry runs in three steps, all driven by the integration
+//! (`hyp/nested.rs`) from root mode:
+//!
+//! 1. [`plan_entry`]: the checks of `entry_checks` (VMfailValid 7/8)
+//!    before any address of vmcs12 is used, then the list of host pages
+//!    the entry uses ([`EntryPlan`]).  The caller validates each page
+//!    (host-owned RAM only: never hypervisor memory, never a page donated
+//!    to a guest), reads those read at entry (MSR bitmap, link pointer,
+//!    PDPTEs), pins those the CPU uses while the guest runs (I/O bitmaps,
+//!    virtual-APIC and APIC-access pages) for vmcs02's lifetime, and fails
+//!    the entry with [`PageUse::refusal`] for a page that fails.
+//! 2. [`merge_msr_bitmap`] into a hypervisor page, then [`build_vmcs02`].
+//! 3. The VM-entry MSR-load area (`msr_area::load_area`), then VMLAUNCH /
+//!    VMRESUME of vmcs02.
+//!
+//! Composition (the hypervisor's needs are [`HV_PIN`], [`HV_PROC1`],
+//! [`HV_PROC2`], [`HV_EXCEPTIONS`] and the host CR4 mask):
+//!
+//! * control words: (vmcs12's bits & the allowed bits of the offer &
+//!   the mergeable bits) | the hypervisor's needs | the CPU's
+//!   must-be-one bits.  VM-exit controls are the hypervisor's own (vmcs02
+//!   exits to root mode; vmcs12's are emulated by `reflect`), with
+//!   acknowledge-interrupt-on-exit as vmcs12 asks; VM-entry controls load
+//!   EFER, PAT and debug controls always (with the host's own values when
+//!   vmcs12 does not load them, since the entry starts from root mode),
+//!   IA-32e mode guest as vmcs12 asks.
+//! * EPT: always, with the host EPT's pointer (vmcs01's): the guest runs
+//!   on the host EPT (vmcs12 never has EPT in this step), so it can only
+//!   reach memory the host owns.  PDPTEs of a PAE guest are therefore
+//!   loaded by software from the page at the guest's CR3 (with EPT the
+//!   CPU takes them from the VMCS).
+//! * MSR bitmap: the host's bitmap (all ones if vmcs12 uses none) OR the
+//!   hypervisor's policy bitmap (vmcs01's): [`merge_msr_bitmap`].
+//! * CR0/CR4 guest/host masks: vmcs12's | the hypervisor's (CR4.VMXE); a
+//!   bit the hypervisor alone owns reads, in the guest, as vmcs12's guest
+//!   CR4 has it (the shadow), and is 1 in the real CR4.
+//! * exception bitmap: vmcs12's | #MC.  The page-fault error-code
+//!   mask/match are vmcs12's: the hypervisor does not need #PF (the guest
+//!   runs on EPT), so every #PF exit is one vmcs12 asked for, with
+//!   exactly its PFEC filter.  (Were #PF needed, bit 14 set with a filter
+//!   that is not vmcs12's would make exits vmcs12 filtered out arrive, to
+//!   be re-injected; `reflect::owner` already applies vmcs12's filter.)
+//! * VPID: the guest's own (a parameter, distinct from the host's), only
+//!   if vmcs12 enables VPID; without it vmcs02 runs with VPID 0, which
+//!   every entry and exit flushes, as the host asked.
+//! * TSC offset: vmcs01's + vmcs12's (wrapping), as the host sees its own
+//!   TSC through vmcs01's.
+//! * MSR-load/store areas: counts 0 in vmcs02 (emulated in software).
+//! * VMCS link pointer: all ones (vmcs12's is checked, never given to the
+//!   CPU).  Host state: the hypervisor's, copied from vmcs01's host-state
+//!   area; vmcs12's host state never reaches vmcs02.
+//! * Guest state: every [`Class::GuestState`] field copied; EFER, PAT,
+//!   DEBUGCTL, DR7, IA32_PERF_GLOBAL_CTRL from vmcs12 if it loads them,
+//!   from the host's current values (vmcs01's guest state) if not.
+
+use crate::hv::host_policy;
+use crate::hv::vmx::caps::VmxCaps;
+use crate::hv::vmx::msr_bitmap::MSR_BITMAP_SIZE;
+use crate::hv::vmx::vmcs::{self as f, fields::FIELDS, VmcsAccess, VmcsError, NO_LINK};
+
+use super::controls::{entry, exit, pin, proc1, proc2, Allowed};
+use super::entry_checks::{
+    check_guest_against_offer, check_vmcs12, effective_proc2, rd, within_width, EntryEnv,
+    EntryFailure, VmFailValid, EFER_LMA, EFER_LME, ERR_CONTROLS,
+};
+use super::field_class::{class_of, Class};
+
+/// Pin-based controls the hypervisor needs in every vmcs02: external
+/// interrupts exit (the host, not its guest, owns the devices), NMIs exit
+/// with virtual NMIs (the cross-CPU shootdown, as for the host itself).
+pub const HV_PIN: u32 = pin::EXT_INTR | pin::NMI | pin::VIRTUAL_NMIS;
+/// Primary controls the hypervisor needs: MSR bitmaps (its policy), and
+/// secondary controls (EPT).
+pub const HV_PROC1: u32 = proc1::MSR_BITMAPS | proc1::SECONDARY;
+/// Secondary controls the hypervisor needs: EPT (the host EPT).
+pub const HV_PROC2: u32 = proc2::EPT;
+/// Exceptions the hypervisor intercepts in every vmcs02: #MC.
+pub const HV_EXCEPTIONS: u32 = 1 << 18;
+
+/// CR0.PG.
+const CR0_PG: u64 = 1 << 31;
+/// CR4.PAE.
+const CR4_PAE: u64 = 1 << 5;
+
+/// What a host page named by vmcs12 is used for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PageUse {
+    /// I/O bitmap A: read by the CPU while the guest runs: pinned.
+    IoBitmapA,
+    /// I/O bitmap B: pinned.
+    IoBitmapB,
+    /// The host's MSR bitmap: read by the hypervisor at entry and merged
+    /// into a hypervisor page ([`merge_msr_bitmap`]).
+    MsrBitmap,
+    /// Virtual-APIC page (TPR shadow): used by the CPU: pinned.
+    VirtualApic,
+    /// APIC-access page: the CPU compares guest accesses with it: pinned.
+    ApicAccess,
+    /// The page vmcs12's VMCS link pointer names: its first 4 bytes are
+    /// read at entry and checked by [`check_link_pointer`].
+    LinkPointer,
+    /// The 32 bytes at a PAE guest's CR3: read at entry, checked by
+    /// [`check_pdptes`], given to [`build_vmcs02`].
+    Pdptes,
+}
+
+impl PageUse {
+    /// How the entry fails when the page is not one the host owns (or
+    /// cannot be read): VMfailValid(7) for the control addresses (a CPU
+    /// would read garbage there; pkvm refuses instead), the guest-state
+    /// failures of the SDM for the link pointer (qualification 4) and the
+    /// PDPTEs (qualification 2).
+    pub const fn refusal(self) -> EntryFailure {
+        match self {
+            Self::LinkPointer => EntryFailure::Exit {
+                reason: 33,
+                qualification: 4,
+            },
+            Self::Pdptes => EntryFailure::Exit {
+                reason: 33,
+                qualification: 2,
+            },
+            _ => EntryFailure::VmFail(VmFailValid {
+                error: ERR_CONTROLS,
+                why: "address is not a page the host owns",
+            }),
+        }
+    }
+
+    /// Whether the CPU uses the page while the guest runs (then it stays
+    /// pinned as long as vmcs02 uses it).
+    pub const fn pinned(self) -> bool {
+        matches!(
+            self,
+            Self::IoBitmapA | Self::IoBitmapB | Self::VirtualApic | Self::ApicAccess
+        )
+    }
+}
+
+/// A host page an entry uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostPage {
+    /// The address as vmcs12 gives it (page-aligned but for the PDPTEs,
+    /// which are 32-byte aligned).
+    pub pa: u64,
+    /// What it is used for.
+    pub usage: PageUse,
+}
+
+/// An MSR area of vmcs12: `count` 16-byte entries at `pa` (possibly
+/// several pages: the caller validates the page of each entry it reads or
+/// writes, see `msr_area`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct MsrArea {
+    /// Physical address of entry 0.
+    pub pa: u64,
+    /// Number of entries.
+    pub count: u32,
+}
+
+/// Number of page slots of an [`EntryPlan`].
+pub const PLAN_PAGES: usize = 7;
+
+/// What an entry needs from host memory, once the checks passed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct EntryPlan {
+    /// The pages to validate (and read or pin, see [`PageUse`]), in the
+    /// order to check them.
+    pub pages: [Option<HostPage>; PLAN_PAGES],
+    /// VM-entry MSR-load area (software, before entering vmcs02).
+    pub entry_msr_load: MsrArea,
+    /// VM-exit MSR-store area (software, at a reflected exit).
+    pub exit_msr_store: MsrArea,
+    /// VM-exit MSR-load area (software, at a reflected exit).
+    pub exit_msr_load: MsrArea,
+}
+
+impl EntryPlan {
+    /// The pages, in order.
+    pub fn pages(&self) -> impl Iterator<Item = HostPage> + '_ {
+        self.pages.iter().flatten().copied()
+    }
+
+    /// The page used as `usage`, if any.
+    pub fn page(&self, usage: PageUse) -> Option<u64> {
+        self.pages().find(|p| p.usage == usage).map(|p| p.pa)
+    }
+}
+
+/// Whether vmcs12's guest uses PAE paging (CR0.PG, CR4.PAE, not IA-32e
+/// mode): then its four PDPTEs come from the 32 bytes at CR3 bits 31:5.
+pub fn guest_pae(v12: &impl VmcsAccess) -> bool {
+    rd(v12, f::GUEST_CR0) & CR0_PG != 0
+        && rd(v12, f::GUEST_CR4) & CR4_PAE != 0
+        && rd(v12, f::VM_ENTRY_CONTROLS) & entry::IA32E == 0
+}
+
+/// Step 1 of an entry: every check of vmcs12 (VMfailValid 7 or 8, before
+/// any address is used; then the guest-state checks that depend on the
+/// offer, exit 33), then the host pages and MSR areas it uses.  The
+/// VMCS link pointer must be all ones or an aligned address within the
+/// width (else a guest-state failure, qualification 4).
+pub fn plan_entry(
+    v12: &impl VmcsAccess,
+    offer: &VmxCaps,
+    env: &EntryEnv,
+) -> Result<EntryPlan, EntryFailure> {
+    check_vmcs12(v12, offer, env)?;
+    check_guest_against_offer(v12, offer)?;
+    let p1 = rd(v12, f::CPU_BASED_VM_EXEC_CONTROL);
+    let p2 = effective_proc2(v12);
+    let mut plan = EntryPlan::default();
+    let mut n = 0;
+    let mut add = |pa: u64, usage: PageUse| {
+        if let Some(slot) = plan.pages.get_mut(n) {
+            *slot = Some(HostPage { pa, usage });
+            n += 1;
+        }
+    };
+    if p1 & proc1::IO_BITMAPS != 0 {
+        add(rd(v12, f::IO_BITMAP_A), PageUse::IoBitmapA);
+        add(rd(v12, f::IO_BITMAP_B), PageUse::IoBitmapB);
+    }
+    if p1 & proc1::MSR_BITMAPS != 0 {
+        add(rd(v12, f::MSR_BITMAP), PageUse::MsrBitmap);
+    }
+    if p1 & proc1::TPR_SHADOW != 0 {
+        add(rd(v12, f::VIRTUAL_APIC_PAGE_ADDR), PageUse::VirtualApic);
+    }
+    if p2 & proc2::VIRT_APIC_ACCESSES != 0 {
+        add(rd(v12, f::APIC_ACCESS_ADDR), PageUse::ApicAccess);
+    }
+    let link = rd(v12, f::VMCS_LINK_POINTER);
+    if link != NO_LINK {
+        if link & 0xfff != 0 || !within_width(link, env.maxphyaddr) {
+            return Err(PageUse::LinkPointer.refusal());
+        }
+        add(link, PageUse::LinkPointer);
+    }
+    if guest_pae(v12) {
+        add(rd(v12, f::GUEST_CR3) & 0xffff_ffe0, PageUse::Pdptes);
+    }
+    plan.entry_msr_load = MsrArea {
+        pa: rd(v12, f::VM_ENTRY_MSR_LOAD_ADDR),
+        count: rd(v12, f::VM_ENTRY_MSR_LOAD_COUNT),
+    };
+    plan.exit_msr_store = MsrArea {
+        pa: rd(v12, f::VM_EXIT_MSR_STORE_ADDR),
+        count: rd(v12, f::VM_EXIT_MSR_STORE_COUNT),
+    };
+    plan.exit_msr_load = MsrArea {
+        pa: rd(v12, f::VM_EXIT_MSR_LOAD_ADDR),
+        count: rd(v12, f::VM_EXIT_MSR_LOAD_COUNT),
+    };
+    Ok(plan)
+}
+
+/// The guest-state check of a VMCS link pointer that is not all ones
+/// (SDM 27.3.1.5): the revision identifier at the page (its first 4
+/// bytes, `header`) must be the offer's, with the shadow-VMCS indicator
+/// (bit 31) equal to the "VMCS shadowing" control, which is never offered
+/// (so 0).  Failure: exit reason 33, qualification 4.
+pub const fn check_link_pointer(header: u32, offer: &VmxCaps) -> Result<(), EntryFailure> {
+    if header == offer.vmcs_revision {
+        Ok(())
+    } else {
+        Err(PageUse::LinkPointer.refusal())
+    }
+}
+
+/// The PDPTE check of a PAE guest (SDM 27.3.1.6, 27.4 "Checking and
+/// loading PDPTEs"): a present PDPTE has bits 2:1, 8:5 and those beyond
+/// the physical-address width clear.  Failure: exit reason 33,
+/// qualification 2.
+pub fn check_pdptes(pdptes: &[u64; 4], maxphyaddr: u8) -> Result<(), EntryFailure> {
+    for &e in pdptes {
+        if e & 1 != 0 && (e & 0x1e6 != 0 || !within_width(e & !0xfff & !(1 << 63), maxphyaddr)) {
+            return Err(PageUse::Pdptes.refusal());
+        }
+    }
+    Ok(())
+}
+
+/// The MSR bitmap of vmcs02: the host's (`l1`; every MSR intercepted when
+/// vmcs12 uses no MSR bitmap) OR the hypervisor's policy (`hv`, vmcs01's
+/// bitmap).  An access exits if either wants it to.
+pub fn merge_msr_bitmap(
+    l1: Option<&[u8; MSR_BITMAP_SIZE]>,
+    hv: &[u8; MSR_BITMAP_SIZE],
+    out: &mut [u8; MSR_BITMAP_SIZE],
+) {
+    for (i, o) in out.iter_mut().enumerate() {
+        let a = match l1 {
+            Some(p) => p.get(i).copied().unwrap_or(0xff),
+            None => 0xff,
+        };
+        *o = a | hv.get(i).copied().unwrap_or(0xff);
+    }
+}
+
+/// What [`build_vmcs02`] needs besides vmcs12 and vmcs01.
+#[derive(Clone, Copy, Debug)]
+pub struct Vmcs02Params {
+    /// The offered capabilities (vmcs12's controls are restricted to them
+    /// a second time, whatever the checks said).
+    pub offer: VmxCaps,
+    /// The CPU's own capabilities (must-be-one bits).
+    pub hw: VmxCaps,
+    /// Physical address of the hypervisor page holding the merged MSR
+    /// bitmap.
+    pub msr_bitmap_pa: u64,
+    /// The guest's VPID: non-zero and distinct from the host's
+    /// (`host_vmcs::HOST_VPID`); used only if vmcs12 enables VPID.
+    pub vpid: u16,
+    /// The PDPTEs read for a PAE guest ([`PageUse::Pdptes`]).
+    pub pdptes: Option<[u64; 4]>,
+}
+
+/// The guest's real CR4 and the CR4 guest/host mask and read shadow of
+/// vmcs02 from vmcs12's: `(guest_cr4, mask, shadow)`.
+pub fn compose_cr4(v12: &impl VmcsAccess) -> (u64, u64, u64) {
+    let hv = host_policy::CR4_GUEST_HOST_MASK;
+    let mask12 = rd(v12, f::CR4_GUEST_HOST_MASK);
+    let shadow12 = rd(v12, f::CR4_READ_SHADOW);
+    let cr4_12 = rd(v12, f::GUEST_CR4);
+    let hv_only = hv & !mask12;
+    let shadow = (shadow12 & mask12) | (cr4_12 & hv_only);
+    (cr4_12 | hv, mask12 | hv, shadow)
+}
+
+/// The guest CR4 as vmcs12 must show it, from vmcs02's real CR4 and read
+/// shadow and vmcs12's own guest CR4 at entry (`cr4_12`): the bits the
+/// hypervisor alone owns come from the shadow (the guest changed them
+/// through the hypervisor), the bits it forces but the host owns keep
+/// vmcs12's value (the guest cannot change them without an exit to the
+/// host), all others come from the real CR4.
+pub fn uncompose_cr4(cr4_02: u64, shadow02: u64, mask12: u64, cr4_12: u64) -> u64 {
+    let hv = host_policy::CR4_GUEST_HOST_MASK;
+    let hv_only = hv & !mask12;
+    let both = hv & mask12;
+    (cr4_02 & !hv) | (shadow02 & hv_only) | (cr4_12 & both)
+}
+
+/// Step 2 of an entry: writes vmcs02 (any [`VmcsAccess`], e.g. the CPU's
+/// current VMCS after VMPTRLD of the hypervisor's vmcs02 page) from
+/// vmcs12, vmcs01 (the hypervisor's VMCS of this host CPU: its controls,
+/// host state, EPTP, TSC offset, and the host's current state in its
+/// guest area) and `p`.  Hidden fields and vmcs12's host state are never
+/// read.  Only after [`plan_entry`] succeeded and the pages were
+/// validated.
+pub fn build_vmcs02(
+    v12: &impl VmcsAccess,
+    v01: &impl VmcsAccess,
+    p: &Vmcs02Params,
+    out: &mut impl VmcsAccess,
+) -> Result<(), VmcsError> {
+    let a = Allowed::of(&p.offer);
+    let pin12 = rd(v12, f::PIN_BASED_VM_EXEC_CONTROL);
+    let p1_12 = rd(v12, f::CPU_BASED_VM_EXEC_CONTROL);
+    let p2_12 = effective_proc2(v12);
+    let exit12 = rd(v12, f::VM_EXIT_CONTROLS);
+    let entry12 = rd(v12, f::VM_ENTRY_CONTROLS);
+    let p1_01 = rd(v01, f::CPU_BASED_VM_EXEC_CONTROL);
+    let exit01 = rd(v01, f::VM_EXIT_CONTROLS);
+    let entry01 = rd(v01, f::VM_ENTRY_CONTROLS);
+
+    // Guest state first (the controls below override what they compose).
+    for info in FIELDS {
+        if class_of(info.encoding) == Some(Class::GuestState) {
+            out.write_raw(info.encoding, v12.read_raw(info.encoding)?)?;
+        }
+    }
+
+    // Control words.
+    let pin02 = (pin12 & a.pin.may_be_one) | HV_PIN | p.hw.pinbased.must_be_one;
+    let l1_tsc = p1_01 & proc1::TSC_OFFSETTING != 0;
+    let p1_02 = (p1_12 & a.proc1.may_be_one)
+        | HV_PROC1
+        | if l1_tsc { proc1::TSC_OFFSETTING } else { 0 }
+        | p.hw.procbased.must_be_one;
+    let vpid = p2_12 & proc2::VPID != 0 && p.vpid != 0;
+    let p2_02 = (p2_12 & a.proc2.may_be_one & !proc2::VPID)
+        | HV_PROC2
+        | if vpid { proc2::VPID } else { 0 }
+        | p.hw.procbased2.must_be_one;
+    // vmcs02 exits to root mode: the hypervisor's exit controls.  An
+    // external interrupt the host asked to exit on is acknowledged as it
+    // asked; one the hypervisor forces to exit (vmcs12 without
+    // external-interrupt exiting) is acknowledged, to be re-injected into
+    // the guest by vector.
+    let ack = if pin12 & pin::EXT_INTR != 0 {
+        exit12 & exit::ACK_INTR
+    } else {
+        exit::ACK_INTR
+    };
+    let exit02 = (exit01 & !exit::ACK_INTR) | ack;
+    let perf_switched = entry01 & entry::LOAD_PERF_GLOBAL != 0;
+    let entry02 = (entry01 & !entry::IA32E)
+        | (entry12 & entry::IA32E)
+        | entry::LOAD_EFER
+        | entry::LOAD_PAT
+        | entry::LOAD_DEBUG;
+    out.write(f::PIN_BASED_VM_EXEC_CONTROL, pin02)?;
+    out.write(f::CPU_BASED_VM_EXEC_CONTROL, p1_02)?;
+    out.write(f::SECONDARY_VM_EXEC_CONTROL, p2_02)?;
+    out.write(f::VM_EXIT_CONTROLS, exit02)?;
+    out.write(f::VM_ENTRY_CONTROLS, entry02)?;
+
+    // Guest-state values the entry loads: vmcs12's when it loads them, the
+    // host's current ones otherwise (the CPU would have kept them).
+    let efer = if entry12 & entry::LOAD_EFER != 0 {
+        rd(v12, f::GUEST_IA32_EFER)
+    } else {
+        let mut e = rd(v01, f::GUEST_IA32_EFER) & !EFER_LMA;
+        if entry12 & entry::IA32E != 0 {
+            e |= EFER_LMA;
+        }
+        if rd(v12, f::GUEST_CR0) & CR0_PG != 0 {
+            e = (e & !EFER_LME)
+                | if entry12 & entry::IA32E != 0 {
+                    EFER_LME
+                } else {
+                    0
+                };
+        }
+        e
+    };
+    out.write(f::GUEST_IA32_EFER, efer)?;
+    let pat = if entry12 & entry::LOAD_PAT != 0 {
+        rd(v12, f::GUEST_IA32_PAT)
+    } else {
+        rd(v01, f::GUEST_IA32_PAT)
+    };
+    out.write(f::GUEST_IA32_PAT, pat)?;
+    let (debugctl, dr7) = if entry12 & entry::LOAD_DEBUG != 0 {
+        (rd(v12, f::GUEST_IA32_DEBUGCTL), rd(v12, f::GUEST_DR7))
+    } else {
+        (rd(v01, f::GUEST_IA32_DEBUGCTL), rd(v01, f::GUEST_DR7))
+    };
+    out.write(f::GUEST_IA32_DEBUGCTL, debugctl)?;
+    out.write(f::GUEST_DR7, dr7)?;
+    if perf_switched {
+        let perf = if entry12 & entry::LOAD_PERF_GLOBAL != 0 {
+            rd(v12, f::GUEST_IA32_PERF_GLOBAL_CTRL)
+        } else {
+            rd(v01, f::GUEST_IA32_PERF_GLOBAL_CTRL)
+        };
+        out.write(f::GUEST_IA32_PERF_GLOBAL_CTRL, perf)?;
+    }
+    let (cr4, cr4_mask, cr4_shadow) = compose_cr4(v12);
+    out.write(f::GUEST_CR4, cr4)?;
+    out.write(f::CR4_GUEST_HOST_MASK, cr4_mask)?;
+    out.write(f::CR4_READ_SHADOW, cr4_shadow)?;
+    out.write(
+        f::CR0_GUEST_HOST_MASK,
+        rd(v12, f::CR0_GUEST_HOST_MASK) | host_policy::CR0_GUEST_HOST_MASK,
+    )?;
+    out.write(f::CR0_READ_SHADOW, rd(v12, f::CR0_READ_SHADOW))?;
+    out.write(f::VMCS_LINK_POINTER, NO_LINK)?;
+    if let Some(pd) = p.pdptes {
+        out.write(f::GUEST_PDPTE0, pd[0])?;
+        out.write(f::GUEST_PDPTE1, pd[1])?;
+        out.write(f::GUEST_PDPTE2, pd[2])?;
+        out.write(f::GUEST_PDPTE3, pd[3])?;
+    }
+
+    // The other controls.
+    out.write(
+        f::EXCEPTION_BITMAP,
+        rd(v12, f::EXCEPTION_BITMAP) | HV_EXCEPTIONS,
+    )?;
+    out.write(
+        f::PAGE_FAULT_ERROR_CODE_MASK,
+        rd(v12, f::PAGE_FAULT_ERROR_CODE_MASK),
+    )?;
+    out.write(
+        f::PAGE_FAULT_ERROR_CODE_MATCH,
+        rd(v12, f::PAGE_FAULT_ERROR_CODE_MATCH),
+    )?;
+    out.write(f::CR3_TARGET_COUNT, rd(v12, f::CR3_TARGET_COUNT))?;
+    // By reference (root mode: no out-of-line array iterator).
+    for &t in [
+        f::CR3_TARGET_VALUE0,
+        f::CR3_TARGET_VALUE1,
+        f::CR3_TARGET_VALUE2,
+        f::CR3_TARGET_VALUE3,
+    ]
+    .iter()
+    {
+        out.write(t, rd(v12, t))?;
+    }
+    let tsc01 = if l1_tsc { rd(v01, f::TSC_OFFSET) } else { 0 };
+    let tsc12 = if p1_12 & proc1::TSC_OFFSETTING != 0 {
+        rd(v12, f::TSC_OFFSET)
+    } else {
+        0
+    };
+    out.write(f::TSC_OFFSET, tsc01.wrapping_add(tsc12))?;
+    if p1_02 & proc1::IO_BITMAPS != 0 {
+        out.write(f::IO_BITMAP_A, rd(v12, f::IO_BITMAP_A))?;
+        out.write(f::IO_BITMAP_B, rd(v12, f::IO_BITMAP_B))?;
+    }
+    out.write(f::MSR_BITMAP, p.msr_bitmap_pa)?;
+    if p1_02 & proc1::TPR_SHADOW != 0 {
+        out.write(
+            f::VIRTUAL_APIC_PAGE_ADDR,
+            rd(v12, f::VIRTUAL_APIC_PAGE_ADDR),
+        )?;
+        out.write(f::TPR_THRESHOLD, rd(v12, f::TPR_THRESHOLD))?;
+    }
+    if p2_02 & proc2::VIRT_APIC_ACCESSES != 0 {
+        out.write(f::APIC_ACCESS_ADDR, rd(v12, f::APIC_ACCESS_ADDR))?;
+    }
+    if p2_02 & proc2::PLE != 0 {
+        out.write(f::PLE_GAP, rd(v12, f::PLE_GAP))?;
+        out.write(f::PLE_WINDOW, rd(v12, f::PLE_WINDOW))?;
+    }
+    if p2_02 & proc2::XSAVES != 0 {
+        out.write(
+            f::XSS_EXIT_BITMAP,
+            rd(v12, f::XSS_EXIT_BITMAP) | host_policy::XSS_EXIT_BITMAP,
+        )?;
+    }
+    if vpid {
+        out.write(f::VIRTUAL_PROCESSOR_ID, p.vpid)?;
+    }
+    out.write(f::EPT_POINTER, rd(v01, f::EPT_POINTER))?;
+    out.write(f::VM_ENTRY_INTR_INFO, rd(v12, f::VM_ENTRY_INTR_INFO))?;
+    out.write(
+        f::VM_ENTRY_EXCEPTION_ERROR_CODE,
+        rd(v12, f::VM_ENTRY_EXCEPTION_ERROR_CODE),
+    )?;
+    out.write(
+        f::VM_ENTRY_INSTRUCTION_LEN,
+        rd(v12, f::VM_ENTRY_INSTRUCTION_LEN),
+    )?;
+    out.write(f::VM_ENTRY_MSR_LOAD_COUNT, 0)?;
+    out.write(f::VM_EXIT_MSR_STORE_COUNT, 0)?;
+    out.write(f::VM_EXIT_MSR_LOAD_COUNT, 0)?;
+
+    // Host state: the hypervisor's.
+    for info in FIELDS {
+        if class_of(info.encoding) == Some(Class::HostState) {
+            out.write_raw(info.encoding, v01.read_raw(info.encoding)?)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::controls::*;
+    use super::super::testutil::*;
+    use super::*;
+    use crate::hv::vmx::host_vmcs::HOST_VPID;
+    use crate::hv::vmx::vmcs::MemVmcs;
+
+    const GUEST_VPID: u16 = 7;
+
+    fn params() -> Vmcs02Params {
+        Vmcs02Params {
+            offer: offer(),
+            hw: hw(),
+            msr_bitmap_pa: 0x7_7750_0000,
+            vpid: GUEST_VPID,
+            pdptes: None,
+        }
+    }
+
+    fn build(v12: &MemVmcs) -> MemVmcs {
+        let mut out = MemVmcs::new();
+        build_vmcs02(v12, &vmcs01(), &params(), &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn plan_of_the_kvm_like_vmcs12() {
+        let v = vmcs12();
+        let plan = plan_entry(&v, &offer(), &env()).unwrap();
+        let pages: std::vec::Vec<_> = plan.pages().collect();
+        assert_eq!(
+            pages,
+            [
+                HostPage {
+                    pa: 0x10_0000,
+                    usage: PageUse::IoBitmapA
+                },
+                HostPage {
+                    pa: 0x10_1000,
+                    usage: PageUse::IoBitmapB
+                },
+                HostPage {
+                    pa: 0x10_2000,
+                    usage: PageUse::MsrBitmap
+                },
+                HostPage {
+                    pa: 0x10_4000,
+                    usage: PageUse::VirtualApic
+                },
+                HostPage {
+                    pa: 0x10_3000,
+                    usage: PageUse::ApicAccess
+                },
+            ]
+        );
+        assert!(pages
+            .iter()
+            .all(|p| p.usage.pinned() != (p.usage == PageUse::MsrBitmap)));
+        assert_eq!(plan.page(PageUse::MsrBitmap), Some(0x10_2000));
+        assert_eq!(plan.entry_msr_load.count, 0);
+        // Unused features name no page.
+        let mut v = vmcs12();
+        let p1 = rd(&v, f::CPU_BASED_VM_EXEC_CONTROL)
+            & !(proc1::IO_BITMAPS | proc1::MSR_BITMAPS | proc1::TPR_SHADOW | proc1::SECONDARY);
+        v.write(f::CPU_BASED_VM_EXEC_CONTROL, p1).unwrap();
+        let plan = plan_entry(&v, &offer(), &env()).unwrap();
+        assert_eq!(plan.pages().count(), 0);
+    }
+
+    /// A hidden control set anyway fails the entry with VMfailValid(7)
+    /// before any address is used: the plan is never produced.
+    #[test]
+    fn hidden_controls_fail_before_any_address_is_used() {
+        for (fld, bit) in [
+            (f::SECONDARY_VM_EXEC_CONTROL, proc2::PML),
+            (f::SECONDARY_VM_EXEC_CONTROL, proc2::EPT_VE),
+            (f::SECONDARY_VM_EXEC_CONTROL, proc2::SHADOW_VMCS),
+            (f::SECONDARY_VM_EXEC_CONTROL, proc2::VMFUNC),
+            (f::SECONDARY_VM_EXEC_CONTROL, proc2::EPT),
+            (f::PIN_BASED_VM_EXEC_CONTROL, pin::POSTED_INTR),
+            (f::PIN_BASED_VM_EXEC_CONTROL, pin::PREEMPTION_TIMER),
+        ] {
+            let mut v = vmcs12();
+            v.write(fld, rd(&v, fld) | bit).unwrap();
+            // The addresses of those features point at hypervisor memory.
+            for e in super::super::field_class::HIDDEN_FIELDS {
+                let _ = v.write_raw(*e, 0x7_7700_0000);
+            }
+            match plan_entry(&v, &offer(), &env()) {
+                Err(EntryFailure::VmFail(e)) => assert_eq!(e.error, 7),
+                r => panic!("{fld:?} {bit:#x}: {r:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn guest_state_the_offer_does_not_allow_fails_as_exit_33() {
+        let mut v = vmcs12();
+        v.write(f::GUEST_ACTIVITY_STATE, 5).unwrap();
+        assert_eq!(
+            plan_entry(&v, &offer(), &env()),
+            Err(EntryFailure::Exit {
+                reason: 33,
+                qualification: 0
+            })
+        );
+        // Control failures come first.
+        v.write(f::VIRTUAL_PROCESSOR_ID, 0).unwrap();
+        assert!(
+            matches!(plan_entry(&v, &offer(), &env()), Err(EntryFailure::VmFail(e)) if e.error == 7)
+        );
+    }
+
+    #[test]
+    fn link_pointer_and_pdptes() {
+        let mut v = vmcs12();
+        v.write(f::VMCS_LINK_POINTER, 0x20_0000).unwrap();
+        let plan = plan_entry(&v, &offer(), &env()).unwrap();
+        assert_eq!(plan.page(PageUse::LinkPointer), Some(0x20_0000));
+        assert_eq!(check_link_pointer(offer().vmcs_revision, &offer()), Ok(()));
+        let bad = EntryFailure::Exit {
+            reason: 33,
+            qualification: 4,
+        };
+        assert_eq!(
+            check_link_pointer(offer().vmcs_revision | 1 << 31, &offer()),
+            Err(bad)
+        );
+        assert_eq!(check_link_pointer(0, &offer()), Err(bad));
+        for link in [0x20_0008, 1 << 45] {
+            v.write(f::VMCS_LINK_POINTER, link).unwrap();
+            assert_eq!(plan_entry(&v, &offer(), &env()), Err(bad));
+        }
+        // A PAE guest: the PDPTEs come from CR3, 32-byte aligned.
+        let mut v = vmcs12();
+        v.write(
+            f::VM_ENTRY_CONTROLS,
+            rd(&v, f::VM_ENTRY_CONTROLS) & !entry::IA32E,
+        )
+        .unwrap();
+        v.write(f::GUEST_IA32_EFER, 0).unwrap();
+        v.write(f::GUEST_CR3, 0x1234_5fe0).unwrap();
+        let plan = plan_entry(&v, &offer(), &env()).unwrap();
+        assert_eq!(plan.page(PageUse::Pdptes), Some(0x1234_5fe0));
+        assert!(!PageUse::Pdptes.pinned());
+        let ok = [0x1000_0001, 0, 0x2000_0001 | 1 << 63, 0x3000_0000 | 0x1e6];
+        assert_eq!(check_pdptes(&ok, 40), Ok(()));
+        let q2 = Err(EntryFailure::Exit {
+            reason: 33,
+            qualification: 2,
+        });
+        for bad in [0x1000_0003u64, 0x1000_0021, 1 << 40 | 1, 0x101] {
+            assert_eq!(check_pdptes(&[0, bad, 0, 0], 40), q2, "{bad:#x}");
+        }
+        let mut p = params();
+        p.pdptes = Some(ok);
+        let mut out = MemVmcs::new();
+        build_vmcs02(&v, &vmcs01(), &p, &mut out).unwrap();
+        assert_eq!(out.read(f::GUEST_PDPTE2), Ok(ok[2]));
+        assert_eq!(
+            PageUse::IoBitmapA.refusal(),
+            EntryFailure::VmFail(VmFailValid {
+                error: 7,
+                why: "address is not a page the host owns"
+            })
+        );
+    }
+
+    /// Every offered, mergeable bit of every control word reaches vmcs02
+    /// as vmcs12 sets it; nothing else of vmcs12's words does.
+    #[test]
+    fn every_allow_listed_bit_and_nothing_else() {
+        let a = Allowed::of(&offer());
+        let hwc = hw();
+        let words: [(f::Field<u32>, u32, u32, u32); 3] = [
+            (
+                f::PIN_BASED_VM_EXEC_CONTROL,
+                a.pin.may_be_one,
+                HV_PIN | hwc.pinbased.must_be_one,
+                0,
+            ),
+            (
+                f::CPU_BASED_VM_EXEC_CONTROL,
+                a.proc1.may_be_one,
+                HV_PROC1 | hwc.procbased.must_be_one,
+                0,
+            ),
+            (
+                f::SECONDARY_VM_EXEC_CONTROL,
+                a.proc2.may_be_one & !proc2::VPID,
+                HV_PROC2,
+                0,
+            ),
+        ];
+        for (fld, allowed, hv, _) in words {
+            for bit in 0..32 {
+                let b = 1u32 << bit;
+                if fld == f::SECONDARY_VM_EXEC_CONTROL && b == proc2::VPID {
+                    continue; // Below: the guest's own VPID.
+                }
+                for on in [false, true] {
+                    let mut v = vmcs12();
+                    let base = rd(&v, fld) & !b;
+                    // Bypass the checks: vmcs12 with the bit forced.
+                    v.write(fld, if on { base | b } else { base }).unwrap();
+                    let out = build(&v);
+                    let got = rd(&out, fld) & b != 0;
+                    let want = if hv & b != 0 {
+                        true
+                    } else if allowed & b != 0 {
+                        on
+                    } else {
+                        false
+                    };
+                    assert_eq!(got, want, "{fld:?} bit {bit} on={on}");
+                }
+            }
+        }
+        // VPID: the guest's, only when vmcs12 enables VPID.
+        let out = build(&vmcs12());
+        assert_eq!(out.read(f::VIRTUAL_PROCESSOR_ID), Ok(GUEST_VPID));
+        assert_ne!(GUEST_VPID, HOST_VPID);
+        let mut v = vmcs12();
+        v.write(
+            f::SECONDARY_VM_EXEC_CONTROL,
+            rd(&v, f::SECONDARY_VM_EXEC_CONTROL) & !proc2::VPID,
+        )
+        .unwrap();
+        let out = build(&v);
+        assert_eq!(rd(&out, f::SECONDARY_VM_EXEC_CONTROL) & proc2::VPID, 0);
+        assert!(!out.was_written(f::VIRTUAL_PROCESSOR_ID.encoding()));
+    }
+
+    #[test]
+    fn exit_and_entry_controls_are_the_hypervisors_with_the_hosts_choices() {
+        let v01 = vmcs01();
+        let exit01 = rd(&v01, f::VM_EXIT_CONTROLS);
+        let entry01 = rd(&v01, f::VM_ENTRY_CONTROLS);
+        for exit12 in [0, exit::ACK_INTR, MERGEABLE_EXIT] {
+            for ext in [false, true] {
+                let mut v = vmcs12();
+                let pinv = rd(&v, f::PIN_BASED_VM_EXEC_CONTROL) & !pin::EXT_INTR;
+                v.write(
+                    f::PIN_BASED_VM_EXEC_CONTROL,
+                    pinv | if ext { pin::EXT_INTR } else { 0 },
+                )
+                .unwrap();
+                v.write(f::VM_EXIT_CONTROLS, exit12).unwrap();
+                let out = build(&v);
+                let want_ack = if ext {
+                    exit12 & exit::ACK_INTR
+                } else {
+                    exit::ACK_INTR
+                };
+                assert_eq!(
+                    rd(&out, f::VM_EXIT_CONTROLS),
+                    (exit01 & !exit::ACK_INTR) | want_ack
+                );
+            }
+        }
+        for ia32e in [false, true] {
+            let mut v = vmcs12();
+            let e = rd(&v, f::VM_ENTRY_CONTROLS) & !entry::IA32E;
+            v.write(
+                f::VM_ENTRY_CONTROLS,
+                e | if ia32e { entry::IA32E } else { 0 },
+            )
+            .unwrap();
+            let out = build(&v);
+            let got = rd(&out, f::VM_ENTRY_CONTROLS);
+            assert_eq!(got & entry::IA32E != 0, ia32e);
+            assert_eq!(
+                got & !entry::IA32E,
+                (entry01 & !entry::IA32E) | entry::LOAD_EFER | entry::LOAD_PAT | entry::LOAD_DEBUG
+            );
+        }
+    }
+
+    #[test]
+    fn state_not_loaded_by_vmcs12_is_the_hosts_current_state() {
+        let v01 = vmcs01();
+        let mut v = vmcs12();
+        let e = rd(&v, f::VM_ENTRY_CONTROLS)
+            & !(entry::LOAD_EFER | entry::LOAD_PAT | entry::LOAD_DEBUG);
+        v.write(f::VM_ENTRY_CONTROLS, e).unwrap();
+        v.write(f::GUEST_IA32_EFER, 0xdead).unwrap();
+        v.write(f::GUEST_IA32_PAT, 0xdead).unwrap();
+        v.write(f::GUEST_DR7, 0xdead).unwrap();
+        let out = build(&v);
+        assert_eq!(rd(&out, f::GUEST_IA32_EFER), rd(&v01, f::GUEST_IA32_EFER));
+        assert_eq!(rd(&out, f::GUEST_IA32_PAT), rd(&v01, f::GUEST_IA32_PAT));
+        assert_eq!(rd(&out, f::GUEST_DR7), rd(&v01, f::GUEST_DR7));
+        assert_eq!(
+            rd(&out, f::GUEST_IA32_DEBUGCTL),
+            rd(&v01, f::GUEST_IA32_DEBUGCTL)
+        );
+        // IA-32e mode guest off without EFER load: LMA and (paging on) LME clear.
+        v.write(f::VM_ENTRY_CONTROLS, e & !entry::IA32E).unwrap();
+        let out = build(&v);
+        assert_eq!(
+            rd(&out, f::GUEST_IA32_EFER),
+            rd(&v01, f::GUEST_IA32_EFER) & !(EFER_LMA | EFER_LME)
+        );
+        // Paging off: LME unchanged.
+        v.write(f::GUEST_CR0, 0x31).unwrap();
+        let out = build(&v);
+        assert_eq!(
+            rd(&out, f::GUEST_IA32_EFER),
+            rd(&v01, f::GUEST_IA32_EFER) & !EFER_LMA
+        );
+        // vmcs12's values when it loads them.
+        let out = build(&vmcs12());
+        assert_eq!(rd(&out, f::GUEST_IA32_EFER), 0xd01);
+        assert_eq!(
+            rd(&out, f::GUEST_IA32_PAT),
+            rd(&vmcs12(), f::GUEST_IA32_PAT)
+        );
+    }
+
+    #[test]
+    fn composition_of_cr4_exceptions_tsc_and_addresses() {
+        let v12 = vmcs12();
+        let v01 = vmcs01();
+        let out = build(&v12);
+        // CR4: VMXE real and owned by the hypervisor; the guest reads its own value.
+        let (cr4, mask, shadow) = compose_cr4(&v12);
+        assert_eq!(rd(&out, f::GUEST_CR4), rd(&v12, f::GUEST_CR4) | 1 << 13);
+        assert_eq!(
+            rd(&out, f::CR4_GUEST_HOST_MASK),
+            rd(&v12, f::CR4_GUEST_HOST_MASK) | 1 << 13
+        );
+        assert_eq!(
+            (
+                rd(&out, f::GUEST_CR4),
+                rd(&out, f::CR4_GUEST_HOST_MASK),
+                rd(&out, f::CR4_READ_SHADOW)
+            ),
+            (cr4, mask, shadow)
+        );
+        assert_eq!(
+            shadow & rd(&v12, f::CR4_GUEST_HOST_MASK),
+            rd(&v12, f::CR4_READ_SHADOW) & rd(&v12, f::CR4_GUEST_HOST_MASK)
+        );
+        assert_eq!(
+            uncompose_cr4(
+                cr4,
+                shadow,
+                rd(&v12, f::CR4_GUEST_HOST_MASK),
+                rd(&v12, f::GUEST_CR4)
+            ),
+            rd(&v12, f::GUEST_CR4)
+        );
+        // Exhaustively over the VMXE cases: mask, guest value.
+        for m in [0, 1u64 << 13] {
+            for g in [0, 1u64 << 13] {
+                let mut v = vmcs12();
+                v.write(f::CR4_GUEST_HOST_MASK, m).unwrap();
+                v.write(f::CR4_READ_SHADOW, m).unwrap();
+                v.write(f::GUEST_CR4, 0x20 | g).unwrap();
+                let (c, mm, s) = compose_cr4(&v);
+                assert_eq!(c & 1 << 13, 1 << 13);
+                assert_eq!(mm, 1 << 13);
+                assert_eq!(s, if m != 0 { m } else { g });
+                assert_eq!(uncompose_cr4(c, s, m, 0x20 | g), 0x20 | g);
+                if m == 0 {
+                    // The guest toggled VMXE through the hypervisor: the
+                    // shadow says what it believes.
+                    assert_eq!(
+                        uncompose_cr4(c, s ^ 1 << 13, m, 0x20 | g),
+                        0x20 | (g ^ 1 << 13)
+                    );
+                }
+            }
+        }
+        assert_eq!(
+            rd(&out, f::CR0_GUEST_HOST_MASK),
+            rd(&v12, f::CR0_GUEST_HOST_MASK)
+        );
+        assert_eq!(rd(&out, f::CR0_READ_SHADOW), rd(&v12, f::CR0_READ_SHADOW));
+        // Exceptions: vmcs12's | #MC; PFEC vmcs12's.
+        let mut v = vmcs12();
+        v.write(f::EXCEPTION_BITMAP, 1 << 14).unwrap();
+        v.write(f::PAGE_FAULT_ERROR_CODE_MASK, 3).unwrap();
+        v.write(f::PAGE_FAULT_ERROR_CODE_MATCH, 1).unwrap();
+        let o = build(&v);
+        assert_eq!(rd(&o, f::EXCEPTION_BITMAP), 1 << 14 | 1 << 18);
+        assert_eq!(
+            (
+                rd(&o, f::PAGE_FAULT_ERROR_CODE_MASK),
+                rd(&o, f::PAGE_FAULT_ERROR_CODE_MATCH)
+            ),
+            (3, 1)
+        );
+        // TSC offset: vmcs01's + vmcs12's, wrapping; vmcs12's only when enabled.
+        assert_eq!(
+            rd(&v01, f::CPU_BASED_VM_EXEC_CONTROL) & proc1::TSC_OFFSETTING,
+            0
+        );
+        assert_eq!(rd(&out, f::TSC_OFFSET), rd(&v12, f::TSC_OFFSET));
+        let mut v01b = vmcs01();
+        v01b.write(
+            f::CPU_BASED_VM_EXEC_CONTROL,
+            rd(&v01b, f::CPU_BASED_VM_EXEC_CONTROL) | proc1::TSC_OFFSETTING,
+        )
+        .unwrap();
+        v01b.write(f::TSC_OFFSET, 0x0000_0200_0000_0001).unwrap();
+        let mut o = MemVmcs::new();
+        build_vmcs02(&v12, &v01b, &params(), &mut o).unwrap();
+        assert_eq!(
+            rd(&o, f::TSC_OFFSET),
+            0xffff_ff00_0000_0000u64.wrapping_add(0x0000_0200_0000_0001)
+        );
+        assert_ne!(
+            rd(&o, f::CPU_BASED_VM_EXEC_CONTROL) & proc1::TSC_OFFSETTING,
+            0
+        );
+        let mut v = vmcs12();
+        v.write(
+            f::CPU_BASED_VM_EXEC_CONTROL,
+            rd(&v, f::CPU_BASED_VM_EXEC_CONTROL) & !proc1::TSC_OFFSETTING,
+        )
+        .unwrap();
+        let mut o = MemVmcs::new();
+        build_vmcs02(&v, &v01b, &params(), &mut o).unwrap();
+        assert_eq!(rd(&o, f::TSC_OFFSET), 0x0000_0200_0000_0001);
+        // Addresses: the host's validated pages, the hypervisor's bitmap
+        // page, the host EPT; no MSR areas for the CPU; no link VMCS.
+        assert_eq!(rd(&out, f::IO_BITMAP_A), 0x10_0000);
+        assert_eq!(rd(&out, f::VIRTUAL_APIC_PAGE_ADDR), 0x10_4000);
+        assert_eq!(rd(&out, f::APIC_ACCESS_ADDR), 0x10_3000);
+        assert_eq!(rd(&out, f::MSR_BITMAP), params().msr_bitmap_pa);
+        assert_eq!(rd(&out, f::EPT_POINTER), rd(&v01, f::EPT_POINTER));
+        assert_eq!(rd(&out, f::VMCS_LINK_POINTER), NO_LINK);
+        for c in [
+            f::VM_ENTRY_MSR_LOAD_COUNT,
+            f::VM_EXIT_MSR_STORE_COUNT,
+            f::VM_EXIT_MSR_LOAD_COUNT,
+        ] {
+            assert_eq!(rd(&out, c), 0);
+        }
+        assert_eq!(rd(&out, f::XSS_EXIT_BITMAP), host_policy::XSS_EXIT_BITMAP);
+    }
+
+    /// vmcs02: guest state = vmcs12's (bar the composed fields), host
+    /// state = vmcs01's; vmcs12's host state and hidden fields never read.
+    #[test]
+    fn guest_state_copied_host_state_is_the_hypervisors() {
+        let mut v12 = vmcs12();
+        for e in super::super::field_class::HIDDEN_FIELDS {
+            let _ = v12.write_raw(*e, 0x5a5a_5a5a_5a5a);
+        }
+        let v01 = vmcs01();
+        let out = build(&v12);
+        let composed = [
+            f::GUEST_CR4.encoding(),
+            f::VMCS_LINK_POINTER.encoding(),
+            f::GUEST_IA32_PERF_GLOBAL_CTRL.encoding(),
+        ];
+        for info in FIELDS {
+            let e = info.encoding;
+            match class_of(e).unwrap() {
+                Class::GuestState if !composed.contains(&e) => {
+                    assert_eq!(out.read_raw(e), v12.read_raw(e), "{}", info.name)
+                }
+                Class::HostState => assert_eq!(out.read_raw(e), v01.read_raw(e), "{}", info.name),
+                Class::Hidden if info.name != "EPT_POINTER" => {
+                    assert!(!out.was_written(e), "{} written", info.name)
+                }
+                _ => {}
+            }
+        }
+        assert_ne!(rd(&out, f::HOST_RIP), rd(&v12, f::HOST_RIP));
+    }
+
+    #[test]
+    fn msr_bitmap_is_the_or_of_both() {
+        let mut l1 = [0u8; MSR_BITMAP_SIZE];
+        let mut hv = [0u8; MSR_BITMAP_SIZE];
+        for i in 0..MSR_BITMAP_SIZE {
+            l1[i] = (i * 7) as u8;
+            hv[i] = (i * 13 + 5) as u8;
+        }
+        let mut out = [0u8; MSR_BITMAP_SIZE];
+        merge_msr_bitmap(Some(&l1), &hv, &mut out);
+        for i in 0..MSR_BITMAP_SIZE {
+            assert_eq!(out[i], l1[i] | hv[i]);
+        }
+        merge_msr_bitmap(None, &hv, &mut out);
+        assert!(out.iter().all(|b| *b == 0xff));
+        // With the real policy bitmap: an MSR the host lets its guest
+        // write but the hypervisor does not (MISC_ENABLE) exits.
+        use crate::hv::vmx::msr_bitmap::{build_host_bitmap, is_intercepted};
+        let mut page = [0u8; MSR_BITMAP_SIZE];
+        build_host_bitmap(&mut page, host_policy::MSR_INTERCEPTS);
+        let zero = [0u8; MSR_BITMAP_SIZE];
+        merge_msr_bitmap(Some(&zero), &page, &mut out);
+        assert!(is_intercepted(&out, host_policy::msr::MISC_ENABLE, true));
+        assert!(!is_intercepted(&out, host_policy::msr::MISC_ENABLE, false));
+        assert!(!is_intercepted(&out, host_policy::msr::FS_BASE, true));
+    }
+}
