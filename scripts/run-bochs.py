@@ -32,6 +32,20 @@ def sh(*cmd, **kw):
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, **kw)
 
 
+def join_initrds(run, initrd, extras):
+    """The initramfs the VM boots: INITRD, then each of EXTRAS appended
+    (Linux unpacks concatenated, separately compressed cpio archives in
+    order).  Returns INITRD itself when there are no extras."""
+    if not extras:
+        return initrd
+    joined = os.path.join(run, "initrd-joined.gz")
+    with open(joined, "wb") as out:
+        for part in [initrd] + list(extras):
+            with open(part, "rb") as f:
+                shutil.copyfileobj(f, out)
+    return joined
+
+
 def make_disk(run, kernel, initrd, append):
     """FAT16, partitionless, syslinux; geometry c/16/63 sized to the payload."""
     disk = os.path.join(run, "disk.img")
@@ -103,6 +117,8 @@ def main():
     ap.add_argument("--bochs", required=True, help="Bochs wrapper from scripts/setup-bochs.sh")
     ap.add_argument("--kernel", required=True)
     ap.add_argument("--initrd", required=True)
+    ap.add_argument("--extra-initrd", action="append", default=[],
+                    help="another initramfs appended to --initrd (repeatable; the peer suites' one)")
     ap.add_argument("--suite", default="run", help="selftests/suite-<name>.sh to run in the VM")
     ap.add_argument("--out", required=True, help="run directory (logs, disk, bochsrc)")
     ap.add_argument("--model", default="corei7_icelake_u")
@@ -118,7 +134,7 @@ def main():
     shutil.rmtree(run, ignore_errors=True)
     os.makedirs(run)
     append = (f"console=ttyS0,115200 loglevel=4 idle=halt panic=0 pkvm.suite={a.suite} {a.append}").strip()
-    disk, cyl = make_disk(run, a.kernel, a.initrd, append)
+    disk, cyl = make_disk(run, a.kernel, join_initrds(run, a.initrd, a.extra_initrd), append)
     serial = os.path.join(run, "serial.txt")
     rc_path = os.path.join(run, "bochsrc")
     with open(rc_path, "w") as f:

@@ -33,5 +33,23 @@ class ParseTap(unittest.TestCase):
         self.assertFalse(rb.BAD.search("ok 9 - dmesg_clean"))
 
 
+class JoinInitrds(unittest.TestCase):
+    def test_no_extras_is_the_initrd_itself(self):
+        self.assertEqual(rb.join_initrds("/nonexistent", "/x/initrd.gz", []), "/x/initrd.gz")
+
+    def test_extras_are_appended_in_order(self):
+        import tempfile
+        with tempfile.TemporaryDirectory() as d:
+            parts = []
+            for i, data in enumerate([b"main", b"peer1", b"peer2"]):
+                p = os.path.join(d, f"p{i}")
+                with open(p, "wb") as f:
+                    f.write(data)
+                parts.append(p)
+            joined = rb.join_initrds(d, parts[0], parts[1:])
+            with open(joined, "rb") as f:
+                self.assertEqual(f.read(), b"mainpeer1peer2")
+
+
 if __name__ == "__main__":
     unittest.main()
