@@ -9,11 +9,12 @@
       QEMU boot line, the summary).  Fails if the run did not finish its
       list (no PEER-SUMMARY, or fewer results than it announced).
 
-  peers-results.py compare BASELINE.txt OTHER.txt
+  peers-results.py compare BASELINE.txt OTHER.txt [--subset LIST]
       The criterion of issue 9: no selftest that passes in BASELINE (bare
       KVM with pkvm's view) may fail, time out, skip or be missing in OTHER
       (under pkvm).  Prints every difference; exit status 1 if there is a
       regression, 0 otherwise (improvements are printed, not judged).
+      --subset judges only the tests LIST names (a run of a subset).
 """
 import argparse
 import re
@@ -69,6 +70,11 @@ def read_list(text):
     return results
 
 
+def read_names(text):
+    """The first word of every non-comment line (a subset list)."""
+    return {line.split()[0] for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")}
+
+
 def compare(base, other):
     """Returns (regressions, notes): lines describing each difference."""
     regressions, notes = [], []
@@ -95,6 +101,7 @@ def main(argv=None):
     cp = sub.add_parser("compare")
     cp.add_argument("baseline")
     cp.add_argument("other")
+    cp.add_argument("--subset", help="judge only the tests this list names (selftests/peers/subset.txt)")
     a = ap.parse_args(argv)
 
     if a.cmd == "extract":
@@ -114,6 +121,10 @@ def main(argv=None):
         base = read_list(f.read())
     with open(a.other) as f:
         other = read_list(f.read())
+    if a.subset:
+        with open(a.subset) as f:
+            names = read_names(f.read())
+        base = {k: v for k, v in base.items() if k in names}
     regressions, notes = compare(base, other)
     for n in notes:
         print(f"  differs (not a regression): {n}")

@@ -91,6 +91,20 @@ class Compare(unittest.TestCase):
                 f.write(pr.format_list(dict(self.base, cpuid_test=("fail", "boom"))))
             self.assertEqual(pr.main(["compare", b, b]), 0)
             self.assertEqual(pr.main(["compare", b, o]), 1)
+            # A subset run: only the listed tests are judged, so the others
+            # being absent is no regression, but a listed one failing is.
+            with open(b, "w") as f:
+                f.write(pr.format_list(dict(self.base, debug_regs=("pass", ""))))
+            sub, part = os.path.join(d, "subset.txt"), os.path.join(d, "part.txt")
+            with open(sub, "w") as f:
+                f.write("# comment\ncpuid_test  why it is in\n")
+            with open(part, "w") as f:
+                f.write(pr.format_list({"cpuid_test": ("pass", "")}))
+            self.assertEqual(pr.main(["compare", b, part, "--subset", sub]), 0)
+            self.assertEqual(pr.main(["compare", b, part]), 1)
+            with open(part, "w") as f:
+                f.write(pr.format_list({"cpuid_test": ("skip", "x")}))
+            self.assertEqual(pr.main(["compare", b, part, "--subset", sub]), 1)
 
 
 if __name__ == "__main__":
