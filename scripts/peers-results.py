@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: GPL-2.0
 """Result lists of the peer suites (selftests/suite-peers.sh) and their comparison.
 
-  peers-results.py extract CONSOLE.log OUT.txt [--note TEXT]...
+  peers-results.py extract CONSOLE.log... OUT.txt [--note TEXT]...
       Turns the PEER-RESULT lines of a run's console into a result list:
       one line per KVM selftest, "name result -- reason" (the reason for
       every non-pass), sorted by name, with "#" header lines (the notes, the
@@ -22,12 +22,17 @@ import sys
 
 RESULTS = ("pass", "fail", "skip", "timeout")
 LINE = re.compile(r"PEER-RESULT (\S+) (pass|fail|skip|timeout) rc=(\S+) t=(\S+) --(.*)$")
-SUMMARY = re.compile(r"PEER-SUMMARY .*\bn=(\d+)")
+PLAN = re.compile(r"PEER-PLAN n=(\d+)")
+SUMMARY = re.compile(r"PEER-SUMMARY ")
 
 
 def parse_console(lines):
-    """Returns ({name: (result, reason)}, announced count or None, [other PEER- lines])."""
-    results, announced, extra = {}, None, []
+    """Returns ({name: (result, reason)}, announced count or None, [other PEER- lines]).
+
+    The count is the first PEER-PLAN's, and only once a PEER-SUMMARY says
+    the list ran to its end (a run resumed after a stall has several
+    boots' consoles, one after the other, and one summary at the end)."""
+    results, plan, done, extra = {}, None, False, []
     for line in lines:
         m = LINE.search(line)
         if m:
@@ -37,12 +42,14 @@ def parse_console(lines):
                 why = f"rc={rc}: {why}" if why else f"rc={rc}"
             results[name] = (res, why)
             continue
-        m = SUMMARY.search(line)
-        if m:
-            announced = int(m.group(1))
+        m = PLAN.search(line)
+        if m and plan is None:
+            plan = int(m.group(1))
+        if SUMMARY.search(line):
+            done = True
         if re.search(r"PEER-(SUMMARY|QEMU)", line):
             extra.append(line[line.index("PEER-"):].strip())
-    return results, announced, extra
+    return results, (plan if done else None), extra
 
 
 def format_list(results, notes=()):
@@ -95,7 +102,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     ex = sub.add_parser("extract")
-    ex.add_argument("console")
+    ex.add_argument("console", nargs="+")
     ex.add_argument("out")
     ex.add_argument("--note", action="append", default=[])
     cp = sub.add_parser("compare")
@@ -105,10 +112,13 @@ def main(argv=None):
     a = ap.parse_args(argv)
 
     if a.cmd == "extract":
-        with open(a.console, errors="replace") as f:
-            results, announced, extra = parse_console(f.read().splitlines())
+        lines = []
+        for c in a.console:
+            with open(c, errors="replace") as f:
+                lines += f.read().splitlines()
+        results, announced, extra = parse_console(lines)
         if announced is None:
-            print(f"{a.console}: the peer run did not finish (no PEER-SUMMARY)", file=sys.stderr)
+            print(f"{a.console}: the peer run did not finish (no PEER-PLAN or no PEER-SUMMARY)", file=sys.stderr)
             return 1
         if len(results) != announced:
             print(f"{a.console}: {len(results)} results, the run announced {announced}", file=sys.stderr)

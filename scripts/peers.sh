@@ -25,7 +25,11 @@
 #                             selftests/peers/subset.txt) or all
 #   PKVM_PEERS_CPUS           CPU counts, default "1" ("1 2": both)
 #   PKVM_PEERS_TIMEOUT        per-selftest limit in guest seconds (default 10)
+#   PKVM_PEERS_STALL          wall seconds of console silence that mean the
+#                             emulated machine stopped (default 600)
 #   PKVM_PEERS_REFRESH=1      run the bare baseline even when cached
+#   PKVM_PEERS_BARE_TESTS     the baseline's list: all (default) or subset
+#                             (development only: a short cold run; part of the key)
 #   PKVM_PEERS_RECORD=1       write the bare results into
 #                             selftests/peers/bare-kvm-cN.txt (the record)
 #   PKVM_PEERS=0              skip every peer run
@@ -52,12 +56,44 @@ peers_initrd=$PKVM_ROOT/build/peers.cpio.gz
 bash "$PKVM_ROOT/scripts/mkinitramfs-peers.sh" "$peers_initrd" "$kdir"
 sel=$(bash "$PKVM_ROOT/scripts/build-kvm-selftests.sh" "$kdir")
 
-# boot NAME CPUS MODE TESTS WALL_LIMIT
+# boot NAME CPUS MODE TESTS WALL_LIMIT: one peer run.  When a test stops
+# the whole emulated machine (the console falls silent for $stall s of wall
+# time: no guest-clock limit can fire then), the test is recorded as a
+# timeout ("$runs/NAME.partK.stall") and the VM boots again, resuming the
+# list after it (pkvm.peers_after), up to 8 times.  The consoles of all the
+# boots, in order, are listed in $runs/NAME.consoles; $runs/NAME.out ends
+# with the last boot's verdict.
+stall=${PKVM_PEERS_STALL:-600}
 boot() {
-	python3 "$PKVM_ROOT/scripts/run-bochs.py" --bochs "$bochs" --kernel "$kdir/arch/x86/boot/bzImage" \
-		--initrd "$initrd" --extra-initrd "$peers_initrd" --out "$runs/$1" --suite peers \
-		--model corei7_icelake_u --cpus "$2" --megs 2048 --timeout "$5" --quiet \
-		--append "pkvm.peers=$3 pkvm.peers_tests=$4 pkvm.peers_timeout=$timeout" > "$runs/$1.out" 2>&1
+	local name=$1 after= part=0 rc out consoles=() hung
+	rm -rf "$runs/$name".part* "$runs/$name.out"
+	while :; do
+		out=$runs/$name
+		[ $part = 0 ] || out=$runs/$name.part$part
+		rc=0
+		python3 "$PKVM_ROOT/scripts/run-bochs.py" --bochs "$bochs" --kernel "$kdir/arch/x86/boot/bzImage" \
+			--initrd "$initrd" --extra-initrd "$peers_initrd" --out "$out" --suite peers \
+			--model corei7_icelake_u --cpus "$2" --megs 2048 --timeout "$5" --stall-timeout "$stall" --quiet \
+			--append "pkvm.peers=$3 pkvm.peers_tests=$4 pkvm.peers_timeout=$timeout${after:+ pkvm.peers_after=$after}" \
+			> "$out.log" 2>&1 || rc=$?
+		cat "$out.log" >> "$runs/$name.out"
+		consoles+=("$out/console.log")
+		[ $rc != 0 ] || break
+		grep -q '"reason": "stall' "$out/result.json" 2>/dev/null || break
+		! grep -q '^\[[ 0-9.]*\] not ok' "$out/console.log" || break
+		# The test that started last and never reported.
+		hung=$(grep -o 'PEER-\(START\|RESULT\) [^ ]*' "$out/console.log" | tail -1)
+		case "$hung" in "PEER-START "*) hung=${hung#PEER-START } ;; *) break ;; esac
+		echo "PEER-RESULT $hung timeout rc=- t=- -- the emulated machine stopped during this test" \
+			"(console silent for $stall s of wall time); booted again after it" > "$out.stall"
+		echo "  $name: $hung stopped the emulated machine; booting again after it" >> "$runs/$name.out"
+		consoles+=("$out.stall")
+		after=$hung
+		part=$((part + 1))
+		[ $part -le 8 ] || break
+	done
+	printf '%s\n' "${consoles[@]}" > "$runs/$name.consoles"
+	return $rc
 }
 fails=0
 verdict() { # NAME RC
@@ -71,12 +107,14 @@ verdict() { # NAME RC
 		tail -n 5 "$runs/$1.out"
 		fails=$((fails + 1))
 	fi
-	grep -h 'PEER-QEMU' "$runs/$1/console.log" 2>/dev/null | sed "s/^\[[^]]*\] /  $1 /" || true
+	# shellcheck disable=SC2046
+	grep -h 'PEER-QEMU' $(cat "$runs/$1.consoles" 2>/dev/null) /dev/null | sed "s/^\[[^]]*\] /  $1 /" || true
 }
 
 # The baseline's cache key: everything its results depend on.
 kkey=$( (cat "$kdir/arch/x86/boot/bzImage" "$kdir"/arch/x86/kvm/kvm*.ko; cat "$sel"/*) | sha256sum | cut -c1-16)
-bkey=$( (echo "$kkey $timeout"; cat "$P/bare-view.txt" "$P/skip.txt" "$P/args.txt" \
+btests=${PKVM_PEERS_BARE_TESTS:-all}
+bkey=$( (echo "$kkey $timeout $btests"; cat "$P/bare-view.txt" "$P/skip.txt" "$P/args.txt" \
 	"$PKVM_ROOT/selftests/suite-peers.sh" "$PKVM_ROOT/selftests/init") | sha256sum | cut -c1-16)
 bdir=$PKVM_CACHE/peers-baseline/$bkey
 mkdir -p "$bdir"
@@ -88,7 +126,7 @@ for c in $cpus_list; do
 	pids=()
 	if want $bname && { [ ! -s "$base" ] || [ -n "${PKVM_PEERS_REFRESH:-}" ]; }; then
 		log "peers: bare KVM baseline, $c CPU(s) (not cached; key $bkey)"
-		boot $bname "$c" bare all $bare_wall & pids+=("$bname:$!")
+		boot $bname "$c" bare "$btests" $bare_wall & pids+=("$bname:$!")
 	elif want $bname; then
 		echo "ok   $bname: cached baseline $base"
 	fi
@@ -100,8 +138,10 @@ for c in $cpus_list; do
 		wait "${np#*:}" || rc=$?
 		verdict "${np%%:*}" $rc
 		if [ "${np%%:*}" = $bname ] && [ $rc = 0 ]; then
-			wall=$(sed -n 's/.*"wall_seconds": \([0-9.]*\).*/\1/p' "$runs/$bname/result.json")
-			if python3 "$results" extract "$runs/$bname/console.log" "$base.new" \
+			wall=$(cat "$runs/$bname"/result.json "$runs/$bname".part*/result.json 2>/dev/null |
+				sed -n 's/.*"wall_seconds": \([0-9.]*\).*/\1/p' | paste -sd+ | bc)
+			mapfile -t cons < "$runs/$bname.consoles"
+			if python3 "$results" extract "${cons[@]}" "$base.new" \
 				--note "bare KVM baseline: kernel $(basename "$(dirname "$kdir")"), selftests $(basename "$(dirname "$sel")"), $c CPU(s)" \
 				--note "kvm_intel $(grep -v '^#' "$P/bare-view.txt")" \
 				--note "per-test limit ${timeout} s guest clock; run wall time ${wall} s in Bochs"; then
@@ -128,7 +168,8 @@ for c in $cpus_list; do
 		rc=0
 		boot $pname "$c" pkvm "$ptests" $bare_wall || rc=$?
 		verdict $pname $rc
-		if python3 "$results" extract "$runs/$pname/console.log" "$runs/$pname/results.txt"; then
+		mapfile -t cons < "$runs/$pname.consoles"
+		if python3 "$results" extract "${cons[@]}" "$runs/$pname/results.txt"; then
 			if [ "$ptests" = subset ]; then
 				python3 "$results" compare "$base" "$runs/$pname/results.txt" --subset "$P/subset.txt" || fails=$((fails + 1))
 			else

@@ -90,6 +90,12 @@ sound: driver=dummy
 """
 
 
+def stalled(limit, begun, stopping, silent_for):
+    """True when the suite has begun, is not already stopping, and the
+    console has been silent for more than LIMIT seconds (LIMIT 0: never)."""
+    return bool(limit) and begun and stopping is None and silent_for > limit
+
+
 def parse_tap(lines):
     """Returns (plan, results[(ok, num, desc)], begun, done)."""
     plan, results, begun, done = None, [], False, False
@@ -127,6 +133,8 @@ def main():
     ap.add_argument("--megs", type=int, default=512)
     ap.add_argument("--timeout", type=int, default=600, help="hard limit, seconds of wall time")
     ap.add_argument("--append", default="", help="extra kernel command-line arguments")
+    ap.add_argument("--stall-timeout", type=int, default=0,
+                    help="stop when the console stays silent this many seconds after PKVM-BEGIN (0: never)")
     ap.add_argument("--quiet", action="store_true", help="print only TAP lines and the verdict")
     a = ap.parse_args()
 
@@ -151,6 +159,7 @@ def main():
     console = open(os.path.join(run, "console.log"), "w")
     lines, buf, pos = [], b"", 0
     stop_at, reason = None, None
+    last_line, begun = time.time(), False
     while True:
         exited = proc.poll() is not None
         if os.path.exists(serial):
@@ -163,6 +172,8 @@ def main():
                 raw, buf = buf.split(b"\n", 1)
                 line = raw.decode("utf-8", "replace").rstrip("\r")
                 lines.append(line)
+                last_line = time.time()
+                begun = begun or line.startswith("PKVM-BEGIN")
                 stamped = f"[{time.time() - t0:7.2f}] {line}"
                 console.write(stamped + "\n")
                 console.flush()
@@ -180,6 +191,9 @@ def main():
             break
         if now - t0 > a.timeout:
             reason = f"timeout after {a.timeout} s"
+            break
+        if stalled(a.stall_timeout, begun, stop_at, now - last_line):
+            reason = f"stall: no console output for {a.stall_timeout} s"
             break
         time.sleep(0.1)
     if proc.poll() is None:
@@ -209,7 +223,7 @@ def main():
         problems.append("kernel trouble on the console: " + " | ".join(bad[:3]))
 
     verdict = "PASS" if not problems else "FAIL"
-    summary = {"suite": a.suite, "model": a.model, "cpus": a.cpus, "verdict": verdict,
+    summary = {"reason": reason, "suite": a.suite, "model": a.model, "cpus": a.cpus, "verdict": verdict,
                "passed": sum(1 for r in results if r[0]), "failed": len(failed), "plan": plan,
                "wall_seconds": round(wall, 1), "problems": problems, "run_dir": run}
     with open(os.path.join(run, "result.json"), "w") as f:

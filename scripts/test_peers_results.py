@@ -11,7 +11,9 @@ spec = importlib.util.spec_from_file_location(
 pr = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(pr)
 
-CONSOLE = """[  31.65] PEER-RESULT amx_test skip rc=4 t=0 -- 1..0 # SKIP - Required XSAVE feature not supported
+CONSOLE = """[  31.00] PEER-PLAN n=5
+[  31.10] PEER-START amx_test
+[  31.65] PEER-RESULT amx_test skip rc=4 t=0 -- 1..0 # SKIP - Required XSAVE feature not supported
 [  33.46] PEER-RESULT aperfmperf_test fail rc=254 t=0 -- x86/aperfmperf_test.c:188: host_aperf_before < guest_aperf
 [  33.50] #| noise PEER-RESULT-like text that is not a result
 [  49.33] PEER-RESULT cpuid_test pass rc=0 t=1 -- 
@@ -56,6 +58,21 @@ class Extract(unittest.TestCase):
             with open(con, "w") as f:
                 f.write("\n".join(CONSOLE))
             self.assertEqual(pr.main(["extract", con, os.path.join(d, "out.txt")]), 0)
+
+    def test_extract_joins_the_consoles_of_a_resumed_run(self):
+        with tempfile.TemporaryDirectory() as d:
+            first, second, out = (os.path.join(d, n) for n in ("c1", "c2", "out.txt"))
+            with open(first, "w") as f:  # stopped after cpuid_test; the peers.sh line for the stall
+                f.write("\n".join(["PEER-PLAN n=6"] + CONSOLE[1:6] + ["PEER-START hung_test",
+                                                  "PEER-RESULT hung_test timeout rc=- t=- -- machine stopped"]))
+            with open(second, "w") as f:  # resumed: its own plan line, the rest, the summary
+                f.write("\n".join(["PEER-PLAN n=6"] + CONSOLE[6:]))
+            self.assertEqual(pr.main(["extract", first, out]), 1)  # no summary yet
+            self.assertEqual(pr.main(["extract", first, second, out]), 0)
+            with open(out) as f:
+                res = pr.read_list(f.read())
+            self.assertEqual(res["hung_test"][0], "timeout")
+            self.assertEqual(len(res), 6)
 
 
 class Compare(unittest.TestCase):

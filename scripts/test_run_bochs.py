@@ -33,6 +33,15 @@ class ParseTap(unittest.TestCase):
         self.assertFalse(rb.BAD.search("ok 9 - dmesg_clean"))
 
 
+class Stalled(unittest.TestCase):
+    def test_stall_rules(self):
+        self.assertFalse(rb.stalled(0, True, None, 10_000))       # no limit
+        self.assertFalse(rb.stalled(60, False, None, 10_000))     # before PKVM-BEGIN (boot, unpacking)
+        self.assertFalse(rb.stalled(60, True, 123.0, 10_000))     # already stopping
+        self.assertFalse(rb.stalled(60, True, None, 59))
+        self.assertTrue(rb.stalled(60, True, None, 61))
+
+
 class JoinInitrds(unittest.TestCase):
     def test_no_extras_is_the_initrd_itself(self):
         self.assertEqual(rb.join_initrds("/nonexistent", "/x/initrd.gz", []), "/x/initrd.gz")

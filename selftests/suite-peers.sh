@@ -13,7 +13,13 @@
 #             =none       none (the QEMU boot check only)
 #   pkvm.peers_timeout=N  per-test limit in GUEST seconds (default 10; the
 #                         guest clock runs 7-30 times slower than the wall)
+#   pkvm.peers_after=NAME resume the list after NAME (scripts/peers.sh boots
+#                         again after a test stopped the emulated machine)
 #
+# A test that stops the whole emulated machine (no guest-clock limit can
+# fire then) is caught from outside: "PEER-START <name>" precedes every test,
+# run-bochs.py --stall-timeout stops a silent machine, and scripts/peers.sh
+# records the test as a timeout and boots again with pkvm.peers_after.
 # Every selftest runs in its own session (setsid) with output to a file;
 # after it ends or times out the whole process group is killed (some, like
 # hardware_disable_test, leave children).  Tests in selftests/peers/skip.txt
@@ -28,11 +34,13 @@
 PEERS_MODE=bare
 PEERS_TESTS=all
 PEERS_TIMEOUT=10
+PEERS_AFTER=
 for arg in $(cat /proc/cmdline); do
 	case "$arg" in
 	pkvm.peers=*) PEERS_MODE=${arg#pkvm.peers=} ;;
 	pkvm.peers_tests=*) PEERS_TESTS=${arg#pkvm.peers_tests=} ;;
 	pkvm.peers_timeout=*) PEERS_TIMEOUT=${arg#pkvm.peers_timeout=} ;;
+	pkvm.peers_after=*) PEERS_AFTER=${arg#pkvm.peers_after=} ;;
 	esac
 done
 PEERS_DIR=/selftests/peers
@@ -130,6 +138,7 @@ run_one() {
 		return
 	fi
 	args=$(awk -v t="$t" '!/^#/ && $1 == t { $1 = ""; print; exit }' $PEERS_DIR/args.txt)
+	say "PEER-START $t"
 	dmesg_lines=$(dmesg | wc -l)
 	t0=$(now_cs)
 	# Its own session: pid == process group id, so the group can be killed.
@@ -175,6 +184,13 @@ t_kvm_selftests() {
 	: > /tmp/peers/results
 	list=$(peer_list)
 	[ "$list" != BAD-LIST ] || fail "pkvm.peers_tests=$PEERS_TESTS: want all, subset or none" || return 1
+	total=$(echo "$list" | grep -c .)
+	say "PEER-PLAN n=$total"
+	if [ -n "$PEERS_AFTER" ]; then
+		echo "$list" | grep -qx "$PEERS_AFTER" || fail "pkvm.peers_after=$PEERS_AFTER is not in the list" || return 1
+		list=$(echo "$list" | awk -v a="$PEERS_AFTER" 'f; $0 == a { f = 1 }')
+		echo "resuming after $PEERS_AFTER"
+	fi
 	t0=$(now_cs)
 	for t in $list; do
 		run_one "$t"
@@ -187,6 +203,7 @@ t_kvm_selftests() {
 	echo "$n tests in $(( ($(now_cs) - t0) / 100 )) s (guest clock)"
 	say "PEER-SUMMARY mode=$PEERS_MODE tests=$PEERS_TESTS n=$n guest_s=$(( ($(now_cs) - t0) / 100 ))"
 	expect_eq "results" "$n" "$(echo "$list" | grep -c .)"
+	return 0
 }
 
 # QEMU boots the test kernel with a busybox /init that prints a marker and
