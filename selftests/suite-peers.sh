@@ -131,10 +131,12 @@ run_one() {
 	reason=$(awk -v t="$t" '!/^#/ && $1 == t { $1 = ""; sub(/^ +/, ""); print; exit }' $PEERS_DIR/skip.txt)
 	if [ -n "$reason" ]; then
 		say "PEER-RESULT $t skip rc=- t=0 -- listed in skip.txt: $reason"
+		echo "$t skip" >> /tmp/peers/results
 		return
 	fi
 	if [ ! -x "$KST/$t" ]; then
 		say "PEER-RESULT $t fail rc=- t=0 -- no such binary"
+		echo "$t fail" >> /tmp/peers/results
 		return
 	fi
 	args=$(awk -v t="$t" '!/^#/ && $1 == t { $1 = ""; print; exit }' $PEERS_DIR/args.txt)
