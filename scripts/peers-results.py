@@ -135,6 +135,7 @@ def main(argv=None):
         with open(a.subset) as f:
             names = read_names(f.read())
         base = {k: v for k, v in base.items() if k in names}
+        other = {k: v for k, v in other.items() if k in names}
     regressions, notes = compare(base, other)
     for n in notes:
         print(f"  differs (not a regression): {n}")

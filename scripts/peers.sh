@@ -138,8 +138,11 @@ for c in $cpus_list; do
 		wait "${np#*:}" || rc=$?
 		verdict "${np%%:*}" $rc
 		if [ "${np%%:*}" = $bname ] && [ $rc = 0 ]; then
-			wall=$(cat "$runs/$bname"/result.json "$runs/$bname".part*/result.json 2>/dev/null |
-				sed -n 's/.*"wall_seconds": \([0-9.]*\).*/\1/p' | paste -sd+ | bc)
+			wall=0
+			for j in "$runs/$bname"/result.json "$runs/$bname".part*/result.json; do
+				[ -f "$j" ] || continue
+				wall=$(echo "$wall + $(sed -n 's/.*"wall_seconds": \([0-9.]*\).*/\1/p' "$j")" | bc)
+			done
 			mapfile -t cons < "$runs/$bname.consoles"
 			if python3 "$results" extract "${cons[@]}" "$base.new" \
 				--note "bare KVM baseline: kernel $(basename "$(dirname "$kdir")"), selftests $(basename "$(dirname "$sel")"), $c CPU(s)" \

@@ -142,12 +142,12 @@ run_one() {
 	args=$(awk -v t="$t" '!/^#/ && $1 == t { $1 = ""; print; exit }' $PEERS_DIR/args.txt)
 	say "PEER-START $t"
 	dmesg_lines=$(dmesg | wc -l)
-	t0=$(now_cs)
+	t1=$(now_cs)
 	# Its own session: pid == process group id, so the group can be killed.
 	# shellcheck disable=SC2086
 	setsid "$KST/$t" $args > "$log" 2>&1 < /dev/null &
 	pid=$!
-	limit=$((t0 + PEERS_TIMEOUT * 100))
+	limit=$((t1 + PEERS_TIMEOUT * 100))
 	timed_out=
 	while kill -0 $pid 2>/dev/null; do
 		if [ "$(now_cs)" -ge $limit ]; then
@@ -160,7 +160,7 @@ run_one() {
 	wait $pid
 	rc=$?
 	kill -KILL -$pid 2>/dev/null
-	secs=$(( ($(now_cs) - t0) / 100 ))
+	secs=$(( ($(now_cs) - t1) / 100 ))
 	if [ -n "$timed_out" ]; then
 		res=timeout why="no exit within ${PEERS_TIMEOUT}s (guest clock)"
 	elif [ $rc = 0 ]; then
