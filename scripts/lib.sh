@@ -35,10 +35,13 @@ pkvm_build_env() {
 # A private apt configuration: its own sources list (suites that carry the
 # kernel source and Bochs 3.0) and its own lists directory.  The machine's own
 # apt sources are never touched.
+# pkvm_apt_opts [DIR]: DIR defaults to $PKVM_APT; scripts/build-qemu.sh
+# keeps a second one (Debian 12 only) in $PKVM_CACHE/apt-bookworm.
 pkvm_apt_opts() {
-	echo "-o Dir::Etc::SourceList=$PKVM_APT/sources.list -o Dir::Etc::SourceParts=/dev/null" \
-	     "-o Dir::State::Lists=$PKVM_APT/lists -o Dir::Cache=$PKVM_APT/cache" \
-	     "-o Dir::State::status=$PKVM_APT/status -o APT::Get::List-Cleanup=0 -o APT::Sandbox::User=root"
+	local d=${1:-$PKVM_APT}
+	echo "-o Dir::Etc::SourceList=$d/sources.list -o Dir::Etc::SourceParts=/dev/null" \
+	     "-o Dir::State::Lists=$d/lists -o Dir::Cache=$d/cache" \
+	     "-o Dir::State::status=$d/status -o APT::Get::List-Cleanup=0 -o APT::Sandbox::User=root"
 }
 
 # The Debian archive this machine's own apt configuration uses (the first

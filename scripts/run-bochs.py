@@ -41,6 +41,20 @@ def sh(*cmd, **kw):
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, **kw)
 
 
+def join_initrds(run, initrd, extras):
+    """The initramfs the VM boots: INITRD, then each of EXTRAS appended
+    (Linux unpacks concatenated, separately compressed cpio archives in
+    order).  Returns INITRD itself when there are no extras."""
+    if not extras:
+        return initrd
+    joined = os.path.join(run, "initrd-joined.gz")
+    with open(joined, "wb") as out:
+        for part in [initrd] + list(extras):
+            with open(part, "rb") as f:
+                shutil.copyfileobj(f, out)
+    return joined
+
+
 def make_disk(run, kernel, initrd, append):
     """FAT16, partitionless, syslinux; geometry c/16/63 sized to the payload."""
     disk = os.path.join(run, "disk.img")
@@ -83,6 +97,12 @@ mouse: enabled=0
 speaker: enabled=0
 sound: driver=dummy
 """
+
+
+def stalled(limit, begun, stopping, silent_for):
+    """True when the suite has begun, is not already stopping, and the
+    console has been silent for more than LIMIT seconds (LIMIT 0: never)."""
+    return bool(limit) and begun and stopping is None and silent_for > limit
 
 
 def parse_tap(lines):
@@ -165,6 +185,8 @@ def main():
     ap.add_argument("--bochs", required=True, help="Bochs wrapper from scripts/setup-bochs.sh")
     ap.add_argument("--kernel", required=True)
     ap.add_argument("--initrd", required=True)
+    ap.add_argument("--extra-initrd", action="append", default=[],
+                    help="another initramfs appended to --initrd (repeatable; the peer suites' one)")
     ap.add_argument("--suite", default="run", help="selftests/suite-<name>.sh to run in the VM")
     ap.add_argument("--out", required=True, help="run directory (logs, disk, bochsrc)")
     ap.add_argument("--model", default="corei7_icelake_u")
@@ -173,6 +195,8 @@ def main():
     ap.add_argument("--megs", type=int, default=512)
     ap.add_argument("--timeout", type=int, default=600, help="hard limit, seconds of wall time")
     ap.add_argument("--append", default="", help="extra kernel command-line arguments")
+    ap.add_argument("--stall-timeout", type=int, default=0,
+                    help="stop when the console stays silent this many seconds after PKVM-BEGIN (0: never)")
     ap.add_argument("--quiet", action="store_true", help="print only TAP lines and the verdict")
     ap.add_argument("--expect-panic", action="append", default=[], metavar="REGEX",
                     help="the suite's last test panics the VM on purpose; its report must "
@@ -183,7 +207,7 @@ def main():
     shutil.rmtree(run, ignore_errors=True)
     os.makedirs(run)
     append = (f"console=ttyS0,115200 loglevel=4 idle=halt panic=0 pkvm.suite={a.suite} {a.append}").strip()
-    disk, cyl = make_disk(run, a.kernel, a.initrd, append)
+    disk, cyl = make_disk(run, a.kernel, join_initrds(run, a.initrd, a.extra_initrd), append)
     serial = os.path.join(run, "serial.txt")
     rc_path = os.path.join(run, "bochsrc")
     with open(rc_path, "w") as f:
@@ -200,6 +224,7 @@ def main():
     console = open(os.path.join(run, "console.log"), "w")
     lines, buf, pos = [], b"", 0
     stop_at, reason = None, None
+    last_line, begun = time.time(), False
     while True:
         exited = proc.poll() is not None
         if os.path.exists(serial):
@@ -212,6 +237,8 @@ def main():
                 raw, buf = buf.split(b"\n", 1)
                 line = raw.decode("utf-8", "replace").rstrip("\r")
                 lines.append(line)
+                last_line = time.time()
+                begun = begun or line.startswith("PKVM-BEGIN")
                 stamped = f"[{time.time() - t0:7.2f}] {line}"
                 console.write(stamped + "\n")
                 console.flush()
@@ -231,6 +258,9 @@ def main():
         if now - t0 > a.timeout:
             reason = f"timeout after {a.timeout} s"
             break
+        if stalled(a.stall_timeout, begun, stop_at, now - last_line):
+            reason = f"stall: no console output for {a.stall_timeout} s"
+            break
         time.sleep(0.1)
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -246,7 +276,7 @@ def main():
     problems = judge(lines, reason, a.expect_panic)
 
     verdict = "PASS" if not problems else "FAIL"
-    summary = {"suite": a.suite, "model": a.model, "cpus": a.cpus, "verdict": verdict,
+    summary = {"reason": reason, "suite": a.suite, "model": a.model, "cpus": a.cpus, "verdict": verdict,
                "passed": sum(1 for r in results if r[0]), "failed": len(failed), "plan": plan,
                "wall_seconds": round(wall, 1), "problems": problems, "run_dir": run,
                "expect_panic": a.expect_panic}

@@ -2,7 +2,8 @@
 # scripts/setup-host.sh: install what building and testing pkvm-x86 needs on a
 # Debian 12 machine.  Idempotent: a second run changes nothing.
 #
-#   - Debian build dependencies of the kernel and of the test images;
+#   - Debian build dependencies of the kernel and of the test images (libc6-dev
+#     and file: the static KVM selftests of scripts/build-kvm-selftests.sh);
 #   - rustup's rust-src, clippy and rustfmt components;
 #   - bindgen-cli $PKVM_BINDGEN_VERSION (cargo install --locked) into $PKVM_TOOLS;
 #   - libclang $PKVM_LIBCLANG_VERSION from the PyPI wheel into $PKVM_TOOLS/libclang.
@@ -10,6 +11,7 @@ source "$(dirname "$0")/lib.sh"
 
 APT_PKGS=(flex bison libelf-dev libssl-dev bc cpio xz-utils make gcc binutils python3 python3-pip
 	busybox-static syslinux syslinux-common mtools dosfstools kmod
+	libc6-dev file
 	libsdl2-2.0-0 libltdl7 libgtk-3-0 libglib2.0-0 libpango-1.0-0 libpulse0 libasound2 libsamplerate0 libreadline8)
 
 missing=()

@@ -30,6 +30,12 @@
 #                      panic, which the harness is told to expect
 #                      (--expect-panic); any other outcome (a hang, another
 #                      panic) fails
+#   peers-bare-c1      KVM's selftests on bare KVM with pkvm's view: the
+#                      baseline, cached per kernel+selftests+view (a warm
+#                      run skips it); qemu-bare-c1: QEMU boots a guest on
+#                      bare KVM; peers-pkvm-c1 (PKVM_PEERS_UNDER_PKVM=1): the
+#                      same under pkvm, judged against the baseline.  All in
+#                      scripts/peers.sh (its header lists its variables).
 # PKVM_ONLY="depriv-c1 pagestate-c2" runs only the named runs (development).
 # Runs of several checkouts on one machine take turns (a lock in /tmp): each
 # uses up to two emulated machines, and the machine has two cores.
@@ -105,6 +111,9 @@ boot pagestate-c1 pagestate corei7_icelake_u 1 & p1=$!
 boot pagestate-c2 pagestate corei7_icelake_u 2 & p2=$!
 check pagestate-c1 pass $p1
 check pagestate-c2 pass $p2
+rc=0
+bash "$PKVM_ROOT/scripts/peers.sh" "$kdir" "$bochs" "$initrd" "$runs" || rc=$?
+fails=$((fails + rc))
 echo "benchmarks (guest clock inside Bochs):"
 for r in depriv-c1 depriv-c2 nested-c1 nested-c2; do
 	want "$r" || continue

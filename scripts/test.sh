@@ -18,6 +18,7 @@ bash scripts/check-core.sh
 stage "harness and audit unit tests"
 python3 scripts/test_run_bochs.py -q 2>&1 | tail -n 3
 python3 scripts/test_audit_root_calls.py -q 2>&1 | tail -n 3
+python3 scripts/test_peers_results.py -q 2>&1 | tail -n 3
 stage "kernel (cached) and module builds, production and debug (CLIPPY=1, warnings are errors)"
 if [ -n "${KDIR:-}" ]; then kdir=$KDIR; else kdir=$(bash scripts/build-kernel.sh); fi
 ko=$(KDIR=$kdir bash scripts/build-module.sh)

@@ -86,5 +86,32 @@ class Judge(unittest.TestCase):
         self.assertTrue(any("PKVM-EXPECT-PANIC" in x for x in p), p)
 
 
+class Stalled(unittest.TestCase):
+    def test_stall_rules(self):
+        self.assertFalse(rb.stalled(0, True, None, 10_000))       # no limit
+        self.assertFalse(rb.stalled(60, False, None, 10_000))     # before PKVM-BEGIN (boot, unpacking)
+        self.assertFalse(rb.stalled(60, True, 123.0, 10_000))     # already stopping
+        self.assertFalse(rb.stalled(60, True, None, 59))
+        self.assertTrue(rb.stalled(60, True, None, 61))
+
+
+class JoinInitrds(unittest.TestCase):
+    def test_no_extras_is_the_initrd_itself(self):
+        self.assertEqual(rb.join_initrds("/nonexistent", "/x/initrd.gz", []), "/x/initrd.gz")
+
+    def test_extras_are_appended_in_order(self):
+        import tempfile
+        with tempfile.TemporaryDirectory() as d:
+            parts = []
+            for i, data in enumerate([b"main", b"peer1", b"peer2"]):
+                p = os.path.join(d, f"p{i}")
+                with open(p, "wb") as f:
+                    f.write(data)
+                parts.append(p)
+            joined = rb.join_initrds(d, parts[0], parts[1:])
+            with open(joined, "rb") as f:
+                self.assertEqual(f.read(), b"mainpeer1peer2")
+
+
 if __name__ == "__main__":
     unittest.main()
