@@ -39,8 +39,9 @@ t_guest() {
 	exit_counts > /tmp/exits.before
 	t0=$(cut -d' ' -f1 /proc/uptime)
 	echo "== QEMU guest console (qemu-system-x86_64 -enable-kvm -cpu host -m 128, the test kernel) =="
-	# The console streams as the guest boots; its exit status comes back
-	# through the same pipe (busybox sh has no PIPESTATUS).
+	# The guest's console is kept (the suite prints a test's output when the
+	# test ends, so it appears once the guest has reset); QEMU's exit status
+	# comes back through the same pipe (busybox sh has no PIPESTATUS).
 	{
 		$Q/qemu -enable-kvm -cpu host -M pc -nodefaults -no-user-config -display none \
 			-serial stdio -L $Q/share -m 128 -no-reboot -kernel /opt/guest/bzImage \
