@@ -58,10 +58,9 @@ pub struct PagingCtx {
     pub phys_bits: u8,
 }
 
+use crate::hv::host_policy::{cr4::LA57 as CR4_LA57, cr4::SMAP as CR4_SMAP, CR0_WP};
+
 const CR0_PG: u64 = 1 << 31;
-const CR0_WP: u64 = 1 << 16;
-const CR4_LA57: u64 = 1 << 12;
-const CR4_SMAP: u64 = 1 << 21;
 const EFER_LMA: u64 = 1 << 10;
 const EFER_NXE: u64 = 1 << 11;
 
