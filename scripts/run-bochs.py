@@ -13,6 +13,12 @@ Exit status 0 only if: the suite ran to PKVM-DONE, the TAP plan was met,
 every test said "ok", and the console shows no oops, BUG, WARNING, panic or
 call trace.  Logs stay in the run directory (--out).
 
+Emulated machines on one host take turns: each run holds one of
+PKVM_BOCHS_SLOTS (default 2, the machine's cores) lock files in $TMPDIR
+while Bochs runs, and waits for a free one before it starts (the wall-clock
+limits count from the start, not from the wait).  Several checkouts and the
+parallel runs of one system test share the slots.
+
 Expected panics (--expect-panic REGEX, repeatable): for a suite whose last
 test kills the test VM on purpose.  That test prints a line starting with
 PKVM-EXPECT-PANIC on the console right before it triggers the panic.  The
@@ -23,6 +29,7 @@ the kernel panicked after the marker, and PKVM-DONE never came.  Without
 --expect-panic the marker changes nothing: a panic fails the run.
 """
 import argparse
+import fcntl
 import json
 import os
 import re
@@ -180,6 +187,25 @@ def judge(lines, reason, expect_panic=()):
     return problems
 
 
+def take_slot():
+    """Hold one of PKVM_BOCHS_SLOTS machine-wide slots; returns the open lock file."""
+    n = max(1, int(os.environ.get("PKVM_BOCHS_SLOTS", "2")))
+    tmp = os.environ.get("TMPDIR", "/tmp")
+    said = False
+    while True:
+        for i in range(n):
+            f = open(os.path.join(tmp, f"pkvm-x86-bochs.slot{i}"), "w")
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return f
+            except OSError:
+                f.close()
+        if not said:
+            print(f"waiting for a free emulator slot ({n} on this machine)", file=sys.stderr, flush=True)
+            said = True
+        time.sleep(2)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bochs", required=True, help="Bochs wrapper from scripts/setup-bochs.sh")
@@ -218,6 +244,7 @@ def main():
 
     env = dict(os.environ, SDL_VIDEODRIVER="dummy", SDL_AUDIODRIVER="dummy")
     cmd = [a.bochs, "-q", "-f", rc_path, "-rc", dbg]
+    slot = take_slot()  # noqa: F841 (held until the process ends)
     t0 = time.time()
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=open(os.path.join(run, "bochs.out"), "w"),
                             stderr=subprocess.STDOUT, env=env, cwd=run, start_new_session=True)

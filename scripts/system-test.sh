@@ -37,8 +37,8 @@
 #                      same under pkvm, judged against the baseline.  All in
 #                      scripts/peers.sh (its header lists its variables).
 # PKVM_ONLY="depriv-c1 pagestate-c2" runs only the named runs (development).
-# Runs of several checkouts on one machine take turns (a lock in /tmp): each
-# uses up to two emulated machines, and the machine has two cores.
+# Emulated machines take turns machine-wide (scripts/run-bochs.py holds one of
+# two slots per Bochs), so several checkouts can test at once.
 # Logs: build/runs/<name>/.  Exit status: number of failed runs (capped).
 source "$(dirname "$0")/lib.sh"
 kdir=$1 ko=$2 ko_debug=${3:-}
@@ -48,12 +48,6 @@ runs=$PKVM_ROOT/build/runs
 initrd=$PKVM_ROOT/build/initramfs.cpio.gz
 mapfile -t test_modules < <(bash "$PKVM_ROOT/scripts/build-selftest-modules.sh" "$kdir")
 bash "$PKVM_ROOT/scripts/mkinitramfs.sh" "$initrd" "$kdir" "$ko" "pkvm_x86-debug.ko=$ko_debug" "${test_modules[@]}"
-
-exec 9> "${TMPDIR:-/tmp}/pkvm-x86-bochs.lock"
-if ! flock -n 9; then
-	log "another system test is running on this machine; waiting for it"
-	flock 9
-fi
 
 want() { [ -z "${PKVM_ONLY:-}" ] || [[ " $PKVM_ONLY " == *" $1 "* ]]; }
 
