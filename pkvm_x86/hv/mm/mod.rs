@@ -17,6 +17,8 @@
 //!   memory types.
 //! * [`ram`]: the RAM ranges recorded at load; only RAM changes hands.
 //! * [`pin_set`]: host frames pinned by nested VMX's live vmcs02s.
+//! * [`reserve`]: pages the host half donates for shadow state (the
+//!   vmcs12 cache now, the shadow EPT later).
 //!
 //! Future home of the shadow EPT (`mm::shadow_ept`): the per-guest table
 //! built from the host KVM's EPT through the transitions of `mem_protect`
@@ -33,6 +35,7 @@ pub mod mtrr;
 pub mod pgtable;
 pub mod pin_set;
 pub mod ram;
+pub mod reserve;
 #[cfg(test)]
 pub mod sim;
 pub mod vm_table;
