@@ -47,13 +47,13 @@ const WORDS: usize = 512;
 /// Header words of a batch (its first page).
 mod header {
     /// Physical address of the next batch's header (0: last).
-    pub const NEXT: usize = 0;
+    pub(super) const NEXT: usize = 0;
     /// Pages in the batch, header included.
-    pub const PAGES: usize = 1;
+    pub(super) const PAGES: usize = 1;
     /// Marks a header page (a sanity check when walking the list).
-    pub const MAGIC: usize = 2;
+    pub(super) const MAGIC: usize = 2;
     /// "pkvmresv".
-    pub const MAGIC_VALUE: u64 = u64::from_le_bytes(*b"pkvmresv");
+    pub(super) const MAGIC_VALUE: u64 = u64::from_le_bytes(*b"pkvmresv");
 }
 
 /// What the reserve did, for accounting and tests.
@@ -130,7 +130,10 @@ impl Reserve {
     /// read-write at `pa + window` for as long as the reserve lives, and
     /// used by nothing but the reserve and the consumers it hands pages to.
     pub unsafe fn add_batch(&mut self, pa: u64, pages: u64) -> bool {
-        if pa % PAGE != 0 || !(MIN_BATCH..=MAX_BATCH).contains(&pages) || self.holds(pa, pages) {
+        if pa & (PAGE - 1) != 0
+            || !(MIN_BATCH..=MAX_BATCH).contains(&pages)
+            || self.holds(pa, pages)
+        {
             return false;
         }
         let next = self.batches;
@@ -177,7 +180,7 @@ impl Reserve {
     /// Takes back page `pa` a consumer got from [`Self::take`].  A page the
     /// reserve does not hold is ignored (`false`).
     pub fn give(&mut self, pa: u64) -> bool {
-        if pa % PAGE != 0 || !self.holds(pa, 1) || self.is_header(pa) || self.is_free(pa) {
+        if pa & (PAGE - 1) != 0 || !self.holds(pa, 1) || self.is_header(pa) || self.is_free(pa) {
             return false;
         }
         let head = self.free_head;
