@@ -442,7 +442,7 @@ mod tests {
         let (h, _) = r.batches().next().unwrap();
         let before = (r.total(), r.free(), r.stats);
         let x = heap_batch(MAX_BATCH + 1);
-        // SAFETY (each): heap pages; refused batches are not taken.
+        // SAFETY: heap pages; refused batches are not taken.
         unsafe {
             assert!(!r.add_batch(x, 0));
             assert!(!r.add_batch(x, 1), "header only");
