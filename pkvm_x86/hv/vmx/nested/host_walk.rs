@@ -249,12 +249,51 @@ pub(crate) mod tests {
     use std::collections::{BTreeMap, BTreeSet};
 
     /// Host memory for tests: sparse pages, and a set of pages that are not
-    /// the host's (every access to them fails and is recorded).
+    /// the host's (every access to them fails and is recorded).  It is also
+    /// the vmcs12 cache's page supply: fresh heap pages (leaked), at most
+    /// `page_budget` of them if set, given-back pages reused.
     #[derive(Default, Clone)]
     pub(crate) struct FakeMem {
         pub(crate) pages: BTreeMap<u64, [u8; 4096]>,
         pub(crate) not_host: BTreeSet<u64>,
         pub(crate) refused: std::vec::Vec<u64>,
+        pub(crate) page_budget: Option<u64>,
+        pub(crate) taken: u64,
+        pub(crate) given: std::vec::Vec<u64>,
+        pub(crate) pressure: bool,
+    }
+
+    // SAFETY: pages are fresh leaked heap pages (window 0) or ones given
+    // back, zeroed before they are handed out again; a clone of the
+    // supply is never used for the same cache.
+    unsafe impl crate::hv::mm::reserve::PageSupply for FakeMem {
+        fn take_page(&mut self) -> Option<u64> {
+            let p = match self.given.pop() {
+                Some(p) => p,
+                None => {
+                    if self.page_budget == Some(0) {
+                        return None;
+                    }
+                    if let Some(b) = self.page_budget.as_mut() {
+                        *b -= 1;
+                    }
+                    crate::hv::mm::reserve::testing::heap_batch(1)
+                }
+            };
+            // SAFETY: a leaked heap page no one else uses now.
+            unsafe { core::ptr::write_bytes(p as *mut u8, 0, 4096) };
+            self.taken += 1;
+            Some(p)
+        }
+        fn give_page(&mut self, pa: u64) {
+            self.given.push(pa);
+        }
+        fn under_pressure(&self) -> bool {
+            self.pressure
+        }
+        fn window(&self) -> u64 {
+            0
+        }
     }
 
     impl FakeMem {

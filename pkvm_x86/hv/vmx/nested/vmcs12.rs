@@ -4,14 +4,19 @@
 //! VMREAD/VMWRITE with the hardware's semantics on them.
 //!
 //! A vmcs12 lives in hypervisor memory as a [`MemVmcs`] plus its launch
-//! state ([`Vmcs12`]), in a bounded cache shared by every CPU
-//! ([`Vmcs12Cache`], inside the hypervisor-wide state, under the hypervisor
-//! lock) keyed by the host physical address of its VMCS region.  There is
-//! no per-vCPU limit: a VMCS that is not in the cache lives in the host's
-//! own VMCS page, in pkvm's format ([`layout`]), which VMCLEAR (and the
-//! eviction of the least recently used entry when the cache is full) writes
-//! and VMPTRLD (or the next use of an evicted current VMCS) reads back
-//! once.  VMCLEAR on vCPU migration costs one page write.
+//! state ([`Vmcs12`]), in a cache shared by every CPU ([`Vmcs12Cache`],
+//! inside the hypervisor-wide state, under the hypervisor lock) keyed by
+//! the host physical address of its VMCS region.  Each entry is a page
+//! taken from the reserve (`crate::hv::mm::reserve`, through
+//! [`PageSupply`]): the cache grows as long as the reserve gives pages,
+//! and when it gives none (or runs low) the least recently used entry is
+//! written back and its page reused.  There is no limit on VMs or vCPUs: a
+//! VMCS that is not in the cache lives in the host's own VMCS page, in
+//! pkvm's format ([`layout`]), which VMCLEAR (and eviction) writes and
+//! VMPTRLD (or the next use of an evicted current VMCS) reads back once.
+//! VMCLEAR on vCPU migration costs one page write; its entry's page stays
+//! with the cache as a spare (back to the reserve under pressure, above
+//! [`MIN_PAGES`]).
 //!
 //! The host may scribble on its page between VMCLEAR and VMPTRLD.  It can
 //! only produce values it could have VMWRITten anyway: every field is read
@@ -23,6 +28,7 @@
 //! written; its state is dropped).
 
 use super::host_walk::HostPhys;
+use crate::hv::mm::reserve::PageSupply;
 use crate::hv::vmx::vmcs::fields::{self, Access, Group, Width, FIELDS, FIELD_COUNT};
 use crate::hv::vmx::vmcs::MemVmcs;
 
@@ -56,22 +62,23 @@ pub struct Vmcs12 {
     pub launched: bool,
 }
 
-/// Entries of the cache.  Each is about 1.7 KiB; a CPU uses one at a
-/// time (its current VMCS), so this is room for that plus what KVM
-/// switches between.
-pub const CACHE_SLOTS: usize = 16;
+/// Entry pages the cache keeps at least once it has them: it gives pages
+/// back to a supply under pressure only above this many, so a VMPTRLD
+/// always finds a page (by eviction) once the cache ever had one.
+pub const MIN_PAGES: u64 = 4;
 
-/// One cache entry.
-#[derive(Clone, Debug, Default)]
-struct Slot {
-    /// In use.
-    used: bool,
+/// One cache entry: one page of the supply (about 1.7 KiB used).
+#[repr(C)]
+struct Entry {
+    /// Next entry page in its list (in use, or spare), 0 at the end.
+    next: u64,
     /// Host physical address of the VMCS region.
     pa: u64,
-    /// Last use (the cache's clock), for eviction.
-    stamp: u64,
     v: Vmcs12,
 }
+
+const _: () = assert!(core::mem::size_of::<Entry>() <= 4096);
+const _: () = assert!(core::mem::align_of::<Entry>() <= 4096);
 
 /// What the cache did, for statistics and tests.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -84,88 +91,251 @@ pub struct CacheStats {
     pub evictions: u64,
     /// State dropped because its page was no longer the host's.
     pub dropped: u64,
+    /// Pages taken from the supply.
+    pub grown: u64,
+    /// Pages given back to the supply.
+    pub shrunk: u64,
 }
 
-/// The bounded vmcs12 cache.  All-zero bytes are a valid empty cache
-/// (nothing used), so it can be set up in place in pool memory.
-#[derive(Clone, Debug, Default)]
+/// The vmcs12 cache: entries in pages taken from a [`PageSupply`] (the
+/// reserve), as many as the supply gives; the least recently used entry
+/// is written back and its page reused when the supply has none (or runs
+/// low).  All-zero bytes are a valid empty cache, so it can be set up in
+/// place in pool memory; the window comes with the first page.
+#[derive(Debug, Default)]
 pub struct Vmcs12Cache {
-    slots: [Slot; CACHE_SLOTS],
-    clock: u64,
+    /// Where the pages are mapped (`va = pa + window`), from the supply.
+    window: u64,
+    /// Entries in use, most recently used first (0: none).
+    head: u64,
+    /// Entry pages kept for reuse (0: none).
+    spare: u64,
+    /// Entries in use.
+    used: u64,
+    /// Pages held (in use and spare).
+    pages: u64,
     /// Statistics.
     pub stats: CacheStats,
 }
 
 impl Vmcs12Cache {
+    /// The entry in `page`.
+    ///
+    /// # Safety
+    ///
+    /// `page` must be a page this cache holds (taken from its supply and
+    /// not given back): `PageSupply`'s contract makes it mapped at `page +
+    /// window` and the cache's alone, and an all-zero page is a valid
+    /// `Entry` (integers and `bool`s).
+    unsafe fn entry(&mut self, page: u64) -> &mut Entry {
+        // SAFETY: guaranteed by the caller; `&mut self` makes the reference
+        // the only one.
+        unsafe { &mut *(page.wrapping_add(self.window) as *mut Entry) }
+    }
+
     /// The vmcs12 at `pa`: from the cache, or read from the host's page
-    /// into a free (or evicted) entry.  `None` if the page cannot be read
-    /// (not the host's).
-    pub fn get(&mut self, mem: &mut impl HostPhys, pa: u64) -> Option<&mut Vmcs12> {
-        self.clock = self.clock.wrapping_add(1);
-        let now = self.clock;
-        let i = match self.slots.iter().position(|s| s.used && s.pa == pa) {
-            Some(i) => i,
-            None => self.load(mem, pa)?,
-        };
-        let s = self.slots.get_mut(i)?;
-        s.stamp = now;
-        Some(&mut s.v)
+    /// into an entry (a spare page, a new page of `mem`'s supply, or the
+    /// least recently used entry, written back).  `None` if the page cannot
+    /// be read (not the host's), or the cache has no page and the supply
+    /// none to give.
+    pub fn get(&mut self, mem: &mut (impl HostPhys + PageSupply), pa: u64) -> Option<&mut Vmcs12> {
+        let (mut prev, mut at) = (0u64, self.head);
+        while at != 0 {
+            // SAFETY: `at` is on the in-use list: a page the cache holds.
+            let (e_pa, next) = unsafe {
+                let e = self.entry(at);
+                (e.pa, e.next)
+            };
+            if e_pa == pa {
+                if prev != 0 {
+                    // Move to the front.
+                    let head = self.head;
+                    // SAFETY: `prev` and `at` are on the in-use list.
+                    unsafe {
+                        self.entry(prev).next = next;
+                        self.entry(at).next = head;
+                    }
+                    self.head = at;
+                }
+                // SAFETY: as above.
+                return Some(unsafe { &mut self.entry(at).v });
+            }
+            (prev, at) = (at, next);
+        }
+        self.load(mem, pa)
     }
 
     /// Whether `pa` is in the cache.
-    pub fn contains(&self, pa: u64) -> bool {
-        self.slots.iter().any(|s| s.used && s.pa == pa)
+    pub fn contains(&mut self, pa: u64) -> bool {
+        self.find(pa).is_some()
+    }
+
+    /// The page of `pa`'s entry and the one before it on the list.
+    fn find(&mut self, pa: u64) -> Option<(u64, u64)> {
+        let (mut prev, mut at) = (0u64, self.head);
+        while at != 0 {
+            // SAFETY: `at` is on the in-use list.
+            let e = unsafe { self.entry(at) };
+            if e.pa == pa {
+                return Some((prev, at));
+            }
+            (prev, at) = (at, e.next);
+        }
+        None
+    }
+
+    /// Takes `page` (after `prev`) off the in-use list.
+    fn unlink(&mut self, prev: u64, page: u64) {
+        // SAFETY: `page` and `prev` (if not 0) are on the in-use list.
+        let next = unsafe { self.entry(page).next };
+        if prev == 0 {
+            self.head = next;
+        } else {
+            // SAFETY: as above.
+            unsafe { self.entry(prev).next = next };
+        }
+        self.used -= 1;
     }
 
     /// VMCLEAR of `pa`: its state (launch state clear) is written to the
-    /// host's page and leaves the cache; a VMCS not in the cache gets its
-    /// launch state cleared in the page.  `false` if the page is not the
-    /// host's (nothing written).
-    pub fn clear(&mut self, mem: &mut impl HostPhys, pa: u64) -> bool {
-        if let Some(s) = self.slots.iter_mut().find(|s| s.used && s.pa == pa) {
-            s.v.launched = false;
-            s.used = false;
-            let ok = write_back(mem, s.pa, &s.v);
-            self.stats.writebacks += u64::from(ok);
-            self.stats.dropped += u64::from(!ok);
-            return ok;
-        }
-        mem.write_words(pa + layout::LAUNCH_OFFSET, &[0])
+    /// host's page and leaves the cache (its page kept as a spare, or
+    /// given back to the supply if it runs low and the cache holds more
+    /// than [`MIN_PAGES`]); a VMCS not in the cache gets its launch state
+    /// cleared in the page.  `false` if the page is not the host's
+    /// (nothing written).
+    pub fn clear(&mut self, mem: &mut (impl HostPhys + PageSupply), pa: u64) -> bool {
+        let Some((prev, page)) = self.find(pa) else {
+            return mem.write_words(pa + layout::LAUNCH_OFFSET, &[0]);
+        };
+        self.unlink(prev, page);
+        // SAFETY: `page` is the cache's (just unlinked, not given back).
+        let e = unsafe { self.entry(page) };
+        e.v.launched = false;
+        let ok = write_back(mem, pa, &e.v);
+        self.stats.writebacks += u64::from(ok);
+        self.stats.dropped += u64::from(!ok);
+        self.release(mem, page);
+        ok
     }
 
-    /// Reads `pa` into an entry; returns its index.
-    fn load(&mut self, mem: &mut impl HostPhys, pa: u64) -> Option<usize> {
+    /// `page` is no longer in use: a spare, or back to the supply under
+    /// pressure.
+    fn release(&mut self, supply: &mut impl PageSupply, page: u64) {
+        if supply.under_pressure() && self.pages > MIN_PAGES {
+            self.pages -= 1;
+            self.stats.shrunk += 1;
+            supply.give_page(page);
+            return;
+        }
+        let spare = self.spare;
+        // SAFETY: `page` is the cache's.
+        unsafe { self.entry(page).next = spare };
+        self.spare = page;
+    }
+
+    /// Writes back and drops the least recently used entries, and gives
+    /// pages back to the supply, until the cache holds at most `keep`
+    /// pages.  What a consumer under pressure does; returns the pages given.
+    pub fn shrink(&mut self, mem: &mut (impl HostPhys + PageSupply), keep: u64) -> u64 {
+        let mut given = 0;
+        while self.pages > keep {
+            let page = match self.spare {
+                0 => match self.evict(mem) {
+                    Some(p) => p,
+                    None => break,
+                },
+                p => {
+                    // SAFETY: a spare page of the cache.
+                    self.spare = unsafe { self.entry(p).next };
+                    p
+                }
+            };
+            self.pages -= 1;
+            self.stats.shrunk += 1;
+            mem.give_page(page);
+            given += 1;
+        }
+        given
+    }
+
+    /// Entries in use now.
+    pub const fn entries(&self) -> u64 {
+        self.used
+    }
+
+    /// Pages the cache holds (entries in use and spares).
+    pub const fn pages(&self) -> u64 {
+        self.pages
+    }
+
+    /// Writes back and unlinks the least recently used entry; its page.
+    fn evict(&mut self, mem: &mut impl HostPhys) -> Option<u64> {
+        let (mut prev, mut at) = (0u64, self.head);
+        if at == 0 {
+            return None;
+        }
+        loop {
+            // SAFETY: `at` is on the in-use list.
+            let next = unsafe { self.entry(at).next };
+            if next == 0 {
+                break;
+            }
+            (prev, at) = (at, next);
+        }
+        self.unlink(prev, at);
+        // SAFETY: `at` is the cache's (just unlinked).
+        let e = unsafe { self.entry(at) };
+        let ok = write_back(mem, e.pa, &e.v);
+        self.stats.evictions += 1;
+        self.stats.writebacks += u64::from(ok);
+        self.stats.dropped += u64::from(!ok);
+        Some(at)
+    }
+
+    /// A page for a new entry: a spare, a new page of the supply (unless
+    /// it runs low and the cache has [`MIN_PAGES`] already), else the least
+    /// recently used entry's, written back.
+    fn new_page(&mut self, mem: &mut (impl HostPhys + PageSupply)) -> Option<u64> {
+        if self.spare != 0 {
+            let p = self.spare;
+            // SAFETY: a spare page of the cache.
+            self.spare = unsafe { self.entry(p).next };
+            return Some(p);
+        }
+        if !(mem.under_pressure() && self.pages >= MIN_PAGES) {
+            if let Some(p) = mem.take_page() {
+                self.window = mem.window();
+                self.pages += 1;
+                self.stats.grown += 1;
+                return Some(p);
+            }
+        }
+        self.evict(mem)
+    }
+
+    /// Reads `pa` into an entry at the front of the list.
+    fn load(&mut self, mem: &mut (impl HostPhys + PageSupply), pa: u64) -> Option<&mut Vmcs12> {
         let mut words = [0u64; layout::WORDS];
         if !mem.read_words(pa + layout::LAUNCH_OFFSET, &mut words) {
             return None;
         }
-        let i = self.free_slot(mem)?;
-        let s = self.slots.get_mut(i)?;
-        s.used = true;
-        s.pa = pa;
-        s.v.launched = words.first() == Some(&layout::LAUNCHED);
+        let page = self.new_page(mem)?;
+        let head = self.head;
+        // SAFETY: `page` is the cache's, off every list.
+        let e = unsafe { self.entry(page) };
+        e.next = head;
+        e.pa = pa;
+        e.v.vmcs = MemVmcs::new();
+        e.v.launched = words.first() == Some(&layout::LAUNCHED);
         for (f, w) in words.iter().skip(1).enumerate() {
             // Masked to the field's width: any value VMWRITE could store.
-            s.v.vmcs.load_at(f, *w);
+            e.v.vmcs.load_at(f, *w);
         }
+        self.head = page;
+        self.used += 1;
         self.stats.loads += 1;
-        Some(i)
-    }
-
-    /// A free entry, evicting the least recently used one (written back
-    /// to its page) if there is none.
-    fn free_slot(&mut self, mem: &mut impl HostPhys) -> Option<usize> {
-        if let Some(i) = self.slots.iter().position(|s| !s.used) {
-            return Some(i);
-        }
-        let (i, _) = self.slots.iter().enumerate().min_by_key(|(_, s)| s.stamp)?;
-        let s = self.slots.get_mut(i)?;
-        let ok = write_back(mem, s.pa, &s.v);
-        s.used = false;
-        self.stats.evictions += 1;
-        self.stats.writebacks += u64::from(ok);
-        self.stats.dropped += u64::from(!ok);
-        Some(i)
+        // SAFETY: as above.
+        Some(unsafe { &mut self.entry(page).v })
     }
 }
 
@@ -337,10 +507,14 @@ mod tests {
 
     #[test]
     fn eviction_writes_back_the_least_recently_used() {
-        let mut mem = FakeMem::default();
+        // A supply of 16 pages: the cache grows to 16 entries, then evicts.
+        let mut mem = FakeMem {
+            page_budget: Some(16),
+            ..FakeMem::default()
+        };
         let mut c = Vmcs12Cache::default();
         let pa = |n: usize| PA + (n as u64) * 0x1000;
-        for n in 0..CACHE_SLOTS {
+        for n in 0..16 {
             page_with(&mut mem, pa(n), false, n as u64);
             c.get(&mut mem, pa(n)).unwrap().launched = true;
         }
@@ -356,6 +530,83 @@ mod tests {
         assert_eq!(mem.get_u64(pa(1) + 8), layout::LAUNCHED);
         // Read back, its launch state comes with it.
         assert!(c.get(&mut mem, pa(1)).unwrap().launched);
+        assert_eq!((c.pages(), c.entries(), c.stats.grown), (16, 16, 16));
+    }
+
+    #[test]
+    fn grows_without_a_fixed_limit_and_reuses_cleared_pages() {
+        let mut mem = FakeMem::default();
+        let mut c = Vmcs12Cache::default();
+        let pa = |n: u64| PA + n * 0x1000;
+        // 100 vCPUs' VMCSs, all cached: nothing evicted.
+        for n in 0..100 {
+            page_with(&mut mem, pa(n), false, n);
+            c.get(&mut mem, pa(n))
+                .unwrap()
+                .vmcs
+                .write(GUEST_RIP, n + 1000)
+                .unwrap();
+        }
+        assert_eq!((c.entries(), c.pages(), c.stats.evictions), (100, 100, 0));
+        for n in 0..100 {
+            assert_eq!(
+                c.get(&mut mem, pa(n)).unwrap().vmcs.read(GUEST_RIP),
+                Ok(n + 1000)
+            );
+        }
+        assert_eq!(c.stats.loads, 100);
+        // vCPU migration: VMCLEAR then VMPTRLD of the same VMCS, many
+        // times: one write-back and one load each, no new page.
+        for _ in 0..50 {
+            assert!(c.clear(&mut mem, pa(7)));
+            assert!(c.get(&mut mem, pa(7)).is_some());
+        }
+        assert_eq!((c.pages(), c.stats.grown), (100, 100));
+        assert_eq!(c.stats.writebacks, 50);
+        assert_eq!(mem.taken, 100);
+    }
+
+    #[test]
+    fn under_pressure_it_evicts_and_gives_pages_back() {
+        let mut mem = FakeMem::default();
+        let mut c = Vmcs12Cache::default();
+        let pa = |n: u64| PA + n * 0x1000;
+        for n in 0..10 {
+            page_with(&mut mem, pa(n), false, n);
+            c.get(&mut mem, pa(n)).unwrap().launched = true;
+        }
+        assert_eq!(c.pages(), 10);
+        // The supply runs low: no growth beyond MIN_PAGES, eviction instead.
+        mem.pressure = true;
+        page_with(&mut mem, pa(10), false, 10);
+        assert!(c.get(&mut mem, pa(10)).is_some());
+        assert_eq!((c.pages(), c.stats.evictions), (10, 1));
+        assert_eq!(mem.get_u64(pa(0) + 8), layout::LAUNCHED, "written back");
+        // VMCLEAR gives pages back while the cache holds more than MIN_PAGES.
+        for n in 1..=10 {
+            assert!(c.clear(&mut mem, pa(n)));
+        }
+        assert_eq!(c.pages(), MIN_PAGES);
+        assert_eq!(mem.given.len() as u64, 10 - MIN_PAGES);
+        // shrink writes back and gives back down to what is asked.
+        assert_eq!(c.shrink(&mut mem, 0), MIN_PAGES);
+        assert_eq!((c.pages(), c.entries()), (0, 0));
+        // With no supply at all, the first VMPTRLD has no page: None (the
+        // caller fails the instruction the architectural way).
+        let mut dry = FakeMem {
+            page_budget: Some(0),
+            ..FakeMem::default()
+        };
+        page_with(&mut dry, PA, false, 1);
+        let mut c = Vmcs12Cache::default();
+        assert!(c.get(&mut dry, PA).is_none());
+        // One page is enough for any number of VMCSs (each VMPTRLD evicts).
+        dry.page_budget = Some(1);
+        for n in 0..5 {
+            page_with(&mut dry, pa(n), false, n);
+            assert_eq!(c.get(&mut dry, pa(n)).unwrap().vmcs.read(GUEST_RIP), Ok(n));
+        }
+        assert_eq!((c.pages(), c.stats.evictions), (1, 4));
     }
 
     #[test]

@@ -33,6 +33,7 @@ use super::operand::{
     self, decode, is_canonical, linear_address, Fault, InstrInfo, Operand, Segment,
 };
 use super::vmcs12::{vmread, vmwrite, Vmcs12Cache};
+use crate::hv::mm::reserve::PageSupply;
 use crate::hv::vmx::caps::{
     RawVmxInfo, VmxMsr, FEATURE_CONTROL_LOCKED, FEATURE_CONTROL_VMX_OUTSIDE_SMX,
 };
@@ -310,7 +311,7 @@ pub trait Gprs {
 }
 
 /// Everything an instruction works on besides its context.
-pub struct Machine<'a, R: Gprs, M: HostPhys> {
+pub struct Machine<'a, R: Gprs, M: HostPhys + PageSupply> {
     /// This CPU's VMX-operation state.
     pub mode: &'a mut VmxMode,
     /// The host's registers.
@@ -323,7 +324,7 @@ pub struct Machine<'a, R: Gprs, M: HostPhys> {
     pub view: &'a View,
 }
 
-impl<R: Gprs, M: HostPhys> Machine<'_, R, M> {
+impl<R: Gprs, M: HostPhys + PageSupply> Machine<'_, R, M> {
     /// VMfail(n): VMfailValid with `n` stored in the current vmcs12, or
     /// VMfailInvalid without a current VMCS.
     fn vmfail(&mut self, n: u32) -> Outcome {
