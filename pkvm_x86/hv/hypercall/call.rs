@@ -82,6 +82,15 @@ pub enum Call {
         /// Number of pages.
         pages: u64,
     },
+    /// [`nr::RESERVE_DONATE`].
+    ReserveDonate {
+        /// First host page of the batch.
+        hpa: Hpa,
+        /// Number of pages (checked by the reserve).
+        pages: u64,
+    },
+    /// [`nr::RESERVE_STATUS`].
+    ReserveStatus,
     /// [`nr::VM_CREATE`].
     VmCreate {
         /// The host's own id for the VM (opaque to the hypervisor).
@@ -265,6 +274,11 @@ impl Call {
                 hpa: pa(a0)?,
                 pages: a1,
             },
+            nr::RESERVE_DONATE => Self::ReserveDonate {
+                hpa: pa(a0)?,
+                pages: a1,
+            },
+            nr::RESERVE_STATUS => Self::ReserveStatus,
             nr::VM_CREATE => Self::VmCreate {
                 host_vm_id: a0,
                 kind: match a1 {
@@ -417,7 +431,11 @@ mod tests {
     #[test]
     fn host_hyp_calls_take_a_frame_and_a_raw_count() {
         type Mk = fn(u64, u64) -> Call;
-        let cases: [(u64, Mk); 4] = [
+        let cases: [(u64, Mk); 5] = [
+            (nr::RESERVE_DONATE, |hpa, pages| Call::ReserveDonate {
+                hpa: h(hpa),
+                pages,
+            }),
             (nr::HOST_DONATE_HYP, |hpa, pages| Call::HostDonateHyp {
                 hpa: h(hpa),
                 pages,

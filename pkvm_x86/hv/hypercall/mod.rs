@@ -76,6 +76,18 @@ pub mod nr {
     pub const HOST_SHARE_HYP: u64 = 0x12;
     /// Ends a [`HOST_SHARE_HYP`] share.
     pub const HOST_UNSHARE_HYP: u64 = 0x13;
+    /// Donates RCX pages at PFN RBX to the reserve for shadow state
+    /// (`crate::hv::mm::reserve`): HOST_DONATE_HYP's transition, then the
+    /// reserve takes the batch (the first page is its header).  RCX must
+    /// be 2 ..= 512 (`EINVAL`); a frame pinned by nested VMX is `EBUSY`;
+    /// every refusal of HOST_DONATE_HYP applies.  Returns the reserve's
+    /// free pages in RAX and the pages it still wants in RBX.  Reserve
+    /// pages never go back to the host while pkvm is loaded
+    /// (HYP_DONATE_HOST answers `EBUSY`); unload scrubs them.
+    pub const RESERVE_DONATE: u64 = 0x14;
+    /// The reserve: free pages in RAX, pages wanted (to reach the target,
+    /// once below the low watermark; else 0) in RBX, pages held in RCX.
+    pub const RESERVE_STATUS: u64 = 0x15;
 
     /// Registers a shadow VM for host VM id RBX, kind RCX (0 normal, 1
     /// protected), with RSI metadata pages at PFN RDX donated to the

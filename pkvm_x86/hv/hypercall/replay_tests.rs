@@ -94,6 +94,8 @@ fn run(
         | Call::BeginTeardown
         | Call::VmxCpus
         | Call::NestedStats { .. }
+        | Call::ReserveDonate { .. }
+        | Call::ReserveStatus
         | Call::DebugCheckInvariants
         | Call::DebugFillPage { .. }
         | Call::DebugStackGuard

@@ -44,6 +44,49 @@ pub const TARGET: u64 = 64;
 const PAGE: u64 = 4096;
 const WORDS: usize = 512;
 
+use super::addr::Hpa;
+use super::mem_protect::{host_donate_hyp, hyp_donate_host, HostEpt, HypPgt};
+use super::pgtable::MmOps;
+use crate::hv::error::{Error, Result};
+
+/// RESERVE_DONATE: the host gives the batch of `pages` pages at `hpa` to
+/// the reserve.  A count outside [`MIN_BATCH`]`..=`[`MAX_BATCH`] is
+/// [`Error::Inval`] before anything is looked at; then the batch goes
+/// through [`host_donate_hyp`] (all or nothing: pages that are not the
+/// host's own RAM, the module image, MMIO, pages shared or donated to
+/// anyone are refused with its errors, nothing changed), and the reserve
+/// takes it.
+///
+/// # Safety
+///
+/// The reserve's window must be the hypervisor table's linear offset as
+/// the CPU uses it (root mode: `pa + window` is where `host_donate_hyp`
+/// maps each page; tests: memory standing in for the pages), so that
+/// [`Reserve::add_batch`]'s contract holds once the donation succeeded.
+pub unsafe fn donate<M: MmOps>(
+    host: &mut HostEpt,
+    hyp: &mut HypPgt,
+    mm: &mut M,
+    reserve: &mut Reserve,
+    hpa: Hpa,
+    pages: u64,
+) -> Result {
+    if !(MIN_BATCH..=MAX_BATCH).contains(&pages) {
+        return Err(Error::Inval);
+    }
+    host_donate_hyp(host, hyp, mm, hpa, pages)?;
+    // SAFETY: the donation made every page the hypervisor's alone (the
+    // host EPT gives no one access), mapped at `pa + window` (the
+    // caller's contract); nothing else uses a page donated this instant.
+    if unsafe { reserve.add_batch(hpa.raw(), pages) } {
+        return Ok(());
+    }
+    // Unreachable: pages that were the host's are not the reserve's.
+    // Give them back rather than keep pages nobody accounts for.
+    hyp_donate_host(host, hyp, mm, hpa, pages)?;
+    Err(Error::Inval)
+}
+
 /// Header words of a batch (its first page).
 mod header {
     /// Physical address of the next batch's header (0: last).
@@ -282,7 +325,7 @@ impl Reserve {
     /// a valid header, the free list has `free` distinct pages, all inside
     /// batches and none a header, and `total = headers + free + in use`.
     /// The first inconsistency found, as text.
-    pub fn check(&mut self) -> Result<(), &'static str> {
+    pub fn check(&mut self) -> core::result::Result<(), &'static str> {
         let mut pages = 0u64;
         let mut nr = 0u64;
         let mut at = self.batches;
@@ -498,6 +541,63 @@ mod tests {
         assert_eq!(r.free(), TARGET);
         assert_eq!(r.wanted(), 0);
         r.check().unwrap();
+    }
+
+    /// RESERVE_DONATE on the simulated machine: the page-state machine
+    /// and the reserve agree, the invariants hold, and every bad batch is
+    /// refused with nothing changed.
+    #[test]
+    fn donate_through_the_page_state_machine() {
+        use crate::hv::mm::addr::lit::hpa;
+        use crate::hv::mm::mem_protect::tests::{Op, World, K4};
+        let mut w = World::new();
+        // Stand-in memory for the simulated pages: the window maps
+        // simulated page `P + i * 4K` to heap page `i`.
+        const P: u64 = 0x100_0000;
+        let heap = heap_batch(64);
+        let mut r = Reserve::default();
+        r.set_window(heap.wrapping_sub(P));
+        let don = |w: &mut World, r: &mut Reserve, pa: u64, n: u64| {
+            // SAFETY: the window maps [P, P + 64 pages) onto heap pages;
+            // every accepted batch lies there.
+            unsafe { donate(&mut w.host, &mut w.hyp, &mut w.mm, r, hpa(pa), n) }
+        };
+        assert_eq!(don(&mut w, &mut r, P, 16), Ok(()));
+        w.check_invariants();
+        assert_eq!((r.total(), r.free()), (16, 15));
+        r.check().unwrap();
+        // Bad counts: refused before the page states are looked at.
+        for n in [0, 1, MAX_BATCH + 1, u64::MAX] {
+            assert_eq!(don(&mut w, &mut r, P + 16 * K4, n), Err(Error::Inval));
+        }
+        // Pages already the reserve's (donated), or donated elsewhere
+        // (to the hypervisor, shared with it): the transition's EPERM.
+        assert_eq!(don(&mut w, &mut r, P, 2), Err(Error::Perm));
+        assert_eq!(don(&mut w, &mut r, P + 15 * K4, 2), Err(Error::Perm));
+        w.run(Op::DonateHyp(P + 20 * K4, 1)).unwrap();
+        assert_eq!(don(&mut w, &mut r, P + 19 * K4, 2), Err(Error::Perm));
+        w.run(Op::ShareHyp(P + 30 * K4, 1)).unwrap();
+        assert_eq!(don(&mut w, &mut r, P + 30 * K4, 4), Err(Error::Perm));
+        // Beyond the host's RAM.
+        assert!(don(&mut w, &mut r, 1 << 45, 2).is_err());
+        assert_eq!((r.total(), r.free(), r.stats.batches), (16, 15, 1));
+        w.check_invariants();
+        // Nothing of the refused ranges changed hands: they can still go.
+        assert_eq!(don(&mut w, &mut r, P + 16 * K4, 3), Ok(()));
+        assert_eq!(don(&mut w, &mut r, P + 40 * K4, MIN_BATCH), Ok(()));
+        w.check_invariants();
+        r.check().unwrap();
+        assert_eq!((r.total(), r.free(), r.stats.batches), (21, 18, 3));
+        // Consumers take and give; the page states do not move.
+        let pages: std::vec::Vec<u64> = (0..18).map(|_| r.take().unwrap()).collect();
+        assert!(pages.iter().all(|&p| r.holds(p, 1)));
+        assert_eq!(r.take(), None);
+        assert_eq!(r.wanted(), TARGET);
+        for p in pages {
+            assert!(r.give(p));
+        }
+        r.check().unwrap();
+        w.check_invariants();
     }
 
     #[test]
