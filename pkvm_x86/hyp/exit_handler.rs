@@ -905,6 +905,8 @@ fn hypercall_dispatch(regs: &mut GuestRegs, cpu: &HypCpu, local: &mut CpuLocal) 
         Ok(Call::HostDonateHyp { hpa, pages }) => global.change(|s| s.host_donate_hyp(hpa, pages)),
         Ok(Call::HypDonateHost { hpa, pages }) => global.change(|s| s.hyp_donate_host(hpa, pages)),
         Ok(Call::HostShareHyp { hpa, pages }) => global.change(|s| s.host_share_hyp(hpa, pages)),
+        Ok(Call::ReserveDonate { hpa, pages }) => global.change(|s| s.reserve_donate(hpa, pages)),
+        Ok(Call::ReserveStatus) => global.page_states().reserve_status(),
         Ok(Call::HostUnshareHyp { hpa, pages }) => {
             global.change(|s| s.host_unshare_hyp(hpa, pages))
         }

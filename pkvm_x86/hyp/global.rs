@@ -57,6 +57,7 @@ use crate::hv::mm::mem_protect::{self as mp, GuestEpt, HostEpt, HypPgt, VmKind};
 use crate::hv::mm::mtrr::Mtrrs;
 use crate::hv::mm::pgtable::{HypFormat, MmOps, PteFormat, ADDR_LIMIT, PERM_RWX};
 use crate::hv::mm::pin_set::PinSet;
+use crate::hv::mm::reserve::{self, PageSupply, Reserve};
 use crate::hv::mm::vm_table::VmTable;
 use crate::hv::vmx::caps::{RawVmxInfo, VmxCaps};
 use crate::hv::vmx::nested::vmcs12::Vmcs12Cache;
@@ -172,8 +173,13 @@ pub struct PageStates {
     frozen: bool,
     /// Scratch for the scrub: the hypervisor page table's table pages.
     tables: [u64; MAX_TABLES],
-    /// The host's VMCSs (nested VMX), shared by every CPU.
+    /// The host's VMCSs (nested VMX), shared by every CPU; entries in
+    /// pages of `reserve`.
     vmcs12: Vmcs12Cache,
+    /// Pages the host half donated for shadow state (RESERVE_DONATE,
+    /// Documentation/nested.rst "Memory for shadow state"); never given
+    /// back to the host while loaded, scrubbed at unload.
+    reserve: Reserve,
     /// Host frames pinned by live vmcs02s (nested VMX, see
     /// Documentation/page-states.rst "Pinned host frames"): every
     /// host-initiated transition of such a frame is refused (`EBUSY`).
@@ -251,6 +257,11 @@ impl HypGlobal {
             addr_of_mut!((*st).tables).write([0; MAX_TABLES]);
             // INVARIANT: all-zero bytes are an empty cache (no entry used).
             addr_of_mut!((*st).vmcs12).write_bytes(0, 1);
+            // INVARIANT: all-zero bytes are an empty reserve; its pages
+            // are reached where the hypervisor's table maps donated pages
+            // (its linear window: the direct-map offset, `host/hyp_pgt.rs`).
+            addr_of_mut!((*st).reserve).write_bytes(0, 1);
+            (*st).reserve.set_window((*mm).va(0));
             // INVARIANT: all-zero is the empty pin set.
             addr_of_mut!((*st).pins).write_bytes(0, 1);
             addr_of_mut!((*st).scrub_incomplete).write(false);
@@ -732,9 +743,13 @@ impl PageStates {
         changed(mp::host_donate_hyp(host, hyp, mm, hpa, pages))
     }
 
-    /// HYP_DONATE_HOST: never the pinned pool chunks nor a live VM's
-    /// metadata.
+    /// HYP_DONATE_HOST: never the pinned pool chunks, a live VM's
+    /// metadata, nor a page of the reserve (shadow state root mode may be
+    /// using: `EBUSY`).
     pub fn hyp_donate_host(&mut self, hpa: Hpa, pages: u64) -> Reply {
+        if self.reserve.holds(hpa.raw(), pages) {
+            return Reply::errno(errno::EBUSY);
+        }
         // SAFETY: as in `parts` (borrowed apart from `pinned` here).
         let mm = unsafe { &mut *self.mm };
         let Self {
@@ -747,6 +762,43 @@ impl PageStates {
         } = self;
         let pinned = pinned.get(..*nr_pinned).unwrap_or(&[]);
         changed(vms.return_to_host(host, hyp, mm, hpa, pages, pinned))
+    }
+
+    /// RESERVE_DONATE: the batch through HOST_DONATE_HYP's transition
+    /// into the reserve; the reserve's free pages in RAX, pages it still
+    /// wants in RBX.  A frame pinned by nested VMX: `EBUSY`.
+    pub fn reserve_donate(&mut self, hpa: Hpa, pages: u64) -> Reply {
+        if self.pins.overlaps(hpa.raw(), pages) {
+            return Reply::errno(errno::EBUSY);
+        }
+        // SAFETY: as in `parts` (borrowed apart from `reserve` here).
+        let mm = unsafe { &mut *self.mm };
+        // SAFETY: the reserve's window is the hypervisor table's linear
+        // offset (set at init), where the donation maps each page.
+        let r = unsafe {
+            reserve::donate(
+                &mut self.host,
+                &mut self.hyp,
+                mm,
+                &mut self.reserve,
+                hpa,
+                pages,
+            )
+        };
+        match r {
+            Ok(()) => self.reserve_status(),
+            Err(e) => Reply::from(Err(e)),
+        }
+    }
+
+    /// RESERVE_STATUS: free pages in RAX, pages wanted in RBX, pages held
+    /// in RCX.
+    pub fn reserve_status(&self) -> Reply {
+        Reply {
+            rbx: Some(self.reserve.wanted()),
+            rcx: Some(self.reserve.total()),
+            ..Reply::val(self.reserve.free())
+        }
     }
 
     /// HOST_SHARE_HYP.
@@ -897,6 +949,7 @@ impl PageStates {
             HostMemory {
                 mm,
                 host: &self.host,
+                reserve: &mut self.reserve,
             },
             &mut self.vmcs12,
         )
@@ -972,9 +1025,37 @@ impl PageStates {
             vms,
             claims,
             pins,
+            reserve,
             ..
         } = self;
         let r = invariants::check(host, hyp, vms.guests(), mm, claims);
+        // The reserve: its accounting, and every page of every batch the
+        // hypervisor's alone.
+        let r = r.and_then(|()| {
+            let v = |kind, addr| invariants::Violation {
+                kind,
+                party: invariants::Party::Hyp,
+                addr,
+            };
+            if reserve.check().is_err() {
+                return Err(v(invariants::ViolationKind::ReserveAccounting, 0));
+            }
+            for (h, n) in reserve.batches() {
+                for p in (0..n).map(|i| h + i * 4096) {
+                    let hyp_owned = Hpa::new(p)
+                        .and_then(|pa| hyp.va(pa, 4096).ok())
+                        .and_then(|va| hyp.lookup(mm, va).ok())
+                        .is_some_and(|(e, _)| HypFormat::state(e) == PageState::Owned);
+                    let host_none = Hpa::new(p)
+                        .and_then(|pa| host.pgt().lookup(mm, pa).ok())
+                        .is_some_and(|l| l.entry == 0);
+                    if !hyp_owned || !host_none {
+                        return Err(v(invariants::ViolationKind::ReserveNotHypOwned, p));
+                    }
+                }
+            }
+            Ok(())
+        });
         // Nested VMX's pins: every pinned frame is still the host's own.
         let r = r.and_then(|()| {
             for pa in pins.iter() {
@@ -1018,9 +1099,28 @@ pub const PINS_PER_VMCS02: usize = 5;
 /// and writable: never hypervisor memory, the pinned module image, a page
 /// shared with or donated to anyone, nor MMIO), through the allocator's
 /// scratch slot, under the hypervisor lock (whoever holds `PageStates`).
+/// It also hands the vmcs12 cache pages of the reserve ([`PageSupply`]).
 pub struct HostMemory<'a> {
     mm: &'a mut HypMm,
     host: &'a HostEpt,
+    reserve: &'a mut Reserve,
+}
+
+// SAFETY: the reserve's pages, handed out by `Reserve::take` (zeroed,
+// mapped at `pa + window`, no one else's until given back).
+unsafe impl PageSupply for HostMemory<'_> {
+    fn take_page(&mut self) -> Option<u64> {
+        self.reserve.take()
+    }
+    fn give_page(&mut self, pa: u64) {
+        self.reserve.give(pa);
+    }
+    fn under_pressure(&self) -> bool {
+        self.reserve.under_pressure()
+    }
+    fn window(&self) -> u64 {
+        self.reserve.window()
+    }
 }
 
 impl HostMemory<'_> {

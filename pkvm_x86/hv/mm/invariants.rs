@@ -103,6 +103,12 @@ pub enum ViolationKind {
     /// A host frame pinned by a live vmcs02 (nested VMX) that the host no
     /// longer owns exclusively.
     PinnedNotOwned,
+    /// A page of the reserve for shadow state that is not the
+    /// hypervisor's own (host EPT `NOPAGE(HYP)`, hypervisor `OWNED`).
+    ReserveNotHypOwned,
+    /// The reserve's accounting does not match its pages (batches, free
+    /// list, pages handed out).
+    ReserveAccounting,
 }
 
 /// The first broken invariant found.
