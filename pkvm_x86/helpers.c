@@ -16,6 +16,7 @@
 #include <asm/msr.h>
 #include <asm/nmi.h>
 #include <linux/delay.h>
+#include <linux/workqueue.h>
 
 #include "helpers.h"
 
@@ -188,4 +189,35 @@ int pkvm_helper_rdmsr_safe(u32 msr, u64 *val)
 	if (rc)
 		*val = 0;
 	return rc ? -EIO : 0;
+}
+
+/*
+ * The reserve's refill (host/reserve.rs): a delayed work that calls
+ * pkvm_reserve_refill() (Rust) every `period_ms`, in process context, until
+ * pkvm_helper_refill_stop().  The Rust side asks the hypervisor
+ * (RESERVE_STATUS) and donates what it wants; root mode never calls the
+ * host.
+ */
+static void (*pkvm_refill_fn)(void);
+static unsigned int pkvm_refill_ms;
+static void pkvm_refill_work_fn(struct work_struct *w);
+static DECLARE_DELAYED_WORK(pkvm_refill_work, pkvm_refill_work_fn);
+
+static void pkvm_refill_work_fn(struct work_struct *w)
+{
+	pkvm_refill_fn();
+	schedule_delayed_work(&pkvm_refill_work, msecs_to_jiffies(pkvm_refill_ms));
+}
+
+void pkvm_helper_refill_start(void (*fn)(void), unsigned int period_ms)
+{
+	pkvm_refill_fn = fn;
+	pkvm_refill_ms = period_ms;
+	schedule_delayed_work(&pkvm_refill_work, msecs_to_jiffies(period_ms));
+}
+
+void pkvm_helper_refill_stop(void)
+{
+	/* Also waits for a running instance and stops its re-arming. */
+	cancel_delayed_work_sync(&pkvm_refill_work);
 }

@@ -13,6 +13,8 @@
 //! read I | write I     touch page I with a fault-tolerant accessor
 //! probe_pool           read the first hypervisor pool page the same way
 //! pool_pa              physical address of the pool's first chunk (2 MiB)
+//! reserve              the reserve for shadow state (RESERVE_STATUS: free,
+//!                      wanted, total pages) and the first batch's frame
 //! lookup I | lookup_pa PA   host EPT leaf of page I / of address PA
 //! read_pa PA           read 8 bytes of physical address PA (MMIO) through
 //!                      a fresh ioremap, fault-tolerant
@@ -586,6 +588,19 @@ impl DebugState {
                 }
             }
             "pool_pa" => writeln!(w, "ok {:#x}", self.pool_pa).map_err(fmt_err)?,
+            "reserve" => {
+                let st = crate::host::reserve::status()?;
+                let first = crate::host::reserve::first_batch_pa();
+                writeln!(
+                    w,
+                    "ok free={} wanted={} total={} first_pfn={:#x}",
+                    st.free,
+                    st.wanted,
+                    st.total,
+                    first >> 12
+                )
+                .map_err(fmt_err)?;
+            }
             "check" => {
                 let (r, kind, addr) = hc(nr::DEBUG_CHECK_INVARIANTS, 0, 0, 0, 0);
                 match r {

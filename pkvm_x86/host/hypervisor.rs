@@ -66,6 +66,10 @@ pub(crate) struct Hypervisor {
     hp_state: Option<i32>,
     /// Nanoseconds from the start of `start` to every CPU launched.
     total_ns: u64,
+    /// The host half of the reserve for shadow state: filled once every
+    /// CPU runs deprivileged, refilled by its work, its pages given back
+    /// after every CPU has left VMX operation.
+    reserve: KBox<super::reserve::Donor>,
     // Declared last: freed after every CPU has left VMX operation.
     pool: Pool,
 }
@@ -275,6 +279,7 @@ impl Hypervisor {
             cpus,
             hp_state: None,
             total_ns: 0,
+            reserve: KBox::new(super::reserve::Donor::new(), GFP_KERNEL)?,
             pool,
         };
 
@@ -303,6 +308,22 @@ impl Hypervisor {
         hv.hp_state = Some(rc);
         // SAFETY: ktime_get has no preconditions.
         hv.total_ns = unsafe { bindings::ktime_get() }.saturating_sub(t0) as u64;
+        // The reserve for shadow state (nested VMX's vmcs12 cache): filled
+        // now, refilled by the work from here on.  Without it the load
+        // fails (`drop` tears every CPU down).
+        match hv.reserve.start() {
+            Ok(st) => pr_info!(
+                "{}\n",
+                format_args!(
+                    "reserve for shadow state: {} pages ({} free)",
+                    st.total, st.free
+                )
+            ),
+            Err(e) => {
+                pr_err!("cannot fill the reserve for shadow state: {:?}\n", e);
+                return Err(e);
+            }
+        }
         Ok(hv)
     }
 
@@ -487,6 +508,8 @@ impl Hypervisor {
 
 impl Drop for Hypervisor {
     fn drop(&mut self) {
+        // No more donations: the page states are about to freeze.
+        self.reserve.stop();
         if let Some(state) = self.hp_state.take() {
             self.cpus.bulk = true;
             // SAFETY: removes the state registered in `start`; its
@@ -510,6 +533,7 @@ impl Drop for Hypervisor {
             // A CPU may still use the pool: it must not go back to the host.
             pr_err!("a CPU is still deprivileged; leaking the hypervisor pool\n");
             core::mem::forget(core::mem::replace(&mut self.pool, Pool::empty()));
+            self.reserve.leak();
         }
     }
 }

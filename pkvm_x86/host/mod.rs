@@ -12,6 +12,8 @@
 //! * [`launch`]: deprivileging one CPU in place and giving it back.
 //! * [`hypervisor`]: the running hypervisor and its CPU-hotplug state.
 //! * [`hyp_client`]: hypercalls that must run on a given CPU.
+//! * [`reserve`]: the host half of the reserve for shadow state (donates
+//!   and refills it; gives it back after unload).
 //! * [`vmx_busy`]: no unload while the host is in VMX operation (nested VMX).
 //! * `debug_iface`: the debug interface (`debug=1`) for the tests; compiled
 //!   into debug builds only (`PKVM_DEBUG=1`).
@@ -26,4 +28,5 @@ pub(crate) mod hyp_pgt;
 pub(crate) mod hypervisor;
 pub(crate) mod launch;
 pub(crate) mod pool;
+pub(crate) mod reserve;
 pub(crate) mod vmx_busy;

@@ -1,0 +1,219 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The host half of the reserve for shadow state
+//! (`crate::hv::mm::reserve`, Documentation/nested.rst "Memory for shadow
+//! state"): the stock KVM never donates anything, so pkvm's own host half
+//! does.  [`Donor`] takes batches of [`BATCH_PAGES`] physically contiguous
+//! pages from the kernel's page allocator and gives each to the
+//! hypervisor with RESERVE_DONATE; it donates at load until the reserve
+//! wants no more, then a delayed work (C helper, every [`PERIOD_MS`]) asks
+//! RESERVE_STATUS and donates what the reserve wants (it wants pages once
+//! its free count is below its low watermark).  Root mode never calls the
+//! host: the host half learns the need from the hypercall's answer.
+//!
+//! The pages stay the hypervisor's until the module unloads: the teardown
+//! scrub zeroes them with every other donated page, and only after every
+//! CPU has left VMX operation does [`Donor`]'s drop zero them again and
+//! give them back to the page allocator (or leak them, with the pool, if
+//! a CPU could not leave).
+
+use core::ffi::c_void;
+use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+
+use kernel::{bindings, prelude::*};
+
+use crate::arch::vmx;
+use crate::hv::hypercall::{self, nr};
+
+/// Pages per batch (order 4, 64 KiB), the header included.
+pub(crate) const BATCH_PAGES: usize = 16;
+/// How often the refill work asks the hypervisor.
+pub(crate) const PERIOD_MS: u32 = 500;
+/// Most batches one refill donates (a bound on a misbehaving answer).
+const MAX_BATCHES_PER_REFILL: usize = 64;
+
+extern "C" {
+    fn pkvm_helper_pa(virt: *const c_void) -> u64;
+    fn pkvm_helper_refill_start(f: Option<unsafe extern "C" fn()>, period_ms: u32);
+    fn pkvm_helper_refill_stop();
+}
+
+/// The running donor, for the refill work (set while the work runs).
+static DONOR: AtomicPtr<Donor> = AtomicPtr::new(core::ptr::null_mut());
+/// Physical address of the first batch donated (tests find a reserve page
+/// by it; 0: none).
+static FIRST_BATCH: AtomicU64 = AtomicU64::new(0);
+
+/// The reserve as RESERVE_STATUS reports it.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Status {
+    /// Free pages.
+    pub(crate) free: u64,
+    /// Pages the reserve wants (0: none).
+    pub(crate) wanted: u64,
+    /// Pages the reserve holds.
+    pub(crate) total: u64,
+}
+
+/// RESERVE_STATUS.
+pub(crate) fn status() -> Result<Status> {
+    // SAFETY: RESERVE_STATUS only reads the hypervisor's counters; every
+    // online CPU runs deprivileged while the hypervisor runs.
+    let (rax, rbx, rcx) = unsafe { vmx::vmcall3(nr::RESERVE_STATUS, 0, 0, 0, 0) };
+    let free = hypercall::decode(rax).map_err(|e| Error::from_errno(-(e as i32)))?;
+    Ok(Status {
+        free,
+        wanted: rbx,
+        total: rcx,
+    })
+}
+
+/// Physical address of the first batch the host half donated (0: none).
+#[cfg(pkvm_debug)]
+pub(crate) fn first_batch_pa() -> u64 {
+    FIRST_BATCH.load(Ordering::Acquire)
+}
+
+/// The batches the host half gave to the reserve.
+pub(crate) struct Donor {
+    /// Direct-map addresses of the batches, each `BATCH_PAGES` pages.
+    batches: KVec<usize>,
+    /// The refill work runs.
+    running: bool,
+    /// A CPU may still use the pages: never give them back.
+    leak: bool,
+}
+
+impl Donor {
+    /// An empty donor.
+    pub(crate) fn new() -> Self {
+        Donor {
+            batches: KVec::new(),
+            running: false,
+            leak: false,
+        }
+    }
+
+    /// Donates one batch; the reserve's status after it.
+    fn donate_batch(&mut self) -> Result<Status> {
+        let bytes = BATCH_PAGES * 4096;
+        self.batches.reserve(1, GFP_KERNEL)?;
+        // SAFETY: plain page-allocator call; the result is checked.
+        let va = unsafe { bindings::alloc_pages_exact_noprof(bytes, bindings::GFP_KERNEL) };
+        if va.is_null() {
+            return Err(ENOMEM);
+        }
+        // SAFETY: `va` is a live direct-map allocation.
+        let pa = unsafe { pkvm_helper_pa(va) };
+        // SAFETY: RESERVE_DONATE of pages this module owns and no longer
+        // touches (the host EPT takes them away from the host on success).
+        let (rax, rbx, rcx) =
+            unsafe { vmx::vmcall3(nr::RESERVE_DONATE, pa >> 12, BATCH_PAGES as u64, 0, 0) };
+        match hypercall::decode(rax) {
+            Ok(free) => {
+                // Cannot fail: capacity reserved above.
+                let _ = self.batches.push(va as usize, GFP_KERNEL);
+                let _ = FIRST_BATCH.compare_exchange(0, pa, Ordering::AcqRel, Ordering::Acquire);
+                Ok(Status {
+                    free,
+                    wanted: rbx,
+                    total: rcx,
+                })
+            }
+            Err(e) => {
+                // Refused: all or nothing, the pages are still the host's.
+                // SAFETY: the allocation above, unused.
+                unsafe { bindings::free_pages_exact(va, bytes) };
+                Err(Error::from_errno(-(e as i32)))
+            }
+        }
+    }
+
+    /// Donates batches until the reserve wants no more (bounded).
+    pub(crate) fn refill(&mut self) -> Result<Status> {
+        let mut st = status()?;
+        let mut n = 0;
+        while st.wanted != 0 && n < MAX_BATCHES_PER_REFILL {
+            st = self.donate_batch()?;
+            n += 1;
+        }
+        Ok(st)
+    }
+
+    /// Fills the reserve (at load, every CPU deprivileged) and starts the
+    /// refill work.  `self` must not move until [`Donor::stop`].
+    pub(crate) fn start(&mut self) -> Result<Status> {
+        let st = self.refill()?;
+        DONOR.store(core::ptr::from_mut(self), Ordering::Release);
+        // SAFETY: `refill_work` is a static function; the work is stopped
+        // by `stop` (always before the donor goes).
+        unsafe { pkvm_helper_refill_start(Some(refill_work), PERIOD_MS) };
+        self.running = true;
+        Ok(st)
+    }
+
+    /// Stops the refill work (before the hypervisor is torn down).
+    pub(crate) fn stop(&mut self) {
+        if self.running {
+            // SAFETY: started in `start`; waits for a running instance.
+            unsafe { pkvm_helper_refill_stop() };
+            self.running = false;
+        }
+        DONOR.store(core::ptr::null_mut(), Ordering::Release);
+    }
+
+    /// A CPU could not leave VMX operation: the pages must never go back.
+    pub(crate) fn leak(&mut self) {
+        self.leak = true;
+    }
+
+    /// Pages donated.
+    pub(crate) fn pages(&self) -> usize {
+        self.batches.len() * BATCH_PAGES
+    }
+}
+
+/// The refill work's body (process context).
+///
+/// # Safety
+///
+/// Called by the C helper's delayed work only, between `start` and `stop`.
+unsafe extern "C" fn refill_work() {
+    // SAFETY: set by `start` to a donor that does not move and outlives
+    // the work (`stop` cancels it first); work items of one delayed work
+    // never run concurrently, and nothing else touches the donor then.
+    let Some(d) = (unsafe { DONOR.load(Ordering::Acquire).as_mut() }) else {
+        return;
+    };
+    if let Err(e) = d.refill() {
+        pr_warn!("reserve refill failed: {:?}\n", e);
+    }
+}
+
+impl Drop for Donor {
+    fn drop(&mut self) {
+        self.stop();
+        if self.leak {
+            pr_err!(
+                "a CPU is still deprivileged; leaking the reserve ({} pages)\n",
+                self.pages()
+            );
+            return;
+        }
+        let n = self.pages();
+        let bytes = BATCH_PAGES * 4096;
+        for &va in self.batches.iter() {
+            // SAFETY: every CPU has left VMX operation (the hypervisor's
+            // teardown ran before this drop), so the pages are the host's
+            // again; zeroed (root mode's scrub did too) before they go back.
+            unsafe {
+                core::ptr::write_bytes(va as *mut u8, 0, bytes);
+                bindings::free_pages_exact(va as *mut c_void, bytes);
+            }
+        }
+        FIRST_BATCH.store(0, Ordering::Release);
+        if n != 0 {
+            pr_info!("reserve: {} pages given back\n", n);
+        }
+    }
+}
