@@ -637,6 +637,8 @@ mod tests {
             nr::HYP_DONATE_HOST,
             nr::HOST_SHARE_HYP,
             nr::HOST_UNSHARE_HYP,
+            nr::RESERVE_DONATE,
+            nr::RESERVE_STATUS,
             nr::VM_CREATE,
             nr::VM_TEARDOWN,
             nr::HOST_SHARE_GUEST,
