@@ -233,6 +233,21 @@ impl Hypervisor {
             );
             return Err(EBUSY);
         }
+        // Per-CPU state the hypervisor keeps in fixed tables (the teardown
+        // rendezvous, and nested VMX's pins: one vmcs02 per CPU, at most
+        // `PINS_PER_VMCS02` frames each, so the pin set can never fill) is
+        // sized for this many CPU numbers.
+        let max = crate::hyp::global::MAX_TEARDOWN_CPUS;
+        if kernel::cpu::nr_cpu_ids() as usize > max {
+            pr_err!(
+                "{}\n",
+                format_args!(
+                    "{} possible CPU numbers; pkvm_x86 supports {max}",
+                    kernel::cpu::nr_cpu_ids()
+                )
+            );
+            return Err(Error::from_errno(-(bindings::EOPNOTSUPP as i32)));
+        }
         // SAFETY: ktime_get has no preconditions.
         let t0 = unsafe { bindings::ktime_get() };
         let mut pool = Pool::new(pool_bytes)?;

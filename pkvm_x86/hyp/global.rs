@@ -1088,7 +1088,9 @@ impl PageStates {
 
 /// Most pinned host frames: a live vmcs02 pins at most
 /// [`PINS_PER_VMCS02`] (its vmcs12, I/O bitmaps A and B, virtual-APIC
-/// and APIC-access pages), and each CPU has one vmcs02.
+/// and APIC-access pages), and each CPU has one vmcs02; the module does
+/// not load with more than [`MAX_TEARDOWN_CPUS`] CPU numbers
+/// (`crate::host::hypervisor`), so the set is never full (about 20 KiB).
 pub const MAX_PINS: usize = MAX_TEARDOWN_CPUS * PINS_PER_VMCS02;
 /// Pins one vmcs02 holds at most.
 pub const PINS_PER_VMCS02: usize = 5;

@@ -5,9 +5,16 @@
 //! the CPU reads or writes while the host's guest runs (I/O bitmaps,
 //! virtual-APIC and APIC-access pages) and the vmcs12 each exit reflects
 //! into.  They stay the host's (`OWNED`), but a host-initiated transition
-//! whose range contains one is refused while it is pinned.  Bounded: the
-//! caller sizes it for one vmcs02 per CPU.  Kept under the hypervisor
-//! lock by its owner (`crate::hyp::global`).
+//! whose range contains one is refused while it is pinned.  Bounded, and
+//! never full by construction: the owner (`crate::hyp::global`) sizes it
+//! as CPUs x pins per vmcs02 (`MAX_PINS`): each CPU has exactly one
+//! vmcs02, which pins at most `PINS_PER_VMCS02` frames (its vmcs12, I/O
+//! bitmaps A and B, virtual-APIC and APIC-access pages) and drops its old
+//! pins before it takes new ones, under the same lock, and the module
+//! refuses to load on a machine with more CPU numbers than the set is
+//! sized for.  The number of VMs and vCPUs does not enter: a vCPU that is
+//! not running on a CPU has no vmcs02 and pins nothing.  Kept under the
+//! hypervisor lock by its owner.
 
 /// A counted set of 4 KiB frames, `N` distinct frames at most.
 pub struct PinSet<const N: usize> {
