@@ -13,7 +13,9 @@ H=/sys/kernel/debug/pkvm_hostile/ctl
 P=/sys/module/kvm_intel/parameters
 TESTS="oracle_bare user_bare guest_bare insmod_pkvm view_msrs oracle_pkvm oracle_matches_bare user_pkvm kvm_intel_loads \
 kvm_params kvm_vcpus guest_pkvm guest_cpus user_pkvm_in_vmx rmmod_refused_while_vmx rmmod_after_kvm hostile_regions \
-guest_bench dmesg_clean"
+guest_bench reserve_many_guests dmesg_clean"
+# The reserve for shadow state: selftests/reserve-tests.sh.
+. /selftests/reserve-tests.sh
 
 # kvm_intel's parameters for the bare baseline: the view pkvm offers (EPT
 # and what needs it, APICv, PML, shadow VMCS, preemption timer hidden).
@@ -201,6 +203,11 @@ t_rmmod_refused_while_vmx() {
 		return 1
 	fi
 	cat /tmp/rmmod.err
+	# A module's exit cannot refuse: the reference the host half holds
+	# makes delete_module(2) answer EAGAIN (EWOULDBLOCK), which busybox's
+	# rmmod prints (kmod's checks the refcount first: "in use").
+	grep -q "can't unload module 'pkvm_x86': Resource temporarily unavailable" /tmp/rmmod.err ||
+		fail "rmmod pkvm_x86 not refused with EAGAIN"
 	grep '^pkvm_x86 ' /proc/modules
 	grep -q '^pkvm_x86 [0-9]* 1 ' /proc/modules || fail "pkvm_x86 not held (refcount)"
 	[ "$(/bin/cpuid -s)" = pkvm-x86 ] || fail "pkvm gone"

@@ -7,7 +7,10 @@ DBG=/sys/kernel/debug/pkvm_x86
 CTL=$DBG/debug/ctl
 TESTS="insmod_debug host_ept_types host_ept_covers_maxphyaddr pool_unreachable stack_guards root_stack_overflow donate_hyp_and_back \
 hostile_alias module_image_pinned mmio_refused double_donate_refused share_hyp protected_vm normal_vm bad_commands \
-nmis_not_lost no_stale_translation no_late_host_write shootdown_under_contention hostile_hypercalls rmmod_gives_back rmmod_scrubs dmesg_clean"
+nmis_not_lost no_stale_translation no_late_host_write shootdown_under_contention hostile_hypercalls reserve_filled reserve_hostile \
+rmmod_gives_back rmmod_scrubs reserve_scrubbed dmesg_clean"
+# The reserve for shadow state: selftests/reserve-tests.sh.
+. /selftests/reserve-tests.sh
 
 ctl() { echo "$*" > $CTL || { echo "write '$*' failed"; return 1; }; cat $CTL; }
 # expect_ctl PATTERN CMD...: run CMD, check the reply matches PATTERN
