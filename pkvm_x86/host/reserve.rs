@@ -129,12 +129,16 @@ impl Donor {
         }
     }
 
-    /// Donates batches until the reserve wants no more (bounded).
+    /// Donates what the reserve wants (it wants pages once below its low
+    /// watermark: as many as bring it back to its target), in batches
+    /// (each gives `BATCH_PAGES - 1` free pages; bounded).
     pub(crate) fn refill(&mut self) -> Result<Status> {
         let mut st = status()?;
+        let mut need = st.wanted;
         let mut n = 0;
-        while st.wanted != 0 && n < MAX_BATCHES_PER_REFILL {
+        while need != 0 && n < MAX_BATCHES_PER_REFILL {
             st = self.donate_batch()?;
+            need = need.saturating_sub(BATCH_PAGES as u64 - 1);
             n += 1;
         }
         Ok(st)
