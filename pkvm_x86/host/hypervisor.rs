@@ -524,7 +524,7 @@ impl Hypervisor {
 impl Drop for Hypervisor {
     fn drop(&mut self) {
         // No more donations: the page states are about to freeze.
-        self.reserve.stop();
+        super::reserve::stop_refill();
         if let Some(state) = self.hp_state.take() {
             self.cpus.bulk = true;
             // SAFETY: removes the state registered in `start`; its

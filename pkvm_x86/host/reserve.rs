@@ -18,7 +18,7 @@
 //! a CPU could not leave).
 
 use core::ffi::c_void;
-use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 
 use kernel::{bindings, prelude::*};
 
@@ -40,6 +40,8 @@ extern "C" {
 
 /// The running donor, for the refill work (set while the work runs).
 static DONOR: AtomicPtr<Donor> = AtomicPtr::new(core::ptr::null_mut());
+/// The refill work is scheduled.
+static RUNNING: AtomicBool = AtomicBool::new(false);
 /// Physical address of the first batch donated (tests find a reserve page
 /// by it; 0: none).
 static FIRST_BATCH: AtomicU64 = AtomicU64::new(0);
@@ -78,8 +80,6 @@ pub(crate) fn first_batch_pa() -> u64 {
 pub(crate) struct Donor {
     /// Direct-map addresses of the batches, each `BATCH_PAGES` pages.
     batches: KVec<usize>,
-    /// The refill work runs.
-    running: bool,
     /// A CPU may still use the pages: never give them back.
     leak: bool,
 }
@@ -89,7 +89,6 @@ impl Donor {
     pub(crate) fn new() -> Self {
         Donor {
             batches: KVec::new(),
-            running: false,
             leak: false,
         }
     }
@@ -145,25 +144,16 @@ impl Donor {
     }
 
     /// Fills the reserve (at load, every CPU deprivileged) and starts the
-    /// refill work.  `self` must not move until [`Donor::stop`].
+    /// refill work.  `self` must not move, and no other reference to it be
+    /// made, until [`stop_refill`]: the work uses it.
     pub(crate) fn start(&mut self) -> Result<Status> {
         let st = self.refill()?;
         DONOR.store(core::ptr::from_mut(self), Ordering::Release);
+        RUNNING.store(true, Ordering::Release);
         // SAFETY: `refill_work` is a static function; the work is stopped
-        // by `stop` (always before the donor goes).
+        // by `stop_refill` (always before the donor goes).
         unsafe { pkvm_helper_refill_start(Some(refill_work), PERIOD_MS) };
-        self.running = true;
         Ok(st)
-    }
-
-    /// Stops the refill work (before the hypervisor is torn down).
-    pub(crate) fn stop(&mut self) {
-        if self.running {
-            // SAFETY: started in `start`; waits for a running instance.
-            unsafe { pkvm_helper_refill_stop() };
-            self.running = false;
-        }
-        DONOR.store(core::ptr::null_mut(), Ordering::Release);
     }
 
     /// A CPU could not leave VMX operation: the pages must never go back.
@@ -194,9 +184,20 @@ unsafe extern "C" fn refill_work() {
     }
 }
 
+/// Stops the refill work (before the hypervisor is torn down; again,
+/// harmlessly, when the donor drops).  Returns once no instance runs.
+pub(crate) fn stop_refill() {
+    if RUNNING.swap(false, Ordering::AcqRel) {
+        // SAFETY: started in `Donor::start`; waits for a running instance
+        // and keeps it from re-arming.
+        unsafe { pkvm_helper_refill_stop() };
+    }
+    DONOR.store(core::ptr::null_mut(), Ordering::Release);
+}
+
 impl Drop for Donor {
     fn drop(&mut self) {
-        self.stop();
+        stop_refill();
         if self.leak {
             pr_err!(
                 "a CPU is still deprivileged; leaking the reserve ({} pages)\n",
