@@ -609,6 +609,96 @@ mod tests {
         assert_eq!((c.pages(), c.stats.evictions), (1, 4));
     }
 
+    /// Host memory (the VMCS pages) plus the real reserve as the supply.
+    struct MemAndReserve<'a> {
+        mem: FakeMem,
+        reserve: &'a mut crate::hv::mm::reserve::Reserve,
+    }
+
+    impl HostPhys for MemAndReserve<'_> {
+        fn read_bytes(&mut self, pa: u64, out: &mut [u8]) -> bool {
+            self.mem.read_bytes(pa, out)
+        }
+        fn write_bytes(&mut self, pa: u64, bytes: &[u8]) -> bool {
+            self.mem.write_bytes(pa, bytes)
+        }
+        fn read_words(&mut self, pa: u64, out: &mut [u64]) -> bool {
+            self.mem.read_words(pa, out)
+        }
+        fn write_words(&mut self, pa: u64, words: &[u64]) -> bool {
+            self.mem.write_words(pa, words)
+        }
+    }
+
+    // SAFETY: forwards to the reserve, whose pages are mapped at its window.
+    unsafe impl PageSupply for MemAndReserve<'_> {
+        fn take_page(&mut self) -> Option<u64> {
+            self.reserve.take()
+        }
+        fn give_page(&mut self, pa: u64) {
+            self.reserve.give(pa);
+        }
+        fn under_pressure(&self) -> bool {
+            self.reserve.under_pressure()
+        }
+        fn window(&self) -> u64 {
+            self.reserve.window()
+        }
+    }
+
+    /// The cache on the real reserve, donated through the page-state
+    /// machine of the simulated machine: it grows until the reserve runs
+    /// low, then evicts; the reserve's books match the cache's pages and
+    /// the ownership invariants hold throughout.
+    #[test]
+    fn cache_on_the_reserve_keeps_the_books_and_the_invariants() {
+        use crate::hv::mm::addr::lit::hpa;
+        use crate::hv::mm::mem_protect::tests::World;
+        use crate::hv::mm::reserve::{self, testing::heap_batch, Reserve, LOW_WATERMARK};
+        let mut w = World::new();
+        const P: u64 = 0x200_0000;
+        let mut r = Reserve::default();
+        r.set_window(heap_batch(32).wrapping_sub(P));
+        // SAFETY: the window maps [P, P + 32 pages) onto heap pages.
+        unsafe { reserve::donate(&mut w.host, &mut w.hyp, &mut w.mm, &mut r, hpa(P), 32) }.unwrap();
+        w.check_invariants();
+        let mut c = Vmcs12Cache::default();
+        let pa = |n: u64| PA + n * 0x1000;
+        let mut m = MemAndReserve {
+            mem: FakeMem::default(),
+            reserve: &mut r,
+        };
+        for n in 0..40 {
+            page_with(&mut m.mem, pa(n), false, n);
+            let v = c.get(&mut m, pa(n)).unwrap();
+            v.launched = true;
+            v.vmcs.write(GUEST_RIP, n + 500).unwrap();
+            assert_eq!(m.reserve.in_use(), c.pages());
+            m.reserve.check().unwrap();
+        }
+        // It grew while the reserve had LOW_WATERMARK free, then evicted.
+        assert_eq!(c.pages(), 31 - (LOW_WATERMARK - 1));
+        assert_eq!(c.stats.evictions, 40 - c.pages());
+        // Every VMCS is right, cached or read back from its page.
+        for n in 0..40 {
+            let v = c.get(&mut m, pa(n)).unwrap();
+            assert!(v.launched);
+            assert_eq!(v.vmcs.read(GUEST_RIP), Ok(n + 500));
+        }
+        // VMCLEAR of all: pages go back while the reserve is under
+        // pressure (back to its low watermark), the rest stay as spares.
+        let grown = c.pages();
+        for n in 0..40 {
+            assert!(c.clear(&mut m, pa(n)));
+        }
+        assert_eq!(m.reserve.free(), LOW_WATERMARK);
+        assert_eq!(c.pages(), grown - 1);
+        assert_eq!(c.entries(), 0);
+        assert_eq!(m.reserve.in_use(), c.pages());
+        m.reserve.check().unwrap();
+        w.check_invariants();
+    }
+
     #[test]
     fn scribbled_pages_give_only_writable_values() {
         let mut mem = FakeMem::default();
