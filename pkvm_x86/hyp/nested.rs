@@ -867,6 +867,14 @@ pub(crate) fn l2_exit(regs: &mut GuestRegs, cpu: &HypCpu, local: &mut CpuLocal) 
     };
     if raw & (1 << 31) == 0 {
         v12.launched = true;
+    } else {
+        // A failed VM entry of vmcs02 (guest state, MSR loading, machine
+        // check) leaves vmcs02's launch state as it was: after a first
+        // VMLAUNCH it is still clear, and the next entry's VMRESUME would
+        // fail (VMfailValid 5, given to the host as its own error).  End
+        // vmcs02's life: the next entry rebuilds it with VMCLEAR and
+        // VMLAUNCH (found by the nested suite's entry_fuzz).
+        ns.live = false;
     }
     let p1 = v12.vmcs.read(CPU_BASED_VM_EXEC_CONTROL).unwrap_or(0);
     let bm = Bitmaps {
