@@ -393,6 +393,10 @@ t_entry_fuzz() {
 		grep "^fuzz cpu=$c outcome" /tmp/entry.fuzz | grep -q ' vmfail7=[1-9]' || fail "cpu$c: no entry refused"
 	done
 	grep -q 'fuzz unexpected' /tmp/entry.fuzz && fail "unexpected outcomes"
+	for c in $(seq 0 $(($(ncpu) - 1))); do
+		echo nested_stats $c > $CTL
+		echo "hypervisor cpu$c: $(cat $CTL)"
+	done
 	entry_untouched
 	hostile vmcall 0 0x11 $ENTRY_CANARY_PFN 1 | grep -q 'rax=0x0 ' || fail "give the canary back"
 	expect_eq "canary page after" "$(hostile read $ENTRY_CANARY_PFN 0x800)" "ok $ENTRY_PAT"

@@ -180,6 +180,7 @@ struct cpu_ctx {
 	u64 w_ok, w_12, w_13, w_other;
 	u64 vmfail[32], entryfail[64], exits[80], unexpected;
 	int shown;
+	struct res last;	/* the previous entry's outcome */
 	struct completion done;
 };
 
@@ -868,8 +869,9 @@ static void note_unexpected(struct cpu_ctx *c, unsigned int it, const char *what
 {
 	c->unexpected++;
 	if (c->shown++ < 8)
-		line(c, "fuzz unexpected it=%u %s kind=%d err=%u reason=0x%x qual=0x%llx",
-		     it, what, r.kind, r.err, r.reason, r.qual);
+		line(c, "fuzz unexpected it=%u %s kind=%d err=%u reason=0x%x qual=0x%llx (previous entry: kind=%d err=%u reason=0x%x)",
+		     it, what, r.kind, r.err, r.reason, r.qual, c->last.kind, c->last.err,
+		     c->last.reason);
 }
 
 /*
@@ -967,6 +969,7 @@ static void fuzz_one(struct cpu_ctx *c, unsigned int it)
 		note_unexpected(c, it, "entry", r);
 		break;
 	}
+	c->last = r;
 }
 
 static void report_fuzz(struct cpu_ctx *c, int cpu)
