@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # scripts/build-selftest-modules.sh KDIR: builds the test-only kernel
 # modules under selftests/ (selftests/hostile, the hostile host, and
-# selftests/vmx_oracle, the VMX-instruction oracle)
+# selftests/vmx_oracle, the VMX-instruction oracle, and selftests/vmx_entry,
+# the hostile VM entries)
 # against KDIR, warnings as errors, objects under build/selftest-modules/.
 # Prints the path of each .ko on stdout.
 source "$(dirname "$0")/lib.sh"
 kdir=$1
 pkvm_build_env
-for src in "$PKVM_ROOT"/selftests/hostile "$PKVM_ROOT"/selftests/vmx_oracle; do
+for src in "$PKVM_ROOT"/selftests/hostile "$PKVM_ROOT"/selftests/vmx_oracle "$PKVM_ROOT"/selftests/vmx_entry; do
 	name=$(basename "$src")
 	out=$PKVM_ROOT/build/selftest-modules/$name
 	mkdir -p "$out"

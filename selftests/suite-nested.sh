@@ -5,15 +5,19 @@
 # cannot be unloaded while the host is in VMX operation, and can after
 # kvm_intel is gone; VMX regions and memory operands on memory the host
 # does not own (the pool, the module image, a donated page) fail the
-# architectural way and leak nothing.
+# architectural way and leak nothing; hostile VM entries of the host's own
+# VMCS (selftests/vmx_entry: host addresses on hypervisor memory, hidden
+# controls, VMWRITE to exit information, pinned APIC pages, a seeded fuzz
+# of VMWRITE sequences before VMLAUNCH/VMRESUME) fail the architectural
+# way, as on the bare CPU where it has the case.
 
 DBG=/sys/kernel/debug/pkvm_x86
 CTL=$DBG/debug/ctl
 H=/sys/kernel/debug/pkvm_hostile/ctl
 P=/sys/module/kvm_intel/parameters
-TESTS="oracle_bare user_bare guest_bare insmod_pkvm view_msrs oracle_pkvm oracle_matches_bare user_pkvm kvm_intel_loads \
+TESTS="oracle_bare entry_bare user_bare guest_bare insmod_pkvm view_msrs oracle_pkvm oracle_matches_bare user_pkvm kvm_intel_loads \
 kvm_params kvm_vcpus guest_pkvm guest_cpus user_pkvm_in_vmx rmmod_refused_while_vmx rmmod_after_kvm hostile_regions \
-guest_bench reserve_many_guests dmesg_clean"
+hostile_entry entry_fuzz guest_bench reserve_many_guests dmesg_clean"
 # The reserve for shadow state: selftests/reserve-tests.sh.
 . /selftests/reserve-tests.sh
 
@@ -36,10 +40,32 @@ oracle() {
 	grep -q '^done$' "$out" || { cat "$out"; fail "the oracle did not finish"; }
 }
 
+# kmod_log MODULE OUT [PARAMS]: loads a test module that prints
+# "MODULE: ..." lines and "MODULE: done", unloads it, writes its lines to OUT.
+kmod_log() {
+	mod=$1 out=$2
+	shift 2
+	n=$(dmesg | grep "$mod: " | grep -c -v 'taints kernel')
+	insmod /lib/modules/$mod.ko "$@" || fail "insmod $mod $*"
+	rmmod $mod
+	dmesg | sed -n "s/.*$mod: //p" | grep -v 'taints kernel' | tail -n +$((n + 1)) > "$out"
+	grep -q '^done$' "$out" || { cat "$out"; fail "$mod did not finish"; }
+}
+
 t_oracle_bare() {
 	grep -q '^pkvm_x86 \|^kvm_intel ' /proc/modules && fail "run bare: pkvm or kvm_intel loaded"
 	oracle /tmp/oracle.bare
 	cat /tmp/oracle.bare
+}
+
+# The hostile VM entries' reference: the same module on the bare CPU
+# (only the steps that do not need hypervisor memory).  Also names a
+# secondary control the bare CPU lacks ("lacking_bit=N").
+t_entry_bare() {
+	kmod_log vmx_entry /tmp/entry.bare
+	cat /tmp/entry.bare
+	expect_line /tmp/entry.bare cmp_baseline "exit reason=0xa qual=0x0"
+	expect_line /tmp/entry.bare cmp_baseline_resume "exit reason=0xa qual=0x0"
 }
 
 # The VMX instructions at CPL 3 (selftests/tools/vmx_user.c), bare: outside
@@ -274,6 +300,113 @@ t_hostile_regions() {
 	hostile vmcall 0 0x11 $dpfn 1 | grep -q 'rax=0x0 ' || fail "give back"
 	expect_eq "donated page word 1 after VMCLEAR" "$(hostile read $dpfn 8)" "ok $rev2"
 	expect_eq "donated page word 2 after VMREAD" "$(hostile read $dpfn 0x10)" "ok $rev2"
+	rmmod pkvm_hostile
+	pkvm_rmmod || fail "rmmod"
+}
+
+# Hypervisor memory for the hostile VM entries: a pool page, a frame of
+# pkvm_x86.ko's text, and a page full of a canary pattern donated to the
+# hypervisor (ENTRY_CANARY_PFN; root mode counts its words afterwards).
+ENTRY_PAT=0x6b6b6b6b6b6b6b6b
+entry_targets() {
+	pool=$(echo pool_pa > $CTL && cat $CTL | sed -n 's/^ok //p')
+	base=$(sed -n 's/^pkvm_x86 .* \(0x[0-9a-f]*\).*$/\1/p' /proc/modules)
+	ipfn=$(hostile pfn $base | sed -n 's/^ok //p')
+	image_word=$(hostile read $ipfn 0)
+	[ -z "$ENTRY_CANARY_PFN" ] && {
+		ENTRY_CANARY_PFN=$(hostile alloc $ENTRY_PAT | sed -n 's/^ok //p')
+		hostile vmcall 0 0x10 $ENTRY_CANARY_PFN 1 | grep -q 'rax=0x0 ' || fail "donate the canary"
+	}
+	ENTRY_ARGS="pool_pa=$pool image_pa=$((ipfn << 12)) canary_pa=$((ENTRY_CANARY_PFN << 12))"
+	echo "targets: $ENTRY_ARGS"
+}
+
+# Nothing of the hypervisor written: the canary page still holds its
+# pattern in all 512 words (counted by root mode, debug build), the
+# module image's first word is as before; the invariants hold and the
+# hypervisor counted no internal error.
+entry_untouched() {
+	r=$(hostile vmcall 0 0x46 $ENTRY_CANARY_PFN $ENTRY_PAT)
+	case "$r" in *"rax=0x200 "*) ;; *) fail "canary page changed: $r (want rax=0x200)" ;; esac
+	expect_eq "module image word" "$(hostile read $ipfn 0)" "$image_word"
+	echo check > $CTL
+	expect_eq "invariants" "$(cat $CTL)" "ok invariants hold"
+	no_internal_errors
+	/bin/workload 4 1 > /dev/null || fail "host broken"
+}
+
+# Hostile VM entries of the host's own VMCS (selftests/vmx_entry), under
+# the debug build: the steps the bare CPU has (cmp_*) give the bare
+# answers; every host address of the VMCS on each kind of hypervisor
+# memory fails the entry (VMfailValid 7 for control addresses, the link
+# pointer's guest-state failure, exit reason 34 for the entry MSR-load
+# area); hidden controls and their fields fail as on a CPU without them
+# (VMWRITE: error 12, the entry: VMfailValid 7); a live guest's
+# virtual-APIC and APIC-access pages are pinned (EBUSY), and released by
+# VMCLEAR.
+t_hostile_entry() {
+	insmod /lib/modules/pkvm_x86-debug.ko debug=1 || fail "insmod debug" || return 1
+	insmod /lib/modules/pkvm_hostile.ko || fail "insmod hostile"
+	ENTRY_CANARY_PFN=
+	entry_targets
+	lack=$(sed -n 's/^lacking_bit=//p' /tmp/entry.bare)
+	kmod_log vmx_entry /tmp/entry.pkvm pkvm=1 lacking=${lack:-99} $ENTRY_ARGS
+	cat /tmp/entry.pkvm
+	grep '^cmp_' /tmp/entry.bare > /tmp/e.bare
+	grep '^cmp_' /tmp/entry.pkvm > /tmp/e.pkvm
+	diff /tmp/e.bare /tmp/e.pkvm || fail "the entries differ from the bare CPU"
+	[ "$(wc -l < /tmp/e.pkvm)" -ge 30 ] || fail "too few compared lines"
+	if [ -n "$lack" ]; then
+		expect_line /tmp/entry.pkvm cmp_lacking_control "VMfailValid error=7"
+	fi
+	for t in pool image canary; do
+		for a in io_bitmap_a io_bitmap_b msr_bitmap virtual_apic apic_access exit_msr_store exit_msr_load; do
+			expect_line /tmp/entry.pkvm hostile_${t}_$a "VMfailValid error=7"
+		done
+		expect_line /tmp/entry.pkvm hostile_${t}_link_pointer "exit reason=0x80000021 qual=0x4"
+		expect_line /tmp/entry.pkvm hostile_${t}_entry_msr_load "exit reason=0x80000022 qual=0x1"
+	done
+	sed -n 's/^\(hidden_[a-z_]*_vmwrite_0x[0-9a-f]*\): .*/\1/p' /tmp/entry.pkvm | while read s; do
+		expect_line /tmp/entry.pkvm $s "VMfailValid error=12"
+	done
+	[ "$(grep -c '^hidden_.*_launch: VMfailValid error=7$' /tmp/entry.pkvm)" = 11 ] ||
+		fail "a hidden control did not fail the entry with VMfailValid(7)"
+	expect_line /tmp/entry.pkvm pinned_launch "exit reason=0xa qual=0x0"
+	expect_line /tmp/entry.pkvm pinned_donate_virtual_apic "rax=0xfffffffffffffff0"
+	expect_line /tmp/entry.pkvm pinned_donate_apic_access "rax=0xfffffffffffffff0"
+	expect_line /tmp/entry.pkvm pinned_resume "exit reason=0xa qual=0x0"
+	for p in released_donate_virtual_apic released_back_virtual_apic released_donate_apic_access \
+		released_back_apic_access; do
+		expect_line /tmp/entry.pkvm $p "rax=0x0"
+	done
+	entry_untouched
+}
+
+# Random VMWRITE sequences before VMLAUNCH/VMRESUME, on every CPU at once
+# (selftests/vmx_entry fuzz=N): every outcome architectural (VMWRITE:
+# success or error 12; the entry: VMfailValid 7/8, a failed entry 33/34,
+# or a guest that ran and exited), the histogram printed; afterwards the
+# invariants hold, no internal error, nothing of the hypervisor changed.
+ENTRY_FUZZ=${ENTRY_FUZZ:-3000}
+t_entry_fuzz() {
+	grep -q '^pkvm_hostile ' /proc/modules || { fail "needs hostile_entry's state"; return 1; }
+	entry_targets
+	kmod_log vmx_entry /tmp/entry.fuzz fuzz=$ENTRY_FUZZ seed=${ENTRY_SEED:-20261130} $ENTRY_ARGS
+	cat /tmp/entry.fuzz
+	for c in $(seq 0 $(($(ncpu) - 1))); do
+		grep -q "^fuzz cpu=$c iterations=$ENTRY_FUZZ " /tmp/entry.fuzz || fail "cpu$c did not fuzz"
+		grep -q "^fuzz cpu=$c unexpected=0$" /tmp/entry.fuzz || fail "cpu$c: outcomes that are not architectural"
+		grep "^fuzz cpu=$c outcome" /tmp/entry.fuzz | grep -q ' exit10=[1-9]' || fail "cpu$c: no guest ran"
+		grep "^fuzz cpu=$c outcome" /tmp/entry.fuzz | grep -q ' vmfail7=[1-9]' || fail "cpu$c: no entry refused"
+	done
+	grep -q 'fuzz unexpected' /tmp/entry.fuzz && fail "unexpected outcomes"
+	for c in $(seq 0 $(($(ncpu) - 1))); do
+		echo nested_stats $c > $CTL
+		echo "hypervisor cpu$c: $(cat $CTL)"
+	done
+	entry_untouched
+	hostile vmcall 0 0x11 $ENTRY_CANARY_PFN 1 | grep -q 'rax=0x0 ' || fail "give the canary back"
+	expect_eq "canary page after" "$(hostile read $ENTRY_CANARY_PFN 0x800)" "ok $ENTRY_PAT"
 	rmmod pkvm_hostile
 	pkvm_rmmod || fail "rmmod"
 }

@@ -562,6 +562,16 @@ pub(crate) fn enter(cpu: &HypCpu, local: &mut CpuLocal, pa12: u64) -> Entered {
             return fail_plan(v12, page.usage.refusal(), ns);
         }
     }
+    // The VM-exit MSR areas are used only at the guest's exit: on pages
+    // the host does not own, fail the entry now rather than a VMX abort
+    // then (hostile-host fix; `MsrArea::pages`).
+    let owned = |mem: &mut HostMemory<'_>, area: merge::MsrArea| {
+        let mut pages = area.pages(offer.misc);
+        pages.all(|pa| mem.read_bytes(pa, &mut [0u8; 1]))
+    };
+    if !owned(&mut mem, plan.exit_msr_store) || !owned(&mut mem, plan.exit_msr_load) {
+        return fail_plan(v12, merge::exit_area_refusal(), ns);
+    }
     // The merged MSR bitmap: the host's (all ones without one) OR the
     // hypervisor's policy.
     // SAFETY: `hv_msr_bitmap_va` is the hypervisor's policy bitmap page
@@ -857,6 +867,14 @@ pub(crate) fn l2_exit(regs: &mut GuestRegs, cpu: &HypCpu, local: &mut CpuLocal) 
     };
     if raw & (1 << 31) == 0 {
         v12.launched = true;
+    } else {
+        // A failed VM entry of vmcs02 (guest state, MSR loading, machine
+        // check) leaves vmcs02's launch state as it was: after a first
+        // VMLAUNCH it is still clear, and the next entry's VMRESUME would
+        // fail (VMfailValid 5, given to the host as its own error).  End
+        // vmcs02's life: the next entry rebuilds it with VMCLEAR and
+        // VMLAUNCH (found by the nested suite's entry_fuzz).
+        ns.live = false;
     }
     let p1 = v12.vmcs.read(CPU_BASED_VM_EXEC_CONTROL).unwrap_or(0);
     let bm = Bitmaps {

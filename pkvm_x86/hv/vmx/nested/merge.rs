@@ -193,6 +193,63 @@ impl EntryPlan {
     }
 }
 
+impl MsrArea {
+    /// One address in each page the first `count` entries occupy (at most
+    /// the offer's limit `msr_area::max_entries(offer_misc)`; the entry at
+    /// `pa` first): the pages the integration checks at entry for the
+    /// VM-exit areas, which are written and read only at the guest's exit.
+    /// An area on a page the host does not own fails the entry with
+    /// [`exit_area_refusal`] instead of a VMX abort at that exit.
+    pub fn pages(self, offer_misc: u64) -> AreaPages {
+        let n = self.count.min(super::msr_area::max_entries(offer_misc));
+        let last = self
+            .pa
+            .checked_add(u64::from(n) * 16)
+            .map(|end| end.wrapping_sub(1) & !0xfff);
+        let first = self.pa & !0xfff;
+        let left = match last {
+            Some(last) if n != 0 && last >= first => (last - first) / 4096 + 1,
+            _ => 0,
+        };
+        AreaPages {
+            next: self.pa,
+            left,
+        }
+    }
+}
+
+/// The pages of an [`MsrArea`] ([`MsrArea::pages`]): plain arithmetic,
+/// no library iterator (root mode calls no kernel code).
+#[derive(Clone, Copy, Debug)]
+pub struct AreaPages {
+    next: u64,
+    left: u64,
+}
+
+impl Iterator for AreaPages {
+    type Item = u64;
+
+    fn next(&mut self) -> Option<u64> {
+        if self.left == 0 {
+            return None;
+        }
+        let pa = self.next;
+        self.left -= 1;
+        self.next = (pa & !0xfff).wrapping_add(4096);
+        Some(pa)
+    }
+}
+
+/// How an entry fails whose VM-exit MSR-store or MSR-load area is not on
+/// pages the host owns: VMfailValid(7), as for the other control
+/// addresses ([`PageUse::refusal`]).
+pub const fn exit_area_refusal() -> EntryFailure {
+    EntryFailure::VmFail(VmFailValid {
+        error: ERR_CONTROLS,
+        why: "VM-exit MSR area is not on pages the host owns",
+    })
+}
+
 /// Whether vmcs12's guest uses PAE paging (CR0.PG, CR4.PAE, not IA-32e
 /// mode): then its four PDPTEs come from the 32 bytes at CR3 bits 31:5.
 pub fn guest_pae(v12: &impl VmcsAccess) -> bool {
@@ -577,6 +634,29 @@ mod tests {
         let mut out = MemVmcs::new();
         build_vmcs02(v12, &vmcs01(), &params(), &mut out).unwrap();
         out
+    }
+
+    #[test]
+    fn exit_msr_area_pages_cover_every_entry() {
+        let a = |pa: u64, count: u32| MsrArea { pa, count }.pages(0).collect::<std::vec::Vec<_>>();
+        assert!(a(0x5000, 0).is_empty());
+        assert_eq!(a(0x5000, 1), [0x5000]);
+        assert_eq!(a(0x5ff0, 1), [0x5ff0]);
+        assert_eq!(a(0x5ff0, 2), [0x5ff0, 0x6000]);
+        assert_eq!(a(0x5000, 256), [0x5000]);
+        assert_eq!(a(0x5000, 257), [0x5000, 0x6000]);
+        // Capped at the offer's limit (512 with VMX_MISC[27:25] = 0).
+        assert_eq!(a(0x5000, 100_000), [0x5000, 0x6000]);
+        // An area that would wrap around the address space: nothing to
+        // read (the entry checks refuse it before, by the width).
+        assert!(a(u64::MAX - 15, 2).is_empty());
+        assert_eq!(
+            exit_area_refusal(),
+            EntryFailure::VmFail(VmFailValid {
+                error: 7,
+                why: "VM-exit MSR area is not on pages the host owns"
+            })
+        );
     }
 
     #[test]

@@ -27,6 +27,7 @@
 //! own at that moment (a page donated since VMPTRLD is neither read nor
 //! written; its state is dropped).
 
+use super::field_class::host_accessible;
 use super::host_walk::HostPhys;
 use crate::hv::mm::reserve::PageSupply;
 use crate::hv::vmx::vmcs::fields::{self, Access, Group, Width, FIELDS, FIELD_COUNT};
@@ -360,9 +361,13 @@ pub const ERR_READ_ONLY: u32 = 13;
 /// The table position of the field an encoding names, and whether the
 /// encoding is the high-half access of a 64-bit field; `None` for an
 /// unsupported component (bits 63:32 set, not in the table, a high-half
-/// access to a field that is not 64-bit).
+/// access to a field that is not 64-bit, a field of a feature the view
+/// hides: `field_class::host_accessible`, as on a CPU without it).
 fn locate(encoding: u64) -> Option<(usize, bool)> {
     let e = u32::try_from(encoding).ok()?;
+    if !host_accessible(e & !1) {
+        return None;
+    }
     if e & 1 != 0 {
         let i = fields::index_of(e & !1)?;
         return (FIELDS.get(i)?.width == Width::W64).then_some((i, true));
@@ -451,6 +456,19 @@ mod tests {
         let mut v = MemVmcs::new();
         for f in FIELDS {
             let e = u64::from(f.encoding);
+            if !host_accessible(f.encoding) {
+                // A hidden feature's field: unsupported, as on a CPU
+                // without the feature (also its high half).
+                assert_eq!(
+                    vmwrite(&mut v, e, 0, true),
+                    Err(ERR_UNSUPPORTED),
+                    "{}",
+                    f.name
+                );
+                assert_eq!(vmread(&v, e), Err(ERR_UNSUPPORTED), "{}", f.name);
+                assert_eq!(vmread(&v, e | 1), Err(ERR_UNSUPPORTED), "{}", f.name);
+                continue;
+            }
             vmwrite(&mut v, e, u64::MAX, true).unwrap();
             assert_eq!(vmread(&v, e), Ok(f.width.mask()), "{}", f.name);
             if f.access == Access::ReadOnly {
