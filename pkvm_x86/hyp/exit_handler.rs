@@ -141,6 +141,18 @@ pub(crate) unsafe extern "C" fn handle_exit(regs: *mut GuestRegs, cpu: *const Hy
     // time; what only this handler touches is `local`, exclusive for the
     // exit because exits on a CPU do not nest (see `crate::hyp::percpu`).
     let (regs, cpu) = unsafe { (&mut *regs, &*cpu) };
+    let t0 = super::nested::phase_clock();
+    // Debug builds: which phase this exit's root-mode time counts in.
+    let kind = if cfg!(pkvm_debug) {
+        if super::nested::in_l2(cpu) {
+            Some(super::nested::phase::ROOT_L2)
+        } else {
+            let basic = rd(VM_EXIT_REASON) as u16;
+            (basic == 20 || basic == 24).then_some(super::nested::phase::ROOT_ENTRY)
+        }
+    } else {
+        None
+    };
     let r = exit(regs, cpu);
     if r == 0 {
         // The generation check before every VM entry: covers the CPUs a
@@ -149,6 +161,10 @@ pub(crate) unsafe extern "C" fn handle_exit(regs: *mut GuestRegs, cpu: *const Hy
         // SAFETY: `global` points at the hypervisor-wide state in the
         // pool, alive while any CPU runs under it.
         unsafe { &*cpu.global }.flush_if_behind(cpu, invept_host);
+    }
+    // Not after a teardown (r = 1): the nested state may be gone.
+    if cfg!(pkvm_debug) && r == 0 {
+        super::nested::account_exit(cpu, kind, t0);
     }
     r
 }

@@ -25,7 +25,7 @@ use crate::hv::mm::addr::Hpa;
 use crate::hv::vmx::host_vmcs::HOST_VPID;
 use crate::hv::vmx::nested::controls::proc2;
 use crate::hv::vmx::nested::entry_checks::{perf_global_mask, EntryEnv, EntryFailure};
-use crate::hv::vmx::nested::field_class::{class_of, shadow_of, Class, Shadow};
+use crate::hv::vmx::nested::field_class::{class_at, shadow_of, Class, Shadow};
 use crate::hv::vmx::nested::host_walk::{HostPhys, PagingCtx};
 use crate::hv::vmx::nested::merge::{self, PageUse, Vmcs02Params};
 use crate::hv::vmx::nested::msr_area::{
@@ -273,6 +273,54 @@ pub mod stat {
     pub const COUNT: usize = 8;
 }
 
+/// Root-mode time by phase of a guest round trip, read with NESTED_STATS
+/// selectors `0x300 + phase` (debug builds only: production builds count
+/// nothing).  In Bochs the TSC advances by one per emulated instruction,
+/// so these are instruction counts.
+pub mod phase {
+    /// Every exit handled in root mode on this CPU (`handle_exit`).
+    pub const ROOT_ALL: usize = 0;
+    /// Exits of vmcs02 (the guest's exits), from the handler's start.
+    pub const ROOT_L2: usize = 1;
+    /// The host's VMLAUNCH/VMRESUME exits, from the handler's start.
+    pub const ROOT_ENTRY: usize = 2;
+    /// Reflection: reading vmcs02 back.
+    pub const EXIT_READBACK: usize = 3;
+    /// Reflection: `reflect_exit` and the VM-exit MSR areas.
+    pub const EXIT_REFLECT: usize = 4;
+    /// Reflection: the shadow VMCS filled from vmcs12.
+    pub const EXIT_SHADOW: usize = 5;
+    /// Entry: the shadow VMCS drained into vmcs12.
+    pub const ENTRY_DRAIN: usize = 6;
+    /// Entry: the environment and `plan_entry`'s checks.
+    pub const ENTRY_CHECKS: usize = 7;
+    /// Entry: the plan's pages validated and read, the MSR bitmap merged.
+    pub const ENTRY_PAGES: usize = 8;
+    /// Entry: vmcs02's image built (`build_vmcs02`, MSR-load area).
+    pub const ENTRY_BUILD: usize = 9;
+    /// Entry: pins, VMPTRLD of vmcs02 and its fields written.
+    pub const ENTRY_WRITE: usize = 10;
+    /// Number of phases.
+    pub const COUNT: usize = 11;
+}
+
+/// The TSC in debug builds (phase accounting), 0 in production builds.
+#[inline(always)]
+pub(crate) fn phase_clock() -> u64 {
+    #[cfg(pkvm_debug)]
+    {
+        let (lo, hi): (u32, u32);
+        // SAFETY: RDTSC reads the time-stamp counter; no memory, no side
+        // effect (CR4.TSD does not apply in ring 0).
+        unsafe { core::arch::asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack)) };
+        (u64::from(hi) << 32) | u64::from(lo)
+    }
+    #[cfg(not(pkvm_debug))]
+    {
+        0
+    }
+}
+
 /// This CPU's nested-VMX state, in its own pool page; only this CPU's
 /// exit handler touches it (exclusive as `CpuLocal` is).
 pub struct NestedCpu {
@@ -302,6 +350,8 @@ pub struct NestedCpu {
     pub stats: [u64; stat::COUNT],
     /// Reflected exits by basic reason (0..=75).
     pub reflected_by_reason: [u64; 76],
+    /// Root-mode cycles by [`phase`] (debug builds).
+    pub cycles: [u64; phase::COUNT],
 }
 
 const _: () = assert!(core::mem::size_of::<NestedCpu>() <= 4096);
@@ -321,12 +371,36 @@ impl NestedCpu {
             shadow_ok: [false; FIELD_COUNT],
             stats: [0; stat::COUNT],
             reflected_by_reason: [0; 76],
+            cycles: [0; phase::COUNT],
         }
     }
 
     fn count(&mut self, i: usize) {
         if let Some(c) = self.stats.get_mut(i) {
             *c = c.wrapping_add(1);
+        }
+    }
+
+    /// Adds the cycles since `since` ([`phase_clock`]) to phase `p`;
+    /// returns the clock now.
+    fn account(&mut self, p: usize, since: u64) -> u64 {
+        let now = phase_clock();
+        if let Some(c) = self.cycles.get_mut(p) {
+            *c = c.wrapping_add(now.wrapping_sub(since));
+        }
+        now
+    }
+}
+
+/// Adds the cycles of one whole exit (`handle_exit`, from `since`) to
+/// this CPU's phase counters: [`phase::ROOT_ALL`], and `kind` if any.
+pub(crate) fn account_exit(cpu: &HypCpu, kind: Option<usize>, since: u64) {
+    // SAFETY: the exit handler of this CPU; the reference is dropped here.
+    let ns = unsafe { nested_state(cpu) };
+    let d = phase_clock().wrapping_sub(since);
+    for p in [Some(phase::ROOT_ALL), kind].iter().flatten() {
+        if let Some(c) = ns.cycles.get_mut(*p) {
+            *c = c.wrapping_add(d);
         }
     }
 }
@@ -483,6 +557,7 @@ pub(crate) fn enter(cpu: &HypCpu, local: &mut CpuLocal, pa12: u64) -> Entered {
     let global = unsafe { &*cpu.global };
     // SAFETY: the exit handler of this CPU, the only reference.
     let ns = unsafe { nested_state(cpu) };
+    let t0 = phase_clock();
     let env = entry_env();
     let mut st = global.page_states();
     let (mut mem, cache) = st.nested_parts();
@@ -506,6 +581,7 @@ pub(crate) fn enter(cpu: &HypCpu, local: &mut CpuLocal, pa12: u64) -> Entered {
             qualification,
         }) => return entry_failure_exit(v12, reason, qualification, ns),
     };
+    let t0 = ns.account(phase::ENTRY_CHECKS, t0);
     // The host pages: validated (and read) under the lock, so nothing
     // changes them between here and the pins.
     // SAFETY: `bitmap02_va` is this CPU's pool page for the merged
@@ -570,6 +646,7 @@ pub(crate) fn enter(cpu: &HypCpu, local: &mut CpuLocal, pa12: u64) -> Entered {
     for (o, h) in bitmap02.iter_mut().zip(hv_bitmap.iter()) {
         *o = if host_bitmap { *o | *h } else { u64::MAX };
     }
+    let t0 = ns.account(phase::ENTRY_PAGES, t0);
     // vmcs02's image, from vmcs12 and vmcs01 (current).
     let params = Vmcs02Params {
         offer,
@@ -614,6 +691,7 @@ pub(crate) fn enter(cpu: &HypCpu, local: &mut CpuLocal, pa12: u64) -> Entered {
             return fail_plan(v12, f, ns);
         }
     }
+    let t0 = ns.account(phase::ENTRY_BUILD, t0);
     // Pins: the previous vmcs02's go, this one's come (same lock).
     let same = ns.live && ns.vmcs12 == pa12;
     for &p in ns.pins.iter().take(ns.nr_pins) {
@@ -664,6 +742,7 @@ pub(crate) fn enter(cpu: &HypCpu, local: &mut CpuLocal, pa12: u64) -> Entered {
         }
     }
     ns.in_l2 = true;
+    ns.account(phase::ENTRY_WRITE, t0);
     Entered::Guest
 }
 
@@ -952,13 +1031,14 @@ pub(crate) fn l2_exit(regs: &mut GuestRegs, cpu: &HypCpu, local: &mut CpuLocal) 
 fn reflect_to_host(cpu: &HypCpu, local: &mut CpuLocal, ns: &mut NestedCpu, triple: bool) -> L2Exit {
     // SAFETY: `global` points at the hypervisor-wide state in the pool.
     let global = unsafe { &*cpu.global };
+    let t0 = phase_clock();
     // vmcs02 read back: the fields reflection reads (guest state, exit
     // information, the CR4 read shadow).
     ns.image = MemVmcs::new();
     {
         let v02 = vmcs();
         for (i, info) in FIELDS.iter().enumerate() {
-            let c = class_of(info.encoding);
+            let c = class_at(i);
             if matches!(c, Some(Class::GuestState) | Some(Class::ExitInfo))
                 || info.encoding == CR4_READ_SHADOW.encoding()
             {
@@ -991,6 +1071,7 @@ fn reflect_to_host(cpu: &HypCpu, local: &mut CpuLocal, ns: &mut NestedCpu, tripl
         give_up(cpu, ns)
     }
     ns.in_l2 = false;
+    let t0 = ns.account(phase::EXIT_READBACK, t0);
     let basic = ns.image.read(VM_EXIT_REASON).unwrap_or(0) as u16;
     if let Some(c) = ns.reflected_by_reason.get_mut(usize::from(basic)) {
         *c = c.wrapping_add(1);
@@ -1086,12 +1167,16 @@ fn reflect_to_host(cpu: &HypCpu, local: &mut CpuLocal, ns: &mut NestedCpu, tripl
         invept_host(global);
     }
     drop(st);
+    let t0 = ns.account(phase::EXIT_REFLECT, t0);
     // The shadow VMCS shows the reflected exit.
     let current = match local.vmx {
         VmxMode::On { current, .. } => current,
         VmxMode::Off => None,
     };
     shadow_after(cpu, current, Resync::Overwrite);
+    // SAFETY: the exit handler of this CPU; `shadow_after`'s reference is
+    // gone.
+    unsafe { nested_state(cpu) }.account(phase::EXIT_SHADOW, t0);
     L2Exit::ResumeHost
 }
 
@@ -1155,6 +1240,11 @@ pub(crate) fn read_stat(cpu: &HypCpu, which: u64, reset: bool) -> u64 {
             .get((which - 0x100) as usize)
             .copied()
             .unwrap_or(0),
+        0x300..=0x3ff => ns
+            .cycles
+            .get((which - 0x300) as usize)
+            .copied()
+            .unwrap_or(0),
         0x200 => {
             // SAFETY: `global` points at the hypervisor-wide state.
             let global = unsafe { &*cpu.global };
@@ -1165,6 +1255,7 @@ pub(crate) fn read_stat(cpu: &HypCpu, which: u64, reset: bool) -> u64 {
     if reset {
         ns.stats = [0; stat::COUNT];
         ns.reflected_by_reason = [0; 76];
+        ns.cycles = [0; phase::COUNT];
     }
     v
 }
@@ -1178,10 +1269,11 @@ fn shadowing_available(global: &HypGlobal) -> bool {
     global.hw_caps.procbased2.may_be_one & proc2::SHADOW_VMCS != 0
 }
 
-/// Whether the shadow VMCS may serve the host's accesses to field `i`
-/// (`field_class::shadow_of`), for reads (`write` false) or writes.
-fn shadowable(enc: u32, write: bool) -> bool {
-    match class_of(enc).map(shadow_of) {
+/// Whether the shadow VMCS may serve the host's accesses to the field at
+/// table position `i` (`field_class::shadow_of`), for reads (`write`
+/// false) or writes.
+fn shadowable(i: usize, write: bool) -> bool {
+    match class_at(i).map(shadow_of) {
         Some(Shadow::ReadWrite) => true,
         Some(Shadow::ReadOnly) => !write,
         _ => false,
@@ -1201,7 +1293,7 @@ fn shadow_fill(cpu: &HypCpu, ns: &mut NestedCpu, v12: &MemVmcs) -> bool {
     {
         let mut sh = vmcs();
         for (i, info) in FIELDS.iter().enumerate() {
-            if !shadowable(info.encoding, false) || !(first || ns.shadow_ok.get(i) == Some(&true)) {
+            if !shadowable(i, false) || !(first || ns.shadow_ok.get(i) == Some(&true)) {
                 continue;
             }
             let ok = sh
@@ -1251,7 +1343,7 @@ fn shadow_fill(cpu: &HypCpu, ns: &mut NestedCpu, v12: &MemVmcs) -> bool {
                 }
             };
             clear(rd_bm);
-            if shadowable(info.encoding, true) {
+            if shadowable(i, true) {
                 clear(wr_bm);
             }
         }
@@ -1270,7 +1362,7 @@ fn shadow_drain(cpu: &HypCpu, ns: &NestedCpu, v12: &mut MemVmcs) {
     {
         let sh = vmcs();
         for (i, info) in FIELDS.iter().enumerate() {
-            if ns.shadow_ok.get(i) == Some(&true) && shadowable(info.encoding, true) {
+            if ns.shadow_ok.get(i) == Some(&true) && shadowable(i, true) {
                 if let Ok(v) = sh.read_raw(info.encoding) {
                     v12.load_at(i, v);
                 }
@@ -1316,11 +1408,13 @@ fn shadow_before(cpu: &HypCpu, insn: Insn) {
     }
     // SAFETY: `global` points at the hypervisor-wide state in the pool.
     let global = unsafe { &*cpu.global };
+    let t0 = phase_clock();
     let mut st = global.page_states();
     let (mut mem, cache) = st.nested_parts();
     if let Some(v12) = cache.get(&mut mem, pa) {
         shadow_drain(cpu, ns, &mut v12.vmcs);
     }
+    ns.account(phase::ENTRY_DRAIN, t0);
     if !matches!(insn, Insn::Vmlaunch | Insn::Vmresume) {
         shadow_link(cpu, false);
         ns.shadowing = None;

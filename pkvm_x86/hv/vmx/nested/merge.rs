@@ -69,7 +69,7 @@ use super::entry_checks::{
     check_guest_against_offer, check_vmcs12, effective_proc2, rd, within_width, EntryEnv,
     EntryFailure, VmFailValid, EFER_LMA, EFER_LME, ERR_CONTROLS,
 };
-use super::field_class::{class_of, Class};
+use super::field_class::{class_at, Class};
 
 /// Pin-based controls the hypervisor needs in every vmcs02: external
 /// interrupts exit (the host, not its guest, owns the devices), NMIs exit
@@ -371,9 +371,9 @@ pub fn build_vmcs02(
     let entry01 = rd(v01, f::VM_ENTRY_CONTROLS);
 
     // Guest state first (the controls below override what they compose).
-    for info in FIELDS {
-        if class_of(info.encoding) == Some(Class::GuestState) {
-            out.write_raw(info.encoding, v12.read_raw(info.encoding)?)?;
+    for i in 0..FIELDS.len() {
+        if class_at(i) == Some(Class::GuestState) {
+            out.write_at(i, v12.read_at(i)?)?;
         }
     }
 
@@ -545,9 +545,9 @@ pub fn build_vmcs02(
     out.write(f::VM_EXIT_MSR_LOAD_COUNT, 0)?;
 
     // Host state: the hypervisor's.
-    for info in FIELDS {
-        if class_of(info.encoding) == Some(Class::HostState) {
-            out.write_raw(info.encoding, v01.read_raw(info.encoding)?)?;
+    for i in 0..FIELDS.len() {
+        if class_at(i) == Some(Class::HostState) {
+            out.write_at(i, v01.read_at(i)?)?;
         }
     }
     Ok(())
@@ -556,6 +556,7 @@ pub fn build_vmcs02(
 #[cfg(test)]
 mod tests {
     use super::super::controls::*;
+    use super::super::field_class::class_of;
     use super::super::testutil::*;
     use super::*;
     use crate::hv::vmx::host_vmcs::HOST_VPID;

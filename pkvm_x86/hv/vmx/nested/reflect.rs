@@ -28,7 +28,7 @@ use crate::hv::vmx::vmcs::{self as f, fields::FIELDS, MemVmcs, VmcsAccess, VmcsE
 
 use super::controls::{entry, exit, pin, proc1, proc2};
 use super::entry_checks::{effective_proc2, rd, EFER_LMA, EFER_LME};
-use super::field_class::{class_of, Class};
+use super::field_class::{class_at, Class};
 use super::merge::uncompose_cr4;
 
 /// Basic exit reasons used here (SDM Vol. 3D appendix C).
@@ -474,10 +474,9 @@ pub fn reflect_exit(
                 && exit12 & exit::SAVE_DEBUG == 0)
             || e == f::GUEST_IA32_PERF_GLOBAL_CTRL.encoding()
     };
-    for info in FIELDS {
-        let e = info.encoding;
-        if class_of(e) == Some(Class::GuestState) && !skip(e) {
-            v12.write_raw(e, v02.read_raw(e)?)?;
+    for (i, info) in FIELDS.iter().enumerate() {
+        if class_at(i) == Some(Class::GuestState) && !skip(info.encoding) {
+            v12.write_at(i, v02.read_at(i)?)?;
         }
     }
     let cr4 = uncompose_cr4(
@@ -728,6 +727,7 @@ pub fn load_host_state(
 #[cfg(test)]
 mod tests {
     use super::super::controls::*;
+    use super::super::field_class::class_of;
     use super::super::merge::{build_vmcs02, Vmcs02Params};
     use super::super::testutil::*;
     use super::*;

@@ -138,6 +138,21 @@ pub trait VmcsAccess {
     /// bits beyond the field's width are ignored, as by the hardware.
     fn write_raw(&mut self, encoding: u32, value: u64) -> Result<(), VmcsError>;
 
+    /// Reads the field at table position `i` of [`FIELDS`]: the same as
+    /// [`VmcsAccess::read_raw`] of its encoding (an in-memory VMCS answers
+    /// without looking the encoding up).
+    fn read_at(&self, i: usize) -> Result<u64, VmcsError> {
+        let info = FIELDS.get(i).ok_or(VmcsError::Unsupported)?;
+        self.read_raw(info.encoding)
+    }
+
+    /// Writes the field at table position `i` of [`FIELDS`]: the same as
+    /// [`VmcsAccess::write_raw`] of its encoding.
+    fn write_at(&mut self, i: usize, value: u64) -> Result<(), VmcsError> {
+        let info = FIELDS.get(i).ok_or(VmcsError::Unsupported)?;
+        self.write_raw(info.encoding, value)
+    }
+
     /// Reads field `f`.
     fn read<T: FieldValue>(&self, f: Field<T>) -> Result<T, VmcsError> {
         self.read_raw(f.encoding()).map(T::from_raw)
@@ -229,6 +244,21 @@ impl MemVmcs {
 }
 
 impl VmcsAccess for MemVmcs {
+    fn read_at(&self, i: usize) -> Result<u64, VmcsError> {
+        self.values.get(i).copied().ok_or(VmcsError::Unsupported)
+    }
+
+    fn write_at(&mut self, i: usize, value: u64) -> Result<(), VmcsError> {
+        match FIELDS.get(i) {
+            Some(info) if info.access == Access::ReadOnly => Err(VmcsError::ReadOnly),
+            Some(_) => {
+                self.store(i, value);
+                Ok(())
+            }
+            None => Err(VmcsError::Unsupported),
+        }
+    }
+
     fn read_raw(&self, encoding: u32) -> Result<u64, VmcsError> {
         fields::index_of(encoding)
             .and_then(|i| self.values.get(i))
