@@ -94,7 +94,7 @@ struct NestedStatsReq {
 }
 
 /// The NESTED_STATS selectors `nested_stats` prints, with their names.
-const NESTED_SEL: [(u64, &str); 24] = [
+const NESTED_SEL: [(u64, &str); 27] = [
     (0, "entries"),
     (1, "l2_exits"),
     (2, "reflected"),
@@ -120,6 +120,9 @@ const NESTED_SEL: [(u64, &str); 24] = [
     (0x308, "cyc_entry_pages"),
     (0x309, "cyc_entry_build"),
     (0x30a, "cyc_entry_write"),
+    (0x30b, "cyc_root_invvpid"),
+    (0x30c, "cyc_root_xsetbv"),
+    (0x30d, "cyc_root_vmx_other"),
 ];
 
 /// Runs NESTED_STATS and EXIT_COUNT on one CPU.

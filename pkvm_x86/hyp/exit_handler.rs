@@ -147,8 +147,14 @@ pub(crate) unsafe extern "C" fn handle_exit(regs: *mut GuestRegs, cpu: *const Hy
         if super::nested::in_l2(cpu) {
             Some(super::nested::phase::ROOT_L2)
         } else {
-            let basic = rd(VM_EXIT_REASON) as u16;
-            (basic == 20 || basic == 24).then_some(super::nested::phase::ROOT_ENTRY)
+            use super::nested::phase;
+            match rd(VM_EXIT_REASON) as u16 {
+                20 | 24 => Some(phase::ROOT_ENTRY),
+                53 => Some(phase::ROOT_INVVPID),
+                55 => Some(phase::ROOT_XSETBV),
+                19 | 21..=23 | 25..=27 | 50 => Some(phase::ROOT_VMX_OTHER),
+                _ => None,
+            }
         }
     } else {
         None

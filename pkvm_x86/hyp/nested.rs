@@ -34,9 +34,10 @@ use crate::hv::vmx::nested::msr_area::{
 use crate::hv::vmx::nested::offer;
 use crate::hv::vmx::nested::operand::{Fault, InstrInfo, Segment};
 use crate::hv::vmx::nested::reflect::{self, ExitEvent, HostBitmaps, HvExit, Owner};
+use crate::hv::vmx::nested::vmcs02_cache::{FieldSet, Vmcs02Cache};
 use crate::hv::vmx::nested::vmcs12::Vmcs12;
 use crate::hv::vmx::nested::vmx_op::{err, Gprs, Insn, InsnCtx, Machine, Outcome, VmxMode};
-use crate::hv::vmx::vmcs::fields::{self, FIELDS, FIELD_COUNT};
+use crate::hv::vmx::vmcs::fields::{self, FIELDS};
 use crate::hv::vmx::vmcs::*;
 
 fn vmcs() -> vmx::CurrentVmcs {
@@ -300,8 +301,15 @@ pub mod phase {
     pub const ENTRY_BUILD: usize = 9;
     /// Entry: pins, VMPTRLD of vmcs02 and its fields written.
     pub const ENTRY_WRITE: usize = 10;
+    /// The host's INVVPID exits, whole.
+    pub const ROOT_INVVPID: usize = 11;
+    /// The host's XSETBV exits, whole.
+    pub const ROOT_XSETBV: usize = 12;
+    /// The host's other VMX-instruction exits (not VMLAUNCH/VMRESUME,
+    /// INVVPID), whole.
+    pub const ROOT_VMX_OTHER: usize = 13;
     /// Number of phases.
-    pub const COUNT: usize = 11;
+    pub const COUNT: usize = 14;
 }
 
 /// The TSC in debug builds (phase accounting), 0 in production builds.
@@ -327,6 +335,8 @@ pub struct NestedCpu {
     /// Scratch VMCS image: vmcs02 as built before it is written to the
     /// CPU, then vmcs02 as read back at an exit.
     image: MemVmcs,
+    /// What the live vmcs02 holds (re-entries write only differences).
+    v02: Vmcs02Cache,
     /// vmcs02 is the current VMCS (the host's guest runs or just exited).
     in_l2: bool,
     /// vmcs02 is live: built from `vmcs12`, launched on this CPU, holding
@@ -345,7 +355,7 @@ pub struct NestedCpu {
     shadow_probed: bool,
     /// Fields the shadow VMCS serves (probed on this CPU: shadowable by
     /// `field_class::shadow_of` and implemented by the CPU).
-    shadow_ok: [bool; FIELD_COUNT],
+    shadow_ok: FieldSet,
     /// Counters ([`stat`]).
     pub stats: [u64; stat::COUNT],
     /// Reflected exits by basic reason (0..=75).
@@ -361,6 +371,7 @@ impl NestedCpu {
     pub const fn new() -> Self {
         Self {
             image: MemVmcs::new(),
+            v02: Vmcs02Cache::new(),
             in_l2: false,
             live: false,
             vmcs12: 0,
@@ -368,7 +379,7 @@ impl NestedCpu {
             nr_pins: 0,
             shadowing: None,
             shadow_probed: false,
-            shadow_ok: [false; FIELD_COUNT],
+            shadow_ok: FieldSet::new(),
             stats: [0; stat::COUNT],
             reflected_by_reason: [0; 76],
             cycles: [0; phase::COUNT],
@@ -450,6 +461,7 @@ fn release_vmcs02(cpu: &HypCpu, ns: &mut NestedCpu, st: &mut PageStates) {
         let _ = unsafe { vmx::vmclear(cpu.nested.vmcs02_pa) };
     }
     ns.live = false;
+    ns.v02.forget_all();
 }
 
 /// After a VMX instruction of the host (vmcs01 current): VMCLEAR of the
@@ -714,6 +726,7 @@ pub(crate) fn enter(cpu: &HypCpu, local: &mut CpuLocal, pa12: u64) -> Entered {
         // are stale.
         invept_host(global);
         cpu.launch_next.store(1, Ordering::Relaxed);
+        ns.v02.forget_all();
         ns.count(stat::LAUNCHES);
         ns.live = true;
         ns.vmcs12 = pa12;
@@ -724,6 +737,7 @@ pub(crate) fn enter(cpu: &HypCpu, local: &mut CpuLocal, pa12: u64) -> Entered {
         // vmcs01 stays current and is resumed, never launched.
         cpu.launch_next.store(0, Ordering::Relaxed);
         ns.live = false;
+        ns.v02.forget_all();
         let _ = load_vmcs(cpu.nested.vmcs01_pa);
         let mut st = global.page_states();
         let (mut mem, cache) = st.nested_parts();
@@ -735,10 +749,19 @@ pub(crate) fn enter(cpu: &HypCpu, local: &mut CpuLocal, pa12: u64) -> Entered {
     let mut v02 = vmcs();
     for i in ns.image.written() {
         if let (Some(info), Some(v)) = (FIELDS.get(i), ns.image.value_at(i)) {
+            // Only what vmcs02 does not hold already (`Vmcs02Cache`: the
+            // same vmcs02 as writing every field).
+            if !ns.v02.needs_write(i, v) {
+                continue;
+            }
             // A guest-state field this CPU does not implement fails to
             // write and stays absent, as on the CPU itself; everything the
             // entry needs is checked by the CPU at the entry.
-            let _ = v02.write_raw(info.encoding, v);
+            if v02.write_raw(info.encoding, v).is_ok() {
+                ns.v02.learn(i, v);
+            } else {
+                ns.v02.forget(i);
+            }
         }
     }
     ns.in_l2 = true;
@@ -899,6 +922,9 @@ pub(crate) fn l2_exit(regs: &mut GuestRegs, cpu: &HypCpu, local: &mut CpuLocal) 
     // SAFETY: the exit handler of this CPU, the only reference.
     let ns = unsafe { nested_state(cpu) };
     ns.count(stat::L2_EXITS);
+    // The CPU saved the guest state; the handling below may write it and
+    // the VM-entry event fields.
+    ns.v02.exited();
     let raw = rd(VM_EXIT_REASON);
     if raw & (1 << 31) == 0 {
         ns.count(stat::ENTRIES);
@@ -1044,6 +1070,7 @@ fn reflect_to_host(cpu: &HypCpu, local: &mut CpuLocal, ns: &mut NestedCpu, tripl
             {
                 if let Ok(v) = v02.read_raw(info.encoding) {
                     ns.image.load_at(i, v);
+                    ns.v02.learn(i, v);
                 }
             }
         }
@@ -1085,6 +1112,9 @@ fn reflect_to_host(cpu: &HypCpu, local: &mut CpuLocal, ns: &mut NestedCpu, tripl
         give_up(cpu, ns)
     };
     let mut v01 = vmcs();
+    // From here `v12.vmcs.written()` lists what the exit changes (the
+    // shadow VMCS is updated from it).
+    v12.vmcs.forget_written();
     let r = match reflect::reflect_exit(&ns.image, &mut v12.vmcs, &mut v01) {
         Ok(r) => r,
         Err(_) => {
@@ -1173,7 +1203,7 @@ fn reflect_to_host(cpu: &HypCpu, local: &mut CpuLocal, ns: &mut NestedCpu, tripl
         VmxMode::On { current, .. } => current,
         VmxMode::Off => None,
     };
-    shadow_after(cpu, current, Resync::Overwrite);
+    shadow_after(cpu, current, Resync::Dirty);
     // SAFETY: the exit handler of this CPU; `shadow_after`'s reference is
     // gone.
     unsafe { nested_state(cpu) }.account(phase::EXIT_SHADOW, t0);
@@ -1284,25 +1314,37 @@ fn shadowable(i: usize, write: bool) -> bool {
 /// first time on this CPU, also probes which fields the CPU's shadow VMCS
 /// holds and builds the VMREAD/VMWRITE bitmaps from them: a field is
 /// served by the shadow only if `shadow_of` allows it and the CPU has it.
-fn shadow_fill(cpu: &HypCpu, ns: &mut NestedCpu, v12: &MemVmcs) -> bool {
+///
+/// With `dirty_only` (the shadow already mirrors vmcs12 but for the fields
+/// `v12.written()` lists, and the fields were probed), only those are
+/// written.
+fn shadow_fill(cpu: &HypCpu, ns: &mut NestedCpu, v12: &MemVmcs, dirty_only: bool) -> bool {
     if !load_vmcs(cpu.nested.shadow_pa) {
         let _ = load_vmcs(cpu.nested.vmcs01_pa);
         return false;
     }
     let first = !ns.shadow_probed;
-    {
+    if dirty_only && !first {
+        let mut sh = vmcs();
+        for i in v12.written() {
+            if let (true, Some(info)) = (
+                ns.shadow_ok.contains(i) && shadowable(i, false),
+                FIELDS.get(i),
+            ) {
+                let _ = sh.write_raw(info.encoding, v12.value_at(i).unwrap_or(0));
+            }
+        }
+    } else {
         let mut sh = vmcs();
         for (i, info) in FIELDS.iter().enumerate() {
-            if !shadowable(i, false) || !(first || ns.shadow_ok.get(i) == Some(&true)) {
+            if !shadowable(i, false) || !(first || ns.shadow_ok.contains(i)) {
                 continue;
             }
             let ok = sh
                 .write_raw(info.encoding, v12.value_at(i).unwrap_or(0))
                 .is_ok();
-            if first {
-                if let Some(s) = ns.shadow_ok.get_mut(i) {
-                    *s = ok;
-                }
+            if first && ok {
+                ns.shadow_ok.insert(i);
             }
         }
     }
@@ -1333,7 +1375,7 @@ fn shadow_fill(cpu: &HypCpu, ns: &mut NestedCpu, v12: &MemVmcs) -> bool {
             }
         }
         for (i, info) in FIELDS.iter().enumerate() {
-            if ns.shadow_ok.get(i) != Some(&true) {
+            if !ns.shadow_ok.contains(i) {
                 continue;
             }
             let bit = (info.encoding & 0x7fff) as usize;
@@ -1362,7 +1404,7 @@ fn shadow_drain(cpu: &HypCpu, ns: &NestedCpu, v12: &mut MemVmcs) {
     {
         let sh = vmcs();
         for (i, info) in FIELDS.iter().enumerate() {
-            if ns.shadow_ok.get(i) == Some(&true) && shadowable(i, true) {
+            if ns.shadow_ok.contains(i) && shadowable(i, true) {
                 if let Ok(v) = sh.read_raw(info.encoding) {
                     v12.load_at(i, v);
                 }
@@ -1435,6 +1477,11 @@ enum Resync {
     /// a failed entry: the shadow was drained at the VMLAUNCH/VMRESUME and
     /// the host has not run since): vmcs12 -> shadow.
     Overwrite,
+    /// As `Overwrite`, but only the fields vmcs12 lists as written changed
+    /// since the shadow last mirrored it (an exit reflected: the shadow
+    /// was drained at the VMLAUNCH/VMRESUME, vmcs12's written marks were
+    /// forgotten before the reflection wrote it).
+    Dirty,
 }
 
 /// After a VMX instruction of the host, or an exit reflected to it: the
@@ -1466,7 +1513,7 @@ fn shadow_after(cpu: &HypCpu, current: Option<u64>, how: Resync) {
     if linked && how == Resync::Merge {
         shadow_drain(cpu, ns, &mut v12.vmcs);
     }
-    if shadow_fill(cpu, ns, &v12.vmcs) {
+    if shadow_fill(cpu, ns, &v12.vmcs, linked && how == Resync::Dirty) {
         shadow_link(cpu, true);
         ns.shadowing = Some(pa);
     } else {

@@ -212,6 +212,13 @@ impl MemVmcs {
             .unwrap_or(false)
     }
 
+    /// Forgets which fields were written: [`MemVmcs::written`] lists the
+    /// fields written from now on (nested VMX tracks what a reflected exit
+    /// changed in a vmcs12 this way).
+    pub fn forget_written(&mut self) {
+        self.written = [false; FIELD_COUNT];
+    }
+
     /// Table positions of the fields written so far.
     pub fn written(&self) -> impl Iterator<Item = usize> + '_ {
         self.written
