@@ -55,6 +55,10 @@ impl FieldValue for u64 {
 #[derive(Debug)]
 pub struct Field<T> {
     encoding: u32,
+    /// The field's position in [`FIELDS`] (computed when the constant is
+    /// built), so that an in-memory VMCS reads and writes it without a
+    /// search.
+    index: u16,
     _value: PhantomData<T>,
 }
 
@@ -76,8 +80,14 @@ impl<T> Field<T> {
     pub(super) const fn new(encoding: u32) -> Self {
         Self {
             encoding,
+            index: fields::const_index_of(encoding) as u16,
             _value: PhantomData,
         }
+    }
+
+    /// The field's position in [`FIELDS`].
+    pub const fn index(self) -> usize {
+        self.index as usize
     }
 
     /// The encoding of the field (full access, bit 0 clear).
@@ -251,6 +261,14 @@ impl MemVmcs {
 }
 
 impl VmcsAccess for MemVmcs {
+    fn read<T: FieldValue>(&self, f: Field<T>) -> Result<T, VmcsError> {
+        self.read_at(f.index()).map(T::from_raw)
+    }
+
+    fn write<T: FieldValue>(&mut self, f: Field<T>, value: T) -> Result<(), VmcsError> {
+        self.write_at(f.index(), value.to_raw())
+    }
+
     fn read_at(&self, i: usize) -> Result<u64, VmcsError> {
         self.values.get(i).copied().ok_or(VmcsError::Unsupported)
     }
