@@ -1091,6 +1091,22 @@ impl crate::hv::vmx::nested::host_walk::HostPhys for HostMemory<'_> {
         })
     }
 
+    fn read_page_words(&mut self, page: u64, mask: &[u64; 8], out: &mut [u64; 512]) -> bool {
+        if page & 0xfff != 0 {
+            return false;
+        }
+        // One ownership check and one mapping for the whole page.
+        self.access(page, 4096, |va| {
+            for (w, o) in out.iter_mut().enumerate() {
+                if mask.get(w / 64).is_some_and(|m| m & (1 << (w % 64)) != 0) {
+                    // SAFETY: as in `read_bytes`; word `w` of the mapped
+                    // page, 8-byte aligned.
+                    *o = unsafe { ((va + 8 * w as u64) as *const u64).read_volatile() };
+                }
+            }
+        })
+    }
+
     fn write_words(&mut self, pa: u64, words: &[u64]) -> bool {
         if pa % 8 != 0 {
             return false;

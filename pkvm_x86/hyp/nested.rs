@@ -27,7 +27,7 @@ use crate::hv::vmx::nested::controls::proc2;
 use crate::hv::vmx::nested::entry_checks::{perf_global_mask, EntryEnv, EntryFailure};
 use crate::hv::vmx::nested::field_class::{class_at, shadow_of, Class, Shadow};
 use crate::hv::vmx::nested::host_walk::{HostPhys, PagingCtx};
-use crate::hv::vmx::nested::merge::{self, PageUse, Vmcs02Params};
+use crate::hv::vmx::nested::merge::{self, HostWords, PageUse, Vmcs02Params};
 use crate::hv::vmx::nested::msr_area::{
     self, AreaFailure, LoadArea, LoadEnv, MsrEntry, MsrLoad, MsrStore,
 };
@@ -337,6 +337,10 @@ pub struct NestedCpu {
     image: MemVmcs,
     /// What the live vmcs02 holds (re-entries write only differences).
     v02: Vmcs02Cache,
+    /// The words of the merged MSR bitmap that depend on the host's
+    /// bitmap (`merge::HostWords`), once the merged page was set up (all
+    /// other words all ones) at the first entry on this CPU.
+    msr_words: Option<HostWords>,
     /// vmcs02 is the current VMCS (the host's guest runs or just exited).
     in_l2: bool,
     /// vmcs02 is live: built from `vmcs12`, launched on this CPU, holding
@@ -372,6 +376,7 @@ impl NestedCpu {
         Self {
             image: MemVmcs::new(),
             v02: Vmcs02Cache::new(),
+            msr_words: None,
             in_l2: false,
             live: false,
             vmcs12: 0,
@@ -599,6 +604,25 @@ pub(crate) fn enter(cpu: &HypCpu, local: &mut CpuLocal, pa12: u64) -> Entered {
     // SAFETY: `bitmap02_va` is this CPU's pool page for the merged
     // bitmap, used only by this CPU's exit handler.
     let bitmap02 = unsafe { &mut *(cpu.nested.bitmap02_va as *mut [u64; 512]) };
+    // SAFETY: `hv_msr_bitmap_va` is the hypervisor's policy bitmap page
+    // (pool), written before launch and only read afterwards.
+    let hv_bitmap = unsafe { &*(global.hv_msr_bitmap_va as *const [u64; 512]) };
+    let words = match ns.msr_words {
+        Some(w) => w,
+        None => {
+            // First entry on this CPU: the words the policy fully
+            // intercepts are all ones in the merge, once and for all.
+            for w in bitmap02.iter_mut() {
+                // SAFETY: a word of this CPU's merged-bitmap page
+                // (volatile: a plain fill may become a call to memset,
+                // which root mode may not make).
+                unsafe { core::ptr::from_mut(w).write_volatile(u64::MAX) };
+            }
+            let w = HostWords::of(hv_bitmap);
+            ns.msr_words = Some(w);
+            w
+        }
+    };
     let mut host_bitmap = false;
     let mut pdptes = None;
     let mut to_pin = [0u64; PINS_PER_VMCS02];
@@ -613,8 +637,10 @@ pub(crate) fn enter(cpu: &HypCpu, local: &mut CpuLocal, pa12: u64) -> Entered {
     for page in plan.pages() {
         let ok = match page.usage {
             PageUse::MsrBitmap => {
+                // Only the words the policy does not fully intercept,
+                // read again at every entry.
                 host_bitmap = true;
-                mem.read_words(page.pa, bitmap02)
+                mem.read_page_words(page.pa, &words.0, bitmap02)
             }
             PageUse::LinkPointer => {
                 let mut b = [0u8; 4];
@@ -652,12 +678,7 @@ pub(crate) fn enter(cpu: &HypCpu, local: &mut CpuLocal, pa12: u64) -> Entered {
     }
     // The merged MSR bitmap: the host's (all ones without one) OR the
     // hypervisor's policy.
-    // SAFETY: `hv_msr_bitmap_va` is the hypervisor's policy bitmap page
-    // (pool), written before launch and only read afterwards.
-    let hv_bitmap = unsafe { &*(global.hv_msr_bitmap_va as *const [u64; 512]) };
-    for (o, h) in bitmap02.iter_mut().zip(hv_bitmap.iter()) {
-        *o = if host_bitmap { *o | *h } else { u64::MAX };
-    }
+    merge::merge_msr_words(&words, host_bitmap, hv_bitmap, bitmap02);
     let t0 = ns.account(phase::ENTRY_PAGES, t0);
     // vmcs02's image, from vmcs12 and vmcs01 (current).
     let params = Vmcs02Params {
