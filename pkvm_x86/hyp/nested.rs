@@ -276,8 +276,8 @@ pub mod stat {
 
 /// Root-mode time by phase of a guest round trip, read with NESTED_STATS
 /// selectors `0x300 + phase` (debug builds only: production builds count
-/// nothing).  In Bochs the TSC advances by one per emulated instruction,
-/// so these are instruction counts.
+/// nothing).  In Bochs the TSC advances with the emulated instructions,
+/// so these count root mode's work, not the host machine's speed.
 pub mod phase {
     /// Every exit handled in root mode on this CPU (`handle_exit`).
     pub const ROOT_ALL: usize = 0;
