@@ -625,6 +625,11 @@ pub(crate) fn enter(cpu: &HypCpu, local: &mut CpuLocal, pa12: u64) -> Entered {
     };
     let mut host_bitmap = false;
     let mut pdptes = None;
+    // The frames the live vmcs02 of this vmcs12 holds pinned (none for a
+    // new one).
+    let same = ns.live && ns.vmcs12 == pa12;
+    let held_pins = ns.pins;
+    let n_held = if same { ns.nr_pins } else { 0 };
     let mut to_pin = [0u64; PINS_PER_VMCS02];
     let mut n_pin = 0;
     let mut push_pin = |pa: u64| {
@@ -664,8 +669,17 @@ pub(crate) fn enter(cpu: &HypCpu, local: &mut CpuLocal, pa12: u64) -> Entered {
                 }
             }
             _ => {
-                let mut b = [0u8; 1];
-                let owned = mem.read_bytes(page.pa & !0xfff, &mut b);
+                // A frame this live vmcs02 holds pinned is still the
+                // host's own: no transition takes a pinned frame from the
+                // host (Documentation/page-states.rst "Pinned host
+                // frames"; the invariant checker checks it).  Any other
+                // is checked now.
+                let held =
+                    page.usage.pinned() && held_pins.iter().take(n_held).any(|&p| p == page.pa);
+                let owned = held || {
+                    let mut b = [0u8; 1];
+                    mem.read_bytes(page.pa & !0xfff, &mut b)
+                };
                 if owned && page.usage.pinned() {
                     push_pin(page.pa);
                 }
@@ -725,17 +739,27 @@ pub(crate) fn enter(cpu: &HypCpu, local: &mut CpuLocal, pa12: u64) -> Entered {
         }
     }
     let t0 = ns.account(phase::ENTRY_BUILD, t0);
-    // Pins: the previous vmcs02's go, this one's come (same lock).
-    let same = ns.live && ns.vmcs12 == pa12;
-    for &p in ns.pins.iter().take(ns.nr_pins) {
-        st.unpin_host_frame(p);
-    }
-    ns.nr_pins = 0;
-    for &p in to_pin.iter().take(n_pin) {
-        if st.pin_host_frame(p) {
-            if let Some(s) = ns.pins.get_mut(ns.nr_pins) {
-                *s = p;
-                ns.nr_pins += 1;
+    // Pins: the previous vmcs02's go, this one's come (same lock); a
+    // re-entry that pins exactly the frames it holds keeps them.
+    let unchanged = same
+        && ns.nr_pins == n_pin
+        && ns
+            .pins
+            .iter()
+            .zip(to_pin.iter())
+            .take(n_pin)
+            .all(|(a, b)| a == b);
+    if !unchanged {
+        for &p in ns.pins.iter().take(ns.nr_pins) {
+            st.unpin_host_frame(p);
+        }
+        ns.nr_pins = 0;
+        for &p in to_pin.iter().take(n_pin) {
+            if st.pin_host_frame(p) {
+                if let Some(s) = ns.pins.get_mut(ns.nr_pins) {
+                    *s = p;
+                    ns.nr_pins += 1;
+                }
             }
         }
     }
