@@ -1097,11 +1097,17 @@ impl crate::hv::vmx::nested::host_walk::HostPhys for HostMemory<'_> {
         }
         // One ownership check and one mapping for the whole page.
         self.access(page, 4096, |va| {
-            for (w, o) in out.iter_mut().enumerate() {
-                if mask.get(w / 64).is_some_and(|m| m & (1 << (w % 64)) != 0) {
-                    // SAFETY: as in `read_bytes`; word `w` of the mapped
-                    // page, 8-byte aligned.
-                    *o = unsafe { ((va + 8 * w as u64) as *const u64).read_volatile() };
+            // The set bits of the mask only.
+            for (i, m) in mask.iter().enumerate() {
+                let mut m = *m;
+                while m != 0 {
+                    let w = 64 * i + m.trailing_zeros() as usize;
+                    m &= m - 1;
+                    if let Some(o) = out.get_mut(w) {
+                        // SAFETY: as in `read_bytes`; word `w` (< 512) of
+                        // the mapped page, 8-byte aligned.
+                        *o = unsafe { ((va + 8 * w as u64) as *const u64).read_volatile() };
+                    }
                 }
             }
         })

@@ -340,6 +340,22 @@ impl HostWords {
     pub fn count(&self) -> usize {
         self.0.iter().map(|x| x.count_ones() as usize).sum()
     }
+
+    /// The words that depend on the host's bitmap, in order (only those
+    /// are visited).
+    pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        self.0.iter().enumerate().flat_map(|(i, m)| {
+            let mut m = *m;
+            core::iter::from_fn(move || {
+                if m == 0 {
+                    return None;
+                }
+                let b = m.trailing_zeros() as usize;
+                m &= m - 1;
+                Some(64 * i + b)
+            })
+        })
+    }
 }
 
 /// The merged MSR bitmap in place: `out` holds, in the words of `words`,
@@ -353,8 +369,8 @@ pub fn merge_msr_words(
     hv: &[u64; MSR_BITMAP_WORDS],
     out: &mut [u64; MSR_BITMAP_WORDS],
 ) {
-    for (w, (o, h)) in out.iter_mut().zip(hv.iter()).enumerate() {
-        if words.contains(w) {
+    for w in words.iter() {
+        if let (Some(o), Some(h)) = (out.get_mut(w), hv.get(w)) {
             *o = if host_present { *o | *h } else { u64::MAX };
         }
     }
@@ -1189,6 +1205,11 @@ mod tests {
                 merge_msr_words(&words, true, &hvw, &mut out);
                 assert_eq!(out, words_of(&want));
                 assert_eq!(page.read.len(), words.count());
+                let listed: std::vec::Vec<usize> = words.iter().collect();
+                let by_contains: std::vec::Vec<usize> = (0..MSR_BITMAP_WORDS)
+                    .filter(|w| words.contains(*w))
+                    .collect();
+                assert_eq!(listed, by_contains);
                 assert!(page.read.iter().all(|w| words.contains(*w)));
                 // Without a host bitmap: all ones.
                 merge_msr_words(&words, false, &hvw, &mut out);
