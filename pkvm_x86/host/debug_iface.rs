@@ -96,7 +96,7 @@ struct NestedStatsReq {
 }
 
 /// The NESTED_STATS selectors `nested_stats` prints, with their names.
-const NESTED_SEL: [(u64, &str); 13] = [
+const NESTED_SEL: [(u64, &str); 27] = [
     (0, "entries"),
     (1, "l2_exits"),
     (2, "reflected"),
@@ -110,6 +110,21 @@ const NESTED_SEL: [(u64, &str); 13] = [
     (0x100 + 12, "reflected_hlt"),
     (0x100 + 2, "reflected_triple_fault"),
     (0x200, "pinned_frames"),
+    // Root-mode cycles by phase (`crate::hyp::nested::phase`).
+    (0x300, "cyc_root_all"),
+    (0x301, "cyc_root_l2"),
+    (0x302, "cyc_root_entry"),
+    (0x303, "cyc_exit_readback"),
+    (0x304, "cyc_exit_reflect"),
+    (0x305, "cyc_exit_shadow"),
+    (0x306, "cyc_entry_drain"),
+    (0x307, "cyc_entry_checks"),
+    (0x308, "cyc_entry_pages"),
+    (0x309, "cyc_entry_build"),
+    (0x30a, "cyc_entry_write"),
+    (0x30b, "cyc_root_invvpid"),
+    (0x30c, "cyc_root_xsetbv"),
+    (0x30d, "cyc_root_vmx_other"),
 ];
 
 /// Runs NESTED_STATS and EXIT_COUNT on one CPU.

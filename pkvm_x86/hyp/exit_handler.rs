@@ -141,6 +141,24 @@ pub(crate) unsafe extern "C" fn handle_exit(regs: *mut GuestRegs, cpu: *const Hy
     // time; what only this handler touches is `local`, exclusive for the
     // exit because exits on a CPU do not nest (see `crate::hyp::percpu`).
     let (regs, cpu) = unsafe { (&mut *regs, &*cpu) };
+    let t0 = super::nested::phase_clock();
+    // Debug builds: which phase this exit's root-mode time counts in.
+    let kind = if cfg!(pkvm_debug) {
+        if super::nested::in_l2(cpu) {
+            Some(super::nested::phase::ROOT_L2)
+        } else {
+            use super::nested::phase;
+            match rd(VM_EXIT_REASON) as u16 {
+                20 | 24 => Some(phase::ROOT_ENTRY),
+                53 => Some(phase::ROOT_INVVPID),
+                55 => Some(phase::ROOT_XSETBV),
+                19 | 21..=23 | 25..=27 | 50 => Some(phase::ROOT_VMX_OTHER),
+                _ => None,
+            }
+        }
+    } else {
+        None
+    };
     let r = exit(regs, cpu);
     if r == 0 {
         // The generation check before every VM entry: covers the CPUs a
@@ -149,6 +167,10 @@ pub(crate) unsafe extern "C" fn handle_exit(regs: *mut GuestRegs, cpu: *const Hy
         // SAFETY: `global` points at the hypervisor-wide state in the
         // pool, alive while any CPU runs under it.
         unsafe { &*cpu.global }.flush_if_behind(cpu, invept_host);
+    }
+    // Not after a teardown (r = 1): the nested state may be gone.
+    if cfg!(pkvm_debug) && r == 0 {
+        super::nested::account_exit(cpu, kind, t0);
     }
     r
 }

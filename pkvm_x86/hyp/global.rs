@@ -1193,6 +1193,28 @@ impl crate::hv::vmx::nested::host_walk::HostPhys for HostMemory<'_> {
         })
     }
 
+    fn read_page_words(&mut self, page: u64, mask: &[u64; 8], out: &mut [u64; 512]) -> bool {
+        if page & 0xfff != 0 {
+            return false;
+        }
+        // One ownership check and one mapping for the whole page.
+        self.access(page, 4096, |va| {
+            // The set bits of the mask only.
+            for (i, m) in mask.iter().enumerate() {
+                let mut m = *m;
+                while m != 0 {
+                    let w = 64 * i + m.trailing_zeros() as usize;
+                    m &= m - 1;
+                    if let Some(o) = out.get_mut(w) {
+                        // SAFETY: as in `read_bytes`; word `w` (< 512) of
+                        // the mapped page, 8-byte aligned.
+                        *o = unsafe { ((va + 8 * w as u64) as *const u64).read_volatile() };
+                    }
+                }
+            }
+        })
+    }
+
     fn write_words(&mut self, pa: u64, words: &[u64]) -> bool {
         if pa % 8 != 0 {
             return false;

@@ -25,18 +25,19 @@ use crate::hv::mm::addr::Hpa;
 use crate::hv::vmx::host_vmcs::HOST_VPID;
 use crate::hv::vmx::nested::controls::proc2;
 use crate::hv::vmx::nested::entry_checks::{perf_global_mask, EntryEnv, EntryFailure};
-use crate::hv::vmx::nested::field_class::{class_of, shadow_of, Class, Shadow};
+use crate::hv::vmx::nested::field_class::{class_at, shadow_of, Class, Shadow};
 use crate::hv::vmx::nested::host_walk::{HostPhys, PagingCtx};
-use crate::hv::vmx::nested::merge::{self, PageUse, Vmcs02Params};
+use crate::hv::vmx::nested::merge::{self, HostWords, PageUse, Vmcs02Params};
 use crate::hv::vmx::nested::msr_area::{
     self, AreaFailure, LoadArea, LoadEnv, MsrEntry, MsrLoad, MsrStore,
 };
 use crate::hv::vmx::nested::offer;
 use crate::hv::vmx::nested::operand::{Fault, InstrInfo, Segment};
 use crate::hv::vmx::nested::reflect::{self, ExitEvent, HostBitmaps, HvExit, Owner};
+use crate::hv::vmx::nested::vmcs02_cache::{FieldSet, Vmcs02Cache};
 use crate::hv::vmx::nested::vmcs12::Vmcs12;
 use crate::hv::vmx::nested::vmx_op::{err, Gprs, Insn, InsnCtx, Machine, Outcome, VmxMode};
-use crate::hv::vmx::vmcs::fields::{self, FIELDS, FIELD_COUNT};
+use crate::hv::vmx::vmcs::fields::{self, FIELDS};
 use crate::hv::vmx::vmcs::*;
 
 fn vmcs() -> vmx::CurrentVmcs {
@@ -273,12 +274,73 @@ pub mod stat {
     pub const COUNT: usize = 8;
 }
 
+/// Root-mode time by phase of a guest round trip, read with NESTED_STATS
+/// selectors `0x300 + phase` (debug builds only: production builds count
+/// nothing).  In Bochs the TSC advances with the emulated instructions,
+/// so these count root mode's work, not the host machine's speed.
+pub mod phase {
+    /// Every exit handled in root mode on this CPU (`handle_exit`).
+    pub const ROOT_ALL: usize = 0;
+    /// Exits of vmcs02 (the guest's exits), from the handler's start.
+    pub const ROOT_L2: usize = 1;
+    /// The host's VMLAUNCH/VMRESUME exits, from the handler's start.
+    pub const ROOT_ENTRY: usize = 2;
+    /// Reflection: reading vmcs02 back.
+    pub const EXIT_READBACK: usize = 3;
+    /// Reflection: `reflect_exit` and the VM-exit MSR areas.
+    pub const EXIT_REFLECT: usize = 4;
+    /// Reflection: the shadow VMCS filled from vmcs12.
+    pub const EXIT_SHADOW: usize = 5;
+    /// Entry: the shadow VMCS drained into vmcs12.
+    pub const ENTRY_DRAIN: usize = 6;
+    /// Entry: the environment and `plan_entry`'s checks.
+    pub const ENTRY_CHECKS: usize = 7;
+    /// Entry: the plan's pages validated and read, the MSR bitmap merged.
+    pub const ENTRY_PAGES: usize = 8;
+    /// Entry: vmcs02's image built (`build_vmcs02`, MSR-load area).
+    pub const ENTRY_BUILD: usize = 9;
+    /// Entry: pins, VMPTRLD of vmcs02 and its fields written.
+    pub const ENTRY_WRITE: usize = 10;
+    /// The host's INVVPID exits, whole.
+    pub const ROOT_INVVPID: usize = 11;
+    /// The host's XSETBV exits, whole.
+    pub const ROOT_XSETBV: usize = 12;
+    /// The host's other VMX-instruction exits (not VMLAUNCH/VMRESUME,
+    /// INVVPID), whole.
+    pub const ROOT_VMX_OTHER: usize = 13;
+    /// Number of phases.
+    pub const COUNT: usize = 14;
+}
+
+/// The TSC in debug builds (phase accounting), 0 in production builds.
+#[inline(always)]
+pub(crate) fn phase_clock() -> u64 {
+    #[cfg(pkvm_debug)]
+    {
+        let (lo, hi): (u32, u32);
+        // SAFETY: RDTSC reads the time-stamp counter; no memory, no side
+        // effect (CR4.TSD does not apply in ring 0).
+        unsafe { core::arch::asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack)) };
+        (u64::from(hi) << 32) | u64::from(lo)
+    }
+    #[cfg(not(pkvm_debug))]
+    {
+        0
+    }
+}
+
 /// This CPU's nested-VMX state, in its own pool page; only this CPU's
 /// exit handler touches it (exclusive as `CpuLocal` is).
 pub struct NestedCpu {
     /// Scratch VMCS image: vmcs02 as built before it is written to the
     /// CPU, then vmcs02 as read back at an exit.
     image: MemVmcs,
+    /// What the live vmcs02 holds (re-entries write only differences).
+    v02: Vmcs02Cache,
+    /// The words of the merged MSR bitmap that depend on the host's
+    /// bitmap (`merge::HostWords`), once the merged page was set up (all
+    /// other words all ones) at the first entry on this CPU.
+    msr_words: Option<HostWords>,
     /// vmcs02 is the current VMCS (the host's guest runs or just exited).
     in_l2: bool,
     /// vmcs02 is live: built from `vmcs12`, launched on this CPU, holding
@@ -297,11 +359,13 @@ pub struct NestedCpu {
     shadow_probed: bool,
     /// Fields the shadow VMCS serves (probed on this CPU: shadowable by
     /// `field_class::shadow_of` and implemented by the CPU).
-    shadow_ok: [bool; FIELD_COUNT],
+    shadow_ok: FieldSet,
     /// Counters ([`stat`]).
     pub stats: [u64; stat::COUNT],
     /// Reflected exits by basic reason (0..=75).
     pub reflected_by_reason: [u64; 76],
+    /// Root-mode cycles by [`phase`] (debug builds).
+    pub cycles: [u64; phase::COUNT],
 }
 
 const _: () = assert!(core::mem::size_of::<NestedCpu>() <= 4096);
@@ -311,6 +375,8 @@ impl NestedCpu {
     pub const fn new() -> Self {
         Self {
             image: MemVmcs::new(),
+            v02: Vmcs02Cache::new(),
+            msr_words: None,
             in_l2: false,
             live: false,
             vmcs12: 0,
@@ -318,15 +384,39 @@ impl NestedCpu {
             nr_pins: 0,
             shadowing: None,
             shadow_probed: false,
-            shadow_ok: [false; FIELD_COUNT],
+            shadow_ok: FieldSet::new(),
             stats: [0; stat::COUNT],
             reflected_by_reason: [0; 76],
+            cycles: [0; phase::COUNT],
         }
     }
 
     fn count(&mut self, i: usize) {
         if let Some(c) = self.stats.get_mut(i) {
             *c = c.wrapping_add(1);
+        }
+    }
+
+    /// Adds the cycles since `since` ([`phase_clock`]) to phase `p`;
+    /// returns the clock now.
+    fn account(&mut self, p: usize, since: u64) -> u64 {
+        let now = phase_clock();
+        if let Some(c) = self.cycles.get_mut(p) {
+            *c = c.wrapping_add(now.wrapping_sub(since));
+        }
+        now
+    }
+}
+
+/// Adds the cycles of one whole exit (`handle_exit`, from `since`) to
+/// this CPU's phase counters: [`phase::ROOT_ALL`], and `kind` if any.
+pub(crate) fn account_exit(cpu: &HypCpu, kind: Option<usize>, since: u64) {
+    // SAFETY: the exit handler of this CPU; the reference is dropped here.
+    let ns = unsafe { nested_state(cpu) };
+    let d = phase_clock().wrapping_sub(since);
+    for p in [Some(phase::ROOT_ALL), kind].iter().flatten() {
+        if let Some(c) = ns.cycles.get_mut(*p) {
+            *c = c.wrapping_add(d);
         }
     }
 }
@@ -376,6 +466,7 @@ fn release_vmcs02(cpu: &HypCpu, ns: &mut NestedCpu, st: &mut PageStates) {
         let _ = unsafe { vmx::vmclear(cpu.nested.vmcs02_pa) };
     }
     ns.live = false;
+    ns.v02.forget_all();
 }
 
 /// After a VMX instruction of the host (vmcs01 current): VMCLEAR of the
@@ -483,6 +574,7 @@ pub(crate) fn enter(cpu: &HypCpu, local: &mut CpuLocal, pa12: u64) -> Entered {
     let global = unsafe { &*cpu.global };
     // SAFETY: the exit handler of this CPU, the only reference.
     let ns = unsafe { nested_state(cpu) };
+    let t0 = phase_clock();
     let env = entry_env();
     let mut st = global.page_states();
     let (mut mem, cache) = st.nested_parts();
@@ -506,13 +598,38 @@ pub(crate) fn enter(cpu: &HypCpu, local: &mut CpuLocal, pa12: u64) -> Entered {
             qualification,
         }) => return entry_failure_exit(v12, reason, qualification, ns),
     };
+    let t0 = ns.account(phase::ENTRY_CHECKS, t0);
     // The host pages: validated (and read) under the lock, so nothing
     // changes them between here and the pins.
     // SAFETY: `bitmap02_va` is this CPU's pool page for the merged
     // bitmap, used only by this CPU's exit handler.
     let bitmap02 = unsafe { &mut *(cpu.nested.bitmap02_va as *mut [u64; 512]) };
+    // SAFETY: `hv_msr_bitmap_va` is the hypervisor's policy bitmap page
+    // (pool), written before launch and only read afterwards.
+    let hv_bitmap = unsafe { &*(global.hv_msr_bitmap_va as *const [u64; 512]) };
+    let words = match ns.msr_words {
+        Some(w) => w,
+        None => {
+            // First entry on this CPU: the words the policy fully
+            // intercepts are all ones in the merge, once and for all.
+            for w in bitmap02.iter_mut() {
+                // SAFETY: a word of this CPU's merged-bitmap page
+                // (volatile: a plain fill may become a call to memset,
+                // which root mode may not make).
+                unsafe { core::ptr::from_mut(w).write_volatile(u64::MAX) };
+            }
+            let w = HostWords::of(hv_bitmap);
+            ns.msr_words = Some(w);
+            w
+        }
+    };
     let mut host_bitmap = false;
     let mut pdptes = None;
+    // The frames the live vmcs02 of this vmcs12 holds pinned (none for a
+    // new one).
+    let same = ns.live && ns.vmcs12 == pa12;
+    let held_pins = ns.pins;
+    let n_held = if same { ns.nr_pins } else { 0 };
     let mut to_pin = [0u64; PINS_PER_VMCS02];
     let mut n_pin = 0;
     let mut push_pin = |pa: u64| {
@@ -525,8 +642,10 @@ pub(crate) fn enter(cpu: &HypCpu, local: &mut CpuLocal, pa12: u64) -> Entered {
     for page in plan.pages() {
         let ok = match page.usage {
             PageUse::MsrBitmap => {
+                // Only the words the policy does not fully intercept,
+                // read again at every entry.
                 host_bitmap = true;
-                mem.read_words(page.pa, bitmap02)
+                mem.read_page_words(page.pa, &words.0, bitmap02)
             }
             PageUse::LinkPointer => {
                 let mut b = [0u8; 4];
@@ -550,8 +669,17 @@ pub(crate) fn enter(cpu: &HypCpu, local: &mut CpuLocal, pa12: u64) -> Entered {
                 }
             }
             _ => {
-                let mut b = [0u8; 1];
-                let owned = mem.read_bytes(page.pa & !0xfff, &mut b);
+                // A frame this live vmcs02 holds pinned is still the
+                // host's own: no transition takes a pinned frame from the
+                // host (Documentation/page-states.rst "Pinned host
+                // frames"; the invariant checker checks it).  Any other
+                // is checked now.
+                let held =
+                    page.usage.pinned() && held_pins.iter().take(n_held).any(|&p| p == page.pa);
+                let owned = held || {
+                    let mut b = [0u8; 1];
+                    mem.read_bytes(page.pa & !0xfff, &mut b)
+                };
                 if owned && page.usage.pinned() {
                     push_pin(page.pa);
                 }
@@ -574,12 +702,8 @@ pub(crate) fn enter(cpu: &HypCpu, local: &mut CpuLocal, pa12: u64) -> Entered {
     }
     // The merged MSR bitmap: the host's (all ones without one) OR the
     // hypervisor's policy.
-    // SAFETY: `hv_msr_bitmap_va` is the hypervisor's policy bitmap page
-    // (pool), written before launch and only read afterwards.
-    let hv_bitmap = unsafe { &*(global.hv_msr_bitmap_va as *const [u64; 512]) };
-    for (o, h) in bitmap02.iter_mut().zip(hv_bitmap.iter()) {
-        *o = if host_bitmap { *o | *h } else { u64::MAX };
-    }
+    merge::merge_msr_words(&words, host_bitmap, hv_bitmap, bitmap02);
+    let t0 = ns.account(phase::ENTRY_PAGES, t0);
     // vmcs02's image, from vmcs12 and vmcs01 (current).
     let params = Vmcs02Params {
         offer,
@@ -624,17 +748,28 @@ pub(crate) fn enter(cpu: &HypCpu, local: &mut CpuLocal, pa12: u64) -> Entered {
             return fail_plan(v12, f, ns);
         }
     }
-    // Pins: the previous vmcs02's go, this one's come (same lock).
-    let same = ns.live && ns.vmcs12 == pa12;
-    for &p in ns.pins.iter().take(ns.nr_pins) {
-        st.unpin_host_frame(p);
-    }
-    ns.nr_pins = 0;
-    for &p in to_pin.iter().take(n_pin) {
-        if st.pin_host_frame(p) {
-            if let Some(s) = ns.pins.get_mut(ns.nr_pins) {
-                *s = p;
-                ns.nr_pins += 1;
+    let t0 = ns.account(phase::ENTRY_BUILD, t0);
+    // Pins: the previous vmcs02's go, this one's come (same lock); a
+    // re-entry that pins exactly the frames it holds keeps them.
+    let unchanged = same
+        && ns.nr_pins == n_pin
+        && ns
+            .pins
+            .iter()
+            .zip(to_pin.iter())
+            .take(n_pin)
+            .all(|(a, b)| a == b);
+    if !unchanged {
+        for &p in ns.pins.iter().take(ns.nr_pins) {
+            st.unpin_host_frame(p);
+        }
+        ns.nr_pins = 0;
+        for &p in to_pin.iter().take(n_pin) {
+            if st.pin_host_frame(p) {
+                if let Some(s) = ns.pins.get_mut(ns.nr_pins) {
+                    *s = p;
+                    ns.nr_pins += 1;
+                }
             }
         }
     }
@@ -646,6 +781,7 @@ pub(crate) fn enter(cpu: &HypCpu, local: &mut CpuLocal, pa12: u64) -> Entered {
         // are stale.
         invept_host(global);
         cpu.launch_next.store(1, Ordering::Relaxed);
+        ns.v02.forget_all();
         ns.count(stat::LAUNCHES);
         ns.live = true;
         ns.vmcs12 = pa12;
@@ -656,6 +792,7 @@ pub(crate) fn enter(cpu: &HypCpu, local: &mut CpuLocal, pa12: u64) -> Entered {
         // vmcs01 stays current and is resumed, never launched.
         cpu.launch_next.store(0, Ordering::Relaxed);
         ns.live = false;
+        ns.v02.forget_all();
         let _ = load_vmcs(cpu.nested.vmcs01_pa);
         let mut st = global.page_states();
         let (mut mem, cache) = st.nested_parts();
@@ -667,13 +804,23 @@ pub(crate) fn enter(cpu: &HypCpu, local: &mut CpuLocal, pa12: u64) -> Entered {
     let mut v02 = vmcs();
     for i in ns.image.written() {
         if let (Some(info), Some(v)) = (FIELDS.get(i), ns.image.value_at(i)) {
+            // Only what vmcs02 does not hold already (`Vmcs02Cache`: the
+            // same vmcs02 as writing every field).
+            if !ns.v02.needs_write(i, v) {
+                continue;
+            }
             // A guest-state field this CPU does not implement fails to
             // write and stays absent, as on the CPU itself; everything the
             // entry needs is checked by the CPU at the entry.
-            let _ = v02.write_raw(info.encoding, v);
+            if v02.write_raw(info.encoding, v).is_ok() {
+                ns.v02.learn(i, v);
+            } else {
+                ns.v02.forget(i);
+            }
         }
     }
     ns.in_l2 = true;
+    ns.account(phase::ENTRY_WRITE, t0);
     Entered::Guest
 }
 
@@ -830,6 +977,9 @@ pub(crate) fn l2_exit(regs: &mut GuestRegs, cpu: &HypCpu, local: &mut CpuLocal) 
     // SAFETY: the exit handler of this CPU, the only reference.
     let ns = unsafe { nested_state(cpu) };
     ns.count(stat::L2_EXITS);
+    // The CPU saved the guest state; the handling below may write it and
+    // the VM-entry event fields.
+    ns.v02.exited();
     let raw = rd(VM_EXIT_REASON);
     if raw & (1 << 31) == 0 {
         ns.count(stat::ENTRIES);
@@ -970,18 +1120,20 @@ pub(crate) fn l2_exit(regs: &mut GuestRegs, cpu: &HypCpu, local: &mut CpuLocal) 
 fn reflect_to_host(cpu: &HypCpu, local: &mut CpuLocal, ns: &mut NestedCpu, triple: bool) -> L2Exit {
     // SAFETY: `global` points at the hypervisor-wide state in the pool.
     let global = unsafe { &*cpu.global };
+    let t0 = phase_clock();
     // vmcs02 read back: the fields reflection reads (guest state, exit
     // information, the CR4 read shadow).
     ns.image = MemVmcs::new();
     {
         let v02 = vmcs();
         for (i, info) in FIELDS.iter().enumerate() {
-            let c = class_of(info.encoding);
+            let c = class_at(i);
             if matches!(c, Some(Class::GuestState) | Some(Class::ExitInfo))
                 || info.encoding == CR4_READ_SHADOW.encoding()
             {
                 if let Ok(v) = v02.read_raw(info.encoding) {
                     ns.image.load_at(i, v);
+                    ns.v02.learn(i, v);
                 }
             }
         }
@@ -1009,6 +1161,7 @@ fn reflect_to_host(cpu: &HypCpu, local: &mut CpuLocal, ns: &mut NestedCpu, tripl
         give_up(cpu, ns)
     }
     ns.in_l2 = false;
+    let t0 = ns.account(phase::EXIT_READBACK, t0);
     let basic = ns.image.read(VM_EXIT_REASON).unwrap_or(0) as u16;
     if let Some(c) = ns.reflected_by_reason.get_mut(usize::from(basic)) {
         *c = c.wrapping_add(1);
@@ -1022,6 +1175,9 @@ fn reflect_to_host(cpu: &HypCpu, local: &mut CpuLocal, ns: &mut NestedCpu, tripl
         give_up(cpu, ns)
     };
     let mut v01 = vmcs();
+    // From here `v12.vmcs.written()` lists what the exit changes (the
+    // shadow VMCS is updated from it).
+    v12.vmcs.forget_written();
     let r = match reflect::reflect_exit(&ns.image, &mut v12.vmcs, &mut v01) {
         Ok(r) => r,
         Err(_) => {
@@ -1104,12 +1260,16 @@ fn reflect_to_host(cpu: &HypCpu, local: &mut CpuLocal, ns: &mut NestedCpu, tripl
         invept_host(global);
     }
     drop(st);
+    let t0 = ns.account(phase::EXIT_REFLECT, t0);
     // The shadow VMCS shows the reflected exit.
     let current = match local.vmx {
         VmxMode::On { current, .. } => current,
         VmxMode::Off => None,
     };
-    shadow_after(cpu, current, Resync::Overwrite);
+    shadow_after(cpu, current, Resync::Dirty);
+    // SAFETY: the exit handler of this CPU; `shadow_after`'s reference is
+    // gone.
+    unsafe { nested_state(cpu) }.account(phase::EXIT_SHADOW, t0);
     L2Exit::ResumeHost
 }
 
@@ -1173,6 +1333,11 @@ pub(crate) fn read_stat(cpu: &HypCpu, which: u64, reset: bool) -> u64 {
             .get((which - 0x100) as usize)
             .copied()
             .unwrap_or(0),
+        0x300..=0x3ff => ns
+            .cycles
+            .get((which - 0x300) as usize)
+            .copied()
+            .unwrap_or(0),
         0x200 => {
             // SAFETY: `global` points at the hypervisor-wide state.
             let global = unsafe { &*cpu.global };
@@ -1183,6 +1348,7 @@ pub(crate) fn read_stat(cpu: &HypCpu, which: u64, reset: bool) -> u64 {
     if reset {
         ns.stats = [0; stat::COUNT];
         ns.reflected_by_reason = [0; 76];
+        ns.cycles = [0; phase::COUNT];
     }
     v
 }
@@ -1196,10 +1362,11 @@ fn shadowing_available(global: &HypGlobal) -> bool {
     global.hw_caps.procbased2.may_be_one & proc2::SHADOW_VMCS != 0
 }
 
-/// Whether the shadow VMCS may serve the host's accesses to field `i`
-/// (`field_class::shadow_of`), for reads (`write` false) or writes.
-fn shadowable(enc: u32, write: bool) -> bool {
-    match class_of(enc).map(shadow_of) {
+/// Whether the shadow VMCS may serve the host's accesses to the field at
+/// table position `i` (`field_class::shadow_of`), for reads (`write`
+/// false) or writes.
+fn shadowable(i: usize, write: bool) -> bool {
+    match class_at(i).map(shadow_of) {
         Some(Shadow::ReadWrite) => true,
         Some(Shadow::ReadOnly) => !write,
         _ => false,
@@ -1210,25 +1377,37 @@ fn shadowable(enc: u32, write: bool) -> bool {
 /// first time on this CPU, also probes which fields the CPU's shadow VMCS
 /// holds and builds the VMREAD/VMWRITE bitmaps from them: a field is
 /// served by the shadow only if `shadow_of` allows it and the CPU has it.
-fn shadow_fill(cpu: &HypCpu, ns: &mut NestedCpu, v12: &MemVmcs) -> bool {
+///
+/// With `dirty_only` (the shadow already mirrors vmcs12 but for the fields
+/// `v12.written()` lists, and the fields were probed), only those are
+/// written.
+fn shadow_fill(cpu: &HypCpu, ns: &mut NestedCpu, v12: &MemVmcs, dirty_only: bool) -> bool {
     if !load_vmcs(cpu.nested.shadow_pa) {
         let _ = load_vmcs(cpu.nested.vmcs01_pa);
         return false;
     }
     let first = !ns.shadow_probed;
-    {
+    if dirty_only && !first {
+        let mut sh = vmcs();
+        for i in v12.written() {
+            if let (true, Some(info)) = (
+                ns.shadow_ok.contains(i) && shadowable(i, false),
+                FIELDS.get(i),
+            ) {
+                let _ = sh.write_raw(info.encoding, v12.value_at(i).unwrap_or(0));
+            }
+        }
+    } else {
         let mut sh = vmcs();
         for (i, info) in FIELDS.iter().enumerate() {
-            if !shadowable(info.encoding, false) || !(first || ns.shadow_ok.get(i) == Some(&true)) {
+            if !shadowable(i, false) || !(first || ns.shadow_ok.contains(i)) {
                 continue;
             }
             let ok = sh
                 .write_raw(info.encoding, v12.value_at(i).unwrap_or(0))
                 .is_ok();
-            if first {
-                if let Some(s) = ns.shadow_ok.get_mut(i) {
-                    *s = ok;
-                }
+            if first && ok {
+                ns.shadow_ok.insert(i);
             }
         }
     }
@@ -1259,7 +1438,7 @@ fn shadow_fill(cpu: &HypCpu, ns: &mut NestedCpu, v12: &MemVmcs) -> bool {
             }
         }
         for (i, info) in FIELDS.iter().enumerate() {
-            if ns.shadow_ok.get(i) != Some(&true) {
+            if !ns.shadow_ok.contains(i) {
                 continue;
             }
             let bit = (info.encoding & 0x7fff) as usize;
@@ -1269,7 +1448,7 @@ fn shadow_fill(cpu: &HypCpu, ns: &mut NestedCpu, v12: &MemVmcs) -> bool {
                 }
             };
             clear(rd_bm);
-            if shadowable(info.encoding, true) {
+            if shadowable(i, true) {
                 clear(wr_bm);
             }
         }
@@ -1288,7 +1467,7 @@ fn shadow_drain(cpu: &HypCpu, ns: &NestedCpu, v12: &mut MemVmcs) {
     {
         let sh = vmcs();
         for (i, info) in FIELDS.iter().enumerate() {
-            if ns.shadow_ok.get(i) == Some(&true) && shadowable(info.encoding, true) {
+            if ns.shadow_ok.contains(i) && shadowable(i, true) {
                 if let Ok(v) = sh.read_raw(info.encoding) {
                     v12.load_at(i, v);
                 }
@@ -1334,11 +1513,13 @@ fn shadow_before(cpu: &HypCpu, insn: Insn) {
     }
     // SAFETY: `global` points at the hypervisor-wide state in the pool.
     let global = unsafe { &*cpu.global };
+    let t0 = phase_clock();
     let mut st = global.page_states();
     let (mut mem, cache) = st.nested_parts();
     if let Some(v12) = cache.get(&mut mem, pa) {
         shadow_drain(cpu, ns, &mut v12.vmcs);
     }
+    ns.account(phase::ENTRY_DRAIN, t0);
     if !matches!(insn, Insn::Vmlaunch | Insn::Vmresume) {
         shadow_link(cpu, false);
         ns.shadowing = None;
@@ -1359,6 +1540,11 @@ enum Resync {
     /// a failed entry: the shadow was drained at the VMLAUNCH/VMRESUME and
     /// the host has not run since): vmcs12 -> shadow.
     Overwrite,
+    /// As `Overwrite`, but only the fields vmcs12 lists as written changed
+    /// since the shadow last mirrored it (an exit reflected: the shadow
+    /// was drained at the VMLAUNCH/VMRESUME, vmcs12's written marks were
+    /// forgotten before the reflection wrote it).
+    Dirty,
 }
 
 /// After a VMX instruction of the host, or an exit reflected to it: the
@@ -1390,7 +1576,7 @@ fn shadow_after(cpu: &HypCpu, current: Option<u64>, how: Resync) {
     if linked && how == Resync::Merge {
         shadow_drain(cpu, ns, &mut v12.vmcs);
     }
-    if shadow_fill(cpu, ns, &v12.vmcs) {
+    if shadow_fill(cpu, ns, &v12.vmcs, linked && how == Resync::Dirty) {
         shadow_link(cpu, true);
         ns.shadowing = Some(pa);
     } else {

@@ -61,8 +61,9 @@ pub mod nr {
     /// reflected exits, 3 kept by the hypervisor, 4 protected-memory
     /// touches, 5 failed entries, 6 vmcs02 launches, 7 unexpected; 0x100 +
     /// n: exits of basic reason n reflected; 0x200: host frames pinned
-    /// now, hypervisor-wide), RCX = 1 resets the CPU's counters after
-    /// reading.
+    /// now, hypervisor-wide; 0x300 + p: root-mode cycles of phase p,
+    /// `crate::hyp::nested::phase`, debug builds only, 0 otherwise), RCX = 1
+    /// resets the CPU's counters after reading.
     pub const NESTED_STATS: u64 = 9;
 
     /// Donates RCX pages at PFN RBX to the hypervisor.

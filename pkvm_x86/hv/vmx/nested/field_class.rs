@@ -146,13 +146,10 @@ const fn listed(list: &[u32], encoding: u32) -> bool {
     false
 }
 
-/// The class of the field with encoding `encoding`, `None` if it is not in
-/// the table (VMREAD/VMWRITE fail with error 12 for it too).
-pub fn class_of(encoding: u32) -> Option<Class> {
-    let info = f::info(encoding)?;
-    Some(if listed(HOST_ADDRESS_FIELDS, encoding) {
+const fn classify(info: &f::FieldInfo) -> Class {
+    if listed(HOST_ADDRESS_FIELDS, info.encoding) {
         Class::HostAddress
-    } else if listed(HIDDEN_FIELDS, encoding) {
+    } else if listed(HIDDEN_FIELDS, info.encoding) {
         Class::Hidden
     } else {
         match info.group {
@@ -161,7 +158,32 @@ pub fn class_of(encoding: u32) -> Option<Class> {
             Group::Host => Class::HostState,
             Group::ExitInfo => Class::ExitInfo,
         }
-    })
+    }
+}
+
+/// The class of every row of [`FIELDS`], by table position, computed at
+/// build time: the per-field loops of an entry and an exit (merge,
+/// reflection, shadow sync) look classes up here instead of searching
+/// the lists for every field.
+pub const CLASSES: [Class; f::FIELD_COUNT] = {
+    let mut out = [Class::Hidden; f::FIELD_COUNT];
+    let mut i = 0;
+    while i < f::FIELD_COUNT {
+        out[i] = classify(&FIELDS[i]);
+        i += 1;
+    }
+    out
+};
+
+/// The class of the row at table position `i`, `None` past the table.
+pub fn class_at(i: usize) -> Option<Class> {
+    CLASSES.get(i).copied()
+}
+
+/// The class of the field with encoding `encoding`, `None` if it is not in
+/// the table (VMREAD/VMWRITE fail with error 12 for it too).
+pub fn class_of(encoding: u32) -> Option<Class> {
+    f::index_of(encoding).and_then(class_at)
 }
 
 /// How VMCS shadowing may serve a field of class `c`:
@@ -198,6 +220,27 @@ pub fn fields_of(c: Class) -> impl Iterator<Item = &'static f::FieldInfo> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn class_table_agrees_with_the_lists() {
+        for (i, row) in FIELDS.iter().enumerate() {
+            let by_list = if HOST_ADDRESS_FIELDS.contains(&row.encoding) {
+                Class::HostAddress
+            } else if HIDDEN_FIELDS.contains(&row.encoding) {
+                Class::Hidden
+            } else {
+                match row.group {
+                    Group::Control => Class::Control,
+                    Group::Guest => Class::GuestState,
+                    Group::Host => Class::HostState,
+                    Group::ExitInfo => Class::ExitInfo,
+                }
+            };
+            assert_eq!(class_at(i), Some(by_list), "{}", row.name);
+            assert_eq!(class_of(row.encoding), Some(by_list), "{}", row.name);
+        }
+        assert_eq!(class_at(FIELDS.len()), None);
+    }
     use crate::hv::vmx::vmcs::fields::{Access, Marks};
 
     #[test]

@@ -37,6 +37,26 @@ pub trait HostPhys {
     fn read_words(&mut self, pa: u64, out: &mut [u64]) -> bool;
     /// Writes `words` at `pa` (8-aligned), `pa + 8`, ..., all within one page.
     fn write_words(&mut self, pa: u64, words: &[u64]) -> bool;
+    /// Reads word `w` of the page at `page` (4 KiB aligned) into `out[w]`
+    /// for every `w` whose bit is set in `mask` (bit `w % 64` of
+    /// `mask[w / 64]`), leaving the other words of `out`; `false` (and
+    /// `out` partly written) if the page cannot be read.  An
+    /// implementation may map the page once for all of them.
+    fn read_page_words(&mut self, page: u64, mask: &[u64; 8], out: &mut [u64; 512]) -> bool {
+        if page & 0xfff != 0 {
+            return false;
+        }
+        for (w, o) in out.iter_mut().enumerate() {
+            if mask[w / 64] & (1 << (w % 64)) != 0 {
+                let mut one = [0u64; 1];
+                if !self.read_words(page + 8 * w as u64, &mut one) {
+                    return false;
+                }
+                *o = one[0];
+            }
+        }
+        true
+    }
 }
 
 /// Paging state of the host CPU that a walk depends on.

@@ -69,7 +69,7 @@ use super::entry_checks::{
     check_guest_against_offer, check_vmcs12, effective_proc2, rd, within_width, EntryEnv,
     EntryFailure, VmFailValid, EFER_LMA, EFER_LME, ERR_CONTROLS,
 };
-use super::field_class::{class_of, Class};
+use super::field_class::{class_at, Class};
 
 /// Pin-based controls the hypervisor needs in every vmcs02: external
 /// interrupts exit (the host, not its guest, owns the devices), NMIs exit
@@ -361,6 +361,78 @@ pub fn merge_msr_bitmap(
     }
 }
 
+/// 8-byte words of an MSR bitmap.
+pub const MSR_BITMAP_WORDS: usize = MSR_BITMAP_SIZE / 8;
+
+/// The words of the merged MSR bitmap that depend on the host's bitmap:
+/// those in which the hypervisor's policy passes at least one MSR
+/// through.  In every other word the policy intercepts all 64 MSRs, so
+/// the merge (host's OR policy) is all ones whatever the host's bitmap
+/// holds: an entry reads only these words of the host's page, every time
+/// (the host may change its page at any moment), and the other words of
+/// the merged page stay all ones.  Bit `w % 64` of word `w / 64`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostWords(pub [u64; MSR_BITMAP_WORDS / 64]);
+
+impl HostWords {
+    /// The words of the policy bitmap `hv` that are not all ones.
+    pub fn of(hv: &[u64; MSR_BITMAP_WORDS]) -> Self {
+        let mut m = [0u64; MSR_BITMAP_WORDS / 64];
+        for (w, v) in hv.iter().enumerate() {
+            if *v != u64::MAX {
+                if let Some(x) = m.get_mut(w / 64) {
+                    *x |= 1 << (w % 64);
+                }
+            }
+        }
+        Self(m)
+    }
+
+    /// Whether word `w` depends on the host's bitmap.
+    pub fn contains(&self, w: usize) -> bool {
+        self.0.get(w / 64).is_some_and(|x| x & (1 << (w % 64)) != 0)
+    }
+
+    /// How many words depend on the host's bitmap.
+    pub fn count(&self) -> usize {
+        self.0.iter().map(|x| x.count_ones() as usize).sum()
+    }
+
+    /// The words that depend on the host's bitmap, in order (only those
+    /// are visited).
+    pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        self.0.iter().enumerate().flat_map(|(i, m)| {
+            let mut m = *m;
+            core::iter::from_fn(move || {
+                if m == 0 {
+                    return None;
+                }
+                let b = m.trailing_zeros() as usize;
+                m &= m - 1;
+                Some(64 * i + b)
+            })
+        })
+    }
+}
+
+/// The merged MSR bitmap in place: `out` holds, in the words of `words`,
+/// the host's bitmap (ignored when `host_present` is false: vmcs12 uses
+/// no MSR bitmap, every MSR exits) and all ones in every other word (the
+/// state [`merge_msr_bitmap`]'s result has there too); afterwards `out`
+/// is the host's OR the policy `hv`.
+pub fn merge_msr_words(
+    words: &HostWords,
+    host_present: bool,
+    hv: &[u64; MSR_BITMAP_WORDS],
+    out: &mut [u64; MSR_BITMAP_WORDS],
+) {
+    for w in words.iter() {
+        if let (Some(o), Some(h)) = (out.get_mut(w), hv.get(w)) {
+            *o = if host_present { *o | *h } else { u64::MAX };
+        }
+    }
+}
+
 /// What [`build_vmcs02`] needs besides vmcs12 and vmcs01.
 #[derive(Clone, Copy, Debug)]
 pub struct Vmcs02Params {
@@ -428,9 +500,9 @@ pub fn build_vmcs02(
     let entry01 = rd(v01, f::VM_ENTRY_CONTROLS);
 
     // Guest state first (the controls below override what they compose).
-    for info in FIELDS {
-        if class_of(info.encoding) == Some(Class::GuestState) {
-            out.write_raw(info.encoding, v12.read_raw(info.encoding)?)?;
+    for i in 0..FIELDS.len() {
+        if class_at(i) == Some(Class::GuestState) {
+            out.write_at(i, v12.read_at(i)?)?;
         }
     }
 
@@ -602,9 +674,9 @@ pub fn build_vmcs02(
     out.write(f::VM_EXIT_MSR_LOAD_COUNT, 0)?;
 
     // Host state: the hypervisor's.
-    for info in FIELDS {
-        if class_of(info.encoding) == Some(Class::HostState) {
-            out.write_raw(info.encoding, v01.read_raw(info.encoding)?)?;
+    for i in 0..FIELDS.len() {
+        if class_at(i) == Some(Class::HostState) {
+            out.write_at(i, v01.read_at(i)?)?;
         }
     }
     Ok(())
@@ -613,6 +685,7 @@ pub fn build_vmcs02(
 #[cfg(test)]
 mod tests {
     use super::super::controls::*;
+    use super::super::field_class::class_of;
     use super::super::testutil::*;
     use super::*;
     use crate::hv::vmx::host_vmcs::HOST_VPID;
@@ -1133,5 +1206,116 @@ mod tests {
         assert!(is_intercepted(&out, host_policy::msr::MISC_ENABLE, true));
         assert!(!is_intercepted(&out, host_policy::msr::MISC_ENABLE, false));
         assert!(!is_intercepted(&out, host_policy::msr::FS_BASE, true));
+    }
+
+    fn words_of(b: &[u8; MSR_BITMAP_SIZE]) -> [u64; MSR_BITMAP_WORDS] {
+        let mut w = [0u64; MSR_BITMAP_WORDS];
+        for (i, x) in w.iter_mut().enumerate() {
+            *x = u64::from_le_bytes(b[8 * i..8 * i + 8].try_into().unwrap());
+        }
+        w
+    }
+
+    /// A host page served word by word, counting which words were read.
+    struct Page {
+        words: [u64; MSR_BITMAP_WORDS],
+        read: std::vec::Vec<usize>,
+    }
+
+    impl crate::hv::vmx::nested::host_walk::HostPhys for Page {
+        fn read_bytes(&mut self, _: u64, _: &mut [u8]) -> bool {
+            false
+        }
+        fn write_bytes(&mut self, _: u64, _: &[u8]) -> bool {
+            false
+        }
+        fn read_words(&mut self, pa: u64, out: &mut [u64]) -> bool {
+            let w = ((pa & 0xfff) / 8) as usize;
+            self.read.push(w);
+            out[0] = self.words[w];
+            out.len() == 1
+        }
+        fn write_words(&mut self, _: u64, _: &[u64]) -> bool {
+            false
+        }
+    }
+
+    /// The word-list merge (only the words where the policy passes an MSR
+    /// through are read from the host's page) gives the same bitmap as
+    /// the full OR, for the real policy and for arbitrary ones, and reads
+    /// no other word of the host's page.
+    #[test]
+    fn msr_bitmap_word_list_equals_the_full_merge() {
+        use crate::hv::vmx::msr_bitmap::build_host_bitmap;
+        use crate::hv::vmx::nested::host_walk::HostPhys;
+        let mut real = [0u8; MSR_BITMAP_SIZE];
+        build_host_bitmap(&mut real, host_policy::MSR_INTERCEPTS);
+        let mut policies = std::vec![real];
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..8 {
+            let mut p = [0u8; MSR_BITMAP_SIZE];
+            for b in p.iter_mut() {
+                // Mostly all-ones bytes, as a policy that intercepts most.
+                *b = if next() % 3 == 0 { next() as u8 } else { 0xff };
+            }
+            policies.push(p);
+        }
+        for hv in policies.iter() {
+            let hvw = words_of(hv);
+            let words = HostWords::of(&hvw);
+            for _ in 0..4 {
+                let mut l1 = [0u8; MSR_BITMAP_SIZE];
+                for b in l1.iter_mut() {
+                    *b = next() as u8;
+                }
+                let mut want = [0u8; MSR_BITMAP_SIZE];
+                merge_msr_bitmap(Some(&l1), hv, &mut want);
+                let mut page = Page {
+                    words: words_of(&l1),
+                    read: std::vec::Vec::new(),
+                };
+                let mut out = [u64::MAX; MSR_BITMAP_WORDS];
+                assert!(page.read_page_words(0x5000, &words.0, &mut out));
+                merge_msr_words(&words, true, &hvw, &mut out);
+                assert_eq!(out, words_of(&want));
+                assert_eq!(page.read.len(), words.count());
+                let listed: std::vec::Vec<usize> = words.iter().collect();
+                let by_contains: std::vec::Vec<usize> = (0..MSR_BITMAP_WORDS)
+                    .filter(|w| words.contains(*w))
+                    .collect();
+                assert_eq!(listed, by_contains);
+                assert!(page.read.iter().all(|w| words.contains(*w)));
+                // Without a host bitmap: all ones.
+                merge_msr_words(&words, false, &hvw, &mut out);
+                assert!(out.iter().all(|w| *w == u64::MAX));
+            }
+        }
+        // The real policy intercepts writes of all but a few MSRs: only
+        // a little over half the page is read.
+        let words = HostWords::of(&words_of(&real));
+        assert!(
+            words.count() < MSR_BITMAP_WORDS * 3 / 4,
+            "{}",
+            words.count()
+        );
+        assert!(words.count() >= MSR_BITMAP_WORDS / 2, "reads pass through");
+        assert!(!page_unaligned_reads());
+    }
+
+    /// An unaligned page is refused by the default `read_page_words`.
+    fn page_unaligned_reads() -> bool {
+        use crate::hv::vmx::nested::host_walk::HostPhys;
+        let mut p = Page {
+            words: [0; MSR_BITMAP_WORDS],
+            read: std::vec::Vec::new(),
+        };
+        let mut out = [0u64; MSR_BITMAP_WORDS];
+        p.read_page_words(0x5008, &[u64::MAX; 8], &mut out)
     }
 }

@@ -37,6 +37,8 @@
 //! * [`reflect`]: who owns an exit of vmcs02, reflecting it into vmcs12
 //!   and loading vmcs12's host state into the host's VMCS, and failed
 //!   entries as the host sees them.
+//! * [`vmcs02_cache`]: what a live vmcs02 holds, so that re-entering it
+//!   writes only the fields that change.
 
 pub mod controls;
 pub mod entry_checks;
@@ -47,6 +49,7 @@ pub mod msr_area;
 pub mod offer;
 pub mod operand;
 pub mod reflect;
+pub mod vmcs02_cache;
 pub mod vmcs12;
 pub mod vmx_op;
 

@@ -28,7 +28,7 @@ use crate::hv::vmx::vmcs::{self as f, fields::FIELDS, MemVmcs, VmcsAccess, VmcsE
 
 use super::controls::{entry, exit, pin, proc1, proc2};
 use super::entry_checks::{effective_proc2, rd, EFER_LMA, EFER_LME};
-use super::field_class::{class_of, Class};
+use super::field_class::{class_at, Class};
 use super::merge::uncompose_cr4;
 
 /// Basic exit reasons used here (SDM Vol. 3D appendix C).
@@ -446,6 +446,11 @@ pub struct Reflected {
 ///    bit cleared;
 /// 3. host state: [`load_host_state`] into vmcs01.
 ///
+/// A guest-state field whose value did not change is not written, so the
+/// fields [`MemVmcs::written`] lists after a
+/// [`MemVmcs::forget_written`] are a superset of what the exit changed in
+/// vmcs12 (the integration updates the shadow VMCS from them).
+///
 /// Then the integration runs the VM-exit MSR-store and MSR-load areas
 /// (`msr_area`) and resumes the host.  An exit reason with bit 31 set
 /// (vmcs02's entry failed) is handed to [`reflect_entry_failure`] with
@@ -474,10 +479,14 @@ pub fn reflect_exit(
                 && exit12 & exit::SAVE_DEBUG == 0)
             || e == f::GUEST_IA32_PERF_GLOBAL_CTRL.encoding()
     };
-    for info in FIELDS {
-        let e = info.encoding;
-        if class_of(e) == Some(Class::GuestState) && !skip(e) {
-            v12.write_raw(e, v02.read_raw(e)?)?;
+    for (i, info) in FIELDS.iter().enumerate() {
+        if class_at(i) == Some(Class::GuestState) && !skip(info.encoding) {
+            // Only a change is written, so that `MemVmcs::written` tells
+            // the integration what the exit changed in vmcs12.
+            let v = v02.read_at(i)?;
+            if v12.read_at(i)? != v {
+                v12.write_at(i, v)?;
+            }
         }
     }
     let cr4 = uncompose_cr4(
@@ -728,6 +737,7 @@ pub fn load_host_state(
 #[cfg(test)]
 mod tests {
     use super::super::controls::*;
+    use super::super::field_class::class_of;
     use super::super::merge::{build_vmcs02, Vmcs02Params};
     use super::super::testutil::*;
     use super::*;
@@ -1111,6 +1121,52 @@ mod tests {
             .unwrap();
         v02.set_exit_info(f::GUEST_LINEAR_ADDRESS, 0xffff_ffff_8100_0000)
             .unwrap();
+    }
+
+    /// What a reflection changed in vmcs12 is listed by
+    /// `MemVmcs::written` (the shadow VMCS is updated from that list):
+    /// every field whose value changed, and of the guest state only those.
+    #[test]
+    fn reflection_lists_what_it_changed() {
+        let v12_before = vmcs12();
+        let mut v12 = v12_before.clone();
+        let mut v01 = vmcs01();
+        let mut v02 = MemVmcs::new();
+        build_vmcs02(&v12, &v01, &params(), &mut v02).unwrap();
+        guest_runs(&mut v02);
+        v12.forget_written();
+        reflect_exit(&v02, &mut v12, &mut v01).unwrap();
+        let written: std::vec::Vec<usize> = v12.written().collect();
+        for (i, info) in FIELDS.iter().enumerate() {
+            let changed = v12.read_at(i) != v12_before.read_at(i);
+            if changed {
+                assert!(written.contains(&i), "{} changed, not listed", info.name);
+            }
+            if class_of(info.encoding) == Some(Class::GuestState)
+                && info.encoding != f::GUEST_CR4.encoding()
+            {
+                assert_eq!(written.contains(&i), changed, "{}", info.name);
+            }
+        }
+        // The guest moved: RIP is among them; its segment state did not.
+        assert!(written.contains(&f::index_of(f::GUEST_RIP.encoding()).unwrap()));
+        assert!(!written.contains(&f::index_of(f::GUEST_ES_BASE.encoding()).unwrap()));
+        // A second exit with nothing new for the guest state lists none of it.
+        v12.forget_written();
+        let before2 = v12.clone();
+        reflect_exit(&v02, &mut v12, &mut v01).unwrap();
+        for i in v12.written() {
+            if class_of(FIELDS[i].encoding) == Some(Class::GuestState)
+                && FIELDS[i].encoding != f::GUEST_CR4.encoding()
+            {
+                panic!("{} listed unchanged", FIELDS[i].name);
+            }
+        }
+        for (i, info) in FIELDS.iter().enumerate() {
+            if v12.read_at(i) != before2.read_at(i) {
+                assert!(v12.written().any(|w| w == i), "{}", info.name);
+            }
+        }
     }
 
     /// Merge then reflect: vmcs12's guest state comes back exactly,

@@ -55,6 +55,10 @@ impl FieldValue for u64 {
 #[derive(Debug)]
 pub struct Field<T> {
     encoding: u32,
+    /// The field's position in [`FIELDS`] (computed when the constant is
+    /// built), so that an in-memory VMCS reads and writes it without a
+    /// search.
+    index: u16,
     _value: PhantomData<T>,
 }
 
@@ -76,8 +80,14 @@ impl<T> Field<T> {
     pub(super) const fn new(encoding: u32) -> Self {
         Self {
             encoding,
+            index: fields::const_index_of(encoding) as u16,
             _value: PhantomData,
         }
+    }
+
+    /// The field's position in [`FIELDS`].
+    pub const fn index(self) -> usize {
+        self.index as usize
     }
 
     /// The encoding of the field (full access, bit 0 clear).
@@ -138,6 +148,21 @@ pub trait VmcsAccess {
     /// bits beyond the field's width are ignored, as by the hardware.
     fn write_raw(&mut self, encoding: u32, value: u64) -> Result<(), VmcsError>;
 
+    /// Reads the field at table position `i` of [`FIELDS`]: the same as
+    /// [`VmcsAccess::read_raw`] of its encoding (an in-memory VMCS answers
+    /// without looking the encoding up).
+    fn read_at(&self, i: usize) -> Result<u64, VmcsError> {
+        let info = FIELDS.get(i).ok_or(VmcsError::Unsupported)?;
+        self.read_raw(info.encoding)
+    }
+
+    /// Writes the field at table position `i` of [`FIELDS`]: the same as
+    /// [`VmcsAccess::write_raw`] of its encoding.
+    fn write_at(&mut self, i: usize, value: u64) -> Result<(), VmcsError> {
+        let info = FIELDS.get(i).ok_or(VmcsError::Unsupported)?;
+        self.write_raw(info.encoding, value)
+    }
+
     /// Reads field `f`.
     fn read<T: FieldValue>(&self, f: Field<T>) -> Result<T, VmcsError> {
         self.read_raw(f.encoding()).map(T::from_raw)
@@ -197,6 +222,13 @@ impl MemVmcs {
             .unwrap_or(false)
     }
 
+    /// Forgets which fields were written: [`MemVmcs::written`] lists the
+    /// fields written from now on (nested VMX tracks what a reflected exit
+    /// changed in a vmcs12 this way).
+    pub fn forget_written(&mut self) {
+        self.written = [false; FIELD_COUNT];
+    }
+
     /// Table positions of the fields written so far.
     pub fn written(&self) -> impl Iterator<Item = usize> + '_ {
         self.written
@@ -229,6 +261,29 @@ impl MemVmcs {
 }
 
 impl VmcsAccess for MemVmcs {
+    fn read<T: FieldValue>(&self, f: Field<T>) -> Result<T, VmcsError> {
+        self.read_at(f.index()).map(T::from_raw)
+    }
+
+    fn write<T: FieldValue>(&mut self, f: Field<T>, value: T) -> Result<(), VmcsError> {
+        self.write_at(f.index(), value.to_raw())
+    }
+
+    fn read_at(&self, i: usize) -> Result<u64, VmcsError> {
+        self.values.get(i).copied().ok_or(VmcsError::Unsupported)
+    }
+
+    fn write_at(&mut self, i: usize, value: u64) -> Result<(), VmcsError> {
+        match FIELDS.get(i) {
+            Some(info) if info.access == Access::ReadOnly => Err(VmcsError::ReadOnly),
+            Some(_) => {
+                self.store(i, value);
+                Ok(())
+            }
+            None => Err(VmcsError::Unsupported),
+        }
+    }
+
     fn read_raw(&self, encoding: u32) -> Result<u64, VmcsError> {
         fields::index_of(encoding)
             .and_then(|i| self.values.get(i))

@@ -174,6 +174,7 @@ macro_rules! vmcs_fields {
         $(
             #[doc = $doc]
             pub const $name: Field<field_type!($w)> = Field::new($enc);
+            const _: () = assert!(const_index_of($enc) < FIELD_COUNT);
         )*
 
         /// Every VMCS field, in encoding order.
@@ -393,6 +394,20 @@ vmcs_fields! {
 /// Number of rows of the table.
 pub const FIELD_COUNT: usize = FIELDS.len();
 
+/// The table position of `encoding`, at build time (the typed field
+/// constants carry it); [`FIELD_COUNT`] if it is not in the table (which
+/// fails the build of a constant: `vmcs_fields!` asserts it).
+pub(super) const fn const_index_of(encoding: u32) -> usize {
+    let mut i = 0;
+    while i < FIELDS.len() {
+        if FIELDS[i].encoding == encoding {
+            return i;
+        }
+        i += 1;
+    }
+    FIELD_COUNT
+}
+
 /// The table position of the field with encoding `encoding` (binary search:
 /// the table is in encoding order, which a test checks).
 pub fn index_of(encoding: u32) -> Option<usize> {
@@ -412,6 +427,35 @@ pub fn marked(m: Marks) -> impl Iterator<Item = &'static FieldInfo> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn typed_constants_carry_their_table_position() {
+        assert_eq!(VIRTUAL_PROCESSOR_ID.index(), 0);
+        assert_eq!(HOST_INTR_SSP_TABLE.index(), FIELD_COUNT - 1);
+        for (e, i) in [
+            (GUEST_RIP.encoding(), GUEST_RIP.index()),
+            (
+                CPU_BASED_VM_EXEC_CONTROL.encoding(),
+                CPU_BASED_VM_EXEC_CONTROL.index(),
+            ),
+            (VM_EXIT_REASON.encoding(), VM_EXIT_REASON.index()),
+            (MSR_BITMAP.encoding(), MSR_BITMAP.index()),
+            (HOST_CR3.encoding(), HOST_CR3.index()),
+        ] {
+            assert_eq!(index_of(e), Some(i));
+        }
+        // An in-memory VMCS answers typed and raw accesses alike.
+        let mut v = super::super::MemVmcs::new();
+        use super::super::VmcsAccess;
+        v.write(GUEST_RIP, 0x1234).unwrap();
+        assert_eq!(v.read_raw(GUEST_RIP.encoding()), Ok(0x1234));
+        v.write_raw(GUEST_CS_SELECTOR.encoding(), 0x1_0010).unwrap();
+        assert_eq!(v.read(GUEST_CS_SELECTOR), Ok(0x10));
+        assert_eq!(
+            v.write(VM_EXIT_REASON, 1),
+            Err(super::super::VmcsError::ReadOnly)
+        );
+    }
 
     #[test]
     fn every_row_agrees_with_its_encoding() {
