@@ -175,7 +175,12 @@ class Records(unittest.TestCase):
             pk = os.path.join(peers, f"pkvm-c{c}.txt")
             if not os.path.exists(pk):
                 continue
-            with open(os.path.join(peers, f"bare-kvm-c{c}.txt")) as f:
+            # The baseline of that CPU count: the subset one where the
+            # baseline is the subset (2 CPUs), else the full one.
+            bare = os.path.join(peers, f"bare-kvm-c{c}-subset.txt")
+            if not os.path.exists(bare):
+                bare = os.path.join(peers, f"bare-kvm-c{c}.txt")
+            with open(bare) as f:
                 base = pr.read_list(f.read())
             with open(pk) as f:
                 other = pr.read_list(f.read())
