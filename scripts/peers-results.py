@@ -21,7 +21,7 @@
       "UNEXPLAINED" (printed, not judged: the record check in
       scripts/test_peers_results.py insists on explanations).
 
-  peers-results.py times BASELINE.txt OTHER.txt [--subset LIST]
+  peers-results.py times BASELINE.txt OTHER.txt [--subset LIST] [--top N]
       Guest-clock seconds of every test in both lists and their ratio,
       slowest ratio first (how much slower a test runs under pkvm).
 
@@ -216,6 +216,7 @@ def main(argv=None):
     tp.add_argument("baseline")
     tp.add_argument("other")
     tp.add_argument("--subset")
+    tp.add_argument("--top", type=int, default=0, help="only the first N rows")
     bp = sub.add_parser("bench")
     bp.add_argument("label")
     bp.add_argument("bare")
@@ -262,7 +263,8 @@ def main(argv=None):
         bt, ot = read_times(base_text), read_times(other_text)
         if names is not None:
             bt = {k: v for k, v in bt.items() if k in names}
-        for name, b, o, r in time_rows(bt, ot):
+        rows = time_rows(bt, ot)
+        for name, b, o, r in rows[:a.top] if a.top > 0 else rows:
             print(f"  {name:40} {b:8.2f} {o:8.2f}  " + (f"x{r:.1f}" if r is not None else "(0 s bare)"))
         return 0
 
