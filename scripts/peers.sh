@@ -22,7 +22,7 @@
 #   peers-pkvm-cN   the subset under pkvm (kvm_intel with defaults), judged
 #                   against the baseline by scripts/peers-results.py compare
 #                   (no test that passes bare may fail, skip or time out);
-#                   QEMU's boot (-smp 1, and -smp 2 on 2 CPUs) and the exit
+#                   QEMU's boot (-smp 1 on 1 CPU, -smp 2 on 2) and the exit
 #                   round trips; every difference from the baseline printed
 #                   with its explanation from selftests/peers/differences.txt.
 # Each CPU count is one chain (baseline if not cached, then pkvm), the chains
