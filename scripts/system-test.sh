@@ -30,12 +30,16 @@
 #                      panic, which the harness is told to expect
 #                      (--expect-panic); any other outcome (a hang, another
 #                      panic) fails
-#   peers-bare-c1      KVM's selftests on bare KVM with pkvm's view: the
-#                      baseline, cached per kernel+selftests+view (a warm
-#                      run skips it); qemu-bare-c1: QEMU boots a guest on
-#                      bare KVM; peers-pkvm-c1 (PKVM_PEERS_UNDER_PKVM=1): the
-#                      same under pkvm, judged against the baseline.  All in
-#                      scripts/peers.sh (its header lists its variables).
+#   peers-bare-c1, -c2 KVM's selftests on bare KVM with pkvm's view: the
+#                      baseline (every selftest on 1 CPU, the subset on 2),
+#                      cached per kernel+selftests+view (a warm run skips
+#                      it); qemu-bare-c1: QEMU boots a guest on bare KVM;
+#                      peers-pkvm-c1, -c2: the subset, QEMU's boot and the
+#                      exit round trips under pkvm, judged against the
+#                      baseline.  All in scripts/peers.sh (its header lists
+#                      its variables), started first and in the background:
+#                      its machines take the slots the pairs below leave
+#                      free; its report is printed at the end.
 # PKVM_ONLY="depriv-c1 pagestate-c2" runs only the named runs (development).
 # Emulated machines take turns machine-wide (scripts/run-bochs.py holds one of
 # two slots per Bochs), so several checkouts can test at once.
@@ -63,6 +67,7 @@ boot() { # name suite model cpus [run-bochs.py options...]
 
 mkdir -p "$runs"
 fails=0
+bash "$PKVM_ROOT/scripts/peers.sh" "$kdir" "$bochs" "$initrd" "$runs" > "$runs/peers.report" 2>&1 & peers=$!
 check() { # name expected-status
 	local rc=0
 	wait "$3" || rc=$?
@@ -106,11 +111,15 @@ boot pagestate-c2 pagestate corei7_icelake_u 2 & p2=$!
 check pagestate-c1 pass $p1
 check pagestate-c2 pass $p2
 rc=0
-bash "$PKVM_ROOT/scripts/peers.sh" "$kdir" "$bochs" "$initrd" "$runs" || rc=$?
+wait $peers || rc=$?
+cat "$runs/peers.report"
 fails=$((fails + rc))
 echo "benchmarks (guest clock inside Bochs):"
 for r in depriv-c1 depriv-c2 nested-c1 nested-c2; do
 	want "$r" || continue
 	grep -h '# BENCH' "$runs/$r.out" | sed "s/^\[[^]]*\] # BENCH /  $r /" || true
 done
+# The peer runs': guest exit round trips (median guest TSC cycles) and the
+# QEMU guest's boot to its marker (guest seconds), bare vs pkvm, ratio.
+sed 's/^/  peers /' "$runs/peers-bench.txt" 2>/dev/null || true
 exit $((fails > 100 ? 100 : fails))

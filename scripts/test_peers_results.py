@@ -16,31 +16,40 @@ CONSOLE = """[  31.00] PEER-PLAN n=5
 [  31.65] PEER-RESULT amx_test skip rc=4 t=0 -- 1..0 # SKIP - Required XSAVE feature not supported
 [  33.46] PEER-RESULT aperfmperf_test fail rc=254 t=0 -- x86/aperfmperf_test.c:188: host_aperf_before < guest_aperf
 [  33.50] #| noise PEER-RESULT-like text that is not a result
-[  49.33] PEER-RESULT cpuid_test pass rc=0 t=1 -- 
+[  49.33] PEER-RESULT cpuid_test pass rc=0 t=1.25 -- 
 [  52.00] PEER-RESULT state_test skip rc=- t=0 -- listed in skip.txt: triple-faults Bochs
 [  90.00] PEER-RESULT demand_paging_test timeout rc=137 t=30 -- no exit within 30s (guest clock)
 [  95.00] PEER-SUMMARY mode=bare tests=all n=5 guest_s=40
 [ 120.00] PEER-QEMU mode=bare boot_guest_s=1.50 l2_uptime=0.90 kvm_exits=26000 rc=0
+[ 130.00] PEER-QEMU mode=bare smp=2 boot_guest_s=2.00 l2_uptime=1.10 kvm_exits=30000 rc=0
+[ 131.00] PEER-BENCH mode=bare n=200 cpuid=5000 io=19000 hlt=18000 min_cpuid=4900 min_io=18800 min_hlt=17900
 """.splitlines()
 
 
 class Extract(unittest.TestCase):
     def test_parse_console(self):
-        res, n, extra = pr.parse_console(CONSOLE)
+        res, n, extra, times = pr.parse_console(CONSOLE)
         self.assertEqual(n, 5)
         self.assertEqual(sorted(res), ["amx_test", "aperfmperf_test", "cpuid_test", "demand_paging_test", "state_test"])
         self.assertEqual(res["cpuid_test"], ("pass", ""))
         self.assertEqual(res["aperfmperf_test"][0], "fail")
         self.assertIn("rc=254", res["aperfmperf_test"][1])
         self.assertEqual(res["amx_test"][0], "skip")
-        self.assertEqual(len(extra), 2)
+        self.assertEqual(len(extra), 4)
+        self.assertEqual(times["cpuid_test"], 1.25)
+        self.assertEqual(times["demand_paging_test"], 30.0)
 
     def test_round_trip(self):
-        res, _, _ = pr.parse_console(CONSOLE)
-        text = pr.format_list(res, ["kernel 7.2"])
+        res, _, _, times = pr.parse_console(CONSOLE)
+        text = pr.format_list(res, ["kernel 7.2"], times)
         self.assertTrue(text.startswith("# kernel 7.2\n"))
-        self.assertIn("cpuid_test pass\n", text)
+        self.assertIn("cpuid_test pass t=1.25\n", text)
+        self.assertIn("amx_test skip t=0.00 -- 1..0", text)
         self.assertEqual(pr.read_list(text), res)
+        self.assertEqual(pr.read_times(text), times)
+        # Lists written before the t= field read the same.
+        self.assertEqual(pr.read_list(pr.format_list(res)), res)
+        self.assertEqual(pr.read_times(pr.format_list(res)), {})
 
     def test_bad_line_is_an_error(self):
         with self.assertRaises(ValueError):
@@ -77,7 +86,7 @@ class Extract(unittest.TestCase):
 
 class Compare(unittest.TestCase):
     def setUp(self):
-        self.base, _, _ = pr.parse_console(CONSOLE)
+        self.base, _, _, _ = pr.parse_console(CONSOLE)
 
     def test_equal_lists_have_no_regression(self):
         self.assertEqual(pr.compare(self.base, dict(self.base)), ([], []))
@@ -122,6 +131,66 @@ class Compare(unittest.TestCase):
             with open(part, "w") as f:
                 f.write(pr.format_list({"cpuid_test": ("skip", "x")}))
             self.assertEqual(pr.main(["compare", b, part, "--subset", sub]), 1)
+
+    def test_explanations(self):
+        text = "# comment\ncpuid_test: slower under pkvm\nnot a line\namx_test:  x \n"
+        self.assertEqual(pr.read_explanations(text), {"cpuid_test": "slower under pkvm", "amx_test": "x"})
+
+
+class TimesAndBench(unittest.TestCase):
+    def test_time_rows_largest_ratio_first(self):
+        rows = pr.time_rows({"a": 1.0, "b": 2.0, "c": 0.0, "d": 1.0}, {"a": 3.0, "b": 20.0, "c": 1.0})
+        self.assertEqual([r[0] for r in rows], ["c", "b", "a"])
+        self.assertEqual(rows[1][3], 10.0)
+        self.assertIsNone(rows[0][3])
+
+    def test_bench_lines(self):
+        res, _, extra, times = pr.parse_console(CONSOLE)
+        bare = pr.format_list(res, extra, times)
+        pkvm = bare.replace("mode=bare", "mode=pkvm").replace("cpuid=5000", "cpuid=50000") \
+            .replace("boot_guest_s=1.50", "boot_guest_s=6.00")
+        lines = pr.bench_lines("c2", bare, pkvm)
+        self.assertIn("c2 exit_round_trip_cpuid_tsc bare 5000 pkvm 50000 (x10.00)", lines)
+        self.assertIn("c2 exit_round_trip_io_tsc bare 19000 pkvm 19000 (x1.00)", lines)
+        self.assertIn("c2 qemu_boot_smp1_guest_s bare 1.50 pkvm 6.00 (x4.00)", lines)
+        self.assertIn("c2 qemu_boot_smp2_guest_s bare 2.00 pkvm 2.00 (x1.00)", lines)
+        # A side without the numbers prints "?", never a made-up ratio.
+        lines = pr.bench_lines("c1", bare, "# nothing\n")
+        self.assertIn("c1 exit_round_trip_hlt_tsc bare 18000 pkvm ? (?)", lines)
+
+
+class Records(unittest.TestCase):
+    """The result lists recorded in the repository: every difference between
+    the bare record and the pkvm record of the same CPU count is explained in
+    selftests/peers/differences.txt."""
+
+    def test_every_recorded_difference_is_explained(self):
+        peers = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "selftests", "peers")
+        with open(os.path.join(peers, "differences.txt")) as f:
+            explained = pr.read_explanations(f.read())
+        with open(os.path.join(peers, "subset.txt")) as f:
+            subset = pr.read_names(f.read())
+        checked = 0
+        for c in (1, 2):
+            pk = os.path.join(peers, f"pkvm-c{c}.txt")
+            if not os.path.exists(pk):
+                continue
+            # The baseline of that CPU count: the subset one where the
+            # baseline is the subset (2 CPUs), else the full one.
+            bare = os.path.join(peers, f"bare-kvm-c{c}-subset.txt")
+            if not os.path.exists(bare):
+                bare = os.path.join(peers, f"bare-kvm-c{c}.txt")
+            with open(bare) as f:
+                base = pr.read_list(f.read())
+            with open(pk) as f:
+                other = pr.read_list(f.read())
+            base = {k: v for k, v in base.items() if k in subset}
+            other = {k: v for k, v in other.items() if k in subset}
+            reg, notes = pr.compare(base, other)
+            for d in reg + notes:
+                self.assertIn(d.split(":", 1)[0], explained, f"c{c}: {d}")
+            checked += 1
+        self.assertGreater(checked, 0, "no pkvm record (selftests/peers/pkvm-c1.txt)")
 
 
 if __name__ == "__main__":

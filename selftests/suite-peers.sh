@@ -25,11 +25,15 @@
 # hardware_disable_test, leave children).  Tests in selftests/peers/skip.txt
 # never run; selftests/peers/args.txt gives some of them smaller sizes.
 # One line per test on the console, streamed as it finishes:
-#   PEER-RESULT <name> <pass|fail|skip|timeout> rc=<exit> t=<guest s> -- <reason>
+#   PEER-RESULT <name> <pass|fail|skip|timeout> rc=<exit> t=<guest s, 2 decimals> -- <reason>
 # (ksft exit codes: 0 pass, 4 skip; anything else fail).  Non-passes are
 # followed by the tail of the test's output as "#| " lines.
 # scripts/peers-results.py turns these lines into the result lists and
 # compares them; the TAP tests here only judge that the runs took place.
+# Then QEMU boots its guest (-smp 1 on 1 CPU, -smp 2 on 2 CPUs or more):
+#   PEER-QEMU mode=<m> smp=<vcpus> boot_guest_s=<start to marker> ...
+# and selftests/tools/kvm_exit_bench.c measures guest exit round trips:
+#   PEER-BENCH mode=<m> n=200 cpuid=<median TSC cycles> io=.. hlt=.. min_...
 
 PEERS_MODE=bare
 PEERS_TESTS=all
@@ -45,7 +49,7 @@ for arg in $(cat /proc/cmdline); do
 done
 PEERS_DIR=/selftests/peers
 KST=/opt/kvm-selftests
-TESTS="peer_files load_kvm view kvm_selftests qemu_boot unload dmesg_clean"
+TESTS="peer_files load_kvm view kvm_selftests qemu_boot exit_bench unload dmesg_clean"
 
 # The console of the test VM (the suite's own stdout is captured by
 # tap_run_suite until the test ends; these lines must stream).
@@ -53,6 +57,8 @@ say() { echo "$*" > /dev/console; }
 
 # uptime in hundredths of a guest second
 now_cs() { sed 's/^\([0-9]*\)\.\([0-9]*\).*/\1\2/' /proc/uptime; }
+# hundredths -> seconds with two decimals
+cs_to_s() { echo "$(($1 / 100)).$(printf %02d $(($1 % 100)))"; }
 
 # Text that run-bochs.py would take for kernel trouble (Oops, BUG:, ...),
 # in test output quoted on the console, is defanged so the quote is not
@@ -160,7 +166,7 @@ run_one() {
 	wait $pid
 	rc=$?
 	kill -KILL -$pid 2>/dev/null
-	secs=$(( ($(now_cs) - t1) / 100 ))
+	secs=$(cs_to_s $(( $(now_cs) - t1 )))
 	if [ -n "$timed_out" ]; then
 		res=timeout why="no exit within ${PEERS_TIMEOUT}s (guest clock)"
 	elif [ $rc = 0 ]; then
@@ -203,7 +209,7 @@ t_kvm_selftests() {
 		echo "$r: $(grep -c " $r\$" /tmp/peers/results)"
 	done
 	echo "$n tests in $(( ($(now_cs) - t0) / 100 )) s (guest clock)"
-	say "PEER-SUMMARY mode=$PEERS_MODE tests=$PEERS_TESTS n=$n guest_s=$(( ($(now_cs) - t0) / 100 ))"
+	say "PEER-SUMMARY mode=$PEERS_MODE tests=$PEERS_TESTS n=$n guest_s=$(cs_to_s $(( $(now_cs) - t0 )))"
 	expect_eq "results" "$n" "$(echo "$list" | grep -c .)"
 	return 0
 }
@@ -212,13 +218,13 @@ t_kvm_selftests() {
 # resets.  Boot time from QEMU's start to the marker in guest (test VM)
 # seconds; KVM's exit count sampled from debugfs while the guest lives
 # (KVM sums its VM statistics over the VMs alive at that moment).
-t_qemu_boot() {
+# qemu_boot VCPUS: one boot with -smp VCPUS, one PEER-QEMU line.
+qemu_boot() {
 	Q=/opt/qemu
 	out=/tmp/qemu.out
 	exits=/sys/kernel/debug/kvm/exits
-	e0=$(cat $exits 2>/dev/null)
 	t0=$(now_cs)
-	setsid $Q/qemu -enable-kvm -cpu host -M pc -nodefaults -no-user-config -display none \
+	setsid $Q/qemu -enable-kvm -cpu host -M pc -smp "$1" -nodefaults -no-user-config -display none \
 		-serial stdio -L $Q/share -m 128 -no-reboot -kernel /opt/guest/bzImage \
 		-initrd /opt/guest/initrd.gz -append 'console=ttyS0 panic=-1 quiet' > $out 2>&1 < /dev/null &
 	pid=$!
@@ -241,14 +247,35 @@ t_qemu_boot() {
 	defang < $out | tail -n 20
 	[ -n "$marker" ] || grep -q PKVM-GUEST-UP $out && marker=${marker:-$(now_cs)}
 	if [ -z "$marker" ]; then
-		fail "no PKVM-GUEST-UP from the QEMU guest within 120 s (qemu rc=$rc)"
+		fail "no PKVM-GUEST-UP from the QEMU guest (-smp $1) within 120 s (qemu rc=$rc)"
 		return 1
 	fi
-	boot=$((marker - t0))
 	gup=$(sed -n 's/.*PKVM-GUEST-UP uptime=\([0-9.]*\).*/\1/p' $out | head -1)
-	say "PEER-QEMU mode=$PEERS_MODE boot_guest_s=$((boot / 100)).$(printf %02d $((boot % 100))) l2_uptime=$gup kvm_exits=${nexits:-?} rc=$rc"
+	say "PEER-QEMU mode=$PEERS_MODE smp=$1 boot_guest_s=$(cs_to_s $((marker - t0))) l2_uptime=$gup kvm_exits=${nexits:-?} rc=$rc"
 	# -no-reboot: the guest's reset ends QEMU with status 0.
-	expect_eq "qemu exit status" "$rc" 0
+	expect_eq "qemu exit status (-smp $1)" "$rc" 0
+}
+
+# On 1 CPU a guest with 1 vCPU, on 2 CPUs or more one with 2 vCPUs (a
+# boot under pkvm costs about 6 minutes of wall time: one per run).
+t_qemu_boot() {
+	if [ "$(grep -c ^processor /proc/cpuinfo)" -lt 2 ]; then
+		qemu_boot 1
+	else
+		qemu_boot 2
+	fi
+}
+
+# The guest exit round trip in guest TSC cycles (selftests/tools/
+# kvm_exit_bench.c): CPUID (handled in KVM), port I/O and HLT (through
+# user space); the median of 200 after 20 warm-up, on CPU 0.  A number,
+# not a judgement: the test fails only if the tool does.
+t_exit_bench() {
+	line=$(taskset -c 0 /bin/kvm_exit_bench -n 200 -w 20)
+	rc=$?
+	echo "$line"
+	case "$line" in exit_bench*) say "PEER-BENCH mode=$PEERS_MODE ${line#exit_bench }" ;; esac
+	expect_eq "kvm_exit_bench exit status" "$rc" 0
 }
 
 t_unload() {
