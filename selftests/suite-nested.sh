@@ -16,7 +16,7 @@ CTL=$DBG/debug/ctl
 H=/sys/kernel/debug/pkvm_hostile/ctl
 P=/sys/module/kvm_intel/parameters
 TESTS="oracle_bare entry_bare user_bare guest_bare insmod_pkvm view_msrs oracle_pkvm oracle_matches_bare user_pkvm kvm_intel_loads \
-kvm_params kvm_vcpus guest_pkvm guest_cpus user_pkvm_in_vmx rmmod_refused_while_vmx rmmod_after_kvm hostile_regions \
+kvm_params kvm_vcpus guest_pkvm guest_cpus vcpus_round_robin user_pkvm_in_vmx rmmod_refused_while_vmx rmmod_after_kvm hostile_regions \
 hostile_entry entry_fuzz guest_bench reserve_many_guests dmesg_clean"
 # The reserve for shadow state: selftests/reserve-tests.sh.
 . /selftests/reserve-tests.sh
@@ -211,6 +211,20 @@ t_guest_cpus() {
 	for p in $pids; do wait $p || fail "concurrent guest failed"; done
 	cat /tmp/g.m1 /tmp/g.m2 /tmp/g.m3
 	/bin/workload 4 1 > /dev/null || fail "host broken after running guests"
+}
+
+# Several vCPUs of one VM run in turn from one thread that changes CPU
+# before every KVM_RUN (selftests/tools/kvm_vcpus_rr.c; KVM's msrs_test
+# does this unpinned): VMCLEAR by IPI on the old CPU, VMPTRLD on the new,
+# a switch of the current VMCS at every turn, first VMLAUNCHes after a
+# move, VMCS pages freed and reused over rounds.  Every exit and register
+# of every vCPU checked.
+t_vcpus_round_robin() {
+	/bin/kvm_vcpus_rr -v 3 -n 20 -r 3 > /tmp/rr.out 2>&1
+	rc=$?
+	cat /tmp/rr.out
+	[ $rc = 0 ] || fail "vCPUs run in turn across CPUs: $(grep -v summary /tmp/rr.out | head -1)"
+	grep -q "^summary: cpus=$(ncpu) vcpus=3 iterations=20 rounds=3 ok$" /tmp/rr.out || fail "summary"
 }
 
 # In VMX operation: #GP(0) at CPL 3 as on the bare CPU, except INVEPT

@@ -1,0 +1,234 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * kvm_vcpus_rr: several vCPUs of one VM run in turn from ONE thread that
+ * moves between host CPUs, as KVM's msrs_test does (three vCPUs, one task,
+ * not pinned).  Every move makes KVM VMCLEAR the vCPU's VMCS on the CPU it
+ * was loaded on (an IPI) and VMPTRLD it on the new one; every turn switches
+ * the current VMCS; each vCPU's first VMLAUNCH comes after such a move
+ * between its KVM_SET_REGS and its first KVM_RUN.  Several rounds create
+ * and free the VM, so VMCS pages are freed and allocated again.
+ *
+ * Each vCPU k runs its own copy of this loop (32-bit flat protected mode,
+ * no paging), at GPA 0x1000 + 0x100 * k, storing to 0x2000 + 4 * k:
+ *
+ *	xor esi, esi
+ *   1: inc esi
+ *	mov [0x2000 + 4 * k], esi
+ *	mov eax, esi
+ *	out 0x10 + k, al	; KVM_EXIT_IO: the vCPU's port, the counter
+ *	hlt			; KVM_EXIT_HLT
+ *	jmp 1b
+ *
+ * Every KVM_RUN must end with the expected exit (the vCPU's port and
+ * counter, then HLT), and RSI, RIP and the memory word must match: a vCPU
+ * entered with another vCPU's or a stale guest state (RIP 0 of a VMCS
+ * whose VMWRITEs were lost, another vCPU's counter) shows at once.
+ * Exit status 0 if everything matched.
+ *
+ * usage: kvm_vcpus_rr [-v VCPUS] [-n ITERATIONS] [-r ROUNDS]
+ *   (defaults 3 vCPUs, 20 iterations, 3 rounds)
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/kvm.h>
+#include <sched.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define MEM_SIZE 0x10000
+#define CODE 0x1000
+#define DATA 0x2000
+#define MAX_VCPUS 8
+
+static int ncpus;
+
+static int fail(const char *what)
+{
+	printf("FAIL %s: %s\n", what, strerror(errno));
+	return 1;
+}
+
+/* Moves this thread to host CPU `c % ncpus` (a migration if it changes). */
+static void move_to(int c)
+{
+	cpu_set_t set;
+
+	CPU_ZERO(&set);
+	CPU_SET(c % ncpus, &set);
+	sched_setaffinity(0, sizeof(set), &set);
+}
+
+static void seg(struct kvm_segment *s, uint16_t sel, uint8_t type)
+{
+	memset(s, 0, sizeof(*s));
+	s->limit = 0xffffffff;
+	s->selector = sel;
+	s->type = type;
+	s->present = 1;
+	s->db = 1;
+	s->s = 1;
+	s->g = 1;
+}
+
+/* The HLT exit's RIP: after `hlt`, at offset 14 of the loop. */
+#define LOOP_AFTER_HLT 0x0e
+
+static void put_code(uint8_t *mem, int k)
+{
+	uint32_t data = DATA + 4 * k;
+	uint8_t code[] = {
+		0x31, 0xf6,				/* xor esi, esi */
+		0x46,					/* 1: inc esi */
+		0x89, 0x35, 0, 0, 0, 0,			/* mov [data], esi */
+		0x89, 0xf0,				/* mov eax, esi */
+		0xe6, (uint8_t)(0x10 + k),		/* out 0x10 + k, al */
+		0xf4,					/* hlt */
+		0xeb, 0xf2,				/* jmp 1b */
+	};
+
+	memcpy(code + 5, &data, 4);
+	memcpy(mem + CODE + 0x100 * k, code, sizeof(code));
+}
+
+/* One VM with `nv` vCPUs run round-robin for `n` iterations; 0 if right. */
+static int round_of(int kvm, int nv, int n, int round)
+{
+	struct kvm_run *run[MAX_VCPUS];
+	int vcpu[MAX_VCPUS];
+	struct kvm_userspace_memory_region region;
+	int vm, size, bad = 0;
+	uint8_t *mem;
+
+	move_to(round);
+	vm = ioctl(kvm, KVM_CREATE_VM, 0);
+	if (vm < 0)
+		return fail("KVM_CREATE_VM");
+	if (ioctl(vm, KVM_SET_TSS_ADDR, 0xfffbd000UL) < 0)
+		return fail("KVM_SET_TSS_ADDR");
+	mem = mmap(NULL, MEM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (mem == MAP_FAILED)
+		return fail("mmap");
+	memset(mem, 0xf4, MEM_SIZE);
+	region = (struct kvm_userspace_memory_region){
+		.slot = 0, .guest_phys_addr = 0, .memory_size = MEM_SIZE,
+		.userspace_addr = (uintptr_t)mem,
+	};
+	if (ioctl(vm, KVM_SET_USER_MEMORY_REGION, &region) < 0)
+		return fail("KVM_SET_USER_MEMORY_REGION");
+	size = ioctl(kvm, KVM_GET_VCPU_MMAP_SIZE, 0);
+	for (int k = 0; k < nv; k++) {
+		struct kvm_sregs sregs;
+		struct kvm_regs regs;
+
+		put_code(mem, k);
+		/* Created on one CPU, set up on the next, run on others. */
+		move_to(round + k);
+		vcpu[k] = ioctl(vm, KVM_CREATE_VCPU, k);
+		if (vcpu[k] < 0)
+			return fail("KVM_CREATE_VCPU");
+		run[k] = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu[k], 0);
+		if (run[k] == MAP_FAILED)
+			return fail("mmap run");
+		move_to(round + k + 1);
+		if (ioctl(vcpu[k], KVM_GET_SREGS, &sregs) < 0)
+			return fail("KVM_GET_SREGS");
+		seg(&sregs.cs, 0x8, 0xb);
+		seg(&sregs.ds, 0x10, 0x3);
+		sregs.es = sregs.fs = sregs.gs = sregs.ss = sregs.ds;
+		sregs.cr0 = 0x11; /* PE | ET */
+		sregs.cr4 = 0;
+		sregs.efer = 0;
+		if (ioctl(vcpu[k], KVM_SET_SREGS, &sregs) < 0)
+			return fail("KVM_SET_SREGS");
+		memset(&regs, 0, sizeof(regs));
+		regs.rip = CODE + 0x100 * k;
+		regs.rflags = 0x2;
+		regs.rsp = 0x8000;
+		if (ioctl(vcpu[k], KVM_SET_REGS, &regs) < 0)
+			return fail("KVM_SET_REGS");
+	}
+	for (int i = 1; i <= n && !bad; i++) {
+		for (int k = 0; k < nv && !bad; k++) {
+			struct kvm_regs regs;
+			uint8_t val = 0;
+			uint32_t word;
+
+			/* Each turn on another CPU than the vCPU's last one. */
+			move_to(i + k + round);
+			if (ioctl(vcpu[k], KVM_RUN, 0) < 0)
+				return fail("KVM_RUN");
+			if (run[k]->exit_reason == KVM_EXIT_IO)
+				val = *((uint8_t *)run[k] + run[k]->io.data_offset);
+			if (run[k]->exit_reason != KVM_EXIT_IO || run[k]->io.port != 0x10 + k ||
+			    val != (uint8_t)i) {
+				printf("round %d vcpu %d iteration %d: exit %u port 0x%x val %u: want io port 0x%x val %u\n",
+				       round, k, i, run[k]->exit_reason, run[k]->io.port, val,
+				       0x10 + k, (uint8_t)i);
+				bad = 1;
+				break;
+			}
+			move_to(i + k + round + 1);
+			if (ioctl(vcpu[k], KVM_RUN, 0) < 0)
+				return fail("KVM_RUN");
+			if (run[k]->exit_reason != KVM_EXIT_HLT) {
+				printf("round %d vcpu %d iteration %d: exit %u: want hlt\n", round, k, i,
+				       run[k]->exit_reason);
+				bad = 1;
+				break;
+			}
+			if (ioctl(vcpu[k], KVM_GET_REGS, &regs) < 0)
+				return fail("KVM_GET_REGS");
+			memcpy(&word, mem + DATA + 4 * k, 4);
+			if (regs.rsi != (uint64_t)i || regs.rip != (uint64_t)(CODE + 0x100 * k + LOOP_AFTER_HLT) ||
+			    word != (uint32_t)i) {
+				printf("round %d vcpu %d iteration %d: rsi=%llu rip=0x%llx mem=%u: want %d, 0x%x, %d\n",
+				       round, k, i, (unsigned long long)regs.rsi,
+				       (unsigned long long)regs.rip, word, i,
+				       CODE + 0x100 * k + LOOP_AFTER_HLT, i);
+				bad = 1;
+			}
+		}
+	}
+	for (int k = 0; k < nv; k++) {
+		munmap(run[k], size);
+		close(vcpu[k]);
+	}
+	close(vm);
+	munmap(mem, MEM_SIZE);
+	return bad;
+}
+
+int main(int argc, char **argv)
+{
+	int nv = 3, n = 20, rounds = 3, opt, kvm, bad = 0;
+
+	while ((opt = getopt(argc, argv, "v:n:r:")) != -1) {
+		if (opt == 'v')
+			nv = atoi(optarg);
+		else if (opt == 'n')
+			n = atoi(optarg);
+		else if (opt == 'r')
+			rounds = atoi(optarg);
+		else
+			return 2;
+	}
+	if (nv < 1 || nv > MAX_VCPUS)
+		return 2;
+	ncpus = sysconf(_SC_NPROCESSORS_ONLN);
+	if (ncpus < 1)
+		ncpus = 1;
+	kvm = open("/dev/kvm", O_RDWR);
+	if (kvm < 0)
+		return fail("open /dev/kvm");
+	for (int r = 0; r < rounds && !bad; r++)
+		bad = round_of(kvm, nv, n, r);
+	printf("summary: cpus=%d vcpus=%d iterations=%d rounds=%d %s\n", ncpus, nv, n, rounds,
+	       bad ? "FAIL" : "ok");
+	return bad;
+}
