@@ -427,9 +427,16 @@ t_failure_rolls_back() {
 		sig=$(taskset -c $c /bin/cpuid -s)
 		[ "$sig" != pkvm-x86 ] || fail "cpu$c still deprivileged after the failed load" || return 1
 	done
-	sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null
-	after=$(memfree_kb)
-	echo "MemFree before ${before} kB, after ${after} kB"
+	# The pool alone is 4 MiB: a leak of it stays; what the kernel frees
+	# late (lazily purged vmap areas, per-CPU page lists) comes back within
+	# a few measurements (one run saw 2.5 MB missing at the first).
+	for try in 1 2 3; do
+		sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null
+		after=$(memfree_kb)
+		echo "MemFree before ${before} kB, after ${after} kB (measurement $try)"
+		[ $((before - after)) -lt 2048 ] && break
+		sleep 1
+	done
 	[ $((before - after)) -lt 2048 ] || fail "the failed load leaked $((before - after)) kB"
 	insmod /lib/modules/pkvm_x86.ko || fail "normal load after the failed one"
 	expect_eq "signature" "$(/bin/cpuid -s)" "pkvm-x86" || return 1
