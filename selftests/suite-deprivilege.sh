@@ -427,17 +427,18 @@ t_failure_rolls_back() {
 		sig=$(taskset -c $c /bin/cpuid -s)
 		[ "$sig" != pkvm-x86 ] || fail "cpu$c still deprivileged after the failed load" || return 1
 	done
-	# The pool alone is 4 MiB: a leak of it stays; what the kernel frees
-	# late (lazily purged vmap areas, per-CPU page lists) comes back within
-	# a few measurements (one run saw 2.5 MB missing at the first).
+	# Below 3 MiB: the pool alone is 4 MiB (pool_mb), so leaking it fails
+	# here; MemFree itself moved by 0.3 to 2.5 MB between runs of the same
+	# module on 1 CPU (not a leak: the same build measured 272 kB in another
+	# run), so it is measured up to three times.
 	for try in 1 2 3; do
 		sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null
 		after=$(memfree_kb)
 		echo "MemFree before ${before} kB, after ${after} kB (measurement $try)"
-		[ $((before - after)) -lt 2048 ] && break
+		[ $((before - after)) -lt 3072 ] && break
 		sleep 1
 	done
-	[ $((before - after)) -lt 2048 ] || fail "the failed load leaked $((before - after)) kB"
+	[ $((before - after)) -lt 3072 ] || fail "the failed load leaked $((before - after)) kB"
 	insmod /lib/modules/pkvm_x86.ko || fail "normal load after the failed one"
 	expect_eq "signature" "$(/bin/cpuid -s)" "pkvm-x86" || return 1
 	pkvm_rmmod || fail "rmmod"
