@@ -39,9 +39,15 @@
 //!   entries as the host sees them.
 //! * [`vmcs02_cache`]: what a live vmcs02 holds, so that re-entering it
 //!   writes only the fields that change.
+//!
+//! Shadow EPT (Documentation/shadow-ept.rst):
+//!
+//! * [`ept12_walk`]: vmcs12's EPT pointer checked, the walk of the host's
+//!   EPT for its guest, and its intersection with the host EPT.
 
 pub mod controls;
 pub mod entry_checks;
+pub mod ept12_walk;
 pub mod field_class;
 pub mod host_walk;
 pub mod merge;
