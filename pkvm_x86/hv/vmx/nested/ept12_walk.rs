@@ -655,6 +655,8 @@ mod tests {
 
     #[test]
     fn eptp_checks() {
+        // The fixture is the emulated CPU's capability.
+        assert_eq!(CAP, super::super::testutil::hw().ept_vpid_cap);
         let ok = check_eptp(0x12_3456_7000 | 0x5e, CAP, MAXPHY).unwrap();
         assert_eq!(ok.root, hpa(0x12_3456_7000));
         assert_eq!(ok.memtype, MemType::Wb);
