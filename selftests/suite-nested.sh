@@ -357,7 +357,9 @@ entry_untouched() {
 # answers; every host address of the VMCS on each kind of hypervisor
 # memory fails the entry (VMfailValid 7 for control addresses, the link
 # pointer's guest-state failure, exit reason 34 for the entry MSR-load
-# area); hidden controls and their fields fail as on a CPU without them
+# area), the MSR bitmap, link pointer and entry MSR-load area also on a
+# page filled to pass every other check, owned (the guest runs), donated
+# (refused), given back (runs, unchanged); hidden controls and their fields fail as on a CPU without them
 # (VMWRITE: error 12, the entry: VMfailValid 7); a live guest's
 # virtual-APIC and APIC-access pages are pinned (EBUSY), and released by
 # VMCLEAR.
