@@ -153,7 +153,8 @@ verdict() {
 # The baseline's cache key: everything its results depend on.
 kkey=$( (cat "$kdir/arch/x86/boot/bzImage" "$kdir"/arch/x86/kvm/kvm*.ko; cat "$sel"/*) | sha256sum | cut -c1-16)
 bkey=$( (echo "$kkey $timeout"; cat "$P/bare-view.txt" "$P/skip.txt" "$P/args.txt" "$P/subset.txt" \
-	"$PKVM_ROOT/selftests/suite-peers.sh" "$PKVM_ROOT/selftests/init" "$PKVM_ROOT/selftests/tools/kvm_exit_bench.c") |
+	"$PKVM_ROOT/selftests/suite-peers.sh" "$PKVM_ROOT/selftests/init" "$PKVM_ROOT/selftests/tools/kvm_exit_bench.c" \
+	"$PKVM_ROOT/selftests/tools/kvm_flat.h") |
 	sha256sum | cut -c1-16)
 bdir=$PKVM_CACHE/peers-baseline/$bkey
 mkdir -p "$bdir"

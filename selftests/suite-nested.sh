@@ -66,6 +66,9 @@ t_entry_bare() {
 	cat /tmp/entry.bare
 	expect_line /tmp/entry.bare cmp_baseline "exit reason=0xa qual=0x0"
 	expect_line /tmp/entry.bare cmp_baseline_resume "exit reason=0xa qual=0x0"
+	for a in msr_bitmap link_pointer entry_msr_load; do
+		expect_line /tmp/entry.bare cmp_bait_owned_$a "exit reason=0xa qual=0x0"
+	done
 }
 
 # The VMX instructions at CPL 3 (selftests/tools/vmx_user.c), bare: outside
@@ -354,7 +357,9 @@ entry_untouched() {
 # answers; every host address of the VMCS on each kind of hypervisor
 # memory fails the entry (VMfailValid 7 for control addresses, the link
 # pointer's guest-state failure, exit reason 34 for the entry MSR-load
-# area); hidden controls and their fields fail as on a CPU without them
+# area), the MSR bitmap, link pointer and entry MSR-load area also on a
+# page filled to pass every other check, owned (the guest runs), donated
+# (refused), given back (runs, unchanged); hidden controls and their fields fail as on a CPU without them
 # (VMWRITE: error 12, the entry: VMfailValid 7); a live guest's
 # virtual-APIC and APIC-access pages are pinned (EBUSY), and released by
 # VMCLEAR.
@@ -379,6 +384,18 @@ t_hostile_entry() {
 		done
 		expect_line /tmp/entry.pkvm hostile_${t}_link_pointer "exit reason=0x80000021 qual=0x4"
 		expect_line /tmp/entry.pkvm hostile_${t}_entry_msr_load "exit reason=0x80000022 qual=0x1"
+	done
+	# The same three on the module's own page filled to pass every other
+	# check, donated: only the ownership check stops them (vmx_entry.c
+	# bait_steps); given back, the guest runs again on it.
+	expect_line /tmp/entry.pkvm bait_donate "rax=0x0"
+	expect_line /tmp/entry.pkvm hostile_donated_msr_bitmap "VMfailValid error=7"
+	expect_line /tmp/entry.pkvm hostile_donated_link_pointer "exit reason=0x80000021 qual=0x4"
+	expect_line /tmp/entry.pkvm hostile_donated_entry_msr_load "exit reason=0x80000022 qual=0x1"
+	expect_line /tmp/entry.pkvm bait_back "rax=0x0"
+	expect_line /tmp/entry.pkvm bait_unchanged "yes"
+	for a in msr_bitmap link_pointer entry_msr_load; do
+		expect_line /tmp/entry.pkvm bait_back_$a "exit reason=0xa qual=0x0"
 	done
 	sed -n 's/^\(hidden_[a-z_]*_vmwrite_0x[0-9a-f]*\): .*/\1/p' /tmp/entry.pkvm | while read s; do
 		expect_line /tmp/entry.pkvm $s "VMfailValid error=12"

@@ -34,16 +34,11 @@
  *
  * usage: kvm_exit_bench [-n ITERATIONS] [-w WARMUP]
  */
-#include <errno.h>
 #include <fcntl.h>
-#include <linux/kvm.h>
-#include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
-#include <sys/ioctl.h>
-#include <sys/mman.h>
 #include <unistd.h>
+
+#include "kvm_flat.h"
 
 #define MEM_SIZE 0x10000
 #define CODE 0x1000
@@ -80,24 +75,6 @@ static const uint8_t bench_code[] = {
 enum kind { CPUID, IO, HLT, KINDS };
 static const char *const kind_name[KINDS] = { "cpuid", "io", "hlt" };
 
-static int fail(const char *what)
-{
-	printf("FAIL %s: %s\n", what, strerror(errno));
-	return 1;
-}
-
-static void seg(struct kvm_segment *s, uint16_t sel, uint8_t type)
-{
-	memset(s, 0, sizeof(*s));
-	s->limit = 0xffffffff;
-	s->selector = sel;
-	s->type = type;
-	s->present = 1;
-	s->db = 1;
-	s->s = 1;
-	s->g = 1;
-}
-
 static int cmp_u32(const void *a, const void *b)
 {
 	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
@@ -109,7 +86,7 @@ static int cmp_u32(const void *a, const void *b)
 static int expect_out(int vcpu, struct kvm_run *run, uint16_t port, uint8_t size, uint32_t *val)
 {
 	if (ioctl(vcpu, KVM_RUN, 0) < 0)
-		return fail("KVM_RUN");
+		return kvm_flat_fail("KVM_RUN");
 	if (run->exit_reason != KVM_EXIT_IO || run->io.direction != KVM_EXIT_IO_OUT ||
 	    run->io.port != port || run->io.size != size || run->io.count != 1) {
 		printf("FAIL exit %u (port 0x%x size %u): want OUT to port 0x%x, %u bytes\n",
@@ -124,9 +101,6 @@ static int expect_out(int vcpu, struct kvm_run *run, uint16_t port, uint8_t size
 int main(int argc, char **argv)
 {
 	int n = 200, warm = 20, opt, kvm, vm, vcpu, size;
-	struct kvm_userspace_memory_region region;
-	struct kvm_sregs sregs;
-	struct kvm_regs regs;
 	struct kvm_run *run;
 	uint32_t *samples[KINDS], mins[KINDS], meds[KINDS];
 	uint8_t *mem;
@@ -146,50 +120,17 @@ int main(int argc, char **argv)
 	for (int k = 0; k < KINDS; k++) {
 		samples[k] = calloc(n, sizeof(uint32_t));
 		if (!samples[k])
-			return fail("calloc");
+			return kvm_flat_fail("calloc");
 	}
 	kvm = open("/dev/kvm", O_RDWR);
 	if (kvm < 0)
-		return fail("open /dev/kvm");
-	vm = ioctl(kvm, KVM_CREATE_VM, 0);
-	if (vm < 0)
-		return fail("KVM_CREATE_VM");
-	if (ioctl(vm, KVM_SET_TSS_ADDR, 0xfffbd000UL) < 0)
-		return fail("KVM_SET_TSS_ADDR");
-	mem = mmap(NULL, MEM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	if (mem == MAP_FAILED)
-		return fail("mmap");
-	memset(mem, 0xf4, MEM_SIZE);
+		return kvm_flat_fail("open /dev/kvm");
+	if (kvm_flat_vm(kvm, MEM_SIZE, &vm, &mem))
+		return 1;
 	memcpy(mem + CODE, bench_code, sizeof(bench_code));
-	region = (struct kvm_userspace_memory_region){
-		.slot = 0, .guest_phys_addr = 0, .memory_size = MEM_SIZE,
-		.userspace_addr = (uintptr_t)mem,
-	};
-	if (ioctl(vm, KVM_SET_USER_MEMORY_REGION, &region) < 0)
-		return fail("KVM_SET_USER_MEMORY_REGION");
-	vcpu = ioctl(vm, KVM_CREATE_VCPU, 0);
-	if (vcpu < 0)
-		return fail("KVM_CREATE_VCPU");
-	size = ioctl(kvm, KVM_GET_VCPU_MMAP_SIZE, 0);
-	run = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu, 0);
-	if (run == MAP_FAILED)
-		return fail("mmap run");
-	if (ioctl(vcpu, KVM_GET_SREGS, &sregs) < 0)
-		return fail("KVM_GET_SREGS");
-	seg(&sregs.cs, 0x8, 0xb);
-	seg(&sregs.ds, 0x10, 0x3);
-	sregs.es = sregs.fs = sregs.gs = sregs.ss = sregs.ds;
-	sregs.cr0 = 0x11; /* PE | ET */
-	sregs.cr4 = 0;
-	sregs.efer = 0;
-	if (ioctl(vcpu, KVM_SET_SREGS, &sregs) < 0)
-		return fail("KVM_SET_SREGS");
-	memset(&regs, 0, sizeof(regs));
-	regs.rip = CODE;
-	regs.rflags = 0x2;
-	regs.rsp = 0x8000;
-	if (ioctl(vcpu, KVM_SET_REGS, &regs) < 0)
-		return fail("KVM_SET_REGS");
+	if (kvm_flat_slot(vm, 0, 0, MEM_SIZE, mem, "KVM_SET_USER_MEMORY_REGION") ||
+	    kvm_flat_vcpu(kvm, vm, 0, &vcpu, &run, &size) || kvm_flat_regs(vcpu, CODE))
+		return 1;
 
 	for (int i = 0; i < warm + n; i++) {
 		uint32_t d[KINDS], al;
@@ -203,7 +144,7 @@ int main(int argc, char **argv)
 			return 1;
 		/* HLT: the timed exit, then its report. */
 		if (ioctl(vcpu, KVM_RUN, 0) < 0)
-			return fail("KVM_RUN");
+			return kvm_flat_fail("KVM_RUN");
 		if (run->exit_reason != KVM_EXIT_HLT) {
 			printf("FAIL exit %u: want HLT\n", run->exit_reason);
 			return 1;

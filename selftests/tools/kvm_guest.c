@@ -30,16 +30,11 @@
  *            hostile module's remap_pfn_range of a hypervisor page); then
  *            the guest reads GPA 0x3000 into the port: "read=0x..."
  */
-#include <errno.h>
 #include <fcntl.h>
-#include <linux/kvm.h>
-#include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
-#include <sys/ioctl.h>
-#include <sys/mman.h>
 #include <unistd.h>
+
+#include "kvm_flat.h"
 
 #define MEM_SIZE 0x10000
 #define CODE 0x1000
@@ -65,26 +60,6 @@ static const uint8_t read_code[] = {
 	0xeb, 0xfe,			/* jmp $ */
 };
 
-static int fail(const char *what)
-{
-	printf("FAIL %s: %s\n", what, strerror(errno));
-	return 1;
-}
-
-static void seg(struct kvm_segment *s, uint16_t sel, uint8_t type)
-{
-	memset(s, 0, sizeof(*s));
-	s->base = 0;
-	s->limit = 0xffffffff;
-	s->selector = sel;
-	s->type = type;
-	s->present = 1;
-	s->dpl = 0;
-	s->db = 1;
-	s->s = 1;
-	s->g = 1;
-}
-
 static const char *reason(int r)
 {
 	switch (r) {
@@ -102,8 +77,6 @@ int main(int argc, char **argv)
 {
 	int quiet = 0, n = 20, opt, bad = 0, ios = 0, hlts = 0, hold = 0;
 	const char *file = NULL;
-	struct kvm_userspace_memory_region region;
-	struct kvm_sregs sregs;
 	struct kvm_regs regs;
 	struct kvm_run *run;
 	uint8_t *mem;
@@ -123,70 +96,34 @@ int main(int argc, char **argv)
 	}
 	kvm = open("/dev/kvm", O_RDWR);
 	if (kvm < 0)
-		return fail("open /dev/kvm");
-	vm = ioctl(kvm, KVM_CREATE_VM, 0);
-	if (vm < 0)
-		return fail("KVM_CREATE_VM");
-	if (ioctl(vm, KVM_SET_TSS_ADDR, 0xfffbd000UL) < 0)
-		return fail("KVM_SET_TSS_ADDR");
-	mem = mmap(NULL, MEM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	if (mem == MAP_FAILED)
-		return fail("mmap");
-	memset(mem, 0xf4, MEM_SIZE);
+		return kvm_flat_fail("open /dev/kvm");
+	if (kvm_flat_vm(kvm, MEM_SIZE, &vm, &mem))
+		return 1;
 	memcpy(mem + CODE, file ? read_code : loop_code, file ? sizeof(read_code) : sizeof(loop_code));
 	/* With -m, slot 0 ends below GPA 0x3000, which slot 1 maps. */
-	region = (struct kvm_userspace_memory_region){
-		.slot = 0, .guest_phys_addr = 0, .memory_size = file ? 0x3000 : MEM_SIZE,
-		.userspace_addr = (uintptr_t)mem,
-	};
-	if (ioctl(vm, KVM_SET_USER_MEMORY_REGION, &region) < 0)
-		return fail("KVM_SET_USER_MEMORY_REGION");
+	if (kvm_flat_slot(vm, 0, 0, file ? 0x3000 : MEM_SIZE, mem, "KVM_SET_USER_MEMORY_REGION"))
+		return 1;
 	if (file) {
 		/* Slot 1: one page at GPA 0x3000 from FILE. */
 		int fd = open(file, O_RDWR);
 		void *p;
 
 		if (fd < 0)
-			return fail("open -m FILE");
+			return kvm_flat_fail("open -m FILE");
 		p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 		if (p == MAP_FAILED)
-			return fail("mmap -m FILE");
-		region = (struct kvm_userspace_memory_region){
-			.slot = 1, .guest_phys_addr = 0x3000, .memory_size = 4096,
-			.userspace_addr = (uintptr_t)p,
-		};
-		if (ioctl(vm, KVM_SET_USER_MEMORY_REGION, &region) < 0)
-			return fail("KVM_SET_USER_MEMORY_REGION slot 1");
+			return kvm_flat_fail("mmap -m FILE");
+		if (kvm_flat_slot(vm, 1, 0x3000, 4096, p, "KVM_SET_USER_MEMORY_REGION slot 1"))
+			return 1;
 	}
-	vcpu = ioctl(vm, KVM_CREATE_VCPU, 0);
-	if (vcpu < 0)
-		return fail("KVM_CREATE_VCPU");
-	size = ioctl(kvm, KVM_GET_VCPU_MMAP_SIZE, 0);
-	run = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu, 0);
-	if (run == MAP_FAILED)
-		return fail("mmap run");
-	if (ioctl(vcpu, KVM_GET_SREGS, &sregs) < 0)
-		return fail("KVM_GET_SREGS");
-	seg(&sregs.cs, 0x8, 0xb);
-	seg(&sregs.ds, 0x10, 0x3);
-	sregs.es = sregs.fs = sregs.gs = sregs.ss = sregs.ds;
-	sregs.cr0 = 0x11; /* PE | ET */
-	sregs.cr4 = 0;
-	sregs.efer = 0;
-	if (ioctl(vcpu, KVM_SET_SREGS, &sregs) < 0)
-		return fail("KVM_SET_SREGS");
-	memset(&regs, 0, sizeof(regs));
-	regs.rip = CODE;
-	regs.rflags = 0x2;
-	regs.rsp = 0x8000;
-	if (ioctl(vcpu, KVM_SET_REGS, &regs) < 0)
-		return fail("KVM_SET_REGS");
+	if (kvm_flat_vcpu(kvm, vm, 0, &vcpu, &run, &size) || kvm_flat_regs(vcpu, CODE))
+		return 1;
 
 	if (file) {
 		uint32_t got = 0;
 
 		if (ioctl(vcpu, KVM_RUN, 0) < 0)
-			return fail("KVM_RUN");
+			return kvm_flat_fail("KVM_RUN");
 		if (run->exit_reason == KVM_EXIT_IO && run->io.port == 0x11)
 			memcpy(&got, (uint8_t *)run + run->io.data_offset, 4);
 		printf("hostile slot: exit=%s read=0x%08x\n", reason(run->exit_reason), got);
@@ -197,7 +134,7 @@ int main(int argc, char **argv)
 		uint8_t val = 0;
 
 		if (ioctl(vcpu, KVM_RUN, 0) < 0)
-			return fail("KVM_RUN");
+			return kvm_flat_fail("KVM_RUN");
 		if (run->exit_reason == KVM_EXIT_IO) {
 			val = *((uint8_t *)run + run->io.data_offset);
 			ios++;
@@ -210,7 +147,7 @@ int main(int argc, char **argv)
 			break;
 		}
 		if (ioctl(vcpu, KVM_RUN, 0) < 0)
-			return fail("KVM_RUN");
+			return kvm_flat_fail("KVM_RUN");
 		if (run->exit_reason != KVM_EXIT_HLT) {
 			printf("iteration %d: exit=%s (%u): want hlt\n", i, reason(run->exit_reason),
 			       run->exit_reason);
@@ -219,7 +156,7 @@ int main(int argc, char **argv)
 		}
 		hlts++;
 		if (ioctl(vcpu, KVM_GET_REGS, &regs) < 0)
-			return fail("KVM_GET_REGS");
+			return kvm_flat_fail("KVM_GET_REGS");
 		if (regs.rsi != (uint64_t)i || regs.rip != CODE + 0x12 ||
 		    *(uint32_t *)(mem + DATA) != (uint32_t)i) {
 			printf("iteration %d: rsi=%llu rip=0x%llx mem=%u\n", i,

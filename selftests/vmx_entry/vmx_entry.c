@@ -52,6 +52,8 @@
 #include <asm/segment.h>
 #include <asm/special_insns.h>
 
+#include "vmx_insn.h"	/* selftests/include: the VMX instruction wrappers */
+
 static unsigned long pool_pa;
 module_param(pool_pa, ulong, 0444);
 static unsigned long image_pa;
@@ -163,6 +165,7 @@ struct ctl_msr {
 struct cpu_ctx {
 	u64 *vmxon, *vmcs, *pml4, *pdpt, *pd, *pt, *code, *stack;
 	u64 *scratch, *bitmap, *vapic, *apic_access, *msr_area, *link;
+	u64 *bait;		/* see bait_steps() */
 	u64 rev;
 	struct ctl_msr pin, proc1, proc2, exit, entry;
 	u64 cr0_fixed0, cr0_fixed1, cr4_fixed0, cr4_fixed1;
@@ -216,30 +219,20 @@ static void flush_lines(struct cpu_ctx *c)
 static struct res flags_res(unsigned long fl, long vec);
 static struct res flags_only(unsigned long fl, long vec);
 
-static noinline struct res vmwrite(u64 f, u64 v)
+static struct res vmwrite(u64 f, u64 v)
 {
-	unsigned long fl = 0;
-	long vec = -1;
+	struct vmx_res r = vmx_vmwrite_reg(f, v);
 
-	asm volatile("1: vmwrite %[v], %[f]\n\t pushf\n\t popq %[fl]\n\t 2:\n\t"
-		     _ASM_EXTABLE_FAULT(1b, 2b)
-		     : "+a"(vec), [fl] "+r"(fl)
-		     : [f] "r"(f), [v] "r"(v) : "cc", "memory");
-	return flags_res(fl, vec);
+	return flags_res(r.fl, r.vec);
 }
 
-static noinline struct res vmread(u64 f, u64 *v)
+static struct res vmread(u64 f, u64 *v)
 {
-	unsigned long fl = 0;
-	long vec = -1;
-	u64 val = 0;
+	struct vmx_res r;
 
-	asm volatile("1: vmread %[f], %[v]\n\t pushf\n\t popq %[fl]\n\t 2:\n\t"
-		     _ASM_EXTABLE_FAULT(1b, 2b)
-		     : "+a"(vec), [fl] "+r"(fl), [v] "+r"(val)
-		     : [f] "r"(f) : "cc", "memory");
-	*v = val;
-	return flags_only(fl, vec);
+	*v = 0;
+	r = vmx_vmread_reg(f, v);
+	return flags_only(r.fl, r.vec);
 }
 
 static u64 rd(u64 f)
@@ -277,28 +270,20 @@ static struct res flags_res(unsigned long fl, long vec)
 
 enum mem_insn { I_VMXON, I_VMCLEAR, I_VMPTRLD };
 
-static noinline struct res mem_op(enum mem_insn i, u64 pa)
+static struct res mem_op(enum mem_insn i, u64 pa)
 {
-	unsigned long fl = 0;
-	long vec = -1;
+	static const enum vmx_mem_insn insn[] = {
+		[I_VMXON] = VMX_VMXON, [I_VMCLEAR] = VMX_VMCLEAR, [I_VMPTRLD] = VMX_VMPTRLD,
+	};
 	u64 op = pa;
+	struct vmx_res r = vmx_mem_op(insn[i], &op);
 
-#define MEM(name)							\
-	asm volatile("1: " name " %[m]\n\t pushf\n\t popq %[fl]\n\t 2:\n\t" \
-		     _ASM_EXTABLE_FAULT(1b, 2b)				\
-		     : "+a"(vec), [fl] "+r"(fl), [m] "+m"(op) : : "cc", "memory")
-	switch (i) {
-	case I_VMXON: MEM("vmxon"); break;
-	case I_VMCLEAR: MEM("vmclear"); break;
-	case I_VMPTRLD: MEM("vmptrld"); break;
-	}
-#undef MEM
-	return flags_res(fl, vec);
+	return flags_res(r.fl, r.vec);
 }
 
 static void vmxoff(void)
 {
-	asm volatile("1: vmxoff\n\t 2:\n\t" _ASM_EXTABLE(1b, 2b) : : : "cc", "memory");
+	vmx_plain_op(VMX_VMXOFF);
 }
 
 /*
@@ -745,6 +730,93 @@ static void pinned_steps(struct cpu_ctx *c)
 	line(c, "released_back_apic_access: rax=0x%llx", hypercall(HC_DONATE_HOST, apic, 1));
 }
 
+/*
+ * The three host addresses that only the ownership check stops on a page
+ * whose contents pass every other check: the MSR bitmap (any contents
+ * do), the VMCS link pointer (the revision identifier in the page's first
+ * word) and the VM-entry MSR-load area (at +16 a valid entry: the guest's
+ * SYSENTER_CS = 0).  The page is this module's own, filled so (the
+ * "bait"): on it, owned, the guest runs (compared with the bare CPU);
+ * donated to the hypervisor (pkvm=1), each entry fails as
+ * Documentation/nested.rst says (VMfailValid 7; exit 33/4; exit 34/1), so
+ * the hypervisor neither used nor read it; given back, the same entries
+ * run the guest again, and the page holds what was written (nothing of
+ * it changed while the hypervisor had it).  The pool page and the module
+ * image are the fixed steps' hostile_pool_* and hostile_image_*, whose
+ * contents the host cannot choose.
+ */
+static const enum addr_use bait_uses[] = { A_MSR_BITMAP, A_LINK, A_ENTRY_LOAD };
+#define BAIT_PAT 0x6b6b6b6b6b6b6b6bULL
+
+static void fill_bait(struct cpu_ctx *c)
+{
+	int i;
+
+	for (i = 0; i < PAGE_SIZE / 8; i++)
+		c->bait[i] = BAIT_PAT;
+	c->bait[0] = c->rev;			/* a VMCS link target */
+	c->bait[2] = MSR_IA32_SYSENTER_CS;	/* +16: index, reserved 0 */
+	c->bait[3] = 0;				/* its value */
+}
+
+/* The bait's first word that differs from fill_bait()'s, or -1. */
+static int bait_changed(struct cpu_ctx *c)
+{
+	int i;
+
+	for (i = 0; i < PAGE_SIZE / 8; i++) {
+		u64 want = i == 0 ? c->rev : i == 2 ? MSR_IA32_SYSENTER_CS : i == 3 ? 0 : BAIT_PAT;
+
+		if (c->bait[i] != want)
+			return i;
+	}
+	return -1;
+}
+
+static void bait_entries(struct cpu_ctx *c, const char *prefix)
+{
+	char step[64];
+	int i;
+
+	for (i = 0; i < ARRAY_SIZE(bait_uses); i++) {
+		enum addr_use u = bait_uses[i];
+
+		fresh(c);
+		place(c, u, __pa(c->bait) + (u == A_ENTRY_LOAD ? 16 : 0), false);
+		snprintf(step, sizeof(step), "%s_%s", prefix, addr_name[u]);
+		show(c, step, enter(c, false));
+	}
+}
+
+static void bait_steps(struct cpu_ctx *c)
+{
+	u64 pfn = __pa(c->bait) >> PAGE_SHIFT, rax;
+	int w;
+
+	fill_bait(c);
+	bait_entries(c, "cmp_bait_owned");
+	if (!pkvm)
+		return;
+	rax = hypercall(HC_DONATE_HYP, pfn, 1);
+	line(c, "bait_donate: rax=0x%llx", rax);
+	if (rax)
+		return;
+	/* The page is the hypervisor's now: not touched until given back. */
+	bait_entries(c, "hostile_donated");
+	rax = hypercall(HC_DONATE_HOST, pfn, 1);
+	line(c, "bait_back: rax=0x%llx", rax);
+	if (rax) {
+		c->bait = NULL;		/* not the host's: leaked, never freed */
+		return;
+	}
+	w = bait_changed(c);
+	if (w < 0)
+		line(c, "bait_unchanged: yes");
+	else
+		line(c, "bait_unchanged: no word=%d value=0x%llx", w, c->bait[w]);
+	bait_entries(c, "bait_back");
+}
+
 /* A secondary control the (bare) CPU does not have, set anyway. */
 static void lacking_steps(struct cpu_ctx *c)
 {
@@ -1001,7 +1073,7 @@ static void free_ctx(struct cpu_ctx *c)
 {
 	u64 **pages[] = { &c->vmxon, &c->vmcs, &c->pml4, &c->pdpt, &c->pd, &c->pt,
 			  &c->code, &c->stack, &c->scratch, &c->bitmap, &c->vapic,
-			  &c->apic_access, &c->msr_area, &c->link };
+			  &c->apic_access, &c->msr_area, &c->link, &c->bait };
 	int i;
 
 	for (i = 0; i < ARRAY_SIZE(pages); i++)
@@ -1012,7 +1084,7 @@ static void free_ctx(struct cpu_ctx *c)
 
 static struct cpu_ctx *alloc_ctx(int size)
 {
-	u64 **pages[14];
+	u64 **pages[15];
 	struct cpu_ctx *c = kzalloc(sizeof(*c), GFP_KERNEL);
 	static const u8 cpuid[] = { 0x0f, 0xa2 };
 	u64 basic;
@@ -1024,7 +1096,7 @@ static struct cpu_ctx *alloc_ctx(int size)
 	pages[3] = &c->pdpt; pages[4] = &c->pd; pages[5] = &c->pt; pages[6] = &c->code;
 	pages[7] = &c->stack; pages[8] = &c->scratch; pages[9] = &c->bitmap;
 	pages[10] = &c->vapic; pages[11] = &c->apic_access; pages[12] = &c->msr_area;
-	pages[13] = &c->link;
+	pages[13] = &c->link; pages[14] = &c->bait;
 	c->out = kzalloc(size, GFP_KERNEL);
 	c->size = size;
 	for (i = 0; i < ARRAY_SIZE(pages); i++) {
@@ -1064,16 +1136,6 @@ fail:
 	return NULL;
 }
 
-static noinline long write_cr4(unsigned long v)
-{
-	long vec = -1;
-
-	asm volatile("1: mov %[v], %%cr4\n\t2:\n\t"
-		     _ASM_EXTABLE_FAULT(1b, 2b)
-		     : "+a"(vec) : [v] "r"(v) : "memory");
-	return vec;
-}
-
 /*
  * Runs @body in VMX operation on this CPU: interrupts off, CR4.VMXE set,
  * VMXON; afterwards VMXOFF and CR4 as it was.  False if VMXON failed.
@@ -1085,7 +1147,7 @@ static bool in_vmx(struct cpu_ctx *c, void (*body)(struct cpu_ctx *, unsigned in
 
 	local_irq_save(flags);
 	cr4 = __read_cr4();
-	write_cr4(cr4 | X86_CR4_VMXE);
+	vmx_write_cr4(cr4 | X86_CR4_VMXE);
 	store_gdt(&c->gdt);
 	store_idt(&c->idt);
 	savesegment(ds, c->ds);
@@ -1096,7 +1158,7 @@ static bool in_vmx(struct cpu_ctx *c, void (*body)(struct cpu_ctx *, unsigned in
 		body(c, arg);
 		vmxoff();
 	}
-	write_cr4(cr4);
+	vmx_write_cr4(cr4);
 	local_irq_restore(flags);
 	if (r.kind != K_OK)
 		show(c, "vmxon", r);
@@ -1115,6 +1177,7 @@ static void fixed_steps(struct cpu_ctx *c, unsigned int unused)
 		hidden_steps(c);
 	if (pkvm)
 		pinned_steps(c);
+	bait_steps(c);
 }
 
 /* A chunk of fuzz iterations (the VMCS restarts at each chunk). */

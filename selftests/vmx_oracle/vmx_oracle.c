@@ -28,9 +28,10 @@
 #include <linux/slab.h>
 #include <linux/vmalloc.h>
 #include <linux/mm.h>
-#include <asm/asm.h>
 #include <asm/msr.h>
 #include <asm/processor-flags.h>
+
+#include "vmx_insn.h"	/* selftests/include: the VMX instruction wrappers */
 
 static unsigned long hostile_pa;
 module_param(hostile_pa, ulong, 0444);
@@ -38,141 +39,6 @@ static unsigned long hostile_va;
 module_param(hostile_va, ulong, 0444);
 static bool hostile_direct;
 module_param(hostile_direct, bool, 0444);
-
-#define ARITH (X86_EFLAGS_CF | X86_EFLAGS_PF | X86_EFLAGS_AF | X86_EFLAGS_ZF | \
-	       X86_EFLAGS_SF | X86_EFLAGS_OF)
-
-/* Sets the six arithmetic flags, keeping IF. */
-#define PRE "pushf\n\t orq %[arith], (%%rsp)\n\t popf\n\t"
-#define POST "pushf\n\t popq %[fl]\n\t"
-
-struct res {
-	long vec;		/* fault vector, -1 if none */
-	unsigned long fl;	/* RFLAGS after the instruction */
-};
-
-enum mem_insn { VMXON, VMCLEAR, VMPTRLD, VMPTRST };
-
-static noinline struct res mem_op(enum mem_insn i, u64 *p)
-{
-	struct res r = { -1, 0 };
-
-#define MEM(name)							\
-	asm volatile(PRE "1: " name " %[m]\n\t" POST "2:\n\t"		\
-		     _ASM_EXTABLE_FAULT(1b, 2b)				\
-		     : "+a"(r.vec), [fl] "+r"(r.fl), [m] "+m"(*p)	\
-		     : [arith] "i"(ARITH) : "cc", "memory")
-	switch (i) {
-	case VMXON: MEM("vmxon"); break;
-	case VMCLEAR: MEM("vmclear"); break;
-	case VMPTRLD: MEM("vmptrld"); break;
-	case VMPTRST: MEM("vmptrst"); break;
-	}
-#undef MEM
-	return r;
-}
-
-enum plain_insn { VMXOFF, VMLAUNCH, VMRESUME };
-
-static noinline struct res plain_op(enum plain_insn i)
-{
-	struct res r = { -1, 0 };
-
-#define PLAIN(name)							\
-	asm volatile(PRE "1: " name "\n\t" POST "2:\n\t"		\
-		     _ASM_EXTABLE_FAULT(1b, 2b)				\
-		     : "+a"(r.vec), [fl] "+r"(r.fl)			\
-		     : [arith] "i"(ARITH) : "cc", "memory")
-	switch (i) {
-	case VMXOFF: PLAIN("vmxoff"); break;
-	case VMLAUNCH: PLAIN("vmlaunch"); break;
-	case VMRESUME: PLAIN("vmresume"); break;
-	}
-#undef PLAIN
-	return r;
-}
-
-static noinline struct res vmread_reg(u64 field, u64 *val)
-{
-	struct res r = { -1, 0 };
-	u64 v = *val;
-
-	asm volatile(PRE "1: vmread %[f], %[v]\n\t" POST "2:\n\t"
-		     _ASM_EXTABLE_FAULT(1b, 2b)
-		     : "+a"(r.vec), [fl] "+r"(r.fl), [v] "+r"(v)
-		     : [f] "r"(field), [arith] "i"(ARITH) : "cc", "memory");
-	*val = v;
-	return r;
-}
-
-static noinline struct res vmread_mem(u64 field, u64 *p)
-{
-	struct res r = { -1, 0 };
-
-	asm volatile(PRE "1: vmread %[f], %[m]\n\t" POST "2:\n\t"
-		     _ASM_EXTABLE_FAULT(1b, 2b)
-		     : "+a"(r.vec), [fl] "+r"(r.fl), [m] "+m"(*p)
-		     : [f] "r"(field), [arith] "i"(ARITH) : "cc", "memory");
-	return r;
-}
-
-static noinline struct res vmwrite_reg(u64 field, u64 val)
-{
-	struct res r = { -1, 0 };
-
-	asm volatile(PRE "1: vmwrite %[v], %[f]\n\t" POST "2:\n\t"
-		     _ASM_EXTABLE_FAULT(1b, 2b)
-		     : "+a"(r.vec), [fl] "+r"(r.fl)
-		     : [f] "r"(field), [v] "r"(val), [arith] "i"(ARITH) : "cc", "memory");
-	return r;
-}
-
-static noinline struct res vmwrite_mem(u64 field, u64 *p)
-{
-	struct res r = { -1, 0 };
-
-	asm volatile(PRE "1: vmwrite %[m], %[f]\n\t" POST "2:\n\t"
-		     _ASM_EXTABLE_FAULT(1b, 2b)
-		     : "+a"(r.vec), [fl] "+r"(r.fl)
-		     : [f] "r"(field), [m] "m"(*p), [arith] "i"(ARITH) : "cc", "memory");
-	return r;
-}
-
-struct inv_desc {
-	u64 lo, hi;
-};
-
-static noinline struct res invvpid_op(u64 type, struct inv_desc *d)
-{
-	struct res r = { -1, 0 };
-
-	asm volatile(PRE "1: invvpid %[m], %[t]\n\t" POST "2:\n\t"
-		     _ASM_EXTABLE_FAULT(1b, 2b)
-		     : "+a"(r.vec), [fl] "+r"(r.fl)
-		     : [t] "r"(type), [m] "m"(*d), [arith] "i"(ARITH) : "cc", "memory");
-	return r;
-}
-
-static noinline struct res invept_op(u64 type, struct inv_desc *d)
-{
-	struct res r = { -1, 0 };
-
-	asm volatile(PRE "1: invept %[m], %[t]\n\t" POST "2:\n\t"
-		     _ASM_EXTABLE_FAULT(1b, 2b)
-		     : "+a"(r.vec), [fl] "+r"(r.fl)
-		     : [t] "r"(type), [m] "m"(*d), [arith] "i"(ARITH) : "cc", "memory");
-	return r;
-}
-
-static noinline long write_cr4(unsigned long v)
-{
-	long vec = -1;
-
-	asm volatile("1: mov %[v], %%cr4\n\t2:\n\t"
-		     _ASM_EXTABLE_FAULT(1b, 2b)
-		     : "+a"(vec) : [v] "r"(v) : "memory");
-	return vec;
-}
 
 static char out[12288];
 static int pos;
@@ -192,11 +58,11 @@ static u32 insn_error(void)
 {
 	u64 v = 0;
 
-	vmread_reg(0x4400, &v);
+	vmx_vmread_reg(0x4400, &v);
 	return v;
 }
 
-static void show(const char *step, struct res r)
+static void show(const char *step, struct vmx_res r)
 {
 	const char *what;
 	char err[24] = "";
@@ -213,10 +79,10 @@ static void show(const char *step, struct res r)
 	} else {
 		what = "VMsucceed";
 	}
-	line("%s: %s%s flags=0x%lx", step, what, err, r.fl & ARITH);
+	line("%s: %s%s flags=0x%lx", step, what, err, r.fl & VMX_ARITH);
 }
 
-static void show_val(const char *step, struct res r, u64 v)
+static void show_val(const char *step, struct vmx_res r, u64 v)
 {
 	show(step, r);
 	if (r.vec < 0 && !(r.fl & (X86_EFLAGS_CF | X86_EFLAGS_ZF)))
@@ -237,119 +103,119 @@ struct pages {
 
 static void oracle(struct pages *p, u64 rev)
 {
-	struct inv_desc d;
-	struct res r;
+	struct vmx_inv_desc d;
+	struct vmx_res r;
 	u64 v;
 	u64 *bad = (u64 *)((char *)p->guard + PAGE_SIZE);
 	u64 *noncanon = (u64 *)0x0000800000000000ULL;
 
 	/* Outside VMX operation. */
-	show("vmxoff_outside", plain_op(VMXOFF));
+	show("vmxoff_outside", vmx_plain_op(VMX_VMXOFF));
 	*p->op = 0;
-	show("vmptrst_outside", mem_op(VMPTRST, p->op));
+	show("vmptrst_outside", vmx_mem_op(VMX_VMPTRST, p->op));
 	v = 0;
-	show("vmread_outside", vmread_reg(GUEST_RIP, &v));
+	show("vmread_outside", vmx_vmread_reg(GUEST_RIP, &v));
 
 	/* VMXON's own checks. */
 	*p->op = p->pa_badrev;
-	show("vmxon_bad_revision", mem_op(VMXON, p->op));
+	show("vmxon_bad_revision", vmx_mem_op(VMX_VMXON, p->op));
 	*p->op = p->pa_vmxon + 8;
-	show("vmxon_misaligned", mem_op(VMXON, p->op));
+	show("vmxon_misaligned", vmx_mem_op(VMX_VMXON, p->op));
 	*p->op = 1ULL << 52;
-	show("vmxon_beyond_maxphyaddr", mem_op(VMXON, p->op));
-	show("vmxon_noncanonical_operand", mem_op(VMXON, noncanon));
-	show("vmxon_pf_operand", mem_op(VMXON, bad));
+	show("vmxon_beyond_maxphyaddr", vmx_mem_op(VMX_VMXON, p->op));
+	show("vmxon_noncanonical_operand", vmx_mem_op(VMX_VMXON, noncanon));
+	show("vmxon_pf_operand", vmx_mem_op(VMX_VMXON, bad));
 	*p->op = p->pa_vmxon;
-	show("vmxon", mem_op(VMXON, p->op));
-	show("vmxon_twice_no_current", mem_op(VMXON, p->op));
+	show("vmxon", vmx_mem_op(VMX_VMXON, p->op));
+	show("vmxon_twice_no_current", vmx_mem_op(VMX_VMXON, p->op));
 
 	/* In VMX operation, no current VMCS. */
 	*p->op = 0;
-	r = mem_op(VMPTRST, p->op);
+	r = vmx_mem_op(VMX_VMPTRST, p->op);
 	show_val("vmptrst_none", r, *p->op);
 	v = 0;
-	show("vmread_no_current", vmread_reg(GUEST_RIP, &v));
-	show("vmwrite_no_current", vmwrite_reg(GUEST_RIP, 1));
-	show("vmlaunch_no_current", plain_op(VMLAUNCH));
-	show("vmresume_no_current", plain_op(VMRESUME));
+	show("vmread_no_current", vmx_vmread_reg(GUEST_RIP, &v));
+	show("vmwrite_no_current", vmx_vmwrite_reg(GUEST_RIP, 1));
+	show("vmlaunch_no_current", vmx_plain_op(VMX_VMLAUNCH));
+	show("vmresume_no_current", vmx_plain_op(VMX_VMRESUME));
 	*p->op = p->pa_a + 0x10;
-	show("vmclear_misaligned_no_current", mem_op(VMCLEAR, p->op));
+	show("vmclear_misaligned_no_current", vmx_mem_op(VMX_VMCLEAR, p->op));
 	*p->op = p->pa_vmxon;
-	show("vmptrld_vmxon_no_current", mem_op(VMPTRLD, p->op));
+	show("vmptrld_vmxon_no_current", vmx_mem_op(VMX_VMPTRLD, p->op));
 
 	/* A current VMCS. */
 	*p->op = p->pa_a;
-	show("vmclear_a", mem_op(VMCLEAR, p->op));
-	show("vmptrld_a", mem_op(VMPTRLD, p->op));
+	show("vmclear_a", vmx_mem_op(VMX_VMCLEAR, p->op));
+	show("vmptrld_a", vmx_mem_op(VMX_VMPTRLD, p->op));
 	*p->op = 0;
-	r = mem_op(VMPTRST, p->op);
+	r = vmx_mem_op(VMX_VMPTRST, p->op);
 	show("vmptrst_a", r);
 	line("vmptrst_a: is_a=%d", *p->op == p->pa_a);
 	*p->op = p->pa_vmxon;
-	show("vmxon_in_root", mem_op(VMXON, p->op));
+	show("vmxon_in_root", vmx_mem_op(VMX_VMXON, p->op));
 	*p->op = p->pa_a + 0x800;
-	show("vmclear_misaligned", mem_op(VMCLEAR, p->op));
+	show("vmclear_misaligned", vmx_mem_op(VMX_VMCLEAR, p->op));
 	*p->op = 1ULL << 52;
-	show("vmclear_beyond_maxphyaddr", mem_op(VMCLEAR, p->op));
+	show("vmclear_beyond_maxphyaddr", vmx_mem_op(VMX_VMCLEAR, p->op));
 	*p->op = p->pa_vmxon;
-	show("vmclear_vmxon_ptr", mem_op(VMCLEAR, p->op));
+	show("vmclear_vmxon_ptr", vmx_mem_op(VMX_VMCLEAR, p->op));
 	*p->op = p->pa_b | 8;
-	show("vmptrld_misaligned", mem_op(VMPTRLD, p->op));
+	show("vmptrld_misaligned", vmx_mem_op(VMX_VMPTRLD, p->op));
 	*p->op = p->pa_vmxon;
-	show("vmptrld_vmxon_ptr", mem_op(VMPTRLD, p->op));
+	show("vmptrld_vmxon_ptr", vmx_mem_op(VMX_VMPTRLD, p->op));
 	*p->op = p->pa_badrev;
-	show("vmptrld_bad_revision", mem_op(VMPTRLD, p->op));
+	show("vmptrld_bad_revision", vmx_mem_op(VMX_VMPTRLD, p->op));
 	/*
 	 * Bit 31 (shadow VMCS): accepted where VMCS shadowing is offered
 	 * (the bare emulated CPU), VMfailValid(11) where it is not (pkvm).
 	 * Either way, A is made current again.
 	 */
 	p->badrev[0] = rev | (1ULL << 31);
-	show("vmptrld_shadow_indicator", mem_op(VMPTRLD, p->op));
+	show("vmptrld_shadow_indicator", vmx_mem_op(VMX_VMPTRLD, p->op));
 	p->badrev[0] = rev ^ 1;
 	*p->op = p->pa_a;
-	show("vmptrld_a_current", mem_op(VMPTRLD, p->op));
+	show("vmptrld_a_current", vmx_mem_op(VMX_VMPTRLD, p->op));
 
 	/* VMREAD / VMWRITE. */
-	show("vmwrite_rip_reg", vmwrite_reg(GUEST_RIP, 0x1234));
+	show("vmwrite_rip_reg", vmx_vmwrite_reg(GUEST_RIP, 0x1234));
 	v = 0;
-	r = vmread_reg(GUEST_RIP, &v);
+	r = vmx_vmread_reg(GUEST_RIP, &v);
 	show_val("vmread_rip_reg", r, v);
 	*p->op = 0xffffffff81000000ULL;
-	show("vmwrite_rip_mem", vmwrite_mem(GUEST_RIP, p->op));
+	show("vmwrite_rip_mem", vmx_vmwrite_mem(GUEST_RIP, p->op));
 	*p->op = 0;
-	r = vmread_mem(GUEST_RIP, p->op);
+	r = vmx_vmread_mem(GUEST_RIP, p->op);
 	show_val("vmread_rip_mem", r, *p->op);
 	/* Straddling two pages of the vmalloc'd operand area. */
 	{
 		u64 *straddle = (u64 *)((char *)p->op + PAGE_SIZE - 4);
 
 		*straddle = 0x1122334455667788ULL;
-		show("vmwrite_straddle", vmwrite_mem(GUEST_RIP, straddle));
+		show("vmwrite_straddle", vmx_vmwrite_mem(GUEST_RIP, straddle));
 		*straddle = 0;
-		r = vmread_mem(GUEST_RIP, straddle);
+		r = vmx_vmread_mem(GUEST_RIP, straddle);
 		show_val("vmread_straddle", r, *straddle);
 	}
 	v = 0;
-	show("vmread_unsupported", vmread_reg(0x7ffe, &v));
-	show("vmwrite_unsupported", vmwrite_reg(0x7ffe, 0));
-	show("vmread_high_bits", vmread_reg((1ULL << 32) | GUEST_RIP, &v));
-	show("vmwrite_high_bits", vmwrite_reg((1ULL << 32) | GUEST_RIP, 0));
-	show("vmwrite_exit_reason", vmwrite_reg(VM_EXIT_REASON, 30));
+	show("vmread_unsupported", vmx_vmread_reg(0x7ffe, &v));
+	show("vmwrite_unsupported", vmx_vmwrite_reg(0x7ffe, 0));
+	show("vmread_high_bits", vmx_vmread_reg((1ULL << 32) | GUEST_RIP, &v));
+	show("vmwrite_high_bits", vmx_vmwrite_reg((1ULL << 32) | GUEST_RIP, 0));
+	show("vmwrite_exit_reason", vmx_vmwrite_reg(VM_EXIT_REASON, 30));
 	v = 0;
-	r = vmread_reg(VM_EXIT_REASON, &v);
+	r = vmx_vmread_reg(VM_EXIT_REASON, &v);
 	show_val("vmread_exit_reason", r, v);
-	show("vmwrite_es_selector", vmwrite_reg(GUEST_ES_SELECTOR, 0x12345));
+	show("vmwrite_es_selector", vmx_vmwrite_reg(GUEST_ES_SELECTOR, 0x12345));
 	v = 0;
-	r = vmread_reg(GUEST_ES_SELECTOR, &v);
+	r = vmx_vmread_reg(GUEST_ES_SELECTOR, &v);
 	show_val("vmread_es_selector", r, v);
-	show("vmwrite_link", vmwrite_reg(VMCS_LINK_POINTER, ~0ULL));
-	show("vmwrite_link_high", vmwrite_reg(VMCS_LINK_POINTER | 1, 0x112345678ULL));
+	show("vmwrite_link", vmx_vmwrite_reg(VMCS_LINK_POINTER, ~0ULL));
+	show("vmwrite_link_high", vmx_vmwrite_reg(VMCS_LINK_POINTER | 1, 0x112345678ULL));
 	v = 0;
-	r = vmread_reg(VMCS_LINK_POINTER, &v);
+	r = vmx_vmread_reg(VMCS_LINK_POINTER, &v);
 	show_val("vmread_link", r, v);
 	v = 0;
-	r = vmread_reg(VMCS_LINK_POINTER | 1, &v);
+	r = vmx_vmread_reg(VMCS_LINK_POINTER | 1, &v);
 	show_val("vmread_link_high", r, v);
 	/*
 	 * Not here: VMREAD of a high-half encoding of a 16-bit field (0x801).
@@ -357,99 +223,99 @@ static void oracle(struct pages *p, u64 rev)
 	 * answers, cargo test vmread_vmwrite_semantics); Bochs answers it
 	 * inconsistently (VMfailValid(12) on its CPU 0, VMsucceed on CPU 1).
 	 */
-	show("vmread_pf_dest", vmread_mem(GUEST_RIP, bad));
-	show("vmwrite_pf_src", vmwrite_mem(GUEST_RIP, bad));
-	show("vmread_noncanonical_dest", vmread_mem(GUEST_RIP, noncanon));
-	show("vmptrld_noncanonical", mem_op(VMPTRLD, noncanon));
-	show("vmptrst_pf", mem_op(VMPTRST, bad));
+	show("vmread_pf_dest", vmx_vmread_mem(GUEST_RIP, bad));
+	show("vmwrite_pf_src", vmx_vmwrite_mem(GUEST_RIP, bad));
+	show("vmread_noncanonical_dest", vmx_vmread_mem(GUEST_RIP, noncanon));
+	show("vmptrld_noncanonical", vmx_mem_op(VMX_VMPTRLD, noncanon));
+	show("vmptrst_pf", vmx_mem_op(VMX_VMPTRST, bad));
 
 	/* Launch state. */
-	show("vmresume_clear", plain_op(VMRESUME));
+	show("vmresume_clear", vmx_plain_op(VMX_VMRESUME));
 
 	/* A second VMCS, then back: the first keeps its state. */
 	*p->op = p->pa_b;
-	show("vmclear_b", mem_op(VMCLEAR, p->op));
-	show("vmptrld_b", mem_op(VMPTRLD, p->op));
+	show("vmclear_b", vmx_mem_op(VMX_VMCLEAR, p->op));
+	show("vmptrld_b", vmx_mem_op(VMX_VMPTRLD, p->op));
 	v = 1;
-	r = vmread_reg(GUEST_RIP, &v);
+	r = vmx_vmread_reg(GUEST_RIP, &v);
 	show_val("vmread_rip_b", r, v);
 	*p->op = p->pa_a;
-	show("vmptrld_a_again", mem_op(VMPTRLD, p->op));
+	show("vmptrld_a_again", vmx_mem_op(VMX_VMPTRLD, p->op));
 	v = 0;
-	r = vmread_reg(GUEST_RIP, &v);
+	r = vmx_vmread_reg(GUEST_RIP, &v);
 	show_val("vmread_rip_a_again", r, v);
 	/* VMCLEAR of the current VMCS; reloaded, its state comes back. */
-	show("vmclear_current", mem_op(VMCLEAR, p->op));
+	show("vmclear_current", vmx_mem_op(VMX_VMCLEAR, p->op));
 	*p->op = 0;
-	r = mem_op(VMPTRST, p->op);
+	r = vmx_mem_op(VMX_VMPTRST, p->op);
 	show_val("vmptrst_after_clear", r, *p->op);
 	v = 0;
-	show("vmread_after_clear", vmread_reg(GUEST_RIP, &v));
+	show("vmread_after_clear", vmx_vmread_reg(GUEST_RIP, &v));
 	*p->op = p->pa_a;
-	show("vmptrld_a_reload", mem_op(VMPTRLD, p->op));
+	show("vmptrld_a_reload", vmx_mem_op(VMX_VMPTRLD, p->op));
 	v = 0;
-	r = vmread_reg(GUEST_RIP, &v);
+	r = vmx_vmread_reg(GUEST_RIP, &v);
 	show_val("vmread_rip_reloaded", r, v);
 
 	/* INVVPID / INVEPT. */
 	d.lo = 1; d.hi = 0;
-	show("invvpid_type4", invvpid_op(4, &d));
+	show("invvpid_type4", vmx_invvpid(4, &d));
 	d.lo = 0; d.hi = 0;
-	show("invvpid_single_vpid0", invvpid_op(1, &d));
+	show("invvpid_single_vpid0", vmx_invvpid(1, &d));
 	d.lo = 1 | (1 << 16);
-	show("invvpid_reserved_bits", invvpid_op(2, &d));
+	show("invvpid_reserved_bits", vmx_invvpid(2, &d));
 	d.lo = 1; d.hi = 1ULL << 47;
-	show("invvpid_addr_noncanonical", invvpid_op(0, &d));
+	show("invvpid_addr_noncanonical", vmx_invvpid(0, &d));
 	d.lo = 1; d.hi = 0;
-	show("invvpid_single", invvpid_op(1, &d));
+	show("invvpid_single", vmx_invvpid(1, &d));
 	d.lo = 0;
-	show("invvpid_all", invvpid_op(2, &d));
-	show("invvpid_pf", invvpid_op(2, (struct inv_desc *)bad));
+	show("invvpid_all", vmx_invvpid(2, &d));
+	show("invvpid_pf", vmx_invvpid(2, (struct vmx_inv_desc *)bad));
 	d.lo = 0; d.hi = 0;
-	show("invept_single", invept_op(1, &d));
+	show("invept_single", vmx_invept(1, &d));
 
 	/* CR4.VMXE cannot be cleared in VMX operation. */
 	line("cr4_clear_vmxe_in_vmx: fault vector=%ld",
-	     write_cr4(__read_cr4() & ~X86_CR4_VMXE));
+	     vmx_write_cr4(__read_cr4() & ~X86_CR4_VMXE));
 
-	show("vmxoff", plain_op(VMXOFF));
-	show("vmxoff_again", plain_op(VMXOFF));
+	show("vmxoff", vmx_plain_op(VMX_VMXOFF));
+	show("vmxoff_again", vmx_plain_op(VMX_VMXOFF));
 	*p->op = 0;
-	show("vmptrst_after_vmxoff", mem_op(VMPTRST, p->op));
+	show("vmptrst_after_vmxoff", vmx_mem_op(VMX_VMPTRST, p->op));
 }
 
 static void hostile(struct pages *p)
 {
 	u64 *va = (u64 *)hostile_va;
-	struct res r;
+	struct vmx_res r;
 	u64 v;
 
 	if (hostile_direct)
 		va = (u64 *)__va(hostile_pa);
 	*p->op = hostile_pa;
-	show("hostile_vmxon", mem_op(VMXON, p->op));
+	show("hostile_vmxon", vmx_mem_op(VMX_VMXON, p->op));
 	/* Should it have succeeded (a bug), leave and start over. */
-	plain_op(VMXOFF);
+	vmx_plain_op(VMX_VMXOFF);
 	*p->op = p->pa_vmxon;
-	show("vmxon", mem_op(VMXON, p->op));
+	show("vmxon", vmx_mem_op(VMX_VMXON, p->op));
 	*p->op = p->pa_a;
-	show("vmptrld_a", mem_op(VMPTRLD, p->op));
-	show("vmwrite_rip", vmwrite_reg(GUEST_RIP, 0x5555));
+	show("vmptrld_a", vmx_mem_op(VMX_VMPTRLD, p->op));
+	show("vmwrite_rip", vmx_vmwrite_reg(GUEST_RIP, 0x5555));
 	*p->op = hostile_pa;
-	show("hostile_vmptrld", mem_op(VMPTRLD, p->op));
+	show("hostile_vmptrld", vmx_mem_op(VMX_VMPTRLD, p->op));
 	*p->op = hostile_pa;
-	show("hostile_vmclear", mem_op(VMCLEAR, p->op));
+	show("hostile_vmclear", vmx_mem_op(VMX_VMCLEAR, p->op));
 	/* Back to A, should the VMPTRLD have succeeded (a bug). */
 	*p->op = p->pa_a;
-	mem_op(VMPTRLD, p->op);
+	vmx_mem_op(VMX_VMPTRLD, p->op);
 	if (va) {
-		show("hostile_vmwrite_src", vmwrite_mem(GUEST_RIP, va));
-		show("hostile_vmread_dest", vmread_mem(GUEST_RIP, va));
+		show("hostile_vmwrite_src", vmx_vmwrite_mem(GUEST_RIP, va));
+		show("hostile_vmread_dest", vmx_vmread_mem(GUEST_RIP, va));
 	}
 	v = 0;
-	r = vmread_reg(GUEST_RIP, &v);
+	r = vmx_vmread_reg(GUEST_RIP, &v);
 	show_val("vmread_rip", r, v);
-	show("vmxoff", plain_op(VMXOFF));
+	show("vmxoff", vmx_plain_op(VMX_VMXOFF));
 }
 
 static int __init oracle_init(void)
@@ -483,16 +349,16 @@ static int __init oracle_init(void)
 	cr4 = __read_cr4();
 	/* VMXON with CR4.VMXE clear: #UD. */
 	if (!hostile_pa) {
-		write_cr4(cr4 & ~X86_CR4_VMXE);
+		vmx_write_cr4(cr4 & ~X86_CR4_VMXE);
 		*p.op = p.pa_vmxon;
-		show("vmxon_vmxe_clear", mem_op(VMXON, p.op));
+		show("vmxon_vmxe_clear", vmx_mem_op(VMX_VMXON, p.op));
 	}
-	write_cr4(cr4 | X86_CR4_VMXE);
+	vmx_write_cr4(cr4 | X86_CR4_VMXE);
 	if (hostile_pa)
 		hostile(&p);
 	else
 		oracle(&p, rev);
-	write_cr4(cr4);
+	vmx_write_cr4(cr4);
 	local_irq_restore(flags);
 	put_cpu();
 
