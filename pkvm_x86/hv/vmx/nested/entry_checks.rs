@@ -11,6 +11,15 @@
 //! Guest-state checks (27.3) are not repeated here: the CPU performs them
 //! on vmcs02, whose guest state is vmcs12's, and a failure comes back as
 //! exit reason 33 with bit 31 set, which `reflect` hands to the host.
+//! Only those whose answer depends on the offer are
+//! ([`check_guest_against_offer`]).
+//!
+//! EPT (where the view offers it): "enable EPT" needs a valid EPT pointer
+//! ([`ept12`], VMfailValid(7)), "unrestricted guest" needs "enable EPT";
+//! unrestricted guest relaxes CR0.PE/PG in the guest checks and drops the
+//! error code of an exception injected in real mode.  The PDPTEs of a PAE
+//! guest with EPT are vmcs12's fields, given to vmcs02 unchanged: the CPU
+//! checks them there (SDM 27.3.1.6), its failure is the host's.
 //!
 //! The host-state checks are the ones that protect the hypervisor: vmcs12's
 //! host state is loaded by software into the host's own VMCS at a reflected
@@ -25,6 +34,7 @@ use crate::hv::vmx::event::{EventType, Interruptibility, InterruptionInfo};
 use crate::hv::vmx::vmcs::{self as f, Field, FieldValue, VmcsAccess};
 
 use super::controls::{entry, exit, pin, proc1, proc2, satisfies, Allowed};
+use super::ept12_walk::{check_eptp, Eptp12};
 
 /// VM-instruction error 7: VM entry with invalid control field(s).
 pub const ERR_CONTROLS: u32 = 7;
@@ -197,8 +207,30 @@ pub fn effective_proc2(v12: &impl VmcsAccess) -> u32 {
     }
 }
 
+/// vmcs12's EPT pointer checked as VM entry checks it
+/// (`ept12_walk::check_eptp`, against the offer's IA32_VMX_EPT_VPID_CAP
+/// and MAXPHYADDR): the typed pointer of EPT12, the key of its shadow EPT;
+/// `None` for a pointer VM entry refuses.  The caller decides whether
+/// vmcs12 enables EPT ([`uses_ept12`]).
+pub fn ept12(v12: &impl VmcsAccess, offer: &VmxCaps, env: &EntryEnv) -> Option<Eptp12> {
+    check_eptp(rd(v12, f::EPT_POINTER), offer.ept_vpid_cap, env.maxphyaddr).ok()
+}
+
+/// Whether vmcs12 runs its guest on EPT12 ("enable EPT" in effect: the
+/// secondary controls activated and bit 1 set).  Only an offer with EPT
+/// lets such a vmcs12 pass [`check_controls`].
+pub fn uses_ept12(v12: &impl VmcsAccess) -> bool {
+    effective_proc2(v12) & proc2::EPT != 0
+}
+
+/// Whether vmcs12's guest runs with "unrestricted guest" in effect.
+pub fn unrestricted_guest(v12: &impl VmcsAccess) -> bool {
+    effective_proc2(v12) & proc2::UNRESTRICTED_GUEST != 0
+}
+
 /// 27.2.1: the VM-execution, VM-exit and VM-entry control fields of vmcs12
-/// against `offer`: VMfailValid(7).
+/// against `offer`: VMfailValid(7).  With "enable EPT", the EPT pointer
+/// must be valid ([`ept12`]); "unrestricted guest" needs "enable EPT".
 pub fn check_controls(
     v12: &impl VmcsAccess,
     offer: &VmxCaps,
@@ -270,6 +302,9 @@ pub fn check_controls(
     }
     if p2 & proc2::VPID != 0 && rd(v12, f::VIRTUAL_PROCESSOR_ID) == 0 {
         return Err(ctl("VPID 0"));
+    }
+    if p2 & proc2::EPT != 0 && ept12(v12, offer, env).is_none() {
+        return Err(ctl("EPT pointer"));
     }
     if p2 & proc2::UNRESTRICTED_GUEST != 0 && p2 & proc2::EPT == 0 {
         return Err(ctl("unrestricted guest without EPT"));
@@ -345,10 +380,13 @@ fn check_event_injection(
         }
         _ => {}
     }
-    // Unrestricted guest is never allowed, so the CR0.PE condition of the
-    // SDM always holds.
-    let wants_code =
-        ty == EventType::HardwareException && vec < 32 && ERROR_CODE_VECTORS & (1 << vec) != 0;
+    // An error code is delivered only in protected mode: with
+    // unrestricted guest, a guest with CR0.PE = 0 gets none.
+    let protected = !unrestricted_guest(v12) || rd(v12, f::GUEST_CR0) & CR0_PE != 0;
+    let wants_code = protected
+        && ty == EventType::HardwareException
+        && vec < 32
+        && ERROR_CODE_VECTORS & (1 << vec) != 0;
     if info.has_error_code() != wants_code {
         return Err(ctl("deliver-error-code bit"));
     }
@@ -370,8 +408,12 @@ fn check_event_injection(
     Ok(())
 }
 
+/// CR0.PE.
+const CR0_PE: u64 = 1 << 0;
 /// CR0.WP.
 const CR0_WP: u64 = 1 << 16;
+/// CR0.PG.
+const CR0_PG: u64 = 1 << 31;
 /// CR4.PAE.
 const CR4_PAE: u64 = 1 << 5;
 /// CR4.PCIDE.
@@ -498,9 +540,12 @@ pub fn check_host_state(
 /// failure is the entry failure the CPU would report (exit reason 33,
 /// qualification 0):
 ///
-/// * guest CR0 and CR4 within the offer's fixed bits (unrestricted guest
-///   is never offered, so PE and PG are required as the offer's CR0
-///   fixed-0 bits say);
+/// * guest CR0 and CR4 within the offer's fixed bits, except that PE and
+///   PG are not checked with "unrestricted guest" (SDM 27.3.1.1; the
+///   offer's IA32_VMX_CR0_FIXED0 keeps them, as the CPU's does).  The rule
+///   that PG needs PE, and the other checks unrestricted guest relaxes
+///   (segments, IA-32e mode with paging), are the CPU's on vmcs02, which
+///   gets vmcs12's control and CR0 unchanged;
 /// * the activity state: 0 (active) or one the offer's IA32_VMX_MISC bits
 ///   8:6 list (1 HLT, 2 shutdown, 3 wait-for-SIPI).
 pub fn check_guest_against_offer(
@@ -513,7 +558,12 @@ pub fn check_guest_against_offer(
     });
     let cr0 = rd(v12, f::GUEST_CR0);
     let cr4 = rd(v12, f::GUEST_CR4);
-    if cr0 & offer.cr0_fixed.0 != offer.cr0_fixed.0 || cr0 & !offer.cr0_fixed.1 != 0 {
+    let fixed0 = if unrestricted_guest(v12) {
+        offer.cr0_fixed.0 & !(CR0_PE | CR0_PG)
+    } else {
+        offer.cr0_fixed.0
+    };
+    if cr0 & fixed0 != fixed0 || cr0 & !offer.cr0_fixed.1 != 0 {
         return fail;
     }
     if cr4 & offer.cr4_fixed.0 != offer.cr4_fixed.0 || cr4 & !offer.cr4_fixed.1 != 0 {
@@ -745,8 +795,11 @@ mod tests {
             .collect();
         assert_eq!(
             bits.len() as u32,
-            (MERGEABLE_PROC2 & (hw().procbased2.may_be_one)).count_ones(),
-            "the fixture offers every mergeable secondary control the CPU has"
+            (MERGEABLE_PROC2
+                & !(proc2::EPT | proc2::UNRESTRICTED_GUEST)
+                & (hw().procbased2.may_be_one))
+                .count_ones(),
+            "the fixture offers every mergeable secondary control the CPU has but EPT"
         );
         for tpr in [false, true] {
             for combo in 0..(1u32 << bits.len()) {

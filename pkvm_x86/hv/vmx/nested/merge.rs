@@ -30,11 +30,21 @@
 //!   EFER, PAT and debug controls always (with the host's own values when
 //!   vmcs12 does not load them, since the entry starts from root mode),
 //!   IA-32e mode guest as vmcs12 asks.
-//! * EPT: always, with the host EPT's pointer (vmcs01's): the guest runs
-//!   on the host EPT (vmcs12 never has EPT in this step), so it can only
-//!   reach memory the host owns.  PDPTEs of a PAE guest are therefore
-//!   loaded by software from the page at the guest's CR3 (with EPT the
-//!   CPU takes them from the VMCS).
+//! * EPT: always ([`HV_PROC2`]), on one of two EPTs ([`Ept02`]):
+//!   - vmcs12 without EPT: the host EPT's pointer (vmcs01's), so the guest
+//!     can only reach memory the host owns.  PDPTEs of a PAE guest are
+//!     then loaded by software from the page at the guest's CR3 (with EPT
+//!     the CPU takes them from the VMCS);
+//!   - vmcs12 with EPT (where the view offers it): the shadow EPT of
+//!     vmcs12's EPT12 (its pointer an input, [`build_vmcs02_on`], from the
+//!     shadow EPT set; vmcs12's EPT pointer is never given to the CPU),
+//!     unrestricted guest as vmcs12 asks, guest CR3 and the PDPTEs
+//!     vmcs12's (guest-physical addresses the shadow EPT translates).
+//!
+//!   Neither way forces CR3-load/store or INVLPG exiting: vmcs02 always
+//!   runs on an EPT, so the hypervisor never needs them; vmcs02 exits on
+//!   them exactly when vmcs12 asks (KVM's shadow paging asks, KVM with EPT
+//!   does not).
 //! * MSR bitmap: the host's bitmap (all ones if vmcs12 uses none) OR the
 //!   hypervisor's policy bitmap (vmcs01's): [`merge_msr_bitmap`].
 //! * CR0/CR4 guest/host masks: vmcs12's | the hypervisor's (CR4.VMXE); a
@@ -66,9 +76,10 @@ use crate::hv::vmx::vmcs::{self as f, fields::FIELDS, VmcsAccess, VmcsError, NO_
 
 use super::controls::{entry, exit, pin, proc1, proc2, Allowed};
 use super::entry_checks::{
-    check_guest_against_offer, check_vmcs12, effective_proc2, rd, within_width, EntryEnv,
-    EntryFailure, VmFailValid, EFER_LMA, EFER_LME, ERR_CONTROLS,
+    check_guest_against_offer, check_vmcs12, effective_proc2, ept12, rd, uses_ept12, within_width,
+    EntryEnv, EntryFailure, VmFailValid, EFER_LMA, EFER_LME, ERR_CONTROLS,
 };
+use super::ept12_walk::Eptp12;
 use super::field_class::{class_at, Class};
 
 /// Pin-based controls the hypervisor needs in every vmcs02: external
@@ -106,7 +117,9 @@ pub enum PageUse {
     /// read at entry and checked by [`check_link_pointer`].
     LinkPointer,
     /// The 32 bytes at a PAE guest's CR3: read at entry, checked by
-    /// [`check_pdptes`], given to [`build_vmcs02`].
+    /// [`check_pdptes`], given to [`build_vmcs02`].  Only without EPT12:
+    /// with it, CR3 is a guest-physical address and the PDPTEs are
+    /// vmcs12's fields.
     Pdptes,
 }
 
@@ -179,6 +192,13 @@ pub struct EntryPlan {
     pub exit_msr_store: MsrArea,
     /// VM-exit MSR-load area (software, at a reflected exit).
     pub exit_msr_load: MsrArea,
+    /// vmcs12's EPT pointer, checked, when vmcs12 enables EPT: the key of
+    /// the shadow EPT vmcs02 runs on (the integration finds or creates it
+    /// and gives its pointer to [`build_vmcs02_on`]).  Nothing of EPT12 is
+    /// read at entry: its table pages are checked as host-owned when the
+    /// guest's EPT violations walk them (`ept12_walk`), as the CPU reads
+    /// them only then.
+    pub ept12: Option<Eptp12>,
 }
 
 impl EntryPlan {
@@ -300,7 +320,10 @@ pub fn plan_entry(
         }
         add(link, PageUse::LinkPointer);
     }
-    if guest_pae(v12) {
+    if uses_ept12(v12) {
+        // Checked by `check_vmcs12` already: a valid pointer.
+        plan.ept12 = ept12(v12, offer, env);
+    } else if guest_pae(v12) {
         add(rd(v12, f::GUEST_CR3) & 0xffff_ffe0, PageUse::Pdptes);
     }
     plan.entry_msr_load = MsrArea {
@@ -447,8 +470,22 @@ pub struct Vmcs02Params {
     /// The guest's VPID: non-zero and distinct from the host's
     /// (`host_vmcs::HOST_VPID`); used only if vmcs12 enables VPID.
     pub vpid: u16,
-    /// The PDPTEs read for a PAE guest ([`PageUse::Pdptes`]).
+    /// The PDPTEs read for a PAE guest ([`PageUse::Pdptes`]; unused with
+    /// EPT12, whose PDPTEs are vmcs12's).
     pub pdptes: Option<[u64; 4]>,
+}
+
+/// The EPT vmcs02 runs its guest on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ept02 {
+    /// The host EPT (vmcs01's EPT pointer): vmcs12 does not enable EPT; its
+    /// guest's physical addresses are host-physical ones, confined to what
+    /// the host owns.
+    HostEpt,
+    /// The shadow EPT of vmcs12's EPT12 (`plan.ept12`): the EPT pointer of
+    /// its root, as the shadow EPT set gives it (write-back, 4 levels).
+    /// Only with vmcs12's "enable EPT".
+    Shadow(u64),
 }
 
 /// The guest's real CR4 and the CR4 guest/host mask and read shadow of
@@ -476,20 +513,45 @@ pub fn uncompose_cr4(cr4_02: u64, shadow02: u64, mask12: u64, cr4_12: u64) -> u6
     (cr4_02 & !hv) | (shadow02 & hv_only) | (cr4_12 & both)
 }
 
-/// Step 2 of an entry: writes vmcs02 (any [`VmcsAccess`], e.g. the CPU's
-/// current VMCS after VMPTRLD of the hypervisor's vmcs02 page) from
-/// vmcs12, vmcs01 (the hypervisor's VMCS of this host CPU: its controls,
-/// host state, EPTP, TSC offset, and the host's current state in its
-/// guest area) and `p`.  Hidden fields and vmcs12's host state are never
-/// read.  Only after [`plan_entry`] succeeded and the pages were
-/// validated.
+/// Step 2 of an entry of a vmcs12 without EPT: [`build_vmcs02_on`] the
+/// host EPT.  A vmcs12 that enables EPT fails here
+/// (`VmcsError::Unsupported`): its guest never runs on the host EPT.
 pub fn build_vmcs02(
     v12: &impl VmcsAccess,
     v01: &impl VmcsAccess,
     p: &Vmcs02Params,
     out: &mut impl VmcsAccess,
 ) -> Result<(), VmcsError> {
+    build_vmcs02_on(v12, v01, p, Ept02::HostEpt, out)
+}
+
+/// Step 2 of an entry: writes vmcs02 (any [`VmcsAccess`], e.g. the CPU's
+/// current VMCS after VMPTRLD of the hypervisor's vmcs02 page) from
+/// vmcs12, vmcs01 (the hypervisor's VMCS of this host CPU: its controls,
+/// host state, EPTP, TSC offset, and the host's current state in its
+/// guest area), `p` and the EPT the guest runs on (`ept02`).  Hidden
+/// fields and vmcs12's host state are never read.  Only after
+/// [`plan_entry`] succeeded and the pages were validated.
+///
+/// `ept02` must match vmcs12: [`Ept02::Shadow`] exactly when vmcs12
+/// enables EPT (and the offer allows it); otherwise nothing is written
+/// and the result is `VmcsError::Unsupported`, so a guest never runs on
+/// an EPT other than the one its host asked for.
+pub fn build_vmcs02_on(
+    v12: &impl VmcsAccess,
+    v01: &impl VmcsAccess,
+    p: &Vmcs02Params,
+    ept02: Ept02,
+    out: &mut impl VmcsAccess,
+) -> Result<(), VmcsError> {
     let a = Allowed::of(&p.offer);
+    let ept12_asked = effective_proc2(v12) & proc2::EPT != 0;
+    let ept12_on = ept12_asked && a.proc2.may_be_one & proc2::EPT != 0;
+    let eptp02 = match ept02 {
+        Ept02::HostEpt if !ept12_asked => rd(v01, f::EPT_POINTER),
+        Ept02::Shadow(eptp) if ept12_on => eptp,
+        _ => return Err(VmcsError::Unsupported),
+    };
     let pin12 = rd(v12, f::PIN_BASED_VM_EXEC_CONTROL);
     let p1_12 = rd(v12, f::CPU_BASED_VM_EXEC_CONTROL);
     let p2_12 = effective_proc2(v12);
@@ -514,10 +576,19 @@ pub fn build_vmcs02(
         | if l1_tsc { proc1::TSC_OFFSETTING } else { 0 }
         | p.hw.procbased.must_be_one;
     let vpid = p2_12 & proc2::VPID != 0 && p.vpid != 0;
-    let p2_02 = (p2_12 & a.proc2.may_be_one & !proc2::VPID)
-        | HV_PROC2
-        | if vpid { proc2::VPID } else { 0 }
-        | p.hw.procbased2.must_be_one;
+    // Unrestricted guest only on EPT12's shadow (the entry checks refuse
+    // it without EPT; restricted again here).
+    let ug = if ept12_on {
+        p2_12 & a.proc2.may_be_one & proc2::UNRESTRICTED_GUEST
+    } else {
+        0
+    };
+    let p2_02 =
+        (p2_12 & a.proc2.may_be_one & !(proc2::VPID | proc2::EPT | proc2::UNRESTRICTED_GUEST))
+            | HV_PROC2
+            | ug
+            | if vpid { proc2::VPID } else { 0 }
+            | p.hw.procbased2.must_be_one;
     // vmcs02 exits to root mode: the hypervisor's exit controls.  An
     // external interrupt the host asked to exit on is acknowledged as it
     // asked; one the hypervisor forces to exit (vmcs12 without
@@ -592,7 +663,19 @@ pub fn build_vmcs02(
     )?;
     out.write(f::CR0_READ_SHADOW, rd(v12, f::CR0_READ_SHADOW))?;
     out.write(f::VMCS_LINK_POINTER, NO_LINK)?;
-    if let Some(pd) = p.pdptes {
+    let pdptes = if ept12_on {
+        // EPT12: the CPU loads a PAE guest's PDPTEs from vmcs02 and checks
+        // them there; vmcs12's are guest-physical addresses.
+        Some([
+            rd(v12, f::GUEST_PDPTE0),
+            rd(v12, f::GUEST_PDPTE1),
+            rd(v12, f::GUEST_PDPTE2),
+            rd(v12, f::GUEST_PDPTE3),
+        ])
+    } else {
+        p.pdptes
+    };
+    if let Some(pd) = pdptes {
         out.write(f::GUEST_PDPTE0, pd[0])?;
         out.write(f::GUEST_PDPTE1, pd[1])?;
         out.write(f::GUEST_PDPTE2, pd[2])?;
@@ -659,7 +742,7 @@ pub fn build_vmcs02(
     if vpid {
         out.write(f::VIRTUAL_PROCESSOR_ID, p.vpid)?;
     }
-    out.write(f::EPT_POINTER, rd(v01, f::EPT_POINTER))?;
+    out.write(f::EPT_POINTER, eptp02)?;
     out.write(f::VM_ENTRY_INTR_INFO, rd(v12, f::VM_ENTRY_INTR_INFO))?;
     out.write(
         f::VM_ENTRY_EXCEPTION_ERROR_CODE,
@@ -912,6 +995,14 @@ mod tests {
                     let base = rd(&v, fld) & !b;
                     // Bypass the checks: vmcs12 with the bit forced.
                     v.write(fld, if on { base | b } else { base }).unwrap();
+                    if on && fld == f::SECONDARY_VM_EXEC_CONTROL && b == proc2::EPT {
+                        // EPT12 never runs on the host EPT (and here the
+                        // offer hides EPT): no vmcs02 at all.
+                        let mut out = MemVmcs::new();
+                        let r = build_vmcs02(&v, &vmcs01(), &params(), &mut out);
+                        assert_eq!(r, Err(VmcsError::Unsupported));
+                        continue;
+                    }
                     let out = build(&v);
                     let got = rd(&out, fld) & b != 0;
                     let want = if hv & b != 0 {

@@ -15,11 +15,15 @@
 //!
 //! Nothing of the hypervisor reaches vmcs12 or the host's state: exit
 //! information is vmcs02's only for the guest's own exit; the guest
-//! physical address is never copied (vmcs12 has no EPT, and vmcs02's is a
-//! host-EPT address); guest state goes back field by field by class
-//! (never vmcs02's controls, EPTP, MSR-bitmap address or host state);
-//! the bits the hypervisor owns in the guest's CR4 are restored to what
-//! the guest and its host set.
+//! physical address is copied only where vmcs12 enables EPT and the exit
+//! defines it (an EPT violation or misconfiguration of EPT12 reflected by
+//! [`reflect_ept12_exit`], an APIC access by guest-physical address): an
+//! address of the guest's own physical space, which EPT02 translates
+//! (without EPT12, vmcs02's is a host-EPT address and never copied);
+//! guest state goes back field by field by class (never vmcs02's
+//! controls, EPTP, MSR-bitmap address or host state); the bits the
+//! hypervisor owns in the guest's CR4 are restored to what the guest and
+//! its host set.
 
 use crate::hv::host_policy::{self, Cr4Env};
 use crate::hv::vmx::event::{EventType, Interruptibility, InterruptionInfo};
@@ -27,7 +31,8 @@ use crate::hv::vmx::msr_bitmap::bit_position;
 use crate::hv::vmx::vmcs::{self as f, fields::FIELDS, MemVmcs, VmcsAccess, VmcsError};
 
 use super::controls::{entry, exit, pin, proc1, proc2};
-use super::entry_checks::{effective_proc2, rd, EFER_LMA, EFER_LME};
+use super::entry_checks::{effective_proc2, rd, uses_ept12, EFER_LMA, EFER_LME};
+use super::ept12_walk::Violation;
 use super::field_class::{class_at, Class};
 use super::merge::uncompose_cr4;
 
@@ -146,8 +151,12 @@ pub enum HvExit {
     /// An interrupt or NMI window the hypervisor opened for such a
     /// re-injection.
     Window,
-    /// EPT violation or misconfiguration of the host EPT: the guest touched
-    /// memory the host does not own (or the host EPT is being changed).
+    /// EPT violation or misconfiguration of the EPT vmcs02 runs on.
+    /// Without EPT12, the host EPT: the guest touched memory the host does
+    /// not own (or the host EPT is being changed).  With EPT12 (vmcs12
+    /// enables EPT, [`uses_ept12`]), the shadow EPT: the fault path walks
+    /// EPT12 and either maps the page or reflects what EPT12 says with
+    /// [`reflect_ept12_exit`].
     HostEpt,
     /// An MSR access the host lets through but the hypervisor's policy
     /// intercepts: handled by the policy for the guest (#GP if refused).
@@ -407,7 +416,7 @@ fn cr_owner(ev: &ExitEvent, v12: &impl VmcsAccess, p1: u32) -> Owner {
 }
 
 /// Exit-information fields copied from vmcs02 to vmcs12 for a reflected
-/// exit (not the guest-physical address: vmcs12 has no EPT; not the
+/// exit (not the guest-physical address, see [`gpa_defined`]; not the
 /// VM-instruction error, which exits do not write).
 pub const EXIT_INFO_COPIED: &[u32] = &[
     f::VM_EXIT_REASON.encoding(),
@@ -424,6 +433,18 @@ pub const EXIT_INFO_COPIED: &[u32] = &[
     f::IO_RDI.encoding(),
     f::IO_RIP.encoding(),
 ];
+
+/// The PDPTE fields of a PAE guest with EPT.
+const PDPTES: [f::Field<u64>; 4] = [
+    f::GUEST_PDPTE0,
+    f::GUEST_PDPTE1,
+    f::GUEST_PDPTE2,
+    f::GUEST_PDPTE3,
+];
+
+fn is_pdpte(e: u32) -> bool {
+    PDPTES.iter().any(|p| p.encoding() == e)
+}
 
 /// What the integration does after a reflection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -466,9 +487,105 @@ pub fn reflect_exit(
         let q = rd(v02, f::EXIT_QUALIFICATION);
         return reflect_entry_failure(raw_reason as u16, q, v12, v01);
     }
+    reflect_with(v02, v12, v01, None)
+}
+
+/// Access types of an APIC-access exit's qualification (bits 15:12) that
+/// were guest-physical: 10 (during event delivery) and 15 (instruction
+/// fetch or execution).
+const APIC_ACCESS_GUEST_PHYSICAL: [u64; 2] = [10, 15];
+
+/// Whether the guest-physical-address field of vmcs02 is defined for an
+/// exit with basic reason `reason` and qualification `qualification` and
+/// belongs in vmcs12: only with EPT12 (`ept12`: then vmcs02 runs on the
+/// shadow EPT, whose input addresses are the guest's own), for EPT
+/// violations and misconfigurations and APIC accesses by guest-physical
+/// address (SDM Vol. 3C, "Exit Qualification for APIC-Access VM Exits";
+/// for every other exit the field is undefined and vmcs12 keeps what it
+/// had).
+pub const fn gpa_defined(ept12: bool, reason: u16, qualification: u64) -> bool {
+    if !ept12 {
+        return false;
+    }
+    match reason {
+        reason::EPT_VIOLATION | reason::EPT_MISCONFIG => true,
+        reason::APIC_ACCESS => {
+            let ty = (qualification >> 12) & 0xf;
+            ty == APIC_ACCESS_GUEST_PHYSICAL[0] || ty == APIC_ACCESS_GUEST_PHYSICAL[1]
+        }
+        _ => false,
+    }
+}
+
+/// What EPT12 says of the guest's access that took an EPT violation on
+/// the shadow EPT, when the fault path gives it to the host
+/// ([`reflect_ept12_exit`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ept12Exit {
+    /// An EPT violation of EPT12 (`ept12_walk::walk`'s
+    /// `WalkFault::Violation`): exit reason 48.
+    Violation(Violation),
+    /// An EPT misconfiguration of EPT12 (`WalkFault::Misconfig`): exit
+    /// reason 49, qualification 0.
+    Misconfig,
+}
+
+/// Reflects the guest's EPT violation on the shadow EPT (vmcs02's exit,
+/// reason 48) to the host as the exit EPT12 gives it: an EPT violation
+/// (48) with the architectural qualification
+/// (`Violation::qualification_for` the hardware's: bits 5:0 from EPT12,
+/// bits 7, 8 and 12 the hardware's) or an EPT misconfiguration (49,
+/// qualification 0); the guest-physical address is the hardware exit's
+/// (the shadow EPT and EPT12 translate the same addresses), the
+/// guest-linear address, instruction length and IDT-vectoring information
+/// the hardware exit's as for every reflected exit; then guest state and
+/// host state as [`reflect_exit`].
+///
+/// The fault path calls it when the walk of EPT12 ended in a violation or
+/// a misconfiguration; never for a table page that is not the host's
+/// (`WalkFault::NotHostOwned`: a triple fault, as for the host EPT).
+/// Fails with `VmcsError::Unsupported`, changing nothing, unless vmcs12
+/// enables EPT and vmcs02's exit is an EPT violation.
+pub fn reflect_ept12_exit(
+    what: &Ept12Exit,
+    v02: &impl VmcsAccess,
+    v12: &mut MemVmcs,
+    v01: &mut impl VmcsAccess,
+) -> Result<Reflected, VmcsError> {
+    if !uses_ept12(v12) || rd(v02, f::VM_EXIT_REASON) != u32::from(reason::EPT_VIOLATION) {
+        return Err(VmcsError::Unsupported);
+    }
+    let hw = rd(v02, f::EXIT_QUALIFICATION);
+    let (r, q) = match what {
+        Ept12Exit::Violation(v) => (reason::EPT_VIOLATION, v.qualification_for(hw)),
+        Ept12Exit::Misconfig => (reason::EPT_MISCONFIG, 0),
+    };
+    reflect_with(v02, v12, v01, Some((r, q)))
+}
+
+/// [`reflect_exit`] of an exit whose reason and qualification are
+/// `exit` instead of vmcs02's when given.
+fn reflect_with(
+    v02: &impl VmcsAccess,
+    v12: &mut MemVmcs,
+    v01: &mut impl VmcsAccess,
+    exit: Option<(u16, u64)>,
+) -> Result<Reflected, VmcsError> {
     for &e in EXIT_INFO_COPIED {
         let val = v02.read_raw(e)?;
         set_exit_info_raw(v12, e, val)?;
+    }
+    if let Some((r, q)) = exit {
+        v12.set_exit_info(f::VM_EXIT_REASON, u32::from(r))?;
+        v12.set_exit_info(f::EXIT_QUALIFICATION, q)?;
+    }
+    let ept12 = uses_ept12(v12);
+    let reason12 = rd(v12, f::VM_EXIT_REASON) as u16;
+    if gpa_defined(ept12, reason12, rd(v12, f::EXIT_QUALIFICATION)) {
+        v12.set_exit_info(
+            f::GUEST_PHYSICAL_ADDRESS,
+            rd(v02, f::GUEST_PHYSICAL_ADDRESS),
+        )?;
     }
     let exit12 = rd(v12, f::VM_EXIT_CONTROLS);
     let cr4_12 = rd(v12, f::GUEST_CR4);
@@ -478,6 +595,7 @@ pub fn reflect_exit(
             || ((e == f::GUEST_IA32_DEBUGCTL.encoding() || e == f::GUEST_DR7.encoding())
                 && exit12 & exit::SAVE_DEBUG == 0)
             || e == f::GUEST_IA32_PERF_GLOBAL_CTRL.encoding()
+            || is_pdpte(e)
     };
     for (i, info) in FIELDS.iter().enumerate() {
         if class_at(i) == Some(Class::GuestState) && !skip(info.encoding) {
@@ -486,6 +604,18 @@ pub fn reflect_exit(
             let v = v02.read_at(i)?;
             if v12.read_at(i)? != v {
                 v12.write_at(i, v)?;
+            }
+        }
+    }
+    // The PDPTEs: saved by an exit only with EPT (the CPU stored a PAE
+    // guest's in vmcs02); without EPT12 vmcs02's are the hypervisor's
+    // software read at entry, and vmcs12 keeps its own.
+    if ept12 {
+        // By reference (root mode: no out-of-line array iterator).
+        for &p in PDPTES.iter() {
+            let v = rd(v02, p);
+            if rd(v12, p) != v {
+                v12.write(p, v)?;
             }
         }
     }
