@@ -1100,6 +1100,173 @@ mod tests {
         }
     }
 
+    /// EPT in the entry checks, against the view with EPT: KVM's vmcs12
+    /// with EPT and unrestricted guest passes; the same vmcs12 fails with
+    /// the view without EPT; every invalid EPT pointer and unrestricted
+    /// guest without EPT fail with VMfailValid(7).
+    #[test]
+    fn ept_controls_need_the_offer_and_a_valid_eptp12() {
+        let (o, e) = (offer_ept(), env());
+        let v = vmcs12_ept();
+        assert_eq!(check_vmcs12(&v, &o, &e), Ok(()));
+        assert_eq!(check_guest_against_offer(&v, &o), Ok(()));
+        let r = check_vmcs12(&v, &offer(), &e);
+        assert_eq!(err(r), Some(7), "EPT hidden: {r:?}");
+        assert_eq!(ept12(&v, &o, &e).map(|p| p.raw), Some(EPTP12));
+        assert!(uses_ept12(&v) && unrestricted_guest(&v));
+        let root = EPTP12 & !0xfff;
+        let bad = [
+            (root | 3 << 3 | 1, "WC"),
+            (root | 3 << 3 | 7, "type 7"),
+            (root | 4 << 3 | 6, "5-level walk"),
+            (root | 2 << 3 | 6, "3-level walk"),
+            (root | 1 << 6 | 3 << 3 | 6, "A/D not offered"),
+            (root | 1 << 7 | 3 << 3 | 6, "bit 7"),
+            (root | 1 << 11 | 3 << 3 | 6, "bit 11"),
+            (1 << 40 | 3 << 3 | 6, "beyond MAXPHYADDR"),
+            (0, "zero"),
+        ];
+        for (eptp, why) in bad {
+            let mut v = vmcs12_ept();
+            v.write(f::EPT_POINTER, eptp).unwrap();
+            let r = check_vmcs12(&v, &o, &e);
+            assert_eq!(
+                r.map_err(|x| (x.error, x.why)),
+                Err((7, "EPT pointer")),
+                "{why}"
+            );
+        }
+        // UC is offered: a UC EPT pointer is valid.
+        let mut v = vmcs12_ept();
+        v.write(f::EPT_POINTER, root | 3 << 3).unwrap();
+        assert_eq!(check_vmcs12(&v, &o, &e), Ok(()));
+        // Unrestricted guest without EPT.
+        let mut v = vmcs12_ept();
+        let p2 = rd(&v, f::SECONDARY_VM_EXEC_CONTROL) & !proc2::EPT;
+        v.write(f::SECONDARY_VM_EXEC_CONTROL, p2).unwrap();
+        let r = check_vmcs12(&v, &o, &e);
+        assert_eq!(
+            r.map_err(|x| (x.error, x.why)),
+            Err((7, "unrestricted guest without EPT"))
+        );
+        // EPT alone (no unrestricted guest): fine.
+        let mut v = vmcs12_ept();
+        let p2 = rd(&v, f::SECONDARY_VM_EXEC_CONTROL) & !proc2::UNRESTRICTED_GUEST;
+        v.write(f::SECONDARY_VM_EXEC_CONTROL, p2).unwrap();
+        assert_eq!(check_vmcs12(&v, &o, &e), Ok(()));
+        assert!(uses_ept12(&v) && !unrestricted_guest(&v));
+        // Without EPT the EPT pointer is not looked at; with the secondary
+        // controls not activated neither EPT bit counts.
+        let mut v = vmcs12();
+        v.write(f::EPT_POINTER, u64::MAX).unwrap();
+        assert_eq!(check_vmcs12(&v, &o, &e), Ok(()));
+        let mut v = vmcs12_ept();
+        v.write(f::EPT_POINTER, u64::MAX).unwrap();
+        let p1 = rd(&v, f::CPU_BASED_VM_EXEC_CONTROL) & !proc1::SECONDARY;
+        v.write(f::CPU_BASED_VM_EXEC_CONTROL, p1).unwrap();
+        assert_eq!(check_vmcs12(&v, &o, &e), Ok(()));
+        assert!(!uses_ept12(&v) && !unrestricted_guest(&v));
+    }
+
+    /// The secondary controls exhaustively with the view with EPT: the
+    /// EPT bits follow their rules (unrestricted guest needs EPT; the
+    /// fixture's EPT pointer is valid), the others as without EPT.
+    #[test]
+    fn secondary_controls_exhaustive_with_ept() {
+        let o = offer_ept();
+        let a = Allowed::of(&o);
+        let bits: std::vec::Vec<u32> = (0..32)
+            .map(|b| 1u32 << b)
+            .filter(|b| a.proc2.may_be_one & b != 0)
+            .collect();
+        assert_eq!(
+            bits.len() as u32,
+            (MERGEABLE_PROC2 & hw().procbased2.may_be_one).count_ones()
+        );
+        for combo in 0..(1u32 << bits.len()) {
+            let mut p2 = 0;
+            for (i, b) in bits.iter().enumerate() {
+                if combo & (1 << i) != 0 {
+                    p2 |= b;
+                }
+            }
+            let mut v = vmcs12_ept();
+            v.write(f::SECONDARY_VM_EXEC_CONTROL, p2).unwrap();
+            v.write(f::VIRTUAL_PROCESSOR_ID, 0).unwrap();
+            let ok = (p2 & proc2::VIRT_X2APIC == 0 || p2 & proc2::VIRT_APIC_ACCESSES == 0)
+                && p2 & proc2::VPID == 0
+                && (p2 & proc2::UNRESTRICTED_GUEST == 0 || p2 & proc2::EPT != 0);
+            assert_eq!(check_controls(&v, &o, &env()).is_ok(), ok, "{p2:#x}");
+        }
+    }
+
+    /// Guest CR0 with unrestricted guest: PE and PG need not be set (a
+    /// real-mode or unpaged guest), every other fixed bit still holds;
+    /// without unrestricted guest (with or without EPT) PE and PG are
+    /// required.
+    #[test]
+    fn guest_cr0_with_unrestricted_guest() {
+        let o = offer_ept();
+        let exit33 = Err(EntryFailure::Exit {
+            reason: 33,
+            qualification: 0,
+        });
+        const NE: u64 = 1 << 5;
+        let cases: &[(u64, bool, bool)] = &[
+            // (CR0, unrestricted guest, passes)
+            (0x8005_0033, true, true),
+            (0x8005_0033, false, true),
+            (0x0000_0030, true, true), // real mode: PE = PG = 0
+            (0x0000_0031, true, true), // protected, unpaged
+            (0x0000_0030, false, false),
+            (0x0000_0031, false, false),
+            (0x8000_0032 & !NE, true, false), // NE still fixed
+            (0x30 | 1 << 32, true, false),    // beyond FIXED1
+        ];
+        for &(cr0, ug, ok) in cases {
+            let mut v = vmcs12_ept();
+            let p2 = rd(&v, f::SECONDARY_VM_EXEC_CONTROL) & !proc2::UNRESTRICTED_GUEST;
+            let p2 = p2 | if ug { proc2::UNRESTRICTED_GUEST } else { 0 };
+            v.write(f::SECONDARY_VM_EXEC_CONTROL, p2).unwrap();
+            v.write(f::GUEST_CR0, cr0).unwrap();
+            let r = check_guest_against_offer(&v, &o);
+            assert_eq!(r.is_ok(), ok, "{cr0:#x} ug={ug}");
+            if !ok {
+                assert_eq!(r, exit33);
+            }
+        }
+        // The view without EPT: PE and PG always required.
+        let mut v = vmcs12();
+        v.write(f::GUEST_CR0, 0x30).unwrap();
+        assert_eq!(check_guest_against_offer(&v, &offer()), exit33);
+    }
+
+    /// An exception injected into a real-mode guest (unrestricted guest,
+    /// CR0.PE = 0) delivers no error code: the deliver-error-code bit must
+    /// be 0 there, and 1 for #GP in protected mode as before.
+    #[test]
+    fn event_injection_error_code_in_real_mode() {
+        let gp = |ec: bool| InterruptionInfo::event(13, EventType::HardwareException, ec).0;
+        for (cr0, ug, ec, ok) in [
+            (0x30u64, true, false, true),
+            (0x30, true, true, false),
+            (0x31, true, true, true),
+            (0x31, true, false, false),
+            (0x8005_0033, false, true, true),
+            (0x8005_0033, false, false, false),
+        ] {
+            let mut v = vmcs12_ept();
+            if !ug {
+                let p2 = rd(&v, f::SECONDARY_VM_EXEC_CONTROL) & !proc2::UNRESTRICTED_GUEST;
+                v.write(f::SECONDARY_VM_EXEC_CONTROL, p2).unwrap();
+            }
+            v.write(f::GUEST_CR0, cr0).unwrap();
+            v.write(f::VM_ENTRY_INTR_INFO, gp(ec)).unwrap();
+            let r = check_controls(&v, &offer_ept(), &env());
+            assert_eq!(r.is_ok(), ok, "{cr0:#x} ug={ug} ec={ec}: {r:?}");
+        }
+    }
+
     #[test]
     fn perf_mask_agrees_with_the_host_policy() {
         use crate::hv::host_policy::perf_global_ctrl_valid;

@@ -792,6 +792,187 @@ mod tests {
         out
     }
 
+    /// The shadow EPT's pointer the tests give vmcs02 (a hypervisor
+    /// address: it must never reach vmcs12).
+    const EPTP02: u64 = 0x7_7790_0000 | 3 << 3 | 6;
+
+    fn params_ept() -> Vmcs02Params {
+        Vmcs02Params {
+            offer: offer_ept(),
+            ..params()
+        }
+    }
+
+    fn build_ept(v12: &MemVmcs) -> MemVmcs {
+        let mut out = MemVmcs::new();
+        build_vmcs02_on(
+            v12,
+            &vmcs01(),
+            &params_ept(),
+            Ept02::Shadow(EPTP02),
+            &mut out,
+        )
+        .unwrap();
+        out
+    }
+
+    /// The plan of a vmcs12 with EPT: the checked EPT pointer (the
+    /// shadow's key), and no PDPTE read at CR3 for a PAE guest (CR3 is a
+    /// guest-physical address); the other pages as without EPT.
+    #[test]
+    fn plan_with_ept12() {
+        let (o, e) = (offer_ept(), env());
+        let mut v = vmcs12_ept();
+        let plan = plan_entry(&v, &o, &e).unwrap();
+        assert_eq!(
+            plan.ept12,
+            crate::hv::vmx::nested::ept12_walk::check_eptp(EPTP12, o.ept_vpid_cap, 40).ok()
+        );
+        assert_eq!(plan.ept12.map(|p| p.raw), Some(EPTP12));
+        let without = plan_entry(&vmcs12(), &o, &e).unwrap();
+        assert_eq!(without.ept12, None);
+        assert_eq!(plan.pages, without.pages);
+        // A PAE guest (32-bit, paging, PAE).
+        v.write(
+            f::VM_ENTRY_CONTROLS,
+            rd(&v, f::VM_ENTRY_CONTROLS) & !entry::IA32E,
+        )
+        .unwrap();
+        v.write(f::GUEST_IA32_EFER, 0).unwrap();
+        v.write(f::GUEST_CR3, 0x1234_5fe0).unwrap();
+        assert!(guest_pae(&v));
+        let plan = plan_entry(&v, &o, &e).unwrap();
+        assert_eq!(plan.page(PageUse::Pdptes), None);
+        // The same guest without EPT: read at CR3.
+        let p2 = rd(&v, f::SECONDARY_VM_EXEC_CONTROL) & !(proc2::EPT | proc2::UNRESTRICTED_GUEST);
+        v.write(f::SECONDARY_VM_EXEC_CONTROL, p2).unwrap();
+        let plan = plan_entry(&v, &o, &e).unwrap();
+        assert_eq!(plan.page(PageUse::Pdptes), Some(0x1234_5fe0));
+        assert_eq!(plan.ept12, None);
+        // An invalid EPT pointer never makes a plan.
+        let mut v = vmcs12_ept();
+        v.write(f::EPT_POINTER, EPTP12 | 1 << 6).unwrap();
+        assert!(matches!(plan_entry(&v, &o, &e), Err(EntryFailure::VmFail(f)) if f.error == 7));
+    }
+
+    /// vmcs02 with EPT12: EPT on the shadow's pointer (never vmcs12's or
+    /// the host EPT's), unrestricted guest, CR3 exits and INVLPG exits
+    /// exactly as vmcs12 asks, guest CR3 and the PDPTEs vmcs12's.
+    #[test]
+    fn vmcs02_with_ept12() {
+        let v01 = vmcs01();
+        for ug in [false, true] {
+            for cr3_exits in [false, true] {
+                let mut v = vmcs12_ept();
+                let p2 = rd(&v, f::SECONDARY_VM_EXEC_CONTROL) & !proc2::UNRESTRICTED_GUEST;
+                v.write(
+                    f::SECONDARY_VM_EXEC_CONTROL,
+                    p2 | if ug { proc2::UNRESTRICTED_GUEST } else { 0 },
+                )
+                .unwrap();
+                let exits = proc1::CR3_LOAD | proc1::CR3_STORE | proc1::INVLPG;
+                let p1 = rd(&v, f::CPU_BASED_VM_EXEC_CONTROL) & !exits;
+                v.write(
+                    f::CPU_BASED_VM_EXEC_CONTROL,
+                    p1 | if cr3_exits { exits } else { 0 },
+                )
+                .unwrap();
+                let pd = [0x1000_0001, 0x2000_0001, 0, 0x3000_0001];
+                for (fld, x) in [
+                    f::GUEST_PDPTE0,
+                    f::GUEST_PDPTE1,
+                    f::GUEST_PDPTE2,
+                    f::GUEST_PDPTE3,
+                ]
+                .into_iter()
+                .zip(pd)
+                {
+                    v.write(fld, x).unwrap();
+                }
+                let out = build_ept(&v);
+                let p2o = rd(&out, f::SECONDARY_VM_EXEC_CONTROL);
+                assert_ne!(p2o & proc2::EPT, 0);
+                assert_eq!(p2o & proc2::UNRESTRICTED_GUEST != 0, ug);
+                let p1o = rd(&out, f::CPU_BASED_VM_EXEC_CONTROL);
+                assert_eq!(p1o & exits, if cr3_exits { exits } else { 0 });
+                assert_eq!(rd(&out, f::EPT_POINTER), EPTP02);
+                assert_ne!(rd(&out, f::EPT_POINTER), rd(&v01, f::EPT_POINTER));
+                assert_eq!(rd(&out, f::GUEST_CR3), rd(&v, f::GUEST_CR3));
+                assert_eq!(rd(&out, f::GUEST_PDPTE0), pd[0]);
+                assert_eq!(rd(&out, f::GUEST_PDPTE3), pd[3]);
+                // The software PDPTEs of the parameters are not used.
+                let mut p = params_ept();
+                p.pdptes = Some([0xdead; 4]);
+                let mut o2 = MemVmcs::new();
+                build_vmcs02_on(&v, &v01, &p, Ept02::Shadow(EPTP02), &mut o2).unwrap();
+                assert_eq!(rd(&o2, f::GUEST_PDPTE1), pd[1]);
+            }
+        }
+    }
+
+    /// Offering EPT changes nothing for a vmcs12 without EPT: vmcs02 is
+    /// the same field for field as with the view without EPT (host EPT,
+    /// software PDPTEs, no unrestricted guest even if vmcs12 sets it
+    /// without EPT, bypassing the checks).
+    #[test]
+    fn offering_ept_changes_nothing_without_ept12() {
+        let v = vmcs12();
+        let a = build(&v);
+        let mut b = MemVmcs::new();
+        build_vmcs02_on(&v, &vmcs01(), &params_ept(), Ept02::HostEpt, &mut b).unwrap();
+        for info in FIELDS {
+            assert_eq!(
+                a.read_raw(info.encoding),
+                b.read_raw(info.encoding),
+                "{}",
+                info.name
+            );
+            assert_eq!(
+                a.was_written(info.encoding),
+                b.was_written(info.encoding),
+                "{}",
+                info.name
+            );
+        }
+        assert_eq!(rd(&b, f::EPT_POINTER), rd(&vmcs01(), f::EPT_POINTER));
+        let mut v = vmcs12();
+        let p2 = rd(&v, f::SECONDARY_VM_EXEC_CONTROL) | proc2::UNRESTRICTED_GUEST;
+        v.write(f::SECONDARY_VM_EXEC_CONTROL, p2).unwrap();
+        let mut b = MemVmcs::new();
+        build_vmcs02_on(&v, &vmcs01(), &params_ept(), Ept02::HostEpt, &mut b).unwrap();
+        assert_eq!(
+            rd(&b, f::SECONDARY_VM_EXEC_CONTROL) & proc2::UNRESTRICTED_GUEST,
+            0
+        );
+    }
+
+    /// The EPT given must match vmcs12: EPT12 never runs on the host EPT,
+    /// a guest without EPT never on a shadow, and EPT12 the offer hides
+    /// never at all; nothing is written then.
+    #[test]
+    fn ept02_must_match_vmcs12() {
+        let cases = [
+            (vmcs12_ept(), params_ept(), Ept02::HostEpt),
+            (vmcs12(), params_ept(), Ept02::Shadow(EPTP02)),
+            (vmcs12_ept(), params(), Ept02::Shadow(EPTP02)),
+            (vmcs12_ept(), params(), Ept02::HostEpt),
+        ];
+        for (i, (v, p, e)) in cases.into_iter().enumerate() {
+            let mut out = MemVmcs::new();
+            assert_eq!(
+                build_vmcs02_on(&v, &vmcs01(), &p, e, &mut out),
+                Err(VmcsError::Unsupported),
+                "{i}"
+            );
+            assert_eq!(out.written().count(), 0, "{i}");
+        }
+        let mut out = MemVmcs::new();
+        assert_eq!(
+            build_vmcs02(&vmcs12_ept(), &vmcs01(), &params_ept(), &mut out),
+            Err(VmcsError::Unsupported)
+        );
+    }
+
     #[test]
     fn exit_msr_area_pages_cover_every_entry() {
         let a = |pa: u64, count: u32| MsrArea { pa, count }.pages(0).collect::<std::vec::Vec<_>>();

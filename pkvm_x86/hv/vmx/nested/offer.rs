@@ -308,9 +308,10 @@ mod tests {
         offer(&icelake()).unwrap()
     }
 
+    /// The view without EPT (the shadow-paging step's).
     #[test]
     fn view_decodes_and_hides_what_is_not_emulated() {
-        let v = view();
+        let v = offer_with(&icelake(), false).unwrap();
         let c = VmxCaps::decode_view(&v).unwrap();
         assert_eq!(c.vmcs_revision, 4, "the CPU's revision");
         assert_eq!(c.vmcs_size, 4096);
@@ -381,7 +382,12 @@ mod tests {
 
     #[test]
     fn controls_are_consistent() {
-        let v = view();
+        for ept in [false, true] {
+            controls_are_consistent_in(offer_with(&icelake(), ept).unwrap());
+        }
+    }
+
+    fn controls_are_consistent_in(v: RawVmxInfo) {
         for (plain, tru) in [
             (VmxMsr::PinbasedCtls, VmxMsr::TruePinbasedCtls),
             (VmxMsr::ProcbasedCtls, VmxMsr::TrueProcbasedCtls),
@@ -419,13 +425,18 @@ mod tests {
         assert_eq!(read_msr(&v, 0x48c), Some(None));
     }
 
-    /// The running module's view: the switch is off and the view is the
-    /// one without EPT.
+    /// The running module's view is the one the switch names, and the
+    /// switch decides: EPT and unrestricted guest offered exactly with it.
     #[test]
-    fn the_running_view_is_the_one_without_ept() {
-        assert!(!OFFER_EPT, "flip only with the fault path wired in");
-        assert_eq!(offer(&icelake()), offer_with(&icelake(), false));
+    fn the_running_view_follows_the_switch() {
+        assert_eq!(offer(&icelake()), offer_with(&icelake(), OFFER_EPT));
         assert_ne!(offer_with(&icelake(), true), offer_with(&icelake(), false));
+        for ept in [false, true] {
+            let c = VmxCaps::decode_view(&offer_with(&icelake(), ept).unwrap()).unwrap();
+            assert_eq!(c.has(Feature::Ept), ept);
+            assert_eq!(c.has(Feature::UnrestrictedGuest), ept);
+            assert_eq!(c.has(Feature::Invept), ept);
+        }
     }
 
     /// What the stock kvm_intel (7.2, `setup_vmcs_config` and

@@ -1253,6 +1253,255 @@ mod tests {
             .unwrap();
     }
 
+    /// The shadow EPT's pointer (a hypervisor address).
+    const EPTP02: u64 = 0x7_7790_0000 | 3 << 3 | 6;
+
+    /// vmcs02 of `v12` (with EPT12) on the shadow EPT, after the guest ran.
+    fn vmcs02_ept(v12: &MemVmcs) -> MemVmcs {
+        use super::super::merge::{build_vmcs02_on, Ept02};
+        let p = Vmcs02Params {
+            offer: offer_ept(),
+            ..params()
+        };
+        let mut v02 = MemVmcs::new();
+        build_vmcs02_on(v12, &vmcs01(), &p, Ept02::Shadow(EPTP02), &mut v02).unwrap();
+        guest_runs(&mut v02);
+        v02
+    }
+
+    /// EPT12 in host memory: the 4 KiB leaf `leaf` for guest-physical
+    /// `g`, tables at EPTP12's root and the three pages after it.
+    fn ept12_mem(g: u64, leaf: u64) -> super::super::host_walk::tests::FakeMem {
+        let mut m = super::super::host_walk::tests::FakeMem::default();
+        let root = EPTP12 & !0xfff;
+        for level in (1..=4u32).rev() {
+            let table = root + u64::from(4 - level) * 0x1000;
+            let slot = table + ((g >> (12 + 9 * (level - 1))) & 0x1ff) * 8;
+            let e = if level == 1 {
+                leaf
+            } else {
+                (table + 0x1000) | 7
+            };
+            m.set_u64(slot, e);
+        }
+        m
+    }
+
+    /// The guest's write to a page EPT12 maps read/execute-only: the
+    /// hardware EPT violation on the (empty) shadow EPT, the walk of
+    /// EPT12, and the exit the host gets: reason 48, the qualification
+    /// with EPT12's permissions (bits 5:3), the access (2:0), the
+    /// hardware's bits 7, 8, 12 and not its advanced bits, the
+    /// guest-physical and guest-linear addresses of the hardware exit,
+    /// guest state saved and the host state loaded.
+    #[test]
+    fn ept12_violation_is_reflected_with_the_walks_qualification() {
+        use super::super::ept12_walk::{check_eptp, walk, Access, WalkCtx, WalkFault};
+        use crate::hv::mm::addr::Gpa;
+        let g = 0x8000_1234u64;
+        let mut mem = ept12_mem(g, 0x9000_0000 | 6 << 3 | 5);
+        let o = offer_ept();
+        let ctx = WalkCtx {
+            ept_vpid_cap: o.ept_vpid_cap,
+            maxphyaddr: 40,
+        };
+        let eptp = check_eptp(EPTP12, o.ept_vpid_cap, 40).unwrap();
+        let r = walk(&mut mem, &ctx, &eptp, Gpa::new(g).unwrap(), Access::WRITE);
+        let Err(WalkFault::Violation(viol)) = r else {
+            panic!("{r:?}")
+        };
+        let mut v12 = vmcs12_ept();
+        let mut v01 = vmcs01();
+        let mut v02 = vmcs02_ept(&v12);
+        // The hardware's exit: a write (bit 1), nothing mapped (5:3 = 0),
+        // linear address valid and translated (7, 8), advanced
+        // information (9), NMI unblocking (12).
+        let hw_q = 1 << 1 | 1 << 7 | 1 << 8 | 1 << 9 | 1 << 12;
+        v02.set_exit_info(f::VM_EXIT_REASON, 48).unwrap();
+        v02.set_exit_info(f::EXIT_QUALIFICATION, hw_q).unwrap();
+        v02.set_exit_info(f::GUEST_PHYSICAL_ADDRESS, g).unwrap();
+        v02.set_exit_info(f::GUEST_LINEAR_ADDRESS, 0x7f00_0000_1234)
+            .unwrap();
+        v02.set_exit_info(f::VM_EXIT_INSTRUCTION_LEN, 3).unwrap();
+        let r = reflect_ept12_exit(&Ept12Exit::Violation(viol), &v02, &mut v12, &mut v01).unwrap();
+        assert!(r.launched);
+        assert_eq!(rd(&v12, f::VM_EXIT_REASON), 48);
+        // Write (1), readable (3), executable (5): EPT12's, not the shadow's.
+        let want = 1 << 1 | 1 << 3 | 1 << 5 | 1 << 7 | 1 << 8 | 1 << 12;
+        assert_eq!(rd(&v12, f::EXIT_QUALIFICATION), want);
+        assert_eq!(rd(&v12, f::GUEST_PHYSICAL_ADDRESS), g);
+        assert_eq!(rd(&v12, f::GUEST_LINEAR_ADDRESS), 0x7f00_0000_1234);
+        assert_eq!(rd(&v12, f::VM_EXIT_INSTRUCTION_LEN), 3);
+        assert_eq!(rd(&v12, f::GUEST_RIP), rd(&v02, f::GUEST_RIP));
+        assert_eq!(rd(&v01, f::GUEST_RIP), rd(&v12, f::HOST_RIP));
+        // A misconfiguration (a write-only leaf: KVM's MMIO marker): 49,
+        // qualification 0, the address.
+        let mut mem = ept12_mem(g, 0x9000_0000 | 6 << 3 | 2);
+        let r = walk(&mut mem, &ctx, &eptp, Gpa::new(g).unwrap(), Access::READ);
+        assert!(matches!(r, Err(WalkFault::Misconfig(_))), "{r:?}");
+        let mut v12 = vmcs12_ept();
+        let mut v01 = vmcs01();
+        v02.set_exit_info(f::EXIT_QUALIFICATION, 1 << 0).unwrap();
+        reflect_ept12_exit(&Ept12Exit::Misconfig, &v02, &mut v12, &mut v01).unwrap();
+        assert_eq!(rd(&v12, f::VM_EXIT_REASON), 49);
+        assert_eq!(rd(&v12, f::EXIT_QUALIFICATION), 0);
+        assert_eq!(rd(&v12, f::GUEST_PHYSICAL_ADDRESS), g);
+        assert_eq!(rd(&v01, f::GUEST_RIP), rd(&v12, f::HOST_RIP));
+    }
+
+    /// The helper refuses, changing nothing, for a vmcs12 without EPT (its
+    /// guest ran on the host EPT: an EPT violation there is the
+    /// hypervisor's, never the host's) and for an exit of vmcs02 that is
+    /// not an EPT violation.
+    #[test]
+    fn ept12_reflection_only_for_ept12_and_ept_violations() {
+        let viol = Ept12Exit::Misconfig;
+        let mut v02 = vmcs02_ept(&vmcs12_ept());
+        v02.set_exit_info(f::VM_EXIT_REASON, 48).unwrap();
+        let mut v12 = vmcs12();
+        let before = v12.clone();
+        let mut v01 = vmcs01();
+        assert_eq!(
+            reflect_ept12_exit(&viol, &v02, &mut v12, &mut v01),
+            Err(VmcsError::Unsupported)
+        );
+        assert_eq!(v12.written().count(), before.written().count());
+        assert_eq!(rd(&v12, f::VM_EXIT_REASON), rd(&before, f::VM_EXIT_REASON));
+        for r in [10, 49, 48 | 1 << 31] {
+            v02.set_exit_info(f::VM_EXIT_REASON, r).unwrap();
+            let mut v12 = vmcs12_ept();
+            let mut v01 = vmcs01();
+            assert_eq!(
+                reflect_ept12_exit(&viol, &v02, &mut v12, &mut v01),
+                Err(VmcsError::Unsupported),
+                "{r:#x}"
+            );
+            assert_eq!(rd(&v01, f::GUEST_RIP), rd(&vmcs01(), f::GUEST_RIP));
+        }
+    }
+
+    /// The guest-physical address reaches vmcs12 only with EPT12 and only
+    /// where the exit defines it (an APIC access by guest-physical address,
+    /// access types 10 and 15); never vmcs02's field otherwise, which
+    /// without EPT12 is a host-EPT address.
+    #[test]
+    fn guest_physical_address_only_where_defined() {
+        for ept in [false, true] {
+            for (ty, defined) in [(0u64, false), (3, false), (10, true), (15, true)] {
+                let mut v12 = if ept { vmcs12_ept() } else { vmcs12() };
+                let mut v02 = if ept {
+                    vmcs02_ept(&v12)
+                } else {
+                    let mut v02 = MemVmcs::new();
+                    build_vmcs02(&v12, &vmcs01(), &params(), &mut v02).unwrap();
+                    guest_runs(&mut v02);
+                    v02
+                };
+                v02.set_exit_info(f::VM_EXIT_REASON, 44).unwrap();
+                v02.set_exit_info(f::EXIT_QUALIFICATION, ty << 12 | 0x80)
+                    .unwrap();
+                v12.set_exit_info(f::GUEST_PHYSICAL_ADDRESS, 0x1111_0000)
+                    .unwrap();
+                let mut v01 = vmcs01();
+                reflect_exit(&v02, &mut v12, &mut v01).unwrap();
+                let want = if ept && defined {
+                    0x7_7700_0000
+                } else {
+                    0x1111_0000
+                };
+                assert_eq!(
+                    rd(&v12, f::GUEST_PHYSICAL_ADDRESS),
+                    want,
+                    "ept={ept} type {ty}"
+                );
+                assert_eq!(gpa_defined(ept, 44, ty << 12), ept && defined);
+            }
+            // CPUID: never.
+            let mut v12 = if ept { vmcs12_ept() } else { vmcs12() };
+            let v02 = if ept {
+                vmcs02_ept(&v12)
+            } else {
+                let mut v02 = MemVmcs::new();
+                build_vmcs02(&v12, &vmcs01(), &params(), &mut v02).unwrap();
+                guest_runs(&mut v02);
+                v02
+            };
+            reflect_exit(&v02, &mut v12, &mut vmcs01()).unwrap();
+            assert_eq!(rd(&v12, f::GUEST_PHYSICAL_ADDRESS), 0);
+        }
+        assert!(gpa_defined(true, 48, 0) && gpa_defined(true, 49, 0));
+        assert!(!gpa_defined(false, 48, 0));
+    }
+
+    /// PDPTEs: with EPT12 the exit saves the guest's (the CPU stored them
+    /// in vmcs02); without EPT12 vmcs12 keeps its own, never the
+    /// hypervisor's software read.
+    #[test]
+    fn pdptes_are_saved_only_with_ept12() {
+        let pd = [0x1000_0001u64, 0x2000_0001, 0x3000_0001, 0];
+        let set = |v: &mut MemVmcs, x: [u64; 4]| {
+            for (fld, x) in [
+                f::GUEST_PDPTE0,
+                f::GUEST_PDPTE1,
+                f::GUEST_PDPTE2,
+                f::GUEST_PDPTE3,
+            ]
+            .into_iter()
+            .zip(x)
+            {
+                v.write(fld, x).unwrap();
+            }
+        };
+        let mut v12 = vmcs12_ept();
+        let mut v02 = vmcs02_ept(&v12);
+        set(&mut v02, pd);
+        reflect_exit(&v02, &mut v12, &mut vmcs01()).unwrap();
+        assert_eq!(rd(&v12, f::GUEST_PDPTE2), pd[2]);
+        let mut v12 = vmcs12();
+        set(&mut v12, [5; 4]);
+        let mut p = params();
+        p.pdptes = Some(pd);
+        let mut v02 = MemVmcs::new();
+        build_vmcs02(&v12, &vmcs01(), &p, &mut v02).unwrap();
+        guest_runs(&mut v02);
+        assert_eq!(rd(&v02, f::GUEST_PDPTE0), pd[0]);
+        reflect_exit(&v02, &mut v12, &mut vmcs01()).unwrap();
+        assert_eq!(rd(&v12, f::GUEST_PDPTE0), 5);
+    }
+
+    /// With EPT12, nothing of the hypervisor reaches vmcs12 or the host's
+    /// state either: not the shadow EPT's pointer, not the host EPT's, for
+    /// an ordinary exit and for a reflected EPT violation.
+    #[test]
+    fn nothing_of_the_hypervisor_leaks_with_ept12() {
+        let h = hv_host();
+        for violation in [false, true] {
+            let mut v12 = vmcs12_ept();
+            let mut v01 = vmcs01();
+            let mut v02 = vmcs02_ept(&v12);
+            assert_eq!(rd(&v02, f::EPT_POINTER), EPTP02);
+            if violation {
+                v02.set_exit_info(f::VM_EXIT_REASON, 48).unwrap();
+                v02.set_exit_info(f::GUEST_PHYSICAL_ADDRESS, 0x8000_0000)
+                    .unwrap();
+                reflect_ept12_exit(&Ept12Exit::Misconfig, &v02, &mut v12, &mut v01).unwrap();
+            } else {
+                reflect_exit(&v02, &mut v12, &mut v01).unwrap();
+            }
+            let secrets = [EPTP02, h.eptp, h.msr_bitmap_pa, h.host_cr3, 0x7_7700_0000];
+            for info in FIELDS {
+                let val = v12.read_raw(info.encoding).unwrap();
+                assert!(!secrets.contains(&val), "vmcs12 {} = {val:#x}", info.name);
+                let val = v01.read_raw(info.encoding).unwrap();
+                if info.group == f::Group::Guest {
+                    assert!(!secrets.contains(&val), "host {} = {val:#x}", info.name);
+                }
+            }
+            assert_eq!(rd(&v12, f::EPT_POINTER), EPTP12);
+            assert_eq!(rd(&v01, f::EPT_POINTER), h.eptp);
+        }
+    }
+
     /// What a reflection changed in vmcs12 is listed by
     /// `MemVmcs::written` (the shadow VMCS is updated from that list):
     /// every field whose value changed, and of the guest state only those.
