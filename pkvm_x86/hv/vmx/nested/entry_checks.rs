@@ -687,11 +687,9 @@ mod tests {
             (f::PIN_BASED_VM_EXEC_CONTROL, pin::PREEMPTION_TIMER),
             (f::PIN_BASED_VM_EXEC_CONTROL, pin::POSTED_INTR),
             (f::CPU_BASED_VM_EXEC_CONTROL, proc1::TERTIARY),
-            (f::SECONDARY_VM_EXEC_CONTROL, proc2::EPT),
-            (
-                f::SECONDARY_VM_EXEC_CONTROL,
-                proc2::UNRESTRICTED_GUEST | proc2::EPT,
-            ),
+            // (EPT and unrestricted guest are mergeable: an offer with them
+            // lets them pass with a valid EPT pointer,
+            // `ept_controls_need_the_offer_and_a_valid_eptp12`.)
             (f::SECONDARY_VM_EXEC_CONTROL, proc2::APIC_REGISTER_VIRT),
             (f::SECONDARY_VM_EXEC_CONTROL, proc2::VIRT_INTR_DELIVERY),
             (f::SECONDARY_VM_EXEC_CONTROL, proc2::VMFUNC),
