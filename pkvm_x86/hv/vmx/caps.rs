@@ -219,8 +219,14 @@ pub mod ctl {
 
 /// Bits of `IA32_VMX_EPT_VPID_CAP`.
 pub mod ept_cap {
+    /// Execute-only EPT translations.
+    pub const EXEC_ONLY: u64 = 1 << 0;
     /// Page-walk length of 4.
     pub const WALK_4: u64 = 1 << 6;
+    /// Page-walk length of 5.
+    pub const WALK_5: u64 = 1 << 7;
+    /// Uncacheable memory type for EPT paging structures.
+    pub const UC: u64 = 1 << 8;
     /// Write-back memory type for EPT paging structures.
     pub const WB: u64 = 1 << 14;
     /// 2 MiB EPT pages.
@@ -231,6 +237,10 @@ pub mod ept_cap {
     pub const INVEPT: u64 = 1 << 20;
     /// Accessed and dirty flags for EPT.
     pub const AD: u64 = 1 << 21;
+    /// Advanced VM-exit information for EPT violations.
+    pub const ADVANCED_EXIT_INFO: u64 = 1 << 22;
+    /// Supervisor shadow-stack control.
+    pub const SUPERVISOR_SHADOW_STACK: u64 = 1 << 23;
     /// Single-context INVEPT.
     pub const INVEPT_SINGLE: u64 = 1 << 25;
     /// All-context INVEPT.

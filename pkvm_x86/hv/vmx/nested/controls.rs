@@ -81,7 +81,8 @@ pub mod proc1 {
 pub mod proc2 {
     /// Virtualize APIC accesses.
     pub const VIRT_APIC_ACCESSES: u32 = 1 << 0;
-    /// Enable EPT (hidden from the host in this step; vmcs02 always has it).
+    /// Enable EPT (offered with `offer::OFFER_EPT`; vmcs02 always has it,
+    /// on the host EPT or, when vmcs12 enables it, on the shadow EPT).
     pub const EPT: u32 = 1 << 1;
     /// Descriptor-table exiting.
     pub const DESC_TABLE: u32 = 1 << 2;
@@ -93,7 +94,7 @@ pub mod proc2 {
     pub const VPID: u32 = 1 << 5;
     /// WBINVD exiting.
     pub const WBINVD: u32 = 1 << 6;
-    /// Unrestricted guest (needs EPT: hidden).
+    /// Unrestricted guest (needs EPT; offered with it).
     pub const UNRESTRICTED_GUEST: u32 = 1 << 7;
     /// APIC-register virtualization (hidden: APICv is off without posted
     /// interrupts).
@@ -192,11 +193,16 @@ pub const MERGEABLE_PROC1: u32 = proc1::INTR_WINDOW
     | proc1::SECONDARY;
 
 /// Secondary controls the merge composes: the ones that only make L2 exit
-/// more or enable an instruction, VPID (L2 gets its own), and the APIC
-/// pages of the TPR shadow.  Not EPT, unrestricted guest, posted-interrupt
-/// processing and the rest of APICv, PML, VM functions, VMCS shadowing,
-/// #VE, SPP, ENCLS/ENCLV, TSC scaling, PT, PCONFIG, ...
+/// more or enable an instruction, VPID (L2 gets its own), the APIC pages
+/// of the TPR shadow, and EPT with unrestricted guest (vmcs02 runs on the
+/// shadow EPT of vmcs12's EPT12: `merge::build_vmcs02_on`; taking effect
+/// only where the view offers them, `offer::OFFER_EPT`).  Not
+/// posted-interrupt processing and the rest of APICv, PML, VM functions,
+/// VMCS shadowing, #VE, SPP, mode-based execute, ENCLS/ENCLV, TSC
+/// scaling, PT, PCONFIG, ...
 pub const MERGEABLE_PROC2: u32 = proc2::VIRT_APIC_ACCESSES
+    | proc2::EPT
+    | proc2::UNRESTRICTED_GUEST
     | proc2::DESC_TABLE
     | proc2::RDTSCP
     | proc2::VIRT_X2APIC
@@ -306,7 +312,7 @@ pub const fn satisfies(value: u32, a: AllowedCtls) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::{hw, offer};
+    use super::super::testutil::{hw, offer, offer_ept};
     use super::*;
 
     #[test]
@@ -315,14 +321,11 @@ mod tests {
         let [pinv, p1, p2, ex, en] = Allowed::unmergeable(&hw());
         assert_eq!(pinv, pin::PREEMPTION_TIMER | pin::POSTED_INTR);
         assert_eq!(p1, 0, "Bochs has no tertiary controls");
-        for b in [
-            proc2::EPT,
-            proc2::UNRESTRICTED_GUEST,
-            proc2::SHADOW_VMCS,
-            proc2::PML,
-            proc2::VMFUNC,
-            proc2::EPT_VE,
-        ] {
+        for b in [proc2::EPT, proc2::UNRESTRICTED_GUEST] {
+            assert_eq!(p2 & b, 0, "{b:#x}: mergeable with EPT12");
+        }
+        assert_eq!(Allowed::unmergeable(&offer_ept()), [0; 5]);
+        for b in [proc2::SHADOW_VMCS, proc2::PML, proc2::VMFUNC, proc2::EPT_VE] {
             assert_ne!(p2 & b, 0, "{b:#x}");
         }
         assert_ne!(ex & exit::SAVE_PREEMPTION_TIMER, 0);

@@ -11,6 +11,15 @@
 //! Guest-state checks (27.3) are not repeated here: the CPU performs them
 //! on vmcs02, whose guest state is vmcs12's, and a failure comes back as
 //! exit reason 33 with bit 31 set, which `reflect` hands to the host.
+//! Only those whose answer depends on the offer are
+//! ([`check_guest_against_offer`]).
+//!
+//! EPT (where the view offers it): "enable EPT" needs a valid EPT pointer
+//! ([`ept12`], VMfailValid(7)), "unrestricted guest" needs "enable EPT";
+//! unrestricted guest relaxes CR0.PE/PG in the guest checks and drops the
+//! error code of an exception injected in real mode.  The PDPTEs of a PAE
+//! guest with EPT are vmcs12's fields, given to vmcs02 unchanged: the CPU
+//! checks them there (SDM 27.3.1.6), its failure is the host's.
 //!
 //! The host-state checks are the ones that protect the hypervisor: vmcs12's
 //! host state is loaded by software into the host's own VMCS at a reflected
@@ -25,6 +34,7 @@ use crate::hv::vmx::event::{EventType, Interruptibility, InterruptionInfo};
 use crate::hv::vmx::vmcs::{self as f, Field, FieldValue, VmcsAccess};
 
 use super::controls::{entry, exit, pin, proc1, proc2, satisfies, Allowed};
+use super::ept12_walk::{check_eptp, Eptp12};
 
 /// VM-instruction error 7: VM entry with invalid control field(s).
 pub const ERR_CONTROLS: u32 = 7;
@@ -197,8 +207,30 @@ pub fn effective_proc2(v12: &impl VmcsAccess) -> u32 {
     }
 }
 
+/// vmcs12's EPT pointer checked as VM entry checks it
+/// (`ept12_walk::check_eptp`, against the offer's IA32_VMX_EPT_VPID_CAP
+/// and MAXPHYADDR): the typed pointer of EPT12, the key of its shadow EPT;
+/// `None` for a pointer VM entry refuses.  The caller decides whether
+/// vmcs12 enables EPT ([`uses_ept12`]).
+pub fn ept12(v12: &impl VmcsAccess, offer: &VmxCaps, env: &EntryEnv) -> Option<Eptp12> {
+    check_eptp(rd(v12, f::EPT_POINTER), offer.ept_vpid_cap, env.maxphyaddr).ok()
+}
+
+/// Whether vmcs12 runs its guest on EPT12 ("enable EPT" in effect: the
+/// secondary controls activated and bit 1 set).  Only an offer with EPT
+/// lets such a vmcs12 pass [`check_controls`].
+pub fn uses_ept12(v12: &impl VmcsAccess) -> bool {
+    effective_proc2(v12) & proc2::EPT != 0
+}
+
+/// Whether vmcs12's guest runs with "unrestricted guest" in effect.
+pub fn unrestricted_guest(v12: &impl VmcsAccess) -> bool {
+    effective_proc2(v12) & proc2::UNRESTRICTED_GUEST != 0
+}
+
 /// 27.2.1: the VM-execution, VM-exit and VM-entry control fields of vmcs12
-/// against `offer`: VMfailValid(7).
+/// against `offer`: VMfailValid(7).  With "enable EPT", the EPT pointer
+/// must be valid ([`ept12`]); "unrestricted guest" needs "enable EPT".
 pub fn check_controls(
     v12: &impl VmcsAccess,
     offer: &VmxCaps,
@@ -270,6 +302,9 @@ pub fn check_controls(
     }
     if p2 & proc2::VPID != 0 && rd(v12, f::VIRTUAL_PROCESSOR_ID) == 0 {
         return Err(ctl("VPID 0"));
+    }
+    if p2 & proc2::EPT != 0 && ept12(v12, offer, env).is_none() {
+        return Err(ctl("EPT pointer"));
     }
     if p2 & proc2::UNRESTRICTED_GUEST != 0 && p2 & proc2::EPT == 0 {
         return Err(ctl("unrestricted guest without EPT"));
@@ -345,10 +380,13 @@ fn check_event_injection(
         }
         _ => {}
     }
-    // Unrestricted guest is never allowed, so the CR0.PE condition of the
-    // SDM always holds.
-    let wants_code =
-        ty == EventType::HardwareException && vec < 32 && ERROR_CODE_VECTORS & (1 << vec) != 0;
+    // An error code is delivered only in protected mode: with
+    // unrestricted guest, a guest with CR0.PE = 0 gets none.
+    let protected = !unrestricted_guest(v12) || rd(v12, f::GUEST_CR0) & CR0_PE != 0;
+    let wants_code = protected
+        && ty == EventType::HardwareException
+        && vec < 32
+        && ERROR_CODE_VECTORS & (1 << vec) != 0;
     if info.has_error_code() != wants_code {
         return Err(ctl("deliver-error-code bit"));
     }
@@ -370,8 +408,12 @@ fn check_event_injection(
     Ok(())
 }
 
+/// CR0.PE.
+const CR0_PE: u64 = 1 << 0;
 /// CR0.WP.
 const CR0_WP: u64 = 1 << 16;
+/// CR0.PG.
+const CR0_PG: u64 = 1 << 31;
 /// CR4.PAE.
 const CR4_PAE: u64 = 1 << 5;
 /// CR4.PCIDE.
@@ -498,9 +540,12 @@ pub fn check_host_state(
 /// failure is the entry failure the CPU would report (exit reason 33,
 /// qualification 0):
 ///
-/// * guest CR0 and CR4 within the offer's fixed bits (unrestricted guest
-///   is never offered, so PE and PG are required as the offer's CR0
-///   fixed-0 bits say);
+/// * guest CR0 and CR4 within the offer's fixed bits, except that PE and
+///   PG are not checked with "unrestricted guest" (SDM 27.3.1.1; the
+///   offer's IA32_VMX_CR0_FIXED0 keeps them, as the CPU's does).  The rule
+///   that PG needs PE, and the other checks unrestricted guest relaxes
+///   (segments, IA-32e mode with paging), are the CPU's on vmcs02, which
+///   gets vmcs12's control and CR0 unchanged;
 /// * the activity state: 0 (active) or one the offer's IA32_VMX_MISC bits
 ///   8:6 list (1 HLT, 2 shutdown, 3 wait-for-SIPI).
 pub fn check_guest_against_offer(
@@ -513,7 +558,12 @@ pub fn check_guest_against_offer(
     });
     let cr0 = rd(v12, f::GUEST_CR0);
     let cr4 = rd(v12, f::GUEST_CR4);
-    if cr0 & offer.cr0_fixed.0 != offer.cr0_fixed.0 || cr0 & !offer.cr0_fixed.1 != 0 {
+    let fixed0 = if unrestricted_guest(v12) {
+        offer.cr0_fixed.0 & !(CR0_PE | CR0_PG)
+    } else {
+        offer.cr0_fixed.0
+    };
+    if cr0 & fixed0 != fixed0 || cr0 & !offer.cr0_fixed.1 != 0 {
         return fail;
     }
     if cr4 & offer.cr4_fixed.0 != offer.cr4_fixed.0 || cr4 & !offer.cr4_fixed.1 != 0 {
@@ -637,11 +687,9 @@ mod tests {
             (f::PIN_BASED_VM_EXEC_CONTROL, pin::PREEMPTION_TIMER),
             (f::PIN_BASED_VM_EXEC_CONTROL, pin::POSTED_INTR),
             (f::CPU_BASED_VM_EXEC_CONTROL, proc1::TERTIARY),
-            (f::SECONDARY_VM_EXEC_CONTROL, proc2::EPT),
-            (
-                f::SECONDARY_VM_EXEC_CONTROL,
-                proc2::UNRESTRICTED_GUEST | proc2::EPT,
-            ),
+            // (EPT and unrestricted guest are mergeable: an offer with them
+            // lets them pass with a valid EPT pointer,
+            // `ept_controls_need_the_offer_and_a_valid_eptp12`.)
             (f::SECONDARY_VM_EXEC_CONTROL, proc2::APIC_REGISTER_VIRT),
             (f::SECONDARY_VM_EXEC_CONTROL, proc2::VIRT_INTR_DELIVERY),
             (f::SECONDARY_VM_EXEC_CONTROL, proc2::VMFUNC),
@@ -745,8 +793,11 @@ mod tests {
             .collect();
         assert_eq!(
             bits.len() as u32,
-            (MERGEABLE_PROC2 & (hw().procbased2.may_be_one)).count_ones(),
-            "the fixture offers every mergeable secondary control the CPU has"
+            (MERGEABLE_PROC2
+                & !(proc2::EPT | proc2::UNRESTRICTED_GUEST)
+                & (hw().procbased2.may_be_one))
+                .count_ones(),
+            "the fixture offers every mergeable secondary control the CPU has but EPT"
         );
         for tpr in [false, true] {
             for combo in 0..(1u32 << bits.len()) {
@@ -1044,6 +1095,173 @@ mod tests {
                     "{act} {misc_bits:#b}"
                 );
             }
+        }
+    }
+
+    /// EPT in the entry checks, against the view with EPT: KVM's vmcs12
+    /// with EPT and unrestricted guest passes; the same vmcs12 fails with
+    /// the view without EPT; every invalid EPT pointer and unrestricted
+    /// guest without EPT fail with VMfailValid(7).
+    #[test]
+    fn ept_controls_need_the_offer_and_a_valid_eptp12() {
+        let (o, e) = (offer_ept(), env());
+        let v = vmcs12_ept();
+        assert_eq!(check_vmcs12(&v, &o, &e), Ok(()));
+        assert_eq!(check_guest_against_offer(&v, &o), Ok(()));
+        let r = check_vmcs12(&v, &offer(), &e);
+        assert_eq!(err(r), Some(7), "EPT hidden: {r:?}");
+        assert_eq!(ept12(&v, &o, &e).map(|p| p.raw), Some(EPTP12));
+        assert!(uses_ept12(&v) && unrestricted_guest(&v));
+        let root = EPTP12 & !0xfff;
+        let bad = [
+            (root | 3 << 3 | 1, "WC"),
+            (root | 3 << 3 | 7, "type 7"),
+            (root | 4 << 3 | 6, "5-level walk"),
+            (root | 2 << 3 | 6, "3-level walk"),
+            (root | 1 << 6 | 3 << 3 | 6, "A/D not offered"),
+            (root | 1 << 7 | 3 << 3 | 6, "bit 7"),
+            (root | 1 << 11 | 3 << 3 | 6, "bit 11"),
+            (1 << 40 | 3 << 3 | 6, "beyond MAXPHYADDR"),
+            (0, "zero"),
+        ];
+        for (eptp, why) in bad {
+            let mut v = vmcs12_ept();
+            v.write(f::EPT_POINTER, eptp).unwrap();
+            let r = check_vmcs12(&v, &o, &e);
+            assert_eq!(
+                r.map_err(|x| (x.error, x.why)),
+                Err((7, "EPT pointer")),
+                "{why}"
+            );
+        }
+        // UC is offered: a UC EPT pointer is valid.
+        let mut v = vmcs12_ept();
+        v.write(f::EPT_POINTER, root | 3 << 3).unwrap();
+        assert_eq!(check_vmcs12(&v, &o, &e), Ok(()));
+        // Unrestricted guest without EPT.
+        let mut v = vmcs12_ept();
+        let p2 = rd(&v, f::SECONDARY_VM_EXEC_CONTROL) & !proc2::EPT;
+        v.write(f::SECONDARY_VM_EXEC_CONTROL, p2).unwrap();
+        let r = check_vmcs12(&v, &o, &e);
+        assert_eq!(
+            r.map_err(|x| (x.error, x.why)),
+            Err((7, "unrestricted guest without EPT"))
+        );
+        // EPT alone (no unrestricted guest): fine.
+        let mut v = vmcs12_ept();
+        let p2 = rd(&v, f::SECONDARY_VM_EXEC_CONTROL) & !proc2::UNRESTRICTED_GUEST;
+        v.write(f::SECONDARY_VM_EXEC_CONTROL, p2).unwrap();
+        assert_eq!(check_vmcs12(&v, &o, &e), Ok(()));
+        assert!(uses_ept12(&v) && !unrestricted_guest(&v));
+        // Without EPT the EPT pointer is not looked at; with the secondary
+        // controls not activated neither EPT bit counts.
+        let mut v = vmcs12();
+        v.write(f::EPT_POINTER, u64::MAX).unwrap();
+        assert_eq!(check_vmcs12(&v, &o, &e), Ok(()));
+        let mut v = vmcs12_ept();
+        v.write(f::EPT_POINTER, u64::MAX).unwrap();
+        let p1 = rd(&v, f::CPU_BASED_VM_EXEC_CONTROL) & !proc1::SECONDARY;
+        v.write(f::CPU_BASED_VM_EXEC_CONTROL, p1).unwrap();
+        assert_eq!(check_vmcs12(&v, &o, &e), Ok(()));
+        assert!(!uses_ept12(&v) && !unrestricted_guest(&v));
+    }
+
+    /// The secondary controls exhaustively with the view with EPT: the
+    /// EPT bits follow their rules (unrestricted guest needs EPT; the
+    /// fixture's EPT pointer is valid), the others as without EPT.
+    #[test]
+    fn secondary_controls_exhaustive_with_ept() {
+        let o = offer_ept();
+        let a = Allowed::of(&o);
+        let bits: std::vec::Vec<u32> = (0..32)
+            .map(|b| 1u32 << b)
+            .filter(|b| a.proc2.may_be_one & b != 0)
+            .collect();
+        assert_eq!(
+            bits.len() as u32,
+            (MERGEABLE_PROC2 & hw().procbased2.may_be_one).count_ones()
+        );
+        for combo in 0..(1u32 << bits.len()) {
+            let mut p2 = 0;
+            for (i, b) in bits.iter().enumerate() {
+                if combo & (1 << i) != 0 {
+                    p2 |= b;
+                }
+            }
+            let mut v = vmcs12_ept();
+            v.write(f::SECONDARY_VM_EXEC_CONTROL, p2).unwrap();
+            v.write(f::VIRTUAL_PROCESSOR_ID, 0).unwrap();
+            let ok = (p2 & proc2::VIRT_X2APIC == 0 || p2 & proc2::VIRT_APIC_ACCESSES == 0)
+                && p2 & proc2::VPID == 0
+                && (p2 & proc2::UNRESTRICTED_GUEST == 0 || p2 & proc2::EPT != 0);
+            assert_eq!(check_controls(&v, &o, &env()).is_ok(), ok, "{p2:#x}");
+        }
+    }
+
+    /// Guest CR0 with unrestricted guest: PE and PG need not be set (a
+    /// real-mode or unpaged guest), every other fixed bit still holds;
+    /// without unrestricted guest (with or without EPT) PE and PG are
+    /// required.
+    #[test]
+    fn guest_cr0_with_unrestricted_guest() {
+        let o = offer_ept();
+        let exit33 = Err(EntryFailure::Exit {
+            reason: 33,
+            qualification: 0,
+        });
+        const NE: u64 = 1 << 5;
+        let cases: &[(u64, bool, bool)] = &[
+            // (CR0, unrestricted guest, passes)
+            (0x8005_0033, true, true),
+            (0x8005_0033, false, true),
+            (0x0000_0030, true, true), // real mode: PE = PG = 0
+            (0x0000_0031, true, true), // protected, unpaged
+            (0x0000_0030, false, false),
+            (0x0000_0031, false, false),
+            (0x8000_0032 & !NE, true, false), // NE still fixed
+            (0x30 | 1 << 32, true, false),    // beyond FIXED1
+        ];
+        for &(cr0, ug, ok) in cases {
+            let mut v = vmcs12_ept();
+            let p2 = rd(&v, f::SECONDARY_VM_EXEC_CONTROL) & !proc2::UNRESTRICTED_GUEST;
+            let p2 = p2 | if ug { proc2::UNRESTRICTED_GUEST } else { 0 };
+            v.write(f::SECONDARY_VM_EXEC_CONTROL, p2).unwrap();
+            v.write(f::GUEST_CR0, cr0).unwrap();
+            let r = check_guest_against_offer(&v, &o);
+            assert_eq!(r.is_ok(), ok, "{cr0:#x} ug={ug}");
+            if !ok {
+                assert_eq!(r, exit33);
+            }
+        }
+        // The view without EPT: PE and PG always required.
+        let mut v = vmcs12();
+        v.write(f::GUEST_CR0, 0x30).unwrap();
+        assert_eq!(check_guest_against_offer(&v, &offer()), exit33);
+    }
+
+    /// An exception injected into a real-mode guest (unrestricted guest,
+    /// CR0.PE = 0) delivers no error code: the deliver-error-code bit must
+    /// be 0 there, and 1 for #GP in protected mode as before.
+    #[test]
+    fn event_injection_error_code_in_real_mode() {
+        let gp = |ec: bool| InterruptionInfo::event(13, EventType::HardwareException, ec).0;
+        for (cr0, ug, ec, ok) in [
+            (0x30u64, true, false, true),
+            (0x30, true, true, false),
+            (0x31, true, true, true),
+            (0x31, true, false, false),
+            (0x8005_0033, false, true, true),
+            (0x8005_0033, false, false, false),
+        ] {
+            let mut v = vmcs12_ept();
+            if !ug {
+                let p2 = rd(&v, f::SECONDARY_VM_EXEC_CONTROL) & !proc2::UNRESTRICTED_GUEST;
+                v.write(f::SECONDARY_VM_EXEC_CONTROL, p2).unwrap();
+            }
+            v.write(f::GUEST_CR0, cr0).unwrap();
+            v.write(f::VM_ENTRY_INTR_INFO, gp(ec)).unwrap();
+            let r = check_controls(&v, &offer_ept(), &env());
+            assert_eq!(r.is_ok(), ok, "{cr0:#x} ug={ug} ec={ec}: {r:?}");
         }
     }
 

@@ -4,10 +4,12 @@
 //! of the VMCS field table ([`FIELDS`]), and whether VMCS shadowing may
 //! serve the host's VMREAD/VMWRITE of it ([`Shadow`]).
 //!
-//! The class is derived from the table's group, refined by two lists kept
-//! here (not marks in `fields.rs`, which several parts of pkvm read):
-//! [`HOST_ADDRESS_FIELDS`] (physical addresses the host supplies) and
-//! [`HIDDEN_FIELDS`] (fields of features not offered to the host).
+//! The class is derived from the table's group, refined by three lists
+//! kept here (not marks in `fields.rs`, which several parts of pkvm read):
+//! [`HOST_ADDRESS_FIELDS`] (physical addresses the host supplies),
+//! [`HIDDEN_FIELDS`] (fields of features not offered to the host) and
+//! [`EPT_FIELDS`] (hidden unless the view offers EPT: the classes depend on
+//! `offer::OFFER_EPT`, [`classes`] gives both tables).
 //!
 //! * [`Class::GuestState`]: copied vmcs12 -> vmcs02 at entry and back at a
 //!   reflected exit (with the adjustments the merge documents).
@@ -28,6 +30,7 @@
 //!   read by the merge and never written by reflection, so nothing the
 //!   host stores there (it cannot) could reach vmcs02.
 
+use super::offer::OFFER_EPT;
 use crate::hv::vmx::vmcs::fields::{self as f, Group, FIELDS};
 
 /// The nested-VMX class of a vmcs12 field.
@@ -73,8 +76,9 @@ pub const HOST_ADDRESS_FIELDS: &[u32] = &[
 ];
 
 /// Fields of features not offered to the host in this step: posted
-/// interrupts, APICv's EOI-exit bitmaps and interrupt status, EPT (and the
-/// PDPTEs, which only exist for it), #VE, VM functions, VMCS shadowing,
+/// interrupts, APICv's EOI-exit bitmaps and interrupt status, EPT and the
+/// PDPTEs (which only exist for it) unless the view offers EPT
+/// ([`EPT_FIELDS`]), #VE, VM functions, VMCS shadowing,
 /// PML, SGX, SPP, TSC scaling, tertiary controls (HLAT, IPI
 /// virtualization, PASID, shared EPT), secondary exit controls, SPEC_CTRL
 /// virtualization, the notify window, the preemption timer, SMM's
@@ -146,10 +150,27 @@ const fn listed(list: &[u32], encoding: u32) -> bool {
     false
 }
 
-const fn classify(info: &f::FieldInfo) -> Class {
+/// The fields that come with EPT: the EPT pointer and the four PDPTEs of a
+/// PAE guest (with EPT the CPU loads them from the VMCS at entry and saves
+/// them at exit instead of reading them at CR3).  Listed in
+/// [`HIDDEN_FIELDS`] too: hidden while the view hides EPT.  With EPT
+/// offered they follow their group: the EPT pointer is a
+/// [`Class::Control`] (checked at every entry, `ept12_walk::check_eptp`,
+/// and the key of its shadow EPT; vmcs02 gets the shadow's pointer, never
+/// this one), the PDPTEs are [`Class::GuestState`] (guest-physical
+/// addresses of the host's guest, translated by the shadow EPT).
+pub const EPT_FIELDS: &[u32] = &[
+    f::EPT_POINTER.encoding(),
+    f::GUEST_PDPTE0.encoding(),
+    f::GUEST_PDPTE1.encoding(),
+    f::GUEST_PDPTE2.encoding(),
+    f::GUEST_PDPTE3.encoding(),
+];
+
+const fn classify(info: &f::FieldInfo, ept: bool) -> Class {
     if listed(HOST_ADDRESS_FIELDS, info.encoding) {
         Class::HostAddress
-    } else if listed(HIDDEN_FIELDS, info.encoding) {
+    } else if listed(HIDDEN_FIELDS, info.encoding) && !(ept && listed(EPT_FIELDS, info.encoding)) {
         Class::Hidden
     } else {
         match info.group {
@@ -161,19 +182,36 @@ const fn classify(info: &f::FieldInfo) -> Class {
     }
 }
 
-/// The class of every row of [`FIELDS`], by table position, computed at
-/// build time: the per-field loops of an entry and an exit (merge,
-/// reflection, shadow sync) look classes up here instead of searching
-/// the lists for every field.
-pub const CLASSES: [Class; f::FIELD_COUNT] = {
+const fn table(ept: bool) -> [Class; f::FIELD_COUNT] {
     let mut out = [Class::Hidden; f::FIELD_COUNT];
     let mut i = 0;
     while i < f::FIELD_COUNT {
-        out[i] = classify(&FIELDS[i]);
+        out[i] = classify(&FIELDS[i], ept);
         i += 1;
     }
     out
-};
+}
+
+/// The classes of a view that hides EPT.
+pub const CLASSES_EPT_HIDDEN: [Class; f::FIELD_COUNT] = table(false);
+/// The classes of a view that offers EPT.
+pub const CLASSES_EPT_OFFERED: [Class; f::FIELD_COUNT] = table(true);
+
+/// The class of every row of [`FIELDS`], by table position, computed at
+/// build time, for the view the module offers (`offer::OFFER_EPT`): the
+/// per-field loops of an entry and an exit (merge, reflection, shadow
+/// sync) and VMREAD/VMWRITE look classes up here instead of searching the
+/// lists for every field.
+pub const CLASSES: [Class; f::FIELD_COUNT] = table(OFFER_EPT);
+
+/// The class table of a view that offers EPT (`ept`) or hides it.
+pub const fn classes(ept: bool) -> &'static [Class; f::FIELD_COUNT] {
+    if ept {
+        &CLASSES_EPT_OFFERED
+    } else {
+        &CLASSES_EPT_HIDDEN
+    }
+}
 
 /// The class of the row at table position `i`, `None` past the table.
 pub fn class_at(i: usize) -> Option<Class> {
@@ -184,6 +222,11 @@ pub fn class_at(i: usize) -> Option<Class> {
 /// the table (VMREAD/VMWRITE fail with error 12 for it too).
 pub fn class_of(encoding: u32) -> Option<Class> {
     f::index_of(encoding).and_then(class_at)
+}
+
+/// [`class_of`] in a view that offers EPT (`ept`) or hides it.
+pub fn class_of_in(ept: bool, encoding: u32) -> Option<Class> {
+    f::index_of(encoding).and_then(|i| classes(ept).get(i).copied())
 }
 
 /// How VMCS shadowing may serve a field of class `c`:
@@ -210,6 +253,11 @@ pub fn host_accessible(encoding: u32) -> bool {
     matches!(class_of(encoding), Some(c) if c != Class::Hidden)
 }
 
+/// [`host_accessible`] in a view that offers EPT (`ept`) or hides it.
+pub fn host_accessible_in(ept: bool, encoding: u32) -> bool {
+    matches!(class_of_in(ept, encoding), Some(c) if c != Class::Hidden)
+}
+
 /// The table rows of class `c`.
 pub fn fields_of(c: Class) -> impl Iterator<Item = &'static f::FieldInfo> {
     FIELDS
@@ -223,23 +271,75 @@ mod tests {
 
     #[test]
     fn class_table_agrees_with_the_lists() {
-        for (i, row) in FIELDS.iter().enumerate() {
-            let by_list = if HOST_ADDRESS_FIELDS.contains(&row.encoding) {
-                Class::HostAddress
-            } else if HIDDEN_FIELDS.contains(&row.encoding) {
-                Class::Hidden
-            } else {
-                match row.group {
-                    Group::Control => Class::Control,
-                    Group::Guest => Class::GuestState,
-                    Group::Host => Class::HostState,
-                    Group::ExitInfo => Class::ExitInfo,
+        for ept in [false, true] {
+            for (i, row) in FIELDS.iter().enumerate() {
+                let hidden = HIDDEN_FIELDS.contains(&row.encoding)
+                    && !(ept && EPT_FIELDS.contains(&row.encoding));
+                let by_list = if HOST_ADDRESS_FIELDS.contains(&row.encoding) {
+                    Class::HostAddress
+                } else if hidden {
+                    Class::Hidden
+                } else {
+                    match row.group {
+                        Group::Control => Class::Control,
+                        Group::Guest => Class::GuestState,
+                        Group::Host => Class::HostState,
+                        Group::ExitInfo => Class::ExitInfo,
+                    }
+                };
+                assert_eq!(classes(ept)[i], by_list, "{} ept={ept}", row.name);
+                assert_eq!(class_of_in(ept, row.encoding), Some(by_list));
+                if ept == OFFER_EPT {
+                    assert_eq!(class_at(i), Some(by_list), "{}", row.name);
+                    assert_eq!(class_of(row.encoding), Some(by_list), "{}", row.name);
                 }
-            };
-            assert_eq!(class_at(i), Some(by_list), "{}", row.name);
-            assert_eq!(class_of(row.encoding), Some(by_list), "{}", row.name);
+            }
         }
         assert_eq!(class_at(FIELDS.len()), None);
+        assert_eq!(CLASSES, *classes(OFFER_EPT));
+    }
+
+    /// Offering EPT changes the class of exactly the EPT pointer (a
+    /// control, shadowed: checked at every entry) and the PDPTEs (guest
+    /// state); the guest-physical address is exit information either way.
+    #[test]
+    fn offering_ept_exposes_exactly_the_ept_fields() {
+        for (i, row) in FIELDS.iter().enumerate() {
+            let (off, on) = (CLASSES_EPT_HIDDEN[i], CLASSES_EPT_OFFERED[i]);
+            if EPT_FIELDS.contains(&row.encoding) {
+                assert_eq!(off, Class::Hidden, "{}", row.name);
+                assert!(!host_accessible_in(false, row.encoding));
+                assert!(host_accessible_in(true, row.encoding));
+            } else {
+                assert_eq!(off, on, "{}", row.name);
+            }
+        }
+        let ept = |e: u32| class_of_in(true, e);
+        assert_eq!(ept(f::EPT_POINTER.encoding()), Some(Class::Control));
+        assert_eq!(shadow_of(Class::Control), Shadow::ReadWrite);
+        for p in [
+            f::GUEST_PDPTE0,
+            f::GUEST_PDPTE1,
+            f::GUEST_PDPTE2,
+            f::GUEST_PDPTE3,
+        ] {
+            assert_eq!(ept(p.encoding()), Some(Class::GuestState));
+        }
+        for e in [false, true] {
+            assert_eq!(
+                class_of_in(e, f::GUEST_PHYSICAL_ADDRESS.encoding()),
+                Some(Class::ExitInfo)
+            );
+            // EPT features that stay hidden with EPT: #VE, PML, EPTP list.
+            for h in [
+                f::VE_INFORMATION_ADDRESS,
+                f::PML_ADDRESS,
+                f::EPTP_LIST_ADDRESS,
+            ] {
+                assert!(!host_accessible_in(e, h.encoding()));
+            }
+        }
+        assert_eq!(host_accessible(f::EPT_POINTER.encoding()), OFFER_EPT);
     }
     use crate::hv::vmx::vmcs::fields::{Access, Marks};
 
@@ -288,7 +388,12 @@ mod tests {
             }
         }
         assert_eq!(fields_of(Class::HostAddress).count(), 9);
-        assert_eq!(fields_of(Class::Hidden).count(), HIDDEN_FIELDS.len());
+        let exposed = if OFFER_EPT { EPT_FIELDS.len() } else { 0 };
+        assert_eq!(
+            fields_of(Class::Hidden).count(),
+            HIDDEN_FIELDS.len() - exposed
+        );
+        assert!(EPT_FIELDS.iter().all(|e| HIDDEN_FIELDS.contains(e)));
         assert_eq!(class_of(0x0001), None);
         assert!(!host_accessible(0x0001));
     }
@@ -296,14 +401,16 @@ mod tests {
     #[test]
     fn every_field_pkvm_uses_for_itself_is_reachable_except_ept() {
         // Everything the launch writes is an architectural field every CPU
-        // pkvm runs on has; only the EPT pointer is hidden from the host
-        // (EPT is not offered in this step).
-        for row in FIELDS.iter().filter(|r| r.marks.has(Marks::LAUNCH)) {
-            let c = class_of(row.encoding).unwrap();
-            if row.name == "EPT_POINTER" {
-                assert_eq!(c, Class::Hidden);
-            } else {
-                assert_ne!(c, Class::Hidden, "{}", row.name);
+        // pkvm runs on has; only the EPT pointer is hidden from the host,
+        // while the view hides EPT.
+        for ept in [false, true] {
+            for row in FIELDS.iter().filter(|r| r.marks.has(Marks::LAUNCH)) {
+                let c = class_of_in(ept, row.encoding).unwrap();
+                if row.name == "EPT_POINTER" && !ept {
+                    assert_eq!(c, Class::Hidden);
+                } else {
+                    assert_ne!(c, Class::Hidden, "{}", row.name);
+                }
             }
         }
     }

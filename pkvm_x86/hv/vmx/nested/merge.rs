@@ -30,11 +30,21 @@
 //!   EFER, PAT and debug controls always (with the host's own values when
 //!   vmcs12 does not load them, since the entry starts from root mode),
 //!   IA-32e mode guest as vmcs12 asks.
-//! * EPT: always, with the host EPT's pointer (vmcs01's): the guest runs
-//!   on the host EPT (vmcs12 never has EPT in this step), so it can only
-//!   reach memory the host owns.  PDPTEs of a PAE guest are therefore
-//!   loaded by software from the page at the guest's CR3 (with EPT the
-//!   CPU takes them from the VMCS).
+//! * EPT: always ([`HV_PROC2`]), on one of two EPTs ([`Ept02`]):
+//!   - vmcs12 without EPT: the host EPT's pointer (vmcs01's), so the guest
+//!     can only reach memory the host owns.  PDPTEs of a PAE guest are
+//!     then loaded by software from the page at the guest's CR3 (with EPT
+//!     the CPU takes them from the VMCS);
+//!   - vmcs12 with EPT (where the view offers it): the shadow EPT of
+//!     vmcs12's EPT12 (its pointer an input, [`build_vmcs02_on`], from the
+//!     shadow EPT set; vmcs12's EPT pointer is never given to the CPU),
+//!     unrestricted guest as vmcs12 asks, guest CR3 and the PDPTEs
+//!     vmcs12's (guest-physical addresses the shadow EPT translates).
+//!
+//!   Neither way forces CR3-load/store or INVLPG exiting: vmcs02 always
+//!   runs on an EPT, so the hypervisor never needs them; vmcs02 exits on
+//!   them exactly when vmcs12 asks (KVM's shadow paging asks, KVM with EPT
+//!   does not).
 //! * MSR bitmap: the host's bitmap (all ones if vmcs12 uses none) OR the
 //!   hypervisor's policy bitmap (vmcs01's): [`merge_msr_bitmap`].
 //! * CR0/CR4 guest/host masks: vmcs12's | the hypervisor's (CR4.VMXE); a
@@ -66,9 +76,10 @@ use crate::hv::vmx::vmcs::{self as f, fields::FIELDS, VmcsAccess, VmcsError, NO_
 
 use super::controls::{entry, exit, pin, proc1, proc2, Allowed};
 use super::entry_checks::{
-    check_guest_against_offer, check_vmcs12, effective_proc2, rd, within_width, EntryEnv,
-    EntryFailure, VmFailValid, EFER_LMA, EFER_LME, ERR_CONTROLS,
+    check_guest_against_offer, check_vmcs12, effective_proc2, ept12, rd, uses_ept12, within_width,
+    EntryEnv, EntryFailure, VmFailValid, EFER_LMA, EFER_LME, ERR_CONTROLS,
 };
+use super::ept12_walk::Eptp12;
 use super::field_class::{class_at, Class};
 
 /// Pin-based controls the hypervisor needs in every vmcs02: external
@@ -106,7 +117,9 @@ pub enum PageUse {
     /// read at entry and checked by [`check_link_pointer`].
     LinkPointer,
     /// The 32 bytes at a PAE guest's CR3: read at entry, checked by
-    /// [`check_pdptes`], given to [`build_vmcs02`].
+    /// [`check_pdptes`], given to [`build_vmcs02`].  Only without EPT12:
+    /// with it, CR3 is a guest-physical address and the PDPTEs are
+    /// vmcs12's fields.
     Pdptes,
 }
 
@@ -179,6 +192,13 @@ pub struct EntryPlan {
     pub exit_msr_store: MsrArea,
     /// VM-exit MSR-load area (software, at a reflected exit).
     pub exit_msr_load: MsrArea,
+    /// vmcs12's EPT pointer, checked, when vmcs12 enables EPT: the key of
+    /// the shadow EPT vmcs02 runs on (the integration finds or creates it
+    /// and gives its pointer to [`build_vmcs02_on`]).  Nothing of EPT12 is
+    /// read at entry: its table pages are checked as host-owned when the
+    /// guest's EPT violations walk them (`ept12_walk`), as the CPU reads
+    /// them only then.
+    pub ept12: Option<Eptp12>,
 }
 
 impl EntryPlan {
@@ -300,7 +320,10 @@ pub fn plan_entry(
         }
         add(link, PageUse::LinkPointer);
     }
-    if guest_pae(v12) {
+    if uses_ept12(v12) {
+        // Checked by `check_vmcs12` already: a valid pointer.
+        plan.ept12 = ept12(v12, offer, env);
+    } else if guest_pae(v12) {
         add(rd(v12, f::GUEST_CR3) & 0xffff_ffe0, PageUse::Pdptes);
     }
     plan.entry_msr_load = MsrArea {
@@ -447,8 +470,22 @@ pub struct Vmcs02Params {
     /// The guest's VPID: non-zero and distinct from the host's
     /// (`host_vmcs::HOST_VPID`); used only if vmcs12 enables VPID.
     pub vpid: u16,
-    /// The PDPTEs read for a PAE guest ([`PageUse::Pdptes`]).
+    /// The PDPTEs read for a PAE guest ([`PageUse::Pdptes`]; unused with
+    /// EPT12, whose PDPTEs are vmcs12's).
     pub pdptes: Option<[u64; 4]>,
+}
+
+/// The EPT vmcs02 runs its guest on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ept02 {
+    /// The host EPT (vmcs01's EPT pointer): vmcs12 does not enable EPT; its
+    /// guest's physical addresses are host-physical ones, confined to what
+    /// the host owns.
+    HostEpt,
+    /// The shadow EPT of vmcs12's EPT12 (`plan.ept12`): the EPT pointer of
+    /// its root, as the shadow EPT set gives it (write-back, 4 levels).
+    /// Only with vmcs12's "enable EPT".
+    Shadow(u64),
 }
 
 /// The guest's real CR4 and the CR4 guest/host mask and read shadow of
@@ -476,20 +513,45 @@ pub fn uncompose_cr4(cr4_02: u64, shadow02: u64, mask12: u64, cr4_12: u64) -> u6
     (cr4_02 & !hv) | (shadow02 & hv_only) | (cr4_12 & both)
 }
 
-/// Step 2 of an entry: writes vmcs02 (any [`VmcsAccess`], e.g. the CPU's
-/// current VMCS after VMPTRLD of the hypervisor's vmcs02 page) from
-/// vmcs12, vmcs01 (the hypervisor's VMCS of this host CPU: its controls,
-/// host state, EPTP, TSC offset, and the host's current state in its
-/// guest area) and `p`.  Hidden fields and vmcs12's host state are never
-/// read.  Only after [`plan_entry`] succeeded and the pages were
-/// validated.
+/// Step 2 of an entry of a vmcs12 without EPT: [`build_vmcs02_on`] the
+/// host EPT.  A vmcs12 that enables EPT fails here
+/// (`VmcsError::Unsupported`): its guest never runs on the host EPT.
 pub fn build_vmcs02(
     v12: &impl VmcsAccess,
     v01: &impl VmcsAccess,
     p: &Vmcs02Params,
     out: &mut impl VmcsAccess,
 ) -> Result<(), VmcsError> {
+    build_vmcs02_on(v12, v01, p, Ept02::HostEpt, out)
+}
+
+/// Step 2 of an entry: writes vmcs02 (any [`VmcsAccess`], e.g. the CPU's
+/// current VMCS after VMPTRLD of the hypervisor's vmcs02 page) from
+/// vmcs12, vmcs01 (the hypervisor's VMCS of this host CPU: its controls,
+/// host state, EPTP, TSC offset, and the host's current state in its
+/// guest area), `p` and the EPT the guest runs on (`ept02`).  Hidden
+/// fields and vmcs12's host state are never read.  Only after
+/// [`plan_entry`] succeeded and the pages were validated.
+///
+/// `ept02` must match vmcs12: [`Ept02::Shadow`] exactly when vmcs12
+/// enables EPT (and the offer allows it); otherwise nothing is written
+/// and the result is `VmcsError::Unsupported`, so a guest never runs on
+/// an EPT other than the one its host asked for.
+pub fn build_vmcs02_on(
+    v12: &impl VmcsAccess,
+    v01: &impl VmcsAccess,
+    p: &Vmcs02Params,
+    ept02: Ept02,
+    out: &mut impl VmcsAccess,
+) -> Result<(), VmcsError> {
     let a = Allowed::of(&p.offer);
+    let ept12_asked = effective_proc2(v12) & proc2::EPT != 0;
+    let ept12_on = ept12_asked && a.proc2.may_be_one & proc2::EPT != 0;
+    let eptp02 = match ept02 {
+        Ept02::HostEpt if !ept12_asked => rd(v01, f::EPT_POINTER),
+        Ept02::Shadow(eptp) if ept12_on => eptp,
+        _ => return Err(VmcsError::Unsupported),
+    };
     let pin12 = rd(v12, f::PIN_BASED_VM_EXEC_CONTROL);
     let p1_12 = rd(v12, f::CPU_BASED_VM_EXEC_CONTROL);
     let p2_12 = effective_proc2(v12);
@@ -514,10 +576,19 @@ pub fn build_vmcs02(
         | if l1_tsc { proc1::TSC_OFFSETTING } else { 0 }
         | p.hw.procbased.must_be_one;
     let vpid = p2_12 & proc2::VPID != 0 && p.vpid != 0;
-    let p2_02 = (p2_12 & a.proc2.may_be_one & !proc2::VPID)
-        | HV_PROC2
-        | if vpid { proc2::VPID } else { 0 }
-        | p.hw.procbased2.must_be_one;
+    // Unrestricted guest only on EPT12's shadow (the entry checks refuse
+    // it without EPT; restricted again here).
+    let ug = if ept12_on {
+        p2_12 & a.proc2.may_be_one & proc2::UNRESTRICTED_GUEST
+    } else {
+        0
+    };
+    let p2_02 =
+        (p2_12 & a.proc2.may_be_one & !(proc2::VPID | proc2::EPT | proc2::UNRESTRICTED_GUEST))
+            | HV_PROC2
+            | ug
+            | if vpid { proc2::VPID } else { 0 }
+            | p.hw.procbased2.must_be_one;
     // vmcs02 exits to root mode: the hypervisor's exit controls.  An
     // external interrupt the host asked to exit on is acknowledged as it
     // asked; one the hypervisor forces to exit (vmcs12 without
@@ -592,7 +663,19 @@ pub fn build_vmcs02(
     )?;
     out.write(f::CR0_READ_SHADOW, rd(v12, f::CR0_READ_SHADOW))?;
     out.write(f::VMCS_LINK_POINTER, NO_LINK)?;
-    if let Some(pd) = p.pdptes {
+    let pdptes = if ept12_on {
+        // EPT12: the CPU loads a PAE guest's PDPTEs from vmcs02 and checks
+        // them there; vmcs12's are guest-physical addresses.
+        Some([
+            rd(v12, f::GUEST_PDPTE0),
+            rd(v12, f::GUEST_PDPTE1),
+            rd(v12, f::GUEST_PDPTE2),
+            rd(v12, f::GUEST_PDPTE3),
+        ])
+    } else {
+        p.pdptes
+    };
+    if let Some(pd) = pdptes {
         out.write(f::GUEST_PDPTE0, pd[0])?;
         out.write(f::GUEST_PDPTE1, pd[1])?;
         out.write(f::GUEST_PDPTE2, pd[2])?;
@@ -659,7 +742,7 @@ pub fn build_vmcs02(
     if vpid {
         out.write(f::VIRTUAL_PROCESSOR_ID, p.vpid)?;
     }
-    out.write(f::EPT_POINTER, rd(v01, f::EPT_POINTER))?;
+    out.write(f::EPT_POINTER, eptp02)?;
     out.write(f::VM_ENTRY_INTR_INFO, rd(v12, f::VM_ENTRY_INTR_INFO))?;
     out.write(
         f::VM_ENTRY_EXCEPTION_ERROR_CODE,
@@ -707,6 +790,187 @@ mod tests {
         let mut out = MemVmcs::new();
         build_vmcs02(v12, &vmcs01(), &params(), &mut out).unwrap();
         out
+    }
+
+    /// The shadow EPT's pointer the tests give vmcs02 (a hypervisor
+    /// address: it must never reach vmcs12).
+    const EPTP02: u64 = 0x7_7790_0000 | 3 << 3 | 6;
+
+    fn params_ept() -> Vmcs02Params {
+        Vmcs02Params {
+            offer: offer_ept(),
+            ..params()
+        }
+    }
+
+    fn build_ept(v12: &MemVmcs) -> MemVmcs {
+        let mut out = MemVmcs::new();
+        build_vmcs02_on(
+            v12,
+            &vmcs01(),
+            &params_ept(),
+            Ept02::Shadow(EPTP02),
+            &mut out,
+        )
+        .unwrap();
+        out
+    }
+
+    /// The plan of a vmcs12 with EPT: the checked EPT pointer (the
+    /// shadow's key), and no PDPTE read at CR3 for a PAE guest (CR3 is a
+    /// guest-physical address); the other pages as without EPT.
+    #[test]
+    fn plan_with_ept12() {
+        let (o, e) = (offer_ept(), env());
+        let mut v = vmcs12_ept();
+        let plan = plan_entry(&v, &o, &e).unwrap();
+        assert_eq!(
+            plan.ept12,
+            crate::hv::vmx::nested::ept12_walk::check_eptp(EPTP12, o.ept_vpid_cap, 40).ok()
+        );
+        assert_eq!(plan.ept12.map(|p| p.raw), Some(EPTP12));
+        let without = plan_entry(&vmcs12(), &o, &e).unwrap();
+        assert_eq!(without.ept12, None);
+        assert_eq!(plan.pages, without.pages);
+        // A PAE guest (32-bit, paging, PAE).
+        v.write(
+            f::VM_ENTRY_CONTROLS,
+            rd(&v, f::VM_ENTRY_CONTROLS) & !entry::IA32E,
+        )
+        .unwrap();
+        v.write(f::GUEST_IA32_EFER, 0).unwrap();
+        v.write(f::GUEST_CR3, 0x1234_5fe0).unwrap();
+        assert!(guest_pae(&v));
+        let plan = plan_entry(&v, &o, &e).unwrap();
+        assert_eq!(plan.page(PageUse::Pdptes), None);
+        // The same guest without EPT: read at CR3.
+        let p2 = rd(&v, f::SECONDARY_VM_EXEC_CONTROL) & !(proc2::EPT | proc2::UNRESTRICTED_GUEST);
+        v.write(f::SECONDARY_VM_EXEC_CONTROL, p2).unwrap();
+        let plan = plan_entry(&v, &o, &e).unwrap();
+        assert_eq!(plan.page(PageUse::Pdptes), Some(0x1234_5fe0));
+        assert_eq!(plan.ept12, None);
+        // An invalid EPT pointer never makes a plan.
+        let mut v = vmcs12_ept();
+        v.write(f::EPT_POINTER, EPTP12 | 1 << 6).unwrap();
+        assert!(matches!(plan_entry(&v, &o, &e), Err(EntryFailure::VmFail(f)) if f.error == 7));
+    }
+
+    /// vmcs02 with EPT12: EPT on the shadow's pointer (never vmcs12's or
+    /// the host EPT's), unrestricted guest, CR3 exits and INVLPG exits
+    /// exactly as vmcs12 asks, guest CR3 and the PDPTEs vmcs12's.
+    #[test]
+    fn vmcs02_with_ept12() {
+        let v01 = vmcs01();
+        for ug in [false, true] {
+            for cr3_exits in [false, true] {
+                let mut v = vmcs12_ept();
+                let p2 = rd(&v, f::SECONDARY_VM_EXEC_CONTROL) & !proc2::UNRESTRICTED_GUEST;
+                v.write(
+                    f::SECONDARY_VM_EXEC_CONTROL,
+                    p2 | if ug { proc2::UNRESTRICTED_GUEST } else { 0 },
+                )
+                .unwrap();
+                let exits = proc1::CR3_LOAD | proc1::CR3_STORE | proc1::INVLPG;
+                let p1 = rd(&v, f::CPU_BASED_VM_EXEC_CONTROL) & !exits;
+                v.write(
+                    f::CPU_BASED_VM_EXEC_CONTROL,
+                    p1 | if cr3_exits { exits } else { 0 },
+                )
+                .unwrap();
+                let pd = [0x1000_0001, 0x2000_0001, 0, 0x3000_0001];
+                for (fld, x) in [
+                    f::GUEST_PDPTE0,
+                    f::GUEST_PDPTE1,
+                    f::GUEST_PDPTE2,
+                    f::GUEST_PDPTE3,
+                ]
+                .into_iter()
+                .zip(pd)
+                {
+                    v.write(fld, x).unwrap();
+                }
+                let out = build_ept(&v);
+                let p2o = rd(&out, f::SECONDARY_VM_EXEC_CONTROL);
+                assert_ne!(p2o & proc2::EPT, 0);
+                assert_eq!(p2o & proc2::UNRESTRICTED_GUEST != 0, ug);
+                let p1o = rd(&out, f::CPU_BASED_VM_EXEC_CONTROL);
+                assert_eq!(p1o & exits, if cr3_exits { exits } else { 0 });
+                assert_eq!(rd(&out, f::EPT_POINTER), EPTP02);
+                assert_ne!(rd(&out, f::EPT_POINTER), rd(&v01, f::EPT_POINTER));
+                assert_eq!(rd(&out, f::GUEST_CR3), rd(&v, f::GUEST_CR3));
+                assert_eq!(rd(&out, f::GUEST_PDPTE0), pd[0]);
+                assert_eq!(rd(&out, f::GUEST_PDPTE3), pd[3]);
+                // The software PDPTEs of the parameters are not used.
+                let mut p = params_ept();
+                p.pdptes = Some([0xdead; 4]);
+                let mut o2 = MemVmcs::new();
+                build_vmcs02_on(&v, &v01, &p, Ept02::Shadow(EPTP02), &mut o2).unwrap();
+                assert_eq!(rd(&o2, f::GUEST_PDPTE1), pd[1]);
+            }
+        }
+    }
+
+    /// Offering EPT changes nothing for a vmcs12 without EPT: vmcs02 is
+    /// the same field for field as with the view without EPT (host EPT,
+    /// software PDPTEs, no unrestricted guest even if vmcs12 sets it
+    /// without EPT, bypassing the checks).
+    #[test]
+    fn offering_ept_changes_nothing_without_ept12() {
+        let v = vmcs12();
+        let a = build(&v);
+        let mut b = MemVmcs::new();
+        build_vmcs02_on(&v, &vmcs01(), &params_ept(), Ept02::HostEpt, &mut b).unwrap();
+        for info in FIELDS {
+            assert_eq!(
+                a.read_raw(info.encoding),
+                b.read_raw(info.encoding),
+                "{}",
+                info.name
+            );
+            assert_eq!(
+                a.was_written(info.encoding),
+                b.was_written(info.encoding),
+                "{}",
+                info.name
+            );
+        }
+        assert_eq!(rd(&b, f::EPT_POINTER), rd(&vmcs01(), f::EPT_POINTER));
+        let mut v = vmcs12();
+        let p2 = rd(&v, f::SECONDARY_VM_EXEC_CONTROL) | proc2::UNRESTRICTED_GUEST;
+        v.write(f::SECONDARY_VM_EXEC_CONTROL, p2).unwrap();
+        let mut b = MemVmcs::new();
+        build_vmcs02_on(&v, &vmcs01(), &params_ept(), Ept02::HostEpt, &mut b).unwrap();
+        assert_eq!(
+            rd(&b, f::SECONDARY_VM_EXEC_CONTROL) & proc2::UNRESTRICTED_GUEST,
+            0
+        );
+    }
+
+    /// The EPT given must match vmcs12: EPT12 never runs on the host EPT,
+    /// a guest without EPT never on a shadow, and EPT12 the offer hides
+    /// never at all; nothing is written then.
+    #[test]
+    fn ept02_must_match_vmcs12() {
+        let cases = [
+            (vmcs12_ept(), params_ept(), Ept02::HostEpt),
+            (vmcs12(), params_ept(), Ept02::Shadow(EPTP02)),
+            (vmcs12_ept(), params(), Ept02::Shadow(EPTP02)),
+            (vmcs12_ept(), params(), Ept02::HostEpt),
+        ];
+        for (i, (v, p, e)) in cases.into_iter().enumerate() {
+            let mut out = MemVmcs::new();
+            assert_eq!(
+                build_vmcs02_on(&v, &vmcs01(), &p, e, &mut out),
+                Err(VmcsError::Unsupported),
+                "{i}"
+            );
+            assert_eq!(out.written().count(), 0, "{i}");
+        }
+        let mut out = MemVmcs::new();
+        assert_eq!(
+            build_vmcs02(&vmcs12_ept(), &vmcs01(), &params_ept(), &mut out),
+            Err(VmcsError::Unsupported)
+        );
     }
 
     #[test]
@@ -912,6 +1176,14 @@ mod tests {
                     let base = rd(&v, fld) & !b;
                     // Bypass the checks: vmcs12 with the bit forced.
                     v.write(fld, if on { base | b } else { base }).unwrap();
+                    if on && fld == f::SECONDARY_VM_EXEC_CONTROL && b == proc2::EPT {
+                        // EPT12 never runs on the host EPT (and here the
+                        // offer hides EPT): no vmcs02 at all.
+                        let mut out = MemVmcs::new();
+                        let r = build_vmcs02(&v, &vmcs01(), &params(), &mut out);
+                        assert_eq!(r, Err(VmcsError::Unsupported));
+                        continue;
+                    }
                     let out = build(&v);
                     let got = rd(&out, fld) & b != 0;
                     let want = if hv & b != 0 {

@@ -15,8 +15,8 @@
 //! allow-lists below and in Documentation/nested.rst.
 
 use crate::hv::vmx::caps::{
-    ctl, AllowedCtls, RawVmxInfo, VmxCaps, VmxMsr, CPUID_1_ECX_VMX, FEATURE_CONTROL_LOCKED,
-    FEATURE_CONTROL_VMX_OUTSIDE_SMX,
+    ctl, ept_cap, AllowedCtls, RawVmxInfo, VmxCaps, VmxMsr, CPUID_1_ECX_VMX,
+    FEATURE_CONTROL_LOCKED, FEATURE_CONTROL_VMX_OUTSIDE_SMX,
 };
 
 // The VMCS revision identifier of the view is the CPU's own, although the
@@ -68,9 +68,10 @@ pub const PROC_OFFERED: u32 = 1 << 2
 /// descriptor-table exiting (2), RDTSCP (3), virtualize x2APIC mode (4),
 /// VPID (5), WBINVD exiting (6), PAUSE-loop exiting (10), RDRAND exiting
 /// (11), INVPCID (12), RDSEED exiting (16), XSAVES (20), user wait/pause
-/// (26).  Hidden, and why:
-/// * EPT (1) and unrestricted guest (7): until shadow EPT exists (the next
-///   step); KVM uses its own shadow paging.
+/// (26); with [`OFFER_EPT`] also [`PROC2_EPT_OFFERED`].  Hidden, and why:
+/// * EPT (1) and unrestricted guest (7) while [`OFFER_EPT`] is off: the
+///   shadow EPT is not wired into root mode yet; KVM uses its own shadow
+///   paging.
 /// * APIC-register virtualization (8), virtual-interrupt delivery (9):
 ///   APICv, off anyway without posted interrupts.
 /// * VM functions (13), VMCS shadowing (14) for the host's own nested
@@ -109,8 +110,57 @@ pub const ENTRY_OFFERED: u32 =
 /// IA32_VMX_EPT_VPID_CAP bits offered: the INVVPID ones only (INVVPID
 /// (32), individual-address (40), single-context (41), all-context (42),
 /// single-context-retaining-globals (43)), emulated by a flush of
-/// everything the host cached.  No EPT bit: EPT is hidden.
+/// everything the host cached.  No EPT bit unless the view offers EPT
+/// ([`OFFER_EPT`], [`EPT_CAP_OFFERED`]).
 pub const EPT_VPID_CAP_OFFERED: u64 = 1 << 32 | 0xf << 40;
+
+/// **The switch**: whether the view offers EPT and unrestricted guest to
+/// the host's KVM.  Off until root mode's fault path (an EPT violation of
+/// the host's guest -> walk of EPT12 -> share -> map into the shadow EPT,
+/// Documentation/shadow-ept.rst) is wired in: with it off, the view, the
+/// field classes and therefore everything the running module does are
+/// those of the shadow-paging step (KVM reports `ept=N`).  The pure core
+/// implements both views ([`offer_with`], `field_class::classes`), and
+/// `cargo test` runs the EPT-on paths against a view built with EPT.
+pub const OFFER_EPT: bool = false;
+
+/// Secondary controls offered with EPT ([`OFFER_EPT`]): enable EPT (1) and
+/// unrestricted guest (7), where the CPU has them.
+pub const PROC2_EPT_OFFERED: u32 = ctl::PROC2_EPT | ctl::PROC2_UNRESTRICTED_GUEST;
+
+/// IA32_VMX_EPT_VPID_CAP bits offered with EPT, where the CPU has them:
+/// what the walk of EPT12 (`ept12_walk`) emulates and the shadow EPT
+/// builds on.
+///
+/// * execute-only translations (0): only if the CPU has them (the shadow
+///   EPT runs execute-only leaves on it);
+/// * page-walk length 4 (6); not 5 (bit 7: the walk has 4 levels);
+/// * UC (8) and WB (14) for EPTP12's memory type;
+/// * 2 MiB (16) and 1 GiB (17) pages in EPT12: the walk handles both, the
+///   shadow maps each with the largest leaf both sides allow;
+/// * INVEPT (20), single-context (25) and all-context (26).
+///
+/// Hidden: accessed and dirty flags (21: not emulated, so KVM turns
+/// `eptad` and PML off), advanced VM-exit information for EPT violations
+/// (22: bits 11:9 of the qualification stay 0, and KVM then hides
+/// mode-based execute), supervisor shadow-stack control (23), the rest.
+pub const EPT_CAP_OFFERED: u64 = ept_cap::EXEC_ONLY
+    | ept_cap::WALK_4
+    | ept_cap::UC
+    | ept_cap::WB
+    | ept_cap::PAGE_2M
+    | ept_cap::PAGE_1G
+    | ept_cap::INVEPT
+    | ept_cap::INVEPT_SINGLE
+    | ept_cap::INVEPT_ALL;
+
+/// The EPT capabilities without which the view offers no EPT at all,
+/// whatever [`OFFER_EPT`] says: what the stock `kvm_intel` needs to turn
+/// EPT on (a 4-level walk, write-back EPTP, all-context INVEPT; its
+/// `hardware_setup`) and INVEPT itself.  pkvm requires them of the CPU
+/// anyway (`caps::FEATURES`).
+pub const EPT_CAP_REQUIRED: u64 =
+    ept_cap::WALK_4 | ept_cap::WB | ept_cap::INVEPT | ept_cap::INVEPT_ALL;
 
 /// IA32_VMX_MISC bits offered, where the CPU has them: store LMA on exit
 /// (5), HLT and shutdown activity states (6, 7), VMWRITE to every field
@@ -150,9 +200,24 @@ const fn plain(a: AllowedCtls, default1: u32) -> u64 {
 }
 
 /// Computes the view from the CPU's raw capabilities `cpu` (every CPU has
-/// the same: the load checks it).  `None` if `cpu` does not even decode as
-/// a VMX implementation (then pkvm would not have loaded).
+/// the same: the load checks it), with EPT as [`OFFER_EPT`] says.  `None`
+/// if `cpu` does not even decode as a VMX implementation (then pkvm would
+/// not have loaded).
 pub fn offer(cpu: &RawVmxInfo) -> Option<RawVmxInfo> {
+    offer_with(cpu, OFFER_EPT)
+}
+
+/// The view with EPT and unrestricted guest offered (`ept`) or hidden.
+/// EPT is offered only where the CPU has what [`EPT_CAP_REQUIRED`] lists;
+/// unrestricted guest only with EPT.  A pure function of `cpu` and `ept`:
+/// the same view on every CPU.
+///
+/// CR0: IA32_VMX_CR0_FIXED0 stays the CPU's (PE, NE and PG fixed to 1), as
+/// on hardware with unrestricted guest: the relaxation of PE and PG for a
+/// guest with unrestricted guest is part of the VM-entry checks
+/// (`entry_checks::check_guest_against_offer`), not of the MSR, and the
+/// host's own CR0 (VMXON) keeps needing them.
+pub fn offer_with(cpu: &RawVmxInfo, ept: bool) -> Option<RawVmxInfo> {
     let c = VmxCaps::decode_view(cpu).ok()?;
     let basic_cpu = cpu.get(VmxMsr::Basic)?;
     // Bits 54 (INS/OUTS information) and 56 (no-error-code injection) are
@@ -164,7 +229,10 @@ pub fn offer(cpu: &RawVmxInfo) -> Option<RawVmxInfo> {
         | 1 << 55;
     let pin = offered(c.pinbased, PIN_OFFERED);
     let proc = offered(c.procbased, PROC_OFFERED);
-    let proc2 = offered(c.procbased2, PROC2_OFFERED);
+    let ept =
+        ept && c.procbased2.can_set(1) && c.ept_vpid_cap & EPT_CAP_REQUIRED == EPT_CAP_REQUIRED;
+    let proc2_allowed = PROC2_OFFERED | if ept { PROC2_EPT_OFFERED } else { 0 };
+    let proc2 = offered(c.procbased2, proc2_allowed);
     let exit = offered(c.exit, EXIT_OFFERED);
     let entry = offered(c.entry, ENTRY_OFFERED);
     let mut v = RawVmxInfo {
@@ -186,9 +254,24 @@ pub fn offer(cpu: &RawVmxInfo) -> Option<RawVmxInfo> {
     v.set(VmxMsr::VmcsEnum, cpu.get(VmxMsr::VmcsEnum));
     v.set(VmxMsr::ProcbasedCtls2, Some(msr_of(proc2)));
     let vpid = proc2.may_be_one & ctl::PROC2_VPID != 0;
-    let ept_vpid = c.ept_vpid_cap & EPT_VPID_CAP_OFFERED;
-    // The MSR exists when EPT or VPID can be enabled (VPID only, here).
-    v.set(VmxMsr::EptVpidCap, vpid.then_some(ept_vpid));
+    // KVM refuses (or zeroes) EPT capability bits without the EPT control
+    // and VPID bits without the VPID control: each half only with its
+    // control.
+    let ept_part = if ept {
+        c.ept_vpid_cap & EPT_CAP_OFFERED
+    } else {
+        0
+    };
+    let vpid_part = if vpid {
+        c.ept_vpid_cap & EPT_VPID_CAP_OFFERED
+    } else {
+        0
+    };
+    // The MSR exists when EPT or VPID can be enabled.
+    v.set(
+        VmxMsr::EptVpidCap,
+        (vpid || ept).then_some(ept_part | vpid_part),
+    );
     v.set(VmxMsr::TruePinbasedCtls, Some(msr_of(pin)));
     v.set(VmxMsr::TrueProcbasedCtls, Some(msr_of(proc)));
     v.set(VmxMsr::TrueExitCtls, Some(msr_of(exit)));
@@ -225,9 +308,10 @@ mod tests {
         offer(&icelake()).unwrap()
     }
 
+    /// The view without EPT (the shadow-paging step's).
     #[test]
     fn view_decodes_and_hides_what_is_not_emulated() {
-        let v = view();
+        let v = offer_with(&icelake(), false).unwrap();
         let c = VmxCaps::decode_view(&v).unwrap();
         assert_eq!(c.vmcs_revision, 4, "the CPU's revision");
         assert_eq!(c.vmcs_size, 4096);
@@ -298,7 +382,12 @@ mod tests {
 
     #[test]
     fn controls_are_consistent() {
-        let v = view();
+        for ept in [false, true] {
+            controls_are_consistent_in(offer_with(&icelake(), ept).unwrap());
+        }
+    }
+
+    fn controls_are_consistent_in(v: RawVmxInfo) {
         for (plain, tru) in [
             (VmxMsr::PinbasedCtls, VmxMsr::TruePinbasedCtls),
             (VmxMsr::ProcbasedCtls, VmxMsr::TrueProcbasedCtls),
@@ -334,6 +423,169 @@ mod tests {
         cpu.set(VmxMsr::ProcbasedCtls2, Some(p2 & !(1 << 37)));
         let v = offer(&cpu).unwrap();
         assert_eq!(read_msr(&v, 0x48c), Some(None));
+    }
+
+    /// The running module's view is the one the switch names, and the
+    /// switch decides: EPT and unrestricted guest offered exactly with it.
+    #[test]
+    fn the_running_view_follows_the_switch() {
+        assert_eq!(offer(&icelake()), offer_with(&icelake(), OFFER_EPT));
+        assert_ne!(offer_with(&icelake(), true), offer_with(&icelake(), false));
+        for ept in [false, true] {
+            let c = VmxCaps::decode_view(&offer_with(&icelake(), ept).unwrap()).unwrap();
+            assert_eq!(c.has(Feature::Ept), ept);
+            assert_eq!(c.has(Feature::UnrestrictedGuest), ept);
+            assert_eq!(c.has(Feature::Invept), ept);
+        }
+    }
+
+    /// What the stock kvm_intel (7.2, `setup_vmcs_config` and
+    /// `hardware_setup`) reads of the view with EPT and concludes:
+    /// ept=Y (EPT control, 4-level walk, WB EPTP, all-context INVEPT),
+    /// unrestricted_guest=Y, eptad=N (so pml=N), no 5-level EPT, no
+    /// mode-based execute (no advanced exit information), large pages up
+    /// to 1 GiB, and no "EPT CAP without the EPT control" inconsistency.
+    #[test]
+    fn view_with_ept_is_what_kvm_intel_needs() {
+        let v = offer_with(&icelake(), true).unwrap();
+        let c = VmxCaps::decode_view(&v).unwrap();
+        let ept = read_msr(&v, 0x48c).unwrap().unwrap();
+        let ept_lo = ept & 0xffff_ffff;
+        let p2 = c.procbased2;
+        // hardware_setup: enable_ept stays 1.
+        assert!(p2.can_set(1));
+        assert_ne!(ept_lo & ept_cap::WALK_4, 0);
+        assert_ne!(ept_lo & ept_cap::WB, 0);
+        assert_ne!(ept_lo & ept_cap::INVEPT_ALL, 0);
+        // enable_unrestricted_guest stays 1.
+        assert!(p2.can_set(7));
+        // INVEPT single-context (ept_sync_context uses it), INVEPT itself.
+        assert_ne!(ept_lo & ept_cap::INVEPT_SINGLE, 0);
+        assert_ne!(ept_lo & ept_cap::INVEPT, 0);
+        // Large pages: ept_caps_to_lpage_level gives 1 GiB.
+        assert_ne!(ept_lo & ept_cap::PAGE_1G, 0);
+        assert_ne!(ept_lo & ept_cap::PAGE_2M, 0);
+        // UC EPTP and execute-only: the emulated CPU has both.
+        assert_ne!(ept_lo & ept_cap::UC, 0);
+        assert_ne!(ept_lo & ept_cap::EXEC_ONLY, 0);
+        // Hidden: A/D (enable_ept_ad_bits = 0, hence pml = 0), 5 levels,
+        // advanced exit information (so no MBEC), shadow-stack control.
+        for b in [
+            ept_cap::AD,
+            ept_cap::WALK_5,
+            ept_cap::ADVANCED_EXIT_INFO,
+            ept_cap::SUPERVISOR_SHADOW_STACK,
+        ] {
+            assert_eq!(ept & b, 0, "{b:#x}");
+        }
+        assert_eq!(ept_lo & !EPT_CAP_OFFERED, 0);
+        for f in [
+            Feature::EptAd,
+            Feature::Pml,
+            Feature::Mbec,
+            Feature::EptViolationVe,
+            Feature::Spp,
+            Feature::Vmfunc,
+            Feature::VmcsShadowing,
+        ] {
+            assert!(!c.has(f), "{f:?} offered");
+        }
+        // VPID as before.
+        assert_eq!(ept >> 32, (1 | 0xf << 8), "INVVPID and its four types");
+        // CR0: the CPU's fixed bits (PE, NE, PG), relaxed for unrestricted
+        // guest by the entry checks, not in the MSR.
+        assert_eq!(
+            c.cr0_fixed,
+            VmxCaps::decode_view(&view()).unwrap().cr0_fixed
+        );
+        // Everything offered can be merged: nothing the host may set is
+        // silently dropped or copied.
+        use super::super::controls::Allowed;
+        assert_eq!(Allowed::unmergeable(&c), [0; 5]);
+        // Only the EPT parts differ from the view without EPT.
+        let off = offer_with(&icelake(), false).unwrap();
+        for m in VmxMsr::ALL {
+            match m {
+                VmxMsr::ProcbasedCtls2 => {
+                    let d = v.get(*m).unwrap() ^ off.get(*m).unwrap();
+                    assert_eq!(d, u64::from(PROC2_EPT_OFFERED) << 32);
+                }
+                VmxMsr::EptVpidCap => {
+                    assert_eq!(v.get(*m).unwrap() ^ off.get(*m).unwrap(), ept_lo);
+                }
+                _ => assert_eq!(v.get(*m), off.get(*m), "{m:?}"),
+            }
+        }
+    }
+
+    /// KVM refuses a view whose EPT capability MSR has EPT bits without
+    /// the EPT control ("EPT CAP should not exist ..."), and zeroes the
+    /// VPID bits without the VPID control: each view keeps each half with
+    /// its control.
+    #[test]
+    fn ept_and_vpid_capability_bits_come_with_their_controls() {
+        for ept in [false, true] {
+            for vpid in [false, true] {
+                let mut cpu = icelake();
+                let p2 = cpu.get(VmxMsr::ProcbasedCtls2).unwrap();
+                if !vpid {
+                    cpu.set(VmxMsr::ProcbasedCtls2, Some(p2 & !(1 << 37)));
+                }
+                let v = offer_with(&cpu, ept).unwrap();
+                let c = VmxCaps::decode_view(&v).unwrap();
+                let cap = v.get(VmxMsr::EptVpidCap);
+                assert_eq!(cap.is_some(), ept || vpid, "ept={ept} vpid={vpid}");
+                let cap = cap.unwrap_or(0);
+                assert_eq!(cap & 0xffff_ffff != 0, c.procbased2.can_set(1));
+                assert_eq!(cap >> 32 != 0, c.procbased2.can_set(5));
+                assert_eq!(c.procbased2.can_set(1), ept);
+                assert_eq!(c.procbased2.can_set(7), ept);
+            }
+        }
+    }
+
+    /// EPT is offered only where the CPU has what KVM needs; each
+    /// capability only where the CPU has it (the shadow EPT runs on the
+    /// real CPU); unrestricted guest only with EPT.
+    #[test]
+    fn ept_is_offered_only_as_far_as_the_cpu_has_it() {
+        let with = |clear_cap: u64, clear_p2: u64| {
+            let mut cpu = icelake();
+            let e = cpu.get(VmxMsr::EptVpidCap).unwrap();
+            cpu.set(VmxMsr::EptVpidCap, Some(e & !clear_cap));
+            let p2 = cpu.get(VmxMsr::ProcbasedCtls2).unwrap();
+            cpu.set(VmxMsr::ProcbasedCtls2, Some(p2 & !(clear_p2 << 32)));
+            let v = offer_with(&cpu, true).unwrap();
+            let c = VmxCaps::decode_view(&v).unwrap();
+            (c.procbased2, c.ept_vpid_cap & 0xffff_ffff)
+        };
+        // Without execute-only, UC or 1 GiB pages: EPT without them.
+        for b in [ept_cap::EXEC_ONLY, ept_cap::UC, ept_cap::PAGE_1G] {
+            let (p2, cap) = with(b, 0);
+            assert!(p2.can_set(1));
+            assert_eq!(cap & b, 0, "{b:#x}");
+            assert_ne!(cap, 0);
+        }
+        // Without what KVM requires: no EPT, no unrestricted guest, no EPT
+        // capability bit.
+        for b in [
+            ept_cap::WALK_4,
+            ept_cap::WB,
+            ept_cap::INVEPT,
+            ept_cap::INVEPT_ALL,
+        ] {
+            let (p2, cap) = with(b, 0);
+            assert!(!p2.can_set(1) && !p2.can_set(7), "{b:#x}");
+            assert_eq!(cap, 0, "{b:#x}");
+        }
+        // Without unrestricted guest on the CPU: EPT alone.
+        let (p2, cap) = with(0, u64::from(ctl::PROC2_UNRESTRICTED_GUEST));
+        assert!(p2.can_set(1) && !p2.can_set(7));
+        assert_ne!(cap, 0);
+        // Without EPT on the CPU: neither.
+        let (p2, cap) = with(0, u64::from(ctl::PROC2_EPT));
+        assert!(!p2.can_set(1) && !p2.can_set(7));
+        assert_eq!(cap, 0);
     }
 
     #[test]

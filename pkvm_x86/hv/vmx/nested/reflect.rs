@@ -15,11 +15,15 @@
 //!
 //! Nothing of the hypervisor reaches vmcs12 or the host's state: exit
 //! information is vmcs02's only for the guest's own exit; the guest
-//! physical address is never copied (vmcs12 has no EPT, and vmcs02's is a
-//! host-EPT address); guest state goes back field by field by class
-//! (never vmcs02's controls, EPTP, MSR-bitmap address or host state);
-//! the bits the hypervisor owns in the guest's CR4 are restored to what
-//! the guest and its host set.
+//! physical address is copied only where vmcs12 enables EPT and the exit
+//! defines it (an EPT violation or misconfiguration of EPT12 reflected by
+//! [`reflect_ept12_exit`], an APIC access by guest-physical address): an
+//! address of the guest's own physical space, which EPT02 translates
+//! (without EPT12, vmcs02's is a host-EPT address and never copied);
+//! guest state goes back field by field by class (never vmcs02's
+//! controls, EPTP, MSR-bitmap address or host state); the bits the
+//! hypervisor owns in the guest's CR4 are restored to what the guest and
+//! its host set.
 
 use crate::hv::host_policy::{self, Cr4Env};
 use crate::hv::vmx::event::{EventType, Interruptibility, InterruptionInfo};
@@ -27,7 +31,8 @@ use crate::hv::vmx::msr_bitmap::bit_position;
 use crate::hv::vmx::vmcs::{self as f, fields::FIELDS, MemVmcs, VmcsAccess, VmcsError};
 
 use super::controls::{entry, exit, pin, proc1, proc2};
-use super::entry_checks::{effective_proc2, rd, EFER_LMA, EFER_LME};
+use super::entry_checks::{effective_proc2, rd, uses_ept12, EFER_LMA, EFER_LME};
+use super::ept12_walk::Violation;
 use super::field_class::{class_at, Class};
 use super::merge::uncompose_cr4;
 
@@ -146,8 +151,12 @@ pub enum HvExit {
     /// An interrupt or NMI window the hypervisor opened for such a
     /// re-injection.
     Window,
-    /// EPT violation or misconfiguration of the host EPT: the guest touched
-    /// memory the host does not own (or the host EPT is being changed).
+    /// EPT violation or misconfiguration of the EPT vmcs02 runs on.
+    /// Without EPT12, the host EPT: the guest touched memory the host does
+    /// not own (or the host EPT is being changed).  With EPT12 (vmcs12
+    /// enables EPT, [`uses_ept12`]), the shadow EPT: the fault path walks
+    /// EPT12 and either maps the page or reflects what EPT12 says with
+    /// [`reflect_ept12_exit`].
     HostEpt,
     /// An MSR access the host lets through but the hypervisor's policy
     /// intercepts: handled by the policy for the guest (#GP if refused).
@@ -407,7 +416,7 @@ fn cr_owner(ev: &ExitEvent, v12: &impl VmcsAccess, p1: u32) -> Owner {
 }
 
 /// Exit-information fields copied from vmcs02 to vmcs12 for a reflected
-/// exit (not the guest-physical address: vmcs12 has no EPT; not the
+/// exit (not the guest-physical address, see [`gpa_defined`]; not the
 /// VM-instruction error, which exits do not write).
 pub const EXIT_INFO_COPIED: &[u32] = &[
     f::VM_EXIT_REASON.encoding(),
@@ -424,6 +433,18 @@ pub const EXIT_INFO_COPIED: &[u32] = &[
     f::IO_RDI.encoding(),
     f::IO_RIP.encoding(),
 ];
+
+/// The PDPTE fields of a PAE guest with EPT.
+const PDPTES: [f::Field<u64>; 4] = [
+    f::GUEST_PDPTE0,
+    f::GUEST_PDPTE1,
+    f::GUEST_PDPTE2,
+    f::GUEST_PDPTE3,
+];
+
+fn is_pdpte(e: u32) -> bool {
+    PDPTES.iter().any(|p| p.encoding() == e)
+}
 
 /// What the integration does after a reflection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -466,9 +487,105 @@ pub fn reflect_exit(
         let q = rd(v02, f::EXIT_QUALIFICATION);
         return reflect_entry_failure(raw_reason as u16, q, v12, v01);
     }
+    reflect_with(v02, v12, v01, None)
+}
+
+/// Access types of an APIC-access exit's qualification (bits 15:12) that
+/// were guest-physical: 10 (during event delivery) and 15 (instruction
+/// fetch or execution).
+const APIC_ACCESS_GUEST_PHYSICAL: [u64; 2] = [10, 15];
+
+/// Whether the guest-physical-address field of vmcs02 is defined for an
+/// exit with basic reason `reason` and qualification `qualification` and
+/// belongs in vmcs12: only with EPT12 (`ept12`: then vmcs02 runs on the
+/// shadow EPT, whose input addresses are the guest's own), for EPT
+/// violations and misconfigurations and APIC accesses by guest-physical
+/// address (SDM Vol. 3C, "Exit Qualification for APIC-Access VM Exits";
+/// for every other exit the field is undefined and vmcs12 keeps what it
+/// had).
+pub const fn gpa_defined(ept12: bool, reason: u16, qualification: u64) -> bool {
+    if !ept12 {
+        return false;
+    }
+    match reason {
+        reason::EPT_VIOLATION | reason::EPT_MISCONFIG => true,
+        reason::APIC_ACCESS => {
+            let ty = (qualification >> 12) & 0xf;
+            ty == APIC_ACCESS_GUEST_PHYSICAL[0] || ty == APIC_ACCESS_GUEST_PHYSICAL[1]
+        }
+        _ => false,
+    }
+}
+
+/// What EPT12 says of the guest's access that took an EPT violation on
+/// the shadow EPT, when the fault path gives it to the host
+/// ([`reflect_ept12_exit`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ept12Exit {
+    /// An EPT violation of EPT12 (`ept12_walk::walk`'s
+    /// `WalkFault::Violation`): exit reason 48.
+    Violation(Violation),
+    /// An EPT misconfiguration of EPT12 (`WalkFault::Misconfig`): exit
+    /// reason 49, qualification 0.
+    Misconfig,
+}
+
+/// Reflects the guest's EPT violation on the shadow EPT (vmcs02's exit,
+/// reason 48) to the host as the exit EPT12 gives it: an EPT violation
+/// (48) with the architectural qualification
+/// (`Violation::qualification_for` the hardware's: bits 5:0 from EPT12,
+/// bits 7, 8 and 12 the hardware's) or an EPT misconfiguration (49,
+/// qualification 0); the guest-physical address is the hardware exit's
+/// (the shadow EPT and EPT12 translate the same addresses), the
+/// guest-linear address, instruction length and IDT-vectoring information
+/// the hardware exit's as for every reflected exit; then guest state and
+/// host state as [`reflect_exit`].
+///
+/// The fault path calls it when the walk of EPT12 ended in a violation or
+/// a misconfiguration; never for a table page that is not the host's
+/// (`WalkFault::NotHostOwned`: a triple fault, as for the host EPT).
+/// Fails with `VmcsError::Unsupported`, changing nothing, unless vmcs12
+/// enables EPT and vmcs02's exit is an EPT violation.
+pub fn reflect_ept12_exit(
+    what: &Ept12Exit,
+    v02: &impl VmcsAccess,
+    v12: &mut MemVmcs,
+    v01: &mut impl VmcsAccess,
+) -> Result<Reflected, VmcsError> {
+    if !uses_ept12(v12) || rd(v02, f::VM_EXIT_REASON) != u32::from(reason::EPT_VIOLATION) {
+        return Err(VmcsError::Unsupported);
+    }
+    let hw = rd(v02, f::EXIT_QUALIFICATION);
+    let (r, q) = match what {
+        Ept12Exit::Violation(v) => (reason::EPT_VIOLATION, v.qualification_for(hw)),
+        Ept12Exit::Misconfig => (reason::EPT_MISCONFIG, 0),
+    };
+    reflect_with(v02, v12, v01, Some((r, q)))
+}
+
+/// [`reflect_exit`] of an exit whose reason and qualification are
+/// `exit` instead of vmcs02's when given.
+fn reflect_with(
+    v02: &impl VmcsAccess,
+    v12: &mut MemVmcs,
+    v01: &mut impl VmcsAccess,
+    exit: Option<(u16, u64)>,
+) -> Result<Reflected, VmcsError> {
     for &e in EXIT_INFO_COPIED {
         let val = v02.read_raw(e)?;
         set_exit_info_raw(v12, e, val)?;
+    }
+    if let Some((r, q)) = exit {
+        v12.set_exit_info(f::VM_EXIT_REASON, u32::from(r))?;
+        v12.set_exit_info(f::EXIT_QUALIFICATION, q)?;
+    }
+    let ept12 = uses_ept12(v12);
+    let reason12 = rd(v12, f::VM_EXIT_REASON) as u16;
+    if gpa_defined(ept12, reason12, rd(v12, f::EXIT_QUALIFICATION)) {
+        v12.set_exit_info(
+            f::GUEST_PHYSICAL_ADDRESS,
+            rd(v02, f::GUEST_PHYSICAL_ADDRESS),
+        )?;
     }
     let exit12 = rd(v12, f::VM_EXIT_CONTROLS);
     let cr4_12 = rd(v12, f::GUEST_CR4);
@@ -478,6 +595,7 @@ pub fn reflect_exit(
             || ((e == f::GUEST_IA32_DEBUGCTL.encoding() || e == f::GUEST_DR7.encoding())
                 && exit12 & exit::SAVE_DEBUG == 0)
             || e == f::GUEST_IA32_PERF_GLOBAL_CTRL.encoding()
+            || is_pdpte(e)
     };
     for (i, info) in FIELDS.iter().enumerate() {
         if class_at(i) == Some(Class::GuestState) && !skip(info.encoding) {
@@ -486,6 +604,18 @@ pub fn reflect_exit(
             let v = v02.read_at(i)?;
             if v12.read_at(i)? != v {
                 v12.write_at(i, v)?;
+            }
+        }
+    }
+    // The PDPTEs: saved by an exit only with EPT (the CPU stored a PAE
+    // guest's in vmcs02); without EPT12 vmcs02's are the hypervisor's
+    // software read at entry, and vmcs12 keeps its own.
+    if ept12 {
+        // By reference (root mode: no out-of-line array iterator).
+        for &p in PDPTES.iter() {
+            let v = rd(v02, p);
+            if rd(v12, p) != v {
+                v12.write(p, v)?;
             }
         }
     }
@@ -1121,6 +1251,255 @@ mod tests {
             .unwrap();
         v02.set_exit_info(f::GUEST_LINEAR_ADDRESS, 0xffff_ffff_8100_0000)
             .unwrap();
+    }
+
+    /// The shadow EPT's pointer (a hypervisor address).
+    const EPTP02: u64 = 0x7_7790_0000 | 3 << 3 | 6;
+
+    /// vmcs02 of `v12` (with EPT12) on the shadow EPT, after the guest ran.
+    fn vmcs02_ept(v12: &MemVmcs) -> MemVmcs {
+        use super::super::merge::{build_vmcs02_on, Ept02};
+        let p = Vmcs02Params {
+            offer: offer_ept(),
+            ..params()
+        };
+        let mut v02 = MemVmcs::new();
+        build_vmcs02_on(v12, &vmcs01(), &p, Ept02::Shadow(EPTP02), &mut v02).unwrap();
+        guest_runs(&mut v02);
+        v02
+    }
+
+    /// EPT12 in host memory: the 4 KiB leaf `leaf` for guest-physical
+    /// `g`, tables at EPTP12's root and the three pages after it.
+    fn ept12_mem(g: u64, leaf: u64) -> super::super::host_walk::tests::FakeMem {
+        let mut m = super::super::host_walk::tests::FakeMem::default();
+        let root = EPTP12 & !0xfff;
+        for level in (1..=4u32).rev() {
+            let table = root + u64::from(4 - level) * 0x1000;
+            let slot = table + ((g >> (12 + 9 * (level - 1))) & 0x1ff) * 8;
+            let e = if level == 1 {
+                leaf
+            } else {
+                (table + 0x1000) | 7
+            };
+            m.set_u64(slot, e);
+        }
+        m
+    }
+
+    /// The guest's write to a page EPT12 maps read/execute-only: the
+    /// hardware EPT violation on the (empty) shadow EPT, the walk of
+    /// EPT12, and the exit the host gets: reason 48, the qualification
+    /// with EPT12's permissions (bits 5:3), the access (2:0), the
+    /// hardware's bits 7, 8, 12 and not its advanced bits, the
+    /// guest-physical and guest-linear addresses of the hardware exit,
+    /// guest state saved and the host state loaded.
+    #[test]
+    fn ept12_violation_is_reflected_with_the_walks_qualification() {
+        use super::super::ept12_walk::{check_eptp, walk, Access, WalkCtx, WalkFault};
+        use crate::hv::mm::addr::Gpa;
+        let g = 0x8000_1234u64;
+        let mut mem = ept12_mem(g, 0x9000_0000 | 6 << 3 | 5);
+        let o = offer_ept();
+        let ctx = WalkCtx {
+            ept_vpid_cap: o.ept_vpid_cap,
+            maxphyaddr: 40,
+        };
+        let eptp = check_eptp(EPTP12, o.ept_vpid_cap, 40).unwrap();
+        let r = walk(&mut mem, &ctx, &eptp, Gpa::new(g).unwrap(), Access::WRITE);
+        let Err(WalkFault::Violation(viol)) = r else {
+            panic!("{r:?}")
+        };
+        let mut v12 = vmcs12_ept();
+        let mut v01 = vmcs01();
+        let mut v02 = vmcs02_ept(&v12);
+        // The hardware's exit: a write (bit 1), nothing mapped (5:3 = 0),
+        // linear address valid and translated (7, 8), advanced
+        // information (9), NMI unblocking (12).
+        let hw_q = 1 << 1 | 1 << 7 | 1 << 8 | 1 << 9 | 1 << 12;
+        v02.set_exit_info(f::VM_EXIT_REASON, 48).unwrap();
+        v02.set_exit_info(f::EXIT_QUALIFICATION, hw_q).unwrap();
+        v02.set_exit_info(f::GUEST_PHYSICAL_ADDRESS, g).unwrap();
+        v02.set_exit_info(f::GUEST_LINEAR_ADDRESS, 0x7f00_0000_1234)
+            .unwrap();
+        v02.set_exit_info(f::VM_EXIT_INSTRUCTION_LEN, 3).unwrap();
+        let r = reflect_ept12_exit(&Ept12Exit::Violation(viol), &v02, &mut v12, &mut v01).unwrap();
+        assert!(r.launched);
+        assert_eq!(rd(&v12, f::VM_EXIT_REASON), 48);
+        // Write (1), readable (3), executable (5): EPT12's, not the shadow's.
+        let want = 1 << 1 | 1 << 3 | 1 << 5 | 1 << 7 | 1 << 8 | 1 << 12;
+        assert_eq!(rd(&v12, f::EXIT_QUALIFICATION), want);
+        assert_eq!(rd(&v12, f::GUEST_PHYSICAL_ADDRESS), g);
+        assert_eq!(rd(&v12, f::GUEST_LINEAR_ADDRESS), 0x7f00_0000_1234);
+        assert_eq!(rd(&v12, f::VM_EXIT_INSTRUCTION_LEN), 3);
+        assert_eq!(rd(&v12, f::GUEST_RIP), rd(&v02, f::GUEST_RIP));
+        assert_eq!(rd(&v01, f::GUEST_RIP), rd(&v12, f::HOST_RIP));
+        // A misconfiguration (a write-only leaf: KVM's MMIO marker): 49,
+        // qualification 0, the address.
+        let mut mem = ept12_mem(g, 0x9000_0000 | 6 << 3 | 2);
+        let r = walk(&mut mem, &ctx, &eptp, Gpa::new(g).unwrap(), Access::READ);
+        assert!(matches!(r, Err(WalkFault::Misconfig(_))), "{r:?}");
+        let mut v12 = vmcs12_ept();
+        let mut v01 = vmcs01();
+        v02.set_exit_info(f::EXIT_QUALIFICATION, 1 << 0).unwrap();
+        reflect_ept12_exit(&Ept12Exit::Misconfig, &v02, &mut v12, &mut v01).unwrap();
+        assert_eq!(rd(&v12, f::VM_EXIT_REASON), 49);
+        assert_eq!(rd(&v12, f::EXIT_QUALIFICATION), 0);
+        assert_eq!(rd(&v12, f::GUEST_PHYSICAL_ADDRESS), g);
+        assert_eq!(rd(&v01, f::GUEST_RIP), rd(&v12, f::HOST_RIP));
+    }
+
+    /// The helper refuses, changing nothing, for a vmcs12 without EPT (its
+    /// guest ran on the host EPT: an EPT violation there is the
+    /// hypervisor's, never the host's) and for an exit of vmcs02 that is
+    /// not an EPT violation.
+    #[test]
+    fn ept12_reflection_only_for_ept12_and_ept_violations() {
+        let viol = Ept12Exit::Misconfig;
+        let mut v02 = vmcs02_ept(&vmcs12_ept());
+        v02.set_exit_info(f::VM_EXIT_REASON, 48).unwrap();
+        let mut v12 = vmcs12();
+        let before = v12.clone();
+        let mut v01 = vmcs01();
+        assert_eq!(
+            reflect_ept12_exit(&viol, &v02, &mut v12, &mut v01),
+            Err(VmcsError::Unsupported)
+        );
+        assert_eq!(v12.written().count(), before.written().count());
+        assert_eq!(rd(&v12, f::VM_EXIT_REASON), rd(&before, f::VM_EXIT_REASON));
+        for r in [10, 49, 48 | 1 << 31] {
+            v02.set_exit_info(f::VM_EXIT_REASON, r).unwrap();
+            let mut v12 = vmcs12_ept();
+            let mut v01 = vmcs01();
+            assert_eq!(
+                reflect_ept12_exit(&viol, &v02, &mut v12, &mut v01),
+                Err(VmcsError::Unsupported),
+                "{r:#x}"
+            );
+            assert_eq!(rd(&v01, f::GUEST_RIP), rd(&vmcs01(), f::GUEST_RIP));
+        }
+    }
+
+    /// The guest-physical address reaches vmcs12 only with EPT12 and only
+    /// where the exit defines it (an APIC access by guest-physical address,
+    /// access types 10 and 15); never vmcs02's field otherwise, which
+    /// without EPT12 is a host-EPT address.
+    #[test]
+    fn guest_physical_address_only_where_defined() {
+        for ept in [false, true] {
+            for (ty, defined) in [(0u64, false), (3, false), (10, true), (15, true)] {
+                let mut v12 = if ept { vmcs12_ept() } else { vmcs12() };
+                let mut v02 = if ept {
+                    vmcs02_ept(&v12)
+                } else {
+                    let mut v02 = MemVmcs::new();
+                    build_vmcs02(&v12, &vmcs01(), &params(), &mut v02).unwrap();
+                    guest_runs(&mut v02);
+                    v02
+                };
+                v02.set_exit_info(f::VM_EXIT_REASON, 44).unwrap();
+                v02.set_exit_info(f::EXIT_QUALIFICATION, ty << 12 | 0x80)
+                    .unwrap();
+                v12.set_exit_info(f::GUEST_PHYSICAL_ADDRESS, 0x1111_0000)
+                    .unwrap();
+                let mut v01 = vmcs01();
+                reflect_exit(&v02, &mut v12, &mut v01).unwrap();
+                let want = if ept && defined {
+                    0x7_7700_0000
+                } else {
+                    0x1111_0000
+                };
+                assert_eq!(
+                    rd(&v12, f::GUEST_PHYSICAL_ADDRESS),
+                    want,
+                    "ept={ept} type {ty}"
+                );
+                assert_eq!(gpa_defined(ept, 44, ty << 12), ept && defined);
+            }
+            // CPUID: never.
+            let mut v12 = if ept { vmcs12_ept() } else { vmcs12() };
+            let v02 = if ept {
+                vmcs02_ept(&v12)
+            } else {
+                let mut v02 = MemVmcs::new();
+                build_vmcs02(&v12, &vmcs01(), &params(), &mut v02).unwrap();
+                guest_runs(&mut v02);
+                v02
+            };
+            reflect_exit(&v02, &mut v12, &mut vmcs01()).unwrap();
+            assert_eq!(rd(&v12, f::GUEST_PHYSICAL_ADDRESS), 0);
+        }
+        assert!(gpa_defined(true, 48, 0) && gpa_defined(true, 49, 0));
+        assert!(!gpa_defined(false, 48, 0));
+    }
+
+    /// PDPTEs: with EPT12 the exit saves the guest's (the CPU stored them
+    /// in vmcs02); without EPT12 vmcs12 keeps its own, never the
+    /// hypervisor's software read.
+    #[test]
+    fn pdptes_are_saved_only_with_ept12() {
+        let pd = [0x1000_0001u64, 0x2000_0001, 0x3000_0001, 0];
+        let set = |v: &mut MemVmcs, x: [u64; 4]| {
+            for (fld, x) in [
+                f::GUEST_PDPTE0,
+                f::GUEST_PDPTE1,
+                f::GUEST_PDPTE2,
+                f::GUEST_PDPTE3,
+            ]
+            .into_iter()
+            .zip(x)
+            {
+                v.write(fld, x).unwrap();
+            }
+        };
+        let mut v12 = vmcs12_ept();
+        let mut v02 = vmcs02_ept(&v12);
+        set(&mut v02, pd);
+        reflect_exit(&v02, &mut v12, &mut vmcs01()).unwrap();
+        assert_eq!(rd(&v12, f::GUEST_PDPTE2), pd[2]);
+        let mut v12 = vmcs12();
+        set(&mut v12, [5; 4]);
+        let mut p = params();
+        p.pdptes = Some(pd);
+        let mut v02 = MemVmcs::new();
+        build_vmcs02(&v12, &vmcs01(), &p, &mut v02).unwrap();
+        guest_runs(&mut v02);
+        assert_eq!(rd(&v02, f::GUEST_PDPTE0), pd[0]);
+        reflect_exit(&v02, &mut v12, &mut vmcs01()).unwrap();
+        assert_eq!(rd(&v12, f::GUEST_PDPTE0), 5);
+    }
+
+    /// With EPT12, nothing of the hypervisor reaches vmcs12 or the host's
+    /// state either: not the shadow EPT's pointer, not the host EPT's, for
+    /// an ordinary exit and for a reflected EPT violation.
+    #[test]
+    fn nothing_of_the_hypervisor_leaks_with_ept12() {
+        let h = hv_host();
+        for violation in [false, true] {
+            let mut v12 = vmcs12_ept();
+            let mut v01 = vmcs01();
+            let mut v02 = vmcs02_ept(&v12);
+            assert_eq!(rd(&v02, f::EPT_POINTER), EPTP02);
+            if violation {
+                v02.set_exit_info(f::VM_EXIT_REASON, 48).unwrap();
+                v02.set_exit_info(f::GUEST_PHYSICAL_ADDRESS, 0x8000_0000)
+                    .unwrap();
+                reflect_ept12_exit(&Ept12Exit::Misconfig, &v02, &mut v12, &mut v01).unwrap();
+            } else {
+                reflect_exit(&v02, &mut v12, &mut v01).unwrap();
+            }
+            let secrets = [EPTP02, h.eptp, h.msr_bitmap_pa, h.host_cr3, 0x7_7700_0000];
+            for info in FIELDS {
+                let val = v12.read_raw(info.encoding).unwrap();
+                assert!(!secrets.contains(&val), "vmcs12 {} = {val:#x}", info.name);
+                let val = v01.read_raw(info.encoding).unwrap();
+                if info.group == f::Group::Guest {
+                    assert!(!secrets.contains(&val), "host {} = {val:#x}", info.name);
+                }
+            }
+            assert_eq!(rd(&v12, f::EPT_POINTER), EPTP12);
+            assert_eq!(rd(&v01, f::EPT_POINTER), h.eptp);
+        }
     }
 
     /// What a reflection changed in vmcs12 is listed by

@@ -25,20 +25,59 @@ fn restrict(a: AllowedCtls, keep: u32) -> AllowedCtls {
     }
 }
 
-/// What the hypervisor offers the host: the real capabilities reduced to
-/// the mergeable controls (EPT, posted interrupts, PML, ... hidden).
+/// What the hypervisor offers the host with EPT hidden (the running
+/// module's view while `offer::OFFER_EPT` is off): the real capabilities
+/// reduced to the mergeable controls (EPT, unrestricted guest, posted
+/// interrupts, PML, ... hidden).
 pub(crate) fn offer() -> VmxCaps {
     let c = hw();
     VmxCaps {
         pinbased: restrict(c.pinbased, MERGEABLE_PIN),
         procbased: restrict(c.procbased, MERGEABLE_PROC1),
-        procbased2: restrict(c.procbased2, MERGEABLE_PROC2),
+        procbased2: restrict(
+            c.procbased2,
+            MERGEABLE_PROC2 & !(proc2::EPT | proc2::UNRESTRICTED_GUEST),
+        ),
         exit: restrict(c.exit, MERGEABLE_EXIT),
         entry: restrict(c.entry, MERGEABLE_ENTRY),
         ept_vpid_cap: c.ept_vpid_cap & !0xffff_ffff,
         vmfunc: 0,
         ..c
     }
+}
+
+/// [`offer`] with EPT and unrestricted guest offered, and the EPT
+/// capabilities the view offers with them (`offer::EPT_CAP_OFFERED`).
+pub(crate) fn offer_ept() -> VmxCaps {
+    let c = hw();
+    let mut o = offer();
+    o.procbased2.may_be_one |= c.procbased2.may_be_one & (proc2::EPT | proc2::UNRESTRICTED_GUEST);
+    o.ept_vpid_cap |= c.ept_vpid_cap & super::offer::EPT_CAP_OFFERED;
+    o
+}
+
+/// The EPT pointer of [`vmcs12_ept`]: EPT12's PML4 at 0x5_0000_0000,
+/// write-back, 4 levels, no A/D.
+pub(crate) const EPTP12: u64 = 0x5_0000_0000 | 3 << 3 | 6;
+
+/// A vmcs12 as `kvm_intel` with EPT and unrestricted guest prepares it:
+/// [`vmcs12`] with EPT, unrestricted guest and [`EPTP12`], and without the
+/// CR3-load/store and INVLPG exiting shadow paging needs.
+pub(crate) fn vmcs12_ept() -> MemVmcs {
+    let mut v = vmcs12();
+    let p1 = v.read(f::CPU_BASED_VM_EXEC_CONTROL).unwrap()
+        & !(proc1::CR3_LOAD | proc1::CR3_STORE | proc1::INVLPG);
+    v.write(f::CPU_BASED_VM_EXEC_CONTROL, p1).unwrap();
+    let p2 = v.read(f::SECONDARY_VM_EXEC_CONTROL).unwrap();
+    v.write(
+        f::SECONDARY_VM_EXEC_CONTROL,
+        p2 | proc2::EPT | proc2::UNRESTRICTED_GUEST,
+    )
+    .unwrap();
+    v.write(f::EPT_POINTER, EPTP12).unwrap();
+    // The guest's CR3 is a guest-physical address now.
+    v.write(f::GUEST_CR3, 0x1000).unwrap();
+    v
 }
 
 /// The environment of the checks: 40-bit physical addresses, 48-bit
