@@ -39,6 +39,8 @@
 //!   entries as the host sees them.
 //! * [`vmcs02_cache`]: what a live vmcs02 holds, so that re-entering it
 //!   writes only the fields that change.
+//! * [`shadow_ept`]: the shadow EPTs (one per host EPT pointer), their
+//!   shares, invalidation (INVEPT), memory and teardown.
 
 pub mod controls;
 pub mod entry_checks;
@@ -49,6 +51,7 @@ pub mod msr_area;
 pub mod offer;
 pub mod operand;
 pub mod reflect;
+pub mod shadow_ept;
 pub mod vmcs02_cache;
 pub mod vmcs12;
 pub mod vmx_op;
