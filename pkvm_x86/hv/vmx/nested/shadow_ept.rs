@@ -74,7 +74,8 @@ const _: () = assert!(
     "shadow EPT owner ids must not collide with HYP, HOST or VM handles"
 );
 
-/// Most table pages one shadow may hold (32 MiB): 16 GiB of guest memory
+/// Most table pages one shadow may hold by default (32 MiB; see
+/// [`ShadowEpts::with_table_limit`]): 16 GiB of guest memory
 /// mapped with 4 KiB leaves (about 513 table pages per GiB), far more
 /// with large leaves.  A shadow that would grow beyond is retired and
 /// rebuilt from what the guest touches next.
@@ -186,6 +187,9 @@ struct Shadow {
 pub struct ShadowEpts {
     slots: [Option<Shadow>; MAX_SHADOWS],
     clock: u64,
+    /// Most table pages per shadow ([`MAX_TABLE_PAGES`] unless set
+    /// otherwise).
+    max_table_pages: usize,
     stats: Stats,
 }
 
@@ -298,9 +302,16 @@ fn first_run<M: MmOps>(guest: &GuestEpt, mm: &mut M, from: u64) -> Result<Option
 impl ShadowEpts {
     /// An empty set.
     pub const fn new() -> Self {
+        Self::with_table_limit(MAX_TABLE_PAGES)
+    }
+
+    /// An empty set whose shadows hold at most `pages` table pages each
+    /// (at least 4: a 4 KiB leaf needs a root and three tables).
+    pub const fn with_table_limit(pages: usize) -> Self {
         Self {
             slots: [const { None }; MAX_SHADOWS],
             clock: 0,
+            max_table_pages: if pages < 4 { 4 } else { pages },
             stats: Stats {
                 mapped: 0,
                 present: 0,
@@ -611,7 +622,7 @@ impl ShadowEpts {
         };
         let need = |s: &Shadow, mm: &mut M| s.guest.pgt().pages_needed(mm, at, len, fill);
         let mut pages = need(self.slot(i)?, mm).map_err(|_| NoMapping::Invalid)?;
-        if self.slot(i)?.table_pages + pages > MAX_TABLE_PAGES {
+        if self.slot(i)?.table_pages + pages > self.max_table_pages {
             // Too large: start this shadow over.
             self.stats.evicted += 1;
             if !self.retire(host, mm, i) {

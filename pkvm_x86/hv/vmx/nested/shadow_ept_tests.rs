@@ -502,6 +502,50 @@ fn a_shadow_root_is_taken_from_the_lru_shadow_when_memory_is_short() {
 }
 
 #[test]
+fn a_shadow_that_would_outgrow_its_bound_starts_over() {
+    let mut w = world(1 << 12);
+    w.set = ShadowEpts::with_table_limit(8);
+    // Root, PDPT, PD and one last-level table per 2 MiB region: leaves in
+    // five regions fill 8 pages.
+    for k in 0..5u64 {
+        let l = page(k * M2, 0x40_0000 + k * K4);
+        assert_eq!(w.install(EPTP_A, l.gpa.raw(), &l), Ok(Installed::Mapped));
+    }
+    assert_eq!(w.set.table_pages(EPTP_A), 8);
+    assert_eq!(
+        w.set.guest(EPTP_A).unwrap().pgt().table_pages(&mut w.mm),
+        Ok(8)
+    );
+    // Another region in the same table needs no new page...
+    let l = page(M2 + K4, 0x41_0000);
+    assert_eq!(w.install(EPTP_A, l.gpa.raw(), &l), Ok(Installed::Mapped));
+    // ... a sixth region would be a ninth page: the shadow is retired
+    // (shares back after its flush) and rebuilt with this leaf alone.
+    let old = w.set.root(EPTP_A).unwrap();
+    let l = page(5 * M2, 0x42_0000);
+    w.mm.record();
+    assert_eq!(w.install(EPTP_A, l.gpa.raw(), &l), Ok(Installed::Mapped));
+    let flush = Event::Invalidate {
+        kind: TableKind::GuestEpt,
+        root: old,
+        addr: 0,
+        size: ADDR_LIMIT,
+    };
+    assert_eq!(w.mm.take_log().first(), Some(&flush));
+    assert_eq!(w.set.leaves(EPTP_A), 1);
+    assert_eq!(w.set.table_pages(EPTP_A), 4);
+    assert_eq!(w.set.stats().evicted, 1);
+    assert_eq!(w.set.stats().flushes, 1);
+    assert!(w.set.root(EPTP_A).is_some());
+    for k in 0..5u64 {
+        assert_eq!(w.host_state(0x40_0000 + k * K4), Some(PageState::Owned));
+    }
+    assert_eq!(w.host_state(0x41_0000), Some(PageState::Owned));
+    assert_eq!(w.shadow_maps(EPTP_A, 5 * M2), Some((0x42_0000, PERM_RWX)));
+    assert_eq!(w.shadow_maps(EPTP_A, 0), None);
+}
+
+#[test]
 fn slots_are_bounded_and_the_lru_shadow_gives_its_slot() {
     let mut w = world(1 << 14);
     let eptp = |i: u64| (0x100_0000 + i * K4) | 0x1e;
