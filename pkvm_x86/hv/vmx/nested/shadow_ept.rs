@@ -11,8 +11,11 @@
 //!   resolved ([`ResolvedLeaf`], produced by the EPT12 walk) into the shadow
 //!   of that EPTP12, only if it is absent there: the second CPU faulting on
 //!   the same address finds it present and changes nothing, so there is
-//!   exactly one share per shadow leaf.  The share goes through the
-//!   page-state machine in one place ([`share_leaf`]).
+//!   exactly one share per shadow leaf.  A present leaf that gives less
+//!   than the walk now does (the host raised permissions or remapped
+//!   without INVEPT) is replaced: unshared, then the new leaf shared.
+//!   Shares go through the page-state machine in one place each
+//!   ([`share_leaf`], [`unshare_run`]).
 //! * [`ShadowEpts::invalidate_single`] / [`ShadowEpts::invalidate_all`]:
 //!   the host's INVEPT single-context / global.  The named shadow (or
 //!   every one) is *retired*: taken out of the set (no VM entry uses its
@@ -56,7 +59,7 @@ use crate::hv::mm::ept::{level_size, MemType, OwnerId, PageState, PAGE_SIZE};
 use crate::hv::mm::mem_protect::{
     guest_runs, host_share_guest, host_unshare_guest, GuestEpt, HostEpt, Run, VmKind,
 };
-use crate::hv::mm::pgtable::{Attrs, Fill, MmOps, Table, ADDR_LIMIT};
+use crate::hv::mm::pgtable::{Attrs, EptFormat, Fill, MmOps, PteFormat, Table, ADDR_LIMIT};
 use crate::hv::mm::vm_table::HANDLE_OFFSET;
 
 /// Most shadow EPTs at once.  KVM gives a VM one EPT root per address
@@ -116,8 +119,16 @@ pub enum Installed {
     /// Part of the leaf's range was already mapped (another CPU, or an
     /// earlier smaller leaf): only the faulting 4 KiB page was mapped.
     MappedPage,
-    /// The faulting address was already mapped: nothing changed.
+    /// The faulting address was already mapped as the leaf says (same
+    /// host page, at least its permissions, its memory type): nothing
+    /// changed.
     AlreadyPresent,
+    /// The faulting address was mapped differently (fewer permissions,
+    /// another host page, another memory type: the host changed its EPT
+    /// without INVEPT, which a fault makes visible architecturally): the
+    /// old shadow leaf was dropped, its share returned, and the leaf
+    /// mapped as for `Mapped` / `MappedPage`.
+    Replaced,
 }
 
 /// Why [`ShadowEpts::install`] mapped nothing.  Each is "no mapping this
@@ -147,6 +158,8 @@ pub struct Stats {
     pub mapped: u64,
     /// Installs that found the address present.
     pub present: u64,
+    /// Installs that replaced a present leaf.
+    pub replaced: u64,
     /// Shadows created.
     pub created: u64,
     /// Shadows retired by INVEPT.
@@ -175,7 +188,9 @@ struct Shadow {
     last_used: u64,
     /// Leaves mapped since creation.
     leaves: u64,
-    /// Table pages held (root included).
+    /// Table pages held (root included): exact while leaves are only
+    /// added; after a replacement an upper bound (a table the old leaf
+    /// leaves empty is freed and not subtracted).
     table_pages: usize,
     /// Taken out of use but not all shares returned (an internal error):
     /// never used again, retried by the next retirement.
@@ -315,6 +330,7 @@ impl ShadowEpts {
             stats: Stats {
                 mapped: 0,
                 present: 0,
+                replaced: 0,
                 created: 0,
                 invalidated: 0,
                 evicted: 0,
@@ -582,15 +598,50 @@ impl ShadowEpts {
         }
         let mut i = self.find_or_create(host, mm, Self::key(eptp12))?;
         let page = gpa.page_down();
-        let s = self.slot(i)?;
         let walk = |e: Error| match e {
             Error::NoMem => NoMapping::NoMemory,
             _ => NoMapping::Invalid,
         };
-        if s.guest.pgt().lookup(mm, page).map_err(walk)?.entry != 0 {
-            self.stats.present += 1;
-            return Ok(Installed::AlreadyPresent);
+        let cur = self.slot(i)?.guest.pgt().lookup(mm, page).map_err(walk)?;
+        let mut replaced = false;
+        if cur.entry != 0 {
+            let size_cur = level_size(cur.level);
+            let at_cur = EptFormat::addr(cur.entry);
+            let a = EptFormat::attrs(cur.entry);
+            let off = page.raw() & (size_cur - 1);
+            let want = leaf.hpa.raw() + (page.raw() - base);
+            if at_cur.raw() + off == want
+                && a.perms & leaf.perms == leaf.perms
+                && a.memtype == leaf.memtype
+            {
+                self.stats.present += 1;
+                return Ok(Installed::AlreadyPresent);
+            }
+            // The walk gives this page something the shadow does not (the
+            // host raised permissions or remapped without INVEPT, which
+            // the SDM allows: a fault re-walks).  The old leaf goes, its
+            // share back, then the new one is mapped.
+            let run = Run {
+                gpa: Gpa::new(page.raw() & !(size_cur - 1)).ok_or(NoMapping::Invalid)?,
+                hpa: at_cur,
+                len: size_cur,
+                state: PageState::SharedBorrowed,
+            };
+            let s = self
+                .slots
+                .get_mut(i)
+                .and_then(Option::as_mut)
+                .ok_or(NoMapping::Invalid)?;
+            if unshare_run(host, &mut s.guest, mm, &run).is_err() {
+                self.stats.internal_errors += 1;
+                return Err(NoMapping::Refused);
+            }
+            s.leaves = s.leaves.saturating_sub(1);
+            self.stats.unshared += 1;
+            self.stats.replaced += 1;
+            replaced = true;
         }
+        let s = self.slot(i)?;
         // The whole leaf if nothing of its range is mapped, else only the
         // faulting page.
         let mut empty = true;
@@ -612,6 +663,7 @@ impl ShadowEpts {
                 Installed::MappedPage,
             )
         };
+        let what = if replaced { Installed::Replaced } else { what };
         let fill = Fill::Map {
             pa: hpa,
             attrs: Attrs {

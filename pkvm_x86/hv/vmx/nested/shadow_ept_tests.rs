@@ -234,6 +234,66 @@ fn large_leaf_maps_whole_or_only_the_faulting_page() {
     );
 }
 
+/// A fault on a page the shadow maps with less than the walk now gives
+/// (the host raised permissions or remapped without INVEPT; the fault
+/// makes that visible, as on hardware): the old leaf goes, its share
+/// back, the new one is mapped.  Anything the shadow already allows is
+/// left alone (no livelock, no double share).
+#[test]
+fn a_fault_on_a_stale_leaf_replaces_it() {
+    let mut w = world(1 << 12);
+    let ro = leaf(0x5000, 0x40_0000, K4, PERM_R);
+    assert_eq!(w.install(EPTP_A, 0x5000, &ro), Ok(Installed::Mapped));
+    // Write fault after the host made the page writable.
+    let rw = leaf(0x5000, 0x40_0000, K4, PERM_R | PERM_W);
+    assert_eq!(w.install(EPTP_A, 0x5000, &rw), Ok(Installed::Replaced));
+    assert_eq!(
+        w.shadow_maps(EPTP_A, 0x5000),
+        Some((0x40_0000, PERM_R | PERM_W))
+    );
+    assert_eq!(w.host_state(0x40_0000), Some(PageState::SharedOwned));
+    assert_eq!(w.set.leaves(EPTP_A), 1);
+    // Less than the shadow allows: present, nothing written.
+    let writes = w.mm.writes;
+    assert_eq!(
+        w.install(EPTP_A, 0x5000, &ro),
+        Ok(Installed::AlreadyPresent)
+    );
+    assert_eq!(w.mm.writes, writes);
+    // Remapped to another host page: the old one goes back to the host.
+    let moved = leaf(0x5000, 0x41_0000, K4, PERM_RWX);
+    assert_eq!(w.install(EPTP_A, 0x5000, &moved), Ok(Installed::Replaced));
+    assert_eq!(w.host_state(0x40_0000), Some(PageState::Owned));
+    assert_eq!(w.host_state(0x41_0000), Some(PageState::SharedOwned));
+    assert_eq!(w.shadow_maps(EPTP_A, 0x5000), Some((0x41_0000, PERM_RWX)));
+    // A 2 MiB leaf and a fault in it that the walk now resolves to a
+    // 4 KiB page elsewhere: the whole large leaf goes.
+    let big = leaf(0x20_0000, 0x60_0000, M2, PERM_R);
+    assert_eq!(w.install(EPTP_A, 0x20_0000, &big), Ok(Installed::Mapped));
+    let small = leaf(0x21_0000, 0x42_0000, K4, PERM_RWX);
+    assert_eq!(
+        w.install(EPTP_A, 0x21_0000, &small),
+        Ok(Installed::Replaced)
+    );
+    assert_eq!(
+        w.shadow_maps(EPTP_A, 0x21_0000),
+        Some((0x42_0000, PERM_RWX))
+    );
+    assert_eq!(w.shadow_maps(EPTP_A, 0x20_0000), None);
+    assert_eq!(w.host_state(0x60_0000), Some(PageState::Owned));
+    assert_eq!(w.host_state(0x7f_f000), Some(PageState::Owned));
+    assert_eq!(w.set.leaves(EPTP_A), 2);
+    assert_eq!(w.set.stats().replaced, 3);
+    // A replacement whose new page cannot be shared leaves nothing (the
+    // guest re-faults): here the page is hypervisor memory.
+    host_donate_hyp(&mut w.host, &mut w.hyp, &mut w.mm, lit::hpa(0x70_0000), 1).unwrap();
+    let bad = leaf(0x5000, 0x70_0000, K4, PERM_RWX);
+    assert_eq!(w.install(EPTP_A, 0x5000, &bad), Err(NoMapping::Refused));
+    assert_eq!(w.shadow_maps(EPTP_A, 0x5000), None);
+    assert_eq!(w.host_state(0x41_0000), Some(PageState::Owned));
+    assert_eq!(w.set.leaves(EPTP_A), 1);
+}
+
 #[test]
 fn bad_leaves_and_pages_the_host_cannot_share_map_nothing() {
     let mut w = world(1 << 12);
@@ -619,8 +679,8 @@ fn random_operations_match_a_model() {
 
     const EPTPS: [u64; 4] = [EPTP_A, EPTP_B, EPTP_C, 0x0040_0000 | 0x18];
     // How often each outcome was seen: present, mapped, refused, no
-    // memory, evictions.
-    let mut seen = [0u64; 5];
+    // memory, evictions, replaced.
+    let mut seen = [0u64; 6];
     for seed in 0..4u64 {
         let mut rng = Rng(0x5ad0 + seed);
         let mut w = world(1 << 12);
@@ -662,23 +722,36 @@ fn random_operations_match_a_model() {
                     let taken = users
                         .get(&h)
                         .is_some_and(|u| *u != (e, g) && w.set.root(EPTPS[u.0]).is_some());
+                    // What the shadow had at `g`: the same page, another
+                    // one (the host remapped: replaced), or nothing.
+                    let before = map.get(&(e, g)).copied();
+                    let stale = before.is_some_and(|o| o != h);
                     match r {
                         Ok(Installed::AlreadyPresent) => {
                             seen[0] += 1;
-                            assert!(map.contains_key(&(e, g)), "{why}")
+                            assert_eq!(before, Some(h), "{why}")
                         }
                         Ok(Installed::Mapped) => {
                             seen[1] += 1;
-                            assert!(!map.contains_key(&(e, g)) && !taken, "{why}");
+                            assert!(before.is_none() && !taken, "{why}");
                             map.insert((e, g), h);
                         }
+                        Ok(Installed::Replaced) => {
+                            seen[5] += 1;
+                            assert!(stale && !taken, "{why}");
+                            map.insert((e, g), h);
+                        }
+                        // A failure after a stale leaf was dropped leaves
+                        // nothing at `g`.
                         Err(NoMapping::Refused) => {
                             seen[2] += 1;
-                            assert!(!map.contains_key(&(e, g)) && taken, "{why}")
+                            assert!(before != Some(h) && taken, "{why}");
+                            map.remove(&(e, g));
                         }
                         Err(NoMapping::NoMemory) => {
                             seen[3] += 1;
-                            assert!(fail, "{why}")
+                            assert!(fail && before != Some(h), "{why}");
+                            map.remove(&(e, g));
                         }
                         other => panic!("{why}: {other:?}"),
                     }
