@@ -22,8 +22,10 @@
 //!   root again), flushed from every CPU with one [`MmOps::invalidate`]
 //!   over its whole range, and only then are its shares returned
 //!   ([`unshare_run`]) and its table pages freed.  A shadow that maps
-//!   nothing has nothing stale and survives.  EPTP changes and VMCLEAR are
-//!   not invalidation points: nothing here is called for them.
+//!   nothing has nothing stale and survives; so does one whose leaves all
+//!   still match the host's EPT ([`ShadowEpts::invalidate_single_checked`],
+//!   re-validating with the EPT12 walk).  EPTP changes and VMCLEAR are not
+//!   invalidation points: nothing here is called for them.
 //! * Memory: table pages come from the [`MmOps`] the caller passes (in the
 //!   module: the reserve).  When a share or a new shadow runs out of pages,
 //!   the least recently used *other* shadow is retired and the operation
@@ -164,6 +166,8 @@ pub struct Stats {
     pub created: u64,
     /// Shadows retired by INVEPT.
     pub invalidated: u64,
+    /// Shadows a re-validating INVEPT kept (nothing stale).
+    pub kept: u64,
     /// Shadows retired to free memory or a slot, or for growing too large.
     pub evicted: u64,
     /// Flushes of a whole shadow ([`MmOps::invalidate`] calls made here).
@@ -333,6 +337,7 @@ impl ShadowEpts {
                 replaced: 0,
                 created: 0,
                 invalidated: 0,
+                kept: 0,
                 evicted: 0,
                 flushes: 0,
                 quiet: 0,
@@ -749,6 +754,101 @@ impl ShadowEpts {
             n += self.invalidate_slot(host, mm, i);
         }
         n
+    }
+
+    /// INVEPT single-context for `eptp12`, re-validating first: if every
+    /// leaf of its shadow is still what the host's EPT gives now
+    /// (`resolve(gpa)`: the EPT12 walk and intersection for the leaf's
+    /// first address; see [`ShadowEpts::still_current`]), nothing in it is
+    /// stale and it is kept, with no flush; otherwise it is retired as by
+    /// [`ShadowEpts::invalidate_single`].  Returns the number retired.
+    pub fn invalidate_single_checked<M: MmOps, R: FnMut(Gpa) -> Option<ResolvedLeaf>>(
+        &mut self,
+        host: &mut HostEpt,
+        mm: &mut M,
+        eptp12: u64,
+        resolve: &mut R,
+    ) -> usize {
+        let Some(i) = self.find(Self::key(eptp12)) else {
+            return 0;
+        };
+        if self.still_current(mm, i, resolve) {
+            self.stats.kept += 1;
+            return 0;
+        }
+        self.invalidate_slot(host, mm, i)
+    }
+
+    /// INVEPT global, re-validating each shadow as
+    /// [`ShadowEpts::invalidate_single_checked`] does (`resolve` is called
+    /// with each shadow's EPT pointer).  Returns the number retired.
+    pub fn invalidate_all_checked<M: MmOps, R: FnMut(u64, Gpa) -> Option<ResolvedLeaf>>(
+        &mut self,
+        host: &mut HostEpt,
+        mm: &mut M,
+        resolve: &mut R,
+    ) -> usize {
+        let mut n = 0;
+        for i in 0..MAX_SHADOWS {
+            let Some(key) = self.slots.get(i).and_then(Option::as_ref).map(|s| s.key) else {
+                continue;
+            };
+            if self.still_current(mm, i, &mut |g| resolve(key, g)) {
+                self.stats.kept += 1;
+            } else {
+                n += self.invalidate_slot(host, mm, i);
+            }
+        }
+        n
+    }
+
+    /// Whether every leaf of the shadow in slot `i` still translates as the
+    /// host's EPT does now: `resolve` at the leaf's first address gives a
+    /// leaf that covers the shadow leaf's whole range with the same host
+    /// addresses and memory type, and at least its permissions (more is
+    /// fine: the shadow gives a subset, and a fault upgrades it).  A leaf
+    /// of which that cannot be said is stale, and so is a stuck shadow.
+    /// Reads the shadow only; stops at the first stale leaf.
+    fn still_current<M: MmOps, R: FnMut(Gpa) -> Option<ResolvedLeaf>>(
+        &self,
+        mm: &mut M,
+        i: usize,
+        resolve: &mut R,
+    ) -> bool {
+        let Some(s) = self.slots.get(i).and_then(Option::as_ref) else {
+            return true;
+        };
+        if s.stuck {
+            return false;
+        }
+        let mut stale = false;
+        let r = s
+            .guest
+            .pgt()
+            .for_each_leaf(mm, Gpa::ZERO, ADDR_LIMIT, |_, ctx, e| {
+                if e == 0 {
+                    return Ok(());
+                }
+                let (g, size) = (ctx.addr, ctx.size());
+                let a = EptFormat::attrs(e);
+                let h = EptFormat::addr(e).raw();
+                let ok = Gpa::new(g).and_then(&mut *resolve).is_some_and(|r| {
+                    let (rg, rh) = (r.gpa.raw(), r.hpa.raw());
+                    rg <= g
+                        && g + size <= rg.saturating_add(r.size)
+                        && rh.wrapping_add(g - rg) == h
+                        && a.perms & r.perms == a.perms
+                        && a.memtype == r.memtype
+                });
+                if ok {
+                    Ok(())
+                } else {
+                    stale = true;
+                    // Stops the walk: one stale leaf decides.
+                    Err(Error::Exist)
+                }
+            });
+        !stale && r.is_ok()
     }
 
     fn invalidate_slot<M: MmOps>(&mut self, host: &mut HostEpt, mm: &mut M, i: usize) -> usize {

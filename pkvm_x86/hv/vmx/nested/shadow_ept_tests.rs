@@ -497,6 +497,166 @@ fn invept_global_retires_every_shadow_that_maps_something() {
     assert_eq!(w.host_state(0x50_2000), Some(PageState::Owned));
 }
 
+/// The host's EPT as a resolver for the re-validating INVEPT: guest page
+/// -> (host page, permissions), 4 KiB leaves, plus 2 MiB leaves.
+#[derive(Default)]
+struct Ept12 {
+    pages: std::collections::HashMap<u64, (u64, u8)>,
+    large: std::collections::HashMap<u64, (u64, u8)>,
+}
+
+impl Ept12 {
+    fn resolve(&self, g: Gpa) -> Option<ResolvedLeaf> {
+        let g = g.raw();
+        if let Some(&(h, p)) = self.large.get(&(g & !(M2 - 1))) {
+            return Some(leaf(g & !(M2 - 1), h, M2, p));
+        }
+        let &(h, p) = self.pages.get(&(g & !(K4 - 1)))?;
+        Some(leaf(g & !(K4 - 1), h, K4, p))
+    }
+
+    /// Installs what it maps at `g` into the shadow of `eptp`.
+    fn fault(&self, w: &mut W, eptp: u64, g: u64) -> core::result::Result<Installed, NoMapping> {
+        let l = self.resolve(lit::gpa(g)).unwrap();
+        w.install(eptp, g, &l)
+    }
+}
+
+#[test]
+fn revalidating_invept_keeps_a_shadow_with_nothing_stale_and_flushes_nothing() {
+    let mut w = world(1 << 12);
+    let mut e12 = Ept12::default();
+    for i in 0..16 {
+        e12.pages.insert(i * K4, (0x40_0000 + i * 2 * K4, PERM_RWX));
+    }
+    e12.large.insert(0x20_0000, (0x60_0000, PERM_R | PERM_X));
+    for i in 0..16 {
+        assert_eq!(e12.fault(&mut w, EPTP_A, i * K4), Ok(Installed::Mapped));
+    }
+    assert_eq!(e12.fault(&mut w, EPTP_A, 0x21_0000), Ok(Installed::Mapped));
+    let root = w.set.root(EPTP_A).unwrap();
+
+    // Nothing changed (KVM's INVEPT on a vCPU's migration): kept, not a
+    // store, not a flush.
+    w.mm.record();
+    let n = w
+        .set
+        .invalidate_single_checked(&mut w.host, &mut w.mm, EPTP_A, &mut |g| e12.resolve(g));
+    assert_eq!(n, 0);
+    let n = w
+        .set
+        .invalidate_all_checked(&mut w.host, &mut w.mm, &mut |_, g| e12.resolve(g));
+    assert_eq!(n, 0);
+    assert_eq!(w.mm.take_log(), Vec::new());
+    assert_eq!(w.set.root(EPTP_A), Some(root));
+    assert_eq!(w.set.stats().kept, 2);
+    // More permissions than the shadow gives are no staleness either.
+    e12.pages.insert(0, (0x40_0000, PERM_RWX));
+    e12.large.insert(0x20_0000, (0x60_0000, PERM_RWX));
+    let n = w
+        .set
+        .invalidate_single_checked(&mut w.host, &mut w.mm, EPTP_A, &mut |g| e12.resolve(g));
+    assert_eq!(n, 0);
+    w.check();
+
+    // Each kind of change makes the shadow stale: fewer permissions, a
+    // remap, an unmap, a large page split into small ones, another
+    // memory type.
+    type Change = fn(&mut Ept12);
+    let changes: [(&str, Change); 5] = [
+        ("write taken away", |e| {
+            e.pages.insert(3 * K4, (0x40_0000 + 6 * K4, PERM_R));
+        }),
+        ("remapped", |e| {
+            e.pages.insert(5 * K4, (0x50_0000, PERM_RWX));
+        }),
+        ("unmapped", |e| {
+            e.pages.remove(&(15 * K4));
+        }),
+        ("split", |e| {
+            e.large.clear();
+            for i in 0..512 {
+                e.pages
+                    .insert(0x20_0000 + i * K4, (0x60_0000 + i * K4, PERM_RWX));
+            }
+        }),
+        ("memory type", |_| {}),
+    ];
+    for (what, change) in changes {
+        let mut now = Ept12 {
+            pages: e12.pages.clone(),
+            large: e12.large.clone(),
+        };
+        change(&mut now);
+        let uc = what == "memory type";
+        let mut resolve = |g: Gpa| {
+            now.resolve(g).map(|mut l| {
+                if uc && l.gpa.raw() == 0 {
+                    l.memtype = MemType::Uc;
+                }
+                l
+            })
+        };
+        let root = w.set.root(EPTP_A).unwrap();
+        w.mm.record();
+        let n = w
+            .set
+            .invalidate_single_checked(&mut w.host, &mut w.mm, EPTP_A, &mut resolve);
+        let log = w.mm.take_log();
+        assert_eq!(n, 1, "{what}");
+        // Retired as by a plain INVEPT: the flush first.
+        let flush = Event::Invalidate {
+            kind: TableKind::GuestEpt,
+            root,
+            addr: 0,
+            size: ADDR_LIMIT,
+        };
+        assert_eq!(log.first(), Some(&flush), "{what}");
+        w.check();
+        assert_eq!(w.host_state(0x40_0000), Some(PageState::Owned), "{what}");
+        // Rebuild for the next change.
+        for i in 0..16 {
+            assert_eq!(e12.fault(&mut w, EPTP_A, i * K4), Ok(Installed::Mapped));
+        }
+        assert_eq!(e12.fault(&mut w, EPTP_A, 0x21_0000), Ok(Installed::Mapped));
+    }
+}
+
+#[test]
+fn revalidating_invept_global_retires_only_the_stale_shadows() {
+    let mut w = world(1 << 12);
+    let mut e12 = Ept12::default();
+    for i in 0..8 {
+        e12.pages.insert(i * K4, (0x40_0000 + i * K4, PERM_RWX));
+    }
+    let mut f12 = Ept12::default();
+    for i in 0..8 {
+        f12.pages.insert(i * K4, (0x50_0000 + i * K4, PERM_RWX));
+    }
+    for i in 0..8 {
+        e12.fault(&mut w, EPTP_A, i * K4).unwrap();
+        f12.fault(&mut w, EPTP_B, i * K4).unwrap();
+    }
+    f12.pages.remove(&(7 * K4));
+    let (ka, kb) = (ShadowEpts::key(EPTP_A), ShadowEpts::key(EPTP_B));
+    let n = w
+        .set
+        .invalidate_all_checked(&mut w.host, &mut w.mm, &mut |key, g| {
+            if key == ka {
+                e12.resolve(g)
+            } else {
+                assert_eq!(key, kb);
+                f12.resolve(g)
+            }
+        });
+    assert_eq!(n, 1);
+    w.check();
+    assert!(w.set.root(EPTP_A).is_some());
+    assert_eq!(w.set.root(EPTP_B), None);
+    assert_eq!(w.set.leaves(EPTP_A), 8);
+    assert_eq!(w.host_state(0x50_0000), Some(PageState::Owned));
+}
+
 #[test]
 fn no_table_page_evicts_the_least_recently_used_other_shadow_and_retries() {
     let mut w = world(1 << 12);
