@@ -260,8 +260,9 @@ impl View {
         }
     }
 
-    /// Whether VM entry with "enable EPT" would accept `eptp` (SDM Vol. 3C
-    /// 27.2.1.1, the EPT-pointer checks), MAXPHYADDR `phys_bits`: a memory
+    /// Whether VM entry with "enable EPT" would accept `eptp` (SDM Vol. 3C,
+    /// "Checks on VMX Controls", the EPT-pointer checks of the VM-execution
+    /// control fields), MAXPHYADDR `phys_bits`: a memory
     /// type the view advertises (UC, bit 8; WB, bit 14), a page-walk length
     /// it advertises (4, bit 6; 5, bit 7), accessed/dirty flags only if
     /// advertised (bit 21), bits 11:7 zero (nothing there is offered), and
