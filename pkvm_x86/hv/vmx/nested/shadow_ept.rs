@@ -15,13 +15,13 @@
 //!   than the walk now does (the host raised permissions or remapped
 //!   without INVEPT) is replaced: unshared, then the new leaf shared.
 //!   Shares go through the page-state machine in one place each
-//!   ([`share_leaf`], [`unshare_run`]).
+//!   (`share_leaf`, `unshare_run`).
 //! * [`ShadowEpts::invalidate_single`] / [`ShadowEpts::invalidate_all`]:
 //!   the host's INVEPT single-context / global.  The named shadow (or
 //!   every one) is *retired*: taken out of the set (no VM entry uses its
 //!   root again), flushed from every CPU with one [`MmOps::invalidate`]
 //!   over its whole range, and only then are its shares returned
-//!   ([`unshare_run`]) and its table pages freed.  A shadow that maps
+//!   (`unshare_run`) and its table pages freed.  A shadow that maps
 //!   nothing has nothing stale and survives; so does one whose leaves all
 //!   still match the host's EPT ([`ShadowEpts::invalidate_single_checked`],
 //!   re-validating with the EPT12 walk).  EPTP changes and VMCLEAR are not
@@ -50,7 +50,7 @@
 //! retired table is unreachable and flushed before the first share goes
 //! back, and the invalidations the page-table engine asks for while the
 //! shares are returned (on a table no CPU can reach) are dropped
-//! ([`RetiredMm`]): one shootdown per retired shadow, not one per leaf.
+//! (`RetiredMm`): one shootdown per retired shadow, not one per leaf.
 //!
 //! Design and numbers: Documentation/shadow-ept.rst.  Locking: the caller
 //! holds the lock of the host EPT (the one hypervisor lock today).
@@ -759,7 +759,7 @@ impl ShadowEpts {
     /// INVEPT single-context for `eptp12`, re-validating first: if every
     /// leaf of its shadow is still what the host's EPT gives now
     /// (`resolve(gpa)`: the EPT12 walk and intersection for the leaf's
-    /// first address; see [`ShadowEpts::still_current`]), nothing in it is
+    /// first address; see `still_current`), nothing in it is
     /// stale and it is kept, with no flush; otherwise it is retired as by
     /// [`ShadowEpts::invalidate_single`].  Returns the number retired.
     pub fn invalidate_single_checked<M: MmOps, R: FnMut(Gpa) -> Option<ResolvedLeaf>>(
