@@ -471,6 +471,26 @@ where
     Ok(())
 }
 
+/// [`check`] with nested VMX's shadow EPTs (issue 10) among the guests:
+/// `shadows` yields every shadow EPT
+/// (`crate::hv::vmx::nested::shadow_ept::ShadowEpts::guests`), `guests`
+/// every VM as for [`check`].  A shadow EPT is a normal guest: it holds
+/// only `SHARED_BORROWED` pages the host shares with it.
+pub fn check_with_shadows<'g, M: MmOps, I, J>(
+    host: &HostEpt,
+    hyp: &HypPgt,
+    guests: I,
+    shadows: J,
+    mm: &mut M,
+    scratch: &mut [Claim],
+) -> Check
+where
+    I: Iterator<Item = &'g GuestEpt> + Clone,
+    J: Iterator<Item = &'g GuestEpt> + Clone,
+{
+    check(host, hyp, guests.chain(shadows), mm, scratch)
+}
+
 #[cfg(test)]
 #[path = "invariants_tests.rs"]
 mod tests;

@@ -44,6 +44,8 @@
 //!
 //! * [`ept12_walk`]: vmcs12's EPT pointer checked, the walk of the host's
 //!   EPT for its guest, and its intersection with the host EPT.
+//! * [`shadow_ept`]: the shadow EPTs (one per host EPT pointer), their
+//!   shares, invalidation (INVEPT), memory and teardown.
 
 pub mod controls;
 pub mod entry_checks;
@@ -55,6 +57,7 @@ pub mod msr_area;
 pub mod offer;
 pub mod operand;
 pub mod reflect;
+pub mod shadow_ept;
 pub mod vmcs02_cache;
 pub mod vmcs12;
 pub mod vmx_op;

@@ -24,9 +24,14 @@
 //! ([`Done::enter`]), which runs `super::merge` and `super::entry_checks`
 //! and enters the guest (`crate::hyp::nested`).
 //!
-//! INVEPT raises #UD (EPT is not offered); INVVPID is checked as the SDM
-//! says and performed as a flush of everything the host cached
-//! ([`Done::flush`]), which is what every INVVPID type may do at most.
+//! INVVPID is checked as the SDM says and performed as a flush of
+//! everything the host cached ([`Done::flush`]), which is what every
+//! INVVPID type may do at most.  INVEPT raises #UD unless the view offers
+//! EPT and INVEPT; then it is checked as the SDM says (the type against
+//! IA32_VMX_EPT_VPID_CAP, the 128-bit descriptor from memory, for
+//! single-context the EPTP as VM entry would check it) and handed to the
+//! root-mode glue as [`Invept`] ([`Done::invept`]), which retires the
+//! shadow EPTs it names (`super::shadow_ept`).
 
 use super::host_walk::{read_linear, write_linear, HostPhys, PagingCtx};
 use super::operand::{
@@ -35,7 +40,7 @@ use super::operand::{
 use super::vmcs12::{vmread, vmwrite, Vmcs12Cache};
 use crate::hv::mm::reserve::PageSupply;
 use crate::hv::vmx::caps::{
-    RawVmxInfo, VmxMsr, FEATURE_CONTROL_LOCKED, FEATURE_CONTROL_VMX_OUTSIDE_SMX,
+    ept_cap, RawVmxInfo, VmxMsr, FEATURE_CONTROL_LOCKED, FEATURE_CONTROL_VMX_OUTSIDE_SMX,
 };
 use crate::hv::vmx::exit::reason;
 use crate::hv::vmx::vmcs::fields::VM_INSTRUCTION_ERROR;
@@ -167,6 +172,16 @@ impl Outcome {
     }
 }
 
+/// What an INVEPT that succeeded invalidates, for the root-mode glue
+/// (`super::shadow_ept::ShadowEpts::invalidate_single` / `invalidate_all`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Invept {
+    /// Single-context: the mappings of this EPTP (bits 51:12 name them).
+    Single(u64),
+    /// Global: the mappings of every EPTP.
+    All,
+}
+
 /// What the emulation decided, for the root-mode glue to apply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Done {
@@ -174,6 +189,9 @@ pub struct Done {
     pub outcome: Outcome,
     /// Invalidate the host's cached translations (INVVPID).
     pub flush: bool,
+    /// Invalidate the shadow EPTs of these EPT pointers (INVEPT; issue 10:
+    /// the glue applies it once the view offers EPT).
+    pub invept: Option<Invept>,
     /// VMLAUNCH/VMRESUME passed the instruction's own checks (current
     /// VMCS, MOV-SS blocking, launch state): the VM entry of the current
     /// vmcs12 at this address proceeds (`crate::hyp::nested`), which
@@ -186,6 +204,7 @@ impl From<Outcome> for Done {
         Done {
             outcome,
             flush: false,
+            invept: None,
             enter: None,
         }
     }
@@ -206,6 +225,8 @@ pub struct View {
     pub write_any: bool,
     /// IA32_VMX_EPT_VPID_CAP (0 without VPID).
     pub ept_vpid_cap: u64,
+    /// "Enable EPT" may be 1 (IA32_VMX_PROCBASED_CTLS2 bit 33).
+    pub ept: bool,
 }
 
 impl View {
@@ -219,7 +240,48 @@ impl View {
             feature_control: g(VmxMsr::FeatureControl),
             write_any: g(VmxMsr::Misc) & (1 << 29) != 0,
             ept_vpid_cap: g(VmxMsr::EptVpidCap),
+            ept: g(VmxMsr::ProcbasedCtls2) & (1 << 33) != 0,
         }
+    }
+
+    /// Whether INVEPT exists for the host: EPT offered and INVEPT
+    /// advertised (else the instruction is #UD).
+    pub const fn invept(&self) -> bool {
+        self.ept && self.ept_vpid_cap & ept_cap::INVEPT != 0
+    }
+
+    /// Whether INVEPT of `ty` is supported: 1 (single-context, bit 25), 2
+    /// (global, bit 26).
+    const fn invept_type(&self, ty: u64) -> bool {
+        match ty {
+            1 => self.ept_vpid_cap & ept_cap::INVEPT_SINGLE != 0,
+            2 => self.ept_vpid_cap & ept_cap::INVEPT_ALL != 0,
+            _ => false,
+        }
+    }
+
+    /// Whether VM entry with "enable EPT" would accept `eptp` (SDM Vol. 3C,
+    /// "Checks on VMX Controls", the EPT-pointer checks of the VM-execution
+    /// control fields), MAXPHYADDR `phys_bits`: a memory
+    /// type the view advertises (UC, bit 8; WB, bit 14), a page-walk length
+    /// it advertises (4, bit 6; 5, bit 7), accessed/dirty flags only if
+    /// advertised (bit 21), bits 11:7 zero (nothing there is offered), and
+    /// no address bit at or above MAXPHYADDR.
+    pub const fn eptp_valid(&self, eptp: u64, phys_bits: u8) -> bool {
+        let cap = self.ept_vpid_cap;
+        let memtype_ok = match eptp & 7 {
+            0 => cap & (1 << 8) != 0,
+            6 => cap & ept_cap::WB != 0,
+            _ => false,
+        };
+        let walk_ok = match (eptp >> 3) & 7 {
+            3 => cap & ept_cap::WALK_4 != 0,
+            4 => cap & (1 << 7) != 0,
+            _ => false,
+        };
+        let ad_ok = eptp & (1 << 6) == 0 || cap & ept_cap::AD != 0;
+        let bits = if phys_bits > 52 { 52 } else { phys_bits };
+        memtype_ok && walk_ok && ad_ok && eptp & 0xf80 == 0 && eptp >> bits == 0
     }
 
     /// Whether INVVPID of `ty` is supported (bits 40 + type; INVVPID
@@ -390,7 +452,7 @@ impl<R: Gprs, M: HostPhys + PageSupply> Machine<'_, R, M> {
     pub fn execute(&mut self, insn: Insn, ctx: &InsnCtx) -> Done {
         let r = match insn {
             Insn::Vmxon => self.vmxon(ctx),
-            Insn::Invept => Err(Fault::Ud),
+            Insn::Invept if !self.view.invept() => Err(Fault::Ud),
             Insn::Invvpid if self.view.ept_vpid_cap & (1 << 32) == 0 => Err(Fault::Ud),
             _ => self.in_vmx_operation(insn, ctx),
         };
@@ -508,7 +570,8 @@ impl<R: Gprs, M: HostPhys + PageSupply> Machine<'_, R, M> {
             Insn::Vmwrite => return self.vmwrite(ctx, current).map(Done::from),
             Insn::Vmlaunch | Insn::Vmresume => return Ok(self.launch(insn, ctx, current)),
             Insn::Invvpid => return self.invvpid(ctx),
-            Insn::Vmxon | Insn::Invept => return Err(Fault::Ud),
+            Insn::Invept => return self.invept(ctx),
+            Insn::Vmxon => return Err(Fault::Ud),
         };
         Ok(o.into())
     }
@@ -578,6 +641,7 @@ impl<R: Gprs, M: HostPhys + PageSupply> Machine<'_, R, M> {
             _ => Done {
                 outcome: Outcome::Succeed,
                 flush: false,
+                invept: None,
                 enter: Some(pa),
             },
         }
@@ -605,6 +669,38 @@ impl<R: Gprs, M: HostPhys + PageSupply> Machine<'_, R, M> {
         Ok(Done {
             outcome: Outcome::Succeed,
             flush: true,
+            invept: None,
+            enter: None,
+        })
+    }
+
+    /// INVEPT (SDM "INVEPT - Invalidate Translations Derived from EPT"),
+    /// after the checks common to every VMX instruction: the type from the
+    /// register operand (64 bits in 64-bit mode, else 32), VMfailValid(28)
+    /// if the view does not advertise it; then the 128-bit descriptor
+    /// (bits 63:0 the EPTP); single-context with an EPTP that VM entry
+    /// would refuse is VMfailValid(28); else success with what to
+    /// invalidate.
+    fn invept(&mut self, ctx: &InsnCtx) -> Result<Done, Fault> {
+        let ty = ctx.reg_value(self.regs, ctx.info.reg2());
+        if !self.view.invept_type(ty) {
+            return Ok(self.vmfail(err::INVALID_INV_OPERAND).into());
+        }
+        let d = self.read_mem::<16>(ctx)?;
+        let lo = d.get(..8).and_then(|b| b.try_into().ok());
+        let eptp = u64::from_le_bytes(lo.unwrap_or([0; 8]));
+        let what = if ty == 1 {
+            if !self.view.eptp_valid(eptp, ctx.phys_bits) {
+                return Ok(self.vmfail(err::INVALID_INV_OPERAND).into());
+            }
+            Invept::Single(eptp)
+        } else {
+            Invept::All
+        };
+        Ok(Done {
+            outcome: Outcome::Succeed,
+            flush: false,
+            invept: Some(what),
             enter: None,
         })
     }

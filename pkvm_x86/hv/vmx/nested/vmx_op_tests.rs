@@ -11,6 +11,7 @@ const VMCS12_REVISION: u32 = 4;
 use super::super::operand::Segment;
 use super::super::vmcs12::layout;
 use super::*;
+use crate::hv::vmx::caps::ept_cap;
 use crate::hv::vmx::caps::tests::icelake;
 use crate::hv::vmx::vmcs::fields::*;
 use crate::hv::vmx::vmcs::VmcsAccess;
@@ -557,6 +558,168 @@ fn invept_and_invvpid() {
         h.run(Insn::Invvpid, &mem_ctx(0)).outcome,
         Outcome::Fault(Fault::Ud)
     );
+}
+
+/// The view with EPT offered as piece-by-piece shadow EPT will: 4-level
+/// walks, UC and WB, 2 MiB pages, INVEPT single-context and global; no
+/// A/D flags, no 5-level walks.
+fn ept_view(h: &mut H) {
+    h.view.ept = true;
+    h.view.ept_vpid_cap |= ept_cap::WALK_4
+        | 1 << 8
+        | ept_cap::WB
+        | ept_cap::PAGE_2M
+        | ept_cap::INVEPT
+        | ept_cap::INVEPT_SINGLE
+        | ept_cap::INVEPT_ALL;
+}
+
+#[test]
+fn invept_is_ud_unless_the_view_offers_ept_and_invept() {
+    let mut h = H::new();
+    h.loaded();
+    h.regs.0[1] = 2;
+    assert_eq!(
+        h.run(Insn::Invept, &mem_ctx(0)).outcome,
+        Outcome::Fault(Fault::Ud)
+    );
+    ept_view(&mut h);
+    assert_eq!(h.run(Insn::Invept, &mem_ctx(0)).outcome, Outcome::Succeed);
+    h.view.ept_vpid_cap &= !ept_cap::INVEPT;
+    assert_eq!(
+        h.run(Insn::Invept, &mem_ctx(0)).outcome,
+        Outcome::Fault(Fault::Ud)
+    );
+    ept_view(&mut h);
+    h.view.ept = false;
+    assert_eq!(
+        h.run(Insn::Invept, &mem_ctx(0)).outcome,
+        Outcome::Fault(Fault::Ud)
+    );
+
+    // Offered: #UD outside VMX operation, #GP(0) above CPL 0.
+    let mut h = H::new();
+    ept_view(&mut h);
+    h.regs.0[1] = 2;
+    assert_eq!(
+        h.run(Insn::Invept, &mem_ctx(0)).outcome,
+        Outcome::Fault(Fault::Ud)
+    );
+    h.on();
+    let mut c = mem_ctx(0);
+    c.cpl = 3;
+    assert_eq!(
+        h.run(Insn::Invept, &c).outcome,
+        Outcome::Fault(Fault::Gp(0))
+    );
+    let mut c = mem_ctx(0);
+    c.rflags |= 1 << 17;
+    assert_eq!(h.run(Insn::Invept, &c).outcome, Outcome::Fault(Fault::Ud));
+}
+
+#[test]
+fn invept_types_descriptors_and_eptps() {
+    let mut h = H::new();
+    ept_view(&mut h);
+    h.loaded();
+    let wb4 = 0x1234_5000 | 6 | 3 << 3;
+    let cases: &[(u64, u64, Outcome, Option<Invept>)] = &[
+        (1, wb4, Outcome::Succeed, Some(Invept::Single(wb4))),
+        // UC paging structures are advertised too.
+        (
+            1,
+            0x1234_5000 | 3 << 3,
+            Outcome::Succeed,
+            Some(Invept::Single(0x1234_5018)),
+        ),
+        // Memory types 1 (WC), 7 (reserved): refused.
+        (1, 0x1234_5000 | 1 | 3 << 3, Outcome::FailValid(28), None),
+        (1, 0x1234_5000 | 7 | 3 << 3, Outcome::FailValid(28), None),
+        // Walk lengths 5 (not advertised) and 2.
+        (1, 0x1234_5000 | 6 | 4 << 3, Outcome::FailValid(28), None),
+        (1, 0x1234_5000 | 6 | 1 << 3, Outcome::FailValid(28), None),
+        // A/D flags (hidden), a reserved bit, an address bit beyond
+        // MAXPHYADDR (39 here).
+        (1, wb4 | 1 << 6, Outcome::FailValid(28), None),
+        (1, wb4 | 1 << 7, Outcome::FailValid(28), None),
+        (1, wb4 | 1 << 11, Outcome::FailValid(28), None),
+        (1, wb4 | 1 << 39, Outcome::FailValid(28), None),
+        // Global: the EPTP is not looked at.
+        (2, 0, Outcome::Succeed, Some(Invept::All)),
+        (2, u64::MAX, Outcome::Succeed, Some(Invept::All)),
+        // Types 0, 3 and beyond do not exist.
+        (0, wb4, Outcome::FailValid(28), None),
+        (3, wb4, Outcome::FailValid(28), None),
+        (u64::MAX, wb4, Outcome::FailValid(28), None),
+    ];
+    for &(ty, eptp, want, action) in cases {
+        h.mem.set_u64(OP_PA, eptp);
+        h.mem.set_u64(OP_PA + 8, 0xffff_ffff_ffff_ffff);
+        h.regs.0[1] = ty;
+        let d = h.run(Insn::Invept, &mem_ctx(0));
+        assert_eq!(d.outcome, want, "type {ty} eptp {eptp:#x}");
+        assert_eq!(d.invept, action, "type {ty} eptp {eptp:#x}");
+        assert!(!d.flush && d.enter.is_none());
+        if want != Outcome::Succeed {
+            assert_eq!(h.error_field(), 28, "stored in the current vmcs12");
+        }
+    }
+    // The descriptor is read whole: 16 bytes straddling into a page that
+    // is not mapped fault, and nothing is invalidated.
+    h.regs.0[1] = 2;
+    let d = h.run(Insn::Invept, &mem_ctx(0x2000 - 8));
+    assert!(
+        matches!(d.outcome, Outcome::Fault(Fault::Pf { .. })),
+        "{d:?}"
+    );
+    assert_eq!(d.invept, None);
+    // A type the view does not advertise is refused before the descriptor
+    // is read: an unmapped descriptor does not fault.
+    h.view.ept_vpid_cap &= !ept_cap::INVEPT_ALL;
+    let mut c = mem_ctx(0);
+    c.qual = 0x1000_0000;
+    assert_eq!(h.run(Insn::Invept, &c).outcome, Outcome::FailValid(28));
+    h.regs.0[1] = 1;
+    h.mem.set_u64(OP_PA, wb4);
+    assert_eq!(
+        h.run(Insn::Invept, &mem_ctx(0)).invept,
+        Some(Invept::Single(wb4))
+    );
+    h.view.ept_vpid_cap &= !ept_cap::INVEPT_SINGLE;
+    assert_eq!(
+        h.run(Insn::Invept, &mem_ctx(0)).outcome,
+        Outcome::FailValid(28)
+    );
+}
+
+#[test]
+fn invept_type_register_width_and_no_current_vmcs() {
+    let mut h = H::new();
+    ept_view(&mut h);
+    h.on();
+    // No current VMCS: a bad type is VMfailInvalid.
+    h.regs.0[1] = 7;
+    assert_eq!(
+        h.run(Insn::Invept, &mem_ctx(0)).outcome,
+        Outcome::FailInvalid
+    );
+    // 64-bit mode reads 64 bits of the type register ...
+    h.regs.0[1] = 1 << 32 | 2;
+    assert_eq!(
+        h.run(Insn::Invept, &mem_ctx(0)).outcome,
+        Outcome::FailInvalid
+    );
+    // ... other modes 32.
+    let mut c = mem_ctx(0);
+    c.lma = false;
+    c.cs_l = false;
+    c.segs[1] = flat(0xc09b);
+    c.info = InstrInfo(c.info.0 & !(3 << 7) | 1 << 7);
+    map4k(&mut h.mem, 0x10_0000, OP_PA, 0x3);
+    c.qual = 0x10_0000;
+    let d = h.run(Insn::Invept, &c);
+    assert_eq!(d.outcome, Outcome::Succeed, "{d:?}");
+    assert_eq!(d.invept, Some(Invept::All));
 }
 
 #[test]

@@ -1,0 +1,888 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The shadow EPTs (EPT02) of the host's own hypervisor: one per EPT
+//! pointer the host uses (EPTP12), each a guest in the page-state sense.
+//!
+//! Owns [`ShadowEpts`], a bounded set of shadow EPTs keyed by the root
+//! address of the host's EPT pointer (EPTP12 bits 51:12, the "EP4TA" the
+//! SDM tags cached mappings with), and every change of what they map:
+//!
+//! * [`ShadowEpts::install`]: map one leaf that the walk of the host's EPT
+//!   resolved ([`ResolvedLeaf`], produced by the EPT12 walk) into the shadow
+//!   of that EPTP12, only if it is absent there: the second CPU faulting on
+//!   the same address finds it present and changes nothing, so there is
+//!   exactly one share per shadow leaf.  A present leaf that gives less
+//!   than the walk now does (the host raised permissions or remapped
+//!   without INVEPT) is replaced: unshared, then the new leaf shared.
+//!   Shares go through the page-state machine in one place each
+//!   (`share_leaf`, `unshare_run`).
+//! * [`ShadowEpts::invalidate_single`] / [`ShadowEpts::invalidate_all`]:
+//!   the host's INVEPT single-context / global.  The named shadow (or
+//!   every one) is *retired*: taken out of the set (no VM entry uses its
+//!   root again), flushed from every CPU with one [`MmOps::invalidate`]
+//!   over its whole range, and only then are its shares returned
+//!   (`unshare_run`) and its table pages freed.  A shadow that maps
+//!   nothing has nothing stale and survives; so does one whose leaves all
+//!   still match the host's EPT ([`ShadowEpts::invalidate_single_checked`],
+//!   re-validating with the EPT12 walk).  EPTP changes and VMCLEAR are not
+//!   invalidation points: nothing here is called for them.
+//! * Memory: table pages come from the [`MmOps`] the caller passes (in the
+//!   module: the reserve).  When a share or a new shadow runs out of pages,
+//!   the least recently used *other* shadow is retired and the operation
+//!   retried once; failing again is [`NoMapping::NoMemory`] ("no mapping
+//!   this time": the guest re-faults while the host half refills), never a
+//!   panic.  At most [`MAX_SHADOWS`] shadows exist, each of at most
+//!   [`MAX_TABLE_PAGES`] table pages (a shadow that would grow beyond is
+//!   retired and rebuilt).
+//! * Teardown: [`ShadowEpts::destroy_all`] (VMXOFF, unload) returns every
+//!   share and page; [`ShadowEpts::guests`] lists the shadows for the
+//!   invariant checker (`crate::hv::mm::invariants::check_with_shadows`).
+//!
+//! Owner ids: shadow `i` is guest [`SHADOW_OWNER_BASE`]` + i`, a range
+//! below the VM table's handles (`vm_table::HANDLE_OFFSET`), so a shadow
+//! never collides with a VM (Documentation/page-states.rst, "Owner ids").
+//!
+//! The root-mode contract of a retirement (the integration, issue 10):
+//! the module's [`MmOps::invalidate`] for a shadow root returns only when
+//! no CPU runs a guest on that root any more and none caches anything of
+//! it (each CPU that may is forced out of its guest, flushes, and re-reads
+//! [`ShadowEpts::root`] under the lock before it re-enters).  Hence the
+//! retired table is unreachable and flushed before the first share goes
+//! back, and the invalidations the page-table engine asks for while the
+//! shares are returned (on a table no CPU can reach) are dropped
+//! (`RetiredMm`): one shootdown per retired shadow, not one per leaf.
+//!
+//! Design and numbers: Documentation/shadow-ept.rst.  Locking: the caller
+//! holds the lock of the host EPT (the one hypervisor lock today).
+
+use crate::hv::error::{Error, Result};
+use crate::hv::mm::addr::{Gpa, Hpa, TableKind};
+use crate::hv::mm::ept::{level_size, MemType, OwnerId, PageState, PAGE_SIZE};
+use crate::hv::mm::mem_protect::{
+    guest_runs, host_share_guest, host_unshare_guest, GuestEpt, HostEpt, Run, VmKind,
+};
+use crate::hv::mm::pgtable::{Attrs, EptFormat, Fill, MmOps, PteFormat, Table, ADDR_LIMIT};
+use crate::hv::mm::vm_table::HANDLE_OFFSET;
+
+/// Most shadow EPTs at once.  KVM gives a VM one EPT root per address
+/// space (two with SMM, QEMU's default `-M pc`), so 16 keeps eight such
+/// VMs mapped at once; a ninth retires the least recently used root (its
+/// guest re-faults, correct but slow).  A lookup scans 16 keys.
+pub const MAX_SHADOWS: usize = 16;
+
+/// Owner id of shadow 0: shadows are guests `0x800 .. 0x810`, clear of
+/// `HYP` (0), `HOST` (1) and the VM table's handles (`0x1000 ..`).
+pub const SHADOW_OWNER_BASE: u32 = 0x800;
+
+const _: () = assert!(
+    SHADOW_OWNER_BASE > 1 && SHADOW_OWNER_BASE as usize + MAX_SHADOWS <= HANDLE_OFFSET as usize,
+    "shadow EPT owner ids must not collide with HYP, HOST or VM handles"
+);
+
+/// Most table pages one shadow may hold by default (32 MiB; see
+/// [`ShadowEpts::with_table_limit`]): 16 GiB of guest memory
+/// mapped with 4 KiB leaves (about 513 table pages per GiB), far more
+/// with large leaves.  A shadow that would grow beyond is retired and
+/// rebuilt from what the guest touches next.
+pub const MAX_TABLE_PAGES: usize = 8192;
+
+/// Largest leaf a shadow maps: level 3 (1 GiB).  The EPT12 walk offers
+/// `min(EPT12 leaf, host EPT leaf, this)`.
+pub const SHADOW_MAX_LEVEL: u32 = 3;
+
+/// EPTP bits 51:12: the address of the EPT PML4 table, the key of a
+/// shadow.
+pub const EPTP_ROOT_MASK: u64 = 0x000f_ffff_ffff_f000;
+
+/// One leaf of the host's EPT for its guest, resolved and intersected with
+/// the host's own EPT: what [`ShadowEpts::install`] maps (piece C's walk
+/// produces it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResolvedLeaf {
+    /// First guest-physical address of the leaf (aligned to `size`).
+    pub gpa: Gpa,
+    /// Host-physical address it maps (aligned to `size`).
+    pub hpa: Hpa,
+    /// 4 KiB, 2 MiB or 1 GiB.
+    pub size: u64,
+    /// EPT permissions (`PERM_R | PERM_W | PERM_X`), both sides' and-ed.
+    pub perms: u8,
+    /// EPT memory type of the leaf.
+    pub memtype: MemType,
+    /// Ignore-PAT bit of the leaf.
+    pub ipat: bool,
+}
+
+/// What [`ShadowEpts::install`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Installed {
+    /// The whole leaf is now mapped (one share).
+    Mapped,
+    /// Part of the leaf's range was already mapped (another CPU, or an
+    /// earlier smaller leaf): only the faulting 4 KiB page was mapped.
+    MappedPage,
+    /// The faulting address was already mapped as the leaf says (same
+    /// host page, at least its permissions, its memory type): nothing
+    /// changed.
+    AlreadyPresent,
+    /// The faulting address was mapped differently (fewer permissions,
+    /// another host page, another memory type: the host changed its EPT
+    /// without INVEPT, which a fault makes visible architecturally): the
+    /// old shadow leaf was dropped, its share returned, and the leaf
+    /// mapped as for `Mapped` / `MappedPage`.
+    Replaced,
+}
+
+/// Why [`ShadowEpts::install`] mapped nothing.  Each is "no mapping this
+/// time": the caller returns to the guest, which re-faults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoMapping {
+    /// No table page, even after retiring another shadow: the host half
+    /// refills the reserve.
+    NoMemory,
+    /// The page-state machine refused the share: the page is not RAM the
+    /// host owns (hypervisor memory, a donated page, the module image,
+    /// MMIO) or is shared already; or the leaf's permissions (write
+    /// without read) or memory type (other than write-back, until the
+    /// share takes one) cannot be mapped.  The integration reflects this
+    /// as for a table page the host does not own
+    /// (Documentation/nested.rst).
+    Refused,
+    /// A leaf that is not a 4 KiB / 2 MiB / 1 GiB range aligned in both
+    /// address spaces and holding the faulting address.
+    Invalid,
+}
+
+/// Counters, for the benchmark and debugging.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Leaves mapped (shares made).
+    pub mapped: u64,
+    /// Installs that found the address present.
+    pub present: u64,
+    /// Installs that replaced a present leaf.
+    pub replaced: u64,
+    /// Shadows created.
+    pub created: u64,
+    /// Shadows retired by INVEPT.
+    pub invalidated: u64,
+    /// Shadows a re-validating INVEPT kept (nothing stale).
+    pub kept: u64,
+    /// Shadows retired to free memory or a slot, or for growing too large.
+    pub evicted: u64,
+    /// Flushes of a whole shadow ([`MmOps::invalidate`] calls made here).
+    pub flushes: u64,
+    /// Engine invalidations dropped on retired (unreachable) tables.
+    pub quiet: u64,
+    /// Shares returned.
+    pub unshared: u64,
+    /// Returns of a share or frees that failed (always 0; a retired
+    /// shadow whose shares could not all be returned stays listed,
+    /// unreachable, and is retried).
+    pub internal_errors: u64,
+}
+
+/// One shadow EPT.
+#[derive(Debug)]
+struct Shadow {
+    /// EPTP12 bits 51:12.
+    key: u64,
+    guest: GuestEpt,
+    /// [`ShadowEpts`]'s clock at the last use.
+    last_used: u64,
+    /// Leaves mapped since creation.
+    leaves: u64,
+    /// Table pages held (root included): exact while leaves are only
+    /// added; after a replacement an upper bound (a table the old leaf
+    /// leaves empty is freed and not subtracted).
+    table_pages: usize,
+    /// Taken out of use but not all shares returned (an internal error):
+    /// never used again, retried by the next retirement.
+    stuck: bool,
+}
+
+/// The set of shadow EPTs.  See the module docs.
+#[derive(Debug)]
+pub struct ShadowEpts {
+    slots: [Option<Shadow>; MAX_SHADOWS],
+    clock: u64,
+    /// Most table pages per shadow ([`MAX_TABLE_PAGES`] unless set
+    /// otherwise).
+    max_table_pages: usize,
+    stats: Stats,
+}
+
+impl Default for ShadowEpts {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The [`MmOps`] of a retired shadow: everything goes to `mm`, except the
+/// engine's invalidations of the retired table, which no CPU can reach and
+/// which was flushed whole before (module docs).
+struct RetiredMm<'a, M> {
+    mm: &'a mut M,
+    root: Hpa,
+    dropped: u64,
+}
+
+impl<M: MmOps> MmOps for RetiredMm<'_, M> {
+    fn zalloc_page(&mut self) -> Option<Hpa> {
+        self.mm.zalloc_page()
+    }
+    fn free_page(&mut self, pa: Hpa) {
+        self.mm.free_page(pa)
+    }
+    fn free_unlinked(&mut self, pa: Hpa) {
+        self.mm.free_unlinked(pa)
+    }
+    fn table(&self, pa: Hpa) -> Option<&Table> {
+        self.mm.table(pa)
+    }
+    fn get_page(&mut self, pa: Hpa) {
+        self.mm.get_page(pa)
+    }
+    fn put_page(&mut self, pa: Hpa) {
+        self.mm.put_page(pa)
+    }
+    fn page_count(&self, pa: Hpa) -> u32 {
+        self.mm.page_count(pa)
+    }
+    fn zero_page(&mut self, pa: Hpa) {
+        self.mm.zero_page(pa)
+    }
+    fn invalidate(&mut self, kind: TableKind, root: Hpa, addr: u64, size: u64) {
+        if kind == TableKind::GuestEpt && root == self.root {
+            self.dropped += 1;
+        } else {
+            self.mm.invalidate(kind, root, addr, size)
+        }
+    }
+    fn stored(&mut self, table: Hpa, idx: usize, v: u64) {
+        self.mm.stored(table, idx, v)
+    }
+}
+
+/// The one place a leaf is shared host -> shadow (the merge with counted
+/// shares and memory types replaces this call): `pages` host pages at
+/// `hpa` mapped at `gpa` with `perms`.  Only write-back leaves today
+/// (`host_share_guest` maps write-back); others are [`Error::Inval`].
+#[allow(clippy::too_many_arguments)]
+fn share_leaf<M: MmOps>(
+    host: &mut HostEpt,
+    guest: &mut GuestEpt,
+    mm: &mut M,
+    hpa: Hpa,
+    gpa: Gpa,
+    pages: u64,
+    perms: u8,
+    memtype: MemType,
+) -> Result {
+    if memtype != MemType::Wb {
+        return Err(Error::Inval);
+    }
+    host_share_guest(host, guest, mm, hpa, gpa, pages, perms)
+}
+
+/// The one place a shadow's share is returned (the merge with counted
+/// shares replaces this call): the run `run` of a retired shadow.
+fn unshare_run<M: MmOps>(
+    host: &mut HostEpt,
+    guest: &mut GuestEpt,
+    mm: &mut M,
+    run: &Run,
+) -> Result {
+    host_unshare_guest(host, guest, mm, run.hpa, run.gpa, run.len / PAGE_SIZE)
+}
+
+/// The first mapped run of `guest` at or above `from`, if any.
+fn first_run<M: MmOps>(guest: &GuestEpt, mm: &mut M, from: u64) -> Result<Option<Run>> {
+    if from >= ADDR_LIMIT {
+        return Ok(None);
+    }
+    let mut found = None;
+    let start = Gpa::new(from).ok_or(Error::Inval)?;
+    let r = guest_runs(guest, mm, start, ADDR_LIMIT - from, |_, run| {
+        if run.state == PageState::NoPage {
+            return Ok(());
+        }
+        found = Some(run);
+        // Stops the walk: what is after the first run is not needed yet.
+        Err(Error::Exist)
+    });
+    match (r, found) {
+        (_, Some(run)) => Ok(Some(run)),
+        (Ok(()), None) => Ok(None),
+        (Err(e), None) => Err(e),
+    }
+}
+
+impl ShadowEpts {
+    /// An empty set.
+    pub const fn new() -> Self {
+        Self::with_table_limit(MAX_TABLE_PAGES)
+    }
+
+    /// An empty set whose shadows hold at most `pages` table pages each
+    /// (at least 4: a 4 KiB leaf needs a root and three tables).
+    pub const fn with_table_limit(pages: usize) -> Self {
+        Self {
+            slots: [const { None }; MAX_SHADOWS],
+            clock: 0,
+            max_table_pages: if pages < 4 { 4 } else { pages },
+            stats: Stats {
+                mapped: 0,
+                present: 0,
+                replaced: 0,
+                created: 0,
+                invalidated: 0,
+                kept: 0,
+                evicted: 0,
+                flushes: 0,
+                quiet: 0,
+                unshared: 0,
+                internal_errors: 0,
+            },
+        }
+    }
+
+    /// The counters.
+    pub const fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The key of `eptp12`: its root address.
+    pub const fn key(eptp12: u64) -> u64 {
+        eptp12 & EPTP_ROOT_MASK
+    }
+
+    /// The owner id of slot `i`.
+    fn owner(i: usize) -> Option<OwnerId> {
+        OwnerId::new(SHADOW_OWNER_BASE + u32::try_from(i).ok()?)
+    }
+
+    fn find(&self, key: u64) -> Option<usize> {
+        self.slots
+            .iter()
+            .position(|s| s.as_ref().is_some_and(|s| !s.stuck && s.key == key))
+    }
+
+    /// The root of the shadow EPT of `eptp12`, for the EPT pointer of
+    /// vmcs02 (`None`: no shadow yet, see [`ShadowEpts::ensure`]).  The
+    /// integration re-reads it before every entry into the host's guest:
+    /// an INVEPT retires a root.
+    pub fn root(&self, eptp12: u64) -> Option<Hpa> {
+        let i = self.find(Self::key(eptp12))?;
+        let s = self.slots.get(i)?.as_ref()?;
+        Some(s.guest.pgt().root())
+    }
+
+    /// Number of shadows (stuck ones included).
+    pub fn len(&self) -> usize {
+        self.slots.iter().filter(|s| s.is_some()).count()
+    }
+
+    /// Whether there is no shadow.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Leaves mapped in the shadow of `eptp12` (0 if there is none).
+    pub fn leaves(&self, eptp12: u64) -> u64 {
+        self.shadow(eptp12).map_or(0, |s| s.leaves)
+    }
+
+    /// Table pages of the shadow of `eptp12`, root included (0 if none).
+    pub fn table_pages(&self, eptp12: u64) -> usize {
+        self.shadow(eptp12).map_or(0, |s| s.table_pages)
+    }
+
+    /// The shadow EPT of `eptp12`, as a guest (walks, tests).
+    pub fn guest(&self, eptp12: u64) -> Option<&GuestEpt> {
+        self.shadow(eptp12).map(|s| &s.guest)
+    }
+
+    fn shadow(&self, eptp12: u64) -> Option<&Shadow> {
+        let i = self.find(Self::key(eptp12))?;
+        self.slots.get(i)?.as_ref()
+    }
+
+    /// Every shadow EPT as a guest, for the invariant checker.
+    pub fn guests(&self) -> impl Iterator<Item = &GuestEpt> + Clone {
+        self.slots
+            .iter()
+            .filter_map(|s| s.as_ref().map(|s| &s.guest))
+    }
+
+    fn tick(&mut self) -> u64 {
+        self.clock += 1;
+        self.clock
+    }
+
+    /// The least recently used shadow other than `keep` (stuck ones
+    /// first).
+    fn lru_other(&self, keep: Option<usize>) -> Option<usize> {
+        let mut best: Option<(usize, (bool, u64))> = None;
+        for (i, s) in self.slots.iter().enumerate() {
+            let Some(s) = s else { continue };
+            if Some(i) == keep {
+                continue;
+            }
+            let rank = (!s.stuck, s.last_used);
+            match best {
+                Some((_, b)) if b <= rank => {}
+                _ => best = Some((i, rank)),
+            }
+        }
+        best.map(|(i, _)| i)
+    }
+
+    /// Retires the shadow in slot `i`: out of the set, flushed from every
+    /// CPU, then its shares returned and its pages freed.  Returns whether
+    /// it is gone (else it stays, stuck, with what could not be returned).
+    fn retire<M: MmOps>(&mut self, host: &mut HostEpt, mm: &mut M, i: usize) -> bool {
+        let Some(slot) = self.slots.get_mut(i) else {
+            return true;
+        };
+        let Some(mut s) = slot.take() else {
+            return true;
+        };
+        let root = s.guest.pgt().root();
+        // No entry uses the root any more (`root` no longer finds it);
+        // after this no CPU runs on it or caches anything of it.
+        mm.invalidate(TableKind::GuestEpt, root, 0, ADDR_LIMIT);
+        self.stats.flushes += 1;
+        let mut rmm = RetiredMm {
+            mm,
+            root,
+            dropped: 0,
+        };
+        let mut ok = true;
+        let mut from = 0;
+        loop {
+            match first_run(&s.guest, &mut rmm, from) {
+                Ok(Some(run)) => {
+                    from = run.gpa.raw() + run.len;
+                    if unshare_run(host, &mut s.guest, &mut rmm, &run).is_ok() {
+                        self.stats.unshared += 1;
+                    } else {
+                        ok = false;
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    ok = false;
+                    break;
+                }
+            }
+        }
+        self.stats.quiet += rmm.dropped;
+        if !ok {
+            self.stats.internal_errors += 1;
+            s.stuck = true;
+            s.last_used = 0;
+            if let Some(slot) = self.slots.get_mut(i) {
+                *slot = Some(s);
+            }
+            return false;
+        }
+        if s.guest.destroy(rmm.mm).is_err() {
+            self.stats.internal_errors += 1;
+        }
+        true
+    }
+
+    /// Retires the least recently used shadow other than `keep`; whether
+    /// one was retired.
+    fn evict_other<M: MmOps>(
+        &mut self,
+        host: &mut HostEpt,
+        mm: &mut M,
+        keep: Option<usize>,
+    ) -> bool {
+        match self.lru_other(keep) {
+            Some(i) => {
+                self.stats.evicted += 1;
+                self.retire(host, mm, i)
+            }
+            None => false,
+        }
+    }
+
+    /// The slot of the shadow of `key`, created if needed (a free slot, or
+    /// the least recently used shadow's; a root page, retiring another
+    /// shadow once if there is none).
+    fn find_or_create<M: MmOps>(
+        &mut self,
+        host: &mut HostEpt,
+        mm: &mut M,
+        key: u64,
+    ) -> core::result::Result<usize, NoMapping> {
+        let now = self.tick();
+        if let Some(i) = self.find(key) {
+            if let Some(s) = self.slots.get_mut(i).and_then(Option::as_mut) {
+                s.last_used = now;
+            }
+            return Ok(i);
+        }
+        let free = match self.slots.iter().position(Option::is_none) {
+            Some(i) => i,
+            None => {
+                let i = self.lru_other(None).ok_or(NoMapping::NoMemory)?;
+                self.stats.evicted += 1;
+                if !self.retire(host, mm, i) {
+                    return Err(NoMapping::NoMemory);
+                }
+                i
+            }
+        };
+        let id = Self::owner(free).ok_or(NoMapping::Invalid)?;
+        let guest = match GuestEpt::new(mm, id, VmKind::Normal, SHADOW_MAX_LEVEL) {
+            Ok(g) => g,
+            Err(_) => {
+                if !self.evict_other(host, mm, Some(free)) {
+                    return Err(NoMapping::NoMemory);
+                }
+                GuestEpt::new(mm, id, VmKind::Normal, SHADOW_MAX_LEVEL)
+                    .map_err(|_| NoMapping::NoMemory)?
+            }
+        };
+        let slot = self.slots.get_mut(free).ok_or(NoMapping::Invalid)?;
+        // INVARIANT: a new shadow is an empty table with its root only.
+        *slot = Some(Shadow {
+            key,
+            guest,
+            last_used: now,
+            leaves: 0,
+            table_pages: 1,
+            stuck: false,
+        });
+        self.stats.created += 1;
+        Ok(free)
+    }
+
+    /// The root of the shadow of `eptp12`, created if there is none yet
+    /// (VM entry into the host's guest).  Fails only for lack of memory,
+    /// after retiring another shadow once.
+    pub fn ensure<M: MmOps>(
+        &mut self,
+        host: &mut HostEpt,
+        mm: &mut M,
+        eptp12: u64,
+    ) -> core::result::Result<Hpa, NoMapping> {
+        let i = self.find_or_create(host, mm, Self::key(eptp12))?;
+        self.slots
+            .get(i)
+            .and_then(Option::as_ref)
+            .map(|s| s.guest.pgt().root())
+            .ok_or(NoMapping::Invalid)
+    }
+
+    /// Maps `leaf` into the shadow of `eptp12` for a fault at `gpa`, if
+    /// absent (see [`Installed`] and [`NoMapping`]).  The shadow is created
+    /// if needed.
+    pub fn install<M: MmOps>(
+        &mut self,
+        host: &mut HostEpt,
+        mm: &mut M,
+        eptp12: u64,
+        gpa: Gpa,
+        leaf: &ResolvedLeaf,
+    ) -> core::result::Result<Installed, NoMapping> {
+        let size = leaf.size;
+        let sizes_ok = (1..=SHADOW_MAX_LEVEL).any(|l| level_size(l) == size);
+        let base = leaf.gpa.raw();
+        if !sizes_ok
+            || base & (size - 1) != 0
+            || leaf.hpa.raw() & (size - 1) != 0
+            || gpa.raw() < base
+            || gpa.raw() - base >= size
+        {
+            return Err(NoMapping::Invalid);
+        }
+        let mut i = self.find_or_create(host, mm, Self::key(eptp12))?;
+        let page = gpa.page_down();
+        let walk = |e: Error| match e {
+            Error::NoMem => NoMapping::NoMemory,
+            _ => NoMapping::Invalid,
+        };
+        let cur = self.slot(i)?.guest.pgt().lookup(mm, page).map_err(walk)?;
+        let mut replaced = false;
+        if cur.entry != 0 {
+            let size_cur = level_size(cur.level);
+            let at_cur = EptFormat::addr(cur.entry);
+            let a = EptFormat::attrs(cur.entry);
+            let off = page.raw() & (size_cur - 1);
+            let want = leaf.hpa.raw() + (page.raw() - base);
+            if at_cur.raw() + off == want
+                && a.perms & leaf.perms == leaf.perms
+                && a.memtype == leaf.memtype
+            {
+                self.stats.present += 1;
+                return Ok(Installed::AlreadyPresent);
+            }
+            // The walk gives this page something the shadow does not (the
+            // host raised permissions or remapped without INVEPT, which
+            // the SDM allows: a fault re-walks).  The old leaf goes, its
+            // share back, then the new one is mapped.
+            let run = Run {
+                gpa: Gpa::new(page.raw() & !(size_cur - 1)).ok_or(NoMapping::Invalid)?,
+                hpa: at_cur,
+                len: size_cur,
+                state: PageState::SharedBorrowed,
+            };
+            let s = self
+                .slots
+                .get_mut(i)
+                .and_then(Option::as_mut)
+                .ok_or(NoMapping::Invalid)?;
+            if unshare_run(host, &mut s.guest, mm, &run).is_err() {
+                self.stats.internal_errors += 1;
+                return Err(NoMapping::Refused);
+            }
+            s.leaves = s.leaves.saturating_sub(1);
+            self.stats.unshared += 1;
+            self.stats.replaced += 1;
+            replaced = true;
+        }
+        let s = self.slot(i)?;
+        // The whole leaf if nothing of its range is mapped, else only the
+        // faulting page.
+        let mut empty = true;
+        s.guest
+            .pgt()
+            .for_each_leaf(mm, leaf.gpa, size, |_, _, e| {
+                empty &= e == 0;
+                Ok(())
+            })
+            .map_err(walk)?;
+        let (at, hpa, len, what) = if empty {
+            (leaf.gpa, leaf.hpa, size, Installed::Mapped)
+        } else {
+            let off = page.raw() - base;
+            (
+                page,
+                leaf.hpa.wrapping_add(off),
+                PAGE_SIZE,
+                Installed::MappedPage,
+            )
+        };
+        let what = if replaced { Installed::Replaced } else { what };
+        let fill = Fill::Map {
+            pa: hpa,
+            attrs: Attrs {
+                perms: leaf.perms,
+                memtype: leaf.memtype,
+                state: PageState::SharedBorrowed,
+            },
+        };
+        let need = |s: &Shadow, mm: &mut M| s.guest.pgt().pages_needed(mm, at, len, fill);
+        let mut pages = need(self.slot(i)?, mm).map_err(|_| NoMapping::Invalid)?;
+        if self.slot(i)?.table_pages + pages > self.max_table_pages {
+            // Too large: start this shadow over.
+            self.stats.evicted += 1;
+            if !self.retire(host, mm, i) {
+                return Err(NoMapping::NoMemory);
+            }
+            i = self.find_or_create(host, mm, Self::key(eptp12))?;
+            pages = need(self.slot(i)?, mm).map_err(|_| NoMapping::Invalid)?;
+        }
+        let mut retried = false;
+        loop {
+            let s = self
+                .slots
+                .get_mut(i)
+                .and_then(Option::as_mut)
+                .ok_or(NoMapping::Invalid)?;
+            let r = share_leaf(
+                host,
+                &mut s.guest,
+                mm,
+                hpa,
+                at,
+                len / PAGE_SIZE,
+                leaf.perms,
+                leaf.memtype,
+            );
+            match r {
+                Ok(()) => {
+                    s.leaves += 1;
+                    s.table_pages += pages;
+                    self.stats.mapped += 1;
+                    return Ok(what);
+                }
+                Err(Error::NoMem) if !retried => {
+                    retried = true;
+                    if !self.evict_other(host, mm, Some(i)) {
+                        return Err(NoMapping::NoMemory);
+                    }
+                }
+                Err(Error::NoMem) => return Err(NoMapping::NoMemory),
+                Err(_) => return Err(NoMapping::Refused),
+            }
+        }
+    }
+
+    fn slot(&self, i: usize) -> core::result::Result<&Shadow, NoMapping> {
+        self.slots
+            .get(i)
+            .and_then(Option::as_ref)
+            .ok_or(NoMapping::Invalid)
+    }
+
+    /// INVEPT single-context for `eptp12`: retires its shadow if it maps
+    /// anything (one whole-shadow flush, then its shares go back); other
+    /// shadows are untouched.  Returns the number of shadows retired.
+    pub fn invalidate_single<M: MmOps>(
+        &mut self,
+        host: &mut HostEpt,
+        mm: &mut M,
+        eptp12: u64,
+    ) -> usize {
+        let Some(i) = self.find(Self::key(eptp12)) else {
+            return 0;
+        };
+        self.invalidate_slot(host, mm, i)
+    }
+
+    /// INVEPT global: retires every shadow that maps anything.  Returns
+    /// the number retired.
+    pub fn invalidate_all<M: MmOps>(&mut self, host: &mut HostEpt, mm: &mut M) -> usize {
+        let mut n = 0;
+        for i in 0..MAX_SHADOWS {
+            n += self.invalidate_slot(host, mm, i);
+        }
+        n
+    }
+
+    /// INVEPT single-context for `eptp12`, re-validating first: if every
+    /// leaf of its shadow is still what the host's EPT gives now
+    /// (`resolve(gpa)`: the EPT12 walk and intersection for the leaf's
+    /// first address; see `still_current`), nothing in it is
+    /// stale and it is kept, with no flush; otherwise it is retired as by
+    /// [`ShadowEpts::invalidate_single`].  Returns the number retired.
+    pub fn invalidate_single_checked<M: MmOps, R: FnMut(Gpa) -> Option<ResolvedLeaf>>(
+        &mut self,
+        host: &mut HostEpt,
+        mm: &mut M,
+        eptp12: u64,
+        resolve: &mut R,
+    ) -> usize {
+        let Some(i) = self.find(Self::key(eptp12)) else {
+            return 0;
+        };
+        if self.still_current(mm, i, resolve) {
+            self.stats.kept += 1;
+            return 0;
+        }
+        self.invalidate_slot(host, mm, i)
+    }
+
+    /// INVEPT global, re-validating each shadow as
+    /// [`ShadowEpts::invalidate_single_checked`] does (`resolve` is called
+    /// with each shadow's EPT pointer).  Returns the number retired.
+    pub fn invalidate_all_checked<M: MmOps, R: FnMut(u64, Gpa) -> Option<ResolvedLeaf>>(
+        &mut self,
+        host: &mut HostEpt,
+        mm: &mut M,
+        resolve: &mut R,
+    ) -> usize {
+        let mut n = 0;
+        for i in 0..MAX_SHADOWS {
+            let Some(key) = self.slots.get(i).and_then(Option::as_ref).map(|s| s.key) else {
+                continue;
+            };
+            if self.still_current(mm, i, &mut |g| resolve(key, g)) {
+                self.stats.kept += 1;
+            } else {
+                n += self.invalidate_slot(host, mm, i);
+            }
+        }
+        n
+    }
+
+    /// Whether every leaf of the shadow in slot `i` still translates as the
+    /// host's EPT does now: `resolve` at the leaf's first address gives a
+    /// leaf that covers the shadow leaf's whole range with the same host
+    /// addresses and memory type, and at least its permissions (more is
+    /// fine: the shadow gives a subset, and a fault upgrades it).  A leaf
+    /// of which that cannot be said is stale, and so is a stuck shadow.
+    /// Reads the shadow only; stops at the first stale leaf.
+    fn still_current<M: MmOps, R: FnMut(Gpa) -> Option<ResolvedLeaf>>(
+        &self,
+        mm: &mut M,
+        i: usize,
+        resolve: &mut R,
+    ) -> bool {
+        let Some(s) = self.slots.get(i).and_then(Option::as_ref) else {
+            return true;
+        };
+        if s.stuck {
+            return false;
+        }
+        let mut stale = false;
+        let r = s
+            .guest
+            .pgt()
+            .for_each_leaf(mm, Gpa::ZERO, ADDR_LIMIT, |_, ctx, e| {
+                if e == 0 {
+                    return Ok(());
+                }
+                let (g, size) = (ctx.addr, ctx.size());
+                let a = EptFormat::attrs(e);
+                let h = EptFormat::addr(e).raw();
+                let ok = Gpa::new(g).and_then(&mut *resolve).is_some_and(|r| {
+                    let (rg, rh) = (r.gpa.raw(), r.hpa.raw());
+                    rg <= g
+                        && g + size <= rg.saturating_add(r.size)
+                        && rh.wrapping_add(g - rg) == h
+                        && a.perms & r.perms == a.perms
+                        && a.memtype == r.memtype
+                });
+                if ok {
+                    Ok(())
+                } else {
+                    stale = true;
+                    // Stops the walk: one stale leaf decides.
+                    Err(Error::Exist)
+                }
+            });
+        !stale && r.is_ok()
+    }
+
+    fn invalidate_slot<M: MmOps>(&mut self, host: &mut HostEpt, mm: &mut M, i: usize) -> usize {
+        // A shadow that maps nothing has nothing stale (an empty table
+        // caches no translation); a stuck one is retried.
+        let busy = self
+            .slots
+            .get(i)
+            .and_then(Option::as_ref)
+            .is_some_and(|s| s.leaves != 0 || s.stuck);
+        if !busy {
+            return 0;
+        }
+        self.stats.invalidated += 1;
+        usize::from(self.retire(host, mm, i))
+    }
+
+    /// Retires every shadow (VMXOFF on the last CPU, unload): every share
+    /// returned, every table page freed.  [`Error::Fault`] if a shadow
+    /// could not give everything back (it stays listed for the invariant
+    /// checker; an internal error).
+    pub fn destroy_all<M: MmOps>(&mut self, host: &mut HostEpt, mm: &mut M) -> Result {
+        let mut ok = true;
+        for i in 0..MAX_SHADOWS {
+            ok &= self.retire(host, mm, i);
+        }
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::Fault)
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "shadow_ept_tests.rs"]
+mod tests;
