@@ -32,8 +32,9 @@ pub(crate) enum Pg {
     Hyp,
     /// host SHARED_OWNED, hyp SHARED_BORROWED.
     HypShared,
-    /// host SHARED_OWNED, guest SHARED_BORROWED at gpa.
-    Shared(u32, u64),
+    /// host SHARED_OWNED, shared with normal VMs: the guest addresses are
+    /// the model's `gmap` entries for the page, their number its count.
+    Shared,
     /// host PINNED (module image): no transition accepts it.
     Pinned,
     /// host NOPAGE(guest), guest OWNED at gpa.
@@ -62,6 +63,8 @@ pub(crate) enum Op {
 pub(crate) struct Model {
     pages: BTreeMap<u64, Pg>,
     gmap: BTreeMap<(u32, u64), u64>,
+    /// Share count of every `Pg::Shared` page (absent: 0).
+    counts: BTreeMap<u64, u32>,
     guests: BTreeMap<u32, (VmKind, bool)>,
     /// Ranges `[start, end)` that are not RAM (MMIO) although the host
     /// maps them; `ram_limited`: RAM ends at [`RAM`] (else everything is).
@@ -101,6 +104,29 @@ impl Model {
         } else {
             self.pages.insert(p, v);
         }
+    }
+
+    /// The share count of page `p`.
+    pub(crate) fn count(&self, p: u64) -> u32 {
+        self.counts.get(&p).copied().unwrap_or(0)
+    }
+
+    /// One guest mapping of `p` more (`true`) or less.
+    fn count_share(&mut self, p: u64, more: bool) {
+        let c = self.count(p);
+        let c = if more { c + 1 } else { c - 1 };
+        if c == 0 {
+            self.counts.remove(&p);
+            self.set(p, Pg::Host);
+        } else {
+            self.counts.insert(p, c);
+            self.set(p, Pg::Shared);
+        }
+    }
+
+    /// Some guest address mapping page `p`, if any.
+    pub(crate) fn mapping_of(&self, p: u64) -> Option<(u32, u64)> {
+        self.gmap.iter().find(|(_, &q)| q == p).map(|(k, _)| *k)
     }
 
     pub(crate) fn add_guest(&mut self, h: u32, kind: VmKind) {
@@ -178,16 +204,26 @@ impl Model {
         if !perm_ok {
             return Err(Error::Perm);
         }
+        // A donation of a page guests still map: EBUSY (no reverse map).
+        if let DonateHyp(pa, n) | DonateGuest(_, pa, _, n) = op {
+            if (0..n).any(|i| self.pg(pa + i * K4) == Pg::Shared) {
+                return Err(Error::Busy);
+            }
+        }
         let ok = match op {
             DonateHyp(pa, n) | ShareHyp(pa, n) => self.all(pa, n, |_, p| p == Pg::Host),
             HypDonateHost(pa, n) => self.all(pa, n, |_, p| p == Pg::Hyp),
             UnshareHyp(pa, n) => self.all(pa, n, |_, p| p == Pg::HypShared),
-            ShareGuest(h, hpa, gpa, n) | DonateGuest(h, hpa, gpa, n) => {
+            ShareGuest(h, hpa, gpa, n) => {
+                self.all(hpa, n, |_, p| p == Pg::Host || p == Pg::Shared)
+                    && self.gpa_free(h, gpa, n)
+            }
+            DonateGuest(h, hpa, gpa, n) => {
                 self.all(hpa, n, |_, p| p == Pg::Host) && self.gpa_free(h, gpa, n)
             }
-            UnshareGuest(h, hpa, gpa, n) => {
-                self.all(hpa, n, |i, p| p == Pg::Shared(h, gpa + i * K4))
-            }
+            UnshareGuest(h, hpa, gpa, n) => self.all(hpa, n, |i, p| {
+                p == Pg::Shared && self.gmap.get(&(h, gpa + i * K4)) == Some(&(hpa + i * K4))
+            }),
             GuestShare(h, gpa, n) => (0..n).all(|i| {
                 let g = gpa + i * K4;
                 self.gmap
@@ -214,18 +250,17 @@ impl Model {
             ShareGuest(h, hpa, gpa, n) | DonateGuest(h, hpa, gpa, n) => {
                 for i in 0..n {
                     let (p, g) = (hpa + i * K4, gpa + i * K4);
-                    let v = if matches!(op, ShareGuest(..)) {
-                        Pg::Shared(h, g)
+                    if matches!(op, ShareGuest(..)) {
+                        self.count_share(p, true);
                     } else {
-                        Pg::Owned(h, g)
-                    };
-                    self.set(p, v);
+                        self.set(p, Pg::Owned(h, g));
+                    }
                     self.gmap.insert((h, g), p);
                 }
             }
             UnshareGuest(h, hpa, gpa, n) => {
                 for i in 0..n {
-                    self.set(hpa + i * K4, Pg::Host);
+                    self.count_share(hpa + i * K4, false);
                     self.gmap.remove(&(h, gpa + i * K4));
                 }
             }
@@ -249,7 +284,11 @@ impl Model {
                     .collect();
                 for k in keys {
                     let p = self.gmap.remove(&k).unwrap();
-                    self.set(p, Pg::Host);
+                    if self.pg(p) == Pg::Shared {
+                        self.count_share(p, false);
+                    } else {
+                        self.set(p, Pg::Host);
+                    }
                 }
             }
         }
@@ -428,7 +467,7 @@ impl World {
             let host_ok = match want {
                 Pg::Host => hs == PageState::Owned,
                 Pg::Hyp => h.entry == 0,
-                Pg::HypShared | Pg::Shared(..) => hs == PageState::SharedOwned,
+                Pg::HypShared | Pg::Shared => hs == PageState::SharedOwned,
                 Pg::Owned(g, _) => h.entry == EptFormat::annotation(OwnerId::new(g).unwrap()),
                 Pg::Back(..) => hs == PageState::SharedBorrowed,
                 Pg::Pinned => {
@@ -461,13 +500,20 @@ impl World {
                 Some(s) => assert_eq!(HypFormat::state(y.entry), s, "hyp {p:#x}"),
                 None => assert_eq!(y.entry, 0, "hyp maps {p:#x}, model {want:?}"),
             }
-            let gw = match want {
-                Pg::Shared(g, a) => Some((g, a, PageState::SharedBorrowed)),
-                Pg::Owned(g, a) => Some((g, a, PageState::Owned)),
-                Pg::Back(g, a) => Some((g, a, PageState::SharedOwned)),
-                _ => None,
+            let count = self.host.share_counts().get(&self.mm, lit::hpa(p)).unwrap();
+            assert_eq!(count, m.count(p), "share count of {p:#x}");
+            let mut gw: Vec<(u32, u64, PageState)> = match want {
+                Pg::Owned(g, a) => std::vec![(g, a, PageState::Owned)],
+                Pg::Back(g, a) => std::vec![(g, a, PageState::SharedOwned)],
+                _ => Vec::new(),
             };
-            if let Some((g, gpa, s)) = gw {
+            if want == Pg::Shared {
+                for (&(g, a), _) in m.gmap.iter().filter(|(_, &q)| q == p) {
+                    gw.push((g, a, PageState::SharedBorrowed));
+                }
+                assert_eq!(gw.len() as u32, m.count(p));
+            }
+            for (g, gpa, s) in gw {
                 let vm = self.vms.get(g).unwrap();
                 let l = vm
                     .guest()
@@ -599,7 +645,7 @@ fn all_ops(p: u64, g: u64) -> Vec<Op> {
 }
 
 /// The transition table of the module docs, written out for one page:
-/// (state, op) -> new state; everything else is EPERM.
+/// (state, op) -> new state or an error; everything else is EPERM.
 fn spec(state: &str, op: Op) -> core::result::Result<&'static str, Error> {
     use Op::*;
     Ok(match (state, op) {
@@ -609,6 +655,8 @@ fn spec(state: &str, op: Op) -> core::result::Result<&'static str, Error> {
         ("shared with hyp", UnshareHyp(..)) => "host OWNED",
         ("host OWNED", ShareGuest(N, ..)) => "shared with N",
         ("shared with N", UnshareGuest(N, ..)) => "host OWNED",
+        // A donation of a page a guest maps: busy, not in the wrong state.
+        ("shared with N", DonateHyp(..) | DonateGuest(A | B, ..)) => return Err(Error::Busy),
         ("host OWNED", DonateGuest(A, ..)) => "owned by A",
         ("host OWNED", DonateGuest(B, ..)) => "owned by B",
         ("owned by A", GuestShare(A, ..)) => "A shared back",
@@ -770,7 +818,7 @@ fn reclaim_from_every_state_of_a_dying_guest() {
                     assert_eq!(zeroed, 1, "{name}: a page the guest owned is zeroed");
                     assert!(!w.mm.dirty.contains(&lit::hpa(P)));
                 }
-                Pg::Shared(g, _) if g == h => {
+                Pg::Shared if h == N => {
                     assert_eq!(m.pg(P), Pg::Host);
                     assert_eq!(zeroed, 0, "{name}: the host's own page is not zeroed");
                 }
@@ -1013,8 +1061,10 @@ fn random_operations(mut w: World, mut m: Model, seed: u64) {
             6 => UnshareGuest(h, hpa, gpa, n),
             7 => {
                 // Unshare something that is shared, usually.
-                match m.pg(hpa) {
-                    Pg::Shared(g, a) => UnshareGuest(g, hpa, a, 1 + rng.below(n)),
+                match m.mapping_of(hpa) {
+                    Some((g, a)) if m.pg(hpa) == Pg::Shared => {
+                        UnshareGuest(g, hpa, a, 1 + rng.below(n))
+                    }
                     _ => UnshareGuest(h, hpa, gpa, n),
                 }
             }
