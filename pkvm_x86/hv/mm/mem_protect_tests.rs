@@ -1830,3 +1830,35 @@ fn share_with_attributes_maps_the_memory_type_and_ipat() {
     drop(m);
     w.destroy();
 }
+
+/// A count at its maximum refuses one more share (EPERM), and nothing
+/// changes.
+#[test]
+fn a_share_beyond_the_maximum_count_is_refused() {
+    use crate::hv::mm::share_count::MAX_COUNT;
+    use Op::*;
+    let (mut w, mut m) = world_two_normal();
+    step(&mut w, &mut m, ShareGuest(N, P, GP, 2), &[P, P + K4]).unwrap();
+    let mm = &w.mm;
+    w.host
+        .counts_mut()
+        .overwrite(mm, lit::hpa(P + K4), MAX_COUNT)
+        .unwrap();
+    assert_eq!(w.run(ShareGuest(N2, P, GP, 2)), Err(Error::Perm));
+    let mm = &w.mm;
+    w.host
+        .counts_mut()
+        .overwrite(mm, lit::hpa(P + K4), MAX_COUNT - 1)
+        .unwrap();
+    assert_eq!(w.run(ShareGuest(N2, P + K4, GP, 1)), Ok(()));
+    assert_eq!(count(&w, P + K4), MAX_COUNT);
+    assert_eq!(w.run(ShareGuest(N2, P + K4, GP + K4, 1)), Err(Error::Perm));
+    w.host
+        .counts_mut()
+        .overwrite(&w.mm, lit::hpa(P + K4), 2)
+        .unwrap();
+    m.apply(ShareGuest(N2, P + K4, GP, 1)).unwrap();
+    w.compare(&m, [P, P + K4].into_iter());
+    w.check_invariants();
+    w.destroy();
+}

@@ -57,7 +57,7 @@
 use crate::hv::error::{Error, Result};
 use crate::hv::mm::addr::Hpa;
 use crate::hv::mm::ept::PAGE_SIZE;
-use crate::hv::mm::pgtable::{load, store, MmOps, PageCache, ADDR_LIMIT};
+use crate::hv::mm::pgtable::{load, store, MmOps, PageCache};
 
 /// The largest count: a share that would go beyond is refused.
 pub const MAX_COUNT: u32 = u32::MAX;
@@ -96,8 +96,9 @@ const fn nodes_over(lo: u64, hi: u64, level: u32) -> u64 {
 /// The frame-number range of `[pa, pa + size)`, checked: page aligned,
 /// non-empty, inside what the host EPT translates.
 fn pfn_range(pa: Hpa, size: u64) -> Result<(u64, u64)> {
+    // `check_range` bounds the end by ADDR_LIMIT: pfn < 2^36, inside what
+    // the root covers.
     let end = crate::hv::mm::pgtable::check_range(pa.raw(), size)?;
-    debug_assert!(end <= ADDR_LIMIT);
     Ok((pa.raw() / PAGE_SIZE, end / PAGE_SIZE))
 }
 
@@ -202,6 +203,19 @@ impl ShareCounts {
             node = child(read(mm, node, node_index(pfn, level)).ok()?).ok()??;
         }
         Some(node)
+    }
+
+    /// Overwrites the non-zero count of `pa` with the non-zero `c` (tests
+    /// that corrupt the counts on purpose; the leaf's use count stays
+    /// right).
+    #[cfg(test)]
+    pub(crate) fn overwrite<M: MmOps>(&mut self, mm: &M, pa: Hpa, c: u32) -> Result {
+        let leaf = self.leaf_of(mm, pa).ok_or(Error::Fault)?;
+        let idx = node_index(pa.raw() / PAGE_SIZE, 0);
+        if c == 0 || read_count(mm, leaf, idx)? == 0 {
+            return Err(Error::Inval);
+        }
+        write_count(mm, leaf, idx, c)
     }
 
     /// Calls `f(mm, pa, bytes, count)` for the maximal runs of pages of
