@@ -134,11 +134,49 @@ fn read_count<M: MmOps>(mm: &M, leaf: Hpa, idx: usize) -> Result<u32> {
     Ok((w >> ((idx % 2) * 32)) as u32)
 }
 
+#[cfg(test)]
 fn write_count<M: MmOps>(mm: &M, leaf: Hpa, idx: usize, c: u32) -> Result {
     let shift = (idx % 2) * 32;
     let w = read(mm, leaf, idx / 2)?;
     let w = (w & !(0xffff_ffffu64 << shift)) | (u64::from(c) << shift);
     write(mm, leaf, idx / 2, w)
+}
+
+/// Adds one to (`inc`) or subtracts one from the counts `first..end` of
+/// `leaf`, a word (two counts) at a time; returns how many counts left or
+/// reached zero (the leaf's use count changes by that much).  A count that
+/// would wrap is `Fault`, with the counts before it changed.
+fn add_range<M: MmOps>(mm: &M, leaf: Hpa, first: usize, end: usize, inc: bool) -> Result<u32> {
+    let t = mm.table(leaf).ok_or(Error::Fault)?;
+    let step = |c: u32, changed: &mut u32| -> Result<u32> {
+        let n = if inc {
+            c.checked_add(1)
+        } else {
+            c.checked_sub(1)
+        };
+        let n = n.ok_or(Error::Fault)?;
+        if (inc && c == 0) || (!inc && n == 0) {
+            *changed += 1;
+        }
+        Ok(n)
+    };
+    let mut changed = 0;
+    let mut idx = first;
+    while idx < end {
+        let word = idx / 2;
+        let slot = t.get(word).ok_or(Error::Fault)?;
+        let w = load(slot);
+        let (mut lo, mut hi) = (w as u32, (w >> 32) as u32);
+        if word * 2 >= first {
+            lo = step(lo, &mut changed)?;
+        }
+        if word * 2 + 1 < end {
+            hi = step(hi, &mut changed)?;
+        }
+        store(slot, u64::from(lo) | (u64::from(hi) << 32));
+        idx = word * 2 + 2;
+    }
+    Ok(changed)
 }
 
 /// A run of pages with one count, being extended by [`ShareCounts::scan`].
@@ -273,16 +311,12 @@ impl ShareCounts {
         while pfn < hi {
             let chunk_end = ((pfn | (LEAF_COUNTS - 1)) + 1).min(hi);
             let leaf = self.ensure_leaf(mm, cache, pfn)?;
-            while pfn < chunk_end {
-                let idx = node_index(pfn, 0);
-                let c = read_count(mm, leaf, idx)?;
-                let n = c.checked_add(1).ok_or(Error::Fault)?;
-                write_count(mm, leaf, idx, n)?;
-                if c == 0 {
-                    mm.get_page(leaf);
-                }
-                pfn += 1;
+            let first = node_index(pfn, 0);
+            let end = first + (chunk_end - pfn) as usize;
+            for _ in 0..add_range(mm, leaf, first, end, true)? {
+                mm.get_page(leaf);
             }
+            pfn = chunk_end;
         }
         Ok(())
     }
@@ -343,18 +377,13 @@ impl ShareCounts {
                 node = child(read(mm, node, node_index(pfn, level))?)?.ok_or(Error::Fault)?;
                 level -= 1;
             }
-            let chunk = pfn;
-            while pfn < chunk_end {
-                let idx = node_index(pfn, 0);
-                let c = read_count(mm, node, idx)?;
-                let n = c.checked_sub(1).ok_or(Error::Fault)?;
-                write_count(mm, node, idx, n)?;
-                if n == 0 {
-                    mm.put_page(node);
-                }
-                pfn += 1;
+            let first = node_index(pfn, 0);
+            let end = first + (chunk_end - pfn) as usize;
+            for _ in 0..add_range(mm, node, first, end, false)? {
+                mm.put_page(node);
             }
-            self.prune(mm, &path, chunk)?;
+            self.prune(mm, &path, pfn)?;
+            pfn = chunk_end;
         }
         Ok(())
     }
@@ -461,9 +490,20 @@ fn scan_node<M: MmOps>(
         return push(mm, pending, lo, hi - lo, 0, f);
     };
     if level == 0 {
-        for pfn in lo..hi {
-            let c = read_count(mm, page, node_index(pfn, 0))?;
-            push(mm, pending, pfn, 1, c, f)?;
+        let mut pfn = lo;
+        while pfn < hi {
+            // Both counts of a word with one read.
+            let idx = node_index(pfn, 0);
+            let w = read(mm, page, idx / 2)?;
+            if idx & 1 == 0 {
+                push(mm, pending, pfn, 1, w as u32, f)?;
+                pfn += 1;
+                if pfn >= hi {
+                    break;
+                }
+            }
+            push(mm, pending, pfn, 1, (w >> 32) as u32, f)?;
+            pfn += 1;
         }
         return Ok(());
     }
