@@ -495,6 +495,11 @@ fn scan_node<M: MmOps>(
             // Both counts of a word with one read.
             let idx = node_index(pfn, 0);
             let w = read(mm, page, idx / 2)?;
+            if idx & 1 == 0 && pfn + 1 < hi && w as u32 == (w >> 32) as u32 {
+                push(mm, pending, pfn, 2, w as u32, f)?;
+                pfn += 2;
+                continue;
+            }
             if idx & 1 == 0 {
                 push(mm, pending, pfn, 1, w as u32, f)?;
                 pfn += 1;
