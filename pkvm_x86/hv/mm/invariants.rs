@@ -25,7 +25,7 @@
 //!    non-zero exactly on host `SO` pages that are not shared with the
 //!    hypervisor, and never on a page that is not RAM; the count table's
 //!    own books hold (each page's use count is its number of non-zero
-//!    counts or entries, no empty page is kept) and its pages are the
+//!    counts or entries, no empty leaf is kept) and its pages are the
 //!    hypervisor's;
 //! 4. the host maps only what it owns or legitimately borrows (a page a
 //!    guest shared back), so nothing the host does not own is writable for
@@ -126,7 +126,7 @@ pub enum ViolationKind {
     /// on a page no guest maps).
     ShareCount,
     /// The share-count table's books are wrong (a page's use count, an
-    /// empty page kept, the page total); `addr` is the page, or 0.
+    /// empty leaf kept, the page total); `addr` is the page, or 0.
     ShareCountBooks,
 }
 

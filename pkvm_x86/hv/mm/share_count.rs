@@ -25,11 +25,11 @@
 //!   when absent), indexed by pfn bits 18:10, 27:19 and 35:28; the root is
 //!   the top directory.
 //!
-//! Pages exist only where some count is non-zero: the use count of a page
-//! ([`MmOps::page_count`]) is its number of non-zero counts (leaf) or
-//! present entries (directory), and a page whose use count returns to zero
-//! is unlinked and freed by the decrement that emptied it, the root
-//! included; no share, no page.
+//! The use count of a page ([`MmOps::page_count`]) is its number of
+//! non-zero counts (leaf) or present entries (directory).  Leaves exist
+//! only where some count is non-zero: the decrement that empties a leaf
+//! unlinks and frees it.  Directories, once created, stay until the host
+//! EPT is destroyed (see "Cost").
 //!
 //! # Cost
 //!
@@ -38,9 +38,16 @@
 //! dense, plus one level-1 directory page per 2 GiB, one level-2 page per
 //! TiB and the root, so about 1.0 MiB per shared GiB (0.1% of the memory
 //! shared).  Sparse sharing costs more per page: one leaf page (4 KiB)
-//! for each 4 MiB-aligned host region holding at least one shared page, so
-//! the worst case is one leaf, plus at most three directory pages, per
-//! shared page (a guest that maps one page out of every 4 MiB).
+//! for each 4 MiB-aligned host region holding at least one shared page
+//! (the worst case: a guest that maps one page out of every 4 MiB).
+//!
+//! Leaves are freed as soon as their 1024 counts are all zero.  The
+//! directories are not: the root, one level-2 page per TiB and one
+//! level-1 page per 2 GiB of host-physical space that ever held a
+//! guest-shared page stay until [`ShareCounts::destroy`] (34 pages, 136
+//! KiB, at most, for a host with 64 GiB of RAM below 64 GiB).  Freeing them
+//! too would make every lone share and unshare allocate and free four
+//! pages instead of one.
 //!
 //! # Transitions
 //!
@@ -388,32 +395,26 @@ impl ShareCounts {
         Ok(())
     }
 
-    /// Frees the pages on `path` (leaf first) that are empty, unlinking
-    /// each from its parent.
+    /// Frees the leaf on `path` (`path[0]`, below `path[1]`) if it is
+    /// empty, unlinking it.  Directories are kept (see the module docs,
+    /// "Cost"): they are few, and freeing them would make every lone
+    /// share and unshare allocate and free four pages instead of one.
     fn prune<M: MmOps>(&mut self, mm: &mut M, path: &[Hpa], pfn: u64) -> Result {
-        let mut level = 0u32;
-        while level <= ROOT_LEVEL {
-            let page = *path.get(level as usize).ok_or(Error::Fault)?;
-            if mm.page_count(page) != 0 {
-                return Ok(());
-            }
-            if level == ROOT_LEVEL {
-                self.root = None;
-            } else {
-                let parent = *path.get(level as usize + 1).ok_or(Error::Fault)?;
-                write(mm, parent, node_index(pfn, level + 1), 0)?;
-                mm.put_page(parent);
-            }
-            // Every count or entry of the page is zero: it is free as is.
-            mm.free_page(page);
-            self.pages = self.pages.saturating_sub(1);
-            level += 1;
+        let leaf = *path.first().ok_or(Error::Fault)?;
+        if mm.page_count(leaf) != 0 {
+            return Ok(());
         }
+        let parent = *path.get(1).ok_or(Error::Fault)?;
+        write(mm, parent, node_index(pfn, 1), 0)?;
+        mm.put_page(parent);
+        // Every count of the page is zero: it is free as is.
+        mm.free_page(leaf);
+        self.pages = self.pages.saturating_sub(1);
         Ok(())
     }
 
     /// Checks the table's books: every page's use count equals its number
-    /// of non-zero counts or present entries, no linked page is empty, and
+    /// of non-zero counts or present entries, no leaf is empty, and
     /// `table_pages` is the number of pages.  Calls `page_ok(mm, page)`
     /// for every page (e.g. "owned by the hypervisor").  Returns the first
     /// page that is wrong (`Err(None)`: the walk failed or the page total
@@ -586,7 +587,7 @@ fn audit_node<M: MmOps>(
             }
         }
     }
-    if used == 0 || used != mm.page_count(page) {
+    if (level == 0 && used == 0) || used != mm.page_count(page) {
         return Err(Some(page));
     }
     Ok(())
@@ -609,6 +610,7 @@ fn free_node<M: MmOps>(mm: &mut M, page: Hpa, level: u32) -> Result {
 mod tests {
     use super::*;
     use crate::hv::mm::addr::lit;
+    use crate::hv::mm::pgtable::ADDR_LIMIT;
     use crate::hv::mm::sim::Arena;
 
     const K4: u64 = 4096;
@@ -660,18 +662,24 @@ mod tests {
         inc(&mut c, &mut mm, 1 << 40, K4);
         assert_eq!(c.table_pages(), 8, "a new level-2 path under the same root");
         c.decrement(&mut mm, lit::hpa(1 << 40), K4).unwrap();
-        assert_eq!(c.table_pages(), 5);
+        assert_eq!(c.table_pages(), 7, "the leaf is freed, directories stay");
         c.decrement(&mut mm, lit::hpa(pa), 4 * K4).unwrap();
         assert_eq!(c.get(&mm, lit::hpa(pa + K4)).unwrap(), 1);
-        assert_eq!(c.table_pages(), 4, "the emptied leaf is freed");
+        assert_eq!(c.table_pages(), 6, "the emptied leaf is freed");
         assert_eq!(c.audit(&mut mm, |_, _| true), Ok(()));
         // Underflow is refused before anything changes in that page.
         assert_eq!(c.decrement(&mut mm, lit::hpa(pa), K4), Err(Error::Fault));
         c.decrement(&mut mm, lit::hpa(pa + K4), K4).unwrap();
-        assert_eq!(c.table_pages(), 0);
+        assert_eq!(c.table_pages(), 5, "no leaf left: root, 2 + 2 directories");
+        assert_eq!(mm.live(), 5);
+        assert_eq!(c.audit(&mut mm, |_, _| true), Ok(()));
+        assert!(!c.any_shared(&mut mm, lit::hpa(0), ADDR_LIMIT).unwrap());
+        // Shared again: the directories are reused, one leaf more.
+        inc(&mut c, &mut mm, pa, K4);
+        assert_eq!(c.table_pages(), 6);
+        c.destroy(&mut mm).unwrap();
         assert_eq!(mm.live(), 0, "every page given back");
         assert!(mm.errors.is_empty(), "{:?}", mm.errors);
-        c.destroy(&mut mm).unwrap();
     }
 
     #[test]
