@@ -59,7 +59,7 @@ use crate::hv::error::{Error, Result};
 use crate::hv::mm::addr::{Gpa, Hpa, TableKind};
 use crate::hv::mm::ept::{level_size, MemType, OwnerId, PageState, PAGE_SIZE};
 use crate::hv::mm::mem_protect::{
-    guest_runs, host_share_guest, host_unshare_guest, GuestEpt, HostEpt, Run, VmKind,
+    guest_runs, host_share_guest_attrs, host_unshare_guest, GuestEpt, HostEpt, Run, VmKind,
 };
 use crate::hv::mm::pgtable::{Attrs, EptFormat, Fill, MmOps, PteFormat, Table, ADDR_LIMIT};
 use crate::hv::mm::vm_table::HANDLE_OFFSET;
@@ -264,11 +264,10 @@ impl<M: MmOps> MmOps for RetiredMm<'_, M> {
     }
 }
 
-/// The one place a leaf is shared host -> shadow (the merge with counted
-/// shares and memory types replaces this call): `pages` host pages at
-/// `hpa` mapped at `gpa` with `perms`.  Only write-back leaves today
-/// (`host_share_guest` maps write-back); others are [`Error::Inval`].
-#[allow(clippy::too_many_arguments)]
+/// The one place a leaf is shared host -> shadow: `pages` host pages at
+/// `hpa` mapped at `gpa` with `attrs` (the intersected permissions, memory
+/// type and ignore-PAT bit), one counted share per page
+/// (page-states.rst, "Counted shares").
 fn share_leaf<M: MmOps>(
     host: &mut HostEpt,
     guest: &mut GuestEpt,
@@ -276,13 +275,9 @@ fn share_leaf<M: MmOps>(
     hpa: Hpa,
     gpa: Gpa,
     pages: u64,
-    perms: u8,
-    memtype: MemType,
+    attrs: Attrs,
 ) -> Result {
-    if memtype != MemType::Wb {
-        return Err(Error::Inval);
-    }
-    host_share_guest(host, guest, mm, hpa, gpa, pages, perms)
+    host_share_guest_attrs(host, guest, mm, hpa, gpa, pages, attrs)
 }
 
 /// The one place a shadow's share is returned (the merge with counted
@@ -669,14 +664,13 @@ impl ShadowEpts {
             )
         };
         let what = if replaced { Installed::Replaced } else { what };
-        let fill = Fill::Map {
-            pa: hpa,
-            attrs: Attrs {
-                perms: leaf.perms,
-                memtype: leaf.memtype,
-                state: PageState::SharedBorrowed,
-            },
+        let attrs = Attrs {
+            perms: leaf.perms,
+            memtype: leaf.memtype,
+            state: PageState::SharedBorrowed,
+            ipat: leaf.ipat,
         };
+        let fill = Fill::Map { pa: hpa, attrs };
         let need = |s: &Shadow, mm: &mut M| s.guest.pgt().pages_needed(mm, at, len, fill);
         let mut pages = need(self.slot(i)?, mm).map_err(|_| NoMapping::Invalid)?;
         if self.slot(i)?.table_pages + pages > self.max_table_pages {
@@ -695,16 +689,7 @@ impl ShadowEpts {
                 .get_mut(i)
                 .and_then(Option::as_mut)
                 .ok_or(NoMapping::Invalid)?;
-            let r = share_leaf(
-                host,
-                &mut s.guest,
-                mm,
-                hpa,
-                at,
-                len / PAGE_SIZE,
-                leaf.perms,
-                leaf.memtype,
-            );
+            let r = share_leaf(host, &mut s.guest, mm, hpa, at, len / PAGE_SIZE, attrs);
             match r {
                 Ok(()) => {
                     s.leaves += 1;
