@@ -11,7 +11,11 @@
 //!   resolved ([`ResolvedLeaf`], produced by the EPT12 walk) into the shadow
 //!   of that EPTP12, only if it is absent there: the second CPU faulting on
 //!   the same address finds it present and changes nothing, so there is
-//!   exactly one share per shadow leaf.  A present leaf that gives less
+//!   exactly one share per shadow leaf.  Shares are counted (one count per
+//!   4 KiB page of each shadow leaf, Documentation/page-states.rst,
+//!   "Counted shares"): several shadows, and several addresses of one,
+//!   may map the same host page, which goes back to the host alone when
+//!   the last of them is retired.  A present leaf that gives less
 //!   than the walk now does (the host raised permissions or remapped
 //!   without INVEPT) is replaced: unshared, then the new leaf shared.
 //!   Shares go through the page-state machine in one place each
@@ -122,14 +126,14 @@ pub enum Installed {
     /// earlier smaller leaf): only the faulting 4 KiB page was mapped.
     MappedPage,
     /// The faulting address was already mapped as the leaf says (same
-    /// host page, at least its permissions, its memory type): nothing
-    /// changed.
+    /// host page, at least its permissions, its memory type and
+    /// ignore-PAT bit): nothing changed.
     AlreadyPresent,
     /// The faulting address was mapped differently (fewer permissions,
-    /// another host page, another memory type: the host changed its EPT
-    /// without INVEPT, which a fault makes visible architecturally): the
-    /// old shadow leaf was dropped, its share returned, and the leaf
-    /// mapped as for `Mapped` / `MappedPage`.
+    /// another host page, another memory type or ignore-PAT bit: the host
+    /// changed its EPT without INVEPT, which a fault makes visible
+    /// architecturally): the old shadow leaf was dropped, its share
+    /// returned, and the leaf mapped as for `Mapped` / `MappedPage`.
     Replaced,
 }
 
@@ -141,10 +145,11 @@ pub enum NoMapping {
     /// refills the reserve.
     NoMemory,
     /// The page-state machine refused the share: the page is not RAM the
-    /// host owns (hypervisor memory, a donated page, the module image,
-    /// MMIO) or is shared already; or the leaf's permissions (write
-    /// without read) or memory type (other than write-back, until the
-    /// share takes one) cannot be mapped.  The integration reflects this
+    /// host owns or already shares with guests (hypervisor memory, a page
+    /// shared with the hypervisor, a donated page, the module image,
+    /// MMIO), or its share count is at its maximum; or the leaf's
+    /// permissions (write without read) cannot be mapped.  Any EPT memory
+    /// type and ignore-PAT bit can.  The integration reflects this
     /// as for a table page the host does not own
     /// (Documentation/nested.rst).
     Refused,
@@ -280,8 +285,9 @@ fn share_leaf<M: MmOps>(
     host_share_guest_attrs(host, guest, mm, hpa, gpa, pages, attrs)
 }
 
-/// The one place a shadow's share is returned (the merge with counted
-/// shares replaces this call): the run `run` of a retired shadow.
+/// The one place a shadow's share is returned: the run `run` of a
+/// retired (or replaced) leaf, one count per page (a host page whose count
+/// reaches zero is the host's alone again).
 fn unshare_run<M: MmOps>(
     host: &mut HostEpt,
     guest: &mut GuestEpt,
@@ -613,6 +619,7 @@ impl ShadowEpts {
             if at_cur.raw() + off == want
                 && a.perms & leaf.perms == leaf.perms
                 && a.memtype == leaf.memtype
+                && a.ipat == leaf.ipat
             {
                 self.stats.present += 1;
                 return Ok(Installed::AlreadyPresent);
@@ -790,8 +797,9 @@ impl ShadowEpts {
     /// Whether every leaf of the shadow in slot `i` still translates as the
     /// host's EPT does now: `resolve` at the leaf's first address gives a
     /// leaf that covers the shadow leaf's whole range with the same host
-    /// addresses and memory type, and at least its permissions (more is
-    /// fine: the shadow gives a subset, and a fault upgrades it).  A leaf
+    /// addresses, memory type and ignore-PAT bit, and at least its
+    /// permissions (more is fine: the shadow gives a subset, and a fault
+    /// upgrades it).  A leaf
     /// of which that cannot be said is stale, and so is a stuck shadow.
     /// Reads the shadow only; stops at the first stale leaf.
     fn still_current<M: MmOps, R: FnMut(Gpa) -> Option<ResolvedLeaf>>(
@@ -824,6 +832,7 @@ impl ShadowEpts {
                         && rh.wrapping_add(g - rg) == h
                         && a.perms & r.perms == a.perms
                         && a.memtype == r.memtype
+                        && a.ipat == r.ipat
                 });
                 if ok {
                     Ok(())

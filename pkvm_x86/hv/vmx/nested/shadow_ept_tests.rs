@@ -12,7 +12,7 @@ use std::vec::Vec;
 use super::*;
 use crate::hv::mm::addr::lit;
 use crate::hv::mm::invariants::{check_with_shadows, Claim};
-use crate::hv::mm::mem_protect::{host_donate_hyp, HypPgt, HOST_OWNED};
+use crate::hv::mm::mem_protect::{host_donate_hyp, host_share_hyp, HypPgt, HOST_OWNED};
 use crate::hv::mm::pgtable::{EptFormat, PteFormat, PERM_R, PERM_RWX, PERM_W, PERM_X};
 use crate::hv::mm::ram::RamMap;
 use crate::hv::mm::sim::{Arena, Event};
@@ -105,6 +105,22 @@ impl W {
         let a = EptFormat::attrs(l.entry);
         assert_eq!(a.state, PageState::SharedBorrowed);
         Some((EptFormat::addr(l.entry).raw() + off, a.perms))
+    }
+
+    /// The share count of host page `hpa` (guest leaf pages mapping it,
+    /// over every shadow).
+    fn count(&mut self, hpa: u64) -> u32 {
+        self.host
+            .share_counts()
+            .get(&self.mm, lit::hpa(hpa))
+            .unwrap()
+    }
+
+    /// The attributes of the shadow leaf of `eptp` at `gpa`.
+    fn shadow_attrs(&mut self, eptp: u64, gpa: u64) -> Option<Attrs> {
+        let g = self.set.guest(eptp)?;
+        let l = g.pgt().lookup(&mut self.mm, lit::gpa(gpa)).unwrap();
+        EptFormat::is_present(l.entry).then(|| EptFormat::attrs(l.entry))
     }
 
     /// Every table page of the shadow of `eptp`, root included.
@@ -306,16 +322,19 @@ fn bad_leaves_and_pages_the_host_cannot_share_map_nothing() {
     ] {
         assert_eq!(w.install(EPTP_A, g, &l), Err(NoMapping::Invalid), "{l:?}");
     }
-    // Hypervisor memory, MMIO (not RAM), write without read, and a memory
-    // type the share cannot express yet.
+    // Hypervisor memory (the host does not own it), a page the host
+    // shares with the hypervisor (SHARED_OWNED with no count: not a guest
+    // share a shadow may add to), MMIO (not RAM), write without read.
     host_donate_hyp(&mut w.host, &mut w.hyp, &mut w.mm, lit::hpa(0x70_0000), 1).unwrap();
-    let mut uc = page(0x3000, 0x71_0000);
-    uc.memtype = MemType::Uc;
+    host_share_hyp(&mut w.host, &mut w.hyp, &mut w.mm, lit::hpa(0x73_0000), 1).unwrap();
+    w.check();
     for l in [
         page(0x1000, 0x70_0000),
         page(0x2000, MMIO),
         leaf(0x4000, 0x72_0000, K4, PERM_W),
-        uc,
+        page(0x5000, 0x73_0000),
+        // A large leaf over both: refused whole, nothing counted.
+        leaf(0x20_0000, 0x60_0000, M2, PERM_RWX),
     ] {
         assert_eq!(
             w.install(EPTP_A, l.gpa.raw(), &l),
@@ -325,13 +344,74 @@ fn bad_leaves_and_pages_the_host_cannot_share_map_nothing() {
         assert_eq!(w.shadow_maps(EPTP_A, l.gpa.raw()), None);
     }
     assert_eq!(w.set.leaves(EPTP_A), 0);
-    assert_eq!(w.host_state(0x71_0000), Some(PageState::Owned));
+    assert_eq!(w.host_state(0x72_0000), Some(PageState::Owned));
+    assert_eq!(w.count(0x72_0000), 0);
+    assert_eq!(w.host_state(0x60_0000), Some(PageState::Owned));
+    assert_eq!(w.count(0x60_0000), 0);
+    // Still shared with the hypervisor alone: no count was taken.
+    assert_eq!(w.host_state(0x73_0000), Some(PageState::SharedOwned));
+    assert_eq!(w.count(0x73_0000), 0);
 }
 
-/// Two EPT pointers whose leaves name one host page.  With today's
-/// uncounted shares the second share is refused and the first mapping
-/// stays; counted shares (issue 10, piece D) turn the refusal into a
-/// second count.
+/// The shadow leaf carries the memory type and ignore-PAT bit the walk
+/// intersected (an uncachable leaf on host RAM is legitimate: the guest's
+/// own EPT may ask for it); the share is counted like any other.
+#[test]
+fn a_leaf_keeps_its_memory_type_and_ignore_pat() {
+    let mut w = world(1 << 12);
+    let mut uc = page(0x3000, 0x90_0000);
+    uc.memtype = MemType::Uc;
+    let mut wc_ipat = leaf(0x20_0000, 0x60_0000, M2, PERM_R | PERM_X);
+    wc_ipat.memtype = MemType::Wc;
+    wc_ipat.ipat = true;
+    for l in [&uc, &wc_ipat] {
+        assert_eq!(w.install(EPTP_A, l.gpa.raw(), l), Ok(Installed::Mapped));
+        let a = w.shadow_attrs(EPTP_A, l.gpa.raw()).unwrap();
+        assert_eq!(
+            (a.perms, a.memtype, a.ipat, a.state),
+            (l.perms, l.memtype, l.ipat, PageState::SharedBorrowed),
+            "{l:?}"
+        );
+    }
+    assert_eq!(w.host_state(0x90_0000), Some(PageState::SharedOwned));
+    assert_eq!(w.count(0x90_0000), 1);
+    // The 2 MiB leaf counts once on each of its 512 host pages.
+    assert_eq!(w.count(0x60_0000), 1);
+    assert_eq!(w.count(0x7f_f000), 1);
+    assert_eq!(w.host_state(0x7f_f000), Some(PageState::SharedOwned));
+    // The same page faulted again is present; another memory type for it
+    // is stale and replaced.
+    assert_eq!(
+        w.install(EPTP_A, 0x3000, &uc),
+        Ok(Installed::AlreadyPresent)
+    );
+    let wb = page(0x3000, 0x90_0000);
+    assert_eq!(w.install(EPTP_A, 0x3000, &wb), Ok(Installed::Replaced));
+    // So is another ignore-PAT bit (the guest's PAT then counts or not).
+    let wb_ipat = ResolvedLeaf { ipat: true, ..wb };
+    assert_eq!(w.install(EPTP_A, 0x3000, &wb_ipat), Ok(Installed::Replaced));
+    assert_eq!(
+        w.install(EPTP_A, 0x3000, &wb_ipat),
+        Ok(Installed::AlreadyPresent)
+    );
+    assert_eq!(w.install(EPTP_A, 0x3000, &wb), Ok(Installed::Replaced));
+    assert_eq!(
+        w.shadow_attrs(EPTP_A, 0x3000).map(|a| a.memtype),
+        Some(MemType::Wb)
+    );
+    assert_eq!(w.count(0x90_0000), 1, "the old share went back first");
+    assert_eq!(w.set.invalidate_single(&mut w.host, &mut w.mm, EPTP_A), 1);
+    w.check();
+    for h in [0x90_0000, 0x60_0000, 0x7f_f000] {
+        assert_eq!(w.host_state(h), Some(PageState::Owned), "{h:#x}");
+        assert_eq!(w.count(h), 0, "{h:#x}");
+    }
+}
+
+/// Two EPT pointers whose leaves name one host page (and one shadow
+/// naming it at two addresses): each mapping is a count of its own
+/// (page-states.rst, "Counted shares"); the page goes back to the host
+/// alone only when the last of them is gone.
 #[test]
 fn two_eptps_one_host_page() {
     let mut w = world(1 << 12);
@@ -339,26 +419,45 @@ fn two_eptps_one_host_page() {
         w.install(EPTP_A, 0x1000, &page(0x1000, 0x40_0000)),
         Ok(Installed::Mapped)
     );
+    assert_eq!(w.count(0x40_0000), 1);
     assert_eq!(
         w.install(EPTP_B, 0x7000, &page(0x7000, 0x40_0000)),
-        Err(NoMapping::Refused)
+        Ok(Installed::Mapped)
     );
     assert_eq!(w.shadow_maps(EPTP_A, 0x1000), Some((0x40_0000, PERM_RWX)));
-    assert_eq!(w.shadow_maps(EPTP_B, 0x7000), None);
-    // Each shadow is its own guest: B maps its own pages.
+    assert_eq!(w.shadow_maps(EPTP_B, 0x7000), Some((0x40_0000, PERM_RWX)));
+    assert_eq!(w.host_state(0x40_0000), Some(PageState::SharedOwned));
+    assert_eq!(w.count(0x40_0000), 2);
+    // A second address of B on the same page: a third count.
     assert_eq!(
-        w.install(EPTP_B, 0x1000, &page(0x1000, 0x41_0000)),
+        w.install(EPTP_B, 0x9000, &page(0x9000, 0x40_0000)),
         Ok(Installed::Mapped)
     );
+    assert_eq!(w.count(0x40_0000), 3);
+    assert_eq!(w.set.leaves(EPTP_B), 2);
     assert_eq!(w.set.len(), 2);
-    // Dropping A returns its page; then B can take it.
+    // Retiring A drops its count only: B still maps the page, which stays
+    // shared.
     assert_eq!(w.set.invalidate_single(&mut w.host, &mut w.mm, EPTP_A), 1);
     w.check();
-    assert_eq!(w.host_state(0x40_0000), Some(PageState::Owned));
+    assert_eq!(w.count(0x40_0000), 2);
+    assert_eq!(w.host_state(0x40_0000), Some(PageState::SharedOwned));
+    assert_eq!(w.shadow_maps(EPTP_B, 0x7000), Some((0x40_0000, PERM_RWX)));
+    // A faults again: the page is shared once more.
     assert_eq!(
-        w.install(EPTP_B, 0x7000, &page(0x7000, 0x40_0000)),
+        w.install(EPTP_A, 0x1000, &page(0x1000, 0x40_0000)),
         Ok(Installed::Mapped)
     );
+    assert_eq!(w.count(0x40_0000), 3);
+    // Retiring B leaves A's count; retiring A too returns the page.
+    assert_eq!(w.set.invalidate_single(&mut w.host, &mut w.mm, EPTP_B), 1);
+    w.check();
+    assert_eq!(w.count(0x40_0000), 1);
+    assert_eq!(w.host_state(0x40_0000), Some(PageState::SharedOwned));
+    assert_eq!(w.set.invalidate_single(&mut w.host, &mut w.mm, EPTP_A), 1);
+    w.check();
+    assert_eq!(w.count(0x40_0000), 0);
+    assert_eq!(w.host_state(0x40_0000), Some(PageState::Owned));
 }
 
 /// The host page of leaf `i` of [`fill`]: one page skipped after every
@@ -388,6 +487,7 @@ fn invept_single_flushes_the_named_shadow_before_any_share_goes_back() {
     let tables_b = w.shadow_tables(EPTP_B);
     let host_tables = w.host_tables();
     let live = w.mm.live();
+    let count_pages = w.host.share_counts().table_pages();
 
     w.mm.record();
     assert_eq!(w.set.invalidate_single(&mut w.host, &mut w.mm, EPTP_A), 1);
@@ -428,8 +528,16 @@ fn invept_single_flushes_the_named_shadow_before_any_share_goes_back() {
     assert!(!log
         .iter()
         .any(|e| matches!(e, Event::Store { table, .. } if tables_b.contains(table))));
-    assert_eq!(w.mm.live(), live - tables_a.len() as u64);
+    // A's tables all freed, and one page of the share counts: the leaf
+    // of A's counts at 0x80_0000 (4 MiB of host pages per leaf); the leaf
+    // holding 0x40_0000.. also holds B's counts at 0x50_0000 and stays,
+    // as do the directories.
+    assert_eq!(w.host.share_counts().table_pages(), count_pages - 1);
+    assert_eq!(w.mm.live(), live - tables_a.len() as u64 - 1);
     assert!(tables_a.iter().all(|t| !w.mm.is_live(*t)));
+    assert_eq!(w.count(0x80_0000), 0);
+    assert_eq!(w.count(0x40_0000), 0);
+    assert_eq!(w.count(0x50_0000), 1);
 
     assert_eq!(w.set.root(EPTP_A), None);
     assert_eq!(w.set.root(EPTP_B), Some(root_b));
@@ -561,9 +669,9 @@ fn revalidating_invept_keeps_a_shadow_with_nothing_stale_and_flushes_nothing() {
 
     // Each kind of change makes the shadow stale: fewer permissions, a
     // remap, an unmap, a large page split into small ones, another
-    // memory type.
+    // memory type, another ignore-PAT bit.
     type Change = fn(&mut Ept12);
-    let changes: [(&str, Change); 5] = [
+    let changes: [(&str, Change); 6] = [
         ("write taken away", |e| {
             e.pages.insert(3 * K4, (0x40_0000 + 6 * K4, PERM_R));
         }),
@@ -581,6 +689,7 @@ fn revalidating_invept_keeps_a_shadow_with_nothing_stale_and_flushes_nothing() {
             }
         }),
         ("memory type", |_| {}),
+        ("ignore PAT", |_| {}),
     ];
     for (what, change) in changes {
         let mut now = Ept12 {
@@ -589,10 +698,14 @@ fn revalidating_invept_keeps_a_shadow_with_nothing_stale_and_flushes_nothing() {
         };
         change(&mut now);
         let uc = what == "memory type";
+        let ipat = what == "ignore PAT";
         let mut resolve = |g: Gpa| {
             now.resolve(g).map(|mut l| {
                 if uc && l.gpa.raw() == 0 {
                     l.memtype = MemType::Uc;
+                }
+                if ipat && l.gpa.raw() == 0 {
+                    l.ipat = true;
                 }
                 l
             })
@@ -813,11 +926,21 @@ fn teardown_returns_every_share_and_page() {
         })
         .unwrap();
     assert_eq!(shared, 0);
+    // No count is left, and no leaf page of the counts: only their
+    // directories (root, one level-2 and one level-1 page for this low
+    // memory), which stay until the host EPT goes.
+    assert!(!w
+        .host
+        .share_counts()
+        .any_shared(&mut w.mm, lit::hpa(0), RAM)
+        .unwrap());
+    let count_pages = w.host.share_counts().table_pages();
+    assert_eq!(count_pages, 3);
     // No shadow table page is left; the host EPT keeps the pages its
     // splits took (it does not merge back).
     let host_pages = w.host.pgt().table_pages(&mut w.mm).unwrap() as u64;
     let hyp_pages = w.hyp.pgt().table_pages(&mut w.mm).unwrap() as u64;
-    assert_eq!(w.mm.live(), host_pages + hyp_pages);
+    assert_eq!(w.mm.live(), host_pages + hyp_pages + count_pages);
     assert!(w.mm.live() >= live);
     // And the set works again afterwards.
     assert_eq!(
@@ -828,10 +951,11 @@ fn teardown_returns_every_share_and_page() {
 
 /// Random installs, INVEPTs (single and global) and allocation failures
 /// over four EPT pointers against a model of what each shadow maps and
-/// which host page is shared; the invariants after every step, and a
-/// teardown that leaves no shadow page.  With today's uncounted shares a
-/// host page maps into one shadow leaf at a time (the model refuses the
-/// rest); counted shares (piece D) lift that.
+/// how many shadow leaves share each host page (counted shares: any number
+/// of shadows and addresses may map one host page; only pages the host
+/// cannot share with a guest are refused: one it shares with the
+/// hypervisor, one it donated to it); the invariants after every step,
+/// and a teardown that leaves no shadow page and no count.
 #[test]
 fn random_operations_match_a_model() {
     use crate::hv::mm::pgtable::tests::Rng;
@@ -841,13 +965,20 @@ fn random_operations_match_a_model() {
     // How often each outcome was seen: present, mapped, refused, no
     // memory, evictions, replaced.
     let mut seen = [0u64; 6];
+    // The most shadow leaves seen sharing one host page at once.
+    let mut max_users = 0u32;
     for seed in 0..4u64 {
         let mut rng = Rng(0x5ad0 + seed);
         let mut w = world(1 << 12);
         let base = w.mm.live();
-        // (eptp index, guest page) -> host page, and host page -> user.
+        // Host pages 0..24 of the range are the host's; 24 it shares with
+        // the hypervisor, 25 it donated to it.
+        let hyp_shared = 0x40_0000 + 24 * K4;
+        let hyp_owned = 0x40_0000 + 25 * K4;
+        host_share_hyp(&mut w.host, &mut w.hyp, &mut w.mm, lit::hpa(hyp_shared), 1).unwrap();
+        host_donate_hyp(&mut w.host, &mut w.hyp, &mut w.mm, lit::hpa(hyp_owned), 1).unwrap();
+        // (eptp index, guest page) -> host page.
         let mut map: HashMap<(usize, u64), u64> = HashMap::new();
-        let mut users: HashMap<u64, (usize, u64)> = HashMap::new();
         for step in 0..400 {
             let op = rng.below(20);
             let e = rng.below(4) as usize;
@@ -868,7 +999,7 @@ fn random_operations_match_a_model() {
                 }
                 _ => {
                     let g = 0x20_0000 * rng.below(2) + K4 * rng.below(8);
-                    let h = 0x40_0000 + K4 * rng.below(24);
+                    let h = 0x40_0000 + K4 * rng.below(26);
                     let fail = rng.below(8) == 0;
                     if fail {
                         w.mm.fail_nth(Some(1));
@@ -877,11 +1008,8 @@ fn random_operations_match_a_model() {
                         .set
                         .install(&mut w.host, &mut w.mm, eptp, lit::gpa(g), &page(g, h));
                     w.mm.fail_nth(None);
-                    // Held by another leaf that still exists (an eviction
-                    // for memory may have just returned it).
-                    let taken = users
-                        .get(&h)
-                        .is_some_and(|u| *u != (e, g) && w.set.root(EPTPS[u.0]).is_some());
+                    // Not a page the host may share with a guest.
+                    let bad = h == hyp_shared || h == hyp_owned;
                     // What the shadow had at `g`: the same page, another
                     // one (the host remapped: replaced), or nothing.
                     let before = map.get(&(e, g)).copied();
@@ -893,19 +1021,19 @@ fn random_operations_match_a_model() {
                         }
                         Ok(Installed::Mapped) => {
                             seen[1] += 1;
-                            assert!(before.is_none() && !taken, "{why}");
+                            assert!(before.is_none() && !bad, "{why}");
                             map.insert((e, g), h);
                         }
                         Ok(Installed::Replaced) => {
                             seen[5] += 1;
-                            assert!(stale && !taken, "{why}");
+                            assert!(stale && !bad, "{why}");
                             map.insert((e, g), h);
                         }
                         // A failure after a stale leaf was dropped leaves
                         // nothing at `g`.
                         Err(NoMapping::Refused) => {
                             seen[2] += 1;
-                            assert!(before != Some(h) && taken, "{why}");
+                            assert!(before != Some(h) && bad, "{why}");
                             map.remove(&(e, g));
                         }
                         Err(NoMapping::NoMemory) => {
@@ -925,31 +1053,48 @@ fn random_operations_match_a_model() {
                 let n = map.keys().filter(|k| k.0 == i).count() as u64;
                 assert_eq!(w.set.leaves(p), n, "{why}: leaves of {i}");
             }
-            users = map.iter().map(|(&k, &h)| (h, k)).collect();
             w.check();
             for (&(i, g), &h) in &map {
                 assert_eq!(w.shadow_maps(EPTPS[i], g), Some((h, PERM_RWX)), "{why}");
             }
             for k in 0..24 {
                 let h = 0x40_0000 + K4 * k;
-                let want = if users.contains_key(&h) {
+                let users = map.values().filter(|&&v| v == h).count() as u32;
+                max_users = max_users.max(users);
+                assert_eq!(w.count(h), users, "{why}: count of {h:#x}");
+                let want = if users > 0 {
                     PageState::SharedOwned
                 } else {
                     PageState::Owned
                 };
                 assert_eq!(w.host_state(h), Some(want), "{why}: host page {h:#x}");
             }
+            assert_eq!(w.count(hyp_shared), 0, "{why}");
+            assert_eq!(w.host_state(hyp_shared), Some(PageState::SharedOwned));
+            assert_eq!(w.count(hyp_owned), 0, "{why}");
         }
         seen[4] += w.set.stats().evicted;
         assert_eq!(w.set.destroy_all(&mut w.host, &mut w.mm), Ok(()));
         w.check();
+        assert!(!w
+            .host
+            .share_counts()
+            .any_shared(&mut w.mm, lit::hpa(0), RAM)
+            .unwrap());
+        // Only the counts' directories stay (root, level 2, level 1).
+        let count_pages = w.host.share_counts().table_pages();
+        assert_eq!(count_pages, 3);
         let host_pages = w.host.pgt().table_pages(&mut w.mm).unwrap() as u64;
         let hyp_pages = w.hyp.pgt().table_pages(&mut w.mm).unwrap() as u64;
-        assert_eq!(w.mm.live(), host_pages + hyp_pages);
+        assert_eq!(w.mm.live(), host_pages + hyp_pages + count_pages);
         assert!(w.mm.live() >= base);
     }
     assert!(
         seen.iter().all(|&n| n > 0),
         "every outcome exercised: {seen:?}"
+    );
+    assert!(
+        max_users >= 3,
+        "host pages shared several times: {max_users}"
     );
 }
