@@ -14,24 +14,38 @@
  *	xor esi, esi
  *   1: inc esi
  *	mov [0x2000 + 4 * k], esi
+ *	mov edi, C
+ *   2: xor eax, eax
+ *	cpuid			; C exits KVM handles in the kernel
+ *	dec edi
+ *	jnz 2b
  *	mov eax, esi
  *	out 0x10 + k, al	; KVM_EXIT_IO: the vCPU's port, the counter
  *	hlt			; KVM_EXIT_HLT
  *	jmp 1b
  *
  * Every KVM_RUN must end with the expected exit (the vCPU's port and
- * counter, then HLT), and RSI, RIP and the memory word must match: a vCPU
- * entered with another vCPU's or a stale guest state (RIP 0 of a VMCS
- * whose VMWRITEs were lost, another vCPU's counter) shows at once.
- * Exit status 0 if everything matched.
+ * counter, then HLT), and RSI, RDI, RAX, RIP and the memory word must
+ * match: a vCPU entered with another vCPU's or a stale guest state (RIP 0
+ * of a VMCS whose VMWRITEs were lost, another vCPU's counter, a CPUID
+ * exit whose RIP advance was lost) shows at once.  The C CPUID exits of
+ * each iteration happen inside one KVM_RUN, where KVM writes the guest's
+ * RIP through the VMCS (VMCS shadowing under pkvm) at every re-entry;
+ * with -m a second thread moves the running thread between CPUs all the
+ * time, so KVM is preempted inside KVM_RUN and VMCLEARs the vCPU's VMCS
+ * on the old CPU (an IPI) and VMPTRLDs it on the new one between such a
+ * VMWRITE and the VMRESUME it is for.  Exit status 0 if everything
+ * matched.
  *
- * usage: kvm_vcpus_rr [-v VCPUS] [-n ITERATIONS] [-r ROUNDS]
- *   (defaults 3 vCPUs, 20 iterations, 3 rounds)
+ * usage: kvm_vcpus_rr [-v VCPUS] [-n ITERATIONS] [-r ROUNDS] [-c CPUIDS] [-m]
+ *   (defaults 3 vCPUs, 20 iterations, 3 rounds, 1 CPUID per iteration,
+ *   no migrating thread)
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/kvm.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -39,6 +53,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define MEM_SIZE 0x10000
@@ -47,6 +62,9 @@
 #define MAX_VCPUS 8
 
 static int ncpus;
+static uint32_t cpuids = 1;
+static volatile int stop_migrating;
+static pid_t main_tid;
 
 static int fail(const char *what)
 {
@@ -76,8 +94,8 @@ static void seg(struct kvm_segment *s, uint16_t sel, uint8_t type)
 	s->g = 1;
 }
 
-/* The HLT exit's RIP: after `hlt`, at offset 14 of the loop. */
-#define LOOP_AFTER_HLT 0x0e
+/* The HLT exit's RIP: after `hlt`, at offset 26 of the loop. */
+#define LOOP_AFTER_HLT 0x1a
 
 static void put_code(uint8_t *mem, int k)
 {
@@ -86,14 +104,36 @@ static void put_code(uint8_t *mem, int k)
 		0x31, 0xf6,				/* xor esi, esi */
 		0x46,					/* 1: inc esi */
 		0x89, 0x35, 0, 0, 0, 0,			/* mov [data], esi */
+		0xbf, 0, 0, 0, 0,			/* mov edi, cpuids */
+		0x31, 0xc0,				/* 2: xor eax, eax */
+		0x0f, 0xa2,				/* cpuid */
+		0x4f,					/* dec edi */
+		0x75, 0xf9,				/* jnz 2b */
 		0x89, 0xf0,				/* mov eax, esi */
 		0xe6, (uint8_t)(0x10 + k),		/* out 0x10 + k, al */
 		0xf4,					/* hlt */
-		0xeb, 0xf2,				/* jmp 1b */
+		0xeb, 0xe6,				/* jmp 1b */
 	};
 
 	memcpy(code + 5, &data, 4);
+	memcpy(code + 10, &cpuids, 4);
 	memcpy(mem + CODE + 0x100 * k, code, sizeof(code));
+}
+
+/* -m: moves the main thread to another CPU every 100 us or so, while it
+ * is inside KVM_RUN as much as outside. */
+static void *migrator(void *arg)
+{
+	cpu_set_t set;
+
+	(void)arg;
+	for (int c = 0; !stop_migrating; c++) {
+		CPU_ZERO(&set);
+		CPU_SET(c % ncpus, &set);
+		sched_setaffinity(main_tid, sizeof(set), &set);
+		usleep(100);
+	}
+	return NULL;
 }
 
 /* One VM with `nv` vCPUs run round-robin for `n` iterations; 0 if right. */
@@ -186,11 +226,12 @@ static int round_of(int kvm, int nv, int n, int round)
 				return fail("KVM_GET_REGS");
 			memcpy(&word, mem + DATA + 4 * k, 4);
 			if (regs.rsi != (uint64_t)i || regs.rip != (uint64_t)(CODE + 0x100 * k + LOOP_AFTER_HLT) ||
-			    word != (uint32_t)i) {
-				printf("round %d vcpu %d iteration %d: rsi=%llu rip=0x%llx mem=%u: want %d, 0x%x, %d\n",
+			    word != (uint32_t)i || regs.rdi != 0 || regs.rax != (uint64_t)i) {
+				printf("round %d vcpu %d iteration %d: rsi=%llu rip=0x%llx mem=%u rdi=%llu rax=%llu: want %d, 0x%x, %d, 0, %d\n",
 				       round, k, i, (unsigned long long)regs.rsi,
-				       (unsigned long long)regs.rip, word, i,
-				       CODE + 0x100 * k + LOOP_AFTER_HLT, i);
+				       (unsigned long long)regs.rip, word,
+				       (unsigned long long)regs.rdi, (unsigned long long)regs.rax, i,
+				       CODE + 0x100 * k + LOOP_AFTER_HLT, i, i);
 				bad = 1;
 			}
 		}
@@ -206,19 +247,24 @@ static int round_of(int kvm, int nv, int n, int round)
 
 int main(int argc, char **argv)
 {
-	int nv = 3, n = 20, rounds = 3, opt, kvm, bad = 0;
+	int nv = 3, n = 20, rounds = 3, opt, kvm, bad = 0, migrate = 0;
+	pthread_t mig;
 
-	while ((opt = getopt(argc, argv, "v:n:r:")) != -1) {
+	while ((opt = getopt(argc, argv, "v:n:r:c:m")) != -1) {
 		if (opt == 'v')
 			nv = atoi(optarg);
 		else if (opt == 'n')
 			n = atoi(optarg);
 		else if (opt == 'r')
 			rounds = atoi(optarg);
+		else if (opt == 'c')
+			cpuids = (uint32_t)atoi(optarg);
+		else if (opt == 'm')
+			migrate = 1;
 		else
 			return 2;
 	}
-	if (nv < 1 || nv > MAX_VCPUS)
+	if (nv < 1 || nv > MAX_VCPUS || cpuids < 1)
 		return 2;
 	ncpus = sysconf(_SC_NPROCESSORS_ONLN);
 	if (ncpus < 1)
@@ -226,9 +272,16 @@ int main(int argc, char **argv)
 	kvm = open("/dev/kvm", O_RDWR);
 	if (kvm < 0)
 		return fail("open /dev/kvm");
+	main_tid = (pid_t)syscall(SYS_gettid);
+	if (migrate && pthread_create(&mig, NULL, migrator, NULL) != 0)
+		return fail("pthread_create");
 	for (int r = 0; r < rounds && !bad; r++)
 		bad = round_of(kvm, nv, n, r);
-	printf("summary: cpus=%d vcpus=%d iterations=%d rounds=%d %s\n", ncpus, nv, n, rounds,
-	       bad ? "FAIL" : "ok");
+	if (migrate) {
+		stop_migrating = 1;
+		pthread_join(mig, NULL);
+	}
+	printf("summary: cpus=%d vcpus=%d iterations=%d rounds=%d cpuids=%u%s %s\n", ncpus, nv, n,
+	       rounds, cpuids, migrate ? " migrating" : "", bad ? "FAIL" : "ok");
 	return bad;
 }

@@ -316,7 +316,8 @@ impl Vmcs12Cache {
                 return None;
             }
             // SAFETY: `at` is on the in-use list.
-            (prev, at) = (at, unsafe { self.entry(at).next });
+            let next = unsafe { self.entry(at).next };
+            (prev, at) = (at, next);
         }
         (at != 0).then_some((prev, at))
     }
@@ -422,6 +423,24 @@ fn locate(encoding: u64) -> Option<(usize, bool)> {
     Some((fields::index_of(e)?, false))
 }
 
+/// The table position of the 64-bit field whose high half `encoding`
+/// names (bit 0 set), `None` for any other encoding (a full-width one, or
+/// one VMREAD/VMWRITE refuse).  Nested VMX serves these from vmcs12 while
+/// the full-width access goes through the shadow VMCS, so it syncs this
+/// field between the two around them.
+pub fn high_half_of(encoding: u64) -> Option<usize> {
+    match locate(encoding) {
+        Some((i, true)) => Some(i),
+        _ => None,
+    }
+}
+
+/// The table position of the field `encoding` names (full width or high
+/// half), `None` if VMREAD/VMWRITE refuse it.
+pub fn field_of(encoding: u64) -> Option<usize> {
+    locate(encoding).map(|(i, _)| i)
+}
+
 /// VMREAD of `encoding` from `v`: the value, zero-extended (the high half
 /// of a 64-bit field for its high-half encoding), or the VM-instruction
 /// error.
@@ -496,6 +515,16 @@ mod tests {
         assert_eq!(vmwrite(&mut v, reason, 1, true), Ok(()));
         assert_eq!(vmread(&v, reason), Ok(1));
         assert_eq!(v.read(VM_EXIT_REASON), Ok(1));
+        // Which field an encoding names, and whether as its high half.
+        let link_i = index_of(VMCS_LINK_POINTER.encoding()).unwrap();
+        assert_eq!(high_half_of(link | 1), Some(link_i));
+        assert_eq!(high_half_of(link), None);
+        assert_eq!(field_of(link | 1), Some(link_i));
+        assert_eq!(field_of(link), Some(link_i));
+        let rip = enc(GUEST_RIP.encoding());
+        assert_eq!(high_half_of(rip | 1), None);
+        assert_eq!(field_of(rip | 1), None);
+        assert_eq!(field_of(1 << 32 | rip), None);
     }
 
     #[test]
