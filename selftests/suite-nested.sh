@@ -17,7 +17,7 @@ H=/sys/kernel/debug/pkvm_hostile/ctl
 P=/sys/module/kvm_intel/parameters
 TESTS="oracle_bare entry_bare user_bare guest_bare insmod_pkvm view_msrs oracle_pkvm oracle_matches_bare user_pkvm kvm_intel_loads \
 kvm_params kvm_vcpus guest_pkvm guest_cpus vcpus_round_robin user_pkvm_in_vmx rmmod_refused_while_vmx rmmod_after_kvm hostile_regions \
-hostile_entry entry_fuzz guest_bench reserve_many_guests dmesg_clean"
+hostile_entry entry_fuzz guest_bench vcpus_stress reserve_many_guests dmesg_clean"
 # The reserve for shadow state: selftests/reserve-tests.sh.
 . /selftests/reserve-tests.sh
 
@@ -227,7 +227,46 @@ t_vcpus_round_robin() {
 	rc=$?
 	cat /tmp/rr.out
 	[ $rc = 0 ] || fail "vCPUs run in turn across CPUs: $(grep -v summary /tmp/rr.out | head -1)"
-	grep -q "^summary: cpus=$(ncpu) vcpus=3 iterations=20 rounds=3 ok$" /tmp/rr.out || fail "summary"
+	grep -q "^summary: cpus=$(ncpu) vcpus=3 iterations=20 rounds=3 cpuids=1 ok$" /tmp/rr.out || fail "summary"
+}
+
+# The vmcs12 store under stress (debug module): with nested_stress on,
+# every VMX instruction of the host and every exit reflected to it write
+# every cached vmcs12 back to its page and drop it, so each VMPTRLD,
+# VMLAUNCH/VMRESUME, drain and refill of the shadow VMCS reads its vmcs12
+# back from the host's page, on whichever CPU.  Six vCPUs run in turn
+# with 16 CPUID exits inside each KVM_RUN while a second thread keeps
+# moving the running thread between CPUs (KVM preempted inside KVM_RUN:
+# VMCLEAR by IPI on the old CPU, VMPTRLD on the new, between KVM's
+# VMWRITE of the guest's RIP through the shadow VMCS and the VMRESUME it
+# is for).  Every VMWRITE of the host must survive: every exit and
+# register checked per vCPU.  Then again without stress, and the shadow
+# never lost its vmcs12 (shadow_unsynced), nothing unexpected, the
+# invariants hold.
+t_vcpus_stress() {
+	insmod /lib/modules/pkvm_x86-debug.ko debug=1 || fail "insmod debug" || return 1
+	insmod /lib/modules/kvm.ko && insmod /lib/modules/kvm-intel.ko || fail "kvm_intel"
+	echo nested_stress 1 > $CTL
+	expect_eq "stress mode on" "$(cat $CTL)" "ok nested_stress=1 was=0"
+	/bin/kvm_vcpus_rr -v 6 -n 6 -r 2 -c 16 -m > /tmp/rrs.out 2>&1
+	rc=$?
+	echo nested_stress 0 > $CTL
+	cat /tmp/rrs.out
+	[ $rc = 0 ] || fail "under stress: $(grep -v summary /tmp/rrs.out | head -1)"
+	/bin/kvm_vcpus_rr -v 6 -n 6 -r 1 -c 16 -m > /tmp/rrm.out 2>&1 || fail "migrating: $(grep -v summary /tmp/rrm.out | head -1)"
+	cat /tmp/rrm.out
+	for c in $(seq 0 $(($(ncpu) - 1))); do
+		echo nested_stats $c > $CTL
+		st=$(cat $CTL)
+		echo "hypervisor cpu$c: $st"
+		v() { echo "$st" | tr ' ' '\n' | sed -n "s/^$1=//p"; }
+		[ "$(v unexpected)" = 0 ] || fail "cpu$c: unexpected vmcs02 exits"
+		[ "$(v shadow_unsynced)" = 0 ] || fail "cpu$c: shadow VMCS lost its vmcs12"
+	done
+	echo check > $CTL
+	expect_eq "invariants after the stress" "$(cat $CTL)" "ok invariants hold"
+	rmmod kvm_intel; rmmod kvm
+	pkvm_rmmod || fail "rmmod"
 }
 
 # In VMX operation: #GP(0) at CPL 3 as on the bare CPU, except INVEPT

@@ -35,6 +35,10 @@
 //!                      nested VMX counters of CPU (NESTED_STATS) and the
 //!                      hypervisor's exits there (EXIT_COUNT); _reset
 //!                      zeroes both after reading
+//! nested_stress 0|1    nested VMX's stress mode off/on (debug builds):
+//!                      every cached vmcs12 written back and dropped after
+//!                      each VMX instruction and reflected exit; prints
+//!                      the previous setting
 //! ```
 //!
 //! Results read back as one line: `ok ...` or `err <errno> ...`.  After
@@ -96,7 +100,7 @@ struct NestedStatsReq {
 }
 
 /// The NESTED_STATS selectors `nested_stats` prints, with their names.
-const NESTED_SEL: [(u64, &str); 27] = [
+const NESTED_SEL: [(u64, &str); 28] = [
     (0, "entries"),
     (1, "l2_exits"),
     (2, "reflected"),
@@ -105,6 +109,7 @@ const NESTED_SEL: [(u64, &str); 27] = [
     (5, "failed_entries"),
     (6, "launches"),
     (7, "unexpected"),
+    (8, "shadow_unsynced"),
     (0x100 + 10, "reflected_cpuid"),
     (0x100 + 30, "reflected_io"),
     (0x100 + 12, "reflected_hlt"),
@@ -564,6 +569,19 @@ impl DebugState {
                     " hv_vmread={vmread} hv_vmresume={vmresume} hv_vmwrite={vmwrite} hv_exits={total}"
                 )
                 .map_err(fmt_err)?;
+            }
+            "nested_stress" => {
+                let on: u64 = arg1.parse().map_err(|_| EINVAL)?;
+                if on > 1 {
+                    return Err(EINVAL);
+                }
+                // SAFETY: NESTED_STATS selector 0x400 only sets the stress
+                // flag of nested VMX (debug builds; u64::MAX otherwise).
+                let prev = unsafe { vmx::vmcall(nr::NESTED_STATS, 0x400, on, 0, 0) };
+                if prev == u64::MAX {
+                    return Err(EINVAL);
+                }
+                writeln!(w, "ok nested_stress={on} was={prev}").map_err(fmt_err)?;
             }
             "stack_guard" => {
                 let cpu: u32 = arg1.parse().map_err(|_| EINVAL)?;

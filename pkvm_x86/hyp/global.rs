@@ -96,6 +96,11 @@ pub struct HypGlobal {
     /// BEGIN_TEARDOWN is refused while any is (`EBUSY`); changed under the
     /// hypervisor lock.
     pub vmx_cpus: AtomicU32,
+    /// Debug builds: nested VMX's stress mode (set through NESTED_STATS
+    /// selector `0x400`, `crate::hyp::nested::read_stat`): non-zero makes
+    /// every VMX instruction of the host and every reflected exit write
+    /// every cached vmcs12 back to its page and drop it from the cache.
+    pub nested_stress: AtomicU32,
     /// Every CPU under the hypervisor, by the host's CPU number: the
     /// address of its `HypCpu`, recorded at its first VM exit (0: none).
     cpus: [AtomicU64; MAX_TEARDOWN_CPUS],
@@ -234,6 +239,7 @@ impl HypGlobal {
             addr_of_mut!((*this).hv_msr_bitmap_va).write(0);
             addr_of_mut!((*this).vmx_view).write(vmx_view);
             addr_of_mut!((*this).vmx_cpus).write(AtomicU32::new(0));
+            addr_of_mut!((*this).nested_stress).write(AtomicU32::new(0));
             // INVARIANT: all-zero is "no CPU registered".
             addr_of_mut!((*this).cpus).write_bytes(0, 1);
             let st = SpinLock::init_in_place(addr_of_mut!((*this).states));

@@ -22,6 +22,8 @@ use super::percpu::{CpuLocal, HypCpu};
 use crate::arch::{cpuid::cpuid, vmx};
 use crate::hv::host_policy::{self, MtrrShadow, CR4_GUEST_HOST_MASK};
 use crate::hv::mm::addr::Hpa;
+use crate::hv::vmx::event::InterruptionInfo;
+use crate::hv::vmx::exit::EventType;
 use crate::hv::vmx::host_vmcs::HOST_VPID;
 use crate::hv::vmx::nested::controls::proc2;
 use crate::hv::vmx::nested::entry_checks::{perf_global_mask, EntryEnv, EntryFailure};
@@ -35,7 +37,7 @@ use crate::hv::vmx::nested::offer;
 use crate::hv::vmx::nested::operand::{Fault, InstrInfo, Segment};
 use crate::hv::vmx::nested::reflect::{self, ExitEvent, HostBitmaps, HvExit, Owner};
 use crate::hv::vmx::nested::vmcs02_cache::{FieldSet, Vmcs02Cache};
-use crate::hv::vmx::nested::vmcs12::Vmcs12;
+use crate::hv::vmx::nested::vmcs12::{self, Vmcs12};
 use crate::hv::vmx::nested::vmx_op::{err, Gprs, Insn, InsnCtx, Machine, Outcome, VmxMode};
 use crate::hv::vmx::vmcs::fields::{self, FIELDS};
 use crate::hv::vmx::vmcs::*;
@@ -168,6 +170,31 @@ pub(crate) fn vmx_instruction(
     let ctx = context(st.frozen());
     let (mut mem, cache) = st.nested_parts();
     let mut host_regs = HostRegs(regs);
+    // VMREAD/VMWRITE: the field they name (the shadow is synced around
+    // them for it, below).
+    let field = matches!(insn, Insn::Vmread | Insn::Vmwrite)
+        .then(|| ctx.field_encoding(&host_regs))
+        .and_then(|enc| {
+            let i = vmcs12::field_of(enc)?;
+            Some((i, vmcs12::high_half_of(enc).is_some()))
+        });
+    if let (
+        Some((i, true)),
+        VmxMode::On {
+            current: Some(pa), ..
+        },
+    ) = (field, local.vmx)
+    {
+        // The high half of a 64-bit field exits while its full-width
+        // access goes through the shadow: the shadow's value first.
+        // SAFETY: the exit handler of this CPU; no other reference lives.
+        let ns = unsafe { nested_state(cpu) };
+        if ns.shadowing == Some(pa) {
+            if let Some(v12) = cache.get(&mut mem, pa) {
+                shadow_pull(cpu, ns, &mut v12.vmcs, i);
+            }
+        }
+    }
     let mut m = Machine {
         mode: &mut local.vmx,
         regs: &mut host_regs,
@@ -178,6 +205,9 @@ pub(crate) fn vmx_instruction(
     let done = m.execute(insn, &ctx);
     let now_on = local.vmx.is_on();
     after_instruction(cpu, insn, &mut st, &local.vmx);
+    if !matches!(insn, Insn::Vmread | Insn::Vmwrite) {
+        stress_evict(global, &mut st);
+    }
     // Under the lock, as BEGIN_TEARDOWN reads it.
     if now_on && !was_on {
         global.vmx_cpus.fetch_add(1, Ordering::AcqRel);
@@ -199,11 +229,19 @@ pub(crate) fn vmx_instruction(
         };
     }
     // vmcs12 changed behind the shadow: the VM-instruction error of a
-    // VMfailValid, or a VMWRITE the emulation performed (a field the
-    // shadow may show but not take).
-    let changed = matches!(done.outcome, Outcome::FailValid(_))
-        || (insn == Insn::Vmwrite && done.outcome == Outcome::Succeed);
-    let how = if changed { Resync::Merge } else { Resync::Keep };
+    // VMfailValid, or the field of a VMWRITE the emulation performed (a
+    // field the shadow may show but not take, or the high half of one it
+    // takes).  Only those fields go to the shadow: the host's other
+    // writes there stay.
+    let error = matches!(done.outcome, Outcome::FailValid(_)).then(|| VM_INSTRUCTION_ERROR.index());
+    let written = field
+        .filter(|_| insn == Insn::Vmwrite && done.outcome == Outcome::Succeed)
+        .map(|(i, _)| i);
+    let how = if error.is_some() || written.is_some() {
+        Resync::Fields([error, written])
+    } else {
+        Resync::Keep
+    };
     shadow_after(cpu, current, how);
     match done.outcome {
         Outcome::Fault(f) => Applied::Fault(f),
@@ -270,8 +308,13 @@ pub mod stat {
     pub const LAUNCHES: usize = 6;
     /// Exits of vmcs02 no control should produce (hypervisor bugs).
     pub const UNEXPECTED: usize = 7;
+    /// The shadow VMCS could not be synced with its vmcs12 (the vmcs12
+    /// could not be had from the cache: its page is not the host's, or
+    /// the cache had no page) and was unlinked: the host's writes through
+    /// it since the last sync are lost, its next VMREAD/VMWRITE exits.
+    pub const SHADOW_UNSYNCED: usize = 8;
     /// Number of counters.
-    pub const COUNT: usize = 8;
+    pub const COUNT: usize = 9;
 }
 
 /// Root-mode time by phase of a guest round trip, read with NESTED_STATS
@@ -964,6 +1007,27 @@ fn inject_l2(info: u32, error: Option<u32>) {
     let _ = v.write(VM_ENTRY_INTR_INFO, info | 1 << 31);
 }
 
+/// A guest exit the hypervisor keeps (vmcs02 current, resumed at once)
+/// that interrupted the delivery of an event (IDT-vectoring information
+/// valid: an event the host injected, or one of the guest's own): the
+/// exit cleared the VM-entry interruption information, so the event is
+/// given to the entry again, as the CPU would have delivered it.
+/// Without this, an event the host injected (KVM's #GP for an MSR, an
+/// interrupt) was lost when its delivery met a stale host-EPT
+/// translation or the on-demand part of the identity map.
+fn redeliver_interrupted_event() {
+    let idt = InterruptionInfo(rd(IDT_VECTORING_INFO));
+    if !idt.is_valid() {
+        return;
+    }
+    let mut v = vmcs();
+    if idt.has_error_code() {
+        let _ = v.write(VM_ENTRY_EXCEPTION_ERROR_CODE, rd(IDT_VECTORING_ERROR_CODE));
+    }
+    let _ = v.write(VM_ENTRY_INSTRUCTION_LEN, rd(VM_EXIT_INSTRUCTION_LEN));
+    let _ = v.write(VM_ENTRY_INTR_INFO, idt.for_entry().0);
+}
+
 /// #GP(0) into the guest.
 pub(crate) fn inject_gp_l2() {
     inject_l2(13 | 3 << 8 | 1 << 11, Some(0));
@@ -997,6 +1061,18 @@ pub(crate) fn l2_exit(regs: &mut GuestRegs, cpu: &HypCpu, local: &mut CpuLocal) 
     } else {
         0
     };
+    // The hypervisor's shootdown NMI ends here, before the lock: the
+    // sender holds it while it waits for this CPU, and after an NMI exit
+    // NMIs stay blocked in root mode, so the root NMI stub cannot answer
+    // (the generation check before the entry flushes and acknowledges).
+    if basic == reflect::reason::EXCEPTION_NMI
+        && InterruptionInfo(rd(VM_EXIT_INTR_INFO)).event_type() == EventType::Nmi
+        && cpu.shootdown_nmi.swap(0, Ordering::AcqRel) != 0
+    {
+        ns.count(stat::KEPT);
+        redeliver_interrupted_event();
+        return L2Exit::ResumeGuest;
+    }
     let ev = ExitEvent {
         reason: raw,
         qualification: qual,
@@ -1039,12 +1115,7 @@ pub(crate) fn l2_exit(regs: &mut GuestRegs, cpu: &HypCpu, local: &mut CpuLocal) 
         Owner::Host => {}
         Owner::Hypervisor(hv) => match hv {
             HvExit::Nmi { then_host } => {
-                if cpu.shootdown_nmi.swap(0, Ordering::AcqRel) != 0 {
-                    // The hypervisor's shootdown: the generation check
-                    // before the entry flushes.
-                    ns.count(stat::KEPT);
-                    return L2Exit::ResumeGuest;
-                }
+                // Not a shootdown NMI (handled above, before the lock).
                 if !then_host {
                     inject_l2(2 | 2 << 8, None);
                     ns.count(stat::KEPT);
@@ -1081,10 +1152,12 @@ pub(crate) fn l2_exit(regs: &mut GuestRegs, cpu: &HypCpu, local: &mut CpuLocal) 
                 if stale {
                     invept_host(global);
                     ns.count(stat::KEPT);
+                    redeliver_interrupted_event();
                     return L2Exit::ResumeGuest;
                 }
                 if Hpa::new(gpa & !0xfff).is_some_and(|p| st.map_on_demand(p)) {
                     ns.count(stat::KEPT);
+                    redeliver_interrupted_event();
                     return L2Exit::ResumeGuest;
                 }
                 // The guest touched memory the host does not own (its
@@ -1259,6 +1332,7 @@ fn reflect_to_host(cpu: &HypCpu, local: &mut CpuLocal, ns: &mut NestedCpu, tripl
     if r.flush_host_tlb {
         invept_host(global);
     }
+    stress_evict(global, &mut st);
     drop(st);
     let t0 = ns.account(phase::EXIT_REFLECT, t0);
     // The shadow VMCS shows the reflected exit.
@@ -1327,7 +1401,7 @@ pub(crate) fn read_stat(cpu: &HypCpu, which: u64, reset: bool) -> u64 {
     // SAFETY: the exit handler of this CPU, the only reference.
     let ns = unsafe { nested_state(cpu) };
     let v = match which {
-        0..=7 => ns.stats.get(which as usize).copied().unwrap_or(0),
+        0..=0xff => ns.stats.get(which as usize).copied().unwrap_or(u64::MAX),
         0x100..=0x1ff => ns
             .reflected_by_reason
             .get((which - 0x100) as usize)
@@ -1342,6 +1416,19 @@ pub(crate) fn read_stat(cpu: &HypCpu, which: u64, reset: bool) -> u64 {
             // SAFETY: `global` points at the hypervisor-wide state.
             let global = unsafe { &*cpu.global };
             global.page_states().pinned_host_frames() as u64
+        }
+        // Debug builds: the stress mode (`stress_evict`) set to `reset`
+        // (on or off) for every CPU; the previous setting.  The counters
+        // are left alone.
+        #[cfg(pkvm_debug)]
+        0x400 => {
+            // SAFETY: `global` points at the hypervisor-wide state.
+            let global = unsafe { &*cpu.global };
+            return u64::from(
+                global
+                    .nested_stress
+                    .swap(u32::from(reset), Ordering::AcqRel),
+            );
         }
         _ => u64::MAX,
     };
@@ -1479,6 +1566,55 @@ fn shadow_drain(cpu: &HypCpu, ns: &NestedCpu, v12: &mut MemVmcs) {
     let _ = load_vmcs(cpu.nested.vmcs01_pa);
 }
 
+/// One field (table position `i`) from the shadow VMCS into vmcs12, if
+/// the host may have written it there (vmcs01 current before and after).
+fn shadow_pull(cpu: &HypCpu, ns: &NestedCpu, v12: &mut MemVmcs, i: usize) {
+    let Some(info) = FIELDS.get(i) else { return };
+    if !(ns.shadow_ok.contains(i) && shadowable(i, true)) {
+        return;
+    }
+    if load_vmcs(cpu.nested.shadow_pa) {
+        if let Ok(v) = vmcs().read_raw(info.encoding) {
+            v12.load_at(i, v);
+        }
+        // SAFETY: as in `shadow_fill`.
+        let _ = unsafe { vmx::vmclear(cpu.nested.shadow_pa) };
+    }
+    let _ = load_vmcs(cpu.nested.vmcs01_pa);
+}
+
+/// The fields `fields` (table positions) of vmcs12 into the shadow VMCS,
+/// where it shows them; its other fields stay as the host left them
+/// (vmcs01 current before and after).
+fn shadow_push(cpu: &HypCpu, ns: &NestedCpu, v12: &MemVmcs, fields: impl Iterator<Item = usize>) {
+    if load_vmcs(cpu.nested.shadow_pa) {
+        let mut sh = vmcs();
+        for i in fields {
+            if let (true, Some(info)) = (
+                ns.shadow_ok.contains(i) && shadowable(i, false),
+                FIELDS.get(i),
+            ) {
+                let _ = sh.write_raw(info.encoding, v12.value_at(i).unwrap_or(0));
+            }
+        }
+        // SAFETY: as in `shadow_fill`.
+        let _ = unsafe { vmx::vmclear(cpu.nested.shadow_pa) };
+    }
+    let _ = load_vmcs(cpu.nested.vmcs01_pa);
+}
+
+/// Debug builds' stress mode (`HypGlobal::nested_stress`, NESTED_STATS
+/// selector 0x400): every cached vmcs12 written back to its page and
+/// dropped from the cache, so that its next use reads it back, on any
+/// CPU.  Every VMWRITE of the host must survive it, shadowed or not.
+/// Under the lock `st` is.
+fn stress_evict(global: &HypGlobal, st: &mut PageStates) {
+    if cfg!(pkvm_debug) && global.nested_stress.load(Ordering::Relaxed) != 0 {
+        let (mut mem, cache) = st.nested_parts();
+        cache.evict_all(&mut mem);
+    }
+}
+
 /// Turns VMCS shadowing of vmcs01 (current) on or off.
 fn shadow_link(cpu: &HypCpu, on: bool) {
     let mut v = vmcs();
@@ -1516,11 +1652,23 @@ fn shadow_before(cpu: &HypCpu, insn: Insn) {
     let t0 = phase_clock();
     let mut st = global.page_states();
     let (mut mem, cache) = st.nested_parts();
-    if let Some(v12) = cache.get(&mut mem, pa) {
-        shadow_drain(cpu, ns, &mut v12.vmcs);
-    }
+    let drained = match cache.get(&mut mem, pa) {
+        Some(v12) => {
+            shadow_drain(cpu, ns, &mut v12.vmcs);
+            true
+        }
+        None => false,
+    };
+    drop(st);
     ns.account(phase::ENTRY_DRAIN, t0);
-    if !matches!(insn, Insn::Vmlaunch | Insn::Vmresume) {
+    // A shadow that could not be drained (its vmcs12 is not to be had:
+    // the page is no longer the host's) is unlinked as well, never left
+    // linked to be drained later into whatever vmcs12 then has that
+    // address; the host's writes through it are lost (counted).
+    if !drained {
+        ns.count(stat::SHADOW_UNSYNCED);
+    }
+    if !drained || !matches!(insn, Insn::Vmlaunch | Insn::Vmresume) {
         shadow_link(cpu, false);
         ns.shadowing = None;
     }
@@ -1531,11 +1679,11 @@ fn shadow_before(cpu: &HypCpu, insn: Insn) {
 enum Resync {
     /// Nothing changed in vmcs12 behind the shadow.
     Keep,
-    /// The hypervisor changed fields the host cannot write through the
-    /// shadow (the VM-instruction error, an emulated VMWRITE) while the
-    /// host may have written others there: shadow -> vmcs12 first, then
-    /// vmcs12 -> shadow.
-    Merge,
+    /// The hypervisor changed these fields (table positions) of vmcs12
+    /// while the host may have written others through the shadow (the
+    /// VM-instruction error of a VMfailValid, the field of an emulated
+    /// VMWRITE): only they go to the shadow, the host's writes there stay.
+    Fields([Option<usize>; 2]),
     /// vmcs12 is newer than the shadow in every field (an exit reflected,
     /// a failed entry: the shadow was drained at the VMLAUNCH/VMRESUME and
     /// the host has not run since): vmcs12 -> shadow.
@@ -1571,10 +1719,19 @@ fn shadow_after(cpu: &HypCpu, current: Option<u64>, how: Resync) {
     let mut st = global.page_states();
     let (mut mem, cache) = st.nested_parts();
     let Some(v12) = cache.get(&mut mem, pa) else {
+        // No vmcs12 to mirror: never leave a stale shadow linked (the
+        // host would read old values through it, and its writes there
+        // would be drained later); its accesses exit and fail as the
+        // emulation answers.
+        if ns.shadowing.take().is_some() || linked {
+            shadow_link(cpu, false);
+        }
+        ns.count(stat::SHADOW_UNSYNCED);
         return;
     };
-    if linked && how == Resync::Merge {
-        shadow_drain(cpu, ns, &mut v12.vmcs);
+    if let (true, Resync::Fields(fields)) = (linked, how) {
+        shadow_push(cpu, ns, &v12.vmcs, fields.iter().flatten().copied());
+        return;
     }
     if shadow_fill(cpu, ns, &v12.vmcs, linked && how == Resync::Dirty) {
         shadow_link(cpu, true);

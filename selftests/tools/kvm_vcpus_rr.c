@@ -14,27 +14,47 @@
  *	xor esi, esi
  *   1: inc esi
  *	mov [0x2000 + 4 * k], esi
+ *	mov edi, C
+ *   2: xor eax, eax
+ *	cpuid			; C exits KVM handles in the kernel
+ *	dec edi
+ *	jnz 2b
  *	mov eax, esi
  *	out 0x10 + k, al	; KVM_EXIT_IO: the vCPU's port, the counter
  *	hlt			; KVM_EXIT_HLT
  *	jmp 1b
  *
  * Every KVM_RUN must end with the expected exit (the vCPU's port and
- * counter, then HLT), and RSI, RIP and the memory word must match: a vCPU
- * entered with another vCPU's or a stale guest state (RIP 0 of a VMCS
- * whose VMWRITEs were lost, another vCPU's counter) shows at once.
- * Exit status 0 if everything matched.
+ * counter, then HLT), and RSI, RDI, RAX, RIP and the memory word must
+ * match: a vCPU entered with another vCPU's or a stale guest state (RIP 0
+ * of a VMCS whose VMWRITEs were lost, another vCPU's counter, a CPUID
+ * exit whose RIP advance was lost) shows at once.  The C CPUID exits of
+ * each iteration happen inside one KVM_RUN, where KVM writes the guest's
+ * RIP through the VMCS (VMCS shadowing under pkvm) at every re-entry;
+ * with -m a second thread moves the running thread between CPUs all the
+ * time, so KVM is preempted inside KVM_RUN and VMCLEARs the vCPU's VMCS
+ * on the old CPU (an IPI) and VMPTRLDs it on the new one between such a
+ * VMWRITE and the VMRESUME it is for.  Exit status 0 if everything
+ * matched.
  *
- * usage: kvm_vcpus_rr [-v VCPUS] [-n ITERATIONS] [-r ROUNDS]
- *   (defaults 3 vCPUs, 20 iterations, 3 rounds)
+ * usage: kvm_vcpus_rr [-v VCPUS] [-n ITERATIONS] [-r ROUNDS] [-c CPUIDS] [-m]
+ *   (defaults 3 vCPUs, 20 iterations, 3 rounds, 1 CPUID per iteration,
+ *   no migrating thread)
  */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <fcntl.h>
+#include <linux/kvm.h>
+#include <pthread.h>
 #include <sched.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
-
-#include "kvm_flat.h"
 
 #define MEM_SIZE 0x10000
 #define CODE 0x1000
@@ -42,6 +62,15 @@
 #define MAX_VCPUS 8
 
 static int ncpus;
+static uint32_t cpuids = 1;
+static volatile int stop_migrating;
+static pid_t main_tid;
+
+static int fail(const char *what)
+{
+	printf("FAIL %s: %s\n", what, strerror(errno));
+	return 1;
+}
 
 /* Moves this thread to host CPU `c % ncpus` (a migration if it changes). */
 static void move_to(int c)
@@ -53,8 +82,20 @@ static void move_to(int c)
 	sched_setaffinity(0, sizeof(set), &set);
 }
 
-/* The HLT exit's RIP: after `hlt`, at offset 14 of the loop. */
-#define LOOP_AFTER_HLT 0x0e
+static void seg(struct kvm_segment *s, uint16_t sel, uint8_t type)
+{
+	memset(s, 0, sizeof(*s));
+	s->limit = 0xffffffff;
+	s->selector = sel;
+	s->type = type;
+	s->present = 1;
+	s->db = 1;
+	s->s = 1;
+	s->g = 1;
+}
+
+/* The HLT exit's RIP: after `hlt`, at offset 26 of the loop. */
+#define LOOP_AFTER_HLT 0x1a
 
 static void put_code(uint8_t *mem, int k)
 {
@@ -63,14 +104,36 @@ static void put_code(uint8_t *mem, int k)
 		0x31, 0xf6,				/* xor esi, esi */
 		0x46,					/* 1: inc esi */
 		0x89, 0x35, 0, 0, 0, 0,			/* mov [data], esi */
+		0xbf, 0, 0, 0, 0,			/* mov edi, cpuids */
+		0x31, 0xc0,				/* 2: xor eax, eax */
+		0x0f, 0xa2,				/* cpuid */
+		0x4f,					/* dec edi */
+		0x75, 0xf9,				/* jnz 2b */
 		0x89, 0xf0,				/* mov eax, esi */
 		0xe6, (uint8_t)(0x10 + k),		/* out 0x10 + k, al */
 		0xf4,					/* hlt */
-		0xeb, 0xf2,				/* jmp 1b */
+		0xeb, 0xe6,				/* jmp 1b */
 	};
 
 	memcpy(code + 5, &data, 4);
+	memcpy(code + 10, &cpuids, 4);
 	memcpy(mem + CODE + 0x100 * k, code, sizeof(code));
+}
+
+/* -m: moves the main thread to another CPU every 100 us or so, while it
+ * is inside KVM_RUN as much as outside. */
+static void *migrator(void *arg)
+{
+	cpu_set_t set;
+
+	(void)arg;
+	for (int c = 0; !stop_migrating; c++) {
+		CPU_ZERO(&set);
+		CPU_SET(c % ncpus, &set);
+		sched_setaffinity(main_tid, sizeof(set), &set);
+		usleep(100);
+	}
+	return NULL;
 }
 
 /* One VM with `nv` vCPUs run round-robin for `n` iterations; 0 if right. */
@@ -78,22 +141,57 @@ static int round_of(int kvm, int nv, int n, int round)
 {
 	struct kvm_run *run[MAX_VCPUS];
 	int vcpu[MAX_VCPUS];
-	int vm, size = 0, bad = 0;
+	struct kvm_userspace_memory_region region;
+	int vm, size, bad = 0;
 	uint8_t *mem;
 
 	move_to(round);
-	if (kvm_flat_vm(kvm, MEM_SIZE, &vm, &mem) ||
-	    kvm_flat_slot(vm, 0, 0, MEM_SIZE, mem, "KVM_SET_USER_MEMORY_REGION"))
-		return 1;
+	vm = ioctl(kvm, KVM_CREATE_VM, 0);
+	if (vm < 0)
+		return fail("KVM_CREATE_VM");
+	if (ioctl(vm, KVM_SET_TSS_ADDR, 0xfffbd000UL) < 0)
+		return fail("KVM_SET_TSS_ADDR");
+	mem = mmap(NULL, MEM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (mem == MAP_FAILED)
+		return fail("mmap");
+	memset(mem, 0xf4, MEM_SIZE);
+	region = (struct kvm_userspace_memory_region){
+		.slot = 0, .guest_phys_addr = 0, .memory_size = MEM_SIZE,
+		.userspace_addr = (uintptr_t)mem,
+	};
+	if (ioctl(vm, KVM_SET_USER_MEMORY_REGION, &region) < 0)
+		return fail("KVM_SET_USER_MEMORY_REGION");
+	size = ioctl(kvm, KVM_GET_VCPU_MMAP_SIZE, 0);
 	for (int k = 0; k < nv; k++) {
+		struct kvm_sregs sregs;
+		struct kvm_regs regs;
+
 		put_code(mem, k);
 		/* Created on one CPU, set up on the next, run on others. */
 		move_to(round + k);
-		if (kvm_flat_vcpu(kvm, vm, k, &vcpu[k], &run[k], &size))
-			return 1;
+		vcpu[k] = ioctl(vm, KVM_CREATE_VCPU, k);
+		if (vcpu[k] < 0)
+			return fail("KVM_CREATE_VCPU");
+		run[k] = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu[k], 0);
+		if (run[k] == MAP_FAILED)
+			return fail("mmap run");
 		move_to(round + k + 1);
-		if (kvm_flat_regs(vcpu[k], CODE + 0x100 * k))
-			return 1;
+		if (ioctl(vcpu[k], KVM_GET_SREGS, &sregs) < 0)
+			return fail("KVM_GET_SREGS");
+		seg(&sregs.cs, 0x8, 0xb);
+		seg(&sregs.ds, 0x10, 0x3);
+		sregs.es = sregs.fs = sregs.gs = sregs.ss = sregs.ds;
+		sregs.cr0 = 0x11; /* PE | ET */
+		sregs.cr4 = 0;
+		sregs.efer = 0;
+		if (ioctl(vcpu[k], KVM_SET_SREGS, &sregs) < 0)
+			return fail("KVM_SET_SREGS");
+		memset(&regs, 0, sizeof(regs));
+		regs.rip = CODE + 0x100 * k;
+		regs.rflags = 0x2;
+		regs.rsp = 0x8000;
+		if (ioctl(vcpu[k], KVM_SET_REGS, &regs) < 0)
+			return fail("KVM_SET_REGS");
 	}
 	for (int i = 1; i <= n && !bad; i++) {
 		for (int k = 0; k < nv && !bad; k++) {
@@ -104,7 +202,7 @@ static int round_of(int kvm, int nv, int n, int round)
 			/* Each turn on another CPU than the vCPU's last one. */
 			move_to(i + k + round);
 			if (ioctl(vcpu[k], KVM_RUN, 0) < 0)
-				return kvm_flat_fail("KVM_RUN");
+				return fail("KVM_RUN");
 			if (run[k]->exit_reason == KVM_EXIT_IO)
 				val = *((uint8_t *)run[k] + run[k]->io.data_offset);
 			if (run[k]->exit_reason != KVM_EXIT_IO || run[k]->io.port != 0x10 + k ||
@@ -117,7 +215,7 @@ static int round_of(int kvm, int nv, int n, int round)
 			}
 			move_to(i + k + round + 1);
 			if (ioctl(vcpu[k], KVM_RUN, 0) < 0)
-				return kvm_flat_fail("KVM_RUN");
+				return fail("KVM_RUN");
 			if (run[k]->exit_reason != KVM_EXIT_HLT) {
 				printf("round %d vcpu %d iteration %d: exit %u: want hlt\n", round, k, i,
 				       run[k]->exit_reason);
@@ -125,14 +223,15 @@ static int round_of(int kvm, int nv, int n, int round)
 				break;
 			}
 			if (ioctl(vcpu[k], KVM_GET_REGS, &regs) < 0)
-				return kvm_flat_fail("KVM_GET_REGS");
+				return fail("KVM_GET_REGS");
 			memcpy(&word, mem + DATA + 4 * k, 4);
 			if (regs.rsi != (uint64_t)i || regs.rip != (uint64_t)(CODE + 0x100 * k + LOOP_AFTER_HLT) ||
-			    word != (uint32_t)i) {
-				printf("round %d vcpu %d iteration %d: rsi=%llu rip=0x%llx mem=%u: want %d, 0x%x, %d\n",
+			    word != (uint32_t)i || regs.rdi != 0 || regs.rax != (uint64_t)i) {
+				printf("round %d vcpu %d iteration %d: rsi=%llu rip=0x%llx mem=%u rdi=%llu rax=%llu: want %d, 0x%x, %d, 0, %d\n",
 				       round, k, i, (unsigned long long)regs.rsi,
-				       (unsigned long long)regs.rip, word, i,
-				       CODE + 0x100 * k + LOOP_AFTER_HLT, i);
+				       (unsigned long long)regs.rip, word,
+				       (unsigned long long)regs.rdi, (unsigned long long)regs.rax, i,
+				       CODE + 0x100 * k + LOOP_AFTER_HLT, i, i);
 				bad = 1;
 			}
 		}
@@ -148,29 +247,41 @@ static int round_of(int kvm, int nv, int n, int round)
 
 int main(int argc, char **argv)
 {
-	int nv = 3, n = 20, rounds = 3, opt, kvm, bad = 0;
+	int nv = 3, n = 20, rounds = 3, opt, kvm, bad = 0, migrate = 0;
+	pthread_t mig;
 
-	while ((opt = getopt(argc, argv, "v:n:r:")) != -1) {
+	while ((opt = getopt(argc, argv, "v:n:r:c:m")) != -1) {
 		if (opt == 'v')
 			nv = atoi(optarg);
 		else if (opt == 'n')
 			n = atoi(optarg);
 		else if (opt == 'r')
 			rounds = atoi(optarg);
+		else if (opt == 'c')
+			cpuids = (uint32_t)atoi(optarg);
+		else if (opt == 'm')
+			migrate = 1;
 		else
 			return 2;
 	}
-	if (nv < 1 || nv > MAX_VCPUS)
+	if (nv < 1 || nv > MAX_VCPUS || cpuids < 1)
 		return 2;
 	ncpus = sysconf(_SC_NPROCESSORS_ONLN);
 	if (ncpus < 1)
 		ncpus = 1;
 	kvm = open("/dev/kvm", O_RDWR);
 	if (kvm < 0)
-		return kvm_flat_fail("open /dev/kvm");
+		return fail("open /dev/kvm");
+	main_tid = (pid_t)syscall(SYS_gettid);
+	if (migrate && pthread_create(&mig, NULL, migrator, NULL) != 0)
+		return fail("pthread_create");
 	for (int r = 0; r < rounds && !bad; r++)
 		bad = round_of(kvm, nv, n, r);
-	printf("summary: cpus=%d vcpus=%d iterations=%d rounds=%d %s\n", ncpus, nv, n, rounds,
-	       bad ? "FAIL" : "ok");
+	if (migrate) {
+		stop_migrating = 1;
+		pthread_join(mig, NULL);
+	}
+	printf("summary: cpus=%d vcpus=%d iterations=%d rounds=%d cpuids=%u%s %s\n", ncpus, nv, n,
+	       rounds, cpuids, migrate ? " migrating" : "", bad ? "FAIL" : "ok");
 	return bad;
 }

@@ -93,6 +93,8 @@ static void show_val(const char *step, struct vmx_res r, u64 v)
 #define GUEST_RIP 0x681e
 #define GUEST_ES_SELECTOR 0x800
 #define VMCS_LINK_POINTER 0x2800
+#define TSC_OFFSET 0x2010
+#define GUEST_IA32_DEBUGCTL 0x2802
 #define VM_EXIT_REASON 0x4402
 
 struct pages {
@@ -217,6 +219,39 @@ static void oracle(struct pages *p, u64 rev)
 	v = 0;
 	r = vmx_vmread_reg(VMCS_LINK_POINTER | 1, &v);
 	show_val("vmread_link_high", r, v);
+	/*
+	 * High halves of 64-bit fields that pkvm's VMCS shadowing serves at
+	 * full width (a control and a guest-state field): the high-half
+	 * access exits and is emulated on the vmcs12, which must agree with
+	 * the shadow VMCS both ways (the value a full-width VMWRITE left in
+	 * the shadow; a high-half VMWRITE seen by the full-width VMREAD).
+	 */
+	{
+		static const struct { const char *name; u64 enc; } f64[] = {
+			{ "tsc_offset", TSC_OFFSET },
+			{ "debugctl", GUEST_IA32_DEBUGCTL },
+		};
+		char step[48];
+
+		for (int i = 0; i < ARRAY_SIZE(f64); i++) {
+			snprintf(step, sizeof(step), "vmwrite_%s", f64[i].name);
+			show(step, vmwrite_reg(f64[i].enc, 0x1111222233334444ULL));
+			v = 0;
+			r = vmread_reg(f64[i].enc | 1, &v);
+			snprintf(step, sizeof(step), "vmread_%s_high", f64[i].name);
+			show_val(step, r, v);
+			snprintf(step, sizeof(step), "vmwrite_%s_high", f64[i].name);
+			show(step, vmwrite_reg(f64[i].enc | 1, 0x55556666ULL));
+			v = 0;
+			r = vmread_reg(f64[i].enc, &v);
+			snprintf(step, sizeof(step), "vmread_%s_full", f64[i].name);
+			show_val(step, r, v);
+			v = 0;
+			r = vmread_reg(f64[i].enc | 1, &v);
+			snprintf(step, sizeof(step), "vmread_%s_high_again", f64[i].name);
+			show_val(step, r, v);
+		}
+	}
 	/*
 	 * Not here: VMREAD of a high-half encoding of a 16-bit field (0x801).
 	 * The SDM makes it an unsupported component (error 12, as pkvm

@@ -25,7 +25,15 @@
 //! any entry).  Reads and writes of the page go through
 //! `super::host_walk::HostPhys`, which refuses any page the host does not
 //! own at that moment (a page donated since VMPTRLD is neither read nor
-//! written; its state is dropped).
+//! written).
+//!
+//! A vmcs12's state leaves the cache only once it is in the host's page:
+//! VMCLEAR and eviction write back *first* and unlink the entry only when
+//! the write succeeded.  An entry whose page is not the host's stays
+//! cached (VMCLEAR fails as for an invalid address, eviction takes the
+//! next least recently used entry; counted in [`CacheStats::unwritable`]),
+//! so no older image of a vmcs12 can ever be read back from its page while
+//! a newer one was thrown away.
 
 use super::field_class::host_accessible;
 use super::host_walk::HostPhys;
@@ -90,8 +98,9 @@ pub struct CacheStats {
     pub writebacks: u64,
     /// Entries evicted to make room.
     pub evictions: u64,
-    /// State dropped because its page was no longer the host's.
-    pub dropped: u64,
+    /// Write-backs refused because the page was not the host's at that
+    /// moment (VMCLEAR or eviction): the entry stayed in the cache.
+    pub unwritable: u64,
     /// Pages taken from the supply.
     pub grown: u64,
     /// Pages given back to the supply.
@@ -199,24 +208,27 @@ impl Vmcs12Cache {
     }
 
     /// VMCLEAR of `pa`: its state (launch state clear) is written to the
-    /// host's page and leaves the cache (its page kept as a spare, or
-    /// given back to the supply if it runs low and the cache holds more
-    /// than [`MIN_PAGES`]); a VMCS not in the cache gets its launch state
-    /// cleared in the page.  `false` if the page is not the host's
-    /// (nothing written).
+    /// host's page and only then leaves the cache (its page kept as a
+    /// spare, or given back to the supply if it runs low and the cache
+    /// holds more than [`MIN_PAGES`]); a VMCS not in the cache gets its
+    /// launch state cleared in the page.  `false` if the page is not the
+    /// host's: nothing written, and a cached state stays cached (as the
+    /// CPU keeps a VMCS whose VMCLEAR failed), never dropped.
     pub fn clear(&mut self, mem: &mut (impl HostPhys + PageSupply), pa: u64) -> bool {
         let Some((prev, page)) = self.find(pa) else {
             return mem.write_words(pa + layout::LAUNCH_OFFSET, &[0]);
         };
-        self.unlink(prev, page);
-        // SAFETY: `page` is the cache's (just unlinked, not given back).
+        // SAFETY: `page` is on the in-use list: a page the cache holds.
         let e = unsafe { self.entry(page) };
+        if !write_back(mem, pa, &e.v.vmcs, false) {
+            self.stats.unwritable += 1;
+            return false;
+        }
         e.v.launched = false;
-        let ok = write_back(mem, pa, &e.v);
-        self.stats.writebacks += u64::from(ok);
-        self.stats.dropped += u64::from(!ok);
+        self.stats.writebacks += 1;
+        self.unlink(prev, page);
         self.release(mem, page);
-        ok
+        true
     }
 
     /// `page` is no longer in use: a spare, or back to the supply under
@@ -269,28 +281,62 @@ impl Vmcs12Cache {
         self.pages
     }
 
-    /// Writes back and unlinks the least recently used entry; its page.
+    /// Writes back and unlinks the least recently used entry whose page
+    /// takes the write; its page.  An entry whose page is not the host's
+    /// is passed over (it stays cached, counted in
+    /// [`CacheStats::unwritable`]); `None` if no entry can be written back.
     fn evict(&mut self, mem: &mut impl HostPhys) -> Option<u64> {
-        let (mut prev, mut at) = (0u64, self.head);
-        if at == 0 {
-            return None;
+        // From the least recently used (position `used - 1`) towards the
+        // most recently used; a refusal is rare (a hostile host), so the
+        // walk again from the head for each candidate costs nothing
+        // normally.
+        for k in (0..self.used).rev() {
+            let (prev, at) = self.nth(k)?;
+            // SAFETY: `at` is on the in-use list.
+            let e = unsafe { self.entry(at) };
+            let (pa, launched) = (e.pa, e.v.launched);
+            if !write_back(mem, pa, &e.v.vmcs, launched) {
+                self.stats.unwritable += 1;
+                continue;
+            }
+            self.unlink(prev, at);
+            self.stats.evictions += 1;
+            self.stats.writebacks += 1;
+            return Some(at);
         }
-        loop {
+        None
+    }
+
+    /// The page of the entry at position `k` of the in-use list (0: the
+    /// most recently used) and the one before it (0 for the head).
+    fn nth(&mut self, k: u64) -> Option<(u64, u64)> {
+        let (mut prev, mut at) = (0u64, self.head);
+        for _ in 0..k {
+            if at == 0 {
+                return None;
+            }
             // SAFETY: `at` is on the in-use list.
             let next = unsafe { self.entry(at).next };
-            if next == 0 {
-                break;
-            }
             (prev, at) = (at, next);
         }
-        self.unlink(prev, at);
-        // SAFETY: `at` is the cache's (just unlinked).
-        let e = unsafe { self.entry(at) };
-        let ok = write_back(mem, e.pa, &e.v);
-        self.stats.evictions += 1;
-        self.stats.writebacks += u64::from(ok);
-        self.stats.dropped += u64::from(!ok);
-        Some(at)
+        (at != 0).then_some((prev, at))
+    }
+
+    /// Writes every cached vmcs12 back to its host page and takes it out
+    /// of the cache (pages kept as spares); entries whose page is not the
+    /// host's stay.  Returns how many left.  The debug builds' stress mode
+    /// of nested VMX runs this after every VMX instruction and reflected
+    /// exit, so that every use of a vmcs12 reads it back from its page.
+    pub fn evict_all(&mut self, mem: &mut impl HostPhys) -> u64 {
+        let mut n = 0;
+        while let Some(page) = self.evict(mem) {
+            let spare = self.spare;
+            // SAFETY: `page` is the cache's, just unlinked.
+            unsafe { self.entry(page).next = spare };
+            self.spare = page;
+            n += 1;
+        }
+        n
     }
 
     /// A page for a new entry: a spare, a new page of the supply (unless
@@ -340,14 +386,16 @@ impl Vmcs12Cache {
     }
 }
 
-/// Writes `v` into the host's page `pa` in pkvm's format.
-fn write_back(mem: &mut impl HostPhys, pa: u64, v: &Vmcs12) -> bool {
+/// Writes `vmcs` with launch state `launched` into the host's page `pa`
+/// in pkvm's format; `false` (nothing written) if the page is not the
+/// host's.
+fn write_back(mem: &mut impl HostPhys, pa: u64, vmcs: &MemVmcs, launched: bool) -> bool {
     let mut words = [0u64; layout::WORDS];
     for (i, w) in words.iter_mut().enumerate() {
         *w = match i {
-            0 if v.launched => layout::LAUNCHED,
+            0 if launched => layout::LAUNCHED,
             0 => 0,
-            _ => v.vmcs.value_at(i - 1).unwrap_or(0),
+            _ => vmcs.value_at(i - 1).unwrap_or(0),
         };
     }
     mem.write_words(pa + layout::LAUNCH_OFFSET, &words)
@@ -373,6 +421,24 @@ fn locate(encoding: u64) -> Option<(usize, bool)> {
         return (FIELDS.get(i)?.width == Width::W64).then_some((i, true));
     }
     Some((fields::index_of(e)?, false))
+}
+
+/// The table position of the 64-bit field whose high half `encoding`
+/// names (bit 0 set), `None` for any other encoding (a full-width one, or
+/// one VMREAD/VMWRITE refuse).  Nested VMX serves these from vmcs12 while
+/// the full-width access goes through the shadow VMCS, so it syncs this
+/// field between the two around them.
+pub fn high_half_of(encoding: u64) -> Option<usize> {
+    match locate(encoding) {
+        Some((i, true)) => Some(i),
+        _ => None,
+    }
+}
+
+/// The table position of the field `encoding` names (full width or high
+/// half), `None` if VMREAD/VMWRITE refuse it.
+pub fn field_of(encoding: u64) -> Option<usize> {
+    locate(encoding).map(|(i, _)| i)
 }
 
 /// VMREAD of `encoding` from `v`: the value, zero-extended (the high half
@@ -449,6 +515,16 @@ mod tests {
         assert_eq!(vmwrite(&mut v, reason, 1, true), Ok(()));
         assert_eq!(vmread(&v, reason), Ok(1));
         assert_eq!(v.read(VM_EXIT_REASON), Ok(1));
+        // Which field an encoding names, and whether as its high half.
+        let link_i = index_of(VMCS_LINK_POINTER.encoding()).unwrap();
+        assert_eq!(high_half_of(link | 1), Some(link_i));
+        assert_eq!(high_half_of(link), None);
+        assert_eq!(field_of(link | 1), Some(link_i));
+        assert_eq!(field_of(link), Some(link_i));
+        let rip = enc(GUEST_RIP.encoding());
+        assert_eq!(high_half_of(rip | 1), None);
+        assert_eq!(field_of(rip | 1), None);
+        assert_eq!(field_of(1 << 32 | rip), None);
     }
 
     #[test]
@@ -737,13 +813,99 @@ mod tests {
         let mut mem = FakeMem::default();
         page_with(&mut mem, PA, false, 1);
         let mut c = Vmcs12Cache::default();
-        c.get(&mut mem, PA).unwrap().launched = true;
-        // The page was donated away after VMPTRLD: VMCLEAR drops the state
-        // instead of writing hypervisor memory.
+        let v = c.get(&mut mem, PA).unwrap();
+        v.launched = true;
+        v.vmcs.write(GUEST_RIP, 0x5555).unwrap();
+        // The page was donated away after VMPTRLD: VMCLEAR fails and
+        // writes nothing into hypervisor memory, and the state is not
+        // dropped: it stays cached, as the CPU keeps a VMCS whose VMCLEAR
+        // failed.
         mem.not_host.insert(PA);
         assert!(!c.clear(&mut mem, PA));
-        assert_eq!(c.stats.dropped, 1);
-        assert!(c.get(&mut mem, PA).is_none());
-        assert_eq!(mem.refused, [PA, PA]);
+        assert_eq!(c.stats.unwritable, 1);
+        assert_eq!(mem.refused, [PA]);
+        assert!(c.contains(PA));
+        // The page is the host's again: VMCLEAR writes the newest state.
+        mem.not_host.remove(&PA);
+        assert!(c.clear(&mut mem, PA));
+        let i = index_of(GUEST_RIP.encoding()).unwrap() as u64;
+        assert_eq!(mem.get_u64(PA + 16 + 8 * i), 0x5555);
+        // A page never cached that is not the host's: refused, untouched.
+        mem.not_host.insert(PA + 0x1000);
+        assert!(!c.clear(&mut mem, PA + 0x1000));
+        assert!(c.get(&mut mem, PA + 0x1000).is_none());
+    }
+
+    /// Eviction never throws a newer state away: an entry whose page the
+    /// host does not own at that moment is passed over (the next least
+    /// recently used goes), and what is read back later is always the
+    /// newest state (an older page image was the msrs_test suspect).
+    #[test]
+    fn eviction_passes_over_unwritable_pages_and_loses_nothing() {
+        let mut mem = FakeMem {
+            page_budget: Some(2),
+            ..FakeMem::default()
+        };
+        let pa = |n: u64| PA + n * 0x1000;
+        let mut c = Vmcs12Cache::default();
+        for n in 0..2 {
+            page_with(&mut mem, pa(n), false, n);
+            c.get(&mut mem, pa(n))
+                .unwrap()
+                .vmcs
+                .write(GUEST_RIP, 100 + n)
+                .unwrap();
+        }
+        // 0 is the least recently used, but its page is not the host's:
+        // 1 is evicted instead.
+        mem.not_host.insert(pa(0));
+        page_with(&mut mem, pa(2), false, 2);
+        assert_eq!(c.get(&mut mem, pa(2)).unwrap().vmcs.read(GUEST_RIP), Ok(2));
+        assert!(c.contains(pa(0)) && !c.contains(pa(1)));
+        assert_eq!((c.stats.unwritable, c.stats.evictions), (1, 1));
+        // Nothing can be written back (2's page refused too): no page for
+        // a new entry, the state of both stays.
+        mem.not_host.insert(pa(2));
+        page_with(&mut mem, pa(3), false, 3);
+        assert!(c.get(&mut mem, pa(3)).is_none());
+        assert!(c.contains(pa(0)) && c.contains(pa(2)));
+        mem.not_host.clear();
+        // Every state, read back or cached, is the newest one.
+        for (n, rip) in [(0, 100), (1, 101), (2, 2), (3, 3)] {
+            assert_eq!(
+                c.get(&mut mem, pa(n)).unwrap().vmcs.read(GUEST_RIP),
+                Ok(rip),
+                "{n}"
+            );
+        }
+    }
+
+    /// The stress mode's `evict_all`: every vmcs12 leaves the cache through
+    /// its page and comes back unchanged (fields and launch state), with
+    /// the pages kept as spares.
+    #[test]
+    fn evict_all_round_trips_every_vmcs12() {
+        let mut mem = FakeMem::default();
+        let pa = |n: u64| PA + n * 0x1000;
+        let mut c = Vmcs12Cache::default();
+        for n in 0..6 {
+            page_with(&mut mem, pa(n), false, n);
+            let v = c.get(&mut mem, pa(n)).unwrap();
+            v.vmcs.write(GUEST_RIP, 0x1000 + n).unwrap();
+            v.vmcs.write(GUEST_RSP, 0x2000 + n).unwrap();
+            v.launched = n % 2 == 0;
+        }
+        mem.not_host.insert(pa(5));
+        assert_eq!(c.evict_all(&mut mem), 5);
+        assert_eq!((c.entries(), c.pages()), (1, 6));
+        mem.not_host.clear();
+        for n in 0..6 {
+            let v = c.get(&mut mem, pa(n)).unwrap();
+            assert_eq!(v.vmcs.read(GUEST_RIP), Ok(0x1000 + n));
+            assert_eq!(v.vmcs.read(GUEST_RSP), Ok(0x2000 + n));
+            assert_eq!(v.launched, n % 2 == 0);
+        }
+        // No new page was taken: the spares served the reloads.
+        assert_eq!(c.pages(), 6);
     }
 }

@@ -344,6 +344,12 @@ impl InsnCtx {
         }
     }
 
+    /// The field encoding a VMREAD/VMWRITE names (its register operand
+    /// 2), as the instruction will use it.
+    pub fn field_encoding(&self, regs: &impl Gprs) -> u64 {
+        self.reg_value(regs, self.info.reg2())
+    }
+
     fn reg_value(&self, regs: &impl Gprs, n: u8) -> u64 {
         let v = regs.gpr(n);
         if self.long_mode() {
