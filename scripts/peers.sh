@@ -162,11 +162,21 @@ bare_wall=$((60 * ${PKVM_PEERS_BARE_MINUTES:-75}))
 # chain C: the runs of one CPU count, in order (baseline if needed, then
 # pkvm); its report goes to stdout, its exit status is its failed runs.
 chain() {
-	local c=$1 fails=0 rc bname=peers-bare-c$1 pname=peers-pkvm-c$1 bt base rec
-	bt=${PKVM_PEERS_BARE_TESTS:-$([ "$c" = 1 ] && echo all || echo subset)}
+	local c=$1 fails=0 rc bname=peers-bare-c$1 pname=peers-pkvm-c$1 bt base rec prec
+	# The baseline's list: every selftest on 1 CPU and for a pkvm run of
+	# every selftest, else the subset; a cached full baseline serves a
+	# subset run too (compare --subset judges only the subset).
+	bt=${PKVM_PEERS_BARE_TESTS:-$({ [ "$c" = 1 ] || [ "$ptests" = all ]; } && echo all || echo subset)}
 	base=$bdir/bare-c$c-$bt.txt
+	if [ "$bt" = subset ] && [ -z "${PKVM_PEERS_BARE_TESTS:-}" ] && [ -z "${PKVM_PEERS_REFRESH:-}" ] &&
+		[ -s "$bdir/bare-c$c-all.txt" ]; then
+		bt=all base=$bdir/bare-c$c-all.txt
+	fi
 	rec=$P/bare-kvm-c$c.txt
 	[ "$bt" = all ] || rec=$P/bare-kvm-c$c-$bt.txt
+	# The pkvm record: pkvm-cN.txt for the subset, pkvm-cN-all.txt for all.
+	prec=$P/pkvm-c$c.txt
+	[ "$ptests" = subset ] || prec=$P/pkvm-c$c-$ptests.txt
 	if want $bname && { [ ! -s "$base" ] || [ -n "${PKVM_PEERS_REFRESH:-}" ]; }; then
 		log "peers: bare KVM baseline, $c CPU(s), $bt (not cached; key $bkey)"
 		rc=0
@@ -218,10 +228,10 @@ chain() {
 			python3 "$results" times "$base" "$res" "${sub[@]}" --top 5 | sed "s/^/  $pname: /"
 			python3 "$results" bench "c$c" "$base" "$res" >> "$bench"
 			if [ -n "${PKVM_PEERS_RECORD:-}" ]; then
-				cp "$res" "$P/pkvm-c$c.txt"
-				log "recorded $P/pkvm-c$c.txt"
-			elif [ -f "$P/pkvm-c$c.txt" ]; then
-				python3 "$results" compare "$P/pkvm-c$c.txt" "$res" > "$res.vs-record" || true
+				cp "$res" "$prec"
+				log "recorded $prec"
+			elif [ -f "$prec" ]; then
+				python3 "$results" compare "$prec" "$res" > "$res.vs-record" || true
 				grep -v '^peers: ' "$res.vs-record" | sed "s/^/  $pname vs record: /" || true
 			fi
 		else
