@@ -37,6 +37,9 @@
 #   PKVM_PEERS_PKVM_TIMEOUT   pkvm per-selftest limit in guest seconds (default
 #                             90: 2.5 times the slowest subset test measured
 #                             under nesting, Documentation/testing.rst)
+#   PKVM_PEERS_BARE_MINUTES   wall-time limit of a bare run in minutes (default 75)
+#   PKVM_PEERS_PKVM_MINUTES   wall-time limit of a pkvm run (default 75 for the
+#                             subset, 240 for all)
 #   PKVM_PEERS_STALL          wall seconds of console silence that mean the
 #                             emulated machine stopped (default 600)
 #   PKVM_PEERS_REFRESH=1      run the bare baseline even when cached
@@ -158,6 +161,9 @@ bkey=$( (echo "$kkey $timeout"; cat "$P/bare-view.txt" "$P/skip.txt" "$P/args.tx
 bdir=$PKVM_CACHE/peers-baseline/$bkey
 mkdir -p "$bdir"
 bare_wall=$((60 * ${PKVM_PEERS_BARE_MINUTES:-75}))
+# Every selftest under pkvm takes far longer than the subset (see
+# Documentation/testing.rst): its own wall limit.
+pkvm_wall=$((60 * ${PKVM_PEERS_PKVM_MINUTES:-$([ "$ptests" = all ] && echo 240 || echo 75)}))
 
 # chain C: the runs of one CPU count, in order (baseline if needed, then
 # pkvm); its report goes to stdout, its exit status is its failed runs.
@@ -212,7 +218,7 @@ chain() {
 			return $((fails + 1))
 		fi
 		rc=0
-		boot $pname "$c" pkvm "$ptests" $bare_wall "$ptimeout" || rc=$?
+		boot $pname "$c" pkvm "$ptests" $pkvm_wall "$ptimeout" || rc=$?
 		verdict $pname $rc || fails=$((fails + 1))
 		mapfile -t cons < "$runs/$pname.consoles"
 		local res=$runs/$pname/results.txt sub=()
