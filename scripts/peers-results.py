@@ -180,10 +180,13 @@ def bench_lines(label, bare_text, pkvm_text):
 
 
 def time_rows(base_times, other_times):
-    """[(name, base s, other s, ratio or None)], the largest ratio first."""
+    """[(name, base s, other s, ratio or None)], the largest ratio first;
+    tests with no time on either side (skip.txt: never run) left out."""
     rows = []
     for name in sorted(set(base_times) & set(other_times)):
         b, o = base_times[name], other_times[name]
+        if b == 0 and o == 0:
+            continue
         rows.append((name, b, o, o / b if b > 0 else None))
     rows.sort(key=lambda r: (-(r[3] if r[3] is not None else float("inf")), r[0]))
     return rows

@@ -139,8 +139,9 @@ class Compare(unittest.TestCase):
 
 class TimesAndBench(unittest.TestCase):
     def test_time_rows_largest_ratio_first(self):
-        rows = pr.time_rows({"a": 1.0, "b": 2.0, "c": 0.0, "d": 1.0}, {"a": 3.0, "b": 20.0, "c": 1.0})
-        self.assertEqual([r[0] for r in rows], ["c", "b", "a"])
+        rows = pr.time_rows({"a": 1.0, "b": 2.0, "c": 0.0, "d": 1.0, "e": 0.0},
+                            {"a": 3.0, "b": 20.0, "c": 1.0, "e": 0.0})
+        self.assertEqual([r[0] for r in rows], ["c", "b", "a"])  # e: run on neither side
         self.assertEqual(rows[1][3], 10.0)
         self.assertIsNone(rows[0][3])
 
