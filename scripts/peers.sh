@@ -8,7 +8,9 @@
 #   peers-bare-cN   KVM's selftests on bare KVM with pkvm's view
 #                   (selftests/peers/bare-view.txt): the BASELINE, every
 #                   selftest on 1 CPU, the subset (selftests/peers/subset.txt)
-#                   on 2.  Cached outside the repository, under
+#                   on 2 (every selftest when the pkvm side runs them all;
+#                   a cached full list serves the subset too).  Cached
+#                   outside the repository, under
 #                   $PKVM_CACHE/peers-baseline/<key>/bare-cN-<list>.txt, the
 #                   key hashing the selftest binaries, the kernel (bzImage
 #                   and KVM modules), the view, skip and argument lists, the
@@ -31,7 +33,8 @@
 # Environment:
 #   PKVM_PEERS_UNDER_PKVM=0   skip the pkvm side (default 1: run it)
 #   PKVM_PEERS_TESTS          pkvm side's list: subset (default,
-#                             selftests/peers/subset.txt) or all
+#                             selftests/peers/subset.txt) or all (the long
+#                             run, Documentation/testing.rst)
 #   PKVM_PEERS_CPUS           CPU counts, default "1 2"
 #   PKVM_PEERS_TIMEOUT        bare per-selftest limit in guest seconds (default 10)
 #   PKVM_PEERS_PKVM_TIMEOUT   pkvm per-selftest limit in guest seconds (default
@@ -44,10 +47,12 @@
 #                             emulated machine stopped (default 600)
 #   PKVM_PEERS_REFRESH=1      run the bare baseline even when cached
 #   PKVM_PEERS_BARE_TESTS     the baseline's list for every CPU count: all or
-#                             subset (default: all on 1 CPU, subset on 2)
+#                             subset (default: all on 1 CPU, and on 2 when
+#                             PKVM_PEERS_TESTS=all, else subset)
 #   PKVM_PEERS_RECORD=1       write the results into the records:
 #                             selftests/peers/bare-kvm-cN[-subset].txt and
-#                             selftests/peers/pkvm-cN.txt
+#                             selftests/peers/pkvm-cN.txt (subset) or
+#                             pkvm-cN-all.txt (all)
 #   PKVM_PEERS_JUDGE_ONLY=1   no emulator: judge (and record) the runs already
 #                             in RUNS again, e.g. after editing differences.txt
 #   PKVM_PEERS=0              skip every peer run
