@@ -25,6 +25,15 @@
       Guest-clock seconds of every test in both lists and their ratio,
       slowest ratio first (how much slower a test runs under pkvm).
 
+  peers-results.py records DIR
+      The record check (selftests/peers/): every difference between the bare
+      record and the pkvm record of a CPU count has a line in
+      DIR/differences.txt, for the subset records (pkvm-cN.txt against
+      bare-kvm-cN-subset.txt, else bare-kvm-cN.txt, judged on subset.txt)
+      and the full-list ones (pkvm-cN-all.txt against bare-kvm-cN.txt, every
+      selftest judged; both must be runs of every selftest naming the same
+      tests).  Prints each problem; exit status 1 if there is one.
+
   peers-results.py bench LABEL BARE.txt PKVM.txt
       The benchmarks of issue 9 from the header lines of two lists: the
       guest exit round trips (PEER-BENCH: median guest TSC cycles of CPUID,
@@ -33,6 +42,7 @@
       judgements; a side without the line prints "?".
 """
 import argparse
+import os
 import re
 import sys
 
@@ -170,10 +180,13 @@ def bench_lines(label, bare_text, pkvm_text):
 
 
 def time_rows(base_times, other_times):
-    """[(name, base s, other s, ratio or None)], the largest ratio first."""
+    """[(name, base s, other s, ratio or None)], the largest ratio first;
+    tests with no time on either side (skip.txt: never run) left out."""
     rows = []
     for name in sorted(set(base_times) & set(other_times)):
         b, o = base_times[name], other_times[name]
+        if b == 0 and o == 0:
+            continue
         rows.append((name, b, o, o / b if b > 0 else None))
     rows.sort(key=lambda r: (-(r[3] if r[3] is not None else float("inf")), r[0]))
     return rows
@@ -200,6 +213,56 @@ def compare(base, other):
     return regressions, notes
 
 
+def record_pairs(d):
+    """[(label, bare record, pkvm record, subset names or None)]: the pkvm
+    records present in the records directory D and the bare record each is
+    judged against (see "records" in the module doc)."""
+    with open(os.path.join(d, "subset.txt")) as f:
+        subset = read_names(f.read())
+    out = []
+    for c in (1, 2):
+        if os.path.exists(os.path.join(d, f"pkvm-c{c}.txt")):
+            # The subset baseline where the baseline is the subset (2 CPUs).
+            bare = f"bare-kvm-c{c}-subset.txt"
+            if not os.path.exists(os.path.join(d, bare)):
+                bare = f"bare-kvm-c{c}.txt"
+            out.append((f"c{c}", bare, f"pkvm-c{c}.txt", subset))
+        if os.path.exists(os.path.join(d, f"pkvm-c{c}-all.txt")):
+            out.append((f"c{c} all", f"bare-kvm-c{c}.txt", f"pkvm-c{c}-all.txt", None))
+    return out
+
+
+def record_problems(d):
+    """Every problem of the records in directory D: an unexplained difference,
+    a full-list record that is not a run of every selftest or names other
+    tests than its baseline, no pkvm record at all.  [] if none."""
+    def read(name):
+        with open(os.path.join(d, name)) as f:
+            return f.read()
+    explained = read_explanations(read("differences.txt"))
+    problems, pairs = [], record_pairs(d)
+    if not pairs:
+        problems.append(f"{d}: no pkvm record (pkvm-c1.txt)")
+    for label, bare, pk, names in pairs:
+        base_text, other_text = read(bare), read(pk)
+        base, other = read_list(base_text), read_list(other_text)
+        if names is None:
+            for name, text in ((pk, other_text), (bare, base_text)):
+                if not re.search(r"^# PEER-SUMMARY .*\btests=all\b", text, re.M):
+                    problems.append(f"{label}: {name} is not a run of every selftest (no tests=all summary)")
+            if sorted(base) != sorted(other):
+                problems.append(f"{label}: {pk} and {bare} name different tests: "
+                                f"{' '.join(sorted(set(base) ^ set(other)))}")
+        else:
+            base = {k: v for k, v in base.items() if k in names}
+            other = {k: v for k, v in other.items() if k in names}
+        reg, notes = compare(base, other)
+        for diff in reg + notes:
+            if diff.split(":", 1)[0] not in explained:
+                problems.append(f"{label}: UNEXPLAINED ({pk} vs {bare}): {diff}")
+    return problems
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -217,6 +280,8 @@ def main(argv=None):
     tp.add_argument("other")
     tp.add_argument("--subset")
     tp.add_argument("--top", type=int, default=0, help="only the first N rows")
+    rp = sub.add_parser("records")
+    rp.add_argument("dir")
     bp = sub.add_parser("bench")
     bp.add_argument("label")
     bp.add_argument("bare")
@@ -238,6 +303,13 @@ def main(argv=None):
         with open(a.out, "w") as f:
             f.write(format_list(results, list(a.note) + extra, times))
         return 0
+
+    if a.cmd == "records":
+        problems = record_problems(a.dir)
+        for p in problems:
+            print(p)
+        print(f"peers records: {len(record_pairs(a.dir))} pkvm records checked, {len(problems)} problems")
+        return 1 if problems else 0
 
     if a.cmd == "bench":
         with open(a.bare) as f:

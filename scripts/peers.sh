@@ -8,7 +8,9 @@
 #   peers-bare-cN   KVM's selftests on bare KVM with pkvm's view
 #                   (selftests/peers/bare-view.txt): the BASELINE, every
 #                   selftest on 1 CPU, the subset (selftests/peers/subset.txt)
-#                   on 2.  Cached outside the repository, under
+#                   on 2 (every selftest when the pkvm side runs them all;
+#                   a cached full list serves the subset too).  Cached
+#                   outside the repository, under
 #                   $PKVM_CACHE/peers-baseline/<key>/bare-cN-<list>.txt, the
 #                   key hashing the selftest binaries, the kernel (bzImage
 #                   and KVM modules), the view, skip and argument lists, the
@@ -31,20 +33,26 @@
 # Environment:
 #   PKVM_PEERS_UNDER_PKVM=0   skip the pkvm side (default 1: run it)
 #   PKVM_PEERS_TESTS          pkvm side's list: subset (default,
-#                             selftests/peers/subset.txt) or all
+#                             selftests/peers/subset.txt) or all (the long
+#                             run, Documentation/testing.rst)
 #   PKVM_PEERS_CPUS           CPU counts, default "1 2"
 #   PKVM_PEERS_TIMEOUT        bare per-selftest limit in guest seconds (default 10)
 #   PKVM_PEERS_PKVM_TIMEOUT   pkvm per-selftest limit in guest seconds (default
 #                             90: 2.5 times the slowest subset test measured
 #                             under nesting, Documentation/testing.rst)
+#   PKVM_PEERS_BARE_MINUTES   wall-time limit of a bare run in minutes (default 75)
+#   PKVM_PEERS_PKVM_MINUTES   wall-time limit of a pkvm run (default 75 for the
+#                             subset, 240 for all)
 #   PKVM_PEERS_STALL          wall seconds of console silence that mean the
 #                             emulated machine stopped (default 600)
 #   PKVM_PEERS_REFRESH=1      run the bare baseline even when cached
 #   PKVM_PEERS_BARE_TESTS     the baseline's list for every CPU count: all or
-#                             subset (default: all on 1 CPU, subset on 2)
+#                             subset (default: all on 1 CPU, and on 2 when
+#                             PKVM_PEERS_TESTS=all, else subset)
 #   PKVM_PEERS_RECORD=1       write the results into the records:
 #                             selftests/peers/bare-kvm-cN[-subset].txt and
-#                             selftests/peers/pkvm-cN.txt
+#                             selftests/peers/pkvm-cN.txt (subset) or
+#                             pkvm-cN-all.txt (all)
 #   PKVM_PEERS_JUDGE_ONLY=1   no emulator: judge (and record) the runs already
 #                             in RUNS again, e.g. after editing differences.txt
 #   PKVM_PEERS=0              skip every peer run
@@ -159,15 +167,28 @@ bkey=$( (echo "$kkey $timeout"; cat "$P/bare-view.txt" "$P/skip.txt" "$P/args.tx
 bdir=$PKVM_CACHE/peers-baseline/$bkey
 mkdir -p "$bdir"
 bare_wall=$((60 * ${PKVM_PEERS_BARE_MINUTES:-75}))
+# Every selftest under pkvm takes far longer than the subset (see
+# Documentation/testing.rst): its own wall limit.
+pkvm_wall=$((60 * ${PKVM_PEERS_PKVM_MINUTES:-$([ "$ptests" = all ] && echo 240 || echo 75)}))
 
 # chain C: the runs of one CPU count, in order (baseline if needed, then
 # pkvm); its report goes to stdout, its exit status is its failed runs.
 chain() {
-	local c=$1 fails=0 rc bname=peers-bare-c$1 pname=peers-pkvm-c$1 bt base rec
-	bt=${PKVM_PEERS_BARE_TESTS:-$([ "$c" = 1 ] && echo all || echo subset)}
+	local c=$1 fails=0 rc bname=peers-bare-c$1 pname=peers-pkvm-c$1 bt base rec prec
+	# The baseline's list: every selftest on 1 CPU and for a pkvm run of
+	# every selftest, else the subset; a cached full baseline serves a
+	# subset run too (compare --subset judges only the subset).
+	bt=${PKVM_PEERS_BARE_TESTS:-$({ [ "$c" = 1 ] || [ "$ptests" = all ]; } && echo all || echo subset)}
 	base=$bdir/bare-c$c-$bt.txt
+	if [ "$bt" = subset ] && [ -z "${PKVM_PEERS_BARE_TESTS:-}" ] && [ -z "${PKVM_PEERS_REFRESH:-}" ] &&
+		[ -s "$bdir/bare-c$c-all.txt" ]; then
+		bt=all base=$bdir/bare-c$c-all.txt
+	fi
 	rec=$P/bare-kvm-c$c.txt
 	[ "$bt" = all ] || rec=$P/bare-kvm-c$c-$bt.txt
+	# The pkvm record: pkvm-cN.txt for the subset, pkvm-cN-all.txt for all.
+	prec=$P/pkvm-c$c.txt
+	[ "$ptests" = subset ] || prec=$P/pkvm-c$c-$ptests.txt
 	if want $bname && { [ ! -s "$base" ] || [ -n "${PKVM_PEERS_REFRESH:-}" ]; }; then
 		log "peers: bare KVM baseline, $c CPU(s), $bt (not cached; key $bkey)"
 		rc=0
@@ -203,7 +224,7 @@ chain() {
 			return $((fails + 1))
 		fi
 		rc=0
-		boot $pname "$c" pkvm "$ptests" $bare_wall "$ptimeout" || rc=$?
+		boot $pname "$c" pkvm "$ptests" $pkvm_wall "$ptimeout" || rc=$?
 		verdict $pname $rc || fails=$((fails + 1))
 		mapfile -t cons < "$runs/$pname.consoles"
 		local res=$runs/$pname/results.txt sub=()
@@ -219,10 +240,10 @@ chain() {
 			python3 "$results" times "$base" "$res" "${sub[@]}" --top 5 | sed "s/^/  $pname: /"
 			python3 "$results" bench "c$c" "$base" "$res" >> "$bench"
 			if [ -n "${PKVM_PEERS_RECORD:-}" ]; then
-				cp "$res" "$P/pkvm-c$c.txt"
-				log "recorded $P/pkvm-c$c.txt"
-			elif [ -f "$P/pkvm-c$c.txt" ]; then
-				python3 "$results" compare "$P/pkvm-c$c.txt" "$res" > "$res.vs-record" || true
+				cp "$res" "$prec"
+				log "recorded $prec"
+			elif [ -f "$prec" ]; then
+				python3 "$results" compare "$prec" "$res" > "$res.vs-record" || true
 				grep -v '^peers: ' "$res.vs-record" | sed "s/^/  $pname vs record: /" || true
 			fi
 		else

@@ -139,8 +139,9 @@ class Compare(unittest.TestCase):
 
 class TimesAndBench(unittest.TestCase):
     def test_time_rows_largest_ratio_first(self):
-        rows = pr.time_rows({"a": 1.0, "b": 2.0, "c": 0.0, "d": 1.0}, {"a": 3.0, "b": 20.0, "c": 1.0})
-        self.assertEqual([r[0] for r in rows], ["c", "b", "a"])
+        rows = pr.time_rows({"a": 1.0, "b": 2.0, "c": 0.0, "d": 1.0, "e": 0.0},
+                            {"a": 3.0, "b": 20.0, "c": 1.0, "e": 0.0})
+        self.assertEqual([r[0] for r in rows], ["c", "b", "a"])  # e: run on neither side
         self.assertEqual(rows[1][3], 10.0)
         self.assertIsNone(rows[0][3])
 
@@ -159,38 +160,71 @@ class TimesAndBench(unittest.TestCase):
         self.assertIn("c1 exit_round_trip_hlt_tsc bare 18000 pkvm ? (?)", lines)
 
 
+class RecordCheck(unittest.TestCase):
+    """peers-results.py records on a made-up records directory: it finds
+    what it must find."""
+
+    def make(self, d, files):
+        for name, text in files.items():
+            with open(os.path.join(d, name), "w") as f:
+                f.write(text)
+
+    def setUp(self):
+        self.base, _, _, _ = pr.parse_console(CONSOLE)
+        self.bare = "# PEER-SUMMARY mode=bare tests=all n=5 guest_s=1\n" + pr.format_list(self.base)
+        self.pkvm = "# PEER-SUMMARY mode=pkvm tests=all n=5 guest_s=1\n" + pr.format_list(self.base)
+        self.sub = "# subset\ncpuid_test why\n"
+
+    def test_clean_records(self):
+        with tempfile.TemporaryDirectory() as d:
+            self.make(d, {"subset.txt": self.sub, "differences.txt": "# none\n", "bare-kvm-c1.txt": self.bare,
+                          "pkvm-c1.txt": self.pkvm, "pkvm-c1-all.txt": self.pkvm})
+            self.assertEqual(pr.record_problems(d), [])
+            self.assertEqual(len(pr.record_pairs(d)), 2)
+            self.assertEqual(pr.main(["records", d]), 0)
+
+    def test_unexplained_difference_in_a_full_record(self):
+        # A test outside the subset: only the full-list record sees it.
+        worse = "# PEER-SUMMARY mode=pkvm tests=all n=5 guest_s=1\n" + pr.format_list(
+            dict(self.base, amx_test=("fail", "boom")))
+        with tempfile.TemporaryDirectory() as d:
+            self.make(d, {"subset.txt": self.sub, "differences.txt": "# none\n", "bare-kvm-c1.txt": self.bare,
+                          "pkvm-c1.txt": self.pkvm, "pkvm-c1-all.txt": worse})
+            probs = pr.record_problems(d)
+            self.assertEqual(len(probs), 1, probs)
+            self.assertIn("UNEXPLAINED", probs[0])
+            self.assertIn("amx_test: skip -> fail", probs[0])
+            self.assertEqual(pr.main(["records", d]), 1)
+            self.make(d, {"differences.txt": "amx_test: why it differs\n"})
+            self.assertEqual(pr.record_problems(d), [])
+
+    def test_partial_full_record(self):
+        part = dict(self.base)
+        del part["state_test"]
+        with tempfile.TemporaryDirectory() as d:
+            self.make(d, {"subset.txt": self.sub, "differences.txt": "state_test: x\n",
+                          "bare-kvm-c2.txt": self.bare.replace("tests=all", "tests=subset"),
+                          "pkvm-c2-all.txt": "# PEER-SUMMARY mode=pkvm tests=all\n" + pr.format_list(part)})
+            probs = pr.record_problems(d)
+            self.assertTrue(any("not a run of every selftest" in p for p in probs), probs)
+            self.assertTrue(any("name different tests: state_test" in p for p in probs), probs)
+
+    def test_no_records(self):
+        with tempfile.TemporaryDirectory() as d:
+            self.make(d, {"subset.txt": self.sub, "differences.txt": ""})
+            self.assertEqual(len(pr.record_problems(d)), 1)
+
+
 class Records(unittest.TestCase):
-    """The result lists recorded in the repository: every difference between
-    the bare record and the pkvm record of the same CPU count is explained in
-    selftests/peers/differences.txt."""
+    """The result lists recorded in the repository (selftests/peers/): every
+    difference between the bare and the pkvm record of a CPU count is
+    explained in differences.txt, for the subset records and the full-list
+    ones (peers-results.py records)."""
 
     def test_every_recorded_difference_is_explained(self):
         peers = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "selftests", "peers")
-        with open(os.path.join(peers, "differences.txt")) as f:
-            explained = pr.read_explanations(f.read())
-        with open(os.path.join(peers, "subset.txt")) as f:
-            subset = pr.read_names(f.read())
-        checked = 0
-        for c in (1, 2):
-            pk = os.path.join(peers, f"pkvm-c{c}.txt")
-            if not os.path.exists(pk):
-                continue
-            # The baseline of that CPU count: the subset one where the
-            # baseline is the subset (2 CPUs), else the full one.
-            bare = os.path.join(peers, f"bare-kvm-c{c}-subset.txt")
-            if not os.path.exists(bare):
-                bare = os.path.join(peers, f"bare-kvm-c{c}.txt")
-            with open(bare) as f:
-                base = pr.read_list(f.read())
-            with open(pk) as f:
-                other = pr.read_list(f.read())
-            base = {k: v for k, v in base.items() if k in subset}
-            other = {k: v for k, v in other.items() if k in subset}
-            reg, notes = pr.compare(base, other)
-            for d in reg + notes:
-                self.assertIn(d.split(":", 1)[0], explained, f"c{c}: {d}")
-            checked += 1
-        self.assertGreater(checked, 0, "no pkvm record (selftests/peers/pkvm-c1.txt)")
+        self.assertEqual(pr.record_problems(peers), [])
+        self.assertIn("pkvm-c1.txt", [p[2] for p in pr.record_pairs(peers)])
 
 
 if __name__ == "__main__":
