@@ -1127,7 +1127,7 @@ fn reflect_to_host(cpu: &HypCpu, local: &mut CpuLocal, ns: &mut NestedCpu, tripl
     {
         let v02 = vmcs();
         for (i, info) in FIELDS.iter().enumerate() {
-            let c = class_at(i);
+            let c = class_at(global.vmx_params.ept, i);
             if matches!(c, Some(Class::GuestState) | Some(Class::ExitInfo))
                 || info.encoding == CR4_READ_SHADOW.encoding()
             {
@@ -1364,9 +1364,11 @@ fn shadowing_available(global: &HypGlobal) -> bool {
 
 /// Whether the shadow VMCS may serve the host's accesses to the field at
 /// table position `i` (`field_class::shadow_of`), for reads (`write`
-/// false) or writes.
-fn shadowable(i: usize, write: bool) -> bool {
-    match class_at(i).map(shadow_of) {
+/// false) or writes, in the view this module offers (`nested_ept`).
+fn shadowable(cpu: &HypCpu, i: usize, write: bool) -> bool {
+    // SAFETY: `global` points at the hypervisor-wide state in the pool.
+    let ept = unsafe { &*cpu.global }.vmx_params.ept;
+    match class_at(ept, i).map(shadow_of) {
         Some(Shadow::ReadWrite) => true,
         Some(Shadow::ReadOnly) => !write,
         _ => false,
@@ -1391,7 +1393,7 @@ fn shadow_fill(cpu: &HypCpu, ns: &mut NestedCpu, v12: &MemVmcs, dirty_only: bool
         let mut sh = vmcs();
         for i in v12.written() {
             if let (true, Some(info)) = (
-                ns.shadow_ok.contains(i) && shadowable(i, false),
+                ns.shadow_ok.contains(i) && shadowable(cpu, i, false),
                 FIELDS.get(i),
             ) {
                 let _ = sh.write_raw(info.encoding, v12.value_at(i).unwrap_or(0));
@@ -1400,7 +1402,7 @@ fn shadow_fill(cpu: &HypCpu, ns: &mut NestedCpu, v12: &MemVmcs, dirty_only: bool
     } else {
         let mut sh = vmcs();
         for (i, info) in FIELDS.iter().enumerate() {
-            if !shadowable(i, false) || !(first || ns.shadow_ok.contains(i)) {
+            if !shadowable(cpu, i, false) || !(first || ns.shadow_ok.contains(i)) {
                 continue;
             }
             let ok = sh
@@ -1448,7 +1450,7 @@ fn shadow_fill(cpu: &HypCpu, ns: &mut NestedCpu, v12: &MemVmcs, dirty_only: bool
                 }
             };
             clear(rd_bm);
-            if shadowable(i, true) {
+            if shadowable(cpu, i, true) {
                 clear(wr_bm);
             }
         }
@@ -1467,7 +1469,7 @@ fn shadow_drain(cpu: &HypCpu, ns: &NestedCpu, v12: &mut MemVmcs) {
     {
         let sh = vmcs();
         for (i, info) in FIELDS.iter().enumerate() {
-            if ns.shadow_ok.contains(i) && shadowable(i, true) {
+            if ns.shadow_ok.contains(i) && shadowable(cpu, i, true) {
                 if let Ok(v) = sh.read_raw(info.encoding) {
                     v12.load_at(i, v);
                 }
