@@ -301,11 +301,31 @@ t_normal_vm() {
 	expect_ctl '^ok 0xa3a3a3a3a3a3a3a3' read 3
 	expect_ctl 'SharedOwned' lookup 3
 	expect_ctl '^err ' donate_guest 0 33
-	expect_ctl '^err 1$' donate_hyp 3
+	# Shares are counted: the same page at a second guest address.
+	expect_ctl '^ok 0$' share_guest 3 40
+	expect_ctl '^err 1$' share_guest 3 40
+	# A page a guest maps is not donated: EBUSY (no reverse map).
+	expect_ctl '^err 16$' donate_hyp 3
 	expect_ctl '^ok invariants hold' check
+	expect_ctl '^ok 0$' unshare_guest 3 32
+	expect_ctl '^err 1$' unshare_guest 3 32
+	expect_ctl 'SharedOwned' lookup 3
+	expect_ctl '^err 16$' donate_hyp 3
+	expect_ctl '^ok invariants hold' check
+	# Teardown returns the last count.
 	expect_ctl '^ok' vm_teardown
 	expect_ctl '^ok 0xa3a3a3a3a3a3a3a3' read 3
 	expect_ctl 'rwx.*Owned' lookup 3
+	expect_ctl '^ok invariants hold' check
+	# Shared again, unshared: the host's alone again, donatable.
+	expect_ctl '^ok handle=0x' vm_create normal
+	expect_ctl '^ok 0$' share_guest 3 32
+	expect_ctl '^ok 0$' unshare_guest 3 32
+	expect_ctl 'rwx.*Owned' lookup 3
+	expect_ctl '^ok 0$' donate_hyp 3
+	expect_ctl '^ok 0$' undonate_hyp 3
+	expect_ctl '^ok' vm_teardown
+	expect_ctl '^ok invariants hold' check
 }
 
 t_bad_commands() {

@@ -6,6 +6,13 @@
 //! that must change.  Prints numbers, asserts nothing about time.
 //!
 //! Run with `cargo run --release --example pgtable_bench`.
+//!
+//! The "warm region" figure (issue 10): a guest faulting page after page
+//! into one 1 GiB host region whose host tables exist already, each fault
+//! one counted 4 KiB share that is kept: time and TSC cycles per share,
+//! table pages allocated per share (guest tables, share-count pages), and
+//! that the host EPT is neither split nor merged on the way (no host table
+//! page allocated or freed, no break-before-make invalidation).
 
 use std::time::Instant;
 
@@ -222,6 +229,8 @@ fn main() {
         },
     );
 
+    warm_region();
+
     let host_tables = s.host.pgt().table_pages(&mut s.mm).expect("walk");
     let guest_tables = s.guest.pgt().table_pages(&mut s.mm).expect("walk");
     println!(
@@ -230,5 +239,89 @@ fn main() {
         s.mm.allocs,
         s.mm.frees,
         s.mm.errors.len()
+    );
+}
+
+/// TSC cycles (x86-64 only; 0 elsewhere).
+fn cycles() -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: RDTSC has no memory effects; every x86-64 CPU has it.
+        unsafe { core::arch::x86_64::_rdtsc() }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    0
+}
+
+/// The warm-region figure: see the file docs.
+fn warm_region() {
+    let mut s = setup();
+    let region = 3 * G1;
+    let pages = G1 / K4;
+    // Warm the region: one share + unshare in each 2 MiB piece splits the
+    // host's 1 GiB leaf and each 2 MiB leaf once; state changes never
+    // merge, so the tables stay.
+    for m in 0..512 {
+        let hpa = Hpa::new(region + m * M2).expect("hpa");
+        let gpa = Gpa::new(16 * G1).expect("gpa");
+        host_share_guest(&mut s.host, &mut s.guest, &mut s.mm, hpa, gpa, 1, PERM_RWX)
+            .expect("share");
+        host_unshare_guest(&mut s.host, &mut s.guest, &mut s.mm, hpa, gpa, 1).expect("unshare");
+    }
+    let host_tables = s.host.pgt().table_pages(&mut s.mm).expect("walk");
+    let (allocs, frees, invals) = (s.mm.allocs, s.mm.frees, s.mm.invalidations);
+    // The guest faults page after page: every 4 KiB page of the region,
+    // shared at consecutive guest addresses, kept.
+    let t = Instant::now();
+    let c0 = cycles();
+    for i in 0..pages {
+        let hpa = Hpa::new(region + i * K4).expect("hpa");
+        let gpa = Gpa::new(8 * G1 + i * K4).expect("gpa");
+        host_share_guest(&mut s.host, &mut s.guest, &mut s.mm, hpa, gpa, 1, PERM_RWX)
+            .expect("share");
+    }
+    let c = cycles() - c0;
+    let ns = t.elapsed().as_nanos().max(1);
+    let host_after = s.host.pgt().table_pages(&mut s.mm).expect("walk");
+    let count_pages = s.host.share_counts().table_pages();
+    let host_invals = s.mm.invalidations - invals;
+    println!(
+        "{:<44} {:>10} op/s {:>10} ns/op  {} cycles/op  allocs/op {}.{:03}  (guest tables + {count_pages} count pages)",
+        "warm 1G region: 4K share, kept (262144)",
+        u128::from(pages) * 1_000_000_000 / ns,
+        ns / u128::from(pages),
+        c / pages,
+        (s.mm.allocs - allocs) / pages,
+        (s.mm.allocs - allocs) * 1000 / pages % 1000,
+    );
+    println!(
+        "  host EPT table pages {host_tables} -> {host_after}; pages freed during the run {}; invalidations {host_invals} (0: nothing split or merged, no break-before-make)",
+        s.mm.frees - frees
+    );
+    // A second guest address for every page (counted, host unchanged).
+    let (allocs, invals) = (s.mm.allocs, s.mm.invalidations);
+    let t = Instant::now();
+    let c0 = cycles();
+    for i in 0..pages {
+        let hpa = Hpa::new(region + i * K4).expect("hpa");
+        let gpa = Gpa::new(12 * G1 + i * K4).expect("gpa");
+        host_share_guest(&mut s.host, &mut s.guest, &mut s.mm, hpa, gpa, 1, PERM_RWX)
+            .expect("share");
+    }
+    let c = cycles() - c0;
+    let ns = t.elapsed().as_nanos().max(1);
+    println!(
+        "{:<44} {:>10} op/s {:>10} ns/op  {} cycles/op  allocs {} (guest tables only), host invalidations {}",
+        "warm 1G region: same pages again (count 2)",
+        u128::from(pages) * 1_000_000_000 / ns,
+        ns / u128::from(pages),
+        c / pages,
+        s.mm.allocs - allocs,
+        s.mm.invalidations - invals,
+    );
+    assert_eq!(
+        s.host.pgt().table_pages(&mut s.mm).expect("walk"),
+        host_after,
+        "host EPT changed shape"
     );
 }

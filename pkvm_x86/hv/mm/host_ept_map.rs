@@ -160,6 +160,7 @@ pub fn map_typed<M: MmOps, T: MemTypes>(
             perms,
             memtype,
             state,
+            ipat: false,
         };
         let pa = Hpa::new(run_start).ok_or(Error::Inval)?;
         ept.map_memory(mm, pa, a - run_start, attrs)?;
@@ -312,6 +313,7 @@ impl<T: MemTypes> LazyMap<T> {
                     perms: PERM_RWX,
                     memtype,
                     state: PageState::Owned,
+                    ipat: false,
                 };
                 ept.map_memory(mm, Hpa::new(a).ok_or(Error::Inval)?, PAGE_SIZE, attrs)?;
             }

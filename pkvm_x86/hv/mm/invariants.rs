@@ -13,9 +13,20 @@
 //! 2. every page has exactly one owner: a guest `OWNED` page is annotated
 //!    with that guest in the host EPT, a hypervisor `OWNED` page with `HYP`,
 //!    and no two parties claim the same page;
-//! 3. every `SHARED_OWNED` page has exactly one `SHARED_BORROWED`
-//!    counterpart in the right table and the other way round (host `SO` with
-//!    one guest or hypervisor `SB`; guest `SO` with a host `SB`);
+//! 3. every `SHARED_OWNED` page has its `SHARED_BORROWED` counterparts in
+//!    the right tables and the other way round: a host `SO` page is either
+//!    shared with the hypervisor (exactly one hypervisor `SB`, share count
+//!    0) or with normal VMs (one or more guest `SB` leaf pages, in one or
+//!    several guests, at one or several guest addresses: a counted share);
+//!    a guest `SO` page has a host `SB`.  The share count of every host
+//!    page (`hv::mm::share_count`) equals the number of 4 KiB guest
+//!    `SHARED_BORROWED` leaf pages mapping it over all guests (a 2 MiB
+//!    guest leaf counts once for each host page it covers), so a count is
+//!    non-zero exactly on host `SO` pages that are not shared with the
+//!    hypervisor, and never on a page that is not RAM; the count table's
+//!    own books hold (each page's use count is its number of non-zero
+//!    counts or entries, no empty leaf is kept) and its pages are the
+//!    hypervisor's;
 //! 4. the host maps only what it owns or legitimately borrows (a page a
 //!    guest shared back), so nothing the host does not own is writable for
 //!    it otherwise;
@@ -42,10 +53,11 @@
 //! Needs no allocation: the caller passes a scratch array for the claims
 //! (one per run of pages a guest or the hypervisor maps); a too-small array
 //! is reported as [`ViolationKind::ScratchFull`].  Meant for tests and for a
-//! debug hypercall, not for hot paths.
+//! debug hypercall, not for hot paths: telling overlapping claims apart
+//! (counted shares) costs time quadratic in the number of claims.
 
 use crate::hv::mm::addr::{Hpa, InputAddr};
-use crate::hv::mm::ept::{OwnerId, PageState, PINNED};
+use crate::hv::mm::ept::{OwnerId, PageState, PAGE_SIZE, PINNED};
 use crate::hv::mm::mem_protect::{GuestEpt, HostEpt, HypPgt, VmKind};
 use crate::hv::mm::pgtable::{EptFormat, MmOps, PgTable, PteFormat, ADDR_LIMIT, PERM_W};
 
@@ -109,6 +121,13 @@ pub enum ViolationKind {
     /// The reserve's accounting does not match its pages (batches, free
     /// list, pages handed out).
     ReserveAccounting,
+    /// A host page's share count is not the number of guest
+    /// `SHARED_BORROWED` leaf pages mapping it (at `addr`; at 0: a count
+    /// on a page no guest maps).
+    ShareCount,
+    /// The share-count table's books are wrong (a page's use count, an
+    /// empty leaf kept, the page total); `addr` is the page, or 0.
+    ShareCountBooks,
 }
 
 /// The first broken invariant found.
@@ -133,6 +152,9 @@ pub struct Claim {
     pub len: u64,
     /// Who maps it.
     pub party: Party,
+    /// A normal VM's `SHARED_BORROWED` mapping: a counted share, which may
+    /// overlap others of its kind.
+    pub counted: bool,
 }
 
 type Check<T = ()> = core::result::Result<T, Violation>;
@@ -149,7 +171,10 @@ struct Claims<'s> {
 impl Claims<'_> {
     fn push(&mut self, c: Claim) -> Check {
         if let Some(last) = self.n.checked_sub(1).and_then(|i| self.buf.get_mut(i)) {
-            if last.party == c.party && last.hpa.raw() + last.len == c.hpa.raw() {
+            if last.party == c.party
+                && last.counted == c.counted
+                && last.hpa.raw() + last.len == c.hpa.raw()
+            {
                 last.len += c.len;
                 return Ok(());
             }
@@ -299,6 +324,106 @@ fn fixed_pinned<M: MmOps>(host: &HostEpt, hyp: &HypPgt, mm: &mut M, start: u64, 
     )
 }
 
+/// Overlapping claims and share counts (3.): only counted claims overlap,
+/// and every page's count is the number of counted claims covering it.
+/// `sorted` is sorted by address.
+///
+/// Sweeps the segments between claim boundaries (time: segments x claims):
+/// in each, the counts must equal the number of counted claims covering
+/// it; then the sum of all counts must equal the pages of all counted
+/// claims, so no count lies outside them.
+fn share_counts<M: MmOps>(host: &HostEpt, mm: &mut M, sorted: &[Claim]) -> Check {
+    let counts = host.share_counts();
+    let books = |_| violation(ViolationKind::ShareCountBooks, Party::Host, 0);
+    let mut cur = match sorted.first() {
+        Some(c) => c.hpa.raw(),
+        None => 0,
+    };
+    let mut claimed_pages = 0u64;
+    for c in sorted.iter().filter(|c| c.counted) {
+        claimed_pages += c.len / PAGE_SIZE;
+    }
+    while !sorted.is_empty() {
+        let (mut all, mut counted, mut other) = (0u32, 0u32, Party::Host);
+        let mut next = u64::MAX;
+        for c in sorted {
+            let (s, e) = (c.hpa.raw(), c.hpa.raw() + c.len);
+            if s > cur {
+                next = next.min(s);
+                break;
+            }
+            if cur < e {
+                all += 1;
+                if c.counted {
+                    counted += 1;
+                } else {
+                    other = c.party;
+                }
+                next = next.min(e);
+            }
+        }
+        if all >= 2 && all != counted {
+            return Err(violation(ViolationKind::DoubleClaim, other, cur));
+        }
+        if next == u64::MAX {
+            break;
+        }
+        if counted > 0 {
+            let mut bad = None;
+            counts
+                .scan(mm, Hpa::from_table_bits(cur), next - cur, |_, pa, _, n| {
+                    if bad.is_none() && n != counted {
+                        bad = Some(pa.raw());
+                    }
+                    Ok(())
+                })
+                .map_err(books)?;
+            if let Some(a) = bad {
+                return Err(violation(ViolationKind::ShareCount, Party::Host, a));
+            }
+        }
+        cur = next;
+    }
+    let (mut total, mut not_ram) = (0u64, None);
+    counts
+        .scan(mm, Hpa::ZERO, ADDR_LIMIT, |_, pa, len, n| {
+            if n != 0 {
+                total += u64::from(n) * (len / PAGE_SIZE);
+                if not_ram.is_none() && !host.ram().contains(pa.raw(), len) {
+                    not_ram = Some(pa.raw());
+                }
+            }
+            Ok(())
+        })
+        .map_err(books)?;
+    if let Some(a) = not_ram {
+        return Err(violation(ViolationKind::NotRam, Party::Host, a));
+    }
+    if total != claimed_pages {
+        return Err(violation(ViolationKind::ShareCount, Party::Host, 0));
+    }
+    counts.audit(mm, |_, _| true).map_err(|p| {
+        let a = p.map_or(0, Hpa::raw);
+        violation(ViolationKind::ShareCountBooks, Party::Host, a)
+    })?;
+    let mut not_hyp = None;
+    let _ = counts.audit(mm, |mm, page| {
+        let hyp = host.pgt().lookup(mm, page).is_ok_and(|l| l.entry == 0);
+        if !hyp && not_hyp.is_none() {
+            not_hyp = Some(page);
+        }
+        true
+    });
+    match not_hyp {
+        Some(p) => Err(violation(
+            ViolationKind::TableNotHypOwned,
+            Party::Host,
+            p.raw(),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Checks every invariant listed in the module docs; returns the first
 /// violation.  `guests` must yield every guest that exists.
 pub fn check<'g, M: MmOps, I>(
@@ -375,7 +500,15 @@ where
                         _ => present_in::<EptFormat>(h, PageState::SharedOwned),
                     })
                     .map_err(|v| Violation { addr: lo, ..v })
-                    .and_then(|()| claims.push(Claim { hpa, len, party }))
+                    .and_then(|()| {
+                        let counted = state == PageState::SharedBorrowed;
+                        claims.push(Claim {
+                            hpa,
+                            len,
+                            party,
+                            counted,
+                        })
+                    })
                 }
             },
         )?;
@@ -399,7 +532,14 @@ where
                 _ => Err(violation(ViolationKind::NoHostCounterpart, party, lo)),
             }
             .map_err(|v| Violation { addr: lo, ..v })
-            .and_then(|()| claims.push(Claim { hpa, len, party })),
+            .and_then(|()| {
+                claims.push(Claim {
+                    hpa,
+                    len,
+                    party,
+                    counted: false,
+                })
+            }),
             _ => Err(violation(ViolationKind::HypNotLinear, party, lo)),
         },
     )?;
@@ -419,13 +559,7 @@ where
     {
         return Err(violation(ViolationKind::NotRam, c.party, c.hpa.raw()));
     }
-    for w in sorted.windows(2) {
-        if let [a, b] = w {
-            if a.hpa.raw() + a.len > b.hpa.raw() {
-                return Err(violation(ViolationKind::DoubleClaim, b.party, b.hpa.raw()));
-            }
-        }
-    }
+    share_counts(host, mm, sorted)?;
 
     // 4. Every host page that is shared, borrowed or given to a guest has
     //    its counterpart claim.
@@ -450,7 +584,8 @@ where
                 if c.hpa.raw() > covered || covered >= hi {
                     break;
                 }
-                covered = c.hpa.raw() + c.len;
+                // Claims may overlap (counted shares): never go back.
+                covered = covered.max(c.hpa.raw() + c.len);
             }
             if covered < hi {
                 bad = Some(violation(ViolationKind::NoBorrower, Party::Host, covered));

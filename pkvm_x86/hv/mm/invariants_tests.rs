@@ -8,7 +8,7 @@ use super::*;
 use crate::hv::mm::addr::lit;
 use crate::hv::mm::mem_protect::tests::{Op, World, G1, K4, M2};
 use crate::hv::mm::mem_protect::{VmKind, HOST_OWNED};
-use crate::hv::mm::pgtable::{Attrs, Fill, PERM_R, PERM_RWX, PERM_X};
+use crate::hv::mm::pgtable::{Attrs, Fill, MmOps, PERM_R, PERM_RWX, PERM_W, PERM_X};
 use crate::hv::mm::sim::ARENA_BASE;
 
 const P: u64 = 5 * M2 + 3 * K4;
@@ -94,15 +94,92 @@ fn shared_without_borrower_and_double_borrow_are_caught() {
         .pgt_mut()
         .set_state(&mut w.mm, lit::hpa(P), K4, PageState::Owned)
         .unwrap();
-    // The same host page borrowed twice by one guest.
+    // The same host page borrowed a second time by one guest behind the
+    // share count's back (a counted share would be fine).
     w.run(Op::ShareGuest(n, P, 0, 1)).unwrap();
     let attrs = Attrs::wb(PERM_RWX, PageState::SharedBorrowed);
     let g = w.vms.get_mut(n).unwrap().guest_mut().pgt_mut();
     g.map(&mut w.mm, lit::gpa(9 * K4), K4, lit::hpa(P), attrs)
         .unwrap();
-    expect(&mut w, ViolationKind::DoubleClaim);
+    let v = expect(&mut w, ViolationKind::ShareCount);
+    assert_eq!(v.addr, P);
     let g = w.vms.get_mut(n).unwrap().guest_mut().pgt_mut();
     g.unmap(&mut w.mm, lit::gpa(9 * K4), K4).unwrap();
+    assert_eq!(run_check(&mut w, 1024), Ok(()));
+    // The counted way: the same page at a second address, and in a
+    // second normal VM.
+    w.run(Op::ShareGuest(n, P, 9 * K4, 1)).unwrap();
+    let n2 = w.create(3, VmKind::Normal);
+    w.run(Op::ShareGuest(n2, P, 0, 1)).unwrap();
+    assert_eq!(run_check(&mut w, 1024), Ok(()));
+    // The hypervisor borrowing a page guests borrow: never.
+    let hyp_attrs = Attrs::wb(PERM_R | PERM_W, PageState::SharedBorrowed);
+    let va = w.hyp.va(lit::hpa(P), K4).unwrap();
+    w.hyp
+        .pgt_mut()
+        .map(&mut w.mm, va, K4, lit::hpa(P), hyp_attrs)
+        .unwrap();
+    let v = expect(&mut w, ViolationKind::DoubleClaim);
+    assert_eq!((v.party, v.addr), (Party::Hyp, P));
+    w.hyp.pgt_mut().unmap(&mut w.mm, va, K4).unwrap();
+    assert_eq!(run_check(&mut w, 1024), Ok(()));
+    w.destroy();
+}
+
+#[test]
+fn share_counts_that_do_not_match_the_guests_are_caught() {
+    use crate::hv::mm::pgtable::PageCache;
+    // RAM ends at 4 GiB.
+    let mut model = crate::hv::mm::mem_protect::tests::Model::default();
+    let mut w = World::with_image(&[], &[], &mut model);
+    let n = w.create(1, VmKind::Normal);
+    w.run(Op::ShareGuest(n, P, 0, 2)).unwrap();
+    assert_eq!(run_check(&mut w, 1024), Ok(()));
+    // One count too many on a shared page.
+    let mut cache = PageCache::new();
+    w.host
+        .counts_mut()
+        .increment(&mut w.mm, &mut cache, lit::hpa(P + K4), K4)
+        .unwrap();
+    let v = expect(&mut w, ViolationKind::ShareCount);
+    assert_eq!(v.addr, P + K4);
+    w.host
+        .counts_mut()
+        .decrement(&mut w.mm, lit::hpa(P + K4), K4)
+        .unwrap();
+    // A count on a page no guest maps (the host's own page): only the
+    // total catches it.
+    w.host
+        .counts_mut()
+        .increment(&mut w.mm, &mut cache, lit::hpa(P + 7 * K4), K4)
+        .unwrap();
+    let v = expect(&mut w, ViolationKind::ShareCount);
+    assert_eq!(v.addr, 0);
+    w.host
+        .counts_mut()
+        .decrement(&mut w.mm, lit::hpa(P + 7 * K4), K4)
+        .unwrap();
+    // A count on a page that is not RAM.
+    let far = 5 * G1 + 3 * K4;
+    cache.topup(&mut w.mm, 3).unwrap();
+    w.host
+        .counts_mut()
+        .increment(&mut w.mm, &mut cache, lit::hpa(far), K4)
+        .unwrap();
+    let v = expect(&mut w, ViolationKind::NotRam);
+    assert_eq!(v.addr, far);
+    w.host
+        .counts_mut()
+        .decrement(&mut w.mm, lit::hpa(far), K4)
+        .unwrap();
+    cache.release(&mut w.mm);
+    assert_eq!(run_check(&mut w, 1024), Ok(()));
+    // The table's own books: a use count that does not match.
+    let leaf = w.host.share_counts().leaf_of(&w.mm, lit::hpa(P)).unwrap();
+    w.mm.get_page(leaf);
+    let v = expect(&mut w, ViolationKind::ShareCountBooks);
+    assert_eq!(v.addr, leaf.raw());
+    w.mm.put_page(leaf);
     assert_eq!(run_check(&mut w, 1024), Ok(()));
     w.destroy();
 }

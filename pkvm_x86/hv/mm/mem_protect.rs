@@ -38,14 +38,29 @@
 //! | [`hyp_donate_host`] | hyp `OWNED -> NOPAGE` | host `NOPAGE(HYP) -> OWNED` |
 //! | [`host_share_hyp`] | host `OWNED -> SHARED_OWNED` | hyp `NOPAGE -> SHARED_BORROWED` |
 //! | [`host_unshare_hyp`] | host `SHARED_OWNED -> OWNED` | hyp `SHARED_BORROWED -> NOPAGE` |
-//! | [`host_share_guest`] (normal VM) | host `OWNED -> SHARED_OWNED` | guest `NOPAGE -> SHARED_BORROWED` |
-//! | [`host_unshare_guest`] | host `SHARED_OWNED -> OWNED` | guest `SHARED_BORROWED -> NOPAGE` |
+//! | [`host_share_guest`] (normal VM) | host `OWNED -> SHARED_OWNED` (count 1) or guest-shared `SHARED_OWNED` (count + 1) | guest `NOPAGE -> SHARED_BORROWED` |
+//! | [`host_unshare_guest`] | host `SHARED_OWNED`, count - 1, `-> OWNED` at 0 | guest `SHARED_BORROWED -> NOPAGE` |
 //! | [`host_donate_guest`] (protected VM) | host `OWNED -> NOPAGE(guest)` | guest `NOPAGE -> OWNED` |
 //! | [`guest_share_host`] (protected VM) | guest `OWNED -> SHARED_OWNED` | host `NOPAGE(guest) -> SHARED_BORROWED` |
 //! | [`guest_unshare_host`] | guest `SHARED_OWNED -> OWNED` | host `SHARED_BORROWED -> NOPAGE(guest)` |
-//! | [`guest_reclaim`] (dying VM) | guest `OWNED`, `SHARED_OWNED` or `SHARED_BORROWED -> NOPAGE` | host `NOPAGE(guest)`, `SHARED_BORROWED` or `SHARED_OWNED -> OWNED`, pages the guest owned zeroed first |
+//! | [`guest_reclaim`] (dying VM) | guest `OWNED`, `SHARED_OWNED` or `SHARED_BORROWED -> NOPAGE` | host `NOPAGE(guest)`, `SHARED_BORROWED -> OWNED`, pages the guest owned zeroed first; `SHARED_OWNED` count - 1, `-> OWNED` at 0 |
+//!
+//! # Counted shares
+//!
+//! Shares with normal VMs are counted (`hv::mm::share_count`, kept in
+//! the [`HostEpt`]): one host page may back several guests and several
+//! guest addresses of one guest (KSM, the zero page, the APIC-access
+//! page), one count per 4 KiB guest leaf page; the host entry is
+//! `SHARED_OWNED` while the count is non-zero and goes back to `OWNED`
+//! when the last mapping goes.  A `SHARED_OWNED` page with count 0 is
+//! shared with the hypervisor: it cannot be shared with guests, and a page
+//! shared with guests cannot be shared with the hypervisor.  A host
+//! donation ([`host_donate_hyp`], [`host_donate_guest`]) of a page with a
+//! non-zero count is [`Error::Busy`] (there is no reverse map to revoke
+//! the guests' mappings).
 //!
 //! A page not in the required state in either table gives [`Error::Perm`];
+//! a host donation of a page guests still map gives [`Error::Busy`];
 //! a bad range (empty, unaligned, overflowing, beyond 48 bits) or bad
 //! permissions give [`Error::Inval`]; so does a host-physical range the
 //! host passes that is not all RAM ([`RamMap`], checked before any table
@@ -78,6 +93,7 @@ use crate::hv::mm::pgtable::{
     ADDR_LIMIT, PERM_R, PERM_RWX, PERM_W,
 };
 use crate::hv::mm::ram::RamMap;
+use crate::hv::mm::share_count::{ShareCounts, MAX_COUNT};
 
 /// Attributes of a page the host owns or shares: RWX, write-back.
 pub const HOST_OWNED: Attrs = Attrs::wb(PERM_RWX, PageState::Owned);
@@ -93,6 +109,7 @@ pub const HYP_BORROWED: Attrs = Attrs::wb(PERM_R | PERM_W, PageState::SharedBorr
 pub struct HostEpt {
     pgt: PgTable<EptFormat, Hpa>,
     ram: RamMap,
+    counts: ShareCounts,
     internal_errors: u64,
 }
 
@@ -104,6 +121,7 @@ impl HostEpt {
         Ok(Self {
             pgt: PgTable::new(mm, max_block_level)?,
             ram,
+            counts: ShareCounts::new(),
             internal_errors: 0,
         })
     }
@@ -111,6 +129,12 @@ impl HostEpt {
     /// The RAM map the transitions check host ranges against.
     pub const fn ram(&self) -> &RamMap {
         &self.ram
+    }
+
+    /// How many guest leaf pages map each host page the host shares with
+    /// normal VMs ([`host_share_guest`]); zero for every other page.
+    pub const fn share_counts(&self) -> &ShareCounts {
+        &self.counts
     }
 
     /// The underlying table (root for the EPT pointer, walks, statistics).
@@ -145,6 +169,13 @@ impl HostEpt {
         &mut self.pgt
     }
 
+    /// Raw mutable access to the share counts, for tests that corrupt
+    /// them on purpose.
+    #[cfg(test)]
+    pub(crate) fn counts_mut(&mut self) -> &mut ShareCounts {
+        &mut self.counts
+    }
+
     /// How often an apply step failed although its check passed (a corrupt
     /// table or an inconsistent [`MmOps`]).  Always 0; the module should
     /// warn if it is not.
@@ -152,8 +183,9 @@ impl HostEpt {
         self.internal_errors
     }
 
-    /// Frees every table page.
+    /// Frees every table page and every page of the share counts.
     pub fn destroy<M: MmOps>(self, mm: &mut M) -> Result {
+        self.counts.destroy(mm)?;
         self.pgt.destroy(mm)
     }
 }
@@ -193,6 +225,12 @@ impl HypPgt {
         let va = pa.raw().wrapping_add(self.va_offset) & (ADDR_LIMIT - 1);
         check_range(va, size)?;
         Ok(HypVa::from_low_bits(va))
+    }
+
+    /// Raw mutable access, for tests that corrupt the table on purpose.
+    #[cfg(test)]
+    pub(crate) fn pgt_mut(&mut self) -> &mut PgTable<HypFormat, HypVa> {
+        &mut self.pgt
     }
 
     /// The linear window `[start, start + len)` where `pa` lives at
@@ -539,6 +577,7 @@ pub fn host_donate_hyp<M: MmOps>(
 ) -> Result {
     let size = host_range(host, pa, nr_pages)?;
     let va = hyp.va(pa, size)?;
+    refuse_guest_shared(host, mm, pa, size)?;
     let h = Side {
         addr: pa,
         expect: |c: &WalkCtx, e| maps_as::<EptFormat, _>(c, e, PageState::Owned, pa, pa),
@@ -625,6 +664,10 @@ pub fn host_unshare_hyp<M: MmOps>(
 ) -> Result {
     let size = host_range(host, pa, nr_pages)?;
     let va = hyp.va(pa, size)?;
+    // A SHARED_OWNED page with a share count is shared with guests.
+    if host.counts.any_shared(mm, pa, size)? {
+        return Err(Error::Perm);
+    }
     let h = Side {
         addr: pa,
         expect: |c: &WalkCtx, e| maps_as::<EptFormat, _>(c, e, PageState::SharedOwned, pa, pa),
@@ -642,9 +685,11 @@ pub fn host_unshare_hyp<M: MmOps>(
 // host -> guest
 
 /// Shares `nr_pages` host pages at `hpa` with the normal VM `guest` at
-/// `gpa`, mapped with EPT permissions `perms` (`PERM_*`).
+/// `gpa`, mapped write-back with EPT permissions `perms` (`PERM_*`):
+/// [`host_share_guest_attrs`] with [`Attrs::wb`].
 ///
-/// host `OWNED -> SHARED_OWNED` / guest `NOPAGE -> SHARED_BORROWED`.
+/// host `OWNED -> SHARED_OWNED` (count 1), or `SHARED_OWNED` with guests
+/// (count + 1) / guest `NOPAGE -> SHARED_BORROWED`.
 #[allow(clippy::too_many_arguments)]
 pub fn host_share_guest<M: MmOps>(
     host: &mut HostEpt,
@@ -655,31 +700,87 @@ pub fn host_share_guest<M: MmOps>(
     nr_pages: u64,
     perms: u8,
 ) -> Result {
+    let attrs = Attrs::wb(perms, PageState::SharedBorrowed);
+    host_share_guest_attrs(host, guest, mm, hpa, gpa, nr_pages, attrs)
+}
+
+/// Shares `nr_pages` host pages at `hpa` with the normal VM `guest` at
+/// `gpa`, mapped with `attrs.perms`, `attrs.memtype` and `attrs.ipat` (a
+/// shadow EPT leaf carries the memory type intersected from the host's
+/// EPT for its guest and the host EPT); `attrs.state` is ignored (the
+/// guest's leaves are `SHARED_BORROWED`).
+///
+/// A share is counted ([`HostEpt::share_counts`]): one host page may back
+/// several guests and several guest addresses of one guest, each 4 KiB
+/// guest leaf page one count.  Every host page must be `OWNED` (it becomes
+/// `SHARED_OWNED`, count 1) or already shared with guests (`SHARED_OWNED`
+/// with a count: the count grows, the host entry stays); a page shared
+/// with the hypervisor (`SHARED_OWNED`, count 0), or at [`MAX_COUNT`],
+/// is [`Error::Perm`].  Every guest page must be unmapped.
+///
+/// host `OWNED -> SHARED_OWNED` (count 1), or `SHARED_OWNED` (count + 1) /
+/// guest `NOPAGE -> SHARED_BORROWED`.
+#[allow(clippy::too_many_arguments)]
+pub fn host_share_guest_attrs<M: MmOps>(
+    host: &mut HostEpt,
+    guest: &mut GuestEpt,
+    mm: &mut M,
+    hpa: Hpa,
+    gpa: Gpa,
+    nr_pages: u64,
+    attrs: Attrs,
+) -> Result {
     let size = host_range(host, hpa, nr_pages)?;
     check_range(gpa.raw(), size)?;
-    check_guest_perms(perms)?;
+    check_guest_perms(attrs.perms)?;
     if guest.kind != VmKind::Normal || guest.dying {
         return Err(Error::Perm);
     }
-    let h = Side {
-        addr: hpa,
-        expect: |c: &WalkCtx, e| maps_as::<EptFormat, _>(c, e, PageState::Owned, hpa, hpa),
-        fill: Fill::State(PageState::SharedOwned),
-    };
-    let o = Side {
-        addr: gpa,
-        expect: empty,
-        fill: Fill::Map {
-            pa: hpa,
-            attrs: Attrs::wb(perms, PageState::SharedBorrowed),
+    let guest_fill = Fill::Map {
+        pa: hpa,
+        attrs: Attrs {
+            state: PageState::SharedBorrowed,
+            ..attrs
         },
     };
-    transition(host, &mut guest.pgt, mm, size, h, o)
+    let host_fill = Fill::State(PageState::SharedOwned);
+    // Host: each page OWNED with no count, or SHARED_OWNED with a count
+    // below the maximum (shared with guests, not with the hypervisor).
+    let (pgt, counts) = (&host.pgt, &host.counts);
+    pgt.for_each_leaf(mm, hpa, size, |mm, c, e| {
+        let shared = if maps_as::<EptFormat, _>(c, e, PageState::Owned, hpa, hpa) {
+            false
+        } else if maps_as::<EptFormat, _>(c, e, PageState::SharedOwned, hpa, hpa) {
+            true
+        } else {
+            return Err(Error::Perm);
+        };
+        let lo = Hpa::from_table_bits(c.lo());
+        counts.scan(mm, lo, c.hi() - c.lo(), |_, _, _, n| {
+            if (n == 0) != shared && n < MAX_COUNT {
+                Ok(())
+            } else {
+                Err(Error::Perm)
+            }
+        })
+    })?;
+    all_leaves(&guest.pgt, mm, gpa, size, empty)?;
+    let pages = host.pgt.pages_needed(mm, hpa, size, host_fill)?
+        + guest.pgt.pages_needed(mm, gpa, size, guest_fill)?
+        + host.counts.pages_needed(mm, hpa, size)?;
+    run_plan(host, mm, Plan { pages }, |host, mm, cache| {
+        host.pgt.apply(mm, cache, hpa, size, host_fill)?;
+        guest.pgt.apply(mm, cache, gpa, size, guest_fill)?;
+        host.counts.increment(mm, cache, hpa, size)
+    })
 }
 
-/// Ends a [`host_share_guest`]: `gpa` must map `hpa` for all `nr_pages`.
+/// Ends one [`host_share_guest`] mapping: `gpa` must map `hpa` for all
+/// `nr_pages`.  Each host page's count goes down by one; a page whose
+/// count reaches zero goes back to the host alone.
 ///
-/// host `SHARED_OWNED -> OWNED` / guest `SHARED_BORROWED -> NOPAGE`.
+/// host `SHARED_OWNED` (count - 1; `-> OWNED` at zero) / guest
+/// `SHARED_BORROWED -> NOPAGE`.
 pub fn host_unshare_guest<M: MmOps>(
     host: &mut HostEpt,
     guest: &mut GuestEpt,
@@ -690,17 +791,102 @@ pub fn host_unshare_guest<M: MmOps>(
 ) -> Result {
     let size = host_range(host, hpa, nr_pages)?;
     check_range(gpa.raw(), size)?;
-    let h = Side {
-        addr: hpa,
-        expect: |c: &WalkCtx, e| maps_as::<EptFormat, _>(c, e, PageState::SharedOwned, hpa, hpa),
-        fill: Fill::State(PageState::Owned),
-    };
-    let o = Side {
-        addr: gpa,
-        expect: |c: &WalkCtx, e| maps_as::<EptFormat, _>(c, e, PageState::SharedBorrowed, gpa, hpa),
-        fill: Fill::Set(0),
-    };
-    transition(host, &mut guest.pgt, mm, size, h, o)
+    all_leaves(&host.pgt, mm, hpa, size, |c, e| {
+        maps_as::<EptFormat, _>(c, e, PageState::SharedOwned, hpa, hpa)
+    })?;
+    all_leaves(&guest.pgt, mm, gpa, size, |c, e| {
+        maps_as::<EptFormat, _>(c, e, PageState::SharedBorrowed, gpa, hpa)
+    })?;
+    let guest_fill = Fill::Set(0);
+    let pages = counted_release_pages(host, mm, hpa, size)?
+        + guest.pgt.pages_needed(mm, gpa, size, guest_fill)?;
+    run_plan(host, mm, Plan { pages }, |host, mm, cache| {
+        counted_release(host, mm, cache, hpa, size)?;
+        guest.pgt.apply(mm, cache, gpa, size, guest_fill)
+    })
+}
+
+/// A host donation of a page some guest still maps through a counted
+/// share is [`Error::Busy`]: there is no reverse map to revoke the guests'
+/// mappings, the host has to unshare first.
+fn refuse_guest_shared<M: MmOps>(host: &HostEpt, mm: &mut M, pa: Hpa, size: u64) -> Result {
+    if host.counts.any_shared(mm, pa, size)? {
+        return Err(Error::Busy);
+    }
+    Ok(())
+}
+
+/// The table pages [`counted_release`] of `[hpa, hpa + size)` needs,
+/// exactly: every count must be non-zero ([`Error::Perm`] otherwise: a
+/// page shared with the hypervisor, not with guests), and the runs whose
+/// count is 1 go back to `OWNED` in the host EPT.  Each host page must
+/// appear once (one contiguous range).
+fn counted_release_pages<M: MmOps>(
+    host: &HostEpt,
+    mm: &mut M,
+    hpa: Hpa,
+    size: u64,
+) -> Result<usize> {
+    let mut pages = 0;
+    let (pgt, counts) = (&host.pgt, &host.counts);
+    counts.scan(mm, hpa, size, |mm, pa, len, n| match n {
+        0 => Err(Error::Perm),
+        1 => {
+            pages += pgt.pages_needed(mm, pa, len, Fill::State(PageState::Owned))?;
+            Ok(())
+        }
+        _ => Ok(()),
+    })?;
+    Ok(pages)
+}
+
+/// An upper bound of the table pages [`counted_release`] of `[hpa, hpa +
+/// size)` needs, whatever the counts are when it runs: only large host
+/// leaves can be split (a state change never merges), each at most once,
+/// and a 1 GiB leaf's 2 MiB pieces inside the range once each.  For a
+/// reclaim, where one host page may come back from several guest
+/// addresses and the counts at apply time are not those of the check.
+fn counted_release_bound<M: MmOps>(
+    host: &HostEpt,
+    mm: &mut M,
+    hpa: Hpa,
+    size: u64,
+) -> Result<usize> {
+    let mut pages = 0;
+    host.pgt.for_each_leaf(mm, hpa, size, |_, c, _| {
+        pages += match c.level {
+            1 => 0,
+            2 => 1,
+            _ => {
+                let m2 = crate::hv::mm::ept::level_size(2).trailing_zeros();
+                1 + usize::try_from(((c.hi() - 1) >> m2) - (c.lo() >> m2) + 1)
+                    .map_err(|_| Error::NoMem)?
+            }
+        };
+        Ok(())
+    })?;
+    Ok(pages)
+}
+
+/// Gives back one guest mapping of each host page of `[hpa, hpa + size)`:
+/// pages whose count is 1 go back to `OWNED` in the host EPT, then every
+/// count goes down by one (emptied count pages are freed).
+fn counted_release<M: MmOps>(
+    host: &mut HostEpt,
+    mm: &mut M,
+    cache: &mut PageCache,
+    hpa: Hpa,
+    size: u64,
+) -> Result {
+    let HostEpt { pgt, counts, .. } = host;
+    counts.scan(mm, hpa, size, |mm, pa, len, n| {
+        if n == 1 {
+            pgt.apply(mm, cache, pa, len, Fill::State(PageState::Owned))
+        } else {
+            Ok(())
+        }
+    })?;
+    counts.decrement(mm, hpa, size)
 }
 
 /// Donates `nr_pages` host pages at `hpa` to the protected VM `guest` at
@@ -723,6 +909,7 @@ pub fn host_donate_guest<M: MmOps>(
     if guest.kind != VmKind::Protected || guest.dying {
         return Err(Error::Perm);
     }
+    refuse_guest_shared(host, mm, hpa, size)?;
     let h = Side {
         addr: hpa,
         expect: |c: &WalkCtx, e| maps_as::<EptFormat, _>(c, e, PageState::Owned, hpa, hpa),
@@ -745,7 +932,10 @@ pub fn host_donate_guest<M: MmOps>(
 /// Checks every run of `[gpa, gpa + size)` with `guest_ok` and the host
 /// pages behind it with `host_ok`, counting the pages the host side needs.
 /// `host_fill` gives the host-side fill for a run (static dispatch: root
-/// mode makes no indirect calls).
+/// mode makes no indirect calls).  A `SHARED_BORROWED` run (a normal VM's
+/// counted share) instead needs a non-zero count on every host page and
+/// is given back by [`counted_release`] (pages: its upper bound, since one
+/// host page may come back from several runs).
 #[allow(clippy::too_many_arguments)]
 fn check_runs<M: MmOps>(
     host: &HostEpt,
@@ -767,6 +957,17 @@ fn check_runs<M: MmOps>(
         }
         check_range(run.hpa.raw(), run.len)?;
         all_leaves(&host.pgt, mm, run.hpa, run.len, |c, e| host_ok(&run, c, e))?;
+        if run.state == PageState::SharedBorrowed {
+            host.counts.scan(mm, run.hpa, run.len, |_, _, _, n| {
+                if n == 0 {
+                    Err(Error::Perm)
+                } else {
+                    Ok(())
+                }
+            })?;
+            pages += counted_release_bound(host, mm, run.hpa, run.len)?;
+            return Ok(());
+        }
         pages += host
             .pgt
             .pages_needed(mm, run.hpa, run.len, host_fill(&run, guest.id))?;
@@ -775,7 +976,8 @@ fn check_runs<M: MmOps>(
     Ok(pages)
 }
 
-/// Applies `host_fill` to the host pages behind every run of the range.
+/// Applies `host_fill` to the host pages behind every run of the range
+/// ([`counted_release`] for a `SHARED_BORROWED` run).
 #[allow(clippy::too_many_arguments)]
 fn apply_runs<M: MmOps>(
     host: &mut HostEpt,
@@ -792,7 +994,10 @@ fn apply_runs<M: MmOps>(
         if run.state == PageState::NoPage {
             return Ok(());
         }
-        if zero_owned && run.state != PageState::SharedBorrowed {
+        if run.state == PageState::SharedBorrowed {
+            return counted_release(host, mm, cache, run.hpa, run.len);
+        }
+        if zero_owned {
             let mut off = 0;
             while off < run.len {
                 mm.zero_page(run.hpa.wrapping_add(off));
@@ -878,15 +1083,12 @@ fn host_owner_fill(_run: &Run, owner: OwnerId) -> Fill {
     Fill::Set(EptFormat::annotation(owner))
 }
 
+/// The host side of a reclaimed page the guest owned (a normal VM's
+/// shared pages go through [`counted_release`] instead).
 fn host_reclaim_fill(run: &Run, _owner: OwnerId) -> Fill {
-    if run.state == PageState::SharedBorrowed {
-        // A normal VM's shared page: the host keeps its memory type.
-        Fill::State(PageState::Owned)
-    } else {
-        Fill::Map {
-            pa: run.hpa,
-            attrs: HOST_OWNED,
-        }
+    Fill::Map {
+        pa: run.hpa,
+        attrs: HOST_OWNED,
     }
 }
 
@@ -896,7 +1098,8 @@ fn host_reclaim_fill(run: &Run, _owner: OwnerId) -> Fill {
 ///
 /// guest `OWNED -> NOPAGE` / host `NOPAGE(guest) -> OWNED` (zeroed);
 /// guest `SHARED_OWNED -> NOPAGE` / host `SHARED_BORROWED -> OWNED` (zeroed);
-/// guest `SHARED_BORROWED -> NOPAGE` / host `SHARED_OWNED -> OWNED`.
+/// guest `SHARED_BORROWED -> NOPAGE` / host `SHARED_OWNED`, count - 1 per
+/// guest page (`-> OWNED` at zero; never zeroed: the host's own page).
 pub fn guest_reclaim<M: MmOps>(
     host: &mut HostEpt,
     guest: &mut GuestEpt,

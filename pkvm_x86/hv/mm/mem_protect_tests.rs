@@ -32,8 +32,9 @@ pub(crate) enum Pg {
     Hyp,
     /// host SHARED_OWNED, hyp SHARED_BORROWED.
     HypShared,
-    /// host SHARED_OWNED, guest SHARED_BORROWED at gpa.
-    Shared(u32, u64),
+    /// host SHARED_OWNED, shared with normal VMs: the guest addresses are
+    /// the model's `gmap` entries for the page, their number its count.
+    Shared,
     /// host PINNED (module image): no transition accepts it.
     Pinned,
     /// host NOPAGE(guest), guest OWNED at gpa.
@@ -62,6 +63,8 @@ pub(crate) enum Op {
 pub(crate) struct Model {
     pages: BTreeMap<u64, Pg>,
     gmap: BTreeMap<(u32, u64), u64>,
+    /// Share count of every `Pg::Shared` page (absent: 0).
+    counts: BTreeMap<u64, u32>,
     guests: BTreeMap<u32, (VmKind, bool)>,
     /// Ranges `[start, end)` that are not RAM (MMIO) although the host
     /// maps them; `ram_limited`: RAM ends at [`RAM`] (else everything is).
@@ -101,6 +104,29 @@ impl Model {
         } else {
             self.pages.insert(p, v);
         }
+    }
+
+    /// The share count of page `p`.
+    pub(crate) fn count(&self, p: u64) -> u32 {
+        self.counts.get(&p).copied().unwrap_or(0)
+    }
+
+    /// One guest mapping of `p` more (`true`) or less.
+    fn count_share(&mut self, p: u64, more: bool) {
+        let c = self.count(p);
+        let c = if more { c + 1 } else { c - 1 };
+        if c == 0 {
+            self.counts.remove(&p);
+            self.set(p, Pg::Host);
+        } else {
+            self.counts.insert(p, c);
+            self.set(p, Pg::Shared);
+        }
+    }
+
+    /// Some guest address mapping page `p`, if any.
+    pub(crate) fn mapping_of(&self, p: u64) -> Option<(u32, u64)> {
+        self.gmap.iter().find(|(_, &q)| q == p).map(|(k, _)| *k)
     }
 
     pub(crate) fn add_guest(&mut self, h: u32, kind: VmKind) {
@@ -178,16 +204,26 @@ impl Model {
         if !perm_ok {
             return Err(Error::Perm);
         }
+        // A donation of a page guests still map: EBUSY (no reverse map).
+        if let DonateHyp(pa, n) | DonateGuest(_, pa, _, n) = op {
+            if (0..n).any(|i| self.pg(pa + i * K4) == Pg::Shared) {
+                return Err(Error::Busy);
+            }
+        }
         let ok = match op {
             DonateHyp(pa, n) | ShareHyp(pa, n) => self.all(pa, n, |_, p| p == Pg::Host),
             HypDonateHost(pa, n) => self.all(pa, n, |_, p| p == Pg::Hyp),
             UnshareHyp(pa, n) => self.all(pa, n, |_, p| p == Pg::HypShared),
-            ShareGuest(h, hpa, gpa, n) | DonateGuest(h, hpa, gpa, n) => {
+            ShareGuest(h, hpa, gpa, n) => {
+                self.all(hpa, n, |_, p| p == Pg::Host || p == Pg::Shared)
+                    && self.gpa_free(h, gpa, n)
+            }
+            DonateGuest(h, hpa, gpa, n) => {
                 self.all(hpa, n, |_, p| p == Pg::Host) && self.gpa_free(h, gpa, n)
             }
-            UnshareGuest(h, hpa, gpa, n) => {
-                self.all(hpa, n, |i, p| p == Pg::Shared(h, gpa + i * K4))
-            }
+            UnshareGuest(h, hpa, gpa, n) => self.all(hpa, n, |i, p| {
+                p == Pg::Shared && self.gmap.get(&(h, gpa + i * K4)) == Some(&(hpa + i * K4))
+            }),
             GuestShare(h, gpa, n) => (0..n).all(|i| {
                 let g = gpa + i * K4;
                 self.gmap
@@ -214,18 +250,17 @@ impl Model {
             ShareGuest(h, hpa, gpa, n) | DonateGuest(h, hpa, gpa, n) => {
                 for i in 0..n {
                     let (p, g) = (hpa + i * K4, gpa + i * K4);
-                    let v = if matches!(op, ShareGuest(..)) {
-                        Pg::Shared(h, g)
+                    if matches!(op, ShareGuest(..)) {
+                        self.count_share(p, true);
                     } else {
-                        Pg::Owned(h, g)
-                    };
-                    self.set(p, v);
+                        self.set(p, Pg::Owned(h, g));
+                    }
                     self.gmap.insert((h, g), p);
                 }
             }
             UnshareGuest(h, hpa, gpa, n) => {
                 for i in 0..n {
-                    self.set(hpa + i * K4, Pg::Host);
+                    self.count_share(hpa + i * K4, false);
                     self.gmap.remove(&(h, gpa + i * K4));
                 }
             }
@@ -249,7 +284,11 @@ impl Model {
                     .collect();
                 for k in keys {
                     let p = self.gmap.remove(&k).unwrap();
-                    self.set(p, Pg::Host);
+                    if self.pg(p) == Pg::Shared {
+                        self.count_share(p, false);
+                    } else {
+                        self.set(p, Pg::Host);
+                    }
                 }
             }
         }
@@ -428,7 +467,7 @@ impl World {
             let host_ok = match want {
                 Pg::Host => hs == PageState::Owned,
                 Pg::Hyp => h.entry == 0,
-                Pg::HypShared | Pg::Shared(..) => hs == PageState::SharedOwned,
+                Pg::HypShared | Pg::Shared => hs == PageState::SharedOwned,
                 Pg::Owned(g, _) => h.entry == EptFormat::annotation(OwnerId::new(g).unwrap()),
                 Pg::Back(..) => hs == PageState::SharedBorrowed,
                 Pg::Pinned => {
@@ -461,13 +500,20 @@ impl World {
                 Some(s) => assert_eq!(HypFormat::state(y.entry), s, "hyp {p:#x}"),
                 None => assert_eq!(y.entry, 0, "hyp maps {p:#x}, model {want:?}"),
             }
-            let gw = match want {
-                Pg::Shared(g, a) => Some((g, a, PageState::SharedBorrowed)),
-                Pg::Owned(g, a) => Some((g, a, PageState::Owned)),
-                Pg::Back(g, a) => Some((g, a, PageState::SharedOwned)),
-                _ => None,
+            let count = self.host.share_counts().get(&self.mm, lit::hpa(p)).unwrap();
+            assert_eq!(count, m.count(p), "share count of {p:#x}");
+            let mut gw: Vec<(u32, u64, PageState)> = match want {
+                Pg::Owned(g, a) => std::vec![(g, a, PageState::Owned)],
+                Pg::Back(g, a) => std::vec![(g, a, PageState::SharedOwned)],
+                _ => Vec::new(),
             };
-            if let Some((g, gpa, s)) = gw {
+            if want == Pg::Shared {
+                for (&(g, a), _) in m.gmap.iter().filter(|(_, &q)| q == p) {
+                    gw.push((g, a, PageState::SharedBorrowed));
+                }
+                assert_eq!(gw.len() as u32, m.count(p));
+            }
+            for (g, gpa, s) in gw {
                 let vm = self.vms.get(g).unwrap();
                 let l = vm
                     .guest()
@@ -599,7 +645,7 @@ fn all_ops(p: u64, g: u64) -> Vec<Op> {
 }
 
 /// The transition table of the module docs, written out for one page:
-/// (state, op) -> new state; everything else is EPERM.
+/// (state, op) -> new state or an error; everything else is EPERM.
 fn spec(state: &str, op: Op) -> core::result::Result<&'static str, Error> {
     use Op::*;
     Ok(match (state, op) {
@@ -609,6 +655,8 @@ fn spec(state: &str, op: Op) -> core::result::Result<&'static str, Error> {
         ("shared with hyp", UnshareHyp(..)) => "host OWNED",
         ("host OWNED", ShareGuest(N, ..)) => "shared with N",
         ("shared with N", UnshareGuest(N, ..)) => "host OWNED",
+        // A donation of a page a guest maps: busy, not in the wrong state.
+        ("shared with N", DonateHyp(..) | DonateGuest(A | B, ..)) => return Err(Error::Busy),
         ("host OWNED", DonateGuest(A, ..)) => "owned by A",
         ("host OWNED", DonateGuest(B, ..)) => "owned by B",
         ("owned by A", GuestShare(A, ..)) => "A shared back",
@@ -770,7 +818,7 @@ fn reclaim_from_every_state_of_a_dying_guest() {
                     assert_eq!(zeroed, 1, "{name}: a page the guest owned is zeroed");
                     assert!(!w.mm.dirty.contains(&lit::hpa(P)));
                 }
-                Pg::Shared(g, _) if g == h => {
+                Pg::Shared if h == N => {
                     assert_eq!(m.pg(P), Pg::Host);
                     assert_eq!(zeroed, 0, "{name}: the host's own page is not zeroed");
                 }
@@ -978,6 +1026,9 @@ fn random_operations(mut w: World, mut m: Model, seed: u64) {
     let steps = 3000;
     let mut oks = 0;
     let mut nomems = 0;
+    // Successful shares of a page guests already mapped, unshares and
+    // reclaims that left a page shared, donations refused as busy.
+    let (mut recounted, mut still_shared, mut busy) = (0, 0, 0);
     for step in 0..steps {
         let first = rng.below(wpages);
         let n = match rng.below(5) {
@@ -1011,12 +1062,27 @@ fn random_operations(mut w: World, mut m: Model, seed: u64) {
             3 => UnshareHyp(hpa, n),
             4 | 5 => ShareGuest(h, hpa, gpa, n),
             6 => UnshareGuest(h, hpa, gpa, n),
+            7 if !m.counts.is_empty() && rng.below(2) == 0 => {
+                // One mapping of a page guests share (counted).
+                let shared: Vec<u64> = m.counts.keys().copied().collect();
+                let p = shared[rng.below(shared.len() as u64) as usize];
+                let (g, a) = m.mapping_of(p).unwrap();
+                UnshareGuest(g, p, a, 1 + rng.below(4))
+            }
             7 => {
                 // Unshare something that is shared, usually.
-                match m.pg(hpa) {
-                    Pg::Shared(g, a) => UnshareGuest(g, hpa, a, 1 + rng.below(n)),
+                match m.mapping_of(hpa) {
+                    Some((g, a)) if m.pg(hpa) == Pg::Shared => {
+                        UnshareGuest(g, hpa, a, 1 + rng.below(n))
+                    }
                     _ => UnshareGuest(h, hpa, gpa, n),
                 }
+            }
+            9 if !m.counts.is_empty() => {
+                // A page guests share, again (counted), at a new address.
+                let shared: Vec<u64> = m.counts.keys().copied().collect();
+                let p = shared[rng.below(shared.len() as u64) as usize];
+                ShareGuest(h, p, 8 * G1 + K4 * rng.below(1 << 12), 1 + rng.below(4))
             }
             8 | 9 => DonateGuest(h, hpa, gpa, n),
             10 => GuestShare(h, ggpa, 1 + rng.below(600)),
@@ -1034,6 +1100,10 @@ fn random_operations(mut w: World, mut m: Model, seed: u64) {
             _ => match m.pg(hpa) {
                 Pg::Owned(g, a) | Pg::Back(g, a) => GuestShare(g, a, 1 + rng.below(4)),
                 Pg::HypShared => UnshareHyp(hpa, 1),
+                // Counted: the page again, into any guest, at a new address.
+                Pg::Shared => {
+                    ShareGuest(h, hpa, 8 * G1 + K4 * rng.below(1 << 12), 1 + rng.below(n))
+                }
                 Pg::Hyp => HypDonateHost(hpa, 1 + rng.below(n)),
                 _ => DonateGuest(h, hpa, gpa, n),
             },
@@ -1054,8 +1124,19 @@ fn random_operations(mut w: World, mut m: Model, seed: u64) {
         } else {
             let mr = m.apply(op);
             assert_eq!(r, mr, "step {step}: {op:?}");
+            busy += u32::from(r == Err(Error::Busy));
             if r.is_ok() {
                 oks += 1;
+                if let ShareGuest(_, hpa, _, n) = op {
+                    recounted += u32::from((0..n).any(|i| before.pg(hpa + i * K4) == Pg::Shared));
+                }
+                if matches!(op, UnshareGuest(..) | Reclaim(..))
+                    && window
+                        .iter()
+                        .any(|&p| before.count(p) > 1 && m.count(p) < before.count(p))
+                {
+                    still_shared += 1;
+                }
                 for p in &window {
                     let (was, now) = (before.pg(*p), m.pg(*p));
                     if matches!(now, Pg::Owned(..)) && !matches!(was, Pg::Owned(..) | Pg::Back(..))
@@ -1100,7 +1181,14 @@ fn random_operations(mut w: World, mut m: Model, seed: u64) {
         w.check_invariants();
     }
     assert!(oks > steps / 8, "too few successful operations: {oks}");
-    std::println!("model: {steps} steps, {oks} ok, {nomems} ENOMEM injected");
+    std::println!(
+        "model: {steps} steps, {oks} ok, {nomems} ENOMEM injected, {recounted} counted \
+         re-shares, {still_shared} unshares leaving a count, {busy} EBUSY"
+    );
+    assert!(
+        recounted >= 3 && still_shared >= 1 && busy >= 3,
+        "counted shares not exercised"
+    );
     assert!(nomems >= 5, "too few injected failures: {nomems}");
     w.destroy();
 }
@@ -1367,4 +1455,410 @@ mod hyp_fixed_mappings {
             Err(crate::hv::mm::invariants::ViolationKind::FixedNotPinned)
         );
     }
+}
+
+// ---------------------------------------------------------------------------
+// Counted shares: one host page behind several guest leaves.
+
+/// Two normal VMs and a protected one.
+const N2: u32 = 0x1001;
+
+fn world_two_normal() -> (World, Model) {
+    let (mut w, mut m) = (World::new(), Model::default());
+    assert_eq!(w.create(100, VmKind::Normal), N);
+    assert_eq!(w.create(101, VmKind::Normal), N2);
+    assert_eq!(w.create(102, VmKind::Protected), 0x1002);
+    m.add_guest(N, VmKind::Normal);
+    m.add_guest(N2, VmKind::Normal);
+    m.add_guest(0x1002, VmKind::Protected);
+    (w, m)
+}
+
+/// Runs `op` on the world and the model, which must agree; checks the
+/// pages `pages` against the model and every invariant.
+fn step(w: &mut World, m: &mut Model, op: Op, pages: &[u64]) -> Result {
+    let r = w.run(op);
+    assert_eq!(r, m.apply(op), "{op:?}");
+    w.compare(m, pages.iter().copied());
+    w.check_invariants();
+    r
+}
+
+fn host_state(w: &mut World, p: u64) -> PageState {
+    EptFormat::state(w.host.pgt().lookup(&mut w.mm, lit::hpa(p)).unwrap().entry)
+}
+
+fn count(w: &World, p: u64) -> u32 {
+    w.host.share_counts().get(&w.mm, lit::hpa(p)).unwrap()
+}
+
+/// The same host page shared into two guests and twice into one, then
+/// unshared in every order: the count follows the mappings, the host entry
+/// stays SHARED_OWNED until the last one goes, the count table is empty
+/// again at the end.
+#[test]
+fn one_page_shared_three_times_unshared_in_every_order() {
+    use Op::*;
+    let maps = [(N, GP), (N, GP + 9 * K4), (N2, GP)];
+    let orders = [
+        [0, 1, 2],
+        [0, 2, 1],
+        [1, 0, 2],
+        [1, 2, 0],
+        [2, 0, 1],
+        [2, 1, 0],
+    ];
+    for order in orders {
+        let (mut w, mut m) = world_two_normal();
+        let pages = [P - K4, P, P + K4];
+        for (i, &(h, g)) in maps.iter().enumerate() {
+            step(&mut w, &mut m, ShareGuest(h, P, g, 1), &pages).unwrap();
+            assert_eq!(count(&w, P), i as u32 + 1);
+            assert_eq!(host_state(&mut w, P), PageState::SharedOwned);
+        }
+        // The same address twice: the guest side is taken.
+        let r = step(&mut w, &mut m, ShareGuest(N, P, GP, 1), &pages);
+        assert_eq!(r, Err(Error::Perm));
+        for (k, &i) in order.iter().enumerate() {
+            let (h, g) = maps[i];
+            // The wrong guest or address for this mapping: refused.
+            let other = if h == N { N2 } else { N };
+            if !order[k + 1..].iter().any(|&j| maps[j] == (other, g)) {
+                let r = step(&mut w, &mut m, UnshareGuest(other, P, g, 1), &pages);
+                assert_eq!(r, Err(Error::Perm));
+            }
+            step(&mut w, &mut m, UnshareGuest(h, P, g, 1), &pages).unwrap();
+            let left = 2 - k as u32;
+            assert_eq!(count(&w, P), left, "{order:?} after {k}");
+            let want = if left == 0 {
+                PageState::Owned
+            } else {
+                PageState::SharedOwned
+            };
+            assert_eq!(host_state(&mut w, P), want);
+            // Twice: refused.
+            let r = step(&mut w, &mut m, UnshareGuest(h, P, g, 1), &pages);
+            assert_eq!(r, Err(Error::Perm));
+        }
+        assert_eq!(w.host.share_counts().table_pages(), 3, "leaf freed");
+        w.destroy();
+    }
+}
+
+/// A donation of a page guests still map is EBUSY (to the hypervisor, to
+/// a protected VM, as a VM's metadata), whatever else the range holds;
+/// once the last mapping is gone it goes through.  The hypervisor and
+/// guests never share one page.
+#[test]
+fn donation_of_a_guest_shared_page_is_busy_until_unshared() {
+    use Op::*;
+    let (mut w, mut m) = world_two_normal();
+    let a = 0x1002;
+    let pages: Vec<u64> = (0..8).map(|i| P + i * K4).collect();
+    step(&mut w, &mut m, ShareGuest(N, P + 2 * K4, GP, 1), &pages).unwrap();
+    step(&mut w, &mut m, ShareGuest(N2, P + 2 * K4, GP, 1), &pages).unwrap();
+    for op in [
+        DonateHyp(P + 2 * K4, 1),
+        DonateHyp(P, 8),
+        DonateGuest(a, P, 0, 8),
+        DonateGuest(a, P + 2 * K4, 0, 1),
+    ] {
+        assert_eq!(step(&mut w, &mut m, op, &pages), Err(Error::Busy), "{op:?}");
+    }
+    // Still the wrong kind of VM first: EPERM.
+    let r = step(&mut w, &mut m, DonateGuest(N, P, 0x10_0000, 8), &pages);
+    assert_eq!(r, Err(Error::Perm));
+    // A VM's metadata pages go through host_donate_hyp: EBUSY too.
+    let r = w.vms.create(
+        &mut w.host,
+        &mut w.hyp,
+        &mut w.mm,
+        999,
+        VmKind::Normal,
+        lit::hpa(P),
+        4,
+        3,
+    );
+    assert_eq!(r, Err(Error::Busy));
+    // Guest-shared and hypervisor-shared exclude each other.
+    for op in [ShareHyp(P + 2 * K4, 1), UnshareHyp(P + 2 * K4, 1)] {
+        assert_eq!(step(&mut w, &mut m, op, &pages), Err(Error::Perm), "{op:?}");
+    }
+    step(&mut w, &mut m, ShareHyp(P + 3 * K4, 1), &pages).unwrap();
+    let r = step(
+        &mut w,
+        &mut m,
+        ShareGuest(N, P + 3 * K4, GP + K4, 1),
+        &pages,
+    );
+    assert_eq!(r, Err(Error::Perm));
+    step(&mut w, &mut m, UnshareHyp(P + 3 * K4, 1), &pages).unwrap();
+    // One mapping left: still busy; none left: donated.
+    step(&mut w, &mut m, UnshareGuest(N, P + 2 * K4, GP, 1), &pages).unwrap();
+    let r = step(&mut w, &mut m, DonateHyp(P, 8), &pages);
+    assert_eq!(r, Err(Error::Busy));
+    step(&mut w, &mut m, UnshareGuest(N2, P + 2 * K4, GP, 1), &pages).unwrap();
+    step(&mut w, &mut m, DonateGuest(a, P, 0, 8), &pages).unwrap();
+    w.destroy();
+}
+
+/// VM teardown gives back each guest's counts: the page stays shared
+/// while another guest maps it and is the host's alone after the last.
+#[test]
+fn teardown_returns_the_counts() {
+    use Op::*;
+    let (mut w, mut m) = world_two_normal();
+    let pages: Vec<u64> = (0..4).map(|i| P + i * K4).collect();
+    step(&mut w, &mut m, ShareGuest(N, P, GP, 4), &pages).unwrap();
+    step(&mut w, &mut m, ShareGuest(N, P, GP + M2, 2), &pages).unwrap();
+    step(&mut w, &mut m, ShareGuest(N2, P + K4, 0, 3), &pages).unwrap();
+    assert_eq!(
+        pages.iter().map(|&p| count(&w, p)).collect::<Vec<_>>(),
+        [2, 3, 2, 2]
+    );
+    w.mm.dirty.insert(lit::hpa(P + K4));
+    w.vms
+        .teardown(&mut w.host, &mut w.hyp, &mut w.mm, N)
+        .unwrap();
+    m.set_dying(N);
+    m.apply(Reclaim(N, 0, ADDR_LIMIT)).unwrap();
+    m.remove_guest(N);
+    w.compare(&m, pages.iter().copied());
+    w.check_invariants();
+    assert_eq!(
+        pages.iter().map(|&p| count(&w, p)).collect::<Vec<_>>(),
+        [0, 1, 1, 1]
+    );
+    assert_eq!(host_state(&mut w, P), PageState::Owned);
+    assert_eq!(host_state(&mut w, P + K4), PageState::SharedOwned);
+    w.vms
+        .teardown(&mut w.host, &mut w.hyp, &mut w.mm, N2)
+        .unwrap();
+    m.set_dying(N2);
+    m.apply(Reclaim(N2, 0, ADDR_LIMIT)).unwrap();
+    m.remove_guest(N2);
+    w.compare(&m, pages.iter().copied());
+    w.check_invariants();
+    assert!(pages.iter().all(|&p| count(&w, p) == 0));
+    assert_eq!(w.host.share_counts().table_pages(), 3, "leaf freed");
+    // The host's own page: never zeroed on the way back.
+    assert!(w.mm.dirty.contains(&lit::hpa(P + K4)));
+    w.destroy();
+}
+
+/// Counted shares under an allocation failure at every point: the count
+/// table, the host EPT's splits and the guest's tables are all reserved
+/// before anything changes, so a failure leaves everything as it was.
+#[test]
+fn counted_shares_under_allocation_failure_change_nothing() {
+    use Op::*;
+    let base = 3 * G1 - 2 * M2;
+    let setups = [
+        // 2 MiB into N in one guest leaf: one SHARED_OWNED 2 MiB host leaf.
+        ShareGuest(N, base, G1, 512),
+        // One page of it again at another address of N: count 2 there.
+        ShareGuest(N, base + 7 * K4, 2 * G1 + 3 * K4, 1),
+        // Further pages into N2, across a 4 MiB boundary of the counts.
+        ShareGuest(N2, base + 2 * M2 + K4, 0, 1030),
+    ];
+    let ops = [
+        // Overlaps counted and fresh pages, new count pages, new guest
+        // tables, a host split.
+        ShareGuest(N2, base + M2 - 3 * K4, 8 * M2 + K4, 1100),
+        // 511 pages go back to OWNED, one stays SHARED_OWNED: the host's
+        // 2 MiB leaf splits.
+        UnshareGuest(N, base, G1, 512),
+        ShareGuest(N, base + 4 * M2, 3 * G1, 2048),
+    ];
+    let window: Vec<u64> = (0..6 * M2 / K4).map(|i| base + i * K4).collect();
+    for op in ops {
+        let mut n = 1;
+        loop {
+            let (mut w, mut m) = world_two_normal();
+            for o in setups {
+                w.run(o).unwrap();
+                m.apply(o).unwrap();
+            }
+            let live = w.mm.live();
+            let count_pages = w.host.share_counts().table_pages();
+            w.mm.fail_nth(Some(n));
+            let r = w.run(op);
+            let injected = w.mm.failed_allocs > 0;
+            w.mm.fail_nth(None);
+            if injected {
+                assert_eq!(r, Err(Error::NoMem), "{op:?} fail at {n}");
+                assert_eq!(w.mm.live(), live, "{op:?} fail at {n}: leak");
+                assert_eq!(w.host.share_counts().table_pages(), count_pages);
+            } else {
+                assert_eq!(r, m.apply(op), "{op:?}");
+                assert_eq!(r, Ok(()));
+            }
+            w.compare(&m, window.iter().copied());
+            w.check_invariants();
+            w.destroy();
+            if !injected {
+                break;
+            }
+            n += 1;
+        }
+        assert!(n > 1, "{op:?} allocates");
+    }
+}
+
+/// Large guest leaves count every 4 KiB page they cover: 1 GiB shared
+/// into one guest as a 1 GiB leaf and into another as 2 MiB leaves, then
+/// a 4 KiB page unshared out of the middle of the 1 GiB leaf.
+#[test]
+fn large_guest_leaves_count_every_page() {
+    use Op::*;
+    let (mut w, mut m) = world_two_normal();
+    let s = 2 * G1;
+    let probe = [s, s + K4, s + 5 * M2 + 3 * K4, s + G1 - K4, s + G1];
+    step(&mut w, &mut m, ShareGuest(N, s, 4 * G1, G1 / K4), &probe).unwrap();
+    let leaf = |w: &mut World, h: u32, g: u64| {
+        let vm = w.vms.get(h).unwrap();
+        vm.guest()
+            .pgt()
+            .lookup(&mut w.mm, lit::gpa(g))
+            .unwrap()
+            .level
+    };
+    assert_eq!(leaf(&mut w, N, 4 * G1 + M2), 3, "one 1 GiB guest leaf");
+    assert_eq!(w.host.share_counts().table_pages(), 256 + 3);
+    step(&mut w, &mut m, ShareGuest(N2, s, G1 + M2, G1 / K4), &probe).unwrap();
+    assert_eq!(leaf(&mut w, N2, G1 + 3 * M2), 2, "2 MiB guest leaves");
+    assert!(probe[..4].iter().all(|&p| count(&w, p) == 2));
+    // The host's 1 GiB leaf is still one leaf: the share changed its
+    // state in place.
+    let host_leaf = w.host.pgt().lookup(&mut w.mm, lit::hpa(s + M2)).unwrap();
+    assert_eq!(host_leaf.level, 3);
+    let mid = s + 5 * M2 + 3 * K4;
+    step(
+        &mut w,
+        &mut m,
+        UnshareGuest(N, mid, 4 * G1 + (mid - s), 1),
+        &probe,
+    )
+    .unwrap();
+    assert_eq!(count(&w, mid), 1);
+    assert_eq!(
+        leaf(&mut w, N, 4 * G1 + (mid - s)),
+        1,
+        "the guest leaf split"
+    );
+    step(
+        &mut w,
+        &mut m,
+        UnshareGuest(N2, s, G1 + M2, G1 / K4),
+        &probe,
+    )
+    .unwrap();
+    assert_eq!(count(&w, mid), 0);
+    assert_eq!(host_state(&mut w, mid), PageState::Owned);
+    assert_eq!(host_state(&mut w, s), PageState::SharedOwned);
+    w.guest(N).set_dying();
+    m.set_dying(N);
+    step(&mut w, &mut m, Reclaim(N, 0, ADDR_LIMIT), &probe).unwrap();
+    assert_eq!(w.host.share_counts().table_pages(), 3, "256 leaves freed");
+    assert_eq!(host_state(&mut w, s), PageState::Owned);
+    w.destroy();
+}
+
+/// Long random sequences with two normal VMs sharing from the same
+/// window: counted shares, unshares, reclaims and teardowns against the
+/// model, the invariants after every step (random_operations).
+#[test]
+fn random_counted_shares_match_the_model() {
+    let (w, m) = world_two_normal();
+    random_operations(w, m, 0xc0_a7ed);
+}
+
+/// The variant with memory type and IPAT maps the guest leaf with them;
+/// the host keeps its own.
+#[test]
+fn share_with_attributes_maps_the_memory_type_and_ipat() {
+    use crate::hv::mm::ept::MemType;
+    let (mut w, m) = world_two_normal();
+    let attrs = Attrs {
+        perms: PERM_R | PERM_X,
+        memtype: MemType::Uc,
+        state: PageState::Owned,
+        ipat: true,
+    };
+    let g = w.vms.get_mut(N).unwrap().guest_mut();
+    host_share_guest_attrs(
+        &mut w.host,
+        g,
+        &mut w.mm,
+        lit::hpa(P),
+        lit::gpa(GP),
+        1,
+        attrs,
+    )
+    .unwrap();
+    let e = w
+        .vms
+        .get(N)
+        .unwrap()
+        .guest()
+        .pgt()
+        .lookup(&mut w.mm, lit::gpa(GP))
+        .unwrap()
+        .entry;
+    let got = EptFormat::attrs(e);
+    assert_eq!(
+        got,
+        Attrs {
+            state: PageState::SharedBorrowed,
+            ..attrs
+        }
+    );
+    assert_eq!(EptEntry(e).ignore_pat(), 1);
+    let h = w.host.pgt().lookup(&mut w.mm, lit::hpa(P)).unwrap().entry;
+    assert_eq!(
+        EptFormat::attrs(h),
+        Attrs::wb(PERM_RWX, PageState::SharedOwned)
+    );
+    let bad = Attrs {
+        perms: PERM_W,
+        ..attrs
+    };
+    let g = w.vms.get_mut(N2).unwrap().guest_mut();
+    let r = host_share_guest_attrs(&mut w.host, g, &mut w.mm, lit::hpa(P), lit::gpa(GP), 1, bad);
+    assert_eq!(r, Err(Error::Inval));
+    w.check_invariants();
+    drop(m);
+    w.destroy();
+}
+
+/// A count at its maximum refuses one more share (EPERM), and nothing
+/// changes.
+#[test]
+fn a_share_beyond_the_maximum_count_is_refused() {
+    use crate::hv::mm::share_count::MAX_COUNT;
+    use Op::*;
+    let (mut w, mut m) = world_two_normal();
+    step(&mut w, &mut m, ShareGuest(N, P, GP, 2), &[P, P + K4]).unwrap();
+    let mm = &w.mm;
+    w.host
+        .counts_mut()
+        .overwrite(mm, lit::hpa(P + K4), MAX_COUNT)
+        .unwrap();
+    assert_eq!(w.run(ShareGuest(N2, P, GP, 2)), Err(Error::Perm));
+    let mm = &w.mm;
+    w.host
+        .counts_mut()
+        .overwrite(mm, lit::hpa(P + K4), MAX_COUNT - 1)
+        .unwrap();
+    assert_eq!(w.run(ShareGuest(N2, P + K4, GP, 1)), Ok(()));
+    assert_eq!(count(&w, P + K4), MAX_COUNT);
+    assert_eq!(w.run(ShareGuest(N2, P + K4, GP + K4, 1)), Err(Error::Perm));
+    w.host
+        .counts_mut()
+        .overwrite(&w.mm, lit::hpa(P + K4), 2)
+        .unwrap();
+    m.apply(ShareGuest(N2, P + K4, GP, 1)).unwrap();
+    w.compare(&m, [P, P + K4].into_iter());
+    w.check_invariants();
+    w.destroy();
 }

@@ -17,6 +17,8 @@
 //!   memory types.
 //! * [`ram`]: the RAM ranges recorded at load; only RAM changes hands.
 //! * [`pin_set`]: host frames pinned by nested VMX's live vmcs02s.
+//! * [`share_count`]: per host page, how many guest leaves map it (counted
+//!   host -> guest shares).
 //! * [`reserve`]: pages the host half donates for shadow state (the
 //!   vmcs12 cache now, the shadow EPT later).
 //!
@@ -36,6 +38,7 @@ pub mod pgtable;
 pub mod pin_set;
 pub mod ram;
 pub mod reserve;
+pub mod share_count;
 #[cfg(test)]
 pub mod sim;
 pub mod vm_table;

@@ -30,15 +30,22 @@ pub struct Attrs {
     pub memtype: MemType,
     /// pkvm page state of the mapping.
     pub state: PageState,
+    /// EPT "ignore PAT" (bit 6 of an EPT leaf): the memory type is
+    /// `memtype` whatever the guest's PAT says.  Only EPT leaves carry it
+    /// (a shadow EPT leaf copies it from the host's EPT for its guest);
+    /// the hypervisor's IA-32e table has no such bit and reads it `false`.
+    pub ipat: bool,
 }
 
 impl Attrs {
-    /// Write-back memory with permissions `perms` in page state `state`.
+    /// Write-back memory with permissions `perms` in page state `state`
+    /// (IPAT clear: the guest's PAT combines with it).
     pub const fn wb(perms: u8, state: PageState) -> Self {
         Self {
             perms,
             memtype: MemType::Wb,
             state,
+            ipat: false,
         }
     }
 }
@@ -88,14 +95,16 @@ pub trait PteFormat {
     /// Whether replacing the present entry `old` at `level` by the present
     /// entry `new` changes what the hardware may have cached: a table
     /// becomes a leaf or the other way round (a page-size change), the
-    /// output address moves, or a leaf's memory type changes.  Such a change
-    /// must go break-before-make (see `pgtable`); a change of permissions or
-    /// of software bits need not.
+    /// output address moves, or a leaf's memory type or IPAT changes.  Such
+    /// a change must go break-before-make (see `pgtable`); a change of
+    /// permissions or of software bits need not.
     fn changes_translation(old: u64, new: u64, level: u32) -> bool {
         let table = Self::is_table(old, level);
         table != Self::is_table(new, level)
             || Self::addr(old) != Self::addr(new)
-            || (!table && Self::attrs(old).memtype != Self::attrs(new).memtype)
+            || (!table
+                && (Self::attrs(old).memtype != Self::attrs(new).memtype
+                    || Self::attrs(old).ipat != Self::attrs(new).ipat))
     }
 
     /// Whether replacing the present leaf `old` at `level` by `new` takes
@@ -165,6 +174,7 @@ impl PteFormat for EptFormat {
             level > 1,
             attrs.state,
         )
+        .with_ignore_pat(u64::from(attrs.ipat))
         .0
     }
 
@@ -178,6 +188,7 @@ impl PteFormat for EptFormat {
             perms: (e.0 & EptEntry::RWX) as u8,
             memtype: MemType::from_bits(e.memtype()).unwrap_or(MemType::Uc),
             state: e.state(),
+            ipat: e.ignore_pat() != 0,
         }
     }
 
@@ -278,6 +289,7 @@ impl PteFormat for HypFormat {
             perms,
             memtype,
             state: Self::state(e),
+            ipat: false,
         }
     }
 

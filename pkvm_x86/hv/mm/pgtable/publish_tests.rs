@@ -340,6 +340,7 @@ fn random_changes_keep_the_publication_rules() {
                 perms: [PERM_R, PERM_RWX][rng.below(2) as usize],
                 memtype,
                 state: PageState::Owned,
+                ipat: false,
             };
             let pa = lit::hpa(rng.below(4) * M2);
             let fill = match rng.below(4) {

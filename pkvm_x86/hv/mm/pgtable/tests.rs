@@ -506,6 +506,7 @@ fn memtype_is_kept_through_splits() {
         perms: PERM_R | PERM_W,
         memtype: MemType::Uc,
         state: PageState::Owned,
+        ipat: false,
     };
     t.map(&mut mm, lit::gpa(0), M2, lit::hpa(0), uc).unwrap();
     t.set_state(&mut mm, lit::gpa(K4), K4, PageState::SharedOwned)
