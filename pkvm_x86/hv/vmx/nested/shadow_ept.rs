@@ -59,7 +59,7 @@ use crate::hv::error::{Error, Result};
 use crate::hv::mm::addr::{Gpa, Hpa, TableKind};
 use crate::hv::mm::ept::{level_size, MemType, OwnerId, PageState, PAGE_SIZE};
 use crate::hv::mm::mem_protect::{
-    guest_runs, host_share_guest, host_unshare_guest, GuestEpt, HostEpt, Run, VmKind,
+    guest_runs, host_share_guest_attrs, host_unshare_guest, GuestEpt, HostEpt, Run, VmKind,
 };
 use crate::hv::mm::pgtable::{Attrs, EptFormat, Fill, MmOps, PteFormat, Table, ADDR_LIMIT};
 use crate::hv::mm::vm_table::HANDLE_OFFSET;
@@ -142,9 +142,8 @@ pub enum NoMapping {
     NoMemory,
     /// The page-state machine refused the share: the page is not RAM the
     /// host owns (hypervisor memory, a donated page, the module image,
-    /// MMIO) or is shared already; or the leaf's permissions (write
-    /// without read) or memory type (other than write-back, until the
-    /// share takes one) cannot be mapped.  The integration reflects this
+    /// MMIO) or shared with the hypervisor; or the leaf's permissions
+    /// (write without read) cannot be mapped.  The integration reflects this
     /// as for a table page the host does not own
     /// (Documentation/nested.rst).
     Refused,
@@ -264,11 +263,11 @@ impl<M: MmOps> MmOps for RetiredMm<'_, M> {
     }
 }
 
-/// The one place a leaf is shared host -> shadow (the merge with counted
-/// shares and memory types replaces this call): `pages` host pages at
-/// `hpa` mapped at `gpa` with `perms`.  Only write-back leaves today
-/// (`host_share_guest` maps write-back); others are [`Error::Inval`].
-#[allow(clippy::too_many_arguments)]
+/// The one place a leaf is shared host -> shadow: `pages` host pages at
+/// `hpa` mapped at `gpa` with `attrs` (permissions, memory type and
+/// ignore-PAT of the intersected leaf).  The share is counted
+/// (`host_share_guest_attrs`): a page another shadow leaf or guest already
+/// borrows gets one more count.
 fn share_leaf<M: MmOps>(
     host: &mut HostEpt,
     guest: &mut GuestEpt,
@@ -276,13 +275,9 @@ fn share_leaf<M: MmOps>(
     hpa: Hpa,
     gpa: Gpa,
     pages: u64,
-    perms: u8,
-    memtype: MemType,
+    attrs: Attrs,
 ) -> Result {
-    if memtype != MemType::Wb {
-        return Err(Error::Inval);
-    }
-    host_share_guest(host, guest, mm, hpa, gpa, pages, perms)
+    host_share_guest_attrs(host, guest, mm, hpa, gpa, pages, attrs)
 }
 
 /// The one place a shadow's share is returned (the merge with counted
@@ -618,6 +613,7 @@ impl ShadowEpts {
             if at_cur.raw() + off == want
                 && a.perms & leaf.perms == leaf.perms
                 && a.memtype == leaf.memtype
+                && a.ipat == leaf.ipat
             {
                 self.stats.present += 1;
                 return Ok(Installed::AlreadyPresent);
@@ -675,7 +671,14 @@ impl ShadowEpts {
                 perms: leaf.perms,
                 memtype: leaf.memtype,
                 state: PageState::SharedBorrowed,
+                ipat: leaf.ipat,
             },
+        };
+        let attrs = Attrs {
+            perms: leaf.perms,
+            memtype: leaf.memtype,
+            state: PageState::SharedBorrowed,
+            ipat: leaf.ipat,
         };
         let need = |s: &Shadow, mm: &mut M| s.guest.pgt().pages_needed(mm, at, len, fill);
         let mut pages = need(self.slot(i)?, mm).map_err(|_| NoMapping::Invalid)?;
@@ -695,16 +698,7 @@ impl ShadowEpts {
                 .get_mut(i)
                 .and_then(Option::as_mut)
                 .ok_or(NoMapping::Invalid)?;
-            let r = share_leaf(
-                host,
-                &mut s.guest,
-                mm,
-                hpa,
-                at,
-                len / PAGE_SIZE,
-                leaf.perms,
-                leaf.memtype,
-            );
+            let r = share_leaf(host, &mut s.guest, mm, hpa, at, len / PAGE_SIZE, attrs);
             match r {
                 Ok(()) => {
                     s.leaves += 1;

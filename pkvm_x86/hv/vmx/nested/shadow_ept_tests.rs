@@ -306,8 +306,7 @@ fn bad_leaves_and_pages_the_host_cannot_share_map_nothing() {
     ] {
         assert_eq!(w.install(EPTP_A, g, &l), Err(NoMapping::Invalid), "{l:?}");
     }
-    // Hypervisor memory, MMIO (not RAM), write without read, and a memory
-    // type the share cannot express yet.
+    // Hypervisor memory, MMIO (not RAM), write without read.
     host_donate_hyp(&mut w.host, &mut w.hyp, &mut w.mm, lit::hpa(0x70_0000), 1).unwrap();
     let mut uc = page(0x3000, 0x71_0000);
     uc.memtype = MemType::Uc;
@@ -315,7 +314,6 @@ fn bad_leaves_and_pages_the_host_cannot_share_map_nothing() {
         page(0x1000, 0x70_0000),
         page(0x2000, MMIO),
         leaf(0x4000, 0x72_0000, K4, PERM_W),
-        uc,
     ] {
         assert_eq!(
             w.install(EPTP_A, l.gpa.raw(), &l),
@@ -326,12 +324,15 @@ fn bad_leaves_and_pages_the_host_cannot_share_map_nothing() {
     }
     assert_eq!(w.set.leaves(EPTP_A), 0);
     assert_eq!(w.host_state(0x71_0000), Some(PageState::Owned));
+    // A memory type other than write-back is mapped as the leaf says.
+    assert_eq!(w.install(EPTP_A, 0x3000, &uc), Ok(Installed::Mapped));
+    w.check();
+    assert_eq!(w.host_state(0x71_0000), Some(PageState::SharedOwned));
 }
 
-/// Two EPT pointers whose leaves name one host page.  With today's
-/// uncounted shares the second share is refused and the first mapping
-/// stays; counted shares (issue 10, piece D) turn the refusal into a
-/// second count.
+/// Two EPT pointers whose leaves name one host page: counted shares
+/// (issue 10, piece D) give it a second count; it goes back to the host
+/// only when both shadows are gone.
 #[test]
 fn two_eptps_one_host_page() {
     let mut w = world(1 << 12);
@@ -341,24 +342,19 @@ fn two_eptps_one_host_page() {
     );
     assert_eq!(
         w.install(EPTP_B, 0x7000, &page(0x7000, 0x40_0000)),
-        Err(NoMapping::Refused)
-    );
-    assert_eq!(w.shadow_maps(EPTP_A, 0x1000), Some((0x40_0000, PERM_RWX)));
-    assert_eq!(w.shadow_maps(EPTP_B, 0x7000), None);
-    // Each shadow is its own guest: B maps its own pages.
-    assert_eq!(
-        w.install(EPTP_B, 0x1000, &page(0x1000, 0x41_0000)),
         Ok(Installed::Mapped)
     );
+    w.check();
+    assert_eq!(w.shadow_maps(EPTP_A, 0x1000), Some((0x40_0000, PERM_RWX)));
+    assert_eq!(w.shadow_maps(EPTP_B, 0x7000), Some((0x40_0000, PERM_RWX)));
     assert_eq!(w.set.len(), 2);
-    // Dropping A returns its page; then B can take it.
+    // Dropping A leaves B's count: still shared.
     assert_eq!(w.set.invalidate_single(&mut w.host, &mut w.mm, EPTP_A), 1);
     w.check();
+    assert_eq!(w.host_state(0x40_0000), Some(PageState::SharedOwned));
+    assert_eq!(w.set.invalidate_single(&mut w.host, &mut w.mm, EPTP_B), 1);
+    w.check();
     assert_eq!(w.host_state(0x40_0000), Some(PageState::Owned));
-    assert_eq!(
-        w.install(EPTP_B, 0x7000, &page(0x7000, 0x40_0000)),
-        Ok(Installed::Mapped)
-    );
 }
 
 /// The host page of leaf `i` of [`fill`]: one page skipped after every
@@ -388,6 +384,7 @@ fn invept_single_flushes_the_named_shadow_before_any_share_goes_back() {
     let tables_b = w.shadow_tables(EPTP_B);
     let host_tables = w.host_tables();
     let live = w.mm.live();
+    let counts = w.host.share_counts().table_pages();
 
     w.mm.record();
     assert_eq!(w.set.invalidate_single(&mut w.host, &mut w.mm, EPTP_A), 1);
@@ -428,7 +425,9 @@ fn invept_single_flushes_the_named_shadow_before_any_share_goes_back() {
     assert!(!log
         .iter()
         .any(|e| matches!(e, Event::Store { table, .. } if tables_b.contains(table))));
-    assert_eq!(w.mm.live(), live - tables_a.len() as u64);
+    // (and the share-count pages A's shares alone used: emptied leaves go)
+    let counts_freed = counts - w.host.share_counts().table_pages();
+    assert_eq!(w.mm.live(), live - tables_a.len() as u64 - counts_freed);
     assert!(tables_a.iter().all(|t| !w.mm.is_live(*t)));
 
     assert_eq!(w.set.root(EPTP_A), None);
@@ -817,7 +816,9 @@ fn teardown_returns_every_share_and_page() {
     // splits took (it does not merge back).
     let host_pages = w.host.pgt().table_pages(&mut w.mm).unwrap() as u64;
     let hyp_pages = w.hyp.pgt().table_pages(&mut w.mm).unwrap() as u64;
-    assert_eq!(w.mm.live(), host_pages + hyp_pages);
+    // The share-count table keeps the directory pages it created.
+    let count_pages = w.host.share_counts().table_pages();
+    assert_eq!(w.mm.live(), host_pages + hyp_pages + count_pages);
     assert!(w.mm.live() >= live);
     // And the set works again afterwards.
     assert_eq!(
@@ -838,16 +839,15 @@ fn random_operations_match_a_model() {
     use std::collections::HashMap;
 
     const EPTPS: [u64; 4] = [EPTP_A, EPTP_B, EPTP_C, 0x0040_0000 | 0x18];
-    // How often each outcome was seen: present, mapped, refused, no
-    // memory, evictions, replaced.
+    // How often each outcome was seen: present, mapped, (refused: never,
+    // shares are counted), no memory, evictions, replaced.
     let mut seen = [0u64; 6];
     for seed in 0..4u64 {
         let mut rng = Rng(0x5ad0 + seed);
         let mut w = world(1 << 12);
         let base = w.mm.live();
-        // (eptp index, guest page) -> host page, and host page -> user.
+        // (eptp index, guest page) -> host page.
         let mut map: HashMap<(usize, u64), u64> = HashMap::new();
-        let mut users: HashMap<u64, (usize, u64)> = HashMap::new();
         for step in 0..400 {
             let op = rng.below(20);
             let e = rng.below(4) as usize;
@@ -877,11 +877,8 @@ fn random_operations_match_a_model() {
                         .set
                         .install(&mut w.host, &mut w.mm, eptp, lit::gpa(g), &page(g, h));
                     w.mm.fail_nth(None);
-                    // Held by another leaf that still exists (an eviction
-                    // for memory may have just returned it).
-                    let taken = users
-                        .get(&h)
-                        .is_some_and(|u| *u != (e, g) && w.set.root(EPTPS[u.0]).is_some());
+                    // Shares are counted: a page another leaf holds is
+                    // shared once more, never refused.
                     // What the shadow had at `g`: the same page, another
                     // one (the host remapped: replaced), or nothing.
                     let before = map.get(&(e, g)).copied();
@@ -893,20 +890,13 @@ fn random_operations_match_a_model() {
                         }
                         Ok(Installed::Mapped) => {
                             seen[1] += 1;
-                            assert!(before.is_none() && !taken, "{why}");
+                            assert!(before.is_none(), "{why}");
                             map.insert((e, g), h);
                         }
                         Ok(Installed::Replaced) => {
                             seen[5] += 1;
-                            assert!(stale && !taken, "{why}");
+                            assert!(stale, "{why}");
                             map.insert((e, g), h);
-                        }
-                        // A failure after a stale leaf was dropped leaves
-                        // nothing at `g`.
-                        Err(NoMapping::Refused) => {
-                            seen[2] += 1;
-                            assert!(before != Some(h) && taken, "{why}");
-                            map.remove(&(e, g));
                         }
                         Err(NoMapping::NoMemory) => {
                             seen[3] += 1;
@@ -925,14 +915,14 @@ fn random_operations_match_a_model() {
                 let n = map.keys().filter(|k| k.0 == i).count() as u64;
                 assert_eq!(w.set.leaves(p), n, "{why}: leaves of {i}");
             }
-            users = map.iter().map(|(&k, &h)| (h, k)).collect();
+            let users: HashSet<u64> = map.values().copied().collect();
             w.check();
             for (&(i, g), &h) in &map {
                 assert_eq!(w.shadow_maps(EPTPS[i], g), Some((h, PERM_RWX)), "{why}");
             }
             for k in 0..24 {
                 let h = 0x40_0000 + K4 * k;
-                let want = if users.contains_key(&h) {
+                let want = if users.contains(&h) {
                     PageState::SharedOwned
                 } else {
                     PageState::Owned
@@ -945,11 +935,14 @@ fn random_operations_match_a_model() {
         w.check();
         let host_pages = w.host.pgt().table_pages(&mut w.mm).unwrap() as u64;
         let hyp_pages = w.hyp.pgt().table_pages(&mut w.mm).unwrap() as u64;
-        assert_eq!(w.mm.live(), host_pages + hyp_pages);
+        // The share-count table keeps the directory pages it created.
+        let count_pages = w.host.share_counts().table_pages();
+        assert_eq!(w.mm.live(), host_pages + hyp_pages + count_pages);
         assert!(w.mm.live() >= base);
     }
+    assert_eq!(seen[2], 0);
     assert!(
-        seen.iter().all(|&n| n > 0),
+        seen.iter().enumerate().all(|(i, &n)| i == 2 || n > 0),
         "every outcome exercised: {seen:?}"
     );
 }
