@@ -96,7 +96,7 @@ struct NestedStatsReq {
 }
 
 /// The NESTED_STATS selectors `nested_stats` prints, with their names.
-const NESTED_SEL: [(u64, &str); 27] = [
+const NESTED_SEL: [(u64, &str); 29] = [
     (0, "entries"),
     (1, "l2_exits"),
     (2, "reflected"),
@@ -105,6 +105,8 @@ const NESTED_SEL: [(u64, &str); 27] = [
     (5, "failed_entries"),
     (6, "launches"),
     (7, "unexpected"),
+    (8, "ept_faults"),
+    (9, "ept_installs"),
     (0x100 + 10, "reflected_cpuid"),
     (0x100 + 30, "reflected_io"),
     (0x100 + 12, "reflected_hlt"),
