@@ -67,7 +67,7 @@ t_kvm_params_ept() {
 
 # The same guest as on bare KVM with EPT: every exit and register identical.
 t_guest_pkvm_ept() {
-	echo nested_stats 1 > $CTL
+	echo nested_stats_reset 0 > $CTL
 	timeout 300 /bin/kvm_guest -n $GUEST_N > /tmp/guest.pkvm
 	rc=$?
 	cat /tmp/guest.pkvm
