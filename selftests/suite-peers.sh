@@ -8,7 +8,7 @@
 #   pkvm.peers=bare       kvm_intel with the view of selftests/peers/bare-view.txt,
 #                         pkvm not loaded (the baseline)
 #   pkvm.peers=pkvm       insmod pkvm_x86 first, then kvm_intel with defaults
-#   pkvm.peers=pkvm-ept   the same with pkvm_x86 nested_ept=1 (experimental
+#   pkvm.peers=pkvm-ept   the same with pkvm_x86 nested_ept=1 pool_mb=64 (experimental
 #                         shadow EPT: kvm_intel's defaults then mean EPT on)
 #   pkvm.peers_tests=all  every KVM selftest binary (default)
 #             =subset     those listed in selftests/peers/subset.txt
@@ -88,7 +88,7 @@ kvm_intel_params() {
 
 t_load_kvm() {
 	if [ "$PEERS_MODE" = pkvm ] || [ "$PEERS_MODE" = pkvm-ept ]; then
-		ept=; [ "$PEERS_MODE" = pkvm-ept ] && ept=nested_ept=1
+		ept=; [ "$PEERS_MODE" = pkvm-ept ] && ept="nested_ept=1 pool_mb=64"
 		insmod /lib/modules/pkvm_x86.ko $ept || fail "insmod pkvm_x86 $ept" || return 1
 		[ "$(/bin/cpuid -s)" = pkvm-x86 ] || fail "the host does not run under pkvm"
 	fi
