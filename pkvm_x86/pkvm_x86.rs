@@ -49,6 +49,10 @@ module! {
             default: -1,
             description: "Tests only: make deprivileging fail on this CPU, to exercise the roll-back",
         },
+        nested_ept: u32 {
+            default: 0,
+            description: "Experimental: 1 offers EPT and unrestricted guest to the host's KVM (shadow EPT, Documentation/shadow-ept.rst); read once at load",
+        },
         debug: u32 {
             default: 0,
             description: "1 enables the debug interface (debugfs pkvm_x86/debug/, debug hypercalls); debug builds only (PKVM_DEBUG=1), root only, for tests",
@@ -184,6 +188,18 @@ impl kernel::Module for PkvmX86 {
             return Err(EINVAL);
         }
 
+        let nested_ept = match *module_parameters::nested_ept.value() {
+            0 => false,
+            1 => true,
+            n => {
+                pr_err!("nested_ept={} must be 0 or 1\n", n);
+                return Err(EINVAL);
+            }
+        };
+        if nested_ept {
+            pr_warn!("nested_ept=1: EPT offered to the host's KVM (experimental)\n");
+        }
+
         let pool_mb = *module_parameters::pool_mb.value();
         if !(1..=1024).contains(&pool_mb) {
             pr_err!("pool_mb={} out of range 1..1024\n", pool_mb);
@@ -196,6 +212,7 @@ impl kernel::Module for PkvmX86 {
             module.as_ptr(),
             debug,
             u32::try_from(*module_parameters::test_fail_cpu.value()).ok(),
+            nested_ept,
         )?;
         let (used, total) = hyp.pool_usage();
         let (all_ns, max_ns) = hyp.launch_times();

@@ -19,6 +19,9 @@
 #                   the repository (selftests/peers/bare-kvm-cN.txt) are
 #                   printed, not judged (they describe the emulator).  Its
 #                   header keeps the bare QEMU boot and exit round trips.
+#   qemu-pkvm-ept-c1 (only when named in PKVM_ONLY) QEMU boots under pkvm
+#                   with nested_ept=1 (experimental shadow EPT), kvm_intel
+#                   with defaults (EPT on)
 #   qemu-bare-c1    QEMU boots the test kernel to a marker on bare KVM (every
 #                   run: it checks the QEMU packaging from a fresh machine).
 #   peers-pkvm-cN   the subset under pkvm (kvm_intel with defaults), judged
@@ -79,6 +82,9 @@ for c in $cpus_list; do
 	for r in peers-bare-c$c peers-pkvm-c$c; do want $r && any=1; done
 done
 want qemu-bare-c1 && any=1
+# The experimental shadow EPT (pkvm_x86 nested_ept=1): only when named.
+ept_run() { [[ " ${PKVM_ONLY:-} " == *" qemu-pkvm-ept-c1 "* ]]; }
+ept_run && any=1
 [ -n "$any" ] || exit 0
 
 peers_initrd=$PKVM_ROOT/build/peers.cpio.gz
@@ -261,6 +267,10 @@ done
 if want qemu-bare-c1; then
 	( rc=0; boot qemu-bare-c1 1 bare none 1200 "$timeout" || rc=$?; verdict qemu-bare-c1 $rc ) \
 		> "$runs/peers-qemu.report" 2>&1 & pids+=("qemu:$!")
+fi
+if ept_run; then
+	( rc=0; boot qemu-pkvm-ept-c1 1 pkvm-ept none 2400 "$ptimeout" || rc=$?; verdict qemu-pkvm-ept-c1 $rc ) \
+		> "$runs/peers-qemu-ept.report" 2>&1 & pids+=("qemu-ept:$!")
 fi
 for np in "${pids[@]}"; do
 	rc=0

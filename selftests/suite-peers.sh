@@ -8,6 +8,8 @@
 #   pkvm.peers=bare       kvm_intel with the view of selftests/peers/bare-view.txt,
 #                         pkvm not loaded (the baseline)
 #   pkvm.peers=pkvm       insmod pkvm_x86 first, then kvm_intel with defaults
+#   pkvm.peers=pkvm-ept   the same with pkvm_x86 nested_ept=1 pool_mb=64 (experimental
+#                         shadow EPT: kvm_intel's defaults then mean EPT on)
 #   pkvm.peers_tests=all  every KVM selftest binary (default)
 #             =subset     those listed in selftests/peers/subset.txt
 #             =none       none (the QEMU boot check only)
@@ -72,7 +74,7 @@ defang() {
 
 t_peer_files() {
 	echo "mode=$PEERS_MODE tests=$PEERS_TESTS timeout=${PEERS_TIMEOUT}s (guest)"
-	case "$PEERS_MODE" in bare|pkvm) ;; *) fail "pkvm.peers=$PEERS_MODE: want bare or pkvm" ;; esac
+	case "$PEERS_MODE" in bare|pkvm|pkvm-ept) ;; *) fail "pkvm.peers=$PEERS_MODE: want bare, pkvm or pkvm-ept" ;; esac
 	[ -x /opt/qemu/qemu ] || fail "/opt/qemu missing: boot with the peer initramfs (run-bochs.py --extra-initrd)"
 	[ -f $PEERS_DIR/bare-view.txt ] || fail "$PEERS_DIR/bare-view.txt missing"
 	n=$(ls $KST | wc -l)
@@ -85,8 +87,9 @@ kvm_intel_params() {
 }
 
 t_load_kvm() {
-	if [ "$PEERS_MODE" = pkvm ]; then
-		insmod /lib/modules/pkvm_x86.ko || fail "insmod pkvm_x86" || return 1
+	if [ "$PEERS_MODE" = pkvm ] || [ "$PEERS_MODE" = pkvm-ept ]; then
+		ept=; [ "$PEERS_MODE" = pkvm-ept ] && ept="nested_ept=1 pool_mb=64"
+		insmod /lib/modules/pkvm_x86.ko $ept || fail "insmod pkvm_x86 $ept" || return 1
 		[ "$(/bin/cpuid -s)" = pkvm-x86 ] || fail "the host does not run under pkvm"
 	fi
 	insmod /lib/modules/irqbypass.ko 2>/dev/null
@@ -281,7 +284,7 @@ t_exit_bench() {
 t_unload() {
 	rmmod kvm_intel || fail "rmmod kvm_intel"
 	rmmod kvm || fail "rmmod kvm"
-	if [ "$PEERS_MODE" = pkvm ]; then
+	if [ "$PEERS_MODE" = pkvm ] || [ "$PEERS_MODE" = pkvm-ept ]; then
 		pkvm_rmmod || fail "rmmod pkvm_x86"
 	fi
 }

@@ -100,7 +100,7 @@ struct NestedStatsReq {
 }
 
 /// The NESTED_STATS selectors `nested_stats` prints, with their names.
-const NESTED_SEL: [(u64, &str); 28] = [
+const NESTED_SEL: [(u64, &str); 30] = [
     (0, "entries"),
     (1, "l2_exits"),
     (2, "reflected"),
@@ -110,6 +110,8 @@ const NESTED_SEL: [(u64, &str); 28] = [
     (6, "launches"),
     (7, "unexpected"),
     (8, "shadow_unsynced"),
+    (9, "ept_faults"),
+    (10, "ept_installs"),
     (0x100 + 10, "reflected_cpuid"),
     (0x100 + 30, "reflected_io"),
     (0x100 + 12, "reflected_hlt"),

@@ -213,6 +213,7 @@ impl Hypervisor {
         module: *mut bindings::module,
         debug: bool,
         fail_cpu: Option<u32>,
+        nested_ept: bool,
     ) -> Result<Self> {
         if !CPU_STATE.load(Ordering::Acquire).is_null() {
             return Err(EBUSY);
@@ -252,8 +253,9 @@ impl Hypervisor {
         let t0 = unsafe { bindings::ktime_get() };
         let mut pool = Pool::new(pool_bytes)?;
         // The VMX view offered to the host (nested VMX), the same on every
-        // CPU: every CPU has the same capabilities (checked at probe).
-        let Some(view) = crate::hv::vmx::nested::offer::offer(raw) else {
+        // CPU: every CPU has the same capabilities (checked at probe).  EPT
+        // and unrestricted guest only with `nested_ept=1` (experimental).
+        let Some(view) = crate::hv::vmx::nested::offer::offer_with(raw, nested_ept) else {
             pr_err!("cannot compute the VMX view offered to the host\n");
             return Err(Error::from_errno(-(bindings::EOPNOTSUPP as i32)));
         };

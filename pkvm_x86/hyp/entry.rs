@@ -206,7 +206,7 @@ core::arch::global_asm!(
     "push rcx",
     "push 0",
     "push qword ptr [rax + {eptp}]",
-    "mov ecx, 1",
+    "mov rcx, [rax + {invtype}]",
     "invept rcx, [rsp]",
     "add rsp, 16",
     "pop rcx",
@@ -313,6 +313,7 @@ core::arch::global_asm!(
     global = const OFF_GLOBAL,
     gen = const core::mem::offset_of!(HypGlobal, flush_gen),
     eptp = const core::mem::offset_of!(HypGlobal, host_eptp),
+    invtype = const core::mem::offset_of!(HypGlobal, catch_up_invept),
     flushed = const OFF_FLUSHED_GEN,
     shootdown = const OFF_SHOOTDOWN_NMI,
 );

@@ -167,6 +167,8 @@ pub(crate) unsafe extern "C" fn handle_exit(regs: *mut GuestRegs, cpu: *const Hy
         // SAFETY: `global` points at the hypervisor-wide state in the
         // pool, alive while any CPU runs under it.
         unsafe { &*cpu.global }.flush_if_behind(cpu, invept_host);
+        // The host's guest on a shadow EPT: its current root.
+        super::nested::refresh_ept02(cpu);
     }
     // Not after a teardown (r = 1): the nested state may be gone.
     if cfg!(pkvm_debug) && r == 0 {
@@ -175,16 +177,21 @@ pub(crate) unsafe extern "C" fn handle_exit(regs: *mut GuestRegs, cpu: *const Hy
     r
 }
 
-/// INVEPT single-context of the host EPT on this CPU.
+/// The INVEPT of a CPU catching up with a shootdown: single-context of
+/// the host EPT, or all-context when the view offers EPT (the shadow EPTs
+/// too; `HypGlobal::catch_up_invept`).
 fn invept_host() {
     // SAFETY: root mode (only the exit handler calls this); `global` is
     // the hypervisor-wide state, alive while any CPU runs under it; INVEPT
-    // single-context is a required feature.
+    // single-context and all-context are required features.
     let _ = unsafe {
-        vmx::invept(
-            vmx::InveptType::SingleContext,
-            (*current_global()).host_eptp,
-        )
+        let g = &*current_global();
+        let ty = if g.catch_up_invept == 2 {
+            vmx::InveptType::AllContext
+        } else {
+            vmx::InveptType::SingleContext
+        };
+        vmx::invept(ty, g.host_eptp)
     };
 }
 

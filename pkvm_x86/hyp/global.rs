@@ -48,16 +48,19 @@ use crate::arch::vmx;
 use crate::hv::error::Error;
 use crate::hv::hypercall::call::Reply;
 use crate::hv::hypercall::errno;
-use crate::hv::mm::addr::{Gpa, Hpa};
+use crate::hv::mm::addr::{Gpa, Hpa, TableKind};
 use crate::hv::mm::ept::{EptEntry, MemType, PageState};
 use crate::hv::mm::host_ept_map::LazyMap;
 #[cfg(pkvm_debug)]
 use crate::hv::mm::invariants::{self, Claim};
 use crate::hv::mm::mem_protect::{self as mp, GuestEpt, HostEpt, HypPgt, VmKind};
 use crate::hv::mm::mtrr::Mtrrs;
-use crate::hv::mm::pgtable::{HypFormat, MmOps, PteFormat, ADDR_LIMIT, PERM_RWX};
+use crate::hv::mm::pgtable::{EptFormat, HypFormat, MmOps, PteFormat, ADDR_LIMIT, PERM_RWX};
 use crate::hv::mm::pin_set::PinSet;
 use crate::hv::mm::reserve::{self, PageSupply, Reserve};
+use crate::hv::vmx::nested::ept12_walk::{self, Access, HostSide, LeafSize, WalkCtx, WalkFault};
+use crate::hv::vmx::nested::reflect::Ept12Exit;
+use crate::hv::vmx::nested::shadow_ept::{NoMapping, ResolvedLeaf, ShadowEpts};
 use crate::hv::mm::vm_table::VmTable;
 use crate::hv::vmx::caps::{RawVmxInfo, VmxCaps};
 use crate::hv::vmx::nested::vmcs12::Vmcs12Cache;
@@ -77,6 +80,12 @@ pub struct HypGlobal {
     /// Flush generation: raised by every shootdown; a CPU whose
     /// `flushed_gen` is below it may hold stale host-EPT translations.
     pub flush_gen: AtomicU64,
+    /// The INVEPT type (1 single-context of `host_eptp`, 2 all-context) a
+    /// CPU that catches up with a shootdown uses (root NMI stub, the
+    /// generation check before every entry): all-context when the view
+    /// offers EPT (`nested_ept=1`), so the shadow EPTs are flushed too.
+    /// Fixed at load.
+    pub catch_up_invept: u64,
     /// The VMX view offered to the host (nested VMX,
     /// `crate::hv::vmx::nested::offer`): the capability MSRs it reads,
     /// the same on every CPU.  Fixed at load.
@@ -192,6 +201,10 @@ pub struct PageStates {
     /// The scrub found more than [`MAX_TABLES`] table pages and left the
     /// pool alone (donated pages were still zeroed).
     scrub_incomplete: bool,
+    /// The shadow EPTs of the host's guests (`nested_ept=1`,
+    /// Documentation/shadow-ept.rst): guests in the page-state sense,
+    /// under this lock; their tables from the allocator ([`ShadowMm`]).
+    shadows: ShadowEpts,
 }
 
 /// Most table pages of the hypervisor's own page table the scrub can
@@ -233,6 +246,8 @@ impl HypGlobal {
             addr_of_mut!((*this).debug).write(debug);
             addr_of_mut!((*this).host_eptp).write(host_eptp);
             addr_of_mut!((*this).flush_gen).write(AtomicU64::new(0));
+            let ept_view = View::from_raw(&vmx_view).ept;
+            addr_of_mut!((*this).catch_up_invept).write(if ept_view { 2 } else { 1 });
             addr_of_mut!((*this).vmx_params).write(View::from_raw(&vmx_view));
             addr_of_mut!((*this).offer_caps).write(VmxCaps::decode_view(&vmx_view).ok());
             addr_of_mut!((*this).hw_caps).write(hw_caps);
@@ -271,6 +286,7 @@ impl HypGlobal {
             // INVARIANT: all-zero is the empty pin set.
             addr_of_mut!((*st).pins).write_bytes(0, 1);
             addr_of_mut!((*st).scrub_incomplete).write(false);
+            addr_of_mut!((*st).shadows).write(ShadowEpts::new());
             // INVARIANT: all-zero is `Teardown`'s initial state (atomics
             // are valid at any bit pattern of their size).
             addr_of_mut!((*this).teardown).write_bytes(0, 1);
@@ -530,6 +546,90 @@ impl KeepList<'_> {
         }
         false
     }
+}
+
+/// What [`PageStates::shadow_fault`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShadowFault {
+    /// The page is mapped (or already was): the guest resumes.
+    Mapped,
+    /// EPT12 does not allow the access: the host gets its guest's exit.
+    Reflect(Ept12Exit),
+    /// A table page of EPT12 or the page itself is not the host's to give
+    /// (hypervisor memory, donated, MMIO not in the host's map, refused by
+    /// the page-state machine): the host sees its guest triple-fault.
+    NotShareable,
+    /// No memory for shadow tables or share counts: the guest re-faults.
+    NoMemory,
+}
+
+/// The [`MmOps`] of the shadow EPTs: the allocator, except that the
+/// invalidation of a shadow EPT reaches every CPU ([`shootdown_all_ept`]):
+/// a CPU running the host's guest on that root is forced out (NMI),
+/// flushes every EPT-tagged translation, and re-reads the root under the
+/// lock before it enters again (`crate::hyp::nested::refresh_ept02`).
+struct ShadowMm<'a> {
+    mm: &'a mut HypMm,
+}
+
+impl MmOps for ShadowMm<'_> {
+    fn zalloc_page(&mut self) -> Option<Hpa> {
+        self.mm.zalloc_page()
+    }
+    fn free_page(&mut self, pa: Hpa) {
+        self.mm.free_page(pa)
+    }
+    fn free_unlinked(&mut self, pa: Hpa) {
+        self.mm.free_unlinked(pa)
+    }
+    fn table(&self, pa: Hpa) -> Option<&crate::hv::mm::pgtable::Table> {
+        self.mm.table(pa)
+    }
+    fn get_page(&mut self, pa: Hpa) {
+        self.mm.get_page(pa)
+    }
+    fn put_page(&mut self, pa: Hpa) {
+        self.mm.put_page(pa)
+    }
+    fn page_count(&self, pa: Hpa) -> u32 {
+        self.mm.page_count(pa)
+    }
+    fn zero_page(&mut self, pa: Hpa) {
+        self.mm.zero_page(pa)
+    }
+    fn invalidate(&mut self, kind: TableKind, root: Hpa, addr: u64, size: u64) {
+        if kind == TableKind::GuestEpt {
+            // SAFETY: shadow EPTs change only in root mode, after this
+            // CPU's first exit, under the lock (`PageStates`' methods).
+            unsafe { shootdown_all_ept(self.mm) };
+        } else {
+            self.mm.invalidate(kind, root, addr, size)
+        }
+    }
+    fn stored(&mut self, table: Hpa, idx: usize, v: u64) {
+        self.mm.stored(table, idx, v)
+    }
+}
+
+/// Cross-CPU shootdown of every EPT-tagged translation (INVEPT
+/// all-context): the host EPT's and every shadow EPT's.  The other CPUs
+/// acknowledge in the root NMI stub or at their next entry, both flushing
+/// all-context while the view offers EPT (`HypGlobal::catch_up_invept`).
+///
+/// # Safety
+///
+/// As [`shootdown_host_ept`].
+pub unsafe fn shootdown_all_ept(mm: &mut HypMm) {
+    // SAFETY: guaranteed by the caller (root mode, GS base = HypCpu).
+    let me = unsafe { HypCpu::current() };
+    // SAFETY: `global` is the hypervisor-wide state, alive while any CPU
+    // runs under it; only its atomics and fixed fields are read here.
+    let global = unsafe { &*me.global };
+    let invept = || {
+        // SAFETY: root mode; INVEPT all-context is a required feature.
+        let _ = unsafe { vmx::invept(vmx::InveptType::AllContext, 0) };
+    };
+    global.shootdown(me, invept, |id| send_nmi(mm, id));
 }
 
 /// The host EPT's invalidation hook in root mode (`HypMm::invalidate`,
@@ -946,6 +1046,118 @@ impl PageStates {
         self.frozen
     }
 
+    /// The root of the shadow EPT of `eptp12`, created if there is none
+    /// (VM entry into the host's guest, and before every re-entry: an
+    /// INVEPT or an eviction retires roots).  `None`: no memory even after
+    /// retiring another shadow.
+    pub fn shadow_root(&mut self, eptp12: u64) -> Option<Hpa> {
+        // SAFETY: as in `parts`: the live allocator, under the lock.
+        let mm = unsafe { &mut *self.mm };
+        let mut smm = ShadowMm { mm };
+        self.shadows.ensure(&mut self.host, &mut smm, eptp12).ok()
+    }
+
+    /// An EPT violation of the host's guest on its shadow EPT at `gpa`
+    /// for `access`: walks EPT12 (`eptp12`) through the host's memory,
+    /// intersects with the host EPT's leaf for the page, and installs the
+    /// shadow leaf through a counted share (Documentation/shadow-ept.rst).
+    /// `exec_only`: the CPU has execute-only EPT translations.
+    pub fn shadow_fault(
+        &mut self,
+        eptp12: u64,
+        gpa: Gpa,
+        access: Access,
+        ctx: &WalkCtx,
+        exec_only: bool,
+    ) -> ShadowFault {
+        let Ok(eptp) = ept12_walk::check_eptp(eptp12, ctx.ept_vpid_cap, ctx.maxphyaddr) else {
+            // Checked at the entry: cannot be; never walk it.
+            return ShadowFault::NotShareable;
+        };
+        let leaf = {
+            let (mut mem, _) = self.nested_parts();
+            match ept12_walk::walk(&mut mem, ctx, &eptp, gpa, access) {
+                Ok(l) => l,
+                Err(WalkFault::Violation(v)) => {
+                    return ShadowFault::Reflect(Ept12Exit::Violation(v))
+                }
+                Err(WalkFault::Misconfig(_)) => return ShadowFault::Reflect(Ept12Exit::Misconfig),
+                Err(WalkFault::NotHostOwned { .. }) => return ShadowFault::NotShareable,
+            }
+        };
+        // SAFETY: as in `parts`: the live allocator, under the lock.
+        let mm = unsafe { &mut *self.mm };
+        let Ok(h) = self.host.pgt().lookup(mm, leaf.hpa_page) else {
+            return ShadowFault::NotShareable;
+        };
+        if h.entry == 0 {
+            // Not in the host's map (yet): not RAM the host may share.
+            return ShadowFault::NotShareable;
+        }
+        let a = EptFormat::attrs(h.entry);
+        let size = match h.level {
+            1 => LeafSize::Size4K,
+            2 => LeafSize::Size2M,
+            3 => LeafSize::Size1G,
+            _ => return ShadowFault::NotShareable,
+        };
+        let host = HostSide {
+            perms: a.perms,
+            memtype: a.memtype,
+            leaf: size,
+        };
+        let sl = ept12_walk::intersect(&leaf, &host, LeafSize::Size1G, exec_only);
+        if !sl.allows(access) {
+            // EPT12 allows it, the host's side does not.
+            return ShadowFault::NotShareable;
+        }
+        let rl = ResolvedLeaf {
+            gpa: sl.gpa_base,
+            hpa: sl.hpa_base,
+            size: sl.size.bytes(),
+            perms: sl.perms,
+            memtype: sl.memtype,
+            ipat: sl.ipat,
+        };
+        let mut smm = ShadowMm { mm };
+        match self.shadows.install(&mut self.host, &mut smm, eptp12, gpa, &rl) {
+            Ok(_) => ShadowFault::Mapped,
+            Err(NoMapping::NoMemory) => ShadowFault::NoMemory,
+            Err(NoMapping::Refused | NoMapping::Invalid) => ShadowFault::NotShareable,
+        }
+    }
+
+    /// The host's INVEPT: single-context for `Some(eptp12)`, global for
+    /// `None`.  Retired shadows are flushed from every CPU before their
+    /// shares go back ([`ShadowMm`]).
+    pub fn shadow_invept(&mut self, single: Option<u64>) {
+        // SAFETY: as in `parts`: the live allocator, under the lock.
+        let mm = unsafe { &mut *self.mm };
+        let mut smm = ShadowMm { mm };
+        match single {
+            Some(e) => {
+                self.shadows.invalidate_single(&mut self.host, &mut smm, e);
+            }
+            None => {
+                self.shadows.invalidate_all(&mut self.host, &mut smm);
+            }
+        }
+    }
+
+    /// Every shadow EPT retired, every share returned (the last CPU's
+    /// VMXOFF, unload).  Whether everything came back.
+    pub fn shadow_destroy_all(&mut self) -> bool {
+        // SAFETY: as in `parts`: the live allocator, under the lock.
+        let mm = unsafe { &mut *self.mm };
+        let mut smm = ShadowMm { mm };
+        self.shadows.destroy_all(&mut self.host, &mut smm).is_ok()
+    }
+
+    /// The shadow EPTs' counters.
+    pub fn shadow_stats(&self) -> crate::hv::vmx::nested::shadow_ept::Stats {
+        *self.shadows.stats()
+    }
+
     /// What nested VMX works on, borrowed apart: the host's memory as
     /// root mode may touch it, and the vmcs12 store.
     pub fn nested_parts(&mut self) -> (HostMemory<'_>, &mut Vmcs12Cache) {
@@ -1032,9 +1244,10 @@ impl PageStates {
             claims,
             pins,
             reserve,
+            shadows,
             ..
         } = self;
-        let r = invariants::check(host, hyp, vms.guests(), mm, claims);
+        let r = invariants::check_with_shadows(host, hyp, vms.guests(), shadows.guests(), mm, claims);
         // The reserve: its accounting, and every page of every batch the
         // hypervisor's alone.
         let r = r.and_then(|()| {

@@ -204,6 +204,9 @@ pub(crate) fn vmx_instruction(
     };
     let done = m.execute(insn, &ctx);
     let now_on = local.vmx.is_on();
+    if let Some(inv) = done.invept {
+        shadow_invept(&mut st, inv);
+    }
     after_instruction(cpu, insn, &mut st, &local.vmx);
     if !matches!(insn, Insn::Vmread | Insn::Vmwrite) {
         stress_evict(global, &mut st);
@@ -211,8 +214,8 @@ pub(crate) fn vmx_instruction(
     // Under the lock, as BEGIN_TEARDOWN reads it.
     if now_on && !was_on {
         global.vmx_cpus.fetch_add(1, Ordering::AcqRel);
-    } else if was_on && !now_on {
-        global.vmx_cpus.fetch_sub(1, Ordering::AcqRel);
+    } else if was_on && !now_on && global.vmx_cpus.fetch_sub(1, Ordering::AcqRel) == 1 {
+        shadow_last_vmxoff(&mut st);
     }
     drop(st);
     let current = match local.vmx {
@@ -313,8 +316,14 @@ pub mod stat {
     /// the cache had no page) and was unlinked: the host's writes through
     /// it since the last sync are lost, its next VMREAD/VMWRITE exits.
     pub const SHADOW_UNSYNCED: usize = 8;
-    /// Number of counters.
-    pub const COUNT: usize = 9;
+    /// EPT violations of the host's guest on its shadow EPT (EPT12 on).
+    pub const EPT_FAULTS: usize = 9;
+    /// Of those, leaves installed (or found present): the guest resumed.
+    pub const EPT_INSTALLS: usize = 10;
+    /// Number of counters.  (The faults EPT12 refused are reflected exits
+    /// 48/49; the rest of `EPT_FAULTS - EPT_INSTALLS` found no memory or
+    /// were protected.)
+    pub const COUNT: usize = 11;
 }
 
 /// Root-mode time by phase of a guest round trip, read with NESTED_STATS
@@ -409,6 +418,41 @@ pub struct NestedCpu {
     pub reflected_by_reason: [u64; 76],
     /// Root-mode cycles by [`phase`] (debug builds).
     pub cycles: [u64; phase::COUNT],
+    /// EPTP12 of the shadow EPT vmcs02 runs on (0: vmcs12 does not use
+    /// EPT, vmcs02 runs on the host EPT).
+    ept02_eptp12: u64,
+    /// The EPT12 exit to reflect instead of vmcs02's own (the shadow EPT's
+    /// fault path found EPT12 refusing the access), packed (the page is
+    /// full): see [`pack_ept12_exit`]; 0 for none.
+    ept12_exit: u64,
+}
+
+/// Packs an [`reflect::Ept12Exit`] into a word: bit 63 a violation (its
+/// qualification in bits 15:0, its level in bits 19:16), bit 62 a
+/// misconfiguration.
+fn pack_ept12_exit(w: reflect::Ept12Exit) -> u64 {
+    match w {
+        reflect::Ept12Exit::Violation(v) => {
+            1 << 63 | (v.qualification & 0xffff) | u64::from(v.level & 0xf) << 16
+        }
+        reflect::Ept12Exit::Misconfig => 1 << 62,
+    }
+}
+
+/// The [`reflect::Ept12Exit`] [`pack_ept12_exit`] packed, if any.
+fn unpack_ept12_exit(x: u64) -> Option<reflect::Ept12Exit> {
+    if x & 1 << 63 != 0 {
+        Some(reflect::Ept12Exit::Violation(
+            crate::hv::vmx::nested::ept12_walk::Violation {
+                qualification: x & 0xffff,
+                level: ((x >> 16) & 0xf) as u8,
+            },
+        ))
+    } else if x & 1 << 62 != 0 {
+        Some(reflect::Ept12Exit::Misconfig)
+    } else {
+        None
+    }
 }
 
 const _: () = assert!(core::mem::size_of::<NestedCpu>() <= 4096);
@@ -431,6 +475,8 @@ impl NestedCpu {
             stats: [0; stat::COUNT],
             reflected_by_reason: [0; 76],
             cycles: [0; phase::COUNT],
+            ept02_eptp12: 0,
+            ept12_exit: 0,
         }
     }
 
@@ -620,6 +666,7 @@ pub(crate) fn enter(cpu: &HypCpu, local: &mut CpuLocal, pa12: u64) -> Entered {
     let t0 = phase_clock();
     let env = entry_env();
     let mut st = global.page_states();
+    let ept02 = ept02_prepare(&mut st, pa12);
     let (mut mem, cache) = st.nested_parts();
     let Some(v12) = cache.get(&mut mem, pa12) else {
         // The page left the host between the checks and here: cannot be
@@ -756,7 +803,25 @@ pub(crate) fn enter(cpu: &HypCpu, local: &mut CpuLocal, pa12: u64) -> Entered {
         pdptes,
     };
     ns.image = MemVmcs::new();
-    if merge::build_vmcs02(&v12.vmcs, &Vmcs01Fields(vmcs()), &params, &mut ns.image).is_err() {
+    let on = match ept02 {
+        None => {
+            ns.ept02_eptp12 = 0;
+            merge::Ept02::HostEpt
+        }
+        Some((eptp12, Some(root))) => {
+            ns.ept02_eptp12 = eptp12;
+            merge::Ept02::Shadow(ept02_pointer(root))
+        }
+        Some((_, None)) => {
+            // No memory for even a root: the entry fails (rare: the
+            // reserve is refilled by the host half).
+            ns.count(stat::UNEXPECTED);
+            return entry_vmfail(v12, err::ENTRY_INVALID_CONTROLS, ns);
+        }
+    };
+    if merge::build_vmcs02_on(&v12.vmcs, &Vmcs01Fields(vmcs()), &params, on, &mut ns.image)
+        .is_err()
+    {
         ns.count(stat::UNEXPECTED);
         return entry_vmfail(v12, err::ENTRY_INVALID_CONTROLS, ns);
     }
@@ -1144,6 +1209,13 @@ pub(crate) fn l2_exit(regs: &mut GuestRegs, cpu: &HypCpu, local: &mut CpuLocal) 
                 ns.count(stat::UNEXPECTED);
                 synth_triple = true;
             }
+            HvExit::HostEpt if ns.ept02_eptp12 != 0 => {
+                match shadow_ept_fault(global, &mut st, ns, basic, qual) {
+                    Some(L2Exit::ResumeGuest) => return L2Exit::ResumeGuest,
+                    Some(_) => {}
+                    None => synth_triple = true,
+                }
+            }
             HvExit::HostEpt => {
                 let gpa = rd(GUEST_PHYSICAL_ADDRESS);
                 let (r, w, x) = (qual & 1 != 0, qual & 2 != 0, qual & 4 != 0);
@@ -1200,7 +1272,7 @@ fn reflect_to_host(cpu: &HypCpu, local: &mut CpuLocal, ns: &mut NestedCpu, tripl
     {
         let v02 = vmcs();
         for (i, info) in FIELDS.iter().enumerate() {
-            let c = class_at(i);
+            let c = class_at(global.vmx_params.ept, i);
             if matches!(c, Some(Class::GuestState) | Some(Class::ExitInfo))
                 || info.encoding == CR4_READ_SHADOW.encoding()
             {
@@ -1251,7 +1323,11 @@ fn reflect_to_host(cpu: &HypCpu, local: &mut CpuLocal, ns: &mut NestedCpu, tripl
     // From here `v12.vmcs.written()` lists what the exit changes (the
     // shadow VMCS is updated from it).
     v12.vmcs.forget_written();
-    let r = match reflect::reflect_exit(&ns.image, &mut v12.vmcs, &mut v01) {
+    let r = match unpack_ept12_exit(core::mem::take(&mut ns.ept12_exit)) {
+        Some(w) => reflect::reflect_ept12_exit(&w, &ns.image, &mut v12.vmcs, &mut v01),
+        None => reflect::reflect_exit(&ns.image, &mut v12.vmcs, &mut v01),
+    };
+    let r = match r {
         Ok(r) => r,
         Err(_) => {
             ns.count(stat::UNEXPECTED);
@@ -1345,6 +1421,132 @@ fn reflect_to_host(cpu: &HypCpu, local: &mut CpuLocal, ns: &mut NestedCpu, tripl
     // gone.
     unsafe { nested_state(cpu) }.account(phase::EXIT_SHADOW, t0);
     L2Exit::ResumeHost
+}
+
+// ---------------------------------------------------------------------
+// The shadow EPT (`nested_ept=1`, Documentation/shadow-ept.rst).
+// ---------------------------------------------------------------------
+
+/// vmcs02's EPT pointer for shadow root `root`: write-back, 4 levels, no
+/// accessed/dirty flags (as the host EPT's).
+fn ept02_pointer(root: Hpa) -> u64 {
+    crate::hv::mm::ept::Eptp::new_4level(root.raw(), false).0
+}
+
+/// Before an entry of vmcs12 `pa12`: if it uses EPT12, its EPTP12 and the
+/// root of its shadow (created if needed; `None` inside: no memory).
+/// Done before the vmcs12 is borrowed for the entry (the shadow set lives
+/// in the same state); an invalid EPTP12 fails the entry checks later
+/// (its shadow, empty, is evicted in time).
+fn ept02_prepare(st: &mut PageStates, pa12: u64) -> Option<(u64, Option<Hpa>)> {
+    let eptp12 = {
+        let (mut mem, cache) = st.nested_parts();
+        let v12 = cache.get(&mut mem, pa12)?;
+        if !crate::hv::vmx::nested::entry_checks::uses_ept12(&v12.vmcs) {
+            return None;
+        }
+        v12.vmcs.read(EPT_POINTER).ok()?
+    };
+    Some((eptp12, st.shadow_root(eptp12)))
+}
+
+/// An EPT violation (or misconfiguration) of vmcs02 running on a shadow
+/// EPT: the fault path.  `Some(ResumeGuest)`: mapped, or no memory (the
+/// guest re-faults); `Some(ResumeHost)`: reflect vmcs02's exit as EPT12's
+/// (`ns.ept12_exit` set); `None`: the host sees a triple fault.
+fn shadow_ept_fault(
+    global: &HypGlobal,
+    st: &mut PageStates,
+    ns: &mut NestedCpu,
+    basic: u16,
+    qual: u64,
+) -> Option<L2Exit> {
+    use crate::hv::mm::addr::Gpa;
+    use crate::hv::vmx::nested::ept12_walk::{Access, WalkCtx};
+    use super::global::ShadowFault;
+    ns.count(stat::EPT_FAULTS);
+    if basic != reflect::reason::EPT_VIOLATION {
+        // A misconfiguration of a table the hypervisor built: a bug.
+        ns.count(stat::UNEXPECTED);
+        return None;
+    }
+    let gpa = Gpa::new(rd(GUEST_PHYSICAL_ADDRESS))?;
+    let ctx = WalkCtx {
+        ept_vpid_cap: global.vmx_params.ept_vpid_cap,
+        maxphyaddr: entry_env().maxphyaddr,
+    };
+    let exec_only = global.hw_caps.ept_vpid_cap & 1 != 0;
+    let access = Access::from_qualification(qual);
+    match st.shadow_fault(ns.ept02_eptp12, gpa, access, &ctx, exec_only) {
+        ShadowFault::Mapped => {
+            ns.count(stat::EPT_INSTALLS);
+            ns.count(stat::KEPT);
+            Some(L2Exit::ResumeGuest)
+        }
+        ShadowFault::NoMemory => {
+            ns.count(stat::KEPT);
+            Some(L2Exit::ResumeGuest)
+        }
+        ShadowFault::Reflect(w) => {
+            ns.ept12_exit = pack_ept12_exit(w);
+            Some(L2Exit::ResumeHost)
+        }
+        ShadowFault::NotShareable => {
+            ns.count(stat::PROTECTED);
+            None
+        }
+    }
+}
+
+/// The host's INVEPT (single-context or global): the shadow EPT set drops
+/// what is stale, flushing every CPU before shares go back.
+fn shadow_invept(st: &mut PageStates, inv: crate::hv::vmx::nested::vmx_op::Invept) {
+    use crate::hv::vmx::nested::vmx_op::Invept;
+    match inv {
+        Invept::Single(e) => st.shadow_invept(Some(e)),
+        Invept::All => st.shadow_invept(None),
+    }
+}
+
+/// The last CPU of the host left VMX operation: no guest runs, every
+/// shadow EPT goes, every share back (a failure is an internal error the
+/// invariant checker reports: the shadow stays listed).
+fn shadow_last_vmxoff(st: &mut PageStates) {
+    let _ = st.shadow_destroy_all();
+}
+
+/// Before every entry of this CPU (the exit handler, after the shootdown
+/// generation check): if vmcs02 is current and runs on a shadow EPT,
+/// makes its EPT pointer the shadow's current root (an INVEPT or an
+/// eviction on any CPU retires roots; the retiring CPU waited for this
+/// CPU's flush before freeing the table, and this CPU enters only after
+/// re-reading the root here, under the lock).
+pub(crate) fn refresh_ept02(cpu: &HypCpu) {
+    // SAFETY: the exit handler of this CPU, the only reference.
+    let ns = unsafe { nested_state(cpu) };
+    if !ns.in_l2 || ns.ept02_eptp12 == 0 {
+        return;
+    }
+    // SAFETY: `global` points at the hypervisor-wide state in the pool.
+    let global = unsafe { &*cpu.global };
+    let root = global.page_states().shadow_root(ns.ept02_eptp12);
+    match root {
+        Some(r) if rd(EPT_POINTER) == ept02_pointer(r) => {}
+        Some(r) => {
+            if vmcs().write(EPT_POINTER, ept02_pointer(r)).is_err() {
+                ns.count(stat::UNEXPECTED);
+                give_up(cpu, ns)
+            }
+            if let Some(i) = fields::index_of(EPT_POINTER.encoding()) {
+                ns.v02.forget(i);
+            }
+        }
+        None => {
+            // No root and the old one may be freed: the guest cannot run.
+            ns.count(stat::UNEXPECTED);
+            give_up(cpu, ns)
+        }
+    }
 }
 
 /// A state nothing can continue from (a hypervisor bug or a VMX abort):
@@ -1451,9 +1653,11 @@ fn shadowing_available(global: &HypGlobal) -> bool {
 
 /// Whether the shadow VMCS may serve the host's accesses to the field at
 /// table position `i` (`field_class::shadow_of`), for reads (`write`
-/// false) or writes.
-fn shadowable(i: usize, write: bool) -> bool {
-    match class_at(i).map(shadow_of) {
+/// false) or writes, in the view this module offers (`nested_ept`).
+fn shadowable(cpu: &HypCpu, i: usize, write: bool) -> bool {
+    // SAFETY: `global` points at the hypervisor-wide state in the pool.
+    let ept = unsafe { &*cpu.global }.vmx_params.ept;
+    match class_at(ept, i).map(shadow_of) {
         Some(Shadow::ReadWrite) => true,
         Some(Shadow::ReadOnly) => !write,
         _ => false,
@@ -1478,7 +1682,7 @@ fn shadow_fill(cpu: &HypCpu, ns: &mut NestedCpu, v12: &MemVmcs, dirty_only: bool
         let mut sh = vmcs();
         for i in v12.written() {
             if let (true, Some(info)) = (
-                ns.shadow_ok.contains(i) && shadowable(i, false),
+                ns.shadow_ok.contains(i) && shadowable(cpu, i, false),
                 FIELDS.get(i),
             ) {
                 let _ = sh.write_raw(info.encoding, v12.value_at(i).unwrap_or(0));
@@ -1487,7 +1691,7 @@ fn shadow_fill(cpu: &HypCpu, ns: &mut NestedCpu, v12: &MemVmcs, dirty_only: bool
     } else {
         let mut sh = vmcs();
         for (i, info) in FIELDS.iter().enumerate() {
-            if !shadowable(i, false) || !(first || ns.shadow_ok.contains(i)) {
+            if !shadowable(cpu, i, false) || !(first || ns.shadow_ok.contains(i)) {
                 continue;
             }
             let ok = sh
@@ -1535,7 +1739,7 @@ fn shadow_fill(cpu: &HypCpu, ns: &mut NestedCpu, v12: &MemVmcs, dirty_only: bool
                 }
             };
             clear(rd_bm);
-            if shadowable(i, true) {
+            if shadowable(cpu, i, true) {
                 clear(wr_bm);
             }
         }
@@ -1554,7 +1758,7 @@ fn shadow_drain(cpu: &HypCpu, ns: &NestedCpu, v12: &mut MemVmcs) {
     {
         let sh = vmcs();
         for (i, info) in FIELDS.iter().enumerate() {
-            if ns.shadow_ok.contains(i) && shadowable(i, true) {
+            if ns.shadow_ok.contains(i) && shadowable(cpu, i, true) {
                 if let Ok(v) = sh.read_raw(info.encoding) {
                     v12.load_at(i, v);
                 }

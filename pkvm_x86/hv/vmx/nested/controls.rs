@@ -81,7 +81,7 @@ pub mod proc1 {
 pub mod proc2 {
     /// Virtualize APIC accesses.
     pub const VIRT_APIC_ACCESSES: u32 = 1 << 0;
-    /// Enable EPT (offered with `offer::OFFER_EPT`; vmcs02 always has it,
+    /// Enable EPT (offered with the `nested_ept` load parameter; vmcs02 always has it,
     /// on the host EPT or, when vmcs12 enables it, on the shadow EPT).
     pub const EPT: u32 = 1 << 1;
     /// Descriptor-table exiting.
@@ -196,7 +196,7 @@ pub const MERGEABLE_PROC1: u32 = proc1::INTR_WINDOW
 /// more or enable an instruction, VPID (L2 gets its own), the APIC pages
 /// of the TPR shadow, and EPT with unrestricted guest (vmcs02 runs on the
 /// shadow EPT of vmcs12's EPT12: `merge::build_vmcs02_on`; taking effect
-/// only where the view offers them, `offer::OFFER_EPT`).  Not
+/// only where the view offers them, the `nested_ept` load parameter).  Not
 /// posted-interrupt processing and the rest of APICv, PML, VM functions,
 /// VMCS shadowing, #VE, SPP, mode-based execute, ENCLS/ENCLV, TSC
 /// scaling, PT, PCONFIG, ...

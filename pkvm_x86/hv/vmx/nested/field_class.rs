@@ -9,7 +9,8 @@
 //! [`HOST_ADDRESS_FIELDS`] (physical addresses the host supplies),
 //! [`HIDDEN_FIELDS`] (fields of features not offered to the host) and
 //! [`EPT_FIELDS`] (hidden unless the view offers EPT: the classes depend on
-//! `offer::OFFER_EPT`, [`classes`] gives both tables).
+//! whether the view offers EPT, the module's `nested_ept` load parameter;
+//! [`classes`] gives both tables, every lookup takes the `ept` bit).
 //!
 //! * [`Class::GuestState`]: copied vmcs12 -> vmcs02 at entry and back at a
 //!   reflected exit (with the adjustments the merge documents).
@@ -30,7 +31,6 @@
 //!   read by the merge and never written by reflection, so nothing the
 //!   host stores there (it cannot) could reach vmcs02.
 
-use super::offer::OFFER_EPT;
 use crate::hv::vmx::vmcs::fields::{self as f, Group, FIELDS};
 
 /// The nested-VMX class of a vmcs12 field.
@@ -197,14 +197,12 @@ pub const CLASSES_EPT_HIDDEN: [Class; f::FIELD_COUNT] = table(false);
 /// The classes of a view that offers EPT.
 pub const CLASSES_EPT_OFFERED: [Class; f::FIELD_COUNT] = table(true);
 
-/// The class of every row of [`FIELDS`], by table position, computed at
-/// build time, for the view the module offers (`offer::OFFER_EPT`): the
-/// per-field loops of an entry and an exit (merge, reflection, shadow
-/// sync) and VMREAD/VMWRITE look classes up here instead of searching the
-/// lists for every field.
-pub const CLASSES: [Class; f::FIELD_COUNT] = table(OFFER_EPT);
-
-/// The class table of a view that offers EPT (`ept`) or hides it.
+/// The class table of a view that offers EPT (`ept`) or hides it, both
+/// computed at build time: the per-field loops of an entry and an exit
+/// (merge, reflection, shadow sync) and VMREAD/VMWRITE look classes up
+/// here instead of searching the lists for every field.  The module's
+/// view offers EPT only with the `nested_ept` load parameter, fixed at
+/// load (the same on every CPU).
 pub const fn classes(ept: bool) -> &'static [Class; f::FIELD_COUNT] {
     if ept {
         &CLASSES_EPT_OFFERED
@@ -213,20 +211,17 @@ pub const fn classes(ept: bool) -> &'static [Class; f::FIELD_COUNT] {
     }
 }
 
-/// The class of the row at table position `i`, `None` past the table.
-pub fn class_at(i: usize) -> Option<Class> {
-    CLASSES.get(i).copied()
+/// The class of the row at table position `i` in a view that offers EPT
+/// (`ept`) or hides it, `None` past the table.
+pub fn class_at(ept: bool, i: usize) -> Option<Class> {
+    classes(ept).get(i).copied()
 }
 
-/// The class of the field with encoding `encoding`, `None` if it is not in
-/// the table (VMREAD/VMWRITE fail with error 12 for it too).
-pub fn class_of(encoding: u32) -> Option<Class> {
-    f::index_of(encoding).and_then(class_at)
-}
-
-/// [`class_of`] in a view that offers EPT (`ept`) or hides it.
-pub fn class_of_in(ept: bool, encoding: u32) -> Option<Class> {
-    f::index_of(encoding).and_then(|i| classes(ept).get(i).copied())
+/// The class of the field with encoding `encoding` in a view that offers
+/// EPT (`ept`) or hides it, `None` if it is not in the table
+/// (VMREAD/VMWRITE fail with error 12 for it too).
+pub fn class_of(ept: bool, encoding: u32) -> Option<Class> {
+    f::index_of(encoding).and_then(|i| class_at(ept, i))
 }
 
 /// How VMCS shadowing may serve a field of class `c`:
@@ -248,21 +243,18 @@ pub const fn shadow_of(c: Class) -> Shadow {
 }
 
 /// Whether the host's VMREAD/VMWRITE of `encoding` reaches a field at all
-/// (in the table and not hidden); otherwise VM-instruction error 12.
-pub fn host_accessible(encoding: u32) -> bool {
-    matches!(class_of(encoding), Some(c) if c != Class::Hidden)
+/// (in the table and not hidden) in a view that offers EPT (`ept`) or
+/// hides it; otherwise VM-instruction error 12.
+pub fn host_accessible(ept: bool, encoding: u32) -> bool {
+    matches!(class_of(ept, encoding), Some(c) if c != Class::Hidden)
 }
 
-/// [`host_accessible`] in a view that offers EPT (`ept`) or hides it.
-pub fn host_accessible_in(ept: bool, encoding: u32) -> bool {
-    matches!(class_of_in(ept, encoding), Some(c) if c != Class::Hidden)
-}
-
-/// The table rows of class `c`.
-pub fn fields_of(c: Class) -> impl Iterator<Item = &'static f::FieldInfo> {
+/// The table rows of class `c` in a view that offers EPT (`ept`) or hides
+/// it.
+pub fn fields_of(ept: bool, c: Class) -> impl Iterator<Item = &'static f::FieldInfo> {
     FIELDS
         .iter()
-        .filter(move |i| class_of(i.encoding) == Some(c))
+        .filter(move |i| class_of(ept, i.encoding) == Some(c))
 }
 
 #[cfg(test)]
@@ -288,15 +280,12 @@ mod tests {
                     }
                 };
                 assert_eq!(classes(ept)[i], by_list, "{} ept={ept}", row.name);
-                assert_eq!(class_of_in(ept, row.encoding), Some(by_list));
-                if ept == OFFER_EPT {
-                    assert_eq!(class_at(i), Some(by_list), "{}", row.name);
-                    assert_eq!(class_of(row.encoding), Some(by_list), "{}", row.name);
-                }
+                assert_eq!(class_of(ept, row.encoding), Some(by_list));
+                assert_eq!(class_at(ept, i), Some(by_list), "{}", row.name);
             }
         }
-        assert_eq!(class_at(FIELDS.len()), None);
-        assert_eq!(CLASSES, *classes(OFFER_EPT));
+        assert_eq!(class_at(false, FIELDS.len()), None);
+        assert_eq!(class_at(true, FIELDS.len()), None);
     }
 
     /// Offering EPT changes the class of exactly the EPT pointer (a
@@ -308,13 +297,13 @@ mod tests {
             let (off, on) = (CLASSES_EPT_HIDDEN[i], CLASSES_EPT_OFFERED[i]);
             if EPT_FIELDS.contains(&row.encoding) {
                 assert_eq!(off, Class::Hidden, "{}", row.name);
-                assert!(!host_accessible_in(false, row.encoding));
-                assert!(host_accessible_in(true, row.encoding));
+                assert!(!host_accessible(false, row.encoding));
+                assert!(host_accessible(true, row.encoding));
             } else {
                 assert_eq!(off, on, "{}", row.name);
             }
         }
-        let ept = |e: u32| class_of_in(true, e);
+        let ept = |e: u32| class_of(true, e);
         assert_eq!(ept(f::EPT_POINTER.encoding()), Some(Class::Control));
         assert_eq!(shadow_of(Class::Control), Shadow::ReadWrite);
         for p in [
@@ -327,7 +316,7 @@ mod tests {
         }
         for e in [false, true] {
             assert_eq!(
-                class_of_in(e, f::GUEST_PHYSICAL_ADDRESS.encoding()),
+                class_of(e, f::GUEST_PHYSICAL_ADDRESS.encoding()),
                 Some(Class::ExitInfo)
             );
             // EPT features that stay hidden with EPT: #VE, PML, EPTP list.
@@ -336,10 +325,10 @@ mod tests {
                 f::PML_ADDRESS,
                 f::EPTP_LIST_ADDRESS,
             ] {
-                assert!(!host_accessible_in(e, h.encoding()));
+                assert!(!host_accessible(e, h.encoding()));
             }
         }
-        assert_eq!(host_accessible(f::EPT_POINTER.encoding()), OFFER_EPT);
+        assert!(!host_accessible(false, f::EPT_POINTER.encoding()));
     }
     use crate::hv::vmx::vmcs::fields::{Access, Marks};
 
@@ -353,11 +342,14 @@ mod tests {
             Class::HostAddress,
             Class::Hidden,
         ];
-        for row in FIELDS {
-            let c = class_of(row.encoding).unwrap();
+        for (ept, row) in [false, true]
+            .into_iter()
+            .flat_map(|e| FIELDS.iter().map(move |r| (e, r)))
+        {
+            let c = class_of(ept, row.encoding).unwrap();
             let n = all
                 .iter()
-                .filter(|k| fields_of(**k).any(|r| r.encoding == row.encoding))
+                .filter(|k| fields_of(ept, **k).any(|r| r.encoding == row.encoding))
                 .count();
             assert_eq!(n, 1, "{}", row.name);
             let ok = match row.group {
@@ -387,15 +379,17 @@ mod tests {
                 assert_ne!(e, o, "{e:#x} listed twice");
             }
         }
-        assert_eq!(fields_of(Class::HostAddress).count(), 9);
-        let exposed = if OFFER_EPT { EPT_FIELDS.len() } else { 0 };
-        assert_eq!(
-            fields_of(Class::Hidden).count(),
-            HIDDEN_FIELDS.len() - exposed
-        );
+        for ept in [false, true] {
+            assert_eq!(fields_of(ept, Class::HostAddress).count(), 9);
+            let exposed = if ept { EPT_FIELDS.len() } else { 0 };
+            assert_eq!(
+                fields_of(ept, Class::Hidden).count(),
+                HIDDEN_FIELDS.len() - exposed
+            );
+        }
         assert!(EPT_FIELDS.iter().all(|e| HIDDEN_FIELDS.contains(e)));
-        assert_eq!(class_of(0x0001), None);
-        assert!(!host_accessible(0x0001));
+        assert_eq!(class_of(false, 0x0001), None);
+        assert!(!host_accessible(false, 0x0001));
     }
 
     #[test]
@@ -405,7 +399,7 @@ mod tests {
         // while the view hides EPT.
         for ept in [false, true] {
             for row in FIELDS.iter().filter(|r| r.marks.has(Marks::LAUNCH)) {
-                let c = class_of_in(ept, row.encoding).unwrap();
+                let c = class_of(ept, row.encoding).unwrap();
                 if row.name == "EPT_POINTER" && !ept {
                     assert_eq!(c, Class::Hidden);
                 } else {
@@ -420,16 +414,31 @@ mod tests {
         assert_eq!(shadow_of(Class::HostAddress), Shadow::Never);
         assert_eq!(shadow_of(Class::Hidden), Shadow::Never);
         assert_eq!(shadow_of(Class::GuestState), Shadow::ReadWrite);
-        assert_eq!(class_of(f::MSR_BITMAP.encoding()), Some(Class::HostAddress));
-        assert_eq!(class_of(f::PML_ADDRESS.encoding()), Some(Class::Hidden));
-        assert_eq!(class_of(f::GUEST_RIP.encoding()), Some(Class::GuestState));
-        assert_eq!(class_of(f::HOST_RIP.encoding()), Some(Class::HostState));
         assert_eq!(
-            class_of(f::VM_EXIT_REASON.encoding()),
+            class_of(false, f::MSR_BITMAP.encoding()),
+            Some(Class::HostAddress)
+        );
+        assert_eq!(
+            class_of(false, f::PML_ADDRESS.encoding()),
+            Some(Class::Hidden)
+        );
+        assert_eq!(
+            class_of(false, f::GUEST_RIP.encoding()),
+            Some(Class::GuestState)
+        );
+        assert_eq!(
+            class_of(false, f::HOST_RIP.encoding()),
+            Some(Class::HostState)
+        );
+        assert_eq!(
+            class_of(false, f::VM_EXIT_REASON.encoding()),
             Some(Class::ExitInfo)
         );
-        assert_eq!(class_of(f::TSC_OFFSET.encoding()), Some(Class::Control));
-        assert!(!host_accessible(f::POSTED_INTR_DESC_ADDR.encoding()));
-        assert!(host_accessible(f::VIRTUAL_APIC_PAGE_ADDR.encoding()));
+        assert_eq!(
+            class_of(false, f::TSC_OFFSET.encoding()),
+            Some(Class::Control)
+        );
+        assert!(!host_accessible(false, f::POSTED_INTR_DESC_ADDR.encoding()));
+        assert!(host_accessible(false, f::VIRTUAL_APIC_PAGE_ADDR.encoding()));
     }
 }

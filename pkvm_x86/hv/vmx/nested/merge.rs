@@ -563,7 +563,9 @@ pub fn build_vmcs02_on(
 
     // Guest state first (the controls below override what they compose).
     for i in 0..FIELDS.len() {
-        if class_at(i) == Some(Class::GuestState) {
+        // The EPT fields (the PDPTEs) are guest state only with EPT12;
+        // without, vmcs02's PDPTEs are the software ones (below).
+        if class_at(ept12_on, i) == Some(Class::GuestState) {
             out.write_at(i, v12.read_at(i)?)?;
         }
     }
@@ -758,7 +760,7 @@ pub fn build_vmcs02_on(
 
     // Host state: the hypervisor's.
     for i in 0..FIELDS.len() {
-        if class_at(i) == Some(Class::HostState) {
+        if class_at(ept12_on, i) == Some(Class::HostState) {
             out.write_at(i, v01.read_at(i)?)?;
         }
     }
@@ -1439,7 +1441,7 @@ mod tests {
         ];
         for info in FIELDS {
             let e = info.encoding;
-            match class_of(e).unwrap() {
+            match class_of(false, e).unwrap() {
                 Class::GuestState if !composed.contains(&e) => {
                     assert_eq!(out.read_raw(e), v12.read_raw(e), "{}", info.name)
                 }

@@ -68,10 +68,9 @@ pub const PROC_OFFERED: u32 = 1 << 2
 /// descriptor-table exiting (2), RDTSCP (3), virtualize x2APIC mode (4),
 /// VPID (5), WBINVD exiting (6), PAUSE-loop exiting (10), RDRAND exiting
 /// (11), INVPCID (12), RDSEED exiting (16), XSAVES (20), user wait/pause
-/// (26); with [`OFFER_EPT`] also [`PROC2_EPT_OFFERED`].  Hidden, and why:
-/// * EPT (1) and unrestricted guest (7) while [`OFFER_EPT`] is off: the
-///   shadow EPT is not wired into root mode yet; KVM uses its own shadow
-///   paging.
+/// (26); with the `nested_ept` load parameter also [`PROC2_EPT_OFFERED`].  Hidden, and why:
+/// * EPT (1) and unrestricted guest (7) unless the module is loaded with
+///   `nested_ept=1` (experimental): KVM then uses its own shadow paging.
 /// * APIC-register virtualization (8), virtual-interrupt delivery (9):
 ///   APICv, off anyway without posted interrupts.
 /// * VM functions (13), VMCS shadowing (14) for the host's own nested
@@ -111,20 +110,10 @@ pub const ENTRY_OFFERED: u32 =
 /// (32), individual-address (40), single-context (41), all-context (42),
 /// single-context-retaining-globals (43)), emulated by a flush of
 /// everything the host cached.  No EPT bit unless the view offers EPT
-/// ([`OFFER_EPT`], [`EPT_CAP_OFFERED`]).
+/// (the `nested_ept` load parameter, [`EPT_CAP_OFFERED`]).
 pub const EPT_VPID_CAP_OFFERED: u64 = 1 << 32 | 0xf << 40;
 
-/// **The switch**: whether the view offers EPT and unrestricted guest to
-/// the host's KVM.  Off until root mode's fault path (an EPT violation of
-/// the host's guest -> walk of EPT12 -> share -> map into the shadow EPT,
-/// Documentation/shadow-ept.rst) is wired in: with it off, the view, the
-/// field classes and therefore everything the running module does are
-/// those of the shadow-paging step (KVM reports `ept=N`).  The pure core
-/// implements both views ([`offer_with`], `field_class::classes`), and
-/// `cargo test` runs the EPT-on paths against a view built with EPT.
-pub const OFFER_EPT: bool = false;
-
-/// Secondary controls offered with EPT ([`OFFER_EPT`]): enable EPT (1) and
+/// Secondary controls offered with EPT (the `nested_ept` load parameter): enable EPT (1) and
 /// unrestricted guest (7), where the CPU has them.
 pub const PROC2_EPT_OFFERED: u32 = ctl::PROC2_EPT | ctl::PROC2_UNRESTRICTED_GUEST;
 
@@ -155,7 +144,7 @@ pub const EPT_CAP_OFFERED: u64 = ept_cap::EXEC_ONLY
     | ept_cap::INVEPT_ALL;
 
 /// The EPT capabilities without which the view offers no EPT at all,
-/// whatever [`OFFER_EPT`] says: what the stock `kvm_intel` needs to turn
+/// whatever the `nested_ept` load parameter says: what the stock `kvm_intel` needs to turn
 /// EPT on (a 4-level walk, write-back EPTP, all-context INVEPT; its
 /// `hardware_setup`) and INVEPT itself.  pkvm requires them of the CPU
 /// anyway (`caps::FEATURES`).
@@ -199,12 +188,13 @@ const fn plain(a: AllowedCtls, default1: u32) -> u64 {
     })
 }
 
-/// Computes the view from the CPU's raw capabilities `cpu` (every CPU has
-/// the same: the load checks it), with EPT as [`OFFER_EPT`] says.  `None`
-/// if `cpu` does not even decode as a VMX implementation (then pkvm would
-/// not have loaded).
+/// Computes the default view (`nested_ept=0`: EPT hidden) from the CPU's
+/// raw capabilities `cpu` (every CPU has the same: the load checks it).
+/// `None` if `cpu` does not even decode as a VMX implementation (then pkvm
+/// would not have loaded).  The module computes its view once at load
+/// with [`offer_with`] and its `nested_ept` parameter.
 pub fn offer(cpu: &RawVmxInfo) -> Option<RawVmxInfo> {
-    offer_with(cpu, OFFER_EPT)
+    offer_with(cpu, false)
 }
 
 /// The view with EPT and unrestricted guest offered (`ept`) or hidden.
@@ -425,11 +415,11 @@ mod tests {
         assert_eq!(read_msr(&v, 0x48c), Some(None));
     }
 
-    /// The running module's view is the one the switch names, and the
-    /// switch decides: EPT and unrestricted guest offered exactly with it.
+    /// The default view hides EPT, and the `nested_ept` bit decides: EPT
+    /// and unrestricted guest offered exactly with it.
     #[test]
-    fn the_running_view_follows_the_switch() {
-        assert_eq!(offer(&icelake()), offer_with(&icelake(), OFFER_EPT));
+    fn the_view_follows_the_parameter() {
+        assert_eq!(offer(&icelake()), offer_with(&icelake(), false));
         assert_ne!(offer_with(&icelake(), true), offer_with(&icelake(), false));
         for ept in [false, true] {
             let c = VmxCaps::decode_view(&offer_with(&icelake(), ept).unwrap()).unwrap();

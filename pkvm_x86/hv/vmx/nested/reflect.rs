@@ -598,7 +598,9 @@ fn reflect_with(
             || is_pdpte(e)
     };
     for (i, info) in FIELDS.iter().enumerate() {
-        if class_at(i) == Some(Class::GuestState) && !skip(info.encoding) {
+        // EPT12 implies a view with EPT (its fields, the PDPTEs, are
+        // handled apart: `is_pdpte`).
+        if class_at(ept12, i) == Some(Class::GuestState) && !skip(info.encoding) {
             // Only a change is written, so that `MemVmcs::written` tells
             // the integration what the exit changed in vmcs12.
             let v = v02.read_at(i)?;
@@ -1521,7 +1523,7 @@ mod tests {
             if changed {
                 assert!(written.contains(&i), "{} changed, not listed", info.name);
             }
-            if class_of(info.encoding) == Some(Class::GuestState)
+            if class_of(false, info.encoding) == Some(Class::GuestState)
                 && info.encoding != f::GUEST_CR4.encoding()
             {
                 assert_eq!(written.contains(&i), changed, "{}", info.name);
@@ -1535,7 +1537,7 @@ mod tests {
         let before2 = v12.clone();
         reflect_exit(&v02, &mut v12, &mut v01).unwrap();
         for i in v12.written() {
-            if class_of(FIELDS[i].encoding) == Some(Class::GuestState)
+            if class_of(false, FIELDS[i].encoding) == Some(Class::GuestState)
                 && FIELDS[i].encoding != f::GUEST_CR4.encoding()
             {
                 panic!("{} listed unchanged", FIELDS[i].name);
@@ -1570,7 +1572,7 @@ mod tests {
         ];
         for info in FIELDS {
             let e = info.encoding;
-            match class_of(e).unwrap() {
+            match class_of(false, e).unwrap() {
                 Class::GuestState if changed.contains(&e) => {
                     assert_eq!(v12.read_raw(e), v02.read_raw(e), "{}", info.name);
                     assert_ne!(v12.read_raw(e), v12_before.read_raw(e), "{}", info.name);

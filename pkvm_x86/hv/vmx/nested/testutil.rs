@@ -26,7 +26,7 @@ fn restrict(a: AllowedCtls, keep: u32) -> AllowedCtls {
 }
 
 /// What the hypervisor offers the host with EPT hidden (the running
-/// module's view while `offer::OFFER_EPT` is off): the real capabilities
+/// module's default view, `nested_ept=0`): the real capabilities
 /// reduced to the mergeable controls (EPT, unrestricted guest, posted
 /// interrupts, PML, ... hidden).
 pub(crate) fn offer() -> VmxCaps {

@@ -410,10 +410,11 @@ pub const ERR_READ_ONLY: u32 = 13;
 /// encoding is the high-half access of a 64-bit field; `None` for an
 /// unsupported component (bits 63:32 set, not in the table, a high-half
 /// access to a field that is not 64-bit, a field of a feature the view
-/// hides: `field_class::host_accessible`, as on a CPU without it).
-fn locate(encoding: u64) -> Option<(usize, bool)> {
+/// hides: `field_class::host_accessible`, as on a CPU without it; `ept`:
+/// whether the view offers EPT).
+fn locate(encoding: u64, ept: bool) -> Option<(usize, bool)> {
     let e = u32::try_from(encoding).ok()?;
-    if !host_accessible(e & !1) {
+    if !host_accessible(ept, e & !1) {
         return None;
     }
     if e & 1 != 0 {
@@ -443,9 +444,10 @@ pub fn field_of(encoding: u64) -> Option<usize> {
 
 /// VMREAD of `encoding` from `v`: the value, zero-extended (the high half
 /// of a 64-bit field for its high-half encoding), or the VM-instruction
-/// error.
-pub fn vmread(v: &MemVmcs, encoding: u64) -> Result<u64, u32> {
-    let (i, high) = locate(encoding).ok_or(ERR_UNSUPPORTED)?;
+/// error.  `ept`: whether the view offers EPT (else its fields are
+/// unsupported).
+pub fn vmread(v: &MemVmcs, encoding: u64, ept: bool) -> Result<u64, u32> {
+    let (i, high) = locate(encoding, ept).ok_or(ERR_UNSUPPORTED)?;
     let val = v.value_at(i).ok_or(ERR_UNSUPPORTED)?;
     Ok(if high { val >> 32 } else { val })
 }
@@ -453,9 +455,15 @@ pub fn vmread(v: &MemVmcs, encoding: u64) -> Result<u64, u32> {
 /// VMWRITE of `value` to `encoding` in `v`: truncated to the field's
 /// width; a high-half encoding writes bits 63:32 only.  Read-only
 /// (exit-information) fields are written only when `write_any` (the view's
-/// IA32_VMX_MISC bit 29), else error 13.
-pub fn vmwrite(v: &mut MemVmcs, encoding: u64, value: u64, write_any: bool) -> Result<(), u32> {
-    let (i, high) = locate(encoding).ok_or(ERR_UNSUPPORTED)?;
+/// IA32_VMX_MISC bit 29), else error 13.  `ept` as for [`vmread`].
+pub fn vmwrite(
+    v: &mut MemVmcs,
+    encoding: u64,
+    value: u64,
+    write_any: bool,
+    ept: bool,
+) -> Result<(), u32> {
+    let (i, high) = locate(encoding, ept).ok_or(ERR_UNSUPPORTED)?;
     let info = FIELDS.get(i).ok_or(ERR_UNSUPPORTED)?;
     if info.access == Access::ReadOnly && !(write_any && info.group == Group::ExitInfo) {
         return Err(ERR_READ_ONLY);
@@ -477,6 +485,23 @@ mod tests {
     use crate::hv::vmx::vmcs::fields::*;
     use crate::hv::vmx::vmcs::VmcsAccess;
 
+    /// The EPT fields exist exactly in a view that offers EPT (the module's
+    /// `nested_ept`): error 12 without, read-write with.
+    #[test]
+    fn ept_fields_follow_the_view() {
+        let mut v = MemVmcs::new();
+        for f in [EPT_POINTER.encoding(), GUEST_PDPTE0.encoding()] {
+            let e = u64::from(f);
+            assert_eq!(
+                vmwrite(&mut v, e, 0x5000_001e, false, false),
+                Err(ERR_UNSUPPORTED)
+            );
+            assert_eq!(vmread(&v, e, false), Err(ERR_UNSUPPORTED));
+            assert_eq!(vmwrite(&mut v, e, 0x5000_001e, false, true), Ok(()));
+            assert_eq!(vmread(&v, e, true), Ok(0x5000_001e));
+        }
+    }
+
     #[test]
     fn vmread_vmwrite_semantics() {
         let mut v = MemVmcs::new();
@@ -487,17 +512,31 @@ mod tests {
             enc(GUEST_CS_SELECTOR.encoding()),
             0x1234_5678,
             false,
+            false,
         )
         .unwrap();
-        assert_eq!(vmread(&v, enc(GUEST_CS_SELECTOR.encoding())), Ok(0x5678));
-        vmwrite(&mut v, enc(GUEST_CS_LIMIT.encoding()), u64::MAX, false).unwrap();
-        assert_eq!(vmread(&v, enc(GUEST_CS_LIMIT.encoding())), Ok(0xffff_ffff));
+        assert_eq!(
+            vmread(&v, enc(GUEST_CS_SELECTOR.encoding()), false),
+            Ok(0x5678)
+        );
+        vmwrite(
+            &mut v,
+            enc(GUEST_CS_LIMIT.encoding()),
+            u64::MAX,
+            false,
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            vmread(&v, enc(GUEST_CS_LIMIT.encoding()), false),
+            Ok(0xffff_ffff)
+        );
         // 64-bit field: full and high-half access.
         let link = enc(VMCS_LINK_POINTER.encoding());
-        vmwrite(&mut v, link, 0x1111_2222_3333_4444, false).unwrap();
-        assert_eq!(vmread(&v, link | 1), Ok(0x1111_2222));
-        vmwrite(&mut v, link | 1, 0xffff_ffff_aaaa_bbbb, false).unwrap();
-        assert_eq!(vmread(&v, link), Ok(0xaaaa_bbbb_3333_4444));
+        vmwrite(&mut v, link, 0x1111_2222_3333_4444, false, false).unwrap();
+        assert_eq!(vmread(&v, link | 1, false), Ok(0x1111_2222));
+        vmwrite(&mut v, link | 1, 0xffff_ffff_aaaa_bbbb, false, false).unwrap();
+        assert_eq!(vmread(&v, link, false), Ok(0xaaaa_bbbb_3333_4444));
         // High-half encodings of non-64-bit fields, encodings outside the
         // table, bits 63:32 set: unsupported.
         for e in [
@@ -506,14 +545,18 @@ mod tests {
             0x6c1e,
             1 << 32 | enc(GUEST_RIP.encoding()),
         ] {
-            assert_eq!(vmread(&v, e), Err(ERR_UNSUPPORTED), "{e:#x}");
-            assert_eq!(vmwrite(&mut v, e, 0, true), Err(ERR_UNSUPPORTED), "{e:#x}");
+            assert_eq!(vmread(&v, e, false), Err(ERR_UNSUPPORTED), "{e:#x}");
+            assert_eq!(
+                vmwrite(&mut v, e, 0, true, false),
+                Err(ERR_UNSUPPORTED),
+                "{e:#x}"
+            );
         }
         // Read-only exit information: 13 unless MISC bit 29 is offered.
         let reason = enc(VM_EXIT_REASON.encoding());
-        assert_eq!(vmwrite(&mut v, reason, 1, false), Err(ERR_READ_ONLY));
-        assert_eq!(vmwrite(&mut v, reason, 1, true), Ok(()));
-        assert_eq!(vmread(&v, reason), Ok(1));
+        assert_eq!(vmwrite(&mut v, reason, 1, false, false), Err(ERR_READ_ONLY));
+        assert_eq!(vmwrite(&mut v, reason, 1, true, false), Ok(()));
+        assert_eq!(vmread(&v, reason, false), Ok(1));
         assert_eq!(v.read(VM_EXIT_REASON), Ok(1));
         // Which field an encoding names, and whether as its high half.
         let link_i = index_of(VMCS_LINK_POINTER.encoding()).unwrap();
@@ -532,24 +575,24 @@ mod tests {
         let mut v = MemVmcs::new();
         for f in FIELDS {
             let e = u64::from(f.encoding);
-            if !host_accessible(f.encoding) {
+            if !host_accessible(false, f.encoding) {
                 // A hidden feature's field: unsupported, as on a CPU
                 // without the feature (also its high half).
                 assert_eq!(
-                    vmwrite(&mut v, e, 0, true),
+                    vmwrite(&mut v, e, 0, true, false),
                     Err(ERR_UNSUPPORTED),
                     "{}",
                     f.name
                 );
-                assert_eq!(vmread(&v, e), Err(ERR_UNSUPPORTED), "{}", f.name);
-                assert_eq!(vmread(&v, e | 1), Err(ERR_UNSUPPORTED), "{}", f.name);
+                assert_eq!(vmread(&v, e, false), Err(ERR_UNSUPPORTED), "{}", f.name);
+                assert_eq!(vmread(&v, e | 1, false), Err(ERR_UNSUPPORTED), "{}", f.name);
                 continue;
             }
-            vmwrite(&mut v, e, u64::MAX, true).unwrap();
-            assert_eq!(vmread(&v, e), Ok(f.width.mask()), "{}", f.name);
+            vmwrite(&mut v, e, u64::MAX, true, false).unwrap();
+            assert_eq!(vmread(&v, e, false), Ok(f.width.mask()), "{}", f.name);
             if f.access == Access::ReadOnly {
                 assert_eq!(
-                    vmwrite(&mut v, e, 0, false),
+                    vmwrite(&mut v, e, 0, false, false),
                     Err(ERR_READ_ONLY),
                     "{}",
                     f.name

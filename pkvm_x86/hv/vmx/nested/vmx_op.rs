@@ -590,7 +590,7 @@ impl<R: Gprs, M: HostPhys + PageSupply> Machine<'_, R, M> {
         let Some(v) = self.cache.get(self.mem, pa) else {
             return Ok(Outcome::FailInvalid);
         };
-        let val = match vmread(&v.vmcs, enc) {
+        let val = match vmread(&v.vmcs, enc, self.view.ept) {
             Ok(val) => val,
             Err(n) => return Ok(self.vmfail(n)),
         };
@@ -620,11 +620,11 @@ impl<R: Gprs, M: HostPhys + PageSupply> Machine<'_, R, M> {
             Operand::Mem { .. } => u64::from(u32::from_le_bytes(self.read_mem::<4>(ctx)?)),
         };
         let enc = ctx.reg_value(self.regs, ctx.info.reg2());
-        let write_any = self.view.write_any;
+        let (write_any, ept) = (self.view.write_any, self.view.ept);
         let Some(v) = self.cache.get(self.mem, pa) else {
             return Ok(Outcome::FailInvalid);
         };
-        Ok(match vmwrite(&mut v.vmcs, enc, val, write_any) {
+        Ok(match vmwrite(&mut v.vmcs, enc, val, write_any, ept) {
             Ok(()) => Outcome::Succeed,
             Err(n) => self.vmfail(n),
         })
