@@ -58,11 +58,11 @@ use crate::hv::mm::mtrr::Mtrrs;
 use crate::hv::mm::pgtable::{EptFormat, HypFormat, MmOps, PteFormat, ADDR_LIMIT, PERM_RWX};
 use crate::hv::mm::pin_set::PinSet;
 use crate::hv::mm::reserve::{self, PageSupply, Reserve};
+use crate::hv::mm::vm_table::VmTable;
+use crate::hv::vmx::caps::{RawVmxInfo, VmxCaps};
 use crate::hv::vmx::nested::ept12_walk::{self, Access, HostSide, LeafSize, WalkCtx, WalkFault};
 use crate::hv::vmx::nested::reflect::Ept12Exit;
 use crate::hv::vmx::nested::shadow_ept::{NoMapping, ResolvedLeaf, ShadowEpts};
-use crate::hv::mm::vm_table::VmTable;
-use crate::hv::vmx::caps::{RawVmxInfo, VmxCaps};
 use crate::hv::vmx::nested::vmcs12::Vmcs12Cache;
 use crate::hv::vmx::nested::vmx_op::View;
 
@@ -1120,7 +1120,10 @@ impl PageStates {
             ipat: sl.ipat,
         };
         let mut smm = ShadowMm { mm };
-        match self.shadows.install(&mut self.host, &mut smm, eptp12, gpa, &rl) {
+        match self
+            .shadows
+            .install(&mut self.host, &mut smm, eptp12, gpa, &rl)
+        {
             Ok(_) => ShadowFault::Mapped,
             Err(NoMapping::NoMemory) => ShadowFault::NoMemory,
             Err(NoMapping::Refused | NoMapping::Invalid) => ShadowFault::NotShareable,
@@ -1247,7 +1250,8 @@ impl PageStates {
             shadows,
             ..
         } = self;
-        let r = invariants::check_with_shadows(host, hyp, vms.guests(), shadows.guests(), mm, claims);
+        let r =
+            invariants::check_with_shadows(host, hyp, vms.guests(), shadows.guests(), mm, claims);
         // The reserve: its accounting, and every page of every batch the
         // hypervisor's alone.
         let r = r.and_then(|()| {

@@ -175,8 +175,9 @@ pub(crate) fn vmx_instruction(
     let field = matches!(insn, Insn::Vmread | Insn::Vmwrite)
         .then(|| ctx.field_encoding(&host_regs))
         .and_then(|enc| {
-            let i = vmcs12::field_of(enc)?;
-            Some((i, vmcs12::high_half_of(enc).is_some()))
+            let ept = global.vmx_params.ept;
+            let i = vmcs12::field_of(enc, ept)?;
+            Some((i, vmcs12::high_half_of(enc, ept).is_some()))
         });
     if let (
         Some((i, true)),
@@ -415,7 +416,8 @@ pub struct NestedCpu {
     /// Counters ([`stat`]).
     pub stats: [u64; stat::COUNT],
     /// Reflected exits by basic reason (0..=75).
-    pub reflected_by_reason: [u64; 76],
+    /// (32-bit: the per-CPU page is full; a debug count, wrapping.)
+    pub reflected_by_reason: [u32; 76],
     /// Root-mode cycles by [`phase`] (debug builds).
     pub cycles: [u64; phase::COUNT],
     /// EPTP12 of the shadow EPT vmcs02 runs on (0: vmcs12 does not use
@@ -819,8 +821,7 @@ pub(crate) fn enter(cpu: &HypCpu, local: &mut CpuLocal, pa12: u64) -> Entered {
             return entry_vmfail(v12, err::ENTRY_INVALID_CONTROLS, ns);
         }
     };
-    if merge::build_vmcs02_on(&v12.vmcs, &Vmcs01Fields(vmcs()), &params, on, &mut ns.image)
-        .is_err()
+    if merge::build_vmcs02_on(&v12.vmcs, &Vmcs01Fields(vmcs()), &params, on, &mut ns.image).is_err()
     {
         ns.count(stat::UNEXPECTED);
         return entry_vmfail(v12, err::ENTRY_INVALID_CONTROLS, ns);
@@ -1461,9 +1462,9 @@ fn shadow_ept_fault(
     basic: u16,
     qual: u64,
 ) -> Option<L2Exit> {
+    use super::global::ShadowFault;
     use crate::hv::mm::addr::Gpa;
     use crate::hv::vmx::nested::ept12_walk::{Access, WalkCtx};
-    use super::global::ShadowFault;
     ns.count(stat::EPT_FAULTS);
     if basic != reflect::reason::EPT_VIOLATION {
         // A misconfiguration of a table the hypervisor built: a bug.
@@ -1607,8 +1608,7 @@ pub(crate) fn read_stat(cpu: &HypCpu, which: u64, reset: bool) -> u64 {
         0x100..=0x1ff => ns
             .reflected_by_reason
             .get((which - 0x100) as usize)
-            .copied()
-            .unwrap_or(0),
+            .map_or(0, |&c| u64::from(c)),
         0x300..=0x3ff => ns
             .cycles
             .get((which - 0x300) as usize)
@@ -1774,7 +1774,7 @@ fn shadow_drain(cpu: &HypCpu, ns: &NestedCpu, v12: &mut MemVmcs) {
 /// the host may have written it there (vmcs01 current before and after).
 fn shadow_pull(cpu: &HypCpu, ns: &NestedCpu, v12: &mut MemVmcs, i: usize) {
     let Some(info) = FIELDS.get(i) else { return };
-    if !(ns.shadow_ok.contains(i) && shadowable(i, true)) {
+    if !(ns.shadow_ok.contains(i) && shadowable(cpu, i, true)) {
         return;
     }
     if load_vmcs(cpu.nested.shadow_pa) {
@@ -1795,7 +1795,7 @@ fn shadow_push(cpu: &HypCpu, ns: &NestedCpu, v12: &MemVmcs, fields: impl Iterato
         let mut sh = vmcs();
         for i in fields {
             if let (true, Some(info)) = (
-                ns.shadow_ok.contains(i) && shadowable(i, false),
+                ns.shadow_ok.contains(i) && shadowable(cpu, i, false),
                 FIELDS.get(i),
             ) {
                 let _ = sh.write_raw(info.encoding, v12.value_at(i).unwrap_or(0));

@@ -428,18 +428,18 @@ fn locate(encoding: u64, ept: bool) -> Option<(usize, bool)> {
 /// names (bit 0 set), `None` for any other encoding (a full-width one, or
 /// one VMREAD/VMWRITE refuse).  Nested VMX serves these from vmcs12 while
 /// the full-width access goes through the shadow VMCS, so it syncs this
-/// field between the two around them.
-pub fn high_half_of(encoding: u64) -> Option<usize> {
-    match locate(encoding) {
+/// field between the two around them.  `ept` as for [`vmread`].
+pub fn high_half_of(encoding: u64, ept: bool) -> Option<usize> {
+    match locate(encoding, ept) {
         Some((i, true)) => Some(i),
         _ => None,
     }
 }
 
 /// The table position of the field `encoding` names (full width or high
-/// half), `None` if VMREAD/VMWRITE refuse it.
-pub fn field_of(encoding: u64) -> Option<usize> {
-    locate(encoding).map(|(i, _)| i)
+/// half), `None` if VMREAD/VMWRITE refuse it.  `ept` as for [`vmread`].
+pub fn field_of(encoding: u64, ept: bool) -> Option<usize> {
+    locate(encoding, ept).map(|(i, _)| i)
 }
 
 /// VMREAD of `encoding` from `v`: the value, zero-extended (the high half
@@ -560,14 +560,14 @@ mod tests {
         assert_eq!(v.read(VM_EXIT_REASON), Ok(1));
         // Which field an encoding names, and whether as its high half.
         let link_i = index_of(VMCS_LINK_POINTER.encoding()).unwrap();
-        assert_eq!(high_half_of(link | 1), Some(link_i));
-        assert_eq!(high_half_of(link), None);
-        assert_eq!(field_of(link | 1), Some(link_i));
-        assert_eq!(field_of(link), Some(link_i));
+        assert_eq!(high_half_of(link | 1, false), Some(link_i));
+        assert_eq!(high_half_of(link, false), None);
+        assert_eq!(field_of(link | 1, false), Some(link_i));
+        assert_eq!(field_of(link, false), Some(link_i));
         let rip = enc(GUEST_RIP.encoding());
-        assert_eq!(high_half_of(rip | 1), None);
-        assert_eq!(field_of(rip | 1), None);
-        assert_eq!(field_of(1 << 32 | rip), None);
+        assert_eq!(high_half_of(rip | 1, false), None);
+        assert_eq!(field_of(rip | 1, false), None);
+        assert_eq!(field_of(1 << 32 | rip, false), None);
     }
 
     #[test]
