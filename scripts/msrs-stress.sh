@@ -18,7 +18,9 @@ runs=$PKVM_ROOT/build/runs
 mkdir -p "$runs"
 initrd=$PKVM_ROOT/build/initramfs-msrs.cpio.gz
 peers_initrd=$PKVM_ROOT/build/peers.cpio.gz
-mapfile -t test_modules < <(bash "$PKVM_ROOT/scripts/build-selftest-modules.sh" "$kdir")
+# (Not a process substitution: a failed build must stop the run.)
+mods=$(bash "$PKVM_ROOT/scripts/build-selftest-modules.sh" "$kdir") || die "the test modules did not build"
+mapfile -t test_modules <<< "$mods"
 bash "$PKVM_ROOT/scripts/mkinitramfs.sh" "$initrd" "$kdir" "$ko" "pkvm_x86-debug.ko=$kod" "${test_modules[@]}"
 bash "$PKVM_ROOT/scripts/mkinitramfs-peers.sh" "$peers_initrd" "$kdir"
 python3 "$PKVM_ROOT/scripts/run-bochs.py" --bochs "$bochs" --kernel "$kdir/arch/x86/boot/bzImage" \

@@ -53,7 +53,9 @@ kdir=$1 ko=$2 ko_debug=${3:-}
 bochs=$(bash "$PKVM_ROOT/scripts/setup-bochs.sh")
 runs=$PKVM_ROOT/build/runs
 initrd=$PKVM_ROOT/build/initramfs.cpio.gz
-mapfile -t test_modules < <(bash "$PKVM_ROOT/scripts/build-selftest-modules.sh" "$kdir")
+# (Not a process substitution: a failed build must stop the run.)
+mods=$(bash "$PKVM_ROOT/scripts/build-selftest-modules.sh" "$kdir") || die "the test modules did not build"
+mapfile -t test_modules <<< "$mods"
 bash "$PKVM_ROOT/scripts/mkinitramfs.sh" "$initrd" "$kdir" "$ko" "pkvm_x86-debug.ko=$ko_debug" "${test_modules[@]}"
 
 want() { [ -z "${PKVM_ONLY:-}" ] || [[ " $PKVM_ONLY " == *" $1 "* ]]; }

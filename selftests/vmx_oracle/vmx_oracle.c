@@ -235,19 +235,19 @@ static void oracle(struct pages *p, u64 rev)
 
 		for (int i = 0; i < ARRAY_SIZE(f64); i++) {
 			snprintf(step, sizeof(step), "vmwrite_%s", f64[i].name);
-			show(step, vmwrite_reg(f64[i].enc, 0x1111222233334444ULL));
+			show(step, vmx_vmwrite_reg(f64[i].enc, 0x1111222233334444ULL));
 			v = 0;
-			r = vmread_reg(f64[i].enc | 1, &v);
+			r = vmx_vmread_reg(f64[i].enc | 1, &v);
 			snprintf(step, sizeof(step), "vmread_%s_high", f64[i].name);
 			show_val(step, r, v);
 			snprintf(step, sizeof(step), "vmwrite_%s_high", f64[i].name);
-			show(step, vmwrite_reg(f64[i].enc | 1, 0x55556666ULL));
+			show(step, vmx_vmwrite_reg(f64[i].enc | 1, 0x55556666ULL));
 			v = 0;
-			r = vmread_reg(f64[i].enc, &v);
+			r = vmx_vmread_reg(f64[i].enc, &v);
 			snprintf(step, sizeof(step), "vmread_%s_full", f64[i].name);
 			show_val(step, r, v);
 			v = 0;
-			r = vmread_reg(f64[i].enc | 1, &v);
+			r = vmx_vmread_reg(f64[i].enc | 1, &v);
 			snprintf(step, sizeof(step), "vmread_%s_high_again", f64[i].name);
 			show_val(step, r, v);
 		}
