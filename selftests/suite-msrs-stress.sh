@@ -65,7 +65,7 @@ t_msrs_plain() { runs "$ROUNDS" plain; }
 t_stats() {
 	for c in $(seq 0 $(($(ncpu) - 1))); do
 		echo nested_stats $c > $CTL
-		echo "cpu$c: $(cat $CTL | tr ' ' '\n' | grep -E '^(entries|reflected|kept|launches|unexpected|shadow_unsynced|failed_entries)=' | tr '\n' ' ')"
+		echo "cpu$c: $(cat $CTL | tr ' ' '\n' | grep -E '^(entries|reflected|kept|launches|unexpected|shadow_unsynced|failed_entries|w_[a-z_]*)=' | tr '\n' ' ')"
 	done
 	echo check > $CTL
 	expect_eq "invariants" "$(cat $CTL)" "ok invariants hold"

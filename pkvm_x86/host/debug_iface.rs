@@ -100,7 +100,7 @@ struct NestedStatsReq {
 }
 
 /// The NESTED_STATS selectors `nested_stats` prints, with their names.
-const NESTED_SEL: [(u64, &str); 28] = [
+const NESTED_SEL: [(u64, &str); 37] = [
     (0, "entries"),
     (1, "l2_exits"),
     (2, "reflected"),
@@ -130,6 +130,17 @@ const NESTED_SEL: [(u64, &str); 28] = [
     (0x30b, "cyc_root_invvpid"),
     (0x30c, "cyc_root_xsetbv"),
     (0x30d, "cyc_root_vmx_other"),
+    // The vmcs12 store's debug watch, hypervisor-wide (debug builds;
+    // `crate::hv::vmx::nested::vmcs12::watch`).
+    (0x500, "w_foreign_clear"),
+    (0x501, "w_foreign_evict"),
+    (0x502, "w_foreign_tags"),
+    (0x503, "w_load_after_clear"),
+    (0x504, "w_after_clear_tags"),
+    (0x505, "w_rsp_checked"),
+    (0x506, "w_rsp_host_changed"),
+    (0x507, "w_rsp_host_old"),
+    (0x508, "w_rsp_mismatch"),
 ];
 
 /// Runs NESTED_STATS and EXIT_COUNT on one CPU.
