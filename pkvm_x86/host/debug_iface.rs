@@ -35,10 +35,10 @@
 //!                      nested VMX counters of CPU (NESTED_STATS) and the
 //!                      hypervisor's exits there (EXIT_COUNT); _reset
 //!                      zeroes both after reading
-//! nested_stress 0|1    nested VMX's stress mode off/on (debug builds):
+//! nested_stress 0|1|2  nested VMX's stress mode off/on (debug builds):
 //!                      every cached vmcs12 written back and dropped after
-//!                      each VMX instruction and reflected exit; prints
-//!                      the previous setting
+//!                      each VMX instruction and reflected exit (2: written
+//!                      back and kept); prints the previous setting
 //! ```
 //!
 //! Results read back as one line: `ok ...` or `err <errno> ...`.  After
@@ -583,12 +583,16 @@ impl DebugState {
             }
             "nested_stress" => {
                 let on: u64 = arg1.parse().map_err(|_| EINVAL)?;
-                if on > 1 {
-                    return Err(EINVAL);
-                }
-                // SAFETY: NESTED_STATS selector 0x400 only sets the stress
-                // flag of nested VMX (debug builds; u64::MAX otherwise).
-                let prev = unsafe { vmx::vmcall(nr::NESTED_STATS, 0x400, on, 0, 0) };
+                // 2: written back but kept (selector 0x401).
+                let (sel, arg) = match on {
+                    0 | 1 => (0x400, on),
+                    2 => (0x401, 1),
+                    _ => return Err(EINVAL),
+                };
+                // SAFETY: NESTED_STATS selectors 0x400/0x401 only set the
+                // stress flag of nested VMX (debug builds; u64::MAX
+                // otherwise).
+                let prev = unsafe { vmx::vmcall(nr::NESTED_STATS, sel, arg, 0, 0) };
                 if prev == u64::MAX {
                     return Err(EINVAL);
                 }

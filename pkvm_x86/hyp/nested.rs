@@ -1455,6 +1455,18 @@ pub(crate) fn read_stat(cpu: &HypCpu, which: u64, reset: bool) -> u64 {
                     .swap(u32::from(reset), Ordering::AcqRel),
             );
         }
+        // Debug builds: the stress mode 2 (written back, kept) if `reset`,
+        // off otherwise; the previous setting.
+        #[cfg(pkvm_debug)]
+        0x401 => {
+            // SAFETY: `global` points at the hypervisor-wide state.
+            let global = unsafe { &*cpu.global };
+            return u64::from(
+                global
+                    .nested_stress
+                    .swap(if reset { 2 } else { 0 }, Ordering::AcqRel),
+            );
+        }
         _ => u64::MAX,
     };
     if reset {
@@ -1679,10 +1691,19 @@ fn watch_instruction(
 /// CPU.  Every VMWRITE of the host must survive it, shadowed or not.
 /// Under the lock `st` is.
 fn stress_evict(global: &HypGlobal, st: &mut PageStates) {
-    if cfg!(pkvm_debug) && global.nested_stress.load(Ordering::Relaxed) != 0 {
+    if !cfg!(pkvm_debug) {
+        return;
+    }
+    let mode = global.nested_stress.load(Ordering::Relaxed);
+    if mode != 0 {
         let (mut mem, cache) = st.nested_parts();
         watch_tag(cache, vmcs12::TAG_STRESS);
-        cache.evict_all(&mut mem);
+        if mode == 2 {
+            // Mode 2: written back, kept (nothing read back).
+            cache.write_back_all(&mut mem);
+        } else {
+            cache.evict_all(&mut mem);
+        }
     }
 }
 

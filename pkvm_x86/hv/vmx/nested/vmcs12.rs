@@ -571,6 +571,31 @@ impl Vmcs12Cache {
         n
     }
 
+    /// Writes every cached vmcs12 back to its host page (as eviction
+    /// would) and keeps it cached; returns how many were written.  The
+    /// debug builds' stress mode 2: the host pages take every write of
+    /// the stress mode, but nothing is read back.
+    pub fn write_back_all(&mut self, mem: &mut impl HostPhys) -> u64 {
+        let mut n = 0;
+        let mut at = self.head;
+        while at != 0 {
+            // SAFETY: `at` is on the in-use list: a page the cache holds.
+            let pa = unsafe { self.entry(at).pa };
+            self.watch.writing_back(mem, pa, false);
+            // SAFETY: as above.
+            let e = unsafe { self.entry(at) };
+            let ok = write_back(mem, pa, &e.v.vmcs, e.v.launched);
+            at = e.next;
+            if ok {
+                self.stats.writebacks += 1;
+                n += 1;
+            } else {
+                self.stats.unwritable += 1;
+            }
+        }
+        n
+    }
+
     /// A page for a new entry: a spare, a new page of the supply (unless
     /// it runs low and the cache has [`MIN_PAGES`] already), else the least
     /// recently used entry's, written back.
@@ -1157,6 +1182,23 @@ mod tests {
                 "{n}"
             );
         }
+    }
+
+    /// `write_back_all` writes every entry's state into its page and keeps
+    /// the entry.
+    #[test]
+    fn write_back_all_writes_and_keeps() {
+        let mut mem = FakeMem::default();
+        page_with(&mut mem, PA, false, 1);
+        let mut c = Vmcs12Cache::default();
+        let v = c.get(&mut mem, PA).unwrap();
+        v.vmcs.write(GUEST_RIP, 0x77).unwrap();
+        v.launched = true;
+        assert_eq!(c.write_back_all(&mut mem), 1);
+        assert!(c.contains(PA));
+        let i = index_of(GUEST_RIP.encoding()).unwrap() as u64;
+        assert_eq!(mem.get_u64(PA + 16 + 8 * i), 0x77);
+        assert_eq!(mem.get_u64(PA + 8), layout::LAUNCHED);
     }
 
     /// The stress mode's `evict_all`: every vmcs12 leaves the cache through
