@@ -1455,17 +1455,15 @@ pub(crate) fn read_stat(cpu: &HypCpu, which: u64, reset: bool) -> u64 {
                     .swap(u32::from(reset), Ordering::AcqRel),
             );
         }
-        // Debug builds: the stress mode 2 (written back, kept) if `reset`,
-        // off otherwise; the previous setting.
+        // Debug builds: the stress mode 2 (written back, kept; 0x401) or
+        // 3 (pages only read; 0x402) if `reset`, off otherwise; the
+        // previous setting.
         #[cfg(pkvm_debug)]
-        0x401 => {
+        0x401 | 0x402 => {
             // SAFETY: `global` points at the hypervisor-wide state.
             let global = unsafe { &*cpu.global };
-            return u64::from(
-                global
-                    .nested_stress
-                    .swap(if reset { 2 } else { 0 }, Ordering::AcqRel),
-            );
+            let mode = if reset { (which - 0x3ff) as u32 } else { 0 };
+            return u64::from(global.nested_stress.swap(mode, Ordering::AcqRel));
         }
         _ => u64::MAX,
     };
@@ -1698,11 +1696,18 @@ fn stress_evict(global: &HypGlobal, st: &mut PageStates) {
     if mode != 0 {
         let (mut mem, cache) = st.nested_parts();
         watch_tag(cache, vmcs12::TAG_STRESS);
-        if mode == 2 {
-            // Mode 2: written back, kept (nothing read back).
-            cache.write_back_all(&mut mem);
-        } else {
-            cache.evict_all(&mut mem);
+        match mode {
+            // Written back, kept (nothing read back).
+            2 => {
+                cache.write_back_all(&mut mem);
+            }
+            // The pages read, nothing written or dropped.
+            3 => {
+                cache.read_all(&mut mem);
+            }
+            _ => {
+                cache.evict_all(&mut mem);
+            }
         }
     }
 }

@@ -596,6 +596,28 @@ impl Vmcs12Cache {
         n
     }
 
+    /// Reads every cached vmcs12's page (as much as a write-back writes)
+    /// and throws the words away; returns how many pages were read.  The
+    /// debug builds' stress mode 3: the time of `write_back_all` without
+    /// its writes.
+    pub fn read_all(&mut self, mem: &mut impl HostPhys) -> u64 {
+        let mut n = 0;
+        let mut at = self.head;
+        let mut words = [0u64; layout::WORDS];
+        while at != 0 {
+            // SAFETY: `at` is on the in-use list: a page the cache holds.
+            let (pa, next) = unsafe {
+                let e = self.entry(at);
+                (e.pa, e.next)
+            };
+            if mem.read_words(pa + layout::LAUNCH_OFFSET, &mut words) {
+                n += 1;
+            }
+            at = next;
+        }
+        n
+    }
+
     /// A page for a new entry: a spare, a new page of the supply (unless
     /// it runs low and the cache has [`MIN_PAGES`] already), else the least
     /// recently used entry's, written back.
@@ -1199,6 +1221,14 @@ mod tests {
         let i = index_of(GUEST_RIP.encoding()).unwrap() as u64;
         assert_eq!(mem.get_u64(PA + 16 + 8 * i), 0x77);
         assert_eq!(mem.get_u64(PA + 8), layout::LAUNCHED);
+        // `read_all` reads and writes nothing.
+        c.get(&mut mem, PA)
+            .unwrap()
+            .vmcs
+            .write(GUEST_RIP, 0x88)
+            .unwrap();
+        assert_eq!(c.read_all(&mut mem), 1);
+        assert_eq!(mem.get_u64(PA + 16 + 8 * i), 0x77);
     }
 
     /// The stress mode's `evict_all`: every vmcs12 leaves the cache through
