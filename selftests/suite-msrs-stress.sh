@@ -72,8 +72,8 @@ t_msrs_writeback() {
 	return $r
 }
 
-# Stress mode 3: the pages only read at those points (the time of mode 2
-# without its writes).
+# Stress mode 3: the page images built and the pages only read at those
+# points (the work of mode 2 without its writes).
 t_msrs_readonly() {
 	echo nested_stress 3 > $CTL || fail "no stress mode 3" || return 1
 	runs "$ROUNDS" readonly

@@ -1701,9 +1701,10 @@ fn stress_evict(global: &HypGlobal, st: &mut PageStates) {
             2 => {
                 cache.write_back_all(&mut mem);
             }
-            // The pages read, nothing written or dropped.
+            // The images built and the pages read, nothing written or
+            // dropped (kept from being optimised away).
             3 => {
-                cache.read_all(&mut mem);
+                core::hint::black_box(cache.read_all(&mut mem));
             }
             _ => {
                 cache.evict_all(&mut mem);

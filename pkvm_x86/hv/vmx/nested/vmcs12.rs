@@ -596,21 +596,20 @@ impl Vmcs12Cache {
         n
     }
 
-    /// Reads every cached vmcs12's page (as much as a write-back writes)
-    /// and throws the words away; returns how many pages were read.  The
-    /// debug builds' stress mode 3: the time of `write_back_all` without
-    /// its writes.
+    /// Builds every cached vmcs12's page image (as a write-back does) and
+    /// reads the page's words instead of writing them; returns how many
+    /// pages differ from the image.  The debug builds' stress mode 3: the
+    /// work of `write_back_all` without its writes.
     pub fn read_all(&mut self, mem: &mut impl HostPhys) -> u64 {
         let mut n = 0;
         let mut at = self.head;
         let mut words = [0u64; layout::WORDS];
         while at != 0 {
             // SAFETY: `at` is on the in-use list: a page the cache holds.
-            let (pa, next) = unsafe {
-                let e = self.entry(at);
-                (e.pa, e.next)
-            };
-            if mem.read_words(pa + layout::LAUNCH_OFFSET, &mut words) {
+            let e = unsafe { self.entry(at) };
+            let (pa, next) = (e.pa, e.next);
+            let image = image_of(&e.v.vmcs, e.v.launched);
+            if mem.read_words(pa + layout::LAUNCH_OFFSET, &mut words) && words != image {
                 n += 1;
             }
             at = next;
@@ -670,6 +669,12 @@ impl Vmcs12Cache {
 /// in pkvm's format; `false` (nothing written) if the page is not the
 /// host's.
 fn write_back(mem: &mut impl HostPhys, pa: u64, vmcs: &MemVmcs, launched: bool) -> bool {
+    mem.write_words(pa + layout::LAUNCH_OFFSET, &image_of(vmcs, launched))
+}
+
+/// The words of `vmcs` with launch state `launched` in pkvm's page format
+/// from [`layout::LAUNCH_OFFSET`] on.
+fn image_of(vmcs: &MemVmcs, launched: bool) -> [u64; layout::WORDS] {
     let mut words = [0u64; layout::WORDS];
     for (i, w) in words.iter_mut().enumerate() {
         *w = match i {
@@ -678,7 +683,7 @@ fn write_back(mem: &mut impl HostPhys, pa: u64, vmcs: &MemVmcs, launched: bool) 
             _ => vmcs.value_at(i - 1).unwrap_or(0),
         };
     }
-    mem.write_words(pa + layout::LAUNCH_OFFSET, &words)
+    words
 }
 
 /// VM-instruction error numbers of VMREAD/VMWRITE.
