@@ -609,7 +609,15 @@ impl Vmcs12Cache {
             let e = unsafe { self.entry(at) };
             let (pa, next) = (e.pa, e.next);
             let image = image_of(&e.v.vmcs, e.v.launched);
-            if mem.read_words(pa + layout::LAUNCH_OFFSET, &mut words) && words != image {
+            // Word by word (an array comparison may become a call to
+            // `bcmp`, which root mode may not make).
+            if mem.read_words(pa + layout::LAUNCH_OFFSET, &mut words)
+                && words
+                    .iter()
+                    .zip(image.iter())
+                    .fold(0, |d, (a, b)| d | (a ^ b))
+                    != 0
+            {
                 n += 1;
             }
             at = next;
