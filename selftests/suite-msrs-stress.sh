@@ -3,7 +3,7 @@
 # many times, first with nested VMX's stress mode on (every cached vmcs12
 # written back to its page and dropped after each VMX instruction and
 # reflected exit: Documentation/nested.rst), then in mode 2 (written back,
-# kept), mode 3 (pages only read), then off, while the shell
+# kept), mode 3 (pages only read), mode 4 (rewritten unchanged), then off, while the shell
 # moves the test between the CPUs every 20 ms.  The reproduction of the
 # open msrs_test failure of issue 9 (Documentation/testing.rst, "Peer
 # suites"): not part of `make test`, run by scripts/msrs-stress.sh, which
@@ -14,7 +14,7 @@ DBG=/sys/kernel/debug/pkvm_x86
 CTL=$DBG/debug/ctl
 KST=/opt/kvm-selftests
 ROUNDS=${ROUNDS:-12}
-TESTS="load msrs_stress msrs_writeback msrs_readonly msrs_plain stats unload"
+TESTS="load msrs_stress msrs_writeback msrs_readonly msrs_rewrite msrs_plain stats unload"
 for arg in $(cat /proc/cmdline); do
 	case "$arg" in pkvm.msrs_rounds=*) ROUNDS=${arg#pkvm.msrs_rounds=} ;; esac
 done
@@ -77,6 +77,16 @@ t_msrs_writeback() {
 t_msrs_readonly() {
 	echo nested_stress 3 > $CTL || fail "no stress mode 3" || return 1
 	runs "$ROUNDS" readonly
+	r=$?
+	echo nested_stress 0 > $CTL
+	return $r
+}
+
+# Stress mode 4: the pages' words rewritten unchanged at those points
+# (the writes of mode 2 without changing any content).
+t_msrs_rewrite() {
+	echo nested_stress 4 > $CTL || fail "no stress mode 4" || return 1
+	runs "$ROUNDS" rewrite
 	r=$?
 	echo nested_stress 0 > $CTL
 	return $r

@@ -35,11 +35,11 @@
 //!                      nested VMX counters of CPU (NESTED_STATS) and the
 //!                      hypervisor's exits there (EXIT_COUNT); _reset
 //!                      zeroes both after reading
-//! nested_stress 0..3   nested VMX's stress mode off/on (debug builds):
+//! nested_stress 0..4   nested VMX's stress mode off/on (debug builds):
 //!                      every cached vmcs12 written back and dropped after
 //!                      each VMX instruction and reflected exit (2: written
-//!                      back and kept; 3: its page only read); prints the
-//!                      previous setting
+//!                      back and kept; 3: its page only read; 4: its page
+//!                      rewritten unchanged); prints the previous setting
 //! ```
 //!
 //! Results read back as one line: `ok ...` or `err <errno> ...`.  After
@@ -585,11 +585,12 @@ impl DebugState {
             "nested_stress" => {
                 let on: u64 = arg1.parse().map_err(|_| EINVAL)?;
                 // 2: written back but kept (selector 0x401); 3: the pages
-                // only read (0x402).
+                // only read (0x402); 4: rewritten unchanged (0x403).
                 let (sel, arg) = match on {
                     0 | 1 => (0x400, on),
                     2 => (0x401, 1),
                     3 => (0x402, 1),
+                    4 => (0x403, 1),
                     _ => return Err(EINVAL),
                 };
                 // SAFETY: NESTED_STATS selectors 0x400/0x401 only set the

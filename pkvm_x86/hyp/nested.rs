@@ -1455,11 +1455,12 @@ pub(crate) fn read_stat(cpu: &HypCpu, which: u64, reset: bool) -> u64 {
                     .swap(u32::from(reset), Ordering::AcqRel),
             );
         }
-        // Debug builds: the stress mode 2 (written back, kept; 0x401) or
-        // 3 (pages only read; 0x402) if `reset`, off otherwise; the
+        // Debug builds: the stress mode 2 (written back, kept; 0x401),
+        // 3 (pages only read; 0x402) or 4 (rewritten unchanged; 0x403) if
+        // `reset`, off otherwise; the
         // previous setting.
         #[cfg(pkvm_debug)]
-        0x401 | 0x402 => {
+        0x401..=0x403 => {
             // SAFETY: `global` points at the hypervisor-wide state.
             let global = unsafe { &*cpu.global };
             let mode = if reset { (which - 0x3ff) as u32 } else { 0 };
@@ -1705,6 +1706,10 @@ fn stress_evict(global: &HypGlobal, st: &mut PageStates) {
             // dropped (kept from being optimised away).
             3 => {
                 core::hint::black_box(cache.read_all(&mut mem));
+            }
+            // The pages' words rewritten unchanged.
+            4 => {
+                cache.rewrite_all(&mut mem);
             }
             _ => {
                 cache.evict_all(&mut mem);
