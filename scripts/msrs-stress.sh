@@ -3,10 +3,10 @@
 # msrs_test failure (Documentation/testing.rst, "Peer suites"): boots the
 # test VM on 2 CPUs with the debug build and the peer initramfs and runs
 # selftests/suite-msrs-stress.sh (KVM's msrs_test and vmx_msrs_test ROUNDS
-# times each, default 12, with nested VMX's stress mode on, then off).
-# Not part of `make test`: it fails while the bug is open.  Logs in
-# build/runs/msrs-stress-c2/.  Takes one emulator slot for about 2 minutes
-# (plus the wait for a free slot).
+# times each, default 12, with nested VMX's stress mode on, in its modes
+# 2, 3 and 4, then off).  Not part of `make test`: it fails while the bug
+# is open.  Logs in build/runs/msrs-stress-c2/.  Takes one emulator slot
+# for about 4 minutes (plus the wait for a free slot).
 source "$(dirname "$0")/lib.sh"
 pkvm_build_env
 rounds=${1:-12}

@@ -2,7 +2,8 @@
 # from one unpinned thread) and vmx_msrs_test under pkvm's debug build,
 # many times, first with nested VMX's stress mode on (every cached vmcs12
 # written back to its page and dropped after each VMX instruction and
-# reflected exit: Documentation/nested.rst), then off, while the shell
+# reflected exit: Documentation/nested.rst), then in mode 2 (written back,
+# kept), mode 3 (pages only read), mode 4 (rewritten unchanged), then off, while the shell
 # moves the test between the CPUs every 20 ms.  The reproduction of the
 # open msrs_test failure of issue 9 (Documentation/testing.rst, "Peer
 # suites"): not part of `make test`, run by scripts/msrs-stress.sh, which
@@ -13,7 +14,7 @@ DBG=/sys/kernel/debug/pkvm_x86
 CTL=$DBG/debug/ctl
 KST=/opt/kvm-selftests
 ROUNDS=${ROUNDS:-12}
-TESTS="load msrs_stress msrs_plain stats unload"
+TESTS="load msrs_stress msrs_writeback msrs_readonly msrs_rewrite msrs_plain stats unload"
 for arg in $(cat /proc/cmdline); do
 	case "$arg" in pkvm.msrs_rounds=*) ROUNDS=${arg#pkvm.msrs_rounds=} ;; esac
 done
@@ -60,12 +61,43 @@ t_msrs_stress() {
 	return $r
 }
 
+# Stress mode 2: every cached vmcs12 written back to its page after each
+# VMX instruction and reflected exit but kept cached (nothing read back):
+# separates the write-backs from the reloads.
+t_msrs_writeback() {
+	echo nested_stress 2 > $CTL || fail "no stress mode 2" || return 1
+	runs "$ROUNDS" writeback
+	r=$?
+	echo nested_stress 0 > $CTL
+	return $r
+}
+
+# Stress mode 3: the page images built and the pages only read at those
+# points (the work of mode 2 without its writes).
+t_msrs_readonly() {
+	echo nested_stress 3 > $CTL || fail "no stress mode 3" || return 1
+	runs "$ROUNDS" readonly
+	r=$?
+	echo nested_stress 0 > $CTL
+	return $r
+}
+
+# Stress mode 4: the pages' words rewritten unchanged at those points
+# (the writes of mode 2 without changing any content).
+t_msrs_rewrite() {
+	echo nested_stress 4 > $CTL || fail "no stress mode 4" || return 1
+	runs "$ROUNDS" rewrite
+	r=$?
+	echo nested_stress 0 > $CTL
+	return $r
+}
+
 t_msrs_plain() { runs "$ROUNDS" plain; }
 
 t_stats() {
 	for c in $(seq 0 $(($(ncpu) - 1))); do
 		echo nested_stats $c > $CTL
-		echo "cpu$c: $(cat $CTL | tr ' ' '\n' | grep -E '^(entries|reflected|kept|launches|unexpected|shadow_unsynced|failed_entries)=' | tr '\n' ' ')"
+		echo "cpu$c: $(cat $CTL | tr ' ' '\n' | grep -E '^(entries|reflected|kept|launches|unexpected|shadow_unsynced|failed_entries|w_[a-z_]*)=' | tr '\n' ' ')"
 	done
 	echo check > $CTL
 	expect_eq "invariants" "$(cat $CTL)" "ok invariants hold"

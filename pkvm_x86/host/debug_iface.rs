@@ -35,10 +35,11 @@
 //!                      nested VMX counters of CPU (NESTED_STATS) and the
 //!                      hypervisor's exits there (EXIT_COUNT); _reset
 //!                      zeroes both after reading
-//! nested_stress 0|1    nested VMX's stress mode off/on (debug builds):
+//! nested_stress 0..4   nested VMX's stress mode off/on (debug builds):
 //!                      every cached vmcs12 written back and dropped after
-//!                      each VMX instruction and reflected exit; prints
-//!                      the previous setting
+//!                      each VMX instruction and reflected exit (2: written
+//!                      back and kept; 3: its page only read; 4: its page
+//!                      rewritten unchanged); prints the previous setting
 //! ```
 //!
 //! Results read back as one line: `ok ...` or `err <errno> ...`.  After
@@ -100,7 +101,7 @@ struct NestedStatsReq {
 }
 
 /// The NESTED_STATS selectors `nested_stats` prints, with their names.
-const NESTED_SEL: [(u64, &str); 30] = [
+const NESTED_SEL: [(u64, &str); 39] = [
     (0, "entries"),
     (1, "l2_exits"),
     (2, "reflected"),
@@ -132,6 +133,17 @@ const NESTED_SEL: [(u64, &str); 30] = [
     (0x30b, "cyc_root_invvpid"),
     (0x30c, "cyc_root_xsetbv"),
     (0x30d, "cyc_root_vmx_other"),
+    // The vmcs12 store's debug watch, hypervisor-wide (debug builds;
+    // `crate::hv::vmx::nested::vmcs12::watch`).
+    (0x500, "w_foreign_clear"),
+    (0x501, "w_foreign_evict"),
+    (0x502, "w_foreign_tags"),
+    (0x503, "w_load_after_clear"),
+    (0x504, "w_after_clear_tags"),
+    (0x505, "w_rsp_checked"),
+    (0x506, "w_rsp_host_changed"),
+    (0x507, "w_rsp_host_old"),
+    (0x508, "w_rsp_mismatch"),
 ];
 
 /// Runs NESTED_STATS and EXIT_COUNT on one CPU.
@@ -574,12 +586,19 @@ impl DebugState {
             }
             "nested_stress" => {
                 let on: u64 = arg1.parse().map_err(|_| EINVAL)?;
-                if on > 1 {
-                    return Err(EINVAL);
-                }
-                // SAFETY: NESTED_STATS selector 0x400 only sets the stress
-                // flag of nested VMX (debug builds; u64::MAX otherwise).
-                let prev = unsafe { vmx::vmcall(nr::NESTED_STATS, 0x400, on, 0, 0) };
+                // 2: written back but kept (selector 0x401); 3: the pages
+                // only read (0x402); 4: rewritten unchanged (0x403).
+                let (sel, arg) = match on {
+                    0 | 1 => (0x400, on),
+                    2 => (0x401, 1),
+                    3 => (0x402, 1),
+                    4 => (0x403, 1),
+                    _ => return Err(EINVAL),
+                };
+                // SAFETY: NESTED_STATS selectors 0x400/0x401 only set the
+                // stress flag of nested VMX (debug builds; u64::MAX
+                // otherwise).
+                let prev = unsafe { vmx::vmcall(nr::NESTED_STATS, sel, arg, 0, 0) };
                 if prev == u64::MAX {
                     return Err(EINVAL);
                 }

@@ -37,7 +37,7 @@ use crate::hv::vmx::nested::offer;
 use crate::hv::vmx::nested::operand::{Fault, InstrInfo, Segment};
 use crate::hv::vmx::nested::reflect::{self, ExitEvent, HostBitmaps, HvExit, Owner};
 use crate::hv::vmx::nested::vmcs02_cache::{FieldSet, Vmcs02Cache};
-use crate::hv::vmx::nested::vmcs12::{self, Vmcs12};
+use crate::hv::vmx::nested::vmcs12::{self, Vmcs12, Vmcs12Cache};
 use crate::hv::vmx::nested::vmx_op::{err, Gprs, Insn, InsnCtx, Machine, Outcome, VmxMode};
 use crate::hv::vmx::vmcs::fields::{self, FIELDS};
 use crate::hv::vmx::vmcs::*;
@@ -169,6 +169,7 @@ pub(crate) fn vmx_instruction(
     let mut st = global.page_states();
     let ctx = context(st.frozen());
     let (mut mem, cache) = st.nested_parts();
+    watch_tag(cache, vmcs12::TAG_INSN + insn as u8);
     let mut host_regs = HostRegs(regs);
     // VMREAD/VMWRITE: the field they name (the shadow is synced around
     // them for it, below).
@@ -205,6 +206,7 @@ pub(crate) fn vmx_instruction(
     };
     let done = m.execute(insn, &ctx);
     let now_on = local.vmx.is_on();
+    watch_instruction(&mut st, insn, field, &done, &local.vmx);
     if let Some(inv) = done.invept {
         shadow_invept(&mut st, inv);
     }
@@ -670,6 +672,7 @@ pub(crate) fn enter(cpu: &HypCpu, local: &mut CpuLocal, pa12: u64) -> Entered {
     let mut st = global.page_states();
     let ept02 = ept02_prepare(&mut st, pa12);
     let (mut mem, cache) = st.nested_parts();
+    watch_tag(cache, vmcs12::TAG_ENTER);
     let Some(v12) = cache.get(&mut mem, pa12) else {
         // The page left the host between the checks and here: cannot be
         // (same lock), but never touch it.
@@ -1150,6 +1153,7 @@ pub(crate) fn l2_exit(regs: &mut GuestRegs, cpu: &HypCpu, local: &mut CpuLocal) 
     };
     let mut st = global.page_states();
     let (mut mem, cache) = st.nested_parts();
+    watch_tag(cache, vmcs12::TAG_L2_EXIT);
     let Some(v12) = cache.get(&mut mem, ns.vmcs12) else {
         // The pinned vmcs12 cannot be read: a hypervisor bug.  The host
         // cannot be given this exit; its guest is resumed no more.
@@ -1315,6 +1319,7 @@ fn reflect_to_host(cpu: &HypCpu, local: &mut CpuLocal, ns: &mut NestedCpu, tripl
     ns.count(stat::REFLECTED);
     let mut st = global.page_states();
     let (mut mem, cache) = st.nested_parts();
+    watch_tag(cache, vmcs12::TAG_REFLECT);
     let Some(v12) = cache.get(&mut mem, ns.vmcs12) else {
         ns.count(stat::UNEXPECTED);
         drop(st);
@@ -1335,6 +1340,7 @@ fn reflect_to_host(cpu: &HypCpu, local: &mut CpuLocal, ns: &mut NestedCpu, tripl
             return L2Exit::ResumeHost;
         }
     };
+    let exit_rsp = v12.vmcs.read(GUEST_RSP).unwrap_or(0);
     // The VM-exit MSR areas (a real exit only).
     if ns.image.read(VM_EXIT_REASON).unwrap_or(0) & (1 << 31) == 0 {
         let misc = global.offer_caps.map(|o| o.misc).unwrap_or(0);
@@ -1408,6 +1414,10 @@ fn reflect_to_host(cpu: &HypCpu, local: &mut CpuLocal, ns: &mut NestedCpu, tripl
     }
     if r.flush_host_tlb {
         invept_host(global);
+    }
+    {
+        let (_, cache) = st.nested_parts();
+        cache.watch.exit_rsp(ns.vmcs12, exit_rsp);
     }
     stress_evict(global, &mut st);
     drop(st);
@@ -1582,6 +1592,7 @@ pub(crate) fn l2_entry_failed(cpu: &HypCpu) -> bool {
     let mut st = global.page_states();
     release_vmcs02(cpu, ns, &mut st);
     let (mut mem, cache) = st.nested_parts();
+    watch_tag(cache, vmcs12::TAG_ENTRY_FAILED);
     let pa12 = ns.vmcs12;
     match cache.get(&mut mem, pa12) {
         Some(v12) => {
@@ -1619,6 +1630,20 @@ pub(crate) fn read_stat(cpu: &HypCpu, which: u64, reset: bool) -> u64 {
             let global = unsafe { &*cpu.global };
             global.page_states().pinned_host_frames() as u64
         }
+        // The vmcs12 store's debug watch (`vmcs12::watch`), hypervisor-wide,
+        // never reset.
+        0x500..=0x5ff => {
+            // SAFETY: `global` points at the hypervisor-wide state.
+            let global = unsafe { &*cpu.global };
+            let mut st = global.page_states();
+            let (_, cache) = st.nested_parts();
+            return cache
+                .watch
+                .counts
+                .get((which - 0x500) as usize)
+                .copied()
+                .unwrap_or(0);
+        }
         // Debug builds: the stress mode (`stress_evict`) set to `reset`
         // (on or off) for every CPU; the previous setting.  The counters
         // are left alone.
@@ -1631,6 +1656,17 @@ pub(crate) fn read_stat(cpu: &HypCpu, which: u64, reset: bool) -> u64 {
                     .nested_stress
                     .swap(u32::from(reset), Ordering::AcqRel),
             );
+        }
+        // Debug builds: the stress mode 2 (written back, kept; 0x401),
+        // 3 (pages only read; 0x402) or 4 (rewritten unchanged; 0x403) if
+        // `reset`, off otherwise; the
+        // previous setting.
+        #[cfg(pkvm_debug)]
+        0x401..=0x403 => {
+            // SAFETY: `global` points at the hypervisor-wide state.
+            let global = unsafe { &*cpu.global };
+            let mode = if reset { (which - 0x3ff) as u32 } else { 0 };
+            return u64::from(global.nested_stress.swap(mode, Ordering::AcqRel));
         }
         _ => u64::MAX,
     };
@@ -1807,15 +1843,82 @@ fn shadow_push(cpu: &HypCpu, ns: &NestedCpu, v12: &MemVmcs, fields: impl Iterato
     let _ = load_vmcs(cpu.nested.vmcs01_pa);
 }
 
+/// The vmcs12 store's debug watch (`vmcs12::Vmcs12Watch`, debug builds
+/// only): who uses the cache now.
+fn watch_tag(cache: &mut Vmcs12Cache, tag: u8) {
+    cache.watch.enabled = cfg!(pkvm_debug);
+    cache.watch.tag = tag;
+}
+
+/// The debug watch after a VMX instruction of the host: an emulated
+/// VMWRITE of GUEST_RSP is a host write; a VMLAUNCH/VMRESUME about to
+/// enter compares GUEST_RSP with what the last reflected exit stored.
+/// Under the lock `st` is.
+fn watch_instruction(
+    st: &mut PageStates,
+    insn: Insn,
+    field: Option<(usize, bool)>,
+    done: &crate::hv::vmx::nested::vmx_op::Done,
+    mode: &VmxMode,
+) {
+    if !cfg!(pkvm_debug) {
+        return;
+    }
+    let (mut mem, cache) = st.nested_parts();
+    if let (
+        Insn::Vmwrite,
+        Outcome::Succeed,
+        Some((i, _)),
+        VmxMode::On {
+            current: Some(pa), ..
+        },
+    ) = (insn, done.outcome, field, *mode)
+    {
+        if i == GUEST_RSP.index() {
+            cache.watch.host_wrote_rsp(pa);
+        }
+    }
+    if let Some(pa12) = done.enter {
+        let rsp = cache
+            .get(&mut mem, pa12)
+            .map(|v| v.vmcs.read(GUEST_RSP).unwrap_or(0));
+        if let Some(rsp) = rsp {
+            cache.watch.entry_rsp(pa12, rsp);
+        }
+    }
+}
+
 /// Debug builds' stress mode (`HypGlobal::nested_stress`, NESTED_STATS
 /// selector 0x400): every cached vmcs12 written back to its page and
 /// dropped from the cache, so that its next use reads it back, on any
 /// CPU.  Every VMWRITE of the host must survive it, shadowed or not.
 /// Under the lock `st` is.
 fn stress_evict(global: &HypGlobal, st: &mut PageStates) {
-    if cfg!(pkvm_debug) && global.nested_stress.load(Ordering::Relaxed) != 0 {
+    if !cfg!(pkvm_debug) {
+        return;
+    }
+    let mode = global.nested_stress.load(Ordering::Relaxed);
+    if mode != 0 {
         let (mut mem, cache) = st.nested_parts();
-        cache.evict_all(&mut mem);
+        watch_tag(cache, vmcs12::TAG_STRESS);
+        match mode {
+            // Written back, kept (nothing read back).
+            2 => {
+                cache.write_back_all(&mut mem);
+            }
+            // The images built and the pages read, nothing written or
+            // dropped (kept from being optimised away).
+            3 => {
+                core::hint::black_box(cache.read_all(&mut mem));
+            }
+            // The pages' words rewritten unchanged.
+            4 => {
+                cache.rewrite_all(&mut mem);
+            }
+            _ => {
+                cache.evict_all(&mut mem);
+            }
+        }
     }
 }
 
@@ -1856,13 +1959,18 @@ fn shadow_before(cpu: &HypCpu, insn: Insn) {
     let t0 = phase_clock();
     let mut st = global.page_states();
     let (mut mem, cache) = st.nested_parts();
-    let drained = match cache.get(&mut mem, pa) {
+    watch_tag(cache, vmcs12::TAG_SHADOW_BEFORE);
+    let (drained, rsp_before, rsp_after) = match cache.get(&mut mem, pa) {
         Some(v12) => {
+            let before = v12.vmcs.read(GUEST_RSP).unwrap_or(0);
             shadow_drain(cpu, ns, &mut v12.vmcs);
-            true
+            (true, before, v12.vmcs.read(GUEST_RSP).unwrap_or(0))
         }
-        None => false,
+        None => (false, 0, 0),
     };
+    if rsp_before != rsp_after {
+        cache.watch.host_wrote_rsp(pa);
+    }
     drop(st);
     ns.account(phase::ENTRY_DRAIN, t0);
     // A shadow that could not be drained (its vmcs12 is not to be had:
@@ -1922,6 +2030,7 @@ fn shadow_after(cpu: &HypCpu, current: Option<u64>, how: Resync) {
     }
     let mut st = global.page_states();
     let (mut mem, cache) = st.nested_parts();
+    watch_tag(cache, vmcs12::TAG_SHADOW_AFTER);
     let Some(v12) = cache.get(&mut mem, pa) else {
         // No vmcs12 to mirror: never leave a stale shadow linked (the
         // host would read old values through it, and its writes there

@@ -107,6 +107,227 @@ pub struct CacheStats {
     pub shrunk: u64,
 }
 
+/// Selectors of [`Vmcs12Watch::counts`] (read with NESTED_STATS
+/// `0x500 + k`).
+pub mod watch {
+    /// Write-backs (VMCLEAR) into a page whose word 0 no longer holds the
+    /// VMCS revision identifier seen at its VMPTRLD.
+    pub const FOREIGN_CLEAR: usize = 0;
+    /// Write-backs (eviction, the stress mode's `evict_all`) into such a
+    /// page.
+    pub const FOREIGN_EVICT: usize = 1;
+    /// Bit `t` set: a foreign write-back happened while the caller tag
+    /// ([`super::Vmcs12Watch::tag`]) was `t`.
+    pub const FOREIGN_TAGS: usize = 2;
+    /// vmcs12 loaded from a page VMCLEARed since its last VMPTRLD.
+    pub const LOAD_AFTER_CLEAR: usize = 3;
+    /// Bit `t` set: such a load happened with caller tag `t`.
+    pub const AFTER_CLEAR_TAGS: usize = 4;
+    /// Entries (VMLAUNCH/VMRESUME) whose vmcs12 GUEST_RSP was compared
+    /// with the one the last reflected exit of that vmcs12 stored.
+    pub const RSP_CHECKED: usize = 5;
+    /// ... and differed, with the host having written GUEST_RSP since
+    /// (through the shadow VMCS or an emulated VMWRITE).
+    pub const RSP_HOST_CHANGED: usize = 6;
+    /// ... of which the value written is the GUEST_RSP of the exit before
+    /// the last one (an old RSP written back).
+    pub const RSP_HOST_OLD: usize = 7;
+    /// ... and differed without any host write: pkvm lost or changed it.
+    pub const RSP_MISMATCH: usize = 8;
+    /// Number of counters.
+    pub const COUNT: usize = 9;
+}
+
+/// Caller tag of a VMX instruction's emulation: `TAG_INSN + insn`.
+pub const TAG_INSN: u8 = 1;
+/// Caller tag: the vmcs02 entry (`enter`).
+pub const TAG_ENTER: u8 = 16;
+/// Caller tag: an exit of vmcs02 being handled.
+pub const TAG_L2_EXIT: u8 = 17;
+/// Caller tag: an exit being reflected to the host.
+pub const TAG_REFLECT: u8 = 18;
+/// Caller tag: the shadow VMCS drained before an instruction.
+pub const TAG_SHADOW_BEFORE: u8 = 19;
+/// Caller tag: the shadow VMCS refilled after an instruction or exit.
+pub const TAG_SHADOW_AFTER: u8 = 20;
+/// Caller tag: the debug stress mode's `evict_all`.
+pub const TAG_STRESS: u8 = 21;
+/// Caller tag: a failed vmcs02 entry.
+pub const TAG_ENTRY_FAILED: u8 = 22;
+
+/// GUEST_RSP as one reflected exit of one vmcs12 left it.
+#[derive(Clone, Copy, Debug, Default)]
+struct RspSlot {
+    /// The vmcs12 (0: free slot).
+    pa: u64,
+    /// GUEST_RSP the last reflected exit stored.
+    last: u64,
+    /// GUEST_RSP the exit before stored.
+    before: u64,
+    /// The host wrote GUEST_RSP since the last exit.
+    host_wrote: bool,
+}
+
+/// Slots of [`Vmcs12Watch`]'s small tables.
+const WATCH_SLOTS: usize = 16;
+
+/// Debug checks of the vmcs12 store (issue 9's msrs_test corruption):
+/// write-backs into pages that are no longer VMCSs, loads of VMCLEARed
+/// vmcs12s without a VMPTRLD, and GUEST_RSP changing between a reflected
+/// exit and the next entry without the host writing it.  Only counts;
+/// changes nothing.  All-zero is the empty watch.
+#[derive(Debug, Default)]
+pub struct Vmcs12Watch {
+    /// Checks on (debug builds set it); off, the watch does nothing.
+    pub enabled: bool,
+    /// The VMCS revision identifier (from VMPTRLD; 0: not known yet, no
+    /// revision checks).
+    revision: u32,
+    /// VMCLEARed pages with no VMPTRLD since (0: free), a ring.
+    cleared: [u64; WATCH_SLOTS],
+    /// Next slot of `cleared` to reuse.
+    cleared_next: usize,
+    /// GUEST_RSP of the last reflected exits, by vmcs12, a ring.
+    rsp: [RspSlot; WATCH_SLOTS],
+    /// Next slot of `rsp` to reuse.
+    rsp_next: usize,
+    /// Who is using the cache now (`TAG_*`), set by its callers.
+    pub tag: u8,
+    /// Counters ([`watch`]).
+    pub counts: [u64; watch::COUNT],
+}
+
+impl Vmcs12Watch {
+    fn bump(&mut self, i: usize) {
+        if let Some(c) = self.counts.get_mut(i) {
+            *c = c.wrapping_add(1);
+        }
+    }
+
+    fn tag_bit(&mut self, i: usize) {
+        let bit = 1u64 << (self.tag % 64);
+        if let Some(c) = self.counts.get_mut(i) {
+            *c |= bit;
+        }
+    }
+
+    /// A VMPTRLD of `pa` with revision identifier `revision` succeeded
+    /// its checks.
+    pub fn vmptrld(&mut self, pa: u64, revision: u32) {
+        if !self.enabled {
+            return;
+        }
+        self.revision = revision;
+        for c in self.cleared.iter_mut().filter(|c| **c == pa) {
+            *c = 0;
+        }
+    }
+
+    /// `pa` was VMCLEARed.
+    fn cleared(&mut self, pa: u64) {
+        if !self.enabled {
+            return;
+        }
+        if self.cleared.contains(&pa) {
+            return;
+        }
+        if let Some(c) = self.cleared.get_mut(self.cleared_next) {
+            *c = pa;
+        }
+        self.cleared_next = (self.cleared_next + 1) % WATCH_SLOTS;
+    }
+
+    /// `pa` is being loaded into the cache.
+    fn loading(&mut self, pa: u64) {
+        if !self.enabled {
+            return;
+        }
+        if self.cleared.contains(&pa) {
+            self.bump(watch::LOAD_AFTER_CLEAR);
+            self.tag_bit(watch::AFTER_CLEAR_TAGS);
+        }
+    }
+
+    /// A write-back into `pa` is about to happen: is its word 0 still the
+    /// revision identifier?
+    fn writing_back(&mut self, mem: &mut impl HostPhys, pa: u64, clear: bool) {
+        if !self.enabled || self.revision == 0 {
+            return;
+        }
+        let mut w = [0u64];
+        if !mem.read_words(pa + layout::REVISION_OFFSET, &mut w) {
+            return;
+        }
+        if (w[0] as u32) & 0x7fff_ffff != self.revision {
+            self.bump(if clear {
+                watch::FOREIGN_CLEAR
+            } else {
+                watch::FOREIGN_EVICT
+            });
+            self.tag_bit(watch::FOREIGN_TAGS);
+        }
+    }
+
+    fn slot(&mut self, pa: u64) -> Option<&mut RspSlot> {
+        self.rsp.iter_mut().find(|s| s.pa == pa && pa != 0)
+    }
+
+    /// A reflected exit of vmcs12 `pa` stored GUEST_RSP `rsp`.
+    pub fn exit_rsp(&mut self, pa: u64, rsp: u64) {
+        if !self.enabled {
+            return;
+        }
+        if let Some(s) = self.slot(pa) {
+            s.before = s.last;
+            s.last = rsp;
+            s.host_wrote = false;
+            return;
+        }
+        if let Some(s) = self.rsp.get_mut(self.rsp_next) {
+            *s = RspSlot {
+                pa,
+                last: rsp,
+                before: rsp,
+                host_wrote: false,
+            };
+        }
+        self.rsp_next = (self.rsp_next + 1) % WATCH_SLOTS;
+    }
+
+    /// The host wrote GUEST_RSP of vmcs12 `pa` (through the shadow VMCS or
+    /// an emulated VMWRITE).
+    pub fn host_wrote_rsp(&mut self, pa: u64) {
+        if !self.enabled {
+            return;
+        }
+        if let Some(s) = self.slot(pa) {
+            s.host_wrote = true;
+        }
+    }
+
+    /// vmcs12 `pa` is entered with GUEST_RSP `rsp`.
+    pub fn entry_rsp(&mut self, pa: u64, rsp: u64) {
+        if !self.enabled {
+            return;
+        }
+        let Some(s) = self.slot(pa).copied() else {
+            return;
+        };
+        self.bump(watch::RSP_CHECKED);
+        if rsp == s.last {
+            return;
+        }
+        if !s.host_wrote {
+            self.bump(watch::RSP_MISMATCH);
+            return;
+        }
+        self.bump(watch::RSP_HOST_CHANGED);
+        if rsp == s.before {
+            self.bump(watch::RSP_HOST_OLD);
+        }
+    }
+}
+
 /// The vmcs12 cache: entries in pages taken from a [`PageSupply`] (the
 /// reserve), as many as the supply gives; the least recently used entry
 /// is written back and its page reused when the supply has none (or runs
@@ -126,6 +347,8 @@ pub struct Vmcs12Cache {
     pages: u64,
     /// Statistics.
     pub stats: CacheStats,
+    /// Debug checks ([`Vmcs12Watch`]).
+    pub watch: Vmcs12Watch,
 }
 
 impl Vmcs12Cache {
@@ -215,8 +438,13 @@ impl Vmcs12Cache {
     /// host's: nothing written, and a cached state stays cached (as the
     /// CPU keeps a VMCS whose VMCLEAR failed), never dropped.
     pub fn clear(&mut self, mem: &mut (impl HostPhys + PageSupply), pa: u64) -> bool {
+        self.watch.writing_back(mem, pa, true);
         let Some((prev, page)) = self.find(pa) else {
-            return mem.write_words(pa + layout::LAUNCH_OFFSET, &[0]);
+            let ok = mem.write_words(pa + layout::LAUNCH_OFFSET, &[0]);
+            if ok {
+                self.watch.cleared(pa);
+            }
+            return ok;
         };
         // SAFETY: `page` is on the in-use list: a page the cache holds.
         let e = unsafe { self.entry(page) };
@@ -228,6 +456,7 @@ impl Vmcs12Cache {
         self.stats.writebacks += 1;
         self.unlink(prev, page);
         self.release(mem, page);
+        self.watch.cleared(pa);
         true
     }
 
@@ -294,8 +523,11 @@ impl Vmcs12Cache {
             let (prev, at) = self.nth(k)?;
             // SAFETY: `at` is on the in-use list.
             let e = unsafe { self.entry(at) };
-            let (pa, launched) = (e.pa, e.v.launched);
-            if !write_back(mem, pa, &e.v.vmcs, launched) {
+            let pa = e.pa;
+            self.watch.writing_back(mem, pa, false);
+            // SAFETY: as above.
+            let e = unsafe { self.entry(at) };
+            if !write_back(mem, pa, &e.v.vmcs, e.v.launched) {
                 self.stats.unwritable += 1;
                 continue;
             }
@@ -339,6 +571,83 @@ impl Vmcs12Cache {
         n
     }
 
+    /// Writes every cached vmcs12 back to its host page (as eviction
+    /// would) and keeps it cached; returns how many were written.  The
+    /// debug builds' stress mode 2: the host pages take every write of
+    /// the stress mode, but nothing is read back.
+    pub fn write_back_all(&mut self, mem: &mut impl HostPhys) -> u64 {
+        let mut n = 0;
+        let mut at = self.head;
+        while at != 0 {
+            // SAFETY: `at` is on the in-use list: a page the cache holds.
+            let pa = unsafe { self.entry(at).pa };
+            self.watch.writing_back(mem, pa, false);
+            // SAFETY: as above.
+            let e = unsafe { self.entry(at) };
+            let ok = write_back(mem, pa, &e.v.vmcs, e.v.launched);
+            at = e.next;
+            if ok {
+                self.stats.writebacks += 1;
+                n += 1;
+            } else {
+                self.stats.unwritable += 1;
+            }
+        }
+        n
+    }
+
+    /// Builds every cached vmcs12's page image (as a write-back does) and
+    /// reads the page's words instead of writing them; returns how many
+    /// pages differ from the image.  The debug builds' stress mode 3: the
+    /// work of `write_back_all` without its writes.
+    pub fn read_all(&mut self, mem: &mut impl HostPhys) -> u64 {
+        let mut n = 0;
+        let mut at = self.head;
+        let mut words = [0u64; layout::WORDS];
+        while at != 0 {
+            // SAFETY: `at` is on the in-use list: a page the cache holds.
+            let e = unsafe { self.entry(at) };
+            let (pa, next) = (e.pa, e.next);
+            let image = image_of(&e.v.vmcs, e.v.launched);
+            // Word by word (an array comparison may become a call to
+            // `bcmp`, which root mode may not make).
+            if mem.read_words(pa + layout::LAUNCH_OFFSET, &mut words)
+                && words
+                    .iter()
+                    .zip(image.iter())
+                    .fold(0, |d, (a, b)| d | (a ^ b))
+                    != 0
+            {
+                n += 1;
+            }
+            at = next;
+        }
+        n
+    }
+
+    /// Reads the words a write-back writes from every cached vmcs12's
+    /// page and writes them back unchanged; returns how many pages were
+    /// rewritten.  The debug builds' stress mode 4: the writes of mode 2
+    /// without changing the pages' contents.
+    pub fn rewrite_all(&mut self, mem: &mut impl HostPhys) -> u64 {
+        let mut n = 0;
+        let mut at = self.head;
+        let mut words = [0u64; layout::WORDS];
+        while at != 0 {
+            // SAFETY: `at` is on the in-use list: a page the cache holds.
+            let (pa, next) = unsafe {
+                let e = self.entry(at);
+                (e.pa, e.next)
+            };
+            let at_words = pa + layout::LAUNCH_OFFSET;
+            if mem.read_words(at_words, &mut words) && mem.write_words(at_words, &words) {
+                n += 1;
+            }
+            at = next;
+        }
+        n
+    }
+
     /// A page for a new entry: a spare, a new page of the supply (unless
     /// it runs low and the cache has [`MIN_PAGES`] already), else the least
     /// recently used entry's, written back.
@@ -367,6 +676,7 @@ impl Vmcs12Cache {
             return None;
         }
         let page = self.new_page(mem)?;
+        self.watch.loading(pa);
         let head = self.head;
         // SAFETY: `page` is the cache's, off every list.
         let e = unsafe { self.entry(page) };
@@ -390,6 +700,12 @@ impl Vmcs12Cache {
 /// in pkvm's format; `false` (nothing written) if the page is not the
 /// host's.
 fn write_back(mem: &mut impl HostPhys, pa: u64, vmcs: &MemVmcs, launched: bool) -> bool {
+    mem.write_words(pa + layout::LAUNCH_OFFSET, &image_of(vmcs, launched))
+}
+
+/// The words of `vmcs` with launch state `launched` in pkvm's page format
+/// from [`layout::LAUNCH_OFFSET`] on.
+fn image_of(vmcs: &MemVmcs, launched: bool) -> [u64; layout::WORDS] {
     let mut words = [0u64; layout::WORDS];
     for (i, w) in words.iter_mut().enumerate() {
         *w = match i {
@@ -398,7 +714,7 @@ fn write_back(mem: &mut impl HostPhys, pa: u64, vmcs: &MemVmcs, launched: bool) 
             _ => vmcs.value_at(i - 1).unwrap_or(0),
         };
     }
-    mem.write_words(pa + layout::LAUNCH_OFFSET, &words)
+    words
 }
 
 /// VM-instruction error numbers of VMREAD/VMWRITE.
@@ -640,6 +956,52 @@ mod tests {
         assert!(c.clear(&mut mem, PA + 0x1000));
         assert_eq!(mem.get_u64(PA + 0x1000 + 8), 0);
         assert_eq!(mem.get_u64(PA + 0x1000 + 16 + 8 * i), 7);
+    }
+
+    /// The debug watch counts a write-back into a page that lost its
+    /// revision identifier, a load of a VMCLEARed vmcs12 without VMPTRLD
+    /// (with the caller's tag), and GUEST_RSP changes between a reflected
+    /// exit and the next entry, split by whether the host wrote it.
+    #[test]
+    fn watch_counts_foreign_pages_loads_after_clear_and_rsp_changes() {
+        let mut mem = FakeMem::default();
+        page_with(&mut mem, PA, false, 1);
+        let mut c = Vmcs12Cache::default();
+        c.watch.enabled = true;
+        c.watch.vmptrld(PA, 4);
+        c.get(&mut mem, PA).unwrap();
+        assert!(c.clear(&mut mem, PA));
+        assert_eq!(c.watch.counts, [0; watch::COUNT]);
+        // Loaded again without VMPTRLD, then the page is reused.
+        c.watch.tag = TAG_REFLECT;
+        c.get(&mut mem, PA).unwrap();
+        assert_eq!(c.watch.counts[watch::LOAD_AFTER_CLEAR], 1);
+        assert_eq!(c.watch.counts[watch::AFTER_CLEAR_TAGS], 1 << TAG_REFLECT);
+        mem.set_u64(PA, 0x1234_5678);
+        c.watch.tag = TAG_STRESS;
+        c.evict_all(&mut mem);
+        assert_eq!(c.watch.counts[watch::FOREIGN_EVICT], 1);
+        assert_eq!(c.watch.counts[watch::FOREIGN_TAGS], 1 << TAG_STRESS);
+        assert!(c.clear(&mut mem, PA));
+        assert_eq!(c.watch.counts[watch::FOREIGN_CLEAR], 1);
+        // VMPTRLD ends the "cleared" state.
+        c.watch.vmptrld(PA, 4);
+        c.get(&mut mem, PA).unwrap();
+        assert_eq!(c.watch.counts[watch::LOAD_AFTER_CLEAR], 1);
+        // GUEST_RSP.
+        let w = &mut c.watch;
+        w.entry_rsp(PA, 5);
+        assert_eq!(w.counts[watch::RSP_CHECKED], 0);
+        w.exit_rsp(PA, 0x100);
+        w.entry_rsp(PA, 0x100);
+        w.exit_rsp(PA, 0x200);
+        w.entry_rsp(PA, 0x300);
+        assert_eq!(w.counts[watch::RSP_MISMATCH], 1);
+        w.host_wrote_rsp(PA);
+        w.entry_rsp(PA, 0x100);
+        assert_eq!(w.counts[watch::RSP_HOST_CHANGED], 1);
+        assert_eq!(w.counts[watch::RSP_HOST_OLD], 1);
+        assert_eq!(w.counts[watch::RSP_CHECKED], 3);
     }
 
     #[test]
@@ -921,6 +1283,34 @@ mod tests {
                 "{n}"
             );
         }
+    }
+
+    /// `write_back_all` writes every entry's state into its page and keeps
+    /// the entry.
+    #[test]
+    fn write_back_all_writes_and_keeps() {
+        let mut mem = FakeMem::default();
+        page_with(&mut mem, PA, false, 1);
+        let mut c = Vmcs12Cache::default();
+        let v = c.get(&mut mem, PA).unwrap();
+        v.vmcs.write(GUEST_RIP, 0x77).unwrap();
+        v.launched = true;
+        assert_eq!(c.write_back_all(&mut mem), 1);
+        assert!(c.contains(PA));
+        let i = index_of(GUEST_RIP.encoding()).unwrap() as u64;
+        assert_eq!(mem.get_u64(PA + 16 + 8 * i), 0x77);
+        assert_eq!(mem.get_u64(PA + 8), layout::LAUNCHED);
+        // `read_all` reads and writes nothing.
+        c.get(&mut mem, PA)
+            .unwrap()
+            .vmcs
+            .write(GUEST_RIP, 0x88)
+            .unwrap();
+        assert_eq!(c.read_all(&mut mem), 1);
+        // `rewrite_all` leaves the page as it was.
+        assert_eq!(c.rewrite_all(&mut mem), 1);
+        assert_eq!(mem.get_u64(PA + 16 + 8 * i), 0x77);
+        assert_eq!(mem.get_u64(PA + 16 + 8 * i), 0x77);
     }
 
     /// The stress mode's `evict_all`: every vmcs12 leaves the cache through

@@ -554,7 +554,8 @@ impl<R: Gprs, M: HostPhys + PageSupply> Machine<'_, R, M> {
                         Some(rev) if rev != self.view.revision => {
                             self.vmfail(err::VMPTRLD_BAD_REVISION)
                         }
-                        Some(_) => {
+                        Some(rev) => {
+                            self.cache.watch.vmptrld(pa, rev);
                             if self.cache.get(self.mem, pa).is_some() {
                                 *self.mode = VmxMode::On {
                                     vmxon,
