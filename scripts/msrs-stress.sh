@@ -16,7 +16,7 @@ kod=$(PKVM_DEBUG=1 bash "$PKVM_ROOT/scripts/build-module.sh")
 bochs=$(bash "$PKVM_ROOT/scripts/setup-bochs.sh")
 runs=$PKVM_ROOT/build/runs
 mkdir -p "$runs"
-initrd=$PKVM_ROOT/build/initramfs-msrs.cpio.gz
+initrd=$PKVM_ROOT/build/initramfs-msrs${PKVM_MSRS_TAG:+-$PKVM_MSRS_TAG}.cpio.gz
 peers_initrd=$PKVM_ROOT/build/peers.cpio.gz
 # (Not a process substitution: a failed build must stop the run.)
 mods=$(bash "$PKVM_ROOT/scripts/build-selftest-modules.sh" "$kdir") || die "the test modules did not build"
@@ -24,6 +24,6 @@ mapfile -t test_modules <<< "$mods"
 bash "$PKVM_ROOT/scripts/mkinitramfs.sh" "$initrd" "$kdir" "$ko" "pkvm_x86-debug.ko=$kod" "${test_modules[@]}"
 bash "$PKVM_ROOT/scripts/mkinitramfs-peers.sh" "$peers_initrd" "$kdir"
 python3 "$PKVM_ROOT/scripts/run-bochs.py" --bochs "$bochs" --kernel "$kdir/arch/x86/boot/bzImage" \
-	--initrd "$initrd" --extra-initrd "$peers_initrd" --out "$runs/msrs-stress-c2" --suite msrs-stress \
+	--initrd "$initrd" --extra-initrd "$peers_initrd" --out "$runs/msrs-stress-c2${PKVM_MSRS_TAG:+-$PKVM_MSRS_TAG}" --suite msrs-stress \
 	--model corei7_icelake_u --cpus 2 --megs 2048 --timeout 1800 --quiet \
-	--append "pkvm.msrs_rounds=$rounds"
+	--append "pkvm.msrs_rounds=$rounds ${PKVM_MSRS_APPEND:-}"

@@ -15,15 +15,22 @@ CTL=$DBG/debug/ctl
 KST=/opt/kvm-selftests
 ROUNDS=${ROUNDS:-12}
 TESTS="load msrs_stress msrs_writeback msrs_readonly msrs_rewrite msrs_plain stats unload"
+KVM_PARAMS=
 for arg in $(cat /proc/cmdline); do
-	case "$arg" in pkvm.msrs_rounds=*) ROUNDS=${arg#pkvm.msrs_rounds=} ;; esac
+	case "$arg" in
+	pkvm.msrs_rounds=*) ROUNDS=${arg#pkvm.msrs_rounds=} ;;
+	# Experiments: kvm_intel's parameters (comma-separated) and which
+	# phases run (comma-separated names of TESTS).
+	pkvm.msrs_kvm=*) KVM_PARAMS=$(echo "${arg#pkvm.msrs_kvm=}" | tr ',' ' ') ;;
+	pkvm.msrs_phases=*) TESTS="load $(echo "${arg#pkvm.msrs_phases=}" | tr ',' ' ') stats unload" ;;
+	esac
 done
 ncpu() { grep -c ^processor /proc/cpuinfo; }
 
 t_load() {
 	insmod /lib/modules/pkvm_x86-debug.ko debug=1 || fail "insmod debug" || return 1
 	insmod /lib/modules/irqbypass.ko 2>/dev/null
-	insmod /lib/modules/kvm.ko && insmod /lib/modules/kvm-intel.ko || fail "kvm_intel"
+	insmod /lib/modules/kvm.ko && insmod /lib/modules/kvm-intel.ko $KVM_PARAMS || fail "kvm_intel"
 }
 
 # runs N LABEL: N rounds of msrs_test and vmx_msrs_test, each moved
@@ -99,6 +106,8 @@ t_stats() {
 		echo nested_stats $c > $CTL
 		echo "cpu$c: $(cat $CTL | tr ' ' '\n' | grep -E '^(entries|reflected|kept|launches|unexpected|shadow_unsynced|failed_entries|w_[a-z_]*)=' | tr '\n' ' ')"
 	done
+	echo nested_trace > $CTL
+	cat $CTL
 	echo check > $CTL
 	expect_eq "invariants" "$(cat $CTL)" "ok invariants hold"
 }

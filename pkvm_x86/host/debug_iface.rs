@@ -584,6 +584,27 @@ impl DebugState {
                 )
                 .map_err(fmt_err)?;
             }
+            "nested_trace" => {
+                // The vmcs12 store's debug watch: the frozen dump and the
+                // ring of vmcs02 entries/exits (debug builds).
+                write!(w, "ok dump").map_err(fmt_err)?;
+                for i in 0..32u64 {
+                    // SAFETY: NESTED_STATS selectors 0x600.. only read.
+                    let v = unsafe { vmx::vmcall(nr::NESTED_STATS, 0x600 + i, 0, 0, 0) };
+                    write!(w, " {v:#x}").map_err(fmt_err)?;
+                }
+                writeln!(w).map_err(fmt_err)?;
+                for slot in 0..32u64 {
+                    write!(w, "ring{slot}").map_err(fmt_err)?;
+                    for k in 0..6u64 {
+                        // SAFETY: NESTED_STATS selectors 0x700.. only read.
+                        let v =
+                            unsafe { vmx::vmcall(nr::NESTED_STATS, 0x700 + slot * 6 + k, 0, 0, 0) };
+                        write!(w, " {v:#x}").map_err(fmt_err)?;
+                    }
+                    writeln!(w).map_err(fmt_err)?;
+                }
+            }
             "nested_stress" => {
                 let on: u64 = arg1.parse().map_err(|_| EINVAL)?;
                 // 2: written back but kept (selector 0x401); 3: the pages
