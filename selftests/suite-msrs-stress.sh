@@ -9,7 +9,8 @@
 # suites"): not part of `make test`, run by scripts/msrs-stress.sh, which
 # adds the peer initramfs (/opt/kvm-selftests).  The suite fails if any run
 # fails; each failure prints the test's last lines, and the hypervisor's
-# nested counters of every CPU are printed at the end.
+# nested counters of every CPU and the nested debug trace are printed at
+# the end (it shows the emulator bug behind the failure: Documentation/testing.rst).
 DBG=/sys/kernel/debug/pkvm_x86
 CTL=$DBG/debug/ctl
 KST=/opt/kvm-selftests

@@ -35,6 +35,9 @@
 //!                      nested VMX counters of CPU (NESTED_STATS) and the
 //!                      hypervisor's exits there (EXIT_COUNT); _reset
 //!                      zeroes both after reading
+//! nested_trace         the nested debug watch's trace (debug builds): the
+//!                      dump frozen at a guest #PF at RIP 0 and the ring of
+//!                      vmcs02 entries/exits (Documentation/nested.rst)
 //! nested_stress 0..4   nested VMX's stress mode off/on (debug builds):
 //!                      every cached vmcs12 written back and dropped after
 //!                      each VMX instruction and reflected exit (2: written
