@@ -48,7 +48,7 @@ import sys
 
 RESULTS = ("pass", "fail", "skip", "timeout")
 LINE = re.compile(r"PEER-RESULT (\S+) (pass|fail|skip|timeout) rc=(\S+) t=(\S+) --(.*)$")
-EXTRA = re.compile(r"PEER-(SUMMARY|QEMU|BENCH|RERUN)\b")
+EXTRA = re.compile(r"PEER-(SUMMARY|QEMU|BENCH)\b")
 PLAN = re.compile(r"PEER-PLAN n=(\d+)")
 SUMMARY = re.compile(r"PEER-SUMMARY ")
 

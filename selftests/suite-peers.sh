@@ -149,26 +149,6 @@ run_one() {
 		return
 	fi
 	args=$(awk -v t="$t" '!/^#/ && $1 == t { $1 = ""; print; exit }' $PEERS_DIR/args.txt)
-	attempt
-	# A failure on 2 CPUs or more gets one rerun, on bare KVM and under pkvm
-	# alike: Bochs's SMP loop can resume a CPU whose last instruction took an
-	# exception with RIP rolled back but RSP not (a VM exit at the start of
-	# its next turn; Documentation/testing.rst, "The emulator's SMP
-	# exception bug").  Both runs are on the console; the list records the
-	# rerun in its header.
-	if [ $res = fail ] && [ "$(grep -c ^processor /proc/cpuinfo)" -gt 1 ]; then
-		say "PEER-RERUN $t -- first run: $(echo "$why" | defang)"
-		tail -n 12 "$log" | defang | sed 's/^/#| /' > /dev/console
-		attempt
-	fi
-	say "PEER-RESULT $t $res rc=$rc t=$secs -- $(echo "$why" | defang)"
-	[ $res != pass ] && tail -n 12 "$log" | defang | sed 's/^/#| /' > /dev/console
-	echo "$t $res" >> /tmp/peers/results
-}
-
-# attempt: one run of selftest $t (with $args, output in $log): sets res,
-# why, rc and secs.
-attempt() {
 	say "PEER-START $t"
 	dmesg_lines=$(dmesg | wc -l)
 	t1=$(now_cs)
@@ -205,6 +185,9 @@ attempt() {
 		why="$why [kernel warning in dmesg]"
 		dmesg | tail -n +$((dmesg_lines + 1)) | head -30 | defang | sed 's/^/#| dmesg: /' > /dev/console
 	fi
+	say "PEER-RESULT $t $res rc=$rc t=$secs -- $(echo "$why" | defang)"
+	[ $res != pass ] && tail -n 12 "$log" | defang | sed 's/^/#| /' > /dev/console
+	echo "$t $res" >> /tmp/peers/results
 }
 
 t_kvm_selftests() {
