@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# scripts/msrs-stress.sh [ROUNDS]: the reproduction of issue 9's open
-# msrs_test failure (Documentation/testing.rst, "Peer suites"): boots the
-# test VM on 2 CPUs with the debug build and the peer initramfs and runs
-# selftests/suite-msrs-stress.sh (KVM's msrs_test and vmx_msrs_test ROUNDS
-# times each, default 12, with nested VMX's stress mode on, in its modes
-# 2, 3 and 4, then off).  Not part of `make test`: it fails while the bug
-# is open.  Logs in build/runs/msrs-stress-c2/.  Takes one emulator slot
-# for about 4 minutes (plus the wait for a free slot).
+# scripts/msrs-stress.sh [ROUNDS]: a soak run of nested VMX under vCPU
+# migration, and the reproduction of what was issue 9's msrs_test failure
+# (an emulator bug: Documentation/testing.rst, "The emulator's SMP exception
+# bug"): boots the test VM on 2 CPUs with the debug build and the peer
+# initramfs and runs selftests/suite-msrs-stress.sh (KVM's msrs_test and
+# vmx_msrs_test ROUNDS times each, default 12, with nested VMX's stress mode
+# on, in its modes 2, 3 and 4, then off).  Not part of `make test`.
+# PKVM_MSRS_APPEND adds kernel parameters (pkvm.msrs_phases=...,
+# pkvm.msrs_kvm=...: the suite's header); PKVM_MSRS_TAG names the run, so
+# that two can run at once.  Logs in build/runs/msrs-stress-c2[-TAG]/.
+# Takes one emulator slot for about 4 minutes (plus the wait for a free slot).
 source "$(dirname "$0")/lib.sh"
 pkvm_build_env
 rounds=${1:-12}

@@ -4,13 +4,16 @@
 # written back to its page and dropped after each VMX instruction and
 # reflected exit: Documentation/nested.rst), then in mode 2 (written back,
 # kept), mode 3 (pages only read), mode 4 (rewritten unchanged), then off, while the shell
-# moves the test between the CPUs every 20 ms.  The reproduction of the
-# open msrs_test failure of issue 9 (Documentation/testing.rst, "Peer
-# suites"): not part of `make test`, run by scripts/msrs-stress.sh, which
-# adds the peer initramfs (/opt/kvm-selftests).  The suite fails if any run
-# fails; each failure prints the test's last lines, and the hypervisor's
-# nested counters of every CPU and the nested debug trace are printed at
-# the end (it shows the emulator bug behind the failure: Documentation/testing.rst).
+# moves the test between the CPUs every 20 ms.  A soak run (not part of
+# `make test`), run by scripts/msrs-stress.sh, which adds the peer initramfs
+# (/opt/kvm-selftests); it reproduced issue 9's msrs_test failure, an
+# emulator bug (Documentation/testing.rst, "The emulator's SMP exception
+# bug").  The suite fails if any run fails; each failure prints the test's
+# last lines, and the hypervisor's nested counters of every CPU and the
+# nested debug trace (frozen at a guest #PF at RIP 0) are printed at the
+# end.  Kernel parameters: pkvm.msrs_rounds=N, pkvm.msrs_kvm=P1,P2 (kvm_intel
+# parameters), pkvm.msrs_phases=a,b (which of msrs_stress msrs_writeback
+# msrs_readonly msrs_rewrite msrs_plain run).
 DBG=/sys/kernel/debug/pkvm_x86
 CTL=$DBG/debug/ctl
 KST=/opt/kvm-selftests
