@@ -14,7 +14,8 @@
 #                   $PKVM_CACHE/peers-baseline/<key>/bare-cN-<list>.txt, the
 #                   key hashing the selftest binaries, the kernel (bzImage
 #                   and KVM modules), the view, skip and argument lists, the
-#                   suite, the tools and the limit: a warm `make test` does
+#                   suite, the tools, the limit and the emulator build
+#                   (scripts/setup-bochs.sh): a warm `make test` does
 #                   not run it again.  Differences from the list recorded in
 #                   the repository (selftests/peers/bare-kvm-cN.txt) are
 #                   printed, not judged (they describe the emulator).  Its
@@ -164,9 +165,10 @@ verdict() {
 	[ "$2" = 0 ]
 }
 
-# The baseline's cache key: everything its results depend on.
+# The baseline's cache key: everything its results depend on (the emulator
+# too: its cache directory names its version and patches).
 kkey=$( (cat "$kdir/arch/x86/boot/bzImage" "$kdir"/arch/x86/kvm/kvm*.ko; cat "$sel"/*) | sha256sum | cut -c1-16)
-bkey=$( (echo "$kkey $timeout"; cat "$P/bare-view.txt" "$P/skip.txt" "$P/args.txt" "$P/subset.txt" \
+bkey=$( (echo "$kkey $timeout $(basename "$(dirname "$bochs")")"; cat "$P/bare-view.txt" "$P/skip.txt" "$P/args.txt" "$P/subset.txt" \
 	"$PKVM_ROOT/selftests/suite-peers.sh" "$PKVM_ROOT/selftests/init" "$PKVM_ROOT/selftests/tools/kvm_exit_bench.c" \
 	"$PKVM_ROOT/selftests/tools/kvm_flat.h") |
 	sha256sum | cut -c1-16)

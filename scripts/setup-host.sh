@@ -3,7 +3,8 @@
 # Debian 12 machine.  Idempotent: a second run changes nothing.
 #
 #   - Debian build dependencies of the kernel and of the test images (libc6-dev
-#     and file: the static KVM selftests of scripts/build-kvm-selftests.sh);
+#     and file: the static KVM selftests of scripts/build-kvm-selftests.sh),
+#     and of the emulator (g++, SDL2, ltdl, ncurses: scripts/setup-bochs.sh);
 #   - rustup's rust-src, clippy and rustfmt components;
 #   - bindgen-cli $PKVM_BINDGEN_VERSION (cargo install --locked) into $PKVM_TOOLS;
 #   - libclang $PKVM_LIBCLANG_VERSION from the PyPI wheel into $PKVM_TOOLS/libclang.
@@ -12,7 +13,8 @@ source "$(dirname "$0")/lib.sh"
 APT_PKGS=(flex bison libelf-dev libssl-dev bc cpio xz-utils make gcc binutils python3 python3-pip
 	busybox-static syslinux syslinux-common mtools dosfstools kmod
 	libc6-dev file
-	libsdl2-2.0-0 libltdl7 libgtk-3-0 libglib2.0-0 libpango-1.0-0 libpulse0 libasound2 libsamplerate0 libreadline8)
+	libsdl2-2.0-0 libltdl7 libgtk-3-0 libglib2.0-0 libpango-1.0-0 libpulse0 libasound2 libsamplerate0 libreadline8
+	g++ patch curl libsdl2-dev libltdl-dev libncurses-dev)
 
 missing=()
 for p in "${APT_PKGS[@]}"; do

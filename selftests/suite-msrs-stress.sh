@@ -4,26 +4,37 @@
 # written back to its page and dropped after each VMX instruction and
 # reflected exit: Documentation/nested.rst), then in mode 2 (written back,
 # kept), mode 3 (pages only read), mode 4 (rewritten unchanged), then off, while the shell
-# moves the test between the CPUs every 20 ms.  The reproduction of the
-# open msrs_test failure of issue 9 (Documentation/testing.rst, "Peer
-# suites"): not part of `make test`, run by scripts/msrs-stress.sh, which
-# adds the peer initramfs (/opt/kvm-selftests).  The suite fails if any run
-# fails; each failure prints the test's last lines, and the hypervisor's
-# nested counters of every CPU are printed at the end.
+# moves the test between the CPUs every 20 ms.  A soak run (not part of
+# `make test`), run by scripts/msrs-stress.sh, which adds the peer initramfs
+# (/opt/kvm-selftests); it reproduced issue 9's msrs_test failure, an
+# emulator bug (Documentation/testing.rst, "The emulator's SMP exception
+# bug").  The suite fails if any run fails; each failure prints the test's
+# last lines, and the hypervisor's nested counters of every CPU and the
+# nested debug trace (frozen at a guest #PF at RIP 0) are printed at the
+# end.  Kernel parameters: pkvm.msrs_rounds=N, pkvm.msrs_kvm=P1,P2 (kvm_intel
+# parameters), pkvm.msrs_phases=a,b (which of msrs_stress msrs_writeback
+# msrs_readonly msrs_rewrite msrs_plain run).
 DBG=/sys/kernel/debug/pkvm_x86
 CTL=$DBG/debug/ctl
 KST=/opt/kvm-selftests
 ROUNDS=${ROUNDS:-12}
 TESTS="load msrs_stress msrs_writeback msrs_readonly msrs_rewrite msrs_plain stats unload"
+KVM_PARAMS=
 for arg in $(cat /proc/cmdline); do
-	case "$arg" in pkvm.msrs_rounds=*) ROUNDS=${arg#pkvm.msrs_rounds=} ;; esac
+	case "$arg" in
+	pkvm.msrs_rounds=*) ROUNDS=${arg#pkvm.msrs_rounds=} ;;
+	# Experiments: kvm_intel's parameters (comma-separated) and which
+	# phases run (comma-separated names of TESTS).
+	pkvm.msrs_kvm=*) KVM_PARAMS=$(echo "${arg#pkvm.msrs_kvm=}" | tr ',' ' ') ;;
+	pkvm.msrs_phases=*) TESTS="load $(echo "${arg#pkvm.msrs_phases=}" | tr ',' ' ') stats unload" ;;
+	esac
 done
 ncpu() { grep -c ^processor /proc/cpuinfo; }
 
 t_load() {
 	insmod /lib/modules/pkvm_x86-debug.ko debug=1 || fail "insmod debug" || return 1
 	insmod /lib/modules/irqbypass.ko 2>/dev/null
-	insmod /lib/modules/kvm.ko && insmod /lib/modules/kvm-intel.ko || fail "kvm_intel"
+	insmod /lib/modules/kvm.ko && insmod /lib/modules/kvm-intel.ko $KVM_PARAMS || fail "kvm_intel"
 }
 
 # runs N LABEL: N rounds of msrs_test and vmx_msrs_test, each moved
@@ -99,6 +110,8 @@ t_stats() {
 		echo nested_stats $c > $CTL
 		echo "cpu$c: $(cat $CTL | tr ' ' '\n' | grep -E '^(entries|reflected|kept|launches|unexpected|shadow_unsynced|failed_entries|w_[a-z_]*)=' | tr '\n' ' ')"
 	done
+	echo nested_trace > $CTL
+	cat $CTL
 	echo check > $CTL
 	expect_eq "invariants" "$(cat $CTL)" "ok invariants hold"
 }

@@ -35,6 +35,9 @@
 //!                      nested VMX counters of CPU (NESTED_STATS) and the
 //!                      hypervisor's exits there (EXIT_COUNT); _reset
 //!                      zeroes both after reading
+//! nested_trace         the nested debug watch's trace (debug builds): the
+//!                      dump frozen at a guest #PF at RIP 0 and the ring of
+//!                      vmcs02 entries/exits (Documentation/nested.rst)
 //! nested_stress 0..4   nested VMX's stress mode off/on (debug builds):
 //!                      every cached vmcs12 written back and dropped after
 //!                      each VMX instruction and reflected exit (2: written
@@ -583,6 +586,27 @@ impl DebugState {
                     " hv_vmread={vmread} hv_vmresume={vmresume} hv_vmwrite={vmwrite} hv_exits={total}"
                 )
                 .map_err(fmt_err)?;
+            }
+            "nested_trace" => {
+                // The vmcs12 store's debug watch: the frozen dump and the
+                // ring of vmcs02 entries/exits (debug builds).
+                write!(w, "ok dump").map_err(fmt_err)?;
+                for i in 0..32u64 {
+                    // SAFETY: NESTED_STATS selectors 0x600.. only read.
+                    let v = unsafe { vmx::vmcall(nr::NESTED_STATS, 0x600 + i, 0, 0, 0) };
+                    write!(w, " {v:#x}").map_err(fmt_err)?;
+                }
+                writeln!(w).map_err(fmt_err)?;
+                for slot in 0..32u64 {
+                    write!(w, "ring{slot}").map_err(fmt_err)?;
+                    for k in 0..6u64 {
+                        // SAFETY: NESTED_STATS selectors 0x700.. only read.
+                        let v =
+                            unsafe { vmx::vmcall(nr::NESTED_STATS, 0x700 + slot * 6 + k, 0, 0, 0) };
+                        write!(w, " {v:#x}").map_err(fmt_err)?;
+                    }
+                    writeln!(w).map_err(fmt_err)?;
+                }
             }
             "nested_stress" => {
                 let on: u64 = arg1.parse().map_err(|_| EINVAL)?;

@@ -28,7 +28,7 @@ use crate::hv::vmx::host_vmcs::HOST_VPID;
 use crate::hv::vmx::nested::controls::proc2;
 use crate::hv::vmx::nested::entry_checks::{perf_global_mask, EntryEnv, EntryFailure};
 use crate::hv::vmx::nested::field_class::{class_at, shadow_of, Class, Shadow};
-use crate::hv::vmx::nested::host_walk::{HostPhys, PagingCtx};
+use crate::hv::vmx::nested::host_walk::{self, HostPhys, PagingCtx};
 use crate::hv::vmx::nested::merge::{self, HostWords, PageUse, Vmcs02Params};
 use crate::hv::vmx::nested::msr_area::{
     self, AreaFailure, LoadArea, LoadEnv, MsrEntry, MsrLoad, MsrStore,
@@ -932,8 +932,77 @@ pub(crate) fn enter(cpu: &HypCpu, local: &mut CpuLocal, pa12: u64) -> Entered {
         }
     }
     ns.in_l2 = true;
+    if cfg!(pkvm_debug) {
+        let mut st = global.page_states();
+        let (_, cache) = st.nested_parts();
+        watch_tag(cache, vmcs12::TAG_ENTER);
+        cache.watch.trace([
+            1 << 63
+                | u64::from(cpu.cpu) << 32
+                | u64::from(same) << 1
+                | u64::from(cpu.launch_next.load(Ordering::Relaxed) != 0),
+            rd(GUEST_RIP),
+            rd(GUEST_RSP),
+            u64::from(rd(VM_ENTRY_INTR_INFO)),
+            u64::from(rd(GUEST_INTERRUPTIBILITY_INFO)),
+            pa12,
+        ]);
+    }
     ns.account(phase::ENTRY_WRITE, t0);
     Entered::Guest
+}
+
+/// Debug builds: an exit of vmcs02 (current) into the watch's ring; the
+/// guest's #PF at RIP 0 (issue 9's open msrs_test failure) freezes the
+/// ring with the guest's stack read through its own page tables.
+fn trace_exit(
+    cache: &mut Vmcs12Cache,
+    mem: &mut HostMemory<'_>,
+    cpu: &HypCpu,
+    raw: u32,
+    qual: u64,
+) {
+    let rip = rd(GUEST_RIP);
+    let rsp = rd(GUEST_RSP);
+    let intr = rd(VM_EXIT_INTR_INFO);
+    cache.watch.trace([
+        u64::from(cpu.cpu) << 32 | u64::from(raw),
+        rip,
+        rsp,
+        u64::from(rd(IDT_VECTORING_INFO)),
+        u64::from(intr),
+        qual,
+    ]);
+    if raw != 0 || intr & 0x8000_07ff != 0x8000_030e || rip != 0 {
+        return;
+    }
+    let ctx = PagingCtx {
+        cr0: rd(GUEST_CR0),
+        cr3: rd(GUEST_CR3),
+        cr4: rd(GUEST_CR4),
+        efer: rd(GUEST_IA32_EFER),
+        user: false,
+        ac: false,
+        phys_bits: 40,
+    };
+    let mut d = [0u64; vmcs12::DUMP_WORDS];
+    d[0] = rsp;
+    d[1] = ctx.cr3;
+    d[2] = qual;
+    d[3] = host_walk::translate(mem, &ctx, rsp, false).unwrap_or(u64::MAX);
+    d[4] = host_walk::translate(mem, &ctx, rsp.wrapping_sub(8), false).unwrap_or(u64::MAX);
+    d[5] = rd(GUEST_RFLAGS);
+    d[6] = rd(GUEST_IA32_EFER);
+    d[7] = rd(GUEST_CR4);
+    for (k, w) in d.iter_mut().skip(8).enumerate() {
+        let la = rsp.wrapping_sub(0x60).wrapping_add(8 * k as u64);
+        let mut b = [0u8; 8];
+        *w = match host_walk::read_linear(mem, &ctx, la, &mut b) {
+            Ok(()) => u64::from_le_bytes(b),
+            Err(_) => 0xdead_0000_0000_0000 | (la & 0xffff),
+        };
+    }
+    cache.watch.freeze(&d);
 }
 
 /// vmcs01 as the merge reads it: a field this CPU does not implement
@@ -1154,6 +1223,9 @@ pub(crate) fn l2_exit(regs: &mut GuestRegs, cpu: &HypCpu, local: &mut CpuLocal) 
     let mut st = global.page_states();
     let (mut mem, cache) = st.nested_parts();
     watch_tag(cache, vmcs12::TAG_L2_EXIT);
+    if cfg!(pkvm_debug) {
+        trace_exit(cache, &mut mem, cpu, raw, qual);
+    }
     let Some(v12) = cache.get(&mut mem, ns.vmcs12) else {
         // The pinned vmcs12 cannot be read: a hypervisor bug.  The host
         // cannot be given this exit; its guest is resumed no more.
@@ -1632,6 +1704,24 @@ pub(crate) fn read_stat(cpu: &HypCpu, which: u64, reset: bool) -> u64 {
         }
         // The vmcs12 store's debug watch (`vmcs12::watch`), hypervisor-wide,
         // never reset.
+        // Debug builds: the watch's dump (0x600..) and ring (0x700..,
+        // oldest first).
+        0x600..=0x8ff => {
+            // SAFETY: `global` points at the hypervisor-wide state.
+            let global = unsafe { &*cpu.global };
+            let mut st = global.page_states();
+            let (_, cache) = st.nested_parts();
+            return if which < 0x700 {
+                cache
+                    .watch
+                    .dump
+                    .get((which - 0x600) as usize)
+                    .copied()
+                    .unwrap_or(0)
+            } else {
+                cache.watch.ring_word((which - 0x700) as usize)
+            };
+        }
         0x500..=0x5ff => {
             // SAFETY: `global` points at the hypervisor-wide state.
             let global = unsafe { &*cpu.global };

@@ -195,7 +195,24 @@ pub struct Vmcs12Watch {
     pub tag: u8,
     /// Counters ([`watch`]).
     pub counts: [u64; watch::COUNT],
+    /// The last [`TRACE_SLOTS`] entries and exits of vmcs02 on every CPU
+    /// ([`Vmcs12Watch::trace`]), a ring; frozen by the first
+    /// [`Vmcs12Watch::freeze`].
+    pub ring: [[u64; TRACE_WORDS]; TRACE_SLOTS],
+    /// Next slot of `ring`.
+    pub ring_next: usize,
+    /// The ring and `dump` stay as they are (the first freeze).
+    pub frozen: bool,
+    /// What the freezing caller recorded.
+    pub dump: [u64; DUMP_WORDS],
 }
+
+/// Slots of [`Vmcs12Watch::ring`].
+pub const TRACE_SLOTS: usize = 32;
+/// Words of one ring slot.
+pub const TRACE_WORDS: usize = 6;
+/// Words of [`Vmcs12Watch::dump`].
+pub const DUMP_WORDS: usize = 32;
 
 impl Vmcs12Watch {
     fn bump(&mut self, i: usize) {
@@ -266,6 +283,36 @@ impl Vmcs12Watch {
             });
             self.tag_bit(watch::FOREIGN_TAGS);
         }
+    }
+
+    /// Records one entry or exit of vmcs02 in the ring (unless frozen).
+    pub fn trace(&mut self, rec: [u64; TRACE_WORDS]) {
+        if !self.enabled || self.frozen {
+            return;
+        }
+        if let Some(s) = self.ring.get_mut(self.ring_next) {
+            *s = rec;
+        }
+        self.ring_next = (self.ring_next + 1) % TRACE_SLOTS;
+    }
+
+    /// Freezes the ring with `dump` (only the first time).
+    pub fn freeze(&mut self, dump: &[u64; DUMP_WORDS]) {
+        if !self.enabled || self.frozen {
+            return;
+        }
+        self.frozen = true;
+        self.dump = *dump;
+    }
+
+    /// Word `i` of the ring, oldest slot first.
+    pub fn ring_word(&self, i: usize) -> u64 {
+        let slot = (self.ring_next + i / TRACE_WORDS) % TRACE_SLOTS;
+        self.ring
+            .get(slot)
+            .and_then(|r| r.get(i % TRACE_WORDS))
+            .copied()
+            .unwrap_or(0)
     }
 
     fn slot(&mut self, pa: u64) -> Option<&mut RspSlot> {
