@@ -55,7 +55,9 @@ use crate::hv::mm::host_ept_map::LazyMap;
 use crate::hv::mm::invariants::{self, Claim};
 use crate::hv::mm::mem_protect::{self as mp, GuestEpt, HostEpt, HypPgt, VmKind};
 use crate::hv::mm::mtrr::Mtrrs;
-use crate::hv::mm::pgtable::{EptFormat, HypFormat, MmOps, PteFormat, ADDR_LIMIT, PERM_RWX};
+use crate::hv::mm::pgtable::{
+    EptFormat, HookedMm, HypFormat, MmOps, PteFormat, ADDR_LIMIT, PERM_RWX,
+};
 use crate::hv::mm::pin_set::PinSet;
 use crate::hv::mm::reserve::{self, PageSupply, Reserve};
 use crate::hv::mm::vm_table::VmTable;
@@ -203,7 +205,7 @@ pub struct PageStates {
     scrub_incomplete: bool,
     /// The shadow EPTs of the host's guests (`nested_ept=1`,
     /// Documentation/shadow-ept.rst): guests in the page-state sense,
-    /// under this lock; their tables from the allocator ([`ShadowMm`]).
+    /// under this lock; their tables from the allocator ([`shadow_mm`]).
     shadows: ShadowEpts,
 }
 
@@ -568,47 +570,18 @@ pub enum ShadowFault {
 /// a CPU running the host's guest on that root is forced out (NMI),
 /// flushes every EPT-tagged translation, and re-reads the root under the
 /// lock before it enters again (`crate::hyp::nested::refresh_ept02`).
-struct ShadowMm<'a> {
-    mm: &'a mut HypMm,
-}
-
-impl MmOps for ShadowMm<'_> {
-    fn zalloc_page(&mut self) -> Option<Hpa> {
-        self.mm.zalloc_page()
-    }
-    fn free_page(&mut self, pa: Hpa) {
-        self.mm.free_page(pa)
-    }
-    fn free_unlinked(&mut self, pa: Hpa) {
-        self.mm.free_unlinked(pa)
-    }
-    fn table(&self, pa: Hpa) -> Option<&crate::hv::mm::pgtable::Table> {
-        self.mm.table(pa)
-    }
-    fn get_page(&mut self, pa: Hpa) {
-        self.mm.get_page(pa)
-    }
-    fn put_page(&mut self, pa: Hpa) {
-        self.mm.put_page(pa)
-    }
-    fn page_count(&self, pa: Hpa) -> u32 {
-        self.mm.page_count(pa)
-    }
-    fn zero_page(&mut self, pa: Hpa) {
-        self.mm.zero_page(pa)
-    }
-    fn invalidate(&mut self, kind: TableKind, root: Hpa, addr: u64, size: u64) {
+fn shadow_mm(
+    mm: &mut HypMm,
+) -> HookedMm<'_, HypMm, impl FnMut(&mut HypMm, TableKind, Hpa, u64, u64)> {
+    HookedMm::new(mm, |mm: &mut HypMm, kind, root, addr, size| {
         if kind == TableKind::GuestEpt {
             // SAFETY: shadow EPTs change only in root mode, after this
             // CPU's first exit, under the lock (`PageStates`' methods).
-            unsafe { shootdown_all_ept(self.mm) };
+            unsafe { shootdown_all_ept(mm) };
         } else {
-            self.mm.invalidate(kind, root, addr, size)
+            mm.invalidate(kind, root, addr, size)
         }
-    }
-    fn stored(&mut self, table: Hpa, idx: usize, v: u64) {
-        self.mm.stored(table, idx, v)
-    }
+    })
 }
 
 /// Cross-CPU shootdown of every EPT-tagged translation (INVEPT
@@ -1053,7 +1026,7 @@ impl PageStates {
     pub fn shadow_root(&mut self, eptp12: u64) -> Option<Hpa> {
         // SAFETY: as in `parts`: the live allocator, under the lock.
         let mm = unsafe { &mut *self.mm };
-        let mut smm = ShadowMm { mm };
+        let mut smm = shadow_mm(mm);
         self.shadows.ensure(&mut self.host, &mut smm, eptp12).ok()
     }
 
@@ -1119,7 +1092,7 @@ impl PageStates {
             memtype: sl.memtype,
             ipat: sl.ipat,
         };
-        let mut smm = ShadowMm { mm };
+        let mut smm = shadow_mm(mm);
         match self
             .shadows
             .install(&mut self.host, &mut smm, eptp12, gpa, &rl)
@@ -1132,11 +1105,11 @@ impl PageStates {
 
     /// The host's INVEPT: single-context for `Some(eptp12)`, global for
     /// `None`.  Retired shadows are flushed from every CPU before their
-    /// shares go back ([`ShadowMm`]).
+    /// shares go back ([`shadow_mm`]).
     pub fn shadow_invept(&mut self, single: Option<u64>) {
         // SAFETY: as in `parts`: the live allocator, under the lock.
         let mm = unsafe { &mut *self.mm };
-        let mut smm = ShadowMm { mm };
+        let mut smm = shadow_mm(mm);
         match single {
             Some(e) => {
                 self.shadows.invalidate_single(&mut self.host, &mut smm, e);
@@ -1152,7 +1125,7 @@ impl PageStates {
     pub fn shadow_destroy_all(&mut self) -> bool {
         // SAFETY: as in `parts`: the live allocator, under the lock.
         let mm = unsafe { &mut *self.mm };
-        let mut smm = ShadowMm { mm };
+        let mut smm = shadow_mm(mm);
         self.shadows.destroy_all(&mut self.host, &mut smm).is_ok()
     }
 

@@ -9,7 +9,8 @@
  * and free the VM, so VMCS pages are freed and allocated again.
  *
  * Each vCPU k runs its own copy of this loop (32-bit flat protected mode,
- * no paging), at GPA 0x1000 + 0x100 * k, storing to 0x2000 + 4 * k:
+ * no paging, set up by kvm_flat.h), at GPA 0x1000 + 0x100 * k, storing to
+ * 0x2000 + 4 * k:
  *
  *	xor esi, esi
  *   1: inc esi
@@ -42,19 +43,14 @@
  *   no migrating thread)
  */
 #define _GNU_SOURCE
-#include <errno.h>
 #include <fcntl.h>
-#include <linux/kvm.h>
 #include <pthread.h>
 #include <sched.h>
-#include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
-#include <sys/ioctl.h>
-#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+
+#include "kvm_flat.h"
 
 #define MEM_SIZE 0x10000
 #define CODE 0x1000
@@ -66,12 +62,6 @@ static uint32_t cpuids = 1;
 static volatile int stop_migrating;
 static pid_t main_tid;
 
-static int fail(const char *what)
-{
-	printf("FAIL %s: %s\n", what, strerror(errno));
-	return 1;
-}
-
 /* Moves this thread to host CPU `c % ncpus` (a migration if it changes). */
 static void move_to(int c)
 {
@@ -80,18 +70,6 @@ static void move_to(int c)
 	CPU_ZERO(&set);
 	CPU_SET(c % ncpus, &set);
 	sched_setaffinity(0, sizeof(set), &set);
-}
-
-static void seg(struct kvm_segment *s, uint16_t sel, uint8_t type)
-{
-	memset(s, 0, sizeof(*s));
-	s->limit = 0xffffffff;
-	s->selector = sel;
-	s->type = type;
-	s->present = 1;
-	s->db = 1;
-	s->s = 1;
-	s->g = 1;
 }
 
 /* The HLT exit's RIP: after `hlt`, at offset 26 of the loop. */
@@ -141,57 +119,22 @@ static int round_of(int kvm, int nv, int n, int round)
 {
 	struct kvm_run *run[MAX_VCPUS];
 	int vcpu[MAX_VCPUS];
-	struct kvm_userspace_memory_region region;
-	int vm, size, bad = 0;
+	int vm, size = 0, bad = 0;
 	uint8_t *mem;
 
 	move_to(round);
-	vm = ioctl(kvm, KVM_CREATE_VM, 0);
-	if (vm < 0)
-		return fail("KVM_CREATE_VM");
-	if (ioctl(vm, KVM_SET_TSS_ADDR, 0xfffbd000UL) < 0)
-		return fail("KVM_SET_TSS_ADDR");
-	mem = mmap(NULL, MEM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	if (mem == MAP_FAILED)
-		return fail("mmap");
-	memset(mem, 0xf4, MEM_SIZE);
-	region = (struct kvm_userspace_memory_region){
-		.slot = 0, .guest_phys_addr = 0, .memory_size = MEM_SIZE,
-		.userspace_addr = (uintptr_t)mem,
-	};
-	if (ioctl(vm, KVM_SET_USER_MEMORY_REGION, &region) < 0)
-		return fail("KVM_SET_USER_MEMORY_REGION");
-	size = ioctl(kvm, KVM_GET_VCPU_MMAP_SIZE, 0);
+	if (kvm_flat_vm(kvm, MEM_SIZE, &vm, &mem) ||
+	    kvm_flat_slot(vm, 0, 0, MEM_SIZE, mem, "KVM_SET_USER_MEMORY_REGION"))
+		return 1;
 	for (int k = 0; k < nv; k++) {
-		struct kvm_sregs sregs;
-		struct kvm_regs regs;
-
 		put_code(mem, k);
 		/* Created on one CPU, set up on the next, run on others. */
 		move_to(round + k);
-		vcpu[k] = ioctl(vm, KVM_CREATE_VCPU, k);
-		if (vcpu[k] < 0)
-			return fail("KVM_CREATE_VCPU");
-		run[k] = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu[k], 0);
-		if (run[k] == MAP_FAILED)
-			return fail("mmap run");
+		if (kvm_flat_vcpu(kvm, vm, k, &vcpu[k], &run[k], &size))
+			return 1;
 		move_to(round + k + 1);
-		if (ioctl(vcpu[k], KVM_GET_SREGS, &sregs) < 0)
-			return fail("KVM_GET_SREGS");
-		seg(&sregs.cs, 0x8, 0xb);
-		seg(&sregs.ds, 0x10, 0x3);
-		sregs.es = sregs.fs = sregs.gs = sregs.ss = sregs.ds;
-		sregs.cr0 = 0x11; /* PE | ET */
-		sregs.cr4 = 0;
-		sregs.efer = 0;
-		if (ioctl(vcpu[k], KVM_SET_SREGS, &sregs) < 0)
-			return fail("KVM_SET_SREGS");
-		memset(&regs, 0, sizeof(regs));
-		regs.rip = CODE + 0x100 * k;
-		regs.rflags = 0x2;
-		regs.rsp = 0x8000;
-		if (ioctl(vcpu[k], KVM_SET_REGS, &regs) < 0)
-			return fail("KVM_SET_REGS");
+		if (kvm_flat_regs(vcpu[k], CODE + 0x100 * k))
+			return 1;
 	}
 	for (int i = 1; i <= n && !bad; i++) {
 		for (int k = 0; k < nv && !bad; k++) {
@@ -202,7 +145,7 @@ static int round_of(int kvm, int nv, int n, int round)
 			/* Each turn on another CPU than the vCPU's last one. */
 			move_to(i + k + round);
 			if (ioctl(vcpu[k], KVM_RUN, 0) < 0)
-				return fail("KVM_RUN");
+				return kvm_flat_fail("KVM_RUN");
 			if (run[k]->exit_reason == KVM_EXIT_IO)
 				val = *((uint8_t *)run[k] + run[k]->io.data_offset);
 			if (run[k]->exit_reason != KVM_EXIT_IO || run[k]->io.port != 0x10 + k ||
@@ -215,7 +158,7 @@ static int round_of(int kvm, int nv, int n, int round)
 			}
 			move_to(i + k + round + 1);
 			if (ioctl(vcpu[k], KVM_RUN, 0) < 0)
-				return fail("KVM_RUN");
+				return kvm_flat_fail("KVM_RUN");
 			if (run[k]->exit_reason != KVM_EXIT_HLT) {
 				printf("round %d vcpu %d iteration %d: exit %u: want hlt\n", round, k, i,
 				       run[k]->exit_reason);
@@ -223,7 +166,7 @@ static int round_of(int kvm, int nv, int n, int round)
 				break;
 			}
 			if (ioctl(vcpu[k], KVM_GET_REGS, &regs) < 0)
-				return fail("KVM_GET_REGS");
+				return kvm_flat_fail("KVM_GET_REGS");
 			memcpy(&word, mem + DATA + 4 * k, 4);
 			if (regs.rsi != (uint64_t)i || regs.rip != (uint64_t)(CODE + 0x100 * k + LOOP_AFTER_HLT) ||
 			    word != (uint32_t)i || regs.rdi != 0 || regs.rax != (uint64_t)i) {
@@ -271,10 +214,10 @@ int main(int argc, char **argv)
 		ncpus = 1;
 	kvm = open("/dev/kvm", O_RDWR);
 	if (kvm < 0)
-		return fail("open /dev/kvm");
+		return kvm_flat_fail("open /dev/kvm");
 	main_tid = (pid_t)syscall(SYS_gettid);
 	if (migrate && pthread_create(&mig, NULL, migrator, NULL) != 0)
-		return fail("pthread_create");
+		return kvm_flat_fail("pthread_create");
 	for (int r = 0; r < rounds && !bad; r++)
 		bad = round_of(kvm, nv, n, r);
 	if (migrate) {

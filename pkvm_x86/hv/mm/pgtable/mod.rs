@@ -10,6 +10,8 @@
 //!   page given its host-physical address, zeroing a data page, and the
 //!   TLB-invalidation hook [`MmOps::invalidate`]).  The module implements it
 //!   over the hypervisor's page pool; tests over a Vec arena.
+//!   [`HookedMm`] is an [`MmOps`] with another invalidation hook (the shadow
+//!   EPTs' shootdown, a retired shadow's dropped invalidations).
 //! * [`store`], the only function that writes an entry of a table (see
 //!   "Publication" below).
 //! * [`walk`], the only walker: it visits the entries of a range at every
@@ -82,11 +84,13 @@
 //! the lock of the table (see `mem_protect` for the lock order).
 
 pub mod format;
+pub mod hooked;
 
 use core::marker::PhantomData;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 pub use format::{Attrs, EptFormat, HypFormat, PteFormat, PERM_R, PERM_RWX, PERM_W, PERM_X};
+pub use hooked::HookedMm;
 
 use crate::hv::error::{Error, Result};
 pub use crate::hv::mm::addr::{Hpa, InputAddr, TableKind, PA_LIMIT};

@@ -53,8 +53,9 @@
 //! [`ShadowEpts::root`] under the lock before it re-enters).  Hence the
 //! retired table is unreachable and flushed before the first share goes
 //! back, and the invalidations the page-table engine asks for while the
-//! shares are returned (on a table no CPU can reach) are dropped
-//! (`RetiredMm`): one shootdown per retired shadow, not one per leaf.
+//! shares are returned (on a table no CPU can reach) are dropped (a
+//! [`HookedMm`] in `retire`): one shootdown per retired shadow, not one
+//! per leaf.
 //!
 //! Design and numbers: Documentation/shadow-ept.rst.  Locking: the caller
 //! holds the lock of the host EPT (the one hypervisor lock today).
@@ -65,7 +66,7 @@ use crate::hv::mm::ept::{level_size, MemType, OwnerId, PageState, PAGE_SIZE};
 use crate::hv::mm::mem_protect::{
     guest_runs, host_share_guest_attrs, host_unshare_guest, GuestEpt, HostEpt, Run, VmKind,
 };
-use crate::hv::mm::pgtable::{Attrs, EptFormat, Fill, MmOps, PteFormat, Table, ADDR_LIMIT};
+use crate::hv::mm::pgtable::{Attrs, EptFormat, Fill, HookedMm, MmOps, PteFormat, ADDR_LIMIT};
 use crate::hv::mm::vm_table::HANDLE_OFFSET;
 
 /// Most shadow EPTs at once.  KVM gives a VM one EPT root per address
@@ -220,52 +221,6 @@ pub struct ShadowEpts {
 impl Default for ShadowEpts {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-/// The [`MmOps`] of a retired shadow: everything goes to `mm`, except the
-/// engine's invalidations of the retired table, which no CPU can reach and
-/// which was flushed whole before (module docs).
-struct RetiredMm<'a, M> {
-    mm: &'a mut M,
-    root: Hpa,
-    dropped: u64,
-}
-
-impl<M: MmOps> MmOps for RetiredMm<'_, M> {
-    fn zalloc_page(&mut self) -> Option<Hpa> {
-        self.mm.zalloc_page()
-    }
-    fn free_page(&mut self, pa: Hpa) {
-        self.mm.free_page(pa)
-    }
-    fn free_unlinked(&mut self, pa: Hpa) {
-        self.mm.free_unlinked(pa)
-    }
-    fn table(&self, pa: Hpa) -> Option<&Table> {
-        self.mm.table(pa)
-    }
-    fn get_page(&mut self, pa: Hpa) {
-        self.mm.get_page(pa)
-    }
-    fn put_page(&mut self, pa: Hpa) {
-        self.mm.put_page(pa)
-    }
-    fn page_count(&self, pa: Hpa) -> u32 {
-        self.mm.page_count(pa)
-    }
-    fn zero_page(&mut self, pa: Hpa) {
-        self.mm.zero_page(pa)
-    }
-    fn invalidate(&mut self, kind: TableKind, root: Hpa, addr: u64, size: u64) {
-        if kind == TableKind::GuestEpt && root == self.root {
-            self.dropped += 1;
-        } else {
-            self.mm.invalidate(kind, root, addr, size)
-        }
-    }
-    fn stored(&mut self, table: Hpa, idx: usize, v: u64) {
-        self.mm.stored(table, idx, v)
     }
 }
 
@@ -454,11 +409,16 @@ impl ShadowEpts {
         // after this no CPU runs on it or caches anything of it.
         mm.invalidate(TableKind::GuestEpt, root, 0, ADDR_LIMIT);
         self.stats.flushes += 1;
-        let mut rmm = RetiredMm {
-            mm,
-            root,
-            dropped: 0,
-        };
+        // The retired table's own invalidations are dropped (module docs):
+        // no CPU can reach it and it was flushed whole just above.
+        let mut dropped = 0;
+        let mut rmm = HookedMm::new(&mut *mm, |mm: &mut M, kind, r, addr, size| {
+            if kind == TableKind::GuestEpt && r == root {
+                dropped += 1;
+            } else {
+                mm.invalidate(kind, r, addr, size)
+            }
+        });
         let mut ok = true;
         let mut from = 0;
         loop {
@@ -478,7 +438,7 @@ impl ShadowEpts {
                 }
             }
         }
-        self.stats.quiet += rmm.dropped;
+        self.stats.quiet += dropped;
         if !ok {
             self.stats.internal_errors += 1;
             s.stuck = true;
@@ -488,7 +448,7 @@ impl ShadowEpts {
             }
             return false;
         }
-        if s.guest.destroy(rmm.mm).is_err() {
+        if s.guest.destroy(mm).is_err() {
             self.stats.internal_errors += 1;
         }
         true
