@@ -522,9 +522,12 @@ t_guest_bench() {
 # module's "mem" file): a page the host owns is read by the guest (the
 # control: the tool would show any page's contents), memory the host does
 # not own (a page full of the pattern donated to the hypervisor, the pool)
-# is not: the guest's access is refused by the host EPT
-# and the host sees its guest triple-fault (KVM_EXIT_SHUTDOWN); the host
-# CPU goes on.
+# is neither read nor written: the guest's access is refused by the host
+# EPT and the host sees its guest triple-fault (KVM_EXIT_SHUTDOWN); the
+# host CPU goes on.  The module image is the host's to read (its host half
+# runs from it), so its shadow-paging guests read it too (they run on the
+# host EPT; with nested_ept=1 the shadow EPT refuses it), but never write
+# it: the write is refused the same way and the image is unchanged.
 guest_hostile_slot() {
 	insmod /lib/modules/pkvm_hostile.ko || fail "insmod hostile"
 	pat=0x5a5a5a5a5a5a5a5a
@@ -536,19 +539,33 @@ guest_hostile_slot() {
 	hostile vmcall 0 0x10 $dpfn 1 | grep -q 'rax=0x0 ' || fail "donate"
 	echo nested_stats 0 > $CTL
 	before=$(cat $CTL | tr ' ' '\n' | sed -n 's/^protected=//p')
-	for what in donated pool; do
+	for what in donated pool donated-write; do
 		case $what in
-		donated) pfn=$dpfn ;;
+		donated*) pfn=$dpfn ;;
 		pool) pfn=$(( $(echo pool_pa > $CTL && cat $CTL | sed -n 's/^ok //p') >> 12 )) ;;
 		esac
+		w=; [ $what = donated-write ] && w=-w
 		hostile map $pfn > /dev/null
-		taskset -c 0 /bin/kvm_guest -m /sys/kernel/debug/pkvm_hostile/mem > /tmp/slot.$what
+		taskset -c 0 /bin/kvm_guest $w -m /sys/kernel/debug/pkvm_hostile/mem > /tmp/slot.$what
 		echo "$what (pfn $pfn): $(cat /tmp/slot.$what)"
 		expect_eq "guest on $what memory" "$(cat /tmp/slot.$what)" "hostile slot: exit=shutdown read=0x00000000"
 	done
+	# The module image: read as the host reads it, never written.
+	base=$(sed -n 's/^pkvm_x86 .* \(0x[0-9a-f]*\).*$/\1/p' /proc/modules)
+	ipfn=$(hostile pfn $base | sed -n 's/^ok //p')
+	iword=$(hostile read $ipfn 0 | sed -n 's/^ok //p')
+	hostile map $ipfn > /dev/null
+	taskset -c 0 /bin/kvm_guest -m /sys/kernel/debug/pkvm_hostile/mem > /tmp/slot.image
+	echo "module image (pfn $ipfn, word $iword): $(cat /tmp/slot.image)"
+	expect_eq "guest reads the module image as the host does" "$(cat /tmp/slot.image)" \
+		"hostile slot: exit=io read=$(printf 0x%08x $((iword & 0xffffffff)))"
+	taskset -c 0 /bin/kvm_guest -w -m /sys/kernel/debug/pkvm_hostile/mem > /tmp/slot.image-write
+	echo "module image write: $(cat /tmp/slot.image-write)"
+	expect_eq "guest writing the module image" "$(cat /tmp/slot.image-write)" "hostile slot: exit=shutdown read=0x00000000"
+	expect_eq "module image unchanged" "$(hostile read $ipfn 0 | sed -n 's/^ok //p')" "$iword"
 	echo nested_stats 0 > $CTL
 	after=$(cat $CTL | tr ' ' '\n' | sed -n 's/^protected=//p')
-	expect_eq "protected-memory touches counted" "$((after - before))" 2
+	expect_eq "protected-memory touches counted" "$((after - before))" 4
 	/bin/workload 4 1 > /dev/null || fail "host CPU wedged after the hostile slots"
 	hostile vmcall 0 0x11 $dpfn 1 | grep -q 'rax=0x0 ' || fail "give back"
 	expect_eq "donated page untouched" "$(hostile read $dpfn 0)" "ok $pat"

@@ -29,6 +29,8 @@
  *   -m FILE  back guest memory with a MAP_SHARED mapping of FILE (e.g. the
  *            hostile module's remap_pfn_range of a hypervisor page); then
  *            the guest reads GPA 0x3000 into the port: "read=0x..."
+ *   -w       with -m: the guest first writes 0x11223344 to GPA 0x3000
+ *            (then reads it back as above)
  */
 #include <fcntl.h>
 #include <stdlib.h>
@@ -60,6 +62,16 @@ static const uint8_t read_code[] = {
 	0xeb, 0xfe,			/* jmp $ */
 };
 
+/* Writes 0x11223344 to GPA 0x3000, then reads it as read_code does. */
+static const uint8_t write_code[] = {
+	0xc7, 0x05, 0x00, 0x30, 0x00, 0x00,
+	0x44, 0x33, 0x22, 0x11,		/* mov dword [0x3000], 0x11223344 */
+	0xa1, 0x00, 0x30, 0x00, 0x00,	/* mov eax, [0x3000] */
+	0xe7, 0x11,			/* out 0x11, eax */
+	0xf4,				/* hlt */
+	0xeb, 0xfe,			/* jmp $ */
+};
+
 static const char *reason(int r)
 {
 	switch (r) {
@@ -75,16 +87,18 @@ static const char *reason(int r)
 
 int main(int argc, char **argv)
 {
-	int quiet = 0, n = 20, opt, bad = 0, ios = 0, hlts = 0, hold = 0;
+	int quiet = 0, n = 20, opt, bad = 0, ios = 0, hlts = 0, hold = 0, write = 0;
 	const char *file = NULL;
 	struct kvm_regs regs;
 	struct kvm_run *run;
 	uint8_t *mem;
 	int kvm, vm, vcpu, size;
 
-	while ((opt = getopt(argc, argv, "qn:m:s:")) != -1) {
+	while ((opt = getopt(argc, argv, "qn:m:s:w")) != -1) {
 		if (opt == 'q')
 			quiet = 1;
+		else if (opt == 'w')
+			write = 1;
 		else if (opt == 'n')
 			n = atoi(optarg);
 		else if (opt == 's')
@@ -99,7 +113,12 @@ int main(int argc, char **argv)
 		return kvm_flat_fail("open /dev/kvm");
 	if (kvm_flat_vm(kvm, MEM_SIZE, &vm, &mem))
 		return 1;
-	memcpy(mem + CODE, file ? read_code : loop_code, file ? sizeof(read_code) : sizeof(loop_code));
+	if (!file)
+		memcpy(mem + CODE, loop_code, sizeof(loop_code));
+	else if (write)
+		memcpy(mem + CODE, write_code, sizeof(write_code));
+	else
+		memcpy(mem + CODE, read_code, sizeof(read_code));
 	/* With -m, slot 0 ends below GPA 0x3000, which slot 1 maps. */
 	if (kvm_flat_slot(vm, 0, 0, file ? 0x3000 : MEM_SIZE, mem, "KVM_SET_USER_MEMORY_REGION"))
 		return 1;
