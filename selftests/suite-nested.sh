@@ -56,7 +56,11 @@ t_oracle_bare() {
 	grep -q '^pkvm_x86 \|^kvm_intel ' /proc/modules && fail "run bare: pkvm or kvm_intel loaded"
 	oracle /tmp/oracle.bare
 	cat /tmp/oracle.bare
+	/bin/rdmsr -c 0 0x48b > /tmp/p2.bare
 }
+
+# Whether the bare CPU has TSC scaling (secondary control 25).
+bare_tsc_scaling() { [ $(( ($(cat /tmp/p2.bare) >> 57) & 1 )) = 1 ]; }
 
 # The hostile VM entries' reference: the same module on the bare CPU
 # (only the steps that do not need hypervisor memory).  Also names a
@@ -69,6 +73,12 @@ t_entry_bare() {
 	for a in msr_bitmap link_pointer entry_msr_load; do
 		expect_line /tmp/entry.bare cmp_bait_owned_$a "exit reason=0xa qual=0x0"
 	done
+	# With TSC scaling, multiplier 1 and this offset the guest reads the
+	# offset (vmx_entry.c tsc_scaling_steps); under pkvm the same
+	# (t_hostile_entry compares every cmp_ line).
+	if bare_tsc_scaling; then
+		expect_line /tmp/entry.bare cmp_tsc_scaling_guest_tsc "0x123456789abc "
+	fi
 }
 
 # The VMX instructions at CPL 3 (selftests/tools/vmx_user.c), bare: outside
@@ -113,6 +123,8 @@ t_view_msrs() {
 		[ $(( (p2 >> 33) & 1 )) = 0 ] || fail "cpu$c: EPT offered"
 		[ $(( (p2 >> 46) & 1 )) = 0 ] || fail "cpu$c: VMCS shadowing offered"
 		[ $(( (p2 >> 37) & 1 )) = 1 ] || fail "cpu$c: VPID not offered"
+		# TSC scaling: offered exactly when the bare CPU has it.
+		expect_eq "cpu$c TSC scaling offered" $(( (p2 >> 57) & 1 )) $(( ($(cat /tmp/p2.bare) >> 57) & 1 ))
 		[ "$c" = 0 ] && first=$p2
 		expect_eq "cpu$c PROCBASED_CTLS2 same as cpu0" "$p2" "$first"
 		/bin/rdmsr -c $c 0x491 >/dev/null 2>&1 && fail "cpu$c: IA32_VMX_VMFUNC readable (VM functions hidden)"
@@ -398,7 +410,8 @@ entry_untouched() {
 # pointer's guest-state failure, exit reason 34 for the entry MSR-load
 # area), the MSR bitmap, link pointer and entry MSR-load area also on a
 # page filled to pass every other check, owned (the guest runs), donated
-# (refused), given back (runs, unchanged); hidden controls and their fields fail as on a CPU without them
+# (refused), given back (runs, unchanged); TSC scaling composed (the
+# guest reads what the bare CPU gives it); hidden controls and their fields fail as on a CPU without them
 # (VMWRITE: error 12, the entry: VMfailValid 7); a live guest's
 # virtual-APIC and APIC-access pages are pinned (EBUSY), and released by
 # VMCLEAR.
@@ -439,8 +452,11 @@ t_hostile_entry() {
 	sed -n 's/^\(hidden_[a-z_]*_vmwrite_0x[0-9a-f]*\): .*/\1/p' /tmp/entry.pkvm | while read s; do
 		expect_line /tmp/entry.pkvm $s "VMfailValid error=12"
 	done
-	[ "$(grep -c '^hidden_.*_launch: VMfailValid error=7$' /tmp/entry.pkvm)" = 11 ] ||
+	[ "$(grep -c '^hidden_.*_launch: VMfailValid error=7$' /tmp/entry.pkvm)" = 10 ] ||
 		fail "a hidden control did not fail the entry with VMfailValid(7)"
+	if bare_tsc_scaling; then
+		expect_line /tmp/entry.pkvm cmp_tsc_scaling_guest_tsc "0x123456789abc "
+	fi
 	expect_line /tmp/entry.pkvm pinned_launch "exit reason=0xa qual=0x0"
 	expect_line /tmp/entry.pkvm pinned_donate_virtual_apic "rax=0xfffffffffffffff0"
 	expect_line /tmp/entry.pkvm pinned_donate_apic_access "rax=0xfffffffffffffff0"

@@ -117,6 +117,7 @@ enum {
 #define PIN_NMI		BIT(3)
 #define PIN_PREEMPT	BIT(6)
 #define PIN_POSTED	BIT(7)
+#define P1_TSC_OFFSET	BIT(3)
 #define P1_TPR_SHADOW	BIT(21)
 #define P1_IO_BITMAPS	BIT(25)
 #define P1_MSR_BITMAPS	BIT(28)
@@ -640,7 +641,6 @@ static const struct hidden hidden_controls[] = {
 	{ "preemption_timer", PIN_PREEMPT, 0, { F_PREEMPT_TIMER } },
 	{ "unrestricted_guest", 0, P2_UNRESTRICTED | P2_EPT, { 0 } },
 	{ "spp", 0, P2_SPP | P2_EPT, { F_SPP } },
-	{ "tsc_scaling", 0, P2_TSC_SCALING, { F_TSC_MULT } },
 	{ "pt_in_vmx", 0, P2_PT, { 0 } },
 };
 
@@ -668,6 +668,39 @@ static void hidden_steps(struct cpu_ctx *c)
 		snprintf(step, sizeof(step), "hidden_%s_launch", h->name);
 		show(c, step, enter(c, false));
 	}
+}
+
+/*
+ * TSC scaling (offered where the CPU has it, composed into vmcs02): the
+ * guest runs RDTSC with TSC offsetting, scaling, multiplier 1 and an
+ * offset, pushes EDX and EAX and exits on CPUID.  It reads
+ * ((TSC * 1) >> 48) + offset = the offset exactly (the TSC is far below
+ * 2^48), the same on the bare CPU and under pkvm; a hypervisor that
+ * dropped the multiplier would give TSC + offset, one that hid the
+ * control VMfailValid(7).
+ */
+#define G_TSC_CODE 0x100
+
+static void tsc_scaling_steps(struct cpu_ctx *c)
+{
+	static const u8 code[] = { 0x0f, 0x31, 0x52, 0x50, 0x0f, 0xa2 };
+	const u64 offset = 0x123456789abcULL;
+	struct res r;
+
+	memcpy((u8 *)c->code + G_TSC_CODE, code, sizeof(code));
+	fresh(c);
+	c->stack[510] = 0;
+	c->stack[511] = 0;
+	vmwrite(F_PROC1, adjust(c->proc1, P1_TSC_OFFSET | P1_SECONDARY));
+	show(c, "cmp_tsc_scaling_vmwrite_proc2", vmwrite(F_PROC2, P2_TSC_SCALING));
+	show(c, "cmp_tsc_scaling_vmwrite_multiplier", vmwrite(F_TSC_MULT, 1));
+	vmwrite(F_TSC_OFFSET, offset);
+	vmwrite(F_G_RIP, G_CODE + G_TSC_CODE);
+	r = enter(c, false);
+	show(c, "cmp_tsc_scaling_launch", r);
+	if (r.kind == K_EXIT)
+		line(c, "cmp_tsc_scaling_guest_tsc: 0x%llx (the offset: 0x%llx)",
+		     (c->stack[511] << 32) | (c->stack[510] & 0xffffffff), offset);
 }
 
 /* The exit-information fields, VMWRITten then read back, then a launch. */
@@ -1171,6 +1204,7 @@ static void fixed_steps(struct cpu_ctx *c, unsigned int unused)
 	show(c, "cmp_baseline", enter(c, false));
 	show(c, "cmp_baseline_resume", enter(c, true));
 	readonly_steps(c);
+	tsc_scaling_steps(c);
 	lacking_steps(c);
 	address_steps(c);
 	if (pool_pa)

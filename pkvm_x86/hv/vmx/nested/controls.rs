@@ -121,6 +121,9 @@ pub mod proc2 {
     pub const EPT_VE: u32 = 1 << 18;
     /// Enable XSAVES/XRSTORS.
     pub const XSAVES: u32 = 1 << 20;
+    /// Use TSC scaling (in effect only with "use TSC offsetting"): the
+    /// guest's TSC is `(TSC * TSC_MULTIPLIER) >> 48 + TSC_OFFSET`.
+    pub const TSC_SCALING: u32 = 1 << 25;
     /// Enable user wait and pause (UMWAIT, TPAUSE).
     pub const USER_WAIT_PAUSE: u32 = 1 << 26;
 }
@@ -194,12 +197,13 @@ pub const MERGEABLE_PROC1: u32 = proc1::INTR_WINDOW
 
 /// Secondary controls the merge composes: the ones that only make L2 exit
 /// more or enable an instruction, VPID (L2 gets its own), the APIC pages
-/// of the TPR shadow, and EPT with unrestricted guest (vmcs02 runs on the
-/// shadow EPT of vmcs12's EPT12: `merge::build_vmcs02_on`; taking effect
-/// only where the view offers them, the `nested_ept` load parameter).  Not
-/// posted-interrupt processing and the rest of APICv, PML, VM functions,
-/// VMCS shadowing, #VE, SPP, mode-based execute, ENCLS/ENCLV, TSC
-/// scaling, PT, PCONFIG, ...
+/// of the TPR shadow, TSC scaling (its multiplier composed with vmcs01's
+/// TSC handling: `merge::compose_tsc`), and EPT with unrestricted guest
+/// (vmcs02 runs on the shadow EPT of vmcs12's EPT12:
+/// `merge::build_vmcs02_on`; taking effect only where the view offers
+/// them, the `nested_ept` load parameter).  Not posted-interrupt
+/// processing and the rest of APICv, PML, VM functions, VMCS shadowing,
+/// #VE, SPP, mode-based execute, ENCLS/ENCLV, PT, PCONFIG, ...
 pub const MERGEABLE_PROC2: u32 = proc2::VIRT_APIC_ACCESSES
     | proc2::EPT
     | proc2::UNRESTRICTED_GUEST
@@ -213,6 +217,7 @@ pub const MERGEABLE_PROC2: u32 = proc2::VIRT_APIC_ACCESSES
     | proc2::INVPCID
     | proc2::RDSEED
     | proc2::XSAVES
+    | proc2::TSC_SCALING
     | proc2::USER_WAIT_PAUSE;
 
 /// VM-exit controls reflection emulates (they describe the exit to L1,

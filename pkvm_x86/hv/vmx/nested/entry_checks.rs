@@ -673,6 +673,33 @@ mod tests {
         }
     }
 
+    /// TSC scaling passes where the offer has it (the CPU has it) and fails
+    /// the entry with VMfailValid(7) where it does not, as on a CPU
+    /// without the control; no check on the multiplier's value (SDM Vol.
+    /// 3C 27.2.1.1 has none); with secondary controls off it is ignored.
+    #[test]
+    fn tsc_scaling_needs_the_offer() {
+        let mut v = vmcs12();
+        v.write(
+            f::SECONDARY_VM_EXEC_CONTROL,
+            rd(&v, f::SECONDARY_VM_EXEC_CONTROL) | proc2::TSC_SCALING,
+        )
+        .unwrap();
+        for m in [0, 1, 1 << 48, u64::MAX] {
+            v.write(f::TSC_MULTIPLIER, m).unwrap();
+            assert_eq!(check_vmcs12(&v, &offer(), &env()), Ok(()), "{m:#x}");
+        }
+        let mut without = offer();
+        without.procbased2.may_be_one &= !proc2::TSC_SCALING;
+        assert_eq!(err(check_vmcs12(&v, &without, &env())), Some(7));
+        v.write(
+            f::CPU_BASED_VM_EXEC_CONTROL,
+            rd(&v, f::CPU_BASED_VM_EXEC_CONTROL) & !proc1::SECONDARY,
+        )
+        .unwrap();
+        assert!(check_vmcs12(&v, &without, &env()).is_ok());
+    }
+
     #[test]
     fn every_hidden_control_fails_even_if_offered() {
         // An offer that (wrongly) allows every hidden feature: the entry
@@ -698,7 +725,7 @@ mod tests {
             (f::SECONDARY_VM_EXEC_CONTROL, proc2::PML),
             (f::SECONDARY_VM_EXEC_CONTROL, proc2::EPT_VE),
             (f::SECONDARY_VM_EXEC_CONTROL, 1 << 23),
-            (f::SECONDARY_VM_EXEC_CONTROL, 1 << 25),
+            // (TSC scaling is mergeable: `tsc_scaling_needs_the_offer`.)
             (f::VM_EXIT_CONTROLS, exit::SAVE_PREEMPTION_TIMER),
             (f::VM_EXIT_CONTROLS, 1 << 31),
             (f::VM_ENTRY_CONTROLS, entry::SMM),

@@ -79,7 +79,7 @@ pub const HOST_ADDRESS_FIELDS: &[u32] = &[
 /// interrupts, APICv's EOI-exit bitmaps and interrupt status, EPT and the
 /// PDPTEs (which only exist for it) unless the view offers EPT
 /// ([`EPT_FIELDS`]), #VE, VM functions, VMCS shadowing,
-/// PML, SGX, SPP, TSC scaling, tertiary controls (HLAT, IPI
+/// PML, SGX, SPP, tertiary controls (HLAT, IPI
 /// virtualization, PASID, shared EPT), secondary exit controls, SPEC_CTRL
 /// virtualization, the notify window, the preemption timer, SMM's
 /// dual-monitor treatment (executive VMCS, SMBASE), and the state of
@@ -107,7 +107,6 @@ pub const HIDDEN_FIELDS: &[u32] = &[
     f::VE_INFORMATION_ADDRESS.encoding(),
     f::ENCLS_EXITING_BITMAP.encoding(),
     f::SPPT_POINTER.encoding(),
-    f::TSC_MULTIPLIER.encoding(),
     f::TERTIARY_VM_EXEC_CONTROL.encoding(),
     f::ENCLV_EXITING_BITMAP.encoding(),
     f::LOW_PASID_DIRECTORY.encoding(),
@@ -438,6 +437,16 @@ mod tests {
             class_of(false, f::TSC_OFFSET.encoding()),
             Some(Class::Control)
         );
+        // TSC scaling is offered (where the CPU has it): its multiplier is
+        // a control the merge composes, shadowed where the CPU's shadow
+        // VMCS holds it (probed per CPU).
+        for ept in [false, true] {
+            assert_eq!(
+                class_of(ept, f::TSC_MULTIPLIER.encoding()),
+                Some(Class::Control)
+            );
+            assert!(host_accessible(ept, f::TSC_MULTIPLIER.encoding()));
+        }
         assert!(!host_accessible(false, f::POSTED_INTR_DESC_ADDR.encoding()));
         assert!(host_accessible(false, f::VIRTUAL_APIC_PAGE_ADDR.encoding()));
     }

@@ -59,8 +59,13 @@
 //! * VPID: the guest's own (a parameter, distinct from the host's), only
 //!   if vmcs12 enables VPID; without it vmcs02 runs with VPID 0, which
 //!   every entry and exit flushes, as the host asked.
-//! * TSC offset: vmcs01's + vmcs12's (wrapping), as the host sees its own
-//!   TSC through vmcs01's.
+//! * TSC offset and multiplier ([`compose_tsc`]): the guest's TSC as two
+//!   levels of hardware would give it, the host's TSC (vmcs01's offset
+//!   and scaling applied to the CPU's) scaled and offset by vmcs12's.
+//!   pkvm runs its host with neither (`host_vmcs`: offset 0, no TSC
+//!   offsetting or scaling control), so vmcs02 takes vmcs12's offset and
+//!   multiplier exactly; "use TSC scaling" only where vmcs12 has it in
+//!   effect (with "use TSC offsetting", SDM Vol. 3C 26.3 RDTSC).
 //! * MSR-load/store areas: counts 0 in vmcs02 (emulated in software).
 //! * VMCS link pointer: all ones (vmcs12's is checked, never given to the
 //!   CPU).  Host state: the hypervisor's, copied from vmcs01's host-state
@@ -513,6 +518,113 @@ pub fn uncompose_cr4(cr4_02: u64, shadow02: u64, mask12: u64, cr4_12: u64) -> u6
     (cr4_02 & !hv) | (shadow02 & hv_only) | (cr4_12 & both)
 }
 
+/// The TSC controls of one VMCS level as they act on RDTSC, RDTSCP and
+/// RDMSR(IA32_TSC) (SDM Vol. 3C 26.3): with "use TSC offsetting" the
+/// guest reads `((TSC * multiplier) >> 48) + offset` if "use TSC scaling"
+/// is also 1, `TSC + offset` otherwise; without offsetting the TSC itself
+/// (scaling is then not in effect).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TscControls {
+    /// "Use TSC offsetting".
+    pub offsetting: bool,
+    /// "Use TSC scaling", in effect (only with `offsetting`).
+    pub scaling: bool,
+    /// TSC_OFFSET (0 without `offsetting`).
+    pub offset: u64,
+    /// TSC_MULTIPLIER, 16.48 fixed point ([`TSC_MULTIPLIER_ONE`] without
+    /// `scaling`).
+    pub multiplier: u64,
+}
+
+/// The multiplier 1.0 (16.48 fixed point): no scaling.
+pub const TSC_MULTIPLIER_ONE: u64 = 1 << 48;
+
+/// `(a * b) >> 48` of two unsigned 64-bit values, truncated to 64 bits.
+pub const fn mul_shr48(a: u64, b: u64) -> u64 {
+    ((a as u128 * b as u128) >> 48) as u64
+}
+
+/// `(a * b) >> 48` of a signed `a` (two's complement) and an unsigned
+/// `b`, rounded toward zero; the TSC offset scaled by a multiplier.
+pub const fn mul_signed_shr48(a: u64, b: u64) -> u64 {
+    if (a as i64) < 0 {
+        mul_shr48(a.wrapping_neg(), b).wrapping_neg()
+    } else {
+        mul_shr48(a, b)
+    }
+}
+
+impl TscControls {
+    /// No offsetting, no scaling: the guest reads the TSC.
+    pub const NONE: Self = Self {
+        offsetting: false,
+        scaling: false,
+        offset: 0,
+        multiplier: TSC_MULTIPLIER_ONE,
+    };
+
+    /// The TSC controls of `v` with primary controls `p1` and effective
+    /// secondary controls `p2`.  TSC_MULTIPLIER is read only when scaling
+    /// is in effect (a CPU without TSC scaling has no such field).
+    pub fn of(v: &impl VmcsAccess, p1: u32, p2: u32) -> Self {
+        if p1 & proc1::TSC_OFFSETTING == 0 {
+            return Self::NONE;
+        }
+        let scaling = p2 & proc2::TSC_SCALING != 0;
+        Self {
+            offsetting: true,
+            scaling,
+            offset: rd(v, f::TSC_OFFSET),
+            multiplier: if scaling {
+                rd(v, f::TSC_MULTIPLIER)
+            } else {
+                TSC_MULTIPLIER_ONE
+            },
+        }
+    }
+}
+
+/// The TSC controls of vmcs02 from vmcs01's (`l01`: how the host sees the
+/// CPU's TSC) and vmcs12's (`l12`: how the host's guest sees the host's),
+/// so that the guest reads what two levels of hardware would give it:
+/// `T1 = ((TSC * m01) >> 48) + o01`, `T2 = ((T1 * m12) >> 48) + o12`, as
+/// one level `T2 = ((TSC * m02) >> 48) + o02` with `m02 = (m01 * m12) >>
+/// 48` and `o02 = ((o01 * m12) >> 48) + o12` (o01 signed; KVM composes
+/// its own L2's the same way).
+///
+/// Exact when vmcs01 does not scale and has offset 0, which is what pkvm
+/// runs its host with (`host_vmcs::write_controls_and_host_state`): then
+/// vmcs02's offset and multiplier are vmcs12's.  Otherwise one level
+/// differs from two by their truncations: two levels truncate T1 (less
+/// than a tick, then scaled by m12), one level the scaled offset and the
+/// product of the multipliers; at most `2 + (m12 >> 48)` ticks apart
+/// (`tests::composed_tsc_reads_as_two_levels_would`).
+pub const fn compose_tsc(l01: TscControls, l12: TscControls) -> TscControls {
+    if !l12.offsetting {
+        // The guest reads the host's TSC (vmcs12's multiplier is not in
+        // effect without offsetting).
+        return l01;
+    }
+    if !l12.scaling {
+        return TscControls {
+            offsetting: true,
+            scaling: l01.scaling,
+            offset: l01.offset.wrapping_add(l12.offset),
+            multiplier: l01.multiplier,
+        };
+    }
+    TscControls {
+        offsetting: true,
+        scaling: true,
+        offset: mul_signed_shr48(l01.offset, l12.multiplier).wrapping_add(l12.offset),
+        multiplier: if l01.scaling {
+            mul_shr48(l01.multiplier, l12.multiplier)
+        } else {
+            l12.multiplier
+        },
+    }
+}
+
 /// Step 2 of an entry of a vmcs12 without EPT: [`build_vmcs02_on`] the
 /// host EPT.  A vmcs12 that enables EPT fails here
 /// (`VmcsError::Unsupported`): its guest never runs on the host EPT.
@@ -572,10 +684,17 @@ pub fn build_vmcs02_on(
 
     // Control words.
     let pin02 = (pin12 & a.pin.may_be_one) | HV_PIN | p.hw.pinbased.must_be_one;
-    let l1_tsc = p1_01 & proc1::TSC_OFFSETTING != 0;
-    let p1_02 = (p1_12 & a.proc1.may_be_one)
+    let tsc02 = compose_tsc(
+        TscControls::of(v01, p1_01, effective_proc2(v01)),
+        TscControls::of(v12, p1_12 & a.proc1.may_be_one, p2_12 & a.proc2.may_be_one),
+    );
+    let p1_02 = (p1_12 & a.proc1.may_be_one & !proc1::TSC_OFFSETTING)
         | HV_PROC1
-        | if l1_tsc { proc1::TSC_OFFSETTING } else { 0 }
+        | if tsc02.offsetting {
+            proc1::TSC_OFFSETTING
+        } else {
+            0
+        }
         | p.hw.procbased.must_be_one;
     let vpid = p2_12 & proc2::VPID != 0 && p.vpid != 0;
     // Unrestricted guest only on EPT12's shadow (the entry checks refuse
@@ -585,12 +704,13 @@ pub fn build_vmcs02_on(
     } else {
         0
     };
-    let p2_02 =
-        (p2_12 & a.proc2.may_be_one & !(proc2::VPID | proc2::EPT | proc2::UNRESTRICTED_GUEST))
-            | HV_PROC2
-            | ug
-            | if vpid { proc2::VPID } else { 0 }
-            | p.hw.procbased2.must_be_one;
+    let own = proc2::VPID | proc2::EPT | proc2::UNRESTRICTED_GUEST | proc2::TSC_SCALING;
+    let p2_02 = (p2_12 & a.proc2.may_be_one & !own)
+        | HV_PROC2
+        | ug
+        | if vpid { proc2::VPID } else { 0 }
+        | if tsc02.scaling { proc2::TSC_SCALING } else { 0 }
+        | p.hw.procbased2.must_be_one;
     // vmcs02 exits to root mode: the hypervisor's exit controls.  An
     // external interrupt the host asked to exit on is acknowledged as it
     // asked; one the hypervisor forces to exit (vmcs12 without
@@ -709,13 +829,11 @@ pub fn build_vmcs02_on(
     {
         out.write(t, rd(v12, t))?;
     }
-    let tsc01 = if l1_tsc { rd(v01, f::TSC_OFFSET) } else { 0 };
-    let tsc12 = if p1_12 & proc1::TSC_OFFSETTING != 0 {
-        rd(v12, f::TSC_OFFSET)
-    } else {
-        0
-    };
-    out.write(f::TSC_OFFSET, tsc01.wrapping_add(tsc12))?;
+    out.write(f::TSC_OFFSET, tsc02.offset)?;
+    if tsc02.scaling {
+        // Only then: a CPU without TSC scaling has no such field.
+        out.write(f::TSC_MULTIPLIER, tsc02.multiplier)?;
+    }
     if p1_02 & proc1::IO_BITMAPS != 0 {
         out.write(f::IO_BITMAP_A, rd(v12, f::IO_BITMAP_A))?;
         out.write(f::IO_BITMAP_B, rd(v12, f::IO_BITMAP_B))?;
@@ -1141,6 +1259,159 @@ mod tests {
         );
     }
 
+    /// A vmcs12 with TSC offsetting, and TSC scaling as `scaling` says,
+    /// offset `o12` and multiplier `m12`.
+    fn vmcs12_tsc(offsetting: bool, scaling: bool, o12: u64, m12: u64) -> MemVmcs {
+        let mut v = vmcs12();
+        let p1 = rd(&v, f::CPU_BASED_VM_EXEC_CONTROL) & !proc1::TSC_OFFSETTING;
+        let p2 = rd(&v, f::SECONDARY_VM_EXEC_CONTROL) & !proc2::TSC_SCALING;
+        v.write(
+            f::CPU_BASED_VM_EXEC_CONTROL,
+            p1 | if offsetting { proc1::TSC_OFFSETTING } else { 0 },
+        )
+        .unwrap();
+        v.write(
+            f::SECONDARY_VM_EXEC_CONTROL,
+            p2 | if scaling { proc2::TSC_SCALING } else { 0 },
+        )
+        .unwrap();
+        v.write(f::TSC_OFFSET, o12).unwrap();
+        v.write(f::TSC_MULTIPLIER, m12).unwrap();
+        v
+    }
+
+    /// What RDTSC returns under one level's TSC controls when the TSC
+    /// (as that level's root sees it) is `tsc` (SDM Vol. 3C 26.3).
+    fn rdtsc_under(c: TscControls, tsc: u64) -> u64 {
+        match (c.offsetting, c.scaling) {
+            (false, _) => tsc,
+            (true, false) => tsc.wrapping_add(c.offset),
+            (true, true) => mul_shr48(tsc, c.multiplier).wrapping_add(c.offset),
+        }
+    }
+
+    /// pkvm's vmcs01 neither offsets nor scales the host's TSC, so vmcs02
+    /// carries vmcs12's TSC offset and multiplier exactly, with "use TSC
+    /// scaling" exactly when vmcs12 has it in effect (with offsetting);
+    /// the multiplier is written only then (a CPU without the control has
+    /// no such field), and never where the offer hides the control.
+    #[test]
+    fn tsc_scaling_is_carried_only_when_vmcs12_enables_it() {
+        let v01 = vmcs01();
+        assert_eq!(
+            TscControls::of(
+                &v01,
+                rd(&v01, f::CPU_BASED_VM_EXEC_CONTROL),
+                effective_proc2(&v01)
+            ),
+            TscControls::NONE
+        );
+        const M: u64 = 0x0001_8000_0000_0000; // 1.5
+        const O: u64 = 0xffff_ff00_0000_1234;
+        for offsetting in [false, true] {
+            for scaling in [false, true] {
+                let out = build(&vmcs12_tsc(offsetting, scaling, O, M));
+                let p1 = rd(&out, f::CPU_BASED_VM_EXEC_CONTROL);
+                let p2 = rd(&out, f::SECONDARY_VM_EXEC_CONTROL);
+                let on = offsetting && scaling;
+                assert_eq!(p1 & proc1::TSC_OFFSETTING != 0, offsetting);
+                assert_eq!(p2 & proc2::TSC_SCALING != 0, on, "{offsetting} {scaling}");
+                assert_eq!(out.was_written(f::TSC_MULTIPLIER.encoding()), on);
+                if on {
+                    assert_eq!(rd(&out, f::TSC_MULTIPLIER), M);
+                }
+                assert_eq!(rd(&out, f::TSC_OFFSET), if offsetting { O } else { 0 });
+            }
+        }
+        // The offer without TSC scaling (a CPU without it): never carried,
+        // and the entry checks fail such a vmcs12 before any merge
+        // (`entry_checks::tests::tsc_scaling_needs_the_offer`).
+        let mut p = params();
+        p.offer.procbased2.may_be_one &= !proc2::TSC_SCALING;
+        let mut out = MemVmcs::new();
+        build_vmcs02(&vmcs12_tsc(true, true, O, M), &v01, &p, &mut out).unwrap();
+        assert_eq!(
+            rd(&out, f::SECONDARY_VM_EXEC_CONTROL) & proc2::TSC_SCALING,
+            0
+        );
+        assert!(!out.was_written(f::TSC_MULTIPLIER.encoding()));
+        assert_eq!(rd(&out, f::TSC_OFFSET), O);
+    }
+
+    /// vmcs02's TSC controls give the guest what two levels of hardware
+    /// would: exactly with pkvm's vmcs01 (no offset, no scaling); within
+    /// the truncation of the composed offset and multiplier otherwise.
+    #[test]
+    fn composed_tsc_reads_as_two_levels_would() {
+        let one = TSC_MULTIPLIER_ONE;
+        let mults = [0, 1, one / 3, one, one + one / 2, 3 * one, 1000 * one + 7];
+        let offsets = [
+            0u64,
+            1,
+            0x1_0000_0000,
+            0u64.wrapping_sub(5_000_000),
+            1 << 62,
+        ];
+        let tscs = [0u64, 1, 999_983, 0x12_3456_789a, 1 << 47];
+        let levels = |o: u64, m: Option<u64>| TscControls {
+            offsetting: true,
+            scaling: m.is_some(),
+            offset: o,
+            multiplier: m.unwrap_or(one),
+        };
+        extern crate std;
+        let mut l12s = std::vec![TscControls::NONE];
+        for &o in &offsets {
+            l12s.push(levels(o, None));
+            for &m in &mults {
+                l12s.push(levels(o, Some(m)));
+            }
+        }
+        // pkvm's vmcs01: exact.
+        for &l12 in &l12s {
+            let l02 = compose_tsc(TscControls::NONE, l12);
+            assert_eq!(l02, l12);
+            for &t in &tscs {
+                assert_eq!(rdtsc_under(l02, t), rdtsc_under(l12, t));
+            }
+        }
+        // A vmcs01 that offsets and scales: within the truncations.
+        for &o01 in &offsets {
+            for m01 in [None, Some(one / 3), Some(2 * one)] {
+                let l01 = levels(o01, m01);
+                for &l12 in &l12s {
+                    let l02 = compose_tsc(l01, l12);
+                    for &t in &tscs {
+                        // A TSC does not wrap: the host's TSC (o01 is
+                        // signed) is a value in 0..2^64.
+                        let t1 = i128::from(rdtsc_under(l01, t).wrapping_sub(l01.offset))
+                            + i128::from(l01.offset as i64);
+                        if u64::try_from(t1).is_err() {
+                            continue;
+                        }
+                        let two = rdtsc_under(l12, rdtsc_under(l01, t));
+                        let one_level = rdtsc_under(l02, t);
+                        let diff = two.wrapping_sub(one_level) as i64;
+                        // Two levels truncate T1 (less than a tick,
+                        // scaled by m12); one level truncates the scaled
+                        // offset and the product of the multipliers.
+                        let slack = 2 + (l12.multiplier >> 48);
+                        assert!(
+                            diff.unsigned_abs() <= slack,
+                            "{l01:?} {l12:?} t={t:#x}: {two:#x} vs {one_level:#x}"
+                        );
+                    }
+                }
+            }
+        }
+        // Negative offsets scale toward zero, as the positive ones.
+        assert_eq!(
+            mul_signed_shr48(0u64.wrapping_sub(3 << 48), one / 2),
+            0u64.wrapping_sub(1 << 48) - (1 << 47)
+        );
+        assert_eq!(mul_signed_shr48(3 << 48, one / 2), 3 << 47);
+    }
+
     /// Every offered, mergeable bit of every control word reaches vmcs02
     /// as vmcs12 sets it; nothing else of vmcs12's words does.
     #[test]
@@ -1406,6 +1677,7 @@ mod tests {
         let mut o = MemVmcs::new();
         build_vmcs02(&v, &v01b, &params(), &mut o).unwrap();
         assert_eq!(rd(&o, f::TSC_OFFSET), 0x0000_0200_0000_0001);
+        // (TSC scaling: `tsc_scaling_is_carried_only_when_vmcs12_enables_it`.)
         // Addresses: the host's validated pages, the hypervisor's bitmap
         // page, the host EPT; no MSR areas for the CPU; no link VMCS.
         assert_eq!(rd(&out, f::IO_BITMAP_A), 0x10_0000);

@@ -67,8 +67,11 @@ pub const PROC_OFFERED: u32 = 1 << 2
 /// Secondary controls pkvm emulates: virtualize APIC accesses (0),
 /// descriptor-table exiting (2), RDTSCP (3), virtualize x2APIC mode (4),
 /// VPID (5), WBINVD exiting (6), PAUSE-loop exiting (10), RDRAND exiting
-/// (11), INVPCID (12), RDSEED exiting (16), XSAVES (20), user wait/pause
-/// (26); with the `nested_ept` load parameter also [`PROC2_EPT_OFFERED`].  Hidden, and why:
+/// (11), INVPCID (12), RDSEED exiting (16), XSAVES (20), TSC scaling (25:
+/// vmcs12's multiplier composed with vmcs01's TSC handling into vmcs02,
+/// `merge::compose_tsc`; offered where the CPU has it, like every bit
+/// here), user wait/pause (26); with the `nested_ept` load parameter
+/// also [`PROC2_EPT_OFFERED`].  Hidden, and why:
 /// * EPT (1) and unrestricted guest (7) unless the module is loaded with
 ///   `nested_ept=1` (experimental): KVM then uses its own shadow paging.
 /// * APIC-register virtualization (8), virtual-interrupt delivery (9):
@@ -76,7 +79,7 @@ pub const PROC_OFFERED: u32 = 1 << 2
 /// * VM functions (13), VMCS shadowing (14) for the host's own nested
 ///   guests, ENCLS exiting (15), PML (17), EPT-violation #VE (18), PT
 ///   conceal (19), mode-based execute (22), SPP (23), PT uses guest
-///   physical addresses (24), TSC scaling (25), and everything above:
+///   physical addresses (24), and everything above 26:
 ///   physical addresses the CPU would write, EPT features, or not emulated.
 pub const PROC2_OFFERED: u32 = 1 << 0
     | 1 << 2
@@ -89,6 +92,7 @@ pub const PROC2_OFFERED: u32 = 1 << 0
     | 1 << 12
     | 1 << 16
     | 1 << 20
+    | 1 << 25
     | 1 << 26;
 
 /// VM-exit controls pkvm emulates: save debug controls (2), 64-bit host
@@ -328,8 +332,8 @@ mod tests {
         assert!(c.has(Feature::SecondaryControls));
         // pkvm itself could not run on its own view: EPT is missing.
         assert_eq!(VmxCaps::decode(&v), Err(VmxError::Missing(Feature::Ept)));
-        // Hidden secondary controls and TSC scaling.
-        assert_eq!(c.procbased2.may_be_one & (1 << 25 | 1 << 8 | 1 << 9), 0);
+        // Hidden secondary controls (APICv).
+        assert_eq!(c.procbased2.may_be_one & (1 << 8 | 1 << 9), 0);
         assert_eq!(c.misc & 0x1f, 0, "preemption-timer rate");
         assert_eq!(c.misc & (1 << 14 | 1 << 8), 0);
         assert_eq!(c.ept_vpid_cap & 0xffff_ffff, 0, "no EPT capability");
@@ -576,6 +580,28 @@ mod tests {
         let (p2, cap) = with(0, u64::from(ctl::PROC2_EPT));
         assert!(!p2.can_set(1) && !p2.can_set(7));
         assert_eq!(cap, 0);
+    }
+
+    /// TSC scaling (secondary bit 25) is in the view exactly when the CPU
+    /// has it, with and without EPT, never forced to 1; the stock
+    /// `kvm_intel` then offers `KVM_CAP_TSC_CONTROL` to its users.
+    #[test]
+    fn tsc_scaling_is_offered_iff_the_cpu_has_it() {
+        let scaling: u32 = 1 << 25;
+        for ept in [false, true] {
+            let mut cpu = icelake();
+            let p2 = cpu.get(VmxMsr::ProcbasedCtls2).unwrap();
+            assert_ne!(p2 & u64::from(scaling) << 32, 0, "Bochs icelake has it");
+            let c = VmxCaps::decode_view(&offer_with(&cpu, ept).unwrap()).unwrap();
+            assert!(c.procbased2.can_set(25), "ept={ept}");
+            assert_eq!(c.procbased2.must_be_one & scaling, 0);
+            cpu.set(
+                VmxMsr::ProcbasedCtls2,
+                Some(p2 & !(u64::from(scaling) << 32)),
+            );
+            let c = VmxCaps::decode_view(&offer_with(&cpu, ept).unwrap()).unwrap();
+            assert!(!c.procbased2.can_set(25), "ept={ept}");
+        }
     }
 
     #[test]
