@@ -101,7 +101,7 @@ struct NestedStatsReq {
 }
 
 /// The NESTED_STATS selectors `nested_stats` prints, with their names.
-const NESTED_SEL: [(u64, &str); 39] = [
+const NESTED_SEL: [(u64, &str); 56] = [
     (0, "entries"),
     (1, "l2_exits"),
     (2, "reflected"),
@@ -117,6 +117,25 @@ const NESTED_SEL: [(u64, &str); 39] = [
     (0x100 + 30, "reflected_io"),
     (0x100 + 12, "reflected_hlt"),
     (0x100 + 2, "reflected_triple_fault"),
+    (0x100, "reflected_exception"),
+    (0x100 + 1, "reflected_ext_intr"),
+    (0x100 + 7, "reflected_intr_window"),
+    (0x100 + 28, "reflected_cr"),
+    (0x100 + 31, "reflected_rdmsr"),
+    (0x100 + 32, "reflected_wrmsr"),
+    (0x100 + 44, "reflected_apic_access"),
+    (0x100 + 48, "reflected_ept_violation"),
+    (0x100 + 49, "reflected_ept_misconfig"),
+    // The shadow EPTs' counters, hypervisor-wide, never reset
+    // (`crate::hv::vmx::nested::shadow_ept::Stats`).
+    (0x600, "sept_mapped"),
+    (0x601, "sept_present"),
+    (0x602, "sept_replaced"),
+    (0x603, "sept_created"),
+    (0x604, "sept_invalidated"),
+    (0x605, "sept_kept"),
+    (0x606, "sept_evicted"),
+    (0x607, "sept_flushes"),
     (0x200, "pinned_frames"),
     // Root-mode cycles by phase (`crate::hyp::nested::phase`).
     (0x300, "cyc_root_all"),

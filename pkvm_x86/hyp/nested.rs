@@ -1644,6 +1644,26 @@ pub(crate) fn read_stat(cpu: &HypCpu, which: u64, reset: bool) -> u64 {
                 .copied()
                 .unwrap_or(0);
         }
+        // The shadow EPTs' counters (`shadow_ept::Stats`), hypervisor-wide,
+        // never reset.
+        0x600..=0x6ff => {
+            // SAFETY: `global` points at the hypervisor-wide state.
+            let global = unsafe { &*cpu.global };
+            let s = global.page_states().shadow_stats();
+            return match which - 0x600 {
+                0 => s.mapped,
+                1 => s.present,
+                2 => s.replaced,
+                3 => s.created,
+                4 => s.invalidated,
+                5 => s.kept,
+                6 => s.evicted,
+                7 => s.flushes,
+                8 => s.unshared,
+                9 => s.internal_errors,
+                _ => u64::MAX,
+            };
+        }
         // Debug builds: the stress mode (`stress_evict`) set to `reset`
         // (on or off) for every CPU; the previous setting.  The counters
         // are left alone.
