@@ -236,9 +236,17 @@ qemu_boot() {
 	out=/tmp/qemu.out
 	exits=/sys/kernel/debug/kvm/exits
 	t0=$(now_cs)
+	# Debug runs: the firmware's debug port in a file, the guest kernel's
+	# messages on its console (where a boot stops).
+	dbg_args= quiet=quiet
+	if [ "$PEERS_DEBUG" = 1 ]; then
+		dbg_args="-debugcon file:/tmp/qemu.debugcon -global isa-debugcon.iobase=0x402"
+		quiet=
+	fi
+	# shellcheck disable=SC2086
 	setsid $Q/qemu -enable-kvm -cpu host -M pc -smp "$1" -nodefaults -no-user-config -display none \
-		-serial stdio -L $Q/share -m 128 -no-reboot -kernel /opt/guest/bzImage \
-		-initrd /opt/guest/initrd.gz -append 'console=ttyS0 panic=-1 quiet' > $out 2>&1 < /dev/null &
+		-serial stdio -L $Q/share -m 128 -no-reboot -kernel /opt/guest/bzImage $dbg_args \
+		-initrd /opt/guest/initrd.gz -append "console=ttyS0 panic=-1 $quiet" > $out 2>&1 < /dev/null &
 	pid=$!
 	limit=$((t0 + 120 * 100))
 	marker= nexits=
@@ -291,6 +299,7 @@ peer_debug_stats() {
 	done
 	say "PEER-DEBUG t=$(now_cs) kvm$kv"
 	say "PEER-DEBUG t=$(now_cs) qemu: $(tail -c 300 $out | tr -c '[:print:]' ' ' | defang)"
+	say "PEER-DEBUG t=$(now_cs) firmware: $(tail -c 300 /tmp/qemu.debugcon 2>/dev/null | tr -c '[:print:]' ' ' | defang)"
 }
 
 # On 1 CPU a guest with 1 vCPU, on 2 CPUs or more one with 2 vCPUs (a

@@ -96,6 +96,8 @@ struct NestedStatsReq {
     /// Hardware exits taken by the hypervisor on the CPU, by basic reason
     /// 23 VMREAD, 24 VMRESUME, 25 VMWRITE, then the total.
     exits: [u64; 4],
+    /// Reflected exits by basic reason (selectors `0x100 + reason`).
+    by_reason: [u64; 76],
     /// Reset the counters after reading.
     reset: bool,
 }
@@ -173,10 +175,19 @@ const NESTED_SEL: [(u64, &str); 56] = [
 unsafe extern "C" fn nested_stats_this_cpu(info: *mut c_void) {
     // SAFETY: guaranteed by the caller.
     let req = unsafe { &mut *info.cast::<NestedStatsReq>() };
-    for (i, s) in req.sel.iter_mut().enumerate() {
-        let reset = req.reset && i + 1 == NESTED_SEL.len();
-        // SAFETY: NESTED_STATS only reads (and resets) counters.
-        s.1 = unsafe { vmx::vmcall(nr::NESTED_STATS, s.0, u64::from(reset), 0, 0) };
+    for s in req.sel.iter_mut() {
+        // SAFETY: NESTED_STATS only reads counters.
+        s.1 = unsafe { vmx::vmcall(nr::NESTED_STATS, s.0, 0, 0, 0) };
+    }
+    for (i, c) in req.by_reason.iter_mut().enumerate() {
+        // SAFETY: as above.
+        *c = unsafe { vmx::vmcall(nr::NESTED_STATS, 0x100 + i as u64, 0, 0, 0) };
+    }
+    if req.reset {
+        // SAFETY: NESTED_STATS with a reset only reads a counter and then
+        // zeroes this CPU's counters (selector 0: one that resets; the
+        // hypervisor-wide ones from 0x500 do not).
+        unsafe { vmx::vmcall(nr::NESTED_STATS, 0, 1, 0, 0) };
     }
     for (i, r) in [23u64, 24, 25, u64::MAX].iter().enumerate() {
         // SAFETY: EXIT_COUNT only reads a counter.
@@ -575,6 +586,7 @@ impl DebugState {
                 let mut req = NestedStatsReq {
                     sel: [(0, 0); NESTED_SEL.len()],
                     exits: [0; 4],
+                    by_reason: [0; 76],
                     reset: cmd == "nested_stats_reset",
                 };
                 for (s, (n, _)) in req.sel.iter_mut().zip(NESTED_SEL.iter()) {
@@ -595,6 +607,14 @@ impl DebugState {
                 write!(w, "ok").map_err(fmt_err)?;
                 for ((_, v), (_, name)) in req.sel.iter().zip(NESTED_SEL.iter()) {
                     write!(w, " {name}={v}").map_err(fmt_err)?;
+                }
+                write!(w, " reflected_by_reason=").map_err(fmt_err)?;
+                let mut sep = "";
+                for (r, c) in req.by_reason.iter().enumerate() {
+                    if *c != 0 {
+                        write!(w, "{sep}{r}:{c}").map_err(fmt_err)?;
+                        sep = ",";
+                    }
                 }
                 let [vmread, vmresume, vmwrite, total] = req.exits;
                 writeln!(

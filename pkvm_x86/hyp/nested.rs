@@ -1097,6 +1097,24 @@ fn redeliver_interrupted_event() {
     let _ = v.write(VM_ENTRY_INTR_INFO, idt.for_entry().0);
 }
 
+/// The guest resumes after an EPT violation of its shadow EPT that the
+/// hypervisor resolved (`qual`: the exit qualification): the event whose
+/// delivery the violation interrupted is delivered again
+/// ([`redeliver_interrupted_event`]: without it an interrupt KVM injected
+/// was lost whenever its delivery touched a page the shadow did not map
+/// yet, e.g. the guest's IDT or stack after an INVEPT); and if none was
+/// and the violation came from an IRET that unblocked NMIs (bit 12),
+/// blocking by NMI is set again, as the SDM asks of a VMM that resumes
+/// such a guest (Vol. 3C, "Exit Qualification for EPT Violations").
+fn resume_after_ept_violation(qual: u64) {
+    if InterruptionInfo(rd(IDT_VECTORING_INFO)).is_valid() {
+        redeliver_interrupted_event();
+    } else if qual & (1 << 12) != 0 {
+        let intr = rd(GUEST_INTERRUPTIBILITY_INFO);
+        let _ = vmcs().write(GUEST_INTERRUPTIBILITY_INFO, intr | 1 << 3);
+    }
+}
+
 /// #GP(0) into the guest.
 pub(crate) fn inject_gp_l2() {
     inject_l2(13 | 3 << 8 | 1 << 11, Some(0));
@@ -1216,7 +1234,10 @@ pub(crate) fn l2_exit(regs: &mut GuestRegs, cpu: &HypCpu, local: &mut CpuLocal) 
             }
             HvExit::HostEpt if ns.ept02_eptp12 != 0 => {
                 match shadow_ept_fault(global, &mut st, ns, basic, qual) {
-                    Some(L2Exit::ResumeGuest) => return L2Exit::ResumeGuest,
+                    Some(L2Exit::ResumeGuest) => {
+                        resume_after_ept_violation(qual);
+                        return L2Exit::ResumeGuest;
+                    }
                     Some(_) => {}
                     None => synth_triple = true,
                 }
