@@ -269,6 +269,7 @@ qemu_boot() {
 	wait $pid
 	rc=$?
 	kill -KILL -$pid 2>/dev/null
+	[ "$PEERS_DEBUG" != 1 ] || peer_debug_stats
 	defang < $out | tail -n 20
 	[ -n "$marker" ] || grep -q PKVM-GUEST-UP $out && marker=${marker:-$(now_cs)}
 	if [ -z "$marker" ]; then

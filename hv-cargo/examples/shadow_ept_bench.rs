@@ -210,15 +210,15 @@ fn main() {
         let mut best = u64::MAX;
         for _ in 0..3 {
             let c0 = tsc();
-            let r = s
-                .set
-                .invalidate_single_checked(&mut s.host, &mut s.mm, EPTP, &mut |g: Gpa| {
-                    Some(leaf(
-                        g.raw() & !(K4 - 1),
-                        4 * G1 + (g.raw() & !(K4 - 1)),
-                        K4,
-                    ))
-                });
+            let r =
+                s.set
+                    .invalidate_single_checked(&mut s.host, &mut s.mm, EPTP, &mut |_, g: Gpa| {
+                        Some(leaf(
+                            g.raw() & !(K4 - 1),
+                            4 * G1 + (g.raw() & !(K4 - 1)),
+                            K4,
+                        ))
+                    });
             best = best.min(tsc() - c0);
             assert_eq!(r, 0);
         }

@@ -208,7 +208,7 @@ pub(crate) fn vmx_instruction(
     let now_on = local.vmx.is_on();
     watch_instruction(&mut st, insn, field, &done, &local.vmx);
     if let Some(inv) = done.invept {
-        shadow_invept(&mut st, inv);
+        shadow_invept(global, &mut st, inv);
     }
     after_instruction(cpu, insn, &mut st, &local.vmx);
     if !matches!(insn, Insn::Vmread | Insn::Vmwrite) {
@@ -1530,14 +1530,26 @@ fn shadow_ept_fault(
     }
 }
 
-/// The host's INVEPT (single-context or global): the shadow EPT set drops
-/// what is stale, flushing every CPU before shares go back.
-fn shadow_invept(st: &mut PageStates, inv: crate::hv::vmx::nested::vmx_op::Invept) {
+/// The host's INVEPT (single-context or global): the shadow EPT set
+/// re-validates the shadows named against EPT12 and drops those that are
+/// stale, flushing every CPU before shares go back.
+fn shadow_invept(
+    global: &HypGlobal,
+    st: &mut PageStates,
+    inv: crate::hv::vmx::nested::vmx_op::Invept,
+) {
+    use crate::hv::vmx::nested::ept12_walk::WalkCtx;
     use crate::hv::vmx::nested::vmx_op::Invept;
-    match inv {
-        Invept::Single(e) => st.shadow_invept(Some(e)),
-        Invept::All => st.shadow_invept(None),
-    }
+    let ctx = WalkCtx {
+        ept_vpid_cap: global.vmx_params.ept_vpid_cap,
+        maxphyaddr: entry_env().maxphyaddr,
+    };
+    let exec_only = global.hw_caps.ept_vpid_cap & 1 != 0;
+    let single = match inv {
+        Invept::Single(e) => Some(e),
+        Invept::All => None,
+    };
+    st.shadow_invept(single, &ctx, exec_only);
 }
 
 /// The last CPU of the host left VMX operation: no guest runs, every

@@ -649,11 +649,11 @@ fn revalidating_invept_keeps_a_shadow_with_nothing_stale_and_flushes_nothing() {
     w.mm.record();
     let n = w
         .set
-        .invalidate_single_checked(&mut w.host, &mut w.mm, EPTP_A, &mut |g| e12.resolve(g));
+        .invalidate_single_checked(&mut w.host, &mut w.mm, EPTP_A, &mut |_, g| e12.resolve(g));
     assert_eq!(n, 0);
     let n = w
         .set
-        .invalidate_all_checked(&mut w.host, &mut w.mm, &mut |_, g| e12.resolve(g));
+        .invalidate_all_checked(&mut w.host, &mut w.mm, &mut |_, _, g| e12.resolve(g));
     assert_eq!(n, 0);
     assert_eq!(w.mm.take_log(), Vec::new());
     assert_eq!(w.set.root(EPTP_A), Some(root));
@@ -663,7 +663,7 @@ fn revalidating_invept_keeps_a_shadow_with_nothing_stale_and_flushes_nothing() {
     e12.large.insert(0x20_0000, (0x60_0000, PERM_RWX));
     let n = w
         .set
-        .invalidate_single_checked(&mut w.host, &mut w.mm, EPTP_A, &mut |g| e12.resolve(g));
+        .invalidate_single_checked(&mut w.host, &mut w.mm, EPTP_A, &mut |_, g| e12.resolve(g));
     assert_eq!(n, 0);
     w.check();
 
@@ -699,7 +699,7 @@ fn revalidating_invept_keeps_a_shadow_with_nothing_stale_and_flushes_nothing() {
         change(&mut now);
         let uc = what == "memory type";
         let ipat = what == "ignore PAT";
-        let mut resolve = |g: Gpa| {
+        let mut resolve = |_: &mut Arena, g: Gpa| {
             now.resolve(g).map(|mut l| {
                 if uc && l.gpa.raw() == 0 {
                     l.memtype = MemType::Uc;
@@ -754,7 +754,7 @@ fn revalidating_invept_global_retires_only_the_stale_shadows() {
     let (ka, kb) = (ShadowEpts::key(EPTP_A), ShadowEpts::key(EPTP_B));
     let n = w
         .set
-        .invalidate_all_checked(&mut w.host, &mut w.mm, &mut |key, g| {
+        .invalidate_all_checked(&mut w.host, &mut w.mm, &mut |_, key, g| {
             if key == ka {
                 e12.resolve(g)
             } else {
