@@ -62,7 +62,9 @@
 #   PKVM_PEERS=0              skip every peer run
 #   PKVM_PEERS_DEBUG=1        the qemu-pkvm-ept runs load the debug build and
 #                             print the hypervisor's and KVM's counters while
-#                             QEMU boots (pkvm.peers_debug=1, suite-peers.sh)
+#                             QEMU boots, with the firmware's and the guest
+#                             kernel's messages (pkvm.peers_debug=1,
+#                             suite-peers.sh); =2: counters only
 #   PKVM_ONLY                 as for system-test.sh (run names above)
 # Writes $RUNS/peers-bench.txt (the benchmark lines system-test.sh prints).
 # Exit status: the number of failed runs.
@@ -273,7 +275,7 @@ if want qemu-bare-c1; then
 		> "$runs/peers-qemu.report" 2>&1 & pids+=("qemu:$!")
 fi
 edebug=
-[ "${PKVM_PEERS_DEBUG:-}" != 1 ] || edebug=pkvm.peers_debug=1
+[ -z "${PKVM_PEERS_DEBUG:-}" ] || edebug=pkvm.peers_debug=$PKVM_PEERS_DEBUG
 for c in 1 2; do
 	ept_run $c || continue
 	( rc=0; boot qemu-pkvm-ept-c$c $c pkvm-ept none 2400 "$ptimeout" $edebug || rc=$?

@@ -20,7 +20,11 @@
 #   pkvm.peers_debug=1    (pkvm modes) load the debug build with debug=1 and,
 #                         while QEMU's guest boots, print the hypervisor's
 #                         nested counters and KVM's exit statistics every
-#                         10 guest seconds ("PEER-DEBUG" lines): diagnosis
+#                         10 guest seconds ("PEER-DEBUG" lines), with the
+#                         firmware's debug port and the guest kernel's
+#                         messages: diagnosis
+#   pkvm.peers_debug=2    the same without the firmware's and guest kernel's
+#                         messages (the guest as in a normal run)
 #
 # A test that stops the whole emulated machine (no guest-clock limit can
 # fire then) is caught from outside: "PEER-START <name>" precedes every test,
@@ -96,7 +100,7 @@ t_load_kvm() {
 	if [ "$PEERS_MODE" = pkvm ] || [ "$PEERS_MODE" = pkvm-ept ]; then
 		ept=; [ "$PEERS_MODE" = pkvm-ept ] && ept="nested_ept=1 pool_mb=64"
 		ko=/lib/modules/pkvm_x86.ko
-		[ "$PEERS_DEBUG" = 1 ] && ko="/lib/modules/pkvm_x86-debug.ko debug=1"
+		[ -n "$PEERS_DEBUG" ] && ko="/lib/modules/pkvm_x86-debug.ko debug=1"
 		# shellcheck disable=SC2086
 		insmod $ko $ept || fail "insmod $ko $ept" || return 1
 		[ "$(/bin/cpuid -s)" = pkvm-x86 ] || fail "the host does not run under pkvm"
@@ -252,7 +256,7 @@ qemu_boot() {
 	marker= nexits=
 	next_dbg=$t0
 	while kill -0 $pid 2>/dev/null; do
-		if [ "$PEERS_DEBUG" = 1 ] && [ "$(now_cs)" -ge $next_dbg ]; then
+		if [ -n "$PEERS_DEBUG" ] && [ "$(now_cs)" -ge $next_dbg ]; then
 			next_dbg=$(($(now_cs) + 1000))
 			peer_debug_stats
 		fi
@@ -269,7 +273,7 @@ qemu_boot() {
 	wait $pid
 	rc=$?
 	kill -KILL -$pid 2>/dev/null
-	[ "$PEERS_DEBUG" != 1 ] || peer_debug_stats
+	[ -z "$PEERS_DEBUG" ] || peer_debug_stats
 	defang < $out | tail -n 20
 	[ -n "$marker" ] || grep -q PKVM-GUEST-UP $out && marker=${marker:-$(now_cs)}
 	if [ -z "$marker" ]; then
@@ -282,7 +286,7 @@ qemu_boot() {
 	expect_eq "qemu exit status (-smp $1)" "$rc" 0
 }
 
-# pkvm.peers_debug=1: one PEER-DEBUG line per CPU with the hypervisor's
+# pkvm.peers_debug=1 or 2: one PEER-DEBUG line per CPU with the hypervisor's
 # nested counters (the debug build's nested_stats, reset after reading:
 # each line counts since the last) and one with KVM's exit statistics
 # (cumulative) and the last bytes of QEMU's output.
