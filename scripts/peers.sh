@@ -60,6 +60,10 @@
 #   PKVM_PEERS_JUDGE_ONLY=1   no emulator: judge (and record) the runs already
 #                             in RUNS again, e.g. after editing differences.txt
 #   PKVM_PEERS=0              skip every peer run
+#   PKVM_PEERS_EPT_TESTS      KVM selftests the qemu-pkvm-ept runs run before
+#                             QEMU's boot, space-separated (default none;
+#                             their PEER-RESULT lines are printed, not judged:
+#                             the bare baseline runs without EPT)
 #   PKVM_PEERS_DEBUG=1        the qemu-pkvm-ept runs load the debug build and
 #                             print the hypervisor's and KVM's counters while
 #                             QEMU boots, with the firmware's and the guest
@@ -165,8 +169,10 @@ verdict() {
 		grep -E '^\[.*(not ok|FAIL)' "$runs/$1.out" | head -20
 		tail -n 5 "$runs/$1.out"
 	fi
+	local what='PEER-\(QEMU\|BENCH\)'
+	case $1 in qemu-pkvm-ept-*) what='PEER-\(QEMU\|BENCH\|RESULT\)' ;; esac
 	# shellcheck disable=SC2046
-	grep -h 'PEER-\(QEMU\|BENCH\)' $(cat "$runs/$1.consoles" 2>/dev/null) /dev/null | sed "s/^\[[^]]*\] /  $1 /" || true
+	grep -h "$what" $(cat "$runs/$1.consoles" 2>/dev/null) /dev/null | sed "s/^\[[^]]*\] /  $1 /" || true
 	[ "$2" = 0 ]
 }
 
@@ -275,10 +281,12 @@ if want qemu-bare-c1; then
 		> "$runs/peers-qemu.report" 2>&1 & pids+=("qemu:$!")
 fi
 edebug=
+etests=none
+[ -z "${PKVM_PEERS_EPT_TESTS:-}" ] || etests=list:$(echo $PKVM_PEERS_EPT_TESTS | tr ' ' ',')
 [ -z "${PKVM_PEERS_DEBUG:-}" ] || edebug=pkvm.peers_debug=$PKVM_PEERS_DEBUG
 for c in 1 2; do
 	ept_run $c || continue
-	( rc=0; boot qemu-pkvm-ept-c$c $c pkvm-ept none 2400 "$ptimeout" $edebug || rc=$?
+	( rc=0; boot qemu-pkvm-ept-c$c $c pkvm-ept "$etests" 2400 "$ptimeout" $edebug || rc=$?
 	  verdict qemu-pkvm-ept-c$c $rc ) > "$runs/peers-qemu-ept-c$c.report" 2>&1 & pids+=("qemu-ept-c$c:$!")
 done
 for np in "${pids[@]}"; do

@@ -13,6 +13,7 @@
 #   pkvm.peers_tests=all  every KVM selftest binary (default)
 #             =subset     those listed in selftests/peers/subset.txt
 #             =none       none (the QEMU boot check only)
+#             =list:A,B   the selftests named
 #   pkvm.peers_timeout=N  per-test limit in GUEST seconds (default 10; the
 #                         guest clock runs 7-30 times slower than the wall)
 #   pkvm.peers_after=NAME resume the list after NAME (scripts/peers.sh boots
@@ -130,6 +131,7 @@ peer_list() {
 	all) ls $KST ;;
 	subset) grep -v '^#' $PEERS_DIR/subset.txt | awk 'NF { print $1 }' ;;
 	none) ;;
+	list:*) echo "${PEERS_TESTS#list:}" | tr ',' '\n' | grep . ;;
 	*) echo "BAD-LIST" ;;
 	esac
 }
@@ -207,7 +209,7 @@ t_kvm_selftests() {
 	mkdir -p /tmp/peers
 	: > /tmp/peers/results
 	list=$(peer_list)
-	[ "$list" != BAD-LIST ] || fail "pkvm.peers_tests=$PEERS_TESTS: want all, subset or none" || return 1
+	[ "$list" != BAD-LIST ] || fail "pkvm.peers_tests=$PEERS_TESTS: want all, subset, none or list:A,B" || return 1
 	total=$(echo "$list" | grep -c .)
 	say "PEER-PLAN n=$total"
 	if [ -n "$PEERS_AFTER" ]; then
