@@ -94,6 +94,13 @@ pub const MAX_TABLE_PAGES: usize = 8192;
 /// `min(EPT12 leaf, host EPT leaf, this)`.
 pub const SHADOW_MAX_LEVEL: u32 = 3;
 
+/// Most leaves a re-validating INVEPT compares ([`ShadowEpts::is_current`]):
+/// a shadow with more is taken as stale and retired without the
+/// comparison, which bounds the time root mode spends in one INVEPT under
+/// the lock (each leaf costs a walk of EPT12, four reads of host memory):
+/// 16 MiB of guest memory in 4 KiB leaves, far more in large ones.
+pub const REVALIDATE_MAX_LEAVES: u64 = 4096;
+
 /// EPTP bits 51:12: the address of the EPT PML4 table, the key of a
 /// shadow.
 pub const EPTP_ROOT_MASK: u64 = 0x000f_ffff_ffff_f000;
@@ -830,9 +837,10 @@ impl ShadowEpts {
     /// leaf's whole range with the same host addresses, memory type and
     /// ignore-PAT bit, and at least its permissions (more is fine: the
     /// shadow gives a subset, and a fault upgrades it).  A leaf of which
-    /// that cannot be said is stale, and so is a stuck shadow.  Reads the
-    /// shadow only (the resolver gets the `MmOps` for its own reads); stops
-    /// at the first stale leaf.
+    /// that cannot be said is stale, and so is a stuck shadow and one with
+    /// more than [`REVALIDATE_MAX_LEAVES`] leaves.  Reads the shadow only
+    /// (the resolver gets the `MmOps` for its own reads); stops at the
+    /// first stale leaf.
     pub fn is_current<M: MmOps, R: FnMut(&mut M, Gpa) -> Option<ResolvedLeaf>>(
         &self,
         mm: &mut M,
@@ -841,7 +849,7 @@ impl ShadowEpts {
     ) -> Option<bool> {
         let i = self.find(Self::key(eptp12))?;
         let s = self.slots.get(i).and_then(Option::as_ref)?;
-        if s.stuck {
+        if s.stuck || s.leaves > REVALIDATE_MAX_LEAVES {
             return Some(false);
         }
         let mut stale = false;

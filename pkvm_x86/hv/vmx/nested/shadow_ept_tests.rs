@@ -796,6 +796,42 @@ fn revalidation_in_two_steps_lets_the_resolver_use_the_mm_and_the_host_ept() {
     }
 }
 
+/// A shadow with more leaves than a re-validation compares is retired
+/// without the comparison (the time under the lock is bounded).
+#[test]
+fn revalidation_retires_a_shadow_with_too_many_leaves_unread() {
+    let mut w = world(1 << 14);
+    let mut e12 = Ept12::default();
+    let n = REVALIDATE_MAX_LEAVES + 1;
+    for i in 0..n {
+        e12.pages.insert(i * K4, (0x40_0000 + i * K4, PERM_RWX));
+    }
+    for i in 0..n {
+        let r = w.set.install(
+            &mut w.host,
+            &mut w.mm,
+            EPTP_A,
+            lit::gpa(i * K4),
+            &e12.resolve(lit::gpa(i * K4)).unwrap(),
+        );
+        assert_eq!(r, Ok(Installed::Mapped));
+    }
+    w.check();
+    let mut asked = 0;
+    let current = w.set.is_current(&mut w.mm, EPTP_A, &mut |_, g| {
+        asked += 1;
+        e12.resolve(g)
+    });
+    assert_eq!((current, asked), (Some(false), 0));
+    assert_eq!(
+        w.set
+            .invalidate_single_checked(&mut w.host, &mut w.mm, EPTP_A, &mut |_, g| e12.resolve(g)),
+        1
+    );
+    w.check();
+    assert_eq!(w.host_state(0x40_0000), Some(PageState::Owned));
+}
+
 #[test]
 fn revalidating_invept_global_retires_only_the_stale_shadows() {
     let mut w = world(1 << 12);
