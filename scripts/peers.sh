@@ -20,9 +20,10 @@
 #                   the repository (selftests/peers/bare-kvm-cN.txt) are
 #                   printed, not judged (they describe the emulator).  Its
 #                   header keeps the bare QEMU boot and exit round trips.
-#   qemu-pkvm-ept-c1 (only when named in PKVM_ONLY) QEMU boots under pkvm
-#                   with nested_ept=1 (experimental shadow EPT), kvm_intel
-#                   with defaults (EPT on)
+#   qemu-pkvm-ept-c1, -c2 (only when named in PKVM_ONLY) QEMU boots under
+#                   pkvm with nested_ept=1 (experimental shadow EPT),
+#                   kvm_intel with defaults (EPT on); -smp 1 on 1 CPU, -smp 2
+#                   on 2 CPUs
 #   qemu-bare-c1    QEMU boots the test kernel to a marker on bare KVM (every
 #                   run: it checks the QEMU packaging from a fresh machine).
 #   peers-pkvm-cN   the subset under pkvm (kvm_intel with defaults), judged
@@ -60,6 +61,15 @@
 #   PKVM_PEERS_JUDGE_ONLY=1   no emulator: judge (and record) the runs already
 #                             in RUNS again, e.g. after editing differences.txt
 #   PKVM_PEERS=0              skip every peer run
+#   PKVM_PEERS_EPT_TESTS      KVM selftests the qemu-pkvm-ept runs run before
+#                             QEMU's boot, space-separated (default none;
+#                             their PEER-RESULT lines are printed, not judged:
+#                             the bare baseline runs without EPT)
+#   PKVM_PEERS_DEBUG=1        the qemu-pkvm-ept runs load the debug build and
+#                             print the hypervisor's and KVM's counters while
+#                             QEMU boots, with the firmware's and the guest
+#                             kernel's messages (pkvm.peers_debug=1,
+#                             suite-peers.sh); =2: counters only
 #   PKVM_ONLY                 as for system-test.sh (run names above)
 # Writes $RUNS/peers-bench.txt (the benchmark lines system-test.sh prints).
 # Exit status: the number of failed runs.
@@ -84,15 +94,15 @@ for c in $cpus_list; do
 done
 want qemu-bare-c1 && any=1
 # The experimental shadow EPT (pkvm_x86 nested_ept=1): only when named.
-ept_run() { [[ " ${PKVM_ONLY:-} " == *" qemu-pkvm-ept-c1 "* ]]; }
-ept_run && any=1
+ept_run() { [[ " ${PKVM_ONLY:-} " == *" qemu-pkvm-ept-c$1 "* ]]; }
+{ ept_run 1 || ept_run 2; } && any=1
 [ -n "$any" ] || exit 0
 
 peers_initrd=$PKVM_ROOT/build/peers.cpio.gz
 bash "$PKVM_ROOT/scripts/mkinitramfs-peers.sh" "$peers_initrd" "$kdir"
 sel=$(bash "$PKVM_ROOT/scripts/build-kvm-selftests.sh" "$kdir")
 
-# boot NAME CPUS MODE TESTS WALL_LIMIT PER_TEST_LIMIT: one peer run.  When a
+# boot NAME CPUS MODE TESTS WALL_LIMIT PER_TEST_LIMIT [APPEND]: one peer run.  When a
 # test stops the whole emulated machine (the console falls silent for $stall
 # s of wall time: no guest-clock limit can fire then), the test is recorded
 # as a timeout ("$runs/NAME.partK.stall") and the VM boots again, resuming
@@ -117,7 +127,7 @@ boot() {
 		python3 "$PKVM_ROOT/scripts/run-bochs.py" --bochs "$bochs" --kernel "$kdir/arch/x86/boot/bzImage" \
 			--initrd "$initrd" --extra-initrd "$peers_initrd" --out "$out" --suite peers \
 			--model corei7_icelake_u --cpus "$2" --megs 2048 --timeout "$5" --stall-timeout "$stall" --quiet \
-			--append "pkvm.peers=$3 pkvm.peers_tests=$4 pkvm.peers_timeout=$6${after:+ pkvm.peers_after=$after}" \
+			--append "pkvm.peers=$3 pkvm.peers_tests=$4 pkvm.peers_timeout=$6${after:+ pkvm.peers_after=$after}${7:+ $7}" \
 			> "$out.log" 2>&1 || rc=$?
 		cat "$out.log" >> "$runs/$name.out"
 		consoles+=("$out/console.log")
@@ -160,8 +170,10 @@ verdict() {
 		grep -E '^\[.*(not ok|FAIL)' "$runs/$1.out" | head -20
 		tail -n 5 "$runs/$1.out"
 	fi
+	local what='PEER-\(QEMU\|BENCH\)'
+	case $1 in qemu-pkvm-ept-*) what='PEER-\(QEMU\|BENCH\|RESULT\)' ;; esac
 	# shellcheck disable=SC2046
-	grep -h 'PEER-\(QEMU\|BENCH\)' $(cat "$runs/$1.consoles" 2>/dev/null) /dev/null | sed "s/^\[[^]]*\] /  $1 /" || true
+	grep -h "$what" $(cat "$runs/$1.consoles" 2>/dev/null) /dev/null | sed "s/^\[[^]]*\] /  $1 /" || true
 	[ "$2" = 0 ]
 }
 
@@ -270,10 +282,15 @@ if want qemu-bare-c1; then
 	( rc=0; boot qemu-bare-c1 1 bare none 1200 "$timeout" || rc=$?; verdict qemu-bare-c1 $rc ) \
 		> "$runs/peers-qemu.report" 2>&1 & pids+=("qemu:$!")
 fi
-if ept_run; then
-	( rc=0; boot qemu-pkvm-ept-c1 1 pkvm-ept none 2400 "$ptimeout" || rc=$?; verdict qemu-pkvm-ept-c1 $rc ) \
-		> "$runs/peers-qemu-ept.report" 2>&1 & pids+=("qemu-ept:$!")
-fi
+edebug=
+etests=none
+[ -z "${PKVM_PEERS_EPT_TESTS:-}" ] || etests=list:$(echo $PKVM_PEERS_EPT_TESTS | tr ' ' ',')
+[ -z "${PKVM_PEERS_DEBUG:-}" ] || edebug=pkvm.peers_debug=$PKVM_PEERS_DEBUG
+for c in 1 2; do
+	ept_run $c || continue
+	( rc=0; boot qemu-pkvm-ept-c$c $c pkvm-ept "$etests" 2400 "$ptimeout" $edebug || rc=$?
+	  verdict qemu-pkvm-ept-c$c $rc ) > "$runs/peers-qemu-ept-c$c.report" 2>&1 & pids+=("qemu-ept-c$c:$!")
+done
 for np in "${pids[@]}"; do
 	rc=0
 	wait "${np#*:}" || rc=$?

@@ -13,10 +13,19 @@
 #   pkvm.peers_tests=all  every KVM selftest binary (default)
 #             =subset     those listed in selftests/peers/subset.txt
 #             =none       none (the QEMU boot check only)
+#             =list:A,B   the selftests named
 #   pkvm.peers_timeout=N  per-test limit in GUEST seconds (default 10; the
 #                         guest clock runs 7-30 times slower than the wall)
 #   pkvm.peers_after=NAME resume the list after NAME (scripts/peers.sh boots
 #                         again after a test stopped the emulated machine)
+#   pkvm.peers_debug=1    (pkvm modes) load the debug build with debug=1 and,
+#                         while QEMU's guest boots, print the hypervisor's
+#                         nested counters and KVM's exit statistics every
+#                         10 guest seconds ("PEER-DEBUG" lines), with the
+#                         firmware's debug port and the guest kernel's
+#                         messages: diagnosis
+#   pkvm.peers_debug=2    the same without the firmware's and guest kernel's
+#                         messages (the guest as in a normal run)
 #
 # A test that stops the whole emulated machine (no guest-clock limit can
 # fire then) is caught from outside: "PEER-START <name>" precedes every test,
@@ -41,12 +50,14 @@ PEERS_MODE=bare
 PEERS_TESTS=all
 PEERS_TIMEOUT=10
 PEERS_AFTER=
+PEERS_DEBUG=
 for arg in $(cat /proc/cmdline); do
 	case "$arg" in
 	pkvm.peers=*) PEERS_MODE=${arg#pkvm.peers=} ;;
 	pkvm.peers_tests=*) PEERS_TESTS=${arg#pkvm.peers_tests=} ;;
 	pkvm.peers_timeout=*) PEERS_TIMEOUT=${arg#pkvm.peers_timeout=} ;;
 	pkvm.peers_after=*) PEERS_AFTER=${arg#pkvm.peers_after=} ;;
+	pkvm.peers_debug=*) PEERS_DEBUG=${arg#pkvm.peers_debug=} ;;
 	esac
 done
 PEERS_DIR=/selftests/peers
@@ -89,7 +100,10 @@ kvm_intel_params() {
 t_load_kvm() {
 	if [ "$PEERS_MODE" = pkvm ] || [ "$PEERS_MODE" = pkvm-ept ]; then
 		ept=; [ "$PEERS_MODE" = pkvm-ept ] && ept="nested_ept=1 pool_mb=64"
-		insmod /lib/modules/pkvm_x86.ko $ept || fail "insmod pkvm_x86 $ept" || return 1
+		ko=/lib/modules/pkvm_x86.ko
+		[ -n "$PEERS_DEBUG" ] && ko="/lib/modules/pkvm_x86-debug.ko debug=1"
+		# shellcheck disable=SC2086
+		insmod $ko $ept || fail "insmod $ko $ept" || return 1
 		[ "$(/bin/cpuid -s)" = pkvm-x86 ] || fail "the host does not run under pkvm"
 	fi
 	insmod /lib/modules/irqbypass.ko 2>/dev/null
@@ -117,6 +131,7 @@ peer_list() {
 	all) ls $KST ;;
 	subset) grep -v '^#' $PEERS_DIR/subset.txt | awk 'NF { print $1 }' ;;
 	none) ;;
+	list:*) echo "${PEERS_TESTS#list:}" | tr ',' '\n' | grep . ;;
 	*) echo "BAD-LIST" ;;
 	esac
 }
@@ -194,7 +209,7 @@ t_kvm_selftests() {
 	mkdir -p /tmp/peers
 	: > /tmp/peers/results
 	list=$(peer_list)
-	[ "$list" != BAD-LIST ] || fail "pkvm.peers_tests=$PEERS_TESTS: want all, subset or none" || return 1
+	[ "$list" != BAD-LIST ] || fail "pkvm.peers_tests=$PEERS_TESTS: want all, subset, none or list:A,B" || return 1
 	total=$(echo "$list" | grep -c .)
 	say "PEER-PLAN n=$total"
 	if [ -n "$PEERS_AFTER" ]; then
@@ -227,13 +242,26 @@ qemu_boot() {
 	out=/tmp/qemu.out
 	exits=/sys/kernel/debug/kvm/exits
 	t0=$(now_cs)
+	# Debug runs: the firmware's debug port in a file, the guest kernel's
+	# messages on its console (where a boot stops).
+	dbg_args= quiet=quiet
+	if [ "$PEERS_DEBUG" = 1 ]; then
+		dbg_args="-debugcon file:/tmp/qemu.debugcon -global isa-debugcon.iobase=0x402"
+		quiet=
+	fi
+	# shellcheck disable=SC2086
 	setsid $Q/qemu -enable-kvm -cpu host -M pc -smp "$1" -nodefaults -no-user-config -display none \
-		-serial stdio -L $Q/share -m 128 -no-reboot -kernel /opt/guest/bzImage \
-		-initrd /opt/guest/initrd.gz -append 'console=ttyS0 panic=-1 quiet' > $out 2>&1 < /dev/null &
+		-serial stdio -L $Q/share -m 128 -no-reboot -kernel /opt/guest/bzImage $dbg_args \
+		-initrd /opt/guest/initrd.gz -append "console=ttyS0 panic=-1 $quiet" > $out 2>&1 < /dev/null &
 	pid=$!
 	limit=$((t0 + 120 * 100))
 	marker= nexits=
+	next_dbg=$t0
 	while kill -0 $pid 2>/dev/null; do
+		if [ -n "$PEERS_DEBUG" ] && [ "$(now_cs)" -ge $next_dbg ]; then
+			next_dbg=$(($(now_cs) + 1000))
+			peer_debug_stats
+		fi
 		if [ -z "$marker" ] && grep -q PKVM-GUEST-UP $out; then
 			marker=$(now_cs)
 			nexits=$(cat $exits 2>/dev/null)
@@ -247,6 +275,7 @@ qemu_boot() {
 	wait $pid
 	rc=$?
 	kill -KILL -$pid 2>/dev/null
+	[ -z "$PEERS_DEBUG" ] || peer_debug_stats
 	defang < $out | tail -n 20
 	[ -n "$marker" ] || grep -q PKVM-GUEST-UP $out && marker=${marker:-$(now_cs)}
 	if [ -z "$marker" ]; then
@@ -257,6 +286,27 @@ qemu_boot() {
 	say "PEER-QEMU mode=$PEERS_MODE smp=$1 boot_guest_s=$(cs_to_s $((marker - t0))) l2_uptime=$gup kvm_exits=${nexits:-?} rc=$rc"
 	# -no-reboot: the guest's reset ends QEMU with status 0.
 	expect_eq "qemu exit status (-smp $1)" "$rc" 0
+}
+
+# pkvm.peers_debug=1 or 2: one PEER-DEBUG line per CPU with the hypervisor's
+# nested counters (the debug build's nested_stats, reset after reading:
+# each line counts since the last) and one with KVM's exit statistics
+# (cumulative) and the last bytes of QEMU's output.
+peer_debug_stats() {
+	ctl=/sys/kernel/debug/pkvm_x86/debug/ctl
+	for c in $(seq 0 $(($(grep -c ^processor /proc/cpuinfo) - 1))); do
+		echo nested_stats_reset $c > $ctl 2>/dev/null && say "PEER-DEBUG t=$(now_cs) cpu$c $(cat $ctl)"
+	done
+	k=/sys/kernel/debug/kvm
+	kv=
+	for f in exits mmio_exits io_exits pf_taken pf_fixed pf_emulate pf_spurious pf_mmio_spte_created \
+		tlb_flush remote_tlb_flush insn_emulation insn_emulation_fail halt_exits irq_exits \
+		request_irq_exits irq_injections nmi_injections signal_exits; do
+		[ -r $k/$f ] && kv="$kv $f=$(cat $k/$f)"
+	done
+	say "PEER-DEBUG t=$(now_cs) kvm$kv"
+	say "PEER-DEBUG t=$(now_cs) qemu: $(tail -c 300 $out | tr -c '[:print:]' ' ' | defang)"
+	say "PEER-DEBUG t=$(now_cs) firmware: $(tail -c 300 /tmp/qemu.debugcon 2>/dev/null | tr -c '[:print:]' ' ' | defang)"
 }
 
 # On 1 CPU a guest with 1 vCPU, on 2 CPUs or more one with 2 vCPUs (a

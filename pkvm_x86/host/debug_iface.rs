@@ -99,12 +99,14 @@ struct NestedStatsReq {
     /// Hardware exits taken by the hypervisor on the CPU, by basic reason
     /// 23 VMREAD, 24 VMRESUME, 25 VMWRITE, then the total.
     exits: [u64; 4],
+    /// Reflected exits by basic reason (selectors `0x100 + reason`).
+    by_reason: [u64; 76],
     /// Reset the counters after reading.
     reset: bool,
 }
 
 /// The NESTED_STATS selectors `nested_stats` prints, with their names.
-const NESTED_SEL: [(u64, &str); 39] = [
+const NESTED_SEL: [(u64, &str); 56] = [
     (0, "entries"),
     (1, "l2_exits"),
     (2, "reflected"),
@@ -120,6 +122,25 @@ const NESTED_SEL: [(u64, &str); 39] = [
     (0x100 + 30, "reflected_io"),
     (0x100 + 12, "reflected_hlt"),
     (0x100 + 2, "reflected_triple_fault"),
+    (0x100, "reflected_exception"),
+    (0x100 + 1, "reflected_ext_intr"),
+    (0x100 + 7, "reflected_intr_window"),
+    (0x100 + 28, "reflected_cr"),
+    (0x100 + 31, "reflected_rdmsr"),
+    (0x100 + 32, "reflected_wrmsr"),
+    (0x100 + 44, "reflected_apic_access"),
+    (0x100 + 48, "reflected_ept_violation"),
+    (0x100 + 49, "reflected_ept_misconfig"),
+    // The shadow EPTs' counters, hypervisor-wide, never reset
+    // (`crate::hv::vmx::nested::shadow_ept::Stats`).
+    (0x600, "sept_mapped"),
+    (0x601, "sept_present"),
+    (0x602, "sept_replaced"),
+    (0x603, "sept_created"),
+    (0x604, "sept_invalidated"),
+    (0x605, "sept_kept"),
+    (0x606, "sept_evicted"),
+    (0x607, "sept_flushes"),
     (0x200, "pinned_frames"),
     // Root-mode cycles by phase (`crate::hyp::nested::phase`).
     (0x300, "cyc_root_all"),
@@ -157,10 +178,19 @@ const NESTED_SEL: [(u64, &str); 39] = [
 unsafe extern "C" fn nested_stats_this_cpu(info: *mut c_void) {
     // SAFETY: guaranteed by the caller.
     let req = unsafe { &mut *info.cast::<NestedStatsReq>() };
-    for (i, s) in req.sel.iter_mut().enumerate() {
-        let reset = req.reset && i + 1 == NESTED_SEL.len();
-        // SAFETY: NESTED_STATS only reads (and resets) counters.
-        s.1 = unsafe { vmx::vmcall(nr::NESTED_STATS, s.0, u64::from(reset), 0, 0) };
+    for s in req.sel.iter_mut() {
+        // SAFETY: NESTED_STATS only reads counters.
+        s.1 = unsafe { vmx::vmcall(nr::NESTED_STATS, s.0, 0, 0, 0) };
+    }
+    for (i, c) in req.by_reason.iter_mut().enumerate() {
+        // SAFETY: as above.
+        *c = unsafe { vmx::vmcall(nr::NESTED_STATS, 0x100 + i as u64, 0, 0, 0) };
+    }
+    if req.reset {
+        // SAFETY: NESTED_STATS with a reset only reads a counter and then
+        // zeroes this CPU's counters (selector 0: one that resets; the
+        // hypervisor-wide ones from 0x500 do not).
+        unsafe { vmx::vmcall(nr::NESTED_STATS, 0, 1, 0, 0) };
     }
     for (i, r) in [23u64, 24, 25, u64::MAX].iter().enumerate() {
         // SAFETY: EXIT_COUNT only reads a counter.
@@ -559,6 +589,7 @@ impl DebugState {
                 let mut req = NestedStatsReq {
                     sel: [(0, 0); NESTED_SEL.len()],
                     exits: [0; 4],
+                    by_reason: [0; 76],
                     reset: cmd == "nested_stats_reset",
                 };
                 for (s, (n, _)) in req.sel.iter_mut().zip(NESTED_SEL.iter()) {
@@ -580,6 +611,14 @@ impl DebugState {
                 for ((_, v), (_, name)) in req.sel.iter().zip(NESTED_SEL.iter()) {
                     write!(w, " {name}={v}").map_err(fmt_err)?;
                 }
+                write!(w, " reflected_by_reason=").map_err(fmt_err)?;
+                let mut sep = "";
+                for (r, c) in req.by_reason.iter().enumerate() {
+                    if *c != 0 {
+                        write!(w, "{sep}{r}:{c}").map_err(fmt_err)?;
+                        sep = ",";
+                    }
+                }
                 let [vmread, vmresume, vmwrite, total] = req.exits;
                 writeln!(
                     w,
@@ -592,17 +631,17 @@ impl DebugState {
                 // ring of vmcs02 entries/exits (debug builds).
                 write!(w, "ok dump").map_err(fmt_err)?;
                 for i in 0..32u64 {
-                    // SAFETY: NESTED_STATS selectors 0x600.. only read.
-                    let v = unsafe { vmx::vmcall(nr::NESTED_STATS, 0x600 + i, 0, 0, 0) };
+                    // SAFETY: NESTED_STATS selectors 0x900.. only read.
+                    let v = unsafe { vmx::vmcall(nr::NESTED_STATS, 0x900 + i, 0, 0, 0) };
                     write!(w, " {v:#x}").map_err(fmt_err)?;
                 }
                 writeln!(w).map_err(fmt_err)?;
                 for slot in 0..32u64 {
                     write!(w, "ring{slot}").map_err(fmt_err)?;
                     for k in 0..6u64 {
-                        // SAFETY: NESTED_STATS selectors 0x700.. only read.
+                        // SAFETY: NESTED_STATS selectors 0xa00.. only read.
                         let v =
-                            unsafe { vmx::vmcall(nr::NESTED_STATS, 0x700 + slot * 6 + k, 0, 0, 0) };
+                            unsafe { vmx::vmcall(nr::NESTED_STATS, 0xa00 + slot * 6 + k, 0, 0, 0) };
                         write!(w, " {v:#x}").map_err(fmt_err)?;
                     }
                     writeln!(w).map_err(fmt_err)?;

@@ -565,6 +565,73 @@ pub enum ShadowFault {
     NoMemory,
 }
 
+/// The shadow leaf for the guest's `access` at `gpa` through EPT12
+/// (`eptp12`): EPT12 walked through the host's memory ([`HostMemory`]:
+/// host-owned table pages only), intersected with the host EPT's leaf for
+/// the page it names (Documentation/shadow-ept.rst).  `Err`: what the fault
+/// path does instead of mapping (reflect EPT12's exit, or the page is not
+/// the host's to give).  [`Access::NONE`] resolves whatever EPT12 maps
+/// (the re-validation of an INVEPT).
+#[allow(clippy::too_many_arguments)]
+fn resolve_shadow_leaf(
+    mm: &mut HypMm,
+    host: &HostEpt,
+    reserve: &mut Reserve,
+    ctx: &WalkCtx,
+    eptp12: u64,
+    gpa: Gpa,
+    access: Access,
+    exec_only: bool,
+) -> Result<ResolvedLeaf, ShadowFault> {
+    let Ok(eptp) = ept12_walk::check_eptp(eptp12, ctx.ept_vpid_cap, ctx.maxphyaddr) else {
+        // Checked at the entry: cannot be; never walk it.
+        return Err(ShadowFault::NotShareable);
+    };
+    let leaf = {
+        let mut mem = HostMemory { mm, host, reserve };
+        match ept12_walk::walk(&mut mem, ctx, &eptp, gpa, access) {
+            Ok(l) => l,
+            Err(WalkFault::Violation(v)) => {
+                return Err(ShadowFault::Reflect(Ept12Exit::Violation(v)))
+            }
+            Err(WalkFault::Misconfig(_)) => return Err(ShadowFault::Reflect(Ept12Exit::Misconfig)),
+            Err(WalkFault::NotHostOwned { .. }) => return Err(ShadowFault::NotShareable),
+        }
+    };
+    let Ok(h) = host.pgt().lookup(mm, leaf.hpa_page) else {
+        return Err(ShadowFault::NotShareable);
+    };
+    if h.entry == 0 {
+        // Not in the host's map (yet): not RAM the host may share.
+        return Err(ShadowFault::NotShareable);
+    }
+    let a = EptFormat::attrs(h.entry);
+    let size = match h.level {
+        1 => LeafSize::Size4K,
+        2 => LeafSize::Size2M,
+        3 => LeafSize::Size1G,
+        _ => return Err(ShadowFault::NotShareable),
+    };
+    let side = HostSide {
+        perms: a.perms,
+        memtype: a.memtype,
+        leaf: size,
+    };
+    let sl = ept12_walk::intersect(&leaf, &side, LeafSize::Size1G, exec_only);
+    if !sl.allows(access) {
+        // EPT12 allows it, the host's side does not.
+        return Err(ShadowFault::NotShareable);
+    }
+    Ok(ResolvedLeaf {
+        gpa: sl.gpa_base,
+        hpa: sl.hpa_base,
+        size: sl.size.bytes(),
+        perms: sl.perms,
+        memtype: sl.memtype,
+        ipat: sl.ipat,
+    })
+}
+
 /// The [`MmOps`] of the shadow EPTs: the allocator, except that the
 /// invalidation of a shadow EPT reaches every CPU ([`shootdown_all_ept`]):
 /// a CPU running the host's guest on that root is forced out (NMI),
@@ -1043,54 +1110,20 @@ impl PageStates {
         ctx: &WalkCtx,
         exec_only: bool,
     ) -> ShadowFault {
-        let Ok(eptp) = ept12_walk::check_eptp(eptp12, ctx.ept_vpid_cap, ctx.maxphyaddr) else {
-            // Checked at the entry: cannot be; never walk it.
-            return ShadowFault::NotShareable;
-        };
-        let leaf = {
-            let (mut mem, _) = self.nested_parts();
-            match ept12_walk::walk(&mut mem, ctx, &eptp, gpa, access) {
-                Ok(l) => l,
-                Err(WalkFault::Violation(v)) => {
-                    return ShadowFault::Reflect(Ept12Exit::Violation(v))
-                }
-                Err(WalkFault::Misconfig(_)) => return ShadowFault::Reflect(Ept12Exit::Misconfig),
-                Err(WalkFault::NotHostOwned { .. }) => return ShadowFault::NotShareable,
-            }
-        };
         // SAFETY: as in `parts`: the live allocator, under the lock.
         let mm = unsafe { &mut *self.mm };
-        let Ok(h) = self.host.pgt().lookup(mm, leaf.hpa_page) else {
-            return ShadowFault::NotShareable;
-        };
-        if h.entry == 0 {
-            // Not in the host's map (yet): not RAM the host may share.
-            return ShadowFault::NotShareable;
-        }
-        let a = EptFormat::attrs(h.entry);
-        let size = match h.level {
-            1 => LeafSize::Size4K,
-            2 => LeafSize::Size2M,
-            3 => LeafSize::Size1G,
-            _ => return ShadowFault::NotShareable,
-        };
-        let host = HostSide {
-            perms: a.perms,
-            memtype: a.memtype,
-            leaf: size,
-        };
-        let sl = ept12_walk::intersect(&leaf, &host, LeafSize::Size1G, exec_only);
-        if !sl.allows(access) {
-            // EPT12 allows it, the host's side does not.
-            return ShadowFault::NotShareable;
-        }
-        let rl = ResolvedLeaf {
-            gpa: sl.gpa_base,
-            hpa: sl.hpa_base,
-            size: sl.size.bytes(),
-            perms: sl.perms,
-            memtype: sl.memtype,
-            ipat: sl.ipat,
+        let rl = match resolve_shadow_leaf(
+            mm,
+            &self.host,
+            &mut self.reserve,
+            ctx,
+            eptp12,
+            gpa,
+            access,
+            exec_only,
+        ) {
+            Ok(l) => l,
+            Err(f) => return f,
         };
         let mut smm = shadow_mm(mm);
         match self
@@ -1104,18 +1137,48 @@ impl PageStates {
     }
 
     /// The host's INVEPT: single-context for `Some(eptp12)`, global for
-    /// `None`.  Retired shadows are flushed from every CPU before their
-    /// shares go back ([`shadow_mm`]).
-    pub fn shadow_invept(&mut self, single: Option<u64>) {
+    /// `None`, re-validating (Documentation/shadow-ept.rst,
+    /// "Invalidation"): each shadow named is compared leaf by leaf with
+    /// what the walk of EPT12 and the host EPT give now; one that is still
+    /// current is kept (no store, no flush), a stale one is retired,
+    /// flushed from every CPU before its shares go back ([`shadow_mm`]).
+    /// `ctx` and `exec_only` as for [`Self::shadow_fault`].
+    pub fn shadow_invept(&mut self, single: Option<u64>, ctx: &WalkCtx, exec_only: bool) {
         // SAFETY: as in `parts`: the live allocator, under the lock.
         let mm = unsafe { &mut *self.mm };
         let mut smm = shadow_mm(mm);
-        match single {
+        let keys = match single {
             Some(e) => {
-                self.shadows.invalidate_single(&mut self.host, &mut smm, e);
+                let mut k = [None; crate::hv::vmx::nested::shadow_ept::MAX_SHADOWS];
+                if let Some(first) = k.first_mut() {
+                    *first = Some(ShadowEpts::key(e));
+                }
+                k
             }
-            None => {
-                self.shadows.invalidate_all(&mut self.host, &mut smm);
+            None => self.shadows.keys(),
+        };
+        // By reference (root mode: no out-of-line array iterator).
+        for &key in keys.iter().flatten() {
+            // The EPT pointer of the key for the walk: its root with
+            // write-back and a 4-level walk (the walk uses the root only).
+            let eptp12 = key | 6 | 3 << 3;
+            let (host, reserve) = (&self.host, &mut self.reserve);
+            let current = self.shadows.is_current(&mut smm, eptp12, &mut |m, gpa| {
+                resolve_shadow_leaf(
+                    m.inner(),
+                    host,
+                    reserve,
+                    ctx,
+                    eptp12,
+                    gpa,
+                    Access::NONE,
+                    exec_only,
+                )
+                .ok()
+            });
+            if let Some(current) = current {
+                self.shadows
+                    .revalidated(&mut self.host, &mut smm, eptp12, current);
             }
         }
     }

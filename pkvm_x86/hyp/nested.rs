@@ -208,7 +208,7 @@ pub(crate) fn vmx_instruction(
     let now_on = local.vmx.is_on();
     watch_instruction(&mut st, insn, field, &done, &local.vmx);
     if let Some(inv) = done.invept {
-        shadow_invept(&mut st, inv);
+        shadow_invept(global, &mut st, inv);
     }
     after_instruction(cpu, insn, &mut st, &local.vmx);
     if !matches!(insn, Insn::Vmread | Insn::Vmwrite) {
@@ -1166,6 +1166,24 @@ fn redeliver_interrupted_event() {
     let _ = v.write(VM_ENTRY_INTR_INFO, idt.for_entry().0);
 }
 
+/// The guest resumes after an EPT violation of its shadow EPT that the
+/// hypervisor resolved (`qual`: the exit qualification): the event whose
+/// delivery the violation interrupted is delivered again
+/// ([`redeliver_interrupted_event`]: without it an interrupt KVM injected
+/// was lost whenever its delivery touched a page the shadow did not map
+/// yet, e.g. the guest's IDT or stack after an INVEPT); and if none was
+/// and the violation came from an IRET that unblocked NMIs (bit 12),
+/// blocking by NMI is set again, as the SDM asks of a VMM that resumes
+/// such a guest (Vol. 3C, "Exit Qualification for EPT Violations").
+fn resume_after_ept_violation(qual: u64) {
+    if InterruptionInfo(rd(IDT_VECTORING_INFO)).is_valid() {
+        redeliver_interrupted_event();
+    } else if qual & (1 << 12) != 0 {
+        let intr = rd(GUEST_INTERRUPTIBILITY_INFO);
+        let _ = vmcs().write(GUEST_INTERRUPTIBILITY_INFO, intr | 1 << 3);
+    }
+}
+
 /// #GP(0) into the guest.
 pub(crate) fn inject_gp_l2() {
     inject_l2(13 | 3 << 8 | 1 << 11, Some(0));
@@ -1288,7 +1306,10 @@ pub(crate) fn l2_exit(regs: &mut GuestRegs, cpu: &HypCpu, local: &mut CpuLocal) 
             }
             HvExit::HostEpt if ns.ept02_eptp12 != 0 => {
                 match shadow_ept_fault(global, &mut st, ns, basic, qual) {
-                    Some(L2Exit::ResumeGuest) => return L2Exit::ResumeGuest,
+                    Some(L2Exit::ResumeGuest) => {
+                        resume_after_ept_violation(qual);
+                        return L2Exit::ResumeGuest;
+                    }
                     Some(_) => {}
                     None => synth_triple = true,
                 }
@@ -1581,14 +1602,26 @@ fn shadow_ept_fault(
     }
 }
 
-/// The host's INVEPT (single-context or global): the shadow EPT set drops
-/// what is stale, flushing every CPU before shares go back.
-fn shadow_invept(st: &mut PageStates, inv: crate::hv::vmx::nested::vmx_op::Invept) {
+/// The host's INVEPT (single-context or global): the shadow EPT set
+/// re-validates the shadows named against EPT12 and drops those that are
+/// stale, flushing every CPU before shares go back.
+fn shadow_invept(
+    global: &HypGlobal,
+    st: &mut PageStates,
+    inv: crate::hv::vmx::nested::vmx_op::Invept,
+) {
+    use crate::hv::vmx::nested::ept12_walk::WalkCtx;
     use crate::hv::vmx::nested::vmx_op::Invept;
-    match inv {
-        Invept::Single(e) => st.shadow_invept(Some(e)),
-        Invept::All => st.shadow_invept(None),
-    }
+    let ctx = WalkCtx {
+        ept_vpid_cap: global.vmx_params.ept_vpid_cap,
+        maxphyaddr: entry_env().maxphyaddr,
+    };
+    let exec_only = global.hw_caps.ept_vpid_cap & 1 != 0;
+    let single = match inv {
+        Invept::Single(e) => Some(e),
+        Invept::All => None,
+    };
+    st.shadow_invept(single, &ctx, exec_only);
 }
 
 /// The last CPU of the host left VMX operation: no guest runs, every
@@ -1704,22 +1737,22 @@ pub(crate) fn read_stat(cpu: &HypCpu, which: u64, reset: bool) -> u64 {
         }
         // The vmcs12 store's debug watch (`vmcs12::watch`), hypervisor-wide,
         // never reset.
-        // Debug builds: the watch's dump (0x600..) and ring (0x700..,
+        // Debug builds: the watch's dump (0x900..) and ring (0xa00..,
         // oldest first).
-        0x600..=0x8ff => {
+        0x900..=0xbff => {
             // SAFETY: `global` points at the hypervisor-wide state.
             let global = unsafe { &*cpu.global };
             let mut st = global.page_states();
             let (_, cache) = st.nested_parts();
-            return if which < 0x700 {
+            return if which < 0xa00 {
                 cache
                     .watch
                     .dump
-                    .get((which - 0x600) as usize)
+                    .get((which - 0x900) as usize)
                     .copied()
                     .unwrap_or(0)
             } else {
-                cache.watch.ring_word((which - 0x700) as usize)
+                cache.watch.ring_word((which - 0xa00) as usize)
             };
         }
         0x500..=0x5ff => {
@@ -1733,6 +1766,26 @@ pub(crate) fn read_stat(cpu: &HypCpu, which: u64, reset: bool) -> u64 {
                 .get((which - 0x500) as usize)
                 .copied()
                 .unwrap_or(0);
+        }
+        // The shadow EPTs' counters (`shadow_ept::Stats`), hypervisor-wide,
+        // never reset.
+        0x600..=0x6ff => {
+            // SAFETY: `global` points at the hypervisor-wide state.
+            let global = unsafe { &*cpu.global };
+            let s = global.page_states().shadow_stats();
+            return match which - 0x600 {
+                0 => s.mapped,
+                1 => s.present,
+                2 => s.replaced,
+                3 => s.created,
+                4 => s.invalidated,
+                5 => s.kept,
+                6 => s.evicted,
+                7 => s.flushes,
+                8 => s.unshared,
+                9 => s.internal_errors,
+                _ => u64::MAX,
+            };
         }
         // Debug builds: the stress mode (`stress_evict`) set to `reset`
         // (on or off) for every CPU; the previous setting.  The counters

@@ -34,6 +34,11 @@ where
     pub fn new(mm: &'a mut M, hook: F) -> Self {
         Self { mm, hook }
     }
+
+    /// The wrapped `mm` itself (its own invalidation, not the hook's).
+    pub fn inner(&mut self) -> &mut M {
+        self.mm
+    }
 }
 
 impl<M, F> MmOps for HookedMm<'_, M, F>

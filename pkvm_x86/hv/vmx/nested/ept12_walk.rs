@@ -145,6 +145,9 @@ impl Access {
     pub const WRITE: Access = Access(2);
     /// An instruction fetch.
     pub const FETCH: Access = Access(4);
+    /// No access: a walk for what EPT12 maps, whatever its permissions
+    /// (the re-validation of a shadow at an INVEPT).
+    pub const NONE: Access = Access(0);
 
     /// The access of a hardware EPT violation (exit qualification bits
     /// 2:0; a write that also reads has both bits).

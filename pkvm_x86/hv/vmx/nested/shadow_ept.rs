@@ -95,6 +95,13 @@ pub const MAX_TABLE_PAGES: usize = 8192;
 /// `min(EPT12 leaf, host EPT leaf, this)`.
 pub const SHADOW_MAX_LEVEL: u32 = 3;
 
+/// Most leaves a re-validating INVEPT compares ([`ShadowEpts::is_current`]):
+/// a shadow with more is taken as stale and retired without the
+/// comparison, which bounds the time root mode spends in one INVEPT under
+/// the lock (each leaf costs a walk of EPT12, four reads of host memory):
+/// 16 MiB of guest memory in 4 KiB leaves, far more in large ones.
+pub const REVALIDATE_MAX_LEAVES: u64 = 4096;
+
 /// EPTP bits 51:12: the address of the EPT PML4 table, the key of a
 /// shadow.
 pub const EPTP_ROOT_MASK: u64 = 0x000f_ffff_ffff_f000;
@@ -710,90 +717,123 @@ impl ShadowEpts {
 
     /// INVEPT single-context for `eptp12`, re-validating first: if every
     /// leaf of its shadow is still what the host's EPT gives now
-    /// (`resolve(gpa)`: the EPT12 walk and intersection for the leaf's
-    /// first address; see `still_current`), nothing in it is
+    /// (`resolve(mm, gpa)`: the EPT12 walk and intersection for the leaf's
+    /// first address; see [`ShadowEpts::is_current`]), nothing in it is
     /// stale and it is kept, with no flush; otherwise it is retired as by
     /// [`ShadowEpts::invalidate_single`].  Returns the number retired.
-    pub fn invalidate_single_checked<M: MmOps, R: FnMut(Gpa) -> Option<ResolvedLeaf>>(
+    /// (The two steps apart, [`ShadowEpts::is_current`] then
+    /// [`ShadowEpts::revalidated`], for a caller whose resolver borrows
+    /// the host EPT.)
+    pub fn invalidate_single_checked<M: MmOps, R: FnMut(&mut M, Gpa) -> Option<ResolvedLeaf>>(
         &mut self,
         host: &mut HostEpt,
         mm: &mut M,
         eptp12: u64,
         resolve: &mut R,
     ) -> usize {
-        let Some(i) = self.find(Self::key(eptp12)) else {
-            return 0;
-        };
-        if self.still_current(mm, i, resolve) {
-            self.stats.kept += 1;
-            return 0;
+        match self.is_current(mm, eptp12, resolve) {
+            Some(current) => self.revalidated(host, mm, eptp12, current),
+            None => 0,
         }
-        self.invalidate_slot(host, mm, i)
     }
 
     /// INVEPT global, re-validating each shadow as
     /// [`ShadowEpts::invalidate_single_checked`] does (`resolve` is called
-    /// with each shadow's EPT pointer).  Returns the number retired.
-    pub fn invalidate_all_checked<M: MmOps, R: FnMut(u64, Gpa) -> Option<ResolvedLeaf>>(
+    /// with each shadow's key, [`ShadowEpts::key`], which is a valid
+    /// EPTP12 root).  Returns the number retired.
+    pub fn invalidate_all_checked<M: MmOps, R: FnMut(&mut M, u64, Gpa) -> Option<ResolvedLeaf>>(
         &mut self,
         host: &mut HostEpt,
         mm: &mut M,
         resolve: &mut R,
     ) -> usize {
         let mut n = 0;
-        for i in 0..MAX_SHADOWS {
-            let Some(key) = self.slots.get(i).and_then(Option::as_ref).map(|s| s.key) else {
-                continue;
-            };
-            if self.still_current(mm, i, &mut |g| resolve(key, g)) {
-                self.stats.kept += 1;
-            } else {
-                n += self.invalidate_slot(host, mm, i);
-            }
+        for &key in self.keys().iter().flatten() {
+            n += self
+                .invalidate_single_checked(host, mm, key, &mut |m: &mut M, g| resolve(m, key, g));
         }
         n
     }
 
-    /// Whether every leaf of the shadow in slot `i` still translates as the
-    /// host's EPT does now: `resolve` at the leaf's first address gives a
-    /// leaf that covers the shadow leaf's whole range with the same host
-    /// addresses, memory type and ignore-PAT bit, and at least its
-    /// permissions (more is fine: the shadow gives a subset, and a fault
-    /// upgrades it).  A leaf
-    /// of which that cannot be said is stale, and so is a stuck shadow.
-    /// Reads the shadow only; stops at the first stale leaf.
-    fn still_current<M: MmOps, R: FnMut(Gpa) -> Option<ResolvedLeaf>>(
+    /// The keys ([`ShadowEpts::key`]) of the shadows in the set, for a
+    /// global INVEPT done one shadow at a time (each key is a valid
+    /// EPTP12 root address; stuck shadows are not listed).
+    pub fn keys(&self) -> [Option<u64>; MAX_SHADOWS] {
+        let mut k = [None; MAX_SHADOWS];
+        for (o, s) in k.iter_mut().zip(self.slots.iter()) {
+            *o = s.as_ref().filter(|s| !s.stuck).map(|s| s.key);
+        }
+        k
+    }
+
+    /// The second step of a re-validating INVEPT single-context for
+    /// `eptp12`: `current` is what [`ShadowEpts::is_current`] answered.
+    /// A current shadow is kept (counted in [`Stats::kept`]: no store, no
+    /// flush); a stale one is retired as by
+    /// [`ShadowEpts::invalidate_single`].  Returns the number retired.
+    /// Nothing may change the set between the two steps (the caller holds
+    /// the lock throughout).
+    pub fn revalidated<M: MmOps>(
+        &mut self,
+        host: &mut HostEpt,
+        mm: &mut M,
+        eptp12: u64,
+        current: bool,
+    ) -> usize {
+        let Some(i) = self.find(Self::key(eptp12)) else {
+            return 0;
+        };
+        if current {
+            self.stats.kept += 1;
+            return 0;
+        }
+        self.invalidate_slot(host, mm, i)
+    }
+
+    /// The first step of a re-validating INVEPT: whether every leaf of the
+    /// shadow of `eptp12` still translates as the host's EPT does now
+    /// (`None`: there is no such shadow).  `resolve(mm, gpa)` at the
+    /// leaf's first address must give a leaf that covers the shadow
+    /// leaf's whole range with the same host addresses, memory type and
+    /// ignore-PAT bit, and at least its permissions (more is fine: the
+    /// shadow gives a subset, and a fault upgrades it).  A leaf of which
+    /// that cannot be said is stale, and so is a stuck shadow and one with
+    /// more than [`REVALIDATE_MAX_LEAVES`] leaves.  Reads the shadow only
+    /// (the resolver gets the `MmOps` for its own reads); stops at the
+    /// first stale leaf.
+    pub fn is_current<M: MmOps, R: FnMut(&mut M, Gpa) -> Option<ResolvedLeaf>>(
         &self,
         mm: &mut M,
-        i: usize,
+        eptp12: u64,
         resolve: &mut R,
-    ) -> bool {
-        let Some(s) = self.slots.get(i).and_then(Option::as_ref) else {
-            return true;
-        };
-        if s.stuck {
-            return false;
+    ) -> Option<bool> {
+        let i = self.find(Self::key(eptp12))?;
+        let s = self.slots.get(i).and_then(Option::as_ref)?;
+        if s.stuck || s.leaves > REVALIDATE_MAX_LEAVES {
+            return Some(false);
         }
         let mut stale = false;
         let r = s
             .guest
             .pgt()
-            .for_each_leaf(mm, Gpa::ZERO, ADDR_LIMIT, |_, ctx, e| {
+            .for_each_leaf(mm, Gpa::ZERO, ADDR_LIMIT, |mm, ctx, e| {
                 if e == 0 {
                     return Ok(());
                 }
                 let (g, size) = (ctx.addr, ctx.size());
                 let a = EptFormat::attrs(e);
                 let h = EptFormat::addr(e).raw();
-                let ok = Gpa::new(g).and_then(&mut *resolve).is_some_and(|r| {
-                    let (rg, rh) = (r.gpa.raw(), r.hpa.raw());
-                    rg <= g
-                        && g + size <= rg.saturating_add(r.size)
-                        && rh.wrapping_add(g - rg) == h
-                        && a.perms & r.perms == a.perms
-                        && a.memtype == r.memtype
-                        && a.ipat == r.ipat
-                });
+                let ok = Gpa::new(g)
+                    .and_then(|gpa| resolve(mm, gpa))
+                    .is_some_and(|r| {
+                        let (rg, rh) = (r.gpa.raw(), r.hpa.raw());
+                        rg <= g
+                            && g + size <= rg.saturating_add(r.size)
+                            && rh.wrapping_add(g - rg) == h
+                            && a.perms & r.perms == a.perms
+                            && a.memtype == r.memtype
+                            && a.ipat == r.ipat
+                    });
                 if ok {
                     Ok(())
                 } else {
@@ -802,7 +842,7 @@ impl ShadowEpts {
                     Err(Error::Exist)
                 }
             });
-        !stale && r.is_ok()
+        Some(!stale && r.is_ok())
     }
 
     fn invalidate_slot<M: MmOps>(&mut self, host: &mut HostEpt, mm: &mut M, i: usize) -> usize {

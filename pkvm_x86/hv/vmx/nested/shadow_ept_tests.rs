@@ -649,11 +649,11 @@ fn revalidating_invept_keeps_a_shadow_with_nothing_stale_and_flushes_nothing() {
     w.mm.record();
     let n = w
         .set
-        .invalidate_single_checked(&mut w.host, &mut w.mm, EPTP_A, &mut |g| e12.resolve(g));
+        .invalidate_single_checked(&mut w.host, &mut w.mm, EPTP_A, &mut |_, g| e12.resolve(g));
     assert_eq!(n, 0);
     let n = w
         .set
-        .invalidate_all_checked(&mut w.host, &mut w.mm, &mut |_, g| e12.resolve(g));
+        .invalidate_all_checked(&mut w.host, &mut w.mm, &mut |_, _, g| e12.resolve(g));
     assert_eq!(n, 0);
     assert_eq!(w.mm.take_log(), Vec::new());
     assert_eq!(w.set.root(EPTP_A), Some(root));
@@ -663,7 +663,7 @@ fn revalidating_invept_keeps_a_shadow_with_nothing_stale_and_flushes_nothing() {
     e12.large.insert(0x20_0000, (0x60_0000, PERM_RWX));
     let n = w
         .set
-        .invalidate_single_checked(&mut w.host, &mut w.mm, EPTP_A, &mut |g| e12.resolve(g));
+        .invalidate_single_checked(&mut w.host, &mut w.mm, EPTP_A, &mut |_, g| e12.resolve(g));
     assert_eq!(n, 0);
     w.check();
 
@@ -699,7 +699,7 @@ fn revalidating_invept_keeps_a_shadow_with_nothing_stale_and_flushes_nothing() {
         change(&mut now);
         let uc = what == "memory type";
         let ipat = what == "ignore PAT";
-        let mut resolve = |g: Gpa| {
+        let mut resolve = |_: &mut Arena, g: Gpa| {
             now.resolve(g).map(|mut l| {
                 if uc && l.gpa.raw() == 0 {
                     l.memtype = MemType::Uc;
@@ -735,6 +735,103 @@ fn revalidating_invept_keeps_a_shadow_with_nothing_stale_and_flushes_nothing() {
     }
 }
 
+/// The two steps of a re-validating INVEPT as root mode runs them: the
+/// resolver reads the host EPT through the `MmOps` it is handed (the
+/// integration walks EPT12 through host memory with it) while the set is
+/// borrowed; then the answer keeps or retires the shadow.
+#[test]
+fn revalidation_in_two_steps_lets_the_resolver_use_the_mm_and_the_host_ept() {
+    let mut w = world(1 << 12);
+    let mut e12 = Ept12::default();
+    for i in 0..4 {
+        e12.pages.insert(i * K4, (0x40_0000 + i * K4, PERM_RWX));
+    }
+    for i in 0..4 {
+        assert_eq!(e12.fault(&mut w, EPTP_A, i * K4), Ok(Installed::Mapped));
+    }
+    let root = w.set.root(EPTP_A).unwrap();
+    // No shadow for that pointer: nothing to say, nothing kept.
+    let none = w
+        .set
+        .is_current(&mut w.mm, EPTP_B, &mut |_, g| e12.resolve(g));
+    assert_eq!(none, None);
+    assert_eq!(w.set.revalidated(&mut w.host, &mut w.mm, EPTP_B, false), 0);
+
+    let host = &w.host;
+    let mut seen = 0;
+    let current = w.set.is_current(&mut w.mm, EPTP_A, &mut |mm, g| {
+        let l = e12.resolve(g)?;
+        let e = host.pgt().lookup(mm, l.hpa).ok()?;
+        assert_eq!(EptFormat::state(e.entry), PageState::SharedOwned);
+        seen += 1;
+        Some(l)
+    });
+    assert_eq!((current, seen), (Some(true), 4));
+    w.mm.record();
+    assert_eq!(w.set.revalidated(&mut w.host, &mut w.mm, EPTP_A, true), 0);
+    assert_eq!(w.mm.take_log(), Vec::new());
+    assert_eq!(w.set.stats().kept, 1);
+    assert_eq!(w.set.root(EPTP_A), Some(root));
+    w.check();
+
+    // The host unmapped a page: stale, retired with the flush first.
+    e12.pages.remove(&(2 * K4));
+    let current = w
+        .set
+        .is_current(&mut w.mm, EPTP_A, &mut |_, g| e12.resolve(g));
+    assert_eq!(current, Some(false));
+    w.mm.record();
+    assert_eq!(w.set.revalidated(&mut w.host, &mut w.mm, EPTP_A, false), 1);
+    let flush = Event::Invalidate {
+        kind: TableKind::GuestEpt,
+        root,
+        addr: 0,
+        size: ADDR_LIMIT,
+    };
+    assert_eq!(w.mm.take_log().first(), Some(&flush));
+    assert_eq!(w.set.root(EPTP_A), None);
+    w.check();
+    for i in 0..4 {
+        assert_eq!(w.host_state(0x40_0000 + i * K4), Some(PageState::Owned));
+    }
+}
+
+/// A shadow with more leaves than a re-validation compares is retired
+/// without the comparison (the time under the lock is bounded).
+#[test]
+fn revalidation_retires_a_shadow_with_too_many_leaves_unread() {
+    let mut w = world(1 << 14);
+    let mut e12 = Ept12::default();
+    let n = REVALIDATE_MAX_LEAVES + 1;
+    for i in 0..n {
+        e12.pages.insert(i * K4, (0x40_0000 + i * K4, PERM_RWX));
+    }
+    for i in 0..n {
+        let r = w.set.install(
+            &mut w.host,
+            &mut w.mm,
+            EPTP_A,
+            lit::gpa(i * K4),
+            &e12.resolve(lit::gpa(i * K4)).unwrap(),
+        );
+        assert_eq!(r, Ok(Installed::Mapped));
+    }
+    w.check();
+    let mut asked = 0;
+    let current = w.set.is_current(&mut w.mm, EPTP_A, &mut |_, g| {
+        asked += 1;
+        e12.resolve(g)
+    });
+    assert_eq!((current, asked), (Some(false), 0));
+    assert_eq!(
+        w.set
+            .invalidate_single_checked(&mut w.host, &mut w.mm, EPTP_A, &mut |_, g| e12.resolve(g)),
+        1
+    );
+    w.check();
+    assert_eq!(w.host_state(0x40_0000), Some(PageState::Owned));
+}
+
 #[test]
 fn revalidating_invept_global_retires_only_the_stale_shadows() {
     let mut w = world(1 << 12);
@@ -754,7 +851,7 @@ fn revalidating_invept_global_retires_only_the_stale_shadows() {
     let (ka, kb) = (ShadowEpts::key(EPTP_A), ShadowEpts::key(EPTP_B));
     let n = w
         .set
-        .invalidate_all_checked(&mut w.host, &mut w.mm, &mut |key, g| {
+        .invalidate_all_checked(&mut w.host, &mut w.mm, &mut |_, key, g| {
             if key == ka {
                 e12.resolve(g)
             } else {
