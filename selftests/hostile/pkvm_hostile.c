@@ -107,7 +107,8 @@
  *                           nested_ept=1, debug build): N times on CPU, a
  *                           global INVEPT (the shadow EPTs retired: a
  *                           guest that maps frame PFN must fault it in
- *                           again), then HOST_DONATE_HYP of PFN.  EBUSY
+ *                           again), then, at once or after 0.5-1 or 2-3
+ *                           ms (round by round), HOST_DONATE_HYP of PFN.  EBUSY
  *                           is counted (a guest mapped it again first);
  *                           a donation that succeeds has root mode fill
  *                           the frame with Q (DEBUG_FILL_PAGE), waits
@@ -742,6 +743,15 @@ static int cmd_eptrace(u64 pfn, u64 cpu, u64 n, u64 p, u64 q)
 	for (i = 0; i < n && errors == 0; i++) {
 		if (!invept_on(cpu, 2, 0))	/* global */
 			ifail++;
+		/*
+		 * Every third round donates at once (the host usually wins),
+		 * the others after 0.5-1 or 2-3 ms (the guest usually faulted
+		 * the page in again first).
+		 */
+		if (i % 3 == 1)
+			usleep_range(500, 1000);
+		else if (i % 3 == 2)
+			usleep_range(2000, 3000);
 		rc = vmcall_on(cpu, 0x10, pfn, 1, 0, 0);	/* HOST_DONATE_HYP */
 		if (rc == (u64)-EBUSY) {
 			busy++;
