@@ -9,7 +9,7 @@ DBG=/sys/kernel/debug/pkvm_x86
 CTL=$DBG/debug/ctl
 P=/sys/module/kvm_intel/parameters
 TESTS="guest_bare insmod_pkvm_ept view_offers_ept kvm_params_ept guest_pkvm_ept guest_cpus_ept ept_stats \
-rmmod_all invariants_after ept_hostile_setup ept_hostile_slot ept_donate_mapped ept_share_race ept_hostile_done dmesg_clean"
+rmmod_all invariants_after ept_hostile_setup ept_hostile_slot ept_donate_mapped ept_share_race ept12_on_hyp ept_hostile_done dmesg_clean"
 GUEST_N=20
 
 ncpu() { grep -c ^processor /proc/cpuinfo; }
@@ -305,10 +305,64 @@ t_ept_share_race() {
 	no_internal_errors
 }
 
-t_ept_hostile_done() {
-	rmmod pkvm_hostile
+# ept_expect FILE STEP RESULT: the step's line starts with RESULT.
+ept_expect() {
+	got=$(sed -n "s/^$2: //p" "$1" | head -1)
+	case "$got" in "$3"*) ;; *) fail "$2: got '$got', want '$3...'" ;; esac
+}
+
+# The host's EPT tables (EPT12) on hypervisor memory: selftests/vmx_entry
+# with ept12=1 runs its own guest (kvm_intel unloaded: the module executes
+# VMXON itself) on an EPT it builds, identity for the guest's pages.  The
+# control runs the guest (CPUID exit); EPTP12 or the PML4 entry on a pool
+# page or a frame of the module image, or on valid copies of the control's
+# tables donated to the hypervisor (only the ownership check stops those),
+# end in the guest's triple fault (exit reason 2) with nothing of the page
+# read; given back, the copies are unchanged and run the guest again.
+# Six refusals counted in `protected` of the CPU that ran it.
+t_ept12_on_hyp() {
 	rmmod kvm_intel || fail "rmmod kvm_intel"
 	rmmod kvm
+	pool=$(echo pool_pa > $CTL && cat $CTL | sed -n 's/^ok //p')
+	base=$(sed -n 's/^pkvm_x86 .* \(0x[0-9a-f]*\).*$/\1/p' /proc/modules)
+	ipfn=$(hostile pfn $base | sed -n 's/^ok //p')
+	image_word=$(hostile read $ipfn 0)
+	before=
+	for c in $(seq 0 $(($(ncpu) - 1))); do
+		echo nested_stats $c > $CTL
+		before="$before $(cat $CTL | tr ' ' '\n' | sed -n 's/^protected=//p')"
+	done
+	n=$(dmesg | grep 'vmx_entry: ' | grep -c -v 'taints kernel')
+	insmod /lib/modules/vmx_entry.ko ept12=1 pkvm=1 pool_pa=$pool image_pa=$((ipfn << 12)) ||
+		fail "insmod vmx_entry ept12=1"
+	rmmod vmx_entry
+	dmesg | sed -n 's/.*vmx_entry: //p' | grep -v 'taints kernel' | tail -n +$((n + 1)) > /tmp/ept12.out
+	cat /tmp/ept12.out
+	grep -q '^done$' /tmp/ept12.out || fail "vmx_entry did not finish"
+	for s in owned owned_via owned_bait back_root back_pml4e; do
+		ept_expect /tmp/ept12.out ept12_$s "exit reason=0xa qual=0x0"
+	done
+	for s in pool_root image_root pool_pml4e image_pml4e donated_root donated_pml4e; do
+		ept_expect /tmp/ept12.out ept12_$s "exit reason=0x2 qual=0x0"
+	done
+	ept_expect /tmp/ept12.out ept12_bait_donate "rax=0x0 rax=0x0"
+	ept_expect /tmp/ept12.out ept12_bait_back "rax=0x0 rax=0x0"
+	ept_expect /tmp/ept12.out ept12_bait_unchanged yes
+	cpu=$(sed -n 's/^cpu=//p' /tmp/ept12.out)
+	echo nested_stats $cpu > $CTL
+	after=$(cat $CTL | tr ' ' '\n' | sed -n 's/^protected=//p')
+	b=$(echo $before | cut -d' ' -f$((cpu + 1)))
+	expect_eq "EPT12 tables refused (protected, cpu$cpu)" "$((after - b))" 6
+	expect_eq "module image word 0" "$(hostile read $ipfn 0)" "$image_word"
+	/bin/workload 4 1 > /dev/null || fail "host broken"
+	ept_invariants "after the EPT12 tables on hypervisor memory"
+	no_internal_errors
+}
+
+t_ept_hostile_done() {
+	rmmod pkvm_hostile
+	grep -q '^kvm_intel ' /proc/modules && rmmod kvm_intel
+	grep -q '^kvm ' /proc/modules && rmmod kvm
 	ept_invariants "after VMXOFF"
 	pkvm_rmmod || fail "rmmod pkvm_x86"
 }
