@@ -263,10 +263,11 @@ t_ept_donate_mapped() {
 # and writes its counter into it in a loop (one exit per read), while the
 # last CPU (cpu1 with 2 CPUs; cpu0 too with 1, interleaved) 150 times
 # retires every shadow with a global INVEPT and tries to donate the page,
-# at once or a few ms later (the hostile module's eptrace): EBUSY when the
-# guest mapped it again first (both outcomes must occur); a donation that succeeds has root mode fill the page with Q,
-# wait, count the Q words (512 unless the guest wrote the hypervisor's
-# page), refill P and give it back.  The guest must only ever read P (a Q
+# at once, after a random spin or after a random sleep (the hostile
+# module's eptrace): EBUSY when the guest mapped it again first (both
+# outcomes must occur); a donation that succeeds has root mode fill the
+# page with Q, wait, count the Q words (512 unless the guest wrote the
+# hypervisor's page), refill P and give it back.  The guest must only ever read P (a Q
 # is the hypervisor's page read), its touches of the donated page are
 # triple faults (counted, the vCPU restarted); no error, the invariants
 # hold (no page both donated and guest-mapped), nothing internal.

@@ -107,8 +107,9 @@
  *                           nested_ept=1, debug build): N times on CPU, a
  *                           global INVEPT (the shadow EPTs retired: a
  *                           guest that maps frame PFN must fault it in
- *                           again), then, at once or after 0.5-1 or 2-3
- *                           ms (round by round), HOST_DONATE_HYP of PFN.  EBUSY
+ *                           again), then, at once, after a random spin
+ *                           (0-1 ms) or a random sleep (0.1-2 ms), round
+ *                           by round, HOST_DONATE_HYP of PFN.  EBUSY
  *                           is counted (a guest mapped it again first);
  *                           a donation that succeeds has root mode fill
  *                           the frame with Q (DEBUG_FILL_PAGE), waits
@@ -131,6 +132,7 @@
 #include <linux/mm.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
+#include <linux/random.h>
 #include <linux/smp.h>
 #include <linux/uaccess.h>
 #include <linux/vmalloc.h>
@@ -744,14 +746,19 @@ static int cmd_eptrace(u64 pfn, u64 cpu, u64 n, u64 p, u64 q)
 		if (!invept_on(cpu, 2, 0))	/* global */
 			ifail++;
 		/*
-		 * Every third round donates at once (the host usually wins),
-		 * the others after 0.5-1 or 2-3 ms (the guest usually faulted
-		 * the page in again first).
+		 * Every third round donates at once (the host usually wins);
+		 * the others after a random 0-1 ms spin (with 2 CPUs, the
+		 * guest's fault and the donation meet on the hypervisor lock)
+		 * or a random 0.1-2 ms sleep (the guest usually faulted the
+		 * page in again first; with 1 CPU it runs meanwhile).
 		 */
 		if (i % 3 == 1)
-			usleep_range(500, 1000);
-		else if (i % 3 == 2)
-			usleep_range(2000, 3000);
+			udelay(get_random_u32_below(1000));
+		else if (i % 3 == 2) {
+			u32 us = 100 + get_random_u32_below(1900);
+
+			usleep_range(us, us + 50);
+		}
 		rc = vmcall_on(cpu, 0x10, pfn, 1, 0, 0);	/* HOST_DONATE_HYP */
 		if (rc == (u64)-EBUSY) {
 			busy++;
