@@ -9,7 +9,7 @@ DBG=/sys/kernel/debug/pkvm_x86
 CTL=$DBG/debug/ctl
 P=/sys/module/kvm_intel/parameters
 TESTS="guest_bare insmod_pkvm_ept view_offers_ept kvm_params_ept guest_pkvm_ept guest_cpus_ept ept_stats \
-rmmod_all invariants_after dmesg_clean"
+rmmod_all invariants_after ept_hostile_setup ept_hostile_slot ept_donate_mapped ept_share_race ept12_on_hyp ept_hostile_done dmesg_clean"
 GUEST_N=20
 
 ncpu() { grep -c ^processor /proc/cpuinfo; }
@@ -109,4 +109,261 @@ t_invariants_after() {
 
 t_dmesg_clean() {
 	dmesg_clean || fail "kernel log has warnings"
+}
+
+# ---------------------------------------------------------------------
+# The hostile host against the shadow EPT (issue 10, "A hostile host").
+# The host hands its KVM guest memory it does not own, through the
+# hostile module's "mem" file (a remap_pfn_range of any frame, which KVM
+# maps into EPT12 like any memory slot), and races donations against the
+# shares the shadow EPT takes.  What is checked is what a user sees: the
+# value the guest reads, its exit, the host still working, the hypervisor's
+# counters and its invariant checker.  State between the tests is in
+# /tmp/ept.* (each test runs in a subshell).
+
+H=/sys/kernel/debug/pkvm_hostile/ctl
+HMEM=/sys/kernel/debug/pkvm_hostile/mem
+EBUSY_RAX=rax=0xfffffffffffffff0
+
+hostile() { echo "$*" > $H || return 1; cat $H; }
+
+# ept_stat NAME: counter NAME of cpu0's nested statistics.
+ept_stat() {
+	echo nested_stats 0 > $CTL
+	cat $CTL | tr ' ' '\n' | sed -n "s/^$1=//p"
+}
+
+ept_invariants() {
+	echo check > $CTL
+	expect_eq "invariants $1" "$(cat $CTL)" "ok invariants hold"
+}
+
+# wait_first FILE: waits (up to 2 minutes) for a -l guest's first read.
+wait_first() {
+	i=0
+	while ! grep -q '^first read=' "$1"; do
+		i=$((i + 1))
+		[ $i -gt 120 ] && { cat "$1"; fail "the guest never read its page"; return 1; }
+		sleep 1
+	done
+}
+
+# The debug build (root mode counts the words of hypervisor pages) with
+# nested_ept=1, the stock kvm_intel on EPT, the hostile module.
+t_ept_hostile_setup() {
+	insmod /lib/modules/pkvm_x86-debug.ko debug=1 nested_ept=1 || fail "insmod nested_ept=1" || return 1
+	insmod /lib/modules/irqbypass.ko 2>/dev/null
+	insmod /lib/modules/kvm.ko && insmod /lib/modules/kvm-intel.ko || fail "kvm_intel" || return 1
+	expect_eq ept "$(cat $P/ept)" Y
+	insmod /lib/modules/pkvm_hostile.ko || fail "insmod hostile"
+}
+
+# A guest memory slot backed by a frame the host does not own: a page full
+# of a pattern donated to the hypervisor, a pool page, a frame of the pkvm
+# module's text.  KVM maps it into EPT12 like any memory; the shadow fault
+# finds the frame is not the host's to share (the donated page and the pool
+# are not in the host EPT, the image is readable by the host but not
+# OWNED: the page-state machine refuses the share), maps nothing, and the
+# host sees its guest triple-fault (KVM_EXIT_SHUTDOWN), the read value
+# never delivered.  The control: the same page while it is the host's is
+# read.  Each refusal is counted in `protected`; the host CPU goes on, the
+# invariants hold, the donated page keeps its pattern and the image its
+# first word.
+t_ept_hostile_slot() {
+	pat=0x5a5a5a5a5a5a5a5a
+	dpfn=$(hostile alloc $pat | sed -n 's/^ok //p')
+	hostile map $dpfn > /dev/null
+	taskset -c 0 /bin/kvm_guest -m $HMEM > /tmp/eslot.own
+	cat /tmp/eslot.own
+	expect_eq "guest reads a host page" "$(cat /tmp/eslot.own)" "hostile slot: exit=io read=0x5a5a5a5a"
+	# The dead VM's shadow EPT still maps the page until the host's
+	# INVEPT (shadow-ept.rst, "Teardown"): the host's global INVEPT first.
+	expect_eq "host INVEPT global" "$(hostile invept 0 2 0)" ok
+	hostile vmcall 0 0x10 $dpfn 1 | grep -q 'rax=0x0 ' || fail "donate the pattern page"
+	pool=$(echo pool_pa > $CTL && cat $CTL | sed -n 's/^ok //p')
+	base=$(sed -n 's/^pkvm_x86 .* \(0x[0-9a-f]*\).*$/\1/p' /proc/modules)
+	ipfn=$(hostile pfn $base | sed -n 's/^ok //p')
+	image_word=$(hostile read $ipfn 0)
+	echo "donated pfn $dpfn, pool $pool, module image $base (pfn $ipfn, word 0 $image_word)"
+	prot0=$(ept_stat protected)
+	faults0=$(ept_stat ept_faults)
+	for what in donated pool image; do
+		case $what in
+		donated) pfn=$dpfn ;;
+		pool) pfn=$((pool >> 12)) ;;
+		image) pfn=$ipfn ;;
+		esac
+		hostile map $pfn > /dev/null
+		taskset -c 0 /bin/kvm_guest -m $HMEM > /tmp/eslot.$what
+		echo "$what (pfn $pfn): $(cat /tmp/eslot.$what)"
+		expect_eq "guest on $what memory" "$(cat /tmp/eslot.$what)" "hostile slot: exit=shutdown read=0x00000000"
+	done
+	prot=$(( $(ept_stat protected) - prot0 ))
+	faults=$(( $(ept_stat ept_faults) - faults0 ))
+	echo "protected +$prot ept_faults +$faults"
+	expect_eq "protected-memory touches counted" "$prot" 3
+	[ "$faults" -ge 3 ] || fail "ept_faults moved by $faults, want at least 3"
+	echo nested_stats 0 > $CTL
+	v=$(cat $CTL | tr ' ' '\n' | sed -n 's/^unexpected=//p')
+	expect_eq "unexpected vmcs02 exits" "$v" 0
+	/bin/workload 4 1 > /dev/null || fail "host CPU wedged after the hostile slots"
+	ept_invariants "after the hostile slots"
+	no_internal_errors
+	hostile vmcall 0 0x11 $dpfn 1 | grep -q 'rax=0x0 ' || fail "give back"
+	expect_eq "donated page untouched" "$(hostile scan $dpfn 1 $pat)" "ok 512 0"
+	expect_eq "module image word 0" "$(hostile read $ipfn 0)" "$image_word"
+}
+
+# A page a live guest maps through its shadow EPT cannot be donated:
+# HOST_DONATE_HYP answers EBUSY (shadow-ept.rst, "Donations": no reverse
+# map, the host has to unmap first) and the guest goes on reading it.  Once
+# the guest is gone and the host's INVEPT retired its shadow, the donation
+# works; and after rmmod kvm_intel (the last VMXOFF retires every shadow).
+t_ept_donate_mapped() {
+	pat=0x3c3c3c3c3c3c3c3c
+	pfn=$(hostile alloc $pat | sed -n 's/^ok //p')
+	other=$(( $(ncpu) - 1 ))
+	hostile map $pfn > /dev/null
+	taskset -c 0 /bin/kvm_guest -m $HMEM -l 2 -p 0x3c3c3c3c > /tmp/edon.out &
+	gp=$!
+	wait_first /tmp/edon.out
+	r=$(hostile vmcall $other 0x10 $pfn 1)
+	echo "donate (cpu$other) while the guest maps it: $r"
+	case "$r" in *"$EBUSY_RAX "*) ;; *) fail "donating a page a live guest maps: $r, want EBUSY" ;; esac
+	wait $gp || fail "the guest"
+	cat /tmp/edon.out
+	grep -q '^loop: reads=[1-9][0-9]* expected=[1-9][0-9]* other=0 shutdowns=0 bad_exits=0 ' /tmp/edon.out ||
+		fail "the guest did not keep reading its page"
+	r=$(hostile vmcall 0 0x10 $pfn 1)
+	echo "donate after the VM is gone: $r"
+	case "$r" in *"$EBUSY_RAX "*) ;; *) fail "the dead VM's shadow no longer maps the page: $r" ;; esac
+	expect_eq "host INVEPT global" "$(hostile invept 0 2 0)" ok
+	r=$(hostile vmcall 0 0x10 $pfn 1)
+	echo "donate after the host's INVEPT: $r"
+	case "$r" in *"rax=0x0 "*) ;; *) fail "donation after INVEPT: $r" ;; esac
+	ept_invariants "with the page donated"
+	hostile vmcall 0 0x11 $pfn 1 | grep -q 'rax=0x0 ' || fail "give back"
+	expect_eq "page word 0" "$(hostile read $pfn 0)" "ok $pat"
+	# Mapped again by a guest, then kvm_intel unloaded.
+	taskset -c 0 /bin/kvm_guest -m $HMEM > /tmp/edon2.out
+	expect_eq "guest reads it again" "$(cat /tmp/edon2.out)" "hostile slot: exit=io read=0x3c3c3c3c"
+	r=$(hostile vmcall 0 0x10 $pfn 1)
+	case "$r" in *"$EBUSY_RAX "*) ;; *) fail "donation while the shadow maps it: $r, want EBUSY" ;; esac
+	rmmod kvm_intel || fail "rmmod kvm_intel"
+	r=$(hostile vmcall 0 0x10 $pfn 1)
+	echo "donate after rmmod kvm_intel: $r"
+	case "$r" in *"rax=0x0 "*) ;; *) fail "donation after rmmod kvm_intel: $r" ;; esac
+	ept_invariants "after rmmod kvm_intel"
+	hostile vmcall 0 0x11 $pfn 1 | grep -q 'rax=0x0 ' || fail "give back"
+	insmod /lib/modules/kvm-intel.ko || fail "kvm_intel again"
+	no_internal_errors
+}
+
+# Shares raced against donations: a guest on cpu0 reads a page of pattern P
+# and writes its counter into it in a loop (one exit per read), while the
+# last CPU (cpu1 with 2 CPUs; cpu0 too with 1, interleaved) 150 times
+# retires every shadow with a global INVEPT and tries to donate the page,
+# at once, after a random spin or after a random sleep (the hostile
+# module's eptrace): EBUSY when the guest mapped it again first (both
+# outcomes must occur); a donation that succeeds has root mode fill the
+# page with Q, wait, count the Q words (512 unless the guest wrote the
+# hypervisor's page), refill P and give it back.  The guest must only ever read P (a Q
+# is the hypervisor's page read), its touches of the donated page are
+# triple faults (counted, the vCPU restarted); no error, the invariants
+# hold (no page both donated and guest-mapped), nothing internal.
+t_ept_share_race() {
+	p=0x7e7e7e7e7e7e7e7e
+	q=0x0e0e0e0e0e0e0e0e
+	rounds=150
+	pfn=$(hostile alloc $p | sed -n 's/^ok //p')
+	rc=$(( $(ncpu) - 1 ))
+	hostile map $pfn > /dev/null
+	prot0=$(ept_stat protected)
+	taskset -c 0 /bin/kvm_guest -m $HMEM -l 900 -p 0x7e7e7e7e > /tmp/erace.out &
+	gp=$!
+	wait_first /tmp/erace.out
+	r=$(taskset -c $rc sh -c "echo eptrace $pfn $rc $rounds $p $q > $H && cat $H")
+	echo "racer on cpu$rc: $r"
+	kill -USR1 $gp
+	wait $gp || fail "the guest"
+	cat /tmp/erace.out
+	v() { echo "$r" | tr ' ' '\n' | sed -n "s/^$1=//p"; }
+	expect_eq rounds "$(v rounds)" $rounds
+	expect_eq "race errors" "$(v errors)" 0
+	expect_eq "hypervisor page written while donated" "$(v changed)" 0
+	expect_eq "INVEPT failures" "$(v invept_fail)" 0
+	expect_eq "donated + busy" "$(( $(v donated) + $(v busy) ))" $rounds
+	[ "$(v donated)" -ge 1 ] || fail "no donation succeeded: the race never let the host have the page"
+	[ "$(v busy)" -ge 1 ] || fail "no donation refused: the guest never mapped the page again first"
+	grep -q '^loop: reads=[1-9][0-9]* expected=[1-9][0-9]* other=0 ' /tmp/erace.out ||
+		fail "the guest read something else than its page"
+	grep -q ' bad_exits=0 ' /tmp/erace.out || fail "unexpected exits of the guest"
+	sh=$(sed -n 's/.* shutdowns=\([0-9]*\) .*/\1/p' /tmp/erace.out)
+	echo "protected +$(( $(ept_stat protected) - prot0 )), guest triple faults $sh"
+	expect_eq "page word 0 after the race" "$(hostile read $pfn 0)" "ok $p"
+	/bin/workload 4 1 > /dev/null || fail "host broken after the race"
+	ept_invariants "after the race"
+	no_internal_errors
+}
+
+# ept_expect FILE STEP RESULT: the step's line starts with RESULT.
+ept_expect() {
+	got=$(sed -n "s/^$2: //p" "$1" | head -1)
+	case "$got" in "$3"*) ;; *) fail "$2: got '$got', want '$3...'" ;; esac
+}
+
+# The host's EPT tables (EPT12) on hypervisor memory: selftests/vmx_entry
+# with ept12=1 runs its own guest (kvm_intel unloaded: the module executes
+# VMXON itself) on an EPT it builds, identity for the guest's pages.  The
+# control runs the guest (CPUID exit); EPTP12 or the PML4 entry on a pool
+# page or a frame of the module image, or on valid copies of the control's
+# tables donated to the hypervisor (only the ownership check stops those),
+# end in the guest's triple fault (exit reason 2) with nothing of the page
+# read; given back, the copies are unchanged and run the guest again.
+# Six refusals counted in `protected` of the CPU that ran it.
+t_ept12_on_hyp() {
+	rmmod kvm_intel || fail "rmmod kvm_intel"
+	rmmod kvm
+	pool=$(echo pool_pa > $CTL && cat $CTL | sed -n 's/^ok //p')
+	base=$(sed -n 's/^pkvm_x86 .* \(0x[0-9a-f]*\).*$/\1/p' /proc/modules)
+	ipfn=$(hostile pfn $base | sed -n 's/^ok //p')
+	image_word=$(hostile read $ipfn 0)
+	before=
+	for c in $(seq 0 $(($(ncpu) - 1))); do
+		echo nested_stats $c > $CTL
+		before="$before $(cat $CTL | tr ' ' '\n' | sed -n 's/^protected=//p')"
+	done
+	n=$(dmesg | grep 'vmx_entry: ' | grep -c -v 'taints kernel')
+	insmod /lib/modules/vmx_entry.ko ept12=1 pkvm=1 pool_pa=$pool image_pa=$((ipfn << 12)) ||
+		fail "insmod vmx_entry ept12=1"
+	rmmod vmx_entry
+	dmesg | sed -n 's/.*vmx_entry: //p' | grep -v 'taints kernel' | tail -n +$((n + 1)) > /tmp/ept12.out
+	cat /tmp/ept12.out
+	grep -q '^done$' /tmp/ept12.out || fail "vmx_entry did not finish"
+	for s in owned owned_via owned_bait back_root back_pml4e; do
+		ept_expect /tmp/ept12.out ept12_$s "exit reason=0xa qual=0x0"
+	done
+	for s in pool_root image_root pool_pml4e image_pml4e donated_root donated_pml4e; do
+		ept_expect /tmp/ept12.out ept12_$s "exit reason=0x2 qual=0x0"
+	done
+	ept_expect /tmp/ept12.out ept12_bait_donate "rax=0x0 rax=0x0"
+	ept_expect /tmp/ept12.out ept12_bait_back "rax=0x0 rax=0x0"
+	ept_expect /tmp/ept12.out ept12_bait_unchanged yes
+	cpu=$(sed -n 's/^cpu=//p' /tmp/ept12.out)
+	echo nested_stats $cpu > $CTL
+	after=$(cat $CTL | tr ' ' '\n' | sed -n 's/^protected=//p')
+	b=$(echo $before | cut -d' ' -f$((cpu + 1)))
+	expect_eq "EPT12 tables refused (protected, cpu$cpu)" "$((after - b))" 6
+	expect_eq "module image word 0" "$(hostile read $ipfn 0)" "$image_word"
+	/bin/workload 4 1 > /dev/null || fail "host broken"
+	ept_invariants "after the EPT12 tables on hypervisor memory"
+	no_internal_errors
+}
+
+t_ept_hostile_done() {
+	rmmod pkvm_hostile
+	grep -q '^kvm_intel ' /proc/modules && rmmod kvm_intel
+	grep -q '^kvm ' /proc/modules && rmmod kvm
+	ept_invariants "after VMXOFF"
+	pkvm_rmmod || fail "rmmod pkvm_x86"
 }

@@ -99,6 +99,27 @@
  *   map PFN                 the next mmap of /sys/kernel/debug/pkvm_hostile/mem
  *                           maps frame PFN (remap_pfn_range, one page): a
  *                           process can hand it to KVM as guest memory
+ *   invept CPU TYPE EPTP    INVEPT of TYPE (1 single-context for EPTP,
+ *                           2 global) on CPU, which must be in VMX
+ *                           operation (kvm_intel loaded; else the #UD is
+ *                           an oops); "ok" or "vmfail"
+ *   eptrace PFN CPU N P Q   shares raced against donations (shadow EPT,
+ *                           nested_ept=1, debug build): N times on CPU, a
+ *                           global INVEPT (the shadow EPTs retired: a
+ *                           guest that maps frame PFN must fault it in
+ *                           again), then, at once, after a random spin
+ *                           (0-1 ms) or a random sleep (0.1-2 ms), round
+ *                           by round, HOST_DONATE_HYP of PFN.  EBUSY
+ *                           is counted (a guest mapped it again first);
+ *                           a donation that succeeds has root mode fill
+ *                           the frame with Q (DEBUG_FILL_PAGE), waits
+ *                           1-2 ms, counts the words still Q
+ *                           (DEBUG_COUNT_WORDS: 512 unless something
+ *                           wrote the hypervisor's page), fills it with P
+ *                           again and gives it back (HYP_DONATE_HOST).
+ *                           "ok donated=D busy=B errors=E changed=C
+ *                           invept_fail=F": changed = donations during
+ *                           which the page did not keep its 512 Q words
  *
  * Numbers are parsed with base 0 (0x... for hex).
  */
@@ -111,6 +132,7 @@
 #include <linux/mm.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
+#include <linux/random.h>
 #include <linux/smp.h>
 #include <linux/uaccess.h>
 #include <linux/vmalloc.h>
@@ -686,6 +708,81 @@ static void do_vmptrst(void *p)
 	asm volatile("vmptrst %0" : "=m"(*(u64 *)p) : : "memory");
 }
 
+struct invept_args {
+	u64 type, eptp;
+	bool fail;
+};
+
+/* INVEPT on this CPU; `fail` when it VMfailed (CF or ZF set). */
+static void do_invept(void *p)
+{
+	struct invept_args *a = p;
+	struct { u64 eptp, rsvd; } desc = { a->eptp, 0 };
+	bool fail;
+
+	asm volatile("invept %1, %2\n\tsetna %0"
+		     : "=qm"(fail)
+		     : "m"(desc), "r"(a->type)
+		     : "cc", "memory");
+	a->fail = fail;
+}
+
+static bool invept_on(u64 cpu, u64 type, u64 eptp)
+{
+	struct invept_args a = { .type = type, .eptp = eptp };
+
+	if (smp_call_function_single(cpu, do_invept, &a, 1))
+		return false;
+	return !a.fail;
+}
+
+static int cmd_eptrace(u64 pfn, u64 cpu, u64 n, u64 p, u64 q)
+{
+	u64 i, rc, donated = 0, busy = 0, errors = 0, changed = 0, ifail = 0;
+
+	if (cpu >= nr_cpu_ids || !cpu_online(cpu) || n > 100000 || !pfn_valid(pfn))
+		return -EINVAL;
+	for (i = 0; i < n && errors == 0; i++) {
+		if (!invept_on(cpu, 2, 0))	/* global */
+			ifail++;
+		/*
+		 * Every third round donates at once (the host usually wins);
+		 * the others after a random 0-1 ms spin (with 2 CPUs, the
+		 * guest's fault and the donation meet on the hypervisor lock)
+		 * or a random 0.1-2 ms sleep (the guest usually faulted the
+		 * page in again first; with 1 CPU it runs meanwhile).
+		 */
+		if (i % 3 == 1)
+			udelay(get_random_u32_below(1000));
+		else if (i % 3 == 2) {
+			u32 us = 100 + get_random_u32_below(1900);
+
+			usleep_range(us, us + 50);
+		}
+		rc = vmcall_on(cpu, 0x10, pfn, 1, 0, 0);	/* HOST_DONATE_HYP */
+		if (rc == (u64)-EBUSY) {
+			busy++;
+		} else if (rc) {
+			errors++;
+		} else {
+			donated++;
+			errors += vmcall_on(cpu, 0x44, pfn, q, 0, 0) != 0;	/* DEBUG_FILL_PAGE */
+			usleep_range(1000, 2000);
+			/* DEBUG_COUNT_WORDS */
+			changed += vmcall_on(cpu, 0x46, pfn, q, 0, 0) != PAGE_SIZE / 8;
+			errors += vmcall_on(cpu, 0x44, pfn, p, 0, 0) != 0;
+			/* HYP_DONATE_HOST; a page that does not come back ends the race */
+			errors += vmcall_on(cpu, 0x11, pfn, 1, 0, 0) != 0;
+		}
+		/* Let the guest fault the page in again. */
+		usleep_range(500, 1500);
+	}
+	snprintf(result, sizeof(result),
+		 "ok rounds=%llu donated=%llu busy=%llu errors=%llu changed=%llu invept_fail=%llu\n",
+		 i, donated, busy, errors, changed, ifail);
+	return 0;
+}
+
 /* The frame the next mmap of the "mem" file maps (command "map"). */
 static u64 map_pfn;
 
@@ -792,6 +889,15 @@ static int run(char *line)
 		snprintf(result, sizeof(result), "ok\n");
 		return 0;
 	}
+	if (!strcmp(argv[0], "invept") && argc == 4) {
+		if (n[0] >= nr_cpu_ids || !cpu_online(n[0]) || (n[1] != 1 && n[1] != 2))
+			return -EINVAL;
+		snprintf(result, sizeof(result), "%s\n",
+			 invept_on(n[0], n[1], n[2]) ? "ok" : "vmfail");
+		return 0;
+	}
+	if (!strcmp(argv[0], "eptrace") && argc == 6)
+		return cmd_eptrace(n[0], n[1], n[2], n[3], n[4]);
 	if (!strcmp(argv[0], "stale") && argc == 5)
 		return cmd_stale(n[0], n[1], n[2], n[3]);
 	if (!strcmp(argv[0], "contend") && argc == 5)

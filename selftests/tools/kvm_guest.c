@@ -22,7 +22,7 @@
  * exit status 0 if everything matched.  The output does not depend on the
  * hypervisor below KVM, so bare and pkvm runs compare with diff.
  *
- * usage: kvm_guest [-q] [-n ITERATIONS] [-s SECONDS] [-m FILE]
+ * usage: kvm_guest [-q] [-n ITERATIONS] [-s SECONDS] [-m FILE [-w | -l SECS [-p VALUE]]]
  *   -q       print only the summary
  *   -s SECS  keep the VM (and its vCPU's VMCS) alive SECS seconds after
  *            the loop, printing "holding" first
@@ -31,9 +31,21 @@
  *            the guest reads GPA 0x3000 into the port: "read=0x..."
  *   -w       with -m: the guest first writes 0x11223344 to GPA 0x3000
  *            (then reads it back as above)
+ *   -l SECS  with -m: the guest loops for SECS seconds, each turn reading
+ *            GPA 0x3000 (out to port 0x11: one KVM_EXIT_IO per read) and
+ *            writing its turn counter to GPA 0x3800; prints "first read=0x.."
+ *            once the first read is in (flushed), then "loop: reads=N
+ *            expected=N other=N shutdowns=N bad_exits=N first_other=0x..".
+ *            A triple fault of the guest (KVM_EXIT_SHUTDOWN: the page was
+ *            refused to it) is counted and the vCPU restarted at the loop.
+ *            SIGUSR1 ends the loop early (the summary is still printed).
+ *   -p VAL   with -l: the 32-bit value the reads should give; "expected"
+ *            counts those, "other" the rest
  */
 #include <fcntl.h>
+#include <signal.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "kvm_flat.h"
@@ -72,6 +84,18 @@ static const uint8_t write_code[] = {
 	0xeb, 0xfe,			/* jmp $ */
 };
 
+/*
+ * -l: reads GPA 0x3000 and writes the turn counter to GPA 0x3800, forever,
+ * one port exit per turn.
+ */
+static const uint8_t loop_read_code[] = {
+	0xa1, 0x00, 0x30, 0x00, 0x00,	/* 1: mov eax, [0x3000] */
+	0x46,				/* inc esi */
+	0x89, 0x35, 0x00, 0x38, 0x00, 0x00, /* mov [0x3800], esi */
+	0xe7, 0x11,			/* out 0x11, eax */
+	0xeb, 0xf0,			/* jmp 1b */
+};
+
 static const char *reason(int r)
 {
 	switch (r) {
@@ -85,16 +109,77 @@ static const char *reason(int r)
 	}
 }
 
+static volatile sig_atomic_t stop_loop;
+
+static void on_usr1(int sig)
+{
+	(void)sig;
+	stop_loop = 1;
+}
+
+/*
+ * -l: runs the reading loop for `secs` seconds and counts what the reads
+ * gave; a triple fault restarts the vCPU at the loop.  Exit status 0 unless
+ * KVM_RUN itself failed or an exit other than the port and shutdown came.
+ */
+static int read_loop(int vcpu, struct kvm_run *run, int secs, uint32_t expect)
+{
+	unsigned long reads = 0, expected = 0, other = 0, shutdowns = 0, bad = 0;
+	uint32_t first_other = 0;
+	time_t end = time(NULL) + secs;
+	struct sigaction sa = { .sa_handler = on_usr1 };
+
+	/* No SA_RESTART: the signal interrupts KVM_RUN (EINTR). */
+	sigaction(SIGUSR1, &sa, NULL);
+	while (!stop_loop && time(NULL) < end) {
+		uint32_t got;
+
+		if (ioctl(vcpu, KVM_RUN, 0) < 0) {
+			if (errno == EINTR)
+				continue;
+			return kvm_flat_fail("KVM_RUN");
+		}
+		if (run->exit_reason == KVM_EXIT_SHUTDOWN) {
+			shutdowns++;
+			if (kvm_flat_regs(vcpu, CODE))
+				return 1;
+			continue;
+		}
+		if (run->exit_reason != KVM_EXIT_IO || run->io.port != 0x11) {
+			if (!bad++)
+				printf("exit=%s (%u) port=0x%x\n", reason(run->exit_reason),
+				       run->exit_reason, run->io.port);
+			if (bad > 10)
+				break;
+			continue;
+		}
+		memcpy(&got, (uint8_t *)run + run->io.data_offset, 4);
+		if (!reads++) {
+			printf("first read=0x%08x\n", got);
+			fflush(stdout);
+		}
+		if (got == expect) {
+			expected++;
+		} else if (!other++) {
+			first_other = got;
+		}
+	}
+	printf("loop: reads=%lu expected=%lu other=%lu shutdowns=%lu bad_exits=%lu first_other=0x%08x\n",
+	       reads, expected, other, shutdowns, bad, first_other);
+	return bad ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
-	int quiet = 0, n = 20, opt, bad = 0, ios = 0, hlts = 0, hold = 0, write = 0;
+	int quiet = 0, n = 20, opt, bad = 0, ios = 0, hlts = 0, hold = 0, loop = 0, write = 0;
+	uint32_t expect = 0;
 	const char *file = NULL;
 	struct kvm_regs regs;
 	struct kvm_run *run;
 	uint8_t *mem;
 	int kvm, vm, vcpu, size;
 
-	while ((opt = getopt(argc, argv, "qn:m:s:w")) != -1) {
+	while ((opt = getopt(argc, argv, "qn:m:s:wl:p:")) != -1) {
 		if (opt == 'q')
 			quiet = 1;
 		else if (opt == 'w')
@@ -105,6 +190,10 @@ int main(int argc, char **argv)
 			hold = atoi(optarg);
 		else if (opt == 'm')
 			file = optarg;
+		else if (opt == 'l')
+			loop = atoi(optarg);
+		else if (opt == 'p')
+			expect = strtoul(optarg, NULL, 0);
 		else
 			return 2;
 	}
@@ -115,6 +204,8 @@ int main(int argc, char **argv)
 		return 1;
 	if (!file)
 		memcpy(mem + CODE, loop_code, sizeof(loop_code));
+	else if (loop > 0)
+		memcpy(mem + CODE, loop_read_code, sizeof(loop_read_code));
 	else if (write)
 		memcpy(mem + CODE, write_code, sizeof(write_code));
 	else
@@ -138,6 +229,8 @@ int main(int argc, char **argv)
 	if (kvm_flat_vcpu(kvm, vm, 0, &vcpu, &run, &size) || kvm_flat_regs(vcpu, CODE))
 		return 1;
 
+	if (file && loop > 0)
+		return read_loop(vcpu, run, loop, expect);
 	if (file) {
 		uint32_t got = 0;
 

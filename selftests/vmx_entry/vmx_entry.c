@@ -32,6 +32,11 @@
  *   lacking=N          a secondary control the bare CPU does not have
  *                      (printed by the bare run as "lacking_bit=N"),
  *                      set anyway: VMfailValid(7) on both
+ *   ept12=1            instead of the fixed steps (pkvm loaded with
+ *                      nested_ept=1, pool_pa and image_pa given): the guest
+ *                      runs on an EPT of this module (EPT12, identity for
+ *                      its pages): the host's EPT tables placed on
+ *                      hypervisor memory (see ept12_steps())
  *   fuzz=N seed=S      instead of the fixed steps: on every online CPU at
  *                      once, N iterations of random VMWRITEs (valid and
  *                      invalid encodings, random values, addresses on
@@ -64,6 +69,8 @@ static bool pkvm;
 module_param(pkvm, bool, 0444);
 static int lacking = -1;
 module_param(lacking, int, 0444);
+static bool ept12;
+module_param(ept12, bool, 0444);
 static unsigned int fuzz;
 module_param(fuzz, uint, 0444);
 static unsigned long seed = 1;
@@ -850,6 +857,180 @@ static void bait_steps(struct cpu_ctx *c)
 	bait_entries(c, "bait_back");
 }
 
+/*
+ * ept12=1: the host's own EPT (EPT12) for the guest, as the host's KVM
+ * would build one, with its tables placed on hypervisor memory.  The
+ * hypervisor walks EPT12 on the guest's first EPT violation of its shadow
+ * EPT, and every table page must be the host's (Documentation/
+ * shadow-ept.rst): on a pool page, a frame of the module image or a page
+ * donated to the hypervisor the walk stops without reading it, and the
+ * host sees its guest triple-fault (exit reason 2).  Steps:
+ *   ept12_owned, ept12_owned_via   the control: EPTP12 at this module's
+ *        PML4 (identity 4 KiB leaves for the guest's pages), and at a
+ *        second PML4 whose entry points at a copy of the PDPT: the guest
+ *        runs (CPUID exit)
+ *   ept12_{pool,image}_root        EPTP12 on the pool page / image frame
+ *   ept12_{pool,image}_pml4e       a PML4 entry pointing there
+ *   ept12_bait_donate, ept12_donated_root, ept12_donated_pml4e
+ *        the two valid tables of the control (the PML4 copy and the PDPT
+ *        copy, the "bait") donated to the hypervisor: only the ownership
+ *        check stops the walk, which would otherwise run the guest
+ *   ept12_bait_back, ept12_bait_unchanged, ept12_back_root, ept12_back_pml4e
+ *        given back: unchanged, and the guest runs on them again
+ * A global INVEPT comes before every step (the shadow of an EPTP12 the
+ * previous step used would otherwise keep its leaves: no walk) and at
+ * the end (the shares of this module's pages go back before they are
+ * freed).
+ */
+#define EPT_RWX 7ULL
+#define EPT_WB_LEAF (6ULL << 3)
+#define EPTP_WB_4L (6ULL | (3ULL << 3))
+#define EPT_PAGES 16
+
+struct ept12 {
+	u64 *page[EPT_PAGES];
+	int used;
+};
+
+static u64 *ept_alloc(struct ept12 *e)
+{
+	u64 *p;
+
+	if (e->used == EPT_PAGES)
+		return NULL;
+	p = (u64 *)get_zeroed_page(GFP_KERNEL);
+	e->page[e->used] = p;
+	if (p)
+		e->used++;
+	return p;
+}
+
+/* Identity 4 KiB leaf (RWX, WB) for @pa in the EPT rooted at e->page[0]. */
+static int ept_map(struct ept12 *e, u64 pa)
+{
+	u64 *t = e->page[0];
+	int level;
+
+	for (level = 3; level >= 1; level--) {
+		int idx = (pa >> (12 + 9 * level)) & 511;
+
+		if (!t[idx]) {
+			u64 *n = ept_alloc(e);
+
+			if (!n)
+				return -ENOMEM;
+			t[idx] = __pa(n) | EPT_RWX;
+		}
+		t = __va(t[idx] & ~0xfffULL);
+	}
+	t[(pa >> 12) & 511] = pa | EPT_RWX | EPT_WB_LEAF;
+	return 0;
+}
+
+static void invept_global(void)
+{
+	struct { u64 eptp, rsvd; } desc = { 0, 0 };
+
+	asm volatile("invept %0, %1" : : "m"(desc), "r"(2ULL) : "cc", "memory");
+}
+
+static void ept12_enter(struct cpu_ctx *c, const char *step, u64 eptp)
+{
+	invept_global();
+	fresh(c);
+	vmwrite(F_PROC1, rd(F_PROC1) | P1_SECONDARY);
+	vmwrite(F_PROC2, P2_EPT);
+	vmwrite(F_EPTP, eptp);
+	show(c, step, enter(c, false));
+}
+
+/* EPT12 and its extra tables, built before VMXON (page allocation). */
+static struct ept12 ept_state;
+static u64 *ept_via, *ept_bait_pml4, *ept_bait_pdpt, *ept_bad;
+
+static bool ept12_prepare(struct cpu_ctx *c)
+{
+	u64 *guest_pages[] = { c->pml4, c->pdpt, c->pd, c->pt, c->code, c->stack };
+	struct ept12 *e = &ept_state;
+	int i;
+
+	if (!ept_alloc(e))
+		return false;
+	for (i = 0; i < ARRAY_SIZE(guest_pages); i++)
+		if (ept_map(e, __pa(guest_pages[i])))
+			return false;
+	ept_via = ept_alloc(e);
+	ept_bait_pml4 = ept_alloc(e);
+	ept_bait_pdpt = ept_alloc(e);
+	ept_bad = ept_alloc(e);
+	if (!ept_via || !ept_bait_pml4 || !ept_bait_pdpt || !ept_bad)
+		return false;
+	/* Every guest page is below 4 GiB: PML4 entry 0, one PDPT. */
+	memcpy(ept_bait_pml4, e->page[0], PAGE_SIZE);
+	memcpy(ept_bait_pdpt, __va(e->page[0][0] & ~0xfffULL), PAGE_SIZE);
+	ept_via[0] = __pa(ept_bait_pdpt) | EPT_RWX;
+	return true;
+}
+
+static void ept12_free(void)
+{
+	int i;
+
+	for (i = 0; i < ept_state.used; i++)
+		free_page((unsigned long)ept_state.page[i]);
+}
+
+static void ept12_steps(struct cpu_ctx *c, unsigned int unused)
+{
+	struct ept12 *e = &ept_state;
+	u64 *via = ept_via, *bait_pml4 = ept_bait_pml4, *bait_pdpt = ept_bait_pdpt;
+	u64 *bad = ept_bad, pml4_pa = __pa(e->page[0]), rax1, rax2;
+	int i, changed = -1;
+
+	ept12_enter(c, "ept12_owned", pml4_pa | EPTP_WB_4L);
+	ept12_enter(c, "ept12_owned_via", __pa(via) | EPTP_WB_4L);
+	ept12_enter(c, "ept12_owned_bait", __pa(bait_pml4) | EPTP_WB_4L);
+	ept12_enter(c, "ept12_pool_root", (pool_pa & ~0xfffUL) | EPTP_WB_4L);
+	ept12_enter(c, "ept12_image_root", (image_pa & ~0xfffUL) | EPTP_WB_4L);
+	bad[0] = (pool_pa & ~0xfffUL) | EPT_RWX;
+	ept12_enter(c, "ept12_pool_pml4e", __pa(bad) | EPTP_WB_4L);
+	bad[0] = (image_pa & ~0xfffUL) | EPT_RWX;
+	ept12_enter(c, "ept12_image_pml4e", __pa(bad) | EPTP_WB_4L);
+	invept_global();
+	rax1 = hypercall(HC_DONATE_HYP, __pa(bait_pml4) >> PAGE_SHIFT, 1);
+	rax2 = hypercall(HC_DONATE_HYP, __pa(bait_pdpt) >> PAGE_SHIFT, 1);
+	line(c, "ept12_bait_donate: rax=0x%llx rax=0x%llx", rax1, rax2);
+	if (rax1 || rax2)
+		goto out;
+	ept12_enter(c, "ept12_donated_root", __pa(bait_pml4) | EPTP_WB_4L);
+	ept12_enter(c, "ept12_donated_pml4e", __pa(via) | EPTP_WB_4L);
+	invept_global();
+	rax1 = hypercall(HC_DONATE_HOST, __pa(bait_pml4) >> PAGE_SHIFT, 1);
+	rax2 = hypercall(HC_DONATE_HOST, __pa(bait_pdpt) >> PAGE_SHIFT, 1);
+	line(c, "ept12_bait_back: rax=0x%llx rax=0x%llx", rax1, rax2);
+	if (rax1 || rax2) {
+		/* Not the host's: leaked, never freed. */
+		for (i = 0; i < e->used; i++)
+			if (e->page[i] == bait_pml4 || e->page[i] == bait_pdpt)
+				e->page[i] = NULL;
+		goto out;
+	}
+	for (i = 0; i < PAGE_SIZE / 8 && changed < 0; i++)
+		if (bait_pml4[i] != e->page[0][i] ||
+		    bait_pdpt[i] != ((u64 *)__va(e->page[0][0] & ~0xfffULL))[i])
+			changed = i;
+	if (changed < 0)
+		line(c, "ept12_bait_unchanged: yes");
+	else
+		line(c, "ept12_bait_unchanged: no word=%d", changed);
+	ept12_enter(c, "ept12_back_root", __pa(bait_pml4) | EPTP_WB_4L);
+	ept12_enter(c, "ept12_back_pml4e", __pa(via) | EPTP_WB_4L);
+out:
+	invept_global();
+	mem_op(I_VMCLEAR, __pa(c->vmcs));
+	line(c, "ept12_pages: %d", e->used);
+}
+
 /* A secondary control the (bare) CPU does not have, set anyway. */
 static void lacking_steps(struct cpu_ctx *c)
 {
@@ -1306,9 +1487,15 @@ static int __init vmx_entry_init(void)
 	c = alloc_ctx(16384);
 	if (!c)
 		return 0;
+	if (ept12 && !ept12_prepare(c)) {
+		pr_info("vmx_entry: ept12: no memory\n");
+		ept12 = false;
+	}
 	cpu = get_cpu();
-	in_vmx(c, fixed_steps, 0);
+	if (ept12 || !ept_state.used)
+		in_vmx(c, ept12 ? ept12_steps : fixed_steps, 0);
 	put_cpu();
+	ept12_free();
 	pr_info("vmx_entry: cpu=%d\n", cpu);
 	flush_lines(c);
 	free_ctx(c);
