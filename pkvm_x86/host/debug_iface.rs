@@ -142,6 +142,7 @@ const NESTED_SEL: [(u64, &str); 56] = [
     (0x606, "sept_evicted"),
     (0x607, "sept_flushes"),
     (0x608, "sept_unshared"),
+    (0x609, "sept_internal_errors"),
     (0x60a, "sept_reclaims"),
     (0x200, "pinned_frames"),
     // Root-mode cycles by phase (`crate::hyp::nested::phase`).
