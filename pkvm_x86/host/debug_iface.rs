@@ -106,7 +106,7 @@ struct NestedStatsReq {
 }
 
 /// The NESTED_STATS selectors `nested_stats` prints, with their names.
-const NESTED_SEL: [(u64, &str); 56] = [
+const NESTED_SEL: [(u64, &str); 59] = [
     (0, "entries"),
     (1, "l2_exits"),
     (2, "reflected"),
