@@ -350,9 +350,12 @@ t_ept_cycles() {
 }
 
 # Shares raced against donations: a guest on cpu0 reads a page of pattern P
-# and writes its counter into it in a loop (one exit per read), while the
-# last CPU (cpu1 with 2 CPUs; cpu0 too with 1, interleaved) 150 times
-# retires every shadow with a global INVEPT and tries to donate the page,
+# and writes its counter into it in a loop (one exit per read), its slot
+# taken out and put back by KVM every 8 reads (KVM zaps its EPT entries and
+# INVEPTs: the shadow's leaf is stale and dropped, the share returned;
+# kvm_guest -t), while the last CPU (cpu1 with 2 CPUs; cpu0 too with 1,
+# interleaved) 150 times does a global INVEPT (a shadow still current is
+# kept: re-validation, shadow-ept.rst) and tries to donate the page,
 # at once, after a random spin or after a random sleep (the hostile
 # module's eptrace): EBUSY when the guest mapped it again first (both
 # outcomes must occur); a donation that succeeds has root mode fill the
@@ -369,7 +372,7 @@ t_ept_share_race() {
 	rc=$(( $(ncpu) - 1 ))
 	hostile map $pfn > /dev/null
 	prot0=$(ept_stat protected)
-	taskset -c 0 /bin/kvm_guest -m $HMEM -l 900 -p 0x7e7e7e7e > /tmp/erace.out &
+	taskset -c 0 /bin/kvm_guest -m $HMEM -l 900 -p 0x7e7e7e7e -t 8 > /tmp/erace.out &
 	gp=$!
 	wait_first /tmp/erace.out
 	r=$(taskset -c $rc sh -c "echo eptrace $pfn $rc $rounds $p $q > $H && cat $H")

@@ -22,7 +22,7 @@
  * exit status 0 if everything matched.  The output does not depend on the
  * hypervisor below KVM, so bare and pkvm runs compare with diff.
  *
- * usage: kvm_guest [-q] [-n ITERATIONS] [-s SECONDS] [-m FILE [-w | -l SECS [-p VALUE]]]
+ * usage: kvm_guest [-q] [-n ITERATIONS] [-s SECONDS] [-m FILE [-w | -l SECS [-p VALUE] [-t N]]]
  *   -q       print only the summary
  *   -s SECS  keep the VM (and its vCPU's VMCS) alive SECS seconds after
  *            the loop, printing "holding" first
@@ -41,6 +41,9 @@
  *            SIGUSR1 ends the loop early (the summary is still printed).
  *   -p VAL   with -l: the 32-bit value the reads should give; "expected"
  *            counts those, "other" the rest
+ *   -t N     with -l: every N reads, slot 1 is deleted and added again
+ *            (KVM zaps its EPT entries for it and flushes: the hypervisor's
+ *            shadow of that page goes stale and is dropped at that INVEPT)
  */
 #include <fcntl.h>
 #include <signal.h>
@@ -111,6 +114,10 @@ static const char *reason(int r)
 
 static volatile sig_atomic_t stop_loop;
 
+/* -t: slot 1 (FILE at GPA 0x3000) taken out and put back every toggle reads. */
+static int toggle, toggle_vm;
+static void *toggle_mem;
+
 static void on_usr1(int sig)
 {
 	(void)sig;
@@ -154,6 +161,12 @@ static int read_loop(int vcpu, struct kvm_run *run, int secs, uint32_t expect)
 			continue;
 		}
 		memcpy(&got, (uint8_t *)run + run->io.data_offset, 4);
+		if (toggle && reads && reads % toggle == 0) {
+			/* KVM zaps the slot's EPT entries and flushes (INVEPT). */
+			if (kvm_flat_slot(toggle_vm, 1, 0x3000, 0, toggle_mem, "slot 1 out") ||
+			    kvm_flat_slot(toggle_vm, 1, 0x3000, 4096, toggle_mem, "slot 1 back"))
+				return 1;
+		}
 		if (!reads++) {
 			printf("first read=0x%08x\n", got);
 			fflush(stdout);
@@ -179,7 +192,7 @@ int main(int argc, char **argv)
 	uint8_t *mem;
 	int kvm, vm, vcpu, size;
 
-	while ((opt = getopt(argc, argv, "qn:m:s:wl:p:")) != -1) {
+	while ((opt = getopt(argc, argv, "qn:m:s:wl:p:t:")) != -1) {
 		if (opt == 'q')
 			quiet = 1;
 		else if (opt == 'w')
@@ -194,6 +207,8 @@ int main(int argc, char **argv)
 			loop = atoi(optarg);
 		else if (opt == 'p')
 			expect = strtoul(optarg, NULL, 0);
+		else if (opt == 't')
+			toggle = atoi(optarg);
 		else
 			return 2;
 	}
@@ -225,6 +240,8 @@ int main(int argc, char **argv)
 			return kvm_flat_fail("mmap -m FILE");
 		if (kvm_flat_slot(vm, 1, 0x3000, 4096, p, "KVM_SET_USER_MEMORY_REGION slot 1"))
 			return 1;
+		toggle_vm = vm;
+		toggle_mem = p;
 	}
 	if (kvm_flat_vcpu(kvm, vm, 0, &vcpu, &run, &size) || kvm_flat_regs(vcpu, CODE))
 		return 1;
