@@ -106,7 +106,7 @@ struct NestedStatsReq {
 }
 
 /// The NESTED_STATS selectors `nested_stats` prints, with their names.
-const NESTED_SEL: [(u64, &str); 56] = [
+const NESTED_SEL: [(u64, &str); 59] = [
     (0, "entries"),
     (1, "l2_exits"),
     (2, "reflected"),
@@ -141,6 +141,9 @@ const NESTED_SEL: [(u64, &str); 56] = [
     (0x605, "sept_kept"),
     (0x606, "sept_evicted"),
     (0x607, "sept_flushes"),
+    (0x608, "sept_unshared"),
+    (0x609, "sept_internal_errors"),
+    (0x60a, "sept_reclaims"),
     (0x200, "pinned_frames"),
     // Root-mode cycles by phase (`crate::hyp::nested::phase`).
     (0x300, "cyc_root_all"),

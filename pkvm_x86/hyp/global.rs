@@ -588,7 +588,11 @@ fn resolve_shadow_leaf(
         return Err(ShadowFault::NotShareable);
     };
     let leaf = {
-        let mut mem = HostMemory { mm, host, reserve };
+        let mut mem = HostMemory {
+            mm,
+            host: HostView::Read(host),
+            reserve,
+        };
         match ept12_walk::walk(&mut mem, ctx, &eptp, gpa, access) {
             Ok(l) => l,
             Err(WalkFault::Violation(v)) => {
@@ -1205,7 +1209,7 @@ impl PageStates {
         (
             HostMemory {
                 mm,
-                host: &self.host,
+                host: HostView::Reclaim(&mut self.host, &mut self.shadows),
                 reserve: &mut self.reserve,
             },
             &mut self.vmcs12,
@@ -1315,14 +1319,21 @@ impl PageStates {
             }
             Ok(())
         });
-        // Nested VMX's pins: every pinned frame is still the host's own.
+        // Nested VMX's pins: every pinned frame is still the host's own,
+        // or shared with guests by the shadow EPTs (a guest touched it
+        // through EPT12 while it was pinned, as KVM's APIC-access page
+        // is: still the host's, read-write, and no donation takes a
+        // shared page; no host-initiated share takes a pinned one).
         let r = r.and_then(|()| {
             for pa in pins.iter() {
                 let owned = Hpa::new(pa)
-                    .and_then(|p| host.pgt().lookup(mm, p).ok())
-                    .map(|l| {
+                    .and_then(|p| host.pgt().lookup(mm, p).ok().map(|l| (p, l)))
+                    .map(|(p, l)| {
                         let e = EptEntry(l.entry);
-                        e.state() == PageState::Owned && e.read() != 0 && e.write() != 0
+                        let rw = e.read() != 0 && e.write() != 0;
+                        let guest_shared = e.state() == PageState::SharedOwned
+                            && matches!(host.share_counts().get(mm, p), Ok(n) if n > 0);
+                        rw && (e.state() == PageState::Owned || guest_shared)
                     });
                 if owned != Some(true) {
                     return Err(invariants::Violation {
@@ -1361,10 +1372,35 @@ pub const PINS_PER_VMCS02: usize = 5;
 /// shared with or donated to anyone, nor MMIO), through the allocator's
 /// scratch slot, under the hypervisor lock (whoever holds `PageStates`).
 /// It also hands the vmcs12 cache pages of the reserve ([`PageSupply`]).
+///
+/// Built by [`PageStates::nested_parts`] (VMX instructions, VM entries),
+/// it also takes back a page the host needs as its own that only the
+/// shadow EPTs still share ([`HostView::Reclaim`]; Documentation/shadow-ept.rst,
+/// "Pages the host needs back"); the shadow fault path's walk of EPT12
+/// reads through a [`HostView::Read`] view (it runs while a shadow is
+/// being filled).
 pub struct HostMemory<'a> {
     mm: &'a mut HypMm,
-    host: &'a HostEpt,
+    host: HostView<'a>,
     reserve: &'a mut Reserve,
+}
+
+/// The host EPT as [`HostMemory`] sees it.
+enum HostView<'a> {
+    /// Read only: a page not exclusively the host's is refused.
+    Read(&'a HostEpt),
+    /// A page that only the shadow EPTs share is taken back first
+    /// (`ShadowEpts::reclaim_for_host`), then checked again.
+    Reclaim(&'a mut HostEpt, &'a mut ShadowEpts),
+}
+
+impl HostView<'_> {
+    fn ept(&self) -> &HostEpt {
+        match self {
+            Self::Read(h) => h,
+            Self::Reclaim(h, _) => h,
+        }
+    }
 }
 
 // SAFETY: the reserve's pages, handed out by `Reserve::take` (zeroed,
@@ -1386,14 +1422,28 @@ unsafe impl PageSupply for HostMemory<'_> {
 
 impl HostMemory<'_> {
     /// Whether the page of `pa` is the host's own RAM.
+    /// A page that only shadow EPTs share (a dead VM's guest memory the
+    /// kernel reused) is taken back first where the view allows it.
     fn owns(&mut self, pa: u64) -> Option<Hpa> {
         let page = Hpa::new(pa & !0xfff)?;
-        if !self.host.ram().contains(page.raw(), 4096) {
+        let host = self.host.ept();
+        if !host.ram().contains(page.raw(), 4096) {
             return None;
         }
-        let leaf = self.host.pgt().lookup(self.mm, page).ok()?;
+        let leaf = host.pgt().lookup(self.mm, page).ok()?;
         let e = EptEntry(leaf.entry);
-        (e.read() != 0 && e.write() != 0 && e.state() == PageState::Owned).then_some(page)
+        if e.read() != 0 && e.write() != 0 && e.state() == PageState::Owned {
+            return Some(page);
+        }
+        match &mut self.host {
+            HostView::Reclaim(host, shadows) if e.state() == PageState::SharedOwned => {
+                let mut smm = shadow_mm(self.mm);
+                shadows
+                    .reclaim_for_host(host, &mut smm, page)
+                    .then_some(page)
+            }
+            _ => None,
+        }
     }
 
     /// Runs `f` with the host page of `pa` mapped, if the host owns it and

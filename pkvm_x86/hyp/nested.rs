@@ -1784,6 +1784,7 @@ pub(crate) fn read_stat(cpu: &HypCpu, which: u64, reset: bool) -> u64 {
                 7 => s.flushes,
                 8 => s.unshared,
                 9 => s.internal_errors,
+                10 => s.reclaims,
                 _ => u64::MAX,
             };
         }

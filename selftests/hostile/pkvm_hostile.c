@@ -103,6 +103,15 @@
  *                           2 global) on CPU, which must be in VMX
  *                           operation (kvm_intel loaded; else the #UD is
  *                           an oops); "ok" or "vmfail"
+ *   vmcs CPU PFN            frame PFN used as a VMCS region on CPU, in
+ *                           the VMX operation of the host's KVM (kvm_intel
+ *                           loaded): revision id written, VMCLEAR, VMPTRLD,
+ *                           VMWRITE/VMREAD of GUEST_RSP, VMLAUNCH (its
+ *                           controls are all zero: VMfailValid, error 7,
+ *                           once the VMCS is current), VMCLEAR, then the
+ *                           CPU's previous current VMCS loaded again;
+ *                           "ok clear=C ptrld=P rsp=0x.. launch=L err=E
+ *                           clear2=C2" (0: succeeded, 1: VMfail)
  *   eptrace PFN CPU N P Q   shares raced against donations (shadow EPT,
  *                           nested_ept=1, debug build): N times on CPU, a
  *                           global INVEPT (the shadow EPTs retired: a
@@ -727,6 +736,63 @@ static void do_invept(void *p)
 	a->fail = fail;
 }
 
+struct vmcs_args {
+	u64 pa, rsp, err, old;
+	bool clear, ptrld, launch, clear2;
+};
+
+/* VMfail (CF or ZF) of VMX instruction insn (its operand is %1), by setna. */
+#define VMX_FAILED(insn, ...)						\
+	({								\
+		bool __f;						\
+		asm volatile(insn "\n\tsetna %0"			\
+			     : "=qm"(__f) : __VA_ARGS__ : "cc", "memory"); \
+		__f;							\
+	})
+
+/*
+ * Frame a->pa as a VMCS region on this CPU (IPI context: interrupts off,
+ * so KVM's current VMCS, saved first, is loaded again before it runs).
+ */
+static void do_vmcs(void *p)
+{
+	struct vmcs_args *a = p;
+	u64 rev = native_read_msr(0x480) & 0x7fffffff;	/* IA32_VMX_BASIC */
+	u64 rsp_field = 0x681c, err_field = 0x4400, v = 0x1234567;
+
+	asm volatile("vmptrst %0" : "=m"(a->old) : : "memory");
+	*(u32 *)phys_to_virt(a->pa) = rev;
+	a->clear = VMX_FAILED("vmclear %1", "m"(a->pa));
+	a->ptrld = VMX_FAILED("vmptrld %1", "m"(a->pa));
+	if (!a->ptrld) {
+		asm volatile("vmwrite %1, %0" : : "r"(rsp_field), "r"(v) : "cc", "memory");
+		asm volatile("vmread %1, %0" : "=r"(a->rsp) : "r"(rsp_field) : "cc");
+		/* All-zero controls: the entry checks fail it, it never runs. */
+		a->launch = VMX_FAILED("vmlaunch", "i"(0));
+		asm volatile("vmread %1, %0" : "=r"(a->err) : "r"(err_field) : "cc");
+	}
+	a->clear2 = VMX_FAILED("vmclear %1", "m"(a->pa));
+	if (a->old != ~0ull)
+		asm volatile("vmptrld %0" : : "m"(a->old) : "cc", "memory");
+}
+
+static int cmd_vmcs(u64 cpu, u64 pfn)
+{
+	struct vmcs_args a = { .pa = pfn << PAGE_SHIFT };
+	int rc;
+
+	if (cpu >= nr_cpu_ids || !cpu_online(cpu) || !pfn_valid(pfn) ||
+	    PageHighMem(pfn_to_page(pfn)))
+		return -EINVAL;
+	rc = smp_call_function_single(cpu, do_vmcs, &a, 1);
+	if (rc)
+		return rc;
+	snprintf(result, sizeof(result),
+		 "ok clear=%d ptrld=%d rsp=0x%llx launch=%d err=%llu clear2=%d\n",
+		 a.clear, a.ptrld, a.rsp, a.launch, a.err, a.clear2);
+	return 0;
+}
+
 static bool invept_on(u64 cpu, u64 type, u64 eptp)
 {
 	struct invept_args a = { .type = type, .eptp = eptp };
@@ -896,6 +962,8 @@ static int run(char *line)
 			 invept_on(n[0], n[1], n[2]) ? "ok" : "vmfail");
 		return 0;
 	}
+	if (!strcmp(argv[0], "vmcs") && argc == 3)
+		return cmd_vmcs(n[0], n[1]);
 	if (!strcmp(argv[0], "eptrace") && argc == 6)
 		return cmd_eptrace(n[0], n[1], n[2], n[3], n[4]);
 	if (!strcmp(argv[0], "stale") && argc == 5)

@@ -66,7 +66,9 @@ use crate::hv::mm::ept::{level_size, MemType, OwnerId, PageState, PAGE_SIZE};
 use crate::hv::mm::mem_protect::{
     guest_runs, host_share_guest_attrs, host_unshare_guest, GuestEpt, HostEpt, Run, VmKind,
 };
-use crate::hv::mm::pgtable::{Attrs, EptFormat, Fill, HookedMm, MmOps, PteFormat, ADDR_LIMIT};
+use crate::hv::mm::pgtable::{
+    Attrs, EptFormat, Fill, HookedMm, MmOps, PteFormat, ADDR_LIMIT, PERM_R, PERM_W,
+};
 use crate::hv::mm::vm_table::HANDLE_OFFSET;
 
 /// Most shadow EPTs at once.  KVM gives a VM one EPT root per address
@@ -189,6 +191,10 @@ pub struct Stats {
     pub quiet: u64,
     /// Shares returned.
     pub unshared: u64,
+    /// Host pages the host needed as its own (a VMX region, a page of a
+    /// VM entry) that only shadows still shared: every shadow mapping
+    /// anything retired for it ([`ShadowEpts::reclaim_for_host`]).
+    pub reclaims: u64,
     /// Returns of a share or frees that failed (always 0; a retired
     /// shadow whose shares could not all be returned stays listed,
     /// unreachable, and is retried).
@@ -305,6 +311,7 @@ impl ShadowEpts {
                 flushes: 0,
                 quiet: 0,
                 unshared: 0,
+                reclaims: 0,
                 internal_errors: 0,
             },
         }
@@ -858,6 +865,59 @@ impl ShadowEpts {
         }
         self.stats.invalidated += 1;
         usize::from(self.retire(host, mm, i))
+    }
+
+    /// The host needs the page of `page` as its own (exclusively owned,
+    /// readable and writable: a VMXON or VMCS region, a page a VM entry
+    /// checks or pins) and finds it `SHARED_OWNED`.  A dead VM's shadow
+    /// keeps its shares until an INVEPT names it, and KVM issues none when
+    /// it frees a VM, so the kernel may reuse such a page for anything.
+    /// If the page is shared with guests (a non-zero share count: not
+    /// [`host_share_hyp`]'s zero-count state) and some shadow maps
+    /// anything, every shadow that maps anything is retired as by a global
+    /// INVEPT (each flushed from every CPU before its shares go back; no
+    /// reverse map tells which shadow maps the page).  Returns whether the
+    /// page is now the host's own; `false` without a change for a page
+    /// in any other state (hypervisor memory, donated, shared with the
+    /// hypervisor, not RAM), and for a page still shared after the
+    /// retirement (a protected-VM API share: the caller refuses it).
+    ///
+    /// [`host_share_hyp`]: crate::hv::mm::mem_protect::host_share_hyp
+    pub fn reclaim_for_host<M: MmOps>(
+        &mut self,
+        host: &mut HostEpt,
+        mm: &mut M,
+        page: Hpa,
+    ) -> bool {
+        if !host.ram().contains(page.raw(), PAGE_SIZE) {
+            return false;
+        }
+        let owned = |host: &HostEpt, mm: &mut M| {
+            host.pgt().lookup(mm, page).ok().map(|l| {
+                let a = EptFormat::attrs(l.entry);
+                let rw = a.perms & (PERM_R | PERM_W) == PERM_R | PERM_W;
+                (EptFormat::is_present(l.entry), a.state, rw)
+            })
+        };
+        match owned(host, mm) {
+            Some((true, PageState::Owned, true)) => return true,
+            Some((true, PageState::SharedOwned, _)) => {}
+            _ => return false,
+        }
+        if !matches!(host.share_counts().get(mm, page), Ok(n) if n > 0) {
+            return false;
+        }
+        if !self
+            .slots
+            .iter()
+            .flatten()
+            .any(|s| s.leaves != 0 || s.stuck)
+        {
+            return false;
+        }
+        self.stats.reclaims += 1;
+        self.invalidate_all(host, mm);
+        matches!(owned(host, mm), Some((true, PageState::Owned, true)))
     }
 
     /// Retires every shadow (VMXOFF on the last CPU, unload): every share

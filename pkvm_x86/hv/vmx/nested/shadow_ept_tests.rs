@@ -630,6 +630,74 @@ impl Ept12 {
     }
 }
 
+/// Issue 10: a page a dead VM's shadow still shares, wanted by the host
+/// as its own (a VMCS region): every shadow that maps something is
+/// retired, flushed before its shares go back, and the page is the
+/// host's again; pages in any other state are left alone and refused.
+#[test]
+fn reclaim_for_host_retires_the_shadows_of_a_guest_shared_page_only() {
+    let mut w = world(1 << 12);
+    fill(&mut w, EPTP_A, 0, 0x40_0000, 4);
+    fill(&mut w, EPTP_B, 0x20_0000, 0x50_0000, 2);
+    let root_c = w.set.ensure(&mut w.host, &mut w.mm, EPTP_C).unwrap();
+    host_donate_hyp(&mut w.host, &mut w.hyp, &mut w.mm, lit::hpa(0x70_0000), 1).unwrap();
+    host_share_hyp(&mut w.host, &mut w.hyp, &mut w.mm, lit::hpa(0x73_0000), 1).unwrap();
+    w.check();
+    // Not the shadows' to give: nothing retired, refused.
+    for (pa, owned) in [
+        (0x70_0000, false), // donated to the hypervisor
+        (0x73_0000, false), // shared with the hypervisor (count 0)
+        (MMIO, false),      // not RAM
+        (0x60_0000, true),  // the host's own already
+    ] {
+        w.mm.record();
+        let r = w.set.reclaim_for_host(&mut w.host, &mut w.mm, lit::hpa(pa));
+        assert_eq!(r, owned, "{pa:#x}");
+        assert!(w.mm.take_log().is_empty(), "{pa:#x}: nothing changed");
+        w.check();
+    }
+    assert_eq!(w.set.stats().reclaims, 0);
+    assert!(w.set.root(EPTP_A).is_some() && w.set.root(EPTP_B).is_some());
+    // A page of A's: both shadows that map something go (no reverse map),
+    // each flushed before any share returns; the empty one stays.
+    let host_tables = w.host_tables();
+    let ra = w.set.root(EPTP_A).unwrap();
+    assert_eq!(w.host_state(0x40_1000), Some(PageState::SharedOwned));
+    w.mm.record();
+    assert!(w
+        .set
+        .reclaim_for_host(&mut w.host, &mut w.mm, lit::hpa(0x40_1000)));
+    let log = w.mm.take_log();
+    w.check();
+    let flush = log
+        .iter()
+        .position(|e| matches!(*e, Event::Invalidate { kind: TableKind::GuestEpt, root: r, .. } if r == ra))
+        .unwrap();
+    let first_host_store = log
+        .iter()
+        .position(|e| matches!(*e, Event::Store { table, .. } if host_tables.contains(&table)))
+        .unwrap();
+    assert!(flush < first_host_store, "shares back only after the flush");
+    assert_eq!(w.host_state(0x40_1000), Some(PageState::Owned));
+    assert_eq!(w.count(0x40_1000), 0);
+    assert_eq!(w.host_state(0x50_1000), Some(PageState::Owned));
+    assert_eq!(w.set.root(EPTP_A), None);
+    assert_eq!(w.set.root(EPTP_B), None);
+    assert_eq!(w.set.root(EPTP_C), Some(root_c));
+    assert_eq!(w.set.stats().reclaims, 1);
+    // Asked again: the host's own, nothing to do.
+    w.mm.record();
+    assert!(w
+        .set
+        .reclaim_for_host(&mut w.host, &mut w.mm, lit::hpa(0x40_1000)));
+    assert!(w.mm.take_log().is_empty());
+    assert_eq!(w.set.stats().reclaims, 1);
+    // Mapped again after the reclaim: shares as before.
+    fill(&mut w, EPTP_A, 0, 0x40_0000, 1);
+    assert_eq!(w.host_state(0x40_0000), Some(PageState::SharedOwned));
+    w.check();
+}
+
 #[test]
 fn revalidating_invept_keeps_a_shadow_with_nothing_stale_and_flushes_nothing() {
     let mut w = world(1 << 12);
