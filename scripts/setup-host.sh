@@ -14,7 +14,7 @@ APT_PKGS=(flex bison libelf-dev libssl-dev bc cpio xz-utils make gcc binutils py
 	busybox-static syslinux syslinux-common mtools dosfstools kmod
 	libc6-dev file
 	libsdl2-2.0-0 libltdl7 libgtk-3-0 libglib2.0-0 libpango-1.0-0 libpulse0 libasound2 libsamplerate0 libreadline8
-	g++ patch curl libsdl2-dev libltdl-dev libncurses-dev)
+	g++ dpkg-dev patch curl libsdl2-dev libltdl-dev libncurses-dev)
 
 missing=()
 for p in "${APT_PKGS[@]}"; do
