@@ -64,44 +64,31 @@ runs() {
 	[ $bad = 0 ]
 }
 
-t_msrs_stress() {
-	echo nested_stress 1 > $CTL || fail "no stress mode (debug build?)" || return 1
-	runs "$ROUNDS" stress
+# stressed MODE LABEL: runs with nested VMX's stress mode MODE on (off
+# again afterwards, whatever the result).
+stressed() {
+	echo nested_stress "$1" > $CTL || fail "no stress mode $1 (debug build?)" || return 1
+	runs "$ROUNDS" "$2"
 	r=$?
 	echo nested_stress 0 > $CTL
 	return $r
 }
 
-# Stress mode 2: every cached vmcs12 written back to its page after each
-# VMX instruction and reflected exit but kept cached (nothing read back):
-# separates the write-backs from the reloads.
-t_msrs_writeback() {
-	echo nested_stress 2 > $CTL || fail "no stress mode 2" || return 1
-	runs "$ROUNDS" writeback
-	r=$?
-	echo nested_stress 0 > $CTL
-	return $r
-}
+# Mode 1: every cached vmcs12 written back and dropped after each VMX
+# instruction and reflected exit.
+t_msrs_stress() { stressed 1 stress; }
 
-# Stress mode 3: the page images built and the pages only read at those
-# points (the work of mode 2 without its writes).
-t_msrs_readonly() {
-	echo nested_stress 3 > $CTL || fail "no stress mode 3" || return 1
-	runs "$ROUNDS" readonly
-	r=$?
-	echo nested_stress 0 > $CTL
-	return $r
-}
+# Mode 2: written back but kept cached (nothing read back): separates the
+# write-backs from the reloads.
+t_msrs_writeback() { stressed 2 writeback; }
 
-# Stress mode 4: the pages' words rewritten unchanged at those points
-# (the writes of mode 2 without changing any content).
-t_msrs_rewrite() {
-	echo nested_stress 4 > $CTL || fail "no stress mode 4" || return 1
-	runs "$ROUNDS" rewrite
-	r=$?
-	echo nested_stress 0 > $CTL
-	return $r
-}
+# Mode 3: the page images built and the pages only read at those points
+# (the work of mode 2 without its writes).
+t_msrs_readonly() { stressed 3 readonly; }
+
+# Mode 4: the pages' words rewritten unchanged at those points (the writes
+# of mode 2 without changing any content).
+t_msrs_rewrite() { stressed 4 rewrite; }
 
 t_msrs_plain() { runs "$ROUNDS" plain; }
 
