@@ -50,8 +50,8 @@ module! {
             description: "Tests only: make deprivileging fail on this CPU, to exercise the roll-back",
         },
         nested_ept: u32 {
-            default: 0,
-            description: "Experimental: 1 offers EPT and unrestricted guest to the host's KVM (shadow EPT, Documentation/shadow-ept.rst); read once at load",
+            default: 1,
+            description: "1 (default) offers EPT and unrestricted guest to the host's KVM, run on shadow EPTs (Documentation/shadow-ept.rst); 0 hides them (KVM uses its own shadow paging); read once at load",
         },
         debug: u32 {
             default: 0,
@@ -197,7 +197,9 @@ impl kernel::Module for PkvmX86 {
             }
         };
         if nested_ept {
-            pr_warn!("nested_ept=1: EPT offered to the host's KVM (experimental)\n");
+            pr_info!("nested_ept=1: EPT offered to the host's KVM (shadow EPT)\n");
+        } else {
+            pr_info!("nested_ept=0: EPT hidden from the host's KVM (its own shadow paging)\n");
         }
 
         let pool_mb = *module_parameters::pool_mb.value();

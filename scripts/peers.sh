@@ -5,7 +5,7 @@
 # scripts/run-bochs.py, so these fill the slots the pairs leave idle).
 # See Documentation/testing.rst, "Peer suites".
 #
-#   peers-bare-cN   KVM's selftests on bare KVM with pkvm's view
+#   peers-bare-cN   KVM's selftests on bare KVM with pkvm's default view (EPT on)
 #                   (selftests/peers/bare-view.txt): the BASELINE, every
 #                   selftest on 1 CPU, the subset (selftests/peers/subset.txt)
 #                   on 2 (every selftest when the pkvm side runs them all;
@@ -21,12 +21,15 @@
 #                   printed, not judged (they describe the emulator).  Its
 #                   header keeps the bare QEMU boot and exit round trips.
 #   qemu-pkvm-ept-c1, -c2 (only when named in PKVM_ONLY) QEMU boots under
-#                   pkvm with nested_ept=1 (experimental shadow EPT),
-#                   kvm_intel with defaults (EPT on); -smp 1 on 1 CPU, -smp 2
-#                   on 2 CPUs
+#                   pkvm with nested_ept=1 named (the default: shadow EPT),
+#                   kvm_intel with defaults (EPT on), after the selftests of
+#                   PKVM_PEERS_EPT_TESTS; -smp 1 on 1 CPU, -smp 2 on 2 CPUs
+#   qemu-pkvm-spt-c1, -c2 (only when named) the same with nested_ept=0: EPT
+#                   hidden, KVM's own shadow paging
 #   qemu-bare-c1    QEMU boots the test kernel to a marker on bare KVM (every
 #                   run: it checks the QEMU packaging from a fresh machine).
-#   peers-pkvm-cN   the subset under pkvm (kvm_intel with defaults), judged
+#   peers-pkvm-cN   the subset under pkvm (pkvm and kvm_intel with defaults:
+#                   EPT on, run on pkvm's shadow EPT), judged
 #                   against the baseline by scripts/peers-results.py compare
 #                   (no test that passes bare may fail, skip or time out);
 #                   QEMU's boot (-smp 1 on 1 CPU, -smp 2 on 2) and the exit
@@ -61,11 +64,11 @@
 #   PKVM_PEERS_JUDGE_ONLY=1   no emulator: judge (and record) the runs already
 #                             in RUNS again, e.g. after editing differences.txt
 #   PKVM_PEERS=0              skip every peer run
-#   PKVM_PEERS_EPT_TESTS      KVM selftests the qemu-pkvm-ept runs run before
-#                             QEMU's boot, space-separated (default none;
-#                             their PEER-RESULT lines are printed, not judged:
-#                             the bare baseline runs without EPT)
-#   PKVM_PEERS_DEBUG=1        the qemu-pkvm-ept runs load the debug build and
+#   PKVM_PEERS_EPT_TESTS      KVM selftests the qemu-pkvm-ept/-spt runs run
+#                             before QEMU's boot, space-separated (default
+#                             none; their PEER-RESULT lines are printed, not
+#                             judged)
+#   PKVM_PEERS_DEBUG=1        the qemu-pkvm-* runs load the debug build and
 #                             print the hypervisor's and KVM's counters while
 #                             QEMU boots, with the firmware's and the guest
 #                             kernel's messages (pkvm.peers_debug=1,
@@ -93,9 +96,9 @@ for c in $cpus_list; do
 	for r in peers-bare-c$c peers-pkvm-c$c; do want $r && any=1; done
 done
 want qemu-bare-c1 && any=1
-# The experimental shadow EPT (pkvm_x86 nested_ept=1): only when named.
-ept_run() { [[ " ${PKVM_ONLY:-} " == *" qemu-pkvm-ept-c$1 "* ]]; }
-{ ept_run 1 || ept_run 2; } && any=1
+# QEMU with nested_ept named (ept: 1, spt: 0): only when named.
+ept_run() { [[ " ${PKVM_ONLY:-} " == *" qemu-pkvm-$2-c$1 "* ]]; }
+for c in 1 2; do for m in ept spt; do ept_run $c $m && any=1; done; done
 [ -n "$any" ] || exit 0
 
 peers_initrd=$PKVM_ROOT/build/peers.cpio.gz
@@ -171,7 +174,7 @@ verdict() {
 		tail -n 5 "$runs/$1.out"
 	fi
 	local what='PEER-\(QEMU\|BENCH\)'
-	case $1 in qemu-pkvm-ept-*) what='PEER-\(QEMU\|BENCH\|RESULT\)' ;; esac
+	case $1 in qemu-pkvm-*) what='PEER-\(QEMU\|BENCH\|RESULT\)' ;; esac
 	# shellcheck disable=SC2046
 	grep -h "$what" $(cat "$runs/$1.consoles" 2>/dev/null) /dev/null | sed "s/^\[[^]]*\] /  $1 /" || true
 	[ "$2" = 0 ]
@@ -287,9 +290,11 @@ etests=none
 [ -z "${PKVM_PEERS_EPT_TESTS:-}" ] || etests=list:$(echo $PKVM_PEERS_EPT_TESTS | tr ' ' ',')
 [ -z "${PKVM_PEERS_DEBUG:-}" ] || edebug=pkvm.peers_debug=$PKVM_PEERS_DEBUG
 for c in 1 2; do
-	ept_run $c || continue
-	( rc=0; boot qemu-pkvm-ept-c$c $c pkvm-ept "$etests" 2400 "$ptimeout" $edebug || rc=$?
-	  verdict qemu-pkvm-ept-c$c $rc ) > "$runs/peers-qemu-ept-c$c.report" 2>&1 & pids+=("qemu-ept-c$c:$!")
+	for m in ept spt; do
+		ept_run $c $m || continue
+		( rc=0; boot qemu-pkvm-$m-c$c $c pkvm-$m "$etests" 2400 "$ptimeout" $edebug || rc=$?
+		  verdict qemu-pkvm-$m-c$c $rc ) > "$runs/peers-qemu-$m-c$c.report" 2>&1 & pids+=("qemu-$m-c$c:$!")
+	done
 done
 for np in "${pids[@]}"; do
 	rc=0

@@ -14,14 +14,16 @@
 #                      donate/share to the hypervisor and to test VMs driven
 #                      from user space, access checked after every step,
 #                      reclaim zeroes, invariant checker, unload gives back
-#   nested-c1, -c2     nested VMX: the VMX-instruction oracle bare and under
-#                      pkvm compared, the stock kvm_intel loads with its
+#   nested-c1, -c2     nested VMX with EPT hidden (nested_ept=0: KVM's own
+#                      shadow paging): the VMX-instruction oracle bare and
+#                      under pkvm compared, the stock kvm_intel loads with its
 #                      defaults, /dev/kvm creates VMs and vCPUs, no unload
 #                      while the host is in VMX operation, VMX regions and
 #                      operands on memory the host does not own refused
-#   nested-ept-c1, -c2 (only when named in PKVM_ONLY) the experimental shadow
-#                      EPT: pkvm with nested_ept=1, kvm_intel reads ept=Y
-#                      unrestricted_guest=Y, a guest runs as on bare KVM
+#   nested-ept-c1, -c2 the shadow EPT (pkvm's default, nested_ept=1):
+#                      kvm_intel reads ept=Y unrestricted_guest=Y, guests run
+#                      as on bare KVM, the hostile host's slots, donations and
+#                      races, VM create/destroy cycles
 #   novmx              p4_prescott_celeron_336 (Intel 64-bit, no VMX): the
 #                      module refuses with ENODEV and a clear message
 #   harness-negative   the caps suite on the no-VMX CPU must be judged FAIL:
@@ -115,20 +117,16 @@ boot pagestate-c1 pagestate corei7_icelake_u 1 & p1=$!
 boot pagestate-c2 pagestate corei7_icelake_u 2 & p2=$!
 check pagestate-c1 pass $p1
 check pagestate-c2 pass $p2
-# The experimental shadow EPT (pkvm_x86 nested_ept=1): not in the default
-# set, only when named in PKVM_ONLY (Documentation/nested.rst).
-if [[ " ${PKVM_ONLY:-} " == *" nested-ept-c1 "* || " ${PKVM_ONLY:-} " == *" nested-ept-c2 "* ]]; then
-	boot nested-ept-c1 nested-ept corei7_icelake_u 1 & p1=$!
-	boot nested-ept-c2 nested-ept corei7_icelake_u 2 & p2=$!
-	check nested-ept-c1 pass $p1
-	check nested-ept-c2 pass $p2
-fi
+boot nested-ept-c1 nested-ept corei7_icelake_u 1 & p1=$!
+boot nested-ept-c2 nested-ept corei7_icelake_u 2 & p2=$!
+check nested-ept-c1 pass $p1
+check nested-ept-c2 pass $p2
 rc=0
 wait $peers || rc=$?
 cat "$runs/peers.report"
 fails=$((fails + rc))
 echo "benchmarks (guest clock inside Bochs):"
-for r in depriv-c1 depriv-c2 nested-c1 nested-c2; do
+for r in depriv-c1 depriv-c2 nested-c1 nested-c2 nested-ept-c1 nested-ept-c2; do
 	want "$r" || continue
 	grep -h '# BENCH' "$runs/$r.out" | sed "s/^\[[^]]*\] # BENCH /  $r /" || true
 done

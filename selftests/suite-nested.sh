@@ -1,4 +1,7 @@
-# selftests/suite-nested.sh: nested VMX for the host (Documentation/nested.rst).
+# selftests/suite-nested.sh: nested VMX for the host (Documentation/nested.rst)
+# with EPT hidden (pkvm_x86 nested_ept=0: the host's KVM runs its guests on
+# its own shadow paging; selftests/suite-nested-ept.sh covers the default,
+# EPT offered and shadowed).
 # The VMX-instruction oracle on the bare emulated CPU and under pkvm in the
 # same boot, compared; the stock kvm_intel loads under pkvm with its default
 # parameters reading as documented, /dev/kvm creates a VM and vCPUs; pkvm
@@ -105,7 +108,7 @@ t_guest_bare() {
 }
 
 t_insmod_pkvm() {
-	insmod /lib/modules/pkvm_x86.ko || fail "insmod"
+	insmod /lib/modules/pkvm_x86.ko nested_ept=0 || fail "insmod nested_ept=0"
 	[ "$(/bin/cpuid -s)" = pkvm-x86 ] || fail "not deprivileged"
 }
 
@@ -256,7 +259,7 @@ t_vcpus_round_robin() {
 # never lost its vmcs12 (shadow_unsynced), nothing unexpected, the
 # invariants hold.
 t_vcpus_stress() {
-	insmod /lib/modules/pkvm_x86-debug.ko debug=1 || fail "insmod debug" || return 1
+	insmod /lib/modules/pkvm_x86-debug.ko debug=1 nested_ept=0 || fail "insmod debug nested_ept=0" || return 1
 	insmod /lib/modules/kvm.ko && insmod /lib/modules/kvm-intel.ko || fail "kvm_intel"
 	echo nested_stress 1 > $CTL
 	expect_eq "stress mode on" "$(cat $CTL)" "ok nested_stress=1 was=0"
@@ -331,7 +334,7 @@ hostile() { echo "$*" > $H || return 1; cat $H; }
 # without the ownership checks VMXON and VMPTRLD would succeed on it and
 # VMWRITE would copy its contents into the vmcs12 (read back by VMREAD).
 t_hostile_regions() {
-	insmod /lib/modules/pkvm_x86-debug.ko debug=1 || fail "insmod debug" || return 1
+	insmod /lib/modules/pkvm_x86-debug.ko debug=1 nested_ept=0 || fail "insmod debug nested_ept=0" || return 1
 	insmod /lib/modules/pkvm_hostile.ko || fail "insmod hostile"
 	check() { # FILE: the common expectations
 		expect_line "$1" hostile_vmxon VMfailInvalid
@@ -416,7 +419,7 @@ entry_untouched() {
 # virtual-APIC and APIC-access pages are pinned (EBUSY), and released by
 # VMCLEAR.
 t_hostile_entry() {
-	insmod /lib/modules/pkvm_x86-debug.ko debug=1 || fail "insmod debug" || return 1
+	insmod /lib/modules/pkvm_x86-debug.ko debug=1 nested_ept=0 || fail "insmod debug nested_ept=0" || return 1
 	insmod /lib/modules/pkvm_hostile.ko || fail "insmod hostile"
 	ENTRY_CANARY_PFN=
 	entry_targets
@@ -501,7 +504,7 @@ t_entry_fuzz() {
 # the host sees, over the guest's CPUID / port I/O / HLT loop on cpu0
 # (debug module: the counters are read through its debug interface).
 t_guest_bench() {
-	insmod /lib/modules/pkvm_x86-debug.ko debug=1 || fail "insmod debug" || return 1
+	insmod /lib/modules/pkvm_x86-debug.ko debug=1 nested_ept=0 || fail "insmod debug nested_ept=0" || return 1
 	insmod /lib/modules/kvm.ko && insmod /lib/modules/kvm-intel.ko || fail "kvm_intel"
 	taskset -c 0 /bin/kvm_guest -q -n 10 > /dev/null || fail "warm-up guest"
 	echo nested_stats_reset 0 > $CTL

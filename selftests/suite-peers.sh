@@ -7,9 +7,11 @@
 # Kernel command line (scripts/run-bochs.py --append):
 #   pkvm.peers=bare       kvm_intel with the view of selftests/peers/bare-view.txt,
 #                         pkvm not loaded (the baseline)
-#   pkvm.peers=pkvm       insmod pkvm_x86 first, then kvm_intel with defaults
-#   pkvm.peers=pkvm-ept   the same with pkvm_x86 nested_ept=1 pool_mb=64 (experimental
-#                         shadow EPT: kvm_intel's defaults then mean EPT on)
+#   pkvm.peers=pkvm       insmod pkvm_x86 first (its defaults: EPT offered,
+#                         shadow EPT), then kvm_intel with defaults (EPT on)
+#   pkvm.peers=pkvm-ept   the same, nested_ept=1 named (the qemu-pkvm-ept runs)
+#   pkvm.peers=pkvm-spt   pkvm_x86 nested_ept=0: EPT hidden, kvm_intel's
+#                         defaults then mean KVM's own shadow paging
 #   pkvm.peers_tests=all  every KVM selftest binary (default)
 #             =subset     those listed in selftests/peers/subset.txt
 #             =none       none (the QEMU boot check only)
@@ -85,7 +87,7 @@ defang() {
 
 t_peer_files() {
 	echo "mode=$PEERS_MODE tests=$PEERS_TESTS timeout=${PEERS_TIMEOUT}s (guest)"
-	case "$PEERS_MODE" in bare|pkvm|pkvm-ept) ;; *) fail "pkvm.peers=$PEERS_MODE: want bare, pkvm or pkvm-ept" ;; esac
+	case "$PEERS_MODE" in bare|pkvm|pkvm-ept|pkvm-spt) ;; *) fail "pkvm.peers=$PEERS_MODE: want bare, pkvm, pkvm-ept or pkvm-spt" ;; esac
 	[ -x /opt/qemu/qemu ] || fail "/opt/qemu missing: boot with the peer initramfs (run-bochs.py --extra-initrd)"
 	[ -f $PEERS_DIR/bare-view.txt ] || fail "$PEERS_DIR/bare-view.txt missing"
 	n=$(ls $KST | wc -l)
@@ -93,13 +95,20 @@ t_peer_files() {
 	[ "$n" -gt 50 ] || fail "only $n KVM selftests in $KST"
 }
 
+under_pkvm() { [ "$PEERS_MODE" != bare ]; }
+
 kvm_intel_params() {
 	if [ "$PEERS_MODE" = bare ]; then grep -v '^#' $PEERS_DIR/bare-view.txt | grep .; fi
 }
 
 t_load_kvm() {
-	if [ "$PEERS_MODE" = pkvm ] || [ "$PEERS_MODE" = pkvm-ept ]; then
-		ept=; [ "$PEERS_MODE" = pkvm-ept ] && ept="nested_ept=1 pool_mb=64"
+	if under_pkvm; then
+		# pool_mb=64: the shadow EPTs' tables come from the pool.
+		case "$PEERS_MODE" in
+		pkvm) ept="pool_mb=64" ;;
+		pkvm-ept) ept="nested_ept=1 pool_mb=64" ;;
+		pkvm-spt) ept="nested_ept=0" ;;
+		esac
 		ko=/lib/modules/pkvm_x86.ko
 		[ -n "$PEERS_DEBUG" ] && ko="/lib/modules/pkvm_x86-debug.ko debug=1"
 		# shellcheck disable=SC2086
@@ -124,6 +133,16 @@ t_view() {
 		case "$v" in 0) v=N ;; 1) v=Y ;; esac
 		expect_eq "kvm_intel.$k" "$(cat $P/$k)" "$v"
 	done
+	# Under pkvm kvm_intel loads with its defaults; what it reads is
+	# pkvm's view: EPT and unrestricted guest offered (shadow EPT) unless
+	# nested_ept=0, EPT A/D and PML never.
+	case "$PEERS_MODE" in
+	pkvm|pkvm-ept)
+		expect_eq "kvm_intel.ept under pkvm" "$(cat $P/ept)" Y
+		expect_eq "kvm_intel.unrestricted_guest under pkvm" "$(cat $P/unrestricted_guest)" Y
+		expect_eq "kvm_intel.eptad under pkvm" "$(cat $P/eptad)" N ;;
+	pkvm-spt) expect_eq "kvm_intel.ept under pkvm nested_ept=0" "$(cat $P/ept)" N ;;
+	esac
 }
 
 peer_list() {
@@ -334,7 +353,7 @@ t_exit_bench() {
 t_unload() {
 	rmmod kvm_intel || fail "rmmod kvm_intel"
 	rmmod kvm || fail "rmmod kvm"
-	if [ "$PEERS_MODE" = pkvm ] || [ "$PEERS_MODE" = pkvm-ept ]; then
+	if under_pkvm; then
 		pkvm_rmmod || fail "rmmod pkvm_x86"
 	fi
 }

@@ -254,7 +254,7 @@ impl Hypervisor {
         let mut pool = Pool::new(pool_bytes)?;
         // The VMX view offered to the host (nested VMX), the same on every
         // CPU: every CPU has the same capabilities (checked at probe).  EPT
-        // and unrestricted guest only with `nested_ept=1` (experimental).
+        // and unrestricted guest unless `nested_ept=0`.
         let Some(view) = crate::hv::vmx::nested::offer::offer_with(raw, nested_ept) else {
             pr_err!("cannot compute the VMX view offered to the host\n");
             return Err(Error::from_errno(-(bindings::EOPNOTSUPP as i32)));

@@ -72,8 +72,9 @@ pub const PROC_OFFERED: u32 = 1 << 2
 /// `merge::compose_tsc`; offered where the CPU has it, like every bit
 /// here), user wait/pause (26); with the `nested_ept` load parameter
 /// also [`PROC2_EPT_OFFERED`].  Hidden, and why:
-/// * EPT (1) and unrestricted guest (7) unless the module is loaded with
-///   `nested_ept=1` (experimental): KVM then uses its own shadow paging.
+/// * EPT (1) and unrestricted guest (7) when the module is loaded with
+///   `nested_ept=0` (the default is 1: offered, run on shadow EPTs): KVM
+///   then uses its own shadow paging.
 /// * APIC-register virtualization (8), virtual-interrupt delivery (9):
 ///   APICv, off anyway without posted interrupts.
 /// * VM functions (13), VMCS shadowing (14) for the host's own nested
@@ -192,7 +193,7 @@ const fn plain(a: AllowedCtls, default1: u32) -> u64 {
     })
 }
 
-/// Computes the default view (`nested_ept=0`: EPT hidden) from the CPU's
+/// Computes the view without EPT (`nested_ept=0`: EPT hidden) from the CPU's
 /// raw capabilities `cpu` (every CPU has the same: the load checks it).
 /// `None` if `cpu` does not even decode as a VMX implementation (then pkvm
 /// would not have loaded).  The module computes its view once at load
