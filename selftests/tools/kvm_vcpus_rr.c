@@ -216,8 +216,15 @@ int main(int argc, char **argv)
 	if (kvm < 0)
 		return kvm_flat_fail("open /dev/kvm");
 	main_tid = (pid_t)syscall(SYS_gettid);
-	if (migrate && pthread_create(&mig, NULL, migrator, NULL) != 0)
-		return kvm_flat_fail("pthread_create");
+	if (migrate) {
+		/* pthread_create returns the error; it does not set errno. */
+		int err = pthread_create(&mig, NULL, migrator, NULL);
+
+		if (err) {
+			errno = err;
+			return kvm_flat_fail("pthread_create");
+		}
+	}
 	for (int r = 0; r < rounds && !bad; r++)
 		bad = round_of(kvm, nv, n, r);
 	if (migrate) {
