@@ -1446,6 +1446,33 @@ impl HostMemory<'_> {
         }
     }
 
+    /// Whether the frame of `pa` may be pinned for a vmcs02 (an
+    /// APIC-access or virtual-APIC page): the host's RAM, read-write,
+    /// `OWNED`, or `SHARED_OWNED` with guests only (a share count: a guest
+    /// mapped it through a shadow EPT, as KVM maps its APIC-access page
+    /// into EPT12).  The rule the invariant checker holds pins to; unlike
+    /// [`Self::owns`] it takes nothing back: a guest-shared frame is still
+    /// the host's and no donation takes it, and retiring every shadow
+    /// whenever a vmcs02 is built for such a frame (each vCPU switch on a
+    /// CPU) would make the guests re-fault all their memory.
+    pub(crate) fn pinnable(&mut self, pa: u64) -> bool {
+        let Some(page) = Hpa::new(pa & !0xfff) else {
+            return false;
+        };
+        let host = self.host.ept();
+        if !host.ram().contains(page.raw(), 4096) {
+            return false;
+        }
+        let Ok(leaf) = host.pgt().lookup(self.mm, page) else {
+            return false;
+        };
+        let e = EptEntry(leaf.entry);
+        let rw = e.read() != 0 && e.write() != 0;
+        rw && (e.state() == PageState::Owned
+            || (e.state() == PageState::SharedOwned
+                && matches!(host.share_counts().get(self.mm, page), Ok(n) if n > 0)))
+    }
+
     /// Runs `f` with the host page of `pa` mapped, if the host owns it and
     /// `len` bytes from `pa` stay in the page; `f` gets the address of
     /// `pa` in the mapping.
