@@ -498,8 +498,10 @@ static void after_exit(struct cpu_ctx *c)
 static struct res enter(struct cpu_ctx *c, bool resume)
 {
 	struct res r = { K_EXIT, 0, 0, 0 };
+	int irqs = 0;
 	u64 ret;
 
+again:
 	write_host_state(c);
 	ret = run_guest(resume);
 	if (ret & BIT_ULL(63))
@@ -509,6 +511,20 @@ static struct res enter(struct cpu_ctx *c, bool resume)
 	r.qual = rd(F_EXIT_QUAL);
 	if (!(r.reason & BIT(31)))
 		c->launched = true;
+	/*
+	 * An external interrupt of the host (exiting is always on, without
+	 * acknowledge-on-exit: contain()) ends the guest's run before it got
+	 * to its own exit: let the host take it (interrupts are off around
+	 * the steps; preemption is off too, get_cpu(), so this CPU stays in
+	 * VMX operation) and resume the guest, as a VMM does.  Bounded: a
+	 * guest that keeps being interrupted reports reason 1.
+	 */
+	if (r.reason == 1 && irqs++ < 100) {
+		local_irq_enable();
+		local_irq_disable();
+		resume = true;
+		goto again;
+	}
 	return r;
 }
 
