@@ -8,8 +8,9 @@
 #   pkvm.peers=bare       kvm_intel with the view of selftests/peers/bare-view.txt,
 #                         pkvm not loaded (the baseline)
 #   pkvm.peers=pkvm       insmod pkvm_x86 first, then kvm_intel with defaults
-#   pkvm.peers=pkvm-ept   the same with pkvm_x86 nested_ept=1 pool_mb=64 (experimental
-#                         shadow EPT: kvm_intel's defaults then mean EPT on)
+#   pkvm.peers=pkvm-ept   the same with pkvm_x86 nested_ept=1 (experimental shadow
+#                         EPT: kvm_intel's defaults then mean EPT on; the pool
+#                         starts at the default and grows on demand)
 #   pkvm.peers_tests=all  every KVM selftest binary (default)
 #             =subset     those listed in selftests/peers/subset.txt
 #             =none       none (the QEMU boot check only)
@@ -99,7 +100,7 @@ kvm_intel_params() {
 
 t_load_kvm() {
 	if [ "$PEERS_MODE" = pkvm ] || [ "$PEERS_MODE" = pkvm-ept ]; then
-		ept=; [ "$PEERS_MODE" = pkvm-ept ] && ept="nested_ept=1 pool_mb=64"
+		ept=; [ "$PEERS_MODE" = pkvm-ept ] && ept="nested_ept=1"
 		ko=/lib/modules/pkvm_x86.ko
 		[ -n "$PEERS_DEBUG" ] && ko="/lib/modules/pkvm_x86-debug.ko debug=1"
 		# shellcheck disable=SC2086
