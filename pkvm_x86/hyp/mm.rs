@@ -328,16 +328,30 @@ impl HypMm {
     }
 
     /// `n` contiguous zeroed pages from the bump pointer; their physical
-    /// address.  Runs never straddle chunks.
+    /// address.  Runs never straddle chunks: the tail of a chunk a run
+    /// skips goes on the free list (so that [`Self::free_pages`] counts
+    /// only pages that can be handed out, and [`GROW_RESERVE`] is real).
     pub fn alloc_contig(&mut self, n: usize) -> Option<u64> {
         if n == 0 || n > PAGES_PER_CHUNK {
             return None;
         }
+        let end = self.nr_initial * PAGES_PER_CHUNK;
         let mut i = self.bump;
         if i % PAGES_PER_CHUNK + n > PAGES_PER_CHUNK {
-            i = (i / PAGES_PER_CHUNK + 1) * PAGES_PER_CHUNK;
+            let next = (i / PAGES_PER_CHUNK + 1) * PAGES_PER_CHUNK;
+            while i < next.min(end) {
+                if let Some(pa) = self.page_of_index(i) {
+                    // SAFETY: a pool page never handed out; it becomes a
+                    // free list node (`zalloc_page` zeroes it when taken).
+                    unsafe { *(self.va(pa) as *mut u64) = self.free_head };
+                    self.free_head = pa;
+                }
+                i += 1;
+            }
+            i = next;
+            self.bump = next;
         }
-        if i + n > self.nr_initial * PAGES_PER_CHUNK {
+        if i + n > end {
             return None;
         }
         let pa = self.page_of_index(i)?;
