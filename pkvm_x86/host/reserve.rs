@@ -18,10 +18,12 @@
 //! shortage since the last answer (an allocation that found the pool
 //! empty: the "kick"), it donates 2 MiB chunks (order-9 allocations, like
 //! `crate::host::pool`) with POOL_GROW, up to the module parameter
-//! `pool_max_mb`.  While the last answer wanted memory the work runs again
-//! after [`BUSY_PERIOD_MS`] instead of [`PERIOD_MS`].  An allocation the
-//! kernel cannot satisfy is a warning (once until a donation succeeds
-//! again); root mode meanwhile fails the allocation (the guest re-faults).
+//! `pool_max_mb`.  While the last answer wanted memory (a run that
+//! donated, or free pages falling below four times the watermark) the
+//! work runs again after [`BUSY_PERIOD_MS`] instead of [`PERIOD_MS`].  An
+//! allocation the kernel cannot satisfy is a warning (once until a
+//! donation succeeds again); root mode meanwhile fails the allocation (the
+//! guest re-faults).
 //!
 //! The pages stay the hypervisor's until the module unloads: the teardown
 //! scrub zeroes them with every other donated page, and only after every
@@ -157,6 +159,8 @@ pub(crate) struct Donor {
     pool_max_pages: u64,
     /// Root mode's shortage count at the last answer.
     shortages_seen: u64,
+    /// The pool's free pages at the last answer.
+    free_seen: u64,
     /// An allocation failure was reported (until a donation succeeds).
     warned: bool,
     /// A CPU may still use the pages: never give them back.
@@ -171,6 +175,7 @@ impl Donor {
             chunks: KVec::new(),
             pool_max_pages: (pool_max_bytes / 4096) as u64,
             shortages_seen: 0,
+            free_seen: 0,
             warned: false,
             leak: false,
         }
@@ -208,21 +213,26 @@ impl Donor {
     /// Grows the pool while it is below its low watermark or root mode
     /// ran out since the last answer (bounded per run and by
     /// `pool_max_mb`).  Whether to look again soon: the pool still wants
-    /// memory, or this run donated some.
+    /// memory, this run donated some, or the free pages are falling within
+    /// four times the watermark (a burst of demand outruns [`PERIOD_MS`]).
     fn grow_pool(&mut self) -> Result<bool> {
         let mut st = pool_status()?;
         let mut kicked = st.shortages != self.shortages_seen;
         self.shortages_seen = st.shortages;
+        // Pages taken since the last look: demand is going on.
+        let falling = st.free < self.free_seen;
         let mut n = 0;
         loop {
+            self.free_seen = st.free;
             let low = st.free < POOL_LOW_PAGES || kicked;
             if st.total + CHUNK as u64 / 4096 > self.pool_max_pages {
                 return Ok(false);
             }
             if !low {
                 // Demand may go on (a guest faulting its memory in): look
-                // again soon after a run that donated.
-                return Ok(n != 0);
+                // again soon after a run that donated, or while the free
+                // pages fall and are within four times the watermark.
+                return Ok(n != 0 || (falling && st.free < 4 * POOL_LOW_PAGES));
             }
             if n == MAX_CHUNKS_PER_RUN {
                 return Ok(true);
@@ -231,11 +241,7 @@ impl Donor {
                 Ok(st) => st,
                 Err(e) => {
                     if !self.warned {
-                        pr_warn!(
-                            "cannot grow the hypervisor pool: {:?}
-",
-                            e
-                        );
+                        pr_warn!("cannot grow the hypervisor pool: {:?}\n", e);
                         self.warned = true;
                     }
                     return Err(e);
