@@ -529,5 +529,10 @@ t_ept_hostile_done() {
 	grep -q '^kvm_intel ' /proc/modules && rmmod kvm_intel
 	grep -q '^kvm ' /proc/modules && rmmod kvm
 	ept_invariants "after VMXOFF"
+	grown=$(pool_stat pool_chunks_grown)
 	pkvm_rmmod || fail "rmmod pkvm_x86"
+	# The chunks pool_grows added go back with the reserve's batches.
+	back=$(dmesg | sed -n 's/.*grown pool chunks: .* given back (\([0-9]*\) chunks).*/\1/p' | tail -1)
+	echo "pool chunks grown $grown, given back at unload: $back"
+	expect_eq "grown pool chunks given back" "$back" "$grown"
 }
