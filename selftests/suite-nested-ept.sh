@@ -226,6 +226,17 @@ t_pool_grow_hostile() {
 		esac
 	done
 	expect_eq "pool total unchanged" "$(pool_stat pool_pages_total_now)" "$t0"
+	# A grown chunk is the hypervisor's for good: the host cannot read
+	# it, take it back (HYP_DONATE_HOST: EBUSY) or add it again (EINVAL).
+	p=$(echo pool > $CTL && cat $CTL); echo "$p"
+	gpfn=$(echo "$p" | tr ' ' '\n' | sed -n 's/^first_grown_pfn=//p')
+	[ -n "$gpfn" ] && [ "$((gpfn))" != 0 ] || { fail "no grown chunk: $p"; return 1; }
+	expect_eq "host reads a grown chunk" "$(hostile read $((gpfn + 5)) 0)" fault
+	r=$(hostile vmcall 0 0x11 $((gpfn + 5)) 1); echo "HYP_DONATE_HOST of a grown chunk page: $r"
+	case "$r" in *"$EBUSY_RAX "*) ;; *) fail "HYP_DONATE_HOST of a grown chunk: $r, want EBUSY" ;; esac
+	r=$(hostile vmcall 0 0x16 $((gpfn))); echo "POOL_GROW of a grown chunk: $r"
+	case "$r" in *"$EINVAL_RAX "*) ;; *) fail "POOL_GROW of a grown chunk: $r, want EINVAL" ;; esac
+	expect_eq "pool total unchanged" "$(pool_stat pool_pages_total_now)" "$t0"
 	ept_invariants "after the refused POOL_GROWs"
 }
 

@@ -142,6 +142,16 @@ pub(crate) unsafe fn pool_grow(pa: u64) -> Result<PoolStatus> {
 
 /// Chunks the host half added to the pool since load.
 static POOL_GROWN: AtomicU64 = AtomicU64::new(0);
+/// Physical address of the first chunk it added (tests find a grown
+/// chunk by it; 0: none).
+static FIRST_CHUNK: AtomicU64 = AtomicU64::new(0);
+
+/// Physical address of the first chunk the host half added to the pool
+/// (0: none).
+#[cfg(pkvm_debug)]
+pub(crate) fn first_chunk_pa() -> u64 {
+    FIRST_CHUNK.load(Ordering::Acquire)
+}
 
 /// Chunks the host half has added to the pool.
 pub(crate) fn pool_grown() -> u64 {
@@ -199,6 +209,7 @@ impl Donor {
                 // Cannot fail: capacity reserved above.
                 let _ = self.chunks.push(va as usize, GFP_KERNEL);
                 POOL_GROWN.fetch_add(1, Ordering::AcqRel);
+                let _ = FIRST_CHUNK.compare_exchange(0, pa, Ordering::AcqRel, Ordering::Acquire);
                 Ok(st)
             }
             Err(e) => {
@@ -384,6 +395,7 @@ impl Drop for Donor {
             }
         }
         POOL_GROWN.store(0, Ordering::Release);
+        FIRST_CHUNK.store(0, Ordering::Release);
         let bytes = BATCH_PAGES * 4096;
         for &va in self.batches.iter() {
             // SAFETY: every CPU has left VMX operation (the hypervisor's
