@@ -192,27 +192,27 @@ int pkvm_helper_rdmsr_safe(u32 msr, u64 *val)
 }
 
 /*
- * The reserve's refill (host/reserve.rs): a delayed work that calls
- * pkvm_reserve_refill() (Rust) every `period_ms`, in process context, until
- * pkvm_helper_refill_stop().  The Rust side asks the hypervisor
- * (RESERVE_STATUS) and donates what it wants; root mode never calls the
- * host.
+ * The reserve's refill and the pool's growth (host/reserve.rs): a delayed
+ * work that calls the Rust function, in process context, until
+ * pkvm_helper_refill_stop(); the function returns how many milliseconds
+ * until the next run (shorter while the pool wants memory).  The Rust side
+ * asks the hypervisor (RESERVE_STATUS, POOL_STATUS) and donates what it
+ * wants; root mode never calls the host.
  */
-static void (*pkvm_refill_fn)(void);
-static unsigned int pkvm_refill_ms;
+static unsigned int (*pkvm_refill_fn)(void);
 static void pkvm_refill_work_fn(struct work_struct *w);
 static DECLARE_DELAYED_WORK(pkvm_refill_work, pkvm_refill_work_fn);
 
 static void pkvm_refill_work_fn(struct work_struct *w)
 {
-	pkvm_refill_fn();
-	schedule_delayed_work(&pkvm_refill_work, msecs_to_jiffies(pkvm_refill_ms));
+	unsigned int ms = pkvm_refill_fn();
+
+	schedule_delayed_work(&pkvm_refill_work, msecs_to_jiffies(ms));
 }
 
-void pkvm_helper_refill_start(void (*fn)(void), unsigned int period_ms)
+void pkvm_helper_refill_start(unsigned int (*fn)(void), unsigned int period_ms)
 {
 	pkvm_refill_fn = fn;
-	pkvm_refill_ms = period_ms;
 	schedule_delayed_work(&pkvm_refill_work, msecs_to_jiffies(period_ms));
 }
 

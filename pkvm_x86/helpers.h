@@ -25,7 +25,7 @@ int pkvm_helper_nmi_test(int cpu, int n);
 int pkvm_helper_rdmsr_safe(u32 msr, u64 *val);
 
 /* The reserve's periodic refill (host/reserve.rs). */
-void pkvm_helper_refill_start(void (*fn)(void), unsigned int period_ms);
+void pkvm_helper_refill_start(unsigned int (*fn)(void), unsigned int period_ms);
 void pkvm_helper_refill_stop(void);
 
 #endif

@@ -43,7 +43,11 @@ module! {
     params: {
         pool_mb: u32 {
             default: 4,
-            description: "MiB of memory the hypervisor takes at load (rounded up to 2 MiB)",
+            description: "MiB of memory the hypervisor takes at load (rounded up to 2 MiB); it grows on demand up to pool_max_mb",
+        },
+        pool_max_mb: u32 {
+            default: 1024,
+            description: "Most MiB the hypervisor's pool grows to at run time (pool_mb..=1024; shadow EPT tables, share counts, host EPT splits)",
         },
         test_fail_cpu: i32 {
             default: -1,
@@ -142,6 +146,17 @@ fn check_internal_errors() -> Result<u64> {
     Ok(n)
 }
 
+/// The pool now (POOL_STATUS; the `pool_pages_*` lines before it are the
+/// figures at load): free and total pages, root mode's shortages, chunks
+/// the host half added.
+fn write_pool_now(f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let st = host::reserve::pool_status().map_err(|_| core::fmt::Error)?;
+    writeln!(f, "pool_pages_free_now: {}", st.free)?;
+    writeln!(f, "pool_pages_total_now: {}", st.total)?;
+    writeln!(f, "pool_shortages: {}", st.shortages)?;
+    writeln!(f, "pool_chunks_grown: {}", host::reserve::pool_grown())
+}
+
 /// The `internal_errors:` line of the status file, asked of the hypervisor
 /// at each read (live, unlike the load-time lines above it).
 fn write_internal_errors(f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -207,10 +222,20 @@ impl kernel::Module for PkvmX86 {
             pr_err!("pool_mb={} out of range 1..1024\n", pool_mb);
             return Err(EINVAL);
         }
+        let pool_max_mb = *module_parameters::pool_max_mb.value();
+        if !(pool_mb..=1024).contains(&pool_max_mb) {
+            pr_err!(
+                "pool_max_mb={} out of range {}..1024\n",
+                pool_max_mb,
+                pool_mb
+            );
+            return Err(EINVAL);
+        }
         let hyp = hypervisor::Hypervisor::start(
             &found.caps,
             &found.raw,
             pool_mb as usize * 1024 * 1024,
+            pool_max_mb as usize * 1024 * 1024,
             module.as_ptr(),
             debug,
             u32::try_from(*module_parameters::test_fail_cpu.value()).ok(),
@@ -255,6 +280,7 @@ impl kernel::Module for PkvmX86 {
                 writeln!(f, "deprivileged_cpus: {}", s.cpus)?;
                 writeln!(f, "pool_pages_used: {}", s.pool_used)?;
                 writeln!(f, "pool_pages_total: {}", s.pool_total)?;
+                write_pool_now(f)?;
                 writeln!(f, "deprivilege_all_ns: {}", s.launch_total_ns)?;
                 writeln!(f, "deprivilege_slowest_cpu_ns: {}", s.launch_max_cpu_ns)?;
                 writeln!(f, "vmx_cpus: {}", host::vmx_busy::vmx_cpus())?;

@@ -9,7 +9,7 @@ DBG=/sys/kernel/debug/pkvm_x86
 CTL=$DBG/debug/ctl
 P=/sys/module/kvm_intel/parameters
 TESTS="guest_bare insmod_pkvm_ept view_offers_ept kvm_params_ept guest_pkvm_ept guest_cpus_ept ept_stats \
-rmmod_all invariants_after ept_hostile_setup ept_hostile_slot ept_donate_mapped ept_share_race ept_reuse_vmcs ept_cycles ept12_on_hyp ept_hostile_done dmesg_clean"
+rmmod_all invariants_after ept_hostile_setup pool_grows pool_grow_hostile ept_hostile_slot ept_donate_mapped ept_share_race ept_reuse_vmcs ept_cycles ept12_on_hyp ept_hostile_done dmesg_clean"
 GUEST_N=20
 
 ncpu() { grep -c ^processor /proc/cpuinfo; }
@@ -157,6 +157,88 @@ t_ept_hostile_setup() {
 	insmod /lib/modules/kvm.ko && insmod /lib/modules/kvm-intel.ko || fail "kvm_intel" || return 1
 	expect_eq ept "$(cat $P/ept)" Y
 	insmod /lib/modules/pkvm_hostile.ko || fail "insmod hostile"
+}
+
+# pool_stat NAME: line NAME of the status file (the pool now: POOL_STATUS).
+pool_stat() { sed -n "s/^$1: //p" $DBG/status; }
+
+# The pool grows on demand (Documentation/shadow-ept.rst, "Memory"): pkvm
+# is loaded with the default pool_mb=4 (1024 pages); a guest touches one
+# 4 KiB page in every 2 MiB of a 3 GiB slot (KVM maps it in 4 KiB leaves):
+# 1536 shadow leaves, each in a last-level shadow table of its own, more
+# table pages than the whole initial pool (a dense guest needs the same
+# per 2 MiB touched, plus host EPT splits and share counts, but the test
+# machine's 512 MiB of RAM could not back enough of it).  The host half's
+# work grows the pool (POOL_GROW, 2 MiB chunks) as free pages drop below
+# its watermark or root mode runs out; the guest completes with every page
+# right, the pool has grown, the invariants hold.
+BIG_MB=${BIG_MB:-3072}
+BIG_STRIDE_KB=${BIG_STRIDE_KB:-2048}
+t_pool_grows() {
+	t0=$(pool_stat pool_pages_total_now); f0=$(pool_stat pool_pages_free_now)
+	g0=$(pool_stat pool_chunks_grown); s0=$(pool_stat pool_shortages)
+	echo "before: total=$t0 free=$f0 grown=$g0 shortages=$s0 (at load: $(pool_stat pool_pages_total))"
+	[ -n "$t0" ] || { fail "no pool_pages_total_now in the status file"; return 1; }
+	taskset -c 0 timeout 1200 /bin/kvm_guest -b $BIG_MB -g $BIG_STRIDE_KB > /tmp/pool.big
+	rc=$?
+	cat /tmp/pool.big
+	[ $rc = 0 ] || fail "the big guest failed (rc=$rc)"
+	t1=$(pool_stat pool_pages_total_now); f1=$(pool_stat pool_pages_free_now)
+	g1=$(pool_stat pool_chunks_grown); s1=$(pool_stat pool_shortages)
+	echo "after: total=$t1 free=$f1 grown=$g1 shortages=$s1"
+	echo nested_stats 0 > $CTL; cat $CTL
+	[ "$t1" -gt "$t0" ] || fail "the pool did not grow ($t0 -> $t1 pages)"
+	[ "$g1" -gt "$g0" ] || fail "no chunk grown ($g0 -> $g1)"
+	# The dead VM's shadow (one claim per leaf for the checker) goes at
+	# the host's global INVEPT (shadow-ept.rst, "Teardown").
+	expect_eq "host INVEPT global" "$(hostile invept 0 2 0)" ok
+	ept_invariants "after the big guest"
+	expect_eq "internal errors" "$(sed -n 's/^internal_errors: //p' $DBG/status)" 0
+}
+
+# POOL_GROW (0x16) of what is not a chunk of the host's own RAM is refused
+# and changes nothing: an address not 2 MiB aligned, the pool's first
+# chunk, the 2 MiB around the module image (pinned pages), the xAPIC page
+# (MMIO), a frame beyond any RAM.
+t_pool_grow_hostile() {
+	pool=$(echo pool_pa > $CTL && cat $CTL | sed -n 's/^ok //p')
+	base=$(sed -n 's/^pkvm_x86 .* \(0x[0-9a-f]*\).*$/\1/p' /proc/modules)
+	ipfn=$(hostile pfn $base | sed -n 's/^ok //p')
+	t0=$(pool_stat pool_pages_total_now); f0=$(pool_stat pool_pages_free_now)
+	echo "pool $pool, module image pfn $ipfn, pool total=$t0 free=$f0"
+	EINVAL_RAX=rax=0xffffffffffffffea
+	for what in unaligned pool image mmio beyond; do
+		case $what in
+		unaligned) pfn=$(( (pool >> 12) + 512 + 1 )) ;;
+		pool) pfn=$((pool >> 12)) ;;
+		image) pfn=$(( ipfn & ~511 )) ;;
+		mmio) pfn=$((0xfee00)) ;;
+		beyond) pfn=$(( 1 << 30 )) ;;
+		esac
+		r=$(hostile vmcall 0 0x16 $pfn)
+		echo "$what (pfn $pfn): $r"
+		case "$r" in
+		*"rax=0x0 "*|"") fail "POOL_GROW of $what accepted: $r" ;;
+		*rax=0xfff*) ;;
+		*) fail "POOL_GROW of $what: $r" ;;
+		esac
+		case $what in unaligned|pool)
+			case "$r" in *"$EINVAL_RAX "*) ;; *) fail "POOL_GROW of $what not EINVAL: $r" ;; esac ;;
+		esac
+	done
+	expect_eq "pool total unchanged" "$(pool_stat pool_pages_total_now)" "$t0"
+	# A grown chunk is the hypervisor's for good: the host cannot read
+	# it, take it back (HYP_DONATE_HOST: EBUSY) or add it again (EINVAL).
+	p=$(echo pool > $CTL && cat $CTL); echo "$p"
+	gpfn=$(echo "$p" | tr ' ' '\n' | sed -n 's/^first_grown_pfn=//p')
+	[ -n "$gpfn" ] && [ "$((gpfn))" != 0 ] || { fail "no grown chunk: $p"; return 1; }
+	expect_eq "host reads a grown chunk" "$(hostile read $((gpfn + 5)) 0)" fault
+	r=$(hostile vmcall 0 0x11 $((gpfn + 5)) 1); echo "HYP_DONATE_HOST of a grown chunk page: $r"
+	case "$r" in *"$EBUSY_RAX "*) ;; *) fail "HYP_DONATE_HOST of a grown chunk: $r, want EBUSY" ;; esac
+	r=$(hostile vmcall 0 0x16 $((gpfn))); echo "POOL_GROW of a grown chunk: $r"
+	case "$r" in *"$EINVAL_RAX "*) ;; *) fail "POOL_GROW of a grown chunk: $r, want EINVAL" ;; esac
+	expect_eq "pool total unchanged" "$(pool_stat pool_pages_total_now)" "$t0"
+	ept_invariants "after the refused POOL_GROWs"
 }
 
 # A guest memory slot backed by a frame the host does not own: a page full
@@ -459,5 +541,10 @@ t_ept_hostile_done() {
 	grep -q '^kvm_intel ' /proc/modules && rmmod kvm_intel
 	grep -q '^kvm ' /proc/modules && rmmod kvm
 	ept_invariants "after VMXOFF"
+	grown=$(pool_stat pool_chunks_grown)
 	pkvm_rmmod || fail "rmmod pkvm_x86"
+	# The chunks pool_grows added go back with the reserve's batches.
+	back=$(dmesg | sed -n 's/.*grown pool chunks: .* given back (\([0-9]*\) chunks).*/\1/p' | tail -1)
+	echo "pool chunks grown $grown, given back at unload: $back"
+	expect_eq "grown pool chunks given back" "$back" "$grown"
 }

@@ -8,7 +8,8 @@
 #   pkvm.peers=bare       kvm_intel with the view of selftests/peers/bare-view.txt,
 #                         pkvm not loaded (the baseline)
 #   pkvm.peers=pkvm       insmod pkvm_x86 first (its defaults: EPT offered,
-#                         shadow EPT), then kvm_intel with defaults (EPT on)
+#                         shadow EPT; the pool starts at its default and
+#                         grows on demand), then kvm_intel with defaults (EPT on)
 #   pkvm.peers=pkvm-ept   the same, nested_ept=1 named (the qemu-pkvm-ept runs)
 #   pkvm.peers=pkvm-spt   pkvm_x86 nested_ept=0: EPT hidden, kvm_intel's
 #                         defaults then mean KVM's own shadow paging
@@ -103,10 +104,9 @@ kvm_intel_params() {
 
 t_load_kvm() {
 	if under_pkvm; then
-		# pool_mb=64: the shadow EPTs' tables come from the pool.
 		case "$PEERS_MODE" in
-		pkvm) ept="pool_mb=64" ;;
-		pkvm-ept) ept="nested_ept=1 pool_mb=64" ;;
+		pkvm) ept= ;;
+		pkvm-ept) ept="nested_ept=1" ;;
 		pkvm-spt) ept="nested_ept=0" ;;
 		esac
 		ko=/lib/modules/pkvm_x86.ko

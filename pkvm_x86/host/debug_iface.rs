@@ -15,6 +15,9 @@
 //! pool_pa              physical address of the pool's first chunk (2 MiB)
 //! reserve              the reserve for shadow state (RESERVE_STATUS: free,
 //!                      wanted, total pages) and the first batch's frame
+//! pool                 the hypervisor's pool (POOL_STATUS: free, total
+//!                      pages, shortages), chunks the host half grew it by
+//!                      and the first grown chunk's frame (0: none)
 //! lookup I | lookup_pa PA   host EPT leaf of page I / of address PA
 //! read_pa PA           read 8 bytes of physical address PA (MMIO) through
 //!                      a fresh ioremap, fault-tolerant
@@ -717,6 +720,20 @@ impl DebugState {
                     st.free,
                     st.wanted,
                     st.total,
+                    first >> 12
+                )
+                .map_err(fmt_err)?;
+            }
+            "pool" => {
+                let st = crate::host::reserve::pool_status()?;
+                let first = crate::host::reserve::first_chunk_pa();
+                writeln!(
+                    w,
+                    "ok free={} total={} shortages={} grown={} first_grown_pfn={:#x}",
+                    st.free,
+                    st.total,
+                    st.shortages,
+                    crate::host::reserve::pool_grown(),
                     first >> 12
                 )
                 .map_err(fmt_err)?;

@@ -205,11 +205,16 @@ unsafe extern "C" fn cpu_offline(cpu: core::ffi::c_uint) -> core::ffi::c_int {
 
 impl Hypervisor {
     /// Deprivileges every online CPU, and every CPU that comes online
-    /// later, until dropped.
+    /// later, until dropped.  The pool starts at `pool_bytes` and the
+    /// host half grows it on demand up to `pool_max_bytes`.
+    // One argument per load-time setting (module parameters, probe
+    // results): a struct would only rename them.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn start(
         caps: &VmxCaps,
         raw: &RawVmxInfo,
         pool_bytes: usize,
+        pool_max_bytes: usize,
         module: *mut bindings::module,
         debug: bool,
         fail_cpu: Option<u32>,
@@ -296,7 +301,7 @@ impl Hypervisor {
             cpus,
             hp_state: None,
             total_ns: 0,
-            reserve: KBox::new(super::reserve::Donor::new(), GFP_KERNEL)?,
+            reserve: KBox::new(super::reserve::Donor::new(pool_max_bytes), GFP_KERNEL)?,
             pool,
         };
 

@@ -936,6 +936,8 @@ fn hypercall_dispatch(regs: &mut GuestRegs, cpu: &HypCpu, local: &mut CpuLocal) 
         Ok(Call::HostShareHyp { hpa, pages }) => global.change(|s| s.host_share_hyp(hpa, pages)),
         Ok(Call::ReserveDonate { hpa, pages }) => global.change(|s| s.reserve_donate(hpa, pages)),
         Ok(Call::ReserveStatus) => global.page_states().reserve_status(),
+        Ok(Call::PoolGrow { hpa }) => global.change(|s| s.pool_grow(hpa)),
+        Ok(Call::PoolStatus) => global.page_states().pool_status(),
         Ok(Call::HostUnshareHyp { hpa, pages }) => {
             global.change(|s| s.host_unshare_hyp(hpa, pages))
         }

@@ -42,7 +42,7 @@
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::lock::{SpinLock, SpinLockGuard};
-use super::mm::{HypMm, MAX_CHUNKS};
+use super::mm::{GrowError, HypMm, MAX_CHUNKS};
 use super::percpu::HypCpu;
 use crate::arch::vmx;
 use crate::hv::error::Error;
@@ -178,8 +178,9 @@ pub struct PageStates {
     lazy: LazyMap<Mtrrs>,
     hyp: HypPgt,
     vms: VmTable,
-    /// The pool's chunks (physical base, size): hypervisor memory that is
-    /// `OWNED` in its table but never goes back to the host while loaded.
+    /// The pool's chunks (physical base, size), those given at load and
+    /// those POOL_GROW added: hypervisor memory that is `OWNED` in its
+    /// table but never goes back to the host while loaded.
     pinned: [(u64, u64); MAX_CHUNKS],
     nr_pinned: usize,
     /// The invariant checker's scratch space (debug builds only).
@@ -855,21 +856,18 @@ impl PageStates {
             vms.write_bytes(0, 1);
             VmTable::init_in_place(vms);
         }
-        // 4. The pool.  The allocator's header and use counts start at
-        // the allocator's own address (see `crate::hyp::mm`).
-        let chunks = mm.chunks();
-        let total = chunks.len() * 512;
-        let mm_va = self.mm as u64;
-        let mm_end = mm_va
-            + (core::mem::size_of::<HypMm>().div_ceil(4096) + (total * 2).div_ceil(4096)) as u64
-                * 4096;
-        for ci in 0..chunks.len() {
+        // 4. The pool, the chunks given at load and those grown since.
+        // The allocator's header and use counts (`HypMm::is_own_page`:
+        // after its header in the first chunk, a grown chunk's first page)
+        // are kept.
+        let nr_chunks = mm.chunks().len();
+        for ci in 0..nr_chunks {
             let Some(c) = mm.chunks().get(ci).copied() else {
                 continue;
             };
             for pg in 0..512u64 {
                 let (pa, va) = (c.pa + pg * 4096, c.va + pg * 4096);
-                if (va >= mm_va && va < mm_end) || tables.contains(&pa) || keep.has_va(va) {
+                if mm.is_own_page(pa) || tables.contains(&pa) || keep.has_va(va) {
                     continue;
                 }
                 if let Some(h) = Hpa::new(pa) {
@@ -948,6 +946,67 @@ impl PageStates {
             rbx: Some(self.reserve.wanted()),
             rcx: Some(self.reserve.total()),
             ..Reply::val(self.reserve.free())
+        }
+    }
+
+    /// POOL_GROW: the 2 MiB chunk at `hpa` through HOST_DONATE_HYP's
+    /// transition into the allocator, for good (pinned like the chunks
+    /// given at load).  Not 2 MiB aligned or already the pool's: `EINVAL`;
+    /// the pool full: `ENOSPC`; a frame pinned by nested VMX: `EBUSY`;
+    /// then every refusal of the transition, nothing changed.  Answers
+    /// as POOL_STATUS.  The transition may need a table page or two (the
+    /// hypervisor table's linear window, a host EPT split): it may take
+    /// the allocator's reserve for growth (`crate::hyp::mm::GROW_RESERVE`),
+    /// so an empty pool can still grow.
+    pub fn pool_grow(&mut self, hpa: Hpa) -> Reply {
+        const CHUNK: u64 = 2 << 20;
+        // SAFETY: as in `parts` (borrowed apart from `pinned` here).
+        let mm = unsafe { &mut *self.mm };
+        match mm.can_grow(hpa.raw()) {
+            Ok(()) => {}
+            Err(GrowError::BadChunk) => return Reply::errno(errno::EINVAL),
+            Err(GrowError::Full) => return Reply::errno(errno::ENOSPC),
+        }
+        if self.nr_pinned >= MAX_CHUNKS {
+            return Reply::errno(errno::ENOSPC);
+        }
+        if self.pins.overlaps(hpa.raw(), CHUNK / 4096) {
+            return Reply::errno(errno::EBUSY);
+        }
+        mm.set_growing(true);
+        let r = mp::host_donate_hyp(&mut self.host, &mut self.hyp, mm, hpa, CHUNK / 4096);
+        mm.set_growing(false);
+        if let Err(e) = r {
+            return Reply::from(Err(e));
+        }
+        // SAFETY: `can_grow` accepted the chunk; the donation made its
+        // pages the hypervisor's alone (the host EPT gives no one access),
+        // mapped read-write at `pa` + the hypervisor table's linear offset,
+        // which is the allocator's direct-map offset (`host/hyp_pgt.rs`
+        // builds the table with `mm.va(0)`).
+        if unsafe { mm.add_chunk(hpa.raw()) }.is_err() {
+            // Unreachable (checked above, under the same lock): give the
+            // pages back rather than keep pages nobody accounts for.
+            let _ = mp::hyp_donate_host(&mut self.host, &mut self.hyp, mm, hpa, CHUNK / 4096);
+            return Reply::errno(errno::EINVAL);
+        }
+        if let Some(p) = self.pinned.get_mut(self.nr_pinned) {
+            *p = (hpa.raw(), CHUNK);
+            self.nr_pinned += 1;
+        }
+        self.pool_status()
+    }
+
+    /// POOL_STATUS: free pages in RAX, pages in total in RBX, allocations
+    /// that found the pool empty (ever) in RCX.
+    pub fn pool_status(&self) -> Reply {
+        // SAFETY: as in `parts`: the live allocator, under the lock (only
+        // read here).
+        let mm = unsafe { &*self.mm };
+        Reply {
+            rbx: Some(mm.total_pages() as u64),
+            rcx: Some(mm.shortages()),
+            ..Reply::val(mm.free_pages() as u64)
         }
     }
 

@@ -13,6 +13,19 @@
 //! contiguous pages (stacks) only from the bump pointer.  Every page has a
 //! 16-bit use count for table pages.
 //!
+//! The pool grows at run time ([`HypMm::add_chunk`], POOL_GROW,
+//! Documentation/shadow-ept.rst "Memory"): the host half donates 2 MiB
+//! chunks through the page-state machine, and root mode appends them.  The
+//! use counts of the chunks given at load sit after the header in the
+//! first chunk; a grown chunk keeps its own in its first page, and its
+//! other 511 pages go on the free list (the bump pointer only ever covers
+//! the chunks given at load).  Which chunk holds an address is a binary
+//! search ([`ChunkIndex`]), not a scan.  The last [`GROW_RESERVE`] free
+//! pages are kept for the growth itself (mapping a donated chunk may need
+//! a table page or two), and every allocation that finds the pool empty
+//! is counted ([`HypMm::shortages`]): POOL_STATUS reports both, and the
+//! host half donates when free pages run low or a shortage was recorded.
+//!
 //! It also implements the engine's TLB-invalidation hook
 //! ([`MmOps::invalidate`]), which the engine calls for break-before-make
 //! and, once per walk, after taking access away: for the host EPT it is the
@@ -34,6 +47,7 @@
 use core::sync::atomic::AtomicU64;
 
 use crate::hv::mm::addr::{Hpa, HypVa, TableKind};
+use crate::hv::mm::chunk_index::ChunkIndex;
 use crate::hv::mm::ept::Eptp;
 use crate::hv::mm::ept::MemType;
 use crate::hv::mm::pgtable::{store, Attrs, HypFormat, MmOps, PteFormat, Table, PERM_R, PERM_W};
@@ -50,9 +64,13 @@ const SCRATCH_ATTRS: Attrs = Attrs::wb(
 const INVLPG_MAX: u64 = 2 << 20;
 
 /// Most chunks a pool can have (2 MiB each: 1 GiB).
-pub const MAX_CHUNKS: usize = 512;
+pub const MAX_CHUNKS: usize = crate::hv::mm::chunk_index::MAX_CHUNKS;
 const PAGE: u64 = 4096;
 const PAGES_PER_CHUNK: usize = 512;
+/// Free pages only the growth of the pool may take ([`HypMm::add_chunk`]'s
+/// caller maps the donated chunk with them): below it every other
+/// allocation fails (a shortage).
+pub const GROW_RESERVE: usize = 8;
 
 /// One physically contiguous, 2 MiB-aligned chunk.
 #[derive(Clone, Copy, Debug, Default)]
@@ -69,6 +87,16 @@ pub struct Chunk {
 pub struct HypMm {
     chunks: [Chunk; MAX_CHUNKS],
     nr_chunks: usize,
+    /// Chunks given at load (their counts follow the header; the bump
+    /// pointer covers only them).
+    nr_initial: usize,
+    /// The chunks by address.
+    index: ChunkIndex,
+    /// Allocations that found no free page (the reserve for growth
+    /// included), ever.
+    shortages: u64,
+    /// [`GROW_RESERVE`] may be taken (while a chunk is being mapped).
+    growing: bool,
     /// Next never-used page, as a global page index.
     bump: usize,
     /// Physical address of the first page on the free list (0: empty).
@@ -93,8 +121,17 @@ pub struct HypMm {
 /// Why the allocator could not be set up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MmInitError {
-    /// No chunk, too many, or a chunk not 2 MiB aligned.
+    /// No chunk, too many, a chunk not 2 MiB aligned, or one twice.
     BadChunks,
+}
+
+/// Why a chunk cannot be added ([`HypMm::can_grow`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GrowError {
+    /// Not 2 MiB aligned, or already a chunk of the pool.
+    BadChunk,
+    /// The pool has [`MAX_CHUNKS`] chunks.
+    Full,
 }
 
 impl HypMm {
@@ -116,7 +153,19 @@ impl HypMm {
         // SAFETY: the first chunk is exclusively ours and large enough for
         // the header; `HypMm` is plain data for which zero is a valid value.
         let mm = unsafe { &mut *(first.va as *mut HypMm) };
+        // INVARIANT: all-zero bytes are the empty index (the chunk is
+        // zeroed; written again so that it does not depend on that).
+        // SAFETY: `index` is plain integers, inside `mm`.
+        unsafe { core::ptr::addr_of_mut!(mm.index).write_bytes(0, 1) };
+        for (i, c) in chunks.iter().enumerate() {
+            mm.index
+                .insert(c.pa, i)
+                .map_err(|_| MmInitError::BadChunks)?;
+        }
         mm.nr_chunks = chunks.len();
+        mm.nr_initial = chunks.len();
+        mm.shortages = 0;
+        mm.growing = false;
         for (dst, src) in mm.chunks.iter_mut().zip(chunks) {
             *dst = *src;
         }
@@ -156,9 +205,94 @@ impl HypMm {
         self.used + self.reserved_pages()
     }
 
-    fn reserved_pages(&self) -> usize {
+    /// Pages free (the reserve for growth included).
+    pub fn free_pages(&self) -> usize {
+        self.total_pages().saturating_sub(self.used_pages())
+    }
+
+    /// Allocations that found the pool empty, ever.
+    pub fn shortages(&self) -> u64 {
+        self.shortages
+    }
+
+    /// Chunks added at run time.
+    pub fn grown_chunks(&self) -> usize {
+        self.nr_chunks.saturating_sub(self.nr_initial)
+    }
+
+    /// The allocator's own pages in the chunks given at load: the header
+    /// and their use counts.
+    fn initial_reserved(&self) -> usize {
         let header = core::mem::size_of::<HypMm>().div_ceil(PAGE as usize);
-        header + (self.total_pages() * 2).div_ceil(PAGE as usize)
+        header + (self.nr_initial * PAGES_PER_CHUNK * 2).div_ceil(PAGE as usize)
+    }
+
+    fn reserved_pages(&self) -> usize {
+        // One count page per grown chunk.
+        self.initial_reserved() + self.grown_chunks()
+    }
+
+    /// Whether pool page `pa` is the allocator's own (header, use counts):
+    /// what the teardown scrub leaves alone.
+    pub fn is_own_page(&self, pa: u64) -> bool {
+        match self.index.find(pa) {
+            Some((0, pg)) => pg < self.initial_reserved(),
+            Some((ci, pg)) => ci >= self.nr_initial && pg == 0,
+            None => false,
+        }
+    }
+
+    /// Whether the 2 MiB chunk at `pa` could be added (checked before the
+    /// page-state machine takes it from the host).
+    pub fn can_grow(&self, pa: u64) -> Result<(), GrowError> {
+        if pa == 0 || pa % (2 << 20) != 0 || self.index.find(pa).is_some() {
+            return Err(GrowError::BadChunk);
+        }
+        if self.nr_chunks >= MAX_CHUNKS {
+            return Err(GrowError::Full);
+        }
+        Ok(())
+    }
+
+    /// Lets the next allocations take the reserve for growth (`true`,
+    /// while a donated chunk is mapped) or not.
+    pub fn set_growing(&mut self, growing: bool) {
+        self.growing = growing;
+    }
+
+    /// Appends the 2 MiB chunk at `pa`: its first page becomes its use
+    /// counts (zeroed), the other 511 go on the free list.
+    ///
+    /// # Safety
+    ///
+    /// [`Self::can_grow`] accepted `pa`; the chunk is the hypervisor's
+    /// alone from now on (donated through the page-state machine), mapped
+    /// read-write at `self.va(pa)` wherever this allocator is used.
+    pub unsafe fn add_chunk(&mut self, pa: u64) -> Result<(), GrowError> {
+        self.can_grow(pa)?;
+        let num = self.nr_chunks;
+        self.index
+            .insert(pa, num)
+            .map_err(|_| GrowError::BadChunk)?;
+        let va = self.va(pa);
+        if let Some(c) = self.chunks.get_mut(num) {
+            *c = Chunk { pa, va };
+        }
+        // SAFETY: the caller's contract: the chunk is ours and mapped at
+        // `va`; its first page holds its use counts, every other page is
+        // free (a free page stores the next one's address in its first
+        // word; `zalloc_page` zeroes a page before handing it out).
+        unsafe {
+            core::ptr::write_bytes(va as *mut u8, 0, PAGE as usize);
+            for pg in (1..PAGES_PER_CHUNK as u64).rev() {
+                *((va + pg * PAGE) as *mut u64) = self.free_head;
+                self.free_head = pa + pg * PAGE;
+            }
+        }
+        // INVARIANT: the chunk is in `index` as number `num` and in
+        // `chunks` before it counts.
+        self.nr_chunks = num + 1;
+        Ok(())
     }
 
     /// The chunks, for mapping them out of the host's reach.
@@ -166,12 +300,9 @@ impl HypMm {
         self.chunks.get(..self.nr_chunks).unwrap_or(&[])
     }
 
-    /// Global page index of `pa`, if it is a pool page.
-    fn index(&self, pa: u64) -> Option<usize> {
-        self.chunks().iter().enumerate().find_map(|(i, c)| {
-            (pa >= c.pa && pa < c.pa + (2 << 20))
-                .then(|| i * PAGES_PER_CHUNK + ((pa - c.pa) / PAGE) as usize)
-        })
+    /// Whether `pa` is a pool page.
+    fn in_pool(&self, pa: u64) -> bool {
+        self.index.find(pa).is_some()
     }
 
     /// Direct-map address of any physical address.
@@ -185,22 +316,42 @@ impl HypMm {
             .map(|c| c.pa + ((i % PAGES_PER_CHUNK) as u64) * PAGE)
     }
 
+    /// Where `pa`'s use count is: after the header for the chunks given
+    /// at load, in a grown chunk's first page for its own pages.
     fn count(&self, pa: u64) -> Option<*mut u16> {
-        let i = self.index(pa)?;
-        Some((self.counts as *mut u16).wrapping_add(i))
+        let (ci, pg) = self.index.find(pa)?;
+        if ci < self.nr_initial {
+            return Some((self.counts as *mut u16).wrapping_add(ci * PAGES_PER_CHUNK + pg));
+        }
+        let c = self.chunks.get(ci)?;
+        Some((c.va as *mut u16).wrapping_add(pg))
     }
 
     /// `n` contiguous zeroed pages from the bump pointer; their physical
-    /// address.  Runs never straddle chunks.
+    /// address.  Runs never straddle chunks: the tail of a chunk a run
+    /// skips goes on the free list (so that [`Self::free_pages`] counts
+    /// only pages that can be handed out, and [`GROW_RESERVE`] is real).
     pub fn alloc_contig(&mut self, n: usize) -> Option<u64> {
         if n == 0 || n > PAGES_PER_CHUNK {
             return None;
         }
+        let end = self.nr_initial * PAGES_PER_CHUNK;
         let mut i = self.bump;
         if i % PAGES_PER_CHUNK + n > PAGES_PER_CHUNK {
-            i = (i / PAGES_PER_CHUNK + 1) * PAGES_PER_CHUNK;
+            let next = (i / PAGES_PER_CHUNK + 1) * PAGES_PER_CHUNK;
+            while i < next.min(end) {
+                if let Some(pa) = self.page_of_index(i) {
+                    // SAFETY: a pool page never handed out; it becomes a
+                    // free list node (`zalloc_page` zeroes it when taken).
+                    unsafe { *(self.va(pa) as *mut u64) = self.free_head };
+                    self.free_head = pa;
+                }
+                i += 1;
+            }
+            i = next;
+            self.bump = next;
         }
-        if i + n > self.total_pages() {
+        if i + n > end {
             return None;
         }
         let pa = self.page_of_index(i)?;
@@ -285,8 +436,16 @@ impl HypMm {
 
 impl MmOps for HypMm {
     fn zalloc_page(&mut self) -> Option<Hpa> {
+        if self.free_pages() <= GROW_RESERVE && !self.growing {
+            self.shortages = self.shortages.wrapping_add(1);
+            return None;
+        }
         let pa = if self.free_head == 0 {
-            self.alloc_contig(1)?
+            let Some(pa) = self.alloc_contig(1) else {
+                self.shortages = self.shortages.wrapping_add(1);
+                return None;
+            };
+            pa
         } else {
             let pa = self.free_head;
             // SAFETY: a free page stores the next free page's address in its
@@ -308,7 +467,7 @@ impl MmOps for HypMm {
 
     fn free_page(&mut self, pa: Hpa) {
         let pa = pa.raw();
-        if self.index(pa).is_none() {
+        if !self.in_pool(pa) || self.is_own_page(pa) {
             return;
         }
         // SAFETY: the caller gives back a page it owned (a table page is
@@ -330,7 +489,9 @@ impl MmOps for HypMm {
 
     fn table(&self, pa: Hpa) -> Option<&Table> {
         let pa = pa.raw();
-        self.index(pa)?;
+        if !self.in_pool(pa) {
+            return None;
+        }
         // SAFETY: pool pages are mapped, 4 KiB and 8-byte aligned; table
         // entries are only accessed atomically (written through `store` by
         // the holder of `&mut self`, read by the CPU's page walks).

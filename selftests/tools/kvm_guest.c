@@ -23,6 +23,7 @@
  * hypervisor below KVM, so bare and pkvm runs compare with diff.
  *
  * usage: kvm_guest [-q] [-n ITERATIONS] [-s SECONDS] [-m FILE [-w | -l SECS [-p VALUE] [-t N]]]
+ *        kvm_guest -b MB [-g STRIDE_KB]
  *   -q       print only the summary
  *   -s SECS  keep the VM (and its vCPU's VMCS) alive SECS seconds after
  *            the loop, printing "holding" first
@@ -44,10 +45,23 @@
  *   -t N     with -l: every N reads, slot 1 is deleted and added again
  *            (KVM zaps its EPT entries for it and flushes: the hypervisor's
  *            shadow of that page goes stale and is dropped at that INVEPT)
+ *   -b MB    a second slot of MB MiB at GPA 256 MiB (anonymous, not
+ *            reserved, no huge pages: KVM maps it in 4 KiB leaves), which
+ *            the guest touches page by page, writing each page's address
+ *            into it, then outputs where it stopped (port 0x11) and halts;
+ *            the tool checks every page touched and prints "big: mb=MB
+ *            stride_kb=S pages=N bad=N exit=..".  Under pkvm with
+ *            nested_ept=1 that is one shadow leaf per page: the
+ *            hypervisor's pool must grow (Documentation/shadow-ept.rst,
+ *            "Memory").
+ *   -g KB    with -b: touch one page every KB KiB (default 4): with 2048,
+ *            every page touched needs a shadow table page of its own, for
+ *            4 KiB of memory
  */
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -98,6 +112,60 @@ static const uint8_t loop_read_code[] = {
 	0xe7, 0x11,			/* out 0x11, eax */
 	0xeb, 0xf0,			/* jmp 1b */
 };
+
+static const char *reason(int r);
+
+/* -b: GPA of the big slot (up to 3 GiB fit below the APIC and the TSS). */
+#define BIG_GPA 0x10000000
+
+/*
+ * -b: writes each page's address into the page, from BIG_GPA for ECX
+ * pages (patched in at offset 6) STRIDE bytes apart (offset 14), then
+ * outputs where it stopped and halts.
+ */
+static uint8_t big_code[] = {
+	0xbf, 0x00, 0x00, 0x00, 0x10,	/* mov edi, BIG_GPA */
+	0xb9, 0x00, 0x00, 0x00, 0x00,	/* mov ecx, pages */
+	0x89, 0x3f,			/* 1: mov [edi], edi */
+	0x81, 0xc7, 0x00, 0x10, 0x00, 0x00, /* add edi, stride */
+	0xe2, 0xf6,			/* loop 1b */
+	0x89, 0xf8,			/* mov eax, edi */
+	0xe7, 0x11,			/* out 0x11, eax */
+	0xf4,				/* hlt */
+	0xeb, 0xfe,			/* jmp $ */
+};
+
+/* -b MB: the big slot, touched by the guest page by page, then checked. */
+static int big_guest(int kvm, int vm, int mb, uint64_t stride)
+{
+	uint64_t size = (uint64_t)mb << 20, pages = size / stride, bad = 0;
+	struct kvm_run *run;
+	uint32_t got = 0;
+	uint8_t *big;
+	int vcpu, rsize;
+
+	big = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+		   -1, 0);
+	if (big == MAP_FAILED)
+		return kvm_flat_fail("mmap -b");
+	/* 4 KiB leaves everywhere: one shadow leaf per page touched. */
+	madvise(big, size, MADV_NOHUGEPAGE);
+	if (kvm_flat_slot(vm, 1, BIG_GPA, size, big, "KVM_SET_USER_MEMORY_REGION -b"))
+		return 1;
+	if (kvm_flat_vcpu(kvm, vm, 0, &vcpu, &run, &rsize) || kvm_flat_regs(vcpu, CODE))
+		return 1;
+	if (ioctl(vcpu, KVM_RUN, 0) < 0)
+		return kvm_flat_fail("KVM_RUN");
+	if (run->exit_reason == KVM_EXIT_IO && run->io.port == 0x11)
+		memcpy(&got, (uint8_t *)run + run->io.data_offset, 4);
+	for (uint64_t i = 0; i < pages; i++)
+		if (*(uint32_t *)(big + i * stride) != (uint32_t)(BIG_GPA + i * stride))
+			bad++;
+	printf("big: mb=%d stride_kb=%llu pages=%llu bad=%llu exit=%s end=0x%08x\n", mb,
+	       (unsigned long long)(stride >> 10), (unsigned long long)pages,
+	       (unsigned long long)bad, reason(run->exit_reason), got);
+	return bad || got != (uint32_t)(BIG_GPA + pages * stride) ? 1 : 0;
+}
 
 static const char *reason(int r)
 {
@@ -185,6 +253,7 @@ static int read_loop(int vcpu, struct kvm_run *run, int secs, uint32_t expect)
 int main(int argc, char **argv)
 {
 	int quiet = 0, n = 20, opt, bad = 0, ios = 0, hlts = 0, hold = 0, loop = 0, write = 0;
+	int big_mb = 0, stride_kb = 4;
 	uint32_t expect = 0;
 	const char *file = NULL;
 	struct kvm_regs regs;
@@ -192,7 +261,7 @@ int main(int argc, char **argv)
 	uint8_t *mem;
 	int kvm, vm, vcpu, size;
 
-	while ((opt = getopt(argc, argv, "qn:m:s:wl:p:t:")) != -1) {
+	while ((opt = getopt(argc, argv, "qn:m:s:wl:p:t:b:g:")) != -1) {
 		if (opt == 'q')
 			quiet = 1;
 		else if (opt == 'w')
@@ -209,6 +278,10 @@ int main(int argc, char **argv)
 			expect = strtoul(optarg, NULL, 0);
 		else if (opt == 't')
 			toggle = atoi(optarg);
+		else if (opt == 'b')
+			big_mb = atoi(optarg);
+		else if (opt == 'g')
+			stride_kb = atoi(optarg);
 		else
 			return 2;
 	}
@@ -217,6 +290,20 @@ int main(int argc, char **argv)
 		return kvm_flat_fail("open /dev/kvm");
 	if (kvm_flat_vm(kvm, MEM_SIZE, &vm, &mem))
 		return 1;
+	if (big_mb > 0) {
+		uint32_t stride = (uint32_t)stride_kb << 10, pages;
+
+		if (stride_kb < 4 || stride_kb % 4 || big_mb > 3072 ||
+		    ((uint64_t)big_mb << 20) < stride)
+			return 2;
+		pages = (uint32_t)(((uint64_t)big_mb << 20) / stride);
+		memcpy(big_code + 6, &pages, 4);
+		memcpy(big_code + 14, &stride, 4);
+		memcpy(mem + CODE, big_code, sizeof(big_code));
+		if (kvm_flat_slot(vm, 0, 0, MEM_SIZE, mem, "KVM_SET_USER_MEMORY_REGION"))
+			return 1;
+		return big_guest(kvm, vm, big_mb, stride);
+	}
 	if (!file)
 		memcpy(mem + CODE, loop_code, sizeof(loop_code));
 	else if (loop > 0)

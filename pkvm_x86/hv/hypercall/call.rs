@@ -91,6 +91,13 @@ pub enum Call {
     },
     /// [`nr::RESERVE_STATUS`].
     ReserveStatus,
+    /// [`nr::POOL_GROW`].
+    PoolGrow {
+        /// First host page of the chunk (alignment checked by the pool).
+        hpa: Hpa,
+    },
+    /// [`nr::POOL_STATUS`].
+    PoolStatus,
     /// [`nr::VM_CREATE`].
     VmCreate {
         /// The host's own id for the VM (opaque to the hypervisor).
@@ -279,6 +286,8 @@ impl Call {
                 pages: a1,
             },
             nr::RESERVE_STATUS => Self::ReserveStatus,
+            nr::POOL_GROW => Self::PoolGrow { hpa: pa(a0)? },
+            nr::POOL_STATUS => Self::PoolStatus,
             nr::VM_CREATE => Self::VmCreate {
                 host_vm_id: a0,
                 kind: match a1 {
@@ -465,6 +474,25 @@ mod tests {
     }
 
     #[test]
+    fn pool_calls_take_a_frame_only() {
+        assert_eq!(
+            p(nr::POOL_GROW, [GOOD_PFN, 7, 7, 7]),
+            Ok(Call::PoolGrow { hpa: h(GOOD_PA) })
+        );
+        // Alignment is the pool's business; absurd frames are the parser's.
+        assert_eq!(
+            p(nr::POOL_GROW, [GOOD_PFN + 1, 0, 0, 0]),
+            Ok(Call::PoolGrow {
+                hpa: h(GOOD_PA + 4096)
+            })
+        );
+        assert_eq!(p(nr::POOL_GROW, [BAD_PFN, 0, 0, 0]), Err(errno::EINVAL));
+        assert_eq!(p(nr::POOL_STATUS, [9, 9, 9, 9]), Ok(Call::PoolStatus));
+        assert!(!is_debug_only(nr::POOL_GROW));
+        assert!(!is_debug_only(nr::POOL_STATUS));
+    }
+
+    #[test]
     fn vm_create_checks_kind_and_metadata_frame() {
         assert_eq!(
             p(nr::VM_CREATE, [u64::MAX, 0, GOOD_PFN, 2]),
@@ -639,6 +667,8 @@ mod tests {
             nr::HOST_UNSHARE_HYP,
             nr::RESERVE_DONATE,
             nr::RESERVE_STATUS,
+            nr::POOL_GROW,
+            nr::POOL_STATUS,
             nr::VM_CREATE,
             nr::VM_TEARDOWN,
             nr::HOST_SHARE_GUEST,

@@ -89,6 +89,22 @@ pub mod nr {
     /// The reserve: free pages in RAX, pages wanted (to reach the target,
     /// once below the low watermark; else 0) in RBX, pages held in RCX.
     pub const RESERVE_STATUS: u64 = 0x15;
+    /// Grows the hypervisor's pool (`crate::hyp::mm::HypMm`, the shadow
+    /// EPT's tables and share counts, the host EPT's split tables) by the
+    /// 2 MiB chunk at PFN RBX: HOST_DONATE_HYP's transition of its 512
+    /// pages, then the allocator takes the chunk for good.  RBX must be
+    /// 2 MiB aligned (`EINVAL`); a full pool is `ENOSPC`; a frame pinned by
+    /// nested VMX is `EBUSY`; every refusal of HOST_DONATE_HYP applies
+    /// (pages that are not all the host's own RAM: nothing changes).
+    /// Returns what [`POOL_STATUS`] returns.  Pool chunks never go back
+    /// to the host while pkvm is loaded (HYP_DONATE_HOST answers
+    /// `EBUSY`); unload scrubs them.
+    pub const POOL_GROW: u64 = 0x16;
+    /// The pool: free pages in RAX, pages in total in RBX, and in RCX how
+    /// many times root mode found it empty, ever (the host half compares
+    /// it with the value it saw last: root mode records a shortage, it
+    /// never calls the host).
+    pub const POOL_STATUS: u64 = 0x17;
 
     /// Registers a shadow VM for host VM id RBX, kind RCX (0 normal, 1
     /// protected), with RSI metadata pages at PFN RDX donated to the
@@ -167,6 +183,8 @@ pub mod errno {
     pub const EFAULT: i64 = 14;
     /// Invalid argument.
     pub const EINVAL: i64 = 22;
+    /// No space left (the pool has its most chunks).
+    pub const ENOSPC: i64 = 28;
     /// No such call.
     pub const ENOSYS: i64 = 38;
 }

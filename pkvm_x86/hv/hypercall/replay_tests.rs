@@ -96,6 +96,8 @@ fn run(
         | Call::NestedStats { .. }
         | Call::ReserveDonate { .. }
         | Call::ReserveStatus
+        | Call::PoolGrow { .. }
+        | Call::PoolStatus
         | Call::DebugCheckInvariants
         | Call::DebugFillPage { .. }
         | Call::DebugStackGuard

@@ -21,12 +21,15 @@
 //!   host -> guest shares).
 //! * [`reserve`]: pages the host half donates for shadow state (the
 //!   vmcs12 cache now, the shadow EPT later).
+//! * [`chunk_index`]: which chunk of the (growing) hypervisor pool holds
+//!   an address.
 //!
 //! Future home of the shadow EPT (`mm::shadow_ept`): the per-guest table
 //! built from the host KVM's EPT through the transitions of `mem_protect`
 //! (see Documentation/architecture.rst).
 
 pub mod addr;
+pub mod chunk_index;
 pub mod ept;
 pub mod host_ept_map;
 // Test-only and debug-build-only: the checker behind DEBUG_CHECK_INVARIANTS.
