@@ -773,12 +773,10 @@ pub(crate) fn enter(cpu: &HypCpu, local: &mut CpuLocal, pa12: u64) -> Entered {
                     page.usage.pinned() && held_pins.iter().take(n_held).any(|&p| p == page.pa);
                 // A frame to pin may also be one a guest maps through a
                 // shadow EPT (`HostMemory::pinnable`: nothing retired).
-                let owned = held
-                    || (page.usage.pinned() && mem.pinnable(page.pa))
-                    || {
-                        let mut b = [0u8; 1];
-                        mem.read_bytes(page.pa & !0xfff, &mut b)
-                    };
+                let owned = held || (page.usage.pinned() && mem.pinnable(page.pa)) || {
+                    let mut b = [0u8; 1];
+                    mem.read_bytes(page.pa & !0xfff, &mut b)
+                };
                 if owned && page.usage.pinned() {
                     push_pin(page.pa);
                 }
