@@ -38,8 +38,12 @@
       The benchmarks of issue 9 from the header lines of two lists: the
       guest exit round trips (PEER-BENCH: median guest TSC cycles of CPUID,
       port I/O, HLT) and the QEMU guest's boot to its marker (PEER-QEMU
-      boot_guest_s, per -smp), pkvm vs bare and the ratio.  Numbers, not
-      judgements; a side without the line prints "?".
+      boot_guest_s, per -smp), pkvm vs bare and the ratio; and issue 10's
+      first touch of a page (PEER-BENCH touch=, warm=: median guest TSC
+      cycles of a write to a page never touched before, and to the same
+      page again; touch_exits=: KVM's exits per first-touched page).
+      Numbers, not judgements; a side without the line or the field (a
+      list recorded before the field existed) prints "?".
 """
 import argparse
 import os
@@ -170,6 +174,10 @@ def bench_lines(label, bare_text, pkvm_text):
     for k in ("cpuid", "io", "hlt"):
         b, p = bare_b.get(k), pkvm_b.get(k)
         out.append(f"{label} exit_round_trip_{k}_tsc bare {b or '?'} pkvm {p or '?'} ({ratio(b, p)})")
+    for k, name in (("touch", "first_touch_tsc"), ("warm", "warm_touch_tsc"),
+                    ("touch_exits", "first_touch_kvm_exits_per_page")):
+        b, p = bare_b.get(k), pkvm_b.get(k)
+        out.append(f"{label} {name} bare {b or '?'} pkvm {p or '?'} ({ratio(b, p)})")
     bare_q = {q.get("smp", "1"): q for q in header_fields(bare_text, "QEMU")}
     pkvm_q = {q.get("smp", "1"): q for q in header_fields(pkvm_text, "QEMU")}
     for smp in sorted(set(bare_q) | set(pkvm_q)):

@@ -158,6 +158,27 @@ class TimesAndBench(unittest.TestCase):
         # A side without the numbers prints "?", never a made-up ratio.
         lines = pr.bench_lines("c1", bare, "# nothing\n")
         self.assertIn("c1 exit_round_trip_hlt_tsc bare 18000 pkvm ? (?)", lines)
+        # A line without the first-touch fields (recorded before them).
+        self.assertIn("c2 first_touch_tsc bare ? pkvm ? (?)", pr.bench_lines("c2", bare, pkvm))
+
+    def test_bench_first_touch(self):
+        touch = " touch_n=256 touch=20000 touch_mean=21000 warm=100 warm_mean=110" \
+                " touch_exits=1.00 warm_exits=0.00"
+        res, _, extra, times = pr.parse_console(CONSOLE)
+        bare = pr.format_list(res, extra, times)
+        new = [line + touch if "PEER-BENCH" in line else line for line in CONSOLE]
+        res, _, extra, times = pr.parse_console(new)
+        pkvm = pr.format_list(res, extra, times).replace("touch=20000", "touch=50000") \
+            .replace("touch_exits=1.00", "touch_exits=na")
+        lines = pr.bench_lines("c1", bare, pkvm)
+        # The old fields still read from the new line.
+        self.assertIn("c1 exit_round_trip_cpuid_tsc bare 5000 pkvm 5000 (x1.00)", lines)
+        self.assertIn("c1 first_touch_tsc bare ? pkvm 50000 (?)", lines)
+        lines = pr.bench_lines("c1", pkvm.replace("touch=50000", "touch=20000"), pkvm)
+        self.assertIn("c1 first_touch_tsc bare 20000 pkvm 50000 (x2.50)", lines)
+        self.assertIn("c1 warm_touch_tsc bare 100 pkvm 100 (x1.00)", lines)
+        # KVM without binary statistics: "na", no ratio.
+        self.assertIn("c1 first_touch_kvm_exits_per_page bare na pkvm na (?)", lines)
 
 
 class RecordCheck(unittest.TestCase):

@@ -115,10 +115,36 @@ fn main() {
     // EPT's splits are done).
     install_run(&mut s, EPTP2, 0, 5 * G1, n, K4);
     s.set.invalidate_single(&mut s.host, &mut s.mm, EPTP2);
+    // The warm region: the host's 1 GiB region is split already, so the
+    // rebuild must neither split nor merge the host EPT (no host table
+    // page allocated or freed, no host EPT invalidation); it allocates
+    // only the shadow's tables and share-count pages (the arena counts).
+    let host_tables = s.host.pgt().table_pages(&mut s.mm).expect("walk");
+    let counts0 = s.host.share_counts().table_pages();
+    let (allocs, frees, invals) = (s.mm.allocs, s.mm.frees, s.mm.invalidations);
     let (c, _) = install_run(&mut s, EPTP2, 0, 5 * G1, n, K4);
+    // Any table's: installing into empty ranges invalidates nothing.
+    let host_invals = s.mm.invalidations - invals;
+    let host_after = s.host.pgt().table_pages(&mut s.mm).expect("walk");
+    let shadow_tables = s.set.table_pages(EPTP2) as u64;
+    let counts = s.host.share_counts().table_pages() - counts0;
+    let allocs = s.mm.allocs - allocs;
     println!(
         "install 4K, warm host tables        {:>8} cycles/page  (rebuild after INVEPT)",
         per(c, n)
+    );
+    println!(
+        "  warm region: host EPT table pages {host_tables} -> {host_after}, invalidations {host_invals}, \
+         pages freed {}, pages allocated {allocs} = {shadow_tables} shadow tables + {counts} count pages + {} other: {}",
+        s.mm.frees - frees,
+        allocs - shadow_tables - counts,
+        if host_tables == host_after && host_invals == 0 && s.mm.frees == frees
+            && allocs == shadow_tables + counts
+        {
+            "nothing split or merged"
+        } else {
+            "THE HOST EPT CHANGED"
+        }
     );
 
     // A second CPU faulting on a mapped address.

@@ -109,7 +109,7 @@ struct NestedStatsReq {
 }
 
 /// The NESTED_STATS selectors `nested_stats` prints, with their names.
-const NESTED_SEL: [(u64, &str); 59] = [
+const NESTED_SEL: [(u64, &str); 74] = [
     (0, "entries"),
     (1, "l2_exits"),
     (2, "reflected"),
@@ -147,6 +147,24 @@ const NESTED_SEL: [(u64, &str); 59] = [
     (0x608, "sept_unshared"),
     (0x609, "sept_internal_errors"),
     (0x60a, "sept_reclaims"),
+    (0x60b, "sept_mapped_bytes"),
+    // The shadow EPT's cost (`crate::hyp::nested::cost`): TSC cycles and
+    // count by class, hypervisor-wide, never reset.
+    (0x610, "sept_cyc_fault_installed"),
+    (0x611, "sept_n_fault_installed"),
+    (0x612, "sept_cyc_fault_reflected"),
+    (0x613, "sept_n_fault_reflected"),
+    (0x614, "sept_cyc_fault_other"),
+    (0x615, "sept_n_fault_other"),
+    (0x616, "sept_cyc_invept_kept"),
+    (0x617, "sept_n_invept_kept"),
+    (0x618, "sept_cyc_invept_retired"),
+    (0x619, "sept_n_invept_retired"),
+    (0x61a, "sept_cyc_invept_none"),
+    (0x61b, "sept_n_invept_none"),
+    // The hypervisor pool's pages in use and in total.
+    (0x620, "pool_used"),
+    (0x621, "pool_total"),
     (0x200, "pinned_frames"),
     // Root-mode cycles by phase (`crate::hyp::nested::phase`).
     (0x300, "cyc_root_all"),

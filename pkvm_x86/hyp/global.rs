@@ -112,6 +112,9 @@ pub struct HypGlobal {
     /// every VMX instruction of the host and every reflected exit write
     /// every cached vmcs12 back to its page and drop it from the cache.
     pub nested_stress: AtomicU32,
+    /// The shadow EPT's own cost in TSC cycles and counts, by class
+    /// (`crate::hyp::nested::cost`; NESTED_STATS 0x610..), every build.
+    pub shadow_cost: [AtomicU64; super::nested::cost::SLOTS],
     /// Every CPU under the hypervisor, by the host's CPU number: the
     /// address of its `HypCpu`, recorded at its first VM exit (0: none).
     cpus: [AtomicU64; MAX_TEARDOWN_CPUS],
@@ -258,6 +261,8 @@ impl HypGlobal {
             addr_of_mut!((*this).vmx_view).write(vmx_view);
             addr_of_mut!((*this).vmx_cpus).write(AtomicU32::new(0));
             addr_of_mut!((*this).nested_stress).write(AtomicU32::new(0));
+            // INVARIANT: all-zero is "nothing counted yet".
+            addr_of_mut!((*this).shadow_cost).write_bytes(0, 1);
             // INVARIANT: all-zero is "no CPU registered".
             addr_of_mut!((*this).cpus).write_bytes(0, 1);
             let st = SpinLock::init_in_place(addr_of_mut!((*this).states));
@@ -1258,6 +1263,15 @@ impl PageStates {
     /// The shadow EPTs' counters.
     pub fn shadow_stats(&self) -> crate::hv::vmx::nested::shadow_ept::Stats {
         *self.shadows.stats()
+    }
+
+    /// The hypervisor pool's pages in use and in total (shadow EPT tables,
+    /// share-count pages and host EPT tables all come from it).
+    pub fn pool_usage(&self) -> (usize, usize) {
+        // SAFETY: as in `parts`: the live allocator, under the lock; only
+        // read.
+        let mm = unsafe { &*self.mm };
+        (mm.used_pages(), mm.total_pages())
     }
 
     /// What nested VMX works on, borrowed apart: the host's memory as

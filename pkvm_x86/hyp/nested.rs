@@ -367,6 +367,60 @@ pub mod phase {
     pub const COUNT: usize = 14;
 }
 
+/// The shadow EPT's own cost (issue 10's benchmarks), hypervisor-wide,
+/// counted in every build: two RDTSC and two atomic adds per shadow EPT
+/// violation or INVEPT, which cost thousands of cycles themselves
+/// (Documentation/shadow-ept.rst, "Benchmarks").  Class `c` has its TSC
+/// cycles summed in slot `2 * c` and its count in slot `2 * c + 1`
+/// (`HypGlobal::shadow_cost`), read with NESTED_STATS selectors
+/// `0x610 + slot`, never reset.
+pub mod cost {
+    /// EPT violations on a shadow EPT that installed a leaf (or found it
+    /// present): the guest resumes.  Cycles from the start of the exit's
+    /// handling in `l2_exit` (before the lock) to the decision to resume.
+    pub const FAULT_INSTALLED: usize = 0;
+    /// EPT violations reflected to the host as EPT12's: the same span (the
+    /// reflection itself is in the `cyc_exit_*` phases).
+    pub const FAULT_REFLECTED: usize = 1;
+    /// EPT violations that found no memory (the guest re-faults), a page
+    /// not the host's to give (triple fault) or a misconfiguration.
+    pub const FAULT_OTHER: usize = 2;
+    /// The host's INVEPTs whose re-validation kept every shadow it named
+    /// that maps something (none retired): `PageStates::shadow_invept`.
+    pub const INVEPT_KEPT: usize = 3;
+    /// INVEPTs that retired at least one shadow (its flush on every CPU
+    /// and its shares returned included).
+    pub const INVEPT_RETIRED: usize = 4;
+    /// INVEPTs that named no shadow mapping anything.
+    pub const INVEPT_NONE: usize = 5;
+    /// Number of classes.
+    pub const COUNT: usize = 6;
+    /// Slots of `HypGlobal::shadow_cost`.
+    pub const SLOTS: usize = 2 * COUNT;
+}
+
+/// The TSC, in every build (the shadow EPT's [`cost`]).
+#[inline(always)]
+pub(crate) fn tsc() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: RDTSC reads the time-stamp counter; no memory, no side
+    // effect (CR4.TSD does not apply in ring 0).
+    unsafe { core::arch::asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack)) };
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+/// Adds the cycles since `since` ([`tsc`]) and one event to [`cost`]
+/// class `class`.
+fn add_cost(global: &HypGlobal, class: usize, since: u64) {
+    let d = tsc().wrapping_sub(since);
+    if let Some(c) = global.shadow_cost.get(2 * class) {
+        c.fetch_add(d, Ordering::Relaxed);
+    }
+    if let Some(c) = global.shadow_cost.get(2 * class + 1) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// The TSC in debug builds (phase accounting), 0 in production builds.
 #[inline(always)]
 pub(crate) fn phase_clock() -> u64 {
@@ -1198,6 +1252,8 @@ pub(crate) fn l2_exit(regs: &mut GuestRegs, cpu: &HypCpu, local: &mut CpuLocal) 
     let global = unsafe { &*cpu.global };
     // SAFETY: the exit handler of this CPU, the only reference.
     let ns = unsafe { nested_state(cpu) };
+    // The shadow EPT's fault cost counts from here (`cost`).
+    let t_exit = if ns.ept02_eptp12 != 0 { tsc() } else { 0 };
     ns.count(stat::L2_EXITS);
     // The CPU saved the guest state; the handling below may write it and
     // the VM-entry event fields.
@@ -1307,7 +1363,7 @@ pub(crate) fn l2_exit(regs: &mut GuestRegs, cpu: &HypCpu, local: &mut CpuLocal) 
                 synth_triple = true;
             }
             HvExit::HostEpt if ns.ept02_eptp12 != 0 => {
-                match shadow_ept_fault(global, &mut st, ns, basic, qual) {
+                match shadow_ept_fault(global, &mut st, ns, basic, qual, t_exit) {
                     Some(L2Exit::ResumeGuest) => {
                         resume_after_ept_violation(qual);
                         return L2Exit::ResumeGuest;
@@ -1559,13 +1615,15 @@ fn ept02_prepare(st: &mut PageStates, pa12: u64) -> Option<(u64, Option<Hpa>)> {
 /// An EPT violation (or misconfiguration) of vmcs02 running on a shadow
 /// EPT: the fault path.  `Some(ResumeGuest)`: mapped, or no memory (the
 /// guest re-faults); `Some(ResumeHost)`: reflect vmcs02's exit as EPT12's
-/// (`ns.ept12_exit` set); `None`: the host sees a triple fault.
+/// (`ns.ept12_exit` set); `None`: the host sees a triple fault.  `since`:
+/// the TSC at the start of the exit's handling, for [`cost`].
 fn shadow_ept_fault(
     global: &HypGlobal,
     st: &mut PageStates,
     ns: &mut NestedCpu,
     basic: u16,
     qual: u64,
+    since: u64,
 ) -> Option<L2Exit> {
     use super::global::ShadowFault;
     use crate::hv::mm::addr::Gpa;
@@ -1574,9 +1632,13 @@ fn shadow_ept_fault(
     if basic != reflect::reason::EPT_VIOLATION {
         // A misconfiguration of a table the hypervisor built: a bug.
         ns.count(stat::UNEXPECTED);
+        add_cost(global, cost::FAULT_OTHER, since);
         return None;
     }
-    let gpa = Gpa::new(rd(GUEST_PHYSICAL_ADDRESS))?;
+    let Some(gpa) = Gpa::new(rd(GUEST_PHYSICAL_ADDRESS)) else {
+        add_cost(global, cost::FAULT_OTHER, since);
+        return None;
+    };
     let ctx = WalkCtx {
         ept_vpid_cap: global.vmx_params.ept_vpid_cap,
         maxphyaddr: entry_env().maxphyaddr,
@@ -1587,18 +1649,22 @@ fn shadow_ept_fault(
         ShadowFault::Mapped => {
             ns.count(stat::EPT_INSTALLS);
             ns.count(stat::KEPT);
+            add_cost(global, cost::FAULT_INSTALLED, since);
             Some(L2Exit::ResumeGuest)
         }
         ShadowFault::NoMemory => {
             ns.count(stat::KEPT);
+            add_cost(global, cost::FAULT_OTHER, since);
             Some(L2Exit::ResumeGuest)
         }
         ShadowFault::Reflect(w) => {
             ns.ept12_exit = pack_ept12_exit(w);
+            add_cost(global, cost::FAULT_REFLECTED, since);
             Some(L2Exit::ResumeHost)
         }
         ShadowFault::NotShareable => {
             ns.count(stat::PROTECTED);
+            add_cost(global, cost::FAULT_OTHER, since);
             None
         }
     }
@@ -1623,7 +1689,18 @@ fn shadow_invept(
         Invept::Single(e) => Some(e),
         Invept::All => None,
     };
+    let t0 = tsc();
+    let before = st.shadow_stats();
     st.shadow_invept(single, &ctx, exec_only);
+    let after = st.shadow_stats();
+    let class = if after.invalidated != before.invalidated {
+        cost::INVEPT_RETIRED
+    } else if after.kept != before.kept {
+        cost::INVEPT_KEPT
+    } else {
+        cost::INVEPT_NONE
+    };
+    add_cost(global, class, t0);
 }
 
 /// The last CPU of the host left VMX operation: no guest runs, every
@@ -1774,6 +1851,18 @@ pub(crate) fn read_stat(cpu: &HypCpu, which: u64, reset: bool) -> u64 {
         0x600..=0x6ff => {
             // SAFETY: `global` points at the hypervisor-wide state.
             let global = unsafe { &*cpu.global };
+            if let Some(slot) = (which as usize).checked_sub(0x610) {
+                // The shadow EPT's cost (`cost`), then the pool's use.
+                return match slot {
+                    s if s < cost::SLOTS => global
+                        .shadow_cost
+                        .get(s)
+                        .map_or(u64::MAX, |c| c.load(Ordering::Relaxed)),
+                    0x10 => global.page_states().pool_usage().0 as u64,
+                    0x11 => global.page_states().pool_usage().1 as u64,
+                    _ => u64::MAX,
+                };
+            }
             let s = global.page_states().shadow_stats();
             return match which - 0x600 {
                 0 => s.mapped,
@@ -1787,6 +1876,7 @@ pub(crate) fn read_stat(cpu: &HypCpu, which: u64, reset: bool) -> u64 {
                 8 => s.unshared,
                 9 => s.internal_errors,
                 10 => s.reclaims,
+                11 => s.mapped_bytes,
                 _ => u64::MAX,
             };
         }

@@ -62,8 +62,13 @@ pub mod nr {
     /// touches, 5 failed entries, 6 vmcs02 launches, 7 unexpected; 0x100 +
     /// n: exits of basic reason n reflected; 0x200: host frames pinned
     /// now, hypervisor-wide; 0x300 + p: root-mode cycles of phase p,
-    /// `crate::hyp::nested::phase`, debug builds only, 0 otherwise), RCX = 1
-    /// resets the CPU's counters after reading.
+    /// `crate::hyp::nested::phase`, debug builds only, 0 otherwise;
+    /// 0x600 + i: the shadow EPTs' counters, hypervisor-wide
+    /// (`shadow_ept::Stats`, 0x60b the bytes their leaves mapped); 0x610 +
+    /// slot: the shadow EPT's cost, `crate::hyp::nested::cost`; 0x620 /
+    /// 0x621: the hypervisor pool's pages used / in total), RCX = 1
+    /// resets the CPU's counters after reading (not the hypervisor-wide
+    /// ones).
     pub const NESTED_STATS: u64 = 9;
 
     /// Donates RCX pages at PFN RBX to the hypervisor.

@@ -173,6 +173,9 @@ pub enum NoMapping {
 pub struct Stats {
     /// Leaves mapped (shares made).
     pub mapped: u64,
+    /// Bytes those leaves mapped (the sum of their sizes; leaves retired
+    /// or replaced since are not subtracted).
+    pub mapped_bytes: u64,
     /// Installs that found the address present.
     pub present: u64,
     /// Installs that replaced a present leaf.
@@ -302,6 +305,7 @@ impl ShadowEpts {
             max_table_pages: if pages < 4 { 4 } else { pages },
             stats: Stats {
                 mapped: 0,
+                mapped_bytes: 0,
                 present: 0,
                 replaced: 0,
                 created: 0,
@@ -676,6 +680,7 @@ impl ShadowEpts {
                     s.leaves += 1;
                     s.table_pages += pages;
                     self.stats.mapped += 1;
+                    self.stats.mapped_bytes += len;
                     return Ok(what);
                 }
                 Err(Error::NoMem) if !retried => {

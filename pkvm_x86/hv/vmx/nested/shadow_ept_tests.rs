@@ -196,6 +196,7 @@ fn install_maps_once_and_a_second_fault_changes_nothing() {
     assert_eq!((w.mm.writes, w.mm.allocs), (writes, allocs));
     assert_eq!(w.set.leaves(EPTP_A), 1);
     assert_eq!(w.set.stats().mapped, 1);
+    assert_eq!(w.set.stats().mapped_bytes, K4);
     assert_eq!(w.set.stats().present, 1);
     assert_eq!(w.host_state(0x40_0000), Some(PageState::SharedOwned));
 
@@ -248,6 +249,8 @@ fn large_leaf_maps_whole_or_only_the_faulting_page() {
         w.set.guest(EPTP_B).unwrap().pgt().table_pages(&mut w.mm),
         Ok(4)
     );
+    // The bytes mapped: the 2 MiB leaf of EPTP_A, two 4 KiB of EPTP_B.
+    assert_eq!(w.set.stats().mapped_bytes, M2 + 2 * K4);
 }
 
 /// A fault on a page the shadow maps with less than the walk now gives
