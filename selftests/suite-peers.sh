@@ -48,6 +48,9 @@
 #   PEER-QEMU mode=<m> smp=<vcpus> boot_guest_s=<start to marker> ...
 # and selftests/tools/kvm_exit_bench.c measures guest exit round trips:
 #   PEER-BENCH mode=<m> n=200 cpuid=<median TSC cycles> io=.. hlt=.. min_...
+#              touch_n=.. touch=<median cycles of a first touch> touch_mean=..
+#              warm=.. warm_mean=.. touch_exits=<KVM exits> warm_exits=..
+#              (the first touch of a fresh page, then the same pages warm)
 
 PEERS_MODE=bare
 PEERS_TESTS=all
