@@ -64,7 +64,8 @@ use crate::hv::error::{Error, Result};
 use crate::hv::mm::addr::{Gpa, Hpa, TableKind};
 use crate::hv::mm::ept::{level_size, MemType, OwnerId, PageState, PAGE_SIZE};
 use crate::hv::mm::mem_protect::{
-    guest_runs, host_share_guest_attrs, host_unshare_guest, GuestEpt, HostEpt, Run, VmKind,
+    guest_revoke_share, guest_runs, host_share_guest_attrs, host_unshare_guest,
+    host_unshare_revoked, GuestEpt, HostEpt, Run, VmKind,
 };
 use crate::hv::mm::pgtable::{
     Attrs, EptFormat, Fill, HookedMm, MmOps, PteFormat, ADDR_LIMIT, PERM_R, PERM_W,
@@ -103,6 +104,16 @@ pub const SHADOW_MAX_LEVEL: u32 = 3;
 /// the lock (each leaf costs a walk of EPT12, four reads of host memory):
 /// 16 MiB of guest memory in 4 KiB leaves, far more in large ones.
 pub const REVALIDATE_MAX_LEAVES: u64 = 4096;
+
+/// Most stale leaves a re-validating INVEPT drops one by one, keeping the
+/// rest of the shadow (a *partial drop*, [`ShadowEpts::revalidated`]); a
+/// shadow with more stale leaves, or with every leaf stale, is retired
+/// whole.  Also the most leaves [`ShadowEpts::reclaim_for_host`] drops from
+/// one shadow.  The stale leaves are listed in the set (8 bytes each).
+/// Measured (shadow_ept_bench, Documentation/shadow-ept.rst): a partial
+/// drop costs about what a retirement costs per leaf dropped, and every
+/// leaf it keeps saves a re-fault (an exit, an EPT12 walk and a share).
+pub const PARTIAL_MAX_STALE: usize = 128;
 
 /// EPTP bits 51:12: the address of the EPT PML4 table, the key of a
 /// shadow.
@@ -187,8 +198,15 @@ pub struct Stats {
     pub evicted: u64,
     /// Flushes of a whole shadow ([`MmOps::invalidate`] calls made here).
     pub flushes: u64,
-    /// Engine invalidations dropped on retired (unreachable) tables.
+    /// Engine invalidations dropped on retired (unreachable) tables, or
+    /// on a live shadow after its flush (a partial drop), or deferred to
+    /// the partial drop's one flush.
     pub quiet: u64,
+    /// Re-validating INVEPTs (and reclaims) that dropped only some leaves
+    /// of a shadow and kept it ([`PARTIAL_MAX_STALE`]): one flush each.
+    pub partial: u64,
+    /// Leaves dropped by partial drops (their shares returned).
+    pub leaves_dropped: u64,
     /// Shares returned.
     pub unshared: u64,
     /// Host pages the host needed as its own (a VMX region, a page of a
@@ -220,10 +238,70 @@ struct Shadow {
     stuck: bool,
 }
 
+/// The stale leaves one re-validation found in one shadow, for the
+/// partial drop that follows ([`ShadowEpts::is_current`], then
+/// [`ShadowEpts::revalidated`] under the same lock).
+#[derive(Debug)]
+struct Pending {
+    /// The shadow's key (0: nothing pending).
+    key: u64,
+    /// Leaves listed.
+    n: usize,
+    /// More than [`PARTIAL_MAX_STALE`] stale leaves, or the shadow could
+    /// not be compared: retire it whole.
+    whole: bool,
+    /// Each stale leaf's guest-physical base, its level (1-3) in bits 1:0.
+    leaves: [u64; PARTIAL_MAX_STALE],
+}
+
+impl Pending {
+    const fn new() -> Self {
+        Self {
+            key: 0,
+            n: 0,
+            whole: false,
+            leaves: [0; PARTIAL_MAX_STALE],
+        }
+    }
+
+    /// Starts a list for the shadow of `key`.
+    fn reset(&mut self, key: u64) {
+        self.key = key;
+        self.n = 0;
+        self.whole = false;
+    }
+
+    /// Lists the leaf at `gpa` of `size`; `false` (and `whole`) if the list
+    /// is full.
+    fn push(&mut self, gpa: u64, size: u64) -> bool {
+        let level = (1..=SHADOW_MAX_LEVEL).find(|&l| level_size(l) == size);
+        match (self.leaves.get_mut(self.n), level) {
+            (Some(slot), Some(l)) => {
+                *slot = gpa | u64::from(l);
+                self.n += 1;
+                true
+            }
+            _ => {
+                self.whole = true;
+                false
+            }
+        }
+    }
+
+    /// Leaf `k`: its guest base and size.
+    fn leaf(&self, k: usize) -> Option<(Gpa, u64)> {
+        let v = *self.leaves.get(k)?;
+        let level = u32::try_from(v & 3).ok().filter(|&l| l != 0)?;
+        Some((Gpa::new(v & !0xfff)?, level_size(level)))
+    }
+}
+
 /// The set of shadow EPTs.  See the module docs.
 #[derive(Debug)]
 pub struct ShadowEpts {
     slots: [Option<Shadow>; MAX_SHADOWS],
+    /// The stale leaves of the last re-validation or reclaim scan.
+    pending: Pending,
     clock: u64,
     /// Most table pages per shadow ([`MAX_TABLE_PAGES`] unless set
     /// otherwise).
@@ -298,6 +376,7 @@ impl ShadowEpts {
     pub const fn with_table_limit(pages: usize) -> Self {
         Self {
             slots: [const { None }; MAX_SHADOWS],
+            pending: Pending::new(),
             clock: 0,
             max_table_pages: if pages < 4 { 4 } else { pages },
             stats: Stats {
@@ -310,6 +389,8 @@ impl ShadowEpts {
                 evicted: 0,
                 flushes: 0,
                 quiet: 0,
+                partial: 0,
+                leaves_dropped: 0,
                 unshared: 0,
                 reclaims: 0,
                 internal_errors: 0,
@@ -776,7 +857,10 @@ impl ShadowEpts {
     /// The second step of a re-validating INVEPT single-context for
     /// `eptp12`: `current` is what [`ShadowEpts::is_current`] answered.
     /// A current shadow is kept (counted in [`Stats::kept`]: no store, no
-    /// flush); a stale one is retired as by
+    /// flush).  A shadow with at most [`PARTIAL_MAX_STALE`] stale leaves,
+    /// not all of its leaves, loses only those (a *partial drop*, counted
+    /// in [`Stats::partial`]; see [`ShadowEpts::drop_pending`] for the
+    /// order); any other stale shadow is retired as by
     /// [`ShadowEpts::invalidate_single`].  Returns the number retired.
     /// Nothing may change the set between the two steps (the caller holds
     /// the lock throughout).
@@ -787,12 +871,19 @@ impl ShadowEpts {
         eptp12: u64,
         current: bool,
     ) -> usize {
-        let Some(i) = self.find(Self::key(eptp12)) else {
+        let key = Self::key(eptp12);
+        let Some(i) = self.find(key) else {
             return 0;
         };
         if current {
             self.stats.kept += 1;
             return 0;
+        }
+        if self.partial_ok(i) {
+            self.stats.partial += 1;
+            if self.drop_pending(host, mm, i) {
+                return 0;
+            }
         }
         self.invalidate_slot(host, mm, i)
     }
@@ -806,50 +897,168 @@ impl ShadowEpts {
     /// shadow gives a subset, and a fault upgrades it).  A leaf of which
     /// that cannot be said is stale, and so is a stuck shadow and one with
     /// more than [`REVALIDATE_MAX_LEAVES`] leaves.  Reads the shadow only
-    /// (the resolver gets the `MmOps` for its own reads); stops at the
-    /// first stale leaf.
+    /// (the resolver gets the `MmOps` for its own reads) and lists the
+    /// stale leaves for [`ShadowEpts::revalidated`] (up to
+    /// [`PARTIAL_MAX_STALE`]: the walk stops at the next one).
     pub fn is_current<M: MmOps, R: FnMut(&mut M, Gpa) -> Option<ResolvedLeaf>>(
-        &self,
+        &mut self,
         mm: &mut M,
         eptp12: u64,
         resolve: &mut R,
     ) -> Option<bool> {
         let i = self.find(Self::key(eptp12))?;
-        let s = self.slots.get(i).and_then(Option::as_ref)?;
+        let stale = self.scan(mm, i, |mm, g, size, e| {
+            let a = EptFormat::attrs(e);
+            let h = EptFormat::addr(e).raw();
+            let ok = Gpa::new(g)
+                .and_then(|gpa| resolve(mm, gpa))
+                .is_some_and(|r| {
+                    let (rg, rh) = (r.gpa.raw(), r.hpa.raw());
+                    rg <= g
+                        && g + size <= rg.saturating_add(r.size)
+                        && rh.wrapping_add(g - rg) == h
+                        && a.perms & r.perms == a.perms
+                        && a.memtype == r.memtype
+                        && a.ipat == r.ipat
+                });
+            !ok
+        });
+        Some(!stale)
+    }
+
+    /// Lists in `pending` the leaves of shadow `i` that are `stale(mm,
+    /// gpa, size, entry)`, up to [`PARTIAL_MAX_STALE`] (one more makes the
+    /// list `whole`, and so does a stuck shadow, one with more than
+    /// [`REVALIDATE_MAX_LEAVES`] leaves, which is not walked, and a walk
+    /// that fails).  Returns whether anything is stale.
+    fn scan<M: MmOps, P: FnMut(&mut M, u64, u64, u64) -> bool>(
+        &mut self,
+        mm: &mut M,
+        i: usize,
+        mut stale: P,
+    ) -> bool {
+        let Self { slots, pending, .. } = self;
+        let Some(s) = slots.get(i).and_then(Option::as_ref) else {
+            return false;
+        };
+        pending.reset(s.key);
         if s.stuck || s.leaves > REVALIDATE_MAX_LEAVES {
-            return Some(false);
+            pending.whole = true;
+            return true;
         }
-        let mut stale = false;
         let r = s
             .guest
             .pgt()
             .for_each_leaf(mm, Gpa::ZERO, ADDR_LIMIT, |mm, ctx, e| {
-                if e == 0 {
+                if e == 0 || !stale(mm, ctx.addr, ctx.size(), e) {
                     return Ok(());
                 }
-                let (g, size) = (ctx.addr, ctx.size());
-                let a = EptFormat::attrs(e);
-                let h = EptFormat::addr(e).raw();
-                let ok = Gpa::new(g)
-                    .and_then(|gpa| resolve(mm, gpa))
-                    .is_some_and(|r| {
-                        let (rg, rh) = (r.gpa.raw(), r.hpa.raw());
-                        rg <= g
-                            && g + size <= rg.saturating_add(r.size)
-                            && rh.wrapping_add(g - rg) == h
-                            && a.perms & r.perms == a.perms
-                            && a.memtype == r.memtype
-                            && a.ipat == r.ipat
-                    });
-                if ok {
+                if pending.push(ctx.addr, ctx.size()) {
                     Ok(())
                 } else {
-                    stale = true;
-                    // Stops the walk: one stale leaf decides.
+                    // Stops the walk: the shadow is retired whole.
                     Err(Error::Exist)
                 }
             });
-        Some(!stale && r.is_ok())
+        if r.is_err() {
+            pending.whole = true;
+        }
+        pending.whole || pending.n != 0
+    }
+
+    /// Whether the leaves `pending` lists for shadow `i` can be dropped
+    /// alone: a list of it, not `whole`, not every leaf of it.
+    fn partial_ok(&self, i: usize) -> bool {
+        let p = &self.pending;
+        self.slots
+            .get(i)
+            .and_then(Option::as_ref)
+            .is_some_and(|s| {
+                !s.stuck
+                    && s.key == p.key
+                    && !p.whole
+                    && p.n != 0
+                    && u64::try_from(p.n).is_ok_and(|n| n < s.leaves)
+            })
+    }
+
+    /// Drops the leaves `pending` lists from the live shadow `i`, keeping
+    /// the rest, in the order a retirement keeps: (1) each leaf is revoked
+    /// ([`guest_revoke_share`]: not present, its share still held), the
+    /// engine's invalidations of the live table deferred (counted in
+    /// [`Stats::quiet`]); (2) one [`MmOps::invalidate`] of the shadow's
+    /// whole range, which in the module returns when no CPU caches
+    /// anything of it and none runs on it until the lock is released;
+    /// (3) only then each share goes back ([`host_unshare_revoked`]) and
+    /// table pages left empty are freed (no CPU may walk them).  So no
+    /// share goes back while a CPU may still reach the page through the
+    /// shadow.  Returns whether every listed leaf was dropped; else (an
+    /// internal error) the caller retires the shadow whole.
+    fn drop_pending<M: MmOps>(&mut self, host: &mut HostEpt, mm: &mut M, i: usize) -> bool {
+        let Self {
+            slots,
+            pending,
+            stats,
+            ..
+        } = self;
+        let Some(s) = slots.get_mut(i).and_then(Option::as_mut) else {
+            return false;
+        };
+        let root = s.guest.pgt().root();
+        let mut ok = true;
+        let mut quiet = 0;
+        let mut hook = |mm: &mut M, kind: TableKind, r: Hpa, addr: u64, size: u64| {
+            if kind == TableKind::GuestEpt && r == root {
+                quiet += 1;
+            } else {
+                mm.invalidate(kind, r, addr, size)
+            }
+        };
+        // 1. Revoke, the invalidations deferred to 2.
+        {
+            let mut hmm = HookedMm::new(&mut *mm, &mut hook);
+            for k in 0..pending.n {
+                let revoked = pending.leaf(k).is_some_and(|(gpa, size)| {
+                    guest_revoke_share(&mut s.guest, &mut hmm, gpa, size).is_ok()
+                });
+                if !revoked {
+                    // Not revoked (an internal error): nothing to return.
+                    ok = false;
+                    if let Some(v) = pending.leaves.get_mut(k) {
+                        *v = 0;
+                    }
+                }
+            }
+        }
+        // 2. One flush of the whole shadow.
+        mm.invalidate(TableKind::GuestEpt, root, 0, ADDR_LIMIT);
+        stats.flushes += 1;
+        // 3. Return the shares; the engine's invalidations are covered by
+        // 2 (no CPU runs on the shadow until the lock is released).
+        {
+            let mut hmm = HookedMm::new(&mut *mm, &mut hook);
+            for k in 0..pending.n {
+                let Some((gpa, size)) = pending.leaf(k) else {
+                    continue;
+                };
+                if host_unshare_revoked(host, &mut s.guest, &mut hmm, gpa, size).is_ok() {
+                    stats.unshared += 1;
+                    stats.leaves_dropped += 1;
+                    s.leaves = s.leaves.saturating_sub(1);
+                } else {
+                    ok = false;
+                }
+            }
+        }
+        stats.quiet += quiet;
+        if let Ok(n) = s.guest.pgt().table_pages(mm) {
+            s.table_pages = n;
+        }
+        pending.reset(0);
+        if !ok {
+            stats.internal_errors += 1;
+        }
+        ok
     }
 
     fn invalidate_slot<M: MmOps>(&mut self, host: &mut HostEpt, mm: &mut M, i: usize) -> usize {
@@ -916,7 +1125,23 @@ impl ShadowEpts {
             return false;
         }
         self.stats.reclaims += 1;
-        self.invalidate_all(host, mm);
+        let p = page.raw();
+        for i in 0..MAX_SHADOWS {
+            let maps = self.scan(mm, i, |_, _, size, e| {
+                let h = EptFormat::addr(e).raw();
+                h <= p && p - h < size
+            });
+            if !maps {
+                continue;
+            }
+            if self.partial_ok(i) {
+                self.stats.partial += 1;
+                if self.drop_pending(host, mm, i) {
+                    continue;
+                }
+            }
+            self.invalidate_slot(host, mm, i);
+        }
         matches!(owned(host, mm), Some((true, PageState::Owned, true)))
     }
 
