@@ -970,16 +970,13 @@ impl ShadowEpts {
     /// alone: a list of it, not `whole`, not every leaf of it.
     fn partial_ok(&self, i: usize) -> bool {
         let p = &self.pending;
-        self.slots
-            .get(i)
-            .and_then(Option::as_ref)
-            .is_some_and(|s| {
-                !s.stuck
-                    && s.key == p.key
-                    && !p.whole
-                    && p.n != 0
-                    && u64::try_from(p.n).is_ok_and(|n| n < s.leaves)
-            })
+        self.slots.get(i).and_then(Option::as_ref).is_some_and(|s| {
+            !s.stuck
+                && s.key == p.key
+                && !p.whole
+                && p.n != 0
+                && u64::try_from(p.n).is_ok_and(|n| n < s.leaves)
+        })
     }
 
     /// Drops the leaves `pending` lists from the live shadow `i`, keeping

@@ -503,7 +503,11 @@ fn assert_flush_before_returns(log: &[Event], root: Hpa, host_tables: &HashSet<H
         .enumerate()
         .filter(|(_, e)| matches!(e, Event::Invalidate { kind: TableKind::GuestEpt, root: r, .. } if *r == root))
         .collect();
-    assert_eq!(of_root.len(), 1, "one invalidation of the shadow: {log:#x?}");
+    assert_eq!(
+        of_root.len(),
+        1,
+        "one invalidation of the shadow: {log:#x?}"
+    );
     let (at, e) = of_root[0];
     assert_eq!(e, &flush, "{log:#x?}");
     let host_stores: Vec<_> = log
@@ -879,14 +883,7 @@ fn revalidating_invept_keeps_a_shadow_with_nothing_stale_and_flushes_nothing() {
 /// borrowed; then the answer keeps or retires the shadow.
 #[test]
 fn revalidation_in_two_steps_lets_the_resolver_use_the_mm_and_the_host_ept() {
-    let mut w = world(1 << 12);
-    let mut e12 = Ept12::default();
-    for i in 0..4 {
-        e12.pages.insert(i * K4, (0x40_0000 + i * K4, PERM_RWX));
-    }
-    for i in 0..4 {
-        assert_eq!(e12.fault(&mut w, EPTP_A, i * K4), Ok(Installed::Mapped));
-    }
+    let (mut w, mut e12) = staged(1 << 12, 4, 0x40_0000);
     let root = w.set.root(EPTP_A).unwrap();
     // No shadow for that pointer: nothing to say, nothing kept.
     let none = w
@@ -988,17 +985,12 @@ fn revalidation_retires_a_shadow_with_too_many_leaves_unread() {
 
 #[test]
 fn revalidating_invept_global_drops_only_the_stale_leaves() {
-    let mut w = world(1 << 12);
-    let mut e12 = Ept12::default();
-    for i in 0..8 {
-        e12.pages.insert(i * K4, (0x40_0000 + i * K4, PERM_RWX));
-    }
+    let (mut w, e12) = staged(1 << 12, 8, 0x40_0000);
     let mut f12 = Ept12::default();
     for i in 0..8 {
         f12.pages.insert(i * K4, (0x50_0000 + i * K4, PERM_RWX));
     }
     for i in 0..8 {
-        e12.fault(&mut w, EPTP_A, i * K4).unwrap();
         f12.fault(&mut w, EPTP_B, i * K4).unwrap();
     }
     f12.pages.remove(&(7 * K4));
@@ -1040,6 +1032,181 @@ fn revalidating_invept_global_drops_only_the_stale_leaves() {
     assert!(w.set.root(EPTP_A).is_some());
     assert_eq!(w.set.root(EPTP_B), None);
     assert_eq!(w.host_state(0x50_0000), Some(PageState::Owned));
+}
+
+/// The partial drop: of 41 leaves, three are stale (a remap, an unmap, and
+/// an unmap of a leaf alone in its own tables).  Only their entries are
+/// written (revoked), then the shadow is flushed once, then their shares
+/// go back and the tables they leave empty are freed; the 38 current
+/// leaves are never stored to.  Fails if the flush is moved after the
+/// returns.
+#[test]
+fn partial_drop_keeps_current_leaves_and_returns_stale_shares_after_the_flush() {
+    let (mut w, mut e12) = staged(1 << 12, 40, 0x40_0000);
+    let far = 0x80_0000_0000;
+    e12.pages.insert(far, (0x48_0000, PERM_RWX));
+    assert_eq!(e12.fault(&mut w, EPTP_A, far), Ok(Installed::Mapped));
+    let root = w.set.root(EPTP_A).unwrap();
+    let tables = w.set.table_pages(EPTP_A);
+    assert_eq!(tables, w.shadow_tables(EPTP_A).len());
+    let host_tables = w.host_tables();
+    let stale = [3 * K4, 17 * K4, far];
+    let kept: Vec<_> = (0..40)
+        .map(|i| i * K4)
+        .filter(|g| !stale.contains(g))
+        .map(|g| {
+            let g_ = w.set.guest(EPTP_A).unwrap();
+            (g, g_.pgt().lookup(&mut w.mm, lit::gpa(g)).unwrap())
+        })
+        .collect();
+    e12.pages.insert(3 * K4, (0x50_0000, PERM_RWX));
+    e12.pages.remove(&(17 * K4));
+    e12.pages.remove(&far);
+
+    w.mm.record();
+    let n = w
+        .set
+        .invalidate_single_checked(&mut w.host, &mut w.mm, EPTP_A, &mut |_, g| e12.resolve(g));
+    let log = w.mm.take_log();
+    w.check();
+    assert_eq!(n, 0, "kept");
+    assert_eq!(w.set.root(EPTP_A), Some(root));
+    let at = assert_flush_before_returns(&log, root, &host_tables);
+    // Before the flush: only the three revocations, each a non-present
+    // entry that still holds its leaf's address.
+    let before: Vec<_> = log.iter().take(at).collect();
+    assert_eq!(before.len(), 3, "{before:#x?}");
+    for e in before {
+        let Event::Store { v, .. } = *e else {
+            panic!("{e:x?}")
+        };
+        assert!(v != 0 && !EptFormat::is_present(v), "{v:#x}");
+    }
+    // No store to a current leaf, and each is as it was.
+    for (g, l) in &kept {
+        assert!(
+            !log.iter().any(|e| matches!(*e,
+                Event::Store { table, idx, .. } if table == l.table && idx == l.index)),
+            "{g:#x} stored to"
+        );
+        let now = w.set.guest(EPTP_A).unwrap();
+        assert_eq!(
+            now.pgt().lookup(&mut w.mm, lit::gpa(*g)).unwrap().entry,
+            l.entry
+        );
+    }
+    for (g, h) in [(3 * K4, 0x40_3000), (17 * K4, 0x41_1000), (far, 0x48_0000)] {
+        assert_eq!(w.shadow_maps(EPTP_A, g), None, "{g:#x}");
+        assert_eq!(w.host_state(h), Some(PageState::Owned), "{h:#x}");
+        assert_eq!(w.count(h), 0);
+    }
+    // The far leaf's three tables (PDPT, PD, PT) are freed; the count is
+    // exact again.
+    assert_eq!(w.set.table_pages(EPTP_A), tables - 3);
+    assert_eq!(w.shadow_tables(EPTP_A).len(), tables - 3);
+    assert_eq!(w.set.leaves(EPTP_A), 38);
+    let st = *w.set.stats();
+    assert_eq!(
+        (
+            st.partial,
+            st.leaves_dropped,
+            st.flushes,
+            st.unshared,
+            st.invalidated
+        ),
+        (1, 3, 1, 3, 0)
+    );
+    // The guest re-faults what it touches: the new translation.
+    assert_eq!(e12.fault(&mut w, EPTP_A, 3 * K4), Ok(Installed::Mapped));
+    assert_eq!(w.shadow_maps(EPTP_A, 3 * K4), Some((0x50_0000, PERM_RWX)));
+    // Current again: kept, nothing written.
+    w.mm.record();
+    let n = w
+        .set
+        .invalidate_single_checked(&mut w.host, &mut w.mm, EPTP_A, &mut |_, g| e12.resolve(g));
+    assert_eq!((n, w.mm.take_log()), (0, Vec::new()));
+}
+
+/// Counted shares under partial drops: one host page mapped at two
+/// addresses of one shadow and at one of another.  Each drop takes one
+/// count; the page is the host's alone only when the last goes.
+#[test]
+fn partial_drop_counts_a_page_shared_by_two_shadows_and_two_addresses() {
+    let mut w = world(1 << 12);
+    let h = 0x40_0000;
+    let mut a12 = Ept12::default();
+    let mut b12 = Ept12::default();
+    for (g, hh) in [(0x1000, h), (0x2000, h), (0x3000, h + 0x3000)] {
+        a12.pages.insert(g, (hh, PERM_RWX));
+        a12.fault(&mut w, EPTP_A, g).unwrap_or_else(|_| panic!());
+    }
+    for (g, hh) in [(0x5000, h), (0x6000, h + 0x6000)] {
+        b12.pages.insert(g, (hh, PERM_RWX));
+        b12.fault(&mut w, EPTP_B, g).unwrap_or_else(|_| panic!());
+    }
+    assert_eq!(w.count(h), 3);
+    let host_tables = w.host_tables();
+    let drop = |w: &mut W, eptp: u64, e12: &Ept12| {
+        let root = w.set.root(eptp).unwrap();
+        w.mm.record();
+        let n = w
+            .set
+            .invalidate_single_checked(&mut w.host, &mut w.mm, eptp, &mut |_, g| e12.resolve(g));
+        assert_eq!(n, 0);
+        assert_flush_before_returns(&w.mm.take_log(), root, &host_tables);
+        w.check();
+    };
+    a12.pages.remove(&0x1000);
+    drop(&mut w, EPTP_A, &a12);
+    assert_eq!(
+        (w.count(h), w.host_state(h)),
+        (2, Some(PageState::SharedOwned))
+    );
+    assert_eq!(w.shadow_maps(EPTP_A, 0x2000), Some((h, PERM_RWX)));
+    a12.pages.remove(&0x2000);
+    drop(&mut w, EPTP_A, &a12);
+    assert_eq!(
+        (w.count(h), w.host_state(h)),
+        (1, Some(PageState::SharedOwned))
+    );
+    assert_eq!(w.shadow_maps(EPTP_B, 0x5000), Some((h, PERM_RWX)));
+    b12.pages.remove(&0x5000);
+    drop(&mut w, EPTP_B, &b12);
+    assert_eq!((w.count(h), w.host_state(h)), (0, Some(PageState::Owned)));
+    assert_eq!(w.set.leaves(EPTP_A), 1);
+    assert_eq!(w.set.leaves(EPTP_B), 1);
+    assert_eq!(w.host_state(h + 0x3000), Some(PageState::SharedOwned));
+    assert_eq!(w.set.stats().partial, 3);
+}
+
+/// At most [`PARTIAL_MAX_STALE`] stale leaves are dropped one by one; one
+/// more retires the shadow whole (as does every leaf being stale, in
+/// `revalidation_in_two_steps_...`).
+#[test]
+fn partial_drop_is_bounded_beyond_it_the_shadow_is_retired() {
+    let max = PARTIAL_MAX_STALE as u64;
+    for (stale, whole) in [(max, false), (max + 1, true)] {
+        let (mut w, mut e12) = staged(1 << 13, max + 8, 0x40_0000);
+        let root = w.set.root(EPTP_A).unwrap();
+        for i in 0..stale {
+            e12.pages.remove(&(i * K4));
+        }
+        let n = w
+            .set
+            .invalidate_single_checked(&mut w.host, &mut w.mm, EPTP_A, &mut |_, g| e12.resolve(g));
+        w.check();
+        assert_eq!(n, usize::from(whole), "{stale}");
+        if whole {
+            assert_eq!(w.set.root(EPTP_A), None);
+            assert_eq!(w.set.stats().partial, 0);
+        } else {
+            assert_eq!(w.set.root(EPTP_A), Some(root));
+            assert_eq!(w.set.leaves(EPTP_A), 8);
+            assert_eq!(w.set.stats().leaves_dropped, max);
+        }
+        assert_eq!(w.set.stats().flushes, 1);
+        assert_eq!(w.host_state(0x40_0000), Some(PageState::Owned));
+    }
 }
 
 #[test]
