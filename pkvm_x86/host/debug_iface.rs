@@ -106,7 +106,7 @@ struct NestedStatsReq {
 }
 
 /// The NESTED_STATS selectors `nested_stats` prints, with their names.
-const NESTED_SEL: [(u64, &str); 59] = [
+const NESTED_SEL: [(u64, &str); 61] = [
     (0, "entries"),
     (1, "l2_exits"),
     (2, "reflected"),
@@ -144,6 +144,8 @@ const NESTED_SEL: [(u64, &str); 59] = [
     (0x608, "sept_unshared"),
     (0x609, "sept_internal_errors"),
     (0x60a, "sept_reclaims"),
+    (0x60b, "sept_partial"),
+    (0x60c, "sept_leaves_dropped"),
     (0x200, "pinned_frames"),
     // Root-mode cycles by phase (`crate::hyp::nested::phase`).
     (0x300, "cyc_root_all"),

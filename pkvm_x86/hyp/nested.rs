@@ -1785,6 +1785,8 @@ pub(crate) fn read_stat(cpu: &HypCpu, which: u64, reset: bool) -> u64 {
                 8 => s.unshared,
                 9 => s.internal_errors,
                 10 => s.reclaims,
+                11 => s.partial,
+                12 => s.leaves_dropped,
                 _ => u64::MAX,
             };
         }
