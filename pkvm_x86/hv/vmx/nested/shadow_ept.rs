@@ -113,7 +113,7 @@ pub const REVALIDATE_MAX_LEAVES: u64 = 4096;
 /// Measured (shadow_ept_bench, Documentation/shadow-ept.rst): a partial
 /// drop costs about what a retirement costs per leaf dropped, and every
 /// leaf it keeps saves a re-fault (an exit, an EPT12 walk and a share).
-pub const PARTIAL_MAX_STALE: usize = 128;
+pub const PARTIAL_MAX_STALE: usize = 512;
 
 /// EPTP bits 51:12: the address of the EPT PML4 table, the key of a
 /// shadow.
