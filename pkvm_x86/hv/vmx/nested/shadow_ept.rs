@@ -28,8 +28,10 @@
 //!   (`unshare_run`) and its table pages freed.  A shadow that maps
 //!   nothing has nothing stale and survives; so does one whose leaves all
 //!   still match the host's EPT ([`ShadowEpts::invalidate_single_checked`],
-//!   re-validating with the EPT12 walk).  EPTP changes and VMCLEAR are not
-//!   invalidation points: nothing here is called for them.
+//!   re-validating with the EPT12 walk), and one with a few stale leaves
+//!   loses only those (a partial drop, `drop_pending`: revoked in the live
+//!   table, one flush, then their shares returned).  EPTP changes and
+//!   VMCLEAR are not invalidation points: nothing here is called for them.
 //! * Memory: table pages come from the [`MmOps`] the caller passes (in the
 //!   module: the reserve).  When a share or a new shadow runs out of pages,
 //!   the least recently used *other* shadow is retired and the operation
@@ -210,8 +212,8 @@ pub struct Stats {
     /// Shares returned.
     pub unshared: u64,
     /// Host pages the host needed as its own (a VMX region, a page of a
-    /// VM entry) that only shadows still shared: every shadow mapping
-    /// anything retired for it ([`ShadowEpts::reclaim_for_host`]).
+    /// VM entry) that only shadows still shared: the leaves mapping it
+    /// dropped ([`ShadowEpts::reclaim_for_host`]).
     pub reclaims: u64,
     /// Returns of a share or frees that failed (always 0; a retired
     /// shadow whose shares could not all be returned stays listed,
@@ -859,7 +861,7 @@ impl ShadowEpts {
     /// A current shadow is kept (counted in [`Stats::kept`]: no store, no
     /// flush).  A shadow with at most [`PARTIAL_MAX_STALE`] stale leaves,
     /// not all of its leaves, loses only those (a *partial drop*, counted
-    /// in [`Stats::partial`]; see [`ShadowEpts::drop_pending`] for the
+    /// in [`Stats::partial`]; see `drop_pending` for the
     /// order); any other stale shadow is retired as by
     /// [`ShadowEpts::invalidate_single`].  Returns the number retired.
     /// Nothing may change the set between the two steps (the caller holds
@@ -1080,13 +1082,17 @@ impl ShadowEpts {
     /// it frees a VM, so the kernel may reuse such a page for anything.
     /// If the page is shared with guests (a non-zero share count: not
     /// [`host_share_hyp`]'s zero-count state) and some shadow maps
-    /// anything, every shadow that maps anything is retired as by a global
-    /// INVEPT (each flushed from every CPU before its shares go back; no
-    /// reverse map tells which shadow maps the page).  Returns whether the
-    /// page is now the host's own; `false` without a change for a page
-    /// in any other state (hypervisor memory, donated, shared with the
-    /// hypervisor, not RAM), and for a page still shared after the
-    /// retirement (a protected-VM API share: the caller refuses it).
+    /// anything, each shadow's leaves are scanned for the page (no reverse
+    /// map) and the leaves mapping it dropped as by a partial drop
+    /// (`drop_pending`: revoked, flushed from every CPU, then the shares
+    /// returned); a shadow that maps nothing of it is untouched; one that
+    /// maps only it, or more than [`PARTIAL_MAX_STALE`] times, or cannot be
+    /// scanned (more than [`REVALIDATE_MAX_LEAVES`] leaves, stuck) is
+    /// retired.  Returns whether the page is now the host's own; `false`
+    /// without a change for a page in any other state (hypervisor memory,
+    /// donated, shared with the hypervisor, not RAM), and for a page still
+    /// shared afterwards (a protected-VM API share: the caller refuses
+    /// it).
     ///
     /// [`host_share_hyp`]: crate::hv::mm::mem_protect::host_share_hyp
     pub fn reclaim_for_host<M: MmOps>(
