@@ -70,7 +70,7 @@ use crate::hv::mm::mem_protect::{
     host_unshare_revoked, GuestEpt, HostEpt, Run, VmKind,
 };
 use crate::hv::mm::pgtable::{
-    Attrs, EptFormat, Fill, HookedMm, MmOps, PteFormat, ADDR_LIMIT, PERM_R, PERM_W,
+    load, store, Attrs, EptFormat, Fill, HookedMm, MmOps, PteFormat, ADDR_LIMIT, PERM_R, PERM_W,
 };
 use crate::hv::mm::vm_table::HANDLE_OFFSET;
 
@@ -111,7 +111,9 @@ pub const REVALIDATE_MAX_LEAVES: u64 = 4096;
 /// rest of the shadow (a *partial drop*, [`ShadowEpts::revalidated`]); a
 /// shadow with more stale leaves, or with every leaf stale, is retired
 /// whole.  Also the most leaves [`ShadowEpts::reclaim_for_host`] drops from
-/// one shadow.  The stale leaves are listed in the set (8 bytes each).
+/// one shadow.  The stale leaves are listed in one page taken from the
+/// caller's [`MmOps`] for the INVEPT (8 bytes each: 512 fill the page) and
+/// given back before it returns; no page, no partial drop.
 /// Measured (shadow_ept_bench, Documentation/shadow-ept.rst): a partial
 /// drop costs about what a retirement costs per leaf dropped, and every
 /// leaf it keeps saves a re-fault (an exit, an EPT12 walk and a share).
@@ -242,18 +244,22 @@ struct Shadow {
 
 /// The stale leaves one re-validation found in one shadow, for the
 /// partial drop that follows ([`ShadowEpts::is_current`], then
-/// [`ShadowEpts::revalidated`] under the same lock).
+/// [`ShadowEpts::revalidated`] under the same lock).  The list lives in a
+/// page of the caller's [`MmOps`], taken at the first stale leaf and given
+/// back by [`Pending::reset`] (so the set holds no list memory between
+/// INVEPTs, and none is ever built on a stack).
 #[derive(Debug)]
 struct Pending {
     /// The shadow's key (0: nothing pending).
     key: u64,
     /// Leaves listed.
     n: usize,
-    /// More than [`PARTIAL_MAX_STALE`] stale leaves, or the shadow could
-    /// not be compared: retire it whole.
+    /// More than [`PARTIAL_MAX_STALE`] stale leaves, no page for the list,
+    /// or the shadow could not be compared: retire it whole.
     whole: bool,
-    /// Each stale leaf's guest-physical base, its level (1-3) in bits 1:0.
-    leaves: [u64; PARTIAL_MAX_STALE],
+    /// The list: entry `k` is stale leaf `k`'s guest-physical base, its
+    /// level (1-3) in bits 1:0 (0: not to be returned).
+    page: Option<Hpa>,
 }
 
 impl Pending {
@@ -262,24 +268,41 @@ impl Pending {
             key: 0,
             n: 0,
             whole: false,
-            leaves: [0; PARTIAL_MAX_STALE],
+            page: None,
         }
     }
 
-    /// Starts a list for the shadow of `key`.
-    fn reset(&mut self, key: u64) {
+    /// Gives the list's page back and starts a list for the shadow of
+    /// `key` (0: none).
+    fn reset<M: MmOps>(&mut self, mm: &mut M, key: u64) {
+        if let Some(p) = self.page.take() {
+            // Nothing points to it and no CPU uses it: its entries are
+            // dropped with it.
+            mm.free_unlinked(p);
+        }
         self.key = key;
         self.n = 0;
         self.whole = false;
     }
 
     /// Lists the leaf at `gpa` of `size`; `false` (and `whole`) if the list
-    /// is full.
-    fn push(&mut self, gpa: u64, size: u64) -> bool {
+    /// is full or has no page.
+    fn push<M: MmOps>(&mut self, mm: &mut M, gpa: u64, size: u64) -> bool {
         let level = (1..=SHADOW_MAX_LEVEL).find(|&l| level_size(l) == size);
-        match (self.leaves.get_mut(self.n), level) {
+        if self.n >= PARTIAL_MAX_STALE || level.is_none() {
+            self.whole = true;
+            return false;
+        }
+        if self.page.is_none() {
+            self.page = mm.zalloc_page();
+        }
+        let slot = self
+            .page
+            .and_then(|p| mm.table(p))
+            .and_then(|t| t.get(self.n));
+        match (slot, level) {
             (Some(slot), Some(l)) => {
-                *slot = gpa | u64::from(l);
+                store(slot, gpa | u64::from(l));
                 self.n += 1;
                 true
             }
@@ -290,11 +313,18 @@ impl Pending {
         }
     }
 
-    /// Leaf `k`: its guest base and size.
-    fn leaf(&self, k: usize) -> Option<(Gpa, u64)> {
-        let v = *self.leaves.get(k)?;
+    /// Leaf `k`: its guest base and size (`None`: marked not to return).
+    fn leaf<M: MmOps>(&self, mm: &M, k: usize) -> Option<(Gpa, u64)> {
+        let v = load(mm.table(self.page?)?.get(k)?);
         let level = u32::try_from(v & 3).ok().filter(|&l| l != 0)?;
         Some((Gpa::new(v & !0xfff)?, level_size(level)))
+    }
+
+    /// Marks leaf `k` as not to be returned.
+    fn forget<M: MmOps>(&self, mm: &M, k: usize) {
+        if let Some(slot) = self.page.and_then(|p| mm.table(p)).and_then(|t| t.get(k)) {
+            store(slot, 0);
+        }
     }
 }
 
@@ -875,19 +905,22 @@ impl ShadowEpts {
     ) -> usize {
         let key = Self::key(eptp12);
         let Some(i) = self.find(key) else {
+            self.pending.reset(mm, 0);
             return 0;
         };
-        if current {
+        let n = if current {
             self.stats.kept += 1;
-            return 0;
-        }
-        if self.partial_ok(i) {
+            0
+        } else if self.partial_ok(i) && {
             self.stats.partial += 1;
-            if self.drop_pending(host, mm, i) {
-                return 0;
-            }
-        }
-        self.invalidate_slot(host, mm, i)
+            self.drop_pending(host, mm, i)
+        } {
+            0
+        } else {
+            self.invalidate_slot(host, mm, i)
+        };
+        self.pending.reset(mm, 0);
+        n
     }
 
     /// The first step of a re-validating INVEPT: whether every leaf of the
@@ -943,7 +976,7 @@ impl ShadowEpts {
         let Some(s) = slots.get(i).and_then(Option::as_ref) else {
             return false;
         };
-        pending.reset(s.key);
+        pending.reset(mm, s.key);
         if s.stuck || s.leaves > REVALIDATE_MAX_LEAVES {
             pending.whole = true;
             return true;
@@ -955,7 +988,7 @@ impl ShadowEpts {
                 if e == 0 || !stale(mm, ctx.addr, ctx.size(), e) {
                     return Ok(());
                 }
-                if pending.push(ctx.addr, ctx.size()) {
+                if pending.push(mm, ctx.addr, ctx.size()) {
                     Ok(())
                 } else {
                     // Stops the walk: the shadow is retired whole.
@@ -1017,15 +1050,13 @@ impl ShadowEpts {
         {
             let mut hmm = HookedMm::new(&mut *mm, &mut hook);
             for k in 0..pending.n {
-                let revoked = pending.leaf(k).is_some_and(|(gpa, size)| {
+                let revoked = pending.leaf(&hmm, k).is_some_and(|(gpa, size)| {
                     guest_revoke_share(&mut s.guest, &mut hmm, gpa, size).is_ok()
                 });
                 if !revoked {
                     // Not revoked (an internal error): nothing to return.
                     ok = false;
-                    if let Some(v) = pending.leaves.get_mut(k) {
-                        *v = 0;
-                    }
+                    pending.forget(&hmm, k);
                 }
             }
         }
@@ -1037,7 +1068,7 @@ impl ShadowEpts {
         {
             let mut hmm = HookedMm::new(&mut *mm, &mut hook);
             for k in 0..pending.n {
-                let Some((gpa, size)) = pending.leaf(k) else {
+                let Some((gpa, size)) = pending.leaf(&hmm, k) else {
                     continue;
                 };
                 if host_unshare_revoked(host, &mut s.guest, &mut hmm, gpa, size).is_ok() {
@@ -1053,7 +1084,7 @@ impl ShadowEpts {
         if let Ok(n) = s.guest.pgt().table_pages(mm) {
             s.table_pages = n;
         }
-        pending.reset(0);
+        pending.reset(mm, 0);
         if !ok {
             stats.internal_errors += 1;
         }
@@ -1137,13 +1168,14 @@ impl ShadowEpts {
             if !maps {
                 continue;
             }
-            if self.partial_ok(i) {
+            let dropped = self.partial_ok(i) && {
                 self.stats.partial += 1;
-                if self.drop_pending(host, mm, i) {
-                    continue;
-                }
+                self.drop_pending(host, mm, i)
+            };
+            if !dropped {
+                self.invalidate_slot(host, mm, i);
             }
-            self.invalidate_slot(host, mm, i);
+            self.pending.reset(mm, 0);
         }
         matches!(owned(host, mm), Some((true, PageState::Owned, true)))
     }
@@ -1153,6 +1185,7 @@ impl ShadowEpts {
     /// could not give everything back (it stays listed for the invariant
     /// checker; an internal error).
     pub fn destroy_all<M: MmOps>(&mut self, host: &mut HostEpt, mm: &mut M) -> Result {
+        self.pending.reset(mm, 0);
         let mut ok = true;
         for i in 0..MAX_SHADOWS {
             ok &= self.retire(host, mm, i);

@@ -1062,6 +1062,7 @@ fn partial_drop_keeps_current_leaves_and_returns_stale_shares_after_the_flush() 
     e12.pages.insert(3 * K4, (0x50_0000, PERM_RWX));
     e12.pages.remove(&(17 * K4));
     e12.pages.remove(&far);
+    let live = w.mm.live();
 
     w.mm.record();
     let n = w
@@ -1103,6 +1104,8 @@ fn partial_drop_keeps_current_leaves_and_returns_stale_shares_after_the_flush() 
     // The far leaf's three tables (PDPT, PD, PT) are freed; the count is
     // exact again.
     assert_eq!(w.set.table_pages(EPTP_A), tables - 3);
+    // The list's page is given back too: only the three tables are gone.
+    assert_eq!(w.mm.live(), live - 3);
     assert_eq!(w.shadow_tables(EPTP_A).len(), tables - 3);
     assert_eq!(w.set.leaves(EPTP_A), 38);
     let st = *w.set.stats();
