@@ -942,7 +942,7 @@ impl ShadowEpts {
         resolve: &mut R,
     ) -> Option<bool> {
         let i = self.find(Self::key(eptp12))?;
-        let stale = self.scan(mm, i, |mm, g, size, e| {
+        let stale = self.scan(mm, i, true, |mm, g, size, e| {
             let a = EptFormat::attrs(e);
             let h = EptFormat::addr(e).raw();
             let ok = Gpa::new(g)
@@ -965,11 +965,16 @@ impl ShadowEpts {
     /// gpa, size, entry)`, up to [`PARTIAL_MAX_STALE`] (one more makes the
     /// list `whole`, and so does a stuck shadow, one with more than
     /// [`REVALIDATE_MAX_LEAVES`] leaves, which is not walked, and a walk
-    /// that fails).  Returns whether anything is stale.
+    /// that fails).  With `dead_early`, the first two leaves walked both
+    /// stale also make it `whole` and end the walk: a shadow whose EPT12
+    /// root KVM gave up (every memslot deletion makes KVM move to new
+    /// roots) is stale as a whole, and is retired without a walk of EPT12
+    /// for each of its leaves.  Returns whether anything is stale.
     fn scan<M: MmOps, P: FnMut(&mut M, u64, u64, u64) -> bool>(
         &mut self,
         mm: &mut M,
         i: usize,
+        dead_early: bool,
         mut stale: P,
     ) -> bool {
         let Self { slots, pending, .. } = self;
@@ -981,12 +986,22 @@ impl ShadowEpts {
             pending.whole = true;
             return true;
         }
+        let mut seen_current = false;
         let r = s
             .guest
             .pgt()
             .for_each_leaf(mm, Gpa::ZERO, ADDR_LIMIT, |mm, ctx, e| {
-                if e == 0 || !stale(mm, ctx.addr, ctx.size(), e) {
+                if e == 0 {
                     return Ok(());
+                }
+                if !stale(mm, ctx.addr, ctx.size(), e) {
+                    seen_current = true;
+                    return Ok(());
+                }
+                if dead_early && !seen_current && pending.n == 1 {
+                    // Two stale leaves first: retired whole.
+                    pending.whole = true;
+                    return Err(Error::Exist);
                 }
                 if pending.push(mm, ctx.addr, ctx.size()) {
                     Ok(())
@@ -1161,7 +1176,7 @@ impl ShadowEpts {
         self.stats.reclaims += 1;
         let p = page.raw();
         for i in 0..MAX_SHADOWS {
-            let maps = self.scan(mm, i, |_, _, size, e| {
+            let maps = self.scan(mm, i, false, |_, _, size, e| {
                 let h = EptFormat::addr(e).raw();
                 h <= p && p - h < size
             });

@@ -1191,7 +1191,8 @@ fn partial_drop_is_bounded_beyond_it_the_shadow_is_retired() {
     for (stale, whole) in [(max, false), (max + 1, true)] {
         let (mut w, mut e12) = staged(1 << 13, max + 8, 0x40_0000);
         let root = w.set.root(EPTP_A).unwrap();
-        for i in 0..stale {
+        // After a current leaf (two stale leaves first retire it whole).
+        for i in 1..=stale {
             e12.pages.remove(&(i * K4));
         }
         let n = w
@@ -1208,7 +1209,7 @@ fn partial_drop_is_bounded_beyond_it_the_shadow_is_retired() {
             assert_eq!(w.set.stats().leaves_dropped, max);
         }
         assert_eq!(w.set.stats().flushes, 1);
-        assert_eq!(w.host_state(0x40_0000), Some(PageState::Owned));
+        assert_eq!(w.host_state(0x40_1000), Some(PageState::Owned));
     }
 }
 
@@ -1539,4 +1540,25 @@ fn random_operations_match_a_model() {
         max_users >= 3,
         "host pages shared several times: {max_users}"
     );
+}
+
+/// A shadow whose first two leaves are stale (KVM moved to a new root and
+/// zapped the old one) is retired whole after two resolutions, not one
+/// per leaf.
+#[test]
+fn a_shadow_stale_from_its_first_leaves_is_retired_without_a_full_scan() {
+    let (mut w, mut e12) = staged(1 << 12, 16, 0x40_0000);
+    e12.pages.clear();
+    let mut asked = 0;
+    let n = w
+        .set
+        .invalidate_single_checked(&mut w.host, &mut w.mm, EPTP_A, &mut |_, g| {
+            asked += 1;
+            e12.resolve(g)
+        });
+    w.check();
+    assert_eq!((n, asked), (1, 2));
+    assert_eq!(w.set.root(EPTP_A), None);
+    assert_eq!(w.set.stats().partial, 0);
+    assert_eq!(w.host_state(0x40_f000), Some(PageState::Owned));
 }
