@@ -109,7 +109,7 @@ struct NestedStatsReq {
 }
 
 /// The NESTED_STATS selectors `nested_stats` prints, with their names.
-const NESTED_SEL: [(u64, &str); 74] = [
+const NESTED_SEL: [(u64, &str); 76] = [
     (0, "entries"),
     (1, "l2_exits"),
     (2, "reflected"),
@@ -165,6 +165,8 @@ const NESTED_SEL: [(u64, &str); 74] = [
     // The hypervisor pool's pages in use and in total.
     (0x620, "pool_used"),
     (0x621, "pool_total"),
+    (0x60c, "sept_partial"),
+    (0x60d, "sept_leaves_dropped"),
     (0x200, "pinned_frames"),
     // Root-mode cycles by phase (`crate::hyp::nested::phase`).
     (0x300, "cyc_root_all"),

@@ -1208,8 +1208,10 @@ impl PageStates {
     /// `None`, re-validating (Documentation/shadow-ept.rst,
     /// "Invalidation"): each shadow named is compared leaf by leaf with
     /// what the walk of EPT12 and the host EPT give now; one that is still
-    /// current is kept (no store, no flush), a stale one is retired,
-    /// flushed from every CPU before its shares go back ([`shadow_mm`]).
+    /// current is kept (no store, no flush); one with a few stale leaves
+    /// loses only those (revoked, the shadow flushed from every CPU, then
+    /// their shares returned), any other stale one is retired, flushed
+    /// from every CPU before its shares go back ([`shadow_mm`]).
     /// `ctx` and `exec_only` as for [`Self::shadow_fault`].
     pub fn shadow_invept(&mut self, single: Option<u64>, ctx: &WalkCtx, exec_only: bool) {
         // SAFETY: as in `parts`: the live allocator, under the lock.

@@ -1877,6 +1877,8 @@ pub(crate) fn read_stat(cpu: &HypCpu, which: u64, reset: bool) -> u64 {
                 9 => s.internal_errors,
                 10 => s.reclaims,
                 11 => s.mapped_bytes,
+                12 => s.partial,
+                13 => s.leaves_dropped,
                 _ => u64::MAX,
             };
         }

@@ -64,7 +64,7 @@ pub mod nr {
     /// now, hypervisor-wide; 0x300 + p: root-mode cycles of phase p,
     /// `crate::hyp::nested::phase`, debug builds only, 0 otherwise;
     /// 0x600 + i: the shadow EPTs' counters, hypervisor-wide
-    /// (`shadow_ept::Stats`, 0x60b the bytes their leaves mapped); 0x610 +
+    /// (`shadow_ept::Stats`, 0x60b the bytes their leaves mapped, 0x60c/0x60d partial drops and the leaves they dropped); 0x610 +
     /// slot: the shadow EPT's cost, `crate::hyp::nested::cost`; 0x620 /
     /// 0x621: the hypervisor pool's pages used / in total), RCX = 1
     /// resets the CPU's counters after reading (not the hypervisor-wide

@@ -16,7 +16,10 @@
 //! * [`HypPgt`]: the hypervisor's own page table (IA-32e format), mapping
 //!   `pa + va_offset` to `pa` for pages donated to or shared with it.
 //! * [`GuestEpt`]: a guest's shadow EPT, mapping guest gpa to hpa.  Guests
-//!   never carry owner annotations: a non-present guest entry is zero.
+//!   never carry owner annotations: a non-present guest entry is zero,
+//!   except a *revoked* leaf between [`guest_revoke_share`] and
+//!   [`host_unshare_revoked`] (within one call of the caller, under the
+//!   lock).
 //!
 //! Addresses are typed (`hv::mm::addr`): the host EPT's input and every
 //! table's output are [`Hpa`]s, a shadow EPT's input a [`Gpa`], the
@@ -40,6 +43,8 @@
 //! | [`host_unshare_hyp`] | host `SHARED_OWNED -> OWNED` | hyp `SHARED_BORROWED -> NOPAGE` |
 //! | [`host_share_guest`] (normal VM) | host `OWNED -> SHARED_OWNED` (count 1) or guest-shared `SHARED_OWNED` (count + 1) | guest `NOPAGE -> SHARED_BORROWED` |
 //! | [`host_unshare_guest`] | host `SHARED_OWNED`, count - 1, `-> OWNED` at 0 | guest `SHARED_BORROWED -> NOPAGE` |
+//! | [`guest_revoke_share`] (flush deferred) | guest `SHARED_BORROWED -> revoked` (not present, address kept) | host unchanged |
+//! | [`host_unshare_revoked`] (after the flush) | host `SHARED_OWNED`, count - 1, `-> OWNED` at 0 | guest `revoked -> NOPAGE` |
 //! | [`host_donate_guest`] (protected VM) | host `OWNED -> NOPAGE(guest)` | guest `NOPAGE -> OWNED` |
 //! | [`guest_share_host`] (protected VM) | guest `OWNED -> SHARED_OWNED` | host `NOPAGE(guest) -> SHARED_BORROWED` |
 //! | [`guest_unshare_host`] | guest `SHARED_OWNED -> OWNED` | host `SHARED_BORROWED -> NOPAGE(guest)` |
@@ -796,6 +801,92 @@ pub fn host_unshare_guest<M: MmOps>(
     })?;
     all_leaves(&guest.pgt, mm, gpa, size, |c, e| {
         maps_as::<EptFormat, _>(c, e, PageState::SharedBorrowed, gpa, hpa)
+    })?;
+    let guest_fill = Fill::Set(0);
+    let pages = counted_release_pages(host, mm, hpa, size)?
+        + guest.pgt.pages_needed(mm, gpa, size, guest_fill)?;
+    run_plan(host, mm, Plan { pages }, |host, mm, cache| {
+        counted_release(host, mm, cache, hpa, size)?;
+        guest.pgt.apply(mm, cache, gpa, size, guest_fill)
+    })
+}
+
+/// The one leaf of `guest` at `gpa`: its entry and size, if `[gpa, gpa +
+/// size)` is exactly a leaf in state `state` (`revoked`: a leaf revoked by
+/// [`guest_revoke_share`], else a present one).
+fn exact_leaf<M: MmOps>(
+    guest: &GuestEpt,
+    mm: &mut M,
+    gpa: Gpa,
+    size: u64,
+    revoked: bool,
+) -> Result<u64> {
+    check_range(gpa.raw(), size)?;
+    let l = guest.pgt.lookup(mm, gpa)?;
+    let e = l.entry;
+    let ok = crate::hv::mm::ept::level_size(l.level) == size
+        && gpa.raw() & (size - 1) == 0
+        && EptFormat::is_present(e) != revoked
+        && e != 0
+        && EptFormat::attrs(e).state == PageState::SharedBorrowed;
+    if ok {
+        Ok(e)
+    } else {
+        Err(Error::Perm)
+    }
+}
+
+/// The entry [`guest_revoke_share`] leaves for the present leaf `e`: its
+/// permission bits cleared (not present to the CPU, which ignores the
+/// other bits of such an entry), everything else kept.
+fn revoked_entry(e: u64) -> u64 {
+    e & !u64::from(PERM_RWX)
+}
+
+/// First step of dropping one shared leaf of a live normal VM table whose
+/// invalidation the caller defers (a shadow EPT's partial drop,
+/// Documentation/shadow-ept.rst "Invalidation"): `[gpa, gpa + size)` must
+/// be exactly one present `SHARED_BORROWED` leaf; it becomes *revoked*,
+/// not present to the CPU but still holding its host address and state,
+/// the record of the share [`host_unshare_revoked`] returns once every CPU
+/// that may cache the leaf has been flushed.  The host side is untouched
+/// (the page stays `SHARED_OWNED` with its count).  No table page is
+/// allocated or freed; the engine's invalidation of the leaf goes to `mm`.
+///
+/// guest `SHARED_BORROWED -> revoked` / host unchanged.
+pub fn guest_revoke_share<M: MmOps>(
+    guest: &mut GuestEpt,
+    mm: &mut M,
+    gpa: Gpa,
+    size: u64,
+) -> Result {
+    if guest.kind != VmKind::Normal {
+        return Err(Error::Perm);
+    }
+    let e = exact_leaf(guest, mm, gpa, size, false)?;
+    guest.pgt.set(mm, gpa, size, Fill::Set(revoked_entry(e)))
+}
+
+/// Ends a share whose guest leaf [`guest_revoke_share`] revoked, after the
+/// caller's flush: `[gpa, gpa + size)` must be exactly that revoked leaf,
+/// mapping `hpa`.  Each host page's count goes down by one (`OWNED` again
+/// at zero), as in [`host_unshare_guest`], and the guest entry becomes
+/// zero (a table left empty is freed: no CPU may walk it any more).
+///
+/// host `SHARED_OWNED` (count - 1; `-> OWNED` at zero) / guest
+/// `revoked -> NOPAGE`.
+pub fn host_unshare_revoked<M: MmOps>(
+    host: &mut HostEpt,
+    guest: &mut GuestEpt,
+    mm: &mut M,
+    gpa: Gpa,
+    size: u64,
+) -> Result {
+    let e = exact_leaf(guest, mm, gpa, size, true)?;
+    let hpa = EptFormat::addr(e);
+    let size = host_range(host, hpa, size / PAGE_SIZE)?;
+    all_leaves(&host.pgt, mm, hpa, size, |c, e| {
+        maps_as::<EptFormat, _>(c, e, PageState::SharedOwned, hpa, hpa)
     })?;
     let guest_fill = Fill::Set(0);
     let pages = counted_release_pages(host, mm, hpa, size)?

@@ -1941,3 +1941,68 @@ fn warm_region_shares_split_and_merge_nothing() {
     assert_eq!(w.host.pgt().table_pages(&mut w.mm).unwrap(), host_tables);
     w.check_invariants();
 }
+
+/// The two steps of a share dropped with its flush deferred (a shadow
+/// EPT's partial drop): the revocation leaves the host side alone and the
+/// guest leaf not present but recorded; only the second step lowers the
+/// count (`OWNED` at zero) and clears the entry.  Each step refuses
+/// anything but exactly its kind of leaf.
+#[test]
+fn revoked_share_returns_its_count_only_in_the_second_step() {
+    use Op::*;
+    let (mut w, mut m) = world_two_normal();
+    let pages = [P - K4, P, P + K4];
+    step(&mut w, &mut m, ShareGuest(N, P, GP, 1), &pages).unwrap();
+    step(&mut w, &mut m, ShareGuest(N2, P, GP, 1), &pages).unwrap();
+    step(&mut w, &mut m, ShareGuest(N, P + K4, GP + K4, 1), &pages).unwrap();
+    let (host, mm) = (&mut w.host, &mut w.mm);
+    let g = w.vms.get_mut(N).unwrap().guest_mut();
+    // Not exactly one present shared leaf: refused, nothing changed.
+    for (gpa, size) in [(GP, 2 * K4), (GP + 2 * K4, K4), (GP, M2)] {
+        assert_eq!(
+            guest_revoke_share(g, mm, lit::gpa(gpa), size),
+            Err(Error::Perm),
+            "{gpa:#x} {size:#x}"
+        );
+    }
+    assert_eq!(
+        host_unshare_revoked(host, g, mm, lit::gpa(GP), K4),
+        Err(Error::Perm),
+        "not revoked yet"
+    );
+    let before = g.pgt().lookup(mm, lit::gpa(GP)).unwrap().entry;
+    guest_revoke_share(g, mm, lit::gpa(GP), K4).unwrap();
+    let e = g.pgt().lookup(mm, lit::gpa(GP)).unwrap().entry;
+    assert!(!EptFormat::is_present(e) && e != 0);
+    assert_eq!(EptFormat::addr(e), EptFormat::addr(before));
+    assert_eq!(
+        guest_revoke_share(g, mm, lit::gpa(GP), K4),
+        Err(Error::Perm),
+        "twice"
+    );
+    assert_eq!(count(&w, P), 2, "the host side waits for the second step");
+    assert_eq!(host_state(&mut w, P), PageState::SharedOwned);
+    let (host, mm) = (&mut w.host, &mut w.mm);
+    let g = w.vms.get_mut(N).unwrap().guest_mut();
+    host_unshare_revoked(host, g, mm, lit::gpa(GP), K4).unwrap();
+    assert_eq!(g.pgt().lookup(mm, lit::gpa(GP)).unwrap().entry, 0);
+    assert_eq!(
+        host_unshare_revoked(host, g, mm, lit::gpa(GP), K4),
+        Err(Error::Perm),
+        "twice"
+    );
+    m.apply(UnshareGuest(N, P, GP, 1)).unwrap();
+    w.compare(&m, pages.iter().copied());
+    w.check_invariants();
+    assert_eq!(count(&w, P), 1);
+    // The last count: OWNED again.
+    let (host, mm) = (&mut w.host, &mut w.mm);
+    let g = w.vms.get_mut(N2).unwrap().guest_mut();
+    guest_revoke_share(g, mm, lit::gpa(GP), K4).unwrap();
+    host_unshare_revoked(host, g, mm, lit::gpa(GP), K4).unwrap();
+    m.apply(UnshareGuest(N2, P, GP, 1)).unwrap();
+    w.compare(&m, pages.iter().copied());
+    w.check_invariants();
+    assert_eq!(host_state(&mut w, P), PageState::Owned);
+    assert_eq!(count(&w, P), 0);
+}

@@ -28,8 +28,10 @@
 //!   (`unshare_run`) and its table pages freed.  A shadow that maps
 //!   nothing has nothing stale and survives; so does one whose leaves all
 //!   still match the host's EPT ([`ShadowEpts::invalidate_single_checked`],
-//!   re-validating with the EPT12 walk).  EPTP changes and VMCLEAR are not
-//!   invalidation points: nothing here is called for them.
+//!   re-validating with the EPT12 walk), and one with a few stale leaves
+//!   loses only those (a partial drop, `drop_pending`: revoked in the live
+//!   table, one flush, then their shares returned).  EPTP changes and
+//!   VMCLEAR are not invalidation points: nothing here is called for them.
 //! * Memory: table pages come from the [`MmOps`] the caller passes (in the
 //!   module: the reserve).  When a share or a new shadow runs out of pages,
 //!   the least recently used *other* shadow is retired and the operation
@@ -64,10 +66,11 @@ use crate::hv::error::{Error, Result};
 use crate::hv::mm::addr::{Gpa, Hpa, TableKind};
 use crate::hv::mm::ept::{level_size, MemType, OwnerId, PageState, PAGE_SIZE};
 use crate::hv::mm::mem_protect::{
-    guest_runs, host_share_guest_attrs, host_unshare_guest, GuestEpt, HostEpt, Run, VmKind,
+    guest_revoke_share, guest_runs, host_share_guest_attrs, host_unshare_guest,
+    host_unshare_revoked, GuestEpt, HostEpt, Run, VmKind,
 };
 use crate::hv::mm::pgtable::{
-    Attrs, EptFormat, Fill, HookedMm, MmOps, PteFormat, ADDR_LIMIT, PERM_R, PERM_W,
+    load, store, Attrs, EptFormat, Fill, HookedMm, MmOps, PteFormat, ADDR_LIMIT, PERM_R, PERM_W,
 };
 use crate::hv::mm::vm_table::HANDLE_OFFSET;
 
@@ -103,6 +106,18 @@ pub const SHADOW_MAX_LEVEL: u32 = 3;
 /// the lock (each leaf costs a walk of EPT12, four reads of host memory):
 /// 16 MiB of guest memory in 4 KiB leaves, far more in large ones.
 pub const REVALIDATE_MAX_LEAVES: u64 = 4096;
+
+/// Most stale leaves a re-validating INVEPT drops one by one, keeping the
+/// rest of the shadow (a *partial drop*, [`ShadowEpts::revalidated`]); a
+/// shadow with more stale leaves, or with every leaf stale, is retired
+/// whole.  Also the most leaves [`ShadowEpts::reclaim_for_host`] drops from
+/// one shadow.  The stale leaves are listed in one page taken from the
+/// caller's [`MmOps`] for the INVEPT (8 bytes each: 512 fill the page) and
+/// given back before it returns; no page, no partial drop.
+/// Measured (shadow_ept_bench, Documentation/shadow-ept.rst): a partial
+/// drop costs about what a retirement costs per leaf dropped, and every
+/// leaf it keeps saves a re-fault (an exit, an EPT12 walk and a share).
+pub const PARTIAL_MAX_STALE: usize = 512;
 
 /// EPTP bits 51:12: the address of the EPT PML4 table, the key of a
 /// shadow.
@@ -190,13 +205,20 @@ pub struct Stats {
     pub evicted: u64,
     /// Flushes of a whole shadow ([`MmOps::invalidate`] calls made here).
     pub flushes: u64,
-    /// Engine invalidations dropped on retired (unreachable) tables.
+    /// Engine invalidations dropped on retired (unreachable) tables, or
+    /// on a live shadow after its flush (a partial drop), or deferred to
+    /// the partial drop's one flush.
     pub quiet: u64,
+    /// Re-validating INVEPTs (and reclaims) that dropped only some leaves
+    /// of a shadow and kept it ([`PARTIAL_MAX_STALE`]): one flush each.
+    pub partial: u64,
+    /// Leaves dropped by partial drops (their shares returned).
+    pub leaves_dropped: u64,
     /// Shares returned.
     pub unshared: u64,
     /// Host pages the host needed as its own (a VMX region, a page of a
-    /// VM entry) that only shadows still shared: every shadow mapping
-    /// anything retired for it ([`ShadowEpts::reclaim_for_host`]).
+    /// VM entry) that only shadows still shared: the leaves mapping it
+    /// dropped ([`ShadowEpts::reclaim_for_host`]).
     pub reclaims: u64,
     /// Returns of a share or frees that failed (always 0; a retired
     /// shadow whose shares could not all be returned stays listed,
@@ -223,10 +245,98 @@ struct Shadow {
     stuck: bool,
 }
 
+/// The stale leaves one re-validation found in one shadow, for the
+/// partial drop that follows ([`ShadowEpts::is_current`], then
+/// [`ShadowEpts::revalidated`] under the same lock).  The list lives in a
+/// page of the caller's [`MmOps`], taken at the first stale leaf and given
+/// back by [`Pending::reset`] (so the set holds no list memory between
+/// INVEPTs, and none is ever built on a stack).
+#[derive(Debug)]
+struct Pending {
+    /// The shadow's key (0: nothing pending).
+    key: u64,
+    /// Leaves listed.
+    n: usize,
+    /// More than [`PARTIAL_MAX_STALE`] stale leaves, no page for the list,
+    /// or the shadow could not be compared: retire it whole.
+    whole: bool,
+    /// The list: entry `k` is stale leaf `k`'s guest-physical base, its
+    /// level (1-3) in bits 1:0 (0: not to be returned).
+    page: Option<Hpa>,
+}
+
+impl Pending {
+    const fn new() -> Self {
+        Self {
+            key: 0,
+            n: 0,
+            whole: false,
+            page: None,
+        }
+    }
+
+    /// Gives the list's page back and starts a list for the shadow of
+    /// `key` (0: none).
+    fn reset<M: MmOps>(&mut self, mm: &mut M, key: u64) {
+        if let Some(p) = self.page.take() {
+            // Nothing points to it and no CPU uses it: its entries are
+            // dropped with it.
+            mm.free_unlinked(p);
+        }
+        self.key = key;
+        self.n = 0;
+        self.whole = false;
+    }
+
+    /// Lists the leaf at `gpa` of `size`; `false` (and `whole`) if the list
+    /// is full or has no page.
+    fn push<M: MmOps>(&mut self, mm: &mut M, gpa: u64, size: u64) -> bool {
+        let level = (1..=SHADOW_MAX_LEVEL).find(|&l| level_size(l) == size);
+        if self.n >= PARTIAL_MAX_STALE || level.is_none() {
+            self.whole = true;
+            return false;
+        }
+        if self.page.is_none() {
+            self.page = mm.zalloc_page();
+        }
+        let slot = self
+            .page
+            .and_then(|p| mm.table(p))
+            .and_then(|t| t.get(self.n));
+        match (slot, level) {
+            (Some(slot), Some(l)) => {
+                store(slot, gpa | u64::from(l));
+                self.n += 1;
+                true
+            }
+            _ => {
+                self.whole = true;
+                false
+            }
+        }
+    }
+
+    /// Leaf `k`: its guest base and size (`None`: marked not to return).
+    fn leaf<M: MmOps>(&self, mm: &M, k: usize) -> Option<(Gpa, u64)> {
+        let v = load(mm.table(self.page?)?.get(k)?);
+        let level = u32::try_from(v & 3).ok().filter(|&l| l != 0)?;
+        Some((Gpa::new(v & !0xfff)?, level_size(level)))
+    }
+
+    /// Marks leaf `k` as not to be returned.
+    fn forget<M: MmOps>(&self, mm: &M, k: usize) {
+        if let Some(slot) = self.page.and_then(|p| mm.table(p)).and_then(|t| t.get(k)) {
+            store(slot, 0);
+        }
+    }
+}
+
 /// The set of shadow EPTs.  See the module docs.
 #[derive(Debug)]
 pub struct ShadowEpts {
     slots: [Option<Shadow>; MAX_SHADOWS],
+    /// The stale leaves of the last re-validation or reclaim scan.
+    pending: Pending,
     clock: u64,
     /// Most table pages per shadow ([`MAX_TABLE_PAGES`] unless set
     /// otherwise).
@@ -301,6 +411,7 @@ impl ShadowEpts {
     pub const fn with_table_limit(pages: usize) -> Self {
         Self {
             slots: [const { None }; MAX_SHADOWS],
+            pending: Pending::new(),
             clock: 0,
             max_table_pages: if pages < 4 { 4 } else { pages },
             stats: Stats {
@@ -314,6 +425,8 @@ impl ShadowEpts {
                 evicted: 0,
                 flushes: 0,
                 quiet: 0,
+                partial: 0,
+                leaves_dropped: 0,
                 unshared: 0,
                 reclaims: 0,
                 internal_errors: 0,
@@ -781,7 +894,10 @@ impl ShadowEpts {
     /// The second step of a re-validating INVEPT single-context for
     /// `eptp12`: `current` is what [`ShadowEpts::is_current`] answered.
     /// A current shadow is kept (counted in [`Stats::kept`]: no store, no
-    /// flush); a stale one is retired as by
+    /// flush).  A shadow with at most [`PARTIAL_MAX_STALE`] stale leaves,
+    /// not all of its leaves, loses only those (a *partial drop*, counted
+    /// in [`Stats::partial`]; see `drop_pending` for the
+    /// order); any other stale shadow is retired as by
     /// [`ShadowEpts::invalidate_single`].  Returns the number retired.
     /// Nothing may change the set between the two steps (the caller holds
     /// the lock throughout).
@@ -792,14 +908,24 @@ impl ShadowEpts {
         eptp12: u64,
         current: bool,
     ) -> usize {
-        let Some(i) = self.find(Self::key(eptp12)) else {
+        let key = Self::key(eptp12);
+        let Some(i) = self.find(key) else {
+            self.pending.reset(mm, 0);
             return 0;
         };
-        if current {
+        let n = if current {
             self.stats.kept += 1;
-            return 0;
-        }
-        self.invalidate_slot(host, mm, i)
+            0
+        } else if self.partial_ok(i) && {
+            self.stats.partial += 1;
+            self.drop_pending(host, mm, i)
+        } {
+            0
+        } else {
+            self.invalidate_slot(host, mm, i)
+        };
+        self.pending.reset(mm, 0);
+        n
     }
 
     /// The first step of a re-validating INVEPT: whether every leaf of the
@@ -811,20 +937,61 @@ impl ShadowEpts {
     /// shadow gives a subset, and a fault upgrades it).  A leaf of which
     /// that cannot be said is stale, and so is a stuck shadow and one with
     /// more than [`REVALIDATE_MAX_LEAVES`] leaves.  Reads the shadow only
-    /// (the resolver gets the `MmOps` for its own reads); stops at the
-    /// first stale leaf.
+    /// (the resolver gets the `MmOps` for its own reads) and lists the
+    /// stale leaves for [`ShadowEpts::revalidated`] (up to
+    /// [`PARTIAL_MAX_STALE`]: the walk stops at the next one).
     pub fn is_current<M: MmOps, R: FnMut(&mut M, Gpa) -> Option<ResolvedLeaf>>(
-        &self,
+        &mut self,
         mm: &mut M,
         eptp12: u64,
         resolve: &mut R,
     ) -> Option<bool> {
         let i = self.find(Self::key(eptp12))?;
-        let s = self.slots.get(i).and_then(Option::as_ref)?;
+        let stale = self.scan(mm, i, true, |mm, g, size, e| {
+            let a = EptFormat::attrs(e);
+            let h = EptFormat::addr(e).raw();
+            let ok = Gpa::new(g)
+                .and_then(|gpa| resolve(mm, gpa))
+                .is_some_and(|r| {
+                    let (rg, rh) = (r.gpa.raw(), r.hpa.raw());
+                    rg <= g
+                        && g + size <= rg.saturating_add(r.size)
+                        && rh.wrapping_add(g - rg) == h
+                        && a.perms & r.perms == a.perms
+                        && a.memtype == r.memtype
+                        && a.ipat == r.ipat
+                });
+            !ok
+        });
+        Some(!stale)
+    }
+
+    /// Lists in `pending` the leaves of shadow `i` that are `stale(mm,
+    /// gpa, size, entry)`, up to [`PARTIAL_MAX_STALE`] (one more makes the
+    /// list `whole`, and so does a stuck shadow, one with more than
+    /// [`REVALIDATE_MAX_LEAVES`] leaves, which is not walked, and a walk
+    /// that fails).  With `dead_early`, the first two leaves walked both
+    /// stale also make it `whole` and end the walk: a shadow whose EPT12
+    /// root KVM gave up (every memslot deletion makes KVM move to new
+    /// roots) is stale as a whole, and is retired without a walk of EPT12
+    /// for each of its leaves.  Returns whether anything is stale.
+    fn scan<M: MmOps, P: FnMut(&mut M, u64, u64, u64) -> bool>(
+        &mut self,
+        mm: &mut M,
+        i: usize,
+        dead_early: bool,
+        mut stale: P,
+    ) -> bool {
+        let Self { slots, pending, .. } = self;
+        let Some(s) = slots.get(i).and_then(Option::as_ref) else {
+            return false;
+        };
+        pending.reset(mm, s.key);
         if s.stuck || s.leaves > REVALIDATE_MAX_LEAVES {
-            return Some(false);
+            pending.whole = true;
+            return true;
         }
-        let mut stale = false;
+        let mut seen_current = false;
         let r = s
             .guest
             .pgt()
@@ -832,29 +999,116 @@ impl ShadowEpts {
                 if e == 0 {
                     return Ok(());
                 }
-                let (g, size) = (ctx.addr, ctx.size());
-                let a = EptFormat::attrs(e);
-                let h = EptFormat::addr(e).raw();
-                let ok = Gpa::new(g)
-                    .and_then(|gpa| resolve(mm, gpa))
-                    .is_some_and(|r| {
-                        let (rg, rh) = (r.gpa.raw(), r.hpa.raw());
-                        rg <= g
-                            && g + size <= rg.saturating_add(r.size)
-                            && rh.wrapping_add(g - rg) == h
-                            && a.perms & r.perms == a.perms
-                            && a.memtype == r.memtype
-                            && a.ipat == r.ipat
-                    });
-                if ok {
+                if !stale(mm, ctx.addr, ctx.size(), e) {
+                    seen_current = true;
+                    return Ok(());
+                }
+                if dead_early && !seen_current && pending.n == 1 {
+                    // Two stale leaves first: retired whole.
+                    pending.whole = true;
+                    return Err(Error::Exist);
+                }
+                if pending.push(mm, ctx.addr, ctx.size()) {
                     Ok(())
                 } else {
-                    stale = true;
-                    // Stops the walk: one stale leaf decides.
+                    // Stops the walk: the shadow is retired whole.
                     Err(Error::Exist)
                 }
             });
-        Some(!stale && r.is_ok())
+        if r.is_err() {
+            pending.whole = true;
+        }
+        pending.whole || pending.n != 0
+    }
+
+    /// Whether the leaves `pending` lists for shadow `i` can be dropped
+    /// alone: a list of it, not `whole`, not every leaf of it.
+    fn partial_ok(&self, i: usize) -> bool {
+        let p = &self.pending;
+        self.slots.get(i).and_then(Option::as_ref).is_some_and(|s| {
+            !s.stuck
+                && s.key == p.key
+                && !p.whole
+                && p.n != 0
+                && u64::try_from(p.n).is_ok_and(|n| n < s.leaves)
+        })
+    }
+
+    /// Drops the leaves `pending` lists from the live shadow `i`, keeping
+    /// the rest, in the order a retirement keeps: (1) each leaf is revoked
+    /// ([`guest_revoke_share`]: not present, its share still held), the
+    /// engine's invalidations of the live table deferred (counted in
+    /// [`Stats::quiet`]); (2) one [`MmOps::invalidate`] of the shadow's
+    /// whole range, which in the module returns when no CPU caches
+    /// anything of it and none runs on it until the lock is released;
+    /// (3) only then each share goes back ([`host_unshare_revoked`]) and
+    /// table pages left empty are freed (no CPU may walk them).  So no
+    /// share goes back while a CPU may still reach the page through the
+    /// shadow.  Returns whether every listed leaf was dropped; else (an
+    /// internal error) the caller retires the shadow whole.
+    fn drop_pending<M: MmOps>(&mut self, host: &mut HostEpt, mm: &mut M, i: usize) -> bool {
+        let Self {
+            slots,
+            pending,
+            stats,
+            ..
+        } = self;
+        let Some(s) = slots.get_mut(i).and_then(Option::as_mut) else {
+            return false;
+        };
+        let root = s.guest.pgt().root();
+        let mut ok = true;
+        let mut quiet = 0;
+        let mut hook = |mm: &mut M, kind: TableKind, r: Hpa, addr: u64, size: u64| {
+            if kind == TableKind::GuestEpt && r == root {
+                quiet += 1;
+            } else {
+                mm.invalidate(kind, r, addr, size)
+            }
+        };
+        // 1. Revoke, the invalidations deferred to 2.
+        {
+            let mut hmm = HookedMm::new(&mut *mm, &mut hook);
+            for k in 0..pending.n {
+                let revoked = pending.leaf(&hmm, k).is_some_and(|(gpa, size)| {
+                    guest_revoke_share(&mut s.guest, &mut hmm, gpa, size).is_ok()
+                });
+                if !revoked {
+                    // Not revoked (an internal error): nothing to return.
+                    ok = false;
+                    pending.forget(&hmm, k);
+                }
+            }
+        }
+        // 2. One flush of the whole shadow.
+        mm.invalidate(TableKind::GuestEpt, root, 0, ADDR_LIMIT);
+        stats.flushes += 1;
+        // 3. Return the shares; the engine's invalidations are covered by
+        // 2 (no CPU runs on the shadow until the lock is released).
+        {
+            let mut hmm = HookedMm::new(&mut *mm, &mut hook);
+            for k in 0..pending.n {
+                let Some((gpa, size)) = pending.leaf(&hmm, k) else {
+                    continue;
+                };
+                if host_unshare_revoked(host, &mut s.guest, &mut hmm, gpa, size).is_ok() {
+                    stats.unshared += 1;
+                    stats.leaves_dropped += 1;
+                    s.leaves = s.leaves.saturating_sub(1);
+                } else {
+                    ok = false;
+                }
+            }
+        }
+        stats.quiet += quiet;
+        if let Ok(n) = s.guest.pgt().table_pages(mm) {
+            s.table_pages = n;
+        }
+        pending.reset(mm, 0);
+        if !ok {
+            stats.internal_errors += 1;
+        }
+        ok
     }
 
     fn invalidate_slot<M: MmOps>(&mut self, host: &mut HostEpt, mm: &mut M, i: usize) -> usize {
@@ -879,13 +1133,17 @@ impl ShadowEpts {
     /// it frees a VM, so the kernel may reuse such a page for anything.
     /// If the page is shared with guests (a non-zero share count: not
     /// [`host_share_hyp`]'s zero-count state) and some shadow maps
-    /// anything, every shadow that maps anything is retired as by a global
-    /// INVEPT (each flushed from every CPU before its shares go back; no
-    /// reverse map tells which shadow maps the page).  Returns whether the
-    /// page is now the host's own; `false` without a change for a page
-    /// in any other state (hypervisor memory, donated, shared with the
-    /// hypervisor, not RAM), and for a page still shared after the
-    /// retirement (a protected-VM API share: the caller refuses it).
+    /// anything, each shadow's leaves are scanned for the page (no reverse
+    /// map) and the leaves mapping it dropped as by a partial drop
+    /// (`drop_pending`: revoked, flushed from every CPU, then the shares
+    /// returned); a shadow that maps nothing of it is untouched; one that
+    /// maps only it, or more than [`PARTIAL_MAX_STALE`] times, or cannot be
+    /// scanned (more than [`REVALIDATE_MAX_LEAVES`] leaves, stuck) is
+    /// retired.  Returns whether the page is now the host's own; `false`
+    /// without a change for a page in any other state (hypervisor memory,
+    /// donated, shared with the hypervisor, not RAM), and for a page still
+    /// shared afterwards (a protected-VM API share: the caller refuses
+    /// it).
     ///
     /// [`host_share_hyp`]: crate::hv::mm::mem_protect::host_share_hyp
     pub fn reclaim_for_host<M: MmOps>(
@@ -921,7 +1179,24 @@ impl ShadowEpts {
             return false;
         }
         self.stats.reclaims += 1;
-        self.invalidate_all(host, mm);
+        let p = page.raw();
+        for i in 0..MAX_SHADOWS {
+            let maps = self.scan(mm, i, false, |_, _, size, e| {
+                let h = EptFormat::addr(e).raw();
+                h <= p && p - h < size
+            });
+            if !maps {
+                continue;
+            }
+            let dropped = self.partial_ok(i) && {
+                self.stats.partial += 1;
+                self.drop_pending(host, mm, i)
+            };
+            if !dropped {
+                self.invalidate_slot(host, mm, i);
+            }
+            self.pending.reset(mm, 0);
+        }
         matches!(owned(host, mm), Some((true, PageState::Owned, true)))
     }
 
@@ -930,6 +1205,7 @@ impl ShadowEpts {
     /// could not give everything back (it stays listed for the invariant
     /// checker; an internal error).
     pub fn destroy_all<M: MmOps>(&mut self, host: &mut HostEpt, mm: &mut M) -> Result {
+        self.pending.reset(mm, 0);
         let mut ok = true;
         for i in 0..MAX_SHADOWS {
             ok &= self.retire(host, mm, i);

@@ -478,6 +478,69 @@ fn fill(w: &mut W, eptp: u64, gpa: u64, hpa: u64, n: u64) {
     }
 }
 
+/// Maps host page `h` at `g` in the shadow of `eptp` (a new leaf).
+fn install_at(w: &mut W, eptp: u64, g: u64, h: u64) {
+    assert_eq!(w.install(eptp, g, &page(g, h)), Ok(Installed::Mapped));
+}
+
+/// The event of a flush of the whole shadow whose root is `root`.
+fn whole_flush(root: Hpa) -> Event {
+    Event::Invalidate {
+        kind: TableKind::GuestEpt,
+        root,
+        addr: 0,
+        size: ADDR_LIMIT,
+    }
+}
+
+/// The order a retirement or a partial drop promises, on the recorded
+/// `log`: the shadow of `root` is flushed whole exactly once and gets no
+/// other invalidation (the engine's are deferred to that flush or dropped
+/// after it), and every store to a host EPT table page (`host_tables`:
+/// what returns a share) comes after the flush.  Returns the flush's
+/// position.
+fn assert_flush_before_returns(log: &[Event], root: Hpa, host_tables: &HashSet<Hpa>) -> usize {
+    let flush = whole_flush(root);
+    let of_root: Vec<_> = log
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| matches!(e, Event::Invalidate { kind: TableKind::GuestEpt, root: r, .. } if *r == root))
+        .collect();
+    assert_eq!(
+        of_root.len(),
+        1,
+        "one invalidation of the shadow: {log:#x?}"
+    );
+    let (at, e) = of_root[0];
+    assert_eq!(e, &flush, "{log:#x?}");
+    let host_stores: Vec<_> = log
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| matches!(e, Event::Store { table, .. } if host_tables.contains(table)))
+        .map(|(i, _)| i)
+        .collect();
+    assert!(
+        host_stores.iter().all(|&i| i > at),
+        "a share went back before the flush: flush at {at}, host stores at {host_stores:?}"
+    );
+    at
+}
+
+/// The shared set-up of the re-validation tests: a world, an EPT12 of
+/// `n` 4 KiB pages (guest page `i` at host `hpa + i * 4 KiB`, RWX), and
+/// the shadow of [`EPTP_A`] holding all of them.
+fn staged(limit: usize, n: u64, hpa: u64) -> (W, Ept12) {
+    let mut w = world(limit);
+    let mut e12 = Ept12::default();
+    for i in 0..n {
+        e12.pages.insert(i * K4, (hpa + i * K4, PERM_RWX));
+    }
+    for i in 0..n {
+        assert_eq!(e12.fault(&mut w, EPTP_A, i * K4), Ok(Installed::Mapped));
+    }
+    (w, e12)
+}
+
 #[test]
 fn invept_single_flushes_the_named_shadow_before_any_share_goes_back() {
     let mut w = world(1 << 12);
@@ -499,13 +562,7 @@ fn invept_single_flushes_the_named_shadow_before_any_share_goes_back() {
 
     // First the flush of the whole shadow, once; no other invalidation of
     // it (the retired table is unreachable).
-    let flush = Event::Invalidate {
-        kind: TableKind::GuestEpt,
-        root: root_a,
-        addr: 0,
-        size: ADDR_LIMIT,
-    };
-    assert_eq!(log.first(), Some(&flush), "{log:#x?}");
+    assert_eq!(log.first(), Some(&whole_flush(root_a)), "{log:#x?}");
     let shadow_invals = log
         .iter()
         .filter(|e| {
@@ -634,11 +691,12 @@ impl Ept12 {
 }
 
 /// Issue 10: a page a dead VM's shadow still shares, wanted by the host
-/// as its own (a VMCS region): every shadow that maps something is
-/// retired, flushed before its shares go back, and the page is the
-/// host's again; pages in any other state are left alone and refused.
+/// as its own (a VMCS region): the leaves that map it are dropped (the
+/// shadow retired if that is all it maps), flushed before the shares go
+/// back, and the page is the host's again; shadows that do not map it are
+/// untouched; pages in any other state are left alone and refused.
 #[test]
-fn reclaim_for_host_retires_the_shadows_of_a_guest_shared_page_only() {
+fn reclaim_for_host_drops_the_leaves_of_a_guest_shared_page_only() {
     let mut w = world(1 << 12);
     fill(&mut w, EPTP_A, 0, 0x40_0000, 4);
     fill(&mut w, EPTP_B, 0x20_0000, 0x50_0000, 2);
@@ -661,10 +719,14 @@ fn reclaim_for_host_retires_the_shadows_of_a_guest_shared_page_only() {
     }
     assert_eq!(w.set.stats().reclaims, 0);
     assert!(w.set.root(EPTP_A).is_some() && w.set.root(EPTP_B).is_some());
-    // A page of A's: both shadows that map something go (no reverse map),
-    // each flushed before any share returns; the empty one stays.
+    // A page of A's (mapped at two of A's addresses): only those leaves
+    // go, flushed before the shares go back; B, which does not map it,
+    // is untouched (no store, no flush), and so is the empty C.
+    install_at(&mut w, EPTP_A, 0x9000, 0x40_1000);
+    assert_eq!(w.count(0x40_1000), 2);
     let host_tables = w.host_tables();
-    let ra = w.set.root(EPTP_A).unwrap();
+    let tables_b = w.shadow_tables(EPTP_B);
+    let (ra, rb) = (w.set.root(EPTP_A).unwrap(), w.set.root(EPTP_B).unwrap());
     assert_eq!(w.host_state(0x40_1000), Some(PageState::SharedOwned));
     w.mm.record();
     assert!(w
@@ -672,22 +734,23 @@ fn reclaim_for_host_retires_the_shadows_of_a_guest_shared_page_only() {
         .reclaim_for_host(&mut w.host, &mut w.mm, lit::hpa(0x40_1000)));
     let log = w.mm.take_log();
     w.check();
-    let flush = log
-        .iter()
-        .position(|e| matches!(*e, Event::Invalidate { kind: TableKind::GuestEpt, root: r, .. } if r == ra))
-        .unwrap();
-    let first_host_store = log
-        .iter()
-        .position(|e| matches!(*e, Event::Store { table, .. } if host_tables.contains(&table)))
-        .unwrap();
-    assert!(flush < first_host_store, "shares back only after the flush");
+    assert_flush_before_returns(&log, ra, &host_tables);
+    assert!(!log.iter().any(|e| matches!(e,
+        Event::Store { table, .. } if tables_b.contains(table))
+        || matches!(e, Event::Invalidate { root, .. } if *root == rb)));
     assert_eq!(w.host_state(0x40_1000), Some(PageState::Owned));
     assert_eq!(w.count(0x40_1000), 0);
-    assert_eq!(w.host_state(0x50_1000), Some(PageState::Owned));
-    assert_eq!(w.set.root(EPTP_A), None);
-    assert_eq!(w.set.root(EPTP_B), None);
+    assert_eq!(w.host_state(0x40_0000), Some(PageState::SharedOwned));
+    assert_eq!(w.host_state(0x50_1000), Some(PageState::SharedOwned));
+    assert_eq!(w.set.root(EPTP_A), Some(ra));
+    assert_eq!(w.set.leaves(EPTP_A), 3);
+    assert_eq!(w.shadow_maps(EPTP_A, 0x1000), None);
+    assert_eq!(w.shadow_maps(EPTP_A, 0x9000), None);
+    assert_eq!(w.set.root(EPTP_B), Some(rb));
     assert_eq!(w.set.root(EPTP_C), Some(root_c));
     assert_eq!(w.set.stats().reclaims, 1);
+    assert_eq!(w.set.stats().partial, 1);
+    assert_eq!(w.set.stats().leaves_dropped, 2);
     // Asked again: the host's own, nothing to do.
     w.mm.record();
     assert!(w
@@ -696,8 +759,8 @@ fn reclaim_for_host_retires_the_shadows_of_a_guest_shared_page_only() {
     assert!(w.mm.take_log().is_empty());
     assert_eq!(w.set.stats().reclaims, 1);
     // Mapped again after the reclaim: shares as before.
-    fill(&mut w, EPTP_A, 0, 0x40_0000, 1);
-    assert_eq!(w.host_state(0x40_0000), Some(PageState::SharedOwned));
+    install_at(&mut w, EPTP_A, 0x1000, 0x40_1000);
+    assert_eq!(w.host_state(0x40_1000), Some(PageState::SharedOwned));
     w.check();
 }
 
@@ -742,27 +805,28 @@ fn revalidating_invept_keeps_a_shadow_with_nothing_stale_and_flushes_nothing() {
     // remap, an unmap, a large page split into small ones, another
     // memory type, another ignore-PAT bit.
     type Change = fn(&mut Ept12);
-    let changes: [(&str, Change); 6] = [
-        ("write taken away", |e| {
+    let changes: [(&str, u64, Change); 6] = [
+        ("write taken away", 3 * K4, |e| {
             e.pages.insert(3 * K4, (0x40_0000 + 6 * K4, PERM_R));
         }),
-        ("remapped", |e| {
+        ("remapped", 5 * K4, |e| {
             e.pages.insert(5 * K4, (0x50_0000, PERM_RWX));
         }),
-        ("unmapped", |e| {
+        ("unmapped", 15 * K4, |e| {
             e.pages.remove(&(15 * K4));
         }),
-        ("split", |e| {
+        ("split", 0x20_0000, |e| {
             e.large.clear();
             for i in 0..512 {
                 e.pages
                     .insert(0x20_0000 + i * K4, (0x60_0000 + i * K4, PERM_RWX));
             }
         }),
-        ("memory type", |_| {}),
-        ("ignore PAT", |_| {}),
+        ("memory type", 0, |_| {}),
+        ("ignore PAT", 0, |_| {}),
     ];
-    for (what, change) in changes {
+    let host_tables = w.host_tables();
+    for (what, gone, change) in changes {
         let mut now = Ept12 {
             pages: e12.pages.clone(),
             large: e12.large.clone(),
@@ -787,23 +851,33 @@ fn revalidating_invept_keeps_a_shadow_with_nothing_stale_and_flushes_nothing() {
             .set
             .invalidate_single_checked(&mut w.host, &mut w.mm, EPTP_A, &mut resolve);
         let log = w.mm.take_log();
-        assert_eq!(n, 1, "{what}");
-        // Retired as by a plain INVEPT: the flush first.
-        let flush = Event::Invalidate {
-            kind: TableKind::GuestEpt,
-            root,
-            addr: 0,
-            size: ADDR_LIMIT,
-        };
-        assert_eq!(log.first(), Some(&flush), "{what}");
+        // One stale leaf of 17: only it is dropped, the shadow kept, its
+        // share returned after the one flush.
+        assert_eq!(n, 0, "{what}");
+        assert_flush_before_returns(&log, root, &host_tables);
         w.check();
-        assert_eq!(w.host_state(0x40_0000), Some(PageState::Owned), "{what}");
-        // Rebuild for the next change.
-        for i in 0..16 {
-            assert_eq!(e12.fault(&mut w, EPTP_A, i * K4), Ok(Installed::Mapped));
+        assert_eq!(w.set.root(EPTP_A), Some(root), "{what}");
+        assert_eq!(w.set.leaves(EPTP_A), 16, "{what}");
+        assert_eq!(w.shadow_maps(EPTP_A, gone), None, "{what}");
+        let h = e12.resolve(lit::gpa(gone)).unwrap().hpa.raw();
+        assert_eq!(w.host_state(h), Some(PageState::Owned), "{what}");
+        for g in (0..16).map(|i| i * K4).chain([0x21_0000]) {
+            let dropped = if gone == 0x20_0000 {
+                g == 0x21_0000
+            } else {
+                g == gone
+            };
+            if !dropped {
+                assert!(w.shadow_maps(EPTP_A, g).is_some(), "{what}: {g:#x} kept");
+            }
         }
-        assert_eq!(e12.fault(&mut w, EPTP_A, 0x21_0000), Ok(Installed::Mapped));
+        // Rebuild for the next change.
+        let g = if gone == 0x20_0000 { 0x21_0000 } else { gone };
+        assert_eq!(e12.fault(&mut w, EPTP_A, g), Ok(Installed::Mapped));
+        assert_eq!(w.set.leaves(EPTP_A), 17, "{what}");
     }
+    assert_eq!(w.set.stats().partial, 6);
+    assert_eq!(w.set.stats().leaves_dropped, 6);
 }
 
 /// The two steps of a re-validating INVEPT as root mode runs them: the
@@ -812,14 +886,7 @@ fn revalidating_invept_keeps_a_shadow_with_nothing_stale_and_flushes_nothing() {
 /// borrowed; then the answer keeps or retires the shadow.
 #[test]
 fn revalidation_in_two_steps_lets_the_resolver_use_the_mm_and_the_host_ept() {
-    let mut w = world(1 << 12);
-    let mut e12 = Ept12::default();
-    for i in 0..4 {
-        e12.pages.insert(i * K4, (0x40_0000 + i * K4, PERM_RWX));
-    }
-    for i in 0..4 {
-        assert_eq!(e12.fault(&mut w, EPTP_A, i * K4), Ok(Installed::Mapped));
-    }
+    let (mut w, mut e12) = staged(1 << 12, 4, 0x40_0000);
     let root = w.set.root(EPTP_A).unwrap();
     // No shadow for that pointer: nothing to say, nothing kept.
     let none = w
@@ -845,21 +912,37 @@ fn revalidation_in_two_steps_lets_the_resolver_use_the_mm_and_the_host_ept() {
     assert_eq!(w.set.root(EPTP_A), Some(root));
     w.check();
 
-    // The host unmapped a page: stale, retired with the flush first.
+    // The host unmapped a page: that leaf is stale and dropped alone,
+    // after the flush.
     e12.pages.remove(&(2 * K4));
+    let current = w
+        .set
+        .is_current(&mut w.mm, EPTP_A, &mut |_, g| e12.resolve(g));
+    assert_eq!(current, Some(false));
+    let host_tables = w.host_tables();
+    w.mm.record();
+    assert_eq!(w.set.revalidated(&mut w.host, &mut w.mm, EPTP_A, false), 0);
+    assert_flush_before_returns(&w.mm.take_log(), root, &host_tables);
+    assert_eq!(w.set.root(EPTP_A), Some(root));
+    w.check();
+    for i in 0..4 {
+        let (state, mapped) = if i == 2 {
+            (PageState::Owned, None)
+        } else {
+            (PageState::SharedOwned, Some((0x40_0000 + i * K4, PERM_RWX)))
+        };
+        assert_eq!(w.host_state(0x40_0000 + i * K4), Some(state));
+        assert_eq!(w.shadow_maps(EPTP_A, i * K4), mapped);
+    }
+    // Everything stale: retired whole, the flush first.
+    e12.pages.clear();
     let current = w
         .set
         .is_current(&mut w.mm, EPTP_A, &mut |_, g| e12.resolve(g));
     assert_eq!(current, Some(false));
     w.mm.record();
     assert_eq!(w.set.revalidated(&mut w.host, &mut w.mm, EPTP_A, false), 1);
-    let flush = Event::Invalidate {
-        kind: TableKind::GuestEpt,
-        root,
-        addr: 0,
-        size: ADDR_LIMIT,
-    };
-    assert_eq!(w.mm.take_log().first(), Some(&flush));
+    assert_eq!(w.mm.take_log().first(), Some(&whole_flush(root)));
     assert_eq!(w.set.root(EPTP_A), None);
     w.check();
     for i in 0..4 {
@@ -904,18 +987,13 @@ fn revalidation_retires_a_shadow_with_too_many_leaves_unread() {
 }
 
 #[test]
-fn revalidating_invept_global_retires_only_the_stale_shadows() {
-    let mut w = world(1 << 12);
-    let mut e12 = Ept12::default();
-    for i in 0..8 {
-        e12.pages.insert(i * K4, (0x40_0000 + i * K4, PERM_RWX));
-    }
+fn revalidating_invept_global_drops_only_the_stale_leaves() {
+    let (mut w, e12) = staged(1 << 12, 8, 0x40_0000);
     let mut f12 = Ept12::default();
     for i in 0..8 {
         f12.pages.insert(i * K4, (0x50_0000 + i * K4, PERM_RWX));
     }
     for i in 0..8 {
-        e12.fault(&mut w, EPTP_A, i * K4).unwrap();
         f12.fault(&mut w, EPTP_B, i * K4).unwrap();
     }
     f12.pages.remove(&(7 * K4));
@@ -930,12 +1008,212 @@ fn revalidating_invept_global_retires_only_the_stale_shadows() {
                 f12.resolve(g)
             }
         });
+    assert_eq!(n, 0);
+    w.check();
+    assert!(w.set.root(EPTP_A).is_some());
+    assert!(w.set.root(EPTP_B).is_some());
+    assert_eq!(w.set.leaves(EPTP_A), 8);
+    assert_eq!(w.set.leaves(EPTP_B), 7);
+    assert_eq!(w.host_state(0x50_7000), Some(PageState::Owned));
+    assert_eq!(w.host_state(0x50_0000), Some(PageState::SharedOwned));
+    assert_eq!(w.set.stats().kept, 1);
+    assert_eq!(w.set.stats().partial, 1);
+    assert_eq!(w.set.stats().flushes, 1);
+    // B wholly stale now: retired; A kept.
+    f12.pages.clear();
+    let n = w
+        .set
+        .invalidate_all_checked(&mut w.host, &mut w.mm, &mut |_, key, g| {
+            if key == ka {
+                e12.resolve(g)
+            } else {
+                f12.resolve(g)
+            }
+        });
     assert_eq!(n, 1);
     w.check();
     assert!(w.set.root(EPTP_A).is_some());
     assert_eq!(w.set.root(EPTP_B), None);
-    assert_eq!(w.set.leaves(EPTP_A), 8);
     assert_eq!(w.host_state(0x50_0000), Some(PageState::Owned));
+}
+
+/// The partial drop: of 41 leaves, three are stale (a remap, an unmap, and
+/// an unmap of a leaf alone in its own tables).  Only their entries are
+/// written (revoked), then the shadow is flushed once, then their shares
+/// go back and the tables they leave empty are freed; the 38 current
+/// leaves are never stored to.  Fails if the flush is moved after the
+/// returns.
+#[test]
+fn partial_drop_keeps_current_leaves_and_returns_stale_shares_after_the_flush() {
+    let (mut w, mut e12) = staged(1 << 12, 40, 0x40_0000);
+    let far = 0x80_0000_0000;
+    e12.pages.insert(far, (0x48_0000, PERM_RWX));
+    assert_eq!(e12.fault(&mut w, EPTP_A, far), Ok(Installed::Mapped));
+    let root = w.set.root(EPTP_A).unwrap();
+    let tables = w.set.table_pages(EPTP_A);
+    assert_eq!(tables, w.shadow_tables(EPTP_A).len());
+    let host_tables = w.host_tables();
+    let stale = [3 * K4, 17 * K4, far];
+    let kept: Vec<_> = (0..40)
+        .map(|i| i * K4)
+        .filter(|g| !stale.contains(g))
+        .map(|g| {
+            let g_ = w.set.guest(EPTP_A).unwrap();
+            (g, g_.pgt().lookup(&mut w.mm, lit::gpa(g)).unwrap())
+        })
+        .collect();
+    e12.pages.insert(3 * K4, (0x50_0000, PERM_RWX));
+    e12.pages.remove(&(17 * K4));
+    e12.pages.remove(&far);
+    let live = w.mm.live();
+
+    w.mm.record();
+    let n = w
+        .set
+        .invalidate_single_checked(&mut w.host, &mut w.mm, EPTP_A, &mut |_, g| e12.resolve(g));
+    let log = w.mm.take_log();
+    w.check();
+    assert_eq!(n, 0, "kept");
+    assert_eq!(w.set.root(EPTP_A), Some(root));
+    let at = assert_flush_before_returns(&log, root, &host_tables);
+    // Before the flush: only the three revocations, each a non-present
+    // entry that still holds its leaf's address.
+    let before: Vec<_> = log.iter().take(at).collect();
+    assert_eq!(before.len(), 3, "{before:#x?}");
+    for e in before {
+        let Event::Store { v, .. } = *e else {
+            panic!("{e:x?}")
+        };
+        assert!(v != 0 && !EptFormat::is_present(v), "{v:#x}");
+    }
+    // No store to a current leaf, and each is as it was.
+    for (g, l) in &kept {
+        assert!(
+            !log.iter().any(|e| matches!(*e,
+                Event::Store { table, idx, .. } if table == l.table && idx == l.index)),
+            "{g:#x} stored to"
+        );
+        let now = w.set.guest(EPTP_A).unwrap();
+        assert_eq!(
+            now.pgt().lookup(&mut w.mm, lit::gpa(*g)).unwrap().entry,
+            l.entry
+        );
+    }
+    for (g, h) in [(3 * K4, 0x40_3000), (17 * K4, 0x41_1000), (far, 0x48_0000)] {
+        assert_eq!(w.shadow_maps(EPTP_A, g), None, "{g:#x}");
+        assert_eq!(w.host_state(h), Some(PageState::Owned), "{h:#x}");
+        assert_eq!(w.count(h), 0);
+    }
+    // The far leaf's three tables (PDPT, PD, PT) are freed; the count is
+    // exact again.
+    assert_eq!(w.set.table_pages(EPTP_A), tables - 3);
+    // The list's page is given back too: only the three tables are gone.
+    assert_eq!(w.mm.live(), live - 3);
+    assert_eq!(w.shadow_tables(EPTP_A).len(), tables - 3);
+    assert_eq!(w.set.leaves(EPTP_A), 38);
+    let st = *w.set.stats();
+    assert_eq!(
+        (
+            st.partial,
+            st.leaves_dropped,
+            st.flushes,
+            st.unshared,
+            st.invalidated
+        ),
+        (1, 3, 1, 3, 0)
+    );
+    // The guest re-faults what it touches: the new translation.
+    assert_eq!(e12.fault(&mut w, EPTP_A, 3 * K4), Ok(Installed::Mapped));
+    assert_eq!(w.shadow_maps(EPTP_A, 3 * K4), Some((0x50_0000, PERM_RWX)));
+    // Current again: kept, nothing written.
+    w.mm.record();
+    let n = w
+        .set
+        .invalidate_single_checked(&mut w.host, &mut w.mm, EPTP_A, &mut |_, g| e12.resolve(g));
+    assert_eq!((n, w.mm.take_log()), (0, Vec::new()));
+}
+
+/// Counted shares under partial drops: one host page mapped at two
+/// addresses of one shadow and at one of another.  Each drop takes one
+/// count; the page is the host's alone only when the last goes.
+#[test]
+fn partial_drop_counts_a_page_shared_by_two_shadows_and_two_addresses() {
+    let mut w = world(1 << 12);
+    let h = 0x40_0000;
+    let mut a12 = Ept12::default();
+    let mut b12 = Ept12::default();
+    for (g, hh) in [(0x1000, h), (0x2000, h), (0x3000, h + 0x3000)] {
+        a12.pages.insert(g, (hh, PERM_RWX));
+        a12.fault(&mut w, EPTP_A, g).unwrap_or_else(|_| panic!());
+    }
+    for (g, hh) in [(0x5000, h), (0x6000, h + 0x6000)] {
+        b12.pages.insert(g, (hh, PERM_RWX));
+        b12.fault(&mut w, EPTP_B, g).unwrap_or_else(|_| panic!());
+    }
+    assert_eq!(w.count(h), 3);
+    let host_tables = w.host_tables();
+    let drop = |w: &mut W, eptp: u64, e12: &Ept12| {
+        let root = w.set.root(eptp).unwrap();
+        w.mm.record();
+        let n = w
+            .set
+            .invalidate_single_checked(&mut w.host, &mut w.mm, eptp, &mut |_, g| e12.resolve(g));
+        assert_eq!(n, 0);
+        assert_flush_before_returns(&w.mm.take_log(), root, &host_tables);
+        w.check();
+    };
+    a12.pages.remove(&0x1000);
+    drop(&mut w, EPTP_A, &a12);
+    assert_eq!(
+        (w.count(h), w.host_state(h)),
+        (2, Some(PageState::SharedOwned))
+    );
+    assert_eq!(w.shadow_maps(EPTP_A, 0x2000), Some((h, PERM_RWX)));
+    a12.pages.remove(&0x2000);
+    drop(&mut w, EPTP_A, &a12);
+    assert_eq!(
+        (w.count(h), w.host_state(h)),
+        (1, Some(PageState::SharedOwned))
+    );
+    assert_eq!(w.shadow_maps(EPTP_B, 0x5000), Some((h, PERM_RWX)));
+    b12.pages.remove(&0x5000);
+    drop(&mut w, EPTP_B, &b12);
+    assert_eq!((w.count(h), w.host_state(h)), (0, Some(PageState::Owned)));
+    assert_eq!(w.set.leaves(EPTP_A), 1);
+    assert_eq!(w.set.leaves(EPTP_B), 1);
+    assert_eq!(w.host_state(h + 0x3000), Some(PageState::SharedOwned));
+    assert_eq!(w.set.stats().partial, 3);
+}
+
+/// At most [`PARTIAL_MAX_STALE`] stale leaves are dropped one by one; one
+/// more retires the shadow whole (as does every leaf being stale, in
+/// `revalidation_in_two_steps_...`).
+#[test]
+fn partial_drop_is_bounded_beyond_it_the_shadow_is_retired() {
+    let max = PARTIAL_MAX_STALE as u64;
+    for (stale, whole) in [(max, false), (max + 1, true)] {
+        let (mut w, mut e12) = staged(1 << 13, max + 8, 0x40_0000);
+        let root = w.set.root(EPTP_A).unwrap();
+        // After a current leaf (two stale leaves first retire it whole).
+        for i in 1..=stale {
+            e12.pages.remove(&(i * K4));
+        }
+        let n = w
+            .set
+            .invalidate_single_checked(&mut w.host, &mut w.mm, EPTP_A, &mut |_, g| e12.resolve(g));
+        w.check();
+        assert_eq!(n, usize::from(whole), "{stale}");
+        if whole {
+            assert_eq!(w.set.root(EPTP_A), None);
+            assert_eq!(w.set.stats().partial, 0);
+        } else {
+            assert_eq!(w.set.root(EPTP_A), Some(root));
+            assert_eq!(w.set.leaves(EPTP_A), 8);
+            assert_eq!(w.set.stats().leaves_dropped, max);
+        }
+        assert_eq!(w.set.stats().flushes, 1);
+        assert_eq!(w.host_state(0x40_1000), Some(PageState::Owned));
+    }
 }
 
 #[test]
@@ -1265,4 +1543,25 @@ fn random_operations_match_a_model() {
         max_users >= 3,
         "host pages shared several times: {max_users}"
     );
+}
+
+/// A shadow whose first two leaves are stale (KVM moved to a new root and
+/// zapped the old one) is retired whole after two resolutions, not one
+/// per leaf.
+#[test]
+fn a_shadow_stale_from_its_first_leaves_is_retired_without_a_full_scan() {
+    let (mut w, mut e12) = staged(1 << 12, 16, 0x40_0000);
+    e12.pages.clear();
+    let mut asked = 0;
+    let n = w
+        .set
+        .invalidate_single_checked(&mut w.host, &mut w.mm, EPTP_A, &mut |_, g| {
+            asked += 1;
+            e12.resolve(g)
+        });
+    w.check();
+    assert_eq!((n, asked), (1, 2));
+    assert_eq!(w.set.root(EPTP_A), None);
+    assert_eq!(w.set.stats().partial, 0);
+    assert_eq!(w.host_state(0x40_f000), Some(PageState::Owned));
 }
