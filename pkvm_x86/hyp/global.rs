@@ -1527,9 +1527,9 @@ impl HostMemory<'_> {
     /// mapped it through a shadow EPT, as KVM maps its APIC-access page
     /// into EPT12).  The rule the invariant checker holds pins to; unlike
     /// [`Self::owns`] it takes nothing back: a guest-shared frame is still
-    /// the host's and no donation takes it, and retiring every shadow
-    /// whenever a vmcs02 is built for such a frame (each vCPU switch on a
-    /// CPU) would make the guests re-fault all their memory.
+    /// the host's and no donation takes it, and dropping the guests'
+    /// leaves of it whenever a vmcs02 is built for such a frame (each vCPU
+    /// switch on a CPU) would cost a flush of every CPU and a re-fault.
     pub(crate) fn pinnable(&mut self, pa: u64) -> bool {
         let Some(page) = Hpa::new(pa & !0xfff) else {
             return false;
