@@ -92,6 +92,19 @@ t_reserve_hostile() {
 	rmmod pkvm_hostile
 }
 
+# reserve_given_back TOTAL: the unload's last message says the reserve's
+# TOTAL pages went back, with the pool chunks grown on demand (512 pages
+# each; host/reserve.rs).
+reserve_given_back() {
+	want=$1
+	line=$(dmesg | tail -5 | grep 'reserve and grown pool chunks: ' | tail -1)
+	echo "${line#*pkvm_x86: }"
+	n=$(echo "$line" | sed -n 's/.*chunks: \([0-9]*\) pages given back (\([0-9]*\) chunks).*/\1 \2/p')
+	[ -n "$n" ] || { fail "no 'given back' message at unload"; return; }
+	pages=${n% *} chunks=${n#* }
+	expect_eq "pages given back at unload (the reserve's $want and $chunks grown chunks)" "$pages" "$((want + 512 * chunks))"
+}
+
 # Unload gives the reserve back, scrubbed: the batch header's magic is
 # gone from the first batch's pages, and the host half says so.
 t_reserve_scrubbed() {
@@ -101,7 +114,7 @@ t_reserve_scrubbed() {
 	echo "first batch at $first, $total pages"
 	pkvm_rmmod || fail "rmmod" || return 1
 	dmesg | grep 'reserve: ' | tail -1
-	dmesg | tail -5 | grep -q "reserve: $total pages given back" || fail "the reserve's $total pages not given back"
+	reserve_given_back "$total"
 	insmod /lib/modules/pkvm_hostile.ko || fail "insmod pkvm_hostile" || return 1
 	expect_hostile '^ok 0 0$' scan $first 16 $RESERVE_MAGIC
 	rmmod pkvm_hostile
@@ -145,5 +158,5 @@ t_reserve_many_guests() {
 	expect_eq "pinned frames after rmmod kvm_intel" "$(cat $CTL | tr ' ' '\n' | sed -n 's/^pinned_frames=//p')" 0
 	total=$(reserve_field total)
 	pkvm_rmmod || fail "rmmod pkvm_x86 after kvm_intel" || return 1
-	dmesg | tail -5 | grep -q "reserve: $total pages given back" || fail "the reserve's $total pages not given back"
+	reserve_given_back "$total"
 }

@@ -520,7 +520,13 @@ again:
 	 * guest that keeps being interrupted reports reason 1.
 	 */
 	if (r.reason == 1 && irqs++ < 100) {
+		/*
+		 * Not STI;CLI back to back: STI blocks interrupts for one
+		 * instruction, so the pending one would never be taken.
+		 */
 		local_irq_enable();
+		cpu_relax();
+		cpu_relax();
 		local_irq_disable();
 		resume = true;
 		goto again;
