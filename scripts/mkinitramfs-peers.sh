@@ -21,7 +21,7 @@ out=$1 kdir=$2
 sel=$(bash "$PKVM_ROOT/scripts/build-kvm-selftests.sh" "$kdir")
 qemu=$(bash "$PKVM_ROOT/scripts/build-qemu.sh")
 bz=$kdir/arch/x86/boot/bzImage
-key="$sel $qemu $(sha256sum "$bz" "$PKVM_ROOT"/selftests/peers/* "$0" /bin/busybox | cut -c1-16 | tr '\n' ' ')"
+key="$sel $qemu $(sha256sum "$bz" "$PKVM_ROOT"/selftests/peers/*.txt "$0" /bin/busybox | cut -c1-16 | tr '\n' ' ')"
 if [ -f "$out" ] && [ "$(cat "$out.key" 2>/dev/null)" = "$key" ]; then
 	exit 0
 fi
