@@ -780,6 +780,27 @@ pub fn host_share_guest_attrs<M: MmOps>(
     })
 }
 
+/// The one step of [`host_unshare_guest`] and [`host_unshare_revoked`]
+/// once their checks passed: each host page of `[hpa, hpa + size)` loses
+/// one count (`OWNED` again at zero) and the guest's entries for `[gpa,
+/// gpa + size)` become zero, all or nothing.
+fn release_guest_share<M: MmOps>(
+    host: &mut HostEpt,
+    guest: &mut GuestEpt,
+    mm: &mut M,
+    hpa: Hpa,
+    gpa: Gpa,
+    size: u64,
+) -> Result {
+    let guest_fill = Fill::Set(0);
+    let pages = counted_release_pages(host, mm, hpa, size)?
+        + guest.pgt.pages_needed(mm, gpa, size, guest_fill)?;
+    run_plan(host, mm, Plan { pages }, |host, mm, cache| {
+        counted_release(host, mm, cache, hpa, size)?;
+        guest.pgt.apply(mm, cache, gpa, size, guest_fill)
+    })
+}
+
 /// Ends one [`host_share_guest`] mapping: `gpa` must map `hpa` for all
 /// `nr_pages`.  Each host page's count goes down by one; a page whose
 /// count reaches zero goes back to the host alone.
@@ -802,13 +823,7 @@ pub fn host_unshare_guest<M: MmOps>(
     all_leaves(&guest.pgt, mm, gpa, size, |c, e| {
         maps_as::<EptFormat, _>(c, e, PageState::SharedBorrowed, gpa, hpa)
     })?;
-    let guest_fill = Fill::Set(0);
-    let pages = counted_release_pages(host, mm, hpa, size)?
-        + guest.pgt.pages_needed(mm, gpa, size, guest_fill)?;
-    run_plan(host, mm, Plan { pages }, |host, mm, cache| {
-        counted_release(host, mm, cache, hpa, size)?;
-        guest.pgt.apply(mm, cache, gpa, size, guest_fill)
-    })
+    release_guest_share(host, guest, mm, hpa, gpa, size)
 }
 
 /// The one leaf of `guest` at `gpa`: its entry and size, if `[gpa, gpa +
@@ -888,13 +903,7 @@ pub fn host_unshare_revoked<M: MmOps>(
     all_leaves(&host.pgt, mm, hpa, size, |c, e| {
         maps_as::<EptFormat, _>(c, e, PageState::SharedOwned, hpa, hpa)
     })?;
-    let guest_fill = Fill::Set(0);
-    let pages = counted_release_pages(host, mm, hpa, size)?
-        + guest.pgt.pages_needed(mm, gpa, size, guest_fill)?;
-    run_plan(host, mm, Plan { pages }, |host, mm, cache| {
-        counted_release(host, mm, cache, hpa, size)?;
-        guest.pgt.apply(mm, cache, gpa, size, guest_fill)
-    })
+    release_guest_share(host, guest, mm, hpa, gpa, size)
 }
 
 /// A host donation of a page some guest still maps through a counted
